@@ -1,0 +1,418 @@
+//! Backup benchmarks, measured side by side in one run against the test Bitbucket
+//! server (real `git http-backend`). Run with `cargo bench --bench backup`.
+//!
+//! 1. Unchanged workspace: second backup of N repositories (default 100) stores
+//!    < 1 KiB per repository and takes < 10% of the first run's time.
+//! 2. Large repository (default 50,000 commits, made with `git fast-import`): full
+//!    backup time vs `git clone --mirror` from the same server, and peak RSS.
+//! 3. Ten daily snapshots with small pushes: archive size vs one mirror's packs.
+//!
+//! Sizes can be lowered for a quick run: BENCH_REPOS, BENCH_COMMITS, BENCH_DAYS.
+
+use reposafe_testkit::gitutil;
+use reposafe_testkit::{CloudServer, RepoMeta, TempDir};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const EMAIL: &str = "bench@acme.test";
+const TOKEN: &str = "ATATT-bench-token";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Timed {
+    secs: f64,
+    max_rss_kib: u64,
+    stdout: String,
+}
+
+/// Runs a command under /usr/bin/time to get wall time and peak RSS.
+fn timed(cmd: &mut Command) -> Timed {
+    let rss_file = tempfile_path("rss");
+    let prog = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    let mut c = Command::new("/usr/bin/time");
+    c.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_file)
+        .arg(prog)
+        .args(args);
+    if let Some(dir) = cmd.get_current_dir() {
+        c.current_dir(dir);
+    }
+    for (k, v) in envs {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let t = Instant::now();
+    let out = c
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run /usr/bin/time");
+    let secs = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "command failed: {:?}", c);
+    let rss = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    let max_rss_kib = rss
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&rss_file);
+    Timed {
+        secs,
+        max_rss_kib,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+fn tempfile_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "reposafe-bench-{tag}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ))
+}
+
+fn reposafe(data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reposafe"));
+    c.arg("--data-dir").arg(data);
+    c
+}
+
+fn add_connection(server: &CloudServer, data: &Path, workspace: &str, files: &Path) {
+    let tok = files.join("token");
+    std::fs::write(&tok, TOKEN).expect("token");
+    let base = server.base_url();
+    let out = reposafe(data)
+        .args(["connection", "add", "cloud", "--workspace", workspace])
+        .args(["--set", &format!("api-base-url={base}")])
+        .args(["--set", &format!("git-base-url={base}")])
+        .args(["--api-token-email", EMAIL, "--api-token-file"])
+        .arg(&tok)
+        .output()
+        .expect("connection add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                total += dir_size(&path);
+            } else {
+                total += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn packs_size(bare: &Path) -> u64 {
+    std::fs::read_dir(bare.join("objects/pack"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("pack"))
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn archive_size(data: &Path) -> u64 {
+    dir_size(&data.join("archive/blobs")) + dir_size(&data.join("archive/snapshots"))
+}
+
+/// A repository of `commits` commits made with `git fast-import`, repacked like a
+/// server's repository.
+fn large_repo(dir: &Path, commits: usize) -> PathBuf {
+    let bare = dir.join("large.git");
+    gitutil::init_bare(&bare);
+    let mut child = gitutil::git_command(&bare)
+        .args(["fast-import", "--quiet"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("fast-import");
+    {
+        let stdin = child.stdin.as_mut().expect("stdin");
+        let mut w = std::io::BufWriter::new(stdin);
+        for i in 0..commits {
+            // Ten files; each commit rewrites one, with some churn, plus a new small file every 50.
+            let file = i % 10;
+            let mut content = String::new();
+            for line in 0..40 {
+                content.push_str(&format!(
+                    "file {file} line {line} value {}\n",
+                    (i / 10 + line * 7) % 1000
+                ));
+            }
+            let msg = format!("commit {i}\n");
+            writeln!(w, "commit refs/heads/main").unwrap();
+            writeln!(
+                w,
+                "committer Bench <bench@acme.test> {} +0000",
+                1_700_000_000 + i
+            )
+            .unwrap();
+            writeln!(w, "data {}\n{}", msg.len(), msg).unwrap();
+            if i > 0 {
+                writeln!(w, "from refs/heads/main^0").unwrap();
+            }
+            writeln!(
+                w,
+                "M 644 inline src/file{file}.txt\ndata {}\n{}",
+                content.len(),
+                content
+            )
+            .unwrap();
+            if i % 50 == 0 {
+                let extra = format!("extra {i}\n");
+                writeln!(
+                    w,
+                    "M 644 inline extra/{i}.txt\ndata {}\n{}",
+                    extra.len(),
+                    extra
+                )
+                .unwrap();
+            }
+            if i % 5000 == 0 {
+                writeln!(w, "reset refs/tags/t{i}\nfrom refs/heads/main^0").unwrap();
+            }
+        }
+        w.flush().unwrap();
+    }
+    assert!(child.wait().expect("fast-import").success());
+    gitutil::git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+    gitutil::git(
+        &bare,
+        &["repack", "-a", "-d", "-q", "--window=10", "--depth=50"],
+    );
+    bare
+}
+
+fn bench_unchanged_workspace() -> String {
+    let n = env_usize("BENCH_REPOS", 100);
+    let server = CloudServer::start();
+    let src = TempDir::new("bench-src");
+    let t = Instant::now();
+    gitutil::make_workspace_fixture(&server, "acme", n, src.path());
+    eprintln!(
+        "fixture of {n} repositories built in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    server.add_api_token("bench", EMAIL, TOKEN);
+    server.grant("bench", "acme");
+    let data = TempDir::new("bench-data");
+    let files = TempDir::new("bench-files");
+    add_connection(&server, data.path(), "acme", files.path());
+
+    let first = timed(reposafe(data.path()).args(["backup", "acme", "--parallel", "8"]));
+    let size1 = archive_size(data.path());
+    server.clear_log();
+    let second = timed(reposafe(data.path()).args(["backup", "acme", "--parallel", "8"]));
+    let size2 = archive_size(data.path());
+    let git_requests = server.request_log().iter().filter(|r| r.is_git).count();
+    let per_repo = (size2 - size1) as f64 / n as f64;
+    let ratio = second.secs / first.secs;
+    format!(
+        "## Unchanged workspace ({n} repositories)\n\
+         first backup: {:.2} s, archive {:.1} MiB\n\
+         second backup: {:.2} s ({:.1}% of the first; target < 10%)\n\
+         new archive data on the second run: {per_repo:.0} B per repository (target < 1024 B)\n\
+         git HTTP requests on the second run: {git_requests} ({:.1} per repository: one ref listing)\n\
+         {}\n",
+        first.secs,
+        size1 as f64 / 1048576.0,
+        second.secs,
+        ratio * 100.0,
+        git_requests as f64 / n as f64,
+        if ratio < 0.10 && per_repo < 1024.0 { "PASS" } else { "FAIL" }
+    )
+}
+
+fn bench_large_repo() -> String {
+    let commits = env_usize("BENCH_COMMITS", 50_000);
+    let server = CloudServer::start();
+    let src = TempDir::new("bench-large");
+    let t = Instant::now();
+    let bare = large_repo(src.path(), commits);
+    let pack = packs_size(&bare);
+    eprintln!(
+        "large repository: {commits} commits, {:.1} MiB pack, made in {:.1} s",
+        pack as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    server.add_workspace("big");
+    server.add_repo("big", "large", &bare, RepoMeta::default());
+    server.add_api_token("bench", EMAIL, TOKEN);
+    server.grant("bench", "big");
+    let auth = format!(
+        "Authorization: Basic {}",
+        base64_encode(&format!("x-bitbucket-api-token-auth:{TOKEN}"))
+    );
+
+    let mut git_times = Vec::new();
+    let mut ours = Vec::new();
+    for round in 0..2 {
+        let out = TempDir::new("bench-clone");
+        let g = timed(
+            gitutil::git_command(out.path())
+                .args(["-c", &format!("http.extraHeader={auth}")])
+                .args(["clone", "--mirror", "--quiet"])
+                .arg(server.git_url("big", "large"))
+                .arg("m.git"),
+        );
+        git_times.push(g);
+        let data = TempDir::new("bench-data");
+        let files = TempDir::new("bench-files");
+        add_connection(&server, data.path(), "big", files.path());
+        let r = timed(reposafe(data.path()).args(["backup", "big"]));
+        ours.push(r);
+        eprintln!(
+            "round {round}: git {:.2} s, reposafe {:.2} s",
+            git_times[round].secs, ours[round].secs
+        );
+    }
+    let best = |v: &[Timed]| v.iter().map(|t| t.secs).fold(f64::INFINITY, f64::min);
+    let rss = ours.iter().map(|t| t.max_rss_kib).max().unwrap_or(0);
+    let git_rss = git_times.iter().map(|t| t.max_rss_kib).max().unwrap_or(0);
+    let ratio = best(&ours) / best(&git_times);
+    let _ = &ours[0].stdout;
+    format!(
+        "## Large repository ({commits} commits, {:.1} MiB pack)\n\
+         git clone --mirror: {:.2} s (best of 2), peak RSS {:.0} MiB\n\
+         reposafe backup:    {:.2} s (best of 2), peak RSS {:.0} MiB\n\
+         ratio: {ratio:.2}x (target <= 1.3x); RSS target < 300 MiB\n\
+         {}\n",
+        pack as f64 / 1048576.0,
+        best(&git_times),
+        git_rss as f64 / 1024.0,
+        best(&ours),
+        rss as f64 / 1024.0,
+        if ratio <= 1.3 && rss < 300 * 1024 {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    )
+}
+
+fn bench_daily_snapshots() -> String {
+    let days = env_usize("BENCH_DAYS", 10);
+    let server = CloudServer::start();
+    let src = TempDir::new("bench-daily");
+    let bare = large_repo(src.path(), env_usize("BENCH_DAILY_COMMITS", 5_000));
+    server.add_workspace("daily");
+    server.add_repo("daily", "repo", &bare, RepoMeta::default());
+    server.add_api_token("bench", EMAIL, TOKEN);
+    server.grant("bench", "daily");
+    let data = TempDir::new("bench-data");
+    let files = TempDir::new("bench-files");
+    add_connection(&server, data.path(), "daily", files.path());
+    let work = TempDir::new("bench-work");
+    let w = work.path().join("w");
+    gitutil::git(
+        work.path(),
+        &["clone", "--quiet", &bare.display().to_string(), "w"],
+    );
+    timed(reposafe(data.path()).args(["backup", "daily"]));
+    for day in 0..days {
+        for c in 0..3 {
+            std::fs::write(
+                w.join(format!("src/file{c}.txt")),
+                format!("day {day} change {c}\n").repeat(20),
+            )
+            .expect("write");
+            gitutil::git(
+                &w,
+                &["commit", "--quiet", "-am", &format!("day {day} change {c}")],
+            );
+        }
+        gitutil::git(&w, &["push", "--quiet", "origin", "main"]);
+        timed(reposafe(data.path()).args(["backup", "daily"]));
+    }
+    let archive = archive_size(data.path());
+    let out = TempDir::new("bench-mirror");
+    gitutil::git(
+        out.path(),
+        &[
+            "clone",
+            "--mirror",
+            "--quiet",
+            &bare.display().to_string(),
+            "m.git",
+        ],
+    );
+    let mirror = packs_size(&out.path().join("m.git"));
+    let ratio = archive as f64 / mirror as f64;
+    format!(
+        "## {days} daily snapshots with small pushes\n\
+         archive (blobs + manifests): {:.2} MiB; one mirror's packs: {:.2} MiB\n\
+         ratio: {ratio:.3}x (target <= 1.1x)\n{}\n",
+        archive as f64 / 1048576.0,
+        mirror as f64 / 1048576.0,
+        if ratio <= 1.1 { "PASS" } else { "FAIL" }
+    )
+}
+
+fn base64_encode(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a filter argument picks one benchmark.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut report = String::from("# reposafe benchmarks\n\n");
+    if want("unchanged") {
+        report.push_str(&bench_unchanged_workspace());
+    }
+    if want("large") {
+        report.push_str(&bench_large_repo());
+    }
+    if want("daily") {
+        report.push_str(&bench_daily_snapshots());
+    }
+    println!("{report}");
+    if report.contains("FAIL") {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,299 @@
+//! Command-line arguments.
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use crate::vault::{Credential, CredentialKind};
+
+/// reposafe: back up Bitbucket Cloud and Data Center repositories into a
+/// deduplicated archive you own, and restore them at any point in time.
+#[derive(Parser, Debug)]
+#[command(name = "reposafe", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory: state, encrypted credentials, archive, mirrors, plugins.
+    #[arg(
+        long,
+        global = true,
+        env = "REPOSAFE_DATA_DIR",
+        default_value = "./reposafe-data"
+    )]
+    pub data_dir: PathBuf,
+    /// More log output (-v info, -vv debug). REPOSAFE_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: status dashboard and health endpoint on localhost.
+    Serve(ServeArgs),
+    /// List the installed providers, their settings and credential kinds.
+    Providers,
+    /// Add, list, test or remove connections.
+    #[command(subcommand)]
+    Connection(ConnectionCmd),
+    /// Back up every repository of one or more connections now.
+    Backup(BackupArgs),
+    /// List the repositories seen by backups.
+    Repositories(RepositoriesArgs),
+    /// List the snapshots of a repository.
+    Snapshots(SnapshotsArgs),
+    /// Restore a repository from a snapshot into a local bare repository.
+    Restore(RestoreArgs),
+    /// Verify every blob of every snapshot in the archive.
+    Check,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "REPOSAFE_LISTEN", default_value = "127.0.0.1:8720")]
+    pub listen: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConnectionCmd {
+    /// Add a connection. Secrets are read from files (or `-` for stdin), never from arguments.
+    Add(AddArgs),
+    /// List connections (credentials masked).
+    List,
+    /// Check that a connection's credential works.
+    Test { name: String },
+    /// Remove a connection and its credential; its snapshots stay.
+    Remove { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Provider: `cloud` (bitbucket-cloud), or any provider id from `reposafe providers`.
+    pub provider: String,
+    /// Connection name; defaults to the workspace slug.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Workspace to back up (Bitbucket Cloud).
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Provider setting, e.g. --set api-base-url=https://api.bitbucket.org (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Atlassian account e-mail of an API token.
+    #[arg(long, requires = "api_token_file")]
+    pub api_token_email: Option<String>,
+    /// File holding an Atlassian API token.
+    #[arg(long, requires = "api_token_email")]
+    pub api_token_file: Option<PathBuf>,
+    /// File holding a workspace, project or repository access token.
+    #[arg(long)]
+    pub access_token_file: Option<PathBuf>,
+    /// OAuth consumer key.
+    #[arg(long, requires = "oauth_secret_file")]
+    pub oauth_key: Option<String>,
+    /// File holding the OAuth consumer secret.
+    #[arg(long, requires = "oauth_key")]
+    pub oauth_secret_file: Option<PathBuf>,
+    /// Bitbucket user name of an app password (legacy).
+    #[arg(long, requires = "app_password_file")]
+    pub app_password_user: Option<String>,
+    /// File holding an app password (legacy).
+    #[arg(long, requires = "app_password_user")]
+    pub app_password_file: Option<PathBuf>,
+    /// File holding a Bitbucket Data Center HTTP access token.
+    #[arg(long)]
+    pub http_access_token_file: Option<PathBuf>,
+    /// User name for a user name + password credential.
+    #[arg(long, requires = "password_file")]
+    pub username: Option<String>,
+    /// File holding the password.
+    #[arg(long, requires = "username")]
+    pub password_file: Option<PathBuf>,
+    /// Store the connection without checking the credential against the server.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+impl AddArgs {
+    /// The one credential the flags describe.
+    pub fn credential(&self) -> Result<Credential> {
+        let mut found: Vec<Credential> = Vec::new();
+        let mut push =
+            |kind, identity: Option<&String>, file: &Option<PathBuf>, what: &str| -> Result<()> {
+                if let Some(f) = file {
+                    found.push(Credential {
+                        kind,
+                        identity: identity.cloned(),
+                        secret: super::read_secret(f, what)?,
+                    });
+                }
+                Ok(())
+            };
+        push(
+            CredentialKind::ApiToken,
+            self.api_token_email.as_ref(),
+            &self.api_token_file,
+            "API token",
+        )?;
+        push(
+            CredentialKind::AccessToken,
+            None,
+            &self.access_token_file,
+            "access token",
+        )?;
+        push(
+            CredentialKind::OauthConsumer,
+            self.oauth_key.as_ref(),
+            &self.oauth_secret_file,
+            "OAuth secret",
+        )?;
+        push(
+            CredentialKind::AppPassword,
+            self.app_password_user.as_ref(),
+            &self.app_password_file,
+            "app password",
+        )?;
+        push(
+            CredentialKind::HttpAccessToken,
+            None,
+            &self.http_access_token_file,
+            "HTTP access token",
+        )?;
+        push(
+            CredentialKind::Basic,
+            self.username.as_ref(),
+            &self.password_file,
+            "password",
+        )?;
+        match found.len() {
+            0 => bail!(
+                "give a credential: --api-token-email + --api-token-file, --access-token-file, \
+                 --oauth-key + --oauth-secret-file, --app-password-user + --app-password-file, \
+                 --http-access-token-file, or --username + --password-file"
+            ),
+            1 => Ok(found.remove(0)),
+            _ => bail!("give exactly one credential; several were given"),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Connections to back up.
+    pub connections: Vec<String>,
+    /// Back up every connection.
+    #[arg(long, conflicts_with = "connections")]
+    pub all: bool,
+    /// Only this repository (full name, e.g. acme/api; repeatable).
+    #[arg(long)]
+    pub repo: Vec<String>,
+    /// Repositories fetched in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RepositoriesArgs {
+    #[arg(long)]
+    pub connection: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Repository full name, e.g. acme/api.
+    pub repository: String,
+    #[arg(long)]
+    pub connection: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Repository full name, e.g. acme/api.
+    pub repository: String,
+    /// Restore the newest snapshot taken at or before this time (UTC unless an
+    /// offset is given): 2026-11-20T10:00Z, 2026-11-20T10:00:00+01:00, or a date
+    /// (meaning the end of that day).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Restore this snapshot id (see `reposafe snapshots`).
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Target directory for the bare repository (must be absent or empty).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Replace a non-empty target.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub connection: Option<String>,
+}
+
+/// Parses the time formats `--at` accepts.
+pub fn parse_time(s: &str) -> Result<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    // 2026-11-20T10:00Z / 2026-11-20T10:00+01:00: add the seconds.
+    if s.len() >= 16 && s.as_bytes().get(10) == Some(&b'T') && s.as_bytes().get(13) == Some(&b':') {
+        let with_secs = format!("{}:00{}", &s[..16], &s[16..]);
+        if let Ok(t) = time::OffsetDateTime::parse(&with_secs, &Rfc3339) {
+            return Ok(t);
+        }
+        // No offset at all: UTC.
+        if s.len() == 16 || s.len() == 19 {
+            let z = if s.len() == 16 {
+                format!("{s}:00Z")
+            } else {
+                format!("{s}Z")
+            };
+            if let Ok(t) = time::OffsetDateTime::parse(&z, &Rfc3339) {
+                return Ok(t);
+            }
+        }
+    }
+    if s.len() == 10 {
+        if let Ok(t) = time::OffsetDateTime::parse(&format!("{s}T23:59:59Z"), &Rfc3339) {
+            return Ok(t);
+        }
+    }
+    Err(anyhow::anyhow!(
+        "--at {s:?} is not a time; use e.g. 2026-11-20T10:00Z, 2026-11-20T10:00:00+01:00 or 2026-11-20"
+    ))
+    .context("invalid --at")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn time_formats() {
+        let a = parse_time("2026-11-20T10:00Z").unwrap();
+        assert_eq!(
+            a.unix_timestamp(),
+            parse_time("2026-11-20T10:00:00Z").unwrap().unix_timestamp()
+        );
+        assert_eq!(
+            a.unix_timestamp(),
+            parse_time("2026-11-20T11:00+01:00")
+                .unwrap()
+                .unix_timestamp()
+        );
+        assert_eq!(
+            a.unix_timestamp(),
+            parse_time("2026-11-20T10:00").unwrap().unix_timestamp()
+        );
+        assert_eq!(parse_time("2026-11-20").unwrap().hour(), 23);
+        assert!(parse_time("yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("--at"));
+    }
+}

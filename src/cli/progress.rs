@@ -1,0 +1,63 @@
+//! Progress bars for long CLI jobs, and Ctrl-C handling.
+
+use crate::engine::{backup::Progress, RepoOutcome, RepoResult};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// One bar for the repositories of a job, plus a line for notices.
+pub struct Bars {
+    _multi: MultiProgress,
+    repos: ProgressBar,
+}
+
+impl Bars {
+    pub fn new(connection: &str) -> Bars {
+        let multi = MultiProgress::new();
+        let repos = multi.add(ProgressBar::new(0));
+        repos.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} repositories {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        repos.set_prefix(connection.to_string());
+        repos.set_message("listing repositories...");
+        Bars {
+            _multi: multi,
+            repos,
+        }
+    }
+
+    pub fn finish(&self) {
+        self.repos.finish_and_clear();
+    }
+}
+
+impl Progress for Bars {
+    fn listed(&self, total: usize) {
+        self.repos.set_length(total as u64);
+        self.repos.set_message("");
+    }
+    fn started(&self, repo: &str) {
+        self.repos.set_message(repo.to_string());
+    }
+    fn fetched_bytes(&self, repo: &str, bytes: u64) {
+        self.repos
+            .set_message(format!("{repo}: {} received", super::human_bytes(bytes)));
+    }
+    fn finished(&self, result: &RepoResult) {
+        self.repos.inc(1);
+        if let RepoOutcome::Failed { reason } = &result.outcome {
+            self.repos
+                .println(format!("failed: {}: {reason}", result.full_name));
+        }
+    }
+    fn notice(&self, message: &str) {
+        self.repos.println(message);
+    }
+}
+
+/// A flag set by Ctrl-C: running fetches stop cleanly, nothing half-written is kept.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}

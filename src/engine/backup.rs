@@ -1,0 +1,365 @@
+//! Backing up every repository of a connection.
+
+use super::connections::gate_for;
+use super::{Context, EngineError};
+use crate::archive::{BlobId, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION};
+use crate::git::{self, FetchOptions, GitAuth};
+use crate::providers::{HttpGate, Repository};
+use crate::state::{Connection, RepoRecord};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// Hears about a job's progress (CLI progress bars, API job status).
+pub trait Progress: Send + Sync {
+    fn listed(&self, _total: usize) {}
+    fn started(&self, _repo: &str) {}
+    fn fetched_bytes(&self, _repo: &str, _bytes: u64) {}
+    fn finished(&self, _result: &RepoResult) {}
+    fn notice(&self, _message: &str) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+pub use Progress as BackupProgress;
+
+/// Options of a backup job.
+pub struct BackupOptions {
+    /// Repositories fetched at once.
+    pub parallelism: usize,
+    /// Only these repositories (full names); all when empty.
+    pub only: Vec<String>,
+    pub progress: Arc<dyn Progress>,
+    /// Set to stop the job early; repositories in flight finish or fail cleanly.
+    pub interrupt: Arc<AtomicBool>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            parallelism: 4,
+            only: Vec::new(),
+            progress: Arc::new(NoProgress),
+            interrupt: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// What happened to one repository.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum RepoOutcome {
+    /// A new snapshot was written.
+    Snapshot {
+        id: String,
+        new_bytes: u64,
+        fetched_bytes: u64,
+    },
+    /// Refs identical to the last snapshot: nothing stored.
+    Unchanged {
+        last_snapshot: String,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// One repository's result.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RepoResult {
+    pub full_name: String,
+    pub outcome: RepoOutcome,
+    pub seconds: f64,
+}
+
+/// The result of a backup job.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackupReport {
+    pub connection: String,
+    pub repositories: Vec<RepoResult>,
+    pub seconds: f64,
+    pub requests: u64,
+    pub rate_limited: u64,
+}
+
+impl BackupReport {
+    pub fn failed(&self) -> usize {
+        self.repositories
+            .iter()
+            .filter(|r| matches!(r.outcome, RepoOutcome::Failed { .. }))
+            .count()
+    }
+    pub fn new_bytes(&self) -> u64 {
+        self.repositories
+            .iter()
+            .map(|r| match r.outcome {
+                RepoOutcome::Snapshot { new_bytes, .. } => new_bytes,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// Backs up a connection. Fails as a whole (writing nothing) when the repositories
+/// cannot be listed, e.g. because the credential is refused; afterwards a failing
+/// repository is reported in its result and never stops the others.
+pub fn backup_connection(
+    ctx: &Context,
+    connection: &str,
+    opts: &BackupOptions,
+) -> Result<BackupReport, EngineError> {
+    let started = Instant::now();
+    let conn = ctx.state.connection(connection)?;
+    let cred = ctx
+        .vault
+        .unseal(&ctx.state.sealed_credential(connection)?)?;
+    let gate = gate_for(ctx, &conn, cred)?;
+    let provider = ctx.providers.get(&conn.provider)?;
+    let session = provider.session(&conn.settings, conn.credential_kind, gate.clone());
+    if let Some(d) = provider
+        .info()
+        .support_for(conn.credential_kind)?
+        .deprecated
+        .as_ref()
+    {
+        opts.progress.notice(&format!(
+            "warning: {} credentials: {d}",
+            conn.credential_kind
+        ));
+    }
+
+    let fail = |e: crate::providers::ProviderError| EngineError::Connection {
+        connection: conn.name.clone(),
+        reason: e.to_string(),
+    };
+    let mut repos: Vec<Repository> = Vec::new();
+    for scope in session.list_scopes().map_err(fail)? {
+        repos.extend(session.list_repositories(&scope.key).map_err(fail)?);
+    }
+    if !opts.only.is_empty() {
+        for want in &opts.only {
+            if !repos.iter().any(|r| &r.full_name == want) {
+                return Err(EngineError::NotFound(format!(
+                    "repository {want} is not among the {} repositories connection {} can see",
+                    repos.len(),
+                    conn.name
+                )));
+            }
+        }
+        repos.retain(|r| opts.only.contains(&r.full_name));
+    }
+    opts.progress.listed(repos.len());
+
+    let now = OffsetDateTime::now_utc();
+    let records: Vec<RepoRecord> = repos
+        .iter()
+        .map(|r| RepoRecord {
+            connection: conn.name.clone(),
+            repo_id: r.id.clone(),
+            full_name: r.full_name.clone(),
+            clone_url: r.clone_url.clone(),
+            main_branch: r.main_branch.clone(),
+            is_private: r.is_private,
+            size: r.size,
+            first_seen: now,
+            last_seen: now,
+            last_snapshot: None,
+        })
+        .collect();
+    ctx.state.upsert_repositories(&records)?;
+
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, RepoResult)>> = Mutex::new(Vec::new());
+    let workers = opts.parallelism.clamp(1, 64).min(repos.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(repo) = repos.get(i) else { break };
+                let t = Instant::now();
+                opts.progress.started(&repo.full_name);
+                let outcome = if opts.interrupt.load(Ordering::Relaxed) {
+                    RepoOutcome::Failed {
+                        reason: "interrupted before it started".into(),
+                    }
+                } else {
+                    match backup_repository(ctx, &conn, &gate, repo, opts) {
+                        Ok(o) => o,
+                        Err(e) => RepoOutcome::Failed {
+                            reason: e.to_string(),
+                        },
+                    }
+                };
+                let result = RepoResult {
+                    full_name: repo.full_name.clone(),
+                    outcome,
+                    seconds: t.elapsed().as_secs_f64(),
+                };
+                if let RepoOutcome::Failed { reason } = &result.outcome {
+                    tracing::warn!("{}: {reason}", repo.full_name);
+                }
+                opts.progress.finished(&result);
+                if let Ok(mut r) = results.lock() {
+                    r.push((i, result));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|(i, _)| *i);
+    let repositories: Vec<RepoResult> = results.into_iter().map(|(_, r)| r).collect();
+
+    // Remember the newest snapshot of each repository.
+    let updated: Vec<RepoRecord> = records
+        .into_iter()
+        .zip(&repositories)
+        .filter_map(|(mut rec, res)| match &res.outcome {
+            RepoOutcome::Snapshot { id, .. } => {
+                rec.last_snapshot = Some(id.clone());
+                Some(rec)
+            }
+            _ => None,
+        })
+        .collect();
+    ctx.state.upsert_repositories(&updated)?;
+
+    Ok(BackupReport {
+        connection: conn.name.clone(),
+        repositories,
+        seconds: started.elapsed().as_secs_f64(),
+        requests: gate.stats.requests.load(Ordering::Relaxed),
+        rate_limited: gate.stats.rate_limited.load(Ordering::Relaxed),
+    })
+}
+
+fn identity(conn: &Connection, repo: &Repository) -> RepoIdentity {
+    RepoIdentity {
+        connection: conn.name.clone(),
+        provider: conn.provider.clone(),
+        repo_id: repo.id.clone(),
+        full_name: repo.full_name.clone(),
+    }
+}
+
+/// Backs up one repository: fetch, archive new packs, write a snapshot if refs changed.
+fn backup_repository(
+    ctx: &Context,
+    conn: &Connection,
+    gate: &HttpGate,
+    repo: &Repository,
+    opts: &BackupOptions,
+) -> Result<RepoOutcome, EngineError> {
+    let mut clone_url = url::Url::parse(&repo.clone_url).map_err(|e| {
+        EngineError::Invalid(format!(
+            "{}: clone URL {:?} is not a URL: {e}",
+            repo.full_name, repo.clone_url
+        ))
+    })?;
+    // Never send a credential to a URL carrying someone else's user name.
+    let _ = clone_url.set_username("");
+    let _ = clone_url.set_password(None);
+    if !gate.is_allowed(clone_url.as_str()) {
+        return Err(EngineError::Invalid(format!(
+            "{}: clone URL host {} is not one of the connection's hosts; refusing to send the credential there",
+            repo.full_name,
+            clone_url.host_str().unwrap_or("?")
+        )));
+    }
+    let ident = identity(conn, repo);
+    let mirror = ctx.mirror_dir(&ident);
+    if let Some(parent) = mirror.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| EngineError::DataDir {
+            path: parent.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    let header = gate.authenticator().git_header()?;
+    let auth = GitAuth::Header(header);
+    let name = repo.full_name.clone();
+    let progress = opts.progress.clone();
+    let last_report = Mutex::new(Instant::now() - Duration::from_secs(1));
+    let on_bytes = move |b: u64| {
+        if let Ok(mut t) = last_report.lock() {
+            if t.elapsed() >= Duration::from_millis(200) {
+                *t = Instant::now();
+                progress.fetched_bytes(&name, b);
+            }
+        }
+    };
+    let fetched = git::fetch_mirror(
+        &mirror,
+        &FetchOptions {
+            url: clone_url.as_str(),
+            auth: &auth,
+            progress: Some(&on_bytes),
+            should_interrupt: &opts.interrupt,
+        },
+    )?;
+
+    // Archive every pack of the mirror that is not archived yet. Usually that is
+    // the one pack this fetch produced; after a crash it also catches up earlier ones.
+    let mut new_bytes = 0u64;
+    let mut pack_bytes = 0u64;
+    let mut packs: Vec<BlobId> = Vec::with_capacity(fetched.packs.len());
+    for pack in &fetched.packs {
+        pack_bytes += pack.size;
+        let id = match ctx.archive.pack_blob(&pack.pack_hash)? {
+            Some(id) => id,
+            None => {
+                let file = std::fs::File::open(&pack.path).map_err(|e| EngineError::DataDir {
+                    path: pack.path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let out = ctx.archive.put_reader(file)?;
+                ctx.archive.record_pack(&pack.pack_hash, &out.id)?;
+                new_bytes += out.stored_bytes;
+                out.id
+            }
+        };
+        packs.push(id);
+    }
+    let refs_json = serde_json::to_vec(&fetched.refs)
+        .map_err(|e| EngineError::Invalid(format!("cannot encode refs: {e}")))?;
+    let refs_put = ctx.archive.put_bytes(&refs_json)?;
+    new_bytes += refs_put.stored_bytes;
+
+    let previous = ctx.archive.snapshots_of(&ident)?.pop();
+    if let Some(prev) = &previous {
+        if prev.refs == refs_put.id && prev.packs == packs {
+            return Ok(RepoOutcome::Unchanged {
+                last_snapshot: prev.id.to_string(),
+            });
+        }
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut snap = Snapshot {
+        format: FORMAT_VERSION,
+        id: SnapshotId::new(now),
+        repository: ident,
+        taken_at: now,
+        refs: refs_put.id,
+        ref_count: fetched.refs.len() as u32,
+        packs,
+        main_branch: repo.main_branch.clone(),
+        stats: SnapshotStats {
+            new_bytes,
+            pack_bytes,
+            fetched_bytes: fetched.bytes_received,
+        },
+    };
+    // Snapshot ids carry the second; keep them strictly ordered per repository.
+    if let Some(prev) = &previous {
+        if prev.taken_at >= snap.taken_at {
+            snap.taken_at = prev.taken_at + time::Duration::milliseconds(1);
+        }
+    }
+    let manifest = ctx.archive.write_snapshot(&snap)?;
+    Ok(RepoOutcome::Snapshot {
+        id: snap.id.to_string(),
+        new_bytes: new_bytes + manifest,
+        fetched_bytes: fetched.bytes_received,
+    })
+}

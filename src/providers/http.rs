@@ -1,0 +1,308 @@
+//! The HTTP capability granted to providers: [`HttpGate`] sends a plugin's request
+//! only to allowed origins, refuses plugin-set credentials, adds the connection's
+//! `Authorization` header, applies time-outs and size limits, and retries 429 and
+//! 5xx answers with back-off (honouring `Retry-After`, capped).
+
+use super::Authenticator;
+use secrecy::ExposeSecret;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Headers a plugin may never set.
+const FORBIDDEN_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "host"];
+
+/// Retry and limit settings.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts after the first one, for 429 / 5xx / transport errors.
+    pub max_retries: u32,
+    /// First back-off when the server gives no `Retry-After`; doubles each time.
+    pub base_backoff: Duration,
+    /// No single wait is longer than this.
+    pub max_wait: Duration,
+    /// Whole-request time-out.
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_body: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 6,
+            base_backoff: Duration::from_secs(30),
+            max_wait: Duration::from_secs(300),
+            timeout: Duration::from_secs(60),
+            max_body: 32 << 20,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The default policy, with the first back-off overridable by
+    /// `REPOSAFE_RETRY_BASE_MS` (tests and impatient operators).
+    pub fn from_env() -> RetryPolicy {
+        let mut p = RetryPolicy::default();
+        if let Some(ms) = std::env::var("REPOSAFE_RETRY_BASE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            p.base_backoff = Duration::from_millis(ms);
+        }
+        p
+    }
+
+    /// Back-off before attempt `n` (1-based), with ±25% jitter, capped.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let base = self.base_backoff.as_millis() as f64 * 2f64.powi(n.saturating_sub(1) as i32);
+        let jitter = 0.75 + rand::random::<f64>() * 0.5;
+        Duration::from_millis((base * jitter) as u64).min(self.max_wait)
+    }
+}
+
+/// A request as a plugin sends it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// A response handed back to a plugin.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why the gate did not return a response.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    #[error("request refused by the host: {0}")]
+    Denied(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("response too large: {0}")]
+    TooLarge(String),
+}
+
+/// Counters of what a gate did.
+#[derive(Debug, Default)]
+pub struct GateStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub rate_limited: AtomicU64,
+}
+
+/// The host side of the `http` import for one connection.
+pub struct HttpGate {
+    client: reqwest::blocking::Client,
+    allowed: Vec<url::Origin>,
+    auth: Arc<Authenticator>,
+    policy: RetryPolicy,
+    pub stats: GateStats,
+    /// Called with a human message when the gate waits (e.g. "rate limited, waiting 30 s").
+    notice: Option<Box<dyn Fn(&str) + Send + Sync>>,
+}
+
+/// The shared HTTP client: no redirects (a credential must never follow one), rustls.
+pub fn client(policy: &RetryPolicy) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(policy.timeout)
+        .connect_timeout(Duration::from_secs(30))
+        .user_agent(concat!("reposafe/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+}
+
+impl HttpGate {
+    pub fn new(
+        client: reqwest::blocking::Client,
+        allowed: Vec<url::Origin>,
+        auth: Arc<Authenticator>,
+        policy: RetryPolicy,
+    ) -> HttpGate {
+        HttpGate {
+            client,
+            allowed,
+            auth,
+            policy,
+            stats: GateStats::default(),
+            notice: None,
+        }
+    }
+
+    /// Sets a callback that hears about waits.
+    pub fn on_notice(&mut self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.notice = Some(Box::new(f));
+    }
+
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// Whether `url` is on the allow-list (same scheme, host and port as a URL setting).
+    pub fn is_allowed(&self, url: &str) -> bool {
+        url::Url::parse(url)
+            .map(|u| self.allowed.contains(&u.origin()))
+            .unwrap_or(false)
+    }
+
+    fn check(&self, req: &Request) -> Result<reqwest::Method, GateError> {
+        let url = url::Url::parse(&req.url)
+            .map_err(|e| GateError::Denied(format!("bad URL {:?}: {e}", req.url)))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(GateError::Denied(
+                "URLs with embedded user names or passwords are not allowed".into(),
+            ));
+        }
+        if !self.allowed.contains(&url.origin()) {
+            return Err(GateError::Denied(format!(
+                "host {} is not in this connection's allow-list ({})",
+                url.host_str().unwrap_or("?"),
+                self.allowed
+                    .iter()
+                    .map(|o| o.ascii_serialization())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        for (name, _) in &req.headers {
+            if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(GateError::Denied(format!(
+                    "plugins may not set the {name} header; the host adds credentials"
+                )));
+            }
+        }
+        reqwest::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| GateError::Denied(format!("bad method {:?}", req.method)))
+    }
+
+    fn wait(&self, d: Duration, why: &str) {
+        if let Some(n) = &self.notice {
+            n(&format!(
+                "{why}, waiting {} s",
+                d.as_secs_f64().ceil() as u64
+            ));
+        }
+        tracing::info!("{why}, waiting {:.1} s", d.as_secs_f64());
+        std::thread::sleep(d);
+    }
+
+    /// Sends a plugin's request with the credential, retrying transient failures.
+    pub fn send(&self, req: &Request) -> Result<Response, GateError> {
+        let method = self.check(req)?;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let auth = self
+                .auth
+                .api_header()
+                .map_err(|e| GateError::Denied(e.to_string()))?;
+            let mut rb = self.client.request(method.clone(), &req.url);
+            for (k, v) in &req.headers {
+                rb = rb.header(k, v);
+            }
+            rb = rb.header("Authorization", auth.expose_secret());
+            if let Some(b) = &req.body {
+                rb = rb.body(b.clone());
+            }
+            let retries_left = attempt <= self.policy.max_retries;
+            let resp = match rb.send() {
+                Ok(r) => r,
+                Err(e) => {
+                    let timed_out = e.is_timeout();
+                    let msg = e.without_url().to_string();
+                    let kind = if timed_out {
+                        GateError::Timeout(msg)
+                    } else {
+                        GateError::Transport(msg)
+                    };
+                    if retries_left {
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        self.wait(
+                            self.policy.backoff(attempt).min(Duration::from_secs(10)),
+                            &format!("{kind}"),
+                        );
+                        continue;
+                    }
+                    return Err(kind);
+                }
+            };
+            let status = resp.status().as_u16();
+            if status == 429 || (500..600).contains(&status) {
+                if status == 429 {
+                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                }
+                if retries_left {
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let d = retry_after
+                        .unwrap_or_else(|| self.policy.backoff(attempt))
+                        .min(self.policy.max_wait);
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let why = if status == 429 {
+                        "rate limited".to_string()
+                    } else {
+                        format!("server error {status}")
+                    };
+                    self.wait(d, &why);
+                    continue;
+                }
+            }
+            if status == 401 && self.auth.kind() == crate::vault::CredentialKind::OauthConsumer {
+                // An expired or revoked token: fetch a new one once.
+                self.auth.invalidate();
+                if attempt == 1 {
+                    continue;
+                }
+            }
+            let headers = resp
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.as_str().to_ascii_lowercase(),
+                        v.to_str().ok()?.to_string(),
+                    ))
+                })
+                .filter(|(k, _)| k != "set-cookie")
+                .collect();
+            if resp.content_length().unwrap_or(0) > self.policy.max_body {
+                return Err(GateError::TooLarge(format!(
+                    "{} bytes, the limit is {}",
+                    resp.content_length().unwrap_or(0),
+                    self.policy.max_body
+                )));
+            }
+            let mut body = Vec::new();
+            use std::io::Read;
+            let mut limited = resp.take(self.policy.max_body + 1);
+            limited
+                .read_to_end(&mut body)
+                .map_err(|e| GateError::Transport(e.to_string()))?;
+            if body.len() as u64 > self.policy.max_body {
+                return Err(GateError::TooLarge(format!(
+                    "over {} bytes",
+                    self.policy.max_body
+                )));
+            }
+            return Ok(Response {
+                status,
+                headers,
+                body,
+            });
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Persistent state in redb: connections, their sealed credentials, and the
+//! repositories seen. Tables are versioned (`name_v1`) and the schema version is
+//! kept in the `meta` table; opening a database of a newer schema is refused and
+//! older ones are migrated in [`State::open`].
+//!
+//! redb holds an exclusive lock on the file: a second process opening the same
+//! data dir gets [`StateError::Locked`].
+
+use crate::vault::CredentialKind;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// Current schema version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const CONNECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("connections_v1");
+const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials_v1");
+const REPOSITORIES: TableDefinition<&str, &[u8]> = TableDefinition::new("repositories_v1");
+
+/// What can go wrong with the state database.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the data dir's database {path} is in use by another reposafe process (a running `reposafe serve`?); stop it or use its API")]
+    Locked { path: PathBuf },
+    #[error("state database {path}: {reason}")]
+    Db { path: PathBuf, reason: String },
+    #[error("state database {path} has schema {found}, newer than this reposafe ({SCHEMA_VERSION}); upgrade reposafe")]
+    NewerSchema { path: PathBuf, found: u32 },
+    #[error("connection {0:?} does not exist")]
+    NoSuchConnection(String),
+    #[error("a connection named {0:?} already exists")]
+    ConnectionExists(String),
+    #[error("stored record {key:?} in {table} is unreadable: {reason}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+/// A connection to one provider account/workspace. Holds no secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// User-chosen name, e.g. `acme`; also the prefix of repository names in the CLI.
+    pub name: String,
+    /// Provider id, e.g. `bitbucket-cloud`.
+    pub provider: String,
+    /// Provider settings (workspace, base URLs...).
+    pub settings: BTreeMap<String, String>,
+    pub credential_kind: CredentialKind,
+    /// E-mail / user name / OAuth key of the credential; not secret.
+    pub credential_identity: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A repository seen by a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoRecord {
+    pub connection: String,
+    pub repo_id: String,
+    pub full_name: String,
+    pub clone_url: String,
+    pub main_branch: Option<String>,
+    pub is_private: bool,
+    pub size: Option<u64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// The last snapshot taken, if any.
+    pub last_snapshot: Option<String>,
+}
+
+/// The open state database.
+pub struct State {
+    db: Database,
+    path: PathBuf,
+}
+
+fn repo_key(connection: &str, repo_id: &str) -> String {
+    format!("{connection}\u{0}{repo_id}")
+}
+
+impl State {
+    /// Opens (or creates) `<data_dir>/state.redb`.
+    pub fn open(data_dir: &Path) -> Result<State, StateError> {
+        let path = data_dir.join("state.redb");
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StateError::Locked { path: path.clone() },
+            other => StateError::Db {
+                path: path.clone(),
+                reason: other.to_string(),
+            },
+        })?;
+        let state = State { db, path };
+        state.migrate()?;
+        Ok(state)
+    }
+
+    fn db_err(&self) -> impl Fn(redb::Error) -> StateError + '_ {
+        |e| StateError::Db {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|x| e(x.into()))?;
+            let found = meta
+                .get("schema_version")
+                .map_err(|x| e(x.into()))?
+                .map(|v| v.value().parse::<u32>().unwrap_or(0));
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StateError::NewerSchema {
+                        path: self.path.clone(),
+                        found: v,
+                    })
+                }
+                // Version 1 is the first release: nothing to migrate yet. Later
+                // versions add `Some(v) if v < N => migrate_to_N(&tx)` steps here.
+                _ => {}
+            }
+            meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())
+                .map_err(|x| e(x.into()))?;
+            tx.open_table(CONNECTIONS).map_err(|x| e(x.into()))?;
+            tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
+            tx.open_table(REPOSITORIES).map_err(|x| e(x.into()))?;
+        }
+        tx.commit().map_err(|x| e(x.into()))
+    }
+
+    fn decode<T: DeserializeOwned>(
+        table: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StateError> {
+        serde_json::from_slice(bytes).map_err(|err| StateError::Corrupt {
+            table,
+            key: key.to_string(),
+            reason: err.to_string(),
+        })
+    }
+
+    /// Adds a connection and its sealed credential in one transaction.
+    pub fn add_connection(&self, conn: &Connection, sealed: &[u8]) -> Result<(), StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        {
+            let mut conns = tx.open_table(CONNECTIONS).map_err(|x| e(x.into()))?;
+            if conns
+                .get(conn.name.as_str())
+                .map_err(|x| e(x.into()))?
+                .is_some()
+            {
+                return Err(StateError::ConnectionExists(conn.name.clone()));
+            }
+            let json = serde_json::to_vec(conn).map_err(|x| StateError::Db {
+                path: self.path.clone(),
+                reason: x.to_string(),
+            })?;
+            conns
+                .insert(conn.name.as_str(), json.as_slice())
+                .map_err(|x| e(x.into()))?;
+            let mut creds = tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
+            creds
+                .insert(conn.name.as_str(), sealed)
+                .map_err(|x| e(x.into()))?;
+        }
+        tx.commit().map_err(|x| e(x.into()))
+    }
+
+    /// Removes a connection and its credential (archived snapshots stay).
+    pub fn remove_connection(&self, name: &str) -> Result<(), StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        {
+            let mut conns = tx.open_table(CONNECTIONS).map_err(|x| e(x.into()))?;
+            if conns.remove(name).map_err(|x| e(x.into()))?.is_none() {
+                return Err(StateError::NoSuchConnection(name.to_string()));
+            }
+            let mut creds = tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
+            creds.remove(name).map_err(|x| e(x.into()))?;
+        }
+        tx.commit().map_err(|x| e(x.into()))
+    }
+
+    /// One connection by name.
+    pub fn connection(&self, name: &str) -> Result<Connection, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = tx.open_table(CONNECTIONS).map_err(|x| e(x.into()))?;
+        let v = t
+            .get(name)
+            .map_err(|x| e(x.into()))?
+            .ok_or_else(|| StateError::NoSuchConnection(name.to_string()))?;
+        Self::decode("connections", name, v.value())
+    }
+
+    /// Every connection, by name.
+    pub fn connections(&self) -> Result<Vec<Connection>, StateError> {
+        self.scan(CONNECTIONS, "connections")
+    }
+
+    /// The sealed credential of a connection.
+    pub fn sealed_credential(&self, name: &str) -> Result<Vec<u8>, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
+        let v = t
+            .get(name)
+            .map_err(|x| e(x.into()))?
+            .ok_or_else(|| StateError::NoSuchConnection(name.to_string()))?;
+        Ok(v.value().to_vec())
+    }
+
+    fn scan<T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        name: &'static str,
+    ) -> Result<Vec<T>, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = tx.open_table(def).map_err(|x| e(x.into()))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            out.push(Self::decode(name, k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Records repositories seen by a backup (insert or update, keeping `first_seen`).
+    pub fn upsert_repositories(&self, repos: &[RepoRecord]) -> Result<(), StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        {
+            let mut t = tx.open_table(REPOSITORIES).map_err(|x| e(x.into()))?;
+            for r in repos {
+                let key = repo_key(&r.connection, &r.repo_id);
+                let mut rec = r.clone();
+                let existing = t
+                    .get(key.as_str())
+                    .map_err(|x| e(x.into()))?
+                    .map(|v| v.value().to_vec());
+                if let Some(old) = existing {
+                    if let Ok(old) = serde_json::from_slice::<RepoRecord>(&old) {
+                        rec.first_seen = old.first_seen;
+                        if rec.last_snapshot.is_none() {
+                            rec.last_snapshot = old.last_snapshot;
+                        }
+                    }
+                }
+                let json = serde_json::to_vec(&rec).map_err(|x| StateError::Db {
+                    path: self.path.clone(),
+                    reason: x.to_string(),
+                })?;
+                t.insert(key.as_str(), json.as_slice())
+                    .map_err(|x| e(x.into()))?;
+            }
+        }
+        tx.commit().map_err(|x| e(x.into()))
+    }
+
+    /// Every repository seen, optionally of one connection.
+    pub fn repositories(&self, connection: Option<&str>) -> Result<Vec<RepoRecord>, StateError> {
+        let all: Vec<RepoRecord> = self.scan(REPOSITORIES, "repositories")?;
+        Ok(all
+            .into_iter()
+            .filter(|r| connection.is_none_or(|c| r.connection == c))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(name: &str) -> Connection {
+        Connection {
+            name: name.into(),
+            provider: "bitbucket-cloud".into(),
+            settings: BTreeMap::from([("workspace".to_string(), "acme".to_string())]),
+            credential_kind: CredentialKind::ApiToken,
+            credential_identity: Some("me@acme.test".into()),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn connections_round_trip_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = State::open(dir.path()).unwrap();
+            s.add_connection(&conn("acme"), b"sealed").unwrap();
+            assert!(matches!(
+                s.add_connection(&conn("acme"), b"x").unwrap_err(),
+                StateError::ConnectionExists(_)
+            ));
+        }
+        let s = State::open(dir.path()).unwrap();
+        assert_eq!(s.connection("acme").unwrap(), conn("acme"));
+        assert_eq!(s.sealed_credential("acme").unwrap(), b"sealed");
+        assert_eq!(s.connections().unwrap().len(), 1);
+        s.remove_connection("acme").unwrap();
+        assert!(matches!(
+            s.connection("acme").unwrap_err(),
+            StateError::NoSuchConnection(_)
+        ));
+    }
+
+    #[test]
+    fn second_open_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = State::open(dir.path()).unwrap();
+        let err = State::open(dir.path())
+            .err()
+            .expect("second open must fail");
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn repositories_keep_first_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let mut r = RepoRecord {
+            connection: "acme".into(),
+            repo_id: "{1}".into(),
+            full_name: "acme/api".into(),
+            clone_url: "https://bitbucket.org/acme/api.git".into(),
+            main_branch: Some("main".into()),
+            is_private: true,
+            size: None,
+            first_seen: OffsetDateTime::UNIX_EPOCH,
+            last_seen: OffsetDateTime::UNIX_EPOCH,
+            last_snapshot: None,
+        };
+        s.upsert_repositories(std::slice::from_ref(&r)).unwrap();
+        r.first_seen = OffsetDateTime::now_utc();
+        r.last_seen = r.first_seen;
+        s.upsert_repositories(std::slice::from_ref(&r)).unwrap();
+        let got = s.repositories(Some("acme")).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].first_seen, OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(got[0].last_seen, r.last_seen);
+        assert!(s.repositories(Some("other")).unwrap().is_empty());
+    }
+}

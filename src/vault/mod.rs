@@ -1,0 +1,349 @@
+//! The vault: credentials encrypted at rest with age.
+//!
+//! Secrets are sealed either to an X25519 identity generated on first use in the
+//! data dir (`vault.key`, mode 0600) or, when `REPOSAFE_PASSPHRASE` is set, with
+//! that passphrase (age's scrypt recipient). A [`Credential`] never prints its
+//! secret: `Debug` redacts it and it is only exposed to the code that builds an
+//! `Authorization` header.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Environment variable that switches the vault to passphrase mode.
+pub const PASSPHRASE_ENV: &str = "REPOSAFE_PASSPHRASE";
+const KEY_FILE: &str = "vault.key";
+
+/// The kinds of credential reposafe knows (mirrors the WIT `credential-kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    /// Atlassian API token: account e-mail + token.
+    ApiToken,
+    /// Bitbucket Cloud workspace/project/repository access token.
+    AccessToken,
+    /// OAuth consumer: key + secret (client-credentials grant).
+    OauthConsumer,
+    /// Username + app password (legacy).
+    AppPassword,
+    /// Bitbucket Data Center HTTP access token.
+    HttpAccessToken,
+    /// Username + password.
+    Basic,
+}
+
+impl CredentialKind {
+    pub const ALL: [CredentialKind; 6] = [
+        CredentialKind::ApiToken,
+        CredentialKind::AccessToken,
+        CredentialKind::OauthConsumer,
+        CredentialKind::AppPassword,
+        CredentialKind::HttpAccessToken,
+        CredentialKind::Basic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::ApiToken => "api-token",
+            CredentialKind::AccessToken => "access-token",
+            CredentialKind::OauthConsumer => "oauth-consumer",
+            CredentialKind::AppPassword => "app-password",
+            CredentialKind::HttpAccessToken => "http-access-token",
+            CredentialKind::Basic => "basic",
+        }
+    }
+
+    /// Whether this kind carries an identity (e-mail, user name or OAuth key) beside the secret.
+    pub fn needs_identity(self) -> bool {
+        matches!(
+            self,
+            CredentialKind::ApiToken
+                | CredentialKind::OauthConsumer
+                | CredentialKind::AppPassword
+                | CredentialKind::Basic
+        )
+    }
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CredentialKind {
+    type Err = VaultError;
+    fn from_str(s: &str) -> Result<Self, VaultError> {
+        CredentialKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| VaultError::UnknownKind(s.to_string()))
+    }
+}
+
+/// A credential with its secret. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct Credential {
+    pub kind: CredentialKind,
+    /// E-mail, user name or OAuth key; not secret.
+    pub identity: Option<String>,
+    pub secret: SecretString,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("kind", &self.kind)
+            .field("identity", &self.identity)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credential {
+    /// Checks the credential has what its kind needs.
+    pub fn validate(&self) -> Result<(), VaultError> {
+        if self.secret.expose_secret().trim().is_empty() {
+            return Err(VaultError::Invalid(format!(
+                "the {} credential's secret is empty",
+                self.kind
+            )));
+        }
+        let identity_empty = self.identity.as_deref().is_none_or(|s| s.trim().is_empty());
+        if self.kind.needs_identity() && identity_empty {
+            let what = match self.kind {
+                CredentialKind::ApiToken => "the Atlassian account e-mail",
+                CredentialKind::OauthConsumer => "the OAuth consumer key",
+                _ => "the user name",
+            };
+            return Err(VaultError::Invalid(format!(
+                "a {} credential needs {what}",
+                self.kind
+            )));
+        }
+        if self.secret.expose_secret().contains(['\n', '\r']) {
+            return Err(VaultError::Invalid(format!(
+                "the {} credential's secret contains a line break (check the token file)",
+                self.kind
+            )));
+        }
+        Ok(())
+    }
+
+    /// A masked, printable form: kind and identity, never the secret.
+    pub fn masked(&self) -> String {
+        match &self.identity {
+            Some(id) => format!("{} {id} ********", self.kind),
+            None => format!("{} ********", self.kind),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    kind: CredentialKind,
+    identity: Option<String>,
+    secret: String,
+}
+
+/// What can go wrong in the vault. Messages never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("vault key file {path} is not a valid age X25519 identity")]
+    BadKeyFile { path: PathBuf },
+    #[error("cannot decrypt a stored credential: {0}")]
+    Decrypt(String),
+    #[error("cannot encrypt the credential: {0}")]
+    Encrypt(String),
+    #[error("unknown credential kind {0:?}; expected one of api-token, access-token, oauth-consumer, app-password, http-access-token, basic")]
+    UnknownKind(String),
+    #[error("invalid credential: {0}")]
+    Invalid(String),
+}
+
+enum Key {
+    Identity(age::x25519::Identity),
+    Passphrase(SecretString),
+}
+
+/// Seals and opens credentials.
+pub struct Vault {
+    key: Key,
+    key_file: PathBuf,
+}
+
+impl Vault {
+    /// Opens the vault of a data dir: passphrase mode when `REPOSAFE_PASSPHRASE` is set,
+    /// else the identity in `vault.key`, generated (mode 0600) when absent.
+    pub fn open(data_dir: &Path) -> Result<Vault, VaultError> {
+        let key_file = data_dir.join(KEY_FILE);
+        if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
+            if !p.is_empty() {
+                return Ok(Vault {
+                    key: Key::Passphrase(SecretString::from(p)),
+                    key_file,
+                });
+            }
+        }
+        let io = |source| VaultError::Io {
+            path: key_file.clone(),
+            source,
+        };
+        let identity = match fs::read_to_string(&key_file) {
+            Ok(text) => {
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+                    .ok_or_else(|| VaultError::BadKeyFile {
+                        path: key_file.clone(),
+                    })?;
+                age::x25519::Identity::from_str(line.trim()).map_err(|_| {
+                    VaultError::BadKeyFile {
+                        path: key_file.clone(),
+                    }
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = age::x25519::Identity::generate();
+                fs::create_dir_all(data_dir).map_err(io)?;
+                let mut opts = fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    opts.mode(0o600);
+                }
+                let mut f = opts.open(&key_file).map_err(io)?;
+                let text = format!(
+                    "# reposafe vault key: decrypts the credentials in this data dir. Keep it private and backed up.\n# public key: {}\n{}\n",
+                    id.to_public(),
+                    id.to_string().expose_secret()
+                );
+                f.write_all(text.as_bytes()).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                id
+            }
+            Err(e) => return Err(io(e)),
+        };
+        Ok(Vault {
+            key: Key::Identity(identity),
+            key_file,
+        })
+    }
+
+    /// Encrypts a credential.
+    pub fn seal(&self, cred: &Credential) -> Result<Vec<u8>, VaultError> {
+        let plain = serde_json::to_vec(&Sealed {
+            kind: cred.kind,
+            identity: cred.identity.clone(),
+            secret: cred.secret.expose_secret().to_string(),
+        })
+        .map_err(|e| VaultError::Encrypt(e.to_string()))?;
+        let out = match &self.key {
+            Key::Identity(id) => age::encrypt(&id.to_public(), &plain),
+            Key::Passphrase(p) => age::encrypt(&age::scrypt::Recipient::new(p.clone()), &plain),
+        };
+        out.map_err(|e| VaultError::Encrypt(e.to_string()))
+    }
+
+    /// Decrypts a credential sealed by [`Vault::seal`].
+    pub fn unseal(&self, sealed: &[u8]) -> Result<Credential, VaultError> {
+        let plain = match &self.key {
+            Key::Identity(id) => age::decrypt(id, sealed).map_err(|e| {
+                VaultError::Decrypt(format!(
+                    "{e} (with the key in {}; if the credentials were stored with a passphrase, set {PASSPHRASE_ENV})",
+                    self.key_file.display()
+                ))
+            })?,
+            Key::Passphrase(p) => {
+                age::decrypt(&age::scrypt::Identity::new(p.clone()), sealed).map_err(|e| {
+                    VaultError::Decrypt(format!(
+                        "{e} (with the passphrase from {PASSPHRASE_ENV}; if the credentials were stored without one, unset it)"
+                    ))
+                })?
+            }
+        };
+        let s: Sealed = serde_json::from_slice(&plain)
+            .map_err(|_| VaultError::Decrypt("decrypted credential is malformed".into()))?;
+        Ok(Credential {
+            kind: s.kind,
+            identity: s.identity,
+            secret: SecretString::from(s.secret),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred() -> Credential {
+        Credential {
+            kind: CredentialKind::ApiToken,
+            identity: Some("me@acme.test".into()),
+            secret: SecretString::from("ATATT-very-secret".to_string()),
+        }
+    }
+
+    #[test]
+    fn seal_round_trip_with_generated_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path()).unwrap();
+        let sealed = v.seal(&cred()).unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("very-secret"));
+        let back = Vault::open(dir.path()).unwrap().unseal(&sealed).unwrap();
+        assert_eq!(back.secret.expose_secret(), "ATATT-very-secret");
+        assert_eq!(back.identity.as_deref(), Some("me@acme.test"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn another_key_cannot_open_and_error_is_clean() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let sealed = Vault::open(a.path()).unwrap().seal(&cred()).unwrap();
+        let err = Vault::open(b.path()).unwrap().unseal(&sealed).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("vault.key"), "{msg}");
+        assert!(!msg.contains("very-secret"));
+    }
+
+    #[test]
+    fn debug_and_masked_hide_the_secret() {
+        let c = cred();
+        assert!(!format!("{c:?}").contains("very-secret"));
+        assert!(!c.masked().contains("very-secret"));
+    }
+
+    #[test]
+    fn validation_names_what_is_missing() {
+        let mut c = cred();
+        c.identity = None;
+        assert!(c.validate().unwrap_err().to_string().contains("e-mail"));
+        let c = Credential {
+            kind: CredentialKind::AccessToken,
+            identity: None,
+            secret: SecretString::from("tok\nen".to_string()),
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("line break"));
+        assert!("nope".parse::<CredentialKind>().is_err());
+    }
+}

@@ -1,0 +1,389 @@
+//! End to end: back up a Bitbucket Cloud workspace through the real binary, the
+//! built-in WebAssembly provider, gix over the real `git http-backend`, then change
+//! the repositories, back up again and restore both snapshots ref by ref.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const WORKSPACE: &str = "acme";
+
+fn setup(n: usize) -> (CloudServer, TempDir, Vec<(String, std::path::PathBuf)>) {
+    let server = CloudServer::start();
+    let repos_dir = TempDir::new("reposafe-src");
+    let repos = gitutil::make_workspace_fixture(&server, WORKSPACE, n, repos_dir.path());
+    server.add_api_token("acct-1", EMAIL, API_TOKEN);
+    server.grant("acct-1", WORKSPACE);
+    (server, repos_dir, repos)
+}
+
+fn api_token_args(rs: &Reposafe) -> Vec<String> {
+    let tok = rs.secret_file("token.txt", API_TOKEN);
+    vec![
+        "--api-token-email".into(),
+        EMAIL.into(),
+        "--api-token-file".into(),
+        tok.display().to_string(),
+    ]
+}
+
+fn add_cloud_with_token(rs: &Reposafe, server: &CloudServer) {
+    let args = api_token_args(rs);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    rs.add_cloud(server, WORKSPACE, &args).ok();
+}
+
+/// Pushes one new commit on `branch` of a bare repository.
+fn push_commit(bare: &Path, branch: &str, file: &str, content: &str) {
+    let work = TempDir::new("reposafe-push");
+    let w = work.path().join("w");
+    gitutil::git(
+        work.path(),
+        &["clone", "--quiet", &bare.display().to_string(), "w"],
+    );
+    gitutil::git(&w, &["checkout", "--quiet", branch]);
+    std::fs::write(w.join(file), content).expect("write");
+    gitutil::git(&w, &["add", "-A"]);
+    gitutil::git(&w, &["commit", "--quiet", "-m", &format!("change {file}")]);
+    gitutil::git(&w, &["push", "--quiet", "origin", branch]);
+}
+
+/// Rewrites `branch` to a new root-based history and force-pushes it.
+fn force_push_rewrite(bare: &Path, branch: &str) {
+    let work = TempDir::new("reposafe-force");
+    let w = work.path().join("w");
+    gitutil::git(
+        work.path(),
+        &["clone", "--quiet", &bare.display().to_string(), "w"],
+    );
+    gitutil::git(&w, &["checkout", "--quiet", branch]);
+    gitutil::git(&w, &["reset", "--quiet", "--hard", "HEAD~1"]);
+    std::fs::write(w.join("rewritten.txt"), "history was rewritten\n").expect("write");
+    gitutil::git(&w, &["add", "-A"]);
+    gitutil::git(&w, &["commit", "--quiet", "-m", "rewrite"]);
+    gitutil::git(&w, &["push", "--quiet", "--force", "origin", branch]);
+}
+
+fn backup_json(rs: &Reposafe) -> serde_json::Value {
+    let run = rs.run(&["backup", WORKSPACE, "--json"]).ok();
+    serde_json::from_str(&run.stdout).expect("backup --json prints JSON")
+}
+
+fn outcome_counts(report: &serde_json::Value) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in report["repositories"].as_array().expect("repositories") {
+        *m.entry(r["outcome"]["status"].as_str().unwrap_or("?").to_string())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+fn restore_and_compare(
+    rs: &Reposafe,
+    full_name: &str,
+    selector: &[&str],
+    expected: &BTreeMap<String, String>,
+) {
+    let out = TempDir::new("reposafe-restore");
+    let target = out.path().join("r.git");
+    let target_s = target.display().to_string();
+    let mut args = vec!["restore", full_name, "--to", &target_s];
+    args.extend_from_slice(selector);
+    rs.run(&args).ok();
+    gitutil::fsck(&target);
+    let got = gitutil::refs_of(&target);
+    assert_eq!(
+        &got, expected,
+        "refs of restored {full_name} ({selector:?})"
+    );
+}
+
+#[test]
+fn workspace_backup_change_backup_restore_both() {
+    let (server, _src, repos) = setup(26);
+    let rs = Reposafe::new();
+    add_cloud_with_token(&rs, &server);
+
+    let before: BTreeMap<String, BTreeMap<String, String>> = repos
+        .iter()
+        .map(|(slug, p)| (slug.clone(), gitutil::refs_of(p)))
+        .collect();
+
+    let first = backup_json(&rs);
+    let counts = outcome_counts(&first);
+    assert_eq!(counts.get("snapshot"), Some(&26), "first run: {first}");
+    let first_run_secs = first["seconds"].as_f64().unwrap_or(0.0);
+    assert!(first_run_secs > 0.0);
+
+    // Second run, nothing changed: nothing stored, every repository unchanged.
+    let second = backup_json(&rs);
+    assert_eq!(
+        outcome_counts(&second).get("unchanged"),
+        Some(&26),
+        "{second}"
+    );
+
+    // The time-based restore of the first snapshots needs a gap between runs.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let between = time::OffsetDateTime::now_utc();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // Change some repositories: new commits, a force-push, a deleted tag, a deleted branch.
+    let non_empty: Vec<&(String, std::path::PathBuf)> =
+        repos.iter().filter(|(s, _)| s != "empty-repo").collect();
+    assert_eq!(non_empty.len(), 25, "the fixture has one empty repository");
+    let (s0, p0) = non_empty[0];
+    let (s1, p1) = non_empty[1];
+    let (s2, p2) = non_empty[2];
+    push_commit(p0, "develop", "new.txt", "one more commit\n");
+    force_push_rewrite(p1, "develop");
+    gitutil::git(p2, &["tag", "-d", "v1.0-lw"]);
+    gitutil::git(p2, &["branch", "-D", "develop"]);
+    let after: BTreeMap<String, BTreeMap<String, String>> = repos
+        .iter()
+        .map(|(slug, p)| (slug.clone(), gitutil::refs_of(p)))
+        .collect();
+    assert_ne!(before[s0], after[s0]);
+    assert_ne!(before[s1], after[s1]);
+    assert_ne!(before[s2], after[s2]);
+
+    let third = backup_json(&rs);
+    let c = outcome_counts(&third);
+    assert_eq!(c.get("snapshot"), Some(&3), "{third}");
+    assert_eq!(c.get("unchanged"), Some(&23), "{third}");
+    let small_push_bytes: u64 = third["repositories"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .filter(|r| r["full_name"] == format!("{WORKSPACE}/{s0}"))
+        .map(|r| r["outcome"]["new_bytes"].as_u64().unwrap_or(u64::MAX))
+        .sum();
+    assert!(
+        small_push_bytes < 8 * 1024,
+        "a one-commit push stores about that commit: {small_push_bytes} bytes"
+    );
+
+    // Every repository restores to its first state (by time) and its latest state.
+    let at = between
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    for (slug, _) in &repos {
+        let full = format!("{WORKSPACE}/{slug}");
+        restore_and_compare(&rs, &full, &["--at", &at], &before[slug]);
+        restore_and_compare(&rs, &full, &[], &after[slug]);
+    }
+
+    // By snapshot id, too.
+    let list = rs
+        .run(&["snapshots", &format!("{WORKSPACE}/{s1}"), "--json"])
+        .ok();
+    let snaps: serde_json::Value = serde_json::from_str(&list.stdout).expect("json");
+    let snaps = snaps.as_array().expect("array");
+    assert_eq!(
+        snaps.len(),
+        2,
+        "two snapshots of the force-pushed repository"
+    );
+    let first_id = snaps[0]["id"].as_str().expect("id").to_string();
+    restore_and_compare(
+        &rs,
+        &format!("{WORKSPACE}/{s1}"),
+        &["--snapshot", &first_id],
+        &before[s1],
+    );
+
+    // The archive verifies, and no secret is on disk in clear.
+    let check = rs.run(&["check"]).ok();
+    assert!(check.stdout.contains("all intact"), "{}", check.stdout);
+    assert_not_on_disk(rs.data_dir(), API_TOKEN);
+}
+
+#[test]
+fn restore_refuses_a_non_empty_target_unless_forced() {
+    let (server, _src, repos) = setup(2);
+    let rs = Reposafe::new();
+    add_cloud_with_token(&rs, &server);
+    rs.run(&["backup", WORKSPACE]).ok();
+    let full = format!("{WORKSPACE}/{}", repos[1].0);
+    let out = TempDir::new("reposafe-target");
+    std::fs::write(out.path().join("precious.txt"), "do not lose me").expect("write");
+    let target = out.path().display().to_string();
+    let refused = rs.run(&["restore", &full, "--to", &target]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.all().contains("not empty"), "{}", refused.all());
+    assert!(out.path().join("precious.txt").exists());
+    rs.run(&["restore", &full, "--to", &target, "--force"]).ok();
+    gitutil::fsck(out.path());
+    assert_eq!(gitutil::refs_of(out.path()), gitutil::refs_of(&repos[1].1));
+}
+
+#[test]
+fn bad_token_gives_a_clear_error_and_writes_no_snapshot() {
+    let (server, _src, _repos) = setup(3);
+    let rs = Reposafe::new();
+    let bad = rs.secret_file("bad.txt", "ATATT-wrong-token-0000");
+    let bad_s = bad.display().to_string();
+    // Verification at add time refuses it and stores nothing.
+    let refused = rs.add_cloud(
+        &server,
+        WORKSPACE,
+        &["--api-token-email", EMAIL, "--api-token-file", &bad_s],
+    );
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.all().contains("refused") || refused.all().contains("401"),
+        "{}",
+        refused.all()
+    );
+    assert!(rs
+        .run(&["connection", "list"])
+        .ok()
+        .stdout
+        .trim()
+        .is_empty());
+
+    // Stored without verification, the backup fails clearly and writes nothing.
+    rs.add_cloud(
+        &server,
+        WORKSPACE,
+        &[
+            "--api-token-email",
+            EMAIL,
+            "--api-token-file",
+            &bad_s,
+            "--no-verify",
+        ],
+    )
+    .ok();
+    let run = rs.run(&["backup", WORKSPACE]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("refused"), "{}", run.stderr);
+    assert!(!run.all().contains("ATATT-wrong-token-0000"));
+    let snaps = files_under(&rs.data_dir().join("archive/snapshots"));
+    assert!(snaps.is_empty(), "no snapshot may be written: {snaps:?}");
+}
+
+#[test]
+fn access_token_oauth_and_app_password_all_back_up() {
+    let (server, _src, repos) = setup(3);
+    server.add_access_token("ws-token", WORKSPACE, "acc-tok-123");
+    server.add_oauth_consumer("oauth-app", "consumer-key", "consumer-secret-xyz", 3600);
+    server.grant("oauth-app", WORKSPACE);
+    server.add_app_password("legacy-user", "legacy", "app-pass-789");
+    server.grant("legacy-user", WORKSPACE);
+
+    // Access token.
+    let rs = Reposafe::new();
+    let f = rs.secret_file("acc.txt", "acc-tok-123");
+    rs.add_cloud(
+        &server,
+        WORKSPACE,
+        &["--access-token-file", &f.display().to_string()],
+    )
+    .ok();
+    let run = rs.run(&["backup", WORKSPACE]).ok();
+    assert!(run.stdout.contains("3 new snapshots"), "{}", run.stdout);
+
+    // OAuth consumer: the host exchanges key+secret for a token.
+    let rs = Reposafe::new();
+    let f = rs.secret_file("oauth.txt", "consumer-secret-xyz");
+    rs.add_cloud(
+        &server,
+        WORKSPACE,
+        &[
+            "--oauth-key",
+            "consumer-key",
+            "--oauth-secret-file",
+            &f.display().to_string(),
+        ],
+    )
+    .ok();
+    let run = rs.run(&["backup", WORKSPACE]).ok();
+    assert!(run.stdout.contains("3 new snapshots"), "{}", run.stdout);
+    assert!(!run.all().contains("consumer-secret-xyz"));
+
+    // App password: works, with a warning that it is retired.
+    let rs = Reposafe::new();
+    let f = rs.secret_file("app.txt", "app-pass-789");
+    let added = rs
+        .add_cloud(
+            &server,
+            WORKSPACE,
+            &[
+                "--app-password-user",
+                "legacy",
+                "--app-password-file",
+                &f.display().to_string(),
+            ],
+        )
+        .ok();
+    assert!(added.stderr.contains("retired"), "{}", added.stderr);
+    let run = rs.run(&["backup", WORKSPACE]).ok();
+    assert!(run.stdout.contains("3 new snapshots"), "{}", run.stdout);
+    for (slug, path) in &repos {
+        let full = format!("{WORKSPACE}/{slug}");
+        restore_and_compare(&rs, &full, &[], &gitutil::refs_of(path));
+    }
+}
+
+#[test]
+fn workspace_discovery_uses_the_current_endpoint_and_rate_limits_are_retried() {
+    let (server, _src, _repos) = setup(2);
+    let rs = Reposafe::new();
+    let tok = rs.secret_file("token.txt", API_TOKEN);
+    let base = server.base_url();
+    // No --workspace: discovery through /2.0/user/workspaces.
+    rs.run(&[
+        "connection",
+        "add",
+        "cloud",
+        "--name",
+        "discovered",
+        "--set",
+        &format!("api-base-url={base}"),
+        "--set",
+        &format!("git-base-url={base}"),
+        "--api-token-email",
+        EMAIL,
+        "--api-token-file",
+        &tok.display().to_string(),
+    ])
+    .ok();
+    server.clear_log();
+    server.fail_next_with_429(2);
+    let run = rs.run(&["backup", "discovered"]).ok();
+    assert!(run.stdout.contains("2 new snapshots"), "{}", run.stdout);
+    let log = server.request_log();
+    assert!(log
+        .iter()
+        .any(|r| r.path.starts_with("/2.0/user/workspaces")));
+    assert_eq!(log.iter().filter(|r| r.status == 429).count(), 2);
+    assert!(
+        !log.iter().any(|r| r.status == 410),
+        "no retired endpoint may be called: {:?}",
+        log.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    assert!(log.iter().all(|r| r.status != 401));
+}
+
+#[test]
+fn secrets_never_appear_in_output() {
+    let (server, _src, _repos) = setup(2);
+    let rs = Reposafe::new();
+    add_cloud_with_token(&rs, &server);
+    let mut all = String::new();
+    for args in [
+        vec!["connection", "list"],
+        vec!["connection", "test", WORKSPACE],
+        vec!["backup", WORKSPACE, "-vv"],
+        vec!["providers"],
+    ] {
+        let run = rs.run(&args).ok();
+        all.push_str(&run.all());
+    }
+    assert!(all.contains(EMAIL), "the identity is shown");
+    assert!(!all.contains(API_TOKEN), "the token must never be printed");
+    assert_not_on_disk(rs.data_dir(), API_TOKEN);
+}

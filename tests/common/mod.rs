@@ -1,0 +1,136 @@
+//! Shared helpers of the integration tests: run the real `reposafe` binary on a
+//! temporary data dir against the test Bitbucket server from `reposafe-testkit`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use reposafe_testkit::gitutil;
+pub use reposafe_testkit::{CloudServer, TempDir};
+
+/// Tokens used by the tests; none of them may ever appear in output or on disk in clear.
+pub const API_TOKEN: &str = "ATATT3xFfGF0-test-api-token-5f1e2d";
+pub const EMAIL: &str = "me@acme.test";
+
+/// A data dir and the binary.
+pub struct Reposafe {
+    pub data: TempDir,
+    pub files: TempDir,
+}
+
+/// The result of one command.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl Default for Reposafe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reposafe {
+    pub fn new() -> Reposafe {
+        Reposafe {
+            data: TempDir::new("reposafe-data"),
+            files: TempDir::new("reposafe-files"),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Writes a secret to a file and returns its path.
+    pub fn secret_file(&self, name: &str, secret: &str) -> PathBuf {
+        let p = self.files.path().join(name);
+        std::fs::write(&p, format!("{secret}\n")).expect("write secret file");
+        p
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reposafe"));
+        c.arg("--data-dir")
+            .arg(self.data.path())
+            .args(args)
+            .env("REPOSAFE_RETRY_BASE_MS", "20")
+            .env_remove("REPOSAFE_PASSPHRASE")
+            .env_remove("REPOSAFE_DATA_DIR")
+            .env("REPOSAFE_LOG", "debug");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out: Output = self.cmd(args).output().expect("run reposafe");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Adds a Cloud connection named after the workspace, pointing at the test server.
+    pub fn add_cloud(&self, server: &CloudServer, workspace: &str, cred_args: &[&str]) -> Run {
+        let base = server.base_url();
+        let api = format!("api-base-url={base}");
+        let git = format!("git-base-url={base}");
+        let mut args = vec![
+            "connection",
+            "add",
+            "cloud",
+            "--workspace",
+            workspace,
+            "--set",
+            &api,
+            "--set",
+            &git,
+        ];
+        args.extend_from_slice(cred_args);
+        self.run(&args)
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts no file under `dir` contains `needle` in clear.
+pub fn assert_not_on_disk(dir: &Path, needle: &str) {
+    for f in files_under(dir) {
+        if let Ok(bytes) = std::fs::read(&f) {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "secret found in clear in {}",
+                f.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! The provider host against hostile and broken plugins.
+//!
+//! Uses the test-fixture components of `tests/fixtures/dist/` (built by
+//! `plugins/build.sh` from `tests/fixtures/*-provider/`):
+//!
+//! * `misbehaving-provider.wasm` (id `misbehaving`) traps, loops, exhausts its
+//!   memory or tries to get around the HTTP gate, as its `mode` setting says;
+//! * `wrong-version-provider.wasm` is built for `reposafe:provider@9.0.0`.
+//!
+//! Checks that each misbehaviour becomes a clear error in bounded time, that a
+//! failed call does not poison the provider, that the host refuses plugin-set
+//! credentials and foreign hosts and adds the credential itself, that bad
+//! plugin files are reported by name without stopping the others, and that
+//! compiled components are cached.
+
+use reposafe::providers::http::{self as gate_http, HttpGate, RetryPolicy};
+use reposafe::providers::{
+    Authenticator, LoadedProvider, ProviderError, ProviderRegistry, ProviderSession,
+};
+use reposafe::vault::{Credential, CredentialKind};
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The credential's secret; the plugin must never be able to set or see a
+/// credential of its own making, and the host must add exactly this one.
+const SECRET: &str = "reposafe-test-secret-8c1f0e";
+
+/// A misbehaving call must end well within this.
+const BOUND: Duration = Duration::from_secs(30);
+
+const MISBEHAVING_WASM: &[u8] = include_bytes!("fixtures/dist/misbehaving-provider.wasm");
+const WRONG_VERSION_WASM: &[u8] = include_bytes!("fixtures/dist/wrong-version-provider.wasm");
+/// Not WebAssembly at all.
+const GARBAGE_WASM: &[u8] = b"this is not a WebAssembly file\n";
+/// The smallest valid core WebAssembly module: a module, not a component.
+const CORE_MODULE_WASM: &[u8] = b"\0asm\x01\0\0\0";
+
+/// Writes a plugins directory: the fixtures, two broken files and a file that is
+/// not `*.wasm` (ignored).
+fn write_plugins_dir(dir: &Path) {
+    std::fs::write(dir.join("misbehaving-provider.wasm"), MISBEHAVING_WASM).unwrap();
+    std::fs::write(dir.join("wrong-version-provider.wasm"), WRONG_VERSION_WASM).unwrap();
+    std::fs::write(dir.join("garbage.wasm"), GARBAGE_WASM).unwrap();
+    std::fs::write(dir.join("core-module.wasm"), CORE_MODULE_WASM).unwrap();
+    std::fs::write(dir.join("README.txt"), "not a plugin").unwrap();
+}
+
+/// The registry shared by the tests (compiling the components once).
+struct Shared {
+    registry: ProviderRegistry,
+    plugins_dir: PathBuf,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // Both directories are removed again right away: the registry keeps the
+        // compiled components in memory.
+        let plugins = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        write_plugins_dir(plugins.path());
+        let t = Instant::now();
+        let registry = ProviderRegistry::load(Some(plugins.path()), Some(cache.path()))
+            .expect("the registry loads even when some plugins are broken");
+        eprintln!("registry loaded in {:?}", t.elapsed());
+        Shared {
+            registry,
+            plugins_dir: plugins.path().to_path_buf(),
+        }
+    })
+}
+
+fn misbehaving() -> &'static LoadedProvider {
+    shared()
+        .registry
+        .get("misbehaving")
+        .expect("the misbehaving fixture provider is loaded")
+}
+
+/// A session of `provider` for an access token with `SECRET`, built the way
+/// `engine::connections::gate_for` does, without retries.
+fn session<'a>(
+    provider: &'a LoadedProvider,
+    mode: &str,
+    api_base: Option<&str>,
+) -> ProviderSession<'a> {
+    let info = provider.info();
+    let mut given = BTreeMap::new();
+    given.insert("mode".to_string(), mode.to_string());
+    if let Some(base) = api_base {
+        given.insert("api-base-url".to_string(), base.to_string());
+    }
+    let settings = info.resolve_settings(&given).expect("valid settings");
+    let support = info
+        .support_for(CredentialKind::AccessToken)
+        .expect("access tokens are supported");
+    let policy = RetryPolicy {
+        max_retries: 0,
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let client = gate_http::client(&policy);
+    let auth = Authenticator::new(
+        Credential {
+            kind: CredentialKind::AccessToken,
+            identity: None,
+            secret: SecretString::from(SECRET.to_string()),
+        },
+        support.api.clone(),
+        support.git.clone(),
+        None,
+        client.clone(),
+    );
+    let gate = HttpGate::new(
+        client,
+        info.allowed_origins(&settings),
+        Arc::new(auth),
+        policy,
+    );
+    provider.session(&settings, CredentialKind::AccessToken, Arc::new(gate))
+}
+
+/// The provider still answers normally (a failed call must not poison it).
+fn assert_still_works(provider: &LoadedProvider) {
+    let s = session(provider, "ok", None);
+    let scopes = s.list_scopes().expect("mode ok lists its scope");
+    assert_eq!(scopes.len(), 1);
+    assert_eq!(scopes[0].key, "ws");
+    let repos = s
+        .list_repositories("ws")
+        .expect("mode ok lists its repository");
+    assert_eq!(repos.len(), 1);
+    assert_eq!(repos[0].full_name, "ws/repo");
+}
+
+/// Runs `list_scopes` in `mode` and returns the plugin failure's reason.
+fn plugin_failure(mode: &str) -> String {
+    let p = misbehaving();
+    let s = session(p, mode, None);
+    let t = Instant::now();
+    let result = s.list_scopes();
+    let elapsed = t.elapsed();
+    eprintln!("mode {mode}: {elapsed:?}: {result:?}");
+    assert!(
+        elapsed < BOUND,
+        "mode {mode} took {elapsed:?}, more than {BOUND:?}"
+    );
+    let reason = match result {
+        Err(ProviderError::Plugin { provider, reason }) => {
+            assert_eq!(provider, "misbehaving");
+            reason
+        }
+        other => panic!("mode {mode}: expected ProviderError::Plugin, got {other:?}"),
+    };
+    assert!(!reason.contains(SECRET));
+    // The same provider, the same list call kind, works right after.
+    assert_still_works(p);
+    reason
+}
+
+/// Runs `list_scopes` in `mode` and returns the `provider-error::http` text the
+/// fixture made of what `http.send` answered.
+fn http_report(mode: &str, api_base: Option<&str>) -> String {
+    let s = session(misbehaving(), mode, api_base);
+    match s.list_scopes() {
+        Err(ProviderError::Http(text)) => {
+            eprintln!("mode {mode}: {text}");
+            text
+        }
+        other => panic!("mode {mode}: expected ProviderError::Http, got {other:?}"),
+    }
+}
+
+// --- Loading -------------------------------------------------------------------
+
+#[test]
+fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
+    let sh = shared();
+    let infos = sh.registry.infos();
+    let builtin = infos
+        .iter()
+        .find(|i| i.id == "bitbucket-cloud")
+        .expect("the built-in bitbucket-cloud provider is loaded");
+    assert_eq!(builtin.origin, "built-in");
+
+    let m = misbehaving().info();
+    assert_eq!(m.display_name, "Misbehaving test provider");
+    assert!(
+        m.origin.ends_with("misbehaving-provider.wasm"),
+        "origin {}",
+        m.origin
+    );
+    let names: Vec<(&str, bool, bool, Option<&str>)> = m
+        .settings
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.required,
+                s.is_url,
+                s.default_value.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("mode", true, false, None),
+            ("api-base-url", false, true, Some("http://127.0.0.1:9")),
+        ]
+    );
+    let support = m.support_for(CredentialKind::AccessToken).unwrap();
+    assert_eq!(support.api, reposafe::providers::AuthScheme::Bearer);
+    assert_eq!(
+        support.git,
+        reposafe::providers::AuthScheme::BasicFixedUser("x-token-auth".into())
+    );
+    assert!(m.support_for(CredentialKind::ApiToken).is_err());
+    // `mode` is required.
+    match m.resolve_settings(&BTreeMap::new()) {
+        Err(ProviderError::InvalidSettings(msg)) => assert!(msg.contains("\"mode\""), "{msg}"),
+        other => panic!("expected InvalidSettings, got {other:?}"),
+    }
+
+    // Exactly the three broken files failed, each named in its error.
+    assert_eq!(infos.len(), 2, "loaded: {infos:?}");
+    let errors: Vec<String> = sh
+        .registry
+        .load_errors
+        .iter()
+        .map(|e| {
+            assert!(matches!(e, ProviderError::Load { .. }), "{e:?}");
+            e.to_string()
+        })
+        .collect();
+    for e in &errors {
+        eprintln!("load error: {e}");
+    }
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let error_for = |file: &str| {
+        let path = sh.plugins_dir.join(file).display().to_string();
+        errors
+            .iter()
+            .find(|e| e.contains(&path))
+            .unwrap_or_else(|| panic!("no load error names {path}: {errors:#?}"))
+            .clone()
+    };
+    let garbage = error_for("garbage.wasm");
+    assert!(
+        garbage.contains("not a valid WebAssembly component"),
+        "{garbage}"
+    );
+    let core = error_for("core-module.wasm");
+    assert!(core.contains("not a valid WebAssembly component"), "{core}");
+    let wrong = error_for("wrong-version-provider.wasm");
+    assert!(
+        wrong.contains("does not implement the reposafe:provider@0.1.0 world"),
+        "{wrong}"
+    );
+    assert!(
+        wrong.contains("9.0.0"),
+        "names the version it wants: {wrong}"
+    );
+    assert!(!errors.iter().any(|e| e.contains("README.txt")));
+}
+
+// --- Containment -----------------------------------------------------------------
+
+#[test]
+fn a_trapping_plugin_fails_cleanly() {
+    let reason = plugin_failure("trap");
+    assert!(
+        reason.contains("crashed") || reason.contains("unreachable"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_looping_plugin_is_stopped_by_the_cpu_budget() {
+    let reason = plugin_failure("loop");
+    assert!(reason.contains("CPU budget"), "{reason}");
+}
+
+#[test]
+fn a_plugin_exhausting_memory_is_stopped_by_the_memory_limit() {
+    let reason = plugin_failure("oom");
+    assert!(reason.contains("memory"), "{reason}");
+    assert!(reason.contains("64 MiB"), "{reason}");
+}
+
+#[test]
+fn misbehaviour_while_listing_repositories_is_contained_too() {
+    let p = misbehaving();
+    for mode in ["trap", "loop", "oom"] {
+        let t = Instant::now();
+        let r = session(p, mode, None).list_repositories("ws");
+        assert!(t.elapsed() < BOUND, "mode {mode} took {:?}", t.elapsed());
+        assert!(
+            matches!(r, Err(ProviderError::Plugin { .. })),
+            "mode {mode}: {r:?}"
+        );
+    }
+    assert_still_works(p);
+}
+
+#[test]
+fn an_unknown_mode_is_an_ordinary_provider_error() {
+    match session(misbehaving(), "dance", None).list_scopes() {
+        Err(ProviderError::InvalidSettings(m)) => assert!(m.contains("dance"), "{m}"),
+        other => panic!("expected InvalidSettings, got {other:?}"),
+    }
+}
+
+// --- The HTTP gate -----------------------------------------------------------------
+
+/// A one-purpose HTTP server on the loopback: answers every request with
+/// `200 OK` and the request's head (request line and headers) as the body.
+/// Stops when dropped, and after a minute in any case.
+struct EchoServer {
+    url: String,
+    requests: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl EchoServer {
+    fn start() -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, h, s) = (requests.clone(), heads.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Some(head) = Self::serve(stream) {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            h.lock().unwrap().push(head);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        EchoServer {
+            url,
+            requests,
+            heads,
+            stop,
+        }
+    }
+
+    fn serve(mut stream: TcpStream) -> Option<String> {
+        stream.set_nonblocking(false).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 64 << 10 {
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+            head.len()
+        );
+        stream.write_all(response.as_bytes()).ok()?;
+        Some(head)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_plugin_cannot_set_its_own_authorization_header() {
+    let server = EchoServer::start();
+    let text = http_report("steal-auth", Some(&server.url));
+    assert!(text.starts_with("denied: "), "{text}");
+    assert!(
+        text.contains("may not set the Authorization header"),
+        "{text}"
+    );
+    assert_eq!(server.requests(), 0, "the request must not be sent at all");
+}
+
+#[test]
+fn a_plugin_cannot_send_cookies() {
+    let server = EchoServer::start();
+    let text = http_report("cookie", Some(&server.url));
+    assert!(text.starts_with("denied: "), "{text}");
+    assert!(text.contains("may not set the Cookie header"), "{text}");
+    assert_eq!(server.requests(), 0, "the request must not be sent at all");
+}
+
+#[test]
+fn a_plugin_cannot_reach_hosts_outside_the_allow_list() {
+    let server = EchoServer::start();
+    let text = http_report("evil-host", Some(&server.url));
+    assert!(text.starts_with("denied: "), "{text}");
+    assert!(
+        text.contains("evil.example.invalid is not in this connection's allow-list"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&server.url),
+        "names the allowed origin: {text}"
+    );
+    assert!(!text.contains(SECRET));
+    assert_eq!(server.requests(), 0);
+}
+
+#[test]
+fn the_host_adds_the_credential_and_nothing_else() {
+    let server = EchoServer::start();
+    let text = http_report("echo", Some(&server.url));
+    assert!(
+        text.starts_with("status 200: GET /echo HTTP/1.1\r\n"),
+        "{text}"
+    );
+    assert_eq!(server.requests(), 1);
+    let head = server.heads.lock().unwrap()[0].clone();
+    assert!(text.ends_with(&head), "the plugin got the echoed head back");
+    let headers: Vec<(String, String)> = head
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').expect("header line");
+            (k.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let auth: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        auth,
+        [format!("Bearer {SECRET}")],
+        "exactly the host's Authorization header: {head}"
+    );
+    for forbidden in ["cookie", "proxy-authorization"] {
+        assert!(
+            !headers.iter().any(|(k, _)| k == forbidden),
+            "{forbidden} sent: {head}"
+        );
+    }
+    // The secret is in the Authorization header and nowhere else.
+    assert_eq!(head.matches(SECRET).count(), 1, "{head}");
+}
+
+// --- Compiled-component cache --------------------------------------------------------
+
+fn cache_files(dir: &Path) -> Vec<(String, SystemTime, u64)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                meta.modified().unwrap(),
+                meta.len(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn compiled_components_are_cached_and_reused() {
+    let plugins = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    write_plugins_dir(plugins.path());
+
+    let t = Instant::now();
+    let first = ProviderRegistry::load(Some(plugins.path()), Some(cache.path())).unwrap();
+    let cold = t.elapsed();
+    let after_first = cache_files(cache.path());
+    // bitbucket-cloud, misbehaving and wrong-version compile (the last one only
+    // fails when linked); the garbage and the core module do not.
+    assert_eq!(after_first.len(), 3, "{after_first:?}");
+    assert!(
+        after_first
+            .iter()
+            .all(|(name, _, len)| name.ends_with(".cwasm") && *len > 0),
+        "{after_first:?}"
+    );
+    assert!(first.get("misbehaving").is_ok());
+    drop(first);
+
+    let t = Instant::now();
+    let second = ProviderRegistry::load(Some(plugins.path()), Some(cache.path())).unwrap();
+    let warm = t.elapsed();
+    eprintln!("registry load: cold (compiling) {cold:?}, warm (from the cache) {warm:?}");
+    assert_eq!(
+        cache_files(cache.path()),
+        after_first,
+        "the second load reads the cache and writes nothing"
+    );
+    assert_eq!(second.infos().len(), 2);
+    assert_eq!(second.load_errors.len(), 3);
+    assert_still_works(second.get("misbehaving").unwrap());
+
+    // A damaged cache file is ignored and replaced.
+    let victim = cache.path().join(&after_first[0].0);
+    std::fs::write(&victim, b"damaged").unwrap();
+    let third = ProviderRegistry::load(Some(plugins.path()), Some(cache.path())).unwrap();
+    assert_eq!(third.infos().len(), 2);
+    assert_eq!(third.load_errors.len(), 3);
+    assert!(std::fs::metadata(&victim).unwrap().len() > 7, "rewritten");
+    assert_still_works(third.get("misbehaving").unwrap());
+}

@@ -1,0 +1,1182 @@
+//! A test double of Bitbucket Cloud: the REST API 2.0 endpoints reposafe uses, the OAuth
+//! client-credentials token endpoint, and git smart-HTTP hosting served by the real
+//! `git http-backend` (see [`crate::cgi`]).
+//!
+//! It mimics what real Cloud does where clients commonly go wrong:
+//! * realistic pagination (`pagelen` default 10, capped at 100, 1-based `page`, absolute
+//!   `next` links that are absent on the last page);
+//! * the `ssh` clone link comes first, and the `https` link carries a userinfo part;
+//! * retired endpoints (`/2.0/workspaces`, `/2.0/user/permissions/workspaces`,
+//!   `/2.0/repositories`) answer `410 Gone`;
+//! * rate limiting answers `429` with the body `Rate limit for this resource has been
+//!   exceeded` and **no** `Retry-After` header;
+//! * workspace access tokens cannot list the user's workspaces (`403`) and are not users.
+//!
+//! Credentials (each belongs to a *principal*, the account id used for rate limiting and
+//! in the request log):
+//!
+//! | kind           | REST API                       | git over HTTPS                                 |
+//! |----------------|--------------------------------|------------------------------------------------|
+//! | API token      | `Basic email:token`            | `Basic x-bitbucket-api-token-auth:token`       |
+//! | access token   | `Bearer token`                 | `Basic x-token-auth:token` (or `Bearer token`) |
+//! | OAuth token    | `Bearer token` (until expiry)  | `Basic x-token-auth:token` (or `Bearer token`) |
+//! | app password   | `Basic username:password`      | `Basic username:password`                      |
+//!
+//! Malformed requests get a 4xx answer, never a panic.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::cgi::{self, CgiRequest};
+use crate::httputil::{self, Body};
+use crate::tempdir::TempDir;
+
+/// The exact body Bitbucket Cloud sends with a 429.
+pub const RATE_LIMIT_BODY: &str = "Rate limit for this resource has been exceeded";
+/// The `WWW-Authenticate` value of a 401.
+pub const WWW_AUTHENTICATE_VALUE: &str = "Basic realm=\"Bitbucket.org HTTP\"";
+/// Fixed `updated_on`/`created_on` of every repository.
+pub const UPDATED_ON: &str = "2026-11-20T10:00:00.000000+00:00";
+
+const MAX_FORM_BODY: usize = 64 * 1024;
+
+/// Repository metadata as exposed by the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoMeta {
+    pub is_private: bool,
+    /// `None` → `"mainbranch": null` (as for an empty repository).
+    pub mainbranch: Option<String>,
+    pub has_wiki: bool,
+    /// `full_name` of the parent when the repository is a fork.
+    pub parent: Option<String>,
+    /// Bytes, as reported in `"size"`.
+    pub size: u64,
+}
+
+impl Default for RepoMeta {
+    fn default() -> Self {
+        RepoMeta {
+            is_private: true,
+            mainbranch: Some("main".to_string()),
+            has_wiki: false,
+            parent: None,
+            size: 0,
+        }
+    }
+}
+
+/// One request as seen by the server.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub method: String,
+    /// Path plus query, e.g. `/2.0/repositories/ws?pagelen=100`.
+    pub path: String,
+    /// The authenticated principal (account id), if the credentials were valid.
+    pub principal: Option<String>,
+    pub status: u16,
+    /// `true` for git smart-HTTP requests.
+    pub is_git: bool,
+    pub timestamp: Instant,
+}
+
+struct Repo {
+    path: PathBuf,
+    meta: RepoMeta,
+    uuid: String,
+}
+
+struct Workspace {
+    uuid: String,
+    repos: BTreeMap<String, Repo>,
+}
+
+struct Consumer {
+    principal: String,
+    key: String,
+    secret: String,
+    expires_in: u64,
+}
+
+struct OAuthToken {
+    principal: String,
+    expires_at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    workspaces: BTreeMap<String, Workspace>,
+    /// (principal, email, token)
+    api_tokens: Vec<(String, String, String)>,
+    /// (principal, workspace, token)
+    access_tokens: Vec<(String, String, String)>,
+    consumers: Vec<Consumer>,
+    oauth_tokens: HashMap<String, OAuthToken>,
+    /// refresh token → consumer key
+    refresh_tokens: HashMap<String, String>,
+    /// (principal, username, password)
+    app_passwords: Vec<(String, String, String)>,
+    grants: HashMap<String, BTreeSet<String>>,
+    rate_limit: Option<u32>,
+    windows: HashMap<String, VecDeque<Instant>>,
+    fail_next_429: usize,
+    log: Vec<LoggedRequest>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    base_url: String,
+    /// Empty HOME for the CGI processes.
+    cgi_home: PathBuf,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The Bitbucket Cloud test double. Starts on `127.0.0.1:<random port>`; stops on drop.
+pub struct CloudServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: Option<oneshot::Sender<()>>,
+    _home: TempDir,
+}
+
+impl CloudServer {
+    /// Binds `127.0.0.1:0` and serves on a private tokio runtime (2 worker threads).
+    pub fn start() -> CloudServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let home = TempDir::new("reposafe-testkit-cgi-home");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            base_url: format!("http://{addr}"),
+            cgi_home: home.path().to_path_buf(),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("testkit-cloud")
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let (tx, rx) = oneshot::channel();
+        let sh = shared.clone();
+        runtime.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("[testkit] cannot adopt listener: {e}");
+                    return;
+                }
+            };
+            serve(listener, sh, rx).await;
+        });
+        CloudServer {
+            shared,
+            addr,
+            runtime: Some(runtime),
+            shutdown: Some(tx),
+            _home: home,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` — both the API base and the git base.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The plain clone URL `http://127.0.0.1:PORT/{workspace}/{slug}.git` (no userinfo).
+    pub fn git_url(&self, workspace: &str, slug: &str) -> String {
+        format!("{}/{workspace}/{slug}.git", self.shared.base_url)
+    }
+
+    /// Creates a workspace (no-op if it exists).
+    pub fn add_workspace(&self, slug: &str) {
+        let mut st = self.shared.lock();
+        st.workspaces
+            .entry(slug.to_string())
+            .or_insert_with(|| Workspace {
+                uuid: uuid_for("workspace", slug),
+                repos: BTreeMap::new(),
+            });
+    }
+
+    /// Registers (or replaces) `workspace/slug`, served from the bare repository at
+    /// `bare_repo`. The workspace is created if needed.
+    pub fn add_repo(&self, workspace: &str, slug: &str, bare_repo: &Path, meta: RepoMeta) {
+        self.add_workspace(workspace);
+        let path = std::fs::canonicalize(bare_repo).unwrap_or_else(|_| bare_repo.to_path_buf());
+        let mut st = self.shared.lock();
+        if let Some(ws) = st.workspaces.get_mut(workspace) {
+            ws.repos.insert(
+                slug.to_string(),
+                Repo {
+                    path,
+                    meta,
+                    uuid: uuid_for("repository", &format!("{workspace}/{slug}")),
+                },
+            );
+        }
+    }
+
+    /// Unregisters `workspace/slug` (the bare repository is left on disk).
+    pub fn remove_repo(&self, workspace: &str, slug: &str) {
+        let mut st = self.shared.lock();
+        if let Some(ws) = st.workspaces.get_mut(workspace) {
+            ws.repos.remove(slug);
+        }
+    }
+
+    /// API token: API `Basic email:token`; git `Basic x-bitbucket-api-token-auth:token`.
+    pub fn add_api_token(&self, principal: &str, email: &str, token: &str) {
+        self.shared
+            .lock()
+            .api_tokens
+            .push((principal.into(), email.into(), token.into()));
+    }
+
+    /// Workspace access token: API `Bearer token`; git `Basic x-token-auth:token`. Sees only
+    /// `workspace`; `/2.0/user` and `/2.0/user/workspaces` answer 403.
+    pub fn add_access_token(&self, principal: &str, workspace: &str, token: &str) {
+        self.shared
+            .lock()
+            .access_tokens
+            .push((principal.into(), workspace.into(), token.into()));
+    }
+
+    /// OAuth consumer for the client-credentials grant; issued tokens live
+    /// `expires_in_secs` seconds.
+    pub fn add_oauth_consumer(
+        &self,
+        principal: &str,
+        key: &str,
+        secret: &str,
+        expires_in_secs: u64,
+    ) {
+        self.shared.lock().consumers.push(Consumer {
+            principal: principal.into(),
+            key: key.into(),
+            secret: secret.into(),
+            expires_in: expires_in_secs,
+        });
+    }
+
+    /// App password: `Basic username:password` for API and git.
+    pub fn add_app_password(&self, principal: &str, username: &str, password: &str) {
+        self.shared
+            .lock()
+            .app_passwords
+            .push((principal.into(), username.into(), password.into()));
+    }
+
+    /// Lets `principal` see `workspace`.
+    pub fn grant(&self, principal: &str, workspace: &str) {
+        self.shared
+            .lock()
+            .grants
+            .entry(principal.to_string())
+            .or_default()
+            .insert(workspace.to_string());
+    }
+
+    /// Per-principal limit over a sliding 60 s window, counting API, OAuth-token and git
+    /// requests alike; `None` disables it. Only admitted requests count; requests without
+    /// valid credentials (401) are not counted. Resets the windows.
+    pub fn set_rate_limit(&self, per_principal_per_minute: Option<u32>) {
+        let mut st = self.shared.lock();
+        st.rate_limit = per_principal_per_minute;
+        st.windows.clear();
+    }
+
+    /// The next `n` REST API requests (not git, not the OAuth endpoint) answer 429.
+    pub fn fail_next_with_429(&self, n: usize) {
+        self.shared.lock().fail_next_429 = n;
+    }
+
+    /// Every request so far (since the last [`clear_log`](Self::clear_log)).
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared.lock().log.clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.shared.lock().log.clear();
+    }
+}
+
+impl Drop for CloudServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(rt) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let sh = sh.clone();
+                async move { Ok::<_, Infallible>(handle(sh, peer, req).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+/// Result of routing: the response plus what goes into the log.
+struct Outcome {
+    resp: Response<Body>,
+    principal: Option<String>,
+    is_git: bool,
+}
+
+impl Outcome {
+    fn api(resp: Response<Body>, principal: Option<String>) -> Outcome {
+        Outcome {
+            resp,
+            principal,
+            is_git: false,
+        }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let out = route(&shared, peer, req).await;
+    let status = out.resp.status().as_u16();
+    shared.lock().log.push(LoggedRequest {
+        method,
+        path,
+        principal: out.principal,
+        status,
+        is_git: out.is_git,
+        timestamp: Instant::now(),
+    });
+    out.resp
+}
+
+async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Outcome {
+    let raw_path = req.uri().path().to_string();
+    let mut segs = Vec::new();
+    for s in raw_path.trim_start_matches('/').split('/') {
+        match httputil::percent_decode(s) {
+            Some(d) => segs.push(d),
+            None => {
+                return Outcome::api(error(StatusCode::BAD_REQUEST, "Malformed URL path"), None)
+            }
+        }
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let Some(params) = httputil::parse_form(&query) else {
+        return Outcome::api(
+            error(StatusCode::BAD_REQUEST, "Malformed query string"),
+            None,
+        );
+    };
+    match segs.first().map(String::as_str) {
+        Some("2.0") => {
+            while segs.len() > 1 && segs.last().is_some_and(|s| s.is_empty()) {
+                segs.pop();
+            }
+            api(shared, req.method(), req.headers(), &segs[1..], &params)
+        }
+        Some("site") if segs.len() == 3 && segs[1] == "oauth2" && segs[2] == "access_token" => {
+            oauth(shared, req).await
+        }
+        Some(ws) if !ws.is_empty() && ws != "site" && is_git_path(&segs) => {
+            let ws = ws.to_string();
+            git(shared, peer, req, ws, segs[1..].to_vec(), query).await
+        }
+        _ => Outcome::api(
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("Resource not found: {raw_path}"),
+            ),
+            None,
+        ),
+    }
+}
+
+/// `/{workspace}/{slug}.git/...` or `/{workspace}/{slug}/{info|git-upload-pack|...}`.
+fn is_git_path(segs: &[String]) -> bool {
+    segs.len() >= 3
+        && (segs[1].ends_with(".git")
+            || matches!(
+                segs[2].as_str(),
+                "info" | "git-upload-pack" | "git-receive-pack" | "HEAD" | "objects"
+            ))
+}
+
+// ---------------------------------------------------------------- responses
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(httputil::full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"type": "error", "error": {"message": message}}),
+    )
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut r = error(StatusCode::UNAUTHORIZED, "Invalid or missing credentials");
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(WWW_AUTHENTICATE_VALUE),
+    );
+    r
+}
+
+fn git_unauthorized() -> Response<Body> {
+    let mut r = Response::new(httputil::full("Unauthorized\n"));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(WWW_AUTHENTICATE_VALUE),
+    );
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(httputil::full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn too_many() -> Response<Body> {
+    text(StatusCode::TOO_MANY_REQUESTS, RATE_LIMIT_BODY)
+}
+
+// ---------------------------------------------------------------- auth
+
+#[derive(Debug, Clone, PartialEq)]
+enum Cred {
+    None,
+    Basic(String, String),
+    Bearer(String),
+    Malformed,
+}
+
+fn parse_auth(headers: &HeaderMap) -> Cred {
+    let Some(v) = headers.get(hyper::header::AUTHORIZATION) else {
+        return Cred::None;
+    };
+    let Ok(v) = v.to_str() else {
+        return Cred::Malformed;
+    };
+    let v = v.trim();
+    let Some((scheme, rest)) = v.split_once(' ') else {
+        return Cred::Malformed;
+    };
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(rest) else {
+            return Cred::Malformed;
+        };
+        let Ok(s) = String::from_utf8(bytes) else {
+            return Cred::Malformed;
+        };
+        match s.split_once(':') {
+            Some((u, p)) => Cred::Basic(u.to_string(), p.to_string()),
+            None => Cred::Malformed,
+        }
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Cred::Bearer(rest.to_string())
+    } else {
+        Cred::Malformed
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    ApiToken,
+    AccessToken(String),
+    OAuth,
+    AppPassword(String),
+}
+
+#[derive(Debug, Clone)]
+struct Identity {
+    principal: String,
+    kind: Kind,
+}
+
+impl Identity {
+    fn can_see(&self, st: &State, ws: &str) -> bool {
+        match &self.kind {
+            Kind::AccessToken(own) => own == ws,
+            _ => st
+                .grants
+                .get(&self.principal)
+                .is_some_and(|g| g.contains(ws)),
+        }
+    }
+
+    /// The user shown in the https clone link's userinfo.
+    fn link_user(&self) -> String {
+        match &self.kind {
+            Kind::AppPassword(u) => u.clone(),
+            Kind::AccessToken(_) => "x-token-auth".to_string(),
+            _ => self.principal.clone(),
+        }
+    }
+}
+
+fn bearer_identity(st: &State, token: &str) -> Option<Identity> {
+    if let Some((p, ws, _)) = st.access_tokens.iter().find(|(_, _, t)| t == token) {
+        return Some(Identity {
+            principal: p.clone(),
+            kind: Kind::AccessToken(ws.clone()),
+        });
+    }
+    match st.oauth_tokens.get(token) {
+        Some(t) if Instant::now() < t.expires_at => Some(Identity {
+            principal: t.principal.clone(),
+            kind: Kind::OAuth,
+        }),
+        _ => None,
+    }
+}
+
+fn app_password_identity(st: &State, user: &str, pass: &str) -> Option<Identity> {
+    st.app_passwords
+        .iter()
+        .find(|(_, u, p)| u == user && p == pass)
+        .map(|(pr, u, _)| Identity {
+            principal: pr.clone(),
+            kind: Kind::AppPassword(u.clone()),
+        })
+}
+
+fn api_identity(st: &State, cred: &Cred) -> Option<Identity> {
+    match cred {
+        Cred::Basic(user, pass) => {
+            if let Some((p, _, _)) = st
+                .api_tokens
+                .iter()
+                .find(|(_, e, t)| e == user && t == pass)
+            {
+                return Some(Identity {
+                    principal: p.clone(),
+                    kind: Kind::ApiToken,
+                });
+            }
+            app_password_identity(st, user, pass)
+        }
+        Cred::Bearer(t) => bearer_identity(st, t),
+        Cred::None | Cred::Malformed => None,
+    }
+}
+
+fn git_identity(st: &State, cred: &Cred) -> Option<Identity> {
+    match cred {
+        Cred::Basic(user, pass) if user == "x-bitbucket-api-token-auth" => st
+            .api_tokens
+            .iter()
+            .find(|(_, _, t)| t == pass)
+            .map(|(p, _, _)| Identity {
+                principal: p.clone(),
+                kind: Kind::ApiToken,
+            }),
+        Cred::Basic(user, pass) if user == "x-token-auth" => bearer_identity(st, pass),
+        Cred::Basic(user, pass) => app_password_identity(st, user, pass),
+        Cred::Bearer(t) => bearer_identity(st, t),
+        Cred::None | Cred::Malformed => None,
+    }
+}
+
+/// Sliding-window check; records the request when admitted.
+fn admit(st: &mut State, principal: &str) -> bool {
+    let Some(limit) = st.rate_limit else {
+        return true;
+    };
+    let now = Instant::now();
+    let window = st.windows.entry(principal.to_string()).or_default();
+    while window
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+    {
+        window.pop_front();
+    }
+    if window.len() >= limit as usize {
+        return false;
+    }
+    window.push_back(now);
+    true
+}
+
+// ---------------------------------------------------------------- REST API
+
+fn api(
+    shared: &Shared,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &[String],
+    params: &[(String, String)],
+) -> Outcome {
+    let cred = parse_auth(headers);
+    let mut st = shared.lock();
+    let ident = api_identity(&st, &cred);
+    let principal = ident.as_ref().map(|i| i.principal.clone());
+    if st.fail_next_429 > 0 {
+        st.fail_next_429 -= 1;
+        return Outcome::api(too_many(), principal);
+    }
+    let Some(ident) = ident else {
+        return Outcome::api(unauthorized(), None);
+    };
+    if !admit(&mut st, &ident.principal) {
+        return Outcome::api(too_many(), principal);
+    }
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    let known = matches!(
+        p.as_slice(),
+        ["user"]
+            | ["user", "workspaces"]
+            | ["workspaces"]
+            | ["user", "permissions", "workspaces"]
+            | ["repositories"]
+            | ["workspaces", _]
+            | ["repositories", _]
+            | ["repositories", _, _]
+    );
+    if known && method != Method::GET {
+        return Outcome::api(
+            error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            principal,
+        );
+    }
+    let base = &shared.base_url;
+    let resp = match p.as_slice() {
+        _ if !known => error(StatusCode::NOT_FOUND, &format!("Resource not found: /2.0/{}", p.join("/"))),
+        ["user"] => match ident.kind {
+            Kind::AccessToken(_) => error(
+                StatusCode::FORBIDDEN,
+                "Access tokens are not associated with a user account",
+            ),
+            _ => json_response(StatusCode::OK, &user_json(&ident.principal)),
+        },
+        ["user", "workspaces"] => match ident.kind {
+            Kind::AccessToken(_) => error(
+                StatusCode::FORBIDDEN,
+                "Your credentials lack one or more required privilege scopes.",
+            ),
+            _ => {
+                let items: Vec<Value> = st
+                    .workspaces
+                    .iter()
+                    .filter(|(slug, _)| ident.can_see(&st, slug))
+                    .map(|(slug, ws)| {
+                        json!({
+                            "type": "workspace_access",
+                            "permission": "member",
+                            "administrator": false,
+                            "workspace": workspace_json(base, slug, ws),
+                            "links": {"self": {"href": format!("{base}/2.0/user/workspaces/{slug}")}},
+                        })
+                    })
+                    .collect();
+                paginate(items, base, "/2.0/user/workspaces", params)
+            }
+        },
+        ["workspaces"] | ["user", "permissions", "workspaces"] | ["repositories"] => error(
+            StatusCode::GONE,
+            "This API is no longer supported. For information about its removal, please refer to the deprecation notice at: https://developer.atlassian.com/cloud/bitbucket/changelog/#CHANGE-2770",
+        ),
+        ["workspaces", ws] => match st.workspaces.get(*ws) {
+            None => error(StatusCode::NOT_FOUND, &format!("No workspace with identifier '{ws}'.")),
+            Some(_) if !ident.can_see(&st, ws) => {
+                error(StatusCode::FORBIDDEN, "You do not have access to this workspace.")
+            }
+            Some(w) => json_response(StatusCode::OK, &workspace_json(base, ws, w)),
+        },
+        ["repositories", ws] => match st.workspaces.get(*ws) {
+            None => error(StatusCode::NOT_FOUND, &format!("No workspace with identifier '{ws}'.")),
+            Some(_) if !ident.can_see(&st, ws) => {
+                error(StatusCode::FORBIDDEN, "You do not have access to this workspace.")
+            }
+            Some(w) => {
+                let user = ident.link_user();
+                let items = w.repos.iter().map(|(slug, r)| repo_json(base, &user, ws, w, slug, r)).collect();
+                paginate(items, base, &format!("/2.0/repositories/{}", httputil::percent_encode(ws)), params)
+            }
+        },
+        ["repositories", ws, slug] => match st.workspaces.get(*ws) {
+            None => error(StatusCode::NOT_FOUND, &format!("No workspace with identifier '{ws}'.")),
+            Some(_) if !ident.can_see(&st, ws) => {
+                error(StatusCode::FORBIDDEN, "You do not have access to this repository.")
+            }
+            Some(w) => match w.repos.get(*slug) {
+                None => error(StatusCode::NOT_FOUND, &format!("Repository {ws}/{slug} not found")),
+                Some(r) => json_response(StatusCode::OK, &repo_json(base, &ident.link_user(), ws, w, slug, r)),
+            },
+        },
+        _ => error(StatusCode::NOT_FOUND, "Resource not found"),
+    };
+    Outcome::api(resp, principal)
+}
+
+fn paginate(
+    items: Vec<Value>,
+    base: &str,
+    path: &str,
+    params: &[(String, String)],
+) -> Response<Body> {
+    let get = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let pagelen = match get("pagelen") {
+        None => 10,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n >= 1 => n.min(100) as usize,
+            _ => return error(StatusCode::BAD_REQUEST, &format!("Invalid pagelen: {v:?}")),
+        },
+    };
+    let page = match get("page") {
+        None => 1,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => n as usize,
+            _ => return error(StatusCode::BAD_REQUEST, &format!("Invalid page: {v:?}")),
+        },
+    };
+    let size = items.len();
+    let start = (page - 1).saturating_mul(pagelen);
+    let values: Vec<Value> = items.into_iter().skip(start).take(pagelen).collect();
+    let link = |p: usize| {
+        let mut pairs: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "page")
+            .cloned()
+            .collect();
+        pairs.push(("page".to_string(), p.to_string()));
+        format!("{base}{path}?{}", httputil::encode_form(&pairs))
+    };
+    let mut body = json!({"pagelen": pagelen, "size": size, "values": values, "page": page});
+    if start.saturating_add(pagelen) < size {
+        body["next"] = Value::String(link(page + 1));
+    }
+    if page > 1 {
+        body["previous"] = Value::String(link(page - 1));
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+fn user_json(principal: &str) -> Value {
+    json!({
+        "type": "user",
+        "account_id": principal,
+        "uuid": uuid_for("user", principal),
+        "display_name": format!("Test User {principal}"),
+        "nickname": principal,
+        "account_status": "active",
+        "created_on": "2020-01-01T00:00:00.000000+00:00",
+        "has_2fa_enabled": null,
+        "is_staff": false,
+        "links": {},
+    })
+}
+
+fn workspace_json(base: &str, slug: &str, ws: &Workspace) -> Value {
+    json!({
+        "type": "workspace",
+        "slug": slug,
+        "name": slug,
+        "uuid": ws.uuid,
+        "is_private": true,
+        "links": {
+            "self": {"href": format!("{base}/2.0/workspaces/{slug}")},
+            "html": {"href": format!("{base}/{slug}/")},
+        },
+    })
+}
+
+fn repo_json(base: &str, user: &str, ws: &str, w: &Workspace, slug: &str, r: &Repo) -> Value {
+    let host = base.trim_start_matches("http://");
+    let full_name = format!("{ws}/{slug}");
+    let mut v = json!({
+        "type": "repository",
+        "uuid": r.uuid,
+        "full_name": full_name,
+        "slug": slug,
+        "name": slug,
+        "description": "",
+        "scm": "git",
+        "is_private": r.meta.is_private,
+        "mainbranch": r.meta.mainbranch.as_ref().map(|b| json!({"type": "branch", "name": b})),
+        "size": r.meta.size,
+        "created_on": UPDATED_ON,
+        "updated_on": UPDATED_ON,
+        "has_wiki": r.meta.has_wiki,
+        "has_issues": false,
+        "fork_policy": "allow_forks",
+        "language": "",
+        "website": null,
+        "links": {
+            "self": {"href": format!("{base}/2.0/repositories/{full_name}")},
+            "html": {"href": format!("{base}/{full_name}")},
+            "avatar": {"href": format!("{base}/{full_name}/avatar/32/")},
+            "clone": [
+                {"name": "ssh", "href": format!("git@bitbucket.org:{full_name}.git")},
+                {"name": "https", "href": format!("http://{}@{host}/{full_name}.git", httputil::percent_encode(user))},
+            ],
+        },
+        "owner": {"type": "team", "username": ws, "display_name": ws, "uuid": w.uuid},
+        "workspace": {"type": "workspace", "slug": ws, "name": ws, "uuid": w.uuid},
+        "project": {"type": "project", "key": "PROJ", "name": "Project", "uuid": uuid_for("project", ws)},
+    });
+    if let Some(parent) = &r.meta.parent {
+        let pslug = parent.rsplit('/').next().unwrap_or(parent);
+        v["parent"] = json!({
+            "type": "repository",
+            "full_name": parent,
+            "name": pslug,
+            "uuid": uuid_for("repository", parent),
+            "links": {"self": {"href": format!("{base}/2.0/repositories/{parent}")}},
+        });
+    }
+    v
+}
+
+// ---------------------------------------------------------------- OAuth
+
+async fn oauth(shared: &Arc<Shared>, req: Request<Incoming>) -> Outcome {
+    if req.method() != Method::POST {
+        return Outcome::api(
+            error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            None,
+        );
+    }
+    let cred = parse_auth(req.headers());
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_FORM_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Outcome::api(
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Body too large or unreadable",
+                ),
+                None,
+            )
+        }
+    };
+    let form = match std::str::from_utf8(&body)
+        .ok()
+        .and_then(httputil::parse_form)
+    {
+        Some(f) => f,
+        None => {
+            return Outcome::api(
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Malformed form body",
+                ),
+                None,
+            )
+        }
+    };
+    let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (key, secret) = match cred {
+        Cred::Basic(k, s) => (k, s),
+        _ => match (get("client_id"), get("client_secret")) {
+            (Some(k), Some(s)) => (k, s),
+            _ => (String::new(), String::new()),
+        },
+    };
+    let mut st = shared.lock();
+    let Some(consumer) = st
+        .consumers
+        .iter()
+        .find(|c| c.key == key && c.secret == secret)
+    else {
+        return Outcome::api(
+            oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Invalid OAuth client credentials",
+            ),
+            None,
+        );
+    };
+    let principal = consumer.principal.clone();
+    let expires_in = consumer.expires_in;
+    if !admit(&mut st, &principal) {
+        return Outcome::api(too_many(), Some(principal));
+    }
+    match get("grant_type").as_deref() {
+        Some("client_credentials") => {}
+        Some("refresh_token") => {
+            let ok = get("refresh_token")
+                .and_then(|t| st.refresh_tokens.get(&t).cloned())
+                .is_some_and(|k| k == key);
+            if !ok {
+                return Outcome::api(
+                    oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "Invalid refresh_token",
+                    ),
+                    Some(principal),
+                );
+            }
+        }
+        Some(other) => {
+            return Outcome::api(
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_grant_type",
+                    &format!("Unsupported grant type: {other}"),
+                ),
+                Some(principal),
+            )
+        }
+        None => {
+            return Outcome::api(
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Missing grant_type",
+                ),
+                Some(principal),
+            )
+        }
+    }
+    let access = random_token(64);
+    let refresh = random_token(32);
+    st.oauth_tokens.insert(
+        access.clone(),
+        OAuthToken {
+            principal: principal.clone(),
+            expires_at: Instant::now() + Duration::from_secs(expires_in),
+        },
+    );
+    st.refresh_tokens.insert(refresh.clone(), key);
+    let body = json!({
+        "access_token": access,
+        "scopes": "repository account",
+        "token_type": "bearer",
+        "expires_in": expires_in,
+        "state": "client_credentials",
+        "refresh_token": refresh,
+    });
+    Outcome::api(json_response(StatusCode::OK, &body), Some(principal))
+}
+
+fn oauth_error(status: StatusCode, code: &str, desc: &str) -> Response<Body> {
+    json_response(status, &json!({"error": code, "error_description": desc}))
+}
+
+// ---------------------------------------------------------------- git
+
+async fn git(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    ws: String,
+    segs: Vec<String>,
+    query: String,
+) -> Outcome {
+    let git_out = |resp, principal| Outcome {
+        resp,
+        principal,
+        is_git: true,
+    };
+    let slug = segs[0].strip_suffix(".git").unwrap_or(&segs[0]).to_string();
+    let rest = &segs[1..];
+    if slug.is_empty() || rest.iter().any(|s| s.is_empty() || s == "." || s == "..") {
+        return git_out(text(StatusCode::BAD_REQUEST, "Bad git path\n"), None);
+    }
+    let cred = parse_auth(req.headers());
+    let (principal, remote_user, repo_path) = {
+        let mut st = shared.lock();
+        let Some(ident) = git_identity(&st, &cred) else {
+            return git_out(git_unauthorized(), None);
+        };
+        let principal = Some(ident.principal.clone());
+        if !admit(&mut st, &ident.principal) {
+            return git_out(too_many(), principal);
+        }
+        let Some(repo) = st.workspaces.get(&ws).and_then(|w| w.repos.get(&slug)) else {
+            return git_out(
+                text(StatusCode::NOT_FOUND, "Repository not found\n"),
+                principal,
+            );
+        };
+        if !ident.can_see(&st, &ws) {
+            return git_out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);
+        }
+        let user = match &cred {
+            Cred::Basic(u, _) => u.clone(),
+            _ => ident.principal.clone(),
+        };
+        (principal, user, repo.path.clone())
+    };
+    let (Some(root), Some(name)) = (repo_path.parent(), repo_path.file_name()) else {
+        return git_out(
+            text(StatusCode::INTERNAL_SERVER_ERROR, "Bad repository path\n"),
+            principal,
+        );
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let cgi_req = CgiRequest {
+        project_root: root.to_path_buf(),
+        path_info: format!("/{}/{}", name.to_string_lossy(), rest.join("/")),
+        method: req.method().to_string(),
+        query,
+        content_type: header("content-type"),
+        content_length: header("content-length").and_then(|v| v.parse().ok()),
+        content_encoding: header("content-encoding"),
+        git_protocol: header("git-protocol"),
+        remote_user: Some(remote_user),
+        remote_addr: peer.ip().to_string(),
+        home: shared.cgi_home.clone(),
+    };
+    let resp = cgi::run_git_http_backend(cgi_req, req.into_body()).await;
+    git_out(resp, principal)
+}
+
+// ---------------------------------------------------------------- ids
+
+fn hash64(seed: u64, data: &[u8]) -> u64 {
+    // FNV-1a followed by a splitmix64 finaliser.
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    splitmix(h)
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Deterministic `{xxxxxxxx-xxxx-4xxx-8xxx-xxxxxxxxxxxx}` for an object.
+fn uuid_for(kind: &str, name: &str) -> String {
+    let data = format!("{kind}\0{name}");
+    let a = hash64(1, data.as_bytes());
+    let b = hash64(2, data.as_bytes());
+    format!(
+        "{{{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}}}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn random_token(len: usize) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut state = nanos
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9)
+        ^ (std::process::id() as u64) << 40;
+    (0..len)
+        .map(|_| {
+            state = splitmix(state);
+            ALPHABET[(state % ALPHABET.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_shape() {
+        let u = uuid_for("repository", "ws/a");
+        assert_eq!(u.len(), 38, "{u}");
+        assert!(u.starts_with('{') && u.ends_with('}'));
+        assert_eq!(u, uuid_for("repository", "ws/a"));
+        assert_ne!(u, uuid_for("repository", "ws/b"));
+        assert_ne!(random_token(20), random_token(20));
+    }
+}

@@ -1,0 +1,22 @@
+//! `reposafe-testkit`: test doubles of Bitbucket for reposafe's integration tests and
+//! benchmarks. Dev-only; never shipped.
+//!
+//! * [`cloud::CloudServer`] — an HTTP server that mimics the Bitbucket Cloud REST API
+//!   (`/2.0/...`, `/site/oauth2/access_token`) and Bitbucket's git hosting. Git is served by
+//!   the real `git http-backend` run as a CGI over real bare repositories, with responses
+//!   streamed (see [`cgi`]).
+//! * [`gitutil`] — helpers that shell out to `git` with an isolated, fixed configuration,
+//!   plus [`gitutil::make_workspace_fixture`] that builds many varied repositories quickly.
+//!
+//! Tests are plain synchronous `#[test]` functions: the server runs on its own tokio runtime
+//! and stops when the [`CloudServer`] is dropped.
+
+pub mod cgi;
+pub mod cloud;
+pub mod gitutil;
+pub mod httputil;
+pub mod tempdir;
+
+pub use cloud::{CloudServer, LoggedRequest, RepoMeta};
+pub use gitutil::{FixtureOptions, FixtureRepo, WorkRepo};
+pub use tempdir::TempDir;
