@@ -387,3 +387,55 @@ fn secrets_never_appear_in_output() {
     assert!(!all.contains(API_TOKEN), "the token must never be printed");
     assert_not_on_disk(rs.data_dir(), API_TOKEN);
 }
+
+#[test]
+fn passphrase_mode_encrypts_with_the_passphrase_and_says_so_when_missing() {
+    let (server, _src, _repos) = setup(2);
+    let rs = Reposafe::new();
+    let tok = rs.secret_file("token.txt", API_TOKEN);
+    let base = server.base_url();
+    let with_pass = |args: &[&str], pass: Option<&str>| {
+        let mut c = rs.cmd(args);
+        if let Some(p) = pass {
+            c.env("REPOSAFE_PASSPHRASE", p);
+        }
+        let out = c.output().expect("run");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = with_pass(
+        &[
+            "connection",
+            "add",
+            "cloud",
+            "--workspace",
+            WORKSPACE,
+            "--set",
+            &format!("api-base-url={base}"),
+            "--set",
+            &format!("git-base-url={base}"),
+            "--api-token-email",
+            EMAIL,
+            "--api-token-file",
+            &tok.display().to_string(),
+        ],
+        Some("correct horse battery staple"),
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = with_pass(&["backup", WORKSPACE], None);
+    assert_ne!(code, 0);
+    assert!(out.contains("REPOSAFE_PASSPHRASE"), "{out}");
+    let (code, out) = with_pass(&["backup", WORKSPACE], Some("wrong passphrase"));
+    assert_ne!(code, 0);
+    assert!(!out.contains(API_TOKEN));
+    let (code, out) = with_pass(&["backup", WORKSPACE], Some("correct horse battery staple"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 new snapshots"), "{out}");
+    assert_not_on_disk(rs.data_dir(), API_TOKEN);
+}

@@ -527,6 +527,10 @@ fn compiled_components_are_cached_and_reused() {
     assert_eq!(second.infos().len(), 2);
     assert_eq!(second.load_errors.len(), 3);
     assert_still_works(second.get("misbehaving").unwrap());
+    // wasmtime maps cache files into memory: damaging one in place under a live
+    // registry would crash the process (SIGBUS). reposafe itself only ever
+    // replaces them by renaming a new file over them.
+    drop(second);
 
     // A damaged cache file is ignored and replaced.
     let victim = cache.path().join(&after_first[0].0);

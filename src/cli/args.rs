@@ -34,7 +34,7 @@ pub enum Command {
     Providers,
     /// Add, list, test or remove connections.
     #[command(subcommand)]
-    Connection(ConnectionCmd),
+    Connection(Box<ConnectionCmd>),
     /// Back up every repository of one or more connections now.
     Backup(BackupArgs),
     /// List the repositories seen by backups.
@@ -57,7 +57,7 @@ pub struct ServeArgs {
 #[derive(Subcommand, Debug)]
 pub enum ConnectionCmd {
     /// Add a connection. Secrets are read from files (or `-` for stdin), never from arguments.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List connections (credentials masked).
     List,
     /// Check that a connection's credential works.

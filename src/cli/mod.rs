@@ -99,7 +99,7 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Connection(cmd) => connection(&data_dir, cmd),
+        Command::Connection(cmd) => connection(&data_dir, *cmd),
         Command::Backup(args) => {
             let ctx = open(&data_dir)?;
             let names: Vec<String> = if args.all {

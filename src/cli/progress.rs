@@ -1,4 +1,4 @@
-//! Progress bars for long CLI jobs, and Ctrl-C handling.
+//! Progress bars for long CLI jobs.
 
 use crate::engine::{backup::Progress, RepoOutcome, RepoResult};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -57,7 +57,8 @@ impl Progress for Bars {
     }
 }
 
-/// A flag set by Ctrl-C: running fetches stop cleanly, nothing half-written is kept.
+/// A flag that stops a job early when set (Ctrl-C simply ends the process: every
+/// write is crash-safe, so nothing half-written is kept).
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
 }

@@ -116,7 +116,10 @@ pub fn backup_connection(
     let cred = ctx
         .vault
         .unseal(&ctx.state.sealed_credential(connection)?)?;
-    let gate = gate_for(ctx, &conn, cred)?;
+    let mut gate = gate_for(ctx, &conn, cred)?;
+    let progress = opts.progress.clone();
+    gate.on_notice(move |m| progress.notice(m));
+    let gate = Arc::new(gate);
     let provider = ctx.providers.get(&conn.provider)?;
     let session = provider.session(&conn.settings, conn.credential_kind, gate.clone());
     if let Some(d) = provider

@@ -29,7 +29,7 @@ pub(crate) fn gate_for(
     ctx: &Context,
     conn: &Connection,
     cred: Credential,
-) -> Result<Arc<HttpGate>, EngineError> {
+) -> Result<HttpGate, EngineError> {
     let provider = ctx.providers.get(&conn.provider)?;
     let support = provider.info().support_for(cred.kind)?;
     let oauth_url = provider.oauth_token_url(&conn.settings, cred.kind)?;
@@ -54,12 +54,7 @@ pub(crate) fn gate_for(
         oauth_url,
         client.clone(),
     ));
-    Ok(Arc::new(HttpGate::new(
-        client,
-        allowed,
-        auth,
-        ctx.retry.clone(),
-    )))
+    Ok(HttpGate::new(client, allowed, auth, ctx.retry.clone()))
 }
 
 /// Adds a connection after validating its settings and credential; with `verify`,
@@ -94,7 +89,7 @@ pub fn add_connection(
         created_at: time::OffsetDateTime::now_utc(),
     };
     if verify {
-        let gate = gate_for(ctx, &conn, new.credential.clone())?;
+        let gate = Arc::new(gate_for(ctx, &conn, new.credential.clone())?);
         provider
             .session(&conn.settings, conn.credential_kind, gate)
             .verify()
@@ -112,7 +107,7 @@ pub fn add_connection(
 pub fn test_connection(ctx: &Context, name: &str) -> Result<Vec<Scope>, EngineError> {
     let conn = ctx.state.connection(name)?;
     let cred = ctx.vault.unseal(&ctx.state.sealed_credential(name)?)?;
-    let gate = gate_for(ctx, &conn, cred)?;
+    let gate = Arc::new(gate_for(ctx, &conn, cred)?);
     let provider = ctx.providers.get(&conn.provider)?;
     Ok(provider
         .session(&conn.settings, conn.credential_kind, gate)

@@ -211,8 +211,10 @@ fn clone_into_new_mirror(
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| "mirror".into());
+    let prefix = format!(".{name}.reposafe-new-");
+    remove_leftovers(&parent, &prefix);
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.reposafe-new-"))
+        .prefix(&prefix)
         .tempdir_in(&parent)
         .map_err(|err| GitError::io("create temporary directory in", &parent, err))?;
 
@@ -225,6 +227,7 @@ fn clone_into_new_mirror(
         fs::remove_dir(mirror)
             .map_err(|err| GitError::io("replace empty directory", mirror, err))?;
     }
+    sync_tree(staging.path())?;
     let staged = staging.keep();
     if let Err(err) = fs::rename(&staged, mirror) {
         let _ = fs::remove_dir_all(&staged);
@@ -398,10 +401,23 @@ fn fetch_into(
     set_refs(repo, dir, &advertised)?;
 
     let packs = list_packs(dir)?;
-    let new_packs = packs
+    let new: Vec<&PackFile> = packs
         .iter()
         .filter(|p| !packs_before.contains(&p.pack_hash))
-        .count();
+        .collect();
+    if !new.is_empty() {
+        // Make the new pack durable before anyone archives it or relies on it.
+        for pack in &new {
+            sync_file(&pack.path)?;
+            sync_file(&pack.index_path())?;
+        }
+        sync_file(&dir.join("objects").join("pack"))?;
+        let packed_refs = dir.join("packed-refs");
+        if packed_refs.is_file() {
+            sync_file(&packed_refs)?;
+        }
+    }
+    let new_packs = new.len();
     Ok(FetchOutcome {
         refs: advertised,
         packs,
@@ -411,7 +427,57 @@ fn fetch_into(
     })
 }
 
-/// Remove `.keep` files that an interrupted earlier fetch may have left next to its pack.
+/// Remove directories in `parent` starting with `prefix`, left behind by a crashed earlier run.
+pub(crate) fn remove_leftovers(parent: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(prefix))
+        {
+            let path = entry.path();
+            tracing::warn!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted earlier run");
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            if let Err(err) = removed {
+                tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
+            }
+        }
+    }
+}
+
+/// `fsync` the file or directory at `path`.
+pub(crate) fn sync_file(path: &Path) -> Result<(), GitError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|err| GitError::io("sync to disk", path, err))
+}
+
+/// `fsync` every file and directory below `root`, and `root` itself.
+pub(crate) fn sync_tree(root: &Path) -> Result<(), GitError> {
+    for entry in fs::read_dir(root).map_err(|err| GitError::io("read directory", root, err))? {
+        let entry = entry.map_err(|err| GitError::io("read directory", root, err))?;
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .map_err(|err| GitError::io("inspect", &path, err))?;
+        if file_type.is_dir() {
+            sync_tree(&path)?;
+        } else if file_type.is_file() {
+            sync_file(&path)?;
+        }
+    }
+    sync_file(root)
+}
+
+/// Remove what an interrupted earlier fetch may have left in `objects/pack`: `.keep` files next
+/// to complete packs, and temporary files of packs and indices that were never finished.
 fn remove_stale_keep_files(dir: &Path) -> Result<(), GitError> {
     let pack_dir = dir.join("objects").join("pack");
     let Ok(entries) = fs::read_dir(&pack_dir) else {
@@ -419,11 +485,11 @@ fn remove_stale_keep_files(dir: &Path) -> Result<(), GitError> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_pack_keep = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("pack-") && n.ends_with(".keep"));
-        if is_pack_keep {
+        let stale = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            (n.starts_with("pack-") && n.ends_with(".keep")) || n.starts_with(".tmp")
+        });
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            tracing::debug!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted fetch");
             fs::remove_file(&path).map_err(|err| GitError::io("remove", &path, err))?;
         }
     }

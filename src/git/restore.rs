@@ -16,7 +16,7 @@ use std::{
 
 use super::{
     error::chain,
-    fetch::{init_bare, open_mirror, set_refs},
+    fetch::{init_bare, open_mirror, remove_leftovers, set_refs, sync_tree},
     GitError, RefEntry, RefTarget,
 };
 
@@ -51,8 +51,10 @@ pub fn restore_bare(
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| "repository".into());
+    let prefix = format!(".{name}.reposafe-restore-");
+    remove_leftovers(&parent, &prefix);
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.reposafe-restore-"))
+        .prefix(&prefix)
         .tempdir_in(&parent)
         .map_err(|err| GitError::io("create temporary directory in", &parent, err))?;
     tracing::info!(target: "reposafe::git", target = %target.display(), refs = refs.len(), "restoring repository");
@@ -82,6 +84,7 @@ pub fn restore_bare(
     }
     set_refs(&repo, staging.path(), &refs)?;
     drop(repo);
+    sync_tree(staging.path())?;
 
     move_into_place(staging, target, target_state)
 }
@@ -234,7 +237,9 @@ fn move_into_place(
             None
         }
         TargetState::NonEmpty => {
-            let aside = staging.path().with_extension("replaced");
+            let mut aside = staging.path().as_os_str().to_owned();
+            aside.push(".replaced");
+            let aside = PathBuf::from(aside);
             fs::rename(target, &aside)
                 .map_err(|err| GitError::io("move aside the existing", target, err))?;
             Some(aside)

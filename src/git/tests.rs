@@ -347,7 +347,12 @@ fn remote_that_lost_all_refs_empties_the_mirror() {
     for name in names.lines() {
         git.run(&origin, &["update-ref", "-d", name]);
     }
+    // Leftovers of a crashed fetch are cleaned up.
+    let pack_dir = mirror.join("objects/pack");
+    fs::write(pack_dir.join(".tmpAbCdEf"), "partial").expect("write");
+    fs::write(pack_dir.join("pack-0123.keep"), "").expect("write");
     let out = fetch(&mirror, &url).expect("fetch from emptied remote");
+    assert!(!pack_dir.join(".tmpAbCdEf").exists() && !pack_dir.join("pack-0123.keep").exists());
     assert_eq!(out.refs, git.refs_with_head(&origin));
     assert_eq!(git.run(&mirror, &["for-each-ref"]).trim(), "");
     assert_eq!(out.packs.len(), 1, "objects stay in the immutable pack");
@@ -586,6 +591,16 @@ fn http_fetch_with_auth_header() {
         matches!(&err, GitError::NotFound { url } if url == &missing),
         "{err}"
     );
+
+    // Authenticated but not allowed.
+    let forbidden = format!("{}/forbidden/origin.git", server.base_url());
+    let err =
+        http_fetch(&git.root().join("m3.git"), &forbidden, Some(GOOD_HEADER)).expect_err("403");
+    assert!(
+        matches!(&err, GitError::Forbidden { url } if url == &forbidden),
+        "{err}"
+    );
+    assert!(!git.root().join("m3.git").exists());
 }
 
 #[test]
@@ -611,4 +626,24 @@ fn http_credentials_in_url_are_used_but_never_shown() {
     let text = err.to_string();
     assert!(matches!(err, GitError::Unauthorized { .. }), "{text}");
     assert!(!text.contains("wrong") && !text.contains("user:"), "{text}");
+}
+
+#[test]
+fn unreachable_server_is_a_transport_error() {
+    let git = Git::new();
+    // Nothing listens on a port we just bound and released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let mirror = git.root().join("m.git");
+    let err = http_fetch(&mirror, &url, Some(GOOD_HEADER)).expect_err("refused");
+    assert!(
+        matches!(&err, GitError::Transport { url: u, .. } if u == &url),
+        "{err}"
+    );
+    assert!(err.is_transient());
+    assert!(!err.to_string().contains("dXNlcjpwYXNz"), "{err}");
+    assert!(!mirror.exists());
 }

@@ -99,6 +99,9 @@ pub struct GateStats {
     pub rate_limited: AtomicU64,
 }
 
+/// A callback that hears about waits.
+pub type NoticeFn = Box<dyn Fn(&str) + Send + Sync>;
+
 /// The host side of the `http` import for one connection.
 pub struct HttpGate {
     client: reqwest::blocking::Client,
@@ -107,7 +110,7 @@ pub struct HttpGate {
     policy: RetryPolicy,
     pub stats: GateStats,
     /// Called with a human message when the gate waits (e.g. "rate limited, waiting 30 s").
-    notice: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    notice: Option<NoticeFn>,
 }
 
 /// The shared HTTP client: no redirects (a credential must never follow one), rustls.

@@ -18,8 +18,8 @@ wasmtime::component::bindgen!({
     world: "provider-plugin",
 });
 
-use exports::reposafe::provider::provider as guest;
-use reposafe::provider::{http as wit_http, log as wit_log, types as wit};
+use self::exports::reposafe::provider::provider as guest;
+use self::reposafe::provider::{http as wit_http, log as wit_log, types as wit};
 
 /// The built-in providers, embedded at build time from `plugins/dist/`.
 const BUILTIN: &[(&str, &[u8])] = &[(

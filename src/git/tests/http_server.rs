@@ -1,6 +1,7 @@
 //! A minimal, test-only HTTP/1.1 server that bridges requests to `git http-backend` (CGI).
 //!
-//! It requires one exact `Authorization` header (401 with a Basic challenge otherwise), reads
+//! It requires one exact `Authorization` header (401 with a Basic challenge otherwise), answers
+//! 403 below `/forbidden/`, reads
 //! `Content-Length` and chunked request bodies, passes `Content-Encoding` and `Git-Protocol` on
 //! to the CGI, streams one response per connection (`Connection: close`, close-delimited body),
 //! and counts requests.
@@ -163,6 +164,16 @@ fn handle(
     }
 
     let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+    if path.starts_with("/forbidden/") {
+        let msg = b"forbidden\n";
+        write!(
+            stream,
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            msg.len()
+        )?;
+        stream.write_all(msg)?;
+        return stream.flush();
+    }
     let mut cmd = Command::new(HTTP_BACKEND);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
