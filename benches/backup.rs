@@ -165,7 +165,7 @@ fn large_repo(dir: &Path, commits: usize) -> PathBuf {
                 ));
             }
             let msg = format!("commit {i}\n");
-            writeln!(w, "commit refs/heads/main").unwrap();
+            writeln!(w, "commit refs/heads/main\nmark :{}", i + 1).unwrap();
             writeln!(
                 w,
                 "committer Bench <bench@acme.test> {} +0000",
@@ -173,9 +173,6 @@ fn large_repo(dir: &Path, commits: usize) -> PathBuf {
             )
             .unwrap();
             writeln!(w, "data {}\n{}", msg.len(), msg).unwrap();
-            if i > 0 {
-                writeln!(w, "from refs/heads/main^0").unwrap();
-            }
             writeln!(
                 w,
                 "M 644 inline src/file{file}.txt\ndata {}\n{}",
@@ -194,7 +191,7 @@ fn large_repo(dir: &Path, commits: usize) -> PathBuf {
                 .unwrap();
             }
             if i % 5000 == 0 {
-                writeln!(w, "reset refs/tags/t{i}\nfrom refs/heads/main^0").unwrap();
+                writeln!(w, "reset refs/tags/t{i}\nfrom :{}\n", i + 1).unwrap();
             }
         }
         w.flush().unwrap();
@@ -210,12 +207,23 @@ fn large_repo(dir: &Path, commits: usize) -> PathBuf {
 
 fn bench_unchanged_workspace() -> String {
     let n = env_usize("BENCH_REPOS", 100);
+    let commits = env_usize("BENCH_COMMITS_PER_REPO", 300);
+    let binary = env_usize("BENCH_BINARY_BYTES", 256 * 1024);
     let server = CloudServer::start();
     let src = TempDir::new("bench-src");
     let t = Instant::now();
-    gitutil::make_workspace_fixture(&server, "acme", n, src.path());
+    let opts = gitutil::FixtureOptions {
+        repos: n,
+        commits,
+        binary_bytes: binary,
+        ..gitutil::FixtureOptions::default()
+    };
+    gitutil::make_workspace_fixture_with(&server, "acme", src.path(), &opts);
+    let src_size = dir_size(src.path());
     eprintln!(
-        "fixture of {n} repositories built in {:.1} s",
+        "fixture of {n} repositories ({commits} commits, {} KiB binary each; {:.1} MiB on disk) built in {:.1} s",
+        binary / 1024,
+        src_size as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
     server.add_api_token("bench", EMAIL, TOKEN);
@@ -233,12 +241,13 @@ fn bench_unchanged_workspace() -> String {
     let per_repo = (size2 - size1) as f64 / n as f64;
     let ratio = second.secs / first.secs;
     format!(
-        "## Unchanged workspace ({n} repositories)\n\
+        "## Unchanged workspace ({n} repositories of {commits} commits, {:.1} MiB in all)\n\
          first backup: {:.2} s, archive {:.1} MiB\n\
          second backup: {:.2} s ({:.1}% of the first; target < 10%)\n\
          new archive data on the second run: {per_repo:.0} B per repository (target < 1024 B)\n\
          git HTTP requests on the second run: {git_requests} ({:.1} per repository: one ref listing)\n\
          {}\n",
+        src_size as f64 / 1048576.0,
         first.secs,
         size1 as f64 / 1048576.0,
         second.secs,

@@ -134,6 +134,12 @@ pub fn backup_connection(
         ));
     }
 
+    if conn.settings.values().any(|v| v.starts_with("http://")) {
+        opts.progress.notice(&format!(
+            "warning: connection {} uses plain http://; credentials travel unencrypted",
+            conn.name
+        ));
+    }
     let fail = |e: crate::providers::ProviderError| EngineError::Connection {
         connection: conn.name.clone(),
         reason: e.to_string(),

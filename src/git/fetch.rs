@@ -340,7 +340,7 @@ fn fetch_into(
             });
             if remote.is_http {
                 if auth.is_some() && remote.for_transport.starts_with("http://") {
-                    tracing::warn!(target: "reposafe::git", url = %remote.display, "sending credentials over unencrypted HTTP");
+                    tracing::debug!(target: "reposafe::git", url = %remote.display, "sending credentials over unencrypted HTTP");
                 }
                 connection = connection.with_transport_options(http_options(repo, remote, auth)?);
             }

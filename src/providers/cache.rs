@@ -31,10 +31,13 @@ pub(crate) fn load_or_compile(
     };
     let path = cache_file(engine, wasm, dir);
     if path.is_file() {
-        // SAFETY: the file was written by `Component::serialize` of this same engine
+        // SAFETY: the bytes were written by `Component::serialize` of this same engine
         // configuration (its name carries the engine's compatibility hash) into the
         // data dir, which only reposafe writes. wasmtime checks the header too.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        // Read into memory rather than mapping the file, so a cache file replaced by an
+        // outside tool cannot fault the process.
+        let bytes = fs::read(&path).unwrap_or_default();
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(c) => return Ok(c),
             Err(e) => tracing::warn!("ignoring unusable component cache {}: {e}", path.display()),
         }

@@ -29,6 +29,9 @@ const BUILTIN: &[(&str, &[u8])] = &[(
 
 /// Linear memory a provider instance may use.
 const MEMORY_LIMIT: usize = 64 << 20;
+/// Elements one table may hold (real providers use a few dozen); without a cap a
+/// plugin could allocate gigabytes of host memory through a table.
+const TABLE_ELEMENTS_LIMIT: usize = 10_000;
 /// Fuel (roughly wasm instructions) one call may burn: stops a looping plugin.
 const FUEL_PER_CALL: u64 = 2_000_000_000;
 /// Epoch tick length and per-call wall-clock backstop.
@@ -370,9 +373,10 @@ impl LoadedProvider {
             gate,
             limits: StoreLimitsBuilder::new()
                 .memory_size(MEMORY_LIMIT)
-                .instances(4)
-                .tables(20)
-                .memories(4)
+                .instances(8)
+                .tables(8)
+                .table_elements(TABLE_ELEMENTS_LIMIT)
+                .memories(1)
                 .trap_on_grow_failure(true)
                 .build(),
         };
