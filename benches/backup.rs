@@ -7,7 +7,9 @@
 //!    backup time vs `git clone --mirror` from the same server, and peak RSS.
 //! 3. Ten daily snapshots with small pushes: archive size vs one mirror's packs.
 //!
-//! Sizes can be lowered for a quick run: BENCH_REPOS, BENCH_COMMITS, BENCH_DAYS.
+//! Sizes can be changed: BENCH_REPOS, BENCH_COMMITS_PER_REPO, BENCH_BINARY_BYTES,
+//! BENCH_COMMITS, BENCH_DAYS, BENCH_DAILY_COMMITS, and BENCH_LARGE_MB (adds that many
+//! MiB of incompressible files to the large repository, for a large pack).
 
 use reposafe_testkit::gitutil;
 use reposafe_testkit::{CloudServer, RepoMeta, TempDir};
@@ -151,6 +153,7 @@ fn large_repo(dir: &Path, commits: usize) -> PathBuf {
         .stdin(Stdio::piped())
         .spawn()
         .expect("fast-import");
+    let random_mb = env_usize("BENCH_LARGE_MB", 0);
     {
         let stdin = child.stdin.as_mut().expect("stdin");
         let mut w = std::io::BufWriter::new(stdin);
@@ -190,6 +193,13 @@ fn large_repo(dir: &Path, commits: usize) -> PathBuf {
                 )
                 .unwrap();
             }
+            if i < random_mb {
+                // Incompressible content, 1 MiB per commit, to reach a large pack.
+                let blob = gitutil::pseudo_random_bytes(i as u64 + 1, 1 << 20);
+                writeln!(w, "M 644 inline blobs/{i}.bin\ndata {}", blob.len()).unwrap();
+                w.write_all(&blob).unwrap();
+                writeln!(w).unwrap();
+            }
             if i % 5000 == 0 {
                 writeln!(w, "reset refs/tags/t{i}\nfrom :{}\n", i + 1).unwrap();
             }
@@ -207,8 +217,8 @@ fn large_repo(dir: &Path, commits: usize) -> PathBuf {
 
 fn bench_unchanged_workspace() -> String {
     let n = env_usize("BENCH_REPOS", 100);
-    let commits = env_usize("BENCH_COMMITS_PER_REPO", 300);
-    let binary = env_usize("BENCH_BINARY_BYTES", 256 * 1024);
+    let commits = env_usize("BENCH_COMMITS_PER_REPO", 1000);
+    let binary = env_usize("BENCH_BINARY_BYTES", 1024 * 1024);
     let server = CloudServer::start();
     let src = TempDir::new("bench-src");
     let t = Instant::now();
@@ -238,6 +248,40 @@ fn bench_unchanged_workspace() -> String {
     let second = timed(reposafe(data.path()).args(["backup", "acme", "--parallel", "8"]));
     let size2 = archive_size(data.path());
     let git_requests = server.request_log().iter().filter(|r| r.is_git).count();
+    // The floor for "one ref listing per repository" on this server: `git ls-remote`
+    // of every repository, 8 at a time, like the backup.
+    let auth = format!(
+        "http.extraHeader=Authorization: Basic {}",
+        base64_encode(&format!("x-bitbucket-api-token-auth:{TOKEN}"))
+    );
+    let urls: Vec<String> = (0..n)
+        .map(|i| {
+            let slug = if i == n - 1 {
+                "empty-repo".to_string()
+            } else {
+                format!("repo-{i:03}")
+            };
+            server.git_url("acme", &slug)
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(url) = urls.get(i) else { break };
+                let ok = gitutil::git_command(src.path())
+                    .args(["-c", &auth, "ls-remote", "--quiet", url])
+                    .stdout(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "git ls-remote {url}");
+            });
+        }
+    });
+    let floor = t.elapsed().as_secs_f64();
     let per_repo = (size2 - size1) as f64 / n as f64;
     let ratio = second.secs / first.secs;
     format!(
@@ -246,6 +290,7 @@ fn bench_unchanged_workspace() -> String {
          second backup: {:.2} s ({:.1}% of the first; target < 10%)\n\
          new archive data on the second run: {per_repo:.0} B per repository (target < 1024 B)\n\
          git HTTP requests on the second run: {git_requests} ({:.1} per repository: one ref listing)\n\
+         floor: `git ls-remote` of every repository (8 at a time): {floor:.2} s\n\
          {}\n",
         src_size as f64 / 1048576.0,
         first.secs,
@@ -359,16 +404,16 @@ fn bench_daily_snapshots() -> String {
         timed(reposafe(data.path()).args(["backup", "daily"]));
     }
     let archive = archive_size(data.path());
+    // "One mirror": what `git clone --mirror` from the same server stores.
     let out = TempDir::new("bench-mirror");
+    let auth = format!(
+        "http.extraHeader=Authorization: Basic {}",
+        base64_encode(&format!("x-bitbucket-api-token-auth:{TOKEN}"))
+    );
+    let url = server.git_url("daily", "repo");
     gitutil::git(
         out.path(),
-        &[
-            "clone",
-            "--mirror",
-            "--quiet",
-            &bare.display().to_string(),
-            "m.git",
-        ],
+        &["-c", &auth, "clone", "--mirror", "--quiet", &url, "m.git"],
     );
     let mirror = packs_size(&out.path().join("m.git"));
     let ratio = archive as f64 / mirror as f64;
