@@ -37,12 +37,15 @@ impl Context {
     /// Opens (creating when absent) a data dir: `state.redb`, `vault.key`,
     /// `archive/`, `mirrors/`, `plugins/` and `cache/`.
     pub fn open(data_dir: &Path) -> Result<Context, EngineError> {
+        let created = !data_dir.exists();
         std::fs::create_dir_all(data_dir).map_err(|e| EngineError::DataDir {
             path: data_dir.to_path_buf(),
             reason: e.to_string(),
         })?;
+        // A data dir we create holds secrets' key and backups: owner only. An existing
+        // directory chosen by the user keeps its permissions.
         #[cfg(unix)]
-        {
+        if created {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700));
         }
