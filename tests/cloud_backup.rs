@@ -332,25 +332,15 @@ fn access_token_oauth_and_app_password_all_back_up() {
 fn workspace_discovery_uses_the_current_endpoint_and_rate_limits_are_retried() {
     let (server, _src, _repos) = setup(2);
     let rs = Reposafe::new();
-    let tok = rs.secret_file("token.txt", API_TOKEN);
-    let base = server.base_url();
+    let tok = rs.secret_file("token.txt", API_TOKEN).display().to_string();
     // No --workspace: discovery through /2.0/user/workspaces.
-    rs.run(&[
-        "connection",
-        "add",
-        "cloud",
-        "--name",
-        "discovered",
-        "--set",
-        &format!("api-base-url={base}"),
-        "--set",
-        &format!("git-base-url={base}"),
-        "--api-token-email",
-        EMAIL,
-        "--api-token-file",
-        &tok.display().to_string(),
-    ])
-    .ok();
+    let args = cloud_add_args(
+        &server,
+        &["--name", "discovered"],
+        &["--api-token-email", EMAIL, "--api-token-file", &tok],
+    );
+    rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
     server.clear_log();
     server.fail_next_with_429(2);
     let run = rs.run(&["backup", "discovered"]).ok();
@@ -393,7 +383,6 @@ fn passphrase_mode_encrypts_with_the_passphrase_and_says_so_when_missing() {
     let (server, _src, _repos) = setup(2);
     let rs = Reposafe::new();
     let tok = rs.secret_file("token.txt", API_TOKEN);
-    let base = server.base_url();
     let with_pass = |args: &[&str], pass: Option<&str>| {
         let mut c = rs.cmd(args);
         if let Some(p) = pass {
@@ -409,22 +398,14 @@ fn passphrase_mode_encrypts_with_the_passphrase_and_says_so_when_missing() {
             ),
         )
     };
+    let tok = tok.display().to_string();
+    let args = cloud_add_args(
+        &server,
+        &["--workspace", WORKSPACE],
+        &["--api-token-email", EMAIL, "--api-token-file", &tok],
+    );
     let (code, out) = with_pass(
-        &[
-            "connection",
-            "add",
-            "cloud",
-            "--workspace",
-            WORKSPACE,
-            "--set",
-            &format!("api-base-url={base}"),
-            "--set",
-            &format!("git-base-url={base}"),
-            "--api-token-email",
-            EMAIL,
-            "--api-token-file",
-            &tok.display().to_string(),
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         Some("correct horse battery staple"),
     );
     assert_eq!(code, 0, "{out}");

@@ -178,6 +178,47 @@ impl Archive {
         Ok(out)
     }
 
+    /// The newest snapshot of one repository, reading only the manifests of the newest
+    /// second (ids start with their UTC time), not the whole history.
+    pub fn latest_snapshot_of(
+        &self,
+        repo: &RepoIdentity,
+    ) -> Result<Option<Snapshot>, ArchiveError> {
+        let dir = self.root.join("snapshots").join(repo.dir_name());
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if let Some(id) = name.strip_suffix(".json") {
+                    if SnapshotId::parse(id).is_ok() {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+        }
+        let Some(newest) = names.iter().max() else {
+            return Ok(None);
+        };
+        // Several snapshots can share a second; compare their recorded times.
+        let second = newest[..16].to_string();
+        let mut best: Option<Snapshot> = None;
+        for name in names.iter().filter(|n| n.starts_with(&second)) {
+            let snap = self.read_snapshot_file(&dir.join(name))?;
+            if best
+                .as_ref()
+                .is_none_or(|b| (snap.taken_at, &snap.id) > (b.taken_at, &b.id))
+            {
+                best = Some(snap);
+            }
+        }
+        Ok(best)
+    }
+
     /// Every snapshot in the archive, oldest first (disaster recovery: needs no state).
     pub fn all_snapshots(&self) -> Result<Vec<Snapshot>, ArchiveError> {
         let dir = self.root.join("snapshots");

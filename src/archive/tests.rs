@@ -97,8 +97,14 @@ fn snapshot_requires_its_blobs_and_lists_in_order() {
     a.write_snapshot(&s1).unwrap();
     let list = a.snapshots_of(&repo).unwrap();
     assert_eq!(list, vec![s1.clone(), s2.clone()]);
+    assert_eq!(a.latest_snapshot_of(&repo).unwrap(), Some(s2.clone()));
+    // Two snapshots in the same second: the later recorded time wins, whatever the id.
+    let mut s3 = mk(200, vec![]);
+    s3.taken_at += time::Duration::milliseconds(1);
+    a.write_snapshot(&s3).unwrap();
+    assert_eq!(a.latest_snapshot_of(&repo).unwrap(), Some(s3.clone()));
     assert_eq!(a.find_snapshot(&s2.id).unwrap(), s2);
-    assert_eq!(a.all_snapshots().unwrap().len(), 2);
+    assert_eq!(a.all_snapshots().unwrap().len(), 3);
     let reparsed = SnapshotId::parse(s1.id.as_str()).unwrap();
     assert_eq!(reparsed, s1.id);
     assert!(SnapshotId::parse("../../etc/passwd").is_err());

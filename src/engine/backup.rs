@@ -335,7 +335,7 @@ fn backup_repository(
     let refs_put = ctx.archive.put_bytes(&refs_json)?;
     new_bytes += refs_put.stored_bytes;
 
-    let previous = ctx.archive.snapshots_of(&ident)?.pop();
+    let previous = ctx.archive.latest_snapshot_of(&ident)?;
     if let Some(prev) = &previous {
         if prev.refs == refs_put.id && prev.packs == packs {
             return Ok(RepoOutcome::Unchanged {

@@ -87,23 +87,28 @@ impl Reposafe {
 
     /// Adds a Cloud connection named after the workspace, pointing at the test server.
     pub fn add_cloud(&self, server: &CloudServer, workspace: &str, cred_args: &[&str]) -> Run {
-        let base = server.base_url();
-        let api = format!("api-base-url={base}");
-        let git = format!("git-base-url={base}");
-        let mut args = vec![
-            "connection",
-            "add",
-            "cloud",
-            "--workspace",
-            workspace,
-            "--set",
-            &api,
-            "--set",
-            &git,
-        ];
-        args.extend_from_slice(cred_args);
+        let args = cloud_add_args(server, &["--workspace", workspace], cred_args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run(&args)
     }
+}
+
+/// The arguments of `connection add cloud` against the test server.
+pub fn cloud_add_args(server: &CloudServer, naming: &[&str], cred_args: &[&str]) -> Vec<String> {
+    let base = server.base_url();
+    let mut args: Vec<String> = ["connection", "add", "cloud"]
+        .iter()
+        .chain(naming)
+        .map(|s| s.to_string())
+        .collect();
+    args.extend([
+        "--set".to_string(),
+        format!("api-base-url={base}"),
+        "--set".to_string(),
+        format!("git-base-url={base}"),
+    ]);
+    args.extend(cred_args.iter().map(|s| s.to_string()));
+    args
 }
 
 /// Every file under `dir`, recursively.
