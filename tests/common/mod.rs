@@ -1,6 +1,6 @@
 //! Shared helpers of the integration tests: run the real `reposafe` binary on a
 //! temporary data dir against the test Bitbucket server from `reposafe-testkit`.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
