@@ -240,16 +240,32 @@ fn bench_unchanged_workspace() -> String {
     );
     server.add_api_token("bench", EMAIL, TOKEN);
     server.grant("bench", "acme");
-    let data = TempDir::new("bench-data");
+    // Best of two for both runs, each pair in its own data dir (noise on 2 cores).
     let files = TempDir::new("bench-files");
-    add_connection(&server, data.path(), "acme", files.path());
-
-    let first = timed(reposafe(data.path()).args(["backup", "acme", "--parallel", "8"]));
-    let size1 = archive_size(data.path());
-    server.clear_log();
-    let second = timed(reposafe(data.path()).args(["backup", "acme", "--parallel", "8"]));
-    let size2 = archive_size(data.path());
-    let git_requests = server.request_log().iter().filter(|r| r.is_git).count();
+    let mut firsts = Vec::new();
+    let mut seconds = Vec::new();
+    let (mut size1, mut size2, mut git_requests) = (0, 0, 0);
+    for _ in 0..2 {
+        let data = TempDir::new("bench-data");
+        add_connection(&server, data.path(), "acme", files.path());
+        firsts.push(timed(reposafe(data.path()).args(["backup", "acme", "--parallel", "8"])).secs);
+        size1 = archive_size(data.path());
+        server.clear_log();
+        seconds.push(timed(reposafe(data.path()).args(["backup", "acme", "--parallel", "8"])).secs);
+        size2 = archive_size(data.path());
+        git_requests = server.request_log().iter().filter(|r| r.is_git).count();
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    struct Secs {
+        secs: f64,
+    }
+    let first = Secs {
+        secs: best(&firsts),
+    };
+    let second = Secs {
+        secs: best(&seconds),
+    };
+    eprintln!("unchanged workspace: first runs {firsts:.2?} s, second runs {seconds:.2?} s");
     // The floor for "one ref listing per repository" on this server: `git ls-remote`
     // of every repository, 8 at a time, like the backup.
     let auth = format!(
@@ -288,8 +304,8 @@ fn bench_unchanged_workspace() -> String {
     let ratio = second.secs / first.secs;
     format!(
         "## Unchanged workspace ({n} repositories of {commits} commits, {:.1} MiB in all)\n\
-         first backup: {:.2} s, archive {:.1} MiB\n\
-         second backup: {:.2} s ({:.1}% of the first; target < 10%)\n\
+         first backup: {:.2} s (best of 2), archive {:.1} MiB\n\
+         second backup: {:.2} s (best of 2; {:.1}% of the first; target < 10%)\n\
          new archive data on the second run: {per_repo:.0} B per repository (target < 1024 B)\n\
          git HTTP requests on the second run: {git_requests} ({:.1} per repository: one ref listing)\n\
          floor: `git ls-remote` of every repository (8 at a time): {floor:.2} s\n\
