@@ -256,15 +256,8 @@ fn bench_unchanged_workspace() -> String {
         git_requests = server.request_log().iter().filter(|r| r.is_git).count();
     }
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    struct Secs {
-        secs: f64,
-    }
-    let first = Secs {
-        secs: best(&firsts),
-    };
-    let second = Secs {
-        secs: best(&seconds),
-    };
+    let first = best(&firsts);
+    let second = best(&seconds);
     eprintln!("unchanged workspace: first runs {firsts:.2?} s, second runs {seconds:.2?} s");
     // The floor for "one ref listing per repository" on this server: `git ls-remote`
     // of every repository, 8 at a time, like the backup.
@@ -301,7 +294,7 @@ fn bench_unchanged_workspace() -> String {
     });
     let floor = t.elapsed().as_secs_f64();
     let per_repo = (size2 - size1) as f64 / n as f64;
-    let ratio = second.secs / first.secs;
+    let ratio = second / first;
     format!(
         "## Unchanged workspace ({n} repositories of {commits} commits, {:.1} MiB in all)\n\
          first backup: {:.2} s (best of 2), archive {:.1} MiB\n\
@@ -311,9 +304,9 @@ fn bench_unchanged_workspace() -> String {
          floor: `git ls-remote` of every repository (8 at a time): {floor:.2} s\n\
          {}\n",
         src_size as f64 / 1048576.0,
-        first.secs,
+        first,
         size1 as f64 / 1048576.0,
-        second.secs,
+        second,
         ratio * 100.0,
         git_requests as f64 / n as f64,
         if ratio < 0.10 && per_repo < 1024.0 { "PASS" } else { "FAIL" }
