@@ -440,15 +440,19 @@ pub(crate) fn remove_leftovers(parent: &Path, prefix: &str) {
         {
             let path = entry.path();
             tracing::warn!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted earlier run");
-            let removed = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            if let Err(err) = removed {
+            if let Err(err) = remove_path(&path) {
                 tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
             }
         }
+    }
+}
+
+/// Remove a file, or a directory with everything below it.
+pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
 
 use super::{
     error::chain,
-    fetch::{init_bare, open_mirror, remove_leftovers, set_refs, sync_tree},
+    fetch::{init_bare, open_mirror, remove_leftovers, remove_path, set_refs, sync_tree},
     GitError, RefEntry, RefTarget,
 };
 
@@ -258,12 +258,7 @@ fn move_into_place(
         ));
     }
     if let Some(aside) = aside {
-        let removed = if aside.is_dir() {
-            fs::remove_dir_all(&aside)
-        } else {
-            fs::remove_file(&aside)
-        };
-        if let Err(err) = removed {
+        if let Err(err) = remove_path(&aside) {
             tracing::warn!(target: "reposafe::git", path = %aside.display(), error = %err, "could not remove the replaced repository");
         }
     }
