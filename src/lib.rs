@@ -6,7 +6,9 @@
 //! (redb tables), `engine` (a backup or restore job, wiring the others) and `cli`.
 //! Dependencies point one way: `engine` uses the rest; only `cli` uses `engine`.
 
+pub mod api;
 pub mod archive;
+pub mod dashboard;
 pub mod cli;
 pub mod engine;
 pub mod git;

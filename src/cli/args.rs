@@ -11,14 +11,13 @@ use crate::vault::{Credential, CredentialKind};
 #[derive(Parser, Debug)]
 #[command(name = "reposafe", version, about, long_about = None)]
 pub struct Cli {
-    /// Data directory: state, encrypted credentials, archive, mirrors, plugins.
-    #[arg(
-        long,
-        global = true,
-        env = "REPOSAFE_DATA_DIR",
-        default_value = "./reposafe-data"
-    )]
-    pub data_dir: PathBuf,
+    /// Data directory: state, encrypted credentials, archive, mirrors, plugins
+    /// [default: ./reposafe-data, or `data_dir` of the config file].
+    #[arg(long, global = true, env = "REPOSAFE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file (the package uses /etc/reposafe/reposafe.toml).
+    #[arg(long, global = true, env = "REPOSAFE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// More log output (-v info, -vv debug). REPOSAFE_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -28,8 +27,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the daemon: status dashboard and health endpoint on localhost.
+    /// Run the daemon: scheduler, jobs, JSON API and dashboard on localhost.
     Serve(ServeArgs),
+    /// Create, list, show or remove backup plans (schedules).
+    #[command(subcommand)]
+    Plan(Box<PlanCmd>),
+    /// Run a plan, a connection or one repository now and follow its progress.
+    Run(RunArgs),
+    /// Job history: list, show (with per-repository results), watch, cancel.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
     /// List the installed providers, their settings and credential kinds.
     Providers,
     /// Add, list, test or remove connections.
@@ -49,9 +56,116 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "REPOSAFE_LISTEN", default_value = "127.0.0.1:8720")]
-    pub listen: String,
+    /// Address to listen on [default: 127.0.0.1:8720].
+    #[arg(long, env = "REPOSAFE_LISTEN")]
+    pub listen: Option<String>,
+    /// Allow a non-loopback address without TLS (the admin token then travels in clear).
+    #[arg(long, env = "REPOSAFE_INSECURE_LISTEN")]
+    pub insecure_listen: bool,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, env = "REPOSAFE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "REPOSAFE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds running backups get to finish on SIGTERM [default: 30].
+    #[arg(long, env = "REPOSAFE_GRACE_PERIOD_SECS")]
+    pub grace_period_secs: Option<u64>,
+    /// Run once at start the schedules missed while the daemon was down [default: true].
+    #[arg(long, env = "REPOSAFE_RUN_MISSED_ON_START")]
+    pub run_missed_on_start: Option<bool>,
+    /// Repositories backed up at once per job [default: from the number of cores].
+    #[arg(long, env = "REPOSAFE_PARALLEL")]
+    pub parallel: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCmd {
+    /// Create a plan.
+    Add(PlanAddArgs),
+    /// List plans.
+    List,
+    /// Show one plan with its status.
+    Show { name: String },
+    /// Remove a plan (its jobs' history and snapshots stay).
+    Remove { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct PlanAddArgs {
+    pub name: String,
+    /// Connection to back up (repeatable).
+    #[arg(long = "connection", required = true)]
+    pub connections: Vec<String>,
+    /// Repository name or glob, e.g. acme/api-* (repeatable) [default: *].
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Repository name or glob to leave out (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// 5-field cron line (`0 2 * * *`) or @hourly/@daily/@weekly/@monthly.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// IANA time zone of the schedule and window [default: the server's].
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Work only within this local time window, e.g. 01:00-06:00.
+    #[arg(long)]
+    pub window: Option<String>,
+    /// Repositories backed up at once.
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Do not back up repositories that appear after the plan's first run.
+    #[arg(long)]
+    pub no_auto_add: bool,
+    /// The plan may never write back to the provider.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Create the plan disabled (no scheduled runs).
+    #[arg(long)]
+    pub disabled: bool,
+    /// Do not run at start a schedule missed while the daemon was down.
+    #[arg(long)]
+    pub no_run_missed: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Repository full name (scope/slug) to back up.
+    pub repository: Option<String>,
+    /// Run this plan.
+    #[arg(long, conflicts_with = "repository")]
+    pub plan: Option<String>,
+    /// Back up this connection (or, with a repository, find it in this connection).
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Return once queued (daemon only) instead of following progress.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the final job as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCmd {
+    /// Recent jobs, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job and its per-repository results.
+    Show {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a job's progress until it ends (daemon only).
+    Watch { id: u64 },
+    /// Cancel a queued job, or stop a running one after the repositories in flight.
+    Cancel { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +226,9 @@ pub struct AddArgs {
     /// Store the connection without checking the credential against the server.
     #[arg(long)]
     pub no_verify: bool,
+    /// Never use this connection to write back to the provider.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 impl AddArgs {

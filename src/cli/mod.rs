@@ -3,7 +3,10 @@
 //! `anyhow`.
 
 mod args;
+mod commands;
+mod config;
 mod progress;
+mod remote;
 mod serve;
 
 use crate::archive::SnapshotId;
@@ -20,8 +23,15 @@ use std::sync::Arc;
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
-    match run(cli) {
+    let file = match config::FileConfig::load(cli.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
+    init_logging(cli.verbose, file.log.as_deref());
+    match run(cli, &file) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -30,9 +40,9 @@ pub fn main() -> i32 {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, configured: Option<&str>) {
     let default = match verbose {
-        0 => "warn",
+        0 => configured.unwrap_or("warn"),
         1 => "info",
         _ => "debug",
     };
@@ -74,10 +84,34 @@ fn provider_id(alias: &str) -> &str {
     }
 }
 
-fn run(cli: Cli) -> Result<i32> {
-    let data_dir = cli.data_dir.clone();
+fn run(cli: Cli, file: &config::FileConfig) -> Result<i32> {
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| "./reposafe-data".into());
+    // With a daemon on the data dir, these commands go through its API.
+    let api_capable = matches!(
+        cli.command,
+        Command::Connection(_)
+            | Command::Plan(_)
+            | Command::Run(_)
+            | Command::Jobs(_)
+            | Command::Backup(_)
+            | Command::Repositories(_)
+            | Command::Snapshots(_)
+            | Command::Restore(_)
+    );
+    if api_capable {
+        if let Some(remote) = remote::Remote::discover(&data_dir)? {
+            return commands::remote(&remote, cli.command);
+        }
+    }
     match cli.command {
-        Command::Serve(args) => serve::run(&data_dir, args),
+        Command::Serve(args) => serve::run(&data_dir, args, file),
+        Command::Plan(cmd) => commands::plan_local(&open(&data_dir)?, *cmd),
+        Command::Run(args) => commands::run_local(open(&data_dir)?, args),
+        Command::Jobs(cmd) => commands::jobs_local(&open(&data_dir)?, cmd),
         Command::Providers => {
             let ctx = open(&data_dir)?;
             for p in ctx.providers.infos() {
@@ -124,6 +158,7 @@ fn run(cli: Cli) -> Result<i32> {
                     only: args.repo.clone(),
                     progress: bars.clone(),
                     interrupt: progress::interrupt_flag(),
+                    ..Default::default()
                 };
                 let report = engine::backup_connection(&ctx, &name, &opts).with_context(|| {
                     format!("backup of connection {name} failed; nothing was written")
@@ -139,6 +174,9 @@ fn run(cli: Cli) -> Result<i32> {
                             RepoOutcome::Unchanged { .. } => same += 1,
                             RepoOutcome::Failed { reason } => {
                                 eprintln!("failed: {}: {reason}", r.full_name)
+                            }
+                            RepoOutcome::Skipped { reason } | RepoOutcome::Deferred { reason } => {
+                                eprintln!("not backed up: {}: {reason}", r.full_name)
                             }
                         }
                     }
@@ -272,6 +310,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
                     provider,
                     settings,
                     credential,
+                    read_only: a.read_only,
                 },
                 !a.no_verify,
             )?;
@@ -324,30 +363,4 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
     }
 }
 
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-pub(crate) fn fmt_time(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+pub(crate) use crate::dashboard::{fmt_time, human_bytes};

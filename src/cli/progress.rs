@@ -62,3 +62,52 @@ impl Progress for Bars {
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
 }
+
+/// A bar following a job record (daemon jobs, and in-process `run`).
+pub struct JobBar {
+    bar: ProgressBar,
+    last_notice: std::sync::Mutex<Option<String>>,
+}
+
+impl JobBar {
+    pub fn new(label: &str) -> JobBar {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} repositories {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        bar.set_message("queued");
+        JobBar {
+            bar,
+            last_notice: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn update(&self, job: &crate::state::Job) {
+        let p = &job.progress;
+        self.bar.set_length(p.repos_total);
+        self.bar.set_position(p.repos_done);
+        self.bar.set_message(format!(
+            "{} received, {} stored {}",
+            super::human_bytes(p.bytes_fetched),
+            super::human_bytes(p.bytes_stored),
+            p.current.join(", ")
+        ));
+        if let Ok(mut last) = self.last_notice.lock() {
+            if p.notice.is_some() && *last != p.notice {
+                if let Some(n) = &p.notice {
+                    self.bar.println(n);
+                }
+                last.clone_from(&p.notice);
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

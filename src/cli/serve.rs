@@ -1,154 +1,219 @@
-//! `reposafe serve`: the long-running process. Today it owns the data dir and
-//! serves `/healthz` and a read-only status page on localhost; schedules, the JSON
-//! API and run-now arrive with the appliance work (see the README's roadmap).
+//! `reposafe serve`: the daemon. Owns the data dir (a second one is refused),
+//! runs the job workers and the plan scheduler, serves the API and dashboard
+//! (TLS when configured), and on SIGTERM/SIGINT stops taking jobs, lets running
+//! repository backups finish within the grace period, and exits 0.
 
-use super::args::ServeArgs;
-use crate::engine::Context;
+use super::config::FileConfig;
+use crate::api::{self, Api};
+use crate::engine::{daemon, Jobs, RunnerConfig};
 use anyhow::{bail, Context as _, Result};
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
+use secrecy::ExposeSecret;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// The file telling CLI commands where the daemon of a data dir listens.
+pub const DAEMON_FILE: &str = "daemon.json";
+
+/// Resolved daemon settings.
+pub struct ServeSettings {
+    pub listen: String,
+    pub insecure_listen: bool,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub grace: Duration,
+    pub run_missed: bool,
+    pub parallel: Option<usize>,
 }
 
-fn status_page(ctx: &Context) -> Result<String> {
-    let mut html = String::from(
-        "<!doctype html><meta charset=utf-8><title>reposafe</title>\
-         <style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}\
-         td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}</style>\
-         <h1>reposafe</h1>",
-    );
-    html.push_str(&format!(
-        "<p>Data dir: <code>{}</code> &middot; archive size {}</p>",
-        esc(&ctx.data_dir.display().to_string()),
-        super::human_bytes(ctx.archive.disk_usage()?)
-    ));
-    html.push_str(
-        "<h2>Connections</h2><table><tr><th>Name</th><th>Provider</th><th>Credential</th></tr>",
-    );
-    for c in ctx.state.connections()? {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{} {} ********</td></tr>",
-            esc(&c.name),
-            esc(&c.provider),
-            c.credential_kind,
-            esc(c.credential_identity.as_deref().unwrap_or(""))
-        ));
+impl ServeSettings {
+    pub fn resolve(args: &super::args::ServeArgs, file: &FileConfig) -> Result<ServeSettings> {
+        let tls_cert = args.tls_cert.clone().or(file.tls_cert.clone());
+        let tls_key = args.tls_key.clone().or(file.tls_key.clone());
+        let tls = match (tls_cert, tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("TLS needs both tls_cert and tls_key (--tls-cert/--tls-key or the config file)"),
+        };
+        Ok(ServeSettings {
+            listen: args
+                .listen
+                .clone()
+                .or(file.listen.clone())
+                .unwrap_or_else(|| "127.0.0.1:8720".into()),
+            insecure_listen: args.insecure_listen || file.insecure_listen.unwrap_or(false),
+            tls,
+            grace: Duration::from_secs(
+                args.grace_period_secs
+                    .or(file.grace_period_secs)
+                    .unwrap_or(30),
+            ),
+            run_missed: args
+                .run_missed_on_start
+                .or(file.run_missed_on_start)
+                .unwrap_or(true),
+            parallel: args.parallel.or(file.parallel),
+        })
     }
-    html.push_str("</table><h2>Repositories</h2><table><tr><th>Connection</th><th>Repository</th><th>Last seen</th><th>Last snapshot</th></tr>");
-    for r in ctx.state.repositories(None)? {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.connection),
-            esc(&r.full_name),
-            super::fmt_time(r.last_seen),
-            esc(r.last_snapshot.as_deref().unwrap_or("-"))
-        ));
-    }
-    html.push_str("</table>");
-    Ok(html)
 }
 
-async fn handle(
-    ctx: Arc<Context>,
-    req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let reply = |status: StatusCode, ctype: &str, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = status;
-        if let Ok(v) = ctype.parse() {
-            r.headers_mut().insert("content-type", v);
-        }
-        r
-    };
-    if req.method() != hyper::Method::GET {
-        return Ok(reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n".into(),
-        ));
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("tls_cert {}: cannot read PEM certificates", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("tls_cert {}: not a PEM certificate chain", cert.display()))?;
+    if certs.is_empty() {
+        bail!("tls_cert {} holds no certificate", cert.display());
     }
-    Ok(match req.uri().path() {
-        "/healthz" => reply(
-            StatusCode::OK,
-            "application/json",
-            "{\"status\":\"ok\"}\n".into(),
-        ),
-        "/" => {
-            let page = tokio::task::spawn_blocking(move || status_page(&ctx)).await;
-            match page {
-                Ok(Ok(html)) => reply(StatusCode::OK, "text/html; charset=utf-8", html),
-                Ok(Err(e)) => reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    format!("{e:#}\n"),
-                ),
-                Err(e) => reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    format!("{e}\n"),
-                ),
-            }
-        }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-    })
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("tls_key {}: not a PEM private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("tls_cert and tls_key do not form a usable certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-pub fn run(data_dir: &Path, args: ServeArgs) -> Result<i32> {
-    let addr: SocketAddr = args.listen.parse().with_context(|| {
+pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> Result<i32> {
+    let settings = ServeSettings::resolve(&args, file)?;
+    let addr: SocketAddr = settings.listen.parse().with_context(|| {
         format!(
-            "--listen {:?} is not an address like 127.0.0.1:8720",
-            args.listen
+            "listen address {:?} is not an address like 127.0.0.1:8720",
+            settings.listen
         )
     })?;
-    if !addr.ip().is_loopback() {
-        bail!("--listen {addr}: this version serves only on a loopback address (the dashboard has no authentication yet)");
+    if !addr.ip().is_loopback() && settings.tls.is_none() && !settings.insecure_listen {
+        bail!(
+            "listening on {addr} (not loopback) needs TLS (--tls-cert and --tls-key, or tls_cert/tls_key in the config) \
+             or the explicit --insecure-listen acknowledgement that the admin token travels in clear"
+        );
     }
+    let acceptor = match &settings.tls {
+        Some((c, k)) => Some(tls_acceptor(c, k)?),
+        None => None,
+    };
     let ctx = Arc::new(super::open(data_dir)?);
     let cleaned = ctx.archive.clean_tmp()?;
     if cleaned > 0 {
         tracing::info!("removed {cleaned} temporary files left by an interrupted run");
     }
+    let (token, created) = api::load_or_create_token(data_dir)
+        .with_context(|| format!("cannot create the admin token in {}", data_dir.display()))?;
+    let token_path = data_dir.join(api::TOKEN_FILE);
+    if created {
+        eprintln!(
+            "Admin API token (shown once; kept in {}, mode 0600):\n{}",
+            token_path.display(),
+            token.expose_secret()
+        );
+    }
+    let mut config = RunnerConfig::default();
+    if let Some(p) = settings.parallel {
+        config.parallel = p.clamp(1, 64);
+    }
+    let jobs = Jobs::new(ctx.clone(), config)?;
+    jobs.start();
+    daemon::catch_up(&jobs, time::OffsetDateTime::now_utc(), settings.run_missed)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (jobs, stop) = (jobs.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Err(e) = daemon::tick(&jobs, time::OffsetDateTime::now_utc()) {
+                        tracing::warn!("scheduler: {e}");
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+            .context("cannot start the scheduler thread")?;
+    }
+
+    let api = Arc::new(Api {
+        jobs: jobs.clone(),
+        token,
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let daemon_file = data_dir.join(DAEMON_FILE);
+    let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr().unwrap_or(addr);
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let host = if local.ip().is_unspecified() {
+            format!("127.0.0.1:{}", local.port())
+        } else {
+            local.to_string()
+        };
+        let info = serde_json::json!({
+            "url": format!("{scheme}://{host}"),
+            "pid": std::process::id(),
+            "tls_cert": settings.tls.as_ref().map(|(c, _)| c.display().to_string()),
+        });
+        std::fs::write(&daemon_file, info.to_string())
+            .with_context(|| format!("cannot write {}", daemon_file.display()))?;
         eprintln!(
-            "reposafe {} serving data dir {} on http://{addr}/ (Ctrl-C to stop)",
+            "reposafe {} serving data dir {} on {scheme}://{local}/ (API token in {})",
             env!("CARGO_PKG_VERSION"),
-            ctx.data_dir.display()
+            data_dir.display(),
+            token_path.display()
         );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot watch SIGTERM")?;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
                 accepted = listener.accept() => {
                     let (stream, _) = match accepted {
                         Ok(s) => s,
                         Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
                     };
-                    let ctx = ctx.clone();
+                    let api = api.clone();
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let svc = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                        let svc = hyper::service::service_fn(move |req| api::handle(api.clone(), req));
+                        match acceptor {
+                            Some(a) => match a.accept(stream).await {
+                                Ok(tls) => {
+                                    let io = hyper_util::rt::TokioIo::new(tls);
+                                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                                }
+                                Err(e) => tracing::debug!("TLS handshake failed: {e}"),
+                            },
+                            None => {
+                                let io = hyper_util::rt::TokioIo::new(stream);
+                                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                            }
+                        }
                     });
                 }
             }
         }
-        eprintln!("reposafe: stopped");
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    // Stop: no new jobs; running repositories finish within the grace period.
+    stop.store(true, Ordering::SeqCst);
+    eprintln!(
+        "reposafe: stopping; waiting up to {} s for running backups",
+        settings.grace.as_secs()
+    );
+    jobs.shutdown(settings.grace);
+    let _ = std::fs::remove_file(&daemon_file);
+    result?;
+    eprintln!("reposafe: stopped");
     Ok(0)
 }

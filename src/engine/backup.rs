@@ -26,6 +26,21 @@ impl Progress for NoProgress {}
 
 pub use Progress as BackupProgress;
 
+/// What a plan decides about a listed repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selected {
+    /// Back it up.
+    Yes,
+    /// Not part of the plan (its include/exclude patterns): left out of the job.
+    No,
+    /// Part of the listing but not backed up, for a reason the user should see
+    /// (e.g. a new repository while the plan does not auto-add).
+    Skip(String),
+}
+
+/// Decides per listed repository whether the job backs it up.
+pub type Selector = Arc<dyn Fn(&Repository) -> Selected + Send + Sync>;
+
 /// Options of a backup job.
 pub struct BackupOptions {
     /// Repositories fetched at once.
@@ -35,6 +50,14 @@ pub struct BackupOptions {
     pub progress: Arc<dyn Progress>,
     /// Set to stop the job early; repositories in flight finish or fail cleanly.
     pub interrupt: Arc<AtomicBool>,
+    /// A plan's selection; every repository when absent.
+    pub select: Option<Selector>,
+    /// No repository starts after this instant (the end of a backup window);
+    /// those left are reported [`RepoOutcome::Deferred`].
+    pub deadline: Option<Instant>,
+    /// Attempts after the first for a repository whose fetch failed transiently
+    /// (network errors, resets, time-outs, 5xx), with exponential back-off.
+    pub retries: u32,
 }
 
 impl Default for BackupOptions {
@@ -44,6 +67,9 @@ impl Default for BackupOptions {
             only: Vec::new(),
             progress: Arc::new(NoProgress),
             interrupt: Arc::new(AtomicBool::new(false)),
+            select: None,
+            deadline: None,
+            retries: 2,
         }
     }
 }
@@ -65,6 +91,15 @@ pub enum RepoOutcome {
     Failed {
         reason: String,
     },
+    /// Listed but deliberately not backed up; the reason says why.
+    Skipped {
+        reason: String,
+    },
+    /// Not started before the job's deadline (end of the backup window) or
+    /// because the job was stopped; left for the next run.
+    Deferred {
+        reason: String,
+    },
 }
 
 /// One repository's result.
@@ -73,6 +108,8 @@ pub struct RepoResult {
     pub full_name: String,
     pub outcome: RepoOutcome,
     pub seconds: f64,
+    /// Fetch attempts made (retries of transient failures included).
+    pub attempts: u32,
 }
 
 /// The result of a backup job.
@@ -148,18 +185,32 @@ pub fn backup_connection(
     for scope in session.list_scopes().map_err(fail)? {
         repos.extend(session.list_repositories(&scope.key).map_err(fail)?);
     }
+    // Skip reasons by full name (a plan may list a repository but not back it up).
+    let mut skipped: std::collections::HashMap<String, String> = Default::default();
+    if let Some(select) = &opts.select {
+        repos.retain(|r| match select(r) {
+            Selected::Yes => true,
+            Selected::No => false,
+            Selected::Skip(reason) => {
+                skipped.insert(r.full_name.clone(), reason);
+                true
+            }
+        });
+    }
     if !opts.only.is_empty() {
         for want in &opts.only {
             if !repos.iter().any(|r| &r.full_name == want) {
                 return Err(EngineError::NotFound(format!(
-                    "repository {want} is not among the {} repositories connection {} can see",
+                    "repository {want} is not among the {} repositories connection {} can see{}",
                     repos.len(),
-                    conn.name
+                    conn.name,
+                    if opts.select.is_some() { " and the plan selects" } else { "" }
                 )));
             }
         }
         repos.retain(|r| opts.only.contains(&r.full_name));
     }
+    let skip_reason = |i: usize| repos.get(i).and_then(|r| skipped.get(&r.full_name)).cloned();
     opts.progress.listed(repos.len());
 
     let now = OffsetDateTime::now_utc();
@@ -189,23 +240,50 @@ pub fn backup_connection(
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(repo) = repos.get(i) else { break };
                 let t = Instant::now();
-                opts.progress.started(&repo.full_name);
-                let outcome = if opts.interrupt.load(Ordering::Relaxed) {
-                    RepoOutcome::Failed {
-                        reason: "interrupted before it started".into(),
+                let mut attempts = 0;
+                let outcome = if let Some(reason) = skip_reason(i) {
+                    RepoOutcome::Skipped { reason }
+                } else if opts.interrupt.load(Ordering::Relaxed) {
+                    RepoOutcome::Deferred {
+                        reason: "the job was stopped before this repository started".into(),
+                    }
+                } else if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                    RepoOutcome::Deferred {
+                        reason: "the backup window closed before this repository started".into(),
                     }
                 } else {
-                    match backup_repository(ctx, &conn, &gate, repo, opts) {
-                        Ok(o) => o,
-                        Err(e) => RepoOutcome::Failed {
-                            reason: e.to_string(),
-                        },
+                    opts.progress.started(&repo.full_name);
+                    loop {
+                        attempts += 1;
+                        match backup_repository(ctx, &conn, &gate, repo, opts) {
+                            Ok(o) => break o,
+                            Err(e) => {
+                                let transient = matches!(&e, EngineError::Git(g) if g.is_transient());
+                                if transient
+                                    && attempts <= opts.retries
+                                    && !opts.interrupt.load(Ordering::Relaxed)
+                                {
+                                    let wait = ctx.retry.backoff(attempts).min(Duration::from_secs(60));
+                                    opts.progress.notice(&format!(
+                                        "{}: {e}; retrying in {} s",
+                                        repo.full_name,
+                                        wait.as_secs()
+                                    ));
+                                    std::thread::sleep(wait);
+                                    continue;
+                                }
+                                break RepoOutcome::Failed {
+                                    reason: e.to_string(),
+                                };
+                            }
+                        }
                     }
                 };
                 let result = RepoResult {
                     full_name: repo.full_name.clone(),
                     outcome,
                     seconds: t.elapsed().as_secs_f64(),
+                    attempts,
                 };
                 if let RepoOutcome::Failed { reason } = &result.outcome {
                     tracing::warn!("{}: {reason}", repo.full_name);

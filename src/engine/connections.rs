@@ -13,6 +13,8 @@ pub struct NewConnection {
     pub provider: String,
     pub settings: BTreeMap<String, String>,
     pub credential: Credential,
+    /// Never used to write back to the provider.
+    pub read_only: bool,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -86,6 +88,7 @@ pub fn add_connection(
         settings,
         credential_kind: new.credential.kind,
         credential_identity: new.credential.identity.clone(),
+        read_only: new.read_only,
         created_at: time::OffsetDateTime::now_utc(),
     };
     if verify {

@@ -10,9 +10,15 @@
 
 pub mod backup;
 mod connections;
+pub mod daemon;
+pub mod jobs;
+pub mod plans;
 mod restore;
 
-pub use backup::{backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult};
+pub use backup::{
+    backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult, Selected,
+};
+pub use jobs::{Jobs, RunnerConfig};
 pub use connections::{add_connection, remove_connection, test_connection, NewConnection};
 pub use restore::{find_repository, restore, snapshots_of, RestoreReport, SnapshotChoice};
 
@@ -101,4 +107,10 @@ pub enum EngineError {
     Ambiguous(String),
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A request field is wrong; the API answers 400 naming it.
+    #[error("field `{field}`: {message}")]
+    Field { field: String, message: String },
+    /// The request conflicts with the current state (e.g. cancelling a finished job).
+    #[error("{0}")]
+    Conflict(String),
 }

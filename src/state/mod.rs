@@ -1,5 +1,5 @@
-//! Persistent state in redb: connections, their sealed credentials, and the
-//! repositories seen. Tables are versioned (`name_v1`) and the schema version is
+//! Persistent state in redb: connections, their sealed credentials, the
+//! repositories seen, backup plans, and jobs with their per-repository results. Tables are versioned (`name_v1`) and the schema version is
 //! kept in the `meta` table; opening a database of a newer schema is refused and
 //! older ones are migrated in [`State::open`].
 //!
@@ -14,12 +14,21 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 /// Current schema version.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+mod jobs;
+mod plans;
+pub use jobs::{Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget, Trigger};
+pub use plans::{Plan, PlanSpec, PlanStatus};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const CONNECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("connections_v1");
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials_v1");
 const REPOSITORIES: TableDefinition<&str, &[u8]> = TableDefinition::new("repositories_v1");
+// Schema 2.
+const PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("plans_v1");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs_v1");
+const JOB_RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_results_v1");
 
 /// What can go wrong with the state database.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +43,12 @@ pub enum StateError {
     NoSuchConnection(String),
     #[error("a connection named {0:?} already exists")]
     ConnectionExists(String),
+    #[error("plan {0:?} does not exist")]
+    NoSuchPlan(String),
+    #[error("a plan named {0:?} already exists")]
+    PlanExists(String),
+    #[error("job {0} does not exist")]
+    NoSuchJob(u64),
     #[error("stored record {key:?} in {table} is unreadable: {reason}")]
     Corrupt {
         table: &'static str,
@@ -54,6 +69,9 @@ pub struct Connection {
     pub credential_kind: CredentialKind,
     /// E-mail / user name / OAuth key of the credential; not secret.
     pub credential_identity: Option<String>,
+    /// Never used to write back to the provider (schema 2; absent means false).
+    #[serde(default)]
+    pub read_only: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -125,8 +143,10 @@ impl State {
                         found: v,
                     })
                 }
-                // Version 1 is the first release: nothing to migrate yet. Later
-                // versions add `Some(v) if v < N => migrate_to_N(&tx)` steps here.
+                // 1 -> 2 added the plans, jobs and job results tables (created
+                // below) and `Connection::read_only`, which defaults to false when
+                // absent. Later versions add `Some(v) if v < N` steps here.
+                Some(v) if v < 2 => tracing::info!("state schema {v} -> {SCHEMA_VERSION}"),
                 _ => {}
             }
             meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())
@@ -134,8 +154,18 @@ impl State {
             tx.open_table(CONNECTIONS).map_err(|x| e(x.into()))?;
             tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
             tx.open_table(REPOSITORIES).map_err(|x| e(x.into()))?;
+            tx.open_table(PLANS).map_err(|x| e(x.into()))?;
+            tx.open_table(JOBS).map_err(|x| e(x.into()))?;
+            tx.open_table(JOB_RESULTS).map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))
+    }
+
+    fn encode<T: Serialize>(&self, v: &T) -> Result<Vec<u8>, StateError> {
+        serde_json::to_vec(v).map_err(|x| StateError::Db {
+            path: self.path.clone(),
+            reason: x.to_string(),
+        })
     }
 
     fn decode<T: DeserializeOwned>(
@@ -291,6 +321,7 @@ mod tests {
             settings: BTreeMap::from([("workspace".to_string(), "acme".to_string())]),
             credential_kind: CredentialKind::ApiToken,
             credential_identity: Some("me@acme.test".into()),
+            read_only: false,
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }

@@ -1,0 +1,293 @@
+//! The HTTP JSON API (`/api/v1`), `/healthz`, `/metrics` and the dashboard
+//! page, served with hyper. Owns routing, authentication (the admin bearer
+//! token), request decoding and error mapping; every operation is a call into
+//! the engine, run off the async threads. The route table [`ROUTES`] is what
+//! `docs/API.md` documents (a test checks the two agree).
+
+mod handlers;
+mod metrics;
+mod token;
+
+pub use token::{load_or_create_token, TOKEN_FILE};
+
+use crate::engine::{EngineError, Jobs};
+use crate::state::StateError;
+use hyper::body::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use tokio::sync::mpsc;
+
+/// Every route: method and path pattern (`{x}` is a path parameter).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/"),
+    ("GET", "/api/v1/providers"),
+    ("GET", "/api/v1/connections"),
+    ("POST", "/api/v1/connections"),
+    ("GET", "/api/v1/connections/{name}"),
+    ("DELETE", "/api/v1/connections/{name}"),
+    ("POST", "/api/v1/connections/{name}/test"),
+    ("GET", "/api/v1/plans"),
+    ("POST", "/api/v1/plans"),
+    ("GET", "/api/v1/plans/{name}"),
+    ("PUT", "/api/v1/plans/{name}"),
+    ("DELETE", "/api/v1/plans/{name}"),
+    ("POST", "/api/v1/run"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/jobs/{id}"),
+    ("GET", "/api/v1/jobs/{id}/results"),
+    ("GET", "/api/v1/jobs/{id}/events"),
+    ("POST", "/api/v1/jobs/{id}/cancel"),
+    ("GET", "/api/v1/repositories"),
+    ("GET", "/api/v1/snapshots"),
+    ("POST", "/api/v1/restore"),
+];
+
+/// What the API needs.
+pub struct Api {
+    pub jobs: Arc<Jobs>,
+    pub token: SecretString,
+}
+
+pub type ApiBody = BoxBody<Bytes, Infallible>;
+
+/// An API failure: status and a message naming what is wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let status = match &e {
+            EngineError::Field { .. } | EngineError::Invalid(_) | EngineError::Ambiguous(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Connection { .. } | EngineError::Provider(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            EngineError::State(s) => match s {
+                StateError::NoSuchConnection(_)
+                | StateError::NoSuchPlan(_)
+                | StateError::NoSuchJob(_) => StatusCode::NOT_FOUND,
+                StateError::ConnectionExists(_) | StateError::PlanExists(_) => {
+                    StatusCode::CONFLICT
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            EngineError::Vault(v) if v.to_string().contains("invalid") => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let field = match &e {
+            EngineError::Field { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+            field,
+        }
+    }
+}
+
+pub fn json_response<T: Serialize>(status: StatusCode, v: &T) -> Response<ApiBody> {
+    match serde_json::to_vec_pretty(v) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            reply(status, "application/json", body)
+        }
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("cannot encode the answer: {e}\n").into_bytes(),
+        ),
+    }
+}
+
+pub fn reply(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<ApiBody> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert("content-type", v);
+    }
+    r
+}
+
+fn error_response(e: ApiError) -> Response<ApiBody> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        error: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<&'a str>,
+    }
+    json_response(
+        e.status,
+        &Body {
+            error: &e.message,
+            field: e.field.as_deref(),
+        },
+    )
+}
+
+/// A streaming body fed from a channel (Server-Sent Events).
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl ChannelBody {
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> ChannelBody {
+        ChannelBody { rx }
+    }
+}
+
+/// Constant-time comparison of the presented token with the admin token.
+fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
+    let presented = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .or_else(|| {
+            // The dashboard page in a browser sends the token as a cookie.
+            req.headers()
+                .get_all(hyper::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().strip_prefix("reposafe_token="))
+                .map(str::to_string)
+                .next()
+        });
+    let Some(p) = presented else { return false };
+    let want = api.token.expose_secret().as_bytes();
+    let got = p.trim().as_bytes();
+    if want.len() != got.len() {
+        return false;
+    }
+    want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Reads a JSON request body (at most 1 MiB).
+pub async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+/// Decodes JSON, naming the bad or unknown field in the error.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request needs a JSON body (Content-Type: application/json)",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("field"))
+            .map(str::to_string);
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("invalid JSON body: {msg}"),
+            field,
+        }
+    })
+}
+
+/// Handles one request.
+pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<ApiBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if path == "/healthz" {
+        return Ok(if method == Method::GET {
+            reply(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n")
+        } else {
+            error_response(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use GET /healthz",
+            ))
+        });
+    }
+    if path == "/login" {
+        return Ok(handlers::login(&api, req).await);
+    }
+    if !authorized(&api, &req) {
+        if path == "/" && method == Method::GET {
+            return Ok(handlers::login_page(None));
+        }
+        let mut r = error_response(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send `Authorization: Bearer <token>` (the token is in the data dir's api-token file)",
+        ));
+        if let Ok(v) = "Bearer realm=\"reposafe\"".parse() {
+            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
+        }
+        return Ok(r);
+    }
+    let result = handlers::route(api, req, &method, &path).await;
+    Ok(match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!("{method} {path}: {}", e.message);
+            }
+            error_response(e)
+        }
+    })
+}
+
+/// Runs blocking engine work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}

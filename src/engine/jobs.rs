@@ -1,0 +1,741 @@
+//! The job queue: backup and restore jobs run on a bounded pool of worker
+//! threads, with live progress, cancellation, per-repository results stored as
+//! they happen, and a graceful shutdown. A job record is written when it is
+//! queued, starts, every few seconds while it runs, and when it ends, so after a
+//! crash the daemon knows which jobs were cut off (see
+//! [`State::interrupt_unfinished_jobs`](crate::state::State::interrupt_unfinished_jobs)).
+
+use super::backup::{backup_connection, BackupOptions, Progress, RepoOutcome, RepoResult};
+use super::plans;
+use super::restore::{find_repository, restore, SnapshotChoice};
+use super::{Context, EngineError};
+use crate::archive::SnapshotId;
+use crate::state::{Job, JobKind, JobRecordResult, JobState, JobTarget, Trigger};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// A job in memory while it is queued or running.
+pub struct LiveJob {
+    job: Mutex<Job>,
+    cancel: Arc<AtomicBool>,
+    /// Bumped on every change (SSE streams send when it moves).
+    version: AtomicU64,
+    last_persist: Mutex<Instant>,
+    /// Bytes fetched so far per repository in flight.
+    fetched: Mutex<HashMap<String, u64>>,
+}
+
+impl LiveJob {
+    fn new(job: Job) -> LiveJob {
+        LiveJob {
+            job: Mutex::new(job),
+            cancel: Arc::new(AtomicBool::new(false)),
+            version: AtomicU64::new(0),
+            last_persist: Mutex::new(Instant::now()),
+            fetched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A copy of the job as it is now.
+    pub fn snapshot(&self) -> Option<Job> {
+        self.job.lock().ok().map(|j| j.clone())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Job)) {
+        if let Ok(mut j) = self.job.lock() {
+            f(&mut j);
+        }
+        self.version.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Settings of the job runner.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Jobs running at once.
+    pub workers: usize,
+    /// Repositories backed up at once per job unless a plan says otherwise.
+    pub parallel: usize,
+    /// Retries of a repository whose fetch failed transiently.
+    pub retries: u32,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        RunnerConfig {
+            workers: 2,
+            parallel: cores.clamp(2, 8),
+            retries: 2,
+        }
+    }
+}
+
+struct Queue {
+    waiting: VecDeque<u64>,
+    live: HashMap<u64, Arc<LiveJob>>,
+    running: usize,
+}
+
+/// The job queue and its workers.
+pub struct Jobs {
+    ctx: Arc<Context>,
+    config: RunnerConfig,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stopping: AtomicBool,
+}
+
+impl Jobs {
+    /// A runner over a context. Jobs left queued or running by an earlier process
+    /// are marked interrupted first.
+    pub fn new(ctx: Arc<Context>, config: RunnerConfig) -> Result<Arc<Jobs>, EngineError> {
+        let cut = ctx
+            .state
+            .interrupt_unfinished_jobs("reposafe stopped while this job was queued or running")?;
+        if !cut.is_empty() {
+            tracing::warn!("jobs interrupted by the previous stop: {cut:?}");
+        }
+        Ok(Arc::new(Jobs {
+            ctx,
+            config,
+            queue: Mutex::new(Queue {
+                waiting: VecDeque::new(),
+                live: HashMap::new(),
+                running: 0,
+            }),
+            wake: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Starts the worker threads.
+    pub fn start(self: &Arc<Self>) {
+        for n in 0..self.config.workers.max(1) {
+            let me = self.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("job-worker-{n}"))
+                .spawn(move || me.worker());
+        }
+    }
+
+    /// Validates and queues a job.
+    pub fn submit(
+        &self,
+        kind: JobKind,
+        trigger: Trigger,
+        not_before: Option<OffsetDateTime>,
+    ) -> Result<Job, EngineError> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(EngineError::Conflict(
+                "reposafe is shutting down and accepts no new jobs".into(),
+            ));
+        }
+        self.check(&kind)?;
+        let job = self.ctx.state.create_job(kind, trigger, not_before)?;
+        let mut q = self.lock();
+        q.live.insert(job.id, Arc::new(LiveJob::new(job.clone())));
+        q.waiting.push_back(job.id);
+        drop(q);
+        self.wake.notify_all();
+        Ok(job)
+    }
+
+    fn check(&self, kind: &JobKind) -> Result<(), EngineError> {
+        match kind {
+            JobKind::Backup { plan, targets } => {
+                if let Some(p) = plan {
+                    self.ctx.state.plan(p)?;
+                }
+                if targets.is_empty() {
+                    return Err(EngineError::Invalid("the job has nothing to back up".into()));
+                }
+                for t in targets {
+                    self.ctx.state.connection(&t.connection)?;
+                }
+            }
+            JobKind::Restore {
+                repository,
+                connection,
+                snapshot,
+                to,
+                ..
+            } => {
+                find_repository(&self.ctx, repository, connection.as_deref())?;
+                if let Some(s) = snapshot {
+                    SnapshotId::parse(s).map_err(|e| EngineError::Field {
+                        field: "snapshot".into(),
+                        message: e.to_string(),
+                    })?;
+                }
+                if !std::path::Path::new(to).is_absolute() {
+                    return Err(EngineError::Field {
+                        field: "to".into(),
+                        message: format!("{to:?} must be an absolute path on the server"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A job as it is now (live when queued or running).
+    pub fn get(&self, id: u64) -> Result<Job, EngineError> {
+        if let Some(j) = self.lock().live.get(&id).and_then(|l| l.snapshot()) {
+            return Ok(j);
+        }
+        Ok(self.ctx.state.job(id)?)
+    }
+
+    /// The change counter of a live job (None once it finished).
+    pub fn version(&self, id: u64) -> Option<u64> {
+        self.lock()
+            .live
+            .get(&id)
+            .map(|l| l.version.load(Ordering::SeqCst))
+    }
+
+    /// Newest jobs first, live ones with their current progress.
+    pub fn list(&self, limit: usize) -> Result<Vec<Job>, EngineError> {
+        let mut jobs = self.ctx.state.jobs(limit)?;
+        let q = self.lock();
+        for j in jobs.iter_mut() {
+            if let Some(l) = q.live.get(&j.id).and_then(|l| l.snapshot()) {
+                *j = l;
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Whether a job of this plan is queued or running.
+    pub fn plan_active(&self, plan: &str) -> bool {
+        self.lock().live.values().any(|l| {
+            l.snapshot().is_some_and(|j| {
+                matches!(&j.kind, JobKind::Backup { plan: Some(p), .. } if p == plan)
+            })
+        })
+    }
+
+    /// Cancels a queued job at once, or asks a running one to stop after the
+    /// repositories in flight.
+    pub fn cancel(&self, id: u64) -> Result<Job, EngineError> {
+        let mut q = self.lock();
+        let Some(live) = q.live.get(&id).cloned() else {
+            let job = self.ctx.state.job(id)?;
+            return Err(EngineError::Conflict(format!(
+                "job {id} already finished ({:?})",
+                job.state
+            )));
+        };
+        live.cancel.store(true, Ordering::SeqCst);
+        if let Some(pos) = q.waiting.iter().position(|x| *x == id) {
+            q.waiting.remove(pos);
+            q.live.remove(&id);
+            drop(q);
+            live.update(|j| {
+                j.state = JobState::Cancelled;
+                j.finished_at = Some(OffsetDateTime::now_utc());
+            });
+            if let Some(j) = live.snapshot() {
+                self.ctx.state.put_job(&j)?;
+                return Ok(j);
+            }
+        }
+        live.snapshot()
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))
+    }
+
+    /// Stops taking jobs, asks running ones to stop after the repositories in
+    /// flight, waits up to `grace`, then records what is left as interrupted.
+    pub fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        {
+            let q = self.lock();
+            for l in q.live.values() {
+                l.cancel.store(true, Ordering::SeqCst);
+            }
+        }
+        self.wake.notify_all();
+        let until = Instant::now() + grace;
+        loop {
+            let running = self.lock().running;
+            if running == 0 || Instant::now() >= until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left: Vec<Arc<LiveJob>> = self.lock().live.values().cloned().collect();
+        for l in left {
+            l.update(|j| {
+                if !j.state.is_finished() {
+                    j.state = JobState::Interrupted;
+                    j.finished_at = Some(OffsetDateTime::now_utc());
+                    j.error = Some("reposafe was stopped before this job finished".into());
+                }
+            });
+            if let Some(j) = l.snapshot() {
+                let _ = self.ctx.state.put_job(&j);
+            }
+        }
+    }
+
+    fn next_runnable(&self) -> Option<Arc<LiveJob>> {
+        let mut q = self.lock();
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return None;
+            }
+            let now = OffsetDateTime::now_utc();
+            let pos = q.waiting.iter().position(|id| {
+                q.live
+                    .get(id)
+                    .and_then(|l| l.snapshot())
+                    .is_some_and(|j| j.not_before.is_none_or(|t| t <= now))
+            });
+            if let Some(pos) = pos {
+                let id = q.waiting.remove(pos)?;
+                q.running += 1;
+                return q.live.get(&id).cloned();
+            }
+            let (g, _) = self
+                .wake
+                .wait_timeout(q, Duration::from_secs(1))
+                .unwrap_or_else(|p| p.into_inner());
+            q = g;
+        }
+    }
+
+    fn worker(self: Arc<Self>) {
+        while let Some(live) = self.next_runnable() {
+            self.run(&live);
+            let mut q = self.lock();
+            q.running -= 1;
+            if let Some(j) = live.snapshot() {
+                q.live.remove(&j.id);
+            }
+        }
+    }
+
+    /// Runs a job to its end on this thread (workers, and the CLI without a daemon).
+    pub fn run(&self, live: &Arc<LiveJob>) {
+        live.update(|j| {
+            j.state = JobState::Running;
+            j.started_at = Some(OffsetDateTime::now_utc());
+        });
+        self.persist(live, true);
+        let Some(job) = live.snapshot() else { return };
+        let outcome = match &job.kind {
+            JobKind::Backup { plan, targets } => {
+                self.run_backup(live, &job, plan.as_deref(), targets)
+            }
+            JobKind::Restore { .. } => self.run_restore(live, &job),
+        };
+        let cancelled = live.cancel.load(Ordering::SeqCst) && !self.stopping.load(Ordering::SeqCst);
+        live.update(|j| {
+            j.finished_at = Some(OffsetDateTime::now_utc());
+            j.progress.current.clear();
+            match outcome {
+                Ok(()) => {
+                    j.state = if self.stopping.load(Ordering::SeqCst)
+                        && (j.progress.deferred > 0)
+                    {
+                        JobState::Interrupted
+                    } else if cancelled {
+                        JobState::Cancelled
+                    } else if j.progress.failed > 0 {
+                        if j.progress.failed + j.progress.skipped >= j.progress.repos_total
+                            && j.progress.snapshots + j.progress.unchanged == 0
+                        {
+                            JobState::Failed
+                        } else {
+                            JobState::Partial
+                        }
+                    } else {
+                        JobState::Succeeded
+                    }
+                }
+                Err(e) => {
+                    j.state = JobState::Failed;
+                    j.error = Some(e.to_string());
+                }
+            }
+        });
+        self.persist(live, true);
+        if let Some(j) = live.snapshot() {
+            self.after(&j);
+        }
+    }
+
+    /// Bookkeeping when a job ends: the plan's last success, and a resume job at
+    /// the next window opening for repositories the window cut off.
+    fn after(&self, job: &Job) {
+        let JobKind::Backup {
+            plan: Some(plan), ..
+        } = &job.kind
+        else {
+            return;
+        };
+        let ok = matches!(job.state, JobState::Succeeded);
+        let _ = self.ctx.state.update_plan(plan, |p| {
+            p.status.last_job = Some(job.id);
+            if ok {
+                p.status.last_success = job.finished_at;
+            }
+        });
+        if job.deferred.is_empty() || self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(p) = self.ctx.state.plan(plan) else { return };
+        let (Ok(Some(window)), Ok(schedule)) = (plans::window_of(&p.spec), plans::zone_of(&p.spec))
+        else {
+            return;
+        };
+        let now = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+        let open = window.next_open(now, &schedule);
+        match self.submit(
+            JobKind::Backup {
+                plan: Some(plan.clone()),
+                targets: job.deferred.clone(),
+            },
+            Trigger::Resume,
+            Some(open),
+        ) {
+            Ok(j) => tracing::info!(
+                "plan {plan}: {} repositories left at the window's end resume in job {} at {open}",
+                job.progress.deferred,
+                j.id
+            ),
+            Err(e) => tracing::warn!("plan {plan}: cannot queue the resume job: {e}"),
+        }
+    }
+
+    fn persist(&self, live: &LiveJob, force: bool) {
+        persist(&self.ctx, live, force)
+    }
+
+    fn run_backup(
+        &self,
+        live: &Arc<LiveJob>,
+        job: &Job,
+        plan: Option<&str>,
+        targets: &[JobTarget],
+    ) -> Result<(), EngineError> {
+        let plan = plan.map(|p| self.ctx.state.plan(p)).transpose()?;
+        // The window bounds scheduled work; a manual "run now" runs now.
+        let mut deadline = None;
+        if let Some(p) = &plan {
+            if job.trigger != Trigger::Manual {
+                if let Some(w) = plans::window_of(&p.spec)? {
+                    let zone = plans::zone_of(&p.spec)?;
+                    let now = OffsetDateTime::now_utc();
+                    match w.closes_at(now, &zone) {
+                        Some(close) => {
+                            let left = (close - now).max(time::Duration::ZERO);
+                            deadline = Some(Instant::now() + left.unsigned_abs());
+                        }
+                        None => deadline = Some(Instant::now()),
+                    }
+                }
+            }
+        }
+        let parallelism = plan
+            .as_ref()
+            .and_then(|p| p.spec.concurrency)
+            .map(|c| c as usize)
+            .unwrap_or(self.config.parallel);
+        let mut errors = Vec::new();
+        for target in targets {
+            if live.cancel.load(Ordering::SeqCst) {
+                live.update(|j| j.deferred.push(target.clone()));
+                continue;
+            }
+            let (select, adopted) = match &plan {
+                Some(p) => {
+                    let (s, a) = plans::selector(p, &target.connection);
+                    (Some(s), Some(a))
+                }
+                None => (None, None),
+            };
+            let sink = Arc::new(JobProgressSink {
+                ctx: self.ctx.clone(),
+                live: live.clone(),
+                connection: target.connection.clone(),
+            });
+            let opts = BackupOptions {
+                parallelism,
+                only: target.only.clone(),
+                progress: sink,
+                interrupt: live.cancel.clone(),
+                select,
+                deadline,
+                retries: self.config.retries,
+            };
+            match backup_connection(&self.ctx, &target.connection, &opts) {
+                Ok(report) => {
+                    let deferred: Vec<String> = report
+                        .repositories
+                        .iter()
+                        .filter(|r| matches!(r.outcome, RepoOutcome::Deferred { .. }))
+                        .map(|r| r.full_name.clone())
+                        .collect();
+                    if !deferred.is_empty() {
+                        live.update(|j| {
+                            j.deferred.push(JobTarget {
+                                connection: target.connection.clone(),
+                                only: deferred,
+                            })
+                        });
+                    }
+                    if let (Some(p), Some(a)) = (&plan, adopted) {
+                        if !p.spec.auto_add && p.status.members.is_none() {
+                            let list = a.lock().map(|v| v.clone()).unwrap_or_default();
+                            let _ = self.ctx.state.update_plan(&p.spec.name, |pl| {
+                                let m = pl.status.members.get_or_insert_with(Vec::new);
+                                m.extend(list);
+                                m.sort();
+                                m.dedup();
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("connection {}: {e}", target.connection);
+                    tracing::warn!("job {}: {msg}", job.id);
+                    live.update(|j| {
+                        j.progress.failed += 1;
+                        j.progress.repos_total += 1;
+                        j.progress.repos_done += 1;
+                    });
+                    let _ = self.ctx.state.put_job_result(&JobRecordResult {
+                        job: job.id,
+                        connection: target.connection.clone(),
+                        repository: "*".into(),
+                        status: "failed".into(),
+                        snapshot: None,
+                        reason: Some(e.to_string()),
+                        new_bytes: 0,
+                        fetched_bytes: 0,
+                        seconds: 0.0,
+                        attempts: 1,
+                    });
+                    errors.push(msg);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            live.update(|j| j.error = Some(errors.join("; ")));
+        }
+        Ok(())
+    }
+
+    fn run_restore(&self, live: &Arc<LiveJob>, job: &Job) -> Result<(), EngineError> {
+        let JobKind::Restore {
+            repository,
+            connection,
+            snapshot,
+            at,
+            to,
+            force,
+        } = &job.kind
+        else {
+            return Ok(());
+        };
+        live.update(|j| {
+            j.progress.repos_total = 1;
+            j.progress.current = vec![repository.clone()];
+        });
+        let repo = find_repository(&self.ctx, repository, connection.as_deref())?;
+        let choice = match (snapshot, at) {
+            (Some(s), _) => SnapshotChoice::Id(SnapshotId::parse(s)?),
+            (None, Some(t)) => SnapshotChoice::At(*t),
+            (None, None) => SnapshotChoice::Latest,
+        };
+        let report = restore(&self.ctx, &repo, &choice, std::path::Path::new(to), *force)?;
+        live.update(|j| {
+            j.progress.repos_done = 1;
+            j.progress.snapshots = 1;
+            j.progress.notice = Some(format!(
+                "restored snapshot {} ({} refs) to {}",
+                report.snapshot, report.refs, report.target
+            ));
+        });
+        let _ = self.ctx.state.put_job_result(&JobRecordResult {
+            job: job.id,
+            connection: repo.connection.clone(),
+            repository: repo.full_name.clone(),
+            status: "restored".into(),
+            snapshot: Some(report.snapshot.clone()),
+            reason: None,
+            new_bytes: 0,
+            fetched_bytes: 0,
+            seconds: 0.0,
+            attempts: 1,
+        });
+        Ok(())
+    }
+
+    /// Runs a job synchronously without workers (the CLI when no daemon runs).
+    pub fn run_now(
+        &self,
+        kind: JobKind,
+        trigger: Trigger,
+        on_change: &(dyn Fn(&Job) + Sync),
+    ) -> Result<Job, EngineError> {
+        self.check(&kind)?;
+        let job = self.ctx.state.create_job(kind, trigger, None)?;
+        let live = Arc::new(LiveJob::new(job));
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut seen = u64::MAX;
+                while !done.load(Ordering::SeqCst) {
+                    let v = live.version.load(Ordering::SeqCst);
+                    if v != seen {
+                        seen = v;
+                        if let Some(j) = live.snapshot() {
+                            on_change(&j);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            self.run(&live);
+            done.store(true, Ordering::SeqCst);
+        });
+        live.snapshot()
+            .ok_or_else(|| EngineError::Invalid("job record lost".into()))
+    }
+
+    /// The interrupt flag of a live job (the CLI wires Ctrl-C to it).
+    pub fn interrupt_flag(&self, id: u64) -> Option<Arc<AtomicBool>> {
+        self.lock().live.get(&id).map(|l| l.cancel.clone())
+    }
+}
+
+
+/// Stores a job's progress record, at most every 2 s unless `force`.
+fn persist(ctx: &Context, live: &LiveJob, force: bool) {
+    if let Ok(mut t) = live.last_persist.lock() {
+        if !force && t.elapsed() < Duration::from_secs(2) {
+            return;
+        }
+        *t = Instant::now();
+    }
+    if let Some(j) = live.snapshot() {
+        if let Err(e) = ctx.state.put_job(&j) {
+            tracing::warn!("job {}: cannot store its progress: {e}", j.id);
+        }
+    }
+}
+
+/// Stores one repository's result of a job.
+fn record(ctx: &Context, job: u64, connection: &str, r: &RepoResult) {
+
+        let (status, snapshot, reason, new_bytes, fetched_bytes) = match &r.outcome {
+            RepoOutcome::Snapshot {
+                id,
+                new_bytes,
+                fetched_bytes,
+            } => ("snapshot", Some(id.clone()), None, *new_bytes, *fetched_bytes),
+            RepoOutcome::Unchanged { last_snapshot } => {
+                ("unchanged", Some(last_snapshot.clone()), None, 0, 0)
+            }
+            RepoOutcome::Failed { reason } => ("failed", None, Some(reason.clone()), 0, 0),
+            RepoOutcome::Skipped { reason } => ("skipped", None, Some(reason.clone()), 0, 0),
+            RepoOutcome::Deferred { reason } => ("deferred", None, Some(reason.clone()), 0, 0),
+        };
+        let rec = JobRecordResult {
+            job,
+            connection: connection.to_string(),
+            repository: r.full_name.clone(),
+            status: status.into(),
+            snapshot,
+            reason,
+            new_bytes,
+            fetched_bytes,
+            seconds: r.seconds,
+            attempts: r.attempts,
+        };
+        if let Err(e) = ctx.state.put_job_result(&rec) {
+            tracing::warn!("job {job}: cannot store the result of {}: {e}", r.full_name);
+        }
+}
+
+/// Feeds a backup's progress into a live job.
+struct JobProgressSink {
+    ctx: Arc<Context>,
+    live: Arc<LiveJob>,
+    connection: String,
+}
+
+impl Progress for JobProgressSink {
+    fn listed(&self, total: usize) {
+        self.live
+            .update(|j| j.progress.repos_total += total as u64);
+        persist(&self.ctx, &self.live, true);
+    }
+    fn started(&self, repo: &str) {
+        self.live.update(|j| j.progress.current.push(repo.to_string()));
+        persist(&self.ctx, &self.live, false);
+    }
+    fn fetched_bytes(&self, repo: &str, bytes: u64) {
+        let delta = match self.live.fetched.lock() {
+            Ok(mut m) => {
+                let prev = m.insert(repo.to_string(), bytes).unwrap_or(0);
+                bytes.saturating_sub(prev)
+            }
+            Err(_) => 0,
+        };
+        self.live.update(|j| j.progress.bytes_fetched += delta);
+    }
+    fn finished(&self, r: &RepoResult) {
+        let already = self
+            .live
+            .fetched
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&r.full_name))
+            .unwrap_or(0);
+        self.live.update(|j| {
+            let p = &mut j.progress;
+            p.repos_done += 1;
+            p.current.retain(|c| c != &r.full_name);
+            match &r.outcome {
+                RepoOutcome::Snapshot {
+                    new_bytes,
+                    fetched_bytes,
+                    ..
+                } => {
+                    p.snapshots += 1;
+                    p.bytes_stored += new_bytes;
+                    p.bytes_fetched += fetched_bytes.saturating_sub(already);
+                }
+                RepoOutcome::Unchanged { .. } => p.unchanged += 1,
+                RepoOutcome::Failed { .. } => p.failed += 1,
+                RepoOutcome::Skipped { .. } => p.skipped += 1,
+                RepoOutcome::Deferred { .. } => p.deferred += 1,
+            }
+        });
+        // Results are stored as they happen, so a crash keeps them.
+        let id = self.live.snapshot().map(|j| j.id).unwrap_or(0);
+        record(&self.ctx, id, &self.connection, r);
+        persist(&self.ctx, &self.live, false);
+    }
+    fn notice(&self, message: &str) {
+        self.live
+            .update(|j| j.progress.notice = Some(message.to_string()));
+    }
+}

@@ -1,0 +1,214 @@
+//! Backup plans as plain functions over the state: validation (every field is
+//! checked and a bad one is named), create/replace/delete, and the repository
+//! selection a plan makes (include/exclude globs, auto-add).
+
+use super::backup::{Selected, Selector};
+use super::{Context, EngineError};
+use crate::providers::Repository;
+use crate::scheduler::{Schedule, Window, Zone};
+use crate::state::{Plan, PlanSpec, PlanStatus};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+
+fn field(field: &str, message: impl Into<String>) -> EngineError {
+    EngineError::Field {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// `*` matches any run of characters (`/` included), `?` one character.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Whether a plan's include/exclude patterns select a repository full name.
+pub fn selects(spec: &PlanSpec, full_name: &str) -> bool {
+    spec.include.iter().any(|p| glob_match(p, full_name))
+        && !spec.exclude.iter().any(|p| glob_match(p, full_name))
+}
+
+/// The parsed schedule of a plan, if it has one.
+pub fn schedule_of(spec: &PlanSpec) -> Result<Option<Schedule>, EngineError> {
+    spec.schedule
+        .as_deref()
+        .map(|s| Schedule::parse(s, spec.timezone.as_deref()).map_err(|e| field("schedule", e.to_string())))
+        .transpose()
+}
+
+/// The parsed window of a plan, if it has one.
+pub fn window_of(spec: &PlanSpec) -> Result<Option<Window>, EngineError> {
+    spec.window
+        .as_deref()
+        .map(|w| Window::parse(w).map_err(|e| field("window", e.to_string())))
+        .transpose()
+}
+
+/// The time zone a plan's schedule and window are read in.
+pub fn zone_of(spec: &PlanSpec) -> Result<Zone, EngineError> {
+    Zone::parse(spec.timezone.as_deref()).map_err(|e| field("timezone", e.to_string()))
+}
+
+/// Checks every field of a plan; the error names the first bad one.
+pub fn validate(ctx: &Context, spec: &PlanSpec) -> Result<(), EngineError> {
+    let name_ok = !spec.name.is_empty()
+        && spec.name.len() <= 64
+        && spec
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !spec.name.starts_with('.');
+    if !name_ok {
+        return Err(field(
+            "name",
+            format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", spec.name),
+        ));
+    }
+    if spec.connections.is_empty() {
+        return Err(field("connections", "name at least one connection"));
+    }
+    for c in &spec.connections {
+        if ctx.state.connection(c).is_err() {
+            return Err(field(
+                "connections",
+                format!("connection {c:?} does not exist (see GET /api/v1/connections)"),
+            ));
+        }
+    }
+    if spec.include.is_empty() {
+        return Err(field(
+            "include",
+            "give at least one repository or pattern; [\"*\"] selects every repository",
+        ));
+    }
+    for (f, list) in [("include", &spec.include), ("exclude", &spec.exclude)] {
+        if let Some(bad) = list.iter().find(|p| p.trim().is_empty()) {
+            return Err(field(f, format!("pattern {bad:?} is empty")));
+        }
+    }
+    if let Some(tz) = &spec.timezone {
+        if spec.schedule.is_none() && spec.window.is_none() {
+            return Err(field(
+                "timezone",
+                format!("{tz:?} is set but the plan has no schedule or window"),
+            ));
+        }
+    }
+    zone_of(spec)?;
+    schedule_of(spec)?;
+    window_of(spec)?;
+    if spec.concurrency == Some(0) || spec.concurrency.is_some_and(|c| c > 64) {
+        return Err(field("concurrency", "must be between 1 and 64"));
+    }
+    Ok(())
+}
+
+/// Creates a plan.
+pub fn create_plan(ctx: &Context, spec: PlanSpec) -> Result<Plan, EngineError> {
+    validate(ctx, &spec)?;
+    let now = OffsetDateTime::now_utc();
+    let plan = Plan {
+        spec,
+        status: PlanStatus {
+            created_at: now,
+            updated_at: now,
+            last_fire: None,
+            members: None,
+            last_job: None,
+            last_success: None,
+        },
+    };
+    ctx.state.add_plan(&plan)?;
+    Ok(plan)
+}
+
+/// Replaces a plan's settings, keeping its history.
+pub fn replace_plan(ctx: &Context, name: &str, spec: PlanSpec) -> Result<Plan, EngineError> {
+    if spec.name != name {
+        return Err(field(
+            "name",
+            format!("{:?} differs from the plan being replaced ({name:?}); plans cannot be renamed", spec.name),
+        ));
+    }
+    validate(ctx, &spec)?;
+    Ok(ctx.state.update_plan(name, |p| {
+        p.spec = spec;
+        p.status.updated_at = OffsetDateTime::now_utc();
+        p.clone()
+    })?)
+}
+
+/// The selector a plan's job uses for one connection: include/exclude, and with
+/// auto-add off, only the repositories adopted on the plan's first run.
+/// Returns the selector and the list it adopted (to store after a first run).
+pub fn selector(plan: &Plan, connection: &str) -> (Selector, Arc<Mutex<Vec<String>>>) {
+    let spec = plan.spec.clone();
+    let members: Option<HashSet<String>> = if spec.auto_add {
+        None
+    } else {
+        plan.status.members.as_ref().map(|m| m.iter().cloned().collect())
+    };
+    let adopted = Arc::new(Mutex::new(Vec::new()));
+    let adopted2 = adopted.clone();
+    let conn = connection.to_string();
+    let f = move |r: &Repository| {
+        if !selects(&spec, &r.full_name) {
+            return Selected::No;
+        }
+        let key = format!("{conn}/{}", r.full_name);
+        if let Some(m) = &members {
+            if !m.contains(&key) {
+                return Selected::Skip(format!(
+                    "new repository; plan {} does not auto-add new repositories (enable auto_add or list it in include)",
+                    spec.name
+                ));
+            }
+        }
+        if let Ok(mut a) = adopted2.lock() {
+            a.push(key);
+        }
+        Selected::Yes
+    };
+    (Arc::new(f), adopted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "acme/api"));
+        assert!(glob_match("acme/*", "acme/api"));
+        assert!(glob_match("acme/api-?", "acme/api-1"));
+        assert!(!glob_match("acme/api-?", "acme/api-10"));
+        assert!(glob_match("*/api*", "acme/api-10"));
+        assert!(!glob_match("acme/api", "acme/api2"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+    }
+}

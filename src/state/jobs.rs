@@ -1,0 +1,269 @@
+//! Jobs (a backup or restore the daemon or CLI ran) and their per-repository
+//! results. Job ids come from a counter in `meta`, so they only grow.
+
+use super::{State, StateError, JOBS, JOB_RESULTS, META};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One connection's part of a backup job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTarget {
+    pub connection: String,
+    /// Only these repositories (full names); every selected one when empty.
+    #[serde(default)]
+    pub only: Vec<String>,
+}
+
+/// What a job does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum JobKind {
+    Backup {
+        /// The plan it runs for, if any (its selection, window and concurrency apply).
+        plan: Option<String>,
+        targets: Vec<JobTarget>,
+    },
+    Restore {
+        repository: String,
+        connection: Option<String>,
+        snapshot: Option<String>,
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        at: Option<OffsetDateTime>,
+        to: String,
+        force: bool,
+    },
+}
+
+/// Why a job was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Manual,
+    Schedule,
+    /// A scheduled time passed while the daemon was down.
+    Missed,
+    /// Work left at the end of a backup window.
+    Resume,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Queued,
+    Running,
+    /// Every repository backed up (or unchanged / skipped by the plan).
+    Succeeded,
+    /// Some repositories failed; the others were backed up.
+    Partial,
+    Failed,
+    Cancelled,
+    /// Cut off by a shutdown or crash; earlier snapshots are intact.
+    Interrupted,
+}
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+}
+
+/// Live counters of a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub repos_total: u64,
+    pub repos_done: u64,
+    pub snapshots: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub deferred: u64,
+    pub bytes_fetched: u64,
+    pub bytes_stored: u64,
+    /// Repositories in flight.
+    #[serde(default)]
+    pub current: Vec<String>,
+    /// The latest notice, e.g. "rate limited, waiting 30 s".
+    #[serde(default)]
+    pub notice: Option<String>,
+}
+
+/// A job record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub kind: JobKind,
+    pub trigger: Trigger,
+    pub state: JobState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Not started before this time (the opening of a backup window).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_before: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub progress: JobProgress,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Repositories left for the next window (`connection` + full name).
+    #[serde(default)]
+    pub deferred: Vec<JobTarget>,
+}
+
+/// One repository's result within a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecordResult {
+    pub job: u64,
+    pub connection: String,
+    pub repository: String,
+    /// `snapshot`, `unchanged`, `failed`, `skipped` or `deferred`.
+    pub status: String,
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub new_bytes: u64,
+    #[serde(default)]
+    pub fetched_bytes: u64,
+    #[serde(default)]
+    pub seconds: f64,
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+fn result_key(job: u64, connection: &str, repo: &str) -> String {
+    format!("{job:020}\u{0}{connection}\u{0}{repo}")
+}
+
+impl State {
+    /// Creates a queued job with the next id.
+    pub fn create_job(
+        &self,
+        kind: JobKind,
+        trigger: Trigger,
+        not_before: Option<OffsetDateTime>,
+    ) -> Result<Job, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        let job;
+        {
+            let mut meta = tx.open_table(META).map_err(|x| e(x.into()))?;
+            let id = meta
+                .get("next_job_id")
+                .map_err(|x| e(x.into()))?
+                .and_then(|v| v.value().parse::<u64>().ok())
+                .unwrap_or(1);
+            meta.insert("next_job_id", (id + 1).to_string().as_str())
+                .map_err(|x| e(x.into()))?;
+            job = Job {
+                id,
+                kind,
+                trigger,
+                state: JobState::Queued,
+                created_at: OffsetDateTime::now_utc(),
+                not_before,
+                started_at: None,
+                finished_at: None,
+                progress: JobProgress::default(),
+                error: None,
+                deferred: Vec::new(),
+            };
+            let json = self.encode(&job)?;
+            let mut t = tx.open_table(JOBS).map_err(|x| e(x.into()))?;
+            t.insert(id, json.as_slice()).map_err(|x| e(x.into()))?;
+        }
+        tx.commit().map_err(|x| e(x.into()))?;
+        Ok(job)
+    }
+
+    /// Stores a job's current record.
+    pub fn put_job(&self, job: &Job) -> Result<(), StateError> {
+        let e = self.db_err();
+        let json = self.encode(job)?;
+        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        {
+            let mut t = tx.open_table(JOBS).map_err(|x| e(x.into()))?;
+            t.insert(job.id, json.as_slice()).map_err(|x| e(x.into()))?;
+        }
+        tx.commit().map_err(|x| e(x.into()))
+    }
+
+    pub fn job(&self, id: u64) -> Result<Job, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = tx.open_table(JOBS).map_err(|x| e(x.into()))?;
+        let v = t
+            .get(id)
+            .map_err(|x| e(x.into()))?
+            .ok_or(StateError::NoSuchJob(id))?;
+        Self::decode("jobs", &id.to_string(), v.value())
+    }
+
+    /// The newest jobs first, at most `limit`.
+    pub fn jobs(&self, limit: usize) -> Result<Vec<Job>, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = tx.open_table(JOBS).map_err(|x| e(x.into()))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|x| e(x.into()))?.rev().take(limit) {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            out.push(Self::decode("jobs", &k.value().to_string(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Marks every job still queued or running as interrupted (after a crash or
+    /// a shutdown that cut them off). Returns their ids.
+    pub fn interrupt_unfinished_jobs(&self, reason: &str) -> Result<Vec<u64>, StateError> {
+        let unfinished: Vec<Job> = self
+            .jobs(usize::MAX)?
+            .into_iter()
+            .filter(|j| !j.state.is_finished())
+            .collect();
+        let mut ids = Vec::new();
+        for mut j in unfinished {
+            j.state = JobState::Interrupted;
+            j.finished_at = Some(OffsetDateTime::now_utc());
+            j.error = Some(reason.to_string());
+            j.progress.current.clear();
+            self.put_job(&j)?;
+            ids.push(j.id);
+        }
+        Ok(ids)
+    }
+
+    pub fn put_job_result(&self, r: &JobRecordResult) -> Result<(), StateError> {
+        let e = self.db_err();
+        let json = self.encode(r)?;
+        let key = result_key(r.job, &r.connection, &r.repository);
+        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        {
+            let mut t = tx.open_table(JOB_RESULTS).map_err(|x| e(x.into()))?;
+            t.insert(key.as_str(), json.as_slice())
+                .map_err(|x| e(x.into()))?;
+        }
+        tx.commit().map_err(|x| e(x.into()))
+    }
+
+    /// A job's per-repository results.
+    pub fn job_results(&self, job: u64) -> Result<Vec<JobRecordResult>, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = tx.open_table(JOB_RESULTS).map_err(|x| e(x.into()))?;
+        let lo = format!("{job:020}\u{0}");
+        let hi = format!("{job:020}\u{1}");
+        let mut out = Vec::new();
+        for item in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(|x| e(x.into()))?
+        {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            out.push(Self::decode("job_results", k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+}
