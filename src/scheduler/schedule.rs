@@ -125,15 +125,11 @@ impl Schedule {
         best
     }
 
-    /// A fire time at or before `now` that is at most a clock change's reach before the last
-    /// one (`missed_since` walks forward from it).
+    /// A fire time at or before `now`, at most a backward clock change before the last one
+    /// (`missed_since` walks forward from it). The earliest instant of a wall time at or
+    /// before `now`'s is at or before `now`, so the search starts there.
     fn some_fire_at_or_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        // No instant at or before `now` shows a wall time after `now` + the highest offset before.
-        let highest = self.zone.max_offset_before(now, CLOCK_CHANGE_REACH);
-        let mut wall = floor_second(
-            now.naive_utc()
-                .checked_add_signed(Duration::seconds(highest))?,
-        );
+        let mut wall = floor_second(self.zone.wall(&now));
         for _ in 0..MAX_STEPS {
             let candidate = self.wall_at_or_before(wall)?;
             if let Some(x) = self

@@ -251,6 +251,16 @@ fn warsaw_fall_back_runs_a_repeated_time_once() {
             datetime!(2026-10-26 01:30 UTC), // 02:30 CET
         ]
     );
+    // In the second pass of 02:xx, the latest run is this morning's 02:50 CEST, although the
+    // clock now shows 02:10 (before 02:50).
+    let s50 = Schedule::parse("50 2 * * *", Some("Europe/Warsaw")).unwrap();
+    assert_eq!(
+        s50.missed_since(
+            datetime!(2026-10-24 12:00 UTC),
+            datetime!(2026-10-25 01:10 UTC)
+        ),
+        Some(datetime!(2026-10-25 00:50 UTC))
+    );
     // Between the two occurrences, the next one is tomorrow's.
     assert_eq!(
         s.next_after(datetime!(2026-10-25 01:10 UTC)),

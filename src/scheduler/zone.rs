@@ -161,12 +161,6 @@ impl Zone {
         self.offsets(from, reach).min().unwrap_or(0)
     }
 
-    /// The largest UTC offset (seconds) in `[from - reach, from]`.
-    pub(crate) fn max_offset_before(&self, to: DateTime<Utc>, reach: Duration) -> i64 {
-        let from = to.checked_sub_signed(reach).unwrap_or(to);
-        self.offsets(from, to - from).max().unwrap_or(0)
-    }
-
     fn offsets(&self, from: DateTime<Utc>, reach: Duration) -> impl Iterator<Item = i64> + '_ {
         let to = from.checked_add_signed(reach).unwrap_or(from);
         let changes = self.clock_changes(from, to);
@@ -239,10 +233,6 @@ mod tests {
         );
         assert_eq!(
             z.min_offset(utc(2026, 6, 1, 0, 0), CLOCK_CHANGE_REACH),
-            7200
-        );
-        assert_eq!(
-            z.max_offset_before(utc(2026, 10, 25, 12, 0), CLOCK_CHANGE_REACH),
             7200
         );
     }
