@@ -6,8 +6,8 @@
 //! [`Schedule::missed_since`] at start for a run missed while it was down, and
 //! [`Window::contains`] / [`Window::next_open`] / [`Window::closes_at`] whether work may
 //! run now and until when. All instants in and out are `time::OffsetDateTime`; results
-//! are in UTC. Parsing is done by [`expr`] (our 5-field dialect, translated for the
-//! `cron` crate, which iterates), time zones and DST by [`zone`].
+//! are in UTC. Parsing is done by `expr` (our 5-field dialect, translated for the
+//! `cron` crate, which iterates), time zones and DST by `zone`.
 //!
 //! # Accepted schedule syntax
 //!
