@@ -56,7 +56,9 @@ impl Window {
         }
     }
 
-    /// `t` if the window is open at `t`, else the next instant it opens.
+    /// `t` if the window is open at `t`, else the next instant it opens. (Every zone's clock
+    /// shows each time of day within two days; should none show the start within 16 days,
+    /// `t` is returned.)
     pub fn next_open(&self, t: OffsetDateTime, zone: &Zone) -> OffsetDateTime {
         if self.contains(t, zone) {
             return t;
