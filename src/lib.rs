@@ -13,5 +13,6 @@ pub mod cli;
 pub mod engine;
 pub mod git;
 pub mod providers;
+pub mod scheduler;
 pub mod state;
 pub mod vault;
