@@ -8,8 +8,8 @@
 
 pub mod api;
 pub mod archive;
-pub mod dashboard;
 pub mod cli;
+pub mod dashboard;
 pub mod engine;
 pub mod git;
 pub mod providers;

@@ -27,10 +27,16 @@ impl Daemon {
         let _ = std::fs::remove_file(rs.data_dir().join("daemon.json"));
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         args.extend(extra);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(rs.files.path().join("serve.log"))
+            .expect("log file");
         let child = rs
             .cmd(&args)
+            .env("REPOSAFE_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("start serve");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -70,7 +76,10 @@ impl Daemon {
         let resp = rb.send().expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -95,7 +104,10 @@ impl Daemon {
     /// SIGTERM, and the exit code.
     fn terminate(mut self) -> i32 {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
@@ -141,7 +153,12 @@ fn connection_body(server: &CloudServer) -> Value {
     })
 }
 
-fn restore_check(d: &Daemon, repo: &str, target: &Path, want: &std::collections::BTreeMap<String, String>) {
+fn restore_check(
+    d: &Daemon,
+    repo: &str,
+    target: &Path,
+    want: &std::collections::BTreeMap<String, String>,
+) {
     let job = d.ok(
         "POST",
         "/api/v1/restore",
@@ -160,9 +177,18 @@ fn api_plans_run_now_jobs_snapshots_restore_and_auth() {
     let d = Daemon::start(&rs, &[]);
 
     // Authentication: only /healthz is open.
-    let anon = d.http.get(format!("{}/healthz", d.url)).send().expect("healthz");
+    let anon = d
+        .http
+        .get(format!("{}/healthz", d.url))
+        .send()
+        .expect("healthz");
     assert_eq!(anon.status().as_u16(), 200);
-    for path in ["/api/v1/connections", "/api/v1/jobs", "/metrics", "/api/v1/plans"] {
+    for path in [
+        "/api/v1/connections",
+        "/api/v1/jobs",
+        "/metrics",
+        "/api/v1/plans",
+    ] {
         let r = d.http.get(format!("{}{path}", d.url)).send().expect("get");
         assert_eq!(r.status().as_u16(), 401, "{path} without a token");
         let r = d
@@ -175,7 +201,11 @@ fn api_plans_run_now_jobs_snapshots_restore_and_auth() {
     }
 
     // A connection: created, listed without its secret.
-    let (s, v) = d.call("POST", "/api/v1/connections", Some(connection_body(&server)));
+    let (s, v) = d.call(
+        "POST",
+        "/api/v1/connections",
+        Some(connection_body(&server)),
+    );
     assert_eq!(s, 201, "{v}");
     let list = d.ok("GET", "/api/v1/connections", None);
     assert_eq!(list[0]["name"], WS);
@@ -183,21 +213,41 @@ fn api_plans_run_now_jobs_snapshots_restore_and_auth() {
 
     // Malformed plans: 400 naming the field, nothing created.
     let bad = [
-        (json!({"name": "p", "connections": [WS], "schedule": "61 * * * *"}), "schedule"),
+        (
+            json!({"name": "p", "connections": [WS], "schedule": "61 * * * *"}),
+            "schedule",
+        ),
         (json!({"name": "p", "conections": [WS]}), "conections"),
         (json!({"name": "p", "connections": ["nope"]}), "connections"),
-        (json!({"name": "p", "connections": [WS], "schedule": "@daily", "timezone": "Mars/Base"}), "timezone"),
-        (json!({"name": "p", "connections": [WS], "window": "25:00-06:00"}), "window"),
+        (
+            json!({"name": "p", "connections": [WS], "schedule": "@daily", "timezone": "Mars/Base"}),
+            "timezone",
+        ),
+        (
+            json!({"name": "p", "connections": [WS], "window": "25:00-06:00"}),
+            "window",
+        ),
         (json!({"name": "p p", "connections": [WS]}), "name"),
     ];
     for (body, field) in bad {
         let (s, v) = d.call("POST", "/api/v1/plans", Some(body.clone()));
         assert_eq!(s, 400, "{body} -> {v}");
-        assert!(v["error"].as_str().unwrap_or("").contains(field), "{body} -> {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(field),
+            "{body} -> {v}"
+        );
     }
-    let (s, _) = d.call("POST", "/api/v1/plans", Some(Value::String("{not json".into())));
+    let (s, _) = d.call(
+        "POST",
+        "/api/v1/plans",
+        Some(Value::String("{not json".into())),
+    );
     assert_eq!(s, 400);
-    assert_eq!(d.ok("GET", "/api/v1/plans", None), json!([]), "nothing half-created");
+    assert_eq!(
+        d.ok("GET", "/api/v1/plans", None),
+        json!([]),
+        "nothing half-created"
+    );
     let (s, _) = d.call("GET", "/api/v1/jobs/999", None);
     assert_eq!(s, 404);
 
@@ -241,7 +291,11 @@ fn api_plans_run_now_jobs_snapshots_restore_and_auth() {
     let out = TempDir::new("reposafe-restore");
     let target = out.path().join("r.git");
     restore_check(&d, &one, &target, &gitutil::refs_of(&repos[1].1));
-    let (s, v) = d.call("POST", "/api/v1/restore", Some(json!({"repository": one, "to": "relative/dir"})));
+    let (s, v) = d.call(
+        "POST",
+        "/api/v1/restore",
+        Some(json!({"repository": one, "to": "relative/dir"})),
+    );
     assert_eq!(s, 400, "{v}");
 
     // Metrics.
@@ -254,7 +308,10 @@ fn api_plans_run_now_jobs_snapshots_restore_and_auth() {
         .text()
         .expect("text");
     assert!(m.contains("reposafe_jobs_run_total 3"), "{m}");
-    assert!(m.contains("reposafe_plan_last_success_timestamp_seconds{plan=\"nightly\"} 1"), "{m}");
+    assert!(
+        m.contains("reposafe_plan_last_success_timestamp_seconds{plan=\"nightly\"} 1"),
+        "{m}"
+    );
 
     // A second daemon on the same data dir is refused clearly.
     let second = rs.run(&["serve", "--listen", "127.0.0.1:0"]);
@@ -268,7 +325,13 @@ fn api_plans_run_now_jobs_snapshots_restore_and_auth() {
             continue;
         }
         let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(!bytes.windows(API_TOKEN.len()).any(|w| w == API_TOKEN.as_bytes()), "{}", f.display());
+        assert!(
+            !bytes
+                .windows(API_TOKEN.len())
+                .any(|w| w == API_TOKEN.as_bytes()),
+            "{}",
+            f.display()
+        );
     }
 }
 
@@ -277,7 +340,11 @@ fn a_cron_plan_runs_on_its_own() {
     let (server, _src, repos) = setup(2);
     let rs = Reposafe::new();
     let d = Daemon::start(&rs, &[]);
-    d.ok("POST", "/api/v1/connections", Some(connection_body(&server)));
+    d.ok(
+        "POST",
+        "/api/v1/connections",
+        Some(connection_body(&server)),
+    );
     d.ok(
         "POST",
         "/api/v1/plans",
@@ -286,10 +353,16 @@ fn a_cron_plan_runs_on_its_own() {
     let deadline = Instant::now() + Duration::from_secs(75);
     let job = loop {
         let jobs = d.ok("GET", "/api/v1/jobs", None);
-        if let Some(j) = jobs.as_array().and_then(|a| a.iter().find(|j| j["trigger"] == "schedule")) {
+        if let Some(j) = jobs
+            .as_array()
+            .and_then(|a| a.iter().find(|j| j["trigger"] == "schedule"))
+        {
             break j.clone();
         }
-        assert!(Instant::now() < deadline, "the * * * * * plan did not run within 75 s");
+        assert!(
+            Instant::now() < deadline,
+            "the * * * * * plan did not run within 75 s"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
@@ -304,7 +377,11 @@ fn kill_9_mid_job_keeps_every_snapshot_and_marks_the_job_interrupted() {
     let (server, _src, repos) = setup(24);
     let rs = Reposafe::new();
     let d = Daemon::start(&rs, &["--parallel", "1"]);
-    d.ok("POST", "/api/v1/connections", Some(connection_body(&server)));
+    d.ok(
+        "POST",
+        "/api/v1/connections",
+        Some(connection_body(&server)),
+    );
     let first = d.ok("POST", "/api/v1/run", Some(json!({"connection": WS})));
     let first = d.wait_job(first["id"].as_u64().expect("id"), Duration::from_secs(180));
     assert_eq!(first["state"], "succeeded", "{first}");
@@ -313,7 +390,10 @@ fn kill_9_mid_job_keeps_every_snapshot_and_marks_the_job_interrupted() {
     // Change every repository, then kill -9 while the second backup runs.
     for (_, p) in &repos {
         let w = TempDir::new("reposafe-push");
-        gitutil::git(w.path(), &["clone", "--quiet", &p.display().to_string(), "w"]);
+        gitutil::git(
+            w.path(),
+            &["clone", "--quiet", &p.display().to_string(), "w"],
+        );
         let wd = w.path().join("w");
         std::fs::write(wd.join("more.txt"), "more\n").expect("write");
         gitutil::git(&wd, &["add", "-A"]);
@@ -330,7 +410,10 @@ fn kill_9_mid_job_keeps_every_snapshot_and_marks_the_job_interrupted() {
         if j["state"] == "running" && done >= 2 {
             break;
         }
-        assert!(j["state"] == "running" || j["state"] == "queued", "job ended before the kill: {j}");
+        assert!(
+            j["state"] == "running" || j["state"] == "queued",
+            "job ended before the kill: {j}"
+        );
         assert!(Instant::now() < deadline, "job made no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -352,7 +435,10 @@ fn kill_9_mid_job_keeps_every_snapshot_and_marks_the_job_interrupted() {
         assert_eq!(done["state"], "succeeded", "{done}");
         gitutil::fsck(&target);
         let got = gitutil::refs_of(&target);
-        assert!(got == before[i] || got == after[i], "{slug}: restored refs match neither state");
+        assert!(
+            got == before[i] || got == after[i],
+            "{slug}: restored refs match neither state"
+        );
     }
     // The next run picks up cleanly.
     let job = d.ok("POST", "/api/v1/run", Some(json!({"connection": WS})));
@@ -360,7 +446,12 @@ fn kill_9_mid_job_keeps_every_snapshot_and_marks_the_job_interrupted() {
     assert_eq!(done["state"], "succeeded", "{done}");
     let (slug, _) = &repos[repos.len() - 1];
     let target = out.path().join("last-again.git");
-    restore_check(&d, &format!("{WS}/{slug}"), &target, &after[repos.len() - 1]);
+    restore_check(
+        &d,
+        &format!("{WS}/{slug}"),
+        &target,
+        &after[repos.len() - 1],
+    );
 }
 
 #[test]
@@ -372,31 +463,74 @@ fn the_cli_drives_a_running_daemon() {
     let args = cloud_add_args(
         &server,
         &["--workspace", WS],
-        &["--api-token-email", EMAIL, "--api-token-file", &tok.display().to_string()],
+        &[
+            "--api-token-email",
+            EMAIL,
+            "--api-token-file",
+            &tok.display().to_string(),
+        ],
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let add = rs.run(&args).ok();
-    assert!(add.stdout.contains("added connection acme"), "{}", add.stdout);
+    assert!(
+        add.stdout.contains("added connection acme"),
+        "{}",
+        add.stdout
+    );
     let plan = rs
-        .run(&["plan", "add", "daily", "--connection", WS, "--schedule", "@daily", "--window", "01:00-06:00"])
+        .run(&[
+            "plan",
+            "add",
+            "daily",
+            "--connection",
+            WS,
+            "--schedule",
+            "@daily",
+            "--window",
+            "01:00-06:00",
+        ])
         .ok();
-    assert!(plan.stdout.contains("window: 01:00-06:00"), "{}", plan.stdout);
-    let bad = rs.run(&["plan", "add", "bad", "--connection", WS, "--schedule", "* * *"]);
+    assert!(
+        plan.stdout.contains("window: 01:00-06:00"),
+        "{}",
+        plan.stdout
+    );
+    let bad = rs.run(&[
+        "plan",
+        "add",
+        "bad",
+        "--connection",
+        WS,
+        "--schedule",
+        "* * *",
+    ]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("schedule"), "{}", bad.stderr);
     let run = rs.run(&["run", "--plan", "daily"]).ok();
     assert!(run.stdout.contains("succeeded"), "{}", run.stdout);
-    assert!(run.stdout.contains(&format!("{} new snapshots", repos.len())), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("{} new snapshots", repos.len())),
+        "{}",
+        run.stdout
+    );
     let jobs = rs.run(&["jobs", "list"]).ok();
     assert!(jobs.stdout.contains("plan daily"), "{}", jobs.stdout);
     let show = rs.run(&["jobs", "show", "1"]).ok();
-    assert_eq!(show.stdout.matches("  snapshot ").count(), repos.len(), "{}", show.stdout);
+    assert_eq!(
+        show.stdout.matches("  snapshot ").count(),
+        repos.len(),
+        "{}",
+        show.stdout
+    );
     let repo = format!("{WS}/{}", repos[2].0);
     let snaps = rs.run(&["snapshots", &repo]).ok();
     assert_eq!(snaps.stdout.lines().count(), 2, "{}", snaps.stdout);
     let out = TempDir::new("reposafe-restore");
     let target = out.path().join("r.git");
-    let restored = rs.run(&["restore", &repo, "--to", &target.display().to_string()]).ok();
+    let restored = rs
+        .run(&["restore", &repo, "--to", &target.display().to_string()])
+        .ok();
     assert!(restored.stdout.contains("restored"), "{}", restored.stdout);
     gitutil::fsck(&target);
     assert_eq!(gitutil::refs_of(&target), gitutil::refs_of(&repos[2].1));

@@ -71,21 +71,39 @@ pub async fn route(api: Arc<Api>, req: Request<Incoming>, method: &Method, path:
         (Method::GET, ["api", "v1", "providers"]) => {
             let jobs = api.jobs.clone();
             blocking(move || {
-                let infos: Vec<_> = jobs.context().providers.infos().into_iter().cloned().collect();
+                let infos: Vec<_> = jobs
+                    .context()
+                    .providers
+                    .infos()
+                    .into_iter()
+                    .cloned()
+                    .collect();
                 ok(&infos)
             })
             .await
         }
         (Method::GET, ["api", "v1", "connections"]) => {
             let jobs = api.jobs.clone();
-            blocking(move || ok(&jobs.context().state.connections().map_err(EngineError::from)?))
-                .await
+            blocking(move || {
+                ok(&jobs
+                    .context()
+                    .state
+                    .connections()
+                    .map_err(EngineError::from)?)
+            })
+            .await
         }
         (Method::POST, ["api", "v1", "connections"]) => create_connection(api, req).await,
         (Method::GET, ["api", "v1", "connections", name]) => {
             let (jobs, name) = (api.jobs.clone(), name.to_string());
-            blocking(move || ok(&jobs.context().state.connection(&name).map_err(EngineError::from)?))
-                .await
+            blocking(move || {
+                ok(&jobs
+                    .context()
+                    .state
+                    .connection(&name)
+                    .map_err(EngineError::from)?)
+            })
+            .await
         }
         (Method::DELETE, ["api", "v1", "connections", name]) => {
             let (jobs, name) = (api.jobs.clone(), name.to_string());
@@ -115,7 +133,14 @@ pub async fn route(api: Arc<Api>, req: Request<Incoming>, method: &Method, path:
         }
         (Method::GET, ["api", "v1", "plans", name]) => {
             let (jobs, name) = (api.jobs.clone(), name.to_string());
-            blocking(move || ok(&jobs.context().state.plan(&name).map_err(EngineError::from)?)).await
+            blocking(move || {
+                ok(&jobs
+                    .context()
+                    .state
+                    .plan(&name)
+                    .map_err(EngineError::from)?)
+            })
+            .await
         }
         (Method::PUT, ["api", "v1", "plans", name]) => {
             let name = name.to_string();
@@ -126,7 +151,10 @@ pub async fn route(api: Arc<Api>, req: Request<Incoming>, method: &Method, path:
         (Method::DELETE, ["api", "v1", "plans", name]) => {
             let (jobs, name) = (api.jobs.clone(), name.to_string());
             blocking(move || {
-                jobs.context().state.remove_plan(&name).map_err(EngineError::from)?;
+                jobs.context()
+                    .state
+                    .remove_plan(&name)
+                    .map_err(EngineError::from)?;
                 ok(&serde_json::json!({ "removed": name }))
             })
             .await
@@ -152,7 +180,11 @@ pub async fn route(api: Arc<Api>, req: Request<Incoming>, method: &Method, path:
             let jobs = api.jobs.clone();
             blocking(move || {
                 jobs.get(id)?;
-                ok(&jobs.context().state.job_results(id).map_err(EngineError::from)?)
+                ok(&jobs
+                    .context()
+                    .state
+                    .job_results(id)
+                    .map_err(EngineError::from)?)
             })
             .await
         }
@@ -212,20 +244,17 @@ pub async fn route(api: Arc<Api>, req: Request<Incoming>, method: &Method, path:
 fn pattern_matches(pattern: &str, segs: &[&str]) -> bool {
     let p: Vec<&str> = pattern.trim_end_matches('/').split('/').skip(1).collect();
     p.len() == segs.len()
-        && p
-            .iter()
+        && p.iter()
             .zip(segs)
             .all(|(a, b)| a.starts_with('{') || a == b)
 }
 
 fn parse_time(field: &str, s: &str) -> Result<OffsetDateTime, ApiError> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| {
-        ApiError {
-            field: Some(field.into()),
-            ..ApiError::bad_request(format!(
-                "field `{field}`: {s:?} is not an RFC 3339 time like 2026-11-20T10:00:00Z ({e})"
-            ))
-        }
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| ApiError {
+        field: Some(field.into()),
+        ..ApiError::bad_request(format!(
+            "field `{field}`: {s:?} is not an RFC 3339 time like 2026-11-20T10:00:00Z ({e})"
+        ))
     })
 }
 
@@ -381,7 +410,11 @@ async fn restore(api: Arc<Api>, req: Request<Incoming>) -> Reply {
             "give either `snapshot` or `at`, not both",
         ));
     }
-    let at = body.at.as_deref().map(|a| parse_time("at", a)).transpose()?;
+    let at = body
+        .at
+        .as_deref()
+        .map(|a| parse_time("at", a))
+        .transpose()?;
     let kind = JobKind::Restore {
         repository: body.repository,
         connection: body.connection,
@@ -409,7 +442,11 @@ async fn events(api: Arc<Api>, id: u64) -> Reply {
         loop {
             let json = serde_json::to_string(&job).unwrap_or_default();
             if json != last {
-                let event = if job.state.is_finished() { "end" } else { "progress" };
+                let event = if job.state.is_finished() {
+                    "end"
+                } else {
+                    "progress"
+                };
                 if tx
                     .send(Bytes::from(format!("event: {event}\ndata: {json}\n\n")))
                     .await
@@ -476,10 +513,14 @@ pub async fn login(api: &Api, req: Request<Incoming>) -> Response<ApiBody> {
     match token {
         Some(t)
             if t.len() == want.len()
-                && t.bytes().zip(want.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0 =>
+                && t.bytes()
+                    .zip(want.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0 =>
         {
             let mut r = reply(StatusCode::SEE_OTHER, "text/plain", "signed in\n");
-            if let Ok(v) = format!("reposafe_token={t}; HttpOnly; SameSite=Strict; Path=/").parse() {
+            if let Ok(v) = format!("reposafe_token={t}; HttpOnly; SameSite=Strict; Path=/").parse()
+            {
                 r.headers_mut().insert(hyper::header::SET_COOKIE, v);
             }
             r.headers_mut()

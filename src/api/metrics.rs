@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 fn label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders the metrics.
@@ -34,32 +36,58 @@ pub fn render(jobs: &Jobs) -> Result<String, EngineError> {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP reposafe_jobs Jobs by state (queued and running included).");
+    let _ = writeln!(
+        out,
+        "# HELP reposafe_jobs Jobs by state (queued and running included)."
+    );
     let _ = writeln!(out, "# TYPE reposafe_jobs gauge");
     for (s, n) in &by_state {
         let _ = writeln!(out, "reposafe_jobs{{state=\"{s}\"}} {n}");
     }
     let run = all.iter().filter(|j| j.state.is_finished()).count();
-    let failed = by_state.get("failed").copied().unwrap_or(0) + by_state.get("partial").copied().unwrap_or(0);
-    let _ = writeln!(out, "# HELP reposafe_jobs_run_total Jobs that ran to an end.");
+    let failed = by_state.get("failed").copied().unwrap_or(0)
+        + by_state.get("partial").copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP reposafe_jobs_run_total Jobs that ran to an end."
+    );
     let _ = writeln!(out, "# TYPE reposafe_jobs_run_total counter");
     let _ = writeln!(out, "reposafe_jobs_run_total {run}");
-    let _ = writeln!(out, "# HELP reposafe_jobs_failed_total Jobs that failed in whole or in part.");
+    let _ = writeln!(
+        out,
+        "# HELP reposafe_jobs_failed_total Jobs that failed in whole or in part."
+    );
     let _ = writeln!(out, "# TYPE reposafe_jobs_failed_total counter");
     let _ = writeln!(out, "reposafe_jobs_failed_total {failed}");
-    let _ = writeln!(out, "# HELP reposafe_repositories_failed_total Repository backups that failed.");
+    let _ = writeln!(
+        out,
+        "# HELP reposafe_repositories_failed_total Repository backups that failed."
+    );
     let _ = writeln!(out, "# TYPE reposafe_repositories_failed_total counter");
     let _ = writeln!(out, "reposafe_repositories_failed_total {repos_failed}");
-    let _ = writeln!(out, "# HELP reposafe_bytes_fetched_total Bytes fetched from providers by backup jobs.");
+    let _ = writeln!(
+        out,
+        "# HELP reposafe_bytes_fetched_total Bytes fetched from providers by backup jobs."
+    );
     let _ = writeln!(out, "# TYPE reposafe_bytes_fetched_total counter");
     let _ = writeln!(out, "reposafe_bytes_fetched_total {fetched}");
-    let _ = writeln!(out, "# HELP reposafe_bytes_stored_total Bytes added to the archive by backup jobs.");
+    let _ = writeln!(
+        out,
+        "# HELP reposafe_bytes_stored_total Bytes added to the archive by backup jobs."
+    );
     let _ = writeln!(out, "# TYPE reposafe_bytes_stored_total counter");
     let _ = writeln!(out, "reposafe_bytes_stored_total {stored}");
     let _ = writeln!(out, "# HELP reposafe_plan_last_success_timestamp_seconds End of the plan's last fully successful job.");
-    let _ = writeln!(out, "# TYPE reposafe_plan_last_success_timestamp_seconds gauge");
+    let _ = writeln!(
+        out,
+        "# TYPE reposafe_plan_last_success_timestamp_seconds gauge"
+    );
     for p in ctx.state.plans()? {
-        let t = p.status.last_success.map(|t| t.unix_timestamp()).unwrap_or(0);
+        let t = p
+            .status
+            .last_success
+            .map(|t| t.unix_timestamp())
+            .unwrap_or(0);
         let _ = writeln!(
             out,
             "reposafe_plan_last_success_timestamp_seconds{{plan=\"{}\"}} {t}",

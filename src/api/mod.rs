@@ -12,8 +12,8 @@ pub use token::{load_or_create_token, TOKEN_FILE};
 
 use crate::engine::{EngineError, Jobs};
 use crate::state::StateError;
-use hyper::body::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Bytes;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -95,9 +95,7 @@ impl From<EngineError> for ApiError {
                 StateError::NoSuchConnection(_)
                 | StateError::NoSuchPlan(_)
                 | StateError::NoSuchJob(_) => StatusCode::NOT_FOUND,
-                StateError::ConnectionExists(_) | StateError::PlanExists(_) => {
-                    StatusCode::CONFLICT
-                }
+                StateError::ConnectionExists(_) | StateError::PlanExists(_) => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             EngineError::Vault(v) if v.to_string().contains("invalid") => StatusCode::BAD_REQUEST,
@@ -242,7 +240,10 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 }
 
 /// Handles one request.
-pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<ApiBody>, Infallible> {
+pub async fn handle(
+    api: Arc<Api>,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -290,4 +291,38 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROUTES;
+
+    /// docs/API.md documents exactly the routes the router serves.
+    #[test]
+    fn api_doc_matches_the_router() {
+        let doc = include_str!("../../docs/API.md");
+        let mut documented: Vec<(String, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                if cells.len() < 4 {
+                    return None;
+                }
+                let method = cells[1];
+                if !["GET", "POST", "PUT", "DELETE"].contains(&method) {
+                    return None;
+                }
+                let path = cells[2].trim_matches('`');
+                let path = path.split('?').next().unwrap_or(path);
+                Some((method.to_string(), path.to_string()))
+            })
+            .collect();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
 }

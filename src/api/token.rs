@@ -11,7 +11,9 @@ pub const TOKEN_FILE: &str = "api-token";
 pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<(SecretString, bool)> {
     let path = data_dir.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok((SecretString::from(s.trim().to_string()), false)),
+        Ok(s) if !s.trim().is_empty() => {
+            return Ok((SecretString::from(s.trim().to_string()), false))
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -52,7 +54,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -130,8 +130,14 @@ fn print_job(j: &Job, results: &[JobRecordResult]) {
             r.status,
             r.connection,
             r.repository,
-            r.snapshot.as_deref().map(|s| format!("  {s}")).unwrap_or_default(),
-            r.reason.as_deref().map(|s| format!("  {s}")).unwrap_or_default()
+            r.snapshot
+                .as_deref()
+                .map(|s| format!("  {s}"))
+                .unwrap_or_default(),
+            r.reason
+                .as_deref()
+                .map(|s| format!("  {s}"))
+                .unwrap_or_default()
         );
     }
 }
@@ -172,7 +178,9 @@ fn run_kind(args: &RunArgs, ctx: Option<&Context>, remote: Option<&Remote>) -> R
             }],
         },
         (None, conn, Some(repo)) => {
-            let Some(ctx) = ctx else { bail!("internal: repository lookup needs the data dir") };
+            let Some(ctx) = ctx else {
+                bail!("internal: repository lookup needs the data dir")
+            };
             let id = engine::find_repository(ctx, repo, conn.as_deref())?;
             JobKind::Backup {
                 plan: None,
@@ -266,7 +274,10 @@ pub fn jobs_local(ctx: &Context, cmd: JobsCmd) -> Result<i32> {
             let j = ctx.state.job(id)?;
             let r = ctx.state.job_results(id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&json!({"job": j, "results": r}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"job": j, "results": r}))?
+                );
             } else {
                 print_job(&j, &r);
             }
@@ -322,11 +333,9 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                         .with_context(|| format!("--set {kv:?} must look like name=value"))?;
                     settings.insert(k.trim().to_string(), v.trim().to_string());
                 }
-                let name = a
-                    .name
-                    .clone()
-                    .or(a.workspace.clone())
-                    .context("give the connection a --name (or a --workspace, whose slug becomes the name)")?;
+                let name = a.name.clone().or(a.workspace.clone()).context(
+                    "give the connection a --name (or a --workspace, whose slug becomes the name)",
+                )?;
                 let out: serde_json::Value = r.post(
                     "/api/v1/connections",
                     &json!({
@@ -374,8 +383,10 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                 }
             }
             ConnectionCmd::Test { name } => {
-                let out: serde_json::Value =
-                    r.post(&format!("/api/v1/connections/{}/test", q(&name)), &json!({}))?;
+                let out: serde_json::Value = r.post(
+                    &format!("/api/v1/connections/{}/test", q(&name)),
+                    &json!({}),
+                )?;
                 let scopes: Vec<&str> = out["scopes"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|s| s["key"].as_str()).collect())
@@ -383,7 +394,8 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                 println!("connection {name} works; it sees: {}", scopes.join(", "));
             }
             ConnectionCmd::Remove { name } => {
-                let _: serde_json::Value = r.delete(&format!("/api/v1/connections/{}", q(&name)))?;
+                let _: serde_json::Value =
+                    r.delete(&format!("/api/v1/connections/{}", q(&name)))?;
                 println!("removed connection {name} (its snapshots stay in the archive)");
             }
         },
@@ -411,7 +423,9 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                 (Some(p), None, None) => json!({ "plan": p }),
                 (None, Some(c), None) => json!({ "connection": c }),
                 (None, c, Some(repo)) => json!({ "repository": repo, "connection": c }),
-                _ => bail!("run what? give a repository (scope/slug), --plan NAME or --connection NAME"),
+                _ => bail!(
+                    "run what? give a repository (scope/slug), --plan NAME or --connection NAME"
+                ),
             };
             let job: Job = r.post("/api/v1/run", &body)?;
             if args.detach {
@@ -431,7 +445,9 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                 args.connections.clone()
             };
             if names.is_empty() {
-                bail!("name a connection to back up (see `reposafe connection list`) or pass --all");
+                bail!(
+                    "name a connection to back up (see `reposafe connection list`) or pass --all"
+                );
             }
             let mut code = 0;
             for name in names {
@@ -463,7 +479,10 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                 let job: Job = r.get(&format!("/api/v1/jobs/{id}"))?;
                 let results: Vec<JobRecordResult> = r.get(&format!("/api/v1/jobs/{id}/results"))?;
                 if js {
-                    println!("{}", serde_json::to_string_pretty(&json!({"job": job, "results": results}))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({"job": job, "results": results}))?
+                    );
                 } else {
                     print_job(&job, &results);
                 }

@@ -105,7 +105,10 @@ impl Remote {
     }
 
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(self.req(reqwest::Method::DELETE, path), &format!("DELETE {path}"))
+        self.send(
+            self.req(reqwest::Method::DELETE, path),
+            &format!("DELETE {path}"),
+        )
     }
 
     /// Polls a job until it ends, calling `on_change` on every change.

@@ -34,7 +34,9 @@ impl ServeSettings {
         let tls = match (tls_cert, tls_key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            _ => bail!("TLS needs both tls_cert and tls_key (--tls-cert/--tls-key or the config file)"),
+            _ => bail!(
+                "TLS needs both tls_cert and tls_key (--tls-cert/--tls-key or the config file)"
+            ),
         };
         Ok(ServeSettings {
             listen: args

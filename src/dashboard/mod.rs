@@ -111,7 +111,10 @@ pub fn status_page(jobs: &Jobs) -> Result<String, EngineError> {
             esc(&p.spec.connections.join(", ")),
             esc(p.spec.schedule.as_deref().unwrap_or("on demand")),
             esc(p.spec.window.as_deref().unwrap_or("-")),
-            p.status.last_success.map(fmt_time).unwrap_or_else(|| "-".into())
+            p.status
+                .last_success
+                .map(fmt_time)
+                .unwrap_or_else(|| "-".into())
         ));
     }
     html.push_str(

@@ -204,13 +204,22 @@ pub fn backup_connection(
                     "repository {want} is not among the {} repositories connection {} can see{}",
                     repos.len(),
                     conn.name,
-                    if opts.select.is_some() { " and the plan selects" } else { "" }
+                    if opts.select.is_some() {
+                        " and the plan selects"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
         repos.retain(|r| opts.only.contains(&r.full_name));
     }
-    let skip_reason = |i: usize| repos.get(i).and_then(|r| skipped.get(&r.full_name)).cloned();
+    let skip_reason = |i: usize| {
+        repos
+            .get(i)
+            .and_then(|r| skipped.get(&r.full_name))
+            .cloned()
+    };
     opts.progress.listed(repos.len());
 
     let now = OffsetDateTime::now_utc();
@@ -258,12 +267,14 @@ pub fn backup_connection(
                         match backup_repository(ctx, &conn, &gate, repo, opts) {
                             Ok(o) => break o,
                             Err(e) => {
-                                let transient = matches!(&e, EngineError::Git(g) if g.is_transient());
+                                let transient =
+                                    matches!(&e, EngineError::Git(g) if g.is_transient());
                                 if transient
                                     && attempts <= opts.retries
                                     && !opts.interrupt.load(Ordering::Relaxed)
                                 {
-                                    let wait = ctx.retry.backoff(attempts).min(Duration::from_secs(60));
+                                    let wait =
+                                        ctx.retry.backoff(attempts).min(Duration::from_secs(60));
                                     opts.progress.notice(&format!(
                                         "{}: {e}; retrying in {} s",
                                         repo.full_name,

@@ -157,7 +157,9 @@ impl Jobs {
                     self.ctx.state.plan(p)?;
                 }
                 if targets.is_empty() {
-                    return Err(EngineError::Invalid("the job has nothing to back up".into()));
+                    return Err(EngineError::Invalid(
+                        "the job has nothing to back up".into(),
+                    ));
                 }
                 for t in targets {
                     self.ctx.state.connection(&t.connection)?;
@@ -223,9 +225,9 @@ impl Jobs {
     /// Whether a job of this plan is queued or running.
     pub fn plan_active(&self, plan: &str) -> bool {
         self.lock().live.values().any(|l| {
-            l.snapshot().is_some_and(|j| {
-                matches!(&j.kind, JobKind::Backup { plan: Some(p), .. } if p == plan)
-            })
+            l.snapshot().is_some_and(
+                |j| matches!(&j.kind, JobKind::Backup { plan: Some(p), .. } if p == plan),
+            )
         })
     }
 
@@ -349,9 +351,7 @@ impl Jobs {
             j.progress.current.clear();
             match outcome {
                 Ok(()) => {
-                    j.state = if self.stopping.load(Ordering::SeqCst)
-                        && (j.progress.deferred > 0)
-                    {
+                    j.state = if self.stopping.load(Ordering::SeqCst) && (j.progress.deferred > 0) {
                         JobState::Interrupted
                     } else if cancelled {
                         JobState::Cancelled
@@ -398,7 +398,9 @@ impl Jobs {
         if job.deferred.is_empty() || self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(p) = self.ctx.state.plan(plan) else { return };
+        let Ok(p) = self.ctx.state.plan(plan) else {
+            return;
+        };
         let (Ok(Some(window)), Ok(schedule)) = (plans::window_of(&p.spec), plans::zone_of(&p.spec))
         else {
             return;
@@ -625,7 +627,6 @@ impl Jobs {
     }
 }
 
-
 /// Stores a job's progress record, at most every 2 s unless `force`.
 fn persist(ctx: &Context, live: &LiveJob, force: bool) {
     if let Ok(mut t) = live.last_persist.lock() {
@@ -643,35 +644,40 @@ fn persist(ctx: &Context, live: &LiveJob, force: bool) {
 
 /// Stores one repository's result of a job.
 fn record(ctx: &Context, job: u64, connection: &str, r: &RepoResult) {
-
-        let (status, snapshot, reason, new_bytes, fetched_bytes) = match &r.outcome {
-            RepoOutcome::Snapshot {
-                id,
-                new_bytes,
-                fetched_bytes,
-            } => ("snapshot", Some(id.clone()), None, *new_bytes, *fetched_bytes),
-            RepoOutcome::Unchanged { last_snapshot } => {
-                ("unchanged", Some(last_snapshot.clone()), None, 0, 0)
-            }
-            RepoOutcome::Failed { reason } => ("failed", None, Some(reason.clone()), 0, 0),
-            RepoOutcome::Skipped { reason } => ("skipped", None, Some(reason.clone()), 0, 0),
-            RepoOutcome::Deferred { reason } => ("deferred", None, Some(reason.clone()), 0, 0),
-        };
-        let rec = JobRecordResult {
-            job,
-            connection: connection.to_string(),
-            repository: r.full_name.clone(),
-            status: status.into(),
-            snapshot,
-            reason,
+    let (status, snapshot, reason, new_bytes, fetched_bytes) = match &r.outcome {
+        RepoOutcome::Snapshot {
+            id,
             new_bytes,
             fetched_bytes,
-            seconds: r.seconds,
-            attempts: r.attempts,
-        };
-        if let Err(e) = ctx.state.put_job_result(&rec) {
-            tracing::warn!("job {job}: cannot store the result of {}: {e}", r.full_name);
+        } => (
+            "snapshot",
+            Some(id.clone()),
+            None,
+            *new_bytes,
+            *fetched_bytes,
+        ),
+        RepoOutcome::Unchanged { last_snapshot } => {
+            ("unchanged", Some(last_snapshot.clone()), None, 0, 0)
         }
+        RepoOutcome::Failed { reason } => ("failed", None, Some(reason.clone()), 0, 0),
+        RepoOutcome::Skipped { reason } => ("skipped", None, Some(reason.clone()), 0, 0),
+        RepoOutcome::Deferred { reason } => ("deferred", None, Some(reason.clone()), 0, 0),
+    };
+    let rec = JobRecordResult {
+        job,
+        connection: connection.to_string(),
+        repository: r.full_name.clone(),
+        status: status.into(),
+        snapshot,
+        reason,
+        new_bytes,
+        fetched_bytes,
+        seconds: r.seconds,
+        attempts: r.attempts,
+    };
+    if let Err(e) = ctx.state.put_job_result(&rec) {
+        tracing::warn!("job {job}: cannot store the result of {}: {e}", r.full_name);
+    }
 }
 
 /// Feeds a backup's progress into a live job.
@@ -683,12 +689,12 @@ struct JobProgressSink {
 
 impl Progress for JobProgressSink {
     fn listed(&self, total: usize) {
-        self.live
-            .update(|j| j.progress.repos_total += total as u64);
+        self.live.update(|j| j.progress.repos_total += total as u64);
         persist(&self.ctx, &self.live, true);
     }
     fn started(&self, repo: &str) {
-        self.live.update(|j| j.progress.current.push(repo.to_string()));
+        self.live
+            .update(|j| j.progress.current.push(repo.to_string()));
         persist(&self.ctx, &self.live, false);
     }
     fn fetched_bytes(&self, repo: &str, bytes: u64) {

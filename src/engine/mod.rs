@@ -18,8 +18,8 @@ mod restore;
 pub use backup::{
     backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult, Selected,
 };
-pub use jobs::{Jobs, RunnerConfig};
 pub use connections::{add_connection, remove_connection, test_connection, NewConnection};
+pub use jobs::{Jobs, RunnerConfig};
 pub use restore::{find_repository, restore, snapshots_of, RestoreReport, SnapshotChoice};
 
 use crate::archive::{Archive, ArchiveError};

@@ -56,7 +56,10 @@ pub fn selects(spec: &PlanSpec, full_name: &str) -> bool {
 pub fn schedule_of(spec: &PlanSpec) -> Result<Option<Schedule>, EngineError> {
     spec.schedule
         .as_deref()
-        .map(|s| Schedule::parse(s, spec.timezone.as_deref()).map_err(|e| field("schedule", e.to_string())))
+        .map(|s| {
+            Schedule::parse(s, spec.timezone.as_deref())
+                .map_err(|e| field("schedule", e.to_string()))
+        })
         .transpose()
 }
 
@@ -85,7 +88,10 @@ pub fn validate(ctx: &Context, spec: &PlanSpec) -> Result<(), EngineError> {
     if !name_ok {
         return Err(field(
             "name",
-            format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", spec.name),
+            format!(
+                "{:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                spec.name
+            ),
         ));
     }
     if spec.connections.is_empty() {
@@ -151,7 +157,10 @@ pub fn replace_plan(ctx: &Context, name: &str, spec: PlanSpec) -> Result<Plan, E
     if spec.name != name {
         return Err(field(
             "name",
-            format!("{:?} differs from the plan being replaced ({name:?}); plans cannot be renamed", spec.name),
+            format!(
+                "{:?} differs from the plan being replaced ({name:?}); plans cannot be renamed",
+                spec.name
+            ),
         ));
     }
     validate(ctx, &spec)?;
@@ -170,7 +179,10 @@ pub fn selector(plan: &Plan, connection: &str) -> (Selector, Arc<Mutex<Vec<Strin
     let members: Option<HashSet<String>> = if spec.auto_add {
         None
     } else {
-        plan.status.members.as_ref().map(|m| m.iter().cloned().collect())
+        plan.status
+            .members
+            .as_ref()
+            .map(|m| m.iter().cloned().collect())
     };
     let adopted = Arc::new(Mutex::new(Vec::new()));
     let adopted2 = adopted.clone();

@@ -257,10 +257,7 @@ impl State {
         let lo = format!("{job:020}\u{0}");
         let hi = format!("{job:020}\u{1}");
         let mut out = Vec::new();
-        for item in t
-            .range(lo.as_str()..hi.as_str())
-            .map_err(|x| e(x.into()))?
-        {
+        for item in t.range(lo.as_str()..hi.as_str()).map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
             out.push(Self::decode("job_results", k.value(), v.value())?);
         }

@@ -385,3 +385,87 @@ mod tests {
         assert!(s.repositories(Some("other")).unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    /// A database written by the first release (schema 1) opens as schema 2: the
+    /// new tables exist and old connection records read with `read_only = false`.
+    #[test]
+    fn schema_1_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("state.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut meta = tx.open_table(META).unwrap();
+                meta.insert("schema_version", "1").unwrap();
+                let mut conns = tx.open_table(CONNECTIONS).unwrap();
+                let v1 = br#"{"name":"acme","provider":"bitbucket-cloud","settings":{},"credential_kind":"api-token","credential_identity":"me@acme.test","created_at":"2026-01-01T00:00:00Z"}"#;
+                conns.insert("acme", v1.as_slice()).unwrap();
+                tx.open_table(CREDENTIALS)
+                    .unwrap()
+                    .insert("acme", b"x".as_slice())
+                    .unwrap();
+                tx.open_table(REPOSITORIES).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let s = State::open(dir.path()).unwrap();
+        let c = s.connection("acme").unwrap();
+        assert!(!c.read_only);
+        assert!(s.plans().unwrap().is_empty());
+        let job = s
+            .create_job(
+                JobKind::Backup {
+                    plan: None,
+                    targets: vec![JobTarget {
+                        connection: "acme".into(),
+                        only: vec![],
+                    }],
+                },
+                Trigger::Manual,
+                None,
+            )
+            .unwrap();
+        assert_eq!(job.id, 1);
+        let tx = s.db.begin_read().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), "2");
+    }
+
+    #[test]
+    fn jobs_ids_grow_and_unfinished_ones_become_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let kind = JobKind::Backup {
+            plan: None,
+            targets: vec![],
+        };
+        let a = s.create_job(kind.clone(), Trigger::Manual, None).unwrap();
+        let mut b = s.create_job(kind, Trigger::Schedule, None).unwrap();
+        assert_eq!((a.id, b.id), (1, 2));
+        b.state = JobState::Succeeded;
+        s.put_job(&b).unwrap();
+        s.put_job_result(&JobRecordResult {
+            job: 2,
+            connection: "acme".into(),
+            repository: "acme/api".into(),
+            status: "snapshot".into(),
+            snapshot: Some("x".into()),
+            reason: None,
+            new_bytes: 1,
+            fetched_bytes: 1,
+            seconds: 0.1,
+            attempts: 1,
+        })
+        .unwrap();
+        assert_eq!(s.interrupt_unfinished_jobs("stopped").unwrap(), vec![1]);
+        assert_eq!(s.job(1).unwrap().state, JobState::Interrupted);
+        assert_eq!(s.job(2).unwrap().state, JobState::Succeeded);
+        assert_eq!(s.jobs(10).unwrap()[0].id, 2, "newest first");
+        assert_eq!(s.job_results(2).unwrap().len(), 1);
+        assert!(s.job_results(1).unwrap().is_empty());
+    }
+}
