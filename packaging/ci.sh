@@ -51,29 +51,37 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 step "machine state"
-if dpkg-query -W -f='${Status}' reposafe 2>/dev/null | grep -q 'installed'; then
-  echo "reposafe is installed already; purging it first"
-  dpkg --purge reposafe </dev/null
-fi
+# Installed, half-installed or removed with its conffiles left: anything but absent.
+pkg_present() {
+  local st
+  st=$(dpkg-query -W -f='${db:Status-Status}' reposafe 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != not-installed ]
+}
+leftover=0
 if [ -e "$data" ]; then
   if [ -e "$data/$ci_mark" ]; then
     echo "removing $data left by an interrupted run of this script"
     rm -rf "$data"
+    leftover=1
   else
     fail "$data exists and was not created by this script: it may hold real backups; run on a machine without reposafe data"
   fi
 fi
+if pkg_present; then
+  echo "reposafe is installed (or not purged) already; purging it first"
+  dpkg --purge reposafe </dev/null
+fi
 user_existed=0
 if getent passwd reposafe >/dev/null; then user_existed=1; fi
+# A user next to a leftover data dir was created by that interrupted run too.
+if [ "$leftover" = 1 ]; then user_existed=0; fi
 
 cleanup() {
   set +e
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
     kill -KILL "$daemon_pid"; wait "$daemon_pid" 2>/dev/null
   fi
-  if dpkg-query -W -f='${Status}' reposafe 2>/dev/null | grep -q 'installed'; then
-    dpkg --purge reposafe </dev/null >/dev/null 2>&1
-  fi
+  if pkg_present; then dpkg --purge reposafe </dev/null >/dev/null 2>&1; fi
   if [ -e "$data/$ci_mark" ]; then rm -rf "$data"; fi
   if [ "$user_existed" = 0 ] && getent passwd reposafe >/dev/null; then
     userdel reposafe
