@@ -8,8 +8,8 @@
 #   --binary PATH  the reposafe executable (default: target/release/reposafe)
 #   --out DIR      where the .deb goes (default: target/debian)
 #
-# Environment: DEB_REVISION (default 1), DEB_MAINTAINER (default the
-# Upstream-Contact below), SOURCE_DATE_EPOCH (default: the last commit's time;
+# Environment: DEB_REVISION (default 1), DEB_MAINTAINER (default: reposafe
+# developers <dev@reposafe.invalid>), SOURCE_DATE_EPOCH (default: the last commit's time;
 # makes the package reproducible).
 # Needs: dpkg-deb, dpkg-shlibdeps (package dpkg-dev), strip (binutils), gzip.
 # Prints the path of the built .deb as its last line.
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --binary=*) binary=${1#--binary=}; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
     --out=*) out=${1#--out=}; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n "2,15p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (expected --binary PATH or --out DIR)" ;;
   esac
 done

@@ -184,6 +184,7 @@ if [ "$daemon_test" = 1 ]; then
   daemon_pid=""
   [ "$rc" = 0 ] || { cat "$repo/target/debian/daemon.log"; fail "daemon exited with $rc after SIGTERM, expected 0"; }
   echo "SIGTERM: daemon exited 0"
+  rm -f "$repo/target/debian/daemon.log"   # its first start may have printed the (test) token
   echo "data dir after the run: $(find "$data" -mindepth 1 -maxdepth 1 -printf '%P ')"
 else
   echo "SKIPPED (--no-daemon-test): the packaged daemon was NOT started"
