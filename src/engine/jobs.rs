@@ -355,6 +355,12 @@ impl Jobs {
                         JobState::Interrupted
                     } else if cancelled {
                         JobState::Cancelled
+                    } else if j.progress.deferred > 0 && j.progress.failed == 0 {
+                        j.error = Some(format!(
+                            "{} repositories were left for the next backup window",
+                            j.progress.deferred
+                        ));
+                        JobState::Partial
                     } else if j.progress.failed > 0 {
                         if j.progress.failed + j.progress.skipped >= j.progress.repos_total
                             && j.progress.snapshots + j.progress.unchanged == 0

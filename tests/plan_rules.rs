@@ -1,0 +1,184 @@
+//! Plan rules through the library's job runner against the test Bitbucket
+//! server: auto-add off keeps a plan to the repositories of its first run, and a
+//! scheduled job whose window is closed defers its work to a resume job at the
+//! window's next opening.
+
+mod common;
+
+use common::*;
+use reposafe::engine::{self, Context, Jobs, NewConnection, RunnerConfig};
+use reposafe::state::{JobKind, JobState, JobTarget, PlanSpec, Trigger};
+use reposafe::vault::{Credential, CredentialKind};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const WS: &str = "acme";
+
+fn setup(
+    n: usize,
+) -> (
+    CloudServer,
+    TempDir,
+    Vec<(String, std::path::PathBuf)>,
+    TempDir,
+    Arc<Jobs>,
+) {
+    let server = CloudServer::start();
+    let src = TempDir::new("reposafe-src");
+    let repos = gitutil::make_workspace_fixture(&server, WS, n, src.path());
+    server.add_api_token("acct-1", EMAIL, API_TOKEN);
+    server.grant("acct-1", WS);
+    let data = TempDir::new("reposafe-data");
+    let ctx = Context::open(data.path()).expect("data dir");
+    let base = server.base_url();
+    engine::add_connection(
+        &ctx,
+        NewConnection {
+            name: WS.into(),
+            provider: "bitbucket-cloud".into(),
+            settings: BTreeMap::from([
+                ("workspace".to_string(), WS.to_string()),
+                ("api-base-url".to_string(), base.clone()),
+                ("git-base-url".to_string(), base),
+            ]),
+            credential: Credential {
+                kind: CredentialKind::ApiToken,
+                identity: Some(EMAIL.into()),
+                secret: API_TOKEN.to_string().into(),
+            },
+            read_only: false,
+        },
+        true,
+    )
+    .expect("connection");
+    let jobs = Jobs::new(Arc::new(ctx), RunnerConfig::default()).expect("jobs");
+    (server, src, repos, data, jobs)
+}
+
+fn spec(name: &str) -> PlanSpec {
+    PlanSpec {
+        name: name.into(),
+        connections: vec![WS.into()],
+        include: vec!["*".into()],
+        exclude: vec![],
+        auto_add: true,
+        schedule: None,
+        timezone: None,
+        window: None,
+        concurrency: Some(2),
+        read_only: false,
+        enabled: true,
+        run_missed: true,
+    }
+}
+
+fn plan_job(name: &str) -> JobKind {
+    JobKind::Backup {
+        plan: Some(name.into()),
+        targets: vec![JobTarget {
+            connection: WS.into(),
+            only: vec![],
+        }],
+    }
+}
+
+#[test]
+fn auto_add_off_skips_repositories_that_appear_later() {
+    let (server, src, _repos, _data, jobs) = setup(3);
+    let mut s = spec("fixed");
+    s.auto_add = false;
+    engine::plans::create_plan(jobs.context(), s).expect("plan");
+    let first = jobs
+        .run_now(plan_job("fixed"), Trigger::Manual, &|_| {})
+        .expect("first run");
+    assert_eq!(first.state, JobState::Succeeded);
+    assert_eq!(first.progress.snapshots, 3);
+
+    // A new repository appears in the workspace.
+    let newcomer = src.path().join("newcomer.git");
+    gitutil::init_bare(&newcomer);
+    let mut w = gitutil::WorkRepo::new();
+    w.write("a.txt", "new repository\n");
+    w.commit("first");
+    w.git(&[
+        "push",
+        "--quiet",
+        &newcomer.display().to_string(),
+        "HEAD:refs/heads/main",
+    ]);
+    server.add_repo(WS, "newcomer", &newcomer, Default::default());
+
+    let second = jobs
+        .run_now(plan_job("fixed"), Trigger::Manual, &|_| {})
+        .expect("second run");
+    assert_eq!(second.state, JobState::Succeeded, "{second:?}");
+    assert_eq!(second.progress.unchanged, 3);
+    assert_eq!(second.progress.skipped, 1);
+    let results = jobs
+        .context()
+        .state
+        .job_results(second.id)
+        .expect("results");
+    let skipped = results
+        .iter()
+        .find(|r| r.repository == "acme/newcomer")
+        .expect("newcomer reported");
+    assert_eq!(skipped.status, "skipped");
+    assert!(
+        skipped.reason.as_deref().unwrap_or("").contains("auto-add"),
+        "{skipped:?}"
+    );
+
+    // With auto-add on, the same plan takes it.
+    let mut s = spec("fixed");
+    s.auto_add = true;
+    engine::plans::replace_plan(jobs.context(), "fixed", s).expect("replace");
+    let third = jobs
+        .run_now(plan_job("fixed"), Trigger::Manual, &|_| {})
+        .expect("third run");
+    assert_eq!(third.progress.snapshots, 1, "{third:?}");
+}
+
+#[test]
+fn a_closed_window_defers_scheduled_work_to_the_next_opening() {
+    let (_server, _src, repos, _data, jobs) = setup(2);
+    // A one-minute window twelve hours from now (UTC): closed at run time.
+    let now = time::OffsetDateTime::now_utc();
+    let open = now + time::Duration::hours(12);
+    let close = open + time::Duration::minutes(1);
+    let mut s = spec("windowed");
+    s.schedule = Some("@daily".into());
+    s.timezone = Some("UTC".into());
+    s.window = Some(format!(
+        "{:02}:{:02}-{:02}:{:02}",
+        open.hour(),
+        open.minute(),
+        close.hour(),
+        close.minute()
+    ));
+    engine::plans::create_plan(jobs.context(), s).expect("plan");
+    let job = jobs
+        .run_now(plan_job("windowed"), Trigger::Schedule, &|_| {})
+        .expect("run");
+    assert_eq!(job.state, JobState::Partial, "{job:?}");
+    assert_eq!(job.progress.deferred, repos.len() as u64);
+    assert_eq!(job.progress.snapshots, 0);
+    assert_eq!(job.deferred.len(), 1);
+    assert_eq!(job.deferred[0].only.len(), repos.len());
+    let resume = jobs
+        .list(10)
+        .expect("jobs")
+        .into_iter()
+        .find(|j| j.trigger == Trigger::Resume)
+        .expect("a resume job is queued");
+    assert_eq!(resume.state, JobState::Queued);
+    let nb = resume.not_before.expect("waits for the window");
+    assert!(
+        nb > now + time::Duration::hours(11) && nb <= now + time::Duration::hours(12),
+        "{nb}"
+    );
+    match resume.kind {
+        JobKind::Backup { targets, .. } => assert_eq!(targets[0].only.len(), repos.len()),
+        other => panic!("{other:?}"),
+    }
+}
