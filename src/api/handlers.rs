@@ -4,8 +4,9 @@
 use super::{
     blocking, decode, json_response, read_body, reply, Api, ApiBody, ApiError, ChannelBody,
 };
-use crate::engine::{self, plans, EngineError, NewConnection};
-use crate::state::{JobKind, JobTarget, PlanSpec, Trigger};
+use crate::engine::plans::{self, RunTarget};
+use crate::engine::{self, EngineError, NewConnection};
+use crate::state::{JobKind, PlanSpec, Trigger};
 use crate::vault::{Credential, CredentialKind};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
@@ -340,48 +341,20 @@ async fn run_now(api: Arc<Api>, req: Request<Incoming>) -> Reply {
     let jobs = api.jobs.clone();
     let job = blocking(move || {
         let ctx = jobs.context();
-        let kind = match (body.plan, body.connection, body.repository) {
-            (Some(plan), None, None) => {
-                let p = ctx.state.plan(&plan).map_err(EngineError::from)?;
-                JobKind::Backup {
-                    targets: p
-                        .spec
-                        .connections
-                        .iter()
-                        .map(|c| JobTarget {
-                            connection: c.clone(),
-                            only: Vec::new(),
-                        })
-                        .collect(),
-                    plan: Some(plan),
-                }
-            }
-            (None, Some(connection), None) => {
-                ctx.state.connection(&connection).map_err(EngineError::from)?;
-                JobKind::Backup {
-                    plan: None,
-                    targets: vec![JobTarget {
-                        connection,
-                        only: Vec::new(),
-                    }],
-                }
-            }
-            (None, conn, Some(repo)) => {
-                let id = engine::find_repository(ctx, &repo, conn.as_deref())?;
-                JobKind::Backup {
-                    plan: None,
-                    targets: vec![JobTarget {
-                        connection: id.connection,
-                        only: vec![id.full_name],
-                    }],
-                }
-            }
+        let target = match (body.plan, body.connection, body.repository) {
+            (Some(plan), None, None) => RunTarget::Plan(plan),
+            (None, Some(connection), None) => RunTarget::Connection(connection),
+            (None, connection, Some(repository)) => RunTarget::Repository {
+                repository,
+                connection,
+            },
             _ => {
                 return Err(ApiError::bad_request(
                     "give exactly one of `plan`, `connection` or `repository` (optionally with `connection`)",
                 ))
             }
         };
+        let kind = plans::job_for(ctx, &target)?;
         Ok(jobs.submit(kind, Trigger::Manual, None)?)
     })
     .await?;

@@ -232,6 +232,34 @@ pub struct AddArgs {
 }
 
 impl AddArgs {
+    /// The provider settings: `--workspace` and every `--set name=value`.
+    pub fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let mut settings = std::collections::BTreeMap::new();
+        if let Some(w) = &self.workspace {
+            settings.insert("workspace".to_string(), w.clone());
+        }
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv:?} must look like name=value"))?;
+            settings.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(settings)
+    }
+
+    /// `--name`, else the workspace slug.
+    pub fn connection_name(&self) -> Result<String> {
+        match (&self.name, &self.workspace) {
+            (Some(n), _) => Ok(n.clone()),
+            (None, Some(w)) => Ok(w.clone()),
+            (None, None) => {
+                bail!(
+                    "give the connection a --name (or a --workspace, whose slug becomes the name)"
+                )
+            }
+        }
+    }
+
     /// The one credential the flags describe.
     pub fn credential(&self) -> Result<Credential> {
         let mut found: Vec<Credential> = Vec::new();

@@ -7,15 +7,14 @@ use super::progress::JobBar;
 use super::remote::{q, Remote};
 use super::{fmt_time, human_bytes};
 use crate::archive::{RepoIdentity, Snapshot};
-use crate::engine::{self, plans, Context, Jobs, RunnerConfig};
+use crate::engine::plans::{self, RunTarget};
+use crate::engine::{Context, Jobs, RunnerConfig};
 use crate::state::{
-    Connection, Job, JobKind, JobRecordResult, JobState, JobTarget, Plan, PlanSpec, RepoRecord,
-    Trigger,
+    Connection, Job, JobKind, JobRecordResult, JobState, Plan, PlanSpec, RepoRecord, Trigger,
 };
 use anyhow::{bail, Context as _, Result};
 use secrecy::ExposeSecret;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn spec_of(a: PlanAddArgs) -> PlanSpec {
@@ -149,47 +148,14 @@ fn exit_code(j: &Job) -> i32 {
     }
 }
 
-fn run_kind(args: &RunArgs, ctx: Option<&Context>, remote: Option<&Remote>) -> Result<JobKind> {
+fn run_target(args: &RunArgs) -> Result<RunTarget> {
     Ok(match (&args.plan, &args.connection, &args.repository) {
-        (Some(plan), None, None) => {
-            let p: Plan = match (ctx, remote) {
-                (Some(c), _) => c.state.plan(plan)?,
-                (None, Some(r)) => r.get(&format!("/api/v1/plans/{}", q(plan)))?,
-                _ => bail!("no data dir"),
-            };
-            JobKind::Backup {
-                targets: p
-                    .spec
-                    .connections
-                    .iter()
-                    .map(|c| JobTarget {
-                        connection: c.clone(),
-                        only: vec![],
-                    })
-                    .collect(),
-                plan: Some(plan.clone()),
-            }
-        }
-        (None, Some(c), None) => JobKind::Backup {
-            plan: None,
-            targets: vec![JobTarget {
-                connection: c.clone(),
-                only: vec![],
-            }],
+        (Some(p), None, None) => RunTarget::Plan(p.clone()),
+        (None, Some(c), None) => RunTarget::Connection(c.clone()),
+        (None, c, Some(repo)) => RunTarget::Repository {
+            repository: repo.clone(),
+            connection: c.clone(),
         },
-        (None, conn, Some(repo)) => {
-            let Some(ctx) = ctx else {
-                bail!("internal: repository lookup needs the data dir")
-            };
-            let id = engine::find_repository(ctx, repo, conn.as_deref())?;
-            JobKind::Backup {
-                plan: None,
-                targets: vec![JobTarget {
-                    connection: id.connection,
-                    only: vec![id.full_name],
-                }],
-            }
-        }
         _ => bail!("run what? give a repository (scope/slug), --plan NAME or --connection NAME"),
     })
 }
@@ -220,7 +186,7 @@ pub fn run_local(ctx: Context, args: RunArgs) -> Result<i32> {
     if args.detach {
         bail!("--detach needs a running daemon (`reposafe serve`) on this data dir");
     }
-    let kind = run_kind(&args, Some(&ctx), None)?;
+    let kind = plans::job_for(&ctx, &run_target(&args)?)?;
     let label = describe_kind(&kind);
     let jobs = Jobs::new(Arc::new(ctx), RunnerConfig::default())?;
     finish_run(
@@ -289,7 +255,7 @@ pub fn jobs_local(ctx: &Context, cmd: JobsCmd) -> Result<i32> {
     Ok(0)
 }
 
-fn print_snapshots(id: &RepoIdentity, snaps: &[Snapshot], json_out: bool) -> Result<()> {
+pub(super) fn print_snapshots(id: &RepoIdentity, snaps: &[Snapshot], json_out: bool) -> Result<()> {
     if json_out {
         println!("{}", serde_json::to_string_pretty(snaps)?);
     } else if snaps.is_empty() {
@@ -323,19 +289,8 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
         Command::Connection(c) => match *c {
             ConnectionCmd::Add(a) => {
                 let cred = a.credential()?;
-                let mut settings = BTreeMap::new();
-                if let Some(w) = &a.workspace {
-                    settings.insert("workspace".to_string(), w.clone());
-                }
-                for kv in &a.set {
-                    let (k, v) = kv
-                        .split_once('=')
-                        .with_context(|| format!("--set {kv:?} must look like name=value"))?;
-                    settings.insert(k.trim().to_string(), v.trim().to_string());
-                }
-                let name = a.name.clone().or(a.workspace.clone()).context(
-                    "give the connection a --name (or a --workspace, whose slug becomes the name)",
-                )?;
+                let settings = a.settings()?;
+                let name = a.connection_name()?;
                 let out: serde_json::Value = r.post(
                     "/api/v1/connections",
                     &json!({

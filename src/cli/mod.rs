@@ -15,7 +15,6 @@ use anyhow::{bail, Context as _, Result};
 use args::{Cli, Command, ConnectionCmd};
 use clap::Parser;
 use secrecy::SecretString;
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -208,25 +207,7 @@ fn run(cli: Cli, file: &config::FileConfig) -> Result<i32> {
             let ctx = open(&data_dir)?;
             let repo = engine::find_repository(&ctx, &args.repository, args.connection.as_deref())?;
             let snaps = engine::snapshots_of(&ctx, &repo)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&snaps)?);
-            } else if snaps.is_empty() {
-                println!("{} has no snapshots", repo.full_name);
-            } else {
-                println!(
-                    "{:<26} {:<22} {:>6} {:>10}",
-                    "SNAPSHOT", "TAKEN (UTC)", "REFS", "NEW"
-                );
-                for s in snaps {
-                    println!(
-                        "{:<26} {:<22} {:>6} {:>10}",
-                        s.id.as_str(),
-                        fmt_time(s.taken_at),
-                        s.ref_count,
-                        human_bytes(s.stats.new_bytes)
-                    );
-                }
-            }
+            commands::print_snapshots(&repo, &snaps, args.json)?;
             Ok(0)
         }
         Command::Restore(args) => {
@@ -285,24 +266,9 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
     match cmd {
         ConnectionCmd::Add(a) => {
             let provider = provider_id(&a.provider).to_string();
-            let mut settings = BTreeMap::new();
-            if let Some(w) = &a.workspace {
-                settings.insert("workspace".to_string(), w.clone());
-            }
-            for kv in &a.set {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--set {kv:?} must look like name=value"))?;
-                settings.insert(k.trim().to_string(), v.trim().to_string());
-            }
+            let settings = a.settings()?;
             let credential = a.credential()?;
-            let name = match (&a.name, &a.workspace) {
-                (Some(n), _) => n.clone(),
-                (None, Some(w)) => w.clone(),
-                (None, None) => bail!(
-                    "give the connection a --name (or a --workspace, whose slug becomes the name)"
-                ),
-            };
+            let name = a.connection_name()?;
             let (conn, warnings) = engine::add_connection(
                 &ctx,
                 engine::NewConnection {

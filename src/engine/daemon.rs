@@ -6,19 +6,8 @@
 use super::jobs::Jobs;
 use super::plans;
 use super::EngineError;
-use crate::state::{JobKind, JobTarget, Plan, Trigger};
+use crate::state::{Plan, Trigger};
 use time::OffsetDateTime;
-
-fn targets(plan: &Plan) -> Vec<JobTarget> {
-    plan.spec
-        .connections
-        .iter()
-        .map(|c| JobTarget {
-            connection: c.clone(),
-            only: Vec::new(),
-        })
-        .collect()
-}
 
 /// Queues a plan's job now (or at its window's next opening).
 fn fire(
@@ -35,14 +24,7 @@ fn fire(
         }
         None => None,
     };
-    let job = jobs.submit(
-        JobKind::Backup {
-            plan: Some(plan.spec.name.clone()),
-            targets: targets(plan),
-        },
-        trigger,
-        not_before,
-    )?;
+    let job = jobs.submit(plans::plan_job(&plan.spec), trigger, not_before)?;
     Ok(job.id)
 }
 

@@ -6,7 +6,7 @@ use super::backup::{Selected, Selector};
 use super::{Context, EngineError};
 use crate::providers::Repository;
 use crate::scheduler::{Schedule, Window, Zone};
-use crate::state::{Plan, PlanSpec, PlanStatus};
+use crate::state::{JobKind, JobTarget, Plan, PlanSpec, PlanStatus};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
@@ -169,6 +169,64 @@ pub fn replace_plan(ctx: &Context, name: &str, spec: PlanSpec) -> Result<Plan, E
         p.status.updated_at = OffsetDateTime::now_utc();
         p.clone()
     })?)
+}
+
+/// What "run now" can name.
+#[derive(Clone, Debug)]
+pub enum RunTarget {
+    Plan(String),
+    Connection(String),
+    /// A repository full name, optionally within one connection.
+    Repository {
+        repository: String,
+        connection: Option<String>,
+    },
+}
+
+/// The backup job of a plan: every one of its connections (its selection
+/// applies when the job runs).
+pub fn plan_job(spec: &PlanSpec) -> JobKind {
+    JobKind::Backup {
+        plan: Some(spec.name.clone()),
+        targets: spec
+            .connections
+            .iter()
+            .map(|c| JobTarget {
+                connection: c.clone(),
+                only: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// The backup job that runs a plan, a connection or one repository now.
+pub fn job_for(ctx: &Context, target: &RunTarget) -> Result<JobKind, EngineError> {
+    Ok(match target {
+        RunTarget::Plan(p) => plan_job(&ctx.state.plan(p)?.spec),
+        RunTarget::Connection(c) => {
+            ctx.state.connection(c)?;
+            JobKind::Backup {
+                plan: None,
+                targets: vec![JobTarget {
+                    connection: c.clone(),
+                    only: Vec::new(),
+                }],
+            }
+        }
+        RunTarget::Repository {
+            repository,
+            connection,
+        } => {
+            let id = super::find_repository(ctx, repository, connection.as_deref())?;
+            JobKind::Backup {
+                plan: None,
+                targets: vec![JobTarget {
+                    connection: id.connection,
+                    only: vec![id.full_name],
+                }],
+            }
+        }
+    })
 }
 
 /// The selector a plan's job uses for one connection: include/exclude, and with
