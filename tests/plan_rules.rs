@@ -51,7 +51,11 @@ fn setup(
         true,
     )
     .expect("connection");
-    let jobs = Jobs::new(Arc::new(ctx), RunnerConfig::default()).expect("jobs");
+    let config = RunnerConfig {
+        retry_base: std::time::Duration::from_millis(20),
+        ..RunnerConfig::default()
+    };
+    let jobs = Jobs::new(Arc::new(ctx), config).expect("jobs");
     (server, src, repos, data, jobs)
 }
 
@@ -181,4 +185,42 @@ fn a_closed_window_defers_scheduled_work_to_the_next_opening() {
         JobKind::Backup { targets, .. } => assert_eq!(targets[0].only.len(), repos.len()),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn transient_git_failures_are_retried_and_one_failure_never_fails_the_others() {
+    let (server, _src, repos, _data, jobs) = setup(3);
+    let conn = || JobKind::Backup {
+        plan: None,
+        targets: vec![JobTarget {
+            connection: WS.into(),
+            only: vec![],
+        }],
+    };
+    // Two 503s: the repositories that get them are fetched again.
+    server.fail_next_git_with_503(2);
+    let job = jobs.run_now(conn(), Trigger::Manual, &|_| {}).expect("run");
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(job.progress.snapshots, repos.len() as u64);
+    let results = jobs.context().state.job_results(job.id).expect("results");
+    let attempts: u32 = results.iter().map(|r| r.attempts).sum();
+    assert_eq!(attempts, repos.len() as u32 + 2, "{results:?}");
+
+    // A repository that disappears between listing and fetch fails alone, once.
+    let gone = format!("{WS}/{}", repos[1].0);
+    std::fs::rename(&repos[1].1, repos[1].1.with_extension("moved")).expect("move");
+    let job = jobs.run_now(conn(), Trigger::Manual, &|_| {}).expect("run");
+    assert_eq!(job.state, JobState::Partial, "{job:?}");
+    assert_eq!(job.progress.failed, 1);
+    assert_eq!(job.progress.unchanged, repos.len() as u64 - 1);
+    let results = jobs.context().state.job_results(job.id).expect("results");
+    let failed = results
+        .iter()
+        .find(|r| r.repository == gone)
+        .expect("result");
+    assert_eq!(failed.status, "failed");
+    assert_eq!(
+        failed.attempts, 1,
+        "a permanent error is not retried: {failed:?}"
+    );
 }

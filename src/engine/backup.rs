@@ -58,6 +58,8 @@ pub struct BackupOptions {
     /// Attempts after the first for a repository whose fetch failed transiently
     /// (network errors, resets, time-outs, 5xx), with exponential back-off.
     pub retries: u32,
+    /// First wait before such a retry; doubles each time (±25% jitter, at most 60 s).
+    pub retry_base: Duration,
 }
 
 impl Default for BackupOptions {
@@ -70,6 +72,7 @@ impl Default for BackupOptions {
             select: None,
             deadline: None,
             retries: 2,
+            retry_base: Duration::from_secs(2),
         }
     }
 }
@@ -273,8 +276,7 @@ pub fn backup_connection(
                                     && attempts <= opts.retries
                                     && !opts.interrupt.load(Ordering::Relaxed)
                                 {
-                                    let wait =
-                                        ctx.retry.backoff(attempts).min(Duration::from_secs(60));
+                                    let wait = retry_wait(opts.retry_base, attempts);
                                     opts.progress.notice(&format!(
                                         "{}: {e}; retrying in {} s",
                                         repo.full_name,
@@ -331,6 +333,13 @@ pub fn backup_connection(
         requests: gate.stats.requests.load(Ordering::Relaxed),
         rate_limited: gate.stats.rate_limited.load(Ordering::Relaxed),
     })
+}
+
+/// Back-off before retry `n` (1-based): `base` doubled each time, ±25% jitter, ≤ 60 s.
+fn retry_wait(base: Duration, n: u32) -> Duration {
+    let ms = base.as_millis() as f64 * 2f64.powi(n.saturating_sub(1).min(16) as i32);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    Duration::from_millis((ms * jitter) as u64).min(Duration::from_secs(60))
 }
 
 fn identity(conn: &Connection, repo: &Repository) -> RepoIdentity {

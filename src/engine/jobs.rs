@@ -61,6 +61,8 @@ pub struct RunnerConfig {
     pub parallel: usize,
     /// Retries of a repository whose fetch failed transiently.
     pub retries: u32,
+    /// First back-off of those retries (`REPOSAFE_RETRY_BASE_MS` overrides).
+    pub retry_base: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -72,6 +74,11 @@ impl Default for RunnerConfig {
             workers: 2,
             parallel: cores.clamp(2, 8),
             retries: 2,
+            retry_base: std::env::var("REPOSAFE_RETRY_BASE_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis)
+                .unwrap_or(Duration::from_secs(2)),
         }
     }
 }
@@ -490,6 +497,7 @@ impl Jobs {
                 select,
                 deadline,
                 retries: self.config.retries,
+                retry_base: self.config.retry_base,
             };
             match backup_connection(&self.ctx, &target.connection, &opts) {
                 Ok(report) => {

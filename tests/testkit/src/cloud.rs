@@ -132,6 +132,7 @@ struct State {
     rate_limit: Option<u32>,
     windows: HashMap<String, VecDeque<Instant>>,
     fail_next_429: usize,
+    fail_next_git_503: usize,
     log: Vec<LoggedRequest>,
 }
 
@@ -310,6 +311,12 @@ impl CloudServer {
     }
 
     /// The next `n` REST API requests (not git, not the OAuth endpoint) answer 429.
+    /// The next `n` git requests (after authentication) answer 503, as a
+    /// briefly overloaded server does.
+    pub fn fail_next_git_with_503(&self, n: usize) {
+        self.shared.lock().fail_next_git_503 = n;
+    }
+
     pub fn fail_next_with_429(&self, n: usize) {
         self.shared.lock().fail_next_429 = n;
     }
@@ -1065,6 +1072,13 @@ async fn git(
             return git_out(git_unauthorized(), None);
         };
         let principal = Some(ident.principal.clone());
+        if st.fail_next_git_503 > 0 {
+            st.fail_next_git_503 -= 1;
+            return git_out(
+                text(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable\n"),
+                principal,
+            );
+        }
         if !admit(&mut st, &ident.principal) {
             return git_out(too_many(), principal);
         }
