@@ -64,6 +64,9 @@ pub enum ConnectionCmd {
     Test { name: String },
     /// Remove a connection and its credential; its snapshots stay.
     Remove { name: String },
+    /// Add, list or remove the credentials a connection uses for single projects.
+    #[command(subcommand)]
+    Credential(super::project_credentials::CredentialCmd),
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +115,13 @@ pub struct AddArgs {
     /// Store the connection without checking the credential against the server.
     #[arg(long)]
     pub no_verify: bool,
+    /// PEM file of the certificate authorities that sign the server's certificate
+    /// (added to the system roots, for the API and git). Its contents are stored.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate at all. Dangerous: warned on every use.
+    #[arg(long, conflicts_with = "ca_bundle")]
+    pub insecure_skip_tls_verify: bool,
 }
 
 impl AddArgs {

@@ -4,6 +4,7 @@
 
 mod args;
 mod progress;
+mod project_credentials;
 mod serve;
 
 use crate::archive::SnapshotId;
@@ -258,6 +259,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
                 settings.insert(k.trim().to_string(), v.trim().to_string());
             }
             let credential = a.credential()?;
+            let tls = project_credentials::connection_tls(&a)?;
             let name = match (&a.name, &a.workspace) {
                 (Some(n), _) => n.clone(),
                 (None, Some(w)) => w.clone(),
@@ -272,6 +274,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
                     provider,
                     settings,
                     credential,
+                    tls,
                 },
                 !a.no_verify,
             )?;
@@ -321,6 +324,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
             println!("removed connection {name} (its snapshots stay in the archive)");
             Ok(0)
         }
+        ConnectionCmd::Credential(cmd) => project_credentials::run(&ctx, cmd),
     }
 }
 

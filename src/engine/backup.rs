@@ -1,11 +1,13 @@
 //! Backing up every repository of a connection.
 
-use super::connections::gate_for;
+use super::connections::{gate_for, tls_for};
 use super::{Context, EngineError};
 use crate::archive::{BlobId, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION};
-use crate::git::{self, FetchOptions, GitAuth};
-use crate::providers::{HttpGate, Repository};
-use crate::state::{Connection, RepoRecord};
+use crate::git::{self, FetchOptions, GitAuth, GitError};
+use crate::providers::{HttpGate, Repository, Scope};
+use crate::state::{Connection, CredentialScope, RepoRecord};
+use crate::tls::TlsTrust;
+use crate::vault::CredentialKind;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -116,10 +118,12 @@ pub fn backup_connection(
     let cred = ctx
         .vault
         .unseal(&ctx.state.sealed_credential(connection)?)?;
-    let mut gate = gate_for(ctx, &conn, cred)?;
+    let tls = tls_for(ctx, connection)?;
+    if tls.is_insecure() {
+        opts.progress.notice(&tls.insecure_warning());
+    }
     let progress = opts.progress.clone();
-    gate.on_notice(move |m| progress.notice(m));
-    let gate = Arc::new(gate);
+    let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?.with_notice(move |m| progress.notice(m)));
     let provider = ctx.providers.get(&conn.provider)?;
     let session = provider.session(&conn.settings, conn.credential_kind, gate.clone());
     if let Some(d) = provider
@@ -144,13 +148,52 @@ pub fn backup_connection(
         connection: conn.name.clone(),
         reason: e.to_string(),
     };
-    let mut repos: Vec<Repository> = Vec::new();
-    for scope in session.list_scopes().map_err(fail)? {
-        repos.extend(session.list_repositories(&scope.key).map_err(fail)?);
+    // Per-project credentials: each gets its own gate, used for that project's
+    // listing and git fetches instead of the default.
+    let mut project_gates: Vec<(CredentialScope, Arc<HttpGate>, CredentialKind)> = Vec::new();
+    for scoped in ctx.state.scoped_credentials(connection)? {
+        let cred = ctx.vault.unseal(&scoped.sealed)?;
+        let kind = cred.kind;
+        let progress = opts.progress.clone();
+        let g = gate_for(ctx, &conn, cred, &tls)?.with_notice(move |m| progress.notice(m));
+        project_gates.push((scoped.scope, Arc::new(g), kind));
+    }
+    let gate_of = |scope: &str| -> Arc<HttpGate> {
+        project_gates
+            .iter()
+            .find(|(s, _, _)| s.covers_project(scope))
+            .map(|(_, g, _)| g.clone())
+            .unwrap_or_else(|| gate.clone())
+    };
+    let mut scopes = session.list_scopes().map_err(fail)?;
+    for (scope, _, _) in &project_gates {
+        let CredentialScope::Project { key } = scope;
+        if !scopes.iter().any(|s| scope.covers_project(&s.key)) {
+            scopes.push(Scope {
+                key: key.clone(),
+                name: key.clone(),
+                kind: "project".into(),
+            });
+        }
+    }
+    let mut repos: Vec<(Repository, Arc<HttpGate>)> = Vec::new();
+    for scope in &scopes {
+        let listed = match project_gates
+            .iter()
+            .find(|(s, _, _)| s.covers_project(&scope.key))
+        {
+            Some((_, g, kind)) => provider
+                .session(&conn.settings, *kind, g.clone())
+                .list_repositories(&scope.key),
+            None => session.list_repositories(&scope.key),
+        }
+        .map_err(fail)?;
+        let g = gate_of(&scope.key);
+        repos.extend(listed.into_iter().map(|r| (r, g.clone())));
     }
     if !opts.only.is_empty() {
         for want in &opts.only {
-            if !repos.iter().any(|r| &r.full_name == want) {
+            if !repos.iter().any(|(r, _)| &r.full_name == want) {
                 return Err(EngineError::NotFound(format!(
                     "repository {want} is not among the {} repositories connection {} can see",
                     repos.len(),
@@ -158,14 +201,14 @@ pub fn backup_connection(
                 )));
             }
         }
-        repos.retain(|r| opts.only.contains(&r.full_name));
+        repos.retain(|(r, _)| opts.only.contains(&r.full_name));
     }
     opts.progress.listed(repos.len());
 
     let now = OffsetDateTime::now_utc();
     let records: Vec<RepoRecord> = repos
         .iter()
-        .map(|r| RepoRecord {
+        .map(|(r, _)| RepoRecord {
             connection: conn.name.clone(),
             repo_id: r.id.clone(),
             full_name: r.full_name.clone(),
@@ -187,7 +230,9 @@ pub fn backup_connection(
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(repo) = repos.get(i) else { break };
+                let Some((repo, repo_gate)) = repos.get(i) else {
+                    break;
+                };
                 let t = Instant::now();
                 opts.progress.started(&repo.full_name);
                 let outcome = if opts.interrupt.load(Ordering::Relaxed) {
@@ -195,7 +240,7 @@ pub fn backup_connection(
                         reason: "interrupted before it started".into(),
                     }
                 } else {
-                    match backup_repository(ctx, &conn, &gate, repo, opts) {
+                    match backup_repository(ctx, &conn, repo_gate, &tls, repo, opts) {
                         Ok(o) => o,
                         Err(e) => RepoOutcome::Failed {
                             reason: e.to_string(),
@@ -235,12 +280,18 @@ pub fn backup_connection(
         .collect();
     ctx.state.upsert_repositories(&updated)?;
 
+    let all_gates = std::iter::once(&gate).chain(project_gates.iter().map(|(_, g, _)| g));
+    let (mut requests, mut rate_limited) = (0, 0);
+    for g in all_gates {
+        requests += g.stats.requests.load(Ordering::Relaxed);
+        rate_limited += g.stats.rate_limited.load(Ordering::Relaxed);
+    }
     Ok(BackupReport {
         connection: conn.name.clone(),
         repositories,
         seconds: started.elapsed().as_secs_f64(),
-        requests: gate.stats.requests.load(Ordering::Relaxed),
-        rate_limited: gate.stats.rate_limited.load(Ordering::Relaxed),
+        requests,
+        rate_limited,
     })
 }
 
@@ -258,6 +309,7 @@ fn backup_repository(
     ctx: &Context,
     conn: &Connection,
     gate: &HttpGate,
+    tls: &TlsTrust,
     repo: &Repository,
     opts: &BackupOptions,
 ) -> Result<RepoOutcome, EngineError> {
@@ -298,15 +350,34 @@ fn backup_repository(
             }
         }
     };
-    let fetched = git::fetch_mirror(
-        &mirror,
-        &FetchOptions {
-            url: clone_url.as_str(),
-            auth: &auth,
-            progress: Some(&on_bytes),
-            should_interrupt: &opts.interrupt,
-        },
-    )?;
+    let fetch_opts = FetchOptions {
+        url: clone_url.as_str(),
+        auth: &auth,
+        progress: Some(&on_bytes),
+        should_interrupt: &opts.interrupt,
+        tls: Some(tls),
+    };
+    // A git 429 is retried after a capped back-off (gix does not expose the
+    // answer's Retry-After), with the wait shown in the job's progress.
+    let mut attempt = 0u32;
+    let fetched = loop {
+        attempt += 1;
+        match git::fetch_mirror(&mirror, &fetch_opts) {
+            Err(GitError::RateLimited { .. })
+                if attempt <= ctx.retry.max_retries && !opts.interrupt.load(Ordering::Relaxed) =>
+            {
+                gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let d = ctx.retry.backoff(attempt);
+                opts.progress.notice(&format!(
+                    "{}: rate limited (git), waiting {} s",
+                    repo.full_name,
+                    d.as_secs_f64().ceil() as u64
+                ));
+                std::thread::sleep(d);
+            }
+            other => break other?,
+        }
+    };
 
     // Archive every pack of the mirror that is not archived yet. Usually that is
     // the one pack this fetch produced; after a crash it also catches up earlier ones.

@@ -13,7 +13,10 @@ mod connections;
 mod restore;
 
 pub use backup::{backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult};
-pub use connections::{add_connection, remove_connection, test_connection, NewConnection};
+pub use connections::{
+    add_connection, add_project_credential, project_credentials, remove_connection,
+    remove_project_credential, test_connection, NewConnection,
+};
 pub use restore::{find_repository, restore, snapshots_of, RestoreReport, SnapshotChoice};
 
 use crate::archive::{Archive, ArchiveError};

@@ -4,6 +4,7 @@
 //! 5xx answers with back-off (honouring `Retry-After`, capped).
 
 use super::Authenticator;
+use crate::tls::TlsTrust;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -111,17 +112,34 @@ pub struct HttpGate {
     pub stats: GateStats,
     /// Called with a human message when the gate waits (e.g. "rate limited, waiting 30 s").
     notice: Option<NoticeFn>,
+    /// The connection's TLS trust, for certificate-failure messages.
+    tls: Option<Arc<TlsTrust>>,
 }
 
 /// The shared HTTP client: no redirects (a credential must never follow one), rustls.
 pub fn client(policy: &RetryPolicy) -> reqwest::blocking::Client {
+    builder(policy)
+        .build()
+        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+}
+
+fn builder(policy: &RetryPolicy) -> reqwest::blocking::ClientBuilder {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(policy.timeout)
         .connect_timeout(Duration::from_secs(30))
         .user_agent(concat!("reposafe/", env!("CARGO_PKG_VERSION")))
+}
+
+/// The HTTP client of one connection: [`client`] with the connection's TLS trust
+/// (CA bundle, or the loudly warned insecure mode).
+pub fn client_with_tls(
+    policy: &RetryPolicy,
+    tls: &TlsTrust,
+) -> Result<reqwest::blocking::Client, GateError> {
+    tls.apply(builder(policy))
         .build()
-        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+        .map_err(|e| GateError::Transport(format!("cannot build the HTTP client: {e}")))
 }
 
 impl HttpGate {
@@ -138,7 +156,20 @@ impl HttpGate {
             policy,
             stats: GateStats::default(),
             notice: None,
+            tls: None,
         }
+    }
+
+    /// Names the connection's TLS trust in certificate-failure messages.
+    pub fn with_tls(mut self, tls: Arc<TlsTrust>) -> HttpGate {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// [`on_notice`](Self::on_notice), by value.
+    pub fn with_notice(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> HttpGate {
+        self.on_notice(f);
+        self
     }
 
     /// Sets a callback that hears about waits.
@@ -221,6 +252,14 @@ impl HttpGate {
             let resp = match rb.send() {
                 Ok(r) => r,
                 Err(e) => {
+                    // A certificate failure does not heal by retrying: report it at once.
+                    if let Some(detail) = crate::tls::certificate_problem(&e) {
+                        let msg = match &self.tls {
+                            Some(t) => t.describe_failure(&detail),
+                            None => format!("TLS certificate problem: {detail}"),
+                        };
+                        return Err(GateError::Transport(msg));
+                    }
                     let timed_out = e.is_timeout();
                     let msg = e.without_url().to_string();
                     let kind = if timed_out {

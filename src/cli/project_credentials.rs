@@ -1,0 +1,141 @@
+//! `reposafe connection credential ...`: the credentials a connection uses for single
+//! projects (Bitbucket Data Center project tokens, a user for one project), and
+//! reading a connection's `--ca-bundle` at `connection add`.
+
+use super::args::AddArgs;
+use crate::engine::{self, Context};
+use crate::state::ConnectionTls;
+use crate::vault::{Credential, CredentialKind};
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum CredentialCmd {
+    /// Use a credential for one project of a connection instead of its default one.
+    /// Secrets are read from files (or `-` for stdin).
+    Add(AddCredentialArgs),
+    /// List a connection's per-project credentials (masked).
+    List { name: String },
+    /// Stop using a per-project credential (the default one applies again).
+    Remove {
+        name: String,
+        /// Project key, e.g. PRJ or ~jdoe.
+        #[arg(long)]
+        project: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AddCredentialArgs {
+    /// Connection name.
+    pub name: String,
+    /// Project key, e.g. PRJ or ~jdoe for a personal project.
+    #[arg(long)]
+    pub project: String,
+    /// File holding a Bitbucket Data Center HTTP access token (user, project or repository).
+    #[arg(long)]
+    pub http_access_token_file: Option<PathBuf>,
+    /// User name for a user name + password credential.
+    #[arg(long, requires = "password_file")]
+    pub username: Option<String>,
+    /// File holding the password.
+    #[arg(long, requires = "username")]
+    pub password_file: Option<PathBuf>,
+    /// Store it without checking it can list the project's repositories.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+impl AddCredentialArgs {
+    fn credential(&self) -> Result<Credential> {
+        match (
+            &self.http_access_token_file,
+            &self.username,
+            &self.password_file,
+        ) {
+            (Some(f), None, None) => Ok(Credential {
+                kind: CredentialKind::HttpAccessToken,
+                identity: None,
+                secret: super::read_secret(f, "HTTP access token")?,
+            }),
+            (None, Some(u), Some(f)) => Ok(Credential {
+                kind: CredentialKind::Basic,
+                identity: Some(u.clone()),
+                secret: super::read_secret(f, "password")?,
+            }),
+            (None, None, None) => {
+                bail!(
+                    "give a credential: --http-access-token-file, or --username + --password-file"
+                )
+            }
+            _ => bail!("give exactly one credential; several were given"),
+        }
+    }
+}
+
+/// The TLS trust `connection add` was given: the CA bundle's contents are stored.
+pub fn connection_tls(a: &AddArgs) -> Result<ConnectionTls> {
+    let Some(path) = &a.ca_bundle else {
+        return Ok(ConnectionTls {
+            insecure: a.insecure_skip_tls_verify,
+            ..ConnectionTls::default()
+        });
+    };
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the CA bundle {}", path.display()))?;
+    let shown = path.display().to_string();
+    crate::tls::parse_bundle(pem.as_bytes(), &shown)?;
+    Ok(ConnectionTls {
+        ca_bundle_pem: Some(pem),
+        ca_bundle_file: Some(shown),
+        insecure: false,
+    })
+}
+
+pub fn run(ctx: &Context, cmd: CredentialCmd) -> Result<i32> {
+    match cmd {
+        CredentialCmd::Add(a) => {
+            let credential = a.credential()?;
+            let kind = credential.kind;
+            let warnings =
+                engine::add_project_credential(ctx, &a.name, &a.project, credential, !a.no_verify)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "connection {} uses a {kind} credential for project {}",
+                a.name,
+                a.project.trim().to_ascii_uppercase()
+            );
+            Ok(0)
+        }
+        CredentialCmd::List { name } => {
+            let conn = ctx.state.connection(&name)?;
+            println!("{:<24} {:<18} {:<16} SECRET", "SCOPE", "KIND", "IDENTITY");
+            println!(
+                "{:<24} {:<18} {:<16} ********",
+                "default",
+                conn.credential_kind.as_str(),
+                conn.credential_identity.as_deref().unwrap_or("-")
+            );
+            for c in engine::project_credentials(ctx, &name)? {
+                println!(
+                    "{:<24} {:<18} {:<16} ********",
+                    c.scope.to_string(),
+                    c.kind.as_str(),
+                    c.identity.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(0)
+        }
+        CredentialCmd::Remove { name, project } => {
+            engine::remove_project_credential(ctx, &name, &project)?;
+            println!(
+                "connection {name} uses its default credential for project {} again",
+                project.trim().to_ascii_uppercase()
+            );
+            Ok(0)
+        }
+    }
+}
