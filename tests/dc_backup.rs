@@ -95,7 +95,11 @@ fn two_projects_with_own_tokens_over_tls_with_context_path_and_personal_repo() {
         ("BETA", "tools", 2),
         ("~jdoe", "scratch", 2),
     ] {
-        let bare = make_repo(src.path(), &format!("{}-{slug}", key.trim_start_matches('~')), commits);
+        let bare = make_repo(
+            src.path(),
+            &format!("{}-{slug}", key.trim_start_matches('~')),
+            commits,
+        );
         server.add_repo(key, slug, &bare, false);
         sources.insert(format!("{}/{slug}", key.to_ascii_uppercase()), bare);
     }
@@ -218,8 +222,15 @@ fn two_projects_with_own_tokens_over_tls_with_context_path_and_personal_repo() {
     assert!(statuses(&report).values().all(|s| s == "unchanged"));
 
     // Removing a project's credential makes BETA unreachable again.
-    rs.run(&["connection", "credential", "remove", "corp", "--project", "Beta"])
-        .ok();
+    rs.run(&[
+        "connection",
+        "credential",
+        "remove",
+        "corp",
+        "--project",
+        "Beta",
+    ])
+    .ok();
     let after = rs.run(&["backup", "corp", "--json"]).ok();
     let report: serde_json::Value = serde_json::from_str(&after.stdout).expect("JSON report");
     assert!(!statuses(&report).keys().any(|k| k.starts_with("BETA/")));
@@ -288,13 +299,24 @@ fn missing_or_wrong_ca_bundle_is_a_certificate_problem_and_insecure_warns() {
     let r = add("junk", &["--ca-bundle", &junk.display().to_string()]);
     assert_ne!(r.code, 0);
     let err = error_line(&r);
-    assert!(err.contains("junk.pem") && err.contains("no PEM certificate"), "{err}");
+    assert!(
+        err.contains("junk.pem") && err.contains("no PEM certificate"),
+        "{err}"
+    );
 
     // Insecure works, and warns on every use.
     let r = add("insecure", &["--insecure-skip-tls-verify"]).ok();
-    assert!(r.all().contains("does not verify TLS certificates"), "{}", r.all());
+    assert!(
+        r.all().contains("does not verify TLS certificates"),
+        "{}",
+        r.all()
+    );
     let r = rs.run(&["backup", "insecure"]).ok();
-    assert!(r.all().contains("does not verify TLS certificates"), "{}", r.all());
+    assert!(
+        r.all().contains("does not verify TLS certificates"),
+        "{}",
+        r.all()
+    );
     assert_no_secret(&r.all());
     restore_and_compare(&rs, "PRJ/one", &bare);
 }
@@ -361,7 +383,10 @@ fn paging_bug_ends_listing_429s_are_waited_out_and_basic_auth_works() {
     assert!(all.contains("rate limited, waiting 1 s"), "{all}");
     assert!(all.contains("rate limited (git), waiting"), "{all}");
     assert!(took >= Duration::from_secs(2), "waited only {took:?}");
-    assert!(report["rate_limited"].as_u64().unwrap_or(0) >= 3, "{report}");
+    assert!(
+        report["rate_limited"].as_u64().unwrap_or(0) >= 3,
+        "{report}"
+    );
     // Basic for the API and git; the clone link's user name was stripped.
     assert!(server
         .request_log()

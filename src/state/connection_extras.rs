@@ -106,24 +106,31 @@ fn key(connection: &str, scope: &CredentialScope) -> String {
     format!("{connection}\u{0}{}", scope.id())
 }
 
-/// Deletes a connection's rows from both tables (inside the caller's transaction).
-pub(super) fn remove_all(tx: &WriteTransaction, connection: &str) -> Result<(), redb::Error> {
-    let mut t = tx.open_table(SCOPED_CREDENTIALS)?;
-    let lo = format!("{connection}\u{0}");
-    let hi = format!("{connection}\u{1}");
-    let keys: Vec<String> = t
-        .range(lo.as_str()..hi.as_str())?
-        .map(|r| r.map(|(k, _)| k.value().to_string()))
-        .collect::<Result<_, _>>()?;
-    for k in keys {
-        t.remove(k.as_str())?;
-    }
-    let mut tls = tx.open_table(CONNECTION_TLS)?;
-    tls.remove(connection)?;
-    Ok(())
-}
-
 impl State {
+    /// Deletes a connection's rows from both tables (inside the caller's transaction).
+    pub(super) fn remove_extras(
+        &self,
+        tx: &WriteTransaction,
+        connection: &str,
+    ) -> Result<(), StateError> {
+        let e = self.db_err();
+        let mut t = tx.open_table(SCOPED_CREDENTIALS).map_err(|x| e(x.into()))?;
+        let lo = format!("{connection}\u{0}");
+        let hi = format!("{connection}\u{1}");
+        let keys: Vec<String> = t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(|x| e(x.into()))?
+            .map(|r| r.map(|(k, _)| k.value().to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(|x| e(x.into()))?;
+        for k in keys {
+            t.remove(k.as_str()).map_err(|x| e(x.into()))?;
+        }
+        let mut tls = tx.open_table(CONNECTION_TLS).map_err(|x| e(x.into()))?;
+        tls.remove(connection).map_err(|x| e(x.into()))?;
+        Ok(())
+    }
+
     fn json_err(&self, e: serde_json::Error) -> StateError {
         StateError::Db {
             path: self.path.clone(),

@@ -197,7 +197,7 @@ impl State {
             }
             let mut creds = tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
             creds.remove(name).map_err(|x| e(x.into()))?;
-            connection_extras::remove_all(&tx, name).map_err(&e)?;
+            self.remove_extras(&tx, name)?;
         }
         tx.commit().map_err(|x| e(x.into()))
     }

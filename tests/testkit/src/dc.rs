@@ -235,8 +235,7 @@ impl DcServer {
         let id = st.next_id;
         st.next_id += 1;
         if let Some(p) = st.projects.get_mut(&upper) {
-            p.repos
-                .insert(slug.to_string(), Repo { id, path, public });
+            p.repos.insert(slug.to_string(), Repo { id, path, public });
         }
         id
     }
@@ -416,7 +415,10 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
     }
     let query = req.uri().query().unwrap_or("").to_string();
     let Some(params) = httputil::parse_form(&query) else {
-        return api_out(errors(StatusCode::BAD_REQUEST, "Malformed query string"), None);
+        return api_out(
+            errors(StatusCode::BAD_REQUEST, "Malformed query string"),
+            None,
+        );
     };
     match segs.first().map(String::as_str) {
         Some("rest") if segs.len() >= 3 && segs[1] == "api" && segs[2] == "1.0" => {
@@ -565,11 +567,7 @@ fn can_see(st: &State, caller: &Caller, key: &str) -> bool {
                 .get(key)
                 .and_then(|p| p.owner.as_deref())
                 .is_some_and(|o| o.eq_ignore_ascii_case(u));
-            personal
-                || st
-                    .grants
-                    .get(u)
-                    .is_some_and(|g| g.iter().any(|k| k == key))
+            personal || st.grants.get(u).is_some_and(|g| g.iter().any(|k| k == key))
         }
     }
 }
@@ -591,19 +589,22 @@ fn page(
     cap: usize,
     items: Vec<Value>,
     omit_next: bool,
-) -> Result<Value, Response<Body>> {
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+) -> Result<Value, &'static str> {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let start = match get("start") {
         None => 0,
-        Some(s) => s
-            .parse::<usize>()
-            .map_err(|_| errors(StatusCode::BAD_REQUEST, "start must be a number"))?,
+        Some(s) => s.parse::<usize>().map_err(|_| "start must be a number")?,
     };
     let limit = match get("limit") {
         None => DEFAULT_LIMIT,
         Some(s) => s
             .parse::<usize>()
-            .map_err(|_| errors(StatusCode::BAD_REQUEST, "limit must be a number"))?
+            .map_err(|_| "limit must be a number")?
             .clamp(1, MAX_LIMIT),
     };
     let take = limit.min(cap);
@@ -637,7 +638,14 @@ fn project_json(key: &str, p: &Project) -> Value {
     v
 }
 
-fn repo_json(base: &str, key: &str, p: &Project, slug: &str, r: &Repo, user: Option<&str>) -> Value {
+fn repo_json(
+    base: &str,
+    key: &str,
+    p: &Project,
+    slug: &str,
+    r: &Repo,
+    user: Option<&str>,
+) -> Value {
     let lkey = key.to_ascii_lowercase();
     let http = match (user, base.split_once("://")) {
         (Some(u), Some((scheme, rest))) => format!("{scheme}://{u}@{rest}/scm/{lkey}/{slug}.git"),
@@ -706,7 +714,10 @@ fn api(
             let key = key.to_ascii_uppercase();
             let Some(pr) = st.projects.get(&key) else {
                 return api_out(
-                    errors(StatusCode::NOT_FOUND, &format!("Project {key} does not exist.")),
+                    errors(
+                        StatusCode::NOT_FOUND,
+                        &format!("Project {key} does not exist."),
+                    ),
                     principal,
                 );
             };
@@ -749,7 +760,7 @@ fn api(
     };
     match result {
         Ok(v) => api_out(json_response(StatusCode::OK, &v), principal),
-        Err(resp) => api_out(resp, principal),
+        Err(msg) => api_out(errors(StatusCode::BAD_REQUEST, msg), principal),
     }
 }
 
@@ -791,7 +802,10 @@ async fn git(
             return out(r, None);
         };
         let Some(repo) = st.projects.get(&key).and_then(|p| p.repos.get(&slug)) else {
-            return out(text(StatusCode::NOT_FOUND, "Repository not found\n"), principal);
+            return out(
+                text(StatusCode::NOT_FOUND, "Repository not found\n"),
+                principal,
+            );
         };
         if !can_see(&st, &caller, &key) {
             return out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);

@@ -24,6 +24,6 @@ pub mod testca;
 
 pub use cloud::{CloudServer, LoggedRequest, RepoMeta};
 pub use dc::{DcOptions, DcServer};
-pub use testca::TestCa;
 pub use gitutil::{FixtureOptions, FixtureRepo, WorkRepo};
 pub use tempdir::TempDir;
+pub use testca::TestCa;
