@@ -62,6 +62,18 @@ impl RetryPolicy {
     }
 }
 
+/// The wait a `Retry-After` value asks for: delta-seconds (what Bitbucket sends) or an
+/// HTTP-date (a date in the past means no wait). `None` when unreadable. The caller caps it.
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let secs = (at - now).whole_seconds().max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
 /// A request as a plugin sends it.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -288,8 +300,7 @@ impl HttpGate {
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                        .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
                     let d = retry_after
                         .unwrap_or_else(|| self.policy.backoff(attempt))
                         .min(self.policy.max_wait);
@@ -346,5 +357,29 @@ impl HttpGate {
                 body,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = time::macros::datetime!(2026-11-22 10:00:00 UTC);
+        assert_eq!(
+            parse_retry_after(" 30 ", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 10:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 }
