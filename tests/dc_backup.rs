@@ -168,6 +168,14 @@ fn two_projects_with_own_tokens_over_tls_with_context_path_and_personal_repo() {
     assert!(wrong.all().contains("GAMMA"), "{}", wrong.all());
     outputs.push_str(&wrong.all());
 
+    let conns = rs.run(&["connection", "list"]).ok();
+    assert!(
+        conns.stdout.contains("ca-bundle=") && conns.stdout.contains("project-credentials=2"),
+        "{}",
+        conns.stdout
+    );
+    outputs.push_str(&conns.all());
+    rs.run(&["connection", "test", "corp"]).ok();
     let list = rs.run(&["connection", "credential", "list", "corp"]).ok();
     outputs.push_str(&list.all());
     assert!(list.stdout.contains("project ALPHA"), "{}", list.stdout);

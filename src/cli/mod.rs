@@ -294,8 +294,9 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
         }
         ConnectionCmd::List => {
             for c in ctx.state.connections()? {
-                let settings: Vec<String> =
+                let mut settings: Vec<String> =
                     c.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                settings.extend(project_credentials::tls_summary(&ctx, &c.name)?);
                 println!(
                     "{}  {}  {} {} ********  {}",
                     c.name,

@@ -93,6 +93,25 @@ pub fn connection_tls(a: &AddArgs) -> Result<ConnectionTls> {
     })
 }
 
+/// What `connection list` shows of a connection's TLS trust and project credentials.
+pub fn tls_summary(ctx: &Context, name: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let tls = ctx.state.connection_tls(name)?;
+    if tls.insecure {
+        out.push("tls=INSECURE(no certificate verification)".to_string());
+    } else if tls.ca_bundle_pem.is_some() {
+        out.push(format!(
+            "ca-bundle={}",
+            tls.ca_bundle_file.as_deref().unwrap_or("(stored)")
+        ));
+    }
+    let projects = ctx.state.scoped_credentials(name)?;
+    if !projects.is_empty() {
+        out.push(format!("project-credentials={}", projects.len()));
+    }
+    Ok(out)
+}
+
 pub fn run(ctx: &Context, cmd: CredentialCmd) -> Result<i32> {
     match cmd {
         CredentialCmd::Add(a) => {

@@ -156,9 +156,24 @@ pub fn test_connection(ctx: &Context, name: &str) -> Result<Vec<Scope>, EngineEr
     }
     let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?);
     let provider = ctx.providers.get(&conn.provider)?;
-    Ok(provider
+    let scopes = provider
         .session(&conn.settings, conn.credential_kind, gate)
-        .verify()?)
+        .verify()?;
+    // Each per-project credential must be able to list its project.
+    for scoped in ctx.state.scoped_credentials(name)? {
+        let cred = ctx.vault.unseal(&scoped.sealed)?;
+        let kind = cred.kind;
+        let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?);
+        let CredentialScope::Project { key } = &scoped.scope;
+        provider
+            .session(&conn.settings, kind, gate)
+            .verify_scope(key)
+            .map_err(|e| EngineError::Connection {
+                connection: conn.name.clone(),
+                reason: format!("the credential for {}: {e}", scoped.scope),
+            })?;
+    }
+    Ok(scopes)
 }
 
 /// Removes a connection and its credential. Snapshots and mirrors stay.

@@ -74,6 +74,20 @@ pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Durat
     Some(Duration::from_secs(secs as u64))
 }
 
+/// An error and its causes on one line (`error sending request: ...: Connection refused`).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
 /// A request as a plugin sends it.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -273,7 +287,7 @@ impl HttpGate {
                         return Err(GateError::Transport(msg));
                     }
                     let timed_out = e.is_timeout();
-                    let msg = e.without_url().to_string();
+                    let msg = error_chain(&e.without_url());
                     let kind = if timed_out {
                         GateError::Timeout(msg)
                     } else {
