@@ -1,13 +1,13 @@
 //! Backing up every repository of a connection.
 
 use super::connections::{gate_for, tls_for};
+use super::listing;
 use super::{Context, EngineError};
 use crate::archive::{BlobId, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION};
 use crate::git::{self, FetchOptions, GitAuth, GitError};
-use crate::providers::{HttpGate, Repository, Scope};
-use crate::state::{Connection, CredentialScope, RepoRecord};
+use crate::providers::{HttpGate, Repository};
+use crate::state::{Connection, RepoRecord};
 use crate::tls::TlsTrust;
-use crate::vault::CredentialKind;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -148,49 +148,12 @@ pub fn backup_connection(
         connection: conn.name.clone(),
         reason: e.to_string(),
     };
-    // Per-project credentials: each gets its own gate, used for that project's
-    // listing and git fetches instead of the default.
-    let mut project_gates: Vec<(CredentialScope, Arc<HttpGate>, CredentialKind)> = Vec::new();
-    for scoped in ctx.state.scoped_credentials(connection)? {
-        let cred = ctx.vault.unseal(&scoped.sealed)?;
-        let kind = cred.kind;
-        let progress = opts.progress.clone();
-        let g = gate_for(ctx, &conn, cred, &tls)?.with_notice(move |m| progress.notice(m));
-        project_gates.push((scoped.scope, Arc::new(g), kind));
-    }
-    let gate_of = |scope: &str| -> Arc<HttpGate> {
-        project_gates
-            .iter()
-            .find(|(s, _, _)| s.covers_project(scope))
-            .map(|(_, g, _)| g.clone())
-            .unwrap_or_else(|| gate.clone())
-    };
-    let mut scopes = session.list_scopes().map_err(fail)?;
-    for (scope, _, _) in &project_gates {
-        let CredentialScope::Project { key } = scope;
-        if !scopes.iter().any(|s| scope.covers_project(&s.key)) {
-            scopes.push(Scope {
-                key: key.clone(),
-                name: key.clone(),
-                kind: "project".into(),
-            });
-        }
-    }
-    let mut repos: Vec<(Repository, Arc<HttpGate>)> = Vec::new();
-    for scope in &scopes {
-        let listed = match project_gates
-            .iter()
-            .find(|(s, _, _)| s.covers_project(&scope.key))
-        {
-            Some((_, g, kind)) => provider
-                .session(&conn.settings, *kind, g.clone())
-                .list_repositories(&scope.key),
-            None => session.list_repositories(&scope.key),
-        }
-        .map_err(fail)?;
-        let g = gate_of(&scope.key);
-        repos.extend(listed.into_iter().map(|r| (r, g.clone())));
-    }
+    let listed = listing::list_repositories(ctx, &conn, &tls, &gate, &session, &opts.progress)
+        .map_err(|e| match e {
+            EngineError::Provider(e) => fail(e),
+            other => other,
+        })?;
+    let mut repos = listed.repos;
     if !opts.only.is_empty() {
         for want in &opts.only {
             if !repos.iter().any(|(r, _)| &r.full_name == want) {
@@ -280,9 +243,8 @@ pub fn backup_connection(
         .collect();
     ctx.state.upsert_repositories(&updated)?;
 
-    let all_gates = std::iter::once(&gate).chain(project_gates.iter().map(|(_, g, _)| g));
     let (mut requests, mut rate_limited) = (0, 0);
-    for g in all_gates {
+    for g in std::iter::once(&gate).chain(&listed.project_gates) {
         requests += g.stats.requests.load(Ordering::Relaxed);
         rate_limited += g.stats.rate_limited.load(Ordering::Relaxed);
     }

@@ -10,6 +10,7 @@
 
 pub mod backup;
 mod connections;
+mod listing;
 mod restore;
 
 pub use backup::{backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult};
