@@ -301,6 +301,42 @@ fn missing_or_wrong_ca_bundle_is_a_certificate_problem_and_insecure_warns() {
     assert!(all.contains("nobundle"), "{all}");
     assert!(all.contains("--ca-bundle"), "{all}");
 
+    // Fixing the trust later: a wrong bundle is refused when verified, the right one works.
+    let r = rs.run(&[
+        "connection",
+        "tls",
+        "nobundle",
+        "--ca-bundle",
+        &wrong.display().to_string(),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(
+        error_line(&r).contains("certificate problem"),
+        "{}",
+        r.all()
+    );
+    let right = rs.files.path().join("right-ca.pem");
+    std::fs::write(&right, server.ca_pem().expect("TLS server")).expect("write");
+    rs.run(&[
+        "connection",
+        "tls",
+        "nobundle",
+        "--ca-bundle",
+        &right.display().to_string(),
+    ])
+    .ok();
+    let r = rs.run(&["backup", "nobundle"]).ok();
+    assert_no_secret(&r.all());
+    rs.run(&[
+        "connection",
+        "tls",
+        "nobundle",
+        "--system-roots",
+        "--no-verify",
+    ])
+    .ok();
+    assert_ne!(rs.run(&["backup", "nobundle"]).code, 0);
+
     // A bundle that is not PEM is refused at once, naming the file.
     let junk = rs.files.path().join("junk.pem");
     std::fs::write(&junk, "this is not a certificate\n").expect("write");
@@ -326,7 +362,19 @@ fn missing_or_wrong_ca_bundle_is_a_certificate_problem_and_insecure_warns() {
         r.all()
     );
     assert_no_secret(&r.all());
-    restore_and_compare(&rs, "PRJ/one", &bare);
+    let restore_target = TempDir::new("reposafe-dc-restore");
+    let target = restore_target.path().join("one.git");
+    rs.run(&[
+        "restore",
+        "PRJ/one",
+        "--connection",
+        "insecure",
+        "--to",
+        &target.display().to_string(),
+    ])
+    .ok();
+    gitutil::fsck(&target);
+    assert_eq!(gitutil::refs_of(&target), gitutil::refs_of(&bare));
 }
 
 #[test]

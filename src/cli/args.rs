@@ -66,7 +66,9 @@ pub enum ConnectionCmd {
     Remove { name: String },
     /// Add, list or remove the credentials a connection uses for single projects.
     #[command(subcommand)]
-    Credential(super::project_credentials::CredentialCmd),
+    Credential(super::connection_extras::CredentialCmd),
+    /// Replace a connection's certificate trust (CA bundle, system roots, or insecure).
+    Tls(super::connection_extras::TlsArgs),
 }
 
 #[derive(Args, Debug)]

@@ -3,8 +3,8 @@
 //! `anyhow`.
 
 mod args;
+mod connection_extras;
 mod progress;
-mod project_credentials;
 mod serve;
 
 use crate::archive::SnapshotId;
@@ -259,7 +259,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
                 settings.insert(k.trim().to_string(), v.trim().to_string());
             }
             let credential = a.credential()?;
-            let tls = project_credentials::connection_tls(&a)?;
+            let tls = connection_extras::connection_tls(&a)?;
             let name = match (&a.name, &a.workspace) {
                 (Some(n), _) => n.clone(),
                 (None, Some(w)) => w.clone(),
@@ -296,7 +296,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
             for c in ctx.state.connections()? {
                 let mut settings: Vec<String> =
                     c.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                settings.extend(project_credentials::tls_summary(&ctx, &c.name)?);
+                settings.extend(connection_extras::tls_summary(&ctx, &c.name)?);
                 println!(
                     "{}  {}  {} {} ********  {}",
                     c.name,
@@ -325,7 +325,8 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
             println!("removed connection {name} (its snapshots stay in the archive)");
             Ok(0)
         }
-        ConnectionCmd::Credential(cmd) => project_credentials::run(&ctx, cmd),
+        ConnectionCmd::Credential(cmd) => connection_extras::run(&ctx, cmd),
+        ConnectionCmd::Tls(a) => connection_extras::set_tls(&ctx, a),
     }
 }
 

@@ -181,6 +181,36 @@ pub fn remove_connection(ctx: &Context, name: &str) -> Result<(), EngineError> {
     Ok(ctx.state.remove_connection(name)?)
 }
 
+/// Replaces a connection's certificate trust; with `verify`, first checks that its
+/// default credential can list its scopes with the new trust. Returns warnings.
+pub fn set_connection_tls(
+    ctx: &Context,
+    name: &str,
+    tls: ConnectionTls,
+    verify: bool,
+) -> Result<Vec<String>, EngineError> {
+    let conn = ctx.state.connection(name)?;
+    let trust = trust_of(name, &tls)?;
+    let mut warnings = Vec::new();
+    if trust.is_insecure() {
+        warnings.push(trust.insecure_warning());
+    }
+    if verify {
+        let cred = ctx.vault.unseal(&ctx.state.sealed_credential(name)?)?;
+        let gate = Arc::new(gate_for(ctx, &conn, cred, &trust)?);
+        ctx.providers
+            .get(&conn.provider)?
+            .session(&conn.settings, conn.credential_kind, gate)
+            .verify()
+            .map_err(|e| EngineError::Connection {
+                connection: conn.name.clone(),
+                reason: format!("the connection does not work with the new certificate trust: {e}"),
+            })?;
+    }
+    ctx.state.set_connection_tls(name, &tls)?;
+    Ok(warnings)
+}
+
 /// Adds (or replaces) the credential a connection uses for one project instead of
 /// its default; with `verify`, first checks it can list that project's repositories.
 /// Returns warnings.

@@ -16,7 +16,7 @@ mod restore;
 pub use backup::{backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult};
 pub use connections::{
     add_connection, add_project_credential, project_credentials, remove_connection,
-    remove_project_credential, test_connection, NewConnection,
+    remove_project_credential, set_connection_tls, test_connection, NewConnection,
 };
 pub use restore::{find_repository, restore, snapshots_of, RestoreReport, SnapshotChoice};
 

@@ -1,6 +1,7 @@
-//! `reposafe connection credential ...`: the credentials a connection uses for single
-//! projects (Bitbucket Data Center project tokens, a user for one project), and
-//! reading a connection's `--ca-bundle` at `connection add`.
+//! What a connection holds beside its default credential: `reposafe connection
+//! credential ...` (the credentials it uses for single projects: Bitbucket Data Center
+//! project tokens, another user for one project) and `reposafe connection tls ...` /
+//! `connection add --ca-bundle` (its certificate trust).
 
 use super::args::AddArgs;
 use crate::engine::{self, Context};
@@ -74,11 +75,35 @@ impl AddCredentialArgs {
     }
 }
 
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("trust").required(true).args(["ca_bundle", "insecure_skip_tls_verify", "system_roots"])))]
+pub struct TlsArgs {
+    /// Connection name.
+    pub name: String,
+    /// PEM file of the certificate authorities that sign the server's certificate
+    /// (added to the system roots). Its contents are stored.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate at all. Dangerous: warned on every use.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+    /// Trust the system's roots only (drops a stored CA bundle or insecure mode).
+    #[arg(long)]
+    pub system_roots: bool,
+    /// Store it without checking the connection works with it.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
 /// The TLS trust `connection add` was given: the CA bundle's contents are stored.
 pub fn connection_tls(a: &AddArgs) -> Result<ConnectionTls> {
-    let Some(path) = &a.ca_bundle else {
+    tls_from(a.ca_bundle.as_ref(), a.insecure_skip_tls_verify)
+}
+
+fn tls_from(ca_bundle: Option<&PathBuf>, insecure: bool) -> Result<ConnectionTls> {
+    let Some(path) = ca_bundle else {
         return Ok(ConnectionTls {
-            insecure: a.insecure_skip_tls_verify,
+            insecure,
             ..ConnectionTls::default()
         });
     };
@@ -110,6 +135,22 @@ pub fn tls_summary(ctx: &Context, name: &str) -> Result<Vec<String>> {
         out.push(format!("project-credentials={}", projects.len()));
     }
     Ok(out)
+}
+
+/// `reposafe connection tls NAME ...`: replaces a connection's certificate trust.
+pub fn set_tls(ctx: &Context, a: TlsArgs) -> Result<i32> {
+    let tls = tls_from(a.ca_bundle.as_ref(), a.insecure_skip_tls_verify)?;
+    let warnings = engine::set_connection_tls(ctx, &a.name, tls.clone(), !a.no_verify)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let what = match (&tls.ca_bundle_file, tls.insecure) {
+        (Some(f), _) => format!("the system roots and the CA bundle {f}"),
+        (None, true) => "nothing: certificates are not verified".to_string(),
+        (None, false) => "the system roots".to_string(),
+    };
+    println!("connection {} now trusts {what}", a.name);
+    Ok(0)
 }
 
 pub fn run(ctx: &Context, cmd: CredentialCmd) -> Result<i32> {
