@@ -37,6 +37,9 @@ const SETTING_PERSONAL: &str = "personal-repositories";
 
 /// Page size asked for; the server may cap it (its `page.max.*` settings).
 const PAGE_LIMIT: u32 = 100;
+/// Page size of the personal-project discovery through `/rest/api/1.0/repos`, which
+/// walks every repository the credential sees: as large as the server allows.
+const DISCOVERY_PAGE_LIMIT: u32 = 1000;
 /// Safety net against a server whose pages never end.
 const MAX_SCOPE_PAGES: usize = 10_000;
 
@@ -78,6 +81,7 @@ impl Guest for Component {
         let mut scopes: Vec<Scope> = Vec::new();
         each_page(
             &format!("{base}/rest/api/1.0/projects"),
+            PAGE_LIMIT,
             &Purpose::Projects,
             |values, first| {
                 for (i, v) in values.iter().enumerate() {
@@ -92,6 +96,7 @@ impl Guest for Component {
             let mut personal: Vec<Scope> = Vec::new();
             each_page(
                 &format!("{base}/rest/api/1.0/repos"),
+                DISCOVERY_PAGE_LIMIT,
                 &Purpose::AllRepositories,
                 |values, first| {
                     for (i, v) in values.iter().enumerate() {
@@ -311,6 +316,7 @@ fn encode_path_segment(s: &str) -> String {
 /// each page's values and the index of the first one.
 fn each_page(
     url: &str,
+    limit: u32,
     purpose: &Purpose,
     mut each: impl FnMut(&[serde_json::Value], usize) -> Result<(), ProviderError>,
 ) -> Result<(), ProviderError> {
@@ -318,7 +324,7 @@ fn each_page(
     let mut start = 0u64;
     let mut seen = 0usize;
     for _ in 0..MAX_SCOPE_PAGES {
-        let page_url = format!("{url}?start={start}&limit={PAGE_LIMIT}");
+        let page_url = format!("{url}?start={start}&limit={limit}");
         let body = get(&page_url, purpose)?;
         let page = api::parse_page(&body, &what)?;
         let values = page.values.as_deref().unwrap_or_default();
