@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds every provider crate under plugins/ (each directory with a Cargo.toml)
-# into plugins/dist/<dir-name>.wasm, a WebAssembly component of the
+# Builds every provider crate under plugins/ (each directory with a Cargo.toml;
+# the built-ins bitbucket-cloud and bitbucket-dc must be there) into
+# plugins/dist/<dir-name>.wasm, a WebAssembly component of the
 # `provider-plugin` world in wit/provider.wit; and every test-fixture provider
 # crate tests/fixtures/*-provider/ into tests/fixtures/dist/<dir-name>.wasm.
 #
@@ -38,7 +39,7 @@ case "${1:-}" in
     "") ;;
     --check) check=1 ;;
     -h | --help)
-        sed -n '2,25s/^# \{0,1\}//p' "$0"
+        sed -n '2,26s/^# \{0,1\}//p' "$0"
         exit 0
         ;;
     *) die "unknown argument '$1' (use --check or nothing)" ;;
@@ -135,6 +136,11 @@ for set in "${sets[@]}"; do
 done
 printf '%s\n' "${crates[@]}" | grep -q '^plugins/' ||
     die "no plugin crates (plugins/*/Cargo.toml) found"
+# The built-in providers the host embeds (src/providers/wasm.rs, BUILTIN) must all be built.
+for builtin in bitbucket-cloud bitbucket-dc; do
+    printf '%s\n' "${crates[@]}" | grep -qx "plugins/$builtin" ||
+        die "the built-in provider crate plugins/$builtin is missing"
+done
 
 note "toolchain: $toolchain; wasm-tools $have_version"
 for rel in "${crates[@]}"; do

@@ -47,6 +47,7 @@ fn setup(
                 secret: API_TOKEN.to_string().into(),
             },
             read_only: false,
+            tls: Default::default(),
         },
         true,
     )

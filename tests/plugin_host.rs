@@ -188,6 +188,21 @@ fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
         .find(|i| i.id == "bitbucket-cloud")
         .expect("the built-in bitbucket-cloud provider is loaded");
     assert_eq!(builtin.origin, "built-in");
+    let dc = infos
+        .iter()
+        .find(|i| i.id == "bitbucket-dc")
+        .expect("the built-in bitbucket-dc provider is loaded");
+    assert_eq!(dc.origin, "built-in");
+    assert_eq!(dc.display_name, "Bitbucket Data Center");
+    let dc_kinds: Vec<CredentialKind> = dc.credential_kinds.iter().map(|c| c.kind).collect();
+    assert_eq!(
+        dc_kinds,
+        [CredentialKind::HttpAccessToken, CredentialKind::Basic]
+    );
+    assert!(dc
+        .settings
+        .iter()
+        .any(|s| s.name == "base-url" && s.required && s.is_url));
 
     let m = misbehaving().info();
     assert_eq!(m.display_name, "Misbehaving test provider");
@@ -229,7 +244,7 @@ fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
     }
 
     // Exactly the three broken files failed, each named in its error.
-    assert_eq!(infos.len(), 2, "loaded: {infos:?}");
+    assert_eq!(infos.len(), 3, "loaded: {infos:?}");
     let errors: Vec<String> = sh
         .registry
         .load_errors
@@ -503,9 +518,9 @@ fn compiled_components_are_cached_and_reused() {
     let first = ProviderRegistry::load(Some(plugins.path()), Some(cache.path())).unwrap();
     let cold = t.elapsed();
     let after_first = cache_files(cache.path());
-    // bitbucket-cloud, misbehaving and wrong-version compile (the last one only
-    // fails when linked); the garbage and the core module do not.
-    assert_eq!(after_first.len(), 3, "{after_first:?}");
+    // bitbucket-cloud, bitbucket-dc, misbehaving and wrong-version compile (the last
+    // one only fails when linked); the garbage and the core module do not.
+    assert_eq!(after_first.len(), 4, "{after_first:?}");
     assert!(
         after_first
             .iter()
@@ -524,7 +539,7 @@ fn compiled_components_are_cached_and_reused() {
         after_first,
         "the second load reads the cache and writes nothing"
     );
-    assert_eq!(second.infos().len(), 2);
+    assert_eq!(second.infos().len(), 3);
     assert_eq!(second.load_errors.len(), 3);
     assert_still_works(second.get("misbehaving").unwrap());
     // wasmtime maps cache files into memory: damaging one in place under a live
@@ -536,7 +551,7 @@ fn compiled_components_are_cached_and_reused() {
     let victim = cache.path().join(&after_first[0].0);
     std::fs::write(&victim, b"damaged").unwrap();
     let third = ProviderRegistry::load(Some(plugins.path()), Some(cache.path())).unwrap();
-    assert_eq!(third.infos().len(), 2);
+    assert_eq!(third.infos().len(), 3);
     assert_eq!(third.load_errors.len(), 3);
     assert!(std::fs::metadata(&victim).unwrap().len() > 7, "rewritten");
     assert_still_works(third.get("misbehaving").unwrap());

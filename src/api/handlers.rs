@@ -6,7 +6,7 @@ use super::{
 };
 use crate::engine::plans::{self, RunTarget};
 use crate::engine::{self, EngineError, NewConnection};
-use crate::state::{JobKind, PlanSpec, Trigger};
+use crate::state::{ConnectionTls, JobKind, PlanSpec, Trigger};
 use crate::vault::{Credential, CredentialKind};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
@@ -281,6 +281,9 @@ struct ConnectionIn {
     verify: bool,
     #[serde(default)]
     read_only: bool,
+    /// `{"ca_bundle_pem": "...", "ca_bundle_file": "...", "insecure": false}`.
+    #[serde(default)]
+    tls: ConnectionTls,
 }
 
 fn yes() -> bool {
@@ -314,6 +317,7 @@ async fn create_connection(api: Arc<Api>, req: Request<Incoming>) -> Reply {
             secret: SecretString::from(body.credential.secret),
         },
         read_only: body.read_only,
+        tls: body.tls,
     };
     let verify = body.verify;
     let jobs = api.jobs.clone();

@@ -178,6 +178,11 @@ pub enum ConnectionCmd {
     Test { name: String },
     /// Remove a connection and its credential; its snapshots stay.
     Remove { name: String },
+    /// Add, list or remove the credentials a connection uses for single projects.
+    #[command(subcommand)]
+    Credential(super::connection_extras::CredentialCmd),
+    /// Replace a connection's certificate trust (CA bundle, system roots, or insecure).
+    Tls(super::connection_extras::TlsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +234,13 @@ pub struct AddArgs {
     /// Never use this connection to write back to the provider.
     #[arg(long)]
     pub read_only: bool,
+    /// PEM file of the certificate authorities that sign the server's certificate
+    /// (added to the system roots, for the API and git). Its contents are stored.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate at all. Dangerous: warned on every use.
+    #[arg(long, conflicts_with = "ca_bundle")]
+    pub insecure_skip_tls_verify: bool,
 }
 
 impl AddArgs {

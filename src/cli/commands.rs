@@ -304,6 +304,7 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                         },
                         "verify": !a.no_verify,
                         "read_only": a.read_only,
+                        "tls": super::connection_extras::connection_tls(&a)?,
                     }),
                 )?;
                 if let Some(ws) = out.get("warnings").and_then(|w| w.as_array()) {
@@ -348,6 +349,10 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                     .unwrap_or_default();
                 println!("connection {name} works; it sees: {}", scopes.join(", "));
             }
+            ConnectionCmd::Credential(_) | ConnectionCmd::Tls(_) => bail!(
+                "project credentials and TLS trust are changed on the data dir directly: \
+                 stop the daemon first (e.g. `systemctl stop reposafe`)"
+            ),
             ConnectionCmd::Remove { name } => {
                 let _: serde_json::Value =
                     r.delete(&format!("/api/v1/connections/{}", q(&name)))?;

@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod config;
+mod connection_extras;
 mod progress;
 mod remote;
 mod serve;
@@ -268,6 +269,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
             let provider = provider_id(&a.provider).to_string();
             let settings = a.settings()?;
             let credential = a.credential()?;
+            let tls = connection_extras::connection_tls(&a)?;
             let name = a.connection_name()?;
             let (conn, warnings) = engine::add_connection(
                 &ctx,
@@ -277,6 +279,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
                     settings,
                     credential,
                     read_only: a.read_only,
+                    tls,
                 },
                 !a.no_verify,
             )?;
@@ -296,8 +299,9 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
         }
         ConnectionCmd::List => {
             for c in ctx.state.connections()? {
-                let settings: Vec<String> =
+                let mut settings: Vec<String> =
                     c.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                settings.extend(connection_extras::tls_summary(&ctx, &c.name)?);
                 println!(
                     "{}  {}  {} {} ********  {}",
                     c.name,
@@ -326,6 +330,8 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
             println!("removed connection {name} (its snapshots stay in the archive)");
             Ok(0)
         }
+        ConnectionCmd::Credential(cmd) => connection_extras::run(&ctx, cmd),
+        ConnectionCmd::Tls(a) => connection_extras::set_tls(&ctx, a),
     }
 }
 

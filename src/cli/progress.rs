@@ -53,7 +53,12 @@ impl Progress for Bars {
         }
     }
     fn notice(&self, message: &str) {
-        self.repos.println(message);
+        // A hidden bar (stderr not a terminal) drops println: print the line itself.
+        if self.repos.is_hidden() {
+            eprintln!("{message}");
+        } else {
+            self.repos.println(message);
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! Backing up every repository of a connection.
 
-use super::connections::gate_for;
+use super::connections::{gate_for, tls_for};
+use super::listing;
 use super::{Context, EngineError};
 use crate::archive::{BlobId, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION};
-use crate::git::{self, FetchOptions, GitAuth};
+use crate::git::{self, FetchOptions, GitAuth, GitError};
 use crate::providers::{HttpGate, Repository};
 use crate::state::{Connection, RepoRecord};
+use crate::tls::TlsTrust;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -156,10 +158,12 @@ pub fn backup_connection(
     let cred = ctx
         .vault
         .unseal(&ctx.state.sealed_credential(connection)?)?;
-    let mut gate = gate_for(ctx, &conn, cred)?;
+    let tls = tls_for(ctx, connection)?;
+    if tls.is_insecure() {
+        opts.progress.notice(&tls.insecure_warning());
+    }
     let progress = opts.progress.clone();
-    gate.on_notice(move |m| progress.notice(m));
-    let gate = Arc::new(gate);
+    let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?.with_notice(move |m| progress.notice(m)));
     let provider = ctx.providers.get(&conn.provider)?;
     let session = provider.session(&conn.settings, conn.credential_kind, gate.clone());
     if let Some(d) = provider
@@ -184,14 +188,16 @@ pub fn backup_connection(
         connection: conn.name.clone(),
         reason: e.to_string(),
     };
-    let mut repos: Vec<Repository> = Vec::new();
-    for scope in session.list_scopes().map_err(fail)? {
-        repos.extend(session.list_repositories(&scope.key).map_err(fail)?);
-    }
+    let listed = listing::list_repositories(ctx, &conn, &tls, &gate, &session, &opts.progress)
+        .map_err(|e| match e {
+            EngineError::Provider(e) => fail(e),
+            other => other,
+        })?;
+    let mut repos = listed.repos;
     // Skip reasons by full name (a plan may list a repository but not back it up).
     let mut skipped: std::collections::HashMap<String, String> = Default::default();
     if let Some(select) = &opts.select {
-        repos.retain(|r| match select(r) {
+        repos.retain(|(r, _)| match select(r) {
             Selected::Yes => true,
             Selected::No => false,
             Selected::Skip(reason) => {
@@ -202,7 +208,7 @@ pub fn backup_connection(
     }
     if !opts.only.is_empty() {
         for want in &opts.only {
-            if !repos.iter().any(|r| &r.full_name == want) {
+            if !repos.iter().any(|(r, _)| &r.full_name == want) {
                 return Err(EngineError::NotFound(format!(
                     "repository {want} is not among the {} repositories connection {} can see{}",
                     repos.len(),
@@ -215,12 +221,12 @@ pub fn backup_connection(
                 )));
             }
         }
-        repos.retain(|r| opts.only.contains(&r.full_name));
+        repos.retain(|(r, _)| opts.only.contains(&r.full_name));
     }
     let skip_reason = |i: usize| {
         repos
             .get(i)
-            .and_then(|r| skipped.get(&r.full_name))
+            .and_then(|(r, _)| skipped.get(&r.full_name))
             .cloned()
     };
     opts.progress.listed(repos.len());
@@ -228,7 +234,7 @@ pub fn backup_connection(
     let now = OffsetDateTime::now_utc();
     let records: Vec<RepoRecord> = repos
         .iter()
-        .map(|r| RepoRecord {
+        .map(|(r, _)| RepoRecord {
             connection: conn.name.clone(),
             repo_id: r.id.clone(),
             full_name: r.full_name.clone(),
@@ -250,7 +256,9 @@ pub fn backup_connection(
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(repo) = repos.get(i) else { break };
+                let Some((repo, repo_gate)) = repos.get(i) else {
+                    break;
+                };
                 let t = Instant::now();
                 let mut attempts = 0;
                 let outcome = if let Some(reason) = skip_reason(i) {
@@ -267,7 +275,7 @@ pub fn backup_connection(
                     opts.progress.started(&repo.full_name);
                     loop {
                         attempts += 1;
-                        match backup_repository(ctx, &conn, &gate, repo, opts) {
+                        match backup_repository(ctx, &conn, repo_gate, &tls, repo, opts) {
                             Ok(o) => break o,
                             Err(e) => {
                                 let transient =
@@ -326,12 +334,17 @@ pub fn backup_connection(
         .collect();
     ctx.state.upsert_repositories(&updated)?;
 
+    let (mut requests, mut rate_limited) = (0, 0);
+    for g in std::iter::once(&gate).chain(&listed.project_gates) {
+        requests += g.stats.requests.load(Ordering::Relaxed);
+        rate_limited += g.stats.rate_limited.load(Ordering::Relaxed);
+    }
     Ok(BackupReport {
         connection: conn.name.clone(),
         repositories,
         seconds: started.elapsed().as_secs_f64(),
-        requests: gate.stats.requests.load(Ordering::Relaxed),
-        rate_limited: gate.stats.rate_limited.load(Ordering::Relaxed),
+        requests,
+        rate_limited,
     })
 }
 
@@ -356,6 +369,7 @@ fn backup_repository(
     ctx: &Context,
     conn: &Connection,
     gate: &HttpGate,
+    tls: &TlsTrust,
     repo: &Repository,
     opts: &BackupOptions,
 ) -> Result<RepoOutcome, EngineError> {
@@ -396,15 +410,34 @@ fn backup_repository(
             }
         }
     };
-    let fetched = git::fetch_mirror(
-        &mirror,
-        &FetchOptions {
-            url: clone_url.as_str(),
-            auth: &auth,
-            progress: Some(&on_bytes),
-            should_interrupt: &opts.interrupt,
-        },
-    )?;
+    let fetch_opts = FetchOptions {
+        url: clone_url.as_str(),
+        auth: &auth,
+        progress: Some(&on_bytes),
+        should_interrupt: &opts.interrupt,
+        tls: Some(tls),
+    };
+    // A git 429 is retried after a capped back-off (gix does not expose the
+    // answer's Retry-After), with the wait shown in the job's progress.
+    let mut attempt = 0u32;
+    let fetched = loop {
+        attempt += 1;
+        match git::fetch_mirror(&mirror, &fetch_opts) {
+            Err(GitError::RateLimited { .. })
+                if attempt <= ctx.retry.max_retries && !opts.interrupt.load(Ordering::Relaxed) =>
+            {
+                gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let d = ctx.retry.backoff(attempt);
+                opts.progress.notice(&format!(
+                    "{}: rate limited (git), waiting {} s",
+                    repo.full_name,
+                    d.as_secs_f64().ceil() as u64
+                ));
+                std::thread::sleep(d);
+            }
+            other => break other?,
+        }
+    };
 
     // Archive every pack of the mirror that is not archived yet. Usually that is
     // the one pack this fetch produced; after a crash it also catches up earlier ones.

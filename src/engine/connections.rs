@@ -1,8 +1,10 @@
-//! Adding, testing and removing connections.
+//! Adding, testing and removing connections, their TLS trust and their
+//! per-project credentials.
 
 use super::{Context, EngineError};
 use crate::providers::{http, Authenticator, HttpGate, Scope};
-use crate::state::Connection;
+use crate::state::{Connection, ConnectionTls, CredentialScope, ScopedCredential};
+use crate::tls::TlsTrust;
 use crate::vault::Credential;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +17,33 @@ pub struct NewConnection {
     pub credential: Credential,
     /// Never used to write back to the provider.
     pub read_only: bool,
+    /// CA bundle (PEM contents and file name) or insecure mode; default: system roots.
+    pub tls: ConnectionTls,
+}
+
+fn tls_error(connection: &str, e: crate::tls::TlsError) -> EngineError {
+    EngineError::Connection {
+        connection: connection.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The TLS trust of a connection as stored.
+fn trust_of(name: &str, tls: &ConnectionTls) -> Result<Arc<TlsTrust>, EngineError> {
+    let bundle = tls.ca_bundle_pem.as_deref().map(|pem| {
+        (
+            pem.as_bytes(),
+            tls.ca_bundle_file.as_deref().unwrap_or("stored CA bundle"),
+        )
+    });
+    TlsTrust::new(name, bundle, tls.insecure)
+        .map(Arc::new)
+        .map_err(|e| tls_error(name, e))
+}
+
+/// The TLS trust of a stored connection.
+pub(crate) fn tls_for(ctx: &Context, connection: &str) -> Result<Arc<TlsTrust>, EngineError> {
+    trust_of(connection, &ctx.state.connection_tls(connection)?)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -31,6 +60,7 @@ pub(crate) fn gate_for(
     ctx: &Context,
     conn: &Connection,
     cred: Credential,
+    tls: &Arc<TlsTrust>,
 ) -> Result<HttpGate, EngineError> {
     let provider = ctx.providers.get(&conn.provider)?;
     let support = provider.info().support_for(cred.kind)?;
@@ -48,7 +78,10 @@ pub(crate) fn gate_for(
         }
         allowed.push(u.origin());
     }
-    let client = http::client(&ctx.retry);
+    let client = http::client_with_tls(&ctx.retry, tls).map_err(|e| EngineError::Connection {
+        connection: conn.name.clone(),
+        reason: e.to_string(),
+    })?;
     let auth = Arc::new(Authenticator::new(
         cred,
         support.api.clone(),
@@ -56,7 +89,7 @@ pub(crate) fn gate_for(
         oauth_url,
         client.clone(),
     ));
-    Ok(HttpGate::new(client, allowed, auth, ctx.retry.clone()))
+    Ok(HttpGate::new(client, allowed, auth, ctx.retry.clone()).with_tls(tls.clone()))
 }
 
 /// Adds a connection after validating its settings and credential; with `verify`,
@@ -82,6 +115,10 @@ pub fn add_connection(
     }
     new.credential.validate()?;
     let settings = info.resolve_settings(&new.settings)?;
+    let tls = trust_of(&new.name, &new.tls)?;
+    if tls.is_insecure() {
+        warnings.push(tls.insecure_warning());
+    }
     let conn = Connection {
         name: new.name.clone(),
         provider: new.provider.clone(),
@@ -92,7 +129,7 @@ pub fn add_connection(
         created_at: time::OffsetDateTime::now_utc(),
     };
     if verify {
-        let gate = Arc::new(gate_for(ctx, &conn, new.credential.clone())?);
+        let gate = Arc::new(gate_for(ctx, &conn, new.credential.clone(), &tls)?);
         provider
             .session(&conn.settings, conn.credential_kind, gate)
             .verify()
@@ -103,6 +140,12 @@ pub fn add_connection(
     }
     let sealed = ctx.vault.seal(&new.credential)?;
     ctx.state.add_connection(&conn, &sealed)?;
+    if new.tls != ConnectionTls::default() {
+        if let Err(e) = ctx.state.set_connection_tls(&conn.name, &new.tls) {
+            let _ = ctx.state.remove_connection(&conn.name);
+            return Err(e.into());
+        }
+    }
     Ok((conn, warnings))
 }
 
@@ -110,14 +153,139 @@ pub fn add_connection(
 pub fn test_connection(ctx: &Context, name: &str) -> Result<Vec<Scope>, EngineError> {
     let conn = ctx.state.connection(name)?;
     let cred = ctx.vault.unseal(&ctx.state.sealed_credential(name)?)?;
-    let gate = Arc::new(gate_for(ctx, &conn, cred)?);
+    let tls = tls_for(ctx, name)?;
+    if tls.is_insecure() {
+        tracing::warn!("{}", tls.insecure_warning());
+    }
+    let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?);
     let provider = ctx.providers.get(&conn.provider)?;
-    Ok(provider
+    let scopes = provider
         .session(&conn.settings, conn.credential_kind, gate)
-        .verify()?)
+        .verify()?;
+    // Each per-project credential must be able to list its project.
+    for scoped in ctx.state.scoped_credentials(name)? {
+        let cred = ctx.vault.unseal(&scoped.sealed)?;
+        let kind = cred.kind;
+        let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?);
+        let CredentialScope::Project { key } = &scoped.scope;
+        provider
+            .session(&conn.settings, kind, gate)
+            .verify_scope(key)
+            .map_err(|e| EngineError::Connection {
+                connection: conn.name.clone(),
+                reason: format!("the credential for {}: {e}", scoped.scope),
+            })?;
+    }
+    Ok(scopes)
 }
 
 /// Removes a connection and its credential. Snapshots and mirrors stay.
 pub fn remove_connection(ctx: &Context, name: &str) -> Result<(), EngineError> {
     Ok(ctx.state.remove_connection(name)?)
+}
+
+/// Replaces a connection's certificate trust; with `verify`, first checks that its
+/// default credential can list its scopes with the new trust. Returns warnings.
+pub fn set_connection_tls(
+    ctx: &Context,
+    name: &str,
+    tls: ConnectionTls,
+    verify: bool,
+) -> Result<Vec<String>, EngineError> {
+    let conn = ctx.state.connection(name)?;
+    let trust = trust_of(name, &tls)?;
+    let mut warnings = Vec::new();
+    if trust.is_insecure() {
+        warnings.push(trust.insecure_warning());
+    }
+    if verify {
+        let cred = ctx.vault.unseal(&ctx.state.sealed_credential(name)?)?;
+        let gate = Arc::new(gate_for(ctx, &conn, cred, &trust)?);
+        ctx.providers
+            .get(&conn.provider)?
+            .session(&conn.settings, conn.credential_kind, gate)
+            .verify()
+            .map_err(|e| EngineError::Connection {
+                connection: conn.name.clone(),
+                reason: format!("the connection does not work with the new certificate trust: {e}"),
+            })?;
+    }
+    ctx.state.set_connection_tls(name, &tls)?;
+    Ok(warnings)
+}
+
+/// Adds (or replaces) the credential a connection uses for one project instead of
+/// its default; with `verify`, first checks it can list that project's repositories.
+/// Returns warnings.
+pub fn add_project_credential(
+    ctx: &Context,
+    connection: &str,
+    project: &str,
+    credential: Credential,
+    verify: bool,
+) -> Result<Vec<String>, EngineError> {
+    let conn = ctx.state.connection(connection)?;
+    let key = project.trim();
+    if key.is_empty() || key.len() > 128 || key.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(EngineError::Invalid(format!(
+            "project key {project:?} must be a non-empty key such as PRJ or ~jdoe"
+        )));
+    }
+    let provider = ctx.providers.get(&conn.provider)?;
+    let support = provider.info().support_for(credential.kind)?;
+    let mut warnings = Vec::new();
+    if let Some(d) = &support.deprecated {
+        warnings.push(format!("{} credentials: {d}", credential.kind));
+    }
+    credential.validate()?;
+    if verify {
+        let tls = tls_for(ctx, connection)?;
+        let gate = Arc::new(gate_for(ctx, &conn, credential.clone(), &tls)?);
+        provider
+            .session(&conn.settings, credential.kind, gate)
+            .verify_scope(key)
+            .map_err(|e| EngineError::Connection {
+                connection: conn.name.clone(),
+                reason: format!("the credential for project {key} could not be verified: {e}"),
+            })?;
+    }
+    let scoped = ScopedCredential {
+        connection: conn.name.clone(),
+        scope: CredentialScope::project(key),
+        kind: credential.kind,
+        identity: credential.identity.clone(),
+        sealed: ctx.vault.seal(&credential)?,
+        added_at: time::OffsetDateTime::now_utc(),
+    };
+    ctx.state.put_scoped_credential(&scoped)?;
+    Ok(warnings)
+}
+
+/// The per-project credentials of a connection (sealed; list them masked).
+pub fn project_credentials(
+    ctx: &Context,
+    connection: &str,
+) -> Result<Vec<ScopedCredential>, EngineError> {
+    ctx.state.connection(connection)?;
+    Ok(ctx.state.scoped_credentials(connection)?)
+}
+
+/// Removes the credential a connection uses for one project.
+pub fn remove_project_credential(
+    ctx: &Context,
+    connection: &str,
+    project: &str,
+) -> Result<(), EngineError> {
+    ctx.state.connection(connection)?;
+    if ctx
+        .state
+        .remove_scoped_credential(connection, &CredentialScope::project(project))?
+    {
+        Ok(())
+    } else {
+        Err(EngineError::NotFound(format!(
+            "connection {connection} has no credential for project {}",
+            project.trim().to_ascii_uppercase()
+        )))
+    }
 }

@@ -12,13 +12,17 @@ pub mod backup;
 mod connections;
 pub mod daemon;
 pub mod jobs;
+mod listing;
 pub mod plans;
 mod restore;
 
 pub use backup::{
     backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult, Selected,
 };
-pub use connections::{add_connection, remove_connection, test_connection, NewConnection};
+pub use connections::{
+    add_connection, add_project_credential, project_credentials, remove_connection,
+    remove_project_credential, set_connection_tls, test_connection, NewConnection,
+};
 pub use jobs::{Jobs, RunnerConfig};
 pub use restore::{find_repository, restore, snapshots_of, RestoreReport, SnapshotChoice};
 

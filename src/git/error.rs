@@ -36,6 +36,20 @@ pub enum GitError {
         /// The remote URL, without credentials.
         url: String,
     },
+    /// The server's TLS certificate is not trusted (`message` names the connection's trust).
+    #[error("git transfer from {url} failed: {message}")]
+    Certificate {
+        /// The remote URL, without credentials.
+        url: String,
+        /// What failed and how to fix it.
+        message: String,
+    },
+    /// The remote answered 429 Too Many Requests.
+    #[error("rate limited by {url}: the server answered 429 Too Many Requests")]
+    RateLimited {
+        /// The remote URL, without credentials.
+        url: String,
+    },
     /// Any other failure talking to the remote or processing what it sent.
     #[error("git transfer from {url} failed: {message}")]
     Transport {
@@ -162,7 +176,10 @@ impl GitError {
     /// `true` for errors that may go away when retried later without changing anything,
     /// like network failures.
     pub fn is_transient(&self) -> bool {
-        matches!(self, GitError::Transport { .. })
+        matches!(
+            self,
+            GitError::Transport { .. } | GitError::RateLimited { .. }
+        )
     }
 }
 

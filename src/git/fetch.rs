@@ -311,6 +311,7 @@ fn fetch_into(
             challenged.load(Ordering::Relaxed),
             opts.should_interrupt.load(Ordering::Relaxed),
             auth,
+            opts.tls,
         )
     };
 
@@ -342,7 +343,8 @@ fn fetch_into(
                 if auth.is_some() && remote.for_transport.starts_with("http://") {
                     tracing::debug!(target: "reposafe::git", url = %remote.display, "sending credentials over unencrypted HTTP");
                 }
-                connection = connection.with_transport_options(http_options(repo, remote, auth)?);
+                connection =
+                    connection.with_transport_options(http_options(repo, remote, auth, opts.tls)?);
             }
             let prepare = connection
                 .prepare_fetch(
@@ -506,6 +508,7 @@ fn http_options(
     repo: &gix::Repository,
     remote: &RemoteUrl,
     auth: Option<&SecretString>,
+    tls: Option<&crate::tls::TlsTrust>,
 ) -> Result<Box<dyn std::any::Any>, GitError> {
     let not_http = || GitError::Transport {
         url: remote.display.clone(),
@@ -537,12 +540,20 @@ fn http_options(
             Ok(())
         }) as Box<http::reqwest::ConfigureRequestFn>
     });
+    // The connection's CA bundle (or insecure mode) applies to git as to its API.
+    let tls = tls.cloned();
     let backend = http::reqwest::Options {
-        configure_client: Some(Box::new(|builder: reqwest::blocking::ClientBuilder| {
-            Ok(builder
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(STALL_TIMEOUT))
-        })),
+        configure_client: Some(Box::new(
+            move |builder: reqwest::blocking::ClientBuilder| {
+                let builder = builder
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(STALL_TIMEOUT);
+                Ok(match &tls {
+                    Some(tls) => tls.apply(builder),
+                    None => builder,
+                })
+            },
+        )),
         configure_request,
     };
     http_options.backend = Some(Arc::new(Mutex::new(backend)));
@@ -843,12 +854,20 @@ fn map_fetch_error(
     challenged: bool,
     interrupted: bool,
     auth: Option<&SecretString>,
+    tls: Option<&crate::tls::TlsTrust>,
 ) -> GitError {
     let url = url.to_owned();
     let message = redact_secret(chain(&err), auth);
     tracing::debug!(target: "reposafe::git", %url, error = %message, "fetch failed");
     if interrupted || err.is_cancelled() {
         return GitError::Interrupted { url };
+    }
+    if crate::tls::is_certificate_text(&message) {
+        let message = match tls {
+            Some(tls) => tls.describe_failure(&message),
+            None => format!("TLS certificate problem: {message}"),
+        };
+        return GitError::Certificate { url, message };
     }
     if challenged || err.is_unauthenticated() {
         return GitError::Unauthorized { url };
@@ -857,6 +876,7 @@ fn map_fetch_error(
         Some(401) => return GitError::Unauthorized { url },
         Some(403) => return GitError::Forbidden { url },
         Some(404 | 410) => return GitError::NotFound { url },
+        Some(429) => return GitError::RateLimited { url },
         _ => {}
     }
     if err.is_permission_denied() {

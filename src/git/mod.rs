@@ -113,6 +113,8 @@ pub struct FetchOptions<'a> {
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
     /// Set to `true` to abort the fetch as soon as possible ([`GitError::Interrupted`]).
     pub should_interrupt: &'a std::sync::atomic::AtomicBool,
+    /// The connection's TLS trust (CA bundle, insecure); `None` for the system roots.
+    pub tls: Option<&'a crate::tls::TlsTrust>,
 }
 
 impl std::fmt::Debug for FetchOptions<'_> {

@@ -30,6 +30,7 @@ fn fetch(mirror: &Path, url: &str) -> Result<super::FetchOutcome, GitError> {
             auth: &NO_AUTH,
             progress: None,
             should_interrupt: &interrupt,
+            tls: None,
         },
     )
 }
@@ -387,6 +388,7 @@ fn interrupted_fetch_leaves_no_mirror() {
             auth: &NO_AUTH,
             progress: None,
             should_interrupt: &interrupt,
+            tls: None,
         },
     )
     .expect_err("interrupted");
@@ -414,6 +416,7 @@ fn progress_reports_received_bytes() {
             auth: &NO_AUTH,
             progress: Some(&callback),
             should_interrupt: &interrupt,
+            tls: None,
         },
     )
     .expect("fetch");
@@ -504,6 +507,7 @@ fn http_fetch(
             auth: &auth,
             progress: None,
             should_interrupt: &interrupt,
+            tls: None,
         },
     )
 }

@@ -4,6 +4,7 @@
 //! 5xx answers with back-off (honouring `Retry-After`, capped).
 
 use super::Authenticator;
+use crate::tls::TlsTrust;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,6 +62,32 @@ impl RetryPolicy {
     }
 }
 
+/// The wait a `Retry-After` value asks for: delta-seconds (what Bitbucket sends) or an
+/// HTTP-date (a date in the past means no wait). `None` when unreadable. The caller caps it.
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let secs = (at - now).whole_seconds().max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+/// An error and its causes on one line (`error sending request: ...: Connection refused`).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
 /// A request as a plugin sends it.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -111,17 +138,34 @@ pub struct HttpGate {
     pub stats: GateStats,
     /// Called with a human message when the gate waits (e.g. "rate limited, waiting 30 s").
     notice: Option<NoticeFn>,
+    /// The connection's TLS trust, for certificate-failure messages.
+    tls: Option<Arc<TlsTrust>>,
 }
 
 /// The shared HTTP client: no redirects (a credential must never follow one), rustls.
 pub fn client(policy: &RetryPolicy) -> reqwest::blocking::Client {
+    builder(policy)
+        .build()
+        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+}
+
+fn builder(policy: &RetryPolicy) -> reqwest::blocking::ClientBuilder {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(policy.timeout)
         .connect_timeout(Duration::from_secs(30))
         .user_agent(concat!("reposafe/", env!("CARGO_PKG_VERSION")))
+}
+
+/// The HTTP client of one connection: [`client`] with the connection's TLS trust
+/// (CA bundle, or the loudly warned insecure mode).
+pub fn client_with_tls(
+    policy: &RetryPolicy,
+    tls: &TlsTrust,
+) -> Result<reqwest::blocking::Client, GateError> {
+    tls.apply(builder(policy))
         .build()
-        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+        .map_err(|e| GateError::Transport(format!("cannot build the HTTP client: {e}")))
 }
 
 impl HttpGate {
@@ -138,7 +182,20 @@ impl HttpGate {
             policy,
             stats: GateStats::default(),
             notice: None,
+            tls: None,
         }
+    }
+
+    /// Names the connection's TLS trust in certificate-failure messages.
+    pub fn with_tls(mut self, tls: Arc<TlsTrust>) -> HttpGate {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// [`on_notice`](Self::on_notice), by value.
+    pub fn with_notice(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> HttpGate {
+        self.on_notice(f);
+        self
     }
 
     /// Sets a callback that hears about waits.
@@ -221,8 +278,16 @@ impl HttpGate {
             let resp = match rb.send() {
                 Ok(r) => r,
                 Err(e) => {
+                    // A certificate failure does not heal by retrying: report it at once.
+                    if let Some(detail) = crate::tls::certificate_problem(&e) {
+                        let msg = match &self.tls {
+                            Some(t) => t.describe_failure(&detail),
+                            None => format!("TLS certificate problem: {detail}"),
+                        };
+                        return Err(GateError::Transport(msg));
+                    }
                     let timed_out = e.is_timeout();
-                    let msg = e.without_url().to_string();
+                    let msg = error_chain(&e.without_url());
                     let kind = if timed_out {
                         GateError::Timeout(msg)
                     } else {
@@ -249,8 +314,7 @@ impl HttpGate {
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                        .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
                     let d = retry_after
                         .unwrap_or_else(|| self.policy.backoff(attempt))
                         .min(self.policy.max_wait);
@@ -307,5 +371,29 @@ impl HttpGate {
                 body,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = time::macros::datetime!(2026-11-22 10:00:00 UTC);
+        assert_eq!(
+            parse_retry_after(" 30 ", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 10:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

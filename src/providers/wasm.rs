@@ -22,10 +22,16 @@ use self::exports::reposafe::provider::provider as guest;
 use self::reposafe::provider::{http as wit_http, log as wit_log, types as wit};
 
 /// The built-in providers, embedded at build time from `plugins/dist/`.
-const BUILTIN: &[(&str, &[u8])] = &[(
-    "bitbucket-cloud",
-    include_bytes!("../../plugins/dist/bitbucket-cloud.wasm"),
-)];
+const BUILTIN: &[(&str, &[u8])] = &[
+    (
+        "bitbucket-cloud",
+        include_bytes!("../../plugins/dist/bitbucket-cloud.wasm"),
+    ),
+    (
+        "bitbucket-dc",
+        include_bytes!("../../plugins/dist/bitbucket-dc.wasm"),
+    ),
+];
 
 /// Linear memory a provider instance may use.
 const MEMORY_LIMIT: usize = 64 << 20;
@@ -512,6 +518,17 @@ impl ProviderSession<'_> {
                 .map_err(error_from_wit)?;
         }
         Ok(scopes)
+    }
+
+    /// Checks the credential can list one scope: the first page of its repositories.
+    pub fn verify_scope(&self, scope: &str) -> Result<(), ProviderError> {
+        let conn = &self.conn;
+        self.provider
+            .call(Some(self.gate.clone()), |g, s| {
+                g.call_list_repositories(s, conn, scope, None)
+            })?
+            .map_err(error_from_wit)?;
+        Ok(())
     }
 
     /// Every repository of a scope, following the provider's pages.

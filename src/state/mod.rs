@@ -6,6 +6,10 @@
 //! redb holds an exclusive lock on the file: a second process opening the same
 //! data dir gets [`StateError::Locked`].
 
+mod connection_extras;
+
+pub use connection_extras::{ConnectionTls, CredentialScope, ScopedCredential};
+
 use crate::vault::CredentialKind;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -157,6 +161,10 @@ impl State {
             tx.open_table(PLANS).map_err(|x| e(x.into()))?;
             tx.open_table(JOBS).map_err(|x| e(x.into()))?;
             tx.open_table(JOB_RESULTS).map_err(|x| e(x.into()))?;
+            tx.open_table(connection_extras::SCOPED_CREDENTIALS)
+                .map_err(|x| e(x.into()))?;
+            tx.open_table(connection_extras::CONNECTION_TLS)
+                .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))
     }
@@ -219,6 +227,7 @@ impl State {
             }
             let mut creds = tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
             creds.remove(name).map_err(|x| e(x.into()))?;
+            self.remove_extras(&tx, name)?;
         }
         tx.commit().map_err(|x| e(x.into()))
     }

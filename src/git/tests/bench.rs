@@ -132,6 +132,7 @@ fn fetch_opts<'a>(url: &'a str, auth: &'a GitAuth, interrupt: &'a AtomicBool) ->
         auth,
         progress: None,
         should_interrupt: interrupt,
+        tls: None,
     }
 }
 

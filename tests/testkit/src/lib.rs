@@ -5,6 +5,9 @@
 //!   (`/2.0/...`, `/site/oauth2/access_token`) and Bitbucket's git hosting. Git is served by
 //!   the real `git http-backend` run as a CGI over real bare repositories, with responses
 //!   streamed (see [`cgi`]).
+//! * [`dc::DcServer`] — the same for Bitbucket Data Center (`/rest/api/1.0/...`,
+//!   `/scm/<key>/<slug>.git`), optionally over TLS with a [`testca::TestCa`] and under a
+//!   context path.
 //! * [`gitutil`] — helpers that shell out to `git` with an isolated, fixed configuration,
 //!   plus [`gitutil::make_workspace_fixture`] that builds many varied repositories quickly.
 //!
@@ -13,10 +16,14 @@
 
 pub mod cgi;
 pub mod cloud;
+pub mod dc;
 pub mod gitutil;
 pub mod httputil;
 pub mod tempdir;
+pub mod testca;
 
 pub use cloud::{CloudServer, LoggedRequest, RepoMeta};
+pub use dc::{DcOptions, DcServer};
 pub use gitutil::{FixtureOptions, FixtureRepo, WorkRepo};
 pub use tempdir::TempDir;
+pub use testca::TestCa;

@@ -1,0 +1,842 @@
+//! A test double of Bitbucket Data Center: the REST API 1.0 endpoints reposafe uses
+//! (`/rest/api/1.0/projects`, `/rest/api/1.0/projects/{key}/repos`,
+//! `/rest/api/1.0/repos`) and git smart-HTTP hosting under `/scm/<key>/<slug>.git`,
+//! served by the real `git http-backend` (see [`crate::cgi`]), optionally over TLS
+//! with a certificate signed by a [`TestCa`] and under a context path such as
+//! `/bitbucket`.
+//!
+//! It mimics what real Data Center does where clients commonly go wrong:
+//! * paged answers `{size, limit, isLastPage, start, nextPageStart, values}`: `limit`
+//!   defaults to 25 and is capped at 1000, and a page may hold fewer values than
+//!   `limit` (as when the server filters by permission), so only `nextPageStart` is a
+//!   valid continuation, never `start + limit`;
+//! * optionally the known bug of a page with `isLastPage: false` and no `nextPageStart`;
+//! * clone links: `ssh` first, then `http` (named `http` even for an https URL), with
+//!   the user name as userinfo for Basic callers; git URLs use the lower-case key;
+//! * personal projects `~USER` are not in `/projects`, only in `/repos`;
+//! * `429` with `Retry-After` (seconds) for the API and for git;
+//! * 401 answers carry DC's `{"errors": [...]}` body.
+//!
+//! Credentials: users (`Basic user:password`, API and git), user HTTP access tokens
+//! (`Bearer`, or `Basic user:token`; see what the user sees) and project HTTP access
+//! tokens (`Bearer` only; see one project).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::cgi::{self, CgiRequest};
+use crate::httputil::{self, Body};
+use crate::tempdir::TempDir;
+use crate::testca::TestCa;
+
+/// Default and largest `limit` of a page, as on a default Data Center.
+pub const DEFAULT_LIMIT: usize = 25;
+pub const MAX_LIMIT: usize = 1000;
+
+/// How to start the server.
+#[derive(Debug, Clone, Default)]
+pub struct DcOptions {
+    /// Context path, e.g. `/bitbucket` (empty for none).
+    pub context_path: String,
+    /// Serve https with a certificate for `127.0.0.1` signed by a fresh [`TestCa`].
+    pub tls: bool,
+}
+
+/// One request as seen by the server.
+#[derive(Debug, Clone)]
+pub struct DcRequest {
+    pub method: String,
+    /// Path plus query, as received (with the context path).
+    pub path: String,
+    /// The authenticated principal: a user name or `token:<name>`.
+    pub principal: Option<String>,
+    pub status: u16,
+    pub is_git: bool,
+    pub timestamp: Instant,
+}
+
+struct Repo {
+    id: u64,
+    path: PathBuf,
+    public: bool,
+}
+
+struct Project {
+    id: u64,
+    name: String,
+    /// Owner user name of a personal project.
+    owner: Option<String>,
+    repos: BTreeMap<String, Repo>,
+}
+
+#[derive(Clone)]
+enum TokenScope {
+    User(String),
+    Project(String),
+}
+
+#[derive(Default)]
+struct State {
+    /// By upper-case key.
+    projects: BTreeMap<String, Project>,
+    /// user → password
+    users: BTreeMap<String, String>,
+    /// token → (name, scope)
+    tokens: BTreeMap<String, (String, TokenScope)>,
+    /// user → project keys
+    grants: BTreeMap<String, Vec<String>>,
+    next_id: u64,
+    page_cap: usize,
+    missing_next_page_start: Vec<String>,
+    api_429: Option<(usize, u64)>,
+    git_429: Option<(usize, u64)>,
+    log: Vec<DcRequest>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    base_url: String,
+    context_path: String,
+    cgi_home: PathBuf,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The Bitbucket Data Center test double. Starts on `127.0.0.1:<random port>`; stops on drop.
+pub struct DcServer {
+    shared: Arc<Shared>,
+    ca: Option<TestCa>,
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: Option<oneshot::Sender<()>>,
+    _home: TempDir,
+}
+
+impl DcServer {
+    pub fn start(opts: DcOptions) -> DcServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let home = TempDir::new("reposafe-testkit-dc-home");
+        let context_path = opts.context_path.trim_end_matches('/').to_string();
+        assert!(
+            context_path.is_empty() || context_path.starts_with('/'),
+            "the context path must start with /"
+        );
+        let ca = opts.tls.then(|| TestCa::new("reposafe test CA"));
+        let scheme = if opts.tls { "https" } else { "http" };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                next_id: 1,
+                page_cap: MAX_LIMIT,
+                ..State::default()
+            }),
+            base_url: format!("{scheme}://{addr}{context_path}"),
+            context_path,
+            cgi_home: home.path().to_path_buf(),
+        });
+        let acceptor = ca
+            .as_ref()
+            .map(|ca| tokio_rustls::TlsAcceptor::from(ca.server_config(&["127.0.0.1"])));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("testkit-dc")
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let (tx, rx) = oneshot::channel();
+        let sh = shared.clone();
+        runtime.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("[testkit] cannot adopt listener: {e}");
+                    return;
+                }
+            };
+            serve(listener, acceptor, sh, rx).await;
+        });
+        DcServer {
+            shared,
+            ca,
+            runtime: Some(runtime),
+            shutdown: Some(tx),
+            _home: home,
+        }
+    }
+
+    /// `http(s)://127.0.0.1:PORT<context path>`: the connection's `base-url`.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The PEM of the CA that signed the server's certificate (TLS servers only).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca.as_ref().map(TestCa::ca_pem)
+    }
+
+    /// Creates a project (no-op if it exists).
+    pub fn add_project(&self, key: &str, name: &str) {
+        let mut st = self.shared.lock();
+        let id = st.next_id;
+        let key = key.to_ascii_uppercase();
+        if !st.projects.contains_key(&key) {
+            st.next_id += 1;
+            st.projects.insert(
+                key,
+                Project {
+                    id,
+                    name: name.to_string(),
+                    owner: None,
+                    repos: BTreeMap::new(),
+                },
+            );
+        }
+    }
+
+    /// Registers `key/slug` served from the bare repository `bare_repo`; returns its id.
+    /// A key `~user` adds a repository to `user`'s personal project.
+    pub fn add_repo(&self, key: &str, slug: &str, bare_repo: &Path, public: bool) -> u64 {
+        let upper = key.to_ascii_uppercase();
+        if let Some(user) = key.strip_prefix('~') {
+            let mut st = self.shared.lock();
+            if !st.projects.contains_key(&upper) {
+                let id = st.next_id;
+                st.next_id += 1;
+                st.projects.insert(
+                    upper.clone(),
+                    Project {
+                        id,
+                        name: user.to_string(),
+                        owner: Some(user.to_string()),
+                        repos: BTreeMap::new(),
+                    },
+                );
+            }
+        } else {
+            self.add_project(key, key);
+        }
+        let path = std::fs::canonicalize(bare_repo).unwrap_or_else(|_| bare_repo.to_path_buf());
+        let mut st = self.shared.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        if let Some(p) = st.projects.get_mut(&upper) {
+            p.repos.insert(slug.to_string(), Repo { id, path, public });
+        }
+        id
+    }
+
+    /// A user with a password (`Basic user:password` for API and git).
+    pub fn add_user(&self, user: &str, password: &str) {
+        self.shared
+            .lock()
+            .users
+            .insert(user.to_string(), password.to_string());
+    }
+
+    /// Lets `user` read project `key`.
+    pub fn grant(&self, user: &str, key: &str) {
+        self.shared
+            .lock()
+            .grants
+            .entry(user.to_string())
+            .or_default()
+            .push(key.to_ascii_uppercase());
+    }
+
+    /// A user's HTTP access token: sees what the user sees.
+    pub fn add_user_token(&self, user: &str, token: &str) {
+        self.shared.lock().tokens.insert(
+            token.to_string(),
+            (format!("token:{user}"), TokenScope::User(user.to_string())),
+        );
+    }
+
+    /// A project HTTP access token: sees project `key` only; `Bearer` only.
+    pub fn add_project_token(&self, key: &str, token: &str) {
+        let key = key.to_ascii_uppercase();
+        self.shared.lock().tokens.insert(
+            token.to_string(),
+            (format!("token:{key}"), TokenScope::Project(key)),
+        );
+    }
+
+    /// At most `n` values per page (whatever `limit` says).
+    pub fn set_page_cap(&self, n: usize) {
+        self.shared.lock().page_cap = n.max(1);
+    }
+
+    /// Pages of project `key`'s repository list that are not the last one say
+    /// `isLastPage: false` but carry no `nextPageStart` (the known server bug).
+    pub fn omit_next_page_start(&self, key: &str) {
+        self.shared
+            .lock()
+            .missing_next_page_start
+            .push(key.to_ascii_uppercase());
+    }
+
+    /// The next `n` REST API requests answer 429 with `Retry-After: secs`.
+    pub fn fail_api_with_429(&self, n: usize, retry_after_secs: u64) {
+        self.shared.lock().api_429 = Some((n, retry_after_secs));
+    }
+
+    /// The next `n` git requests answer 429 with `Retry-After: secs`.
+    pub fn fail_git_with_429(&self, n: usize, retry_after_secs: u64) {
+        self.shared.lock().git_429 = Some((n, retry_after_secs));
+    }
+
+    /// Every request since the start (or the last [`clear_log`](Self::clear_log)).
+    pub fn request_log(&self) -> Vec<DcRequest> {
+        self.shared.lock().log.clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.shared.lock().log.clear();
+    }
+}
+
+impl Drop for DcServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(rt) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let sh = shared.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let sh = sh.clone();
+                async move { Ok::<_, Infallible>(handle(sh, peer, req).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => {
+                        let io = hyper_util::rt::TokioIo::new(tls);
+                        let _ = builder.keep_alive(true).serve_connection(io, svc).await;
+                    }
+                    // The client refused our certificate (the point of some tests).
+                    Err(e) => eprintln!("[testkit] TLS handshake with {peer} failed: {e}"),
+                },
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = builder.keep_alive(true).serve_connection(io, svc).await;
+                }
+            }
+        });
+    }
+}
+
+struct Outcome {
+    resp: Response<Body>,
+    principal: Option<String>,
+    is_git: bool,
+}
+
+async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let out = route(&shared, peer, req).await;
+    let status = out.resp.status().as_u16();
+    shared.lock().log.push(DcRequest {
+        method,
+        path,
+        principal: out.principal,
+        status,
+        is_git: out.is_git,
+        timestamp: Instant::now(),
+    });
+    out.resp
+}
+
+fn api_out(resp: Response<Body>, principal: Option<String>) -> Outcome {
+    Outcome {
+        resp,
+        principal,
+        is_git: false,
+    }
+}
+
+async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Outcome {
+    let raw = req.uri().path().to_string();
+    let Some(rest) = raw.strip_prefix(shared.context_path.as_str()) else {
+        return api_out(errors(StatusCode::NOT_FOUND, "Not found"), None);
+    };
+    let mut segs = Vec::new();
+    for s in rest.trim_start_matches('/').split('/') {
+        match httputil::percent_decode(s) {
+            Some(d) => segs.push(d),
+            None => return api_out(errors(StatusCode::BAD_REQUEST, "Malformed URL path"), None),
+        }
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let Some(params) = httputil::parse_form(&query) else {
+        return api_out(
+            errors(StatusCode::BAD_REQUEST, "Malformed query string"),
+            None,
+        );
+    };
+    match segs.first().map(String::as_str) {
+        Some("rest") if segs.len() >= 3 && segs[1] == "api" && segs[2] == "1.0" => {
+            api(shared, req.method(), req.headers(), &segs[3..], &params)
+        }
+        Some("scm") if segs.len() >= 4 => {
+            let key = segs[1].clone();
+            git(shared, peer, req, key, segs[2..].to_vec(), query).await
+        }
+        _ => api_out(
+            errors(StatusCode::NOT_FOUND, &format!("No resource at {raw}")),
+            None,
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- responses
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(httputil::full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    r
+}
+
+/// Data Center's error body.
+fn errors(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"errors": [{"context": null, "message": message, "exceptionName": null}]}),
+    )
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut r = errors(
+        StatusCode::UNAUTHORIZED,
+        "Authentication failed. Please check your credentials and try again.",
+    );
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"Atlassian Bitbucket\""),
+    );
+    r
+}
+
+fn too_many(retry_after: u64) -> Response<Body> {
+    let mut r = errors(
+        StatusCode::TOO_MANY_REQUESTS,
+        "You have been rate limited. Please try again later.",
+    );
+    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+        r.headers_mut().insert(RETRY_AFTER, v);
+    }
+    r
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(httputil::full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+// ---------------------------------------------------------------- auth
+
+enum Cred {
+    None,
+    Basic(String, String),
+    Bearer(String),
+    Malformed,
+}
+
+fn parse_auth(headers: &HeaderMap) -> Cred {
+    let Some(v) = headers.get(hyper::header::AUTHORIZATION) else {
+        return Cred::None;
+    };
+    let Ok(v) = v.to_str() else {
+        return Cred::Malformed;
+    };
+    let Some((scheme, rest)) = v.trim().split_once(' ') else {
+        return Cred::Malformed;
+    };
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        match decoded.as_deref().and_then(|s| s.split_once(':')) {
+            Some((u, p)) => Cred::Basic(u.to_string(), p.to_string()),
+            None => Cred::Malformed,
+        }
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Cred::Bearer(rest.trim().to_string())
+    } else {
+        Cred::Malformed
+    }
+}
+
+/// Who is calling and what they may see.
+struct Caller {
+    principal: String,
+    /// User name shown in clone links (Basic callers).
+    basic_user: Option<String>,
+    scope: TokenScope,
+}
+
+fn identify(st: &State, cred: &Cred) -> Option<Caller> {
+    match cred {
+        Cred::Bearer(t) => st.tokens.get(t).map(|(name, scope)| Caller {
+            principal: name.clone(),
+            basic_user: None,
+            scope: scope.clone(),
+        }),
+        Cred::Basic(u, p) => {
+            if st.users.get(u) == Some(p) {
+                return Some(Caller {
+                    principal: u.clone(),
+                    basic_user: Some(u.clone()),
+                    scope: TokenScope::User(u.clone()),
+                });
+            }
+            // A user's token as the password of that user (project tokens need Bearer).
+            match st.tokens.get(p) {
+                Some((name, TokenScope::User(owner))) if owner == u => Some(Caller {
+                    principal: name.clone(),
+                    basic_user: Some(u.clone()),
+                    scope: TokenScope::User(u.clone()),
+                }),
+                _ => None,
+            }
+        }
+        Cred::None | Cred::Malformed => None,
+    }
+}
+
+fn can_see(st: &State, caller: &Caller, key: &str) -> bool {
+    match &caller.scope {
+        TokenScope::Project(k) => k == key,
+        TokenScope::User(u) => {
+            let personal = st
+                .projects
+                .get(key)
+                .and_then(|p| p.owner.as_deref())
+                .is_some_and(|o| o.eq_ignore_ascii_case(u));
+            personal || st.grants.get(u).is_some_and(|g| g.iter().any(|k| k == key))
+        }
+    }
+}
+
+fn take_429(slot: &mut Option<(usize, u64)>) -> Option<u64> {
+    match slot {
+        Some((n, secs)) if *n > 0 => {
+            *n -= 1;
+            Some(*secs)
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- REST API
+
+fn page(
+    params: &[(String, String)],
+    cap: usize,
+    items: Vec<Value>,
+    omit_next: bool,
+) -> Result<Value, &'static str> {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let start = match get("start") {
+        None => 0,
+        Some(s) => s.parse::<usize>().map_err(|_| "start must be a number")?,
+    };
+    let limit = match get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| "limit must be a number")?
+            .clamp(1, MAX_LIMIT),
+    };
+    let take = limit.min(cap);
+    let values: Vec<Value> = items.iter().skip(start).take(take).cloned().collect();
+    let end = start + values.len();
+    let is_last = end >= items.len();
+    let mut v = json!({
+        "size": values.len(),
+        "limit": limit,
+        "isLastPage": is_last,
+        "start": start,
+        "values": values,
+    });
+    if !is_last && !omit_next {
+        v["nextPageStart"] = json!(end);
+    }
+    Ok(v)
+}
+
+fn project_json(key: &str, p: &Project) -> Value {
+    let mut v = json!({
+        "key": key,
+        "id": p.id,
+        "name": p.name,
+        "public": false,
+        "type": if p.owner.is_some() { "PERSONAL" } else { "NORMAL" },
+    });
+    if let Some(o) = &p.owner {
+        v["owner"] = json!({"name": o, "slug": o, "displayName": o, "type": "NORMAL"});
+    }
+    v
+}
+
+fn repo_json(
+    base: &str,
+    key: &str,
+    p: &Project,
+    slug: &str,
+    r: &Repo,
+    user: Option<&str>,
+) -> Value {
+    let lkey = key.to_ascii_lowercase();
+    let http = match (user, base.split_once("://")) {
+        (Some(u), Some((scheme, rest))) => format!("{scheme}://{u}@{rest}/scm/{lkey}/{slug}.git"),
+        _ => format!("{base}/scm/{lkey}/{slug}.git"),
+    };
+    json!({
+        "slug": slug,
+        "id": r.id,
+        "name": slug,
+        "hierarchyId": format!("{:020x}", r.id),
+        "scmId": "git",
+        "state": "AVAILABLE",
+        "statusMessage": "Available",
+        "forkable": true,
+        "project": project_json(key, p),
+        "public": r.public,
+        "archived": false,
+        "links": {
+            "clone": [
+                {"href": format!("ssh://git@127.0.0.1:7999/{lkey}/{slug}.git"), "name": "ssh"},
+                {"href": http, "name": "http"}
+            ],
+            "self": [{"href": format!("{base}/projects/{key}/repos/{slug}/browse")}]
+        }
+    })
+}
+
+fn api(
+    shared: &Shared,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &[String],
+    params: &[(String, String)],
+) -> Outcome {
+    let cred = parse_auth(headers);
+    let mut st = shared.lock();
+    let caller = identify(&st, &cred);
+    let principal = caller.as_ref().map(|c| c.principal.clone());
+    if let Some(secs) = take_429(&mut st.api_429) {
+        return api_out(too_many(secs), principal);
+    }
+    let Some(caller) = caller else {
+        return api_out(unauthorized(), None);
+    };
+    if method != Method::GET {
+        return api_out(
+            errors(StatusCode::METHOD_NOT_ALLOWED, "Only GET is supported here"),
+            principal,
+        );
+    }
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    let base = shared.base_url.as_str();
+    let user = caller.basic_user.as_deref();
+    let cap = st.page_cap;
+    let result = match p.as_slice() {
+        ["projects"] => {
+            let items = st
+                .projects
+                .iter()
+                .filter(|(k, pr)| pr.owner.is_none() && can_see(&st, &caller, k))
+                .map(|(k, pr)| project_json(k, pr))
+                .collect();
+            page(params, cap, items, false)
+        }
+        ["projects", key, "repos"] => {
+            let key = key.to_ascii_uppercase();
+            let Some(pr) = st.projects.get(&key) else {
+                return api_out(
+                    errors(
+                        StatusCode::NOT_FOUND,
+                        &format!("Project {key} does not exist."),
+                    ),
+                    principal,
+                );
+            };
+            if !can_see(&st, &caller, &key) {
+                return api_out(
+                    errors(
+                        StatusCode::UNAUTHORIZED,
+                        &format!("You are not permitted to access project {key}"),
+                    ),
+                    principal,
+                );
+            }
+            let items = pr
+                .repos
+                .iter()
+                .map(|(slug, r)| repo_json(base, &key, pr, slug, r, user))
+                .collect();
+            let omit = st.missing_next_page_start.contains(&key);
+            page(params, cap, items, omit)
+        }
+        ["repos"] => {
+            let items = st
+                .projects
+                .iter()
+                .filter(|(k, _)| can_see(&st, &caller, k))
+                .flat_map(|(k, pr)| {
+                    pr.repos
+                        .iter()
+                        .map(move |(slug, r)| repo_json(base, k, pr, slug, r, user))
+                })
+                .collect();
+            page(params, cap, items, false)
+        }
+        _ => {
+            return api_out(
+                errors(StatusCode::NOT_FOUND, "No such REST resource"),
+                principal,
+            )
+        }
+    };
+    match result {
+        Ok(v) => api_out(json_response(StatusCode::OK, &v), principal),
+        Err(msg) => api_out(errors(StatusCode::BAD_REQUEST, msg), principal),
+    }
+}
+
+// ---------------------------------------------------------------- git
+
+async fn git(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    key: String,
+    segs: Vec<String>,
+    query: String,
+) -> Outcome {
+    let out = |resp, principal| Outcome {
+        resp,
+        principal,
+        is_git: true,
+    };
+    let slug = segs[0].strip_suffix(".git").unwrap_or(&segs[0]).to_string();
+    let rest = &segs[1..];
+    if slug.is_empty() || rest.iter().any(|s| s.is_empty() || s == "." || s == "..") {
+        return out(text(StatusCode::BAD_REQUEST, "Bad git path\n"), None);
+    }
+    let key = key.to_ascii_uppercase();
+    let cred = parse_auth(req.headers());
+    let (principal, repo_path) = {
+        let mut st = shared.lock();
+        let caller = identify(&st, &cred);
+        let principal = caller.as_ref().map(|c| c.principal.clone());
+        if let Some(secs) = take_429(&mut st.git_429) {
+            return out(too_many(secs), principal);
+        }
+        let Some(caller) = caller else {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Authentication failed\n");
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Atlassian Bitbucket\""),
+            );
+            return out(r, None);
+        };
+        let Some(repo) = st.projects.get(&key).and_then(|p| p.repos.get(&slug)) else {
+            return out(
+                text(StatusCode::NOT_FOUND, "Repository not found\n"),
+                principal,
+            );
+        };
+        if !can_see(&st, &caller, &key) {
+            return out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);
+        }
+        (principal, repo.path.clone())
+    };
+    let (Some(root), Some(name)) = (repo_path.parent(), repo_path.file_name()) else {
+        return out(
+            text(StatusCode::INTERNAL_SERVER_ERROR, "Bad repository path\n"),
+            principal,
+        );
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let cgi_req = CgiRequest {
+        project_root: root.to_path_buf(),
+        path_info: format!("/{}/{}", name.to_string_lossy(), rest.join("/")),
+        method: req.method().to_string(),
+        query,
+        content_type: header("content-type"),
+        content_length: header("content-length").and_then(|v| v.parse().ok()),
+        content_encoding: header("content-encoding"),
+        git_protocol: header("git-protocol"),
+        remote_user: principal.clone(),
+        remote_addr: peer.ip().to_string(),
+        home: shared.cgi_home.clone(),
+    };
+    let resp = cgi::run_git_http_backend(cgi_req, req.into_body()).await;
+    out(resp, principal)
+}
