@@ -65,6 +65,12 @@ impl World {
     /// server limits each principal to [`LIMIT`] requests per [`WINDOW_SECS`] and the
     /// connection is told so.
     fn new(rate_limit: bool) -> World {
+        World::with_limits(rate_limit, rate_limit)
+    }
+
+    /// `server_limit`: the server limits each principal; `tell_product`: the connection
+    /// gets `--rate-limit` (without it the product only learns of the limit from 429s).
+    fn with_limits(server_limit: bool, tell_product: bool) -> World {
         let server = CloudServer::start();
         let src = TempDir::new("reposafe-cred-src");
         let opts = FixtureOptions {
@@ -78,7 +84,7 @@ impl World {
             server.add_api_token(a.principal, a.email, a.token);
             server.grant(a.principal, WS);
         }
-        if rate_limit {
+        if server_limit {
             server.set_rate_limit(Some(LIMIT));
             server.set_rate_limit_window(Duration::from_secs(WINDOW_SECS));
         }
@@ -88,13 +94,13 @@ impl World {
             repos,
             rs: Reposafe::new(),
             outputs: Vec::new(),
-            rate_limited: rate_limit,
+            rate_limited: server_limit,
         };
         let tok = w.rs.secret_file("primary", ALICE.token);
         let tok = tok.display().to_string();
         let mut cred = vec!["--api-token-email", ALICE.email, "--api-token-file", &tok];
         let limit = format!("{LIMIT}/{WINDOW_SECS}s");
-        if rate_limit {
+        if tell_product {
             cred.extend(["--rate-limit", &limit]);
         }
         let args = cloud_add_args(&w.server, &["--workspace", WS], &cred);
@@ -146,7 +152,23 @@ impl World {
 
     /// `run --plan NAME --json`: (exit code, job JSON).
     fn run_plan(&mut self, plan: &str) -> (i32, Value) {
-        let r = self.run(&["run", "--plan", plan, "--json"]);
+        self.run_plan_with_retry_base(plan, None)
+    }
+
+    /// Like [`run_plan`](Self::run_plan), with `REPOSAFE_RETRY_BASE_MS` (the first
+    /// cool-down) set to `retry_base_ms` instead of the tests' 20 ms.
+    fn run_plan_with_retry_base(&mut self, plan: &str, retry_base_ms: Option<u64>) -> (i32, Value) {
+        let mut cmd = self.rs.cmd(&["run", "--plan", plan, "--json"]);
+        if let Some(ms) = retry_base_ms {
+            cmd.env("REPOSAFE_RETRY_BASE_MS", ms.to_string());
+        }
+        let out = cmd.output().expect("run reposafe");
+        let r = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        self.outputs.push(r.all());
         let job: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
             panic!(
                 "run --json printed no job JSON ({e})\nstdout:\n{}\nstderr:\n{}",
@@ -509,5 +531,55 @@ fn plan_without_additional_credentials_uses_only_the_primary() {
     for c in counters.iter().filter(|c| c["credential"] != "primary") {
         assert_eq!(c["requests"], 0, "unused credentials send nothing: {c:#}");
     }
+    w.assert_no_secret_leaked();
+}
+
+/// (e) Without `--rate-limit` the product learns of the limit from 429s: a principal that
+/// gets one cools down, its work moves to the others, and the job still backs up every
+/// repository; the job's 429 counters match what the server answered.
+#[test]
+fn rate_limited_principals_cool_down_and_the_job_completes() {
+    let mut w = World::with_limits(true, false);
+    let (bob_id, _) = w.add_additional_ok(&BOB, "bob");
+    let (carol_id, _) = w.add_additional_ok(&CAROL, "carol");
+    w.run(&[
+        "plan",
+        "add",
+        "unpaced",
+        "--connection",
+        WS,
+        "--additional-credentials",
+        "all",
+    ])
+    .ok();
+    w.fresh_window();
+    // Cool-downs start at 1 s (Cloud's 429 has no Retry-After), the window is 5 s.
+    let (code, job) = w.run_plan_with_retry_base("unpaced", Some(1000));
+    assert_job_complete(code, &job);
+    let load = w.server.principal_load();
+    let total_429: usize = load.values().map(|l| l.rate_limited).sum();
+    assert!(
+        total_429 >= 1,
+        "{} requests for 3 principals of {LIMIT} per {WINDOW_SECS} s must meet a 429: {load:#?}",
+        w.server.request_log().len()
+    );
+    let counters = credential_counters(&job);
+    let mut cooldowns = 0;
+    for (id, principal) in [
+        ("primary", ALICE.principal),
+        (bob_id.as_str(), BOB.principal),
+        (carol_id.as_str(), CAROL.principal),
+    ] {
+        let c = counter(&counters, id);
+        let seen = load.get(principal).map(|l| l.rate_limited).unwrap_or(0);
+        assert_eq!(
+            c["rate_limited"].as_u64(),
+            Some(seen as u64),
+            "the job's 429 count of {id} differs from the server's: {c:#} vs {load:#?}"
+        );
+        assert!(c["failed"].is_null(), "a 429 is not a failure: {c:#}");
+        cooldowns += c["cooldowns"].as_u64().unwrap_or(0);
+    }
+    assert!(cooldowns >= 1, "no cool-down recorded: {counters:#?}");
     w.assert_no_secret_leaked();
 }
