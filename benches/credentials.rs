@@ -306,12 +306,12 @@ fn describe_run(r: &RunStats, window: Duration, out: &mut String) {
         None => out.push_str("job credential counters: none reported\n"),
         Some(cs) => {
             out.push_str(&format!(
-                "{:<10} {:<20} {:>9} {:>12} {:>10}  failed\n",
+                "{:<10} {:<38} {:>9} {:>12} {:>10}  failed\n",
                 "credential", "principal", "requests", "rate_limited", "cooldowns"
             ));
             for c in cs {
                 out.push_str(&format!(
-                    "{:<10} {:<20} {:>9} {:>12} {:>10}  {}\n",
+                    "{:<10} {:<38} {:>9} {:>12} {:>10}  {}\n",
                     c["credential"].as_str().unwrap_or("?"),
                     c["principal"].as_str().unwrap_or("?"),
                     c["requests"],

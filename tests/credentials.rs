@@ -453,6 +453,10 @@ fn plan_with_additional_credentials_spreads_load_within_limit() {
     );
 
     let counters = credential_counters(&job);
+    eprintln!(
+        "server: {:#?}\njob credentials: {counters:#?}",
+        w.server.principal_load()
+    );
     let mut job_principals = BTreeSet::new();
     for id in ["primary", bob_id.as_str(), carol_id.as_str()] {
         let c = counter(&counters, id);
@@ -513,6 +517,10 @@ fn revoked_additional_credential_fails_alone() {
     assert_job_complete(code, &job);
 
     let counters = credential_counters(&job);
+    eprintln!(
+        "server: {:#?}\njob credentials: {counters:#?}",
+        w.server.principal_load()
+    );
     let carol = counter(&counters, &carol_id);
     let reason = carol["failed"]
         .as_str()
@@ -575,6 +583,10 @@ fn plan_without_additional_credentials_uses_only_the_primary() {
         "{load:#?}"
     );
     let counters = credential_counters(&job);
+    eprintln!(
+        "server: {:#?}\njob credentials: {counters:#?}",
+        w.server.principal_load()
+    );
     let primary = counter(&counters, "primary");
     assert!(primary["requests"].as_u64().unwrap_or(0) > 0, "{primary:#}");
     for c in counters.iter().filter(|c| c["credential"] != "primary") {
@@ -613,6 +625,10 @@ fn rate_limited_principals_cool_down_and_the_job_completes() {
         w.server.request_log().len()
     );
     let counters = credential_counters(&job);
+    eprintln!(
+        "server: {:#?}\njob credentials: {counters:#?}",
+        w.server.principal_load()
+    );
     let mut cooldowns = 0;
     for (id, principal) in [
         ("primary", ALICE.principal),
