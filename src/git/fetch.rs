@@ -76,7 +76,7 @@ fn config_overrides() -> [&'static str; 2] {
 pub fn fetch_mirror(mirror: &Path, opts: &FetchOptions) -> Result<FetchOutcome, GitError> {
     let remote = url::parse(opts.url)?;
     let auth = match opts.auth {
-        GitAuth::Header(value) => Some(value.clone()),
+        GitAuth::Header(value) | GitAuth::Paced { header: value, .. } => Some(value.clone()),
         GitAuth::None => remote.basic_auth.clone(),
     };
     if let Some(value) = &auth {
@@ -343,8 +343,16 @@ fn fetch_into(
                 if auth.is_some() && remote.for_transport.starts_with("http://") {
                     tracing::debug!(target: "reposafe::git", url = %remote.display, "sending credentials over unencrypted HTTP");
                 }
-                connection =
-                    connection.with_transport_options(http_options(repo, remote, auth, opts.tls)?);
+                connection = connection.with_transport_options(http_options(
+                    repo,
+                    remote,
+                    auth,
+                    opts.tls,
+                    match opts.auth {
+                        GitAuth::Paced { before_request, .. } => Some(before_request.clone()),
+                        _ => None,
+                    },
+                )?);
             }
             let prepare = connection
                 .prepare_fetch(
@@ -509,6 +517,7 @@ fn http_options(
     remote: &RemoteUrl,
     auth: Option<&SecretString>,
     tls: Option<&crate::tls::TlsTrust>,
+    pacer: Option<super::Pacer>,
 ) -> Result<Box<dyn std::any::Any>, GitError> {
     let not_http = || GitError::Transport {
         url: remote.display.clone(),
@@ -530,6 +539,9 @@ fn http_options(
     let header = auth.cloned();
     let configure_request: Option<Box<http::reqwest::ConfigureRequestFn>> = header.map(|header| {
         Box::new(move |request: &mut reqwest::blocking::Request| -> gix::Result {
+            if let Some(p) = &pacer {
+                (p.0)();
+            }
             let mut value = reqwest::header::HeaderValue::from_str(header.expose_secret()).map_err(|_| {
                 gix::Error::from_error(gix::error::validation(
                     "the Authorization header value contains characters that are not allowed in HTTP headers",
