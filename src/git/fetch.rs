@@ -395,6 +395,9 @@ fn fetch_into(
                 receive_into_mirror(
                     repo,
                     dir,
+                    // Without any objects we send no "have"s, so the server cannot send a thin
+                    // pack: store the stream as is, without the thin-pack rewrite.
+                    !packs_before.is_empty(),
                     &ref_map,
                     &mut handshake,
                     &mut *transport,
@@ -469,12 +472,13 @@ enum ReceiveError {
 }
 
 /// Negotiate with the remote and receive the pack for everything `ref_map` lists that `repo`
-/// lacks, writing it into the mirror's `objects/pack` with [`receive_pack()`] (thin packs are
-/// completed from the mirror). Refs are not touched.
+/// lacks, writing it into the mirror's `objects/pack` with [`receive_pack()`]. With
+/// `complete_thin`, thin packs are completed from the mirror. Refs are not touched.
 #[allow(clippy::too_many_arguments)]
 fn receive_into_mirror(
     repo: &gix::Repository,
     dir: &Path,
+    complete_thin: bool,
     ref_map: &gix::protocol::fetch::RefMap,
     handshake: &mut gix::protocol::Handshake,
     transport: &mut Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
@@ -555,7 +559,7 @@ fn receive_into_mirror(
             match receive_pack(
                 &mut counted,
                 &pack_dir,
-                Some(repo.objects.clone()),
+                complete_thin.then(|| repo.objects.clone()),
                 repo.object_hash(),
                 should_interrupt,
             ) {

@@ -416,7 +416,7 @@ impl Shared<'_> {
             let (below, this) = stack.split_at_mut(level);
             let base = below[level - 1].data.as_deref().expect("rebuilt in order");
             this[0].data = Some(worker.undeltify(self, base, this[0].index)?);
-            if level - 1 >= first_rebuilt {
+            if level > first_rebuilt {
                 below[level - 1].data = None;
             }
         }
