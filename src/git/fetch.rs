@@ -2,8 +2,10 @@
 //!
 //! A mirror is a bare repository whose refs equal the remote's refs (`+refs/*:refs/*` with force,
 //! deleted refs pruned, `HEAD` following the remote's). It is never repacked: each fetch that
-//! receives objects adds exactly one pack, written by gix-pack. Thin packs sent by the server are
-//! completed on arrival by appending the missing base objects (gix's thin-pack lookup), so every
+//! receives objects adds exactly one pack. The refs are listed and the pack is negotiated with
+//! gix-protocol; the pack stream itself is taken over by `pack_receive`, which writes and
+//! indexes it in memory that does not grow with the pack. Thin packs sent by the server are
+//! completed on arrival by inserting the missing base objects (gix's thin-pack lookup), so every
 //! pack in a mirror is self-contained and can be indexed on its own during a restore.
 //!
 //! The first fetch builds the mirror in a temporary directory next to it and renames it into
@@ -31,7 +33,7 @@ use super::{
     error::chain,
     pack_index::PackError,
     pack_receive::receive_pack,
-    progress::{with_reporter, PackBytes},
+    progress::{with_reporter, Quiet},
     url::{self, RemoteUrl},
     FetchOptions, FetchOutcome, GitAuth, GitError, PackFile, RefEntry, RefTarget,
 };
@@ -320,7 +322,7 @@ fn fetch_into(
         &total_bytes,
         opts.progress,
         || -> Result<Vec<RefEntry>, GitError> {
-            let mut progress = PackBytes::new(total_bytes.clone());
+            let mut progress = Quiet::new();
             let gix_remote = repo
                 .remote_at(remote.for_transport.as_str())
                 .map_err(|err| GitError::InvalidUrl {
@@ -482,7 +484,7 @@ fn receive_into_mirror(
     ref_map: &gix::protocol::fetch::RefMap,
     handshake: &mut gix::protocol::Handshake,
     transport: &mut Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
-    progress: PackBytes,
+    progress: Quiet,
     total_bytes: &AtomicU64,
     should_interrupt: &AtomicBool,
 ) -> Result<(), ReceiveError> {
