@@ -331,3 +331,74 @@ fn interrupt_stops_receiving() {
     assert!(matches!(result, Err(PackError::Interrupted)), "{result:?}");
     assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
 }
+
+#[test]
+fn thin_pack_over_http_is_completed_and_each_pack_restores_alone() {
+    use crate::git::{fetch_mirror, restore_bare, FetchOptions, GitAuth};
+    use secrecy::SecretString;
+
+    let git = Git::new();
+    let work = history(&git);
+    let root = git.root();
+    git.run(root, &["init", "-q", "--bare", "origin.git"]);
+    let origin = root.join("origin.git");
+    // Objects pushed later stay loose, so the server searches deltas afresh, against what the
+    // client has: a thin pack.
+    git.run(&origin, &["config", "receive.unpackLimit", "100000"]);
+    let origin_path = origin.to_str().expect("utf8");
+    // The server's history ends five commits earlier for the first fetch.
+    git.run(
+        &work,
+        &["push", "-q", origin_path, "main~5:refs/heads/main"],
+    );
+    let header = "Basic dXNlcjpwYXNz";
+    let server = super::http_server::Server::start(root.to_owned(), header);
+    let url = format!("{}/origin.git", server.base_url());
+    let auth = GitAuth::Header(SecretString::from(header));
+    let never = AtomicBool::new(false);
+    let fetch = |mirror: &Path| {
+        fetch_mirror(
+            mirror,
+            &FetchOptions {
+                url: &url,
+                auth: &auth,
+                progress: None,
+                should_interrupt: &never,
+            },
+        )
+        .expect("fetch")
+    };
+    let mirror = root.join("mirror.git");
+    let first = fetch(&mirror);
+
+    // The remaining history arrives as a thin pack: deltas against blobs the mirror has.
+    git.run(&work, &["push", "-q", origin_path, "main", "b45", "v1"]);
+    let second = fetch(&mirror);
+    assert_eq!(second.new_packs, 1);
+    assert_eq!(second.refs, git.refs_with_head(&origin));
+    git.fsck(&mirror);
+    let new_pack = second
+        .packs
+        .iter()
+        .find(|p| !first.packs.contains(p))
+        .expect("new pack");
+    // Self-contained: git indexes it alone, to the same .idx as ours.
+    let stored = fs::read(&new_pack.path).expect("pack");
+    assert_eq!(
+        fs::read(new_pack.index_path()).expect("idx"),
+        git_index(&git, &stored)
+    );
+    assert!(
+        second.bytes_received < stored.len() as u64,
+        "bases were added to the thin pack ({} received, {} stored)",
+        second.bytes_received,
+        stored.len()
+    );
+
+    // Restore from both packs: identical refs, fsck clean.
+    let target = root.join("restored.git");
+    let mut readers = super::support::pack_readers(&second.packs);
+    restore_bare(&target, &mut readers, &second.refs, false).expect("restore");
+    git.fsck(&target);
+    assert_eq!(git.refs_with_head(&target), second.refs);
+}
