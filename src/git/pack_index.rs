@@ -26,8 +26,9 @@ use gix::zlib::{Decompress, FlushDecompress, Status};
 
 use super::delta;
 
-/// Bytes of resolved bases one worker keeps on its delta chain before dropping the oldest.
-pub(crate) const BASE_BUDGET: usize = 48 << 20;
+/// Bytes of resolved bases all workers together keep on their delta chains before dropping the
+/// oldest (each gets an equal share).
+pub(crate) const BASE_BUDGET: usize = 64 << 20;
 /// Size of the read and inflate buffers.
 const CHUNK: usize = 64 << 10;
 /// How many base objects a worker takes at a time.
@@ -102,7 +103,7 @@ pub(crate) struct PackEntries {
 
 /// Compute the id of every object in `pack` (whose entries are `entries`) and write the version 2
 /// index to `out`. Returns the number of objects.
-/// Resolution holds at most `base_budget` bytes of bases per thread, plus the object at hand.
+/// Resolution holds at most `base_budget` bytes of bases in all, plus the objects at hand.
 pub(crate) fn write_index(
     pack: &File,
     entries: &PackEntries,
@@ -149,6 +150,11 @@ fn resolve_all(
     for (index, base) in &entries.ref_bases {
         waiting.entry(*base).or_default().push(*index);
     }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+        .min(roots.len().div_ceil(ROOT_BATCH).max(1));
     let shared = Shared {
         pack,
         entries,
@@ -159,13 +165,9 @@ fn resolve_all(
         next_root: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
         should_interrupt,
-        base_budget,
+        base_budget: (base_budget / threads).max(1),
     };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4)
-        .min(shared.roots.len().div_ceil(ROOT_BATCH).max(1));
+
     let results: Vec<Result<Vec<(ObjectId, u32)>, PackError>> = if threads == 1 {
         vec![shared.work()]
     } else {
@@ -225,6 +227,7 @@ struct Shared<'a> {
     next_root: AtomicUsize,
     failed: AtomicBool,
     should_interrupt: &'a AtomicBool,
+    /// Bytes of bases each worker may hold.
     base_budget: usize,
 }
 

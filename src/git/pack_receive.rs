@@ -59,7 +59,7 @@ pub(crate) fn receive_pack(
     )
 }
 
-/// [`receive_pack()`] holding at most `base_budget` bytes of delta bases per thread.
+/// [`receive_pack()`] holding at most `base_budget` bytes of delta bases (all threads together).
 pub(crate) fn receive_pack_with_budget(
     input: &mut dyn BufRead,
     pack_dir: &Path,
