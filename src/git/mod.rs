@@ -14,8 +14,11 @@
 //!
 //! Callers must not run two operations on the same mirror concurrently.
 
+mod delta;
 mod error;
 mod fetch;
+mod pack_index;
+mod pack_receive;
 mod progress;
 mod restore;
 mod url;
