@@ -9,7 +9,12 @@
 //! * retired endpoints (`/2.0/workspaces`, `/2.0/user/permissions/workspaces`,
 //!   `/2.0/repositories`) answer `410 Gone`;
 //! * rate limiting answers `429` with the body `Rate limit for this resource has been
-//!   exceeded` and **no** `Retry-After` header;
+//!   exceeded` and **no** `Retry-After` header; the limit is per principal over a sliding
+//!   window (60 s unless [`CloudServer::set_rate_limit_window`] says otherwise), and
+//!   [`CloudServer::principal_load`] reports from the request log the most requests each
+//!   principal sent within any such window;
+//! * a credential can be revoked ([`CloudServer::revoke_token`]): it then gets `401`, as a
+//!   deleted token does;
 //! * workspace access tokens cannot list the user's workspaces (`403`) and are not users.
 //!
 //! Credentials (each belongs to a *principal*, the account id used for rate limiting and
@@ -52,6 +57,8 @@ pub const WWW_AUTHENTICATE_VALUE: &str = "Basic realm=\"Bitbucket.org HTTP\"";
 pub const UPDATED_ON: &str = "2026-11-20T10:00:00.000000+00:00";
 
 const MAX_FORM_BODY: usize = 64 * 1024;
+/// The rate-limit window unless [`CloudServer::set_rate_limit_window`] changes it.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Repository metadata as exposed by the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +96,57 @@ pub struct LoggedRequest {
     pub status: u16,
     /// `true` for git smart-HTTP requests.
     pub is_git: bool,
+    /// When the response (its head, for git) was ready.
     pub timestamp: Instant,
+    /// When the request arrived (what the rate limiter counts).
+    pub received: Instant,
+    /// The principal of a revoked credential presented with this request (answered 401);
+    /// `principal` is `None` then, as the credential is no longer valid.
+    pub revoked_principal: Option<String>,
+}
+
+/// Per-principal load seen in a request log (see [`CloudServer::principal_load`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrincipalLoad {
+    /// Requests authenticated as this principal (admitted or rejected, API and git alike).
+    pub requests: usize,
+    /// The most of those that arrived within any window of the given length.
+    pub max_in_window: usize,
+    /// How many of them were answered 429.
+    pub rate_limited: usize,
+}
+
+/// Computes [`PrincipalLoad`] per principal from `log`, for windows of length `window`:
+/// a request at `t` shares a window with every request that arrived in `(t - window, t]`.
+/// Requests without a valid principal (401s) are not counted, as the limiter does not
+/// count them either.
+pub fn principal_load(log: &[LoggedRequest], window: Duration) -> BTreeMap<String, PrincipalLoad> {
+    let mut times: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
+    let mut out: BTreeMap<String, PrincipalLoad> = BTreeMap::new();
+    for r in log {
+        let Some(p) = &r.principal else { continue };
+        times.entry(p.clone()).or_default().push(r.received);
+        let load = out.entry(p.clone()).or_default();
+        load.requests += 1;
+        if r.status == 429 {
+            load.rate_limited += 1;
+        }
+    }
+    for (p, mut ts) in times {
+        ts.sort();
+        let mut first = 0;
+        let mut max = 0;
+        for (last, t) in ts.iter().enumerate() {
+            while t.duration_since(ts[first]) >= window {
+                first += 1;
+            }
+            max = max.max(last - first + 1);
+        }
+        if let Some(load) = out.get_mut(&p) {
+            load.max_in_window = max;
+        }
+    }
+    out
 }
 
 struct Repo {
@@ -130,7 +187,11 @@ struct State {
     app_passwords: Vec<(String, String, String)>,
     grants: HashMap<String, BTreeSet<String>>,
     rate_limit: Option<u32>,
+    /// `None`: 60 s.
+    rate_window: Option<Duration>,
     windows: HashMap<String, VecDeque<Instant>>,
+    /// Revoked credentials: (principal, secret).
+    revoked: Vec<(String, String)>,
     fail_next_429: usize,
     fail_next_git_503: usize,
     log: Vec<LoggedRequest>,
@@ -141,6 +202,24 @@ struct Shared {
     base_url: String,
     /// Empty HOME for the CGI processes.
     cgi_home: PathBuf,
+}
+
+impl State {
+    fn rate_window(&self) -> Duration {
+        self.rate_window.unwrap_or(DEFAULT_RATE_WINDOW)
+    }
+
+    /// The principal of a revoked credential carried by `cred`, if any.
+    fn revoked_principal(&self, cred: &Cred) -> Option<String> {
+        let secret = match cred {
+            Cred::Basic(_, s) | Cred::Bearer(s) => s,
+            Cred::None | Cred::Malformed => return None,
+        };
+        self.revoked
+            .iter()
+            .find(|(_, s)| s == secret)
+            .map(|(p, _)| p.clone())
+    }
 }
 
 impl Shared {
@@ -301,13 +380,69 @@ impl CloudServer {
             .insert(workspace.to_string());
     }
 
-    /// Per-principal limit over a sliding 60 s window, counting API, OAuth-token and git
-    /// requests alike; `None` disables it. Only admitted requests count; requests without
-    /// valid credentials (401) are not counted. Resets the windows.
+    /// Per-principal limit over a sliding window (60 s unless
+    /// [`set_rate_limit_window`](Self::set_rate_limit_window) changed it), counting API,
+    /// OAuth-token and git requests alike; `None` disables it. Only admitted requests count;
+    /// requests without valid credentials (401) are not counted. Resets the windows.
     pub fn set_rate_limit(&self, per_principal_per_minute: Option<u32>) {
         let mut st = self.shared.lock();
         st.rate_limit = per_principal_per_minute;
         st.windows.clear();
+    }
+
+    /// Length of the rate limiter's sliding window (default 60 s). Resets the windows.
+    pub fn set_rate_limit_window(&self, window: Duration) {
+        let mut st = self.shared.lock();
+        st.rate_window = Some(window);
+        st.windows.clear();
+    }
+
+    /// The rate limiter's window length.
+    pub fn rate_limit_window(&self) -> Duration {
+        self.shared.lock().rate_window()
+    }
+
+    /// [`principal_load`] of the request log over the rate limiter's window length.
+    pub fn principal_load(&self) -> BTreeMap<String, PrincipalLoad> {
+        let st = self.shared.lock();
+        principal_load(&st.log, st.rate_window())
+    }
+
+    /// Revokes every API token, access token, OAuth access token and app password whose
+    /// secret is `secret`: from now on it gets `401` (logged with `revoked_principal`).
+    /// Returns how many credentials were revoked.
+    pub fn revoke_token(&self, secret: &str) -> usize {
+        let mut st = self.shared.lock();
+        let mut revoked = Vec::new();
+        st.api_tokens.retain(|(p, _, t)| {
+            let hit = t == secret;
+            if hit {
+                revoked.push(p.clone());
+            }
+            !hit
+        });
+        st.access_tokens.retain(|(p, _, t)| {
+            let hit = t == secret;
+            if hit {
+                revoked.push(p.clone());
+            }
+            !hit
+        });
+        st.app_passwords.retain(|(p, _, pw)| {
+            let hit = pw == secret;
+            if hit {
+                revoked.push(p.clone());
+            }
+            !hit
+        });
+        if let Some(t) = st.oauth_tokens.remove(secret) {
+            revoked.push(t.principal);
+        }
+        let n = revoked.len();
+        for p in revoked {
+            st.revoked.push((p, secret.to_string()));
+        }
+        n
     }
 
     /// The next `n` REST API requests (not git, not the OAuth endpoint) answer 429.
@@ -401,16 +536,27 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    let received = Instant::now();
+    let cred = parse_auth(req.headers());
     let out = route(&shared, peer, req).await;
     let status = out.resp.status().as_u16();
-    shared.lock().log.push(LoggedRequest {
+    let mut st = shared.lock();
+    let revoked_principal = if status == 401 && out.principal.is_none() {
+        st.revoked_principal(&cred)
+    } else {
+        None
+    };
+    st.log.push(LoggedRequest {
         method,
         path,
         principal: out.principal,
         status,
         is_git: out.is_git,
         timestamp: Instant::now(),
+        received,
+        revoked_principal,
     });
+    drop(st);
     out.resp
 }
 
@@ -662,10 +808,11 @@ fn admit(st: &mut State, principal: &str) -> bool {
         return true;
     };
     let now = Instant::now();
+    let length = st.rate_window();
     let window = st.windows.entry(principal.to_string()).or_default();
     while window
         .front()
-        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        .is_some_and(|t| now.duration_since(*t) >= length)
     {
         window.pop_front();
     }

@@ -22,7 +22,7 @@ pub mod httputil;
 pub mod tempdir;
 pub mod testca;
 
-pub use cloud::{CloudServer, LoggedRequest, RepoMeta};
+pub use cloud::{CloudServer, LoggedRequest, PrincipalLoad, RepoMeta};
 pub use dc::{DcOptions, DcServer};
 pub use gitutil::{FixtureOptions, FixtureRepo, WorkRepo};
 pub use tempdir::TempDir;

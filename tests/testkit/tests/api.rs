@@ -412,3 +412,67 @@ fn oauth_client_credentials() {
     let r = get(&format!("{base}/2.0/repositories/w"), &bearer(&tok));
     assert_eq!(r.status, 401, "expired token");
 }
+
+#[test]
+fn rate_limit_window_is_configurable_and_load_is_measured() {
+    let (s, auth) = server_with_user();
+    s.add_app_password("acc-2", "bob", "pw");
+    s.add_workspace("w");
+    s.grant("acc-1", "w");
+    let url = format!("{}/2.0/repositories/w", s.base_url());
+    assert_eq!(s.rate_limit_window(), Duration::from_secs(60));
+    s.set_rate_limit(Some(3));
+    s.set_rate_limit_window(Duration::from_millis(700));
+    assert_eq!(s.rate_limit_window(), Duration::from_millis(700));
+    for _ in 0..3 {
+        assert_eq!(get(&url, &auth).status, 200);
+    }
+    assert_eq!(get(&url, &auth).status, 429);
+    assert_eq!(get(&url, &auth).status, 429);
+    // bob has his own window; an unauthenticated request counts for nobody
+    assert_eq!(get(&url, &basic("bob", "pw")).status, 403);
+    assert_eq!(get(&url, &basic("nobody", "x")).status, 401);
+    // after the (short) window the principal is admitted again
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(get(&url, &auth).status, 200);
+    let load = s.principal_load();
+    assert_eq!(load.len(), 2, "{load:?}");
+    let a = &load["acc-1"];
+    assert_eq!(a.requests, 6);
+    assert_eq!(a.rate_limited, 2);
+    // 3 admitted + 2 rejected arrived within one window; the sixth came after it
+    assert_eq!(a.max_in_window, 5);
+    assert_eq!(load["acc-2"].requests, 1);
+    assert_eq!(load["acc-2"].max_in_window, 1);
+    assert_eq!(load["acc-2"].rate_limited, 0);
+    let log = s.request_log();
+    assert!(log.iter().all(|l| l.received <= l.timestamp));
+    // the same log over a longer window puts all six together
+    let wide = reposafe_testkit::cloud::principal_load(&log, Duration::from_secs(60));
+    assert_eq!(wide["acc-1"].max_in_window, 6);
+}
+
+#[test]
+fn revoked_token_gets_401_and_is_logged() {
+    let (s, auth) = server_with_user();
+    s.add_api_token("acc-1", "alice@example.com", "tok-second");
+    s.add_workspace("w");
+    s.grant("acc-1", "w");
+    let url = format!("{}/2.0/repositories/w", s.base_url());
+    let second = basic("alice@example.com", "tok-second");
+    assert_eq!(get(&url, &second).status, 200);
+    assert_eq!(s.revoke_token("tok-second"), 1);
+    assert_eq!(s.revoke_token("no-such-token"), 0);
+    let r = get(&url, &second);
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").is_some());
+    // the other token of the same account still works
+    assert_eq!(get(&url, &auth).status, 200);
+    let log = s.request_log();
+    let last_two: Vec<_> = log.iter().rev().take(2).collect();
+    assert_eq!(last_two[1].status, 401);
+    assert_eq!(last_two[1].principal, None);
+    assert_eq!(last_two[1].revoked_principal.as_deref(), Some("acc-1"));
+    assert_eq!(last_two[0].revoked_principal, None);
+    assert_eq!(s.principal_load()["acc-1"].requests, 2);
+}
