@@ -94,7 +94,7 @@ pub fn add_connection(
     if tls.is_insecure() {
         warnings.push(tls.insecure_warning());
     }
-    let conn = Connection {
+    let mut conn = Connection {
         name: new.name.clone(),
         provider: new.provider.clone(),
         settings,
@@ -112,6 +112,7 @@ pub fn add_connection(
             ),
             None => None,
         },
+        principal: None,
         created_at: time::OffsetDateTime::now_utc(),
     };
     if verify {
@@ -123,6 +124,10 @@ pub fn add_connection(
                 connection: conn.name.clone(),
                 reason: format!("the credential could not be verified: {e}"),
             })?;
+        let (principal, warning) =
+            super::credentials::resolve_principal(ctx, &conn, &new.credential, &tls)?;
+        conn.principal = Some(principal);
+        warnings.extend(warning);
     }
     let sealed = ctx.vault.seal(&new.credential)?;
     ctx.state.add_connection(&conn, &sealed)?;

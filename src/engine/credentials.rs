@@ -42,6 +42,36 @@ pub fn principal_of(conn: &Connection, cred: &Credential) -> String {
     }
 }
 
+/// Asks the provider whose account the credential is (e.g. `GET /2.0/user`); when it
+/// cannot tell, the principal is derived from the credential ([`principal_of`]).
+/// Returns the principal and a warning when the provider failed to answer.
+pub fn resolve_principal(
+    ctx: &Context,
+    conn: &Connection,
+    cred: &Credential,
+    tls: &Arc<TlsTrust>,
+) -> Result<(String, Option<String>), EngineError> {
+    let gate = Arc::new(super::connections::gate_for(ctx, conn, cred.clone(), tls)?);
+    let provider = ctx.providers.get(&conn.provider)?;
+    match provider.session(&conn.settings, cred.kind, gate).principal() {
+        Ok(Some(p)) => Ok((format!("{}:{p}", conn.provider), None)),
+        Ok(None) => Ok((principal_of(conn, cred), None)),
+        Err(e) => Ok((
+            principal_of(conn, cred),
+            Some(format!(
+                "could not ask which account the credential belongs to ({e}); credentials are told apart by their user name instead"
+            )),
+        )),
+    }
+}
+
+/// The stored principal of the primary credential, or one derived from it.
+fn primary_principal(conn: &Connection, primary: &Credential) -> String {
+    conn.principal
+        .clone()
+        .unwrap_or_else(|| principal_of(conn, primary))
+}
+
 /// A credential as listed (never its secret).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CredentialView {
@@ -70,7 +100,7 @@ pub fn list_credentials(
         kind: conn.credential_kind,
         identity: conn.credential_identity.clone(),
         label: None,
-        principal: Some(principal_of(&conn, &primary)),
+        principal: Some(primary_principal(&conn, &primary)),
         enabled: true,
     }];
     for s in ctx.state.scoped_credentials(connection)? {
@@ -108,6 +138,7 @@ pub fn add_additional_credential(
         warnings.push(format!("{} credentials: {d}", credential.kind));
     }
     credential.validate()?;
+    let mut principal = principal_of(&conn, &credential);
     if verify {
         let tls = tls_for(ctx, connection)?;
         let gate = Arc::new(super::connections::gate_for(
@@ -123,8 +154,10 @@ pub fn add_additional_credential(
                 connection: conn.name.clone(),
                 reason: format!("the additional credential could not be verified: {e}"),
             })?;
+        let (p, warning) = resolve_principal(ctx, &conn, &credential, &tls)?;
+        principal = p;
+        warnings.extend(warning);
     }
-    let principal = principal_of(&conn, &credential);
     let existing = list_credentials(ctx, connection)?;
     for other in &existing {
         if other.principal.as_deref() == Some(principal.as_str()) {
@@ -252,7 +285,7 @@ pub(crate) fn pooled_gate(
     })?;
     let mut allowed = allowed_base.clone();
     let mut lanes = Vec::new();
-    let mut add = |id: String, cred: Credential| -> Result<(), EngineError> {
+    let mut add = |id: String, cred: Credential, principal: String| -> Result<(), EngineError> {
         let support = provider.info().support_for(cred.kind)?;
         let oauth = oauth_url_of(cred.kind)?;
         if let Some(u) = oauth.as_deref().and_then(|u| url::Url::parse(u).ok()) {
@@ -269,7 +302,6 @@ pub(crate) fn pooled_gate(
                 allowed.push(u.origin());
             }
         }
-        let principal = principal_of(conn, &cred);
         lanes.push(PoolCredential {
             id,
             principal,
@@ -283,7 +315,8 @@ pub(crate) fn pooled_gate(
         });
         Ok(())
     };
-    add("primary".into(), primary)?;
+    let p = primary_principal(conn, &primary);
+    add("primary".into(), primary, p)?;
     if !enable.is_empty() {
         let all = enable.iter().any(|e| e == "*");
         for s in ctx.state.scoped_credentials(&conn.name)? {
@@ -293,7 +326,12 @@ pub(crate) fn pooled_gate(
             if s.disabled || !(all || enable.contains(id)) {
                 continue;
             }
-            add(id.clone(), ctx.vault.unseal(&s.sealed)?)?;
+            let cred = ctx.vault.unseal(&s.sealed)?;
+            let p = s
+                .principal
+                .clone()
+                .unwrap_or_else(|| principal_of(conn, &cred));
+            add(id.clone(), cred, p)?;
         }
     }
     let pool = CredentialPool::new(

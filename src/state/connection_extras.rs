@@ -265,6 +265,7 @@ mod tests {
             credential_identity: None,
             read_only: false,
             rate_limit: None,
+            principal: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }

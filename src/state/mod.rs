@@ -81,6 +81,9 @@ pub struct Connection {
     /// Request budget of each principal, e.g. `60/min` (none: only 429s slow down).
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// Who the provider counts the primary credential's requests against.
+    #[serde(default)]
+    pub principal: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -337,6 +340,7 @@ mod tests {
             credential_identity: Some("me@acme.test".into()),
             read_only: false,
             rate_limit: None,
+            principal: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
