@@ -371,8 +371,6 @@ fn additional_credentials_add_list_same_principal_warning_masked() {
 /// of the account whose API token is the primary credential adds no budget either, and
 /// `GET /2.0/user` shows it is the same account, so adding it must warn.
 #[test]
-#[ignore = "issue 5: the product derives the principal from the credential's identity \
-            (email vs user name), not from the account (GET /2.0/user); see the wt-i5 report"]
 fn app_password_of_the_same_account_is_the_same_principal() {
     let mut w = World::new(false);
     w.server

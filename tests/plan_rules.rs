@@ -47,6 +47,7 @@ fn setup(
                 secret: API_TOKEN.to_string().into(),
             },
             read_only: false,
+            rate_limit: None,
             tls: Default::default(),
         },
         true,
@@ -74,6 +75,7 @@ fn spec(name: &str) -> PlanSpec {
         read_only: false,
         enabled: true,
         run_missed: true,
+        additional_credentials: vec![],
     }
 }
 

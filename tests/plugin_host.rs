@@ -275,7 +275,7 @@ fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
     assert!(core.contains("not a valid WebAssembly component"), "{core}");
     let wrong = error_for("wrong-version-provider.wasm");
     assert!(
-        wrong.contains("does not implement the reposafe:provider@0.1.0 world"),
+        wrong.contains("does not implement the reposafe:provider@0.2.0 world"),
         "{wrong}"
     );
     assert!(

@@ -5,7 +5,7 @@ use super::{
     blocking, decode, json_response, read_body, reply, Api, ApiBody, ApiError, ChannelBody,
 };
 use crate::engine::plans::{self, RunTarget};
-use crate::engine::{self, EngineError, NewConnection};
+use crate::engine::{self, credentials, EngineError, NewConnection};
 use crate::state::{ConnectionTls, JobKind, PlanSpec, Trigger};
 use crate::vault::{Credential, CredentialKind};
 use http_body_util::BodyExt;
@@ -119,6 +119,45 @@ pub async fn route(api: Arc<Api>, req: Request<Incoming>, method: &Method, path:
             blocking(move || {
                 let scopes = engine::test_connection(jobs.context(), &name)?;
                 ok(&serde_json::json!({ "connection": name, "ok": true, "scopes": scopes }))
+            })
+            .await
+        }
+        (Method::GET, ["api", "v1", "connections", name, "credentials"]) => {
+            let (jobs, name) = (api.jobs.clone(), name.to_string());
+            blocking(move || ok(&credentials::list_credentials(jobs.context(), &name)?)).await
+        }
+        (Method::POST, ["api", "v1", "connections", name, "credentials"]) => {
+            add_credential(api, name.to_string(), req).await
+        }
+        (Method::DELETE, ["api", "v1", "connections", name, "credentials", id]) => {
+            let (jobs, name, id) = (api.jobs.clone(), name.to_string(), id.to_string());
+            blocking(move || {
+                let ctx = jobs.context();
+                match id.strip_prefix("project:") {
+                    Some(key) => engine::remove_project_credential(ctx, &name, key)?,
+                    None => credentials::remove_additional(ctx, &name, &id)?,
+                }
+                ok(&serde_json::json!({ "removed": id }))
+            })
+            .await
+        }
+        (
+            Method::POST,
+            ["api", "v1", "connections", name, "credentials", id, action @ ("enable" | "disable")],
+        ) => {
+            let enable = *action == "enable";
+            let (jobs, name, id) = (api.jobs.clone(), name.to_string(), id.to_string());
+            blocking(move || {
+                credentials::set_additional_enabled(jobs.context(), &name, &id, enable)?;
+                ok(&serde_json::json!({ "credential": id, "enabled": enable }))
+            })
+            .await
+        }
+        (Method::POST, ["api", "v1", "connections", name, "credentials", id, "test"]) => {
+            let (jobs, name, id) = (api.jobs.clone(), name.to_string(), id.to_string());
+            blocking(move || {
+                let n = credentials::test_credential(jobs.context(), &name, &id)?;
+                ok(&serde_json::json!({ "credential": id, "ok": true, "scopes": n }))
             })
             .await
         }
@@ -281,6 +320,9 @@ struct ConnectionIn {
     verify: bool,
     #[serde(default)]
     read_only: bool,
+    /// Request budget of each principal: `60/min`, `1000/h`, `60/10s`.
+    #[serde(default)]
+    rate_limit: Option<String>,
     /// `{"ca_bundle_pem": "...", "ca_bundle_file": "...", "insecure": false}`.
     #[serde(default)]
     tls: ConnectionTls,
@@ -317,6 +359,7 @@ async fn create_connection(api: Arc<Api>, req: Request<Incoming>) -> Reply {
             secret: SecretString::from(body.credential.secret),
         },
         read_only: body.read_only,
+        rate_limit: body.rate_limit,
         tls: body.tls,
     };
     let verify = body.verify;
@@ -327,6 +370,64 @@ async fn create_connection(api: Arc<Api>, req: Request<Incoming>) -> Reply {
         StatusCode::CREATED,
         &serde_json::json!({ "connection": conn, "warnings": warnings }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialAddIn {
+    kind: String,
+    #[serde(default)]
+    identity: Option<String>,
+    secret: String,
+    /// A project key: the credential is used for that project instead of the default.
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default = "yes")]
+    verify: bool,
+}
+
+async fn add_credential(api: Arc<Api>, name: String, req: Request<Incoming>) -> Reply {
+    let body: CredentialAddIn = decode(&read_body(req).await?)?;
+    let kind: CredentialKind = body.kind.parse().map_err(|e| ApiError {
+        field: Some("kind".into()),
+        ..ApiError::bad_request(format!("field `kind`: {e}"))
+    })?;
+    if body.secret.trim().is_empty() {
+        return Err(ApiError {
+            field: Some("secret".into()),
+            ..ApiError::bad_request("field `secret` is empty")
+        });
+    }
+    let cred = Credential {
+        kind,
+        identity: body.identity,
+        secret: SecretString::from(body.secret),
+    };
+    let jobs = api.jobs.clone();
+    let out = blocking(move || {
+        let ctx = jobs.context();
+        Ok(match body.project {
+            Some(project) => {
+                let warnings =
+                    engine::add_project_credential(ctx, &name, &project, cred, body.verify)?;
+                serde_json::json!({ "credential": format!("project:{}", project.trim().to_ascii_uppercase()), "warnings": warnings })
+            }
+            None => {
+                let (view, warnings) = credentials::add_additional_credential(
+                    ctx,
+                    &name,
+                    cred,
+                    body.label,
+                    body.verify,
+                )?;
+                serde_json::json!({ "credential": view, "warnings": warnings })
+            }
+        })
+    })
+    .await?;
+    Ok(json_response(StatusCode::CREATED, &out))
 }
 
 #[derive(Deserialize)]

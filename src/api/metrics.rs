@@ -17,6 +17,8 @@ pub fn render(jobs: &Jobs) -> Result<String, EngineError> {
     let ctx = jobs.context();
     let all = jobs.list(usize::MAX)?;
     let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // (connection, credential) -> (requests, rate limited)
+    let mut creds: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     let (mut fetched, mut stored, mut repos_failed) = (0u64, 0u64, 0u64);
     for j in &all {
         let s = match j.state {
@@ -33,6 +35,13 @@ pub fn render(jobs: &Jobs) -> Result<String, EngineError> {
             fetched += j.progress.bytes_fetched;
             stored += j.progress.bytes_stored;
             repos_failed += j.progress.failed;
+            for c in &j.progress.credentials {
+                let e = creds
+                    .entry((c.connection.clone(), c.credential.clone()))
+                    .or_default();
+                e.0 += c.requests;
+                e.1 += c.rate_limited;
+            }
         }
     }
     let mut out = String::new();
@@ -77,6 +86,29 @@ pub fn render(jobs: &Jobs) -> Result<String, EngineError> {
     );
     let _ = writeln!(out, "# TYPE reposafe_bytes_stored_total counter");
     let _ = writeln!(out, "reposafe_bytes_stored_total {stored}");
+    let _ = writeln!(out, "# HELP reposafe_credential_requests_total Requests (API and git) sent with each credential by backup jobs.");
+    let _ = writeln!(out, "# TYPE reposafe_credential_requests_total counter");
+    for ((conn, cred), (n, _)) in &creds {
+        let _ = writeln!(
+            out,
+            "reposafe_credential_requests_total{{connection=\"{}\",credential=\"{}\"}} {n}",
+            label(conn),
+            label(cred)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP reposafe_credential_rate_limited_total 429 answers each credential got."
+    );
+    let _ = writeln!(out, "# TYPE reposafe_credential_rate_limited_total counter");
+    for ((conn, cred), (_, n)) in &creds {
+        let _ = writeln!(
+            out,
+            "reposafe_credential_rate_limited_total{{connection=\"{}\",credential=\"{}\"}} {n}",
+            label(conn),
+            label(cred)
+        );
+    }
     let _ = writeln!(out, "# HELP reposafe_plan_last_success_timestamp_seconds End of the plan's last fully successful job.");
     let _ = writeln!(
         out,

@@ -127,6 +127,10 @@ pub struct PlanAddArgs {
     /// Do not run at start a schedule missed while the daemon was down.
     #[arg(long)]
     pub no_run_missed: bool,
+    /// Spread requests over the connections' additional credentials too: `all`, or
+    /// ids like c1,c2 (see `connection credential list`).
+    #[arg(long, value_name = "all|ID,...")]
+    pub additional_credentials: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -180,7 +184,7 @@ pub enum ConnectionCmd {
     Remove { name: String },
     /// Add, list or remove the credentials a connection uses for single projects.
     #[command(subcommand)]
-    Credential(super::connection_extras::CredentialCmd),
+    Credential(Box<super::connection_extras::CredentialCmd>),
     /// Replace a connection's certificate trust (CA bundle, system roots, or insecure).
     Tls(super::connection_extras::TlsArgs),
 }
@@ -198,6 +202,30 @@ pub struct AddArgs {
     /// Provider setting, e.g. --set api-base-url=https://api.bitbucket.org (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
     pub set: Vec<String>,
+    #[command(flatten)]
+    pub cred: CredentialFlags,
+    /// Store the connection without checking the credential against the server.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Never use this connection to write back to the provider.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Request budget of each principal (account) of this connection, API and git
+    /// requests alike: 60/min, 1000/h, 60/10s. Requests are paced to stay within it.
+    #[arg(long, value_name = "N/WINDOW")]
+    pub rate_limit: Option<String>,
+    /// PEM file of the certificate authorities that sign the server's certificate
+    /// (added to the system roots, for the API and git). Its contents are stored.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate at all. Dangerous: warned on every use.
+    #[arg(long, conflicts_with = "ca_bundle")]
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// The flags that describe one credential (secrets only from files or stdin).
+#[derive(Args, Debug)]
+pub struct CredentialFlags {
     /// Atlassian account e-mail of an API token.
     #[arg(long, requires = "api_token_file")]
     pub api_token_email: Option<String>,
@@ -228,50 +256,9 @@ pub struct AddArgs {
     /// File holding the password.
     #[arg(long, requires = "username")]
     pub password_file: Option<PathBuf>,
-    /// Store the connection without checking the credential against the server.
-    #[arg(long)]
-    pub no_verify: bool,
-    /// Never use this connection to write back to the provider.
-    #[arg(long)]
-    pub read_only: bool,
-    /// PEM file of the certificate authorities that sign the server's certificate
-    /// (added to the system roots, for the API and git). Its contents are stored.
-    #[arg(long, value_name = "FILE")]
-    pub ca_bundle: Option<PathBuf>,
-    /// Do not verify the server's TLS certificate at all. Dangerous: warned on every use.
-    #[arg(long, conflicts_with = "ca_bundle")]
-    pub insecure_skip_tls_verify: bool,
 }
 
-impl AddArgs {
-    /// The provider settings: `--workspace` and every `--set name=value`.
-    pub fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
-        let mut settings = std::collections::BTreeMap::new();
-        if let Some(w) = &self.workspace {
-            settings.insert("workspace".to_string(), w.clone());
-        }
-        for kv in &self.set {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("--set {kv:?} must look like name=value"))?;
-            settings.insert(k.trim().to_string(), v.trim().to_string());
-        }
-        Ok(settings)
-    }
-
-    /// `--name`, else the workspace slug.
-    pub fn connection_name(&self) -> Result<String> {
-        match (&self.name, &self.workspace) {
-            (Some(n), _) => Ok(n.clone()),
-            (None, Some(w)) => Ok(w.clone()),
-            (None, None) => {
-                bail!(
-                    "give the connection a --name (or a --workspace, whose slug becomes the name)"
-                )
-            }
-        }
-    }
-
+impl CredentialFlags {
     /// The one credential the flags describe.
     pub fn credential(&self) -> Result<Credential> {
         let mut found: Vec<Credential> = Vec::new();
@@ -330,6 +317,41 @@ impl AddArgs {
             ),
             1 => Ok(found.remove(0)),
             _ => bail!("give exactly one credential; several were given"),
+        }
+    }
+}
+
+impl AddArgs {
+    /// The one credential the flags describe.
+    pub fn credential(&self) -> Result<Credential> {
+        self.cred.credential()
+    }
+
+    /// The provider settings: `--workspace` and every `--set name=value`.
+    pub fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let mut settings = std::collections::BTreeMap::new();
+        if let Some(w) = &self.workspace {
+            settings.insert("workspace".to_string(), w.clone());
+        }
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv:?} must look like name=value"))?;
+            settings.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(settings)
+    }
+
+    /// `--name`, else the workspace slug.
+    pub fn connection_name(&self) -> Result<String> {
+        match (&self.name, &self.workspace) {
+            (Some(n), _) => Ok(n.clone()),
+            (None, Some(w)) => Ok(w.clone()),
+            (None, None) => {
+                bail!(
+                    "give the connection a --name (or a --workspace, whose slug becomes the name)"
+                )
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! snapshots and restore. Output is the same either way.
 
 use super::args::{Command, ConnectionCmd, JobsCmd, PlanAddArgs, PlanCmd, RunArgs};
+use super::connection_extras::CredentialCmd;
 use super::progress::JobBar;
 use super::remote::{q, Remote};
 use super::{fmt_time, human_bytes};
@@ -35,6 +36,15 @@ fn spec_of(a: PlanAddArgs) -> PlanSpec {
         read_only: a.read_only,
         enabled: !a.disabled,
         run_missed: !a.no_run_missed,
+        additional_credentials: match a.additional_credentials.as_deref() {
+            None => Vec::new(),
+            Some("all") | Some("*") => vec!["*".into()],
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        },
     }
 }
 
@@ -122,6 +132,21 @@ fn print_job(j: &Job, results: &[JobRecordResult]) {
     }
     if let Some(n) = &p.notice {
         println!("{n}");
+    }
+    for c in &p.credentials {
+        println!(
+            "  credential {}/{} ({}): {} requests, {} rate limited, {} cool-downs{}",
+            c.connection,
+            c.credential,
+            c.principal,
+            c.requests,
+            c.rate_limited,
+            c.cooldowns,
+            c.failed
+                .as_deref()
+                .map(|f| format!(", failed: {f}"))
+                .unwrap_or_default()
+        );
     }
     for r in results {
         println!(
@@ -304,6 +329,7 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                         },
                         "verify": !a.no_verify,
                         "read_only": a.read_only,
+                        "rate_limit": a.rate_limit,
                         "tls": super::connection_extras::connection_tls(&a)?,
                     }),
                 )?;
@@ -349,8 +375,9 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
                     .unwrap_or_default();
                 println!("connection {name} works; it sees: {}", scopes.join(", "));
             }
-            ConnectionCmd::Credential(_) | ConnectionCmd::Tls(_) => bail!(
-                "project credentials and TLS trust are changed on the data dir directly: \
+            ConnectionCmd::Credential(c) => return remote_credential(r, *c),
+            ConnectionCmd::Tls(_) => bail!(
+                "TLS trust is changed on the data dir directly: \
                  stop the daemon first (e.g. `systemctl stop reposafe`)"
             ),
             ConnectionCmd::Remove { name } => {
@@ -517,6 +544,77 @@ pub fn remote(r: &Remote, cmd: Command) -> Result<i32> {
             );
         }
         _ => bail!("internal: this command does not go through the API"),
+    }
+    Ok(0)
+}
+
+fn remote_credential(r: &Remote, cmd: CredentialCmd) -> Result<i32> {
+    let base = |name: &str| format!("/api/v1/connections/{}/credentials", q(name));
+    match cmd {
+        CredentialCmd::Add(a) => {
+            let cred = a.cred.credential()?;
+            let out: serde_json::Value = r.post(
+                &base(&a.name),
+                &json!({
+                    "kind": cred.kind.as_str(),
+                    "identity": cred.identity,
+                    "secret": cred.secret.expose_secret(),
+                    "project": a.project,
+                    "label": a.label,
+                    "verify": !a.no_verify,
+                }),
+            )?;
+            if let Some(ws) = out["warnings"].as_array() {
+                for w in ws.iter().filter_map(|w| w.as_str()) {
+                    eprintln!("warning: {w}");
+                }
+            }
+            match out["credential"].as_str() {
+                Some(project) => println!(
+                    "connection {} uses a {} credential for {project}",
+                    a.name, cred.kind
+                ),
+                None => println!(
+                    "added additional credential {} ({} {}) of connection {}; principal {}",
+                    out["credential"]["id"].as_str().unwrap_or("?"),
+                    cred.kind,
+                    cred.identity.as_deref().unwrap_or(""),
+                    a.name,
+                    out["credential"]["principal"].as_str().unwrap_or("?")
+                ),
+            }
+        }
+        CredentialCmd::List { name } => {
+            let list: Vec<crate::engine::credentials::CredentialView> = r.get(&base(&name))?;
+            super::connection_extras::print_credentials(&list);
+        }
+        CredentialCmd::Remove { name, project, id } => {
+            let id = match (project, id) {
+                (Some(p), _) => format!("project:{}", p.trim().to_ascii_uppercase()),
+                (None, Some(id)) => id,
+                (None, None) => bail!("give --project KEY or --id ID"),
+            };
+            let _: serde_json::Value = r.delete(&format!("{}/{}", base(&name), q(&id)))?;
+            println!("removed credential {id} of connection {name}");
+        }
+        CredentialCmd::Enable { name, id } => {
+            let _: serde_json::Value =
+                r.post(&format!("{}/{}/enable", base(&name), q(&id)), &json!({}))?;
+            println!("additional credential {id} of connection {name} enabled");
+        }
+        CredentialCmd::Disable { name, id } => {
+            let _: serde_json::Value =
+                r.post(&format!("{}/{}/disable", base(&name), q(&id)), &json!({}))?;
+            println!("additional credential {id} of connection {name} disabled");
+        }
+        CredentialCmd::Test { name, id } => {
+            let out: serde_json::Value =
+                r.post(&format!("{}/{}/test", base(&name), q(&id)), &json!({}))?;
+            println!(
+                "credential {id} of connection {name} works; it sees {} scopes",
+                out["scopes"]
+            );
+        }
     }
     Ok(0)
 }

@@ -6,73 +6,55 @@
 use super::args::AddArgs;
 use crate::engine::{self, Context};
 use crate::state::ConnectionTls;
-use crate::vault::{Credential, CredentialKind};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum CredentialCmd {
-    /// Use a credential for one project of a connection instead of its default one.
-    /// Secrets are read from files (or `-` for stdin).
-    Add(AddCredentialArgs),
-    /// List a connection's per-project credentials (masked).
+    /// Add a credential to a connection: for one project instead of its default
+    /// (`--project`), or an additional one that plans may enable to spread requests
+    /// over more accounts (`--additional`). Secrets are read from files (or `-`).
+    Add(Box<AddCredentialArgs>),
+    /// List a connection's credentials (masked).
     List { name: String },
-    /// Stop using a per-project credential (the default one applies again).
+    /// Remove a per-project (`--project KEY`) or additional (`--id c1`) credential.
     Remove {
         name: String,
         /// Project key, e.g. PRJ or ~jdoe.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        project: Option<String>,
+        /// Additional credential id, e.g. c1.
         #[arg(long)]
-        project: String,
+        id: Option<String>,
     },
+    /// Let plans use an additional credential again.
+    Enable { name: String, id: String },
+    /// Keep an additional credential but never use it.
+    Disable { name: String, id: String },
+    /// Check one credential (`primary` or an additional id) against the server.
+    Test { name: String, id: String },
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["project", "additional"])))]
 pub struct AddCredentialArgs {
     /// Connection name.
     pub name: String,
     /// Project key, e.g. PRJ or ~jdoe for a personal project.
     #[arg(long)]
-    pub project: String,
-    /// File holding a Bitbucket Data Center HTTP access token (user, project or repository).
+    pub project: Option<String>,
+    /// An additional credential (another account) for spreading requests.
     #[arg(long)]
-    pub http_access_token_file: Option<PathBuf>,
-    /// User name for a user name + password credential.
-    #[arg(long, requires = "password_file")]
-    pub username: Option<String>,
-    /// File holding the password.
-    #[arg(long, requires = "username")]
-    pub password_file: Option<PathBuf>,
-    /// Store it without checking it can list the project's repositories.
+    pub additional: bool,
+    /// A name for an additional credential.
+    #[arg(long, requires = "additional")]
+    pub label: Option<String>,
+    #[command(flatten)]
+    pub cred: super::args::CredentialFlags,
+    /// Store it without checking it against the server.
     #[arg(long)]
     pub no_verify: bool,
-}
-
-impl AddCredentialArgs {
-    fn credential(&self) -> Result<Credential> {
-        match (
-            &self.http_access_token_file,
-            &self.username,
-            &self.password_file,
-        ) {
-            (Some(f), None, None) => Ok(Credential {
-                kind: CredentialKind::HttpAccessToken,
-                identity: None,
-                secret: super::read_secret(f, "HTTP access token")?,
-            }),
-            (None, Some(u), Some(f)) => Ok(Credential {
-                kind: CredentialKind::Basic,
-                identity: Some(u.clone()),
-                secret: super::read_secret(f, "password")?,
-            }),
-            (None, None, None) => {
-                bail!(
-                    "give a credential: --http-access-token-file, or --username + --password-file"
-                )
-            }
-            _ => bail!("give exactly one credential; several were given"),
-        }
-    }
 }
 
 #[derive(Args, Debug)]
@@ -156,46 +138,95 @@ pub fn set_tls(ctx: &Context, a: TlsArgs) -> Result<i32> {
 pub fn run(ctx: &Context, cmd: CredentialCmd) -> Result<i32> {
     match cmd {
         CredentialCmd::Add(a) => {
-            let credential = a.credential()?;
+            let credential = a.cred.credential()?;
             let kind = credential.kind;
+            if a.additional {
+                let (view, warnings) = engine::credentials::add_additional_credential(
+                    ctx,
+                    &a.name,
+                    credential,
+                    a.label.clone(),
+                    !a.no_verify,
+                )?;
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "added additional credential {} ({kind} {}) of connection {}; principal {}",
+                    view.id,
+                    view.identity.as_deref().unwrap_or(""),
+                    a.name,
+                    view.principal.as_deref().unwrap_or("?")
+                );
+                return Ok(0);
+            }
+            let project = a.project.clone().unwrap_or_default();
             let warnings =
-                engine::add_project_credential(ctx, &a.name, &a.project, credential, !a.no_verify)?;
+                engine::add_project_credential(ctx, &a.name, &project, credential, !a.no_verify)?;
             for w in warnings {
                 eprintln!("warning: {w}");
             }
             println!(
                 "connection {} uses a {kind} credential for project {}",
                 a.name,
-                a.project.trim().to_ascii_uppercase()
-            );
-            Ok(0)
-        }
-        CredentialCmd::List { name } => {
-            let conn = ctx.state.connection(&name)?;
-            println!("{:<24} {:<18} {:<16} SECRET", "SCOPE", "KIND", "IDENTITY");
-            println!(
-                "{:<24} {:<18} {:<16} ********",
-                "default",
-                conn.credential_kind.as_str(),
-                conn.credential_identity.as_deref().unwrap_or("-")
-            );
-            for c in engine::project_credentials(ctx, &name)? {
-                println!(
-                    "{:<24} {:<18} {:<16} ********",
-                    c.scope.to_string(),
-                    c.kind.as_str(),
-                    c.identity.as_deref().unwrap_or("-")
-                );
-            }
-            Ok(0)
-        }
-        CredentialCmd::Remove { name, project } => {
-            engine::remove_project_credential(ctx, &name, &project)?;
-            println!(
-                "connection {name} uses its default credential for project {} again",
                 project.trim().to_ascii_uppercase()
             );
             Ok(0)
         }
+        CredentialCmd::List { name } => {
+            print_credentials(&engine::credentials::list_credentials(ctx, &name)?);
+            Ok(0)
+        }
+        CredentialCmd::Remove { name, project, id } => {
+            match (project, id) {
+                (Some(project), _) => {
+                    engine::remove_project_credential(ctx, &name, &project)?;
+                    println!(
+                        "connection {name} uses its default credential for project {} again",
+                        project.trim().to_ascii_uppercase()
+                    );
+                }
+                (None, Some(id)) => {
+                    engine::credentials::remove_additional(ctx, &name, &id)?;
+                    println!("removed additional credential {id} of connection {name}");
+                }
+                (None, None) => bail!("give --project KEY or --id ID"),
+            }
+            Ok(0)
+        }
+        CredentialCmd::Enable { name, id } => {
+            engine::credentials::set_additional_enabled(ctx, &name, &id, true)?;
+            println!("additional credential {id} of connection {name} enabled");
+            Ok(0)
+        }
+        CredentialCmd::Disable { name, id } => {
+            engine::credentials::set_additional_enabled(ctx, &name, &id, false)?;
+            println!("additional credential {id} of connection {name} disabled");
+            Ok(0)
+        }
+        CredentialCmd::Test { name, id } => {
+            let n = engine::credentials::test_credential(ctx, &name, &id)?;
+            println!("credential {id} of connection {name} works; it sees {n} scopes");
+            Ok(0)
+        }
+    }
+}
+
+/// Prints credentials, never a secret.
+pub fn print_credentials(list: &[engine::credentials::CredentialView]) {
+    println!(
+        "{:<14} {:<12} {:<18} {:<22} {:<9} {:<32} SECRET",
+        "ID", "ROLE", "KIND", "IDENTITY", "STATE", "PRINCIPAL"
+    );
+    for c in list {
+        println!(
+            "{:<14} {:<12} {:<18} {:<22} {:<9} {:<32} ********",
+            c.id,
+            c.role,
+            c.kind.as_str(),
+            c.identity.as_deref().unwrap_or("-"),
+            if c.enabled { "enabled" } else { "disabled" },
+            c.principal.as_deref().unwrap_or("-")
+        );
     }
 }

@@ -279,6 +279,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
                     settings,
                     credential,
                     read_only: a.read_only,
+                    rate_limit: a.rate_limit.clone(),
                     tls,
                 },
                 !a.no_verify,
@@ -330,7 +331,7 @@ fn connection(data_dir: &Path, cmd: ConnectionCmd) -> Result<i32> {
             println!("removed connection {name} (its snapshots stay in the archive)");
             Ok(0)
         }
-        ConnectionCmd::Credential(cmd) => connection_extras::run(&ctx, cmd),
+        ConnectionCmd::Credential(cmd) => connection_extras::run(&ctx, *cmd),
         ConnectionCmd::Tls(a) => connection_extras::set_tls(&ctx, a),
     }
 }

@@ -1,11 +1,11 @@
 //! Backing up every repository of a connection.
 
-use super::connections::{gate_for, tls_for};
+use super::connections::tls_for;
 use super::listing;
 use super::{Context, EngineError};
 use crate::archive::{BlobId, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION};
 use crate::git::{self, FetchOptions, GitAuth, GitError};
-use crate::providers::{HttpGate, Repository};
+use crate::providers::{CredentialStats, HttpGate, Repository};
 use crate::state::{Connection, RepoRecord};
 use crate::tls::TlsTrust;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,6 +20,8 @@ pub trait Progress: Send + Sync {
     fn fetched_bytes(&self, _repo: &str, _bytes: u64) {}
     fn finished(&self, _result: &RepoResult) {}
     fn notice(&self, _message: &str) {}
+    /// The credentials' counters so far (after each repository).
+    fn credentials(&self, _stats: &[CredentialStats]) {}
 }
 
 /// A progress sink that ignores everything.
@@ -62,6 +64,9 @@ pub struct BackupOptions {
     pub retries: u32,
     /// First wait before such a retry; doubles each time (±25% jitter, at most 60 s).
     pub retry_base: Duration,
+    /// Additional credentials of the connection to use besides the primary one
+    /// (`*` = every enabled one); none by default.
+    pub additional_credentials: Vec<String>,
 }
 
 impl Default for BackupOptions {
@@ -75,6 +80,7 @@ impl Default for BackupOptions {
             deadline: None,
             retries: 2,
             retry_base: Duration::from_secs(2),
+            additional_credentials: Vec::new(),
         }
     }
 }
@@ -125,6 +131,8 @@ pub struct BackupReport {
     pub seconds: f64,
     pub requests: u64,
     pub rate_limited: u64,
+    /// What each credential of the pool did (requests, 429s, cool-downs, failure).
+    pub credentials: Vec<CredentialStats>,
 }
 
 impl BackupReport {
@@ -163,7 +171,12 @@ pub fn backup_connection(
         opts.progress.notice(&tls.insecure_warning());
     }
     let progress = opts.progress.clone();
-    let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?.with_notice(move |m| progress.notice(m)));
+    // The primary credential, plus the additional ones the plan enabled, share one
+    // pool: listing and git fetches spread over them.
+    let gate = Arc::new(
+        super::credentials::pooled_gate(ctx, &conn, cred, &opts.additional_credentials, &tls)?
+            .with_notice(move |m| progress.notice(m)),
+    );
     let provider = ctx.providers.get(&conn.provider)?;
     let session = provider.session(&conn.settings, conn.credential_kind, gate.clone());
     if let Some(d) = provider
@@ -310,6 +323,7 @@ pub fn backup_connection(
                     tracing::warn!("{}: {reason}", repo.full_name);
                 }
                 opts.progress.finished(&result);
+                opts.progress.credentials(&gate.pool().stats());
                 if let Ok(mut r) = results.lock() {
                     r.push((i, result));
                 }
@@ -345,6 +359,7 @@ pub fn backup_connection(
         seconds: started.elapsed().as_secs_f64(),
         requests,
         rate_limited,
+        credentials: gate.pool().stats(),
     })
 }
 
@@ -397,8 +412,6 @@ fn backup_repository(
             reason: e.to_string(),
         })?;
     }
-    let header = gate.authenticator().git_header()?;
-    let auth = GitAuth::Header(header);
     let name = repo.full_name.clone();
     let progress = opts.progress.clone();
     let last_report = Mutex::new(Instant::now() - Duration::from_secs(1));
@@ -410,32 +423,76 @@ fn backup_repository(
             }
         }
     };
-    let fetch_opts = FetchOptions {
-        url: clone_url.as_str(),
-        auth: &auth,
-        progress: Some(&on_bytes),
-        should_interrupt: &opts.interrupt,
-        tls: Some(tls),
-    };
-    // A git 429 is retried after a capped back-off (gix does not expose the
-    // answer's Retry-After), with the wait shown in the job's progress.
-    let mut attempt = 0u32;
+    // Each fetch goes to the pool's credential with the most budget left; every
+    // HTTP request of the fetch is paced on that credential's principal. A 429 cools
+    // the principal down and the fetch moves on (another credential, or the same one
+    // after its cool-down); a 401/403 takes the credential out of the job when
+    // others remain.
+    let pool = gate.pool().clone();
+    let notice = |m: &str| opts.progress.notice(m);
+    let mut avoid: Vec<usize> = Vec::new();
+    let mut rate_limited = 0u32;
     let fetched = loop {
-        attempt += 1;
+        let lane = pool
+            .choose(&avoid, &notice)
+            .map_err(|e| EngineError::Connection {
+                connection: conn.name.clone(),
+                reason: format!("{}: {e}", repo.full_name),
+            })?;
+        let header = pool.auth(lane).git_header()?;
+        let pacer = {
+            let (pool, progress) = (pool.clone(), opts.progress.clone());
+            git::Pacer(Arc::new(move || pool.pace(lane, &|m| progress.notice(m))))
+        };
+        let auth = GitAuth::Paced {
+            header,
+            before_request: pacer,
+        };
+        let fetch_opts = FetchOptions {
+            url: clone_url.as_str(),
+            auth: &auth,
+            progress: Some(&on_bytes),
+            should_interrupt: &opts.interrupt,
+            tls: Some(tls),
+        };
         match git::fetch_mirror(&mirror, &fetch_opts) {
-            Err(GitError::RateLimited { .. })
-                if attempt <= ctx.retry.max_retries && !opts.interrupt.load(Ordering::Relaxed) =>
-            {
-                gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                let d = ctx.retry.backoff(attempt);
-                opts.progress.notice(&format!(
-                    "{}: rate limited (git), waiting {} s",
-                    repo.full_name,
-                    d.as_secs_f64().ceil() as u64
-                ));
-                std::thread::sleep(d);
+            Ok(f) => {
+                pool.ok(lane);
+                break f;
             }
-            other => break other?,
+            Err(GitError::RateLimited { .. })
+                if rate_limited < ctx.retry.max_retries + pool.len() as u32
+                    && !opts.interrupt.load(Ordering::Relaxed) =>
+            {
+                rate_limited += 1;
+                gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let d = pool.rate_limited(lane, None);
+                opts.progress.notice(&if pool.usable_besides(lane) == 0 {
+                    format!(
+                        "{}: rate limited (git), waiting {} s",
+                        repo.full_name,
+                        d.as_secs_f64().ceil() as u64
+                    )
+                } else {
+                    format!(
+                        "{}: credential {} rate limited (git), cooling down {} s; another credential takes over",
+                        repo.full_name,
+                        pool.id(lane),
+                        d.as_secs_f64().ceil() as u64
+                    )
+                });
+            }
+            Err(e @ (GitError::Unauthorized { .. } | GitError::Forbidden { .. }))
+                if pool.usable_besides(lane) > 0 =>
+            {
+                pool.fail(lane, &e.to_string());
+                opts.progress.notice(&format!(
+                    "credential {} was refused ({e}); continuing with the others",
+                    pool.id(lane)
+                ));
+                avoid.push(lane);
+            }
+            Err(e) => return Err(e.into()),
         }
     };
 

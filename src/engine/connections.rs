@@ -2,7 +2,7 @@
 //! per-project credentials.
 
 use super::{Context, EngineError};
-use crate::providers::{http, Authenticator, HttpGate, Scope};
+use crate::providers::{HttpGate, Scope};
 use crate::state::{Connection, ConnectionTls, CredentialScope, ScopedCredential};
 use crate::tls::TlsTrust;
 use crate::vault::Credential;
@@ -17,6 +17,8 @@ pub struct NewConnection {
     pub credential: Credential,
     /// Never used to write back to the provider.
     pub read_only: bool,
+    /// Request budget of each principal, e.g. `60/min`.
+    pub rate_limit: Option<String>,
     /// CA bundle (PEM contents and file name) or insecure mode; default: system roots.
     pub tls: ConnectionTls,
 }
@@ -62,34 +64,7 @@ pub(crate) fn gate_for(
     cred: Credential,
     tls: &Arc<TlsTrust>,
 ) -> Result<HttpGate, EngineError> {
-    let provider = ctx.providers.get(&conn.provider)?;
-    let support = provider.info().support_for(cred.kind)?;
-    let oauth_url = provider.oauth_token_url(&conn.settings, cred.kind)?;
-    let mut allowed = provider.info().allowed_origins(&conn.settings);
-    if let Some(u) = oauth_url.as_deref().and_then(|u| url::Url::parse(u).ok()) {
-        if !allowed.contains(&u.origin()) {
-            return Err(EngineError::Connection {
-                connection: conn.name.clone(),
-                reason: format!(
-                    "the provider's OAuth token URL {} is outside the connection's hosts",
-                    u.origin().ascii_serialization()
-                ),
-            });
-        }
-        allowed.push(u.origin());
-    }
-    let client = http::client_with_tls(&ctx.retry, tls).map_err(|e| EngineError::Connection {
-        connection: conn.name.clone(),
-        reason: e.to_string(),
-    })?;
-    let auth = Arc::new(Authenticator::new(
-        cred,
-        support.api.clone(),
-        support.git.clone(),
-        oauth_url,
-        client.clone(),
-    ));
-    Ok(HttpGate::new(client, allowed, auth, ctx.retry.clone()).with_tls(tls.clone()))
+    super::credentials::pooled_gate(ctx, conn, cred, &[], tls)
 }
 
 /// Adds a connection after validating its settings and credential; with `verify`,
@@ -119,13 +94,25 @@ pub fn add_connection(
     if tls.is_insecure() {
         warnings.push(tls.insecure_warning());
     }
-    let conn = Connection {
+    let mut conn = Connection {
         name: new.name.clone(),
         provider: new.provider.clone(),
         settings,
         credential_kind: new.credential.kind,
         credential_identity: new.credential.identity.clone(),
         read_only: new.read_only,
+        rate_limit: match &new.rate_limit {
+            Some(r) => Some(
+                r.parse::<crate::providers::RateBudget>()
+                    .map_err(|e| EngineError::Field {
+                        field: "rate_limit".into(),
+                        message: e,
+                    })?
+                    .to_string(),
+            ),
+            None => None,
+        },
+        principal: None,
         created_at: time::OffsetDateTime::now_utc(),
     };
     if verify {
@@ -137,6 +124,10 @@ pub fn add_connection(
                 connection: conn.name.clone(),
                 reason: format!("the credential could not be verified: {e}"),
             })?;
+        let (principal, warning) =
+            super::credentials::resolve_principal(ctx, &conn, &new.credential, &tls)?;
+        conn.principal = Some(principal);
+        warnings.extend(warning);
     }
     let sealed = ctx.vault.seal(&new.credential)?;
     ctx.state.add_connection(&conn, &sealed)?;
@@ -164,17 +155,21 @@ pub fn test_connection(ctx: &Context, name: &str) -> Result<Vec<Scope>, EngineEr
         .verify()?;
     // Each per-project credential must be able to list its project.
     for scoped in ctx.state.scoped_credentials(name)? {
+        if scoped.disabled {
+            continue;
+        }
         let cred = ctx.vault.unseal(&scoped.sealed)?;
         let kind = cred.kind;
         let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?);
-        let CredentialScope::Project { key } = &scoped.scope;
-        provider
-            .session(&conn.settings, kind, gate)
-            .verify_scope(key)
-            .map_err(|e| EngineError::Connection {
-                connection: conn.name.clone(),
-                reason: format!("the credential for {}: {e}", scoped.scope),
-            })?;
+        let session = provider.session(&conn.settings, kind, gate);
+        match &scoped.scope {
+            CredentialScope::Project { key } => session.verify_scope(key).map(|_| ()),
+            CredentialScope::Additional { .. } => session.verify().map(|_| ()),
+        }
+        .map_err(|e| EngineError::Connection {
+            connection: conn.name.clone(),
+            reason: format!("the credential for {}: {e}", scoped.scope),
+        })?;
     }
     Ok(scopes)
 }
@@ -256,6 +251,9 @@ pub fn add_project_credential(
         identity: credential.identity.clone(),
         sealed: ctx.vault.seal(&credential)?,
         added_at: time::OffsetDateTime::now_utc(),
+        label: None,
+        principal: None,
+        disabled: false,
     };
     ctx.state.put_scoped_credential(&scoped)?;
     Ok(warnings)

@@ -128,6 +128,7 @@ mod tests {
             read_only: false,
             enabled: true,
             run_missed: true,
+            additional_credentials: vec![],
         }
     }
 
@@ -144,6 +145,8 @@ mod tests {
                     credential_kind: CredentialKind::AccessToken,
                     credential_identity: None,
                     read_only: false,
+                    rate_limit: None,
+                    principal: None,
                     created_at: OffsetDateTime::UNIX_EPOCH,
                 },
                 b"sealed",

@@ -10,7 +10,9 @@ use super::plans;
 use super::restore::{find_repository, restore, SnapshotChoice};
 use super::{Context, EngineError};
 use crate::archive::SnapshotId;
-use crate::state::{Job, JobKind, JobRecordResult, JobState, JobTarget, Trigger};
+use crate::state::{
+    CredentialCounters, Job, JobKind, JobRecordResult, JobState, JobTarget, Trigger,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -498,6 +500,10 @@ impl Jobs {
                 deadline,
                 retries: self.config.retries,
                 retry_base: self.config.retry_base,
+                additional_credentials: plan
+                    .as_ref()
+                    .map(|p| p.spec.additional_credentials.clone())
+                    .unwrap_or_default(),
             };
             match backup_connection(&self.ctx, &target.connection, &opts) {
                 Ok(report) => {
@@ -757,5 +763,21 @@ impl Progress for JobProgressSink {
     fn notice(&self, message: &str) {
         self.live
             .update(|j| j.progress.notice = Some(message.to_string()));
+    }
+    fn credentials(&self, stats: &[crate::providers::CredentialStats]) {
+        let conn = self.connection.clone();
+        self.live.update(|j| {
+            let list = &mut j.progress.credentials;
+            list.retain(|c| c.connection != conn);
+            list.extend(stats.iter().map(|s| CredentialCounters {
+                connection: conn.clone(),
+                credential: s.credential.clone(),
+                principal: s.principal.clone(),
+                requests: s.requests,
+                rate_limited: s.rate_limited,
+                cooldowns: s.cooldowns,
+                failed: s.failed.clone(),
+            }));
+        });
     }
 }

@@ -31,6 +31,9 @@ pub(crate) fn list_repositories(
     let provider = ctx.providers.get(&conn.provider)?;
     let mut own: Vec<(CredentialScope, Arc<HttpGate>, crate::vault::CredentialKind)> = Vec::new();
     for scoped in ctx.state.scoped_credentials(&conn.name)? {
+        if !matches!(scoped.scope, CredentialScope::Project { .. }) || scoped.disabled {
+            continue;
+        }
         let cred = ctx.vault.unseal(&scoped.sealed)?;
         let kind = cred.kind;
         let progress = progress.clone();
@@ -39,7 +42,9 @@ pub(crate) fn list_repositories(
     }
     let mut scopes = session.list_scopes()?;
     for (scope, _, _) in &own {
-        let CredentialScope::Project { key } = scope;
+        let CredentialScope::Project { key } = scope else {
+            continue;
+        };
         if !scopes.iter().any(|s| scope.covers_project(&s.key)) {
             scopes.push(Scope {
                 key: key.clone(),

@@ -10,6 +10,7 @@
 
 pub mod backup;
 mod connections;
+pub mod credentials;
 pub mod daemon;
 pub mod jobs;
 mod listing;

@@ -127,6 +127,23 @@ pub fn validate(ctx: &Context, spec: &PlanSpec) -> Result<(), EngineError> {
     zone_of(spec)?;
     schedule_of(spec)?;
     window_of(spec)?;
+    for id in &spec.additional_credentials {
+        if id == "*" {
+            continue;
+        }
+        let mut found = false;
+        for c in &spec.connections {
+            found |= ctx.state.scoped_credentials(c)?.iter().any(
+                |s| matches!(&s.scope, crate::state::CredentialScope::Additional { id: i } if i == id),
+            );
+        }
+        if !found {
+            return Err(field(
+                "additional_credentials",
+                format!("no connection of the plan has an additional credential {id:?}; use \"*\" for all, or ids from the connection's credential list"),
+            ));
+        }
+    }
     if spec.concurrency == Some(0) || spec.concurrency.is_some_and(|c| c > 64) {
         return Err(field("concurrency", "must be between 1 and 64"));
     }

@@ -2,8 +2,10 @@
 //!
 //! A mirror is a bare repository whose refs equal the remote's refs (`+refs/*:refs/*` with force,
 //! deleted refs pruned, `HEAD` following the remote's). It is never repacked: each fetch that
-//! receives objects adds exactly one pack, written by gix-pack. Thin packs sent by the server are
-//! completed on arrival by appending the missing base objects (gix's thin-pack lookup), so every
+//! receives objects adds exactly one pack. The refs are listed and the pack is negotiated with
+//! gix-protocol; the pack stream itself is taken over by `pack_receive`, which writes and
+//! indexes it in memory that does not grow with the pack. Thin packs sent by the server are
+//! completed on arrival by inserting the missing base objects (gix's thin-pack lookup), so every
 //! pack in a mirror is self-contained and can be indexed on its own during a restore.
 //!
 //! The first fetch builds the mirror in a temporary directory next to it and renames it into
@@ -29,7 +31,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{
     error::chain,
-    progress::{with_reporter, PackBytes},
+    pack_index::PackError,
+    pack_receive::receive_pack,
+    progress::{with_reporter, Quiet},
     url::{self, RemoteUrl},
     FetchOptions, FetchOutcome, GitAuth, GitError, PackFile, RefEntry, RefTarget,
 };
@@ -76,7 +80,7 @@ fn config_overrides() -> [&'static str; 2] {
 pub fn fetch_mirror(mirror: &Path, opts: &FetchOptions) -> Result<FetchOutcome, GitError> {
     let remote = url::parse(opts.url)?;
     let auth = match opts.auth {
-        GitAuth::Header(value) => Some(value.clone()),
+        GitAuth::Header(value) | GitAuth::Paced { header: value, .. } => Some(value.clone()),
         GitAuth::None => remote.basic_auth.clone(),
     };
     if let Some(value) = &auth {
@@ -319,7 +323,7 @@ fn fetch_into(
         &total_bytes,
         opts.progress,
         || -> Result<Vec<RefEntry>, GitError> {
-            let mut progress = PackBytes::new(total_bytes.clone());
+            let mut progress = Quiet::new();
             let gix_remote = repo
                 .remote_at(remote.for_transport.as_str())
                 .map_err(|err| GitError::InvalidUrl {
@@ -329,34 +333,55 @@ fn fetch_into(
                 .with_refspecs([MIRROR_REFSPEC], gix::remote::Direction::Fetch)
                 .map_err(|err| GitError::repo(dir, chain(&err)))?
                 .with_fetch_tags(gix::remote::fetch::Tags::None);
-            let connection = gix_remote
+            let refspecs = gix_remote.refspecs(gix::remote::Direction::Fetch).to_vec();
+            let mut connection = gix_remote
                 .connect(gix::remote::Direction::Fetch)
                 .map_err(|err| fail(err, Phase::Connect))?;
-            // Never ask a credential helper or a terminal: a 401 is final.
-            let mut connection = connection.with_credentials(|action| {
-                if matches!(action, gix::credentials::helper::Action::Get(_)) {
-                    challenged.store(true, Ordering::Relaxed);
-                }
-                Ok(None)
-            });
+            let transport = connection.transport_mut();
             if remote.is_http {
                 if auth.is_some() && remote.for_transport.starts_with("http://") {
                     tracing::debug!(target: "reposafe::git", url = %remote.display, "sending credentials over unencrypted HTTP");
                 }
-                connection =
-                    connection.with_transport_options(http_options(repo, remote, auth, opts.tls)?);
+                let pacer = match opts.auth {
+                    GitAuth::Paced { before_request, .. } => Some(before_request.clone()),
+                    _ => None,
+                };
+                let options = http_options(repo, remote, auth, opts.tls, pacer)?;
+                transport
+                    .configure(&*options)
+                    .map_err(|err| GitError::Transport {
+                        url: remote.display.clone(),
+                        message: format!("could not configure the HTTP transport: {}", chain(&err)),
+                    })?;
             }
-            let prepare = connection
-                .prepare_fetch(
-                    &mut progress,
-                    gix::remote::ref_map::Options {
-                        // List everything, including HEAD, in one ls-refs round trip.
-                        prefix_from_spec_as_filter_on_remote: false,
-                        ..Default::default()
+            // Never ask a credential helper or a terminal: a 401 is final.
+            let authenticate = |action: gix::credentials::helper::Action| {
+                if matches!(action, gix::credentials::helper::Action::Get(_)) {
+                    challenged.store(true, Ordering::Relaxed);
+                }
+                Ok(None)
+            };
+            let mut handshake = gix::protocol::handshake(
+                &mut *transport,
+                gix::protocol::transport::Service::UploadPack,
+                authenticate,
+                Vec::new(),
+                &mut progress,
+            )
+            .map_err(|err| fail(err, Phase::Handshake))?;
+            // List everything, including HEAD, in one ls-refs round trip.
+            let ref_map = handshake
+                .prepare_lsrefs_or_extract_refmap(
+                    user_agent(),
+                    false,
+                    gix::protocol::fetch::refmap::init::Context {
+                        fetch_refspecs: refspecs,
+                        extra_refspecs: Vec::new(),
                     },
                 )
+                .and_then(|obtain| obtain.fetch_blocking(&mut progress, &mut *transport, false))
                 .map_err(|err| fail(err, Phase::Handshake))?;
-            let advertised = advertised_refs(&prepare.ref_map().remote_refs, &remote.display)?;
+            let advertised = advertised_refs(&ref_map.remote_refs, &remote.display)?;
             tracing::debug!(target: "reposafe::git", url = %remote.display, refs = advertised.len(), "remote refs listed");
 
             // Remove refs the remote no longer has before receiving, so new refs can take their place
@@ -367,34 +392,44 @@ fn fetch_into(
             // a remote whose refs did not move, or only moved to objects we already have, costs the
             // ref listing alone, and all ref changes are applied by `set_refs()` below. This also
             // covers an empty remote (nothing advertised but maybe an unborn HEAD).
-            let needs_pack = prepare.ref_map().mappings.iter().any(|mapping| {
+            let needs_pack = ref_map.mappings.iter().any(|mapping| {
                 mapping
                     .remote
                     .as_id()
                     .is_some_and(|id| !repo.has_object(id))
             });
-            if !needs_pack {
-                drop(prepare);
-            } else {
-                let outcome = prepare
-                    .with_write_packed_refs_only(true)
-                    .with_reflog_message(gix::remote::fetch::RefLogMessage::Override {
-                        message: "reposafe: mirror fetch".into(),
-                    })
-                    .receive(&mut progress, opts.should_interrupt)
-                    .map_err(|err| fail(err, Phase::Receive))?;
-                if let gix::remote::fetch::Status::Change {
-                    write_pack_bundle, ..
-                } = &outcome.status
-                {
-                    if let Some(keep) = &write_pack_bundle.keep_path {
-                        match fs::remove_file(keep) {
-                            Ok(()) => {}
-                            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(err) => return Err(GitError::io("remove", keep, err)),
-                        }
-                    }
-                }
+            if needs_pack {
+                receive_into_mirror(
+                    repo,
+                    dir,
+                    // Without any objects we send no "have"s, so the server cannot send a thin
+                    // pack: store the stream as is, without the thin-pack rewrite.
+                    !packs_before.is_empty(),
+                    &ref_map,
+                    &mut handshake,
+                    &mut *transport,
+                    progress,
+                    &total_bytes,
+                    opts.should_interrupt,
+                )
+                .map_err(|err| match err {
+                    ReceiveError::Protocol(err) => fail(err, Phase::Receive),
+                    ReceiveError::Pack(PackError::Interrupted) => GitError::Interrupted {
+                        url: remote.display.clone(),
+                    },
+                    ReceiveError::Pack(PackError::Io { action, source }) => GitError::Io {
+                        action,
+                        path: dir.join("objects").join("pack"),
+                        source,
+                    },
+                    ReceiveError::Pack(err @ PackError::Corrupt(_)) => GitError::Transport {
+                        url: remote.display.clone(),
+                        message: format!("the received pack is invalid: {err}"),
+                    },
+                })?;
+            }
+            if handshake.server_protocol_version == gix::protocol::transport::Protocol::V2 {
+                gix::protocol::indicate_end_of_interaction(&mut *transport, false).ok();
             }
             Ok(advertised)
         },
@@ -427,6 +462,172 @@ fn fetch_into(
         bytes_received: total_bytes.load(Ordering::Relaxed),
         cloned: false,
     })
+}
+
+/// The agent we announce to servers.
+fn user_agent() -> (&'static str, Option<String>) {
+    (
+        "agent",
+        Some(format!("reposafe/{}", env!("CARGO_PKG_VERSION"))),
+    )
+}
+
+/// Why receiving a pack failed: in the protocol, or in the pack itself.
+enum ReceiveError {
+    Protocol(gix::Error),
+    Pack(PackError),
+}
+
+/// Negotiate with the remote and receive the pack for everything `ref_map` lists that `repo`
+/// lacks, writing it into the mirror's `objects/pack` with [`receive_pack()`]. With
+/// `complete_thin`, thin packs are completed from the mirror. Refs are not touched.
+#[allow(clippy::too_many_arguments)]
+fn receive_into_mirror(
+    repo: &gix::Repository,
+    dir: &Path,
+    complete_thin: bool,
+    ref_map: &gix::protocol::fetch::RefMap,
+    handshake: &mut gix::protocol::Handshake,
+    transport: &mut Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+    progress: Quiet,
+    total_bytes: &AtomicU64,
+    should_interrupt: &AtomicBool,
+) -> Result<(), ReceiveError> {
+    use gix::protocol::fetch::{self as proto, negotiate};
+
+    struct Mirror<'a> {
+        repo: &'a gix::Repository,
+        ref_map: &'a proto::RefMap,
+        graph: gix::negotiate::Graph<'a, 'a>,
+        negotiator: Box<dyn gix::negotiate::Negotiator>,
+    }
+    impl proto::Negotiate for Mirror<'_> {
+        fn mark_complete_and_common_ref(&mut self) -> gix::Result<negotiate::Action> {
+            negotiate::mark_complete_and_common_ref(
+                &self.repo.objects,
+                &self.repo.refs,
+                || {
+                    Ok(std::iter::empty::<(
+                        gix::refs::file::Store,
+                        gix::objs::find::Never,
+                    )>())
+                },
+                &mut *self.negotiator,
+                &mut self.graph,
+                self.ref_map,
+                &proto::Shallow::NoChange,
+                negotiate::make_refmapping_ignore_predicate(proto::Tags::None, self.ref_map),
+            )
+        }
+
+        fn add_wants(&mut self, arguments: &mut proto::Arguments, known: &[bool]) -> bool {
+            negotiate::add_wants(
+                &self.repo.objects,
+                arguments,
+                self.ref_map,
+                known,
+                &proto::Shallow::NoChange,
+                negotiate::make_refmapping_ignore_predicate(proto::Tags::None, self.ref_map),
+            )
+        }
+
+        fn one_round(
+            &mut self,
+            state: &mut negotiate::one_round::State,
+            arguments: &mut proto::Arguments,
+            previous_response: Option<&proto::Response>,
+        ) -> gix::Result<(negotiate::Round, bool)> {
+            negotiate::one_round(
+                &mut *self.negotiator,
+                &mut self.graph,
+                state,
+                arguments,
+                previous_response,
+            )
+        }
+    }
+
+    let shallow_file = repo.shallow_file().map_err(ReceiveError::Protocol)?;
+    let mut mirror = Mirror {
+        repo,
+        ref_map,
+        graph: repo.revision_graph(None),
+        negotiator: gix::negotiate::Algorithm::Consecutive.into_negotiator(),
+    };
+    let pack_dir = dir.join("objects").join("pack");
+    let mut pack_error = None;
+    let result = gix::protocol::fetch(
+        &mut mirror,
+        |reader, _progress, should_interrupt| -> gix::Result<bool> {
+            let mut counted = CountingReader {
+                inner: reader,
+                total: total_bytes,
+            };
+            match receive_pack(
+                &mut counted,
+                &pack_dir,
+                complete_thin.then(|| repo.objects.clone()),
+                repo.object_hash(),
+                should_interrupt,
+            ) {
+                Ok(received) => {
+                    if let Some(received) = received {
+                        tracing::debug!(target: "reposafe::git", pack = %received.pack_path.display(), objects = received.num_objects, "pack received");
+                    }
+                    Ok(true)
+                }
+                Err(err) => {
+                    let message = err.to_string();
+                    pack_error = Some(err);
+                    Err(gix::Error::from_error(gix::error::validation(message)))
+                }
+            }
+        },
+        progress,
+        should_interrupt,
+        proto::Context {
+            handshake,
+            transport,
+            user_agent: user_agent(),
+            trace_packetlines: false,
+        },
+        proto::Options {
+            shallow_file,
+            shallow: &proto::Shallow::NoChange,
+            tags: proto::Tags::None,
+            reject_shallow_remote: false,
+        },
+    );
+    match (result, pack_error) {
+        (_, Some(err)) => Err(ReceiveError::Pack(err)),
+        (Err(err), None) => Err(ReceiveError::Protocol(err)),
+        (Ok(_), None) => Ok(()),
+    }
+}
+
+/// Counts the pack bytes read from the remote.
+struct CountingReader<'a> {
+    inner: &'a mut dyn std::io::BufRead,
+    total: &'a AtomicU64,
+}
+
+impl std::io::Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for CountingReader<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.total.fetch_add(amount as u64, Ordering::Relaxed);
+        self.inner.consume(amount);
+    }
 }
 
 /// Remove directories in `parent` starting with `prefix`, left behind by a crashed earlier run.
@@ -509,6 +710,7 @@ fn http_options(
     remote: &RemoteUrl,
     auth: Option<&SecretString>,
     tls: Option<&crate::tls::TlsTrust>,
+    pacer: Option<super::Pacer>,
 ) -> Result<Box<dyn std::any::Any>, GitError> {
     let not_http = || GitError::Transport {
         url: remote.display.clone(),
@@ -530,6 +732,9 @@ fn http_options(
     let header = auth.cloned();
     let configure_request: Option<Box<http::reqwest::ConfigureRequestFn>> = header.map(|header| {
         Box::new(move |request: &mut reqwest::blocking::Request| -> gix::Result {
+            if let Some(p) = &pacer {
+                (p.0)();
+            }
             let mut value = reqwest::header::HeaderValue::from_str(header.expose_secret()).map_err(|_| {
                 gix::Error::from_error(gix::error::validation(
                     "the Authorization header value contains characters that are not allowed in HTTP headers",

@@ -14,8 +14,11 @@
 //!
 //! Callers must not run two operations on the same mirror concurrently.
 
+mod delta;
 mod error;
 mod fetch;
+mod pack_index;
+mod pack_receive;
 mod progress;
 mod restore;
 mod url;
@@ -38,6 +41,22 @@ pub enum GitAuth {
     ///
     /// It is sent with every HTTP(S) request and is ignored for `file://` URLs and local paths.
     Header(secrecy::SecretString),
+    /// Like `Header`, and `before_request` is called just before every HTTP request of
+    /// the fetch (a request scheduler paces a principal's requests with it).
+    Paced {
+        header: secrecy::SecretString,
+        before_request: Pacer,
+    },
+}
+
+/// A hook called before each HTTP request of a fetch.
+#[derive(Clone)]
+pub struct Pacer(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pacer")
+    }
 }
 
 /// What a reference points to.

@@ -1,5 +1,6 @@
-//! Progress plumbing for the `git` module: a gix progress tree that only counts received pack
-//! bytes, and a reporter thread that hands the count to the caller's callback.
+//! Progress plumbing for the `git` module: a gix progress tree that drops all progress (pack
+//! bytes are counted by the fetch's own pack reader), and a reporter thread that hands the byte
+//! count to the caller's callback.
 
 use std::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -9,47 +10,33 @@ use std::time::Duration;
 
 use gix::progress::{Count, Id, MessageLevel, NestedProgress, Progress, StepShared, Unit, UNKNOWN};
 
-/// The id gix-pack gives the progress of reading pack bytes from the remote
-/// (`gix_pack::bundle::write::ProgressId::ReadPackBytes`).
-const READ_PACK_BYTES: Id = *b"BWRB";
-
-/// A progress tree node. Nodes created for reading pack data add to a shared byte counter;
-/// all other progress is dropped, and messages go to `tracing` at debug level.
+/// A progress tree node that keeps only its step counter; messages go to `tracing` at debug
+/// level.
 #[derive(Clone)]
-pub(crate) struct PackBytes {
+pub(crate) struct Quiet {
     id: Id,
-    counts_bytes: bool,
     step: StepShared,
-    total: Arc<AtomicU64>,
 }
 
-impl PackBytes {
-    pub(crate) fn new(total: Arc<AtomicU64>) -> Self {
-        PackBytes {
+impl Quiet {
+    pub(crate) fn new() -> Self {
+        Quiet {
             id: UNKNOWN,
-            counts_bytes: false,
             step: Arc::new(AtomicUsize::new(0)),
-            total,
         }
     }
 
     fn child(&self, id: Id) -> Self {
-        PackBytes {
+        Quiet {
             id,
-            counts_bytes: id == READ_PACK_BYTES,
             step: Arc::new(AtomicUsize::new(0)),
-            total: self.total.clone(),
         }
     }
 }
 
-impl Count for PackBytes {
+impl Count for Quiet {
     fn set(&self, step: usize) {
-        let previous = self.step.swap(step, Ordering::Relaxed);
-        if self.counts_bytes && step > previous {
-            self.total
-                .fetch_add((step - previous) as u64, Ordering::Relaxed);
-        }
+        self.step.store(step, Ordering::Relaxed);
     }
 
     fn step(&self) -> usize {
@@ -58,9 +45,6 @@ impl Count for PackBytes {
 
     fn inc_by(&self, step: usize) {
         self.step.fetch_add(step, Ordering::Relaxed);
-        if self.counts_bytes {
-            self.total.fetch_add(step as u64, Ordering::Relaxed);
-        }
     }
 
     fn counter(&self) -> StepShared {
@@ -68,7 +52,7 @@ impl Count for PackBytes {
     }
 }
 
-impl Progress for PackBytes {
+impl Progress for Quiet {
     fn init(&mut self, _max: Option<usize>, _unit: Option<Unit>) {}
 
     fn set_name(&mut self, _name: String) {}
@@ -86,8 +70,8 @@ impl Progress for PackBytes {
     }
 }
 
-impl NestedProgress for PackBytes {
-    type SubProgress = PackBytes;
+impl NestedProgress for Quiet {
+    type SubProgress = Quiet;
 
     fn add_child(&mut self, _name: impl Into<String>) -> Self::SubProgress {
         self.child(UNKNOWN)

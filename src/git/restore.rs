@@ -1,7 +1,8 @@
 //! Restore: rebuilding a bare repository from archived pack files and a ref listing.
 //!
-//! Each pack is streamed (constant memory) into `objects/pack` and indexed with gix-pack, byte
-//! for byte as it was archived, so it keeps its name `pack-<hash>.pack`. Packs must be
+//! Each pack is streamed into `objects/pack` byte for byte as it was archived, so it keeps its
+//! name `pack-<hash>.pack`, and indexed in memory that does not grow with its size (see
+//! `pack_receive`). Packs must be
 //! self-contained, which every pack written by [`fetch_mirror()`](super::fetch_mirror) is. The
 //! repository is assembled in a temporary directory next to the target and renamed into place
 //! at the end, so a failed restore leaves no half-written repository behind.
@@ -15,8 +16,9 @@ use std::{
 };
 
 use super::{
-    error::chain,
     fetch::{init_bare, open_mirror, remove_leftovers, remove_path, set_refs, sync_tree},
+    pack_index::PackError,
+    pack_receive::receive_pack,
     GitError, RefEntry, RefTarget,
 };
 
@@ -151,50 +153,39 @@ fn default_head(refs: &[RefEntry]) -> Option<String> {
         })
 }
 
-/// Stream one pack into `pack_dir` and build its index.
+/// Stream one pack into `pack_dir` and build its index, in memory independent of the pack size.
 fn write_pack(pack: Box<dyn Read + Send>, pack_dir: &Path, index: usize) -> Result<(), GitError> {
-    let invalid = |message: String| GitError::InvalidPack { index, message };
     let mut reader = BufReader::with_capacity(64 * 1024, pack);
     let never_interrupt = AtomicBool::new(false);
-    let outcome = gix::odb::pack::Bundle::write_to_directory(
+    // Restored packs are written exactly as archived: no thin-pack completion, which would
+    // change their content and name. Packs from `fetch_mirror()` are self-contained.
+    let received = receive_pack(
         &mut reader,
-        Some(pack_dir),
-        &mut gix::progress::Discard,
-        &never_interrupt,
-        // Restored packs are written exactly as archived: no thin-pack completion, which would
-        // change their content and name. Packs from `fetch_mirror()` are self-contained.
+        pack_dir,
         None::<gix::objs::find::Never>,
         gix::hash::Kind::Sha1,
-        gix::odb::pack::bundle::write::Options {
-            thread_limit: None,
-            iteration_mode: gix::odb::pack::data::input::Mode::Verify,
-            index_version: gix::odb::pack::index::Version::V2,
-            alloc_limit_bytes: None,
-            compression: gix::zlib::Compression::BEST_SPEED,
-        },
+        &never_interrupt,
     )
-    .map_err(|err| invalid(chain(&err)))?;
-    if let Some(keep) = &outcome.keep_path {
-        fs::remove_file(keep).map_err(|err| GitError::io("remove", keep, err))?;
+    .map_err(|err| match err {
+        PackError::Io { action, source } => GitError::InvalidPack {
+            index,
+            message: format!("could not {action}: {source}"),
+        },
+        err => GitError::InvalidPack {
+            index,
+            message: err.to_string(),
+        },
+    })?;
+    match received {
+        Some(received) => tracing::debug!(
+            target: "reposafe::git",
+            index,
+            objects = received.num_objects,
+            pack = %received.pack_hash,
+            "pack restored"
+        ),
+        None => tracing::debug!(target: "reposafe::git", index, "empty pack skipped"),
     }
-    // The reader must end with the pack: trailing bytes mean the input isn't what we think it is.
-    let mut probe = [0u8; 1];
-    match reader.read(&mut probe) {
-        Ok(0) => {}
-        Ok(_) => return Err(invalid("unexpected data after the end of the pack".into())),
-        Err(err) => {
-            return Err(invalid(format!(
-                "could not read the end of the pack: {err}"
-            )))
-        }
-    }
-    tracing::debug!(
-        target: "reposafe::git",
-        index,
-        objects = outcome.index.num_objects,
-        pack = %outcome.index.data_hash,
-        "pack restored"
-    );
     Ok(())
 }
 

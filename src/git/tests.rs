@@ -3,6 +3,7 @@
 
 mod bench;
 mod http_server;
+mod pack_index;
 mod support;
 
 use std::{

@@ -3,6 +3,7 @@
 //! `Authorization` header, applies time-outs and size limits, and retries 429 and
 //! 5xx answers with back-off (honouring `Retry-After`, capped).
 
+use super::pool::CredentialPool;
 use super::Authenticator;
 use crate::tls::TlsTrust;
 use secrecy::ExposeSecret;
@@ -133,13 +134,18 @@ pub type NoticeFn = Box<dyn Fn(&str) + Send + Sync>;
 pub struct HttpGate {
     client: reqwest::blocking::Client,
     allowed: Vec<url::Origin>,
-    auth: Arc<Authenticator>,
+    pool: Arc<CredentialPool>,
     policy: RetryPolicy,
     pub stats: GateStats,
     /// Called with a human message when the gate waits (e.g. "rate limited, waiting 30 s").
     notice: Option<NoticeFn>,
     /// The connection's TLS trust, for certificate-failure messages.
     tls: Option<Arc<TlsTrust>>,
+}
+
+/// A URL without its query, for messages.
+fn strip_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
 }
 
 /// The shared HTTP client: no redirects (a credential must never follow one), rustls.
@@ -175,10 +181,25 @@ impl HttpGate {
         auth: Arc<Authenticator>,
         policy: RetryPolicy,
     ) -> HttpGate {
+        let pool = Arc::new(CredentialPool::single(
+            auth,
+            policy.base_backoff,
+            policy.max_wait,
+        ));
+        HttpGate::with_pool(client, allowed, pool, policy)
+    }
+
+    /// A gate whose requests are spread over a pool of credentials.
+    pub fn with_pool(
+        client: reqwest::blocking::Client,
+        allowed: Vec<url::Origin>,
+        pool: Arc<CredentialPool>,
+        policy: RetryPolicy,
+    ) -> HttpGate {
         HttpGate {
             client,
             allowed,
-            auth,
+            pool,
             policy,
             stats: GateStats::default(),
             notice: None,
@@ -203,8 +224,21 @@ impl HttpGate {
         self.notice = Some(Box::new(f));
     }
 
+    /// The primary credential's authenticator.
     pub fn authenticator(&self) -> &Arc<Authenticator> {
-        &self.auth
+        self.pool.auth(0)
+    }
+
+    /// The credentials this gate spreads requests over.
+    pub fn pool(&self) -> &Arc<CredentialPool> {
+        &self.pool
+    }
+
+    /// Tells the notice callback (job progress) something.
+    pub fn notify(&self, message: &str) {
+        if let Some(n) = &self.notice {
+            n(message);
+        }
     }
 
     /// Whether `url` is on the allow-list (same scheme, host and port as a URL setting).
@@ -244,6 +278,15 @@ impl HttpGate {
             .map_err(|_| GateError::Denied(format!("bad method {:?}", req.method)))
     }
 
+    /// Says that the next request waits `d` (the pool does the waiting).
+    fn wait_notice(&self, d: Duration, why: &str) {
+        self.notify(&format!(
+            "{why}, waiting {} s",
+            d.as_secs_f64().ceil() as u64
+        ));
+        tracing::info!("{why}, waiting {:.1} s", d.as_secs_f64());
+    }
+
     fn wait(&self, d: Duration, why: &str) {
         if let Some(n) = &self.notice {
             n(&format!(
@@ -259,11 +302,18 @@ impl HttpGate {
     pub fn send(&self, req: &Request) -> Result<Response, GateError> {
         let method = self.check(req)?;
         let mut attempt = 0u32;
+        let mut rate_limited = 0u32;
+        let notice = |m: &str| self.notify(m);
         loop {
             attempt += 1;
+            let lane = self
+                .pool
+                .choose(&[], &notice)
+                .map_err(|e| GateError::Denied(e.to_string()))?;
+            self.pool.pace(lane, &notice);
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let auth = self
-                .auth
+            let lane_auth = self.pool.auth(lane).clone();
+            let auth = lane_auth
                 .api_header()
                 .map_err(|e| GateError::Denied(e.to_string()))?;
             let mut rb = self.client.request(method.clone(), &req.url);
@@ -305,32 +355,69 @@ impl HttpGate {
                 }
             };
             let status = resp.status().as_u16();
-            if status == 429 || (500..600).contains(&status) {
-                if status == 429 {
-                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            if status == 429 {
+                // The principal cools down; `choose` moves the request to another
+                // credential, or waits for this one.
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                rate_limited += 1;
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
+                let d = self.pool.rate_limited(lane, retry_after);
+                if self.pool.usable_besides(lane) == 0 {
+                    self.wait_notice(d, "rate limited");
+                } else {
+                    self.notify(&format!(
+                        "credential {} rate limited, cooling down {} s; another credential takes over",
+                        self.pool.id(lane),
+                        d.as_secs_f64().ceil() as u64
+                    ));
                 }
-                if retries_left {
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
-                    let d = retry_after
-                        .unwrap_or_else(|| self.policy.backoff(attempt))
-                        .min(self.policy.max_wait);
+                if rate_limited <= self.policy.max_retries + self.pool.len() as u32 {
+                    attempt -= 1;
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let why = if status == 429 {
-                        "rate limited".to_string()
-                    } else {
-                        format!("server error {status}")
-                    };
-                    self.wait(d, &why);
                     continue;
                 }
             }
-            if status == 401 && self.auth.kind() == crate::vault::CredentialKind::OauthConsumer {
+            if (status == 401 || status == 403)
+                && self.pool.len() > 1
+                && self.pool.usable_besides(lane) > 0
+                && !(status == 401
+                    && lane_auth.kind() == crate::vault::CredentialKind::OauthConsumer
+                    && attempt == 1)
+            {
+                self.pool.fail(
+                    lane,
+                    &format!("the server answered {status} to {}", strip_query(&req.url)),
+                );
+                self.notify(&format!(
+                    "credential {} answered {status}; continuing with the others",
+                    self.pool.id(lane)
+                ));
+                attempt -= 1;
+                continue;
+            }
+            if (500..600).contains(&status) && retries_left {
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
+                let d = retry_after
+                    .unwrap_or_else(|| self.policy.backoff(attempt))
+                    .min(self.policy.max_wait);
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                self.wait(d, &format!("server error {status}"));
+                continue;
+            }
+            if status < 400 {
+                self.pool.ok(lane);
+            }
+            if status == 401 && lane_auth.kind() == crate::vault::CredentialKind::OauthConsumer {
                 // An expired or revoked token: fetch a new one once.
-                self.auth.invalidate();
+                lane_auth.invalidate();
                 if attempt == 1 {
                     continue;
                 }

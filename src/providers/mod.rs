@@ -11,10 +11,12 @@
 pub mod auth;
 mod cache;
 pub mod http;
+pub mod pool;
 mod wasm;
 
 pub use auth::{AuthScheme, Authenticator};
 pub use http::{HttpGate, RetryPolicy};
+pub use pool::{CredentialPool, CredentialStats, PoolCredential, RateBudget};
 pub use wasm::{LoadedProvider, ProviderRegistry, ProviderSession};
 
 use crate::vault::CredentialKind;

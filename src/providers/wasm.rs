@@ -289,13 +289,13 @@ impl LoadedProvider {
             .map_err(|e| load_err(e.to_string()))?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
             load_err(format!(
-                "it does not implement the reposafe:provider@0.1.0 world this reposafe hosts \
+                "it does not implement the reposafe:provider@0.2.0 world this reposafe hosts \
                  (only http.send and log.log are available to plugins): {e:#}"
             ))
         })?;
         let pre = ProviderPluginPre::new(instance_pre).map_err(|e| {
             load_err(format!(
-                "it does not export reposafe:provider/provider@0.1.0: {e:#}"
+                "it does not export reposafe:provider/provider@0.2.0: {e:#}"
             ))
         })?;
         let mut p = LoadedProvider {
@@ -529,6 +529,14 @@ impl ProviderSession<'_> {
             })?
             .map_err(error_from_wit)?;
         Ok(())
+    }
+
+    /// The account the credential acts as, if the provider can tell.
+    pub fn principal(&self) -> Result<Option<String>, ProviderError> {
+        let conn = &self.conn;
+        self.provider
+            .call(Some(self.gate.clone()), |g, s| g.call_principal(s, conn))?
+            .map_err(error_from_wit)
     }
 
     /// Every repository of a scope, following the provider's pages.

@@ -30,6 +30,9 @@ pub enum CredentialScope {
     /// One project (Data Center project key, `~user` for a personal project), stored
     /// upper-case: keys are case-insensitive on the server.
     Project { key: String },
+    /// An additional credential (`c1`, `c2`, ...) that plans may enable to spread
+    /// requests over more accounts' rate-limit budgets.
+    Additional { id: String },
 }
 
 impl CredentialScope {
@@ -40,9 +43,11 @@ impl CredentialScope {
         }
     }
 
-    fn id(&self) -> String {
+    /// The credential's id in listings and the API: `project:KEY` or `c1`.
+    pub fn id(&self) -> String {
         match self {
             CredentialScope::Project { key } => format!("project:{key}"),
+            CredentialScope::Additional { id } => id.clone(),
         }
     }
 
@@ -50,6 +55,7 @@ impl CredentialScope {
     pub fn covers_project(&self, key: &str) -> bool {
         match self {
             CredentialScope::Project { key: k } => k.eq_ignore_ascii_case(key.trim()),
+            CredentialScope::Additional { .. } => false,
         }
     }
 }
@@ -58,6 +64,7 @@ impl std::fmt::Display for CredentialScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CredentialScope::Project { key } => write!(f, "project {key}"),
+            CredentialScope::Additional { id } => write!(f, "additional credential {id}"),
         }
     }
 }
@@ -75,6 +82,15 @@ pub struct ScopedCredential {
     pub sealed: Vec<u8>,
     #[serde(with = "time::serde::rfc3339")]
     pub added_at: OffsetDateTime,
+    /// A name the user gave it.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Who the provider counts its requests against (additional credentials).
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// A disabled credential is kept but never used.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 mod sealed_b64 {
@@ -248,6 +264,8 @@ mod tests {
             credential_kind: CredentialKind::HttpAccessToken,
             credential_identity: None,
             read_only: false,
+            rate_limit: None,
+            principal: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
@@ -260,6 +278,9 @@ mod tests {
             identity: None,
             sealed: vec![0, 1, 2, 255],
             added_at: OffsetDateTime::UNIX_EPOCH,
+            label: None,
+            principal: None,
+            disabled: false,
         }
     }
 

@@ -86,6 +86,23 @@ pub struct JobProgress {
     /// The latest notice, e.g. "rate limited, waiting 30 s".
     #[serde(default)]
     pub notice: Option<String>,
+    /// What each credential did (requests, 429s, cool-downs, failure).
+    #[serde(default)]
+    pub credentials: Vec<CredentialCounters>,
+}
+
+/// One credential's counters in a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialCounters {
+    pub connection: String,
+    /// `primary` or an additional credential's id.
+    pub credential: String,
+    pub principal: String,
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub cooldowns: u64,
+    /// Why it was taken out of the job (401/403), if it was.
+    pub failed: Option<String>,
 }
 
 /// A job record.

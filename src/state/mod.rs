@@ -22,7 +22,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 mod jobs;
 mod plans;
-pub use jobs::{Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget, Trigger};
+pub use jobs::{
+    CredentialCounters, Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget, Trigger,
+};
 pub use plans::{Plan, PlanSpec, PlanStatus};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -76,6 +78,12 @@ pub struct Connection {
     /// Never used to write back to the provider (schema 2; absent means false).
     #[serde(default)]
     pub read_only: bool,
+    /// Request budget of each principal, e.g. `60/min` (none: only 429s slow down).
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    /// Who the provider counts the primary credential's requests against.
+    #[serde(default)]
+    pub principal: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -331,6 +339,8 @@ mod tests {
             credential_kind: CredentialKind::ApiToken,
             credential_identity: Some("me@acme.test".into()),
             read_only: false,
+            rate_limit: None,
+            principal: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }

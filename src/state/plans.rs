@@ -54,6 +54,10 @@ pub struct PlanSpec {
     /// Run once at start when a scheduled time passed while the daemon was down.
     #[serde(default = "yes")]
     pub run_missed: bool,
+    /// Additional credentials of the plan's connections to spread requests over
+    /// (`["*"]` = every enabled one, or ids like `c1`); none by default.
+    #[serde(default)]
+    pub additional_credentials: Vec<String>,
 }
 
 /// What the daemon maintains about a plan.

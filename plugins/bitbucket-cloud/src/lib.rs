@@ -135,6 +135,32 @@ impl Guest for Component {
         })
     }
 
+    /// The Bitbucket account behind API tokens and app passwords (`GET /2.0/user`):
+    /// every credential of one account spends that account's rate-limit budget.
+    /// Access tokens and OAuth consumers have budgets of their own: `none`.
+    fn principal(conn: Connection) -> Result<Option<String>, ProviderError> {
+        match conn.credential_kind {
+            CredentialKind::ApiToken | CredentialKind::AppPassword => {}
+            _ => return Ok(None),
+        }
+        let base = base_url(&conn, SETTING_API_BASE, DEFAULT_API_BASE)?;
+        let url = format!("{base}/2.0/user");
+        let body = get(&url, &Purpose::Account)?;
+        let user: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not JSON: {e}")))?;
+        let id = user
+            .get("uuid")
+            .and_then(|v| v.as_str())
+            .or_else(|| user.get("account_id").and_then(|v| v.as_str()))
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ProviderError::InvalidResponse(format!(
+                    "GET {url}: the answer has neither `uuid` nor `account_id`"
+                ))
+            })?;
+        Ok(Some(format!("account:{id}")))
+    }
+
     fn oauth_token_url(conn: Connection) -> Option<String> {
         let base = base_url(&conn, SETTING_GIT_BASE, DEFAULT_GIT_BASE)
             .unwrap_or_else(|_| DEFAULT_GIT_BASE.to_string());
@@ -250,6 +276,8 @@ fn encode_path_segment(s: &str) -> String {
 enum Purpose<'a> {
     Workspaces,
     Repositories(&'a str),
+    /// `GET /2.0/user`: whose account the credential is.
+    Account,
 }
 
 /// GETs `url` as JSON; returns the body of a 2xx answer.
@@ -285,6 +313,7 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
     let target = match purpose {
         Purpose::Workspaces => "the workspace list".to_string(),
         Purpose::Repositories(ws) => format!("the repositories of workspace `{ws}`"),
+        Purpose::Account => "the credential's account (GET /2.0/user)".to_string(),
     };
     Some(match status {
         401 => ProviderError::Unauthorized(format!(
@@ -299,10 +328,14 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
                 "the credential may not list the repositories of workspace `{ws}` (403); check \
                  its permissions and scopes (repository read access is needed)"
             ),
+            Purpose::Account => "the credential may not read its account (403); give it the \
+                                 `account:read` scope"
+                .to_string(),
         }),
         404 => ProviderError::NotFound(match purpose {
             Purpose::Workspaces => format!("{url} was not found (404)"),
             Purpose::Repositories(ws) => format!("workspace `{ws}` was not found (404)"),
+            Purpose::Account => format!("{url} was not found (404)"),
         }),
         410 => ProviderError::Gone(format!(
             "{url} is gone (410): Bitbucket has retired this endpoint"

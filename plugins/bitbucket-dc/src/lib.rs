@@ -170,6 +170,13 @@ impl Guest for Component {
     fn oauth_token_url(_conn: Connection) -> Option<String> {
         None
     }
+
+    /// Data Center has no rate-limit accounting the host could learn from a
+    /// whoami call that works for project and repository tokens alike; the host
+    /// counts each credential on its own (user name for `basic`).
+    fn principal(_conn: Connection) -> Result<Option<String>, ProviderError> {
+        Ok(None)
+    }
 }
 
 fn credential_kinds() -> Vec<CredentialSupport> {

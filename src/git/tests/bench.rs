@@ -352,4 +352,42 @@ fn large_pack_memory() {
         restore_bare(&target, &mut pack_readers(&packs), &out.refs, false).expect("restore")
     });
     git.fsck(&target);
+    assert_eq!(git.refs_with_head(&target), out.refs);
+
+    // For comparison: what gix-pack's own bundle writer (which memory-maps the whole pack while
+    // resolving deltas) costs on the same pack. This was the indexing path before.
+    let gix_dir = root.join("gix-bundle");
+    fs::create_dir(&gix_dir).expect("dir");
+    measure(
+        &format!("gix Bundle::write_to_directory of the same {megabytes} MiB pack (old path)"),
+        || {
+            let mut reader = std::io::BufReader::new(fs::File::open(&packs[0].path).expect("open"));
+            gix::odb::pack::Bundle::write_to_directory(
+                &mut reader,
+                Some(&gix_dir),
+                &mut gix::progress::Discard,
+                &AtomicBool::new(false),
+                None::<gix::objs::find::Never>,
+                gix::hash::Kind::Sha1,
+                gix::odb::pack::bundle::write::Options {
+                    thread_limit: None,
+                    iteration_mode: gix::odb::pack::data::input::Mode::Verify,
+                    index_version: gix::odb::pack::index::Version::V2,
+                    alloc_limit_bytes: None,
+                    compression: gix::zlib::Compression::BEST_SPEED,
+                },
+            )
+            .expect("gix bundle write")
+        },
+    );
+    let index_pack = root.join("index-pack.git");
+    git.run(root, &["init", "--bare", "-q", "index-pack.git"]);
+    let copy = index_pack.join("objects/pack/copy.pack");
+    fs::copy(&packs[0].path, &copy).expect("copy");
+    time_cli(
+        &git,
+        "git index-pack (same pack)",
+        &index_pack,
+        &["index-pack", copy.to_str().expect("utf8")],
+    );
 }
