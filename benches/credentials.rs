@@ -305,13 +305,24 @@ fn describe_run(r: &RunStats, window: Duration, out: &mut String) {
     match counters {
         None => out.push_str("job credential counters: none reported\n"),
         Some(cs) => {
+            let width = cs
+                .iter()
+                .filter_map(|c| c["principal"].as_str().map(str::len))
+                .max()
+                .unwrap_or(9)
+                .max(9);
             out.push_str(&format!(
-                "{:<10} {:<38} {:>9} {:>12} {:>10}  failed\n",
-                "credential", "principal", "requests", "rate_limited", "cooldowns"
+                "{:<10} {:<width$} {:>9} {:>12} {:>10}  failed\n",
+                "credential",
+                "principal",
+                "requests",
+                "rate_limited",
+                "cooldowns",
+                width = width
             ));
             for c in cs {
                 out.push_str(&format!(
-                    "{:<10} {:<38} {:>9} {:>12} {:>10}  {}\n",
+                    "{:<10} {:<width$} {:>9} {:>12} {:>10}  {}\n",
                     c["credential"].as_str().unwrap_or("?"),
                     c["principal"].as_str().unwrap_or("?"),
                     c["requests"],
@@ -320,7 +331,8 @@ fn describe_run(r: &RunStats, window: Duration, out: &mut String) {
                     match &c["failed"] {
                         Value::Null => "-".to_string(),
                         v => v.to_string(),
-                    }
+                    },
+                    width = width
                 ));
             }
         }

@@ -616,6 +616,20 @@ fn rate_limited_principals_cool_down_and_the_job_completes() {
     let (code, job) = w.run_plan_with_retry_base("unpaced", Some(1000));
     assert_job_complete(code, &job);
     let load = w.server.principal_load();
+    for r in w.server.request_log().iter().filter(|r| r.status == 429) {
+        eprintln!(
+            "429: {} {} git={} {:?}",
+            r.method, r.path, r.is_git, r.principal
+        );
+    }
+    if let Some(out) = w.outputs.last() {
+        for l in out.lines().filter(|l| {
+            let l = l.to_ascii_lowercase();
+            (l.contains("429") || l.contains("rate") || l.contains("retry")) && !l.contains("debug")
+        }) {
+            eprintln!("reposafe: {l}");
+        }
+    }
     let total_429: usize = load.values().map(|l| l.rate_limited).sum();
     assert!(
         total_429 >= 1,
