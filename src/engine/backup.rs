@@ -460,13 +460,17 @@ fn backup_repository(
                 pool.ok(lane);
                 break f;
             }
-            Err(GitError::RateLimited { .. })
-                if rate_limited < ctx.retry.max_retries + pool.len() as u32
-                    && !opts.interrupt.load(Ordering::Relaxed) =>
-            {
+            Err(GitError::RateLimited { url }) => {
+                // Every 429 is counted and cools its principal down, also the last
+                // one before the repository gives up (its job-level retry follows).
                 rate_limited += 1;
                 gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let d = pool.rate_limited(lane, None);
+                if rate_limited > ctx.retry.max_retries + pool.len() as u32
+                    || opts.interrupt.load(Ordering::Relaxed)
+                {
+                    return Err(GitError::RateLimited { url }.into());
+                }
                 opts.progress.notice(&if pool.usable_besides(lane) == 0 {
                     format!(
                         "{}: rate limited (git), waiting {} s",
