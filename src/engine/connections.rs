@@ -67,6 +67,39 @@ pub(crate) fn gate_for(
     super::credentials::pooled_gate(ctx, conn, cred, &[], tls)
 }
 
+/// A provider session of `conn` that sends with `cred` (through its own gate).
+pub(crate) fn session_for<'a>(
+    ctx: &'a Context,
+    conn: &Connection,
+    cred: Credential,
+    tls: &Arc<TlsTrust>,
+) -> Result<crate::providers::ProviderSession<'a>, EngineError> {
+    let kind = cred.kind;
+    let gate = Arc::new(gate_for(ctx, conn, cred, tls)?);
+    Ok(ctx
+        .providers
+        .get(&conn.provider)?
+        .session(&conn.settings, kind, gate))
+}
+
+/// Checks the provider accepts the credential's kind and the credential is well
+/// formed; returns the warning of a kind retired upstream, if any.
+pub(crate) fn admit_credential(
+    ctx: &Context,
+    conn: &Connection,
+    cred: &Credential,
+) -> Result<Vec<String>, EngineError> {
+    let provider = ctx.providers.get(&conn.provider)?;
+    let support = provider.info().support_for(cred.kind)?;
+    cred.validate()?;
+    Ok(support
+        .deprecated
+        .as_ref()
+        .map(|d| format!("{} credentials: {d}", cred.kind))
+        .into_iter()
+        .collect())
+}
+
 /// Adds a connection after validating its settings and credential; with `verify`,
 /// first checks the credential can list the connection's scopes. Returns warnings
 /// (e.g. a deprecated credential kind).
@@ -148,20 +181,13 @@ pub fn test_connection(ctx: &Context, name: &str) -> Result<Vec<Scope>, EngineEr
     if tls.is_insecure() {
         tracing::warn!("{}", tls.insecure_warning());
     }
-    let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?);
-    let provider = ctx.providers.get(&conn.provider)?;
-    let scopes = provider
-        .session(&conn.settings, conn.credential_kind, gate)
-        .verify()?;
-    // Each per-project credential must be able to list its project.
+    let scopes = session_for(ctx, &conn, cred, &tls)?.verify()?;
+    // Each credential besides the primary must be able to list its project.
     for scoped in ctx.state.scoped_credentials(name)? {
         if scoped.disabled {
             continue;
         }
-        let cred = ctx.vault.unseal(&scoped.sealed)?;
-        let kind = cred.kind;
-        let gate = Arc::new(gate_for(ctx, &conn, cred, &tls)?);
-        let session = provider.session(&conn.settings, kind, gate);
+        let session = session_for(ctx, &conn, ctx.vault.unseal(&scoped.sealed)?, &tls)?;
         match &scoped.scope {
             CredentialScope::Project { key } => session.verify_scope(key).map(|_| ()),
             CredentialScope::Additional { .. } => session.verify().map(|_| ()),
@@ -226,18 +252,10 @@ pub fn add_project_credential(
             "project key {project:?} must be a non-empty key such as PRJ or ~jdoe"
         )));
     }
-    let provider = ctx.providers.get(&conn.provider)?;
-    let support = provider.info().support_for(credential.kind)?;
-    let mut warnings = Vec::new();
-    if let Some(d) = &support.deprecated {
-        warnings.push(format!("{} credentials: {d}", credential.kind));
-    }
-    credential.validate()?;
+    let warnings = admit_credential(ctx, &conn, &credential)?;
     if verify {
         let tls = tls_for(ctx, connection)?;
-        let gate = Arc::new(gate_for(ctx, &conn, credential.clone(), &tls)?);
-        provider
-            .session(&conn.settings, credential.kind, gate)
+        session_for(ctx, &conn, credential.clone(), &tls)?
             .verify_scope(key)
             .map_err(|e| EngineError::Connection {
                 connection: conn.name.clone(),

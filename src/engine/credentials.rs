@@ -9,7 +9,7 @@
 //! OAuth. Credentials of the same principal are reported when added: they add no
 //! budget.
 
-use super::connections::tls_for;
+use super::connections::{admit_credential, session_for, tls_for};
 use super::{Context, EngineError};
 use crate::providers::{http, Authenticator, CredentialPool, HttpGate, PoolCredential, RateBudget};
 use crate::state::{Connection, CredentialScope, ScopedCredential};
@@ -51,9 +51,7 @@ pub fn resolve_principal(
     cred: &Credential,
     tls: &Arc<TlsTrust>,
 ) -> Result<(String, Option<String>), EngineError> {
-    let gate = Arc::new(super::connections::gate_for(ctx, conn, cred.clone(), tls)?);
-    let provider = ctx.providers.get(&conn.provider)?;
-    match provider.session(&conn.settings, cred.kind, gate).principal() {
+    match session_for(ctx, conn, cred.clone(), tls)?.principal() {
         Ok(Some(p)) => Ok((format!("{}:{p}", conn.provider), None)),
         Ok(None) => Ok((principal_of(conn, cred), None)),
         Err(e) => Ok((
@@ -131,24 +129,11 @@ pub fn add_additional_credential(
     verify: bool,
 ) -> Result<(CredentialView, Vec<String>), EngineError> {
     let conn = ctx.state.connection(connection)?;
-    let provider = ctx.providers.get(&conn.provider)?;
-    let support = provider.info().support_for(credential.kind)?;
-    let mut warnings = Vec::new();
-    if let Some(d) = &support.deprecated {
-        warnings.push(format!("{} credentials: {d}", credential.kind));
-    }
-    credential.validate()?;
+    let mut warnings = admit_credential(ctx, &conn, &credential)?;
     let mut principal = principal_of(&conn, &credential);
     if verify {
         let tls = tls_for(ctx, connection)?;
-        let gate = Arc::new(super::connections::gate_for(
-            ctx,
-            &conn,
-            credential.clone(),
-            &tls,
-        )?);
-        provider
-            .session(&conn.settings, credential.kind, gate)
+        session_for(ctx, &conn, credential.clone(), &tls)?
             .verify()
             .map_err(|e| EngineError::Connection {
                 connection: conn.name.clone(),
@@ -243,14 +228,7 @@ pub fn test_credential(ctx: &Context, connection: &str, id: &str) -> Result<usiz
         ctx.vault.unseal(&additional(ctx, connection, id)?.sealed)?
     };
     let tls = tls_for(ctx, connection)?;
-    let kind = cred.kind;
-    let gate = Arc::new(super::connections::gate_for(ctx, &conn, cred, &tls)?);
-    let scopes = ctx
-        .providers
-        .get(&conn.provider)?
-        .session(&conn.settings, kind, gate)
-        .verify()?;
-    Ok(scopes.len())
+    Ok(session_for(ctx, &conn, cred, &tls)?.verify()?.len())
 }
 
 /// The connection's request budget per principal, if set.

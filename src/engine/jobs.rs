@@ -211,14 +211,6 @@ impl Jobs {
         Ok(self.ctx.state.job(id)?)
     }
 
-    /// The change counter of a live job (None once it finished).
-    pub fn version(&self, id: u64) -> Option<u64> {
-        self.lock()
-            .live
-            .get(&id)
-            .map(|l| l.version.load(Ordering::SeqCst))
-    }
-
     /// Newest jobs first, live ones with their current progress.
     pub fn list(&self, limit: usize) -> Result<Vec<Job>, EngineError> {
         let mut jobs = self.ctx.state.jobs(limit)?;
@@ -639,11 +631,6 @@ impl Jobs {
         });
         live.snapshot()
             .ok_or_else(|| EngineError::Invalid("job record lost".into()))
-    }
-
-    /// The interrupt flag of a live job (the CLI wires Ctrl-C to it).
-    pub fn interrupt_flag(&self, id: u64) -> Option<Arc<AtomicBool>> {
-        self.lock().live.get(&id).map(|l| l.cancel.clone())
     }
 }
 
