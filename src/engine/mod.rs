@@ -63,10 +63,14 @@ impl Context {
         let state = State::open(data_dir)?;
         let vault = Vault::open(data_dir)?;
         let archive = Archive::open_or_create(&data_dir.join("archive"))?;
-        let providers = ProviderRegistry::load(
-            Some(&data_dir.join("plugins")),
-            Some(&data_dir.join("cache").join("components")),
-        )?;
+        // `REPOSAFE_COMPONENT_CACHE` shares one compiled-component cache between data
+        // dirs (the test suite uses it so each provider is compiled once per run).
+        let component_cache = std::env::var_os("REPOSAFE_COMPONENT_CACHE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("cache").join("components"));
+        let providers =
+            ProviderRegistry::load(Some(&data_dir.join("plugins")), Some(&component_cache))?;
         for e in &providers.load_errors {
             tracing::warn!("{e}");
         }
