@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use reposafe::engine::{self, Context, Jobs, NewConnection, RunnerConfig};
+use reposafe::engine::{self, Context, Jobs, LocalService, NewConnection, RunnerConfig, Service};
 use reposafe::state::{JobKind, JobState, JobTarget, PlanSpec, Trigger};
 use reposafe::vault::{Credential, CredentialKind};
 use std::collections::BTreeMap;
@@ -121,9 +121,7 @@ fn auto_add_off_skips_repositories_that_appear_later() {
     assert_eq!(second.state, JobState::Succeeded, "{second:?}");
     assert_eq!(second.progress.unchanged, 3);
     assert_eq!(second.progress.skipped, 1);
-    let results = jobs
-        .context()
-        .state
+    let results = LocalService::over(jobs.clone(), false)
         .job_results(second.id)
         .expect("results");
     let skipped = results
@@ -205,7 +203,9 @@ fn transient_git_failures_are_retried_and_one_failure_never_fails_the_others() {
     let job = jobs.run_now(conn(), Trigger::Manual, &|_| {}).expect("run");
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     assert_eq!(job.progress.snapshots, repos.len() as u64);
-    let results = jobs.context().state.job_results(job.id).expect("results");
+    let results = LocalService::over(jobs.clone(), false)
+        .job_results(job.id)
+        .expect("results");
     let attempts: u32 = results.iter().map(|r| r.attempts).sum();
     assert_eq!(attempts, repos.len() as u32 + 2, "{results:?}");
 
@@ -216,7 +216,9 @@ fn transient_git_failures_are_retried_and_one_failure_never_fails_the_others() {
     assert_eq!(job.state, JobState::Partial, "{job:?}");
     assert_eq!(job.progress.failed, 1);
     assert_eq!(job.progress.unchanged, repos.len() as u64 - 1);
-    let results = jobs.context().state.job_results(job.id).expect("results");
+    let results = LocalService::over(jobs.clone(), false)
+        .job_results(job.id)
+        .expect("results");
     let failed = results
         .iter()
         .find(|r| r.repository == gone)

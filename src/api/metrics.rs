@@ -1,8 +1,8 @@
 //! `/metrics` in the Prometheus text format, computed from the stored jobs and
 //! plans so the counters survive restarts.
 
-use crate::engine::{EngineError, Jobs};
-use crate::state::{JobKind, JobState};
+use crate::engine::{EngineError, Service};
+use crate::state::JobKind;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -13,24 +13,14 @@ fn label(s: &str) -> String {
 }
 
 /// Renders the metrics.
-pub fn render(jobs: &Jobs) -> Result<String, EngineError> {
-    let ctx = jobs.context();
-    let all = jobs.list(usize::MAX)?;
+pub fn render(service: &dyn Service) -> Result<String, EngineError> {
+    let all = service.jobs(usize::MAX)?;
     let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
     // (connection, credential) -> (requests, rate limited)
     let mut creds: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     let (mut fetched, mut stored, mut repos_failed) = (0u64, 0u64, 0u64);
     for j in &all {
-        let s = match j.state {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Partial => "partial",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-            JobState::Interrupted => "interrupted",
-        };
-        *by_state.entry(s).or_default() += 1;
+        *by_state.entry(j.state.as_str()).or_default() += 1;
         if matches!(j.kind, JobKind::Backup { .. }) {
             fetched += j.progress.bytes_fetched;
             stored += j.progress.bytes_stored;
@@ -114,7 +104,7 @@ pub fn render(jobs: &Jobs) -> Result<String, EngineError> {
         out,
         "# TYPE reposafe_plan_last_success_timestamp_seconds gauge"
     );
-    for p in ctx.state.plans()? {
+    for p in service.plans()? {
         let t = p
             .status
             .last_success

@@ -1,7 +1,8 @@
 //! The HTTP JSON API (`/api/v1`), `/healthz`, `/metrics` and the dashboard
 //! page, served with hyper. Owns routing, authentication (the admin bearer
-//! token), request decoding and error mapping; every operation is a call into
-//! the engine, run off the async threads. The route table [`ROUTES`] is what
+//! token), request decoding and error mapping (by the engine error's class, never
+//! its text); every operation is a call of the engine's `Service`, run off the
+//! async threads. The route table (`handlers::TABLE`, listed by [`routes`]) is what
 //! `docs/API.md` documents (a test checks the two agree).
 
 mod handlers;
@@ -10,8 +11,7 @@ mod token;
 
 pub use token::{load_or_create_token, TOKEN_FILE};
 
-use crate::engine::{EngineError, Jobs};
-use crate::state::StateError;
+use crate::engine::{EngineError, ErrorKind, LocalService};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::body::{Body, Frame, Incoming};
@@ -24,45 +24,19 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use tokio::sync::mpsc;
 
-/// Every route: method and path pattern (`{x}` is a path parameter).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/metrics"),
-    ("GET", "/"),
-    ("GET", "/api/v1/providers"),
-    ("GET", "/api/v1/connections"),
-    ("POST", "/api/v1/connections"),
-    ("GET", "/api/v1/connections/{name}"),
-    ("DELETE", "/api/v1/connections/{name}"),
-    ("POST", "/api/v1/connections/{name}/test"),
-    ("GET", "/api/v1/connections/{name}/credentials"),
-    ("POST", "/api/v1/connections/{name}/credentials"),
-    ("DELETE", "/api/v1/connections/{name}/credentials/{id}"),
-    ("POST", "/api/v1/connections/{name}/credentials/{id}/enable"),
-    (
-        "POST",
-        "/api/v1/connections/{name}/credentials/{id}/disable",
-    ),
-    ("POST", "/api/v1/connections/{name}/credentials/{id}/test"),
-    ("GET", "/api/v1/plans"),
-    ("POST", "/api/v1/plans"),
-    ("GET", "/api/v1/plans/{name}"),
-    ("PUT", "/api/v1/plans/{name}"),
-    ("DELETE", "/api/v1/plans/{name}"),
-    ("POST", "/api/v1/run"),
-    ("GET", "/api/v1/jobs"),
-    ("GET", "/api/v1/jobs/{id}"),
-    ("GET", "/api/v1/jobs/{id}/results"),
-    ("GET", "/api/v1/jobs/{id}/events"),
-    ("POST", "/api/v1/jobs/{id}/cancel"),
-    ("GET", "/api/v1/repositories"),
-    ("GET", "/api/v1/snapshots"),
-    ("POST", "/api/v1/restore"),
-];
+/// Every route: method and path pattern (`{x}` is a path parameter), from the
+/// route table.
+pub fn routes() -> Vec<(String, &'static str)> {
+    handlers::TABLE
+        .iter()
+        .map(|r| (r.method.to_string(), r.pattern))
+        .collect()
+}
 
 /// What the API needs.
 pub struct Api {
-    pub jobs: Arc<Jobs>,
+    /// The engine over the daemon's running job queue.
+    pub service: LocalService,
     pub token: SecretString,
 }
 
@@ -89,35 +63,36 @@ impl ApiError {
     }
 }
 
+/// The status code of each class of engine error.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Provider => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The class of an error status the API answers itself (not from the engine).
+fn kind_of(status: StatusCode) -> ErrorKind {
+    match status.as_u16() {
+        401 => ErrorKind::Unauthorized,
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        422 => ErrorKind::Provider,
+        s if s >= 500 => ErrorKind::Internal,
+        _ => ErrorKind::Invalid,
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
-        let status = match &e {
-            EngineError::Field { .. } | EngineError::Invalid(_) | EngineError::Ambiguous(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
-            EngineError::Connection { .. } | EngineError::Provider(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            EngineError::State(s) => match s {
-                StateError::NoSuchConnection(_)
-                | StateError::NoSuchPlan(_)
-                | StateError::NoSuchJob(_) => StatusCode::NOT_FOUND,
-                StateError::ConnectionExists(_) | StateError::PlanExists(_) => StatusCode::CONFLICT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            EngineError::Vault(v) if v.to_string().contains("invalid") => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let field = match &e {
-            EngineError::Field { field, .. } => Some(field.clone()),
-            _ => None,
-        };
         ApiError {
-            status,
+            status: status_of(e.kind()),
             message: e.to_string(),
-            field,
+            field: e.field().map(str::to_string),
         }
     }
 }
@@ -149,6 +124,8 @@ fn error_response(e: ApiError) -> Response<ApiBody> {
     #[derive(Serialize)]
     struct Body<'a> {
         error: &'a str,
+        /// The error's class, so a client can rebuild it (see `engine::ErrorKind`).
+        kind: ErrorKind,
         #[serde(skip_serializing_if = "Option::is_none")]
         field: Option<&'a str>,
     }
@@ -156,6 +133,7 @@ fn error_response(e: ApiError) -> Response<ApiBody> {
         e.status,
         &Body {
             error: &e.message,
+            kind: kind_of(e.status),
             field: e.field.as_deref(),
         },
     )
@@ -187,7 +165,7 @@ impl ChannelBody {
     }
 }
 
-/// Constant-time comparison of the presented token with the admin token.
+/// Whether the request carries the admin token (bearer header or dashboard cookie).
 fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
     let presented = req
         .headers()
@@ -206,9 +184,13 @@ fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
                 .map(str::to_string)
                 .next()
         });
-    let Some(p) = presented else { return false };
+    presented.is_some_and(|p| token_matches(api, &p))
+}
+
+/// Constant-time comparison of a presented token with the admin token.
+fn token_matches(api: &Api, presented: &str) -> bool {
     let want = api.token.expose_secret().as_bytes();
-    let got = p.trim().as_bytes();
+    let got = presented.trim().as_bytes();
     if want.len() != got.len() {
         return false;
     }
@@ -281,7 +263,7 @@ pub async fn handle(
         }
         return Ok(r);
     }
-    let result = handlers::route(api, req, &method, &path).await;
+    let result = handlers::dispatch(api, req, &method, &path).await;
     Ok(match result {
         Ok(r) => r,
         Err(e) => {
@@ -304,7 +286,7 @@ pub async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::ROUTES;
+    use super::routes;
 
     /// docs/API.md documents exactly the routes the router serves.
     #[test]
@@ -326,9 +308,9 @@ mod tests {
                 Some((method.to_string(), path.to_string()))
             })
             .collect();
-        let mut served: Vec<(String, String)> = ROUTES
-            .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
+        let mut served: Vec<(String, String)> = routes()
+            .into_iter()
+            .map(|(m, p)| (m, p.to_string()))
             .collect();
         documented.sort();
         served.sort();

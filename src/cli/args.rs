@@ -184,9 +184,9 @@ pub enum ConnectionCmd {
     Remove { name: String },
     /// Add, list or remove the credentials a connection uses for single projects.
     #[command(subcommand)]
-    Credential(Box<super::connection_extras::CredentialCmd>),
+    Credential(Box<CredentialCmd>),
     /// Replace a connection's certificate trust (CA bundle, system roots, or insecure).
-    Tls(super::connection_extras::TlsArgs),
+    Tls(TlsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -354,6 +354,73 @@ impl AddArgs {
             }
         }
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CredentialCmd {
+    /// Add a credential to a connection: for one project instead of its default
+    /// (`--project`), or an additional one that plans may enable to spread requests
+    /// over more accounts (`--additional`). Secrets are read from files (or `-`).
+    Add(Box<AddCredentialArgs>),
+    /// List a connection's credentials (masked).
+    List { name: String },
+    /// Remove a per-project (`--project KEY`) or additional (`--id c1`) credential.
+    Remove {
+        name: String,
+        /// Project key, e.g. PRJ or ~jdoe.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        project: Option<String>,
+        /// Additional credential id, e.g. c1.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Let plans use an additional credential again.
+    Enable { name: String, id: String },
+    /// Keep an additional credential but never use it.
+    Disable { name: String, id: String },
+    /// Check one credential (`primary` or an additional id) against the server.
+    Test { name: String, id: String },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["project", "additional"])))]
+pub struct AddCredentialArgs {
+    /// Connection name.
+    pub name: String,
+    /// Project key, e.g. PRJ or ~jdoe for a personal project.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// An additional credential (another account) for spreading requests.
+    #[arg(long)]
+    pub additional: bool,
+    /// A name for an additional credential.
+    #[arg(long, requires = "additional")]
+    pub label: Option<String>,
+    #[command(flatten)]
+    pub cred: CredentialFlags,
+    /// Store it without checking it against the server.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("trust").required(true).args(["ca_bundle", "insecure_skip_tls_verify", "system_roots"])))]
+pub struct TlsArgs {
+    /// Connection name.
+    pub name: String,
+    /// PEM file of the certificate authorities that sign the server's certificate
+    /// (added to the system roots). Its contents are stored.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate at all. Dangerous: warned on every use.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+    /// Trust the system's roots only (drops a stored CA bundle or insecure mode).
+    #[arg(long)]
+    pub system_roots: bool,
+    /// Store it without checking the connection works with it.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Args, Debug)]

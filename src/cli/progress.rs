@@ -1,9 +1,9 @@
 //! Progress bars for long CLI jobs.
 
-use crate::engine::{backup::Progress, RepoOutcome, RepoResult};
+use crate::engine::{backup::Progress, Observer, RepoOutcome, RepoResult};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One bar for the repositories of a job, plus a line for notices.
 pub struct Bars {
@@ -42,8 +42,10 @@ impl Progress for Bars {
         self.repos.set_message(repo.to_string());
     }
     fn fetched_bytes(&self, repo: &str, bytes: u64) {
-        self.repos
-            .set_message(format!("{repo}: {} received", super::human_bytes(bytes)));
+        self.repos.set_message(format!(
+            "{repo}: {} received",
+            crate::fmt::human_bytes(bytes)
+        ));
     }
     fn finished(&self, result: &RepoResult) {
         self.repos.inc(1);
@@ -62,10 +64,51 @@ impl Progress for Bars {
     }
 }
 
-/// A flag that stops a job early when set (Ctrl-C simply ends the process: every
-/// write is crash-safe, so nothing half-written is kept).
-pub fn interrupt_flag() -> Arc<AtomicBool> {
-    Arc::new(AtomicBool::new(false))
+/// What the CLI shows of long work, for every command alike: a bar per followed job
+/// (labelled with what the job does) and per in-process backup of a connection.
+#[derive(Default)]
+pub struct CliObserver {
+    job_bar: Mutex<Option<JobBar>>,
+    backup_bars: Mutex<Vec<Arc<Bars>>>,
+}
+
+impl CliObserver {
+    /// Clears every bar (before the command prints its result).
+    pub fn finish(&self) {
+        if let Ok(mut bar) = self.job_bar.lock() {
+            if let Some(b) = bar.take() {
+                b.finish();
+            }
+        }
+        if let Ok(mut bars) = self.backup_bars.lock() {
+            bars.drain(..).for_each(|b| b.finish());
+        }
+    }
+}
+
+impl Observer for CliObserver {
+    fn job(&self, job: &crate::state::Job) {
+        if let Ok(mut bar) = self.job_bar.lock() {
+            bar.get_or_insert_with(|| JobBar::new(&job.kind.describe()))
+                .update(job);
+        }
+    }
+
+    fn backup_progress(&self, connection: &str) -> Arc<dyn Progress> {
+        if let Ok(mut bars) = self.backup_bars.lock() {
+            bars.drain(..).for_each(|b| b.finish());
+            let bar = Arc::new(Bars::new(connection));
+            bars.push(bar.clone());
+            return bar;
+        }
+        Arc::new(crate::engine::backup::NoProgress)
+    }
+
+    /// Ctrl-C simply ends the process: every write is crash-safe, so nothing
+    /// half-written is kept.
+    fn interrupt(&self) -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
+    }
 }
 
 /// A bar following a job record (daemon jobs, and in-process `run`).
@@ -96,14 +139,19 @@ impl JobBar {
         self.bar.set_position(p.repos_done);
         self.bar.set_message(format!(
             "{} received, {} stored {}",
-            super::human_bytes(p.bytes_fetched),
-            super::human_bytes(p.bytes_stored),
+            crate::fmt::human_bytes(p.bytes_fetched),
+            crate::fmt::human_bytes(p.bytes_stored),
             p.current.join(", ")
         ));
         if let Ok(mut last) = self.last_notice.lock() {
             if p.notice.is_some() && *last != p.notice {
                 if let Some(n) = &p.notice {
-                    self.bar.println(n);
+                    // A hidden bar (stderr not a terminal) drops println: print the line itself.
+                    if self.bar.is_hidden() {
+                        eprintln!("{n}");
+                    } else {
+                        self.bar.println(n);
+                    }
                 }
                 last.clone_from(&p.notice);
             }

@@ -1,15 +1,25 @@
-//! The CLI as an API client: when a daemon serves the data dir (its
-//! `daemon.json` names the address and the daemon answers), commands go
-//! through `/api/v1` with the admin token from the data dir instead of opening
-//! the database the daemon holds.
+//! The command surface through a running daemon: [`Remote`] implements the
+//! engine's [`Service`] as an HTTP client of `/api/v1`, with the admin token from
+//! the data dir. When a daemon serves the data dir (its `daemon.json` names the
+//! address and the daemon answers), the CLI uses this instead of opening the
+//! database the daemon holds; requests and reports are the engine's own types.
 
 use super::serve::DAEMON_FILE;
 use crate::api::TOKEN_FILE;
-use crate::state::Job;
-use anyhow::{anyhow, bail, Context as _, Result};
+use crate::engine::credentials::CredentialView;
+use crate::engine::service::*;
+use crate::engine::{
+    backup_report_from_jobs, backup_targets, restored_from_job, BackupReport, EngineError,
+    ErrorKind,
+};
+use crate::state::{Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
+use anyhow::{Context as _, Result};
 use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
@@ -77,48 +87,250 @@ impl Remote {
             .bearer_auth(self.token.expose_secret())
     }
 
-    fn send<T: DeserializeOwned>(&self, rb: RequestBuilder, what: &str) -> Result<T> {
-        let resp = rb
-            .send()
-            .with_context(|| format!("{what}: the daemon at {} did not answer", self.base))?;
+    /// Sends a request and decodes the answer; an error answer becomes the engine
+    /// error it was on the daemon (its class, text and field).
+    fn send<T: DeserializeOwned>(&self, rb: RequestBuilder, what: &str) -> Result<T, EngineError> {
+        let resp = rb.send().map_err(|e| {
+            EngineError::Internal(format!(
+                "{what}: the daemon at {} did not answer: {e}",
+                self.base
+            ))
+        })?;
         let status = resp.status();
         let text = resp.text().unwrap_or_default();
         if !status.is_success() {
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or(text);
-            bail!("{what}: {msg} (HTTP {})", status.as_u16());
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(b) => EngineError::Remote {
+                    kind: b.kind.unwrap_or(ErrorKind::Internal),
+                    message: b.error,
+                    field: b.field,
+                },
+                Err(_) => EngineError::Internal(format!(
+                    "{what}: HTTP {} from the daemon: {text}",
+                    status.as_u16()
+                )),
+            });
         }
-        serde_json::from_str(&text).map_err(|e| anyhow!("{what}: unexpected answer: {e}"))
+        serde_json::from_str(&text)
+            .map_err(|e| EngineError::Internal(format!("{what}: unexpected answer: {e}")))
     }
 
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(self.req(reqwest::Method::GET, path), &format!("GET {path}"))
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, EngineError> {
+        self.send(self.req(Method::GET, path), &format!("GET {path}"))
     }
 
-    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T> {
-        self.send(
-            self.req(reqwest::Method::POST, path).json(body),
-            &format!("POST {path}"),
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, EngineError> {
+        let what = format!("{method} {path}");
+        self.send(self.req(method, path).json(body), &what)
+    }
+
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, EngineError> {
+        self.call(Method::POST, path, body)
+    }
+
+    fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, EngineError> {
+        self.send(self.req(Method::DELETE, path), &format!("DELETE {path}"))
+    }
+
+    /// Runs one backup job of a connection (or of one repository) to its end.
+    fn backup_job(
+        &self,
+        req: RunRequest,
+        observer: &dyn Observer,
+    ) -> Result<(Job, Vec<JobRecordResult>), EngineError> {
+        let job = self.run(req, observer)?;
+        let results = self.job_results(job.id)?;
+        Ok((job, results))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    kind: Option<ErrorKind>,
+    #[serde(default)]
+    field: Option<String>,
+}
+
+/// Percent-encodes a path segment or query value.
+fn q(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn connection_path(name: &str) -> String {
+    format!("/api/v1/connections/{}", q(name))
+}
+
+fn credential_path(connection: &str, id: &str) -> String {
+    format!("{}/credentials/{}", connection_path(connection), q(id))
+}
+
+impl Service for Remote {
+    fn overview(&self) -> Result<Overview, EngineError> {
+        self.get("/api/v1/status")
+    }
+
+    fn providers(&self) -> Result<ProvidersReport, EngineError> {
+        self.get("/api/v1/providers")
+    }
+
+    fn connections(&self) -> Result<Vec<ConnectionView>, EngineError> {
+        self.get("/api/v1/connections")
+    }
+
+    fn connection(&self, name: &str) -> Result<ConnectionView, EngineError> {
+        self.get(&connection_path(name))
+    }
+
+    fn add_connection(&self, req: AddConnection) -> Result<ConnectionAdded, EngineError> {
+        self.post("/api/v1/connections", &req)
+    }
+
+    fn test_connection(&self, name: &str) -> Result<ConnectionTested, EngineError> {
+        self.post(&format!("{}/test", connection_path(name)), &json!({}))
+    }
+
+    fn remove_connection(&self, name: &str) -> Result<Removed, EngineError> {
+        self.delete(&connection_path(name))
+    }
+
+    fn set_connection_tls(&self, name: &str, req: SetTls) -> Result<TlsChanged, EngineError> {
+        self.call(Method::PUT, &format!("{}/tls", connection_path(name)), &req)
+    }
+
+    fn credentials(&self, connection: &str) -> Result<Vec<CredentialView>, EngineError> {
+        self.get(&format!("{}/credentials", connection_path(connection)))
+    }
+
+    fn add_credential(
+        &self,
+        connection: &str,
+        req: AddCredential,
+    ) -> Result<CredentialAdded, EngineError> {
+        self.post(
+            &format!("{}/credentials", connection_path(connection)),
+            &req,
         )
     }
 
-    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.send(
-            self.req(reqwest::Method::DELETE, path),
-            &format!("DELETE {path}"),
+    fn remove_credential(&self, connection: &str, id: &str) -> Result<Removed, EngineError> {
+        self.delete(&credential_path(connection, id))
+    }
+
+    fn set_credential_enabled(
+        &self,
+        connection: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<CredentialEnabled, EngineError> {
+        let action = if enabled { "enable" } else { "disable" };
+        let path = format!("{}/{action}", credential_path(connection, id));
+        self.post(&path, &json!({}))
+    }
+
+    fn test_credential(&self, connection: &str, id: &str) -> Result<CredentialTested, EngineError> {
+        self.post(
+            &format!("{}/test", credential_path(connection, id)),
+            &json!({}),
         )
     }
 
-    /// Polls a job until it ends, calling `on_change` on every change.
-    pub fn watch(&self, id: u64, on_change: &dyn Fn(&Job)) -> Result<Job> {
+    fn plans(&self) -> Result<Vec<Plan>, EngineError> {
+        self.get("/api/v1/plans")
+    }
+
+    fn plan(&self, name: &str) -> Result<Plan, EngineError> {
+        self.get(&format!("/api/v1/plans/{}", q(name)))
+    }
+
+    fn add_plan(&self, spec: PlanSpec) -> Result<Plan, EngineError> {
+        self.post("/api/v1/plans", &spec)
+    }
+
+    fn update_plan(&self, name: &str, spec: PlanSpec) -> Result<Plan, EngineError> {
+        self.call(Method::PUT, &format!("/api/v1/plans/{}", q(name)), &spec)
+    }
+
+    fn remove_plan(&self, name: &str) -> Result<Removed, EngineError> {
+        self.delete(&format!("/api/v1/plans/{}", q(name)))
+    }
+
+    fn submit(&self, req: RunRequest) -> Result<Job, EngineError> {
+        self.post("/api/v1/run", &req)
+    }
+
+    fn run(&self, req: RunRequest, observer: &dyn Observer) -> Result<Job, EngineError> {
+        let job = self.submit(req)?;
+        self.watch(job.id, observer)
+    }
+
+    fn backup(
+        &self,
+        req: BackupRequest,
+        observer: &dyn Observer,
+    ) -> Result<Vec<BackupReport>, EngineError> {
+        let names = backup_targets(&req, || {
+            Ok(self
+                .connections()?
+                .into_iter()
+                .map(|c| c.connection.name)
+                .collect())
+        })?;
+        let mut reports = Vec::new();
+        for name in names {
+            let runs: Vec<RunRequest> = if req.repositories.is_empty() {
+                vec![RunRequest {
+                    connection: Some(name.clone()),
+                    ..Default::default()
+                }]
+            } else {
+                req.repositories
+                    .iter()
+                    .map(|repo| RunRequest {
+                        connection: Some(name.clone()),
+                        repository: Some(repo.clone()),
+                        plan: None,
+                    })
+                    .collect()
+            };
+            let mut done = Vec::new();
+            for run in runs {
+                done.push(self.backup_job(run, observer)?);
+            }
+            reports.push(backup_report_from_jobs(&name, &done)?);
+        }
+        Ok(reports)
+    }
+
+    fn jobs(&self, limit: usize) -> Result<Vec<Job>, EngineError> {
+        self.get(&format!("/api/v1/jobs?limit={limit}"))
+    }
+
+    fn job(&self, id: u64) -> Result<Job, EngineError> {
+        self.get(&format!("/api/v1/jobs/{id}"))
+    }
+
+    fn job_results(&self, id: u64) -> Result<Vec<JobRecordResult>, EngineError> {
+        self.get(&format!("/api/v1/jobs/{id}/results"))
+    }
+
+    fn watch(&self, id: u64, observer: &dyn Observer) -> Result<Job, EngineError> {
         let mut last = String::new();
         loop {
-            let job: Job = self.get(&format!("/api/v1/jobs/{id}"))?;
+            let job = self.job(id)?;
             let json = serde_json::to_string(&job).unwrap_or_default();
             if json != last {
-                on_change(&job);
+                observer.job(&job);
                 last = json;
             }
             if job.state.is_finished() {
@@ -127,9 +339,43 @@ impl Remote {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
-}
 
-/// Percent-encodes a query value.
-pub fn q(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    fn cancel(&self, id: u64) -> Result<Job, EngineError> {
+        self.post(&format!("/api/v1/jobs/{id}/cancel"), &json!({}))
+    }
+
+    fn repositories(&self, connection: Option<&str>) -> Result<Vec<RepoRecord>, EngineError> {
+        self.get(&match connection {
+            Some(c) => format!("/api/v1/repositories?connection={}", q(c)),
+            None => "/api/v1/repositories".into(),
+        })
+    }
+
+    fn snapshots(&self, req: SnapshotsRequest) -> Result<SnapshotList, EngineError> {
+        let mut path = format!("/api/v1/snapshots?repository={}", q(&req.repository));
+        if let Some(c) = &req.connection {
+            path.push_str(&format!("&connection={}", q(c)));
+        }
+        if let Some(at) = req.at {
+            let at = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(|e| EngineError::Internal(format!("cannot format a time: {e}")))?;
+            path.push_str(&format!("&at={}", q(&at)));
+        }
+        self.get(&path)
+    }
+
+    fn restore(
+        &self,
+        req: RestoreRequest,
+        observer: &dyn Observer,
+    ) -> Result<Restored, EngineError> {
+        let job: Job = self.post("/api/v1/restore", &req)?;
+        let job = self.watch(job.id, observer)?;
+        restored_from_job(self, &req, &job)
+    }
+
+    fn check(&self) -> Result<CheckReport, EngineError> {
+        self.post("/api/v1/check", &json!({}))
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::config::FileConfig;
 use crate::api::{self, Api};
-use crate::engine::{daemon, Jobs, RunnerConfig};
+use crate::engine::{daemon, Context, Jobs, LocalService, RunnerConfig};
 use anyhow::{bail, Context as _, Result};
 use secrecy::ExposeSecret;
 use std::net::SocketAddr;
@@ -101,8 +101,11 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
         Some((c, k)) => Some(tls_acceptor(c, k)?),
         None => None,
     };
-    let ctx = Arc::new(super::open(data_dir)?);
-    let cleaned = ctx.archive.clean_tmp()?;
+    let ctx = Arc::new(
+        Context::open(data_dir)
+            .with_context(|| format!("cannot open data dir {}", data_dir.display()))?,
+    );
+    let cleaned = ctx.clean_archive_tmp()?;
     if cleaned > 0 {
         tracing::info!("removed {cleaned} temporary files left by an interrupted run");
     }
@@ -141,7 +144,7 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
     }
 
     let api = Arc::new(Api {
-        jobs: jobs.clone(),
+        service: LocalService::over(jobs.clone(), true),
         token,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()

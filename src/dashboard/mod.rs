@@ -2,8 +2,8 @@
 //! recent jobs with live progress, repositories) and its sign-in form. No
 //! JavaScript framework; the page refreshes itself while jobs run.
 
-use crate::engine::{EngineError, Jobs};
-use crate::state::JobKind;
+use crate::engine::{EngineError, Service};
+use crate::fmt::{fmt_time, human_bytes};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -12,44 +12,14 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Human-readable byte count.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC.
-pub fn fmt_time(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 const STYLE: &str = "<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}\
 td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}\
 progress{width:12em}.failed,.interrupted{color:#b00}.succeeded{color:#070}</style>";
 
 /// The status page.
-pub fn status_page(jobs: &Jobs) -> Result<String, EngineError> {
-    let ctx = jobs.context();
-    let recent = jobs.list(20)?;
+pub fn status_page(service: &dyn Service) -> Result<String, EngineError> {
+    let overview = service.overview()?;
+    let recent = service.jobs(20)?;
     let active = recent.iter().any(|j| !j.state.is_finished());
     let mut html = format!(
         "<!doctype html><meta charset=utf-8><title>reposafe</title>{}{STYLE}<h1>reposafe</h1>",
@@ -61,32 +31,14 @@ pub fn status_page(jobs: &Jobs) -> Result<String, EngineError> {
     );
     html.push_str(&format!(
         "<p>Data dir: <code>{}</code> &middot; archive size {}</p>",
-        esc(&ctx.data_dir.display().to_string()),
-        human_bytes(ctx.archive.disk_usage()?)
+        esc(&overview.data_dir),
+        human_bytes(overview.archive_bytes)
     ));
     html.push_str("<h2>Jobs</h2><table><tr><th>Job</th><th>What</th><th>Trigger</th><th>State</th><th>Progress</th><th>Fetched</th><th>Stored</th><th>Started</th></tr>");
     for j in &recent {
-        let what = match &j.kind {
-            JobKind::Backup { plan: Some(p), .. } => format!("plan {p}"),
-            JobKind::Backup { targets, .. } => format!(
-                "backup {}",
-                targets
-                    .iter()
-                    .map(|t| if t.only.is_empty() {
-                        t.connection.clone()
-                    } else {
-                        t.only.join(", ")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            JobKind::Restore { repository, .. } => format!("restore {repository}"),
-        };
+        let what = j.kind.describe();
         let p = &j.progress;
-        let state = serde_json::to_value(j.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let state = j.state.as_str();
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{:?}</td><td class={state}>{state}</td><td><progress max={} value={}></progress> {}/{} ({} failed){}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             j.id,
@@ -104,7 +56,7 @@ pub fn status_page(jobs: &Jobs) -> Result<String, EngineError> {
         ));
     }
     html.push_str("</table><h2>Plans</h2><table><tr><th>Plan</th><th>Connections</th><th>Schedule</th><th>Window</th><th>Last success</th></tr>");
-    for p in ctx.state.plans()? {
+    for p in service.plans()? {
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&p.spec.name),
@@ -120,7 +72,8 @@ pub fn status_page(jobs: &Jobs) -> Result<String, EngineError> {
     html.push_str(
         "</table><h2>Connections</h2><table><tr><th>Name</th><th>Provider</th><th>Credential</th></tr>",
     );
-    for c in ctx.state.connections()? {
+    for c in service.connections()? {
+        let c = c.connection;
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{} {} ********</td></tr>",
             esc(&c.name),
@@ -130,7 +83,7 @@ pub fn status_page(jobs: &Jobs) -> Result<String, EngineError> {
         ));
     }
     html.push_str("</table><h2>Repositories</h2><table><tr><th>Connection</th><th>Repository</th><th>Last seen</th><th>Last snapshot</th></tr>");
-    for r in ctx.state.repositories(None)? {
+    for r in service.repositories(None)? {
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.connection),

@@ -1,6 +1,9 @@
-//! The engine: backup and restore jobs as plain functions over a [`Context`]
-//! (the data dir's state, vault, archive and providers). It is the only module
-//! that wires the others together; the CLI (and later the API) call it.
+//! The engine: every user operation, written once. [`Service`] is the command
+//! surface (typed requests and reports; [`LocalService`] runs it in this process,
+//! the CLI's remote client runs it through the daemon's API); below it, backup and
+//! restore jobs are plain functions over a [`Context`] (the data dir's state, vault,
+//! archive and providers), whose fields only the engine sees. It is the only module
+//! that wires the others together; `cli`, `api` and `dashboard` call it.
 //!
 //! Backup of a connection: list scopes and repositories through the provider,
 //! then for each repository (in parallel) fetch into its bare mirror, store every
@@ -12,10 +15,13 @@ pub mod backup;
 mod connections;
 pub mod credentials;
 pub mod daemon;
+mod job_reports;
 pub mod jobs;
 mod listing;
+mod local;
 pub mod plans;
 mod restore;
+pub mod service;
 
 pub use backup::{
     backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult, Selected,
@@ -24,8 +30,11 @@ pub use connections::{
     add_connection, add_project_credential, project_credentials, remove_connection,
     remove_project_credential, set_connection_tls, test_connection, NewConnection,
 };
+pub use job_reports::{backup_report_from_jobs, restored_from_job};
 pub use jobs::{Jobs, RunnerConfig};
+pub use local::{backup_targets, provider_id, LocalService};
 pub use restore::{find_repository, restore, snapshots_of, RestoreReport, SnapshotChoice};
+pub use service::{Observer, Quiet, Service};
 
 use crate::archive::{Archive, ArchiveError};
 use crate::git::GitError;
@@ -35,13 +44,14 @@ use crate::vault::{Vault, VaultError};
 use std::path::{Path, PathBuf};
 
 /// Everything a job needs from one data dir.
+/// Its fields are the engine's own: front-ends go through [`Service`].
 pub struct Context {
-    pub data_dir: PathBuf,
-    pub state: State,
-    pub vault: Vault,
-    pub archive: Archive,
-    pub providers: ProviderRegistry,
-    pub retry: RetryPolicy,
+    data_dir: PathBuf,
+    state: State,
+    vault: Vault,
+    archive: Archive,
+    providers: ProviderRegistry,
+    retry: RetryPolicy,
 }
 
 impl Context {
@@ -84,6 +94,17 @@ impl Context {
         })
     }
 
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Removes the archive's in-flight files left by an interrupted process (the
+    /// daemon at start: the data dir's lock says no other process writes).
+    pub fn clean_archive_tmp(&self) -> Result<usize, EngineError> {
+        Ok(self.archive.clean_tmp()?)
+    }
+
     /// Where a repository's bare mirror lives.
     pub fn mirror_dir(&self, repo: &crate::archive::RepoIdentity) -> PathBuf {
         self.data_dir
@@ -122,4 +143,75 @@ pub enum EngineError {
     /// The request conflicts with the current state (e.g. cancelling a finished job).
     #[error("{0}")]
     Conflict(String),
+    /// The caller is not allowed (a wrong token at the API).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A fault on this side (not the request's): e.g. a record that cannot be encoded.
+    #[error("{0}")]
+    Internal(String),
+    /// An error answered by a daemon, kept with its class and text.
+    #[error("{message}")]
+    Remote {
+        kind: ErrorKind,
+        message: String,
+        field: Option<String>,
+    },
+}
+
+/// The class of an [`EngineError`]: what the API maps to a status code, and what a
+/// remote client maps back. Chosen by variant, never by message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is wrong (a field, a name that is ambiguous, bad input).
+    Invalid,
+    NotFound,
+    Conflict,
+    Unauthorized,
+    /// The provider or the server behind a connection refused or failed.
+    Provider,
+    Internal,
+}
+
+impl EngineError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::state::StateError as S;
+        use crate::vault::VaultError as V;
+        use ArchiveError as A;
+        match self {
+            EngineError::Field { .. } | EngineError::Invalid(_) | EngineError::Ambiguous(_) => {
+                ErrorKind::Invalid
+            }
+            EngineError::NotFound(_) => ErrorKind::NotFound,
+            EngineError::Conflict(_) => ErrorKind::Conflict,
+            EngineError::Unauthorized(_) => ErrorKind::Unauthorized,
+            EngineError::Connection { .. } | EngineError::Provider(_) => ErrorKind::Provider,
+            EngineError::State(S::NoSuchConnection(_) | S::NoSuchPlan(_) | S::NoSuchJob(_)) => {
+                ErrorKind::NotFound
+            }
+            EngineError::State(S::ConnectionExists(_) | S::PlanExists(_)) => ErrorKind::Conflict,
+            EngineError::Vault(V::Invalid(_) | V::UnknownKind(_)) => ErrorKind::Invalid,
+            EngineError::Archive(A::SnapshotNotFound { .. }) => ErrorKind::NotFound,
+            EngineError::Archive(A::InvalidSnapshotId(_) | A::InvalidBlobId(_)) => {
+                ErrorKind::Invalid
+            }
+            EngineError::Remote { kind, .. } => *kind,
+            EngineError::DataDir { .. }
+            | EngineError::Git(_)
+            | EngineError::State(_)
+            | EngineError::Vault(_)
+            | EngineError::Archive(_)
+            | EngineError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The request field this error names, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            EngineError::Field { field, .. } => Some(field),
+            EngineError::Remote { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
 }

@@ -16,7 +16,7 @@ pub enum SnapshotChoice {
 }
 
 /// What a restore did.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RestoreReport {
     pub snapshot: String,
     #[serde(with = "time::serde::rfc3339")]

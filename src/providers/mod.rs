@@ -23,7 +23,7 @@ use crate::vault::CredentialKind;
 use std::collections::BTreeMap;
 
 /// What a provider is and what it accepts (host-side copy of the WIT record).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProviderInfo {
     pub id: String,
     pub display_name: String,
@@ -35,7 +35,7 @@ pub struct ProviderInfo {
 }
 
 /// One setting a connection needs.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Setting {
     pub name: String,
     pub description: String,
@@ -45,7 +45,7 @@ pub struct Setting {
 }
 
 /// How one credential kind is applied.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CredentialSupport {
     pub kind: CredentialKind,
     pub api: AuthScheme,
@@ -54,7 +54,7 @@ pub struct CredentialSupport {
 }
 
 /// A scope (workspace, project) as listed by a provider.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scope {
     pub key: String,
     pub name: String,
@@ -62,7 +62,7 @@ pub struct Scope {
 }
 
 /// A repository as listed by a provider.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Repository {
     pub id: String,
     pub full_name: String,

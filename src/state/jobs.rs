@@ -281,3 +281,39 @@ impl State {
         Ok(out)
     }
 }
+
+impl JobState {
+    /// The state's name, as stored and as the API and CLI show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Partial => "partial",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl JobKind {
+    /// What the job does, in a few words (`plan nightly`, `connection acme`).
+    pub fn describe(&self) -> String {
+        match self {
+            JobKind::Backup { plan: Some(p), .. } => format!("plan {p}"),
+            JobKind::Backup { targets, .. } => targets
+                .iter()
+                .map(|t| {
+                    if t.only.is_empty() {
+                        format!("connection {}", t.connection)
+                    } else {
+                        t.only.join(",")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            JobKind::Restore { repository, to, .. } => format!("restore {repository} to {to}"),
+        }
+    }
+}

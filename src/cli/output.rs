@@ -1,0 +1,305 @@
+//! What the CLI prints of each report. Every command prints through here, whether
+//! its report came from the engine in this process or from a daemon.
+
+use crate::archive::{RepoIdentity, Snapshot};
+use crate::engine::credentials::CredentialView;
+use crate::engine::service::{
+    AddedCredential, CheckReport, ConnectionView, CredentialAdded, ProvidersReport, Restored,
+    TlsSummary,
+};
+use crate::engine::{BackupReport, RepoOutcome};
+use crate::fmt::{fmt_time, human_bytes};
+use crate::state::{Connection, Job, JobRecordResult, Plan};
+use anyhow::Result;
+
+pub fn warnings(list: &[String]) {
+    for w in list {
+        eprintln!("warning: {w}");
+    }
+}
+
+pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn providers(r: &ProvidersReport) {
+    for p in &r.providers {
+        println!("{}  {} {} ({})", p.id, p.display_name, p.version, p.origin);
+        let kinds: Vec<&str> = p.credential_kinds.iter().map(|c| c.kind.as_str()).collect();
+        println!("    credentials: {}", kinds.join(", "));
+        for s in &p.settings {
+            let def = s
+                .default_value
+                .as_deref()
+                .map(|d| format!(" [default: {d}]"))
+                .unwrap_or_default();
+            let req = if s.required { " (required)" } else { "" };
+            println!("    --set {}=...{req}{def}  {}", s.name, s.description);
+        }
+    }
+    for e in &r.not_loaded {
+        println!("not loaded: {e}");
+    }
+}
+
+pub fn connection_added(conn: &Connection) {
+    println!(
+        "added connection {} ({}, {} credential{})",
+        conn.name,
+        conn.provider,
+        conn.credential_kind,
+        conn.credential_identity
+            .as_ref()
+            .map(|i| format!(" for {i}"))
+            .unwrap_or_default()
+    );
+}
+
+fn tls_words(tls: &TlsSummary) -> Option<String> {
+    if tls.insecure {
+        Some("tls=INSECURE(no certificate verification)".to_string())
+    } else {
+        tls.ca_bundle.as_ref().map(|f| format!("ca-bundle={f}"))
+    }
+}
+
+pub fn connections(list: &[ConnectionView]) {
+    for v in list {
+        let c = &v.connection;
+        let mut settings: Vec<String> =
+            c.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        settings.extend(tls_words(&v.tls));
+        if v.project_credentials > 0 {
+            settings.push(format!("project-credentials={}", v.project_credentials));
+        }
+        println!(
+            "{}  {}  {} {} ********  {}",
+            c.name,
+            c.provider,
+            c.credential_kind,
+            c.credential_identity.as_deref().unwrap_or(""),
+            settings.join(" ")
+        );
+    }
+}
+
+/// What a connection trusts, after `connection tls`.
+pub fn tls_changed(connection: &str, tls: &TlsSummary) {
+    let what = match (&tls.ca_bundle, tls.insecure) {
+        (Some(f), _) => format!("the system roots and the CA bundle {f}"),
+        (None, true) => "nothing: certificates are not verified".to_string(),
+        (None, false) => "the system roots".to_string(),
+    };
+    println!("connection {connection} now trusts {what}");
+}
+
+pub fn credential_added(connection: &str, added: &CredentialAdded) {
+    match &added.credential {
+        AddedCredential::Project(id) => println!(
+            "connection {connection} uses a {} credential for project {}",
+            added.kind,
+            id.strip_prefix("project:").unwrap_or(id)
+        ),
+        AddedCredential::Additional(view) => println!(
+            "added additional credential {} ({} {}) of connection {connection}; principal {}",
+            view.id,
+            added.kind,
+            view.identity.as_deref().unwrap_or(""),
+            view.principal.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
+pub fn credential_removed(connection: &str, id: &str) {
+    match id.strip_prefix("project:") {
+        Some(key) => {
+            println!("connection {connection} uses its default credential for project {key} again")
+        }
+        None => println!("removed additional credential {id} of connection {connection}"),
+    }
+}
+
+/// Credentials, never a secret.
+pub fn credentials(list: &[CredentialView]) {
+    println!(
+        "{:<14} {:<12} {:<18} {:<22} {:<9} {:<32} SECRET",
+        "ID", "ROLE", "KIND", "IDENTITY", "STATE", "PRINCIPAL"
+    );
+    for c in list {
+        println!(
+            "{:<14} {:<12} {:<18} {:<22} {:<9} {:<32} ********",
+            c.id,
+            c.role,
+            c.kind.as_str(),
+            c.identity.as_deref().unwrap_or("-"),
+            if c.enabled { "enabled" } else { "disabled" },
+            c.principal.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+pub fn plan(p: &Plan) {
+    let s = &p.spec;
+    println!(
+        "{}  connections: {}  include: {}  exclude: {}  schedule: {}{}{}  auto-add: {}{}{}  last success: {}",
+        s.name,
+        s.connections.join(","),
+        s.include.join(","),
+        if s.exclude.is_empty() { "-".into() } else { s.exclude.join(",") },
+        s.schedule.as_deref().unwrap_or("on demand"),
+        s.timezone.as_deref().map(|t| format!(" ({t})")).unwrap_or_default(),
+        s.window.as_deref().map(|w| format!("  window: {w}")).unwrap_or_default(),
+        if s.auto_add { "on" } else { "off" },
+        if s.read_only { "  read-only" } else { "" },
+        if s.enabled { "" } else { "  DISABLED" },
+        p.status.last_success.map(fmt_time).unwrap_or_else(|| "-".into())
+    );
+}
+
+pub fn jobs(jobs: &[Job]) {
+    println!(
+        "{:>6} {:<11} {:<9} {:<20} {:>9} {:>7} {:>10}  WHAT",
+        "JOB", "STATE", "TRIGGER", "STARTED (UTC)", "DONE", "FAILED", "STORED"
+    );
+    for j in jobs {
+        println!(
+            "{:>6} {:<11} {:<9} {:<20} {:>9} {:>7} {:>10}  {}",
+            j.id,
+            j.state.as_str(),
+            format!("{:?}", j.trigger).to_lowercase(),
+            j.started_at.map(fmt_time).unwrap_or_else(|| "-".into()),
+            format!("{}/{}", j.progress.repos_done, j.progress.repos_total),
+            j.progress.failed,
+            human_bytes(j.progress.bytes_stored),
+            j.kind.describe()
+        );
+    }
+}
+
+pub fn job(j: &Job, results: &[JobRecordResult]) {
+    let p = &j.progress;
+    println!(
+        "job {} ({}): {}; {} repositories: {} new snapshots, {} unchanged, {} failed, {} skipped, {} deferred; {} fetched, {} stored",
+        j.id,
+        j.kind.describe(),
+        j.state.as_str(),
+        p.repos_total,
+        p.snapshots,
+        p.unchanged,
+        p.failed,
+        p.skipped,
+        p.deferred,
+        human_bytes(p.bytes_fetched),
+        human_bytes(p.bytes_stored)
+    );
+    if let Some(e) = &j.error {
+        println!("error: {e}");
+    }
+    if let Some(n) = &p.notice {
+        println!("{n}");
+    }
+    for c in &p.credentials {
+        println!(
+            "  credential {}/{} ({}): {} requests, {} rate limited, {} cool-downs{}",
+            c.connection,
+            c.credential,
+            c.principal,
+            c.requests,
+            c.rate_limited,
+            c.cooldowns,
+            c.failed
+                .as_deref()
+                .map(|f| format!(", failed: {f}"))
+                .unwrap_or_default()
+        );
+    }
+    for r in results {
+        println!(
+            "  {:<10} {}/{}{}{}",
+            r.status,
+            r.connection,
+            r.repository,
+            r.snapshot
+                .as_deref()
+                .map(|s| format!("  {s}"))
+                .unwrap_or_default(),
+            r.reason
+                .as_deref()
+                .map(|s| format!("  {s}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// The summary of one connection's backup.
+pub fn backup(report: &BackupReport) {
+    let (mut snaps, mut same) = (0, 0);
+    for r in &report.repositories {
+        match &r.outcome {
+            RepoOutcome::Snapshot { .. } => snaps += 1,
+            RepoOutcome::Unchanged { .. } => same += 1,
+            RepoOutcome::Failed { reason } => eprintln!("failed: {}: {reason}", r.full_name),
+            RepoOutcome::Skipped { reason } | RepoOutcome::Deferred { reason } => {
+                eprintln!("not backed up: {}: {reason}", r.full_name)
+            }
+        }
+    }
+    println!(
+        "{}: {} repositories, {snaps} new snapshots, {same} unchanged, {} failed; {} stored in {:.1} s",
+        report.connection,
+        report.repositories.len(),
+        report.failed(),
+        human_bytes(report.new_bytes()),
+        report.seconds
+    );
+}
+
+pub fn snapshots(id: &RepoIdentity, snaps: &[Snapshot]) {
+    if snaps.is_empty() {
+        println!("{} has no snapshots", id.full_name);
+        return;
+    }
+    println!(
+        "{:<26} {:<22} {:>6} {:>10}",
+        "SNAPSHOT", "TAKEN (UTC)", "REFS", "NEW"
+    );
+    for s in snaps {
+        println!(
+            "{:<26} {:<22} {:>6} {:>10}",
+            s.id.as_str(),
+            fmt_time(s.taken_at),
+            s.ref_count,
+            human_bytes(s.stats.new_bytes)
+        );
+    }
+}
+
+pub fn restored(r: &Restored) {
+    let report = &r.report;
+    println!(
+        "restored {} snapshot {} (taken {}) to {}: {} refs from {} packs",
+        r.repository,
+        report.snapshot,
+        fmt_time(report.taken_at),
+        report.target,
+        report.refs,
+        report.packs
+    );
+}
+
+pub fn check(r: &CheckReport) {
+    for d in &r.damaged {
+        eprintln!("snapshot {} of {}: {}", d.snapshot, d.repository, d.error);
+    }
+    println!(
+        "checked {} snapshots, {} blobs: {}",
+        r.snapshots,
+        r.blobs,
+        if r.damaged.is_empty() {
+            "all intact".to_string()
+        } else {
+            format!("{} damaged", r.damaged.len())
+        }
+    );
+}

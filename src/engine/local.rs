@@ -1,0 +1,476 @@
+//! [`LocalService`]: the command surface run in this process, over a data dir's
+//! [`Context`] and its job queue. The CLI uses it when no daemon serves the data dir;
+//! the daemon's API and dashboard use it for every request.
+
+use super::backup::{backup_connection, BackupOptions, BackupReport};
+use super::credentials::{self, CredentialView};
+use super::job_reports::restored_from_job;
+use super::plans::{self, RunTarget};
+use super::restore::{find_repository, restore, snapshots_of, SnapshotChoice};
+use super::service::*;
+use super::{connections, Context, EngineError, Jobs, RunnerConfig};
+use crate::archive::SnapshotId;
+use crate::state::{Job, JobKind, JobRecordResult, Plan, PlanSpec, RepoRecord, Trigger};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The engine in this process.
+pub struct LocalService {
+    jobs: Arc<Jobs>,
+    /// Whether the job workers run (the daemon): jobs can be queued and followed.
+    daemon: bool,
+}
+
+impl LocalService {
+    /// For one CLI command: jobs run in this process, to their end.
+    pub fn open(data_dir: &Path) -> Result<LocalService, EngineError> {
+        let ctx = Arc::new(Context::open(data_dir)?);
+        Ok(LocalService {
+            jobs: Jobs::new(ctx, RunnerConfig::default())?,
+            daemon: false,
+        })
+    }
+
+    /// Over a job queue; `workers_running` says whether its workers were started
+    /// (the daemon), so jobs can be queued and followed.
+    pub fn over(jobs: Arc<Jobs>, workers_running: bool) -> LocalService {
+        LocalService {
+            jobs,
+            daemon: workers_running,
+        }
+    }
+
+    pub fn jobs_queue(&self) -> &Arc<Jobs> {
+        &self.jobs
+    }
+
+    /// Queues a restore job (the daemon's `POST /api/v1/restore`).
+    pub fn submit_restore(&self, req: RestoreRequest) -> Result<Job, EngineError> {
+        snapshot_choice(&req)?;
+        let kind = JobKind::Restore {
+            repository: req.repository,
+            connection: req.connection,
+            snapshot: req.snapshot,
+            at: req.at,
+            to: req.to,
+            force: req.force,
+        };
+        self.jobs.submit(kind, Trigger::Manual, None)
+    }
+
+    fn ctx(&self) -> &Context {
+        self.jobs.context()
+    }
+
+    fn view(&self, conn: crate::state::Connection) -> Result<ConnectionView, EngineError> {
+        let tls = self.ctx().state.connection_tls(&conn.name)?;
+        let project_credentials = self
+            .ctx()
+            .state
+            .scoped_credentials(&conn.name)?
+            .iter()
+            .filter(|c| matches!(c.scope, crate::state::CredentialScope::Project { .. }))
+            .count();
+        Ok(ConnectionView {
+            connection: conn,
+            tls: TlsSummary::of(&tls),
+            project_credentials,
+        })
+    }
+
+    fn job_kind(&self, req: &RunRequest) -> Result<JobKind, EngineError> {
+        let target = match (&req.plan, &req.connection, &req.repository) {
+            (Some(plan), None, None) => RunTarget::Plan(plan.clone()),
+            (None, Some(connection), None) => RunTarget::Connection(connection.clone()),
+            (None, connection, Some(repository)) => RunTarget::Repository {
+                repository: repository.clone(),
+                connection: connection.clone(),
+            },
+            _ => {
+                return Err(EngineError::Invalid(
+                    "run what? give a repository (scope/slug), a plan or a connection".into(),
+                ))
+            }
+        };
+        plans::job_for(self.ctx(), &target)
+    }
+}
+
+/// Provider aliases users may type.
+pub fn provider_id(alias: &str) -> &str {
+    match alias {
+        "cloud" => "bitbucket-cloud",
+        "dc" | "datacenter" | "server" => "bitbucket-dc",
+        other => other,
+    }
+}
+
+/// The connection names a backup request names (every one for `all`).
+pub fn backup_targets(
+    req: &BackupRequest,
+    all: impl FnOnce() -> Result<Vec<String>, EngineError>,
+) -> Result<Vec<String>, EngineError> {
+    let names = if req.all {
+        all()?
+    } else {
+        req.connections.clone()
+    };
+    if names.is_empty() {
+        return Err(EngineError::Invalid(
+            "name a connection to back up (see `reposafe connection list`) or pass --all".into(),
+        ));
+    }
+    Ok(names)
+}
+
+impl Service for LocalService {
+    fn overview(&self) -> Result<Overview, EngineError> {
+        Ok(Overview {
+            data_dir: self.ctx().data_dir.display().to_string(),
+            archive_bytes: self.ctx().archive.disk_usage()?,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+
+    fn providers(&self) -> Result<ProvidersReport, EngineError> {
+        let p = &self.ctx().providers;
+        Ok(ProvidersReport {
+            providers: p.infos().into_iter().cloned().collect(),
+            not_loaded: p.load_errors.iter().map(|e| e.to_string()).collect(),
+        })
+    }
+
+    fn connections(&self) -> Result<Vec<ConnectionView>, EngineError> {
+        self.ctx()
+            .state
+            .connections()?
+            .into_iter()
+            .map(|c| self.view(c))
+            .collect()
+    }
+
+    fn connection(&self, name: &str) -> Result<ConnectionView, EngineError> {
+        self.view(self.ctx().state.connection(name)?)
+    }
+
+    fn add_connection(&self, req: AddConnection) -> Result<ConnectionAdded, EngineError> {
+        let new = connections::NewConnection {
+            name: req.name,
+            provider: provider_id(&req.provider).to_string(),
+            settings: req.settings,
+            credential: req.credential.into_credential("credential.")?,
+            read_only: req.read_only,
+            rate_limit: req.rate_limit,
+            tls: req.tls,
+        };
+        let (connection, warnings) = connections::add_connection(self.ctx(), new, req.verify)?;
+        Ok(ConnectionAdded {
+            connection,
+            warnings,
+        })
+    }
+
+    fn test_connection(&self, name: &str) -> Result<ConnectionTested, EngineError> {
+        let scopes = connections::test_connection(self.ctx(), name)?;
+        Ok(ConnectionTested {
+            connection: name.to_string(),
+            ok: true,
+            scopes,
+        })
+    }
+
+    fn remove_connection(&self, name: &str) -> Result<Removed, EngineError> {
+        connections::remove_connection(self.ctx(), name)?;
+        Ok(Removed {
+            removed: name.to_string(),
+            snapshots: Some("kept".into()),
+        })
+    }
+
+    fn set_connection_tls(&self, name: &str, req: SetTls) -> Result<TlsChanged, EngineError> {
+        let tls = TlsSummary::of(&req.tls);
+        let warnings = connections::set_connection_tls(self.ctx(), name, req.tls, req.verify)?;
+        Ok(TlsChanged {
+            connection: name.to_string(),
+            tls,
+            warnings,
+        })
+    }
+
+    fn credentials(&self, connection: &str) -> Result<Vec<CredentialView>, EngineError> {
+        credentials::list_credentials(self.ctx(), connection)
+    }
+
+    fn add_credential(
+        &self,
+        connection: &str,
+        req: AddCredential,
+    ) -> Result<CredentialAdded, EngineError> {
+        let input = CredentialInput {
+            kind: req.kind,
+            identity: req.identity,
+            secret: req.secret,
+        };
+        let cred = input.into_credential("")?;
+        let kind = cred.kind.as_str().to_string();
+        let ctx = self.ctx();
+        let (credential, warnings) = match req.project {
+            Some(project) => {
+                let warnings = connections::add_project_credential(
+                    ctx, connection, &project, cred, req.verify,
+                )?;
+                let id = crate::state::CredentialScope::project(&project).id();
+                (AddedCredential::Project(id), warnings)
+            }
+            None => {
+                let (view, warnings) = credentials::add_additional_credential(
+                    ctx, connection, cred, req.label, req.verify,
+                )?;
+                (AddedCredential::Additional(view), warnings)
+            }
+        };
+        Ok(CredentialAdded {
+            credential,
+            kind,
+            warnings,
+        })
+    }
+
+    fn remove_credential(&self, connection: &str, id: &str) -> Result<Removed, EngineError> {
+        match id.strip_prefix("project:") {
+            Some(key) => connections::remove_project_credential(self.ctx(), connection, key)?,
+            None => credentials::remove_additional(self.ctx(), connection, id)?,
+        }
+        Ok(Removed {
+            removed: id.to_string(),
+            snapshots: None,
+        })
+    }
+
+    fn set_credential_enabled(
+        &self,
+        connection: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<CredentialEnabled, EngineError> {
+        credentials::set_additional_enabled(self.ctx(), connection, id, enabled)?;
+        Ok(CredentialEnabled {
+            credential: id.to_string(),
+            enabled,
+        })
+    }
+
+    fn test_credential(&self, connection: &str, id: &str) -> Result<CredentialTested, EngineError> {
+        let scopes = credentials::test_credential(self.ctx(), connection, id)?;
+        Ok(CredentialTested {
+            credential: id.to_string(),
+            ok: true,
+            scopes,
+        })
+    }
+
+    fn plans(&self) -> Result<Vec<Plan>, EngineError> {
+        Ok(self.ctx().state.plans()?)
+    }
+
+    fn plan(&self, name: &str) -> Result<Plan, EngineError> {
+        Ok(self.ctx().state.plan(name)?)
+    }
+
+    fn add_plan(&self, spec: PlanSpec) -> Result<Plan, EngineError> {
+        plans::create_plan(self.ctx(), spec)
+    }
+
+    fn update_plan(&self, name: &str, spec: PlanSpec) -> Result<Plan, EngineError> {
+        plans::replace_plan(self.ctx(), name, spec)
+    }
+
+    fn remove_plan(&self, name: &str) -> Result<Removed, EngineError> {
+        self.ctx().state.remove_plan(name)?;
+        Ok(Removed {
+            removed: name.to_string(),
+            snapshots: None,
+        })
+    }
+
+    fn submit(&self, req: RunRequest) -> Result<Job, EngineError> {
+        if !self.daemon {
+            return Err(EngineError::Invalid(
+                "--detach needs a running daemon (`reposafe serve`) on this data dir".into(),
+            ));
+        }
+        let kind = self.job_kind(&req)?;
+        self.jobs.submit(kind, Trigger::Manual, None)
+    }
+
+    fn run(&self, req: RunRequest, observer: &dyn Observer) -> Result<Job, EngineError> {
+        let kind = self.job_kind(&req)?;
+        if self.daemon {
+            let job = self.jobs.submit(kind, Trigger::Manual, None)?;
+            return self.watch(job.id, observer);
+        }
+        self.jobs
+            .run_now(kind, Trigger::Manual, &|j: &Job| observer.job(j))
+    }
+
+    fn backup(
+        &self,
+        req: BackupRequest,
+        observer: &dyn Observer,
+    ) -> Result<Vec<BackupReport>, EngineError> {
+        let names = backup_targets(&req, || {
+            Ok(self
+                .ctx()
+                .state
+                .connections()?
+                .into_iter()
+                .map(|c| c.name)
+                .collect())
+        })?;
+        let mut reports = Vec::new();
+        for name in names {
+            let opts = BackupOptions {
+                parallelism: req.parallel.unwrap_or(BackupOptions::default().parallelism),
+                only: req.repositories.clone(),
+                progress: observer.backup_progress(&name),
+                interrupt: observer.interrupt(),
+                ..Default::default()
+            };
+            let report = backup_connection(self.ctx(), &name, &opts).map_err(|e| {
+                EngineError::Connection {
+                    connection: name.clone(),
+                    reason: format!("backup failed; nothing was written: {e}"),
+                }
+            })?;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    fn jobs(&self, limit: usize) -> Result<Vec<Job>, EngineError> {
+        self.jobs.list(limit)
+    }
+
+    fn job(&self, id: u64) -> Result<Job, EngineError> {
+        self.jobs.get(id)
+    }
+
+    fn job_results(&self, id: u64) -> Result<Vec<JobRecordResult>, EngineError> {
+        self.jobs.get(id)?;
+        Ok(self.ctx().state.job_results(id)?)
+    }
+
+    fn watch(&self, id: u64, observer: &dyn Observer) -> Result<Job, EngineError> {
+        if !self.daemon {
+            return Err(EngineError::Conflict(
+                "no daemon runs on this data dir, so no job is running (start `reposafe serve`)"
+                    .into(),
+            ));
+        }
+        let mut last = String::new();
+        loop {
+            let job = self.jobs.get(id)?;
+            let json = serde_json::to_string(&job).unwrap_or_default();
+            if json != last {
+                observer.job(&job);
+                last = json;
+            }
+            if job.state.is_finished() {
+                return Ok(job);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn cancel(&self, id: u64) -> Result<Job, EngineError> {
+        if !self.daemon {
+            return Err(EngineError::Conflict(
+                "no daemon runs on this data dir, so no job is running (start `reposafe serve`)"
+                    .into(),
+            ));
+        }
+        self.jobs.cancel(id)
+    }
+
+    fn repositories(&self, connection: Option<&str>) -> Result<Vec<RepoRecord>, EngineError> {
+        Ok(self.ctx().state.repositories(connection)?)
+    }
+
+    fn snapshots(&self, req: SnapshotsRequest) -> Result<SnapshotList, EngineError> {
+        let repository = find_repository(self.ctx(), &req.repository, req.connection.as_deref())?;
+        let mut snapshots = snapshots_of(self.ctx(), &repository)?;
+        if let Some(at) = req.at {
+            snapshots.retain(|s| s.taken_at <= at);
+        }
+        Ok(SnapshotList {
+            repository,
+            snapshots,
+        })
+    }
+
+    fn restore(
+        &self,
+        req: RestoreRequest,
+        observer: &dyn Observer,
+    ) -> Result<Restored, EngineError> {
+        if req.snapshot.is_some() && req.at.is_some() {
+            return Err(EngineError::Invalid(
+                "give either a snapshot id or a time (--at), not both".into(),
+            ));
+        }
+        if self.daemon {
+            // Through the queue, so the restore is a job like any other.
+            let job = self.submit_restore(req.clone())?;
+            let job = self.watch(job.id, observer)?;
+            return restored_from_job(self, &req, &job);
+        }
+        let repo = find_repository(self.ctx(), &req.repository, req.connection.as_deref())?;
+        let choice = snapshot_choice(&req)?;
+        let report = restore(self.ctx(), &repo, &choice, Path::new(&req.to), req.force)?;
+        Ok(Restored {
+            repository: repo.full_name,
+            report,
+        })
+    }
+
+    fn check(&self) -> Result<CheckReport, EngineError> {
+        let archive = &self.ctx().archive;
+        let snaps = archive.all_snapshots()?;
+        let mut seen = HashSet::new();
+        let mut report = CheckReport {
+            snapshots: snaps.len(),
+            ..Default::default()
+        };
+        for s in &snaps {
+            for id in s.packs.iter().chain(std::iter::once(&s.refs)) {
+                if seen.insert(*id) {
+                    if let Err(e) = archive.verify_blob(id) {
+                        report.damaged.push(Damage {
+                            snapshot: s.id.as_str().to_string(),
+                            repository: s.repository.full_name.clone(),
+                            error: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        report.blobs = seen.len();
+        Ok(report)
+    }
+}
+
+/// Which snapshot a restore request names.
+pub fn snapshot_choice(req: &RestoreRequest) -> Result<SnapshotChoice, EngineError> {
+    Ok(match (&req.snapshot, req.at) {
+        (Some(_), Some(_)) => {
+            return Err(EngineError::Invalid(
+                "give either a snapshot id or a time (--at), not both".into(),
+            ))
+        }
+        (Some(id), None) => SnapshotChoice::Id(SnapshotId::parse(id)?),
+        (None, Some(at)) => SnapshotChoice::At(at),
+        (None, None) => SnapshotChoice::Latest,
+    })
+}

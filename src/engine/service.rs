@@ -1,0 +1,389 @@
+//! The command surface: every user operation once, as a method of [`Service`] with
+//! typed, serde-able requests and reports.
+//!
+//! Two implementations exist: [`super::LocalService`] runs the engine in this process
+//! (the CLI without a daemon, and the daemon itself behind its API), and the CLI's
+//! HTTP client of a running daemon. The front-ends (`cli`, `api`, `dashboard`) hold a
+//! `dyn Service` and never reach the state or the archive themselves, so a command
+//! gives the same answer whichever way it travels.
+
+use super::backup::{BackupReport, Progress};
+use super::credentials::CredentialView;
+use super::restore::RestoreReport;
+use super::EngineError;
+use crate::archive::{RepoIdentity, Snapshot};
+use crate::providers::{ProviderInfo, Scope};
+use crate::state::{Connection, ConnectionTls, Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
+use crate::vault::{Credential, CredentialKind};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// Every operation a user can ask of reposafe.
+pub trait Service: Send + Sync {
+    /// What the data dir holds and where (the dashboard's header).
+    fn overview(&self) -> Result<Overview, EngineError>;
+    /// Installed providers, and plugin files that did not load.
+    fn providers(&self) -> Result<ProvidersReport, EngineError>;
+
+    fn connections(&self) -> Result<Vec<ConnectionView>, EngineError>;
+    fn connection(&self, name: &str) -> Result<ConnectionView, EngineError>;
+    /// Adds a connection; verifies its credential first unless `verify` is off.
+    fn add_connection(&self, req: AddConnection) -> Result<ConnectionAdded, EngineError>;
+    fn test_connection(&self, name: &str) -> Result<ConnectionTested, EngineError>;
+    /// Removes a connection; its snapshots stay in the archive.
+    fn remove_connection(&self, name: &str) -> Result<Removed, EngineError>;
+    /// Replaces a connection's certificate trust.
+    fn set_connection_tls(&self, name: &str, req: SetTls) -> Result<TlsChanged, EngineError>;
+
+    /// A connection's credentials, masked.
+    fn credentials(&self, connection: &str) -> Result<Vec<CredentialView>, EngineError>;
+    /// Adds a per-project (`project`) or an additional credential.
+    fn add_credential(
+        &self,
+        connection: &str,
+        req: AddCredential,
+    ) -> Result<CredentialAdded, EngineError>;
+    /// Removes `project:KEY` or an additional credential id.
+    fn remove_credential(&self, connection: &str, id: &str) -> Result<Removed, EngineError>;
+    fn set_credential_enabled(
+        &self,
+        connection: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<CredentialEnabled, EngineError>;
+    fn test_credential(&self, connection: &str, id: &str) -> Result<CredentialTested, EngineError>;
+
+    fn plans(&self) -> Result<Vec<Plan>, EngineError>;
+    fn plan(&self, name: &str) -> Result<Plan, EngineError>;
+    fn add_plan(&self, spec: PlanSpec) -> Result<Plan, EngineError>;
+    fn update_plan(&self, name: &str, spec: PlanSpec) -> Result<Plan, EngineError>;
+    fn remove_plan(&self, name: &str) -> Result<Removed, EngineError>;
+
+    /// Queues a job and returns at once (needs the daemon's workers).
+    fn submit(&self, req: RunRequest) -> Result<Job, EngineError>;
+    /// Runs a job to its end, reporting every change to `observer`.
+    fn run(&self, req: RunRequest, observer: &dyn Observer) -> Result<Job, EngineError>;
+    /// Backs up connections now (`backup` command): one report per connection.
+    fn backup(
+        &self,
+        req: BackupRequest,
+        observer: &dyn Observer,
+    ) -> Result<Vec<BackupReport>, EngineError>;
+    fn jobs(&self, limit: usize) -> Result<Vec<Job>, EngineError>;
+    fn job(&self, id: u64) -> Result<Job, EngineError>;
+    fn job_results(&self, id: u64) -> Result<Vec<JobRecordResult>, EngineError>;
+    /// Follows a job until it ends.
+    fn watch(&self, id: u64, observer: &dyn Observer) -> Result<Job, EngineError>;
+    fn cancel(&self, id: u64) -> Result<Job, EngineError>;
+
+    fn repositories(&self, connection: Option<&str>) -> Result<Vec<RepoRecord>, EngineError>;
+    fn snapshots(&self, req: SnapshotsRequest) -> Result<SnapshotList, EngineError>;
+    /// Rebuilds a bare repository from a snapshot.
+    fn restore(
+        &self,
+        req: RestoreRequest,
+        observer: &dyn Observer,
+    ) -> Result<Restored, EngineError>;
+    /// Re-hashes every blob every snapshot needs.
+    fn check(&self) -> Result<CheckReport, EngineError>;
+}
+
+/// Where a front-end wants to see long work progress.
+pub trait Observer: Sync {
+    /// The latest state of a job being followed.
+    fn job(&self, _job: &Job) {}
+    /// A progress sink for a backup of `connection` run in this process.
+    fn backup_progress(&self, _connection: &str) -> Arc<dyn Progress> {
+        Arc::new(super::backup::NoProgress)
+    }
+    /// A flag that stops in-process work early when set (Ctrl-C).
+    fn interrupt(&self) -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
+    }
+}
+
+/// An observer that shows nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// The data dir at a glance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Overview {
+    pub data_dir: String,
+    pub archive_bytes: u64,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProvidersReport {
+    pub providers: Vec<ProviderInfo>,
+    /// Plugin files that could not be loaded, with the reason.
+    pub not_loaded: Vec<String>,
+}
+
+/// A connection as shown to users: never a secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnectionView {
+    #[serde(flatten)]
+    pub connection: Connection,
+    /// Its certificate trust: `system`, `ca-bundle` or `insecure`.
+    pub tls: TlsSummary,
+    /// How many per-project credentials it has.
+    pub project_credentials: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSummary {
+    pub insecure: bool,
+    /// The CA bundle's file name as given, when one is stored.
+    pub ca_bundle: Option<String>,
+}
+
+impl TlsSummary {
+    pub fn of(tls: &ConnectionTls) -> TlsSummary {
+        TlsSummary {
+            insecure: tls.insecure,
+            ca_bundle: tls.ca_bundle_pem.as_ref().map(|_| {
+                tls.ca_bundle_file
+                    .clone()
+                    .unwrap_or_else(|| "(stored)".into())
+            }),
+        }
+    }
+}
+
+/// A credential as given by a user. The secret is write-only: it is serialized only
+/// to travel to the daemon, and its `Debug` is redacted.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialInput {
+    pub kind: String,
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(serialize_with = "expose_secret")]
+    pub secret: SecretString,
+}
+
+fn expose_secret<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.expose_secret())
+}
+
+impl CredentialInput {
+    pub fn from_credential(c: Credential) -> CredentialInput {
+        CredentialInput {
+            kind: c.kind.as_str().to_string(),
+            identity: c.identity,
+            secret: c.secret,
+        }
+    }
+
+    /// Checks the kind and that the secret is not empty; `field` prefixes the names.
+    pub fn into_credential(self, field: &str) -> Result<Credential, EngineError> {
+        let kind: CredentialKind = self.kind.parse().map_err(|e| EngineError::Field {
+            field: format!("{field}kind"),
+            message: format!("{e}"),
+        })?;
+        if self.secret.expose_secret().trim().is_empty() {
+            return Err(EngineError::Field {
+                field: format!("{field}secret"),
+                message: "is empty".into(),
+            });
+        }
+        Ok(Credential {
+            kind,
+            identity: self.identity,
+            secret: self.secret,
+        })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `connection add`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddConnection {
+    pub name: String,
+    /// Provider id or alias (`cloud`, `dc`).
+    pub provider: String,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    pub credential: CredentialInput,
+    #[serde(default = "yes")]
+    pub verify: bool,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Request budget of each principal: `60/min`, `1000/h`, `60/10s`.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    #[serde(default)]
+    pub tls: ConnectionTls,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnectionAdded {
+    pub connection: Connection,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnectionTested {
+    pub connection: String,
+    pub ok: bool,
+    pub scopes: Vec<Scope>,
+}
+
+/// What a remove removed; snapshots are never removed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<String>,
+}
+
+/// `connection tls`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetTls {
+    #[serde(default)]
+    pub tls: ConnectionTls,
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TlsChanged {
+    pub connection: String,
+    pub tls: TlsSummary,
+    pub warnings: Vec<String>,
+}
+
+/// `connection credential add`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddCredential {
+    pub kind: String,
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(serialize_with = "expose_secret")]
+    pub secret: SecretString,
+    /// A project key: the credential is used for that project instead of the default.
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+/// Which credential was added.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AddedCredential {
+    /// `project:KEY`.
+    Project(String),
+    Additional(CredentialView),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CredentialAdded {
+    pub credential: AddedCredential,
+    pub kind: String,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CredentialEnabled {
+    pub credential: String,
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CredentialTested {
+    pub credential: String,
+    pub ok: bool,
+    /// How many scopes (workspaces, projects) it sees.
+    pub scopes: usize,
+}
+
+/// Run now: exactly one of `plan`, `connection` or `repository` (optionally with
+/// `connection`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub connection: Option<String>,
+    #[serde(default)]
+    pub repository: Option<String>,
+}
+
+/// `backup`: connections (or all of them), optionally only some repositories.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BackupRequest {
+    pub connections: Vec<String>,
+    pub all: bool,
+    pub repositories: Vec<String>,
+    pub parallel: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotsRequest {
+    pub repository: String,
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// Only snapshots taken at or before this time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub at: Option<OffsetDateTime>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotList {
+    pub repository: RepoIdentity,
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// `restore`: a snapshot (latest, `snapshot` id, or newest at or before `at`) into
+/// `to` (an absolute path on the daemon's machine).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    pub repository: String,
+    #[serde(default)]
+    pub connection: Option<String>,
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub at: Option<OffsetDateTime>,
+    pub to: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Restored {
+    pub repository: String,
+    #[serde(flatten)]
+    pub report: RestoreReport,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub blobs: usize,
+    pub damaged: Vec<Damage>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Damage {
+    pub snapshot: String,
+    pub repository: String,
+    pub error: String,
+}
