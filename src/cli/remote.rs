@@ -9,8 +9,8 @@ use crate::api::TOKEN_FILE;
 use crate::engine::credentials::CredentialView;
 use crate::engine::service::*;
 use crate::engine::{
-    backup_report_from_jobs, backup_targets, restored_from_job, BackupReport, EngineError,
-    ErrorKind,
+    backup_report_from_jobs, backup_targets, follow_job, restored_from_job, BackupReport,
+    EngineError, ErrorKind,
 };
 use crate::state::{Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
 use anyhow::{Context as _, Result};
@@ -325,19 +325,7 @@ impl Service for Remote {
     }
 
     fn watch(&self, id: u64, observer: &dyn Observer) -> Result<Job, EngineError> {
-        let mut last = String::new();
-        loop {
-            let job = self.job(id)?;
-            let json = serde_json::to_string(&job).unwrap_or_default();
-            if json != last {
-                observer.job(&job);
-                last = json;
-            }
-            if job.state.is_finished() {
-                return Ok(job);
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        follow_job(&|| self.job(id), observer, Duration::from_millis(300))
     }
 
     fn cancel(&self, id: u64) -> Result<Job, EngineError> {

@@ -2,10 +2,34 @@
 //! the daemon) shows, in the same types the engine returns in process.
 
 use super::backup::{BackupReport, RepoOutcome, RepoResult};
+use super::service::Observer;
 use super::service::{RestoreRequest, Restored, Service, SnapshotsRequest};
 use super::EngineError;
 use crate::providers::CredentialStats;
 use crate::state::{Job, JobRecordResult, JobState};
+use std::time::Duration;
+
+/// Follows a job until it ends: `fetch` reads its latest record every `every`, and
+/// the observer sees each change. The one polling loop of every `Service::watch`.
+pub fn follow_job(
+    fetch: &dyn Fn() -> Result<Job, EngineError>,
+    observer: &dyn Observer,
+    every: Duration,
+) -> Result<Job, EngineError> {
+    let mut last = String::new();
+    loop {
+        let job = fetch()?;
+        let json = serde_json::to_string(&job).unwrap_or_default();
+        if json != last {
+            observer.job(&job);
+            last = json;
+        }
+        if job.state.is_finished() {
+            return Ok(job);
+        }
+        std::thread::sleep(every);
+    }
+}
 
 /// A repository's outcome as a job recorded it.
 fn outcome_of(r: &JobRecordResult) -> RepoOutcome {

@@ -4,7 +4,7 @@
 
 use super::backup::{backup_connection, BackupOptions, BackupReport};
 use super::credentials::{self, CredentialView};
-use super::job_reports::restored_from_job;
+use super::job_reports::{follow_job, restored_from_job};
 use super::plans::{self, RunTarget};
 use super::restore::{find_repository, restore, snapshots_of, SnapshotChoice};
 use super::service::*;
@@ -369,19 +369,7 @@ impl Service for LocalService {
                     .into(),
             ));
         }
-        let mut last = String::new();
-        loop {
-            let job = self.jobs.get(id)?;
-            let json = serde_json::to_string(&job).unwrap_or_default();
-            if json != last {
-                observer.job(&job);
-                last = json;
-            }
-            if job.state.is_finished() {
-                return Ok(job);
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        follow_job(&|| self.jobs.get(id), observer, Duration::from_millis(250))
     }
 
     fn cancel(&self, id: u64) -> Result<Job, EngineError> {

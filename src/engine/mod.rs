@@ -30,7 +30,7 @@ pub use connections::{
     add_connection, add_project_credential, project_credentials, remove_connection,
     remove_project_credential, set_connection_tls, test_connection, NewConnection,
 };
-pub use job_reports::{backup_report_from_jobs, restored_from_job};
+pub use job_reports::{backup_report_from_jobs, follow_job, restored_from_job};
 pub use jobs::{Jobs, RunnerConfig};
 pub use local::{backup_targets, provider_id, LocalService};
 pub use restore::{find_repository, restore, snapshots_of, RestoreReport, SnapshotChoice};

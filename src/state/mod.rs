@@ -6,9 +6,11 @@
 //! redb holds an exclusive lock on the file: a second process opening the same
 //! data dir gets [`StateError::Locked`].
 
-mod connection_extras;
+mod scoped_credentials;
+mod tls_trust;
 
-pub use connection_extras::{ConnectionTls, CredentialScope, ScopedCredential};
+pub use scoped_credentials::{CredentialScope, ScopedCredential};
+pub use tls_trust::ConnectionTls;
 
 use crate::vault::CredentialKind;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -169,9 +171,9 @@ impl State {
             tx.open_table(PLANS).map_err(|x| e(x.into()))?;
             tx.open_table(JOBS).map_err(|x| e(x.into()))?;
             tx.open_table(JOB_RESULTS).map_err(|x| e(x.into()))?;
-            tx.open_table(connection_extras::SCOPED_CREDENTIALS)
+            tx.open_table(scoped_credentials::SCOPED_CREDENTIALS)
                 .map_err(|x| e(x.into()))?;
-            tx.open_table(connection_extras::CONNECTION_TLS)
+            tx.open_table(tls_trust::CONNECTION_TLS)
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))

@@ -1,16 +1,9 @@
-//! What a connection holds beside its record and default credential:
-//!
-//! * `connection_credentials_v1`: *scoped* credentials, sealed by the vault. Today a
-//!   scope is one project of a Data Center connection (its credential is used for that
-//!   project's listing and git fetches instead of the default); the [`CredentialScope`]
-//!   enum is where later kinds (e.g. additional credentials with a role) go. Key:
-//!   `<connection> NUL <scope id>`; value: JSON [`ScopedCredential`].
-//! * `connection_tls_v1`: the connection's TLS trust ([`ConnectionTls`]): the PEM
-//!   contents of its CA bundle (copied at `connection add`, so the file may go away)
-//!   or the explicit insecure flag. Key: connection name; value: JSON.
-//!
-//! Both tables are created by `State::migrate` and emptied of a connection's rows when
-//! it is removed.
+//! A connection's *scoped* credentials (`connection_credentials_v1`), sealed by the
+//! vault: one per Data Center project (used for that project's listing and git
+//! fetches instead of the default) and the additional credentials plans may enable
+//! ([`CredentialScope`]). Key: `<connection> NUL <scope id>`; value: JSON
+//! [`ScopedCredential`]. The table is created by `State::migrate` and emptied of a
+//! connection's rows when it is removed.
 
 use super::{State, StateError};
 use crate::vault::CredentialKind;
@@ -20,9 +13,6 @@ use time::OffsetDateTime;
 
 pub(super) const SCOPED_CREDENTIALS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("connection_credentials_v1");
-pub(super) const CONNECTION_TLS: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("connection_tls_v1");
-
 /// What a scoped credential is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -107,23 +97,13 @@ mod sealed_b64 {
     }
 }
 
-/// How a connection verifies TLS certificates.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ConnectionTls {
-    /// PEM contents of the CA bundle, added to the system roots.
-    pub ca_bundle_pem: Option<String>,
-    /// The file the bundle was read from, for messages.
-    pub ca_bundle_file: Option<String>,
-    /// No certificate verification at all (warned on every use).
-    pub insecure: bool,
-}
-
 fn key(connection: &str, scope: &CredentialScope) -> String {
     format!("{connection}\u{0}{}", scope.id())
 }
 
 impl State {
-    /// Deletes a connection's rows from both tables (inside the caller's transaction).
+    /// Deletes a connection's scoped credentials and TLS trust (inside the caller's
+    /// transaction).
     pub(super) fn remove_extras(
         &self,
         tx: &WriteTransaction,
@@ -142,12 +122,10 @@ impl State {
         for k in keys {
             t.remove(k.as_str()).map_err(|x| e(x.into()))?;
         }
-        let mut tls = tx.open_table(CONNECTION_TLS).map_err(|x| e(x.into()))?;
-        tls.remove(connection).map_err(|x| e(x.into()))?;
-        Ok(())
+        self.remove_connection_tls(tx, connection)
     }
 
-    fn json_err(&self, e: serde_json::Error) -> StateError {
+    pub(super) fn json_err(&self, e: serde_json::Error) -> StateError {
         StateError::Db {
             path: self.path.clone(),
             reason: e.to_string(),
@@ -216,44 +194,12 @@ impl State {
         tx.commit().map_err(|x| e(x.into()))?;
         Ok(removed)
     }
-
-    /// The TLS trust of a connection (default: system roots, verified).
-    pub fn connection_tls(&self, connection: &str) -> Result<ConnectionTls, StateError> {
-        let e = self.db_err();
-        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
-        let t = tx.open_table(CONNECTION_TLS).map_err(|x| e(x.into()))?;
-        match t.get(connection).map_err(|x| e(x.into()))? {
-            Some(v) => Self::decode("connection_tls", connection, v.value()),
-            None => Ok(ConnectionTls::default()),
-        }
-    }
-
-    /// Sets the TLS trust of an existing connection.
-    pub fn set_connection_tls(
-        &self,
-        connection: &str,
-        tls: &ConnectionTls,
-    ) -> Result<(), StateError> {
-        let e = self.db_err();
-        let json = serde_json::to_vec(tls).map_err(|x| self.json_err(x))?;
-        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
-        {
-            let conns = tx.open_table(super::CONNECTIONS).map_err(|x| e(x.into()))?;
-            if conns.get(connection).map_err(|x| e(x.into()))?.is_none() {
-                return Err(StateError::NoSuchConnection(connection.to_string()));
-            }
-            let mut t = tx.open_table(CONNECTION_TLS).map_err(|x| e(x.into()))?;
-            t.insert(connection, json.as_slice())
-                .map_err(|x| e(x.into()))?;
-        }
-        tx.commit().map_err(|x| e(x.into()))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Connection;
+    use crate::state::{Connection, ConnectionTls};
     use std::collections::BTreeMap;
 
     fn conn(name: &str) -> Connection {
