@@ -288,7 +288,10 @@ pub fn backup_connection(
                     opts.progress.started(&repo.full_name);
                     loop {
                         attempts += 1;
-                        match backup_repository(ctx, &conn, repo_gate, &tls, repo, opts) {
+                        // A panic fails this repository alone, with its message.
+                        match super::jobs::guard_repository(&repo.full_name, || {
+                            backup_repository(ctx, &conn, repo_gate, &tls, repo, opts)
+                        }) {
                             Ok(o) => break o,
                             Err(e) => {
                                 let transient =

@@ -6,7 +6,7 @@ use super::service::Observer;
 use super::service::{RestoreRequest, Restored, Service, SnapshotsRequest};
 use super::EngineError;
 use crate::providers::CredentialStats;
-use crate::state::{Job, JobRecordResult, JobState};
+use crate::state::{Job, JobRecordResult, JobState, ResultStatus};
 use std::time::Duration;
 
 /// Follows a job until it ends: `fetch` reads its latest record every `every`, and
@@ -35,18 +35,18 @@ pub fn follow_job(
 fn outcome_of(r: &JobRecordResult) -> RepoOutcome {
     let reason = || r.reason.clone().unwrap_or_default();
     let snapshot = || r.snapshot.clone().unwrap_or_default();
-    match r.status.to_string().as_str() {
-        "snapshot" => RepoOutcome::Snapshot {
+    match r.status {
+        ResultStatus::Snapshot | ResultStatus::Restored => RepoOutcome::Snapshot {
             id: snapshot(),
             new_bytes: r.new_bytes,
             fetched_bytes: r.fetched_bytes,
         },
-        "unchanged" => RepoOutcome::Unchanged {
+        ResultStatus::Unchanged => RepoOutcome::Unchanged {
             last_snapshot: snapshot(),
         },
-        "skipped" => RepoOutcome::Skipped { reason: reason() },
-        "deferred" => RepoOutcome::Deferred { reason: reason() },
-        _ => RepoOutcome::Failed { reason: reason() },
+        ResultStatus::Skipped => RepoOutcome::Skipped { reason: reason() },
+        ResultStatus::Deferred => RepoOutcome::Deferred { reason: reason() },
+        ResultStatus::Failed => RepoOutcome::Failed { reason: reason() },
     }
 }
 

@@ -4,6 +4,10 @@
 //! queued, starts, every few seconds while it runs, and when it ends, so after a
 //! crash the daemon knows which jobs were cut off (see
 //! [`State::interrupt_unfinished_jobs`](crate::state::State::interrupt_unfinished_jobs)).
+//! A panic never takes a worker down: a repository that panics fails with the
+//! panic's message ([`guard_repository`]), a job whose runner panics fails, and
+//! the worker goes on with the next job. A job's final state is decided by one
+//! pure function, [`final_state`].
 
 use super::backup::{backup_connection, BackupOptions, Progress, RepoOutcome, RepoResult};
 use super::plans;
@@ -11,9 +15,11 @@ use super::restore::{find_repository, restore, SnapshotChoice};
 use super::{Context, EngineError};
 use crate::archive::SnapshotId;
 use crate::state::{
-    CredentialCounters, Job, JobKind, JobRecordResult, JobState, JobTarget, Trigger,
+    CredentialCounters, Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget,
+    ResultStatus, Trigger,
 };
 use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -43,15 +49,92 @@ impl LiveJob {
 
     /// A copy of the job as it is now.
     pub fn snapshot(&self) -> Option<Job> {
-        self.job.lock().ok().map(|j| j.clone())
+        Some(self.lock().clone())
     }
 
     fn update(&self, f: impl FnOnce(&mut Job)) {
-        if let Ok(mut j) = self.job.lock() {
-            f(&mut j);
-        }
+        f(&mut self.lock());
         self.version.fetch_add(1, Ordering::SeqCst);
     }
+
+    /// The record, also after a panic while it was held (the record stays
+    /// usable: its fields are plain data), so a panic never freezes a job.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Job> {
+        self.job.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How a job's run ended, as far as its final state is concerned.
+#[derive(Clone, Copy, Debug)]
+pub struct JobEnding<'a> {
+    /// Its counters at the end.
+    pub progress: &'a JobProgress,
+    /// The runner itself failed (an error before or instead of the
+    /// repositories, or a panic).
+    pub failed: bool,
+    /// Someone asked the job to stop (a cancel, or the shutdown).
+    pub stop_requested: bool,
+    /// reposafe is shutting down.
+    pub shutting_down: bool,
+}
+
+/// The state a job ends in. Precedence, first match wins:
+/// 1. the runner failed → `failed`;
+/// 2. shutting down with repositories left → `interrupted`;
+/// 3. cancelled (a stop request outside a shutdown) → `cancelled`;
+/// 4. repositories left for the next window and none failed → `partial`;
+/// 5. some failed → `failed` when nothing was backed up (every repository
+///    failed or was skipped), else `partial`;
+/// 6. otherwise → `succeeded`.
+pub fn final_state(e: &JobEnding) -> JobState {
+    let p = e.progress;
+    if e.failed {
+        JobState::Failed
+    } else if e.shutting_down && p.deferred > 0 {
+        JobState::Interrupted
+    } else if e.stop_requested && !e.shutting_down {
+        JobState::Cancelled
+    } else if p.deferred > 0 && p.failed == 0 {
+        JobState::Partial
+    } else if p.failed > 0 {
+        if p.failed + p.skipped >= p.repos_total && p.snapshots + p.unchanged == 0 {
+            JobState::Failed
+        } else {
+            JobState::Partial
+        }
+    } else {
+        JobState::Succeeded
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs `f`, turning a panic into an error naming its message.
+fn catch_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f))
+        .map_err(|p| format!("{what} panicked: {}", panic_message(p.as_ref())))
+}
+
+/// Backs up one repository with `f` (the per-repository boundary of a backup):
+/// a panic in it becomes the repository's `failed` outcome carrying the panic's
+/// message, and the other repositories go on.
+pub(crate) fn guard_repository(
+    repo: &str,
+    f: impl FnOnce() -> Result<RepoOutcome, EngineError>,
+) -> Result<RepoOutcome, EngineError> {
+    catch_panic(&format!("backing up {repo}"), || {
+        #[cfg(test)]
+        faults::hit(&format!("repository {repo}"));
+        f()
+    })
+    .unwrap_or_else(|reason| Ok(RepoOutcome::Failed { reason }))
 }
 
 /// Settings of the job runner.
@@ -323,7 +406,20 @@ impl Jobs {
 
     fn worker(self: Arc<Self>) {
         while let Some(live) = self.next_runnable() {
-            self.run(&live);
+            // `run` catches the job's own panics; this catches its bookkeeping's,
+            // so the worker always lives on to the next job.
+            if let Err(msg) = catch_panic("the job runner", || self.run(&live)) {
+                tracing::error!("{msg}");
+                live.update(|j| {
+                    if !j.state.is_finished() {
+                        j.state = JobState::Failed;
+                        j.finished_at = Some(OffsetDateTime::now_utc());
+                        j.progress.current.clear();
+                        j.error = Some(msg);
+                    }
+                });
+                self.persist(&live, true);
+            }
             let mut q = self.lock();
             q.running -= 1;
             if let Some(j) = live.snapshot() {
@@ -340,44 +436,40 @@ impl Jobs {
         });
         self.persist(live, true);
         let Some(job) = live.snapshot() else { return };
-        let outcome = match &job.kind {
+        let outcome = catch_panic(&format!("job {}", job.id), || match &job.kind {
             JobKind::Backup { plan, targets } => {
                 self.run_backup(live, &job, plan.as_deref(), targets)
             }
             JobKind::Restore { .. } => self.run_restore(live, &job),
-        };
-        let cancelled = live.cancel.load(Ordering::SeqCst) && !self.stopping.load(Ordering::SeqCst);
+        })
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(msg) = &outcome {
+            tracing::warn!("{msg}");
+        }
+        let stop_requested = live.cancel.load(Ordering::SeqCst);
+        let shutting_down = self.stopping.load(Ordering::SeqCst);
         live.update(|j| {
             j.finished_at = Some(OffsetDateTime::now_utc());
             j.progress.current.clear();
+            j.state = final_state(&JobEnding {
+                progress: &j.progress,
+                failed: outcome.is_err(),
+                stop_requested,
+                shutting_down,
+            });
             match outcome {
-                Ok(()) => {
-                    j.state = if self.stopping.load(Ordering::SeqCst) && (j.progress.deferred > 0) {
-                        JobState::Interrupted
-                    } else if cancelled {
-                        JobState::Cancelled
-                    } else if j.progress.deferred > 0 && j.progress.failed == 0 {
-                        j.error = Some(format!(
-                            "{} repositories were left for the next backup window",
-                            j.progress.deferred
-                        ));
-                        JobState::Partial
-                    } else if j.progress.failed > 0 {
-                        if j.progress.failed + j.progress.skipped >= j.progress.repos_total
-                            && j.progress.snapshots + j.progress.unchanged == 0
-                        {
-                            JobState::Failed
-                        } else {
-                            JobState::Partial
-                        }
-                    } else {
-                        JobState::Succeeded
-                    }
+                Err(e) => j.error = Some(e),
+                Ok(())
+                    if j.state == JobState::Partial
+                        && j.progress.deferred > 0
+                        && j.progress.failed == 0 =>
+                {
+                    j.error = Some(format!(
+                        "{} repositories were left for the next backup window",
+                        j.progress.deferred
+                    ));
                 }
-                Err(e) => {
-                    j.state = JobState::Failed;
-                    j.error = Some(e.to_string());
-                }
+                Ok(()) => {}
             }
         });
         self.persist(live, true);
@@ -478,6 +570,8 @@ impl Jobs {
                 }
                 None => (None, None),
             };
+            #[cfg(test)]
+            faults::hit(&format!("connection {}", target.connection));
             let sink = Arc::new(JobProgressSink {
                 ctx: self.ctx.clone(),
                 live: live.clone(),
@@ -537,7 +631,7 @@ impl Jobs {
                         job: job.id,
                         connection: target.connection.clone(),
                         repository: "*".into(),
-                        status: "failed".into(),
+                        status: ResultStatus::Failed,
                         snapshot: None,
                         reason: Some(e.to_string()),
                         new_bytes: 0,
@@ -590,7 +684,7 @@ impl Jobs {
             job: job.id,
             connection: repo.connection.clone(),
             repository: repo.full_name.clone(),
-            status: "restored".into(),
+            status: ResultStatus::Restored,
             snapshot: Some(report.snapshot.clone()),
             reason: None,
             new_bytes: 0,
@@ -657,24 +751,32 @@ fn record(ctx: &Context, job: u64, connection: &str, r: &RepoResult) {
             new_bytes,
             fetched_bytes,
         } => (
-            "snapshot",
+            ResultStatus::Snapshot,
             Some(id.clone()),
             None,
             *new_bytes,
             *fetched_bytes,
         ),
-        RepoOutcome::Unchanged { last_snapshot } => {
-            ("unchanged", Some(last_snapshot.clone()), None, 0, 0)
+        RepoOutcome::Unchanged { last_snapshot } => (
+            ResultStatus::Unchanged,
+            Some(last_snapshot.clone()),
+            None,
+            0,
+            0,
+        ),
+        RepoOutcome::Failed { reason } => (ResultStatus::Failed, None, Some(reason.clone()), 0, 0),
+        RepoOutcome::Skipped { reason } => {
+            (ResultStatus::Skipped, None, Some(reason.clone()), 0, 0)
         }
-        RepoOutcome::Failed { reason } => ("failed", None, Some(reason.clone()), 0, 0),
-        RepoOutcome::Skipped { reason } => ("skipped", None, Some(reason.clone()), 0, 0),
-        RepoOutcome::Deferred { reason } => ("deferred", None, Some(reason.clone()), 0, 0),
+        RepoOutcome::Deferred { reason } => {
+            (ResultStatus::Deferred, None, Some(reason.clone()), 0, 0)
+        }
     };
     let rec = JobRecordResult {
         job,
         connection: connection.to_string(),
         repository: r.full_name.clone(),
-        status: status.into(),
+        status,
         snapshot,
         reason,
         new_bytes,
@@ -766,5 +868,270 @@ impl Progress for JobProgressSink {
                 failed: s.failed.clone(),
             }));
         });
+    }
+}
+
+/// Test-only fault injection: panics at chosen points of the runner, keyed by
+/// `repository <full name>` (inside the per-repository boundary) or
+/// `connection <name>` (inside the per-job boundary, before the connection's
+/// backup).
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::sync::Mutex;
+
+    static ARMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Makes every later [`hit`] of `key` panic.
+    pub fn panic_at(key: &str) {
+        ARMED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key.to_string());
+    }
+
+    pub fn hit(key: &str) {
+        let armed = ARMED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|k| k == key);
+        if armed {
+            panic!("injected fault at {key}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{add_connection, NewConnection};
+    use crate::vault::{Credential, CredentialKind};
+    use reposafe_testkit::{gitutil, CloudServer, TempDir};
+    use std::collections::BTreeMap;
+
+    fn progress(total: u64, snapshots: u64, unchanged: u64, failed: u64) -> JobProgress {
+        JobProgress {
+            repos_total: total,
+            repos_done: snapshots + unchanged + failed,
+            snapshots,
+            unchanged,
+            failed,
+            ..JobProgress::default()
+        }
+    }
+
+    fn ending(p: &JobProgress, failed: bool, stop: bool, shutdown: bool) -> JobState {
+        final_state(&JobEnding {
+            progress: p,
+            failed,
+            stop_requested: stop,
+            shutting_down: shutdown,
+        })
+    }
+
+    #[test]
+    fn final_state_precedence() {
+        use JobState::*;
+        let all_ok = progress(3, 2, 1, 0);
+        let some_failed = progress(3, 2, 0, 1);
+        let all_failed = progress(3, 0, 0, 3);
+        let deferred = JobProgress {
+            deferred: 2,
+            ..progress(3, 1, 0, 0)
+        };
+        let deferred_and_failed = JobProgress {
+            deferred: 1,
+            ..progress(3, 1, 0, 1)
+        };
+        let failed_and_skipped = JobProgress {
+            skipped: 1,
+            ..progress(3, 0, 0, 2)
+        };
+        let skipped_only = JobProgress {
+            skipped: 2,
+            ..progress(2, 0, 0, 0)
+        };
+        // (progress, runner failed, stop requested, shutting down) → state
+        let table: &[(&JobProgress, bool, bool, bool, JobState)] = &[
+            // The runner's failure beats everything.
+            (&all_ok, true, false, false, Failed),
+            (&deferred, true, true, true, Failed),
+            (&deferred, true, true, false, Failed),
+            // A shutdown with work left interrupts; without, the counters decide.
+            (&deferred, false, true, true, Interrupted),
+            (&deferred_and_failed, false, true, true, Interrupted),
+            (&all_ok, false, true, true, Succeeded),
+            (&some_failed, false, true, true, Partial),
+            // A cancel beats the counters.
+            (&all_ok, false, true, false, Cancelled),
+            (&deferred, false, true, false, Cancelled),
+            (&all_failed, false, true, false, Cancelled),
+            // Work left for the next window.
+            (&deferred, false, false, false, Partial),
+            (&deferred_and_failed, false, false, false, Partial),
+            // Failures: partial while anything was backed up.
+            (&some_failed, false, false, false, Partial),
+            (&all_failed, false, false, false, Failed),
+            (&failed_and_skipped, false, false, false, Failed),
+            // Success, also when the plan skipped everything or there was nothing.
+            (&all_ok, false, false, false, Succeeded),
+            (&skipped_only, false, false, false, Succeeded),
+            (&JobProgress::default(), false, false, false, Succeeded),
+        ];
+        for (i, (p, failed, stop, shutdown, want)) in table.iter().enumerate() {
+            assert_eq!(
+                ending(p, *failed, *stop, *shutdown),
+                *want,
+                "row {i}: {p:?} failed={failed} stop={stop} shutdown={shutdown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_panic_is_caught_with_its_message() {
+        let r = guard_repository("ws/ok", || {
+            Ok(RepoOutcome::Unchanged {
+                last_snapshot: "s".into(),
+            })
+        });
+        assert!(matches!(r, Ok(RepoOutcome::Unchanged { .. })));
+        let r = guard_repository("ws/bad", || panic!("index {} out of range", 7));
+        match r {
+            Ok(RepoOutcome::Failed { reason }) => {
+                assert_eq!(reason, "backing up ws/bad panicked: index 7 out of range")
+            }
+            other => panic!("expected a failed outcome, got {other:?}"),
+        }
+    }
+
+    const EMAIL: &str = "me@panicky.test";
+    const TOKEN: &str = "ATATT3xFfGF0-jobs-unit-test-token";
+
+    fn connect(ctx: &Context, name: &str, ws: &str, server: &CloudServer) {
+        let base = server.base_url();
+        add_connection(
+            ctx,
+            NewConnection {
+                name: name.into(),
+                provider: "bitbucket-cloud".into(),
+                settings: BTreeMap::from([
+                    ("workspace".to_string(), ws.to_string()),
+                    ("api-base-url".to_string(), base.clone()),
+                    ("git-base-url".to_string(), base),
+                ]),
+                credential: Credential {
+                    kind: CredentialKind::ApiToken,
+                    identity: Some(EMAIL.into()),
+                    secret: TOKEN.to_string().into(),
+                },
+                read_only: false,
+                rate_limit: None,
+                tls: Default::default(),
+            },
+            true,
+        )
+        .expect("connection");
+    }
+
+    fn backup(connection: &str, only: &[String]) -> JobKind {
+        JobKind::Backup {
+            plan: None,
+            targets: vec![JobTarget {
+                connection: connection.into(),
+                only: only.to_vec(),
+            }],
+        }
+    }
+
+    fn wait(jobs: &Jobs, id: u64) -> Job {
+        let until = Instant::now() + Duration::from_secs(180);
+        loop {
+            let j = jobs.get(id).expect("job");
+            if j.state.is_finished() {
+                return j;
+            }
+            assert!(Instant::now() < until, "job {id} never finished: {j:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One worker: a repository that panics fails alone with the panic's
+    /// message, a job whose runner panics fails, and the same worker then runs
+    /// the next job to success.
+    #[test]
+    fn workers_survive_panics_of_a_repository_and_of_a_job() {
+        const WS: &str = "panicky";
+        let server = CloudServer::start();
+        let src = TempDir::new("reposafe-jobs-src");
+        let repos = gitutil::make_workspace_fixture(&server, WS, 3, src.path());
+        server.add_api_token("acct-1", EMAIL, TOKEN);
+        server.grant("acct-1", WS);
+        let data = TempDir::new("reposafe-jobs-data");
+        let ctx = Context::open(data.path()).expect("data dir");
+        connect(&ctx, WS, WS, &server);
+        connect(&ctx, "exploding", WS, &server);
+        let config = RunnerConfig {
+            workers: 1,
+            parallel: 2,
+            retry_base: Duration::from_millis(20),
+            ..RunnerConfig::default()
+        };
+        let jobs = Jobs::new(Arc::new(ctx), config).expect("jobs");
+        jobs.start();
+        let names: Vec<String> = repos.iter().map(|(s, _)| format!("{WS}/{s}")).collect();
+        faults::panic_at(&format!("repository {}", names[1]));
+        faults::panic_at("connection exploding");
+
+        let first = jobs
+            .submit(backup(WS, &[]), Trigger::Manual, None)
+            .expect("submit");
+        let first = wait(&jobs, first.id);
+        assert_eq!(first.state, JobState::Partial, "{first:?}");
+        assert_eq!(
+            (first.progress.snapshots, first.progress.failed),
+            (2, 1),
+            "{first:?}"
+        );
+        let results = jobs.context().state.job_results(first.id).expect("results");
+        let failed = results
+            .iter()
+            .find(|r| r.repository == names[1])
+            .expect("the panicking repository has a result");
+        assert_eq!(failed.status, ResultStatus::Failed);
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some(
+                format!(
+                    "backing up {} panicked: injected fault at repository {}",
+                    names[1], names[1]
+                )
+                .as_str()
+            )
+        );
+
+        let second = jobs
+            .submit(backup("exploding", &[]), Trigger::Manual, None)
+            .expect("submit");
+        let second = wait(&jobs, second.id);
+        assert_eq!(second.state, JobState::Failed, "{second:?}");
+        let error = second.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("panicked: injected fault at connection exploding"),
+            "{error}"
+        );
+        assert!(second.finished_at.is_some() && second.progress.current.is_empty());
+        assert_eq!(
+            jobs.context().state.job(second.id).expect("stored").state,
+            JobState::Failed
+        );
+
+        let calm = [names[0].clone(), names[2].clone()];
+        let third = jobs
+            .submit(backup(WS, &calm), Trigger::Manual, None)
+            .expect("submit");
+        let third = wait(&jobs, third.id);
+        assert_eq!(third.state, JobState::Succeeded, "{third:?}");
+        assert_eq!(third.progress.unchanged, 2, "{third:?}");
+        jobs.shutdown(Duration::from_secs(5));
     }
 }

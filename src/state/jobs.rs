@@ -1,5 +1,8 @@
 //! Jobs (a backup or restore the daemon or CLI ran) and their per-repository
-//! results. Job ids come from a counter in `meta`, so they only grow.
+//! results. Job ids come from a counter in `meta`, so they only grow. The one
+//! place that names a job's state ([`JobState::as_str`]), describes what a job
+//! does ([`JobKind::describe`]) and what happened to a repository
+//! ([`ResultStatus`]).
 
 use super::{State, StateError, JOBS, JOB_RESULTS, META};
 use redb::ReadableTable;
@@ -35,6 +38,29 @@ pub enum JobKind {
     },
 }
 
+impl JobKind {
+    /// What the job does, in a few words: `plan P`; the connections
+    /// (`connection C`) or the chosen repositories (`a,b`) of each target,
+    /// separated by spaces; `restore R to T`.
+    pub fn describe(&self) -> String {
+        match self {
+            JobKind::Backup { plan: Some(p), .. } => format!("plan {p}"),
+            JobKind::Backup { targets, .. } => targets
+                .iter()
+                .map(|t| {
+                    if t.only.is_empty() {
+                        format!("connection {}", t.connection)
+                    } else {
+                        t.only.join(",")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            JobKind::Restore { repository, to, .. } => format!("restore {repository} to {to}"),
+        }
+    }
+}
+
 /// Why a job was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -65,6 +91,26 @@ pub enum JobState {
 impl JobState {
     pub fn is_finished(self) -> bool {
         !matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    /// The state's name, as stored and sent by the API (`succeeded`, `partial`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Partial => "partial",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    /// The name from [`JobState::as_str`]; width and alignment apply.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -130,14 +176,63 @@ pub struct Job {
     pub deferred: Vec<JobTarget>,
 }
 
+/// What happened to one repository in a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    /// A new snapshot was written.
+    Snapshot,
+    /// Refs identical to the last snapshot: nothing stored.
+    Unchanged,
+    Failed,
+    /// Listed but deliberately not backed up.
+    Skipped,
+    /// Left for the next run (window closed, job stopped).
+    Deferred,
+    /// A restore job wrote the repository.
+    Restored,
+}
+
+impl ResultStatus {
+    /// The status's name, as stored and sent by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Snapshot => "snapshot",
+            ResultStatus::Unchanged => "unchanged",
+            ResultStatus::Failed => "failed",
+            ResultStatus::Skipped => "skipped",
+            ResultStatus::Deferred => "deferred",
+            ResultStatus::Restored => "restored",
+        }
+    }
+}
+
+impl std::fmt::Display for ResultStatus {
+    /// The name from [`ResultStatus::as_str`]; width and alignment apply.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ResultStatus {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ResultStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One repository's result within a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecordResult {
     pub job: u64,
     pub connection: String,
     pub repository: String,
-    /// `snapshot`, `unchanged`, `failed`, `skipped` or `deferred`.
-    pub status: String,
+    pub status: ResultStatus,
     #[serde(default)]
     pub snapshot: Option<String>,
     #[serde(default)]
@@ -282,38 +377,86 @@ impl State {
     }
 }
 
-impl JobState {
-    /// The state's name, as stored and as the API and CLI show it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Partial => "partial",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-            JobState::Interrupted => "interrupted",
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result as today's code stores it in `job_results_v1` and the API sends it.
+    const STORED: &str = r#"{"job":7,"connection":"acme","repository":"acme/api","status":"unchanged","snapshot":"2026-01-02T03-04-05Z-abc","reason":null,"new_bytes":0,"fetched_bytes":0,"seconds":0.25,"attempts":1}"#;
+
+    #[test]
+    fn stored_results_decode_and_encode_byte_identical() {
+        let r: JobRecordResult = serde_json::from_str(STORED).expect("decode");
+        assert_eq!(r.status, ResultStatus::Unchanged);
+        assert_eq!(r.snapshot.as_deref(), Some("2026-01-02T03-04-05Z-abc"));
+        assert_eq!(serde_json::to_string(&r).expect("encode"), STORED);
+        // Every status keeps its stored name, and unknown names are refused.
+        for s in [
+            ResultStatus::Snapshot,
+            ResultStatus::Unchanged,
+            ResultStatus::Failed,
+            ResultStatus::Skipped,
+            ResultStatus::Deferred,
+            ResultStatus::Restored,
+        ] {
+            let json = STORED.replace("\"unchanged\"", &format!("\"{}\"", s.as_str()));
+            let r: JobRecordResult = serde_json::from_str(&json).expect("decode");
+            assert_eq!(r.status, s);
+            assert_eq!(r.status, s.as_str(), "compares with its name");
+            assert_eq!(serde_json::to_string(&r).expect("encode"), json);
+        }
+        let bad = STORED.replace("\"unchanged\"", "\"exploded\"");
+        assert!(serde_json::from_str::<JobRecordResult>(&bad).is_err());
+    }
+
+    #[test]
+    fn statuses_print_their_names_with_padding() {
+        assert_eq!(ResultStatus::Failed.to_string(), "failed");
+        assert_eq!(format!("[{:<10}]", ResultStatus::Snapshot), "[snapshot  ]");
+        assert_eq!(format!("[{:<11}]", JobState::Partial), "[partial    ]");
+    }
+
+    #[test]
+    fn job_state_names_are_their_serde_names() {
+        for s in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Partial,
+            JobState::Failed,
+            JobState::Cancelled,
+            JobState::Interrupted,
+        ] {
+            let json = serde_json::to_value(s).expect("encode");
+            assert_eq!(json.as_str(), Some(s.as_str()));
+            assert_eq!(s.to_string(), s.as_str());
         }
     }
-}
 
-impl JobKind {
-    /// What the job does, in a few words (`plan nightly`, `connection acme`).
-    pub fn describe(&self) -> String {
-        match self {
-            JobKind::Backup { plan: Some(p), .. } => format!("plan {p}"),
-            JobKind::Backup { targets, .. } => targets
-                .iter()
-                .map(|t| {
-                    if t.only.is_empty() {
-                        format!("connection {}", t.connection)
-                    } else {
-                        t.only.join(",")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
-            JobKind::Restore { repository, to, .. } => format!("restore {repository} to {to}"),
-        }
+    #[test]
+    fn kinds_describe_themselves_as_the_cli_always_did() {
+        let target = |c: &str, only: &[&str]| JobTarget {
+            connection: c.into(),
+            only: only.iter().map(|s| s.to_string()).collect(),
+        };
+        let plan = JobKind::Backup {
+            plan: Some("nightly".into()),
+            targets: vec![target("acme", &[])],
+        };
+        assert_eq!(plan.describe(), "plan nightly");
+        let adhoc = JobKind::Backup {
+            plan: None,
+            targets: vec![target("acme", &[]), target("dc", &["P/a", "P/b"])],
+        };
+        assert_eq!(adhoc.describe(), "connection acme P/a,P/b");
+        let restore = JobKind::Restore {
+            repository: "acme/api".into(),
+            connection: None,
+            snapshot: None,
+            at: None,
+            to: "/srv/api.git".into(),
+            force: false,
+        };
+        assert_eq!(restore.describe(), "restore acme/api to /srv/api.git");
     }
 }

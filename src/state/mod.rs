@@ -25,7 +25,8 @@ pub const SCHEMA_VERSION: u32 = 2;
 mod jobs;
 mod plans;
 pub use jobs::{
-    CredentialCounters, Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget, Trigger,
+    CredentialCounters, Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget,
+    ResultStatus, Trigger,
 };
 pub use plans::{Plan, PlanSpec, PlanStatus};
 
@@ -473,7 +474,7 @@ mod schema_tests {
             job: 2,
             connection: "acme".into(),
             repository: "acme/api".into(),
-            status: "snapshot".into(),
+            status: ResultStatus::Snapshot,
             snapshot: Some("x".into()),
             reason: None,
             new_bytes: 1,
