@@ -1,4 +1,4 @@
-//! The archive: reposafe's on-disk backup format (described in `docs/ARCHITECTURE.md`).
+//! The archive: reposafe's backup format (described in `docs/ARCHITECTURE.md`).
 //!
 //! An archive holds content-addressed, verified, optionally zstd-compressed
 //! **blobs** and small JSON **snapshot** manifests that refer to them. This module
