@@ -1,16 +1,17 @@
-//! Blobs: content-addressed, verified, optionally compressed files under `blobs/`.
+//! Blobs: content-addressed, verified, optionally compressed files.
 //!
-//! A blob's id is the BLAKE3 hash of its uncompressed content. On disk it lives at
-//! `blobs/<first two hex digits>/<64 hex digits>` as a 13-byte header (`RSB1`,
-//! a codec byte: 0 stored, 1 zstd, and the content length as u64 little-endian)
-//! followed by the body. Whether zstd pays is measured per blob on its first
+//! A blob's id is the BLAKE3 hash of its uncompressed content. It is stored as a
+//! [`FileKind::Blob`] (locally `blobs/<first two hex digits>/<64 hex digits>`) as a
+//! 13-byte header (`RSB1`, a codec byte: 0 stored, 1 zstd, and the content length
+//! as u64 little-endian) followed by the body. Whether zstd pays is measured per blob on its first
 //! MiB: git packs are already zlib-compressed and are usually stored as they are.
 //! Every read re-hashes the content and fails if it does not match its id.
 
+use super::backend::{FileKind, Source};
 use super::{io_err, Archive, ArchiveError};
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"RSB1";
@@ -112,7 +113,7 @@ fn zstd_pays(sample: &[u8]) -> bool {
 }
 
 /// Reads until `buf` is full or the stream ends; returns bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {
@@ -125,15 +126,94 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// Writes `source` to `file` as an encoded blob (header, then the body, zstd when it
+/// pays on the first MiB) in constant memory. Returns (id, length, stored bytes,
+/// compressed). Errors name `tmp`.
+fn encode_blob(
+    source: &mut dyn Read,
+    file: &mut File,
+    tmp: &Path,
+) -> Result<(BlobId, u64, u64, bool), ArchiveError> {
+    let mut sample = vec![0u8; SAMPLE_LEN];
+    let n = read_full(source, &mut sample).map_err(io_err(tmp))?;
+    sample.truncate(n);
+    let compress = zstd_pays(&sample);
+
+    let mut out = CountingWriter {
+        inner: BufWriter::with_capacity(1 << 16, &mut *file),
+        count: 0,
+    };
+    // Header with a placeholder length, patched below.
+    out.write_all(MAGIC).map_err(io_err(tmp))?;
+    out.write_all(&[if compress { CODEC_ZSTD } else { CODEC_STORED }])
+        .map_err(io_err(tmp))?;
+    out.write_all(&[0u8; 8]).map_err(io_err(tmp))?;
+
+    let mut hasher = blake3::Hasher::new();
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut body: Box<dyn Write> = if compress {
+        Box::new(
+            zstd::Encoder::new(&mut out, ZSTD_LEVEL)
+                .map_err(io_err(tmp))?
+                .auto_finish(),
+        )
+    } else {
+        Box::new(&mut out)
+    };
+    hasher.update(&sample);
+    len += sample.len() as u64;
+    body.write_all(&sample).map_err(io_err(tmp))?;
+    drop(sample);
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(tmp)(e)),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+        body.write_all(&buf[..n]).map_err(io_err(tmp))?;
+    }
+    body.flush().map_err(io_err(tmp))?;
+    drop(body);
+    let stored = out.count;
+    let file = out
+        .inner
+        .into_inner()
+        .map_err(|e| io_err(tmp)(e.into_error()))?;
+    file.seek(SeekFrom::Start(5)).map_err(io_err(tmp))?;
+    file.write_all(&len.to_le_bytes()).map_err(io_err(tmp))?;
+    Ok((BlobId(*hasher.finalize().as_bytes()), len, stored, compress))
+}
+
 impl Archive {
-    pub(crate) fn blob_path(&self, id: &BlobId) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("blobs").join(&hex[..2]).join(hex)
+    /// Where the blob is stored, for messages.
+    pub(crate) fn blob_location(&self, id: &BlobId) -> PathBuf {
+        self.backend.location(FileKind::Blob, &id.to_hex())
     }
 
     /// Whether the blob is present (not verified).
     pub fn has_blob(&self, id: &BlobId) -> bool {
-        self.blob_path(id).is_file()
+        matches!(self.backend.exists(FileKind::Blob, &id.to_hex()), Ok(true))
+    }
+
+    /// Fails with [`ArchiveError::MissingBlob`] naming the first of `ids` that is
+    /// absent (not verified; checks presence only).
+    pub fn require_blobs<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a BlobId>,
+    ) -> Result<(), ArchiveError> {
+        for id in ids {
+            if !self.has_blob(id) {
+                return Err(ArchiveError::MissingBlob {
+                    id: *id,
+                    path: self.blob_location(id),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Stores a small blob held in memory.
@@ -150,77 +230,14 @@ impl Archive {
         self.put_reader(content)
     }
 
-    /// Stores a blob streamed from `source` in constant memory. `source` read errors
-    /// are reported against `source_path` when given.
+    /// Stores a blob streamed from `source` in constant memory: it is encoded into a
+    /// temporary file of the backend, then stored under its id unless already present.
     pub fn put_reader(&self, mut source: impl Read) -> Result<PutOutcome, ArchiveError> {
-        let tmp = self.tmp_path();
-        let result = (|| {
-            let mut sample = vec![0u8; SAMPLE_LEN];
-            let n = read_full(&mut source, &mut sample).map_err(io_err(&tmp))?;
-            sample.truncate(n);
-            let compress = zstd_pays(&sample);
-
-            let file = File::create(&tmp).map_err(io_err(&tmp))?;
-            let mut out = CountingWriter {
-                inner: BufWriter::with_capacity(1 << 16, file),
-                count: 0,
-            };
-            // Header with a placeholder length, patched below.
-            out.write_all(MAGIC).map_err(io_err(&tmp))?;
-            out.write_all(&[if compress { CODEC_ZSTD } else { CODEC_STORED }])
-                .map_err(io_err(&tmp))?;
-            out.write_all(&[0u8; 8]).map_err(io_err(&tmp))?;
-
-            let mut hasher = blake3::Hasher::new();
-            let mut len = 0u64;
-            let mut buf = vec![0u8; 1 << 16];
-            let mut body: Box<dyn Write> = if compress {
-                Box::new(
-                    zstd::Encoder::new(&mut out, ZSTD_LEVEL)
-                        .map_err(io_err(&tmp))?
-                        .auto_finish(),
-                )
-            } else {
-                Box::new(&mut out)
-            };
-            hasher.update(&sample);
-            len += sample.len() as u64;
-            body.write_all(&sample).map_err(io_err(&tmp))?;
-            drop(sample);
-            loop {
-                let n = match source.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io_err(&tmp)(e)),
-                };
-                hasher.update(&buf[..n]);
-                len += n as u64;
-                body.write_all(&buf[..n]).map_err(io_err(&tmp))?;
-            }
-            body.flush().map_err(io_err(&tmp))?;
-            drop(body);
-            let stored = out.count;
-            let mut file = out
-                .inner
-                .into_inner()
-                .map_err(|e| io_err(&tmp)(e.into_error()))?;
-            use std::io::{Seek, SeekFrom};
-            file.seek(SeekFrom::Start(5)).map_err(io_err(&tmp))?;
-            file.write_all(&len.to_le_bytes()).map_err(io_err(&tmp))?;
-            file.sync_all().map_err(io_err(&tmp))?;
-            Ok((BlobId(*hasher.finalize().as_bytes()), len, stored, compress))
-        })();
-        let (id, len, stored, compressed) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let dest = self.blob_path(&id);
-        if dest.is_file() {
-            let _ = fs::remove_file(&tmp);
+        let mut tmp = self.backend.temp_file()?;
+        let tmp_path = tmp.path().to_path_buf();
+        // On error `tmp` is dropped, which removes it.
+        let (id, len, stored, compressed) = encode_blob(&mut source, tmp.as_file_mut(), &tmp_path)?;
+        if self.has_blob(&id) {
             return Ok(PutOutcome {
                 id,
                 len,
@@ -228,7 +245,8 @@ impl Archive {
                 compressed,
             });
         }
-        self.commit_tmp(&tmp, &dest)?;
+        self.backend
+            .write(FileKind::Blob, &id.to_hex(), Source::TempFile(tmp))?;
         Ok(PutOutcome {
             id,
             len,
@@ -240,13 +258,13 @@ impl Archive {
     /// Opens a blob for streaming; the reader fails with `InvalidData` at the end if the
     /// content does not hash to `id` or has the wrong length.
     pub fn open_blob(&self, id: &BlobId) -> Result<BlobReader, ArchiveError> {
-        let path = self.blob_path(id);
-        let file = match File::open(&path) {
+        let path = self.blob_location(id);
+        let file = match self.backend.open_read(FileKind::Blob, &id.to_hex()) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(ArchiveError::MissingBlob { id: *id, path })
             }
-            Err(e) => return Err(io_err(&path)(e)),
+            Err(e) => return Err(e.into()),
         };
         let mut file = BufReader::with_capacity(1 << 16, file);
         let mut header = [0u8; HEADER_LEN];
@@ -290,7 +308,7 @@ impl Archive {
 
     /// Reads a whole blob into memory, verified. For small blobs only.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>, ArchiveError> {
-        let path = self.blob_path(id);
+        let path = self.blob_location(id);
         let reader = self.open_blob(id)?;
         super::read_all(reader, &path).map_err(|e| match e {
             ArchiveError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => {
@@ -306,7 +324,7 @@ impl Archive {
 
     /// Reads and verifies a blob without keeping it; returns its length.
     pub fn verify_blob(&self, id: &BlobId) -> Result<u64, ArchiveError> {
-        let path = self.blob_path(id);
+        let path = self.blob_location(id);
         let mut reader = self.open_blob(id)?;
         io::copy(&mut reader, &mut io::sink()).map_err(|e| ArchiveError::CorruptBlob {
             id: *id,

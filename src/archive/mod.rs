@@ -1,22 +1,30 @@
-//! The archive: reposafe's on-disk backup format (described in `docs/ARCHITECTURE.md`).
+//! The archive: reposafe's backup format (described in `docs/ARCHITECTURE.md`).
 //!
-//! An archive is a directory holding content-addressed, verified, optionally
-//! zstd-compressed **blobs** and small JSON **snapshot** manifests that refer to
-//! them. Writes are crash-safe: every file is written under `tmp/`, synced and
-//! renamed into place, and a snapshot manifest is written only after every blob it
-//! names is durable, so a kill at any moment leaves every earlier snapshot readable
+//! An archive holds content-addressed, verified, optionally zstd-compressed
+//! **blobs** and small JSON **snapshot** manifests that refer to them. This module
+//! owns the format; where the files live is a [`Backend`] (`backend.rs`, the local
+//! directory in `local.rs`). Writes are crash-safe: every file is written whole and
+//! atomically by the backend, and a snapshot manifest is written only after every blob
+//! it names is durable, so a kill at any moment leaves every earlier snapshot readable
 //! and no half snapshot visible. Nothing in here knows about git or Bitbucket: the
 //! engine decides what a blob holds (a git pack, a refs list).
 
+mod backend;
 mod blob;
+mod local;
+#[cfg(test)]
+mod memory;
 mod snapshot;
 
+pub use backend::{Backend, BackendError, FileKind, Source};
 pub use blob::{BlobId, BlobReader, PutOutcome};
+pub use local::LocalBackend;
 pub use snapshot::{RepoIdentity, Snapshot, SnapshotId, SnapshotStats};
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fmt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Version written to `FORMAT`; readers refuse archives of a newer format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -45,6 +53,8 @@ pub enum ArchiveError {
     },
     #[error("snapshot {id} not found")]
     SnapshotNotFound { id: String },
+    #[error("snapshot {id} already exists in the archive ({path}); manifests are never replaced")]
+    SnapshotExists { id: String, path: PathBuf },
     #[error("snapshot manifest {path} is unreadable: {reason}")]
     CorruptSnapshot { path: PathBuf, reason: String },
     #[error("invalid blob id {0:?}: expected 64 hex digits")]
@@ -60,157 +70,127 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_
     }
 }
 
-/// An open archive directory.
-#[derive(Debug, Clone)]
+/// An open archive, on any storage [`Backend`]. Cheap to clone (the backend is shared).
+#[derive(Clone)]
 pub struct Archive {
-    root: PathBuf,
+    backend: Arc<dyn Backend>,
+}
+
+impl fmt::Debug for Archive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Archive")
+            .field("location", &self.backend.root_location())
+            .finish()
+    }
+}
+
+impl From<BackendError> for ArchiveError {
+    fn from(e: BackendError) -> ArchiveError {
+        ArchiveError::Io {
+            path: e.location,
+            source: e.source,
+        }
+    }
 }
 
 impl Archive {
-    /// Opens the archive at `root`, creating an empty one if the directory is absent or empty.
+    /// Opens the archive in the local directory `root`, creating an empty one if the
+    /// directory is absent or empty.
     pub fn open_or_create(root: &Path) -> Result<Archive, ArchiveError> {
-        let format = root.join("FORMAT");
-        let is_empty_dir = match fs::read_dir(root) {
-            Ok(mut it) => it.next().is_none(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-            Err(e) => return Err(io_err(root)(e)),
-        };
-        if is_empty_dir {
-            for sub in ["blobs", "snapshots", "tmp", "index/packs"] {
-                let p = root.join(sub);
-                fs::create_dir_all(&p).map_err(io_err(&p))?;
-            }
-            let archive = Archive {
-                root: root.to_path_buf(),
-            };
-            archive.write_atomic(
-                &format,
-                format!("{FORMAT_MAGIC} {FORMAT_VERSION}\n").as_bytes(),
-            )?;
-            return Ok(archive);
-        }
-        Self::open(root)
+        Self::open_or_create_on(Arc::new(LocalBackend::new(root)))
     }
 
-    /// Opens an existing archive, checking its format version.
+    /// Opens an existing archive in the local directory `root`, checking its format version.
     pub fn open(root: &Path) -> Result<Archive, ArchiveError> {
-        let format = root.join("FORMAT");
-        let text = fs::read_to_string(&format).map_err(|_| ArchiveError::NotAnArchive {
-            path: root.to_path_buf(),
-        })?;
+        Self::open_on(Arc::new(LocalBackend::new(root)))
+    }
+
+    /// Opens the archive stored in `backend`, creating an empty one if the store is empty.
+    pub fn open_or_create_on(backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
+        if backend.is_empty()? {
+            backend.init()?;
+            let format = format!("{FORMAT_MAGIC} {FORMAT_VERSION}\n");
+            match backend.create_new(FileKind::Format, "", format.as_bytes()) {
+                Ok(()) => return Ok(Archive { backend }),
+                // Another process created it meanwhile: check what it wrote.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Self::open_on(backend)
+    }
+
+    /// Opens the existing archive stored in `backend`, checking its format version.
+    pub fn open_on(backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
+        let not_an_archive = || ArchiveError::NotAnArchive {
+            path: backend.root_location(),
+        };
+        let bytes = backend
+            .read(FileKind::Format, "")
+            .map_err(|_| not_an_archive())?;
+        let text = String::from_utf8(bytes).map_err(|_| not_an_archive())?;
         let mut parts = text.split_whitespace();
         if parts.next() != Some(FORMAT_MAGIC) {
-            return Err(ArchiveError::NotAnArchive {
-                path: root.to_path_buf(),
-            });
+            return Err(not_an_archive());
         }
         let version = parts.next().unwrap_or("");
         if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
             return Err(ArchiveError::UnsupportedFormat {
-                path: root.to_path_buf(),
+                path: backend.root_location(),
                 found: version.to_string(),
             });
         }
-        for sub in ["blobs", "snapshots", "tmp", "index/packs"] {
-            let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(io_err(&p))?;
-        }
-        Ok(Archive {
-            root: root.to_path_buf(),
-        })
+        backend.init()?;
+        Ok(Archive { backend })
     }
 
-    /// The archive's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Total bytes of blob and snapshot files on disk (what the archive costs).
+    /// Total stored bytes of blobs and snapshot manifests (what the archive costs).
     pub fn disk_usage(&self) -> Result<u64, ArchiveError> {
-        fn walk(p: &Path) -> Result<u64, ArchiveError> {
-            let mut total = 0;
-            for entry in fs::read_dir(p).map_err(io_err(p))? {
-                let entry = entry.map_err(io_err(p))?;
-                let meta = entry.metadata().map_err(io_err(&entry.path()))?;
-                if meta.is_dir() {
-                    total += walk(&entry.path())?;
-                } else {
-                    total += meta.len();
-                }
-            }
-            Ok(total)
+        let mut total = 0;
+        for kind in [FileKind::Blob, FileKind::Snapshot] {
+            total += self
+                .backend
+                .list_with_size(kind, "")?
+                .iter()
+                .map(|(_, size)| size)
+                .sum::<u64>();
         }
-        Ok(walk(&self.root.join("blobs"))? + walk(&self.root.join("snapshots"))?)
-    }
-
-    /// A fresh temporary file path inside the archive (same file system as the targets).
-    pub(crate) fn tmp_path(&self) -> PathBuf {
-        let n: u64 = rand::random();
-        self.root
-            .join("tmp")
-            .join(format!("{}-{n:016x}.tmp", std::process::id()))
-    }
-
-    /// Writes `bytes` to `dest` atomically: tmp file, fsync, rename, fsync directory.
-    pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
-        let tmp = self.tmp_path();
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        self.commit_tmp(&tmp, dest)
-    }
-
-    /// Renames a synced temporary file into place and syncs the directory.
-    pub(crate) fn commit_tmp(&self, tmp: &Path, dest: &Path) -> Result<(), ArchiveError> {
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
-        fs::rename(tmp, dest).map_err(io_err(dest))?;
-        if let Some(parent) = dest.parent() {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(parent))?;
-        }
-        Ok(())
+        Ok(total)
     }
 
     /// Removes temporary files left by an interrupted writer. Safe to call when no
     /// writer is running (the daemon does it at start).
     pub fn clean_tmp(&self) -> Result<usize, ArchiveError> {
-        let dir = self.root.join("tmp");
-        let mut n = 0;
-        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let entry = entry.map_err(io_err(&dir))?;
-            fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(self.backend.clean_tmp()?)
     }
 
     /// Looks up the blob holding the git pack with the given pack hash, if archived.
     pub fn pack_blob(&self, pack_hash: &str) -> Result<Option<BlobId>, ArchiveError> {
-        if pack_hash.is_empty() || !pack_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !FileKind::PackIndex.is_valid_id(pack_hash) {
             return Ok(None);
         }
-        let p = self.root.join("index/packs").join(pack_hash);
-        match fs::read_to_string(&p) {
-            Ok(s) => {
-                let id = BlobId::parse(s.trim())?;
+        match self.backend.read(FileKind::PackIndex, pack_hash) {
+            Ok(bytes) => {
+                let id = BlobId::parse(String::from_utf8_lossy(&bytes).trim())?;
                 Ok(self.has_blob(&id).then_some(id))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&p)(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Records that the pack with `pack_hash` is stored as blob `id`.
     pub fn record_pack(&self, pack_hash: &str, id: &BlobId) -> Result<(), ArchiveError> {
-        if pack_hash.is_empty() || !pack_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !FileKind::PackIndex.is_valid_id(pack_hash) {
             return Err(ArchiveError::InvalidBlobId(pack_hash.to_string()));
         }
-        let p = self.root.join("index/packs").join(pack_hash);
-        self.write_atomic(&p, id.to_hex().as_bytes())
+        let hex = id.to_hex();
+        self.backend.write(
+            FileKind::PackIndex,
+            pack_hash,
+            Source::Bytes(hex.as_bytes()),
+        )?;
+        Ok(())
     }
 }
 
@@ -221,5 +201,7 @@ pub(crate) fn read_all(mut r: impl Read, path: &Path) -> Result<Vec<u8>, Archive
     Ok(buf)
 }
 
+#[cfg(test)]
+mod contract;
 #[cfg(test)]
 mod tests;

@@ -1,15 +1,16 @@
-//! Snapshot manifests: one small JSON file per repository backup, under
-//! `snapshots/<repo-dir>/<snapshot-id>.json`.
+//! Snapshot manifests: one small JSON file per repository backup, stored as a
+//! [`FileKind::Snapshot`] with id `<repo-dir>/<snapshot-id>` (locally
+//! `snapshots/<repo-dir>/<snapshot-id>.json`), created once and never replaced.
 //!
 //! A manifest names the repository (connection, provider, stable id, full name),
 //! when it was taken, the blob holding its refs and the blobs holding every git
 //! pack needed to rebuild it. `<repo-dir>` is derived from the connection and the
 //! repository's stable id, so renames on the server keep one history.
 
-use super::{io_err, Archive, ArchiveError, BlobId};
+use super::backend::FileKind;
+use super::{Archive, ArchiveError, BlobId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::fs;
 use std::io;
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -122,60 +123,56 @@ pub struct Snapshot {
     pub stats: SnapshotStats,
 }
 
-impl Archive {
-    fn snapshot_path(&self, repo_dir: &str, id: &SnapshotId) -> PathBuf {
-        self.root
-            .join("snapshots")
-            .join(repo_dir)
-            .join(format!("{}.json", id.as_str()))
-    }
+/// The backend id of a manifest: `<repo-dir>/<snapshot-id>`.
+fn manifest_id(repo_dir: &str, id: &SnapshotId) -> String {
+    format!("{repo_dir}/{}", id.as_str())
+}
 
+impl Archive {
     /// Writes a snapshot manifest atomically, after checking every blob it names is
-    /// present. Returns the manifest's size in bytes.
+    /// present. A manifest is never replaced. Returns the manifest's size in bytes.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<u64, ArchiveError> {
-        for id in snap.packs.iter().chain(std::iter::once(&snap.refs)) {
-            if !self.has_blob(id) {
-                return Err(ArchiveError::MissingBlob {
-                    id: *id,
-                    path: self.blob_path(id),
-                });
-            }
-        }
+        self.require_blobs(snap.packs.iter().chain(std::iter::once(&snap.refs)))?;
         let bytes = serde_json::to_vec(snap).map_err(|e| ArchiveError::CorruptSnapshot {
             path: PathBuf::from(snap.id.as_str()),
             reason: e.to_string(),
         })?;
-        let dest = self.snapshot_path(&snap.repository.dir_name(), &snap.id);
-        self.write_atomic(&dest, &bytes)?;
-        Ok(bytes.len() as u64)
+        let mid = manifest_id(&snap.repository.dir_name(), &snap.id);
+        match self.backend.create_new(FileKind::Snapshot, &mid, &bytes) {
+            Ok(()) => Ok(bytes.len() as u64),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(ArchiveError::SnapshotExists {
+                    id: snap.id.to_string(),
+                    path: e.location,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
-    fn read_snapshot_file(&self, path: &std::path::Path) -> Result<Snapshot, ArchiveError> {
-        let bytes = fs::read(path).map_err(io_err(path))?;
+    /// Reads one manifest by its backend id.
+    fn read_manifest(&self, mid: &str) -> Result<Snapshot, ArchiveError> {
+        let bytes = self.backend.read(FileKind::Snapshot, mid)?;
         serde_json::from_slice(&bytes).map_err(|e| ArchiveError::CorruptSnapshot {
-            path: path.to_path_buf(),
+            path: self.backend.location(FileKind::Snapshot, mid),
             reason: e.to_string(),
         })
     }
 
-    /// Every snapshot of one repository, oldest first.
-    pub fn snapshots_of(&self, repo: &RepoIdentity) -> Result<Vec<Snapshot>, ArchiveError> {
-        let dir = self.root.join("snapshots").join(repo.dir_name());
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err(&dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir))?;
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("json") {
-                out.push(self.read_snapshot_file(&path)?);
-            }
-        }
+    /// Reads the manifests with these backend ids, oldest first.
+    fn read_manifests(&self, mids: &[String]) -> Result<Vec<Snapshot>, ArchiveError> {
+        let mut out = mids
+            .iter()
+            .map(|mid| self.read_manifest(mid))
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| (a.taken_at, &a.id).cmp(&(b.taken_at, &b.id)));
         Ok(out)
+    }
+
+    /// Every snapshot of one repository, oldest first.
+    pub fn snapshots_of(&self, repo: &RepoIdentity) -> Result<Vec<Snapshot>, ArchiveError> {
+        let prefix = format!("{}/", repo.dir_name());
+        self.read_manifests(&self.backend.list(FileKind::Snapshot, &prefix)?)
     }
 
     /// The newest snapshot of one repository, reading only the manifests of the newest
@@ -184,23 +181,14 @@ impl Archive {
         &self,
         repo: &RepoIdentity,
     ) -> Result<Option<Snapshot>, ArchiveError> {
-        let dir = self.root.join("snapshots").join(repo.dir_name());
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&dir)(e)),
-        };
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir))?;
-            if let Some(name) = entry.file_name().to_str() {
-                if let Some(id) = name.strip_suffix(".json") {
-                    if SnapshotId::parse(id).is_ok() {
-                        names.push(name.to_string());
-                    }
-                }
-            }
-        }
+        let prefix = format!("{}/", repo.dir_name());
+        let names: Vec<String> = self
+            .backend
+            .list(FileKind::Snapshot, &prefix)?
+            .into_iter()
+            .filter_map(|mid| mid.strip_prefix(&prefix).map(str::to_string))
+            .filter(|name| SnapshotId::parse(name).is_ok())
+            .collect();
         let Some(newest) = names.iter().max() else {
             return Ok(None);
         };
@@ -208,7 +196,7 @@ impl Archive {
         let second = newest[..16].to_string();
         let mut best: Option<Snapshot> = None;
         for name in names.iter().filter(|n| n.starts_with(&second)) {
-            let snap = self.read_snapshot_file(&dir.join(name))?;
+            let snap = self.read_manifest(&format!("{prefix}{name}"))?;
             if best
                 .as_ref()
                 .is_none_or(|b| (snap.taken_at, &snap.id) > (b.taken_at, &b.id))
@@ -221,37 +209,20 @@ impl Archive {
 
     /// Every snapshot in the archive, oldest first (disaster recovery: needs no state).
     pub fn all_snapshots(&self) -> Result<Vec<Snapshot>, ArchiveError> {
-        let dir = self.root.join("snapshots");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let entry = entry.map_err(io_err(&dir))?;
-            let sub = entry.path();
-            if !sub.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&sub).map_err(io_err(&sub))? {
-                let f = f.map_err(io_err(&sub))?;
-                let path = f.path();
-                if path.extension().and_then(|e| e.to_str()) == Some("json") {
-                    out.push(self.read_snapshot_file(&path)?);
-                }
-            }
-        }
-        out.sort_by(|a, b| (a.taken_at, &a.id).cmp(&(b.taken_at, &b.id)));
-        Ok(out)
+        self.read_manifests(&self.backend.list(FileKind::Snapshot, "")?)
     }
 
     /// Finds a snapshot by id.
     pub fn find_snapshot(&self, id: &SnapshotId) -> Result<Snapshot, ArchiveError> {
-        let dir = self.root.join("snapshots");
-        let name = format!("{}.json", id.as_str());
-        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let entry = entry.map_err(io_err(&dir))?;
-            let candidate = entry.path().join(&name);
-            if candidate.is_file() {
-                return self.read_snapshot_file(&candidate);
-            }
+        let suffix = format!("/{}", id.as_str());
+        match self
+            .backend
+            .list(FileKind::Snapshot, "")?
+            .into_iter()
+            .find(|mid| mid.ends_with(&suffix))
+        {
+            Some(mid) => self.read_manifest(&mid),
+            None => Err(ArchiveError::SnapshotNotFound { id: id.to_string() }),
         }
-        Err(ArchiveError::SnapshotNotFound { id: id.to_string() })
     }
 }

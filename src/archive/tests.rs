@@ -1,5 +1,8 @@
 //! Tests of the archive format: round trips, verification, dedup, crash safety.
+//! Every format test runs on the local file system and on the in-memory backend,
+//! which proves `Archive` depends only on the storage seam.
 
+use super::memory::MemoryBackend;
 use super::*;
 use time::OffsetDateTime;
 
@@ -7,10 +10,31 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
+/// Runs `test` on a fresh local archive and on a fresh in-memory archive.
+fn on_each_backend(test: impl Fn(&Archive)) {
+    let dir = tmp();
+    test(&Archive::open_or_create(dir.path()).expect("local archive"));
+    let memory = Arc::new(MemoryBackend::default());
+    test(&Archive::open_or_create_on(memory).expect("memory archive"));
+}
+
+/// Flips the last stored byte of a blob, through the backend.
+fn corrupt_last_byte(a: &Archive, id: &BlobId) {
+    let hex = id.to_hex();
+    let mut bytes = a.backend.read(FileKind::Blob, &hex).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    a.backend
+        .write(FileKind::Blob, &hex, Source::Bytes(&bytes))
+        .expect("write");
+}
+
 #[test]
 fn blob_round_trip_and_dedup() {
-    let dir = tmp();
-    let a = Archive::open_or_create(dir.path()).unwrap();
+    on_each_backend(blob_round_trip_and_dedup_on);
+}
+
+fn blob_round_trip_and_dedup_on(a: &Archive) {
     let text = b"hello hello hello hello hello hello hello hello".repeat(1000);
     let first = a.put_bytes(&text).unwrap();
     assert!(first.compressed, "repetitive text should be compressed");
@@ -23,8 +47,10 @@ fn blob_round_trip_and_dedup() {
 
 #[test]
 fn incompressible_blob_is_stored_raw() {
-    let dir = tmp();
-    let a = Archive::open_or_create(dir.path()).unwrap();
+    on_each_backend(incompressible_blob_is_stored_raw_on);
+}
+
+fn incompressible_blob_is_stored_raw_on(a: &Archive) {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let data: Vec<u8> = (0..2_000_000)
         .map(|_| {
@@ -42,14 +68,12 @@ fn incompressible_blob_is_stored_raw() {
 
 #[test]
 fn corrupt_blob_is_detected() {
-    let dir = tmp();
-    let a = Archive::open_or_create(dir.path()).unwrap();
+    on_each_backend(corrupt_blob_is_detected_on);
+}
+
+fn corrupt_blob_is_detected_on(a: &Archive) {
     let out = a.put_bytes(&[7u8; 5000][..]).unwrap();
-    let path = a.blob_path(&out.id);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&path, bytes).unwrap();
+    corrupt_last_byte(a, &out.id);
     let err = a.read_blob(&out.id).unwrap_err();
     assert!(
         matches!(
@@ -63,8 +87,10 @@ fn corrupt_blob_is_detected() {
 
 #[test]
 fn snapshot_requires_its_blobs_and_lists_in_order() {
-    let dir = tmp();
-    let a = Archive::open_or_create(dir.path()).unwrap();
+    on_each_backend(snapshot_requires_its_blobs_and_lists_in_order_on);
+}
+
+fn snapshot_requires_its_blobs_and_lists_in_order_on(a: &Archive) {
     let refs = a.put_bytes(b"[]").unwrap().id;
     let repo = RepoIdentity {
         connection: "acme".into(),
@@ -108,18 +134,29 @@ fn snapshot_requires_its_blobs_and_lists_in_order() {
     let reparsed = SnapshotId::parse(s1.id.as_str()).unwrap();
     assert_eq!(reparsed, s1.id);
     assert!(SnapshotId::parse("../../etc/passwd").is_err());
+    // A manifest is never replaced.
+    let err = a.write_snapshot(&s2).unwrap_err();
+    assert!(matches!(err, ArchiveError::SnapshotExists { .. }), "{err}");
+    assert_eq!(a.find_snapshot(&s2.id).unwrap(), s2);
+    assert_eq!(a.all_snapshots().unwrap().len(), 3);
 }
 
 #[test]
 fn leftover_tmp_files_do_not_leak_into_listing() {
     let dir = tmp();
     let a = Archive::open_or_create(dir.path()).unwrap();
-    std::fs::write(a.tmp_path(), b"half written").unwrap();
+    let kept = a.put_bytes(b"kept").unwrap().id;
+    std::fs::write(
+        dir.path().join("tmp/1-0123456789abcdef.tmp"),
+        b"half written",
+    )
+    .unwrap();
     assert!(a.all_snapshots().unwrap().is_empty());
     assert_eq!(a.clean_tmp().unwrap(), 1);
     // Reopening an existing archive keeps it.
     let again = Archive::open_or_create(dir.path()).unwrap();
-    assert_eq!(again.root(), a.root());
+    assert_eq!(again.backend.root_location(), a.backend.root_location());
+    assert_eq!(again.read_blob(&kept).unwrap(), b"kept");
 }
 
 #[test]
@@ -139,11 +176,114 @@ fn refuses_foreign_directories_and_newer_formats() {
 
 #[test]
 fn pack_index_maps_pack_hashes() {
-    let dir = tmp();
-    let a = Archive::open_or_create(dir.path()).unwrap();
+    on_each_backend(pack_index_maps_pack_hashes_on);
+}
+
+fn pack_index_maps_pack_hashes_on(a: &Archive) {
     let id = a.put_bytes(b"PACK....").unwrap().id;
     assert_eq!(a.pack_blob("abc123").unwrap(), None);
     a.record_pack("abc123", &id).unwrap();
     assert_eq!(a.pack_blob("abc123").unwrap(), Some(id));
     assert!(a.record_pack("../x", &id).is_err());
+}
+
+#[test]
+fn memory_archive_refuses_foreign_stores_and_newer_formats() {
+    let foreign = Arc::new(MemoryBackend::default());
+    foreign
+        .write(FileKind::PackIndex, "abc", Source::Bytes(b"x"))
+        .unwrap();
+    assert!(matches!(
+        Archive::open_or_create_on(foreign).unwrap_err(),
+        ArchiveError::NotAnArchive { .. }
+    ));
+    let newer = Arc::new(MemoryBackend::default());
+    newer
+        .write(
+            FileKind::Format,
+            "",
+            Source::Bytes(b"reposafe-archive 99\n"),
+        )
+        .unwrap();
+    assert!(matches!(
+        Archive::open_or_create_on(newer).unwrap_err(),
+        ArchiveError::UnsupportedFormat { .. }
+    ));
+}
+
+#[test]
+fn a_failing_source_stores_nothing() {
+    on_each_backend(|a| {
+        let before = a.disk_usage().unwrap();
+        struct Dies(usize);
+        impl Read for Dies {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("source died"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(1);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let err = a.put_reader(Dies(3 << 20)).unwrap_err();
+        assert!(err.to_string().contains("source died"), "{err}");
+        assert_eq!(a.disk_usage().unwrap(), before);
+        assert_eq!(a.clean_tmp().unwrap(), 0, "the temporary file is removed");
+    });
+}
+
+#[test]
+fn disk_usage_counts_blobs_and_manifests() {
+    on_each_backend(|a| {
+        assert_eq!(a.disk_usage().unwrap(), 0);
+        let out = a.put_bytes(&[3u8; 1000]).unwrap();
+        assert_eq!(a.disk_usage().unwrap(), out.stored_bytes);
+        assert!(a.require_blobs([&out.id]).is_ok());
+        let missing = BlobId::of(b"absent");
+        let err = a.require_blobs([&out.id, &missing]).unwrap_err();
+        assert!(err.to_string().contains(&missing.to_hex()), "{err}");
+    });
+}
+
+#[test]
+fn local_archive_keeps_the_on_disk_format() {
+    let dir = tmp();
+    let a = Archive::open_or_create(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
+        "reposafe-archive 1\n"
+    );
+    for sub in ["blobs", "snapshots", "tmp", "index/packs"] {
+        assert!(dir.path().join(sub).is_dir(), "{sub}");
+    }
+    let id = a.put_bytes(b"content").unwrap().id;
+    let hex = id.to_hex();
+    let on_disk = std::fs::read(dir.path().join("blobs").join(&hex[..2]).join(&hex)).unwrap();
+    assert_eq!(&on_disk[..4], b"RSB1");
+    a.record_pack("abc123", &id).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("index/packs/abc123")).unwrap(),
+        hex
+    );
+}
+
+#[test]
+fn local_layout_without_format_is_completed_but_files_without_format_are_refused() {
+    // A creator stopped after making the directories and before writing FORMAT.
+    let dir = tmp();
+    for sub in ["blobs", "snapshots", "tmp", "index/packs"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let a = Archive::open_or_create(dir.path()).unwrap();
+    assert!(a.all_snapshots().unwrap().is_empty());
+    assert!(dir.path().join("FORMAT").is_file());
+    // Files without FORMAT are someone else's: refused.
+    let dir = tmp();
+    std::fs::create_dir_all(dir.path().join("blobs/ab")).unwrap();
+    assert!(matches!(
+        Archive::open_or_create(dir.path()).unwrap_err(),
+        ArchiveError::NotAnArchive { .. }
+    ));
 }

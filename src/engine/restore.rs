@@ -141,15 +141,7 @@ pub fn restore(
         ))
     })?;
     // Check every blob is present before writing anything.
-    for id in &snap.packs {
-        if !ctx.archive.has_blob(id) {
-            return Err(crate::archive::ArchiveError::MissingBlob {
-                id: *id,
-                path: ctx.archive.root().join("blobs"),
-            }
-            .into());
-        }
-    }
+    ctx.archive.require_blobs(&snap.packs)?;
     let archive = &ctx.archive;
     let mut packs = snap.packs.iter().map(|id| {
         archive

@@ -1,0 +1,318 @@
+//! [`LocalBackend`]: an archive in a local directory, in the layout of
+//! `docs/ARCHITECTURE.md` (`FORMAT`, `blobs/<2 hex>/<64 hex>`,
+//! `snapshots/<repo-dir>/<id>.json`, `index/packs/<pack hash>`, `tmp/`).
+//!
+//! Every write goes to a file under `tmp/` (same file system as its target), is
+//! fsynced, renamed into place, and its directory fsynced; `create_new` renames
+//! without replacing (`renameat2(RENAME_NOREPLACE)`, or link + unlink).
+
+use super::backend::{Backend, BackendError, FileKind, Source};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Directories of an archive, created by [`Backend::init`].
+const DIRS: [&str; 4] = ["blobs", "snapshots", "tmp", "index/packs"];
+const SNAPSHOT_EXT: &str = ".json";
+
+/// An archive stored in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend for the directory `root` (not touched until used).
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// The file's path, checking the id first.
+    fn path(&self, kind: FileKind, id: &str) -> Result<PathBuf, BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        Ok(self.location(kind, id))
+    }
+
+    /// Moves a finished temporary file to `dest`: fsync, rename (or rename without
+    /// replacing when `replace` is false), fsync the directory.
+    fn commit(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        dest: &Path,
+        replace: bool,
+    ) -> Result<(), BackendError> {
+        tmp.as_file().sync_all().map_err(err(tmp.path()))?;
+        let parent = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(err(parent))?;
+        let persisted = if replace {
+            tmp.persist(dest).map(drop)
+        } else {
+            tmp.persist_noclobber(dest).map(drop)
+        };
+        persisted.map_err(|e| BackendError::new(dest, e.error))?;
+        sync_dir(parent)
+    }
+
+    /// Streams `source` into a new temporary file under `tmp/`.
+    fn fill_temp(&self, source: &mut dyn Read) -> Result<tempfile::NamedTempFile, BackendError> {
+        let mut tmp = self.temp_file()?;
+        let path = tmp.path().to_path_buf();
+        let mut out = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
+        io::copy(source, &mut out).map_err(err(&path))?;
+        out.flush().map_err(err(&path))?;
+        drop(out);
+        Ok(tmp)
+    }
+
+    /// Files of one directory: (name, size when `sizes`, is a directory). An absent
+    /// directory has none.
+    fn entries(dir: &Path, sizes: bool) -> Result<Vec<(String, u64, bool)>, BackendError> {
+        let it = match fs::read_dir(dir) {
+            Ok(it) => it,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(BackendError::new(dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in it {
+            let entry = entry.map_err(err(dir))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // not a name this backend writes
+            };
+            let is_dir = entry.file_type().map_err(err(&entry.path()))?.is_dir();
+            let size = if sizes && !is_dir {
+                entry.metadata().map_err(err(&entry.path()))?.len()
+            } else {
+                0
+            };
+            out.push((name, size, is_dir));
+        }
+        Ok(out)
+    }
+
+    /// Files two levels deep (`<dir>/<file>`) whose directory name passes `want_dir`;
+    /// ids are made from both names by `id_of`.
+    fn scan_two_levels(
+        &self,
+        base: &Path,
+        sizes: bool,
+        want_dir: impl Fn(&str) -> bool,
+        id_of: impl Fn(&str, &str) -> Option<String>,
+    ) -> Result<Vec<(String, u64)>, BackendError> {
+        let mut out = Vec::new();
+        for (dir, _, is_dir) in Self::entries(base, false)? {
+            if !is_dir || !want_dir(&dir) {
+                continue;
+            }
+            for (name, size, is_dir) in Self::entries(&base.join(&dir), sizes)? {
+                if let (false, Some(id)) = (is_dir, id_of(&dir, &name)) {
+                    out.push((id, size));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn scan(
+        &self,
+        kind: FileKind,
+        prefix: &str,
+        sizes: bool,
+    ) -> Result<Vec<(String, u64)>, BackendError> {
+        let mut out = match kind {
+            FileKind::Format => Self::entries(&self.root, sizes)?
+                .into_iter()
+                .filter(|(name, _, is_dir)| name == "FORMAT" && !is_dir)
+                .map(|(_, size, _)| (String::new(), size))
+                .collect(),
+            FileKind::Blob => self.scan_two_levels(
+                &self.root.join("blobs"),
+                sizes,
+                |dir| dir.len() == 2 && (dir.starts_with(prefix) || prefix.starts_with(dir)),
+                |dir, name| name.starts_with(dir).then(|| name.to_string()),
+            )?,
+            FileKind::Snapshot => {
+                // A prefix up to the first '/' selects repository directories.
+                let (dir_prefix, exact) = match prefix.split_once('/') {
+                    Some((d, _)) => (d, true),
+                    None => (prefix, false),
+                };
+                self.scan_two_levels(
+                    &self.root.join("snapshots"),
+                    sizes,
+                    |dir| {
+                        if exact {
+                            dir == dir_prefix
+                        } else {
+                            dir.starts_with(dir_prefix)
+                        }
+                    },
+                    |dir, name| {
+                        name.strip_suffix(SNAPSHOT_EXT)
+                            .map(|stem| format!("{dir}/{stem}"))
+                    },
+                )?
+            }
+            FileKind::PackIndex => Self::entries(&self.root.join("index/packs"), sizes)?
+                .into_iter()
+                .filter(|(_, _, is_dir)| !is_dir)
+                .map(|(name, size, _)| (name, size))
+                .collect(),
+        };
+        out.retain(|(id, _)| id.starts_with(prefix) && kind.is_valid_id(id));
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn err(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
+    move |e| BackendError::new(path, e)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BackendError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))
+}
+
+impl Backend for LocalBackend {
+    fn root_location(&self) -> PathBuf {
+        self.root.clone()
+    }
+
+    fn location(&self, kind: FileKind, id: &str) -> PathBuf {
+        match kind {
+            FileKind::Format => self.root.join("FORMAT"),
+            FileKind::Blob => self
+                .root
+                .join("blobs")
+                .join(id.get(..2).unwrap_or(""))
+                .join(id),
+            FileKind::Snapshot => {
+                let (dir, name) = id.split_once('/').unwrap_or(("", id));
+                self.root
+                    .join("snapshots")
+                    .join(dir)
+                    .join(format!("{name}{SNAPSHOT_EXT}"))
+            }
+            FileKind::PackIndex => self.root.join("index/packs").join(id),
+        }
+    }
+
+    /// Empty: the directory is absent, empty, or holds only the empty directories
+    /// `init` creates (as left by a creator stopped before it wrote `FORMAT`).
+    fn is_empty(&self) -> Result<bool, BackendError> {
+        let empty_dir = |p: &Path| Self::entries(p, false).map(|e| e.is_empty());
+        for (name, _, is_dir) in Self::entries(&self.root, false)? {
+            let sub = self.root.join(&name);
+            let empty_layout_dir = is_dir
+                && match name.as_str() {
+                    "blobs" | "snapshots" | "tmp" => empty_dir(&sub)?,
+                    "index" => {
+                        let inside = Self::entries(&sub, false)?;
+                        inside.is_empty()
+                            || (inside.len() == 1
+                                && inside[0].0 == "packs"
+                                && inside[0].2
+                                && empty_dir(&sub.join("packs"))?)
+                    }
+                    _ => false,
+                };
+            if !empty_layout_dir {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn init(&self) -> Result<(), BackendError> {
+        for sub in DIRS {
+            let p = self.root.join(sub);
+            fs::create_dir_all(&p).map_err(err(&p))?;
+        }
+        Ok(())
+    }
+
+    fn list_with_size(
+        &self,
+        kind: FileKind,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, BackendError> {
+        self.scan(kind, prefix, true)
+    }
+
+    fn list(&self, kind: FileKind, prefix: &str) -> Result<Vec<String>, BackendError> {
+        Ok(self
+            .scan(kind, prefix, false)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    fn exists(&self, kind: FileKind, id: &str) -> Result<bool, BackendError> {
+        let path = self.path(kind, id)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(BackendError::new(path, e)),
+        }
+    }
+
+    fn open_read(&self, kind: FileKind, id: &str) -> Result<Box<dyn Read + Send>, BackendError> {
+        let path = self.path(kind, id)?;
+        let file = File::open(&path).map_err(err(&path))?;
+        Ok(Box::new(file))
+    }
+
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile, BackendError> {
+        let dir = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(err(&dir))
+    }
+
+    fn write(&self, kind: FileKind, id: &str, source: Source<'_>) -> Result<(), BackendError> {
+        let dest = self.path(kind, id)?;
+        let tmp = match source {
+            Source::Bytes(mut bytes) => self.fill_temp(&mut bytes)?,
+            Source::Reader(reader) => self.fill_temp(reader)?,
+            Source::TempFile(t) if t.path().parent() == Some(self.tmp_dir().as_path()) => t,
+            Source::TempFile(t) => {
+                // Elsewhere (maybe another file system): copy, then drop the original.
+                let mut f = t.reopen().map_err(err(t.path()))?;
+                self.fill_temp(&mut f)?
+            }
+        };
+        self.commit(tmp, &dest, true)
+    }
+
+    fn create_new(&self, kind: FileKind, id: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        let dest = self.path(kind, id)?;
+        let mut bytes = bytes;
+        let tmp = self.fill_temp(&mut bytes)?;
+        self.commit(tmp, &dest, false)
+    }
+
+    fn delete(&self, kind: FileKind, id: &str) -> Result<(), BackendError> {
+        let path = self.path(kind, id)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::new(path, e)),
+        }
+    }
+
+    fn clean_tmp(&self) -> Result<usize, BackendError> {
+        let dir = self.tmp_dir();
+        let mut n = 0;
+        for entry in fs::read_dir(&dir).map_err(err(&dir))? {
+            let entry = entry.map_err(err(&dir))?;
+            fs::remove_file(entry.path()).map_err(err(&entry.path()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

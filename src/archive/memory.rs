@@ -1,0 +1,122 @@
+//! [`MemoryBackend`]: an archive held in a map, for tests. It proves the storage
+//! seam is real (the archive tests run on it as well as on the file system) and is
+//! the reference the backend contract tests compare behaviours against.
+
+use super::backend::{Backend, BackendError, FileKind, Source};
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::io::{self, Cursor, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+type Files = BTreeMap<(FileKind, String), Arc<[u8]>>;
+
+/// Files in memory; a write replaces an entry in one step under a lock.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryBackend {
+    files: Mutex<Files>,
+}
+
+impl MemoryBackend {
+    fn files(&self) -> MutexGuard<'_, Files> {
+        // A panicking test thread cannot leave a half-inserted entry: recover the map.
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn checked(&self, kind: FileKind, id: &str) -> Result<(FileKind, String), BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        Ok((kind, id.to_string()))
+    }
+
+    fn not_found(&self, kind: FileKind, id: &str) -> BackendError {
+        BackendError::new(
+            self.location(kind, id),
+            io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        )
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn root_location(&self) -> PathBuf {
+        PathBuf::from("memory:")
+    }
+
+    fn location(&self, kind: FileKind, id: &str) -> PathBuf {
+        PathBuf::from(format!("memory:{kind:?}/{id}"))
+    }
+
+    fn is_empty(&self) -> Result<bool, BackendError> {
+        Ok(self.files().is_empty())
+    }
+
+    fn init(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn list_with_size(
+        &self,
+        kind: FileKind,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, BackendError> {
+        Ok(self
+            .files()
+            .iter()
+            .filter(|((k, id), _)| *k == kind && id.starts_with(prefix))
+            .map(|((_, id), data)| (id.clone(), data.len() as u64))
+            .collect())
+    }
+
+    fn exists(&self, kind: FileKind, id: &str) -> Result<bool, BackendError> {
+        let key = self.checked(kind, id)?;
+        Ok(self.files().contains_key(&key))
+    }
+
+    fn open_read(&self, kind: FileKind, id: &str) -> Result<Box<dyn Read + Send>, BackendError> {
+        let key = self.checked(kind, id)?;
+        let data = self.files().get(&key).cloned();
+        match data {
+            Some(data) => Ok(Box::new(Cursor::new(data))),
+            None => Err(self.not_found(kind, id)),
+        }
+    }
+
+    fn write(&self, kind: FileKind, id: &str, source: Source<'_>) -> Result<(), BackendError> {
+        let key = self.checked(kind, id)?;
+        let mut data = Vec::new();
+        let read = match source {
+            Source::Bytes(b) => {
+                data.extend_from_slice(b);
+                Ok(0)
+            }
+            Source::Reader(r) => r.read_to_end(&mut data),
+            Source::TempFile(t) => t.reopen().and_then(|mut f| f.read_to_end(&mut data)),
+        };
+        read.map_err(|e| BackendError::new(self.location(kind, id), e))?;
+        self.files().insert(key, data.into());
+        Ok(())
+    }
+
+    fn create_new(&self, kind: FileKind, id: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        let key = self.checked(kind, id)?;
+        match self.files().entry(key) {
+            Entry::Occupied(_) => Err(BackendError::new(
+                self.location(kind, id),
+                io::Error::new(io::ErrorKind::AlreadyExists, "file exists"),
+            )),
+            Entry::Vacant(v) => {
+                v.insert(bytes.into());
+                Ok(())
+            }
+        }
+    }
+
+    fn delete(&self, kind: FileKind, id: &str) -> Result<(), BackendError> {
+        let key = self.checked(kind, id)?;
+        self.files().remove(&key);
+        Ok(())
+    }
+
+    fn clean_tmp(&self) -> Result<usize, BackendError> {
+        Ok(0)
+    }
+}
