@@ -217,24 +217,28 @@ fn exchange(
             total_bytes,
             opts.should_interrupt,
         )
-        .map_err(|err| match err {
-            refs::ReceiveError::Protocol(err) => session.fail(err, Phase::Receive),
-            refs::ReceiveError::Pack(PackError::Interrupted) => GitError::Interrupted {
-                url: remote.display.clone(),
-            },
-            refs::ReceiveError::Pack(PackError::Io { action, source }) => GitError::Io {
-                action,
-                path: dir.join("objects").join("pack"),
-                source,
-            },
-            refs::ReceiveError::Pack(err @ PackError::Corrupt(_)) => GitError::Transport {
-                url: remote.display.clone(),
-                message: format!("the received pack is invalid: {err}"),
-            },
-        })?;
+        .map_err(|err| receive_failed(session, dir, err))?;
     }
     if handshake.server_protocol_version == gix::protocol::transport::Protocol::V2 {
         gix::protocol::indicate_end_of_interaction(&mut *transport, false).ok();
     }
     Ok(advertised)
+}
+
+/// The [`GitError`] for a failure while negotiating or receiving the pack.
+fn receive_failed(session: &Session<'_>, dir: &Path, err: refs::ReceiveError) -> GitError {
+    let url = || session.remote().display.clone();
+    match err {
+        refs::ReceiveError::Protocol(err) => session.fail(err, Phase::Receive),
+        refs::ReceiveError::Pack(PackError::Interrupted) => GitError::Interrupted { url: url() },
+        refs::ReceiveError::Pack(PackError::Io { action, source }) => GitError::Io {
+            action,
+            path: dir.join("objects").join("pack"),
+            source,
+        },
+        refs::ReceiveError::Pack(err @ PackError::Corrupt(_)) => GitError::Transport {
+            url: url(),
+            message: format!("the received pack is invalid: {err}"),
+        },
+    }
 }
