@@ -453,3 +453,70 @@ fn paging_bug_ends_listing_429s_are_waited_out_and_basic_auth_works() {
         restore_and_compare(&rs, full_name, &sources[full_name]);
     }
 }
+
+/// A git 429's `Retry-After` is what the fetch waits (the back-off without one is 20 ms
+/// here), said in the job's progress, and the fetch then succeeds.
+#[test]
+fn a_git_429_waits_what_its_retry_after_asks() {
+    let server = DcServer::start(DcOptions {
+        context_path: "/bb".into(),
+        tls: false,
+    });
+    let src = TempDir::new("reposafe-dc-src");
+    let bare = make_repo(src.path(), "wait", 2);
+    server.add_repo("WAIT", "wait", &bare, true);
+    server.add_user("alice", PASSWORD);
+    server.grant("alice", "WAIT");
+
+    let rs = Reposafe::new();
+    let pw = rs.secret_file("pw.txt", PASSWORD);
+    let base = format!("base-url={}", server.base_url());
+    rs.run(&[
+        "connection",
+        "add",
+        "dc",
+        "--name",
+        "waiting",
+        "--set",
+        &base,
+        "--set",
+        "personal-repositories=false",
+        "--username",
+        "alice",
+        "--password-file",
+        &pw.display().to_string(),
+    ])
+    .ok();
+
+    server.clear_log();
+    server.fail_git_with_429(1, 2);
+    let r = rs.run(&["backup", "waiting", "--json"]).ok();
+    let all = r.all();
+    assert_no_secret(&all);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON report");
+    assert_eq!(
+        statuses(&report).get("WAIT/wait").map(String::as_str),
+        Some("snapshot"),
+        "{all}"
+    );
+    assert!(all.contains("rate limited (git), waiting 2 s"), "{all}");
+    assert!(report["rate_limited"].as_u64() >= Some(1), "{report}");
+    let git: Vec<_> = server
+        .request_log()
+        .into_iter()
+        .filter(|l| l.is_git)
+        .collect();
+    let limited = git
+        .iter()
+        .position(|l| l.status == 429)
+        .expect("a git request was answered 429");
+    let next = git
+        .get(limited + 1)
+        .expect("the fetch went on after the 429");
+    let waited = next.timestamp.duration_since(git[limited].timestamp);
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "the next git request came {waited:?} after the 429 (Retry-After: 2)"
+    );
+    restore_and_compare(&rs, "WAIT/wait", &bare);
+}

@@ -5,9 +5,12 @@ use super::listing;
 use super::{Context, EngineError};
 use crate::archive::{BlobId, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION};
 use crate::git::{self, FetchOptions, GitAuth, GitError};
-use crate::providers::{CredentialStats, HttpGate, Repository};
+use crate::providers::failover::{self, Event, Outcome};
+use crate::providers::pool::PoolExhausted;
+use crate::providers::{CredentialPool, CredentialStats, HttpGate, Repository};
 use crate::state::{Connection, RepoRecord};
 use crate::tls::TlsTrust;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -286,34 +289,14 @@ pub fn backup_connection(
                     }
                 } else {
                     opts.progress.started(&repo.full_name);
-                    loop {
-                        attempts += 1;
-                        // A panic fails this repository alone, with its message.
-                        match super::jobs::guard_repository(&repo.full_name, || {
-                            backup_repository(ctx, &conn, repo_gate, &tls, repo, opts)
-                        }) {
-                            Ok(o) => break o,
-                            Err(e) => {
-                                let transient =
-                                    matches!(&e, EngineError::Git(g) if g.is_transient());
-                                if transient
-                                    && attempts <= opts.retries
-                                    && !opts.interrupt.load(Ordering::Relaxed)
-                                {
-                                    let wait = retry_wait(opts.retry_base, attempts);
-                                    opts.progress.notice(&format!(
-                                        "{}: {e}; retrying in {} s",
-                                        repo.full_name,
-                                        wait.as_secs()
-                                    ));
-                                    std::thread::sleep(wait);
-                                    continue;
-                                }
-                                break RepoOutcome::Failed {
-                                    reason: e.to_string(),
-                                };
-                            }
-                        }
+                    // A panic fails this repository alone, with its message.
+                    match super::jobs::guard_repository(&repo.full_name, || {
+                        backup_repository(ctx, &conn, repo_gate, &tls, repo, opts, &mut attempts)
+                    }) {
+                        Ok(o) => o,
+                        Err(e) => RepoOutcome::Failed {
+                            reason: e.to_string(),
+                        },
                     }
                 };
                 let result = RepoResult {
@@ -366,13 +349,6 @@ pub fn backup_connection(
     })
 }
 
-/// Back-off before retry `n` (1-based): `base` doubled each time, ±25% jitter, ≤ 60 s.
-fn retry_wait(base: Duration, n: u32) -> Duration {
-    let ms = base.as_millis() as f64 * 2f64.powi(n.saturating_sub(1).min(16) as i32);
-    let jitter = 0.75 + rand::random::<f64>() * 0.5;
-    Duration::from_millis((ms * jitter) as u64).min(Duration::from_secs(60))
-}
-
 fn identity(conn: &Connection, repo: &Repository) -> RepoIdentity {
     RepoIdentity {
         connection: conn.name.clone(),
@@ -383,6 +359,7 @@ fn identity(conn: &Connection, repo: &Repository) -> RepoIdentity {
 }
 
 /// Backs up one repository: fetch, archive new packs, write a snapshot if refs changed.
+/// `attempts` is set to the fetch attempts made (transient failures retried).
 fn backup_repository(
     ctx: &Context,
     conn: &Connection,
@@ -390,7 +367,9 @@ fn backup_repository(
     tls: &TlsTrust,
     repo: &Repository,
     opts: &BackupOptions,
+    attempts: &mut u32,
 ) -> Result<RepoOutcome, EngineError> {
+    *attempts = 1;
     let mut clone_url = url::Url::parse(&repo.clone_url).map_err(|e| {
         EngineError::Invalid(format!(
             "{}: clone URL {:?} is not a URL: {e}",
@@ -426,82 +405,36 @@ fn backup_repository(
             }
         }
     };
-    // Each fetch goes to the pool's credential with the most budget left; every
-    // HTTP request of the fetch is paced on that credential's principal. A 429 cools
-    // the principal down and the fetch moves on (another credential, or the same one
-    // after its cool-down); a 401/403 takes the credential out of the job when
-    // others remain.
+    // The fetch fails over as every provider request does (`failover`): each attempt
+    // goes to the pool's credential with the most budget left, and every HTTP request of
+    // it is paced on that credential's principal. A 429 cools the principal down (the
+    // server's `Retry-After` when git could read it) and the fetch moves on; a 401/403
+    // takes the credential out of the job when others remain; network failures and 5xx
+    // are retried with back-off.
     let pool = gate.pool().clone();
-    let notice = |m: &str| opts.progress.notice(m);
-    let mut avoid: Vec<usize> = Vec::new();
-    let mut rate_limited = 0u32;
-    let fetched = loop {
-        let lane = pool
-            .choose(&avoid, &notice)
-            .map_err(|e| EngineError::Connection {
-                connection: conn.name.clone(),
-                reason: format!("{}: {e}", repo.full_name),
-            })?;
-        let header = pool.auth(lane).git_header()?;
-        let pacer = {
-            let (pool, progress) = (pool.clone(), opts.progress.clone());
-            git::Pacer(Arc::new(move || pool.pace(lane, &|m| progress.notice(m))))
-        };
-        let auth = GitAuth::Paced {
-            header,
-            before_request: pacer,
-        };
-        let fetch_opts = FetchOptions {
-            url: clone_url.as_str(),
-            auth: &auth,
-            progress: Some(&on_bytes),
-            should_interrupt: &opts.interrupt,
-            tls: Some(tls),
-        };
-        match git::fetch_mirror(&mirror, &fetch_opts) {
-            Ok(f) => {
-                pool.ok(lane);
-                break f;
-            }
-            Err(GitError::RateLimited { url }) => {
-                // Every 429 is counted and cools its principal down, also the last
-                // one before the repository gives up (its job-level retry follows).
-                rate_limited += 1;
-                gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                let d = pool.rate_limited(lane, None);
-                if rate_limited > ctx.retry.max_retries + pool.len() as u32
-                    || opts.interrupt.load(Ordering::Relaxed)
-                {
-                    return Err(GitError::RateLimited { url }.into());
-                }
-                opts.progress.notice(&if pool.usable_besides(lane) == 0 {
-                    format!(
-                        "{}: rate limited (git), waiting {} s",
-                        repo.full_name,
-                        d.as_secs_f64().ceil() as u64
-                    )
-                } else {
-                    format!(
-                        "{}: credential {} rate limited (git), cooling down {} s; another credential takes over",
-                        repo.full_name,
-                        pool.id(lane),
-                        d.as_secs_f64().ceil() as u64
-                    )
-                });
-            }
-            Err(e @ (GitError::Unauthorized { .. } | GitError::Forbidden { .. }))
-                if pool.usable_besides(lane) > 0 =>
-            {
-                pool.fail(lane, &e.to_string());
-                opts.progress.notice(&format!(
-                    "credential {} was refused ({e}); continuing with the others",
-                    pool.id(lane)
-                ));
-                avoid.push(lane);
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let mut fetch = GitFetch {
+        conn,
+        gate,
+        pool: &pool,
+        mirror: &mirror,
+        url: clone_url.as_str(),
+        tls,
+        opts,
+        on_bytes: &on_bytes,
+        repo: &repo.full_name,
     };
+    let policy = failover::Policy {
+        retries: opts.retries,
+        backoff: opts.retry_base,
+        network_wait_cap: MAX_FETCH_BACKOFF,
+        max_wait: MAX_FETCH_BACKOFF,
+        rate_limit_retries: ctx.retry.max_retries + pool.len() as u32,
+        when_exhausted: failover::WhenExhausted::BackOff,
+    };
+    let notice = |m: &str| opts.progress.notice(m);
+    let finished = failover::run(&pool, &policy, Some(&opts.interrupt), &notice, &mut fetch);
+    *attempts = finished.attempts;
+    let fetched = finished.output?;
 
     // Archive every pack of the mirror that is not archived yet. Usually that is
     // the one pack this fetch produced; after a crash it also catches up earlier ones.
@@ -566,4 +499,118 @@ fn backup_repository(
         new_bytes: new_bytes + manifest,
         fetched_bytes: fetched.bytes_received,
     })
+}
+
+/// Longest back-off between two fetch attempts of a repository.
+const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(60);
+
+/// One repository's git fetch, as [`failover::run`] makes it.
+struct GitFetch<'a> {
+    conn: &'a Connection,
+    gate: &'a HttpGate,
+    pool: &'a Arc<CredentialPool>,
+    mirror: &'a Path,
+    url: &'a str,
+    tls: &'a TlsTrust,
+    opts: &'a BackupOptions,
+    on_bytes: &'a (dyn Fn(u64) + Sync),
+    /// The repository's full name, for notices.
+    repo: &'a str,
+}
+
+type Fetched = Result<git::FetchOutcome, EngineError>;
+
+impl failover::Attempts for GitFetch<'_> {
+    type Output = Fetched;
+
+    fn attempt(&mut self, lane: usize, _attempt: u32) -> Fetched {
+        let header = self.pool.auth(lane).git_header()?;
+        let pacer = {
+            let (pool, progress) = (self.pool.clone(), self.opts.progress.clone());
+            git::Pacer(Arc::new(move || pool.pace(lane, &|m| progress.notice(m))))
+        };
+        let auth = GitAuth::Paced {
+            header,
+            before_request: pacer,
+        };
+        let fetch_opts = FetchOptions {
+            url: self.url,
+            auth: &auth,
+            progress: Some(self.on_bytes),
+            should_interrupt: &self.opts.interrupt,
+            tls: Some(self.tls),
+        };
+        Ok(git::fetch_mirror(self.mirror, &fetch_opts)?)
+    }
+
+    fn outcome(&self, output: &Fetched) -> Outcome {
+        let git = match output {
+            Ok(_) => return Outcome::Success,
+            Err(EngineError::Git(g)) => g,
+            Err(_) => return Outcome::Final,
+        };
+        match git {
+            GitError::RateLimited { retry_after, .. } => Outcome::RateLimited {
+                retry_after: retry_after
+                    .as_deref()
+                    .and_then(|v| failover::parse_retry_after(v, OffsetDateTime::now_utc())),
+            },
+            GitError::Unauthorized { .. } | GitError::Forbidden { .. } => Outcome::Refused {
+                status: if matches!(git, GitError::Unauthorized { .. }) {
+                    401
+                } else {
+                    403
+                },
+                renewable: false,
+                reason: git.to_string(),
+            },
+            g if g.is_transient() => Outcome::Network,
+            _ => Outcome::Final,
+        }
+    }
+
+    fn event(&mut self, event: &Event<'_>, output: &Fetched) {
+        let progress = &self.opts.progress;
+        let repo = self.repo;
+        match event {
+            Event::RateLimited {
+                credential,
+                cooldown,
+                others,
+                going_on,
+            } => {
+                self.gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                if !going_on {
+                    return;
+                }
+                let secs = failover::secs_ceil(*cooldown);
+                progress.notice(&if *others {
+                    format!(
+                        "{repo}: credential {credential} rate limited (git), cooling down {secs} s; another credential takes over"
+                    )
+                } else {
+                    format!("{repo}: rate limited (git), waiting {secs} s")
+                });
+            }
+            Event::Refused { credential } => {
+                if let Err(e) = output {
+                    progress.notice(&format!(
+                        "credential {credential} was refused ({e}); continuing with the others"
+                    ));
+                }
+            }
+            Event::Retrying { after } => {
+                if let Err(e) = output {
+                    progress.notice(&format!("{repo}: {e}; retrying in {} s", after.as_secs()));
+                }
+            }
+        }
+    }
+
+    fn no_credential(&mut self, err: PoolExhausted) -> Fetched {
+        Err(EngineError::Connection {
+            connection: self.conn.name.clone(),
+            reason: format!("{}: {err}", self.repo),
+        })
+    }
 }

@@ -49,6 +49,9 @@ pub enum GitError {
     RateLimited {
         /// The remote URL, without credentials.
         url: String,
+        /// The answer's `Retry-After` as the server sent it (delta-seconds or an
+        /// HTTP-date), when it sent one.
+        retry_after: Option<String>,
     },
     /// Any other failure talking to the remote or processing what it sent.
     #[error("git transfer from {url} failed: {message}")]

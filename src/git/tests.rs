@@ -606,6 +606,17 @@ fn http_fetch_with_auth_header() {
         "{err}"
     );
     assert!(!git.root().join("m3.git").exists());
+
+    // Rate limited: the answer's Retry-After travels with the error (gix's own HTTP
+    // backend drops it).
+    let limited = format!("{}/limited/origin.git", server.base_url());
+    let err = http_fetch(&git.root().join("m4.git"), &limited, Some(GOOD_HEADER)).expect_err("429");
+    assert!(
+        matches!(&err, GitError::RateLimited { url, retry_after } if url == &limited && retry_after.as_deref() == Some("7")),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert!(!git.root().join("m4.git").exists());
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! The HTTP capability granted to providers: [`HttpGate`] sends a plugin's request
 //! only to allowed origins, refuses plugin-set credentials, adds the connection's
-//! `Authorization` header, applies time-outs and size limits, and retries 429 and
-//! 5xx answers with back-off (honouring `Retry-After`, capped).
+//! `Authorization` header, applies time-outs and size limits, and fails over as the
+//! one policy of [`failover`](super::failover) says (429 and 5xx retried honouring
+//! `Retry-After`, capped; 401/403 move to the other credentials).
 
-use super::pool::CredentialPool;
+use super::failover::{self, Event, Outcome};
+use super::pool::{CredentialPool, PoolExhausted};
 use super::Authenticator;
 use crate::tls::TlsTrust;
+use crate::vault::CredentialKind;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,26 +57,9 @@ impl RetryPolicy {
         }
         p
     }
-
-    /// Back-off before attempt `n` (1-based), with ±25% jitter, capped.
-    pub fn backoff(&self, n: u32) -> Duration {
-        let base = self.base_backoff.as_millis() as f64 * 2f64.powi(n.saturating_sub(1) as i32);
-        let jitter = 0.75 + rand::random::<f64>() * 0.5;
-        Duration::from_millis((base * jitter) as u64).min(self.max_wait)
-    }
 }
 
-/// The wait a `Retry-After` value asks for: delta-seconds (what Bitbucket sends) or an
-/// HTTP-date (a date in the past means no wait). `None` when unreadable. The caller caps it.
-pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
-    let secs = (at - now).whole_seconds().max(0);
-    Some(Duration::from_secs(secs as u64))
-}
+pub use super::failover::parse_retry_after;
 
 /// An error and its causes on one line (`error sending request: ...: Connection refused`).
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -278,209 +264,238 @@ impl HttpGate {
             .map_err(|_| GateError::Denied(format!("bad method {:?}", req.method)))
     }
 
-    /// Says that the next request waits `d` (the pool does the waiting).
+    /// Says that the request waits `d` (`rate limited, waiting 30 s`).
     fn wait_notice(&self, d: Duration, why: &str) {
-        self.notify(&format!(
-            "{why}, waiting {} s",
-            d.as_secs_f64().ceil() as u64
-        ));
+        self.notify(&format!("{why}, waiting {} s", failover::secs_ceil(d)));
         tracing::info!("{why}, waiting {:.1} s", d.as_secs_f64());
     }
 
-    fn wait(&self, d: Duration, why: &str) {
-        if let Some(n) = &self.notice {
-            n(&format!(
-                "{why}, waiting {} s",
-                d.as_secs_f64().ceil() as u64
-            ));
+    /// The failover policy of this gate's requests (see [`failover::classify`]).
+    fn failover_policy(&self) -> failover::Policy {
+        failover::Policy {
+            retries: self.policy.max_retries,
+            backoff: self.policy.base_backoff,
+            network_wait_cap: NETWORK_WAIT_CAP.min(self.policy.max_wait),
+            max_wait: self.policy.max_wait,
+            rate_limit_retries: self.policy.max_retries + self.pool.len() as u32,
+            when_exhausted: failover::WhenExhausted::GiveUp,
         }
-        tracing::info!("{why}, waiting {:.1} s", d.as_secs_f64());
-        std::thread::sleep(d);
     }
 
-    /// Sends a plugin's request with the credential, retrying transient failures.
+    /// Sends a plugin's request with the credential, failing over as
+    /// [`failover::classify`] says: 429s cool the principal down and move to another
+    /// credential, 401/403 take a credential out while others remain, network failures
+    /// and 5xx are retried with back-off.
     pub fn send(&self, req: &Request) -> Result<Response, GateError> {
         let method = self.check(req)?;
-        let mut attempt = 0u32;
-        let mut rate_limited = 0u32;
+        let mut request = ApiRequest {
+            gate: self,
+            req,
+            method,
+            lane: 0,
+        };
         let notice = |m: &str| self.notify(m);
-        loop {
-            attempt += 1;
-            let lane = self
-                .pool
-                .choose(&[], &notice)
-                .map_err(|e| GateError::Denied(e.to_string()))?;
-            self.pool.pace(lane, &notice);
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let lane_auth = self.pool.auth(lane).clone();
-            let auth = lane_auth
-                .api_header()
-                .map_err(|e| GateError::Denied(e.to_string()))?;
-            let mut rb = self.client.request(method.clone(), &req.url);
-            for (k, v) in &req.headers {
-                rb = rb.header(k, v);
-            }
-            rb = rb.header("Authorization", auth.expose_secret());
-            if let Some(b) = &req.body {
-                rb = rb.body(b.clone());
-            }
-            let retries_left = attempt <= self.policy.max_retries;
-            let resp = match rb.send() {
-                Ok(r) => r,
-                Err(e) => {
-                    // A certificate failure does not heal by retrying: report it at once.
-                    if let Some(detail) = crate::tls::certificate_problem(&e) {
-                        let msg = match &self.tls {
-                            Some(t) => t.describe_failure(&detail),
-                            None => format!("TLS certificate problem: {detail}"),
-                        };
-                        return Err(GateError::Transport(msg));
-                    }
-                    let timed_out = e.is_timeout();
-                    let msg = error_chain(&e.without_url());
-                    let kind = if timed_out {
-                        GateError::Timeout(msg)
-                    } else {
-                        GateError::Transport(msg)
-                    };
-                    if retries_left {
-                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        self.wait(
-                            self.policy.backoff(attempt).min(Duration::from_secs(10)),
-                            &format!("{kind}"),
-                        );
-                        continue;
-                    }
-                    return Err(kind);
-                }
+        let finished = failover::run(
+            &self.pool,
+            &self.failover_policy(),
+            None,
+            &notice,
+            &mut request,
+        );
+        let resp = finished.output.map_err(|u| u.error)?;
+        self.read_response(resp)
+    }
+
+    /// The answer for the plugin: status, headers (no `Set-Cookie`), body within the limit.
+    fn read_response(&self, resp: reqwest::blocking::Response) -> Result<Response, GateError> {
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .filter(|(k, _)| k != "set-cookie")
+            .collect();
+        if resp.content_length().unwrap_or(0) > self.policy.max_body {
+            return Err(GateError::TooLarge(format!(
+                "{} bytes, the limit is {}",
+                resp.content_length().unwrap_or(0),
+                self.policy.max_body
+            )));
+        }
+        let mut body = Vec::new();
+        use std::io::Read;
+        let mut limited = resp.take(self.policy.max_body + 1);
+        limited
+            .read_to_end(&mut body)
+            .map_err(|e| GateError::Transport(e.to_string()))?;
+        if body.len() as u64 > self.policy.max_body {
+            return Err(GateError::TooLarge(format!(
+                "over {} bytes",
+                self.policy.max_body
+            )));
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The error of a request that got no answer. `network`: worth retrying (a
+    /// certificate failure is not: it does not heal by retrying).
+    fn unsent(&self, e: reqwest::Error) -> Unsent {
+        if let Some(detail) = crate::tls::certificate_problem(&e) {
+            let msg = match &self.tls {
+                Some(t) => t.describe_failure(&detail),
+                None => format!("TLS certificate problem: {detail}"),
             };
-            let status = resp.status().as_u16();
-            if status == 429 {
-                // The principal cools down; `choose` moves the request to another
-                // credential, or waits for this one.
-                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                rate_limited += 1;
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
-                let d = self.pool.rate_limited(lane, retry_after);
-                if self.pool.usable_besides(lane) == 0 {
-                    self.wait_notice(d, "rate limited");
-                } else {
-                    self.notify(&format!(
-                        "credential {} rate limited, cooling down {} s; another credential takes over",
-                        self.pool.id(lane),
-                        d.as_secs_f64().ceil() as u64
-                    ));
-                }
-                if rate_limited <= self.policy.max_retries + self.pool.len() as u32 {
-                    attempt -= 1;
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            }
-            if (status == 401 || status == 403)
-                && self.pool.len() > 1
-                && self.pool.usable_besides(lane) > 0
-                && !(status == 401
-                    && lane_auth.kind() == crate::vault::CredentialKind::OauthConsumer
-                    && attempt == 1)
-            {
-                self.pool.fail(
-                    lane,
-                    &format!("the server answered {status} to {}", strip_query(&req.url)),
-                );
-                self.notify(&format!(
-                    "credential {} answered {status}; continuing with the others",
-                    self.pool.id(lane)
-                ));
-                attempt -= 1;
-                continue;
-            }
-            if (500..600).contains(&status) && retries_left {
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
-                let d = retry_after
-                    .unwrap_or_else(|| self.policy.backoff(attempt))
-                    .min(self.policy.max_wait);
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                self.wait(d, &format!("server error {status}"));
-                continue;
-            }
-            if status < 400 {
-                self.pool.ok(lane);
-            }
-            if status == 401 && lane_auth.kind() == crate::vault::CredentialKind::OauthConsumer {
-                // An expired or revoked token: fetch a new one once.
-                lane_auth.invalidate();
-                if attempt == 1 {
-                    continue;
-                }
-            }
-            let headers = resp
-                .headers()
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        k.as_str().to_ascii_lowercase(),
-                        v.to_str().ok()?.to_string(),
-                    ))
-                })
-                .filter(|(k, _)| k != "set-cookie")
-                .collect();
-            if resp.content_length().unwrap_or(0) > self.policy.max_body {
-                return Err(GateError::TooLarge(format!(
-                    "{} bytes, the limit is {}",
-                    resp.content_length().unwrap_or(0),
-                    self.policy.max_body
-                )));
-            }
-            let mut body = Vec::new();
-            use std::io::Read;
-            let mut limited = resp.take(self.policy.max_body + 1);
-            limited
-                .read_to_end(&mut body)
-                .map_err(|e| GateError::Transport(e.to_string()))?;
-            if body.len() as u64 > self.policy.max_body {
-                return Err(GateError::TooLarge(format!(
-                    "over {} bytes",
-                    self.policy.max_body
-                )));
-            }
-            return Ok(Response {
-                status,
-                headers,
-                body,
-            });
+            return Unsent {
+                error: GateError::Transport(msg),
+                network: false,
+            };
+        }
+        let timed_out = e.is_timeout();
+        let msg = error_chain(&e.without_url());
+        Unsent {
+            error: if timed_out {
+                GateError::Timeout(msg)
+            } else {
+                GateError::Transport(msg)
+            },
+            network: true,
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Longest back-off after a network failure of an API request.
+const NETWORK_WAIT_CAP: Duration = Duration::from_secs(10);
 
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = time::macros::datetime!(2026-11-22 10:00:00 UTC);
-        assert_eq!(
-            parse_retry_after(" 30 ", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 22 Nov 2026 10:01:30 GMT", now),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
+/// Why an attempt got no response.
+struct Unsent {
+    error: GateError,
+    /// A network failure (retried), not a refusal by the host or a certificate failure.
+    network: bool,
+}
+
+/// What one attempt of an API request gives back.
+type Sent = Result<reqwest::blocking::Response, Unsent>;
+
+/// One API request of a plugin, as [`failover::run`] makes it.
+struct ApiRequest<'g> {
+    gate: &'g HttpGate,
+    req: &'g Request,
+    method: reqwest::Method,
+    /// The credential of the latest attempt.
+    lane: usize,
+}
+
+/// The `Retry-After` of a response, when it has a readable one.
+fn retry_after(resp: &reqwest::blocking::Response) -> Option<Duration> {
+    resp.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()))
+}
+
+impl failover::Attempts for ApiRequest<'_> {
+    type Output = Sent;
+
+    fn attempt(&mut self, lane: usize, _attempt: u32) -> Sent {
+        self.lane = lane;
+        let gate = self.gate;
+        gate.pool.pace(lane, &|m| gate.notify(m));
+        gate.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let auth = gate.pool.auth(lane);
+        let denied = |e: String| Unsent {
+            error: GateError::Denied(e),
+            network: false,
+        };
+        let header = auth.api_header().map_err(|e| denied(e.to_string()))?;
+        let mut rb = gate.client.request(self.method.clone(), &self.req.url);
+        for (k, v) in &self.req.headers {
+            rb = rb.header(k, v);
+        }
+        rb = rb.header("Authorization", header.expose_secret());
+        if let Some(b) = &self.req.body {
+            rb = rb.body(b.clone());
+        }
+        let resp = rb.send().map_err(|e| gate.unsent(e))?;
+        if resp.status().as_u16() == 401 && auth.kind() == CredentialKind::OauthConsumer {
+            // An expired or revoked token: the next attempt fetches a new one.
+            auth.invalidate();
+        }
+        Ok(resp)
+    }
+
+    fn outcome(&self, output: &Sent) -> Outcome {
+        match output {
+            Err(u) if u.network => Outcome::Network,
+            Err(_) => Outcome::Final,
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let oauth = self.gate.pool.auth(self.lane).kind() == CredentialKind::OauthConsumer;
+                Outcome::from_status(status, retry_after(resp), oauth, || {
+                    format!(
+                        "the server answered {status} to {}",
+                        strip_query(&self.req.url)
+                    )
+                })
+            }
+        }
+    }
+
+    fn event(&mut self, event: &Event<'_>, output: &Sent) {
+        let gate = self.gate;
+        match event {
+            Event::RateLimited {
+                credential,
+                cooldown,
+                others,
+                going_on,
+            } => {
+                gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                if *others {
+                    gate.notify(&format!(
+                        "credential {credential} rate limited, cooling down {} s; another credential takes over",
+                        failover::secs_ceil(*cooldown)
+                    ));
+                } else {
+                    gate.wait_notice(*cooldown, "rate limited");
+                }
+                if *going_on {
+                    gate.stats.retries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::Refused { credential } => {
+                let status = output.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                gate.notify(&format!(
+                    "credential {credential} answered {status}; continuing with the others"
+                ));
+            }
+            Event::Retrying { after } => {
+                let why = match output {
+                    Err(u) => u.error.to_string(),
+                    Ok(resp) if resp.status().is_server_error() => {
+                        format!("server error {}", resp.status().as_u16())
+                    }
+                    // A renewed OAuth token: no wait, nothing to say.
+                    Ok(_) => return,
+                };
+                gate.stats.retries.fetch_add(1, Ordering::Relaxed);
+                gate.wait_notice(*after, &why);
+            }
+        }
+    }
+
+    fn no_credential(&mut self, err: PoolExhausted) -> Sent {
+        Err(Unsent {
+            error: GateError::Denied(err.to_string()),
+            network: false,
+        })
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod cache;
+pub mod failover;
 pub mod http;
 pub mod pool;
 mod wasm;

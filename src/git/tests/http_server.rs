@@ -1,7 +1,7 @@
 //! A minimal, test-only HTTP/1.1 server that bridges requests to `git http-backend` (CGI).
 //!
 //! It requires one exact `Authorization` header (401 with a Basic challenge otherwise), answers
-//! 403 below `/forbidden/`, reads
+//! 403 below `/forbidden/`, 429 with `Retry-After: 7` below `/limited/`, reads
 //! `Content-Length` and chunked request bodies, passes `Content-Encoding` and `Git-Protocol` on
 //! to the CGI, streams one response per connection (`Connection: close`, close-delimited body),
 //! and counts requests.
@@ -169,6 +169,16 @@ fn handle(
         write!(
             stream,
             "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            msg.len()
+        )?;
+        stream.write_all(msg)?;
+        return stream.flush();
+    }
+    if path.starts_with("/limited/") {
+        let msg = b"slow down\n";
+        write!(
+            stream,
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             msg.len()
         )?;
         stream.write_all(msg)?;

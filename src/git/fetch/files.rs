@@ -1,0 +1,167 @@
+//! The files of a mirror: listing its complete packs (`pack-<hash>.pack` with its `.idx`),
+//! making a fetch's new pack, its index and `packed-refs` durable (fsync of the files and
+//! their directory), and cleaning up what an interrupted run left behind (`.keep` and
+//! temporary files, staging directories). The pack and index themselves are written by
+//! `pack_receive` and `pack_index`.
+
+use std::{fs, path::Path};
+
+use crate::git::{GitError, PackFile};
+
+/// List the packs of the mirror at `mirror`, sorted by pack hash.
+///
+/// Only complete packs are listed: a `pack-<hash>.pack` with its `.idx` next to it.
+pub fn list_packs(mirror: &Path) -> Result<Vec<PackFile>, GitError> {
+    let dir = mirror.join("objects").join("pack");
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && mirror.is_dir() => {
+            return Err(GitError::InvalidMirror {
+                path: mirror.to_owned(),
+                message: "it has no objects/pack directory".into(),
+            });
+        }
+        Err(err) => return Err(GitError::io("list packs in", dir, err)),
+    };
+    let mut packs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|err| GitError::io("list packs in", &dir, err))?;
+        let file_name = entry.file_name();
+        let Some(hash) = file_name
+            .to_str()
+            .and_then(|name| name.strip_prefix("pack-"))
+            .and_then(|name| name.strip_suffix(".pack"))
+        else {
+            continue;
+        };
+        if !is_hex_hash(hash) {
+            continue;
+        }
+        let path = entry.path();
+        if !path.with_extension("idx").is_file() {
+            // Still being written, or left behind by a crash before its index was in place.
+            continue;
+        }
+        let size = entry
+            .metadata()
+            .map_err(|err| GitError::io("read metadata of", &path, err))?
+            .len();
+        packs.push(PackFile {
+            path,
+            pack_hash: hash.to_owned(),
+            size,
+        });
+    }
+    packs.sort_by(|a, b| a.pack_hash.cmp(&b.pack_hash));
+    Ok(packs)
+}
+
+fn is_hex_hash(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64)
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Remove directories in `parent` starting with `prefix`, left behind by a crashed earlier run.
+pub(crate) fn remove_leftovers(parent: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(prefix))
+        {
+            let path = entry.path();
+            tracing::warn!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted earlier run");
+            if let Err(err) = remove_path(&path) {
+                tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
+            }
+        }
+    }
+}
+
+/// Remove a file, or a directory with everything below it.
+pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// `fsync` the file or directory at `path`.
+pub(crate) fn sync_file(path: &Path) -> Result<(), GitError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|err| GitError::io("sync to disk", path, err))
+}
+
+/// `fsync` every file and directory below `root`, and `root` itself.
+pub(crate) fn sync_tree(root: &Path) -> Result<(), GitError> {
+    for entry in fs::read_dir(root).map_err(|err| GitError::io("read directory", root, err))? {
+        let entry = entry.map_err(|err| GitError::io("read directory", root, err))?;
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .map_err(|err| GitError::io("inspect", &path, err))?;
+        if file_type.is_dir() {
+            sync_tree(&path)?;
+        } else if file_type.is_file() {
+            sync_file(&path)?;
+        }
+    }
+    sync_file(root)
+}
+
+/// Remove what an interrupted earlier fetch may have left in `objects/pack`: `.keep` files next
+/// to complete packs, and temporary files of packs and indices that were never finished.
+pub(super) fn remove_stale_keep_files(dir: &Path) -> Result<(), GitError> {
+    let pack_dir = dir.join("objects").join("pack");
+    let Ok(entries) = fs::read_dir(&pack_dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stale = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            (n.starts_with("pack-") && n.ends_with(".keep")) || n.starts_with(".tmp")
+        });
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            tracing::debug!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted fetch");
+            fs::remove_file(&path).map_err(|err| GitError::io("remove", &path, err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Make the packs a fetch added (and their indices), the pack directory and `packed-refs`
+/// durable before anyone archives them or relies on them.
+pub(super) fn sync_new_packs(dir: &Path, new: &[&PackFile]) -> Result<(), GitError> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    for pack in new {
+        sync_file(&pack.path)?;
+        sync_file(&pack.index_path())?;
+    }
+    sync_file(&dir.join("objects").join("pack"))?;
+    let packed_refs = dir.join("packed-refs");
+    if packed_refs.is_file() {
+        sync_file(&packed_refs)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_hashes_are_lowercase_hex_of_sha1_or_sha256_length() {
+        assert!(is_hex_hash(&"a".repeat(40)));
+        assert!(is_hex_hash(&"0".repeat(64)));
+        assert!(!is_hex_hash(&"A".repeat(40)));
+        assert!(!is_hex_hash("abc"));
+    }
+}

@@ -1,0 +1,244 @@
+//! Fetching into mirror caches: [`fetch_mirror`] and [`list_packs`].
+//!
+//! A mirror is a bare repository whose refs equal the remote's refs (`+refs/*:refs/*` with force,
+//! deleted refs pruned, `HEAD` following the remote's). It is never repacked: each fetch that
+//! receives objects adds exactly one pack. The refs are listed and the pack is negotiated with
+//! gix-protocol; the pack stream itself is taken over by `pack_receive`, which writes and
+//! indexes it in memory that does not grow with the pack. Thin packs sent by the server are
+//! completed on arrival by inserting the missing base objects (gix's thin-pack lookup), so every
+//! pack in a mirror is self-contained and can be indexed on its own during a restore.
+//!
+//! This module holds the fetch itself, step by step; its parts live by job in:
+//! * `mirror`: opening, creating, and the atomic first clone (built in a temporary directory
+//!   next to the mirror, renamed into place only on success);
+//! * `refs`: ref listing, pruning, setting, and the pack negotiation;
+//! * `transport`: the HTTP(S) transport (credential header, pacing hook, TLS, `Retry-After`)
+//!   and the translation of failures into [`GitError`];
+//! * `files`: pack listing, fsync of what a fetch wrote, leftovers of interrupted runs.
+
+mod files;
+mod mirror;
+mod refs;
+mod transport;
+
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use secrecy::SecretString;
+
+pub use files::list_packs;
+pub(crate) use files::{remove_leftovers, remove_path, sync_tree};
+pub(crate) use mirror::{init_bare, open_mirror};
+pub(crate) use refs::set_refs;
+
+use super::{
+    error::chain,
+    pack_index::PackError,
+    progress::{with_reporter, Quiet},
+    url::{self, RemoteUrl},
+    FetchOptions, FetchOutcome, GitAuth, GitError, PackFile, RefEntry,
+};
+use mirror::MirrorState;
+use transport::{Phase, Session};
+
+/// Create (if missing) or update the bare mirror at `mirror` from `opts.url`.
+///
+/// Fetches `+refs/*:refs/*` with force and prunes refs the remote no longer has, then points
+/// `HEAD` where the remote's `HEAD` points. The first run clones; later runs negotiate with what
+/// the mirror has, and a remote whose refs did not change costs one ref listing and writes
+/// nothing. An empty remote repository is not an error. Never repacks.
+///
+/// The authentication header is only held in memory and attached to HTTP requests; credential
+/// helpers and prompts are never used, so a rejected credential fails at once with
+/// [`GitError::Unauthorized`].
+pub fn fetch_mirror(mirror: &Path, opts: &FetchOptions) -> Result<FetchOutcome, GitError> {
+    let remote = url::parse(opts.url)?;
+    let auth = match opts.auth {
+        GitAuth::Header(value) | GitAuth::Paced { header: value, .. } => Some(value.clone()),
+        GitAuth::None => remote.basic_auth.clone(),
+    };
+    if let Some(value) = &auth {
+        transport::validate_header_value(value, &remote.display)?;
+    }
+    if opts.should_interrupt.load(Ordering::Relaxed) {
+        return Err(GitError::Interrupted {
+            url: remote.display.clone(),
+        });
+    }
+
+    let started = Instant::now();
+    tracing::info!(target: "reposafe::git", url = %remote.display, mirror = %mirror.display(), "fetching into mirror");
+    let outcome = match mirror::mirror_state(mirror)? {
+        MirrorState::Existing => {
+            let repo = mirror::open_mirror(mirror)?;
+            let mut out = fetch_into(&repo, mirror, &remote, auth.as_ref(), opts)?;
+            out.cloned = false;
+            out
+        }
+        state @ (MirrorState::Absent | MirrorState::EmptyDir) => {
+            mirror::clone_into_new_mirror(mirror, state, &remote, auth.as_ref(), opts)?
+        }
+    };
+    tracing::info!(
+        target: "reposafe::git",
+        url = %remote.display,
+        refs = outcome.refs.len(),
+        packs = outcome.packs.len(),
+        new_packs = outcome.new_packs,
+        bytes = outcome.bytes_received,
+        cloned = outcome.cloned,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "fetch finished"
+    );
+    Ok(outcome)
+}
+
+/// Fetch from `remote` into the open mirror `repo` at `dir`.
+fn fetch_into(
+    repo: &gix::Repository,
+    dir: &Path,
+    remote: &RemoteUrl,
+    auth: Option<&SecretString>,
+    opts: &FetchOptions,
+) -> Result<FetchOutcome, GitError> {
+    files::remove_stale_keep_files(dir)?;
+    let packs_before: BTreeSet<String> =
+        list_packs(dir)?.into_iter().map(|p| p.pack_hash).collect();
+    let total_bytes = Arc::new(AtomicU64::new(0));
+    let session = Session::new(remote, auth, opts);
+    // Without any objects we send no "have"s, so the server cannot send a thin pack: store
+    // the stream as is, without the thin-pack rewrite.
+    let complete_thin = !packs_before.is_empty();
+    let advertised = with_reporter(&total_bytes, opts.progress, || {
+        exchange(repo, dir, &session, complete_thin, &total_bytes)
+    })?;
+
+    refs::set_refs(repo, dir, &advertised)?;
+
+    let packs = list_packs(dir)?;
+    let new: Vec<&PackFile> = packs
+        .iter()
+        .filter(|p| !packs_before.contains(&p.pack_hash))
+        .collect();
+    files::sync_new_packs(dir, &new)?;
+    let new_packs = new.len();
+    Ok(FetchOutcome {
+        refs: advertised,
+        packs,
+        new_packs,
+        bytes_received: total_bytes.load(Ordering::Relaxed),
+        cloned: false,
+    })
+}
+
+/// Talk to the remote: list its refs, prune the mirror's that it no longer has, and receive the
+/// pack of whatever advertised object the mirror lacks. Returns the listing.
+fn exchange(
+    repo: &gix::Repository,
+    dir: &Path,
+    session: &Session<'_>,
+    complete_thin: bool,
+    total_bytes: &AtomicU64,
+) -> Result<Vec<RefEntry>, GitError> {
+    let (remote, opts) = (session.remote(), session.opts());
+    let mut progress = Quiet::new();
+    let gix_remote = repo
+        .remote_at(remote.for_transport.as_str())
+        .map_err(|err| GitError::InvalidUrl {
+            url: remote.display.clone(),
+            message: chain(&err),
+        })?
+        .with_refspecs([refs::MIRROR_REFSPEC], gix::remote::Direction::Fetch)
+        .map_err(|err| GitError::repo(dir, chain(&err)))?
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let refspecs = gix_remote.refspecs(gix::remote::Direction::Fetch).to_vec();
+    let mut connection = session.connect(&gix_remote)?;
+    let transport = connection.transport_mut();
+    // Never ask a credential helper or a terminal: a 401 is final.
+    let authenticate = |action: gix::credentials::helper::Action| {
+        if matches!(action, gix::credentials::helper::Action::Get(_)) {
+            session.challenged.store(true, Ordering::Relaxed);
+        }
+        Ok(None)
+    };
+    let mut handshake = gix::protocol::handshake(
+        &mut *transport,
+        gix::protocol::transport::Service::UploadPack,
+        authenticate,
+        Vec::new(),
+        &mut progress,
+    )
+    .map_err(|err| session.fail(err, Phase::Handshake))?;
+    // List everything, including HEAD, in one ls-refs round trip.
+    let ref_map = handshake
+        .prepare_lsrefs_or_extract_refmap(
+            refs::user_agent(),
+            false,
+            gix::protocol::fetch::refmap::init::Context {
+                fetch_refspecs: refspecs,
+                extra_refspecs: Vec::new(),
+            },
+        )
+        .and_then(|obtain| obtain.fetch_blocking(&mut progress, &mut *transport, false))
+        .map_err(|err| session.fail(err, Phase::Handshake))?;
+    let advertised = refs::advertised_refs(&ref_map.remote_refs, &remote.display)?;
+    tracing::debug!(target: "reposafe::git", url = %remote.display, refs = advertised.len(), "remote refs listed");
+
+    // Remove refs the remote no longer has before receiving, so new refs can take their place
+    // (e.g. `refs/heads/a` deleted, `refs/heads/a/b` created).
+    refs::prune_refs(repo, dir, &advertised)?;
+
+    // Only talk pack protocol if an advertised object is missing (like git's "quickfetch"):
+    // a remote whose refs did not move, or only moved to objects we already have, costs the
+    // ref listing alone, and all ref changes are applied by `set_refs()` below. This also
+    // covers an empty remote (nothing advertised but maybe an unborn HEAD).
+    let needs_pack = ref_map.mappings.iter().any(|mapping| {
+        mapping
+            .remote
+            .as_id()
+            .is_some_and(|id| !repo.has_object(id))
+    });
+    if needs_pack {
+        refs::receive_into_mirror(
+            repo,
+            dir,
+            complete_thin,
+            &ref_map,
+            &mut handshake,
+            &mut *transport,
+            progress,
+            total_bytes,
+            opts.should_interrupt,
+        )
+        .map_err(|err| receive_failed(session, dir, err))?;
+    }
+    if handshake.server_protocol_version == gix::protocol::transport::Protocol::V2 {
+        gix::protocol::indicate_end_of_interaction(&mut *transport, false).ok();
+    }
+    Ok(advertised)
+}
+
+/// The [`GitError`] for a failure while negotiating or receiving the pack.
+fn receive_failed(session: &Session<'_>, dir: &Path, err: refs::ReceiveError) -> GitError {
+    let url = || session.remote().display.clone();
+    match err {
+        refs::ReceiveError::Protocol(err) => session.fail(err, Phase::Receive),
+        refs::ReceiveError::Pack(PackError::Interrupted) => GitError::Interrupted { url: url() },
+        refs::ReceiveError::Pack(PackError::Io { action, source }) => GitError::Io {
+            action,
+            path: dir.join("objects").join("pack"),
+            source,
+        },
+        refs::ReceiveError::Pack(err @ PackError::Corrupt(_)) => GitError::Transport {
+            url: url(),
+            message: format!("the received pack is invalid: {err}"),
+        },
+    }
+}
