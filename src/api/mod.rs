@@ -288,6 +288,27 @@ pub async fn blocking<T: Send + 'static>(
 mod tests {
     use super::routes;
 
+    /// Every class of engine error has its own status, and the class an error body
+    /// carries maps back to the same status.
+    #[test]
+    fn statuses_by_error_class() {
+        use super::{kind_of, status_of};
+        use crate::engine::ErrorKind as K;
+        let all = [
+            K::Invalid,
+            K::NotFound,
+            K::Conflict,
+            K::Unauthorized,
+            K::Provider,
+            K::Internal,
+        ];
+        let codes: Vec<u16> = all.iter().map(|k| status_of(*k).as_u16()).collect();
+        assert_eq!(codes, [400, 404, 409, 401, 422, 500]);
+        for k in all {
+            assert_eq!(kind_of(status_of(k)), k);
+        }
+    }
+
     /// docs/API.md documents exactly the routes the router serves.
     #[test]
     fn api_doc_matches_the_router() {

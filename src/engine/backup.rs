@@ -371,7 +371,7 @@ fn backup_repository(
 ) -> Result<RepoOutcome, EngineError> {
     *attempts = 1;
     let mut clone_url = url::Url::parse(&repo.clone_url).map_err(|e| {
-        EngineError::Invalid(format!(
+        EngineError::ProviderAnswer(format!(
             "{}: clone URL {:?} is not a URL: {e}",
             repo.full_name, repo.clone_url
         ))
@@ -380,7 +380,7 @@ fn backup_repository(
     let _ = clone_url.set_username("");
     let _ = clone_url.set_password(None);
     if !gate.is_allowed(clone_url.as_str()) {
-        return Err(EngineError::Invalid(format!(
+        return Err(EngineError::ProviderAnswer(format!(
             "{}: clone URL host {} is not one of the connection's hosts; refusing to send the credential there",
             repo.full_name,
             clone_url.host_str().unwrap_or("?")
@@ -459,7 +459,7 @@ fn backup_repository(
         packs.push(id);
     }
     let refs_json = serde_json::to_vec(&fetched.refs)
-        .map_err(|e| EngineError::Invalid(format!("cannot encode refs: {e}")))?;
+        .map_err(|e| EngineError::Internal(format!("cannot encode refs: {e}")))?;
     let refs_put = ctx.archive.put_bytes(&refs_json)?;
     new_bytes += refs_put.stored_bytes;
 

@@ -724,7 +724,7 @@ impl Jobs {
             done.store(true, Ordering::SeqCst);
         });
         live.snapshot()
-            .ok_or_else(|| EngineError::Invalid("job record lost".into()))
+            .ok_or_else(|| EngineError::Internal("job record lost".into()))
     }
 }
 

@@ -297,7 +297,7 @@ impl Service for LocalService {
 
     fn submit(&self, req: RunRequest) -> Result<Job, EngineError> {
         if !self.daemon {
-            return Err(EngineError::Invalid(
+            return Err(EngineError::Conflict(
                 "--detach needs a running daemon (`reposafe serve`) on this data dir".into(),
             ));
         }

@@ -131,10 +131,15 @@ pub enum EngineError {
     Git(#[from] GitError),
     #[error("connection {connection}: {reason}")]
     Connection { connection: String, reason: String },
+    /// The provider answered something unusable (a clone URL that is not a URL, or
+    /// that points outside the connection's hosts).
+    #[error("{0}")]
+    ProviderAnswer(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Ambiguous(String),
+    /// The request is wrong (never used for faults on this side: see `Internal`).
     #[error("invalid input: {0}")]
     Invalid(String),
     /// A request field is wrong; the API answers 400 naming it.
@@ -186,7 +191,9 @@ impl EngineError {
             EngineError::NotFound(_) => ErrorKind::NotFound,
             EngineError::Conflict(_) => ErrorKind::Conflict,
             EngineError::Unauthorized(_) => ErrorKind::Unauthorized,
-            EngineError::Connection { .. } | EngineError::Provider(_) => ErrorKind::Provider,
+            EngineError::Connection { .. }
+            | EngineError::Provider(_)
+            | EngineError::ProviderAnswer(_) => ErrorKind::Provider,
             EngineError::State(S::NoSuchConnection(_) | S::NoSuchPlan(_) | S::NoSuchJob(_)) => {
                 ErrorKind::NotFound
             }
@@ -213,5 +220,52 @@ impl EngineError {
             EngineError::Remote { field, .. } => field.as_deref(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EngineError as E, ErrorKind as K};
+    use crate::state::StateError;
+
+    /// The class (and so the API status) follows the variant, not the message.
+    #[test]
+    fn errors_are_classed_by_variant() {
+        let cases = [
+            (E::Invalid("x".into()), K::Invalid),
+            (
+                E::Field {
+                    field: "schedule".into(),
+                    message: "not found".into(),
+                },
+                K::Invalid,
+            ),
+            (E::NotFound("invalid".into()), K::NotFound),
+            (E::Conflict("invalid".into()), K::Conflict),
+            (E::Internal("invalid input".into()), K::Internal),
+            (E::ProviderAnswer("invalid".into()), K::Provider),
+            (E::State(StateError::NoSuchPlan("p".into())), K::NotFound),
+            (E::State(StateError::PlanExists("p".into())), K::Conflict),
+            (
+                E::Vault(crate::vault::VaultError::Decrypt("invalid".into())),
+                K::Internal,
+            ),
+            (
+                E::Remote {
+                    kind: K::Conflict,
+                    message: "m".into(),
+                    field: None,
+                },
+                K::Conflict,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.kind(), want, "{e:?}");
+        }
+        let field = E::Field {
+            field: "window".into(),
+            message: "bad".into(),
+        };
+        assert_eq!(field.field(), Some("window"));
     }
 }

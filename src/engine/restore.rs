@@ -135,7 +135,7 @@ pub fn restore(
     let snap = choose(ctx, repo, choice)?;
     let refs_bytes = ctx.archive.read_blob(&snap.refs)?;
     let refs: Vec<RefEntry> = serde_json::from_slice(&refs_bytes).map_err(|e| {
-        EngineError::Invalid(format!(
+        EngineError::Internal(format!(
             "snapshot {}: refs blob {} is unreadable: {e}",
             snap.id, snap.refs
         ))
