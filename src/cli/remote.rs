@@ -279,13 +279,7 @@ impl Service for Remote {
         req: BackupRequest,
         observer: &dyn Observer,
     ) -> Result<Vec<BackupReport>, EngineError> {
-        let names = backup_targets(&req, || {
-            Ok(self
-                .connections()?
-                .into_iter()
-                .map(|c| c.connection.name)
-                .collect())
-        })?;
+        let names = backup_targets(&req, self)?;
         let mut reports = Vec::new();
         for name in names {
             let runs: Vec<RunRequest> = if req.repositories.is_empty() {

@@ -107,13 +107,17 @@ pub fn provider_id(alias: &str) -> &str {
     }
 }
 
-/// The connection names a backup request names (every one for `all`).
+/// The connection names a backup request names (every one of `service` for `all`).
 pub fn backup_targets(
     req: &BackupRequest,
-    all: impl FnOnce() -> Result<Vec<String>, EngineError>,
+    service: &dyn Service,
 ) -> Result<Vec<String>, EngineError> {
     let names = if req.all {
-        all()?
+        service
+            .connections()?
+            .into_iter()
+            .map(|c| c.connection.name)
+            .collect()
     } else {
         req.connections.clone()
     };
@@ -320,15 +324,7 @@ impl Service for LocalService {
         req: BackupRequest,
         observer: &dyn Observer,
     ) -> Result<Vec<BackupReport>, EngineError> {
-        let names = backup_targets(&req, || {
-            Ok(self
-                .ctx()
-                .state
-                .connections()?
-                .into_iter()
-                .map(|c| c.name)
-                .collect())
-        })?;
+        let names = backup_targets(&req, self)?;
         let mut reports = Vec::new();
         for name in names {
             let opts = BackupOptions {
