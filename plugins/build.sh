@@ -2,8 +2,9 @@
 # Builds every provider crate under plugins/ (each directory with a Cargo.toml;
 # the built-ins bitbucket-cloud and bitbucket-dc must be there) into
 # plugins/dist/<dir-name>.wasm, a WebAssembly component of the
-# `provider-plugin` world in wit/provider.wit; and every test-fixture provider
-# crate tests/fixtures/*-provider/ into tests/fixtures/dist/<dir-name>.wasm.
+# `provider-plugin` world of the newest wit/v<major.minor>/provider.wit; and
+# every test-fixture provider crate tests/fixtures/*-provider/ into
+# tests/fixtures/dist/<dir-name>.wasm.
 #
 # The build is reproducible: the same toolchain gives byte-identical components
 # whatever directory the checkout lives in (paths are remapped; the lock files
@@ -19,10 +20,15 @@
 # (rustc 1.96, /usr/bin) build std from source (-Zbuild-std), linked with
 # rustup's rust-lld. Components are only comparable when built by the same one.
 #
-# A crate is checked against the world in wit/ unless its Cargo.toml names
-# another WIT directory (relative to the crate) in
-# `[package.metadata.reposafe] wit-dir = "..."` (a test fixture built for an
-# interface version the host does not implement does).
+# A crate is checked against the newest world (the wit/v* directory of the
+# highest version) unless its Cargo.toml names another WIT directory (relative
+# to the crate) in `[package.metadata.reposafe] wit-dir = "..."` (test fixtures
+# built for an older released world, or for a version the host does not
+# implement, do).
+#
+# Every run also checks that no released world changed (wit/released.sha256)
+# and that plugins/README.md shows tests/fixtures/example-provider/src/lib.rs
+# as it is (that crate is built like the other fixtures).
 set -euo pipefail
 
 # Pinned: a different wasm-tools may encode the component differently.
@@ -39,7 +45,7 @@ case "${1:-}" in
     "") ;;
     --check) check=1 ;;
     -h | --help)
-        sed -n '2,26s/^# \{0,1\}//p' "$0"
+        sed -n '2,32s/^# \{0,1\}//p' "$0"
         exit 0
         ;;
     *) die "unknown argument '$1' (use --check or nothing)" ;;
@@ -47,7 +53,29 @@ esac
 
 plugins_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 checkout_dir=$(dirname "$plugins_dir")
-[ -f "$checkout_dir/wit/provider.wit" ] || die "$checkout_dir/wit/provider.wit not found"
+
+# --- WIT worlds ---------------------------------------------------------------------
+# One directory per released world version, wit/v<major.minor>/provider.wit. A
+# released one is never changed: its hash is in wit/released.sha256.
+newest_wit=$(cd "$checkout_dir/wit" && ls -d v*/ 2>/dev/null | sed 's:/$::' | sort -V | tail -n1)
+[ -n "$newest_wit" ] && [ -f "$checkout_dir/wit/$newest_wit/provider.wit" ] ||
+    die "no world version found: expected $checkout_dir/wit/v<major.minor>/provider.wit"
+default_wit_dir="$checkout_dir/wit/$newest_wit"
+(cd "$checkout_dir/wit" && sha256sum --quiet --check released.sha256) ||
+    die "a released world in wit/ was changed (wit/released.sha256); a released version is never changed: put new exports into a new wit/v<major.minor>/ directory"
+
+# --- The README's example -------------------------------------------------------------
+# plugins/README.md shows the whole of tests/fixtures/example-provider/src/lib.rs
+# in the fenced block after the line naming it; the file is built below.
+example_rel=tests/fixtures/example-provider/src/lib.rs
+readme_example=$(awk -v marker="<!-- $example_rel -->" '
+    $0 == marker { found = 1; next }
+    found == 1 && /^```/ { found = 2; next }
+    found == 2 && /^```/ { exit }
+    found == 2 { print }
+' "$plugins_dir/README.md")
+[ "$readme_example" = "$(cat "$checkout_dir/$example_rel")" ] ||
+    die "plugins/README.md's example differs from $example_rel (the fenced block after the line <!-- $example_rel --> must be the file as it is)"
 
 # --- wasm-tools -------------------------------------------------------------
 # Only the subcommands used below (component new/targets/wit, validate) are
@@ -136,7 +164,7 @@ for set in "${sets[@]}"; do
 done
 printf '%s\n' "${crates[@]}" | grep -q '^plugins/' ||
     die "no plugin crates (plugins/*/Cargo.toml) found"
-# The built-in providers the host embeds (src/providers/wasm.rs, BUILTIN) must all be built.
+# The built-in providers the host embeds (src/providers/wasm/mod.rs, BUILTIN) must all be built.
 for builtin in bitbucket-cloud bitbucket-dc; do
     printf '%s\n' "${crates[@]}" | grep -qx "plugins/$builtin" ||
         die "the built-in provider crate plugins/$builtin is missing"
@@ -149,7 +177,7 @@ for rel in "${crates[@]}"; do
     dist_rel="$(dirname "$rel")/dist"
     [ -f "$crate_dir/Cargo.lock" ] || die "$rel: Cargo.lock is missing (it must be committed)"
     # The WIT the component must conform to, and the interface version it must export.
-    wit_dir="$checkout_dir/wit"
+    wit_dir="$default_wit_dir"
     wit_meta=$(sed -n 's/^wit-dir *= *"\(.*\)"/\1/p' "$crate_dir/Cargo.toml" | head -n1)
     [ -z "$wit_meta" ] || wit_dir=$(cd "$crate_dir/$wit_meta" 2>/dev/null && pwd -P) ||
         die "$rel: wit-dir \"$wit_meta\" of its Cargo.toml is not a directory"

@@ -5,13 +5,20 @@
 //!
 //! * `misbehaving-provider.wasm` (id `misbehaving`) traps, loops, exhausts its
 //!   memory or tries to get around the HTTP gate, as its `mode` setting says;
-//! * `wrong-version-provider.wasm` is built for `reposafe:provider@9.0.0`.
+//! * `wrong-version-provider.wasm` is built for `reposafe:provider@9.0.0`;
+//! * `cloud-v0-1-provider.wasm` (id `bitbucket-cloud`) is the Bitbucket Cloud
+//!   provider as released for world 0.1.0 (`wit/v0.1/`, no `principal` export);
+//! * `example-provider.wasm` (id `example`) is the example of `plugins/README.md`.
 //!
 //! Checks that each misbehaviour becomes a clear error in bounded time, that a
 //! failed call does not poison the provider, that the host refuses plugin-set
 //! credentials and foreign hosts and adds the credential itself, that bad
-//! plugin files are reported by name without stopping the others, and that
-//! compiled components are cached.
+//! plugin files are reported by name without stopping the others, that
+//! compiled components are cached, and that every released world version keeps
+//! loading (a 0.1 provider lists and backs up through the host and the binary)
+//! while an unsupported one is refused naming the supported versions.
+
+mod common;
 
 use reposafe::providers::http::{self as gate_http, HttpGate, RetryPolicy};
 use reposafe::providers::{
@@ -36,6 +43,8 @@ const BOUND: Duration = Duration::from_secs(30);
 
 const MISBEHAVING_WASM: &[u8] = include_bytes!("fixtures/dist/misbehaving-provider.wasm");
 const WRONG_VERSION_WASM: &[u8] = include_bytes!("fixtures/dist/wrong-version-provider.wasm");
+const CLOUD_V0_1_WASM: &[u8] = include_bytes!("fixtures/dist/cloud-v0-1-provider.wasm");
+const EXAMPLE_WASM: &[u8] = include_bytes!("fixtures/dist/example-provider.wasm");
 /// Not WebAssembly at all.
 const GARBAGE_WASM: &[u8] = b"this is not a WebAssembly file\n";
 /// The smallest valid core WebAssembly module: a module, not a component.
@@ -275,12 +284,12 @@ fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
     assert!(core.contains("not a valid WebAssembly component"), "{core}");
     let wrong = error_for("wrong-version-provider.wasm");
     assert!(
-        wrong.contains("does not implement the reposafe:provider@0.2.0 world"),
-        "{wrong}"
+        wrong.contains("it is built for reposafe:provider@9.0.0"),
+        "names the version it wants: {wrong}"
     );
     assert!(
-        wrong.contains("9.0.0"),
-        "names the version it wants: {wrong}"
+        wrong.contains("supported versions: 0.2.0, 0.1.0"),
+        "names the versions this host implements: {wrong}"
     );
     assert!(!errors.iter().any(|e| e.contains("README.txt")));
 }
@@ -555,4 +564,178 @@ fn compiled_components_are_cached_and_reused() {
     assert_eq!(third.load_errors.len(), 3);
     assert!(std::fs::metadata(&victim).unwrap().len() > 7, "rewritten");
     assert_still_works(third.get("misbehaving").unwrap());
+}
+
+// --- World versions --------------------------------------------------------------
+
+const WORKSPACE: &str = "acme";
+
+/// A Cloud test server with `n` repositories in [`WORKSPACE`], readable with
+/// the API token of `common::EMAIL`.
+fn cloud_server(n: usize) -> (common::CloudServer, common::TempDir) {
+    let server = common::CloudServer::start();
+    let repos = common::TempDir::new("reposafe-v01-src");
+    let made = common::gitutil::make_workspace_fixture(&server, WORKSPACE, n, repos.path());
+    assert_eq!(made.len(), n);
+    server.add_api_token("acct-1", common::EMAIL, common::API_TOKEN);
+    server.grant("acct-1", WORKSPACE);
+    (server, repos)
+}
+
+/// A session of a Cloud provider against `server` with the API token.
+fn cloud_session<'a>(
+    provider: &'a LoadedProvider,
+    server: &common::CloudServer,
+) -> ProviderSession<'a> {
+    let info = provider.info();
+    let base = server.base_url();
+    let given = BTreeMap::from([
+        ("workspace".to_string(), WORKSPACE.to_string()),
+        ("api-base-url".to_string(), base.clone()),
+        ("git-base-url".to_string(), base),
+    ]);
+    let settings = info.resolve_settings(&given).expect("valid settings");
+    let support = info
+        .support_for(CredentialKind::ApiToken)
+        .expect("API tokens are supported");
+    let policy = RetryPolicy {
+        max_retries: 0,
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let client = gate_http::client(&policy);
+    let auth = Authenticator::new(
+        Credential {
+            kind: CredentialKind::ApiToken,
+            identity: Some(common::EMAIL.to_string()),
+            secret: SecretString::from(common::API_TOKEN.to_string()),
+        },
+        support.api.clone(),
+        support.git.clone(),
+        None,
+        client.clone(),
+    );
+    let gate = HttpGate::new(
+        client,
+        info.allowed_origins(&settings),
+        Arc::new(auth),
+        policy,
+    );
+    provider.session(&settings, CredentialKind::ApiToken, Arc::new(gate))
+}
+
+#[test]
+fn each_component_is_linked_against_the_world_version_it_exports() {
+    let reg = &shared().registry;
+    for id in ["bitbucket-cloud", "bitbucket-dc", "misbehaving"] {
+        let p = reg.get(id).expect("loaded");
+        assert_eq!(p.wit_version(), "0.2.0", "{id}");
+    }
+
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::write(plugins.path().join("cloud-v0-1.wasm"), CLOUD_V0_1_WASM).unwrap();
+    std::fs::write(plugins.path().join("example.wasm"), EXAMPLE_WASM).unwrap();
+    let reg = ProviderRegistry::load(Some(plugins.path()), None).unwrap();
+    assert!(reg.load_errors.is_empty(), "{:?}", reg.load_errors);
+    let old = reg
+        .get("bitbucket-cloud")
+        .expect("the 0.1 provider is loaded");
+    assert_eq!(old.wit_version(), "0.1.0");
+    assert!(
+        old.info().origin.ends_with("cloud-v0-1.wasm"),
+        "the plugin replaces the built-in provider: {}",
+        old.info().origin
+    );
+    assert_eq!(old.info().display_name, "Bitbucket Cloud");
+    assert!(old.info().support_for(CredentialKind::ApiToken).is_ok());
+    // The README's example is a provider of the current world.
+    let example = reg.get("example").expect("the README example loads");
+    assert_eq!(example.wit_version(), "0.2.0");
+    assert_eq!(example.info().display_name, "Example hosting");
+}
+
+#[test]
+fn a_provider_built_against_world_0_1_lists_through_the_host_and_has_no_principal() {
+    let (server, _repos) = cloud_server(3);
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::write(plugins.path().join("bitbucket-cloud.wasm"), CLOUD_V0_1_WASM).unwrap();
+    let reg = ProviderRegistry::load(Some(plugins.path()), None).unwrap();
+    let old = reg.get("bitbucket-cloud").unwrap();
+    assert_eq!(old.wit_version(), "0.1.0");
+
+    let s = cloud_session(old, &server);
+    let scopes = s.list_scopes().expect("the 0.1 provider lists its scope");
+    assert_eq!(
+        scopes.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+        [WORKSPACE]
+    );
+    let repos = s
+        .list_repositories(WORKSPACE)
+        .expect("the 0.1 provider lists the repositories");
+    assert_eq!(repos.len(), 3, "{repos:?}");
+    let base = server.base_url();
+    for r in &repos {
+        assert!(r.full_name.starts_with("acme/"), "{r:?}");
+        assert!(r.clone_url.starts_with(&base), "{r:?}");
+    }
+    assert_eq!(
+        s.verify().expect("verify").len(),
+        1,
+        "verify lists through the 0.1 provider too"
+    );
+    // World 0.1 has no `principal` export: "not provided", and no request made.
+    server.clear_log();
+    assert_eq!(s.principal().expect("no error"), None);
+    assert!(
+        server.request_log().is_empty(),
+        "{:?}",
+        server.request_log()
+    );
+
+    // The built-in 0.2 provider, asked the same, names the account: the 0.1
+    // adapter's `None` is the same answer a 0.2 provider gives when it cannot tell.
+    let builtin = shared().registry.get("bitbucket-cloud").unwrap();
+    assert_eq!(builtin.wit_version(), "0.2.0");
+    let principal = cloud_session(builtin, &server)
+        .principal()
+        .expect("the built-in provider asks /2.0/user");
+    assert!(principal.is_some_and(|p| !p.is_empty()));
+}
+
+#[test]
+fn a_provider_built_against_world_0_1_backs_up_through_the_binary() {
+    let (server, _repos) = cloud_server(2);
+    let rs = common::Reposafe::new();
+    let plugins = rs.data_dir().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let plugin = plugins.join("bitbucket-cloud.wasm");
+    std::fs::write(&plugin, CLOUD_V0_1_WASM).unwrap();
+
+    let listed = rs.run(&["providers"]).ok();
+    assert!(
+        listed.stdout.contains(&format!("({})", plugin.display())),
+        "the 0.1 plugin replaces the built-in Cloud provider: {}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains("not loaded"), "{}", listed.stdout);
+
+    let token = rs.secret_file("token.txt", common::API_TOKEN);
+    let token = token.display().to_string();
+    let cred = [
+        "--api-token-email",
+        common::EMAIL,
+        "--api-token-file",
+        token.as_str(),
+    ];
+    rs.add_cloud(&server, WORKSPACE, &cred).ok();
+    let run = rs.run(&["backup", WORKSPACE, "--json"]).ok();
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout).expect("backup --json prints JSON");
+    let outcomes: Vec<&str> = report["repositories"]
+        .as_array()
+        .expect("repositories")
+        .iter()
+        .map(|r| r["outcome"]["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(outcomes, ["snapshot", "snapshot"], "{report}");
 }

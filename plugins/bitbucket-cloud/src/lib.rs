@@ -1,6 +1,6 @@
 //! reposafe provider component for Bitbucket Cloud.
 //!
-//! Implements the `provider-plugin` world of `wit/provider.wit`: it describes
+//! Implements the `provider-plugin` world of `wit/v0.2/provider.wit`: it describes
 //! the settings and credential kinds a Bitbucket Cloud connection uses, lists
 //! the workspaces a credential can see (`GET /2.0/user/workspaces`) and the
 //! repositories of one workspace (`GET /2.0/repositories/{workspace}`).
@@ -13,7 +13,7 @@
 mod api;
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/v0.2",
     world: "provider-plugin",
 });
 

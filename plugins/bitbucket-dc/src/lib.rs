@@ -1,6 +1,6 @@
 //! reposafe provider component for Bitbucket Data Center (and Server).
 //!
-//! Implements the `provider-plugin` world of `wit/provider.wit`: it describes
+//! Implements the `provider-plugin` world of `wit/v0.2/provider.wit`: it describes
 //! the settings and credential kinds a Data Center connection uses, lists the
 //! projects a credential can see (`GET /rest/api/1.0/projects`), the personal
 //! projects (`~USER`) of the personal repositories it can see
@@ -17,7 +17,7 @@
 mod api;
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/v0.2",
     world: "provider-plugin",
 });
 

@@ -1,35 +1,44 @@
 //! Loading provider components with wasmtime and calling them under limits.
+//!
+//! Every released version of the provider world (`wit/v<major.minor>/`) has a
+//! module here ([`v0_1`], [`v0_2`]) with its own bindings, adapting them to one
+//! version-independent interface: [`ProviderPre`] (a linked component) and
+//! [`ProviderCalls`] (its exports in the host's types). Loading reads which
+//! `reposafe:provider/provider@<version>` interface a component exports and links
+//! it against that version's world; the rest of the host never sees the version.
 
-use super::http::{GateError, HttpGate, Request};
-use super::{
-    cache, AuthScheme, CredentialSupport, ProviderError, ProviderInfo, Repository, Scope, Setting,
-};
+#[macro_use]
+mod glue;
+mod v0_1;
+mod v0_2;
+
+use super::http::{GateError, HttpGate, Request, Response};
+use super::{cache, ProviderError, ProviderInfo, Repository, Scope};
 use crate::vault::CredentialKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Component;
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
-wasmtime::component::bindgen!({
-    path: "wit",
-    world: "provider-plugin",
-});
+/// The world versions this host implements, newest first. A released version is
+/// never changed and never dropped: every plugin built against one keeps loading.
+const VERSIONS: &[WitVersion] = &[v0_2::WIT, v0_1::WIT];
 
-use self::exports::reposafe::provider::provider as guest;
-use self::reposafe::provider::{http as wit_http, log as wit_log, types as wit};
+/// The interface every provider component exports, without its `@<version>`.
+const PROVIDER_INTERFACE: &str = "reposafe:provider/provider";
 
 /// The built-in providers, embedded at build time from `plugins/dist/`.
 const BUILTIN: &[(&str, &[u8])] = &[
     (
         "bitbucket-cloud",
-        include_bytes!("../../plugins/dist/bitbucket-cloud.wasm"),
+        include_bytes!("../../../plugins/dist/bitbucket-cloud.wasm"),
     ),
     (
         "bitbucket-dc",
-        include_bytes!("../../plugins/dist/bitbucket-dc.wasm"),
+        include_bytes!("../../../plugins/dist/bitbucket-dc.wasm"),
     ),
 ];
 
@@ -46,6 +55,94 @@ const DEADLINE_TICKS: u64 = 15 * 60 * 10;
 /// Most pages one scope listing may take (guards against a cursor loop).
 const MAX_PAGES: usize = 100_000;
 
+/// One world version the host implements.
+struct WitVersion {
+    /// The package version, e.g. `0.2.0`.
+    version: &'static str,
+    /// Links a component exporting this version's `provider` interface; the
+    /// error says what the component lacks.
+    link: fn(&Engine, &Component) -> Linked,
+}
+
+/// A component linked against its world version, or what it lacks.
+type Linked = Result<Box<dyn ProviderPre>, String>;
+
+/// A provider component linked against the world version it was built for.
+trait ProviderPre: Send + Sync {
+    /// The `reposafe:provider` package version, e.g. `0.2.0`.
+    fn wit_version(&self) -> &'static str;
+    /// A fresh instance in `store`.
+    fn instantiate(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> wasmtime::Result<Box<dyn ProviderCalls>>;
+}
+
+/// The exports of one provider instance, in the host's types, whatever world
+/// version the component was built against. The outer error is a trap; the
+/// inner one the provider's own answer.
+trait ProviderCalls {
+    fn info(&self, store: &mut Store<PluginState>) -> wasmtime::Result<ProviderInfo>;
+    fn list_scopes(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+    ) -> wasmtime::Result<Result<Vec<Scope>, ProviderError>>;
+    fn list_repositories(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        scope: &str,
+        cursor: Option<&str>,
+    ) -> wasmtime::Result<Result<RepositoryPage, ProviderError>>;
+    fn oauth_token_url(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+    ) -> wasmtime::Result<Option<String>>;
+    /// `Ok(None)` when the provider cannot tell, and for every provider of a world
+    /// version without the `principal` export.
+    fn principal(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+    ) -> wasmtime::Result<Result<Option<String>, ProviderError>>;
+}
+
+/// The parts of a connection a provider sees (the WIT `connection` record).
+#[derive(Clone, Debug)]
+struct ConnectionParams {
+    settings: Vec<(String, String)>,
+    kind: CredentialKind,
+}
+
+impl ConnectionParams {
+    fn new(settings: &BTreeMap<String, String>, kind: CredentialKind) -> ConnectionParams {
+        ConnectionParams {
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            kind,
+        }
+    }
+}
+
+/// One page of a scope's repositories (the WIT `repository-page` record).
+struct RepositoryPage {
+    repositories: Vec<Repository>,
+    next: Option<String>,
+}
+
+/// Levels of the `log` import.
+enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
 /// The store data of one provider call.
 struct PluginState {
     provider: String,
@@ -53,100 +150,84 @@ struct PluginState {
     limits: StoreLimits,
 }
 
-impl wit::Host for PluginState {}
-
-impl wit_http::Host for PluginState {
-    fn send(&mut self, req: wit_http::Request) -> Result<wit_http::Response, wit_http::HttpError> {
+impl PluginState {
+    /// The `http.send` import: through the call's gate, if it has one.
+    fn gate_send(&self, req: &Request) -> Result<Response, GateError> {
         let Some(gate) = &self.gate else {
-            return Err(wit_http::HttpError::Denied(
+            return Err(GateError::Denied(
                 "HTTP is not available in this call".into(),
             ));
         };
-        let r = Request {
-            method: req.method,
-            url: req.url,
-            headers: req.headers,
-            body: req.body,
-        };
-        match gate.send(&r) {
-            Ok(resp) => Ok(wit_http::Response {
-                status: resp.status,
-                headers: resp.headers,
-                body: resp.body,
-            }),
-            Err(GateError::Denied(m)) => {
-                tracing::warn!(provider = %self.provider, "denied plugin request: {m}");
-                Err(wit_http::HttpError::Denied(m))
-            }
-            Err(GateError::Timeout(m)) => Err(wit_http::HttpError::Timeout(m)),
-            Err(GateError::Transport(m)) => Err(wit_http::HttpError::Transport(m)),
-            Err(GateError::TooLarge(m)) => Err(wit_http::HttpError::TooLarge(m)),
+        let result = gate.send(req);
+        if let Err(GateError::Denied(m)) = &result {
+            tracing::warn!(provider = %self.provider, "denied plugin request: {m}");
         }
+        result
     }
-}
 
-impl wit_log::Host for PluginState {
-    fn log(&mut self, level: wit_log::Level, message: String) {
+    /// The `log.log` import.
+    fn write_log(&self, level: LogLevel, message: &str) {
         let p = &self.provider;
         // Plugins see no secrets, but cap what they can push into our log.
         let message: String = message.chars().take(2000).collect();
         match level {
-            wit_log::Level::Trace => tracing::trace!(provider = %p, "{message}"),
-            wit_log::Level::Debug => tracing::debug!(provider = %p, "{message}"),
-            wit_log::Level::Info => tracing::info!(provider = %p, "{message}"),
-            wit_log::Level::Warn => tracing::warn!(provider = %p, "{message}"),
-            wit_log::Level::Error => tracing::error!(provider = %p, "{message}"),
+            LogLevel::Trace => tracing::trace!(provider = %p, "{message}"),
+            LogLevel::Debug => tracing::debug!(provider = %p, "{message}"),
+            LogLevel::Info => tracing::info!(provider = %p, "{message}"),
+            LogLevel::Warn => tracing::warn!(provider = %p, "{message}"),
+            LogLevel::Error => tracing::error!(provider = %p, "{message}"),
         }
     }
 }
 
-fn kind_to_wit(k: CredentialKind) -> wit::CredentialKind {
-    match k {
-        CredentialKind::ApiToken => wit::CredentialKind::ApiToken,
-        CredentialKind::AccessToken => wit::CredentialKind::AccessToken,
-        CredentialKind::OauthConsumer => wit::CredentialKind::OauthConsumer,
-        CredentialKind::AppPassword => wit::CredentialKind::AppPassword,
-        CredentialKind::HttpAccessToken => wit::CredentialKind::HttpAccessToken,
-        CredentialKind::Basic => wit::CredentialKind::Basic,
-    }
+/// The supported versions, for messages: `0.2.0, 0.1.0`.
+fn supported_versions() -> String {
+    VERSIONS
+        .iter()
+        .map(|v| v.version)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn kind_from_wit(k: wit::CredentialKind) -> CredentialKind {
-    match k {
-        wit::CredentialKind::ApiToken => CredentialKind::ApiToken,
-        wit::CredentialKind::AccessToken => CredentialKind::AccessToken,
-        wit::CredentialKind::OauthConsumer => CredentialKind::OauthConsumer,
-        wit::CredentialKind::AppPassword => CredentialKind::AppPassword,
-        wit::CredentialKind::HttpAccessToken => CredentialKind::HttpAccessToken,
-        wit::CredentialKind::Basic => CredentialKind::Basic,
+/// Links `component` against the world version whose `provider` interface it
+/// exports; the error names the version it wants and the supported ones.
+fn link(engine: &Engine, component: &Component) -> Linked {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let prefix = format!("{PROVIDER_INTERFACE}@");
+    let exported: Vec<&str> = exports
+        .iter()
+        .filter_map(|name| name.strip_prefix(&prefix))
+        .collect();
+    if let Some(v) = VERSIONS.iter().find(|v| exported.contains(&v.version)) {
+        return (v.link)(engine, component);
     }
-}
-
-fn scheme_from_wit(s: wit::AuthScheme) -> AuthScheme {
-    match s {
-        wit::AuthScheme::BasicIdentity => AuthScheme::BasicIdentity,
-        wit::AuthScheme::BasicFixedUser(u) => AuthScheme::BasicFixedUser(u),
-        wit::AuthScheme::Bearer => AuthScheme::Bearer,
-    }
-}
-
-fn error_from_wit(e: wit::ProviderError) -> ProviderError {
-    match e {
-        wit::ProviderError::Unauthorized(m) => ProviderError::Unauthorized(m),
-        wit::ProviderError::Forbidden(m) => ProviderError::Forbidden(m),
-        wit::ProviderError::NotFound(m) => ProviderError::NotFound(m),
-        wit::ProviderError::RateLimited(m) => ProviderError::RateLimited(m),
-        wit::ProviderError::Gone(m) => ProviderError::Gone(m),
-        wit::ProviderError::Http(m) => ProviderError::Http(m),
-        wit::ProviderError::InvalidResponse(m) => ProviderError::InvalidResponse(m),
-        wit::ProviderError::InvalidSettings(m) => ProviderError::InvalidSettings(m),
-    }
+    Err(match exported.first() {
+        Some(wanted) => format!(
+            "it is built for reposafe:provider@{wanted} (it exports {prefix}{wanted}), a version \
+             this reposafe does not implement; supported versions: {}",
+            supported_versions()
+        ),
+        None => format!(
+            "it exports no {PROVIDER_INTERFACE} interface (its exports: {}); supported \
+             versions: {}",
+            if exports.is_empty() {
+                "none".to_string()
+            } else {
+                exports.join(", ")
+            },
+            supported_versions()
+        ),
+    })
 }
 
 /// One loaded provider component.
 pub struct LoadedProvider {
     info: ProviderInfo,
-    pre: ProviderPluginPre<PluginState>,
+    pre: Box<dyn ProviderPre>,
     engine: Engine,
 }
 
@@ -284,20 +365,7 @@ impl LoadedProvider {
         };
         let component = cache::load_or_compile(engine, bytes, cache_dir)
             .map_err(|e| load_err(format!("not a valid WebAssembly component: {e:#}")))?;
-        let mut linker: Linker<PluginState> = Linker::new(engine);
-        ProviderPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| load_err(e.to_string()))?;
-        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
-            load_err(format!(
-                "it does not implement the reposafe:provider@0.2.0 world this reposafe hosts \
-                 (only http.send and log.log are available to plugins): {e:#}"
-            ))
-        })?;
-        let pre = ProviderPluginPre::new(instance_pre).map_err(|e| {
-            load_err(format!(
-                "it does not export reposafe:provider/provider@0.2.0: {e:#}"
-            ))
-        })?;
+        let pre = link(engine, &component).map_err(load_err)?;
         let mut p = LoadedProvider {
             info: ProviderInfo {
                 id: String::new(),
@@ -311,7 +379,7 @@ impl LoadedProvider {
             engine: engine.clone(),
         };
         let info = p
-            .call(None, |g, store| g.call_info(store))
+            .call(None, |g, store| g.info(store))
             .map_err(|e| load_err(e.to_string()))?;
         if info.id.is_empty()
             || !info
@@ -325,31 +393,8 @@ impl LoadedProvider {
             )));
         }
         p.info = ProviderInfo {
-            id: info.id,
-            display_name: info.display_name,
-            version: info.version,
-            credential_kinds: info
-                .credential_kinds
-                .into_iter()
-                .map(|c| CredentialSupport {
-                    kind: kind_from_wit(c.kind),
-                    api: scheme_from_wit(c.api),
-                    git: scheme_from_wit(c.git),
-                    deprecated: c.deprecated,
-                })
-                .collect(),
-            settings: info
-                .settings
-                .into_iter()
-                .map(|s| Setting {
-                    name: s.name,
-                    description: s.description,
-                    required: s.required,
-                    default_value: s.default_value,
-                    is_url: s.is_url,
-                })
-                .collect(),
             origin: origin.to_string(),
+            ..info
         };
         Ok(p)
     }
@@ -358,12 +403,17 @@ impl LoadedProvider {
         &self.info
     }
 
+    /// The `reposafe:provider` world version the component was built against, e.g. `0.2.0`.
+    pub fn wit_version(&self) -> &'static str {
+        self.pre.wit_version()
+    }
+
     /// Runs one export in a fresh store with limits. Traps, fuel exhaustion, deadline
     /// and memory limits become `ProviderError::Plugin`.
     fn call<T>(
         &self,
         gate: Option<Arc<HttpGate>>,
-        f: impl FnOnce(&guest::Guest, &mut Store<PluginState>) -> wasmtime::Result<T>,
+        f: impl FnOnce(&dyn ProviderCalls, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, ProviderError> {
         let provider = if self.info.id.is_empty() {
             self.info.origin.clone()
@@ -397,8 +447,7 @@ impl LoadedProvider {
             .pre
             .instantiate(&mut store)
             .map_err(|e| plugin_err(format!("cannot instantiate: {e:#}")))?;
-        let g = instance.reposafe_provider_provider();
-        f(g, &mut store).map_err(|e| {
+        f(instance.as_ref(), &mut store).map_err(|e| {
             let detail = match e.downcast_ref::<wasmtime::Trap>() {
                 Some(wasmtime::Trap::OutOfFuel) => {
                     "it ran too long without returning (CPU budget exhausted; a loop?)".to_string()
@@ -431,13 +480,7 @@ impl LoadedProvider {
     ) -> ProviderSession<'_> {
         ProviderSession {
             provider: self,
-            conn: wit::Connection {
-                settings: settings
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                credential_kind: kind_to_wit(kind),
-            },
+            conn: ConnectionParams::new(settings, kind),
             gate,
         }
     }
@@ -448,39 +491,16 @@ impl LoadedProvider {
         settings: &BTreeMap<String, String>,
         kind: CredentialKind,
     ) -> Result<Option<String>, ProviderError> {
-        let conn = wit::Connection {
-            settings: settings
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            credential_kind: kind_to_wit(kind),
-        };
-        self.call(None, |g, s| g.call_oauth_token_url(s, &conn))
+        let conn = ConnectionParams::new(settings, kind);
+        self.call(None, |g, s| g.oauth_token_url(s, &conn))
     }
 }
 
 /// Calls into one provider for one connection.
 pub struct ProviderSession<'a> {
     provider: &'a LoadedProvider,
-    conn: wit::Connection,
+    conn: ConnectionParams,
     gate: Arc<HttpGate>,
-}
-
-fn to_repo(r: wit::Repository) -> Repository {
-    Repository {
-        id: r.id,
-        full_name: r.full_name,
-        slug: r.slug,
-        scope: r.scope,
-        clone_url: r.clone_url,
-        is_private: r.is_private,
-        main_branch: r.main_branch,
-        size: r.size,
-        updated: r.updated,
-        has_wiki: r.has_wiki,
-        has_lfs: r.has_lfs,
-        fork_parent: r.fork_parent,
-    }
 }
 
 impl ProviderSession<'_> {
@@ -492,17 +512,7 @@ impl ProviderSession<'_> {
     pub fn list_scopes(&self) -> Result<Vec<Scope>, ProviderError> {
         let conn = &self.conn;
         self.provider
-            .call(Some(self.gate.clone()), |g, s| g.call_list_scopes(s, conn))?
-            .map_err(error_from_wit)
-            .map(|v| {
-                v.into_iter()
-                    .map(|s| Scope {
-                        key: s.key,
-                        name: s.name,
-                        kind: s.kind,
-                    })
-                    .collect()
-            })
+            .call(Some(self.gate.clone()), |g, s| g.list_scopes(s, conn))?
     }
 
     /// Checks the credential works: lists the scopes and the first page of
@@ -511,11 +521,9 @@ impl ProviderSession<'_> {
         let scopes = self.list_scopes()?;
         for scope in &scopes {
             let conn = &self.conn;
-            self.provider
-                .call(Some(self.gate.clone()), |g, s| {
-                    g.call_list_repositories(s, conn, &scope.key, None)
-                })?
-                .map_err(error_from_wit)?;
+            self.provider.call(Some(self.gate.clone()), |g, s| {
+                g.list_repositories(s, conn, &scope.key, None)
+            })??;
         }
         Ok(scopes)
     }
@@ -523,11 +531,9 @@ impl ProviderSession<'_> {
     /// Checks the credential can list one scope: the first page of its repositories.
     pub fn verify_scope(&self, scope: &str) -> Result<(), ProviderError> {
         let conn = &self.conn;
-        self.provider
-            .call(Some(self.gate.clone()), |g, s| {
-                g.call_list_repositories(s, conn, scope, None)
-            })?
-            .map_err(error_from_wit)?;
+        self.provider.call(Some(self.gate.clone()), |g, s| {
+            g.list_repositories(s, conn, scope, None)
+        })??;
         Ok(())
     }
 
@@ -535,8 +541,7 @@ impl ProviderSession<'_> {
     pub fn principal(&self) -> Result<Option<String>, ProviderError> {
         let conn = &self.conn;
         self.provider
-            .call(Some(self.gate.clone()), |g, s| g.call_principal(s, conn))?
-            .map_err(error_from_wit)
+            .call(Some(self.gate.clone()), |g, s| g.principal(s, conn))?
     }
 
     /// Every repository of a scope, following the provider's pages.
@@ -547,13 +552,10 @@ impl ProviderSession<'_> {
         for _ in 0..MAX_PAGES {
             let conn = &self.conn;
             let c = cursor.clone();
-            let page = self
-                .provider
-                .call(Some(self.gate.clone()), |g, s| {
-                    g.call_list_repositories(s, conn, scope, c.as_deref())
-                })?
-                .map_err(error_from_wit)?;
-            out.extend(page.repositories.into_iter().map(to_repo));
+            let page = self.provider.call(Some(self.gate.clone()), |g, s| {
+                g.list_repositories(s, conn, scope, c.as_deref())
+            })??;
+            out.extend(page.repositories);
             match page.next {
                 Some(n) if !seen.insert(n.clone()) => {
                     return Err(ProviderError::InvalidResponse(format!(
@@ -567,5 +569,68 @@ impl ProviderSession<'_> {
         Err(ProviderError::InvalidResponse(format!(
             "listing of {scope} has more than {MAX_PAGES} pages"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every world directory `wit/v<major.minor>/` with the package version its
+    /// `provider.wit` declares, oldest first.
+    fn world_directories() -> Vec<(String, String)> {
+        let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+        let mut out: Vec<(String, String)> = std::fs::read_dir(&wit)
+            .expect("wit/ is readable")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| {
+                let dir = e.file_name().to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(e.path().join("provider.wit"))
+                    .unwrap_or_else(|err| panic!("wit/{dir}/provider.wit: {err}"));
+                let version = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("package reposafe:provider@"))
+                    .and_then(|l| l.strip_suffix(';'))
+                    .unwrap_or_else(|| panic!("wit/{dir} declares no package version"))
+                    .to_string();
+                assert!(
+                    version.starts_with(&format!("{}.", dir.trim_start_matches('v'))),
+                    "wit/{dir} declares {version}"
+                );
+                (dir, version)
+            })
+            .collect();
+        out.sort_by_key(|(_, v)| {
+            v.split('.')
+                .map(|n| n.parse::<u64>().unwrap_or(u64::MAX))
+                .collect::<Vec<_>>()
+        });
+        out
+    }
+
+    #[test]
+    fn every_world_directory_has_a_version_module_newest_first() {
+        let hosted: Vec<&str> = VERSIONS.iter().map(|v| v.version).collect();
+        let worlds = world_directories();
+        let declared: Vec<&str> = worlds.iter().rev().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(hosted, declared, "directories: {worlds:?}");
+        assert_eq!(supported_versions(), "0.2.0, 0.1.0");
+    }
+
+    #[test]
+    fn a_component_without_the_provider_interface_is_refused_naming_the_versions() {
+        let engine = engine().expect("engine");
+        // The empty component: a valid component exporting nothing.
+        let component =
+            Component::new(&engine, b"\0asm\x0d\0\x01\0").expect("the empty component compiles");
+        let err = link(&engine, &component)
+            .err()
+            .expect("a component without the provider interface is refused");
+        assert_eq!(
+            err,
+            "it exports no reposafe:provider/provider interface (its exports: none); \
+             supported versions: 0.2.0, 0.1.0"
+        );
     }
 }
