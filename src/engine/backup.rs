@@ -289,13 +289,26 @@ pub fn backup_connection(
                     }
                 } else {
                     opts.progress.started(&repo.full_name);
-                    // A panic fails this repository alone, with its message.
-                    match super::jobs::guard_repository(&repo.full_name, || {
-                        backup_repository(ctx, &conn, repo_gate, &tls, repo, opts, &mut attempts)
-                    }) {
-                        Ok(o) => o,
-                        Err(e) => RepoOutcome::Failed {
-                            reason: e.to_string(),
+                    // One backup of a repository at a time (another job may hold it).
+                    let mirror = ctx.mirror_dir(&identity(&conn, repo));
+                    match lock_repository(&mirror, &repo.full_name, opts) {
+                        Err(outcome) => outcome,
+                        // A panic fails this repository alone, with its message.
+                        Ok(_held) => match super::jobs::guard_repository(&repo.full_name, || {
+                            backup_repository(
+                                ctx,
+                                &conn,
+                                repo_gate,
+                                &tls,
+                                repo,
+                                opts,
+                                &mut attempts,
+                            )
+                        }) {
+                            Ok(o) => o,
+                            Err(e) => RepoOutcome::Failed {
+                                reason: e.to_string(),
+                            },
                         },
                     }
                 };
@@ -346,6 +359,42 @@ pub fn backup_connection(
         requests,
         rate_limited,
         credentials: gate.pool().stats(),
+    })
+}
+
+/// Takes the repository's lock ([`super::repo_lock`]) for its whole backup, waiting
+/// (with a notice) while another job backs it up; the outcome when it gives up.
+fn lock_repository(
+    mirror: &Path,
+    repo: &str,
+    opts: &BackupOptions,
+) -> Result<super::repo_lock::RepoGuard, RepoOutcome> {
+    use super::repo_lock::{acquire, NotAcquired, Wait, MAX_WAIT};
+    let on_wait = || {
+        opts.progress
+            .notice(&format!("waiting for another job backing up {repo}"))
+    };
+    let wait = Wait {
+        interrupt: &opts.interrupt,
+        deadline: opts.deadline,
+        max_wait: MAX_WAIT,
+        on_wait: &on_wait,
+    };
+    acquire(mirror, &wait).map_err(|why| match why {
+        NotAcquired::Interrupted => RepoOutcome::Deferred {
+            reason: format!("the job was stopped while waiting for another job backing up {repo}"),
+        },
+        NotAcquired::Deadline => RepoOutcome::Deferred {
+            reason: format!(
+                "the backup window closed while waiting for another job backing up {repo}"
+            ),
+        },
+        NotAcquired::TimedOut(d) => RepoOutcome::Failed {
+            reason: format!(
+                "another job has been backing up {repo} for more than {} minutes; not backed up by this job",
+                d.as_secs() / 60
+            ),
+        },
     })
 }
 

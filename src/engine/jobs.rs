@@ -1134,4 +1134,63 @@ mod tests {
         assert_eq!(third.progress.unchanged, 2, "{third:?}");
         jobs.shutdown(Duration::from_secs(5));
     }
+
+    /// Two jobs backing up the same repositories at once (a plan's run and a manual
+    /// run) through one runner with 2 workers: the per-repository lock makes the
+    /// second wait for each repository the first is fetching, so neither deletes the
+    /// other's temporary clone or packs. Both succeed and the archive checks clean.
+    #[test]
+    fn two_jobs_on_the_same_repositories_both_succeed() {
+        use crate::engine::{LocalService, Service};
+        const WS: &str = "overlap";
+        let server = CloudServer::start();
+        let src = TempDir::new("reposafe-jobs-overlap-src");
+        // Big enough that a first clone takes a while, so the jobs overlap on it.
+        let opts = gitutil::FixtureOptions {
+            repos: 4,
+            binary_bytes: 3 << 20,
+            include_empty: false,
+            ..gitutil::FixtureOptions::default()
+        };
+        let repos = gitutil::make_workspace_fixture_with(&server, WS, src.path(), &opts);
+        server.add_api_token("acct-1", EMAIL, TOKEN);
+        server.grant("acct-1", WS);
+        let data = TempDir::new("reposafe-jobs-overlap-data");
+        let ctx = Context::open(data.path()).expect("data dir");
+        connect(&ctx, WS, WS, &server);
+        let config = RunnerConfig {
+            workers: 2,
+            parallel: 4,
+            retries: 0,
+            retry_base: Duration::from_millis(20),
+        };
+        let ctx = Arc::new(ctx);
+        let jobs = Jobs::new(ctx.clone(), config).expect("jobs");
+        let a = jobs
+            .submit(backup(WS, &[]), Trigger::Manual, None)
+            .expect("submit a");
+        let b = jobs
+            .submit(backup(WS, &[]), Trigger::Manual, None)
+            .expect("submit b");
+        jobs.start();
+        let (a, b) = (wait(&jobs, a.id), wait(&jobs, b.id));
+        for j in [&a, &b] {
+            let results = ctx.state.job_results(j.id).expect("results");
+            let failed: Vec<_> = results
+                .iter()
+                .filter(|r| r.status == ResultStatus::Failed)
+                .map(|r| (&r.repository, &r.reason))
+                .collect();
+            assert!(failed.is_empty(), "job {}: failed {failed:?}", j.id);
+            assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+            assert_eq!(results.len(), repos.len(), "{results:?}");
+        }
+        let done = a.progress.snapshots + b.progress.snapshots;
+        assert!(done >= repos.len() as u64, "{a:?} {b:?}");
+        jobs.shutdown(Duration::from_secs(5));
+        let service = LocalService::over(jobs.clone(), true);
+        let check = service.check().expect("check");
+        assert!(check.damaged.is_empty(), "{:?}", check.damaged);
+        assert_eq!(check.snapshots, done as usize);
+    }
 }

@@ -20,6 +20,7 @@ pub mod jobs;
 mod listing;
 mod local;
 pub mod plans;
+mod repo_lock;
 mod restore;
 pub mod service;
 
