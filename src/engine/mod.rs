@@ -15,6 +15,7 @@ pub mod backup;
 mod connections;
 pub mod credentials;
 pub mod daemon;
+mod data_dir;
 mod job_reports;
 pub mod jobs;
 mod listing;
@@ -59,20 +60,20 @@ impl Context {
     /// Opens (creating when absent) a data dir: `state.redb`, `vault.key`,
     /// `archive/`, `mirrors/`, `plugins/` and `cache/`.
     pub fn open(data_dir: &Path) -> Result<Context, EngineError> {
+        // Everything created from here on is owner-only, whatever the umask; an
+        // existing directory chosen by the user keeps its modes, with a warning.
+        data_dir::private_umask();
         let created = !data_dir.exists();
         std::fs::create_dir_all(data_dir).map_err(|e| EngineError::DataDir {
             path: data_dir.to_path_buf(),
             reason: e.to_string(),
         })?;
-        // A data dir we create holds secrets' key and backups: owner only. An existing
-        // directory chosen by the user keeps its permissions.
-        #[cfg(unix)]
-        if created {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700));
+        if !created {
+            data_dir::warn_loose_modes(data_dir);
         }
         let state = State::open(data_dir)?;
-        let vault = Vault::open(data_dir)?;
+        // Never a new key over sealed credentials, never the other mode's secret.
+        let vault = Vault::open_checked(data_dir, &data_dir::sealed_credentials(&state)?)?;
         let archive = Archive::open_or_create(&data_dir.join("archive"))?;
         // `REPOSAFE_COMPONENT_CACHE` shares one compiled-component cache between data
         // dirs (the test suite uses it so each provider is compiled once per run).

@@ -169,6 +169,52 @@ pub enum VaultError {
     UnknownKind(String),
     #[error("invalid credential: {0}")]
     Invalid(String),
+    /// Credentials are sealed to a key file that is gone; a new key would orphan them.
+    #[error("vault key file {path} is missing, but {count} stored credential(s) are sealed to it: restore vault.key from your backup of this data dir (reposafe never creates a new key over sealed credentials)")]
+    KeyFileMissing { path: PathBuf, count: usize },
+    /// The vault is opened in one mode while the credentials were sealed in the other.
+    #[error("{0}")]
+    ModeMismatch(String),
+    /// The key file or passphrase does not decrypt the stored credentials.
+    #[error("{0}")]
+    WrongKey(String),
+}
+
+/// How a credential was sealed, read from its age header: to the X25519 key in
+/// `vault.key`, or with a passphrase (age's scrypt recipient).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealMode {
+    KeyFile,
+    Passphrase,
+}
+
+impl SealMode {
+    /// The mode of a sealed credential, from the recipient stanzas of its age
+    /// header (`-> X25519 ...` or `-> scrypt ...`); `None` when it is not age.
+    pub fn of(sealed: &[u8]) -> Option<SealMode> {
+        let header_end = sealed
+            .windows(4)
+            .position(|w| w == b"\n---")
+            .unwrap_or(sealed.len());
+        let header = std::str::from_utf8(&sealed[..header_end]).ok()?;
+        let mut lines = header.lines();
+        if lines.next()? != "age-encryption.org/v1" {
+            return None;
+        }
+        lines.find_map(|l| match l.split(' ').nth(1) {
+            Some("X25519") if l.starts_with("-> ") => Some(SealMode::KeyFile),
+            Some("scrypt") if l.starts_with("-> ") => Some(SealMode::Passphrase),
+            _ => None,
+        })
+    }
+}
+
+/// The passphrase of `REPOSAFE_PASSPHRASE`, when set and not empty.
+fn passphrase_from_env() -> Option<SecretString> {
+    std::env::var(PASSPHRASE_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(SecretString::from)
 }
 
 enum Key {
@@ -186,14 +232,17 @@ impl Vault {
     /// Opens the vault of a data dir: passphrase mode when `REPOSAFE_PASSPHRASE` is set,
     /// else the identity in `vault.key`, generated (mode 0600) when absent.
     pub fn open(data_dir: &Path) -> Result<Vault, VaultError> {
+        Self::open_with(data_dir, passphrase_from_env())
+    }
+
+    /// [`Vault::open`] with the passphrase given (passphrase mode) or not.
+    fn open_with(data_dir: &Path, passphrase: Option<SecretString>) -> Result<Vault, VaultError> {
         let key_file = data_dir.join(KEY_FILE);
-        if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
-            if !p.is_empty() {
-                return Ok(Vault {
-                    key: Key::Passphrase(SecretString::from(p)),
-                    key_file,
-                });
-            }
+        if let Some(p) = passphrase {
+            return Ok(Vault {
+                key: Key::Passphrase(p),
+                key_file,
+            });
         }
         let io = |source| VaultError::Io {
             path: key_file.clone(),
@@ -239,6 +288,63 @@ impl Vault {
             key: Key::Identity(identity),
             key_file,
         })
+    }
+
+    /// Opens the vault of a data dir whose database holds the credentials `stored`
+    /// (sealed), refusing what would lose or mix them: a missing `vault.key` while
+    /// credentials are sealed to it (no new key is generated), the passphrase mode
+    /// over credentials sealed to the key file or the other way round, and a key
+    /// file or passphrase that does not decrypt them. Errors say what to restore.
+    pub fn open_checked(data_dir: &Path, stored: &[Vec<u8>]) -> Result<Vault, VaultError> {
+        Self::open_checked_with(data_dir, stored, passphrase_from_env())
+    }
+
+    fn open_checked_with(
+        data_dir: &Path,
+        stored: &[Vec<u8>],
+        passphrase: Option<SecretString>,
+    ) -> Result<Vault, VaultError> {
+        let count = |m: SealMode| stored.iter().filter(|s| SealMode::of(s) == Some(m)).count();
+        let (to_key, with_pass) = (count(SealMode::KeyFile), count(SealMode::Passphrase));
+        let key_file = data_dir.join(KEY_FILE);
+        let mode = passphrase;
+        let passphrase = mode.is_some();
+        if passphrase && to_key > 0 {
+            return Err(VaultError::ModeMismatch(format!(
+                "{PASSPHRASE_ENV} is set (passphrase mode), but {to_key} stored credential(s) are sealed to the key file {} (key-file mode): unset {PASSPHRASE_ENV}",
+                key_file.display()
+            )));
+        }
+        if !passphrase && with_pass > 0 {
+            return Err(VaultError::ModeMismatch(format!(
+                "{with_pass} stored credential(s) are sealed with a passphrase (passphrase mode), but {PASSPHRASE_ENV} is not set (key-file mode): set {PASSPHRASE_ENV} to the passphrase they were sealed with"
+            )));
+        }
+        if !passphrase && to_key > 0 && !key_file.exists() {
+            return Err(VaultError::KeyFileMissing {
+                path: key_file,
+                count: to_key,
+            });
+        }
+        let vault = Vault::open_with(data_dir, mode)?;
+        let wanted = if passphrase {
+            SealMode::Passphrase
+        } else {
+            SealMode::KeyFile
+        };
+        if let Some(sample) = stored.iter().find(|s| SealMode::of(s) == Some(wanted)) {
+            if vault.unseal(sample).is_err() {
+                return Err(VaultError::WrongKey(if passphrase {
+                    format!("{PASSPHRASE_ENV} does not decrypt the stored credentials: set it to the passphrase they were sealed with")
+                } else {
+                    format!(
+                        "vault key file {} does not decrypt the stored credentials: it is not the key they were sealed to; restore the vault.key backup of this data dir",
+                        key_file.display()
+                    )
+                }));
+            }
+        }
+        Ok(vault)
     }
 
     /// Encrypts a credential.
@@ -324,6 +430,106 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("vault.key"), "{msg}");
         assert!(!msg.contains("very-secret"));
+    }
+
+    /// The mode is read from the age header of a sealed credential.
+    #[test]
+    fn seal_mode_is_read_from_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Vault::open_with(dir.path(), None).unwrap();
+        let pass = Vault::open_with(dir.path(), Some("pw".to_string().into())).unwrap();
+        let to_key = key.seal(&cred()).unwrap();
+        let with_pass = pass.seal(&cred()).unwrap();
+        assert_eq!(SealMode::of(&to_key), Some(SealMode::KeyFile));
+        assert_eq!(SealMode::of(&with_pass), Some(SealMode::Passphrase));
+        assert_eq!(SealMode::of(b"not age"), None);
+    }
+
+    /// A missing key file over sealed credentials is refused, naming the file, and
+    /// no new key is written; a different key file is refused too.
+    #[test]
+    fn a_lost_key_file_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let stored = vec![Vault::open_with(dir.path(), None)
+            .unwrap()
+            .seal(&cred())
+            .unwrap()];
+        let key_file = dir.path().join(KEY_FILE);
+        let original = fs::read(&key_file).unwrap();
+        assert!(Vault::open_checked_with(dir.path(), &stored, None).is_ok());
+        fs::remove_file(&key_file).unwrap();
+        let err = Vault::open_checked_with(dir.path(), &stored, None)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(err, VaultError::KeyFileMissing { count: 1, .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&key_file.display().to_string()), "{msg}");
+        assert!(msg.contains("restore vault.key"), "{msg}");
+        assert!(
+            !key_file.exists(),
+            "a new key was generated over sealed credentials"
+        );
+        // Another key (e.g. a key file from another data dir) does not open them.
+        Vault::open_with(dir.path(), None).unwrap();
+        let err = Vault::open_checked_with(dir.path(), &stored, None)
+            .err()
+            .expect("refused");
+        assert!(matches!(err, VaultError::WrongKey(_)), "{err}");
+        assert!(err.to_string().contains("vault.key"), "{err}");
+        fs::write(&key_file, original).unwrap();
+        assert!(Vault::open_checked_with(dir.path(), &stored, None).is_ok());
+        // No credentials: the first use creates the key.
+        fs::remove_file(&key_file).unwrap();
+        assert!(Vault::open_checked_with(dir.path(), &[], None).is_ok());
+        assert!(key_file.exists());
+    }
+
+    /// Passphrase mode over key-file credentials, key-file mode over passphrase
+    /// credentials, and a wrong passphrase are refused, naming the modes.
+    #[test]
+    fn modes_are_never_mixed_and_a_wrong_passphrase_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = || Some(SecretString::from("correct horse".to_string()));
+        let to_key = vec![Vault::open_with(dir.path(), None)
+            .unwrap()
+            .seal(&cred())
+            .unwrap()];
+        let err = Vault::open_checked_with(dir.path(), &to_key, pw())
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("passphrase mode") && msg.contains("key-file mode"),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("unset {PASSPHRASE_ENV}")), "{msg}");
+
+        let other = tempfile::tempdir().unwrap();
+        let with_pass = vec![Vault::open_with(other.path(), pw())
+            .unwrap()
+            .seal(&cred())
+            .unwrap()];
+        let err = Vault::open_checked_with(other.path(), &with_pass, None)
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("passphrase mode") && msg.contains(PASSPHRASE_ENV),
+            "{msg}"
+        );
+        assert!(
+            !other.path().join(KEY_FILE).exists(),
+            "a key file was created"
+        );
+        let wrong = Some(SecretString::from("wrong".to_string()));
+        let err = Vault::open_checked_with(other.path(), &with_pass, wrong)
+            .err()
+            .expect("refused");
+        assert!(matches!(err, VaultError::WrongKey(_)), "{err}");
+        assert!(Vault::open_checked_with(other.path(), &with_pass, pw()).is_ok());
     }
 
     #[test]
