@@ -166,7 +166,12 @@ pub fn add_connection(
     ctx.state.add_connection(&conn, &sealed)?;
     if new.tls != ConnectionTls::default() {
         if let Err(e) = ctx.state.set_connection_tls(&conn.name, &new.tls) {
-            let _ = ctx.state.remove_connection(&conn.name);
+            if let Err(undo) = ctx.state.remove_connection(&conn.name) {
+                tracing::warn!(
+                    "connection {}: its TLS trust could not be stored, and removing the half-added connection failed too: {undo}",
+                    conn.name
+                );
+            }
             return Err(e.into());
         }
     }

@@ -214,9 +214,12 @@ impl Jobs {
     pub fn start(self: &Arc<Self>) {
         for n in 0..self.config.workers.max(1) {
             let me = self.clone();
-            let _ = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("job-worker-{n}"))
                 .spawn(move || me.worker());
+            if let Err(e) = spawned {
+                tracing::error!("cannot start job worker {n}: {e}");
+            }
         }
     }
 
@@ -373,7 +376,9 @@ impl Jobs {
                 }
             });
             if let Some(j) = l.snapshot() {
-                let _ = self.ctx.state.put_job(&j);
+                if let Err(e) = self.ctx.state.put_job(&j) {
+                    tracing::warn!("job {}: cannot record that it was interrupted: {e}", j.id);
+                }
             }
         }
     }
@@ -488,17 +493,30 @@ impl Jobs {
             return;
         };
         let ok = matches!(job.state, JobState::Succeeded);
-        let _ = self.ctx.state.update_plan(plan, |p| {
+        let recorded = self.ctx.state.update_plan(plan, |p| {
             p.status.last_job = Some(job.id);
             if ok {
                 p.status.last_success = job.finished_at;
             }
         });
+        if let Err(e) = recorded {
+            tracing::warn!(
+                "plan {plan}: cannot record job {} as its last run (last success not updated): {e}",
+                job.id
+            );
+        }
         if job.deferred.is_empty() || self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(p) = self.ctx.state.plan(plan) else {
-            return;
+        let p = match self.ctx.state.plan(plan) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(
+                    "plan {plan}: cannot read it to queue the resume of job {}: {e}",
+                    job.id
+                );
+                return;
+            }
         };
         let (Ok(Some(window)), Ok(schedule)) = (plans::window_of(&p.spec), plans::zone_of(&p.spec))
         else {
@@ -610,12 +628,19 @@ impl Jobs {
                     if let (Some(p), Some(a)) = (&plan, adopted) {
                         if !p.spec.auto_add && p.status.members.is_none() {
                             let list = a.lock().map(|v| v.clone()).unwrap_or_default();
-                            let _ = self.ctx.state.update_plan(&p.spec.name, |pl| {
+                            let n = list.len();
+                            let recorded = self.ctx.state.update_plan(&p.spec.name, |pl| {
                                 let m = pl.status.members.get_or_insert_with(Vec::new);
                                 m.extend(list);
                                 m.sort();
                                 m.dedup();
                             });
+                            if let Err(e) = recorded {
+                                tracing::warn!(
+                                    "plan {}: cannot record the {n} repositories of its first run as its members: {e}",
+                                    p.spec.name
+                                );
+                            }
                         }
                     }
                 }
@@ -627,7 +652,7 @@ impl Jobs {
                         j.progress.repos_total += 1;
                         j.progress.repos_done += 1;
                     });
-                    let _ = self.ctx.state.put_job_result(&JobRecordResult {
+                    let stored = self.ctx.state.put_job_result(&JobRecordResult {
                         job: job.id,
                         connection: target.connection.clone(),
                         repository: "*".into(),
@@ -639,6 +664,13 @@ impl Jobs {
                         seconds: 0.0,
                         attempts: 1,
                     });
+                    if let Err(se) = stored {
+                        tracing::warn!(
+                            "job {}: cannot store the failure of connection {}: {se}",
+                            job.id,
+                            target.connection
+                        );
+                    }
                     errors.push(msg);
                 }
             }
@@ -680,7 +712,7 @@ impl Jobs {
                 report.snapshot, report.refs, report.target
             ));
         });
-        let _ = self.ctx.state.put_job_result(&JobRecordResult {
+        let stored = self.ctx.state.put_job_result(&JobRecordResult {
             job: job.id,
             connection: repo.connection.clone(),
             repository: repo.full_name.clone(),
@@ -692,6 +724,13 @@ impl Jobs {
             seconds: 0.0,
             attempts: 1,
         });
+        if let Err(e) = stored {
+            tracing::warn!(
+                "job {}: cannot store the result of restoring {}: {e}",
+                job.id,
+                repo.full_name
+            );
+        }
         Ok(())
     }
 
