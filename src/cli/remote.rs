@@ -76,7 +76,8 @@ impl Remote {
             Answer::Unproven => anyhow::bail!(
                 "{} names a daemon at {base} (pid {}), but what answers there is not the daemon \
                  of {} (it cannot prove the instance key of {}); the admin token was not sent. \
-                 If no reposafe daemon serves this data dir, remove {}",
+                 If no reposafe daemon serves this data dir, remove {} (a daemon started by an \
+                 older reposafe: restart it)",
                 path.display(),
                 info.pid,
                 data_dir.display(),
