@@ -172,6 +172,7 @@ fn serve_speaks_tls_and_the_cli_follows_it() {
         .arg("--tls-key")
         .arg(&key)
         .env("REPOSAFE_LOG", "warn")
+        .env("REPOSAFE_HTTP_TIMEOUT_MS", "1000")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -224,6 +225,22 @@ fn serve_speaks_tls_and_the_cli_follows_it() {
     assert!(!get(port, "/healthz")
         .unwrap_or_default()
         .starts_with("HTTP/1.1 200"));
+    // A client that never finishes the TLS handshake is cut off.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stalled
+        .write_all(&[0x16, 0x03, 0x01])
+        .expect("a handshake's first bytes");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = matches!(stalled.read(&mut buf), Ok(0) | Err(_))
+        && started.elapsed() < Duration::from_secs(4);
+    assert!(
+        closed,
+        "an unfinished TLS handshake was not cut off within 4 s"
+    );
     // The CLI finds the daemon and talks TLS to it.
     let jobs = rs.run(&["jobs", "list"]);
     let _ = child.kill();

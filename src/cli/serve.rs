@@ -128,6 +128,39 @@ fn announce_token(token: &SecretString, created: bool, path: &Path, url: &str) {
     );
 }
 
+/// Writes `daemon.json` (where the daemon listens, its pid and instance key) and
+/// says where it serves; returns its URL.
+fn publish(
+    data_dir: &Path,
+    local: SocketAddr,
+    tls: bool,
+    tls_cert: Option<&Path>,
+    instance: &str,
+) -> Result<String> {
+    let scheme = if tls { "https" } else { "http" };
+    let host = if local.ip().is_unspecified() {
+        format!("127.0.0.1:{}", local.port())
+    } else {
+        local.to_string()
+    };
+    let url = format!("{scheme}://{host}");
+    let info = serde_json::json!({
+        "url": url,
+        "pid": std::process::id(),
+        "instance": instance,
+        "tls_cert": tls_cert.map(|c| c.display().to_string()),
+    });
+    let daemon_file = data_dir.join(DAEMON_FILE);
+    write_private(&daemon_file, info.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", daemon_file.display()))?;
+    eprintln!(
+        "reposafe {} serving data dir {} on {scheme}://{local}/",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display(),
+    );
+    Ok(url)
+}
+
 pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> Result<i32> {
     let settings = ServeSettings::resolve(&args, file)?;
     let addr: SocketAddr = settings.listen.parse().with_context(|| {
@@ -201,26 +234,8 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr().unwrap_or(addr);
-        let scheme = if acceptor.is_some() { "https" } else { "http" };
-        let host = if local.ip().is_unspecified() {
-            format!("127.0.0.1:{}", local.port())
-        } else {
-            local.to_string()
-        };
-        let url = format!("{scheme}://{host}");
-        let info = serde_json::json!({
-            "url": url,
-            "pid": std::process::id(),
-            "instance": instance,
-            "tls_cert": settings.tls.as_ref().map(|(c, _)| c.display().to_string()),
-        });
-        write_private(&daemon_file, info.to_string().as_bytes())
-            .with_context(|| format!("cannot write {}", daemon_file.display()))?;
-        eprintln!(
-            "reposafe {} serving data dir {} on {scheme}://{local}/",
-            env!("CARGO_PKG_VERSION"),
-            data_dir.display(),
-        );
+        let tls_cert = settings.tls.as_ref().map(|(c, _)| c.as_path());
+        let url = publish(data_dir, local, acceptor.is_some(), tls_cert, &instance)?;
         announce_token(&token, created, &token_path, &url);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch SIGTERM")?;
