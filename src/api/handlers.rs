@@ -3,8 +3,11 @@
 //! the async threads and encodes the report. `ROUTES` (and so `docs/API.md`'s
 //! check) and the 404/405 answers come from the same table.
 
+use super::auth::{cross_site, token_matches, Signed};
+use super::session::SESSION_COOKIE;
 use super::{
-    blocking, decode, json_response, read_body, reply, Api, ApiBody, ApiError, ChannelBody,
+    blocking, decode, error_response, json_response, read_body, reply, require_json, Api, ApiBody,
+    ApiError, ChannelBody, ReqBody,
 };
 use crate::engine::service::{
     AddConnection, AddCredential, RestoreRequest, RunRequest, SetTls, SnapshotsRequest,
@@ -12,7 +15,7 @@ use crate::engine::service::{
 use crate::engine::{LocalService, Service};
 use crate::state::PlanSpec;
 use http_body_util::BodyExt;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,7 +28,7 @@ use time::OffsetDateTime;
 
 type Reply = Result<Response<ApiBody>, ApiError>;
 type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
-type Handler = fn(Arc<Api>, Params, Request<Incoming>) -> Pending;
+type Handler = fn(Arc<Api>, Params, Request<ReqBody>) -> Pending;
 
 /// One route of the table.
 pub struct Route {
@@ -70,12 +73,13 @@ fn call<T: Serialize + Send + 'static>(
 /// Decodes the JSON body into `B`, then does as [`call`].
 fn call_with<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 'static>(
     api: Arc<Api>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     status: StatusCode,
     f: impl FnOnce(&LocalService, B) -> Result<T, crate::engine::EngineError> + Send + 'static,
 ) -> Pending {
     Box::pin(async move {
-        let body: B = decode(&read_body(req).await?)?;
+        require_json(&req)?;
+        let body: B = decode(&read_body(&api, req).await?)?;
         let v = blocking(move || Ok(f(&api.service, body)?)).await?;
         Ok(json_response(status, &v))
     })
@@ -93,12 +97,13 @@ fn route(method: Method, pattern: &'static str, handler: Handler) -> Route {
     }
 }
 
-/// Every route the daemon serves (besides the open `/healthz` and `/login`).
+/// Every route the daemon serves (besides `/login`; `/healthz` is answered before
+/// authentication, listed here for the documentation).
 pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
     use Method as M;
     vec![
-        route(M::GET, "/healthz", |_, _, _| {
-            Box::pin(async { Ok(reply(OK, "application/json", "{\"status\":\"ok\"}\n")) })
+        route(M::GET, "/healthz", |api, _, req| {
+            Box::pin(async move { Ok(super::health(&api, &req)) })
         }),
         route(M::GET, "/metrics", |api, _, _| {
             Box::pin(async move {
@@ -106,12 +111,24 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
                 Ok(reply(OK, "text/plain; version=0.0.4", text))
             })
         }),
-        route(M::GET, "/", |api, _, _| {
+        route(M::GET, "/", |api, _, req| {
+            let csrf = match req.extensions().get::<Signed>() {
+                Some(Signed::Session(s)) => Some(s.csrf.clone()),
+                _ => None,
+            };
             Box::pin(async move {
-                let html =
-                    blocking(move || Ok(crate::dashboard::status_page(&api.service)?)).await?;
-                Ok(reply(OK, "text/html; charset=utf-8", html))
+                let html = blocking(move || {
+                    Ok(crate::dashboard::status_page(
+                        &api.service,
+                        csrf.as_deref(),
+                    )?)
+                })
+                .await?;
+                Ok(html_reply(OK, html))
             })
+        }),
+        route(M::POST, "/logout", |api, _, req| {
+            Box::pin(async move { Ok(logout(&api, &req)) })
         }),
         route(M::GET, "/api/v1/status", |api, _, _| {
             call(api, OK, |s| s.overview())
@@ -314,7 +331,7 @@ fn matches(pattern: &'static str, segs: &[String]) -> Option<BTreeMap<&'static s
     Some(params)
 }
 
-fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+fn query<B>(req: &Request<B>) -> BTreeMap<String, String> {
     req.uri()
         .query()
         .map(|q| {
@@ -327,7 +344,7 @@ fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
 
 /// Dispatches an authenticated request through the table: 404 for an unknown
 /// path, 405 for a known path with another method.
-pub async fn dispatch(api: Arc<Api>, req: Request<Incoming>, method: &Method, path: &str) -> Reply {
+pub async fn dispatch(api: Arc<Api>, req: Request<ReqBody>, method: &Method, path: &str) -> Reply {
     let segs = segments(path);
     let mut known_path = false;
     for r in TABLE.iter() {
@@ -414,11 +431,30 @@ async fn events(api: Arc<Api>, id: u64) -> Reply {
     Ok(r)
 }
 
-/// The login form of the dashboard (the token is kept in an HttpOnly cookie).
+/// An HTML page: never cached, never framed.
+fn html_reply(status: StatusCode, html: String) -> Response<ApiBody> {
+    let mut r = reply(status, "text/html; charset=utf-8", html);
+    let h = r.headers_mut();
+    h.insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        "x-frame-options",
+        hyper::header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        "content-security-policy",
+        hyper::header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    r
+}
+
+/// The login form of the dashboard (the browser then keeps a session id in an
+/// HttpOnly cookie, never the token).
 pub fn login_page(error: Option<&str>) -> Response<ApiBody> {
-    let mut r = reply(
+    let mut r = html_reply(
         StatusCode::UNAUTHORIZED,
-        "text/html; charset=utf-8",
         crate::dashboard::login_page(error),
     );
     if let Ok(v) = "Bearer realm=\"reposafe\"".parse() {
@@ -427,28 +463,56 @@ pub fn login_page(error: Option<&str>) -> Response<ApiBody> {
     r
 }
 
-/// `POST /login` with `token=...` (form): sets the cookie when the token is right.
-pub async fn login(api: &Api, req: Request<Incoming>) -> Response<ApiBody> {
+/// The session cookie: `value` for `max_age` seconds (0 ends it).
+fn session_cookie(api: &Api, value: &str, max_age: u64) -> Option<hyper::header::HeaderValue> {
+    let secure = if api.tls { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+    )
+    .parse()
+    .ok()
+}
+
+fn see_other(text: &'static str, cookie: Option<hyper::header::HeaderValue>) -> Response<ApiBody> {
+    let mut r = reply(StatusCode::SEE_OTHER, "text/plain", text);
+    if let Some(c) = cookie {
+        r.headers_mut().insert(hyper::header::SET_COOKIE, c);
+    }
+    r.headers_mut()
+        .insert("location", hyper::header::HeaderValue::from_static("/"));
+    r
+}
+
+/// `POST /login` with `token=...` (form): starts a dashboard session when the
+/// token is right.
+pub async fn login(api: &Api, req: Request<ReqBody>) -> Response<ApiBody> {
     if req.method() != Method::POST {
         return login_page(None);
     }
-    let Ok(body) = read_body(req).await else {
-        return login_page(Some("unreadable form"));
+    if let Some(why) = cross_site(api, &req) {
+        return error_response(ApiError::new(StatusCode::FORBIDDEN, why));
+    }
+    let body = match read_body(api, req).await {
+        Ok(b) => b,
+        Err(e) => return error_response(e),
     };
     let token: Option<String> = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.trim().to_string());
     match token {
-        Some(t) if super::token_matches(api, &t) => {
-            let mut r = reply(StatusCode::SEE_OTHER, "text/plain", "signed in\n");
-            if let Ok(v) = format!("reposafe_token={t}; HttpOnly; SameSite=Strict; Path=/").parse()
-            {
-                r.headers_mut().insert(hyper::header::SET_COOKIE, v);
-            }
-            r.headers_mut()
-                .insert("location", hyper::header::HeaderValue::from_static("/"));
-            r
+        Some(t) if token_matches(api, &t) => {
+            let (id, _) = api.sessions.create();
+            let cookie = session_cookie(api, &id, api.sessions.lifetime().as_secs());
+            see_other("signed in\n", cookie)
         }
         _ => login_page(Some("wrong token")),
     }
+}
+
+/// `POST /logout`: ends the dashboard session (a bearer client has none).
+fn logout(api: &Api, req: &Request<ReqBody>) -> Response<ApiBody> {
+    if let Some(Signed::Session(s)) = req.extensions().get::<Signed>() {
+        api.sessions.end(s);
+    }
+    see_other("signed out\n", session_cookie(api, "", 0))
 }

@@ -1,27 +1,34 @@
 //! The HTTP JSON API (`/api/v1`), `/healthz`, `/metrics` and the dashboard
-//! page, served with hyper. Owns routing, authentication (the admin bearer
-//! token), request decoding and error mapping (by the engine error's class, never
-//! its text); every operation is a call of the engine's `Service`, run off the
-//! async threads. The route table (`handlers::TABLE`, listed by [`routes`]) is what
+//! page, served with hyper. Owns the listener and its limits (`server`),
+//! authentication (the admin bearer token or a dashboard session, `auth`),
+//! request decoding and error mapping (by the engine error's class, never its
+//! text); every operation is a call of the engine's `Service`, run off the async
+//! threads. The route table (`handlers::TABLE`, listed by [`routes`]) is what
 //! `docs/API.md` documents (a test checks the two agree).
 
+mod auth;
 mod handlers;
 mod metrics;
+mod server;
+mod session;
 mod token;
 
+pub use server::{serve, Limits};
+pub use session::SESSION_COOKIE;
 pub use token::{load_or_create_token, TOKEN_FILE};
 
 use crate::engine::{EngineError, ErrorKind, LocalService};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::body::{Body, Frame, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Every route: method and path pattern (`{x}` is a path parameter), from the
@@ -38,9 +45,45 @@ pub struct Api {
     /// The engine over the daemon's running job queue.
     pub service: LocalService,
     pub token: SecretString,
+    /// The instance key of this daemon (in `daemon.json`): `/healthz?challenge=`
+    /// proves it without showing it (see [`instance_proof`]).
+    pub instance: SecretString,
+    /// Whether the daemon speaks TLS (its origin is `https://`, cookies are `Secure`).
+    pub tls: bool,
+    /// How long a client may take to send a request body.
+    pub body_timeout: Duration,
+    /// The signed-in dashboard browsers.
+    sessions: session::Sessions,
+}
+
+impl Api {
+    pub fn new(service: LocalService, token: SecretString, instance: SecretString) -> Api {
+        Api {
+            service,
+            token,
+            instance,
+            tls: false,
+            body_timeout: Limits::default().timeout,
+            sessions: session::Sessions::default(),
+        }
+    }
+}
+
+/// What a client must answer to `/healthz?challenge=C` to prove it is the daemon
+/// whose `daemon.json` holds `instance`: keyed BLAKE3 of the challenge, hex.
+pub fn instance_proof(instance: &str, challenge: &str) -> String {
+    let key = blake3::hash(instance.as_bytes());
+    blake3::keyed_hash(key.as_bytes(), challenge.as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 pub type ApiBody = BoxBody<Bytes, Infallible>;
+/// A request body (the connection's, or a form already read by `auth`).
+pub type ReqBody = BoxBody<Bytes, hyper::Error>;
+
+/// The largest request body the API reads.
+pub const BODY_LIMIT: usize = 1 << 20;
 
 /// An API failure: status and a message naming what is wrong.
 #[derive(Debug)]
@@ -78,7 +121,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 /// The class of an error status the API answers itself (not from the engine).
 fn kind_of(status: StatusCode) -> ErrorKind {
     match status.as_u16() {
-        401 => ErrorKind::Unauthorized,
+        401 | 403 => ErrorKind::Unauthorized,
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
         422 => ErrorKind::Provider,
@@ -120,7 +163,7 @@ pub fn reply(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Respons
     r
 }
 
-fn error_response(e: ApiError) -> Response<ApiBody> {
+pub(crate) fn error_response(e: ApiError) -> Response<ApiBody> {
     #[derive(Serialize)]
     struct Body<'a> {
         error: &'a str,
@@ -165,46 +208,104 @@ impl ChannelBody {
     }
 }
 
-/// Whether the request carries the admin token (bearer header or dashboard cookie).
-fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
-    let presented = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string)
-        .or_else(|| {
-            // The dashboard page in a browser sends the token as a cookie.
-            req.headers()
-                .get_all(hyper::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|c| c.trim().strip_prefix("reposafe_token="))
-                .map(str::to_string)
-                .next()
-        });
-    presented.is_some_and(|p| token_matches(api, &p))
+/// Reads a JSON request body (at most [`BODY_LIMIT`]).
+pub async fn read_body(api: &Api, req: Request<ReqBody>) -> Result<Bytes, ApiError> {
+    let (parts, body) = req.into_parts();
+    read_limited(api, body, BODY_LIMIT, &parts.headers).await
 }
 
-/// Constant-time comparison of a presented token with the admin token.
-fn token_matches(api: &Api, presented: &str) -> bool {
-    let want = api.token.expose_secret().as_bytes();
-    let got = presented.trim().as_bytes();
-    if want.len() != got.len() {
-        return false;
-    }
-    want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-/// Reads a JSON request body (at most 1 MiB).
-pub async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), 1 << 20).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err(ApiError::new(
+/// Reads a body of at most `limit` bytes within the API's body timeout: 413 when
+/// larger (at once when its `Content-Length` says so), 408 when too slow.
+pub async fn read_limited(
+    api: &Api,
+    body: ReqBody,
+    limit: usize,
+    headers: &HeaderMap,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("cannot read the request body: {e}"),
+            format!("the request body is larger than {} KiB", limit >> 10),
+        )
+    };
+    let declared = headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(api.body_timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                api.body_timeout.as_secs_f32()
+            ),
         )),
+    }
+}
+
+/// Whether the request says its body is JSON.
+pub fn is_json<B>(req: &Request<B>) -> bool {
+    auth::header(req, "content-type").is_some_and(|t| {
+        t.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/json")
+    })
+}
+
+/// 415 unless the request body is declared JSON.
+pub fn require_json<B>(req: &Request<B>) -> Result<(), ApiError> {
+    if is_json(req) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "API request bodies are JSON: send `Content-Type: application/json` (got {})",
+            auth::header(req, "content-type")
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_else(|| "none".into())
+        ),
+    ))
+}
+
+/// Whether the request has a body (a length above zero, or chunked).
+fn has_body<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(hyper::header::TRANSFER_ENCODING)
+        || auth::header(req, "content-length")
+            .is_some_and(|l| l.trim().parse::<u64>().map_or(true, |n| n > 0))
+}
+
+/// `GET /healthz`: `{"status":"ok"}`, with `"proof"` of the instance key when
+/// asked with `?challenge=` (at most 256 bytes).
+fn health<B>(api: &Api, req: &Request<B>) -> Response<ApiBody> {
+    let challenge = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "challenge")
+            .map(|(_, v)| v.into_owned())
+    });
+    match challenge {
+        None => reply(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n"),
+        Some(c) if c.is_empty() || c.len() > 256 => error_response(ApiError {
+            field: Some("challenge".into()),
+            ..ApiError::bad_request("challenge: give 1 to 256 characters")
+        }),
+        Some(c) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "status": "ok",
+                "proof": instance_proof(api.instance.expose_secret(), &c),
+            }),
+        ),
     }
 }
 
@@ -235,11 +336,12 @@ pub async fn handle(
     api: Arc<Api>,
     req: Request<Incoming>,
 ) -> Result<Response<ApiBody>, Infallible> {
+    let req = req.map(BodyExt::boxed);
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/healthz" {
         return Ok(if method == Method::GET {
-            reply(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n")
+            health(&api, &req)
         } else {
             error_response(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -250,20 +352,20 @@ pub async fn handle(
     if path == "/login" {
         return Ok(handlers::login(&api, req).await);
     }
-    if !authorized(&api, &req) {
-        if path == "/" && method == Method::GET {
-            return Ok(handlers::login_page(None));
-        }
-        let mut r = error_response(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token: send `Authorization: Bearer <token>` (the token is in the data dir's api-token file)",
-        ));
-        if let Ok(v) = "Bearer realm=\"reposafe\"".parse() {
-            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
-        }
-        return Ok(r);
-    }
-    let result = handlers::dispatch(api, req, &method, &path).await;
+    let req = match auth::admit(&api, req).await {
+        Ok(req) => req,
+        Err(refused) => return Ok(refused),
+    };
+    // API bodies are JSON: a form or text body is refused before any route sees it.
+    let checked = if path.starts_with("/api/") && has_body(&req) {
+        require_json(&req)
+    } else {
+        Ok(())
+    };
+    let result = match checked {
+        Ok(()) => handlers::dispatch(api, req, &method, &path).await,
+        Err(e) => Err(e),
+    };
     Ok(match result {
         Ok(r) => r,
         Err(e) => {

@@ -3,6 +3,9 @@
 //! the data dir. When a daemon serves the data dir (its `daemon.json` names the
 //! address and the daemon answers), the CLI uses this instead of opening the
 //! database the daemon holds; requests and reports are the engine's own types.
+//! Before the admin token (or any secret) is sent, whatever answers at that
+//! address must prove it holds the instance key of `daemon.json` (a stale file
+//! may point at a port some other program now has).
 
 use super::serve::DAEMON_FILE;
 use crate::api::TOKEN_FILE;
@@ -34,8 +37,21 @@ pub struct Remote {
 struct DaemonInfo {
     url: String,
     pid: u32,
+    /// The daemon's instance key (written 0600 by the daemon).
+    #[serde(default)]
+    instance: Option<String>,
     #[serde(default)]
     tls_cert: Option<String>,
+}
+
+/// What answered at the address of `daemon.json`.
+enum Answer {
+    /// Nothing (connection refused, timeout, an error status).
+    Nothing,
+    /// This data dir's daemon: it proved the instance key.
+    Proven,
+    /// Something that did not prove it.
+    Unproven,
 }
 
 impl Remote {
@@ -48,8 +64,26 @@ impl Remote {
         let Ok(info) = serde_json::from_str::<DaemonInfo>(&text) else {
             return Ok(None);
         };
-        if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{}", info.pid)).exists() {
+        let alive = pid_alive(info.pid);
+        if !alive {
             return Ok(None); // left by a daemon that was killed
+        }
+        let http = client(&info)?;
+        let base = info.url.trim_end_matches('/').to_string();
+        match prove(&http, &base, info.instance.as_deref()) {
+            Answer::Nothing => return Ok(None),
+            Answer::Proven => {}
+            Answer::Unproven => anyhow::bail!(
+                "{} names a daemon at {base} (pid {}), but what answers there is not the daemon \
+                 of {} (it cannot prove the instance key of {}); the admin token was not sent. \
+                 If no reposafe daemon serves this data dir, remove {} (a daemon started by an \
+                 older reposafe: restart it)",
+                path.display(),
+                info.pid,
+                data_dir.display(),
+                path.display(),
+                path.display()
+            ),
         }
         let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE)).with_context(|| {
             format!(
@@ -58,27 +92,11 @@ impl Remote {
                 data_dir.join(TOKEN_FILE).display()
             )
         })?;
-        let mut b = Client::builder()
-            .timeout(Duration::from_secs(600))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(cert) = &info.tls_cert {
-            let pem = std::fs::read(cert)
-                .with_context(|| format!("cannot read the daemon's TLS certificate {cert}"))?;
-            for c in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("the daemon's TLS certificate {cert} is not PEM"))?
-            {
-                b = b.add_root_certificate(c);
-            }
-        }
-        let remote = Remote {
-            base: info.url.trim_end_matches('/').to_string(),
+        Ok(Some(Remote {
+            base,
             token: SecretString::from(token.trim().to_string()),
-            http: b.build().context("cannot build the HTTP client")?,
-        };
-        match remote.http.get(format!("{}/healthz", remote.base)).send() {
-            Ok(r) if r.status().is_success() => Ok(Some(remote)),
-            _ => Ok(None),
-        }
+            http,
+        }))
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
@@ -150,6 +168,63 @@ impl Remote {
         let job = self.run(req, observer)?;
         let results = self.job_results(job.id)?;
         Ok((job, results))
+    }
+}
+
+/// Whether process `pid` runs (always assumed where `/proc` is not there to ask).
+fn pid_alive(pid: u32) -> bool {
+    !cfg!(target_os = "linux") || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The HTTP client for the daemon of `info` (trusting its TLS certificate).
+fn client(info: &DaemonInfo) -> Result<Client> {
+    let mut b = Client::builder()
+        .timeout(Duration::from_secs(600))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(cert) = &info.tls_cert {
+        let pem = std::fs::read(cert)
+            .with_context(|| format!("cannot read the daemon's TLS certificate {cert}"))?;
+        for c in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("the daemon's TLS certificate {cert} is not PEM"))?
+        {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().context("cannot build the HTTP client")
+}
+
+/// Asks `base` to prove the instance key with a fresh challenge (no token sent).
+fn prove(http: &Client, base: &str, instance: Option<&str>) -> Answer {
+    #[derive(serde::Deserialize)]
+    struct Health {
+        #[serde(default)]
+        proof: Option<String>,
+    }
+    let mut bytes = [0u8; 32];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut bytes[..]);
+    let challenge = hex::encode(bytes);
+    let resp = http
+        .get(format!("{base}/healthz?challenge={challenge}"))
+        .timeout(Duration::from_secs(30))
+        .send();
+    let health = match resp {
+        Ok(r) if r.status().is_success() => r.json::<Health>().ok(),
+        _ => return Answer::Nothing,
+    };
+    let (Some(instance), Some(proof)) = (instance, health.and_then(|h| h.proof)) else {
+        return Answer::Unproven;
+    };
+    let want = crate::api::instance_proof(instance, &challenge);
+    let matches = want.len() == proof.len()
+        && want
+            .bytes()
+            .zip(proof.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if matches {
+        Answer::Proven
+    } else {
+        Answer::Unproven
     }
 }
 

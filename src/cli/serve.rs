@@ -7,7 +7,7 @@ use super::config::FileConfig;
 use crate::api::{self, Api};
 use crate::engine::{daemon, Context, Jobs, LocalService, RunnerConfig};
 use anyhow::{bail, Context as _, Result};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +83,84 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut bytes[..]);
+    hex::encode(bytes)
+}
+
+/// Writes a file only its owner may read (the daemon's instance key is in it),
+/// replacing it whole.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Says where the admin token is and how to sign in. The token itself is shown
+/// only on a terminal, once, when it was just created: a daemon's stderr usually
+/// goes to a journal or log file, which must not hold it.
+fn announce_token(token: &SecretString, created: bool, path: &Path, url: &str) {
+    use std::io::IsTerminal;
+    let path = path.display();
+    if created && std::io::stderr().is_terminal() {
+        eprintln!(
+            "Admin API token (shown once; kept in {path}, mode 0600):\n{}",
+            token.expose_secret()
+        );
+    } else if created {
+        eprintln!("Created the admin API token in {path} (mode 0600; not printed, so that it stays out of logs).");
+    }
+    eprintln!(
+        "Sign in: open {url}/ and paste the token from {path}; \
+         API clients send `Authorization: Bearer $(cat {path})`."
+    );
+}
+
+/// Writes `daemon.json` (where the daemon listens, its pid and instance key) and
+/// says where it serves; returns its URL.
+fn publish(
+    data_dir: &Path,
+    local: SocketAddr,
+    tls: bool,
+    tls_cert: Option<&Path>,
+    instance: &str,
+) -> Result<String> {
+    let scheme = if tls { "https" } else { "http" };
+    let host = if local.ip().is_unspecified() {
+        format!("127.0.0.1:{}", local.port())
+    } else {
+        local.to_string()
+    };
+    let url = format!("{scheme}://{host}");
+    let info = serde_json::json!({
+        "url": url,
+        "pid": std::process::id(),
+        "instance": instance,
+        "tls_cert": tls_cert.map(|c| c.display().to_string()),
+    });
+    let daemon_file = data_dir.join(DAEMON_FILE);
+    write_private(&daemon_file, info.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", daemon_file.display()))?;
+    eprintln!(
+        "reposafe {} serving data dir {} on {scheme}://{local}/",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display(),
+    );
+    Ok(url)
+}
+
 pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> Result<i32> {
     let settings = ServeSettings::resolve(&args, file)?;
     let addr: SocketAddr = settings.listen.parse().with_context(|| {
@@ -112,13 +190,6 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
     let (token, created) = api::load_or_create_token(data_dir)
         .with_context(|| format!("cannot create the admin token in {}", data_dir.display()))?;
     let token_path = data_dir.join(api::TOKEN_FILE);
-    if created {
-        eprintln!(
-            "Admin API token (shown once; kept in {}, mode 0600):\n{}",
-            token_path.display(),
-            token.expose_secret()
-        );
-    }
     let mut config = RunnerConfig::default();
     if let Some(p) = settings.parallel {
         config.parallel = p.clamp(1, 64);
@@ -143,10 +214,16 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
             .context("cannot start the scheduler thread")?;
     }
 
-    let api = Arc::new(Api {
-        service: LocalService::over(jobs.clone(), true),
-        token,
-    });
+    let instance = random_hex();
+    let mut api = Api::new(
+        LocalService::over(jobs.clone(), true),
+        token.clone(),
+        SecretString::from(instance.clone()),
+    );
+    let limits = api::Limits::from_env();
+    api.tls = acceptor.is_some();
+    api.body_timeout = limits.timeout;
+    let api = Arc::new(api);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -157,57 +234,18 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr().unwrap_or(addr);
-        let scheme = if acceptor.is_some() { "https" } else { "http" };
-        let host = if local.ip().is_unspecified() {
-            format!("127.0.0.1:{}", local.port())
-        } else {
-            local.to_string()
-        };
-        let info = serde_json::json!({
-            "url": format!("{scheme}://{host}"),
-            "pid": std::process::id(),
-            "tls_cert": settings.tls.as_ref().map(|(c, _)| c.display().to_string()),
-        });
-        std::fs::write(&daemon_file, info.to_string())
-            .with_context(|| format!("cannot write {}", daemon_file.display()))?;
-        eprintln!(
-            "reposafe {} serving data dir {} on {scheme}://{local}/ (API token in {})",
-            env!("CARGO_PKG_VERSION"),
-            data_dir.display(),
-            token_path.display()
-        );
+        let tls_cert = settings.tls.as_ref().map(|(c, _)| c.as_path());
+        let url = publish(data_dir, local, acceptor.is_some(), tls_cert, &instance)?;
+        announce_token(&token, created, &token_path, &url);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch SIGTERM")?;
-        loop {
+        let shutdown = async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(s) => s,
-                        Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
-                    };
-                    let api = api.clone();
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| api::handle(api.clone(), req));
-                        match acceptor {
-                            Some(a) => match a.accept(stream).await {
-                                Ok(tls) => {
-                                    let io = hyper_util::rt::TokioIo::new(tls);
-                                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-                                }
-                                Err(e) => tracing::debug!("TLS handshake failed: {e}"),
-                            },
-                            None => {
-                                let io = hyper_util::rt::TokioIo::new(stream);
-                                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-                            }
-                        }
-                    });
-                }
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
             }
-        }
+        };
+        api::serve(listener, acceptor, api, limits, shutdown).await;
         Ok::<_, anyhow::Error>(())
     });
     // Stop: no new jobs; running repositories finish within the grace period.

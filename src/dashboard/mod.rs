@@ -16,8 +16,9 @@ const STYLE: &str = "<style>body{font:14px system-ui;margin:2em}table{border-col
 td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}\
 progress{width:12em}.failed,.interrupted{color:#b00}.succeeded{color:#070}</style>";
 
-/// The status page.
-pub fn status_page(service: &dyn Service) -> Result<String, EngineError> {
+/// The status page; `csrf` is the session's CSRF token when a browser session
+/// (not a bearer client) asks: the page then carries it and a sign-out button.
+pub fn status_page(service: &dyn Service, csrf: Option<&str>) -> Result<String, EngineError> {
     let overview = service.overview()?;
     let recent = service.jobs(20)?;
     let active = recent.iter().any(|j| !j.state.is_finished());
@@ -29,6 +30,9 @@ pub fn status_page(service: &dyn Service) -> Result<String, EngineError> {
             ""
         }
     );
+    if let Some(csrf) = csrf {
+        html.push_str(&session_bar(csrf));
+    }
     html.push_str(&format!(
         "<p>Data dir: <code>{}</code> &middot; archive size {}</p>",
         esc(&overview.data_dir),
@@ -94,6 +98,16 @@ pub fn status_page(service: &dyn Service) -> Result<String, EngineError> {
     }
     html.push_str("</table>");
     Ok(html)
+}
+
+/// The session's CSRF token (for scripts: `X-CSRF-Token`) and the sign-out form.
+fn session_bar(csrf: &str) -> String {
+    let csrf = esc(csrf);
+    format!(
+        "<meta name=csrf-token content=\"{csrf}\">\
+         <form method=post action=/logout><input type=hidden name=csrf value=\"{csrf}\">\
+         <button>Sign out</button></form>"
+    )
 }
 
 /// The sign-in form (the admin token is in the data dir's `api-token` file).
