@@ -453,8 +453,9 @@ impl Jobs {
         }
         let stop_requested = live.cancel.load(Ordering::SeqCst);
         let shutting_down = self.stopping.load(Ordering::SeqCst);
-        live.update(|j| {
-            j.finished_at = Some(OffsetDateTime::now_utc());
+        let finished_at = OffsetDateTime::now_utc();
+        let finish = |j: &mut Job| {
+            j.finished_at = Some(finished_at);
             j.progress.current.clear();
             j.state = final_state(&JobEnding {
                 progress: &j.progress,
@@ -462,8 +463,8 @@ impl Jobs {
                 stop_requested,
                 shutting_down,
             });
-            match outcome {
-                Err(e) => j.error = Some(e),
+            match &outcome {
+                Err(e) => j.error = Some(e.clone()),
                 Ok(())
                     if j.state == JobState::Partial
                         && j.progress.deferred > 0
@@ -476,16 +477,22 @@ impl Jobs {
                 }
                 Ok(()) => {}
             }
-        });
+        };
+        // The plan's status is written before the job shows as finished, so whoever
+        // sees the job end also sees the plan's last run and last success.
+        if let Some(mut ended) = live.snapshot() {
+            finish(&mut ended);
+            self.record_in_plan(&ended);
+        }
+        live.update(finish);
         self.persist(live, true);
         if let Some(j) = live.snapshot() {
-            self.after(&j);
+            self.queue_resume(&j);
         }
     }
 
-    /// Bookkeeping when a job ends: the plan's last success, and a resume job at
-    /// the next window opening for repositories the window cut off.
-    fn after(&self, job: &Job) {
+    /// Records a plan's job as its last run (and last success when it succeeded).
+    fn record_in_plan(&self, job: &Job) {
         let JobKind::Backup {
             plan: Some(plan), ..
         } = &job.kind
@@ -505,6 +512,17 @@ impl Jobs {
                 job.id
             );
         }
+    }
+
+    /// Queues a resume job at the next window opening for the repositories a plan's
+    /// window cut off.
+    fn queue_resume(&self, job: &Job) {
+        let JobKind::Backup {
+            plan: Some(plan), ..
+        } = &job.kind
+        else {
+            return;
+        };
         if job.deferred.is_empty() || self.stopping.load(Ordering::SeqCst) {
             return;
         }
