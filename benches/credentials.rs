@@ -113,8 +113,12 @@ impl RunStats {
 impl Bench {
     fn reposafe(&self, data: &Path) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_reposafe"));
+        // One compiled-component cache for every data dir (and the tests'): the
+        // providers are compiled once, not once per data dir.
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reposafe-component-cache");
         c.arg("--data-dir")
             .arg(data)
+            .env("REPOSAFE_COMPONENT_CACHE", cache)
             .env("REPOSAFE_RETRY_BASE_MS", self.retry_base_ms.to_string())
             .env_remove("REPOSAFE_PASSPHRASE")
             .env_remove("REPOSAFE_DATA_DIR");

@@ -8,7 +8,8 @@
 #
 #   packaging/ci.sh [--binary PATH] [--no-daemon-test]
 #
-#   --binary PATH     package this executable instead of building target/release/reposafe
+#   --binary PATH     package this executable instead of building the release binary
+#                     (cargo's target dir: $CARGO_TARGET_DIR, default target/, then release/reposafe)
 #   --no-daemon-test  skip running the daemon (only for binaries older than `--config`);
 #                     the skip is reported, never silent
 set -euo pipefail
@@ -93,7 +94,11 @@ trap cleanup EXIT
 step "release binary"
 if [ -z "$binary" ]; then
   cargo build --release --bin reposafe
-  binary=target/release/reposafe
+  # Wherever cargo put it: CARGO_TARGET_DIR or build.target-dir if set, else target/.
+  target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  binary=${target_dir:-target}/release/reposafe
+  [ -x "$binary" ] || fail "cargo build --release did not produce $binary"
 fi
 cargo_version=$(sed -n '/^\[package\]/,/^\[/{s/^version[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p}' Cargo.toml | head -n 1)
 echo "binary: $binary (Cargo.toml version $cargo_version)"

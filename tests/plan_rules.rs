@@ -1,7 +1,8 @@
 //! Plan rules through the library's job runner against the test Bitbucket
-//! server: auto-add off keeps a plan to the repositories of its first run, and a
+//! server: auto-add off keeps a plan to the repositories of its first run, a
 //! scheduled job whose window is closed defers its work to a resume job at the
-//! window's next opening.
+//! window's next opening, and a cron plan fires by itself when the daemon's
+//! clock (`engine::daemon::tick`, given the time) passes its next fire time.
 
 mod common;
 
@@ -11,6 +12,7 @@ use reposafe::state::{JobKind, JobState, JobTarget, PlanSpec, Trigger};
 use reposafe::vault::{Credential, CredentialKind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const WS: &str = "acme";
 
@@ -186,6 +188,61 @@ fn a_closed_window_defers_scheduled_work_to_the_next_opening() {
         JobKind::Backup { targets, .. } => assert_eq!(targets[0].only.len(), repos.len()),
         other => panic!("{other:?}"),
     }
+}
+
+/// Waits for a job queued on the runner's workers to finish.
+fn wait_finished(jobs: &Jobs, id: u64, limit: Duration) -> reposafe::state::Job {
+    let deadline = Instant::now() + limit;
+    loop {
+        let job = jobs.get(id).expect("job");
+        if job.state.is_finished() {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not finish: {job:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What `serve` does every second, with the clock given instead of read: the
+/// daemon's wiring (`serve` calls `tick` with the real clock) is covered by the
+/// ignored real-minute test `a_cron_plan_runs_on_its_own` in tests/daemon.rs.
+#[test]
+fn a_cron_plan_fires_by_itself_when_its_time_comes_and_its_job_backs_up() {
+    let (_server, _src, repos, _data, jobs) = setup(2);
+    jobs.start();
+    let mut s = spec("minutely");
+    s.schedule = Some("* * * * *".into());
+    s.timezone = Some("UTC".into());
+    engine::plans::create_plan(jobs.context(), s).expect("plan");
+    let created = jobs
+        .context()
+        .state
+        .plan("minutely")
+        .expect("plan")
+        .status
+        .created_at;
+    // Not yet due: the first fire is the minute after the plan's creation.
+    let before = engine::daemon::tick(&jobs, created).expect("tick");
+    assert!(before.is_empty(), "fired before its time: {before:?}");
+
+    // The clock passes the next minute: one job, queued by the schedule itself.
+    let now = created + time::Duration::seconds(61);
+    let fired = engine::daemon::tick(&jobs, now).expect("tick");
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let done = wait_finished(&jobs, fired[0], Duration::from_secs(120));
+    assert_eq!(done.trigger, Trigger::Schedule);
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!(done.progress.snapshots, repos.len() as u64);
+    let plan = jobs.context().state.plan("minutely").expect("plan");
+    assert!(plan.status.last_success.is_some(), "{plan:?}");
+    assert!(
+        engine::daemon::tick(&jobs, now).expect("tick").is_empty(),
+        "the same minute fires once"
+    );
+    jobs.shutdown(Duration::from_secs(10));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests: run the real `reposafe` binary on a
-//! temporary data dir against the test Bitbucket server from `reposafe-testkit`.
+//! temporary data dir against the test Bitbucket server from `reposafe-testkit`,
+//! with one compiled-component cache for every data dir ([`component_cache`]).
 #![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,15 @@ pub use reposafe_testkit::{CloudServer, TempDir};
 /// Tokens used by the tests; none of them may ever appear in output or on disk in clear.
 pub const API_TOKEN: &str = "ATATT3xFfGF0-test-api-token-5f1e2d";
 pub const EMAIL: &str = "me@acme.test";
+
+/// The compiled-component cache every `reposafe` the tests run shares
+/// (`REPOSAFE_COMPONENT_CACHE`), so the providers are compiled once, not once per
+/// data dir. It lives in cargo's tmpdir of the target dir and outlasts the run:
+/// entries are named after the component's hash and wasmtime's compatibility hash,
+/// so a later run reuses only those that still fit, and an unusable one is replaced.
+pub fn component_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("reposafe-component-cache")
+}
 
 /// A data dir and the binary.
 pub struct Reposafe {
@@ -70,6 +80,7 @@ impl Reposafe {
             .arg(self.data.path())
             .args(args)
             .env("REPOSAFE_RETRY_BASE_MS", "20")
+            .env("REPOSAFE_COMPONENT_CACHE", component_cache())
             .env_remove("REPOSAFE_PASSPHRASE")
             .env_remove("REPOSAFE_DATA_DIR")
             .env("REPOSAFE_LOG", "debug");
