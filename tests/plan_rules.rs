@@ -217,13 +217,8 @@ fn a_cron_plan_fires_by_itself_when_its_time_comes_and_its_job_backs_up() {
     s.schedule = Some("* * * * *".into());
     s.timezone = Some("UTC".into());
     engine::plans::create_plan(jobs.context(), s).expect("plan");
-    let created = jobs
-        .context()
-        .state
-        .plan("minutely")
-        .expect("plan")
-        .status
-        .created_at;
+    let service = LocalService::over(jobs.clone(), true);
+    let created = service.plan("minutely").expect("plan").status.created_at;
     // Not yet due: the first fire is the minute after the plan's creation.
     let before = engine::daemon::tick(&jobs, created).expect("tick");
     assert!(before.is_empty(), "fired before its time: {before:?}");
@@ -236,7 +231,7 @@ fn a_cron_plan_fires_by_itself_when_its_time_comes_and_its_job_backs_up() {
     assert_eq!(done.trigger, Trigger::Schedule);
     assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     assert_eq!(done.progress.snapshots, repos.len() as u64);
-    let plan = jobs.context().state.plan("minutely").expect("plan");
+    let plan = service.plan("minutely").expect("plan");
     assert!(plan.status.last_success.is_some(), "{plan:?}");
     assert!(
         engine::daemon::tick(&jobs, now).expect("tick").is_empty(),
