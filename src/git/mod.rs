@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 pub use error::GitError;
 pub use fetch::{fetch_mirror, list_packs};
-pub use restore::restore_bare;
+pub use restore::{restore_bare, Restored};
 
 /// How to authenticate against the remote.
 #[derive(Clone, Debug)]

@@ -34,7 +34,7 @@ use std::{
 use secrecy::SecretString;
 
 pub use files::list_packs;
-pub(crate) use files::{remove_leftovers, remove_path, sync_tree};
+pub(crate) use files::{remove_leftovers, sync_file, sync_tree};
 pub(crate) use mirror::{init_bare, open_mirror};
 pub(crate) use refs::set_refs;
 
