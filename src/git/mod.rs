@@ -116,6 +116,9 @@ pub struct FetchOutcome {
     pub bytes_received: u64,
     /// `true` if this was the first fetch, which created the mirror.
     pub cloned: bool,
+    /// Set when the existing mirror was unusable (damaged by a crash or on disk) and was
+    /// rebuilt by a fresh clone: why it was unusable.
+    pub rebuilt: Option<String>,
 }
 
 /// Parameters of [`fetch_mirror()`].
