@@ -12,6 +12,7 @@ mod common;
 use common::*;
 use reposafe_testkit::gitutil::FixtureOptions;
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -21,6 +22,8 @@ const ROUNDS: usize = 30;
 /// The longest delay before the kill.
 const MAX_DELAY_MS: u64 = 1500;
 const REPOS: usize = 5;
+/// Refs of the sample repository.
+const MANY_REFS: usize = 500;
 
 /// splitmix64: small, seeded, good enough to spread kill times.
 struct Rng(u64);
@@ -79,6 +82,24 @@ fn setup(rs: &Reposafe, scratch: &Path) -> (CloudServer, Vec<Source>) {
         &["--api-token-email", EMAIL, "--api-token-file", &tok],
     )
     .ok();
+    // Many refs in one repository (as pull-request refs give on Bitbucket): every ref update
+    // rewrites `packed-refs` under `packed-refs.lock`, so kills often land while it is held.
+    let head = gitutil::git(&repos[0].path, &["rev-parse", "HEAD"]);
+    let many: String = (0..MANY_REFS)
+        .map(|i| format!("create refs/pull-requests/{i}/from {}\n", head.trim()))
+        .collect();
+    let mut child = gitutil::git_command(&repos[0].path)
+        .args(["update-ref", "--stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("git update-ref");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(many.as_bytes())
+        .expect("write refs");
+    assert!(child.wait().expect("wait").success(), "git update-ref");
     let sources = repos
         .iter()
         .map(|r| {
@@ -165,21 +186,21 @@ fn kill_storm_never_leaves_a_repository_stuck() {
     let rs = Reposafe::new();
     let scratch = TempDir::new("reposafe-storm");
     let (_server, sources) = setup(&rs, scratch.path());
-    let sample = &sources[0];
+    let sample = &sources[1];
     let mut verified: BTreeSet<String> = BTreeSet::new();
     let started = Instant::now();
 
     let (mut killed, mut finished) = (0, Vec::new());
     for round in 0..ROUNDS {
-        // The sample changes every round; the others now and then.
+        // The sample and the one with many refs change every round; the others now and then.
         for (i, source) in sources.iter().enumerate() {
-            if i == 0 || rng.below(2) == 0 {
+            if i <= 1 || rng.below(2) == 0 {
                 source.push_commit(round);
             }
         }
-        // Random in 0–1.5 s, but no longer than a backup took so far (with a margin),
-        // so that most rounds do kill one.
-        let window = finished.iter().max().map_or(MAX_DELAY_MS, |&ms| {
+        // Random in 0–1.5 s, but no longer than the last backup that finished took (with a
+        // margin), so that most rounds do kill one.
+        let window = finished.last().map_or(MAX_DELAY_MS, |&ms| {
             (ms as u64 * 5 / 4).clamp(50, MAX_DELAY_MS)
         });
         let delay = Duration::from_millis(rng.below(window));
