@@ -127,9 +127,9 @@ pub enum GitError {
     /// [`restore_bare()`](super::restore_bare) was asked to write over something that is not a
     /// git repository: a non-empty directory, a file or a symbolic link. It is never replaced.
     #[error(
-        "restore target {path} exists and is not a git repository (nor an empty directory); \
-         it is never replaced, even when overwriting is allowed: restore somewhere else, or \
-         move it away yourself"
+        "restore target {path} exists, is not empty and is not a git repository; it is never \
+         replaced, even when overwriting is allowed: restore somewhere else, or move it away \
+         yourself"
     )]
     TargetNotRepository {
         /// The target path.
