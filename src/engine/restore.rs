@@ -188,7 +188,8 @@ fn refuse_data_dir_overlap(data_dir: &Path, target: &Path) -> Result<(), EngineE
         return Ok(());
     };
     Err(EngineError::Invalid(format!(
-        "restore target {} {relation} {}; restore outside of it (with or without --force)",
+        "restore target {} {relation} {}; a restore there is refused, even with --force: \
+         choose a directory outside the data dir",
         target.display(),
         data.display()
     )))

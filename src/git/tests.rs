@@ -349,12 +349,15 @@ fn remote_that_lost_all_refs_empties_the_mirror() {
     for name in names.lines() {
         git.run(&origin, &["update-ref", "-d", name]);
     }
-    // Leftovers of a crashed fetch are cleaned up.
+    // Leftovers of a crashed fetch (another process) are cleaned up.
     let pack_dir = mirror.join("objects/pack");
     fs::write(pack_dir.join(".tmpAbCdEf"), "partial").expect("write");
     fs::write(pack_dir.join("pack-0123.keep"), "").expect("write");
+    fs::write(mirror.join("packed-refs.lock"), "").expect("write");
+    super::fetch::forget_prepared(&mirror);
     let out = fetch(&mirror, &url).expect("fetch from emptied remote");
     assert!(!pack_dir.join(".tmpAbCdEf").exists() && !pack_dir.join("pack-0123.keep").exists());
+    assert!(!mirror.join("packed-refs.lock").exists());
     assert_eq!(out.refs, git.refs_with_head(&origin));
     assert_eq!(git.run(&mirror, &["for-each-ref"]).trim(), "");
     assert_eq!(out.packs.len(), 1, "objects stay in the immutable pack");

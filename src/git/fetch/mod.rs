@@ -38,6 +38,8 @@ use secrecy::SecretString;
 pub use files::list_packs;
 pub(crate) use files::{remove_leftovers, sync_file, sync_tree};
 pub(crate) use mirror::{init_bare, open_mirror};
+#[cfg(test)]
+pub(crate) use recover::forget_prepared;
 pub(crate) use refs::set_refs;
 
 use super::{
@@ -133,7 +135,8 @@ fn fetch_into(
     auth: Option<&SecretString>,
     opts: &FetchOptions,
 ) -> Result<FetchOutcome, GitError> {
-    files::remove_stale_keep_files(dir)?;
+    // Leftovers of a crashed process were removed when this process first used the mirror
+    // (`recover`); never here, where another fetch of this process may be writing.
     let packs_before: BTreeSet<String> =
         list_packs(dir)?.into_iter().map(|p| p.pack_hash).collect();
     let total_bytes = Arc::new(AtomicU64::new(0));

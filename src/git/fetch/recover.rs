@@ -47,6 +47,15 @@ pub(super) fn remove_crash_leftovers_once(mirror: &Path) -> Result<(), GitError>
     Ok(())
 }
 
+/// Forget that this process cleaned `mirror`, as if the next fetch ran in a new process.
+#[cfg(test)]
+pub(crate) fn forget_prepared(mirror: &Path) {
+    PREPARED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(mirror);
+}
+
 /// Remove every `*.lock` file at the top of `dir` (`packed-refs.lock`, `HEAD.lock`,
 /// `config.lock`, `shallow.lock`, `index.lock`, …) and below `refs/` and `logs/`. Returns how
 /// many were removed.
