@@ -214,9 +214,25 @@ fn restore_refuses_a_non_empty_target_unless_forced() {
     assert_ne!(refused.code, 0);
     assert!(refused.all().contains("not empty"), "{}", refused.all());
     assert!(out.path().join("precious.txt").exists());
-    rs.run(&["restore", &full, "--to", &target, "--force"]).ok();
-    gitutil::fsck(out.path());
-    assert_eq!(gitutil::refs_of(out.path()), gitutil::refs_of(&repos[1].1));
+    // `--force` never replaces what is not a git repository.
+    let refused = rs.run(&["restore", &full, "--to", &target, "--force"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.all().contains("not a git repository"),
+        "{}",
+        refused.all()
+    );
+    assert!(out.path().join("precious.txt").exists());
+    // A git repository is replaced with `--force` (and moved aside).
+    let repo = out.path().join("r.git");
+    let repo_s = repo.display().to_string();
+    rs.run(&["restore", &full, "--to", &repo_s]).ok();
+    let refused = rs.run(&["restore", &full, "--to", &repo_s]);
+    assert!(refused.all().contains("not empty"), "{}", refused.all());
+    let forced = rs.run(&["restore", &full, "--to", &repo_s, "--force"]).ok();
+    assert!(forced.stdout.contains("moved aside"), "{}", forced.stdout);
+    gitutil::fsck(&repo);
+    assert_eq!(gitutil::refs_of(&repo), gitutil::refs_of(&repos[1].1));
 }
 
 #[test]

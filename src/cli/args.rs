@@ -469,10 +469,12 @@ pub struct RestoreArgs {
     /// Restore this snapshot id (see `reposafe snapshots`).
     #[arg(long)]
     pub snapshot: Option<String>,
-    /// Target directory for the bare repository (must be absent or empty).
+    /// Target directory for the bare repository (must be absent or empty, and outside
+    /// the data dir).
     #[arg(long)]
     pub to: PathBuf,
-    /// Replace a non-empty target.
+    /// Replace a git repository at the target: it is moved aside to
+    /// `<target>.replaced-<UTC time>`, never deleted. Anything else is never replaced.
     #[arg(long)]
     pub force: bool,
     #[arg(long)]

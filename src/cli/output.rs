@@ -286,6 +286,12 @@ pub fn restored(r: &Restored) {
         report.refs,
         report.packs
     );
+    if let Some(replaced) = &report.replaced {
+        println!(
+            "the repository that was at {} was moved aside to {replaced} (nothing was deleted)",
+            report.target
+        );
+    }
 }
 
 pub fn check(r: &CheckReport) {

@@ -589,7 +589,15 @@ impl failover::Attempts for GitFetch<'_> {
             should_interrupt: &self.opts.interrupt,
             tls: Some(self.tls),
         };
-        Ok(git::fetch_mirror(self.mirror, &fetch_opts)?)
+        let out = git::fetch_mirror(self.mirror, &fetch_opts)?;
+        if let Some(reason) = &out.rebuilt {
+            // A crash (or the disk) damaged the mirror; the archive still has every pack.
+            self.opts.progress.notice(&format!(
+                "{}: its mirror was unusable and was rebuilt with a fresh fetch ({reason})",
+                self.repo
+            ));
+        }
+        Ok(out)
     }
 
     fn outcome(&self, output: &Fetched) -> Outcome {

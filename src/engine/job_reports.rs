@@ -107,6 +107,10 @@ pub fn backup_report_from_jobs(
     Ok(report)
 }
 
+/// A restore job's result `reason` when it moved a repository aside: this prefix, then
+/// where it is now.
+pub(super) const REPLACED_PREFIX: &str = "the repository that was at the target was moved to ";
+
 /// The report of a restore that ran as a job: its result names the snapshot, whose
 /// manifest gives the rest. Used by every implementation that restores through jobs.
 pub fn restored_from_job(
@@ -143,6 +147,10 @@ pub fn restored_from_job(
             refs: snap.ref_count as usize,
             packs: snap.packs.len(),
             target: req.to.clone(),
+            replaced: results
+                .iter()
+                .find_map(|r| r.reason.as_deref()?.strip_prefix(REPLACED_PREFIX))
+                .map(str::to_owned),
         },
     })
 }

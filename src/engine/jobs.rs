@@ -726,8 +726,15 @@ impl Jobs {
             j.progress.repos_done = 1;
             j.progress.snapshots = 1;
             j.progress.notice = Some(format!(
-                "restored snapshot {} ({} refs) to {}",
-                report.snapshot, report.refs, report.target
+                "restored snapshot {} ({} refs) to {}{}",
+                report.snapshot,
+                report.refs,
+                report.target,
+                report
+                    .replaced
+                    .as_deref()
+                    .map(|p| format!("; {}{p}", super::job_reports::REPLACED_PREFIX))
+                    .unwrap_or_default()
             ));
         });
         let stored = self.ctx.state.put_job_result(&JobRecordResult {
@@ -736,7 +743,10 @@ impl Jobs {
             repository: repo.full_name.clone(),
             status: ResultStatus::Restored,
             snapshot: Some(report.snapshot.clone()),
-            reason: None,
+            reason: report
+                .replaced
+                .as_deref()
+                .map(|p| format!("{}{p}", super::job_reports::REPLACED_PREFIX)),
             new_bytes: 0,
             fetched_bytes: 0,
             seconds: 0.0,

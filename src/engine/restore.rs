@@ -1,9 +1,13 @@
 //! Listing snapshots and restoring a repository from one.
+//!
+//! A restore never destroys anything: its target may not be the data dir, lie inside it or
+//! contain it (compared as resolved paths), and an existing git repository it replaces is
+//! moved aside, never deleted (see [`git::restore_bare`]).
 
 use super::{Context, EngineError};
 use crate::archive::{RepoIdentity, Snapshot, SnapshotId};
 use crate::git::{self, RefEntry};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 /// Which snapshot to restore.
@@ -24,6 +28,9 @@ pub struct RestoreReport {
     pub refs: usize,
     pub packs: usize,
     pub target: String,
+    /// Where the git repository that was at the target was moved, when one was replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
 }
 
 /// Finds a repository by full name (`scope/slug`), optionally within one
@@ -123,8 +130,9 @@ fn choose(
     }
 }
 
-/// Restores a repository to a bare repository at `target`. Refuses a non-empty
-/// target unless `overwrite`.
+/// Restores a repository to a bare repository at `target`. Refuses a target that is the
+/// data dir, inside it or containing it; refuses a non-empty target unless `overwrite`, and
+/// then replaces only a git repository, which is moved aside.
 pub fn restore(
     ctx: &Context,
     repo: &RepoIdentity,
@@ -132,6 +140,7 @@ pub fn restore(
     target: &Path,
     overwrite: bool,
 ) -> Result<RestoreReport, EngineError> {
+    refuse_data_dir_overlap(&ctx.data_dir, target)?;
     let snap = choose(ctx, repo, choice)?;
     let refs_bytes = ctx.archive.read_blob(&snap.refs)?;
     let refs: Vec<RefEntry> = serde_json::from_slice(&refs_bytes).map_err(|e| {
@@ -149,12 +158,109 @@ pub fn restore(
             .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
             .map_err(|e| std::io::Error::other(e.to_string()))
     });
-    git::restore_bare(target, &mut packs, &refs, overwrite)?;
+    let restored = git::restore_bare(target, &mut packs, &refs, overwrite)?;
     Ok(RestoreReport {
         snapshot: snap.id.to_string(),
         taken_at: snap.taken_at,
         refs: refs.len(),
         packs: snap.packs.len(),
         target: target.display().to_string(),
+        replaced: restored.replaced.map(|p| p.display().to_string()),
     })
+}
+
+/// Refuses a restore `target` that is the data dir, lies inside it or contains it: a restore
+/// there (with `--force` above all) could replace the archive or the mirrors.
+fn refuse_data_dir_overlap(data_dir: &Path, target: &Path) -> Result<(), EngineError> {
+    let io = |path: &Path, e: std::io::Error| EngineError::DataDir {
+        path: path.to_path_buf(),
+        reason: format!("cannot resolve the path: {e}"),
+    };
+    let data = resolved(data_dir).map_err(|e| io(data_dir, e))?;
+    let to = resolved(target).map_err(|e| io(target, e))?;
+    let relation = if to == data {
+        "is the data dir"
+    } else if to.starts_with(&data) {
+        "is inside the data dir"
+    } else if data.starts_with(&to) {
+        "contains the data dir"
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::Invalid(format!(
+        "restore target {} {relation} {}; a restore there is refused, even with --force: \
+         choose a directory outside the data dir",
+        target.display(),
+        data.display()
+    )))
+}
+
+/// `path` made absolute with every symbolic link resolved: its nearest existing ancestor is
+/// canonicalized and the components below it (which do not exist, so hold no links) are
+/// appended, `..` and `.` applied.
+fn resolved(path: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let comps: Vec<Component> = abs.components().collect();
+    for n in (1..=comps.len()).rev() {
+        let existing: PathBuf = comps[..n].iter().collect();
+        match std::fs::canonicalize(&existing) {
+            Ok(mut out) => {
+                for c in &comps[n..] {
+                    match c {
+                        Component::Normal(name) => out.push(name),
+                        Component::ParentDir => {
+                            out.pop();
+                        }
+                        _ => {}
+                    }
+                }
+                return Ok(out);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(abs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_overlapping_the_data_dir_are_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("archive")).expect("mkdir");
+        let refused = |t: PathBuf| {
+            let err = refuse_data_dir_overlap(&data, &t).expect_err("refused");
+            assert!(err.to_string().contains(&t.display().to_string()), "{err}");
+        };
+        refused(data.clone());
+        refused(data.join("archive"));
+        refused(data.join("not-yet").join("deeper"));
+        refused(tmp.path().to_path_buf());
+        refused(
+            tmp.path()
+                .join("elsewhere")
+                .join("..")
+                .join("data")
+                .join("x"),
+        );
+        refused(tmp.path().join("data").join(".").join("archive"));
+        #[cfg(unix)]
+        {
+            let link = tmp.path().join("link");
+            std::os::unix::fs::symlink(&data, &link).expect("symlink");
+            refused(link.join("archive"));
+            refused(link.clone());
+        }
+        refuse_data_dir_overlap(&data, &tmp.path().join("restored.git")).expect("outside");
+        refuse_data_dir_overlap(&data, &tmp.path().join("data2")).expect("sibling");
+    }
 }

@@ -117,10 +117,22 @@ pub enum GitError {
     /// [`restore_bare()`](super::restore_bare) was asked to write into a non-empty directory.
     #[error(
         "restore target {path} exists and is not empty; restore into an absent or empty directory, \
-         or allow overwriting it"
+         or allow replacing it (only a git repository is replaced, and it is moved aside to \
+         <target>.replaced-<time>, never deleted)"
     )]
     TargetNotEmpty {
         /// The target directory.
+        path: PathBuf,
+    },
+    /// [`restore_bare()`](super::restore_bare) was asked to write over something that is not a
+    /// git repository: a non-empty directory, a file or a symbolic link. It is never replaced.
+    #[error(
+        "restore target {path} exists, is not empty and is not a git repository; it is never \
+         replaced, even when overwriting is allowed: restore somewhere else, or move it away \
+         yourself"
+    )]
+    TargetNotRepository {
+        /// The target path.
         path: PathBuf,
     },
     /// A pack given to [`restore_bare()`](super::restore_bare) could not be read or is corrupt.

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 pub use error::GitError;
 pub use fetch::{fetch_mirror, list_packs};
-pub use restore::restore_bare;
+pub use restore::{restore_bare, Restored};
 
 /// How to authenticate against the remote.
 #[derive(Clone, Debug)]
@@ -116,6 +116,9 @@ pub struct FetchOutcome {
     pub bytes_received: u64,
     /// `true` if this was the first fetch, which created the mirror.
     pub cloned: bool,
+    /// Set when the existing mirror was unusable (damaged by a crash or on disk) and was
+    /// rebuilt by a fresh clone: why it was unusable.
+    pub rebuilt: Option<String>,
 }
 
 /// Parameters of [`fetch_mirror()`].

@@ -6,6 +6,12 @@
 //! self-contained, which every pack written by [`fetch_mirror()`](super::fetch_mirror) is. The
 //! repository is assembled in a temporary directory next to the target and renamed into place
 //! at the end, so a failed restore leaves no half-written repository behind.
+//!
+//! Nothing is ever deleted: an existing target is replaced only when it is a git repository
+//! and overwriting was asked for, and then it is moved aside to `<target>.replaced-<UTC time>`
+//! (a non-git, non-empty directory or a file is always refused). Leftovers of an interrupted
+//! earlier restore are recognized by their exact staging name, so a crash between the two
+//! renames never costs the original on the next run.
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +22,7 @@ use std::{
 };
 
 use super::{
-    fetch::{init_bare, open_mirror, remove_leftovers, remove_path, set_refs, sync_tree},
+    fetch::{init_bare, open_mirror, remove_leftovers, set_refs, sync_file, sync_tree},
     pack_index::PackError,
     pack_receive::receive_pack,
     GitError, RefEntry, RefTarget,
@@ -26,8 +32,11 @@ use super::{
 /// file) and `refs` (all refs, plus `HEAD`, usually symbolic).
 ///
 /// `target` must be absent or an empty directory, otherwise [`GitError::TargetNotEmpty`] is
-/// returned — unless `overwrite` is `true`, in which case whatever is there is replaced once the
-/// new repository is complete. Every object ref must point to an object present in the packs
+/// returned — unless `overwrite` is `true` and `target` is a git repository (bare or not), which
+/// is then moved aside to `<target>.replaced-<UTC time>` once the new repository is complete
+/// (returned in [`Restored::replaced`]). Anything else that is there (a non-empty directory that
+/// is not a git repository, a file, a symbolic link) is refused with
+/// [`GitError::TargetNotRepository`], whatever `overwrite` says. Every object ref must point to an object present in the packs
 /// ([`GitError::MissingObject`] otherwise). Without a `HEAD` entry, `HEAD` points to
 /// `refs/heads/main`, `refs/heads/master` or the first branch, in that order of preference.
 pub fn restore_bare(
@@ -35,13 +44,21 @@ pub fn restore_bare(
     packs: &mut dyn Iterator<Item = Result<Box<dyn Read + Send>, std::io::Error>>,
     refs: &[RefEntry],
     overwrite: bool,
-) -> Result<(), GitError> {
+) -> Result<Restored, GitError> {
     let refs = normalized_refs(refs)?;
     let target_state = target_state(target)?;
-    if matches!(target_state, TargetState::NonEmpty) && !overwrite {
-        return Err(GitError::TargetNotEmpty {
-            path: target.to_owned(),
-        });
+    match target_state {
+        TargetState::Other => {
+            return Err(GitError::TargetNotRepository {
+                path: target.to_owned(),
+            })
+        }
+        TargetState::Repository if !overwrite => {
+            return Err(GitError::TargetNotEmpty {
+                path: target.to_owned(),
+            })
+        }
+        _ => {}
     }
 
     let parent = match target.parent() {
@@ -189,10 +206,21 @@ fn write_pack(pack: Box<dyn Read + Send>, pack_dir: &Path, index: usize) -> Resu
     Ok(())
 }
 
+/// What [`restore_bare()`] did besides writing the repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Where the git repository that was at the target was moved (`<target>.replaced-<time>`),
+    /// when one was replaced.
+    pub replaced: Option<PathBuf>,
+}
+
 enum TargetState {
     Absent,
     EmptyDir,
-    NonEmpty,
+    /// A git repository: bare (`HEAD`, `objects/`, `refs/`) or with a `.git` directory.
+    Repository,
+    /// Anything else: never replaced.
+    Other,
 }
 
 fn target_state(target: &Path) -> Result<TargetState, GitError> {
@@ -204,22 +232,73 @@ fn target_state(target: &Path) -> Result<TargetState, GitError> {
                 fs::read_dir(target).map_err(|err| GitError::io("read directory", target, err))?;
             Ok(if entries.next().is_none() {
                 TargetState::EmptyDir
+            } else if is_git_repository(target) {
+                TargetState::Repository
             } else {
-                TargetState::NonEmpty
+                TargetState::Other
             })
         }
-        Ok(_) => Ok(TargetState::NonEmpty),
+        Ok(_) => Ok(TargetState::Other),
     }
 }
 
-/// Rename the finished repository in `staging` to `target`, replacing what is there as allowed
-/// by `state` (checked by the caller).
+/// Whether `dir` is a git repository: a bare one (`HEAD` file, `objects/` and `refs/`
+/// directories) or a work tree with a `.git` directory. Symbolic links are not followed.
+fn is_git_repository(dir: &Path) -> bool {
+    let is = |name: &str, dir_wanted: bool| {
+        fs::symlink_metadata(dir.join(name)).is_ok_and(|m| {
+            if dir_wanted {
+                m.is_dir()
+            } else {
+                m.is_file()
+            }
+        })
+    };
+    (is("HEAD", false) && is("objects", true) && is("refs", true)) || is(".git", true)
+}
+
+/// A free name next to `target` for the repository it replaces: `<target>.replaced-<UTC time>`,
+/// with `-2`, `-3`, … appended if that exists already.
+fn aside_path(target: &Path) -> Result<PathBuf, GitError> {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let base = target.as_os_str().to_owned();
+    for n in 1..1000u32 {
+        let mut name = base.clone();
+        name.push(format!(".replaced-{stamp}"));
+        if n > 1 {
+            name.push(format!("-{n}"));
+        }
+        let path = PathBuf::from(name);
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(path);
+        }
+    }
+    Err(GitError::io(
+        "find a free name to move aside",
+        target,
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "too many replaced copies",
+        ),
+    ))
+}
+
+/// Rename the finished repository in `staging` to `target`. A git repository at the target
+/// (allowed by `state`, checked by the caller) is moved aside first and never deleted.
 fn move_into_place(
     staging: tempfile::TempDir,
     target: &Path,
     state: TargetState,
-) -> Result<(), GitError> {
-    // Move whatever is at the target aside first, so it can be put back if the rename fails.
+) -> Result<Restored, GitError> {
     let aside = match state {
         TargetState::Absent => None,
         TargetState::EmptyDir => {
@@ -227,19 +306,25 @@ fn move_into_place(
                 .map_err(|err| GitError::io("replace empty directory", target, err))?;
             None
         }
-        TargetState::NonEmpty => {
-            let mut aside = staging.path().as_os_str().to_owned();
-            aside.push(".replaced");
-            let aside = PathBuf::from(aside);
+        TargetState::Repository => {
+            let aside = aside_path(target)?;
             fs::rename(target, &aside)
-                .map_err(|err| GitError::io("move aside the existing", target, err))?;
+                .map_err(|err| GitError::io("move aside the existing repository", target, err))?;
+            tracing::warn!(target: "reposafe::git", from = %target.display(), to = %aside.display(), "existing repository moved aside");
             Some(aside)
+        }
+        TargetState::Other => {
+            return Err(GitError::TargetNotRepository {
+                path: target.to_owned(),
+            })
         }
     };
     let staged = staging.keep();
     if let Err(err) = fs::rename(&staged, target) {
         if let Some(aside) = &aside {
-            let _ = fs::rename(aside, target);
+            if let Err(back) = fs::rename(aside, target) {
+                tracing::warn!(target: "reposafe::git", path = %aside.display(), error = %back, "could not move the replaced repository back; it is kept there");
+            }
         }
         let _ = fs::remove_dir_all(&staged);
         return Err(GitError::io(
@@ -248,11 +333,9 @@ fn move_into_place(
             err,
         ));
     }
-    if let Some(aside) = aside {
-        if let Err(err) = remove_path(&aside) {
-            tracing::warn!(target: "reposafe::git", path = %aside.display(), error = %err, "could not remove the replaced repository");
-        }
+    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_file(parent)?;
     }
     tracing::info!(target: "reposafe::git", target = %target.display(), "repository restored");
-    Ok(())
+    Ok(Restored { replaced: aside })
 }

@@ -349,12 +349,15 @@ fn remote_that_lost_all_refs_empties_the_mirror() {
     for name in names.lines() {
         git.run(&origin, &["update-ref", "-d", name]);
     }
-    // Leftovers of a crashed fetch are cleaned up.
+    // Leftovers of a crashed fetch (another process) are cleaned up.
     let pack_dir = mirror.join("objects/pack");
     fs::write(pack_dir.join(".tmpAbCdEf"), "partial").expect("write");
     fs::write(pack_dir.join("pack-0123.keep"), "").expect("write");
+    fs::write(mirror.join("packed-refs.lock"), "").expect("write");
+    super::fetch::forget_prepared(&mirror);
     let out = fetch(&mirror, &url).expect("fetch from emptied remote");
     assert!(!pack_dir.join(".tmpAbCdEf").exists() && !pack_dir.join("pack-0123.keep").exists());
+    assert!(!mirror.join("packed-refs.lock").exists());
     assert_eq!(out.refs, git.refs_with_head(&origin));
     assert_eq!(git.run(&mirror, &["for-each-ref"]).trim(), "");
     assert_eq!(out.packs.len(), 1, "objects stay in the immutable pack");
@@ -470,6 +473,100 @@ fn restore_rejects_refs_to_missing_objects_and_leaves_nothing() {
         "{err}"
     );
     assert!(!target.exists());
+}
+
+#[test]
+fn restore_replaces_only_git_repositories_and_moves_them_aside() {
+    let git = Git::new();
+    let (origin, work) = populated_origin(&git);
+    let mirror = git.root().join("mirror.git");
+    let out = fetch(&mirror, &format!("file://{}", origin.display())).expect("clone");
+    let parent = git.root().join("targets");
+    fs::create_dir(&parent).expect("mkdir");
+
+    // A non-empty directory that is not a git repository, or a file: refused even with
+    // overwriting allowed, and untouched.
+    let plain = parent.join("plain");
+    fs::create_dir(&plain).expect("mkdir");
+    fs::write(plain.join("notes.txt"), "mine").expect("write");
+    let file = parent.join("file");
+    fs::write(&file, "mine too").expect("write");
+    for target in [&plain, &file] {
+        let err = restore_bare(target, &mut pack_readers(&out.packs), &out.refs, true)
+            .expect_err("not a repository");
+        assert!(
+            matches!(&err, GitError::TargetNotRepository { path } if path == target),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&target.display().to_string()),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(plain.join("notes.txt")).expect("kept"),
+        "mine"
+    );
+    assert_eq!(fs::read_to_string(&file).expect("kept"), "mine too");
+
+    // A work tree (with `.git`) is replaced only with overwriting allowed, and moved aside.
+    let err = restore_bare(&work, &mut pack_readers(&out.packs), &out.refs, false)
+        .expect_err("not empty");
+    assert!(matches!(err, GitError::TargetNotEmpty { .. }), "{err}");
+    let head_before = git.run(&work, &["rev-parse", "HEAD"]);
+    let restored = restore_bare(&work, &mut pack_readers(&out.packs), &out.refs, true)
+        .expect("replace work tree");
+    let aside = restored.replaced.expect("moved aside");
+    assert!(
+        aside
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("work.replaced-")),
+        "{}",
+        aside.display()
+    );
+    assert_eq!(git.run(&aside, &["rev-parse", "HEAD"]), head_before);
+    git.fsck(&work);
+    assert_refs_match(&git, &work, &out.refs);
+
+    // A bare repository is replaced the same way; a second replacement gets its own name.
+    let again =
+        restore_bare(&work, &mut pack_readers(&out.packs), &out.refs, true).expect("replace bare");
+    let aside2 = again.replaced.expect("moved aside");
+    assert_ne!(aside, aside2);
+    git.fsck(&aside2);
+    git.fsck(&work);
+}
+
+#[test]
+fn crash_leftovers_next_to_the_target_are_never_the_original() {
+    let git = Git::new();
+    let (origin, _work) = populated_origin(&git);
+    let mirror = git.root().join("mirror.git");
+    let out = fetch(&mirror, &format!("file://{}", origin.display())).expect("clone");
+    let parent = git.root().join("restores");
+    fs::create_dir(&parent).expect("mkdir");
+    // What a crash between the renames leaves: the original moved aside (in the naming of
+    // this version and of earlier ones) and the target absent; plus a half-written staging
+    // directory, which is the only thing that may go.
+    let keep = [
+        parent.join("repo.git.replaced-20260101T000000Z"),
+        parent.join(".repo.git.reposafe-restore-Ab12Cd.replaced"),
+        parent.join(".repo.git.reposafe-restore-mine"),
+    ];
+    for dir in &keep {
+        fs::create_dir(dir).expect("mkdir");
+        fs::write(dir.join("HEAD"), "ref: refs/heads/main\n").expect("write");
+    }
+    let staging = parent.join(".repo.git.reposafe-restore-Xy34Zw");
+    fs::create_dir(&staging).expect("mkdir");
+    let target = parent.join("repo.git");
+    restore_bare(&target, &mut pack_readers(&out.packs), &out.refs, false).expect("restore");
+    git.fsck(&target);
+    for dir in &keep {
+        assert!(dir.join("HEAD").is_file(), "{} was deleted", dir.display());
+    }
+    assert!(!staging.exists(), "the staging leftover is cleaned up");
 }
 
 #[test]

@@ -62,33 +62,33 @@ fn is_hex_hash(s: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// Remove directories in `parent` starting with `prefix`, left behind by a crashed earlier run.
+/// Remove the staging directories in `parent` that a crashed earlier run left behind: exactly
+/// `prefix` followed by the six random letters and digits of a temporary directory's name.
+/// Nothing else is touched, in particular nothing a user named, nor a `.replaced-` copy.
 pub(crate) fn remove_leftovers(parent: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(prefix))
-        {
-            let path = entry.path();
-            tracing::warn!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted earlier run");
-            if let Err(err) = remove_path(&path) {
-                tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
-            }
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| is_staging_name(n, prefix)) {
+            continue;
+        }
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        tracing::warn!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted earlier run");
+        if let Err(err) = fs::remove_dir_all(&path) {
+            tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
         }
     }
 }
 
-/// Remove a file, or a directory with everything below it.
-pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
-    if path.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    }
+/// Whether `name` is `prefix` plus the 6 random alphanumeric characters of a `tempfile` name.
+fn is_staging_name(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// `fsync` the file or directory at `path`.
@@ -163,5 +163,21 @@ mod tests {
         assert!(is_hex_hash(&"0".repeat(64)));
         assert!(!is_hex_hash(&"A".repeat(40)));
         assert!(!is_hex_hash("abc"));
+    }
+
+    #[test]
+    fn only_exact_staging_names_are_leftovers() {
+        let prefix = ".repo.git.reposafe-restore-";
+        assert!(is_staging_name(".repo.git.reposafe-restore-a1B2c3", prefix));
+        assert!(!is_staging_name(
+            ".repo.git.reposafe-restore-a1B2c3.replaced",
+            prefix
+        ));
+        assert!(!is_staging_name(
+            "repo.git.replaced-20261130T094318Z",
+            prefix
+        ));
+        assert!(!is_staging_name(".repo.git.reposafe-restore-", prefix));
+        assert!(!is_staging_name("repo.git", prefix));
     }
 }

@@ -14,10 +14,12 @@
 //! * `refs`: ref listing, pruning, setting, and the pack negotiation;
 //! * `transport`: the HTTP(S) transport (credential header, pacing hook, TLS, `Retry-After`)
 //!   and the translation of failures into [`GitError`];
-//! * `files`: pack listing, fsync of what a fetch wrote, leftovers of interrupted runs.
+//! * `files`: pack listing, fsync of what a fetch wrote, leftovers of interrupted runs;
+//! * `recover`: stale lock files of a crashed process, and rebuilding a damaged mirror.
 
 mod files;
 mod mirror;
+mod recover;
 mod refs;
 mod transport;
 
@@ -34,8 +36,10 @@ use std::{
 use secrecy::SecretString;
 
 pub use files::list_packs;
-pub(crate) use files::{remove_leftovers, remove_path, sync_tree};
+pub(crate) use files::{remove_leftovers, sync_file, sync_tree};
 pub(crate) use mirror::{init_bare, open_mirror};
+#[cfg(test)]
+pub(crate) use recover::forget_prepared;
 pub(crate) use refs::set_refs;
 
 use super::{
@@ -75,13 +79,9 @@ pub fn fetch_mirror(mirror: &Path, opts: &FetchOptions) -> Result<FetchOutcome, 
 
     let started = Instant::now();
     tracing::info!(target: "reposafe::git", url = %remote.display, mirror = %mirror.display(), "fetching into mirror");
+    recover::remove_crash_leftovers_once(mirror)?;
     let outcome = match mirror::mirror_state(mirror)? {
-        MirrorState::Existing => {
-            let repo = mirror::open_mirror(mirror)?;
-            let mut out = fetch_into(&repo, mirror, &remote, auth.as_ref(), opts)?;
-            out.cloned = false;
-            out
-        }
+        MirrorState::Existing => fetch_existing(mirror, &remote, auth.as_ref(), opts)?,
         state @ (MirrorState::Absent | MirrorState::EmptyDir) => {
             mirror::clone_into_new_mirror(mirror, state, &remote, auth.as_ref(), opts)?
         }
@@ -100,6 +100,33 @@ pub fn fetch_mirror(mirror: &Path, opts: &FetchOptions) -> Result<FetchOutcome, 
     Ok(outcome)
 }
 
+/// Fetch into the existing mirror at `mirror` (cleaned of a crashed process's leftovers by
+/// the caller); a mirror that is unusable is rebuilt by a fresh clone (reported in
+/// [`FetchOutcome::rebuilt`]).
+fn fetch_existing(
+    mirror: &Path,
+    remote: &RemoteUrl,
+    auth: Option<&SecretString>,
+    opts: &FetchOptions,
+) -> Result<FetchOutcome, GitError> {
+    let damage = match recover::open_checked(mirror) {
+        Ok(repo) => {
+            let mut out = fetch_into(&repo, mirror, remote, auth, opts)?;
+            out.cloned = false;
+            return Ok(out);
+        }
+        Err(err) if recover::looks_like_a_repository(mirror) => err,
+        Err(err) => return Err(err),
+    };
+    tracing::warn!(target: "reposafe::git", mirror = %mirror.display(), error = %damage, "mirror is unusable; rebuilding it with a fresh clone");
+    let aside = recover::move_aside(mirror)?;
+    let result = mirror::clone_into_new_mirror(mirror, MirrorState::Absent, remote, auth, opts);
+    recover::finish_rebuild(mirror, &aside, result.is_ok());
+    let mut out = result?;
+    out.rebuilt = Some(damage.to_string());
+    Ok(out)
+}
+
 /// Fetch from `remote` into the open mirror `repo` at `dir`.
 fn fetch_into(
     repo: &gix::Repository,
@@ -108,7 +135,8 @@ fn fetch_into(
     auth: Option<&SecretString>,
     opts: &FetchOptions,
 ) -> Result<FetchOutcome, GitError> {
-    files::remove_stale_keep_files(dir)?;
+    // Leftovers of a crashed process were removed when this process first used the mirror
+    // (`recover`); never here, where another fetch of this process may be writing.
     let packs_before: BTreeSet<String> =
         list_packs(dir)?.into_iter().map(|p| p.pack_hash).collect();
     let total_bytes = Arc::new(AtomicU64::new(0));
@@ -135,6 +163,7 @@ fn fetch_into(
         new_packs,
         bytes_received: total_bytes.load(Ordering::Relaxed),
         cloned: false,
+        rebuilt: None,
     })
 }
 
