@@ -322,6 +322,68 @@ fn resolved(path: &Path) -> std::io::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// One name, three histories: from before ids (keyed by the name), of a removed
+    /// connection, and of the connection of that name now.
+    #[test]
+    fn lookups_by_name_pick_the_current_history_and_reach_any_by_id() {
+        use crate::archive::{SnapshotStats, FORMAT_VERSION};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ctx = Context::open(tmp.path()).expect("context");
+        let refs = ctx.archive.put_bytes(b"[]").expect("refs").id;
+        let write = |connection_id: &str, t: i64| {
+            let at = OffsetDateTime::from_unix_timestamp(t).expect("time");
+            let snap = Snapshot {
+                format: FORMAT_VERSION,
+                id: SnapshotId::new(at),
+                repository: RepoIdentity {
+                    connection: "acme".into(),
+                    connection_id: connection_id.into(),
+                    provider: "bitbucket-cloud".into(),
+                    repo_id: "{1}".into(),
+                    full_name: "ws/app".into(),
+                },
+                taken_at: at,
+                refs,
+                ref_count: 0,
+                packs: vec![],
+                main_branch: None,
+                stats: SnapshotStats::default(),
+            };
+            ctx.archive.write_snapshot(&snap).expect("write");
+            snap
+        };
+        let old = write("", 100);
+        let removed = write("1111111111111111", 200);
+
+        // No connection is named acme: the history backed up last; the listing has all.
+        let found = find_repository(&ctx, "ws/app", Some("acme")).expect("found");
+        assert_eq!(found.history_key(), "1111111111111111");
+        let all = snapshots_of(&ctx, &found).expect("list");
+        assert_eq!(all, vec![old.clone(), removed.clone()]);
+        let latest = choose(&ctx, &found, &SnapshotChoice::Latest).expect("latest");
+        assert_eq!(latest, removed);
+
+        // acme added again: its own history, still empty; the others by id.
+        let conn: crate::state::Connection = serde_json::from_str(
+            r#"{"name":"acme","provider":"bitbucket-cloud","settings":{},"credential_kind":"api-token",
+                "credential_identity":null,"id":"2222222222222222","created_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .expect("connection");
+        ctx.state.add_connection(&conn, b"sealed").expect("add");
+        let found = find_repository(&ctx, "ws/app", None).expect("found");
+        assert_eq!(found.history_key(), "2222222222222222");
+        let err = choose(&ctx, &found, &SnapshotChoice::Latest).expect_err("none yet");
+        assert!(err.to_string().contains("--snapshot"), "{err}");
+        assert_eq!(snapshots_of(&ctx, &found).expect("list").len(), 2);
+        for s in [&old, &removed] {
+            let got = choose(&ctx, &found, &SnapshotChoice::Id(s.id.clone())).expect("by id");
+            assert_eq!(&got, s);
+        }
+        let newest = write("2222222222222222", 300);
+        let latest = choose(&ctx, &found, &SnapshotChoice::Latest).expect("latest");
+        assert_eq!(latest, newest);
+    }
+
     #[test]
     fn targets_overlapping_the_data_dir_are_refused() {
         let tmp = tempfile::tempdir().expect("tmp");
