@@ -294,9 +294,10 @@ pub fn snapshots(id: &RepoIdentity, snaps: &[Snapshot]) {
     }
     if several {
         println!(
-            "connection {} was removed and added again: its snapshots belong to separate histories \
-             (CONNECTION ID); `restore` uses {} unless given --snapshot ID",
+            "connections named {} were removed and added again: {} has one history per \
+             connection (CONNECTION ID); `restore` uses {} unless given --snapshot ID",
             id.connection,
+            id.full_name,
             id.history_key()
         );
     }
