@@ -4,8 +4,9 @@
 //!
 //! A manifest names the repository (connection, provider, stable id, full name),
 //! when it was taken, the blob holding its refs and the blobs holding every git
-//! pack needed to rebuild it. `<repo-dir>` is derived from the connection and the
-//! repository's stable id, so renames on the server keep one history.
+//! pack needed to rebuild it. `<repo-dir>` is derived from the connection's
+//! immutable id and the repository's stable id, so renames on the server keep one
+//! history and a connection removed and added again under the same name starts a new one.
 
 use super::backend::FileKind;
 use super::{Archive, ArchiveError, BlobId};
@@ -72,8 +73,12 @@ impl fmt::Debug for SnapshotId {
 /// Which repository a snapshot is of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoIdentity {
-    /// The connection's name, e.g. `acme`.
+    /// The connection's name, e.g. `acme` (for display and lookups by name).
     pub connection: String,
+    /// The connection's immutable id, created once when it was added; empty in
+    /// manifests written before ids existed, which means the name (see [`Self::history_key`]).
+    #[serde(default)]
+    pub connection_id: String,
     /// The provider id, e.g. `bitbucket-cloud`.
     pub provider: String,
     /// The provider's stable repository id (survives renames).
@@ -83,10 +88,22 @@ pub struct RepoIdentity {
 }
 
 impl RepoIdentity {
-    /// The directory under `snapshots/` holding this repository's manifests.
+    /// What keys this repository's history: the connection id, or its name for a
+    /// manifest written before connection ids existed (connections of that time have
+    /// `id = name`, so their `<repo-dir>` is unchanged).
+    pub fn history_key(&self) -> &str {
+        if self.connection_id.is_empty() {
+            &self.connection
+        } else {
+            &self.connection_id
+        }
+    }
+
+    /// The directory under `snapshots/` holding this repository's manifests (and the
+    /// name of its mirror): the first 16 hex digits of BLAKE3(history key ‖ 0 ‖ repo id).
     pub fn dir_name(&self) -> String {
         let mut h = blake3::Hasher::new();
-        h.update(self.connection.as_bytes());
+        h.update(self.history_key().as_bytes());
         h.update(&[0]);
         h.update(self.repo_id.as_bytes());
         hex::encode(&h.finalize().as_bytes()[..8])
@@ -210,6 +227,29 @@ impl Archive {
     /// Every snapshot in the archive, oldest first (disaster recovery: needs no state).
     pub fn all_snapshots(&self) -> Result<Vec<Snapshot>, ArchiveError> {
         self.read_manifests(&self.backend.list(FileKind::Snapshot, "")?)
+    }
+
+    /// One identity per repository history in the archive (one per `<repo-dir>`),
+    /// read from its newest manifest, with that manifest's time. Reads one manifest
+    /// per history, not every snapshot.
+    pub fn histories(&self) -> Result<Vec<(RepoIdentity, OffsetDateTime)>, ArchiveError> {
+        let mut newest: std::collections::BTreeMap<String, String> = Default::default();
+        for mid in self.backend.list(FileKind::Snapshot, "")? {
+            let Some((dir, name)) = mid.split_once('/') else {
+                continue;
+            };
+            if SnapshotId::parse(name).is_err() {
+                continue;
+            }
+            let slot = newest.entry(dir.to_string()).or_default();
+            if mid > *slot {
+                *slot = mid;
+            }
+        }
+        newest
+            .values()
+            .map(|mid| self.read_manifest(mid).map(|s| (s.repository, s.taken_at)))
+            .collect()
     }
 
     /// Finds a snapshot by id.

@@ -94,6 +94,7 @@ fn snapshot_requires_its_blobs_and_lists_in_order_on(a: &Archive) {
     let refs = a.put_bytes(b"[]").unwrap().id;
     let repo = RepoIdentity {
         connection: "acme".into(),
+        connection_id: "0123456789abcdef".into(),
         provider: "bitbucket-cloud".into(),
         repo_id: "{1}".into(),
         full_name: "acme/api".into(),
@@ -139,6 +140,75 @@ fn snapshot_requires_its_blobs_and_lists_in_order_on(a: &Archive) {
     assert!(matches!(err, ArchiveError::SnapshotExists { .. }), "{err}");
     assert_eq!(a.find_snapshot(&s2.id).unwrap(), s2);
     assert_eq!(a.all_snapshots().unwrap().len(), 3);
+}
+
+/// `<repo-dir>` comes from the connection id; a manifest written before ids existed
+/// (no `connection_id`) keeps the directory its name gave it, which is also the
+/// directory of a connection whose id is its name (connections of that time).
+#[test]
+fn repo_dir_follows_the_connection_id_and_old_manifests_keep_theirs() {
+    let old: RepoIdentity = serde_json::from_str(
+        r#"{"connection":"acme","provider":"bitbucket-cloud","repo_id":"{1}","full_name":"ws/api"}"#,
+    )
+    .unwrap();
+    assert_eq!(old.connection_id, "");
+    assert_eq!(old.history_key(), "acme");
+    let mut h = blake3::Hasher::new();
+    h.update(b"acme\0{1}");
+    assert_eq!(old.dir_name(), hex::encode(&h.finalize().as_bytes()[..8]));
+    let migrated = RepoIdentity {
+        connection_id: "acme".into(),
+        ..old.clone()
+    };
+    assert_eq!(migrated.dir_name(), old.dir_name());
+    let readded = RepoIdentity {
+        connection_id: "0123456789abcdef".into(),
+        ..old.clone()
+    };
+    assert_ne!(readded.dir_name(), old.dir_name());
+}
+
+#[test]
+fn histories_have_one_entry_per_repo_dir() {
+    on_each_backend(histories_have_one_entry_per_repo_dir_on);
+}
+
+fn histories_have_one_entry_per_repo_dir_on(a: &Archive) {
+    let refs = a.put_bytes(b"[]").unwrap().id;
+    let repo = |id: &str, name: &str| RepoIdentity {
+        connection: "acme".into(),
+        connection_id: id.into(),
+        provider: "bitbucket-cloud".into(),
+        repo_id: "{1}".into(),
+        full_name: name.into(),
+    };
+    let snap = |r: RepoIdentity, t: i64| Snapshot {
+        format: FORMAT_VERSION,
+        id: SnapshotId::new(OffsetDateTime::from_unix_timestamp(t).unwrap()),
+        repository: r,
+        taken_at: OffsetDateTime::from_unix_timestamp(t).unwrap(),
+        refs,
+        ref_count: 0,
+        packs: vec![],
+        main_branch: None,
+        stats: SnapshotStats::default(),
+    };
+    a.write_snapshot(&snap(repo("", "ws/old-name"), 100))
+        .unwrap();
+    a.write_snapshot(&snap(repo("acme", "ws/api"), 200))
+        .unwrap();
+    a.write_snapshot(&snap(repo("fedcba9876543210", "ws/api"), 300))
+        .unwrap();
+    let mut h = a.histories().unwrap();
+    h.sort_by_key(|(_, t)| *t);
+    let got: Vec<(&str, &str)> = h
+        .iter()
+        .map(|(r, _)| (r.history_key(), r.full_name.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("acme", "ws/api"), ("fedcba9876543210", "ws/api")]
+    );
 }
 
 #[test]

@@ -260,17 +260,45 @@ pub fn snapshots(id: &RepoIdentity, snaps: &[Snapshot]) {
         println!("{} has no snapshots", id.full_name);
         return;
     }
+    // Histories of connections removed and added again under the same name get a column.
+    let several = snaps
+        .iter()
+        .any(|s| s.repository.history_key() != id.history_key());
+    let history = |s: &Snapshot| {
+        let key = s.repository.history_key();
+        if !several {
+            String::new()
+        } else if key == id.history_key() {
+            format!(" {key} (restored by default)")
+        } else {
+            format!(" {key}")
+        }
+    };
     println!(
-        "{:<26} {:<22} {:>6} {:>10}",
-        "SNAPSHOT", "TAKEN (UTC)", "REFS", "NEW"
+        "{:<26} {:<22} {:>6} {:>10}{}",
+        "SNAPSHOT",
+        "TAKEN (UTC)",
+        "REFS",
+        "NEW",
+        if several { " CONNECTION ID" } else { "" }
     );
     for s in snaps {
         println!(
-            "{:<26} {:<22} {:>6} {:>10}",
+            "{:<26} {:<22} {:>6} {:>10}{}",
             s.id.as_str(),
             fmt_time(s.taken_at),
             s.ref_count,
-            human_bytes(s.stats.new_bytes)
+            human_bytes(s.stats.new_bytes),
+            history(s)
+        );
+    }
+    if several {
+        println!(
+            "connections named {} were removed and added again: {} has one history per \
+             connection (CONNECTION ID); `restore` uses {} unless given --snapshot ID",
+            id.connection,
+            id.full_name,
+            id.history_key()
         );
     }
 }

@@ -401,6 +401,7 @@ fn lock_repository(
 fn identity(conn: &Connection, repo: &Repository) -> RepoIdentity {
     RepoIdentity {
         connection: conn.name.clone(),
+        connection_id: conn.id.clone(),
         provider: conn.provider.clone(),
         repo_id: repo.id.clone(),
         full_name: repo.full_name.clone(),

@@ -146,6 +146,7 @@ pub fn add_connection(
             None => None,
         },
         principal: None,
+        id: Connection::new_id(),
         created_at: time::OffsetDateTime::now_utc(),
     };
     if verify {

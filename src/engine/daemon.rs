@@ -147,6 +147,7 @@ mod tests {
                     read_only: false,
                     rate_limit: None,
                     principal: None,
+                    id: Connection::new_id(),
                     created_at: OffsetDateTime::UNIX_EPOCH,
                 },
                 b"sealed",

@@ -36,6 +36,12 @@ pub struct RestoreReport {
 /// Finds a repository by full name (`scope/slug`), optionally within one
 /// connection. Looks in the state first, then in the archive itself (so an archive
 /// restored onto a fresh machine still works).
+///
+/// One connection name can have several histories of a repository: a connection removed
+/// and added again under the same name has a new id and starts a new history. The identity
+/// returned is the history of the connection of that name now; for a name no connection has
+/// any more, the history backed up last. [`snapshots_of`] lists every history of the name
+/// and a restore with a snapshot id reaches any of them.
 pub fn find_repository(
     ctx: &Context,
     full_name: &str,
@@ -44,29 +50,25 @@ pub fn find_repository(
     let mut found: Vec<RepoIdentity> = Vec::new();
     for r in ctx.state.repositories(connection)? {
         if r.full_name == full_name {
-            let provider = ctx
-                .state
-                .connection(&r.connection)
-                .map(|c| c.provider)
-                .unwrap_or_default();
             found.push(RepoIdentity {
                 connection: r.connection,
-                provider,
+                connection_id: String::new(),
+                provider: String::new(),
                 repo_id: r.repo_id,
                 full_name: r.full_name,
             });
         }
     }
+    let mut histories = Histories::default();
     if found.is_empty() {
-        for s in ctx.archive.all_snapshots()? {
-            let id = s.repository;
+        for (id, _) in histories.get(ctx)? {
             if id.full_name == full_name
                 && connection.is_none_or(|c| c == id.connection)
                 && !found
                     .iter()
                     .any(|f| f.connection == id.connection && f.repo_id == id.repo_id)
             {
-                found.push(id);
+                found.push(id.clone());
             }
         }
     }
@@ -77,7 +79,7 @@ pub fn find_repository(
                 .map(|c| format!(" in connection {c}"))
                 .unwrap_or_default()
         ))),
-        1 => Ok(found.remove(0)),
+        1 => current_history(ctx, found.remove(0), &mut histories),
         _ => Err(EngineError::Ambiguous(format!(
             "{full_name} exists in several connections ({}); pass --connection",
             found
@@ -89,9 +91,63 @@ pub fn find_repository(
     }
 }
 
-/// Snapshots of a repository, oldest first.
+/// The archive's histories, read once when first needed.
+#[derive(Default)]
+struct Histories(Option<Vec<(RepoIdentity, OffsetDateTime)>>);
+
+impl Histories {
+    fn get(&mut self, ctx: &Context) -> Result<&[(RepoIdentity, OffsetDateTime)], EngineError> {
+        if self.0.is_none() {
+            self.0 = Some(ctx.archive.histories()?);
+        }
+        Ok(self.0.as_deref().unwrap_or_default())
+    }
+}
+
+/// `repo` under the history that lookups by name use: the one of the connection of that
+/// name now, else the one backed up last.
+fn current_history(
+    ctx: &Context,
+    mut repo: RepoIdentity,
+    histories: &mut Histories,
+) -> Result<RepoIdentity, EngineError> {
+    match ctx.state.connection(&repo.connection) {
+        Ok(conn) => {
+            repo.connection_id = conn.id;
+            repo.provider = conn.provider;
+            Ok(repo)
+        }
+        Err(crate::state::StateError::NoSuchConnection(_)) => {
+            let newest = histories
+                .get(ctx)?
+                .iter()
+                .filter(|(h, _)| h.connection == repo.connection && h.repo_id == repo.repo_id)
+                .max_by_key(|(_, t)| *t);
+            Ok(match newest {
+                Some((h, _)) => RepoIdentity {
+                    full_name: repo.full_name,
+                    ..h.clone()
+                },
+                None => repo,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every snapshot of a repository under its connection name, oldest first: the history
+/// `repo` names and those of removed connections of the same name (each snapshot's
+/// `repository.connection_id` says which).
 pub fn snapshots_of(ctx: &Context, repo: &RepoIdentity) -> Result<Vec<Snapshot>, EngineError> {
-    Ok(ctx.archive.snapshots_of(repo)?)
+    let mut all = ctx.archive.snapshots_of(repo)?;
+    let dir = repo.dir_name();
+    for (h, _) in ctx.archive.histories()? {
+        if h.connection == repo.connection && h.repo_id == repo.repo_id && h.dir_name() != dir {
+            all.extend(ctx.archive.snapshots_of(&h)?);
+        }
+    }
+    all.sort_by(|a, b| (a.taken_at, &a.id).cmp(&(b.taken_at, &b.id)));
+    Ok(all)
 }
 
 fn choose(
@@ -99,15 +155,12 @@ fn choose(
     repo: &RepoIdentity,
     choice: &SnapshotChoice,
 ) -> Result<Snapshot, EngineError> {
+    if let SnapshotChoice::Id(id) = choice {
+        return choose_id(ctx, repo, id);
+    }
     let all = ctx.archive.snapshots_of(repo)?;
-    let none = || {
-        EngineError::NotFound(format!(
-            "{} has no snapshots yet; run `reposafe backup {}` first",
-            repo.full_name, repo.connection
-        ))
-    };
+    let none = || no_snapshots(ctx, repo);
     match choice {
-        SnapshotChoice::Latest => all.into_iter().last().ok_or_else(none),
         SnapshotChoice::At(t) => {
             let first = all.first().map(|s| s.taken_at);
             all.into_iter()
@@ -121,12 +174,49 @@ fn choose(
                     None => none(),
                 })
         }
-        SnapshotChoice::Id(id) => all.into_iter().find(|s| &s.id == id).ok_or_else(|| {
-            EngineError::NotFound(format!(
-                "snapshot {id} is not a snapshot of {} (see `reposafe snapshots {}`)",
-                repo.full_name, repo.full_name
-            ))
-        }),
+        _ => all.into_iter().last().ok_or_else(none),
+    }
+}
+
+/// A snapshot by id, of any history of `repo`'s connection name.
+fn choose_id(ctx: &Context, repo: &RepoIdentity, id: &SnapshotId) -> Result<Snapshot, EngineError> {
+    let not_of = || {
+        EngineError::NotFound(format!(
+            "snapshot {id} is not a snapshot of {} (see `reposafe snapshots {}`)",
+            repo.full_name, repo.full_name
+        ))
+    };
+    match ctx.archive.find_snapshot(id) {
+        Ok(s)
+            if s.repository.connection == repo.connection
+                && s.repository.repo_id == repo.repo_id =>
+        {
+            Ok(s)
+        }
+        Ok(_) | Err(crate::archive::ArchiveError::SnapshotNotFound { .. }) => Err(not_of()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The error for a history without snapshots, pointing at earlier histories of the name.
+fn no_snapshots(ctx: &Context, repo: &RepoIdentity) -> EngineError {
+    let earlier = snapshots_of(ctx, repo).map(|s| s.len()).unwrap_or(0);
+    if earlier > 0 {
+        EngineError::NotFound(format!(
+            "{} has no snapshots under the current connection {} (id {}) yet; {earlier} snapshots \
+             of an earlier connection of that name exist: see `reposafe snapshots {} --connection {}` \
+             and restore one with --snapshot ID",
+            repo.full_name,
+            repo.connection,
+            repo.history_key(),
+            repo.full_name,
+            repo.connection
+        ))
+    } else {
+        EngineError::NotFound(format!(
+            "{} has no snapshots yet; run `reposafe backup {}` first",
+            repo.full_name, repo.connection
+        ))
     }
 }
 
@@ -231,6 +321,68 @@ fn resolved(path: &Path) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One name, three histories: from before ids (keyed by the name), of a removed
+    /// connection, and of the connection of that name now.
+    #[test]
+    fn lookups_by_name_pick_the_current_history_and_reach_any_by_id() {
+        use crate::archive::{SnapshotStats, FORMAT_VERSION};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ctx = Context::open(tmp.path()).expect("context");
+        let refs = ctx.archive.put_bytes(b"[]").expect("refs").id;
+        let write = |connection_id: &str, t: i64| {
+            let at = OffsetDateTime::from_unix_timestamp(t).expect("time");
+            let snap = Snapshot {
+                format: FORMAT_VERSION,
+                id: SnapshotId::new(at),
+                repository: RepoIdentity {
+                    connection: "acme".into(),
+                    connection_id: connection_id.into(),
+                    provider: "bitbucket-cloud".into(),
+                    repo_id: "{1}".into(),
+                    full_name: "ws/app".into(),
+                },
+                taken_at: at,
+                refs,
+                ref_count: 0,
+                packs: vec![],
+                main_branch: None,
+                stats: SnapshotStats::default(),
+            };
+            ctx.archive.write_snapshot(&snap).expect("write");
+            snap
+        };
+        let old = write("", 100);
+        let removed = write("1111111111111111", 200);
+
+        // No connection is named acme: the history backed up last; the listing has all.
+        let found = find_repository(&ctx, "ws/app", Some("acme")).expect("found");
+        assert_eq!(found.history_key(), "1111111111111111");
+        let all = snapshots_of(&ctx, &found).expect("list");
+        assert_eq!(all, vec![old.clone(), removed.clone()]);
+        let latest = choose(&ctx, &found, &SnapshotChoice::Latest).expect("latest");
+        assert_eq!(latest, removed);
+
+        // acme added again: its own history, still empty; the others by id.
+        let conn: crate::state::Connection = serde_json::from_str(
+            r#"{"name":"acme","provider":"bitbucket-cloud","settings":{},"credential_kind":"api-token",
+                "credential_identity":null,"id":"2222222222222222","created_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .expect("connection");
+        ctx.state.add_connection(&conn, b"sealed").expect("add");
+        let found = find_repository(&ctx, "ws/app", None).expect("found");
+        assert_eq!(found.history_key(), "2222222222222222");
+        let err = choose(&ctx, &found, &SnapshotChoice::Latest).expect_err("none yet");
+        assert!(err.to_string().contains("--snapshot"), "{err}");
+        assert_eq!(snapshots_of(&ctx, &found).expect("list").len(), 2);
+        for s in [&old, &removed] {
+            let got = choose(&ctx, &found, &SnapshotChoice::Id(s.id.clone())).expect("by id");
+            assert_eq!(&got, s);
+        }
+        let newest = write("2222222222222222", 300);
+        let latest = choose(&ctx, &found, &SnapshotChoice::Latest).expect("latest");
+        assert_eq!(latest, newest);
+    }
 
     #[test]
     fn targets_overlapping_the_data_dir_are_refused() {

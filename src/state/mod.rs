@@ -87,8 +87,28 @@ pub struct Connection {
     /// Who the provider counts the primary credential's requests against.
     #[serde(default)]
     pub principal: Option<String>,
+    /// Immutable id, created once when the connection is added; keys its repositories'
+    /// snapshot histories and mirrors, so a name reused later starts new ones. Records
+    /// stored before ids existed read as `id = name`, which keeps their histories.
+    #[serde(default)]
+    pub id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+impl Connection {
+    /// A fresh random connection id: 16 hex digits.
+    pub fn new_id() -> String {
+        format!("{:016x}", rand::random::<u64>())
+    }
+
+    /// A record read from the database, with `id = name` if it predates ids.
+    fn loaded(mut self) -> Connection {
+        if self.id.is_empty() {
+            self.id = self.name.clone();
+        }
+        self
+    }
 }
 
 /// A repository seen by a backup.
@@ -252,12 +272,13 @@ impl State {
             .get(name)
             .map_err(|x| e(x.into()))?
             .ok_or_else(|| StateError::NoSuchConnection(name.to_string()))?;
-        Self::decode("connections", name, v.value())
+        Self::decode::<Connection>("connections", name, v.value()).map(Connection::loaded)
     }
 
     /// Every connection, by name.
     pub fn connections(&self) -> Result<Vec<Connection>, StateError> {
-        self.scan(CONNECTIONS, "connections")
+        let all: Vec<Connection> = self.scan(CONNECTIONS, "connections")?;
+        Ok(all.into_iter().map(Connection::loaded).collect())
     }
 
     /// The sealed credential of a connection.
@@ -344,6 +365,7 @@ mod tests {
             read_only: false,
             rate_limit: None,
             principal: None,
+            id: "0123456789abcdef".into(),
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
@@ -437,6 +459,9 @@ mod schema_tests {
         let s = State::open(dir.path()).unwrap();
         let c = s.connection("acme").unwrap();
         assert!(!c.read_only);
+        // Stored before connection ids: its id is its name, so its histories stay.
+        assert_eq!(c.id, "acme");
+        assert_eq!(s.connections().unwrap()[0].id, "acme");
         assert!(s.plans().unwrap().is_empty());
         let job = s
             .create_job(
