@@ -147,6 +147,7 @@ mod tests {
                     read_only: false,
                     rate_limit: None,
                     principal: None,
+                    allowed_origins: Vec::new(),
                     created_at: OffsetDateTime::UNIX_EPOCH,
                 },
                 b"sealed",

@@ -87,6 +87,13 @@ pub struct Connection {
     /// Who the provider counts the primary credential's requests against.
     #[serde(default)]
     pub principal: Option<String>,
+    /// The origins (`https://host[:port]`) the credential may be sent to, fixed
+    /// when the connection is added; changing them needs the secret re-entered.
+    /// Empty for connections stored before they were recorded: the engine
+    /// derives them from the settings and built-in defaults, never from a
+    /// plugin's defaults (`providers::ProviderInfo::allowed_origins`).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -344,6 +351,7 @@ mod tests {
             read_only: false,
             rate_limit: None,
             principal: None,
+            allowed_origins: Vec::new(),
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
