@@ -92,20 +92,42 @@ fn misbehaving() -> &'static LoadedProvider {
         .expect("the misbehaving fixture provider is loaded")
 }
 
+/// The address of the fixture's `exfil-url` default (`http://127.0.0.1:47391`).
+const EXFIL_ADDR: &str = "127.0.0.1:47391";
+/// A URL nothing listens on, for the fixture's URL settings a test does not use.
+const UNUSED_URL: &str = "http://127.0.0.1:9";
+
 /// A session of `provider` for an access token with `SECRET`, built the way
-/// `engine::connections::gate_for` does, without retries.
+/// `engine::connections::gate_for` does, without retries. Its URL settings are
+/// set explicitly (`api_base`, or a URL nothing listens on).
 fn session<'a>(
     provider: &'a LoadedProvider,
     mode: &str,
     api_base: Option<&str>,
 ) -> ProviderSession<'a> {
+    let given = BTreeMap::from([
+        ("mode".to_string(), mode.to_string()),
+        (
+            "api-base-url".to_string(),
+            api_base.unwrap_or(UNUSED_URL).to_string(),
+        ),
+        ("exfil-url".to_string(), UNUSED_URL.to_string()),
+    ]);
     let info = provider.info();
-    let mut given = BTreeMap::new();
-    given.insert("mode".to_string(), mode.to_string());
-    if let Some(base) = api_base {
-        given.insert("api-base-url".to_string(), base.to_string());
-    }
     let settings = info.resolve_settings(&given).expect("valid settings");
+    let origins = info.credential_origins(&given, &settings);
+    gate_session(provider, &settings, &origins, false)
+}
+
+/// A session of `provider` with `settings` as stored, whose credential may go to
+/// `origins`; `writes`: the gate grants write methods.
+fn gate_session<'a>(
+    provider: &'a LoadedProvider,
+    settings: &BTreeMap<String, String>,
+    origins: &[String],
+    writes: bool,
+) -> ProviderSession<'a> {
+    let info = provider.info();
     let support = info
         .support_for(CredentialKind::AccessToken)
         .expect("access tokens are supported");
@@ -126,13 +148,16 @@ fn session<'a>(
         None,
         client.clone(),
     );
-    let gate = HttpGate::new(
+    let mut gate = HttpGate::new(
         client,
-        info.allowed_origins(&settings),
+        reposafe::providers::parse_origins(origins),
         Arc::new(auth),
         policy,
     );
-    provider.session(&settings, CredentialKind::AccessToken, Arc::new(gate))
+    if writes {
+        gate = gate.allowing_writes();
+    }
+    provider.session(settings, CredentialKind::AccessToken, Arc::new(gate))
 }
 
 /// The provider still answers normally (a failed call must not poison it).
@@ -237,6 +262,7 @@ fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
         [
             ("mode", true, false, None),
             ("api-base-url", false, true, Some("http://127.0.0.1:9")),
+            ("exfil-url", false, true, Some("http://127.0.0.1:47391")),
         ]
     );
     let support = m.support_for(CredentialKind::AccessToken).unwrap();
@@ -355,7 +381,23 @@ struct EchoServer {
 
 impl EchoServer {
     fn start() -> EchoServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_at("127.0.0.1:0")
+    }
+
+    fn start_at(addr: &str) -> EchoServer {
+        // A fixed address may take a moment to be free again after another test.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    eprintln!("{addr}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot listen on {addr}: {e}"),
+            }
+        };
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicUsize::new(0));
@@ -441,21 +483,160 @@ fn a_plugin_cannot_send_cookies() {
     assert_eq!(server.requests(), 0, "the request must not be sent at all");
 }
 
+/// Runs `list_scopes` of `s` and returns the reason of the plugin failure the
+/// host made of a refused request (whatever the plugin did with the refusal).
+fn refused(s: &ProviderSession<'_>, what: &str) -> String {
+    match s.list_scopes() {
+        Err(ProviderError::Plugin { provider, reason }) => {
+            eprintln!("{what}: {reason}");
+            assert_eq!(provider, "misbehaving", "names the plugin");
+            assert!(
+                reason.starts_with("it sent a request the host refused: "),
+                "{reason}"
+            );
+            assert!(reason.contains("nothing was sent"), "{reason}");
+            assert!(!reason.contains(SECRET));
+            reason
+        }
+        other => panic!("{what}: expected ProviderError::Plugin, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_plugin_cannot_reach_hosts_outside_the_allow_list() {
     let server = EchoServer::start();
-    let text = http_report("evil-host", Some(&server.url));
-    assert!(text.starts_with("denied: "), "{text}");
-    assert!(
-        text.contains("evil.example.invalid is not in this connection's allow-list"),
-        "{text}"
+    let reason = refused(
+        &session(misbehaving(), "evil-host", Some(&server.url)),
+        "evil-host",
     );
     assert!(
-        text.contains(&server.url),
-        "names the allowed origin: {text}"
+        reason.contains("GET http://evil.example.invalid/x"),
+        "names the method and URL: {reason}"
     );
-    assert!(!text.contains(SECRET));
+    assert!(
+        reason.contains("evil.example.invalid is not in this connection's allow-list"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&server.url),
+        "names the allowed origin: {reason}"
+    );
     assert_eq!(server.requests(), 0);
+}
+
+#[test]
+fn a_plugin_cannot_write_while_listing() {
+    let server = EchoServer::start();
+    for (mode, method) in [("post", "POST"), ("delete", "DELETE")] {
+        let s = session(misbehaving(), mode, Some(&server.url));
+        let reason = refused(&s, mode);
+        assert!(
+            reason.contains(&format!("{method} {}/write", server.url)),
+            "names the method and the URL: {reason}"
+        );
+        assert!(reason.contains("only reads (GET and HEAD)"), "{reason}");
+        // Listing repositories is read-only too.
+        let r = s.list_repositories("ws");
+        assert!(
+            matches!(&r, Err(ProviderError::Plugin { reason, .. }) if reason.contains(method)),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        server.requests(),
+        0,
+        "no write request is sent: {:?}",
+        server.heads.lock().unwrap()
+    );
+    assert_still_works(misbehaving());
+}
+
+#[test]
+fn trace_is_never_sent_even_when_writes_are_granted() {
+    let server = EchoServer::start();
+    let settings = BTreeMap::from([
+        ("mode".to_string(), "trace".to_string()),
+        ("api-base-url".to_string(), server.url.clone()),
+        ("exfil-url".to_string(), UNUSED_URL.to_string()),
+    ]);
+    let origins = vec![server.url.clone()];
+    for writes in [false, true] {
+        let s = gate_session(misbehaving(), &settings, &origins, writes);
+        let reason = refused(&s, "trace");
+        assert!(
+            reason.contains(&format!("TRACE {}/trace", server.url)),
+            "{reason}"
+        );
+        assert!(reason.contains("never allowed"), "{reason}");
+    }
+    assert_eq!(server.requests(), 0);
+    // A gate granted writes does send them (only an operation that writes gets one).
+    let mut post = settings.clone();
+    post.insert("mode".to_string(), "post".to_string());
+    let s = gate_session(misbehaving(), &post, &origins, true);
+    assert!(
+        matches!(s.list_scopes(), Err(ProviderError::Http(t)) if t.starts_with("status 200: POST /write "))
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+/// The fixture's foreign default origin, listening (so a leak would be seen).
+/// Held while it runs: only one test at a time can listen there.
+fn exfil_server() -> (std::sync::MutexGuard<'static, ()>, EchoServer) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    (guard, EchoServer::start_at(EXFIL_ADDR))
+}
+
+#[test]
+fn a_plugin_default_url_is_never_trusted_with_the_credential() {
+    let (_lock, exfil) = exfil_server();
+    let api = EchoServer::start();
+    let info = misbehaving().info();
+    // Adding: an unset plugin URL setting with a default is refused by name.
+    let given = BTreeMap::from([
+        ("mode".to_string(), "exfil".to_string()),
+        ("api-base-url".to_string(), api.url.clone()),
+    ]);
+    match info.resolve_settings(&given) {
+        Err(ProviderError::InvalidSettings(m)) => {
+            assert!(m.contains("\"exfil-url\""), "{m}");
+            assert!(
+                m.contains("set it explicitly with --set exfil-url=URL"),
+                "{m}"
+            );
+            assert!(m.contains("misbehaving"), "names the plugin: {m}");
+        }
+        other => panic!("expected InvalidSettings, got {other:?}"),
+    }
+    // A connection stored before origins were fixed, with the default filled in:
+    // the plugin's own default does not become an allowed origin.
+    let mut stored = given.clone();
+    stored.insert("exfil-url".to_string(), format!("http://{EXFIL_ADDR}"));
+    let origins = info.allowed_origins(&stored);
+    assert_eq!(origins, vec![api.url.clone()]);
+    let reason = refused(
+        &gate_session(misbehaving(), &stored, &origins, false),
+        "exfil",
+    );
+    assert!(
+        reason.contains(&format!("GET http://{EXFIL_ADDR}/steal")),
+        "{reason}"
+    );
+    assert!(reason.contains("allow-list"), "{reason}");
+    assert_eq!(
+        exfil.requests(),
+        0,
+        "nothing reached the plugin's default origin"
+    );
+    assert_eq!(api.requests(), 0);
+    // Set explicitly by the user, the same URL is allowed.
+    stored.insert("mode".to_string(), "echo".to_string());
+    let explicit = info.credential_origins(&stored, &stored);
+    assert!(
+        explicit.contains(&format!("http://{EXFIL_ADDR}")),
+        "{explicit:?}"
+    );
 }
 
 #[test]
@@ -617,7 +798,7 @@ fn cloud_session<'a>(
     );
     let gate = HttpGate::new(
         client,
-        info.allowed_origins(&settings),
+        reposafe::providers::parse_origins(&info.credential_origins(&given, &settings)),
         Arc::new(auth),
         policy,
     );
@@ -635,7 +816,7 @@ fn each_component_is_linked_against_the_world_version_it_exports() {
     let plugins = tempfile::tempdir().unwrap();
     std::fs::write(plugins.path().join("cloud-v0-1.wasm"), CLOUD_V0_1_WASM).unwrap();
     std::fs::write(plugins.path().join("example.wasm"), EXAMPLE_WASM).unwrap();
-    let reg = ProviderRegistry::load(Some(plugins.path()), None).unwrap();
+    let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &override_cloud()).unwrap();
     assert!(reg.load_errors.is_empty(), "{:?}", reg.load_errors);
     let old = reg
         .get("bitbucket-cloud")
@@ -659,7 +840,7 @@ fn a_provider_built_against_world_0_1_lists_through_the_host_and_has_no_principa
     let (server, _repos) = cloud_server(3);
     let plugins = tempfile::tempdir().unwrap();
     std::fs::write(plugins.path().join("bitbucket-cloud.wasm"), CLOUD_V0_1_WASM).unwrap();
-    let reg = ProviderRegistry::load(Some(plugins.path()), None).unwrap();
+    let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &override_cloud()).unwrap();
     let old = reg.get("bitbucket-cloud").unwrap();
     assert_eq!(old.wit_version(), "0.1.0");
 
@@ -711,7 +892,8 @@ fn a_provider_built_against_world_0_1_backs_up_through_the_binary() {
     let plugin = plugins.join("bitbucket-cloud.wasm");
     std::fs::write(&plugin, CLOUD_V0_1_WASM).unwrap();
 
-    let listed = rs.run(&["providers"]).ok();
+    let run = |args: &[&str]| with_override(rs.cmd(args));
+    let listed = run(&["providers"]).ok();
     assert!(
         listed.stdout.contains(&format!("({})", plugin.display())),
         "the 0.1 plugin replaces the built-in Cloud provider: {}",
@@ -727,8 +909,18 @@ fn a_provider_built_against_world_0_1_backs_up_through_the_binary() {
         "--api-token-file",
         token.as_str(),
     ];
-    rs.add_cloud(&server, WORKSPACE, &cred).ok();
-    let run = rs.run(&["backup", WORKSPACE, "--json"]).ok();
+    let add = common::cloud_add_args(&server, &["--workspace", WORKSPACE], &cred);
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
+    let added = run(&add).ok();
+    let base = server.base_url();
+    assert!(
+        added
+            .stdout
+            .contains(&format!("credential is sent only to: {base}\n")),
+        "{}",
+        added.stdout
+    );
+    let run = run(&["backup", WORKSPACE, "--json"]).ok();
     let report: serde_json::Value =
         serde_json::from_str(&run.stdout).expect("backup --json prints JSON");
     let outcomes: Vec<&str> = report["repositories"]
@@ -738,4 +930,153 @@ fn a_provider_built_against_world_0_1_backs_up_through_the_binary() {
         .map(|r| r["outcome"]["status"].as_str().unwrap_or("?"))
         .collect();
     assert_eq!(outcomes, ["snapshot", "snapshot"], "{report}");
+}
+
+/// The override that lets a plugin replace the built-in `bitbucket-cloud`.
+fn override_cloud() -> Vec<String> {
+    vec!["bitbucket-cloud".to_string()]
+}
+
+/// Runs `cmd` with the override of [`override_cloud`] enabled.
+fn with_override(mut cmd: std::process::Command) -> common::Run {
+    let out = cmd
+        .env(reposafe::providers::OVERRIDE_ENV, "bitbucket-cloud")
+        .output()
+        .expect("run reposafe");
+    common::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+// --- Which plugins load ------------------------------------------------------------
+
+#[test]
+fn a_plugin_with_a_builtin_id_is_refused_unless_the_override_is_enabled() {
+    let plugins = tempfile::tempdir().unwrap();
+    let file = plugins.path().join("cloud-v0-1.wasm");
+    std::fs::write(&file, CLOUD_V0_1_WASM).unwrap();
+    let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &[]).unwrap();
+    assert_eq!(
+        reg.get("bitbucket-cloud").unwrap().info().origin,
+        "built-in",
+        "the built-in provider stays"
+    );
+    let errors: Vec<String> = reg.load_errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert!(
+        e.contains(&file.display().to_string()),
+        "names the file: {e}"
+    );
+    assert!(e.contains("built-in provider"), "{e}");
+    assert!(
+        e.contains("REPOSAFE_ALLOW_PLUGIN_OVERRIDE=bitbucket-cloud"),
+        "says how to allow it: {e}"
+    );
+    // Enabled for another id, it is still refused.
+    let other = ["bitbucket-dc".to_string()];
+    let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &other).unwrap();
+    assert_eq!(
+        reg.get("bitbucket-cloud").unwrap().info().origin,
+        "built-in"
+    );
+    assert_eq!(reg.load_errors.len(), 1);
+}
+
+#[test]
+fn plugin_files_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let plugins = tempfile::tempdir().unwrap();
+    let file = plugins.path().join("misbehaving-provider.wasm");
+    std::fs::write(&file, MISBEHAVING_WASM).unwrap();
+    for mode in [0o666, 0o620, 0o602] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &[]).unwrap();
+        assert!(reg.get("misbehaving").is_err(), "mode {mode:o} loaded");
+        let e = reg.load_errors[0].to_string();
+        assert!(
+            e.contains(&file.display().to_string()),
+            "names the file: {e}"
+        );
+        assert!(
+            e.contains(&format!("mode {mode:04o}")),
+            "names the mode: {e}"
+        );
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &[]).unwrap();
+    assert!(reg.get("misbehaving").is_ok(), "{:?}", reg.load_errors);
+    // Owned by someone else (only root can give a file away).
+    if std::os::unix::fs::chown(&file, Some(4242), None).is_ok() {
+        let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &[]).unwrap();
+        assert!(reg.get("misbehaving").is_err());
+        let e = reg.load_errors[0].to_string();
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert!(e.contains("owned by uid 4242"), "{e}");
+    } else {
+        eprintln!("not root: the ownership check is not exercised here");
+    }
+}
+
+// --- Where the credential goes, through the binary ------------------------------------
+
+#[test]
+fn connection_add_fixes_where_the_credential_goes() {
+    let (_lock, exfil) = exfil_server();
+    let api = EchoServer::start();
+    let rs = common::Reposafe::new();
+    let plugins = rs.data_dir().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("misbehaving.wasm"), MISBEHAVING_WASM).unwrap();
+    let token = rs.secret_file("token.txt", SECRET).display().to_string();
+    let api_set = format!("api-base-url={}", api.url);
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "connection",
+            "add",
+            "misbehaving",
+            "--name",
+            "m",
+            "--set",
+            "mode=exfil",
+            "--set",
+            &api_set,
+            "--access-token-file",
+            &token,
+        ];
+        args.extend_from_slice(extra);
+        rs.run(&args)
+    };
+    let refused = add(&[]);
+    assert_ne!(refused.code, 0, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("set it explicitly with --set exfil-url=URL"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains(SECRET));
+    assert_eq!(
+        exfil.requests(),
+        0,
+        "nothing reached the plugin's default origin"
+    );
+    assert_eq!(api.requests(), 0);
+    assert!(!rs
+        .run(&["connection", "list"])
+        .ok()
+        .stdout
+        .contains("misbehaving"));
+
+    // Set explicitly, the origins are fixed and shown.
+    let exfil_set = format!("exfil-url={}", api.url);
+    let added = add(&["--set", &exfil_set, "--no-verify"]).ok();
+    let line = format!("  credential is sent only to: {}\n", api.url);
+    assert!(added.stdout.contains(&line), "{}", added.stdout);
+    let listed = rs.run(&["connection", "list"]).ok();
+    assert!(listed.stdout.contains(&line), "{}", listed.stdout);
+    assert_eq!(exfil.requests(), 0);
 }

@@ -54,6 +54,17 @@ pub fn connection_added(conn: &Connection) {
             .map(|i| format!(" for {i}"))
             .unwrap_or_default()
     );
+    println!("{}", origins_line(conn));
+}
+
+/// Where a connection's credential may go (fixed when it was added).
+fn origins_line(conn: &Connection) -> String {
+    let to = if conn.allowed_origins.is_empty() {
+        "nowhere (no URL setting)".to_string()
+    } else {
+        conn.allowed_origins.join(", ")
+    };
+    format!("  credential is sent only to: {to}")
 }
 
 fn tls_words(tls: &TlsSummary) -> Option<String> {
@@ -81,6 +92,7 @@ pub fn connections(list: &[ConnectionView]) {
             c.credential_identity.as_deref().unwrap_or(""),
             settings.join(" ")
         );
+        println!("{}", origins_line(c));
     }
 }
 

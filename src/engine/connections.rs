@@ -57,6 +57,23 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
+/// The origins a connection's credential may be sent to: those fixed when it was
+/// added or, for a connection stored before they were recorded, derived from its
+/// settings and built-in defaults (never from a plugin's defaults).
+pub(crate) fn credential_origins(
+    ctx: &Context,
+    conn: &Connection,
+) -> Result<Vec<String>, EngineError> {
+    if !conn.allowed_origins.is_empty() {
+        return Ok(conn.allowed_origins.clone());
+    }
+    Ok(ctx
+        .providers
+        .get(&conn.provider)?
+        .info()
+        .allowed_origins(&conn.settings))
+}
+
 /// Builds the authenticated HTTP gate for a connection.
 pub(crate) fn gate_for(
     ctx: &Context,
@@ -123,6 +140,7 @@ pub fn add_connection(
     }
     new.credential.validate()?;
     let settings = info.resolve_settings(&new.settings)?;
+    let allowed_origins = info.credential_origins(&new.settings, &settings);
     let tls = trust_of(&new.name, &new.tls)?;
     if tls.is_insecure() {
         warnings.push(tls.insecure_warning());
@@ -147,6 +165,7 @@ pub fn add_connection(
         },
         principal: None,
         id: Connection::new_id(),
+        allowed_origins,
         created_at: time::OffsetDateTime::now_utc(),
     };
     if verify {

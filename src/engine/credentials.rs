@@ -9,7 +9,7 @@
 //! OAuth. Credentials of the same principal are reported when added: they add no
 //! budget.
 
-use super::connections::{admit_credential, session_for, tls_for};
+use super::connections::{admit_credential, credential_origins, session_for, tls_for};
 use super::{Context, EngineError};
 use crate::providers::{http, Authenticator, CredentialPool, HttpGate, PoolCredential, RateBudget};
 use crate::state::{Connection, CredentialScope, ScopedCredential};
@@ -256,7 +256,7 @@ pub(crate) fn pooled_gate(
 ) -> Result<HttpGate, EngineError> {
     let provider = ctx.providers.get(&conn.provider)?;
     let oauth_url_of = |kind| provider.oauth_token_url(&conn.settings, kind);
-    let allowed_base = provider.info().allowed_origins(&conn.settings);
+    let allowed_base = crate::providers::parse_origins(&credential_origins(ctx, conn)?);
     let client = http::client_with_tls(&ctx.retry, tls).map_err(|e| EngineError::Connection {
         connection: conn.name.clone(),
         reason: e.to_string(),

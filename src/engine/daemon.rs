@@ -148,6 +148,7 @@ mod tests {
                     rate_limit: None,
                     principal: None,
                     id: Connection::new_id(),
+                    allowed_origins: Vec::new(),
                     created_at: OffsetDateTime::UNIX_EPOCH,
                 },
                 b"sealed",

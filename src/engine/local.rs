@@ -64,7 +64,8 @@ impl LocalService {
         self.jobs.context()
     }
 
-    fn view(&self, conn: crate::state::Connection) -> Result<ConnectionView, EngineError> {
+    fn view(&self, mut conn: crate::state::Connection) -> Result<ConnectionView, EngineError> {
+        conn.allowed_origins = connections::credential_origins(self.ctx(), &conn)?;
         let tls = self.ctx().state.connection_tls(&conn.name)?;
         let project_credentials = self
             .ctx()

@@ -14,6 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Methods that only read, granted to every operation.
+const READ_METHODS: [&str; 2] = ["GET", "HEAD"];
+/// Methods never granted: they echo requests (credentials included) or tunnel.
+const NEVER_METHODS: [&str; 2] = ["TRACE", "CONNECT"];
+
 /// Headers a plugin may never set.
 const FORBIDDEN_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "host"];
 
@@ -97,6 +102,10 @@ pub struct Response {
 pub enum GateError {
     #[error("request refused by the host: {0}")]
     Denied(String),
+    /// A request outside what the call was granted (a method it may not use, an
+    /// origin the credential is not for): the host fails the whole plugin call.
+    #[error("request refused by the host: {0}")]
+    Forbidden(String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("transport error: {0}")]
@@ -127,6 +136,9 @@ pub struct HttpGate {
     notice: Option<NoticeFn>,
     /// The connection's TLS trust, for certificate-failure messages.
     tls: Option<Arc<TlsTrust>>,
+    /// Whether the operation may write (methods besides GET and HEAD). No
+    /// operation writes yet: listing and metadata only read.
+    writes: bool,
 }
 
 /// A URL without its query, for messages.
@@ -190,7 +202,16 @@ impl HttpGate {
             stats: GateStats::default(),
             notice: None,
             tls: None,
+            writes: false,
         }
+    }
+
+    /// Grants write methods (POST, PUT, PATCH, DELETE...) to an operation that
+    /// writes. Never for a `read_only` connection or plan; TRACE and CONNECT stay
+    /// refused. Nothing writes yet (restore into a provider comes later).
+    pub fn allowing_writes(mut self) -> HttpGate {
+        self.writes = true;
+        self
     }
 
     /// Names the connection's TLS trust in certificate-failure messages.
@@ -242,9 +263,23 @@ impl HttpGate {
                 "URLs with embedded user names or passwords are not allowed".into(),
             ));
         }
+        let method = req.method.to_ascii_uppercase();
+        let shown = strip_query(url.as_str());
+        if NEVER_METHODS.contains(&method.as_str()) {
+            return Err(GateError::Forbidden(format!(
+                "{method} {shown}: the method {method} is never allowed; nothing was sent"
+            )));
+        }
+        if !self.writes && !READ_METHODS.contains(&method.as_str()) {
+            return Err(GateError::Forbidden(format!(
+                "{method} {shown}: this operation only reads (GET and HEAD), it may not \
+                 write; nothing was sent"
+            )));
+        }
         if !self.allowed.contains(&url.origin()) {
-            return Err(GateError::Denied(format!(
-                "host {} is not in this connection's allow-list ({})",
+            return Err(GateError::Forbidden(format!(
+                "{method} {shown}: host {} is not in this connection's allow-list ({}); \
+                 nothing was sent",
                 url.host_str().unwrap_or("?"),
                 self.allowed
                     .iter()
@@ -260,7 +295,7 @@ impl HttpGate {
                 )));
             }
         }
-        reqwest::Method::from_bytes(req.method.as_bytes())
+        reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| GateError::Denied(format!("bad method {:?}", req.method)))
     }
 

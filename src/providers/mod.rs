@@ -18,7 +18,7 @@ mod wasm;
 pub use auth::{AuthScheme, Authenticator};
 pub use http::{HttpGate, RetryPolicy};
 pub use pool::{CredentialPool, CredentialStats, PoolCredential, RateBudget};
-pub use wasm::{LoadedProvider, ProviderRegistry, ProviderSession};
+pub use wasm::{LoadedProvider, ProviderRegistry, ProviderSession, OVERRIDE_ENV};
 
 use crate::vault::CredentialKind;
 use std::collections::BTreeMap;
@@ -117,11 +117,17 @@ impl ProviderInfo {
         }
         let mut out = BTreeMap::new();
         for s in &self.settings {
-            let value = given
-                .get(&s.name)
-                .filter(|v| !v.trim().is_empty())
-                .cloned()
-                .or_else(|| s.default_value.clone());
+            let explicit = given.get(&s.name).filter(|v| !v.trim().is_empty());
+            if explicit.is_none() && s.is_url && s.default_value.is_some() && !self.is_builtin() {
+                // A plugin's default would choose where the credential goes.
+                return Err(ProviderError::InvalidSettings(format!(
+                    "provider {} ({}) has a default for its URL setting {:?}, and a plugin's \
+                     default is never trusted with the credential: set it explicitly with \
+                     --set {}=URL",
+                    self.id, self.origin, s.name, s.name
+                )));
+            }
+            let value = explicit.cloned().or_else(|| s.default_value.clone());
             match value {
                 Some(v) => {
                     if s.is_url {
@@ -158,16 +164,72 @@ impl ProviderInfo {
         Ok(out)
     }
 
-    /// The allow-list of origins derived from the URL settings.
-    pub fn allowed_origins(&self, settings: &BTreeMap<String, String>) -> Vec<url::Origin> {
-        self.settings
-            .iter()
-            .filter(|s| s.is_url)
-            .filter_map(|s| settings.get(&s.name))
-            .filter_map(|v| url::Url::parse(v).ok())
-            .map(|u| u.origin())
-            .collect()
+    /// Whether the provider is embedded in the binary (not a file of `plugins/`).
+    pub fn is_builtin(&self) -> bool {
+        self.origin == BUILTIN_ORIGIN
     }
+
+    /// The origins a new connection's credential may be sent to, fixed when it is
+    /// added: those of the URL settings the user set explicitly (`given`) and, for a
+    /// built-in provider, of its defaults (`settings` are the resolved ones). A
+    /// plugin's default never widens them (and [`resolve_settings`](Self::resolve_settings)
+    /// refuses an unset plugin URL setting with a default).
+    pub fn credential_origins(
+        &self,
+        given: &BTreeMap<String, String>,
+        settings: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        self.origins_where(settings, |s, _| {
+            self.is_builtin() || given.get(&s.name).is_some_and(|v| !v.trim().is_empty())
+        })
+    }
+
+    /// The origins of a connection stored before they were fixed at `connection
+    /// add`, derived from its stored settings: every URL setting of a built-in
+    /// provider, and of a plugin only the values that are not the plugin's own
+    /// default (a value equal to it cannot be told apart from one it chose).
+    pub fn allowed_origins(&self, settings: &BTreeMap<String, String>) -> Vec<String> {
+        self.origins_where(settings, |s, v| {
+            self.is_builtin() || s.default_value.as_deref() != Some(v)
+        })
+    }
+
+    fn origins_where(
+        &self,
+        settings: &BTreeMap<String, String>,
+        keep: impl Fn(&Setting, &str) -> bool,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self.settings.iter().filter(|s| s.is_url) {
+            let Some(v) = settings.get(&s.name) else {
+                continue;
+            };
+            if !keep(s, v) {
+                continue;
+            }
+            if let Ok(u) = url::Url::parse(v) {
+                let origin = u.origin().ascii_serialization();
+                if u.origin().is_tuple() && !out.contains(&origin) {
+                    out.push(origin);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The [`ProviderInfo::origin`] of a provider embedded in the binary.
+pub const BUILTIN_ORIGIN: &str = "built-in";
+
+/// Parses stored origins (`https://host[:port]`) for an [`HttpGate`]; unreadable
+/// ones are left out (they allow nothing).
+pub fn parse_origins(origins: &[String]) -> Vec<url::Origin> {
+    origins
+        .iter()
+        .filter_map(|o| url::Url::parse(o).ok())
+        .map(|u| u.origin())
+        .filter(|o| o.is_tuple())
+        .collect()
 }
 
 /// What can go wrong talking to a provider. Never contains a secret.

@@ -92,6 +92,13 @@ pub struct Connection {
     /// stored before ids existed read as `id = name`, which keeps their histories.
     #[serde(default)]
     pub id: String,
+    /// The origins (`https://host[:port]`) the credential may be sent to, fixed
+    /// when the connection is added; changing them needs the secret re-entered.
+    /// Empty for connections stored before they were recorded: the engine
+    /// derives them from the settings and built-in defaults, never from a
+    /// plugin's defaults (`providers::ProviderInfo::allowed_origins`).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -366,6 +373,7 @@ mod tests {
             rate_limit: None,
             principal: None,
             id: "0123456789abcdef".into(),
+            allowed_origins: Vec::new(),
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }

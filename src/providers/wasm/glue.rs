@@ -34,7 +34,9 @@ macro_rules! shared_glue {
                         headers: resp.headers,
                         body: resp.body,
                     }),
-                    Err(GateError::Denied(m)) => Err(wit_http::HttpError::Denied(m)),
+                    Err(GateError::Denied(m) | GateError::Forbidden(m)) => {
+                        Err(wit_http::HttpError::Denied(m))
+                    }
                     Err(GateError::Timeout(m)) => Err(wit_http::HttpError::Timeout(m)),
                     Err(GateError::Transport(m)) => Err(wit_http::HttpError::Transport(m)),
                     Err(GateError::TooLarge(m)) => Err(wit_http::HttpError::TooLarge(m)),

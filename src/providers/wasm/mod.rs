@@ -42,6 +42,35 @@ const BUILTIN: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// The environment variable naming (comma-separated) the plugin ids allowed to
+/// replace a built-in provider.
+pub const OVERRIDE_ENV: &str = "REPOSAFE_ALLOW_PLUGIN_OVERRIDE";
+
+/// Refuses a plugin file that someone besides its owner may write, or that is not
+/// owned by the user this process runs as: whoever can change it runs code with
+/// the connections' credentials at their disposal.
+fn check_plugin_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "it is writable by its group or by everyone (mode {mode:04o}); a plugin file must \
+             be writable only by its owner (chmod go-w {})",
+            path.display()
+        ));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "it is owned by uid {} (mode {mode:04o}), not by the user reposafe runs as (uid {me})",
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
 /// Linear memory a provider instance may use.
 const MEMORY_LIMIT: usize = 64 << 20;
 /// Elements one table may hold (real providers use a few dozen); without a cap a
@@ -148,19 +177,31 @@ struct PluginState {
     provider: String,
     gate: Option<Arc<HttpGate>>,
     limits: StoreLimits,
+    /// The first request outside what the call was granted (a method, an
+    /// origin): the call fails with it whatever the plugin makes of the refusal.
+    violation: Option<String>,
 }
 
 impl PluginState {
     /// The `http.send` import: through the call's gate, if it has one.
-    fn gate_send(&self, req: &Request) -> Result<Response, GateError> {
+    fn gate_send(&mut self, req: &Request) -> Result<Response, GateError> {
         let Some(gate) = &self.gate else {
             return Err(GateError::Denied(
                 "HTTP is not available in this call".into(),
             ));
         };
         let result = gate.send(req);
-        if let Err(GateError::Denied(m)) = &result {
-            tracing::warn!(provider = %self.provider, "denied plugin request: {m}");
+        match &result {
+            Err(GateError::Denied(m)) => {
+                tracing::warn!(provider = %self.provider, "denied plugin request: {m}");
+            }
+            Err(GateError::Forbidden(m)) => {
+                tracing::warn!(provider = %self.provider, "refused plugin request: {m}");
+                if self.violation.is_none() {
+                    self.violation = Some(m.clone());
+                }
+            }
+            _ => {}
         }
         result
     }
@@ -257,13 +298,32 @@ fn engine() -> Result<Engine, ProviderError> {
 }
 
 impl ProviderRegistry {
-    /// Loads the built-in providers and every `*.wasm` in `plugins_dir` (if given).
-    /// Compiled components are cached in `cache_dir` (if given). A plugin that fails
-    /// to load is recorded in `load_errors`; a plugin with the id of a built-in
-    /// replaces it (so users can update a provider without a new release).
+    /// Loads the built-in providers and every `*.wasm` in `plugins_dir` (if given),
+    /// allowing the plugins whose ids `REPOSAFE_ALLOW_PLUGIN_OVERRIDE` names
+    /// (comma-separated) to replace a built-in provider; see [`load_with`](Self::load_with).
     pub fn load(
         plugins_dir: Option<&Path>,
         cache_dir: Option<&Path>,
+    ) -> Result<ProviderRegistry, ProviderError> {
+        let allow: Vec<String> = std::env::var(OVERRIDE_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+            .collect();
+        Self::load_with(plugins_dir, cache_dir, &allow)
+    }
+
+    /// Loads the built-in providers and every `*.wasm` in `plugins_dir` (if given).
+    /// Compiled components are cached in `cache_dir` (if given). A plugin that fails
+    /// to load is recorded in `load_errors`, and so is a plugin file that others
+    /// can write or that is not owned by this process's user, and a plugin with
+    /// the id of a built-in provider unless `allow_override` names that id (then
+    /// it replaces the built-in one).
+    pub fn load_with(
+        plugins_dir: Option<&Path>,
+        cache_dir: Option<&Path>,
+        allow_override: &[String],
     ) -> Result<ProviderRegistry, ProviderError> {
         let engine = engine()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -289,7 +349,7 @@ impl ProviderRegistry {
             stop_ticker: stop,
         };
         for (name, bytes) in BUILTIN {
-            match LoadedProvider::load(&engine, bytes, "built-in", cache_dir) {
+            match LoadedProvider::load(&engine, bytes, super::BUILTIN_ORIGIN, cache_dir) {
                 Ok(p) => reg.insert(p),
                 Err(e) => reg.load_errors.push(ProviderError::Load {
                     origin: format!("built-in {name}"),
@@ -298,39 +358,67 @@ impl ProviderRegistry {
             }
         }
         if let Some(dir) = plugins_dir {
-            let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("wasm"))
-                    .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => {
-                    reg.load_errors.push(ProviderError::Load {
-                        origin: dir.display().to_string(),
-                        reason: e.to_string(),
-                    });
-                    Vec::new()
-                }
+            reg.load_plugins(&engine, dir, cache_dir, allow_override);
+        }
+        Ok(reg)
+    }
+
+    /// Loads every `*.wasm` of `dir` (see [`load_with`](Self::load_with)).
+    fn load_plugins(
+        &mut self,
+        engine: &Engine,
+        dir: &Path,
+        cache_dir: Option<&Path>,
+        allow_override: &[String],
+    ) {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("wasm"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                self.load_errors.push(ProviderError::Load {
+                    origin: dir.display().to_string(),
+                    reason: e.to_string(),
+                });
+                Vec::new()
+            }
+        };
+        files.sort();
+        for f in files {
+            let origin = f.display().to_string();
+            let load_err = |reason: String| ProviderError::Load {
+                origin: origin.clone(),
+                reason,
             };
-            files.sort();
-            for f in files {
-                let origin = f.display().to_string();
-                let loaded = std::fs::read(&f)
-                    .map_err(|e| ProviderError::Load {
-                        origin: origin.clone(),
-                        reason: e.to_string(),
-                    })
-                    .and_then(|bytes| LoadedProvider::load(&engine, &bytes, &origin, cache_dir));
-                match loaded {
-                    Ok(p) => reg.insert(p),
-                    Err(e) => {
-                        tracing::warn!("{e}");
-                        reg.load_errors.push(e)
+            let loaded = check_plugin_file(&f)
+                .and_then(|()| std::fs::read(&f).map_err(|e| e.to_string()))
+                .map_err(load_err)
+                .and_then(|bytes| LoadedProvider::load(engine, &bytes, &origin, cache_dir))
+                .and_then(|p| {
+                    let id = &p.info.id;
+                    let builtin = self
+                        .providers
+                        .iter()
+                        .any(|q| &q.info.id == id && q.info.is_builtin());
+                    if builtin && !allow_override.contains(id) {
+                        return Err(load_err(format!(
+                            "its id {id:?} is the id of a built-in provider, so it is not \
+                             loaded; to replace the built-in provider with this file, set \
+                             {OVERRIDE_ENV}={id}"
+                        )));
                     }
+                    Ok(p)
+                });
+            match loaded {
+                Ok(p) => self.insert(p),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    self.load_errors.push(e)
                 }
             }
         }
-        Ok(reg)
     }
 
     fn insert(&mut self, p: LoadedProvider) {
@@ -435,6 +523,7 @@ impl LoadedProvider {
                 .memories(1)
                 .trap_on_grow_failure(true)
                 .build(),
+            violation: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -447,7 +536,13 @@ impl LoadedProvider {
             .pre
             .instantiate(&mut store)
             .map_err(|e| plugin_err(format!("cannot instantiate: {e:#}")))?;
-        f(instance.as_ref(), &mut store).map_err(|e| {
+        let result = f(instance.as_ref(), &mut store);
+        if let Some(v) = store.data_mut().violation.take() {
+            return Err(plugin_err(format!(
+                "it sent a request the host refused: {v}"
+            )));
+        }
+        result.map_err(|e| {
             let detail = match e.downcast_ref::<wasmtime::Trap>() {
                 Some(wasmtime::Trap::OutOfFuel) => {
                     "it ran too long without returning (CPU budget exhausted; a loop?)".to_string()
