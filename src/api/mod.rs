@@ -317,7 +317,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        let msg = e.to_string();
+        let msg = without_quoted_values(&e.to_string());
         let field = msg
             .split('`')
             .nth(1)
@@ -329,6 +329,32 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             field,
         }
     })
+}
+
+/// serde quotes the offending value of a bad body (`invalid type: string "…"`,
+/// `unknown variant `…``), which may be a secret put in the wrong place by a client:
+/// keep what was wrong, drop the value.
+fn without_quoted_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    loop {
+        let string = rest.find("string \"").map(|i| (i, "string", "\""));
+        let variant = rest.find("variant `").map(|i| (i, "variant", "`"));
+        let next = match (string, variant) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let Some((i, word, quote)) = next else { break };
+        out.push_str(&rest[..i + word.len()]);
+        let value = &rest[i + word.len() + 1 + quote.len()..];
+        // serde puts `", expected` / "`, expected" right after the value.
+        rest = match value.find(&format!("{quote}, expected")) {
+            Some(end) => &value[end + quote.len()..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Handles one request.
@@ -409,6 +435,46 @@ mod tests {
         for k in all {
             assert_eq!(kind_of(status_of(k)), k);
         }
+    }
+
+    /// A bad body's error names what was wrong but never echoes a quoted value (it
+    /// may be a secret in the wrong place).
+    #[test]
+    fn body_errors_do_not_echo_values() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Inner {
+            secret: String,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        enum Kind {
+            A,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            credential: Inner,
+            kind: Option<Kind>,
+        }
+        let e = super::decode::<Body>(br#"{"credential": "s3cret-Value"}"#).unwrap_err();
+        assert!(!e.message.contains("s3cret-Value"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("invalid type: string, expected struct Inner"),
+            "{}",
+            e.message
+        );
+        let body = br#"{"credential": {"secret": "x"}, "kind": "s3cret-Variant"}"#;
+        let e = super::decode::<Body>(body).unwrap_err();
+        assert!(!e.message.contains("s3cret-Variant"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown variant, expected `A`"),
+            "{}",
+            e.message
+        );
+        let e = super::decode::<Body>(br#"{"credential": {}, "x": 1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("secret"), "{}", e.message);
     }
 
     /// docs/API.md documents exactly the routes the router serves.

@@ -200,7 +200,7 @@ impl EngineError {
                 ErrorKind::NotFound
             }
             EngineError::State(S::ConnectionExists(_) | S::PlanExists(_)) => ErrorKind::Conflict,
-            EngineError::Vault(V::Invalid(_) | V::UnknownKind(_)) => ErrorKind::Invalid,
+            EngineError::Vault(V::Invalid(_) | V::UnknownKind) => ErrorKind::Invalid,
             EngineError::Archive(A::SnapshotNotFound { .. }) => ErrorKind::NotFound,
             EngineError::Archive(A::InvalidSnapshotId(_) | A::InvalidBlobId(_)) => {
                 ErrorKind::Invalid

@@ -81,7 +81,7 @@ impl FromStr for CredentialKind {
         CredentialKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| VaultError::UnknownKind(s.to_string()))
+            .ok_or(VaultError::UnknownKind)
     }
 }
 
@@ -165,8 +165,9 @@ pub enum VaultError {
     Decrypt(String),
     #[error("cannot encrypt the credential: {0}")]
     Encrypt(String),
-    #[error("unknown credential kind {0:?}; expected one of api-token, access-token, oauth-consumer, app-password, http-access-token, basic")]
-    UnknownKind(String),
+    /// The value is not shown: it may be a secret put in the wrong place.
+    #[error("unknown credential kind; expected one of api-token, access-token, oauth-consumer, app-password, http-access-token, basic")]
+    UnknownKind,
     #[error("invalid credential: {0}")]
     Invalid(String),
     /// Credentials are sealed to a key file that is gone; a new key would orphan them.
