@@ -370,7 +370,8 @@ fn an_unknown_mode_is_an_ordinary_provider_error() {
 // --- The HTTP gate -----------------------------------------------------------------
 
 /// A one-purpose HTTP server on the loopback: answers every request with
-/// `200 OK` and the request's head (request line and headers) as the body.
+/// `200 OK` and the request's head (request line and headers) as the body,
+/// followed by [`Answer::padding`] bytes, with [`Answer::extra_headers`].
 /// Stops when dropped, and after a minute in any case.
 struct EchoServer {
     url: String,
@@ -379,12 +380,32 @@ struct EchoServer {
     stop: Arc<AtomicBool>,
 }
 
+/// What an [`EchoServer`] adds to its answers.
+#[derive(Clone, Copy)]
+struct Answer {
+    /// Bytes appended to the echoed head in the body.
+    padding: usize,
+    /// Extra response header lines (each ending in `\r\n`), given the request's head.
+    extra_headers: fn(&str) -> String,
+}
+
+impl Answer {
+    const PLAIN: Answer = Answer {
+        padding: 0,
+        extra_headers: |_| String::new(),
+    };
+}
+
 impl EchoServer {
     fn start() -> EchoServer {
         Self::start_at("127.0.0.1:0")
     }
 
     fn start_at(addr: &str) -> EchoServer {
+        Self::start_answering(addr, Answer::PLAIN)
+    }
+
+    fn start_answering(addr: &str, answer: Answer) -> EchoServer {
         // A fixed address may take a moment to be free again after another test.
         let mut tries = 0;
         let listener = loop {
@@ -409,13 +430,13 @@ impl EchoServer {
             while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        if let Some(head) = Self::serve(stream) {
+                        if let Some(head) = Self::serve(stream, answer) {
                             r.fetch_add(1, Ordering::SeqCst);
                             h.lock().unwrap().push(head);
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
+                        std::thread::sleep(Duration::from_millis(1))
                     }
                     Err(_) => break,
                 }
@@ -429,7 +450,7 @@ impl EchoServer {
         }
     }
 
-    fn serve(mut stream: TcpStream) -> Option<String> {
+    fn serve(mut stream: TcpStream, answer: Answer) -> Option<String> {
         stream.set_nonblocking(false).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut buf = Vec::new();
@@ -444,10 +465,14 @@ impl EchoServer {
         let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
-            head.len()
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{head}",
+            head.len() + answer.padding,
+            (answer.extra_headers)(&head)
         );
         stream.write_all(response.as_bytes()).ok()?;
+        if answer.padding > 0 {
+            stream.write_all(&vec![b'.'; answer.padding]).ok()?;
+        }
         Some(head)
     }
 
@@ -677,6 +702,151 @@ fn the_host_adds_the_credential_and_nothing_else() {
     }
     // The secret is in the Authorization header and nowhere else.
     assert_eq!(head.matches(SECRET).count(), 1, "{head}");
+}
+
+// --- Per-call caps -------------------------------------------------------------
+
+/// `list_scopes` of `s`, expecting a plugin failure of the misbehaving provider
+/// within [`BOUND`]; returns the whole message.
+fn capped(s: &ProviderSession<'_>, what: &str) -> String {
+    let t = Instant::now();
+    let result = s.list_scopes();
+    eprintln!("{what}: {:?}: {result:?}", t.elapsed());
+    assert!(t.elapsed() < BOUND, "{what} took {:?}", t.elapsed());
+    match result {
+        Err(e @ ProviderError::Plugin { .. }) => {
+            let text = e.to_string();
+            assert!(text.starts_with("provider misbehaving failed: "), "{text}");
+            assert!(!text.contains(SECRET), "{text}");
+            text
+        }
+        other => panic!("{what}: expected ProviderError::Plugin, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_plugin_sending_too_many_requests_in_one_call_is_stopped_at_the_cap() {
+    let server = EchoServer::start();
+    let p = misbehaving();
+    let text = capped(
+        &session(p, "many-requests", Some(&server.url)),
+        "many-requests",
+    );
+    assert!(
+        text.contains("made more than 1000 HTTP requests in one call"),
+        "{text}"
+    );
+    assert!(text.contains("no further request was sent"), "{text}");
+    // The plugin kept asking 9,000 more times: none of them was sent.
+    assert!(server.requests() <= 1001, "{} requests", server.requests());
+    assert!(server.requests() >= 1000, "{} requests", server.requests());
+    // The cap is per call: the same provider and server work right after.
+    assert_still_works(p);
+    let text = http_report("echo", Some(&server.url));
+    assert!(text.starts_with("status 200: GET /echo"), "{text}");
+}
+
+#[test]
+fn a_plugin_receiving_too_many_response_bytes_in_one_call_is_stopped_at_the_cap() {
+    let server = EchoServer::start_answering(
+        "127.0.0.1:0",
+        Answer {
+            padding: 1 << 20,
+            ..Answer::PLAIN
+        },
+    );
+    let p = misbehaving();
+    let text = capped(
+        &session(p, "many-requests", Some(&server.url)),
+        "big bodies",
+    );
+    assert!(
+        text.contains("received more than 64 MiB of HTTP response bodies in one call"),
+        "{text}"
+    );
+    // 64 answers of just over 1 MiB make the 65th byte too many; nothing after it.
+    assert!(server.requests() <= 65, "{} requests", server.requests());
+    assert_still_works(p);
+}
+
+#[test]
+fn a_plugin_returning_a_huge_string_is_stopped_and_the_host_keeps_working() {
+    let p = misbehaving();
+    // 100 MiB: more than the plugin's memory, so it cannot even build it.
+    let reason = plugin_failure("huge-string");
+    assert!(reason.contains("memory limit of 64 MiB"), "{reason}");
+    // 20 MiB fits its memory but not what one call may return.
+    let text = capped(&session(p, "big-string", None), "big-string");
+    assert!(
+        text.contains(
+            "its scope list holds 20 MiB of text, more than the 16 MiB one call may return"
+        ),
+        "{text}"
+    );
+    for mode in ["huge-string", "big-string"] {
+        match session(p, mode, None).list_repositories("ws") {
+            Err(ProviderError::Plugin { provider, reason }) => {
+                assert_eq!(provider, "misbehaving");
+                if mode == "big-string" {
+                    assert!(
+                        reason.contains("its page of the repositories of ws holds 20 MiB"),
+                        "{reason}"
+                    );
+                }
+            }
+            other => panic!("mode {mode}: expected ProviderError::Plugin, got {other:?}"),
+        }
+    }
+    assert_still_works(p);
+}
+
+/// Response headers that set or carry credentials, and echoes of the request's
+/// `Authorization` header (whole, and its token alone).
+fn credential_headers(head: &str) -> String {
+    let auth = head
+        .split("\r\n")
+        .find_map(|l| {
+            l.strip_prefix("authorization: ")
+                .or(l.strip_prefix("Authorization: "))
+        })
+        .unwrap_or("none");
+    let token = auth.split_once(' ').map_or(auth, |(_, t)| t);
+    format!(
+        "Set-Cookie: session=s3ss10n\r\nSet-Cookie2: old=1\r\n\
+         WWW-Authenticate: Bearer realm=\"api\"\r\nAuthentication-Info: nextnonce=\"n\"\r\n\
+         X-Echo-Authorization: {auth}\r\nX-Echo-Token: token={token}\r\nX-Plain: visible\r\n"
+    )
+}
+
+#[test]
+fn a_plugin_never_gets_credential_or_cookie_response_headers() {
+    let server = EchoServer::start_answering(
+        "127.0.0.1:0",
+        Answer {
+            extra_headers: credential_headers,
+            ..Answer::PLAIN
+        },
+    );
+    let text = http_report("echo-headers", Some(&server.url));
+    assert_eq!(server.requests(), 1);
+    assert!(server.heads.lock().unwrap()[0].contains(SECRET));
+    // Ordinary headers pass.
+    assert!(text.contains("x-plain: visible\n"), "{text}");
+    assert!(text.contains("content-type: text/plain\n"), "{text}");
+    assert!(!text.contains(SECRET), "the credential came back: {text}");
+    for hidden in [
+        "set-cookie",
+        "set-cookie2",
+        "www-authenticate",
+        "authentication-info",
+        "x-echo-authorization",
+        "x-echo-token",
+    ] {
+        assert!(
+            !text.contains(&format!("{hidden}:")),
+            "{hidden} passed: {text}"
+        );
+    }
 }
 
 // --- Compiled-component cache --------------------------------------------------------

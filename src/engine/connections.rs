@@ -59,7 +59,8 @@ fn valid_name(name: &str) -> bool {
 
 /// The origins a connection's credential may be sent to: those fixed when it was
 /// added or, for a connection stored before they were recorded, derived from its
-/// settings and built-in defaults (never from a plugin's defaults).
+/// settings and built-in defaults (never from a plugin's defaults) and saved
+/// with it on this first use.
 pub(crate) fn credential_origins(
     ctx: &Context,
     conn: &Connection,
@@ -67,11 +68,23 @@ pub(crate) fn credential_origins(
     if !conn.allowed_origins.is_empty() {
         return Ok(conn.allowed_origins.clone());
     }
-    Ok(ctx
+    let derived = ctx
         .providers
         .get(&conn.provider)?
         .info()
-        .allowed_origins(&conn.settings))
+        .allowed_origins(&conn.settings);
+    if derived.is_empty() {
+        return Ok(derived);
+    }
+    match ctx
+        .state
+        .save_connection_origins(&conn.name, &conn.id, &derived)
+    {
+        Ok(stored) => Ok(stored),
+        // Not stored (yet): nothing to save.
+        Err(crate::state::StateError::NoSuchConnection(_)) => Ok(derived),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Builds the authenticated HTTP gate for a connection.
@@ -328,5 +341,61 @@ pub fn remove_project_credential(
             "connection {connection} has no credential for project {}",
             project.trim().to_ascii_uppercase()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::CredentialKind;
+    use time::OffsetDateTime;
+
+    #[test]
+    fn an_old_connection_gets_its_origins_derived_once_and_saved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = Context::open(dir.path()).expect("context");
+        let info = ctx
+            .providers
+            .get("bitbucket-cloud")
+            .expect("built-in")
+            .info();
+        // Stored settings are the resolved ones (defaults filled in).
+        let settings = info
+            .resolve_settings(&BTreeMap::from([(
+                "workspace".to_string(),
+                "acme".to_string(),
+            )]))
+            .expect("valid settings");
+        let old = Connection {
+            name: "acme".into(),
+            provider: "bitbucket-cloud".into(),
+            settings,
+            credential_kind: CredentialKind::AccessToken,
+            credential_identity: None,
+            read_only: false,
+            rate_limit: None,
+            principal: None,
+            id: Connection::new_id(),
+            // Stored before origins were recorded.
+            allowed_origins: Vec::new(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        ctx.state.add_connection(&old, b"sealed").expect("stored");
+        let derived = info.allowed_origins(&old.settings);
+        assert!(!derived.is_empty());
+        assert_eq!(credential_origins(&ctx, &old).expect("origins"), derived);
+        let stored = ctx.state.connection("acme").expect("connection");
+        assert_eq!(stored.allowed_origins, derived, "saved on first use");
+        assert_eq!(stored.id, old.id);
+        // A connection not stored (being added) gets them derived, nothing saved.
+        let unsaved = Connection {
+            name: "new".into(),
+            ..old.clone()
+        };
+        assert_eq!(
+            credential_origins(&ctx, &unsaved).expect("origins"),
+            derived
+        );
+        assert!(ctx.state.connection("new").is_err());
     }
 }

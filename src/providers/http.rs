@@ -22,6 +22,17 @@ const NEVER_METHODS: [&str; 2] = ["TRACE", "CONNECT"];
 /// Headers a plugin may never set.
 const FORBIDDEN_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "host"];
 
+/// Response headers never handed to a plugin: they set or carry session
+/// credentials and authentication challenges.
+const HIDDEN_RESPONSE_HEADERS: [&str; 6] = [
+    "set-cookie",
+    "set-cookie2",
+    "www-authenticate",
+    "proxy-authenticate",
+    "authentication-info",
+    "proxy-authentication-info",
+];
+
 /// Retry and limit settings.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -328,6 +339,7 @@ impl HttpGate {
             req,
             method,
             lane: 0,
+            sent_auth: None,
         };
         let notice = |m: &str| self.notify(m);
         let finished = failover::run(
@@ -338,12 +350,26 @@ impl HttpGate {
             &mut request,
         );
         let resp = finished.output.map_err(|u| u.error)?;
-        self.read_response(resp)
+        self.read_response(resp, request.sent_auth.as_ref())
     }
 
-    /// The answer for the plugin: status, headers (no `Set-Cookie`), body within the limit.
-    fn read_response(&self, resp: reqwest::blocking::Response) -> Result<Response, GateError> {
+    /// The answer for the plugin: status, headers, body within the limit. No
+    /// [`HIDDEN_RESPONSE_HEADERS`], and no header whose value holds the
+    /// credential the host sent (`sent_auth`, the `Authorization` value), e.g. a
+    /// server echoing it.
+    fn read_response(
+        &self,
+        resp: reqwest::blocking::Response,
+        sent_auth: Option<&secrecy::SecretString>,
+    ) -> Result<Response, GateError> {
         let status = resp.status().as_u16();
+        let auth = sent_auth.map(|a| a.expose_secret());
+        // The credential without its scheme (`Bearer `, `Basic `).
+        let token = auth
+            .and_then(|a| a.split_once(' ').map(|(_, t)| t.trim()))
+            .filter(|t| t.len() >= 4);
+        let carries_credential =
+            |v: &str| auth.is_some_and(|a| v.contains(a)) || token.is_some_and(|t| v.contains(t));
         let headers = resp
             .headers()
             .iter()
@@ -353,7 +379,9 @@ impl HttpGate {
                     v.to_str().ok()?.to_string(),
                 ))
             })
-            .filter(|(k, _)| k != "set-cookie")
+            .filter(|(k, v)| {
+                !HIDDEN_RESPONSE_HEADERS.contains(&k.as_str()) && !carries_credential(v)
+            })
             .collect();
         if resp.content_length().unwrap_or(0) > self.policy.max_body {
             return Err(GateError::TooLarge(format!(
@@ -427,6 +455,9 @@ struct ApiRequest<'g> {
     method: reqwest::Method,
     /// The credential of the latest attempt.
     lane: usize,
+    /// The `Authorization` value of the latest attempt, to keep it out of what
+    /// the plugin gets back.
+    sent_auth: Option<secrecy::SecretString>,
 }
 
 /// The `Retry-After` of a response, when it has a readable one.
@@ -456,6 +487,7 @@ impl failover::Attempts for ApiRequest<'_> {
             rb = rb.header(k, v);
         }
         rb = rb.header("Authorization", header.expose_secret());
+        self.sent_auth = Some(header);
         if let Some(b) = &self.req.body {
             rb = rb.body(b.clone());
         }

@@ -282,6 +282,43 @@ impl State {
         Self::decode::<Connection>("connections", name, v.value()).map(Connection::loaded)
     }
 
+    /// Records the origins a connection's credential may go to, for a connection
+    /// stored before they were recorded (its `allowed_origins` empty); origins
+    /// already recorded are never replaced. `id`: the connection's id, so that
+    /// another connection stored under the same name is never touched
+    /// ([`StateError::NoSuchConnection`]). Returns the connection's origins as stored.
+    pub fn save_connection_origins(
+        &self,
+        name: &str,
+        id: &str,
+        origins: &[String],
+    ) -> Result<Vec<String>, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        let stored = {
+            let mut conns = tx.open_table(CONNECTIONS).map_err(|x| e(x.into()))?;
+            let found = match conns.get(name).map_err(|x| e(x.into()))? {
+                Some(v) => Some(Self::decode::<Connection>("connections", name, v.value())?),
+                None => None,
+            };
+            let mut conn = match found {
+                Some(c) if c.clone().loaded().id == id => c,
+                _ => return Err(StateError::NoSuchConnection(name.to_string())),
+            };
+            if !conn.allowed_origins.is_empty() || origins.is_empty() {
+                return Ok(conn.allowed_origins);
+            }
+            conn.allowed_origins = origins.to_vec();
+            let json = serde_json::to_vec(&conn).map_err(|x| self.json_err(x))?;
+            conns
+                .insert(name, json.as_slice())
+                .map_err(|x| e(x.into()))?;
+            conn.allowed_origins
+        };
+        tx.commit().map_err(|x| e(x.into()))?;
+        Ok(stored)
+    }
+
     /// Every connection, by name.
     pub fn connections(&self) -> Result<Vec<Connection>, StateError> {
         let all: Vec<Connection> = self.scan(CONNECTIONS, "connections")?;
@@ -398,6 +435,35 @@ mod tests {
             s.connection("acme").unwrap_err(),
             StateError::NoSuchConnection(_)
         ));
+    }
+
+    #[test]
+    fn origins_of_an_old_connection_are_saved_once_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        s.add_connection(&conn("acme"), b"sealed").unwrap();
+        let derived = vec!["https://api.bitbucket.org".to_string()];
+        let id = conn("acme").id;
+        assert_eq!(
+            s.save_connection_origins("acme", &id, &derived).unwrap(),
+            derived
+        );
+        assert_eq!(s.connection("acme").unwrap().allowed_origins, derived);
+        // Recorded origins stay: a later call cannot widen or change them.
+        let other = vec!["https://evil.example".to_string()];
+        assert_eq!(
+            s.save_connection_origins("acme", &id, &other).unwrap(),
+            derived
+        );
+        assert_eq!(s.connection("acme").unwrap().allowed_origins, derived);
+        assert_eq!(s.sealed_credential("acme").unwrap(), b"sealed");
+        // Neither a missing connection nor another one under the same name.
+        for (name, id) in [("nope", id.as_str()), ("acme", "another-id")] {
+            assert!(matches!(
+                s.save_connection_origins(name, id, &derived).unwrap_err(),
+                StateError::NoSuchConnection(_)
+            ));
+        }
     }
 
     #[test]

@@ -83,6 +83,16 @@ const TICK: Duration = Duration::from_millis(100);
 const DEADLINE_TICKS: u64 = 15 * 60 * 10;
 /// Most pages one scope listing may take (guards against a cursor loop).
 const MAX_PAGES: usize = 100_000;
+/// Most HTTP requests one plugin call (one `list-scopes`, one page of
+/// `list-repositories`) may send; the next one is refused unsent and fails the call.
+/// A real page takes one request, a scope listing a few.
+pub const MAX_REQUESTS_PER_CALL: u32 = 1_000;
+/// Most response-body bytes one plugin call may receive over all its requests
+/// (each response is also capped at [`RetryPolicy::max_body`](super::http::RetryPolicy)).
+pub const MAX_RESPONSE_BYTES_PER_CALL: u64 = 64 << 20;
+/// Most string bytes one call may return (the sum over a page's repositories or
+/// the scopes' fields); a real page of 100 repositories is well under 1 MiB.
+pub const MAX_RETURN_BYTES: usize = 16 << 20;
 
 /// One world version the host implements.
 struct WitVersion {
@@ -180,6 +190,13 @@ struct PluginState {
     /// The first request outside what the call was granted (a method, an
     /// origin): the call fails with it whatever the plugin makes of the refusal.
     violation: Option<String>,
+    /// Requests sent in this call (see [`MAX_REQUESTS_PER_CALL`]).
+    requests: u32,
+    /// Response-body bytes received in this call (see [`MAX_RESPONSE_BYTES_PER_CALL`]).
+    response_bytes: u64,
+    /// The per-call cap the plugin exceeded: the call fails with it, and no
+    /// further request is sent.
+    exceeded: Option<String>,
 }
 
 impl PluginState {
@@ -190,7 +207,33 @@ impl PluginState {
                 "HTTP is not available in this call".into(),
             ));
         };
+        if let Some(cap) = &self.exceeded {
+            return Err(GateError::Denied(format!("{cap}; nothing was sent")));
+        }
+        if self.requests >= MAX_REQUESTS_PER_CALL {
+            let cap = format!(
+                "it made more than {MAX_REQUESTS_PER_CALL} HTTP requests in one call (the \
+                 limit per call); no further request was sent"
+            );
+            tracing::warn!(provider = %self.provider, "{cap}");
+            self.exceeded = Some(cap.clone());
+            return Err(GateError::Denied(cap));
+        }
+        self.requests += 1;
         let result = gate.send(req);
+        if let Ok(resp) = &result {
+            self.response_bytes = self.response_bytes.saturating_add(resp.body.len() as u64);
+            if self.response_bytes > MAX_RESPONSE_BYTES_PER_CALL {
+                let cap = format!(
+                    "it received more than {} MiB of HTTP response bodies in one call (the \
+                     limit per call); no further request was sent",
+                    MAX_RESPONSE_BYTES_PER_CALL >> 20
+                );
+                tracing::warn!(provider = %self.provider, "{cap}");
+                self.exceeded = Some(cap.clone());
+                return Err(GateError::TooLarge(cap));
+            }
+        }
         match &result {
             Err(GateError::Denied(m)) => {
                 tracing::warn!(provider = %self.provider, "denied plugin request: {m}");
@@ -524,6 +567,9 @@ impl LoadedProvider {
                 .trap_on_grow_failure(true)
                 .build(),
             violation: None,
+            requests: 0,
+            response_bytes: 0,
+            exceeded: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -537,6 +583,9 @@ impl LoadedProvider {
             .instantiate(&mut store)
             .map_err(|e| plugin_err(format!("cannot instantiate: {e:#}")))?;
         let result = f(instance.as_ref(), &mut store);
+        if let Some(cap) = store.data_mut().exceeded.take() {
+            return Err(plugin_err(cap));
+        }
         if let Some(v) = store.data_mut().violation.take() {
             return Err(plugin_err(format!(
                 "it sent a request the host refused: {v}"
@@ -563,6 +612,21 @@ impl LoadedProvider {
                 detail
             };
             plugin_err(detail)
+        })
+    }
+
+    /// Fails a call whose answer (`what`) holds more than [`MAX_RETURN_BYTES`] of strings.
+    fn check_returned(&self, what: &str, bytes: usize) -> Result<(), ProviderError> {
+        if bytes <= MAX_RETURN_BYTES {
+            return Ok(());
+        }
+        Err(ProviderError::Plugin {
+            provider: self.info.id.clone(),
+            reason: format!(
+                "{what} holds {} MiB of text, more than the {} MiB one call may return",
+                bytes >> 20,
+                MAX_RETURN_BYTES >> 20
+            ),
         })
     }
 
@@ -606,8 +670,42 @@ impl ProviderSession<'_> {
     /// The scopes the credential can see (or the one named in the settings).
     pub fn list_scopes(&self) -> Result<Vec<Scope>, ProviderError> {
         let conn = &self.conn;
+        let scopes = self
+            .provider
+            .call(Some(self.gate.clone()), |g, s| g.list_scopes(s, conn))??;
+        let bytes = scopes
+            .iter()
+            .map(|s| s.key.len() + s.name.len() + s.kind.len())
+            .sum();
+        self.provider.check_returned("its scope list", bytes)?;
+        Ok(scopes)
+    }
+
+    /// One page of a scope's repositories, within [`MAX_RETURN_BYTES`].
+    fn page(&self, scope: &str, cursor: Option<&str>) -> Result<RepositoryPage, ProviderError> {
+        let conn = &self.conn;
+        let page = self.provider.call(Some(self.gate.clone()), |g, s| {
+            g.list_repositories(s, conn, scope, cursor)
+        })??;
+        let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+        let bytes = page
+            .repositories
+            .iter()
+            .map(|r| {
+                r.id.len()
+                    + r.full_name.len()
+                    + r.slug.len()
+                    + r.scope.len()
+                    + r.clone_url.len()
+                    + opt(&r.main_branch)
+                    + opt(&r.updated)
+                    + opt(&r.fork_parent)
+            })
+            .sum::<usize>()
+            + opt(&page.next);
         self.provider
-            .call(Some(self.gate.clone()), |g, s| g.list_scopes(s, conn))?
+            .check_returned(&format!("its page of the repositories of {scope}"), bytes)?;
+        Ok(page)
     }
 
     /// Checks the credential works: lists the scopes and the first page of
@@ -615,20 +713,14 @@ impl ProviderSession<'_> {
     pub fn verify(&self) -> Result<Vec<Scope>, ProviderError> {
         let scopes = self.list_scopes()?;
         for scope in &scopes {
-            let conn = &self.conn;
-            self.provider.call(Some(self.gate.clone()), |g, s| {
-                g.list_repositories(s, conn, &scope.key, None)
-            })??;
+            self.page(&scope.key, None)?;
         }
         Ok(scopes)
     }
 
     /// Checks the credential can list one scope: the first page of its repositories.
     pub fn verify_scope(&self, scope: &str) -> Result<(), ProviderError> {
-        let conn = &self.conn;
-        self.provider.call(Some(self.gate.clone()), |g, s| {
-            g.list_repositories(s, conn, scope, None)
-        })??;
+        self.page(scope, None)?;
         Ok(())
     }
 
@@ -645,11 +737,7 @@ impl ProviderSession<'_> {
         let mut cursor: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
-            let conn = &self.conn;
-            let c = cursor.clone();
-            let page = self.provider.call(Some(self.gate.clone()), |g, s| {
-                g.list_repositories(s, conn, scope, c.as_deref())
-            })??;
+            let page = self.page(scope, cursor.as_deref())?;
             out.extend(page.repositories);
             match page.next {
                 Some(n) if !seen.insert(n.clone()) => {
