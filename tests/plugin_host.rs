@@ -429,12 +429,7 @@ impl EchoServer {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Some(head) = Self::serve(stream, answer) {
-                            r.fetch_add(1, Ordering::SeqCst);
-                            h.lock().unwrap().push(head);
-                        }
-                    }
+                    Ok((stream, _)) => Self::serve(stream, answer, &r, &h),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(1))
                     }
@@ -450,7 +445,21 @@ impl EchoServer {
         }
     }
 
-    fn serve(mut stream: TcpStream, answer: Answer) -> Option<String> {
+    /// Answers one request. It is counted (and its head kept) before the answer is
+    /// written, so a client that has its answer always finds its request counted.
+    fn serve(
+        stream: TcpStream,
+        answer: Answer,
+        requests: &AtomicUsize,
+        heads: &Mutex<Vec<String>>,
+    ) {
+        let _ = Self::answer(stream, answer, &|head: &str| {
+            requests.fetch_add(1, Ordering::SeqCst);
+            heads.lock().unwrap().push(head.to_string());
+        });
+    }
+
+    fn answer(mut stream: TcpStream, answer: Answer, count: &dyn Fn(&str)) -> Option<()> {
         stream.set_nonblocking(false).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut buf = Vec::new();
@@ -464,6 +473,7 @@ impl EchoServer {
         }
         let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        count(&head);
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{head}",
             head.len() + answer.padding,
@@ -473,7 +483,7 @@ impl EchoServer {
         if answer.padding > 0 {
             stream.write_all(&vec![b'.'; answer.padding]).ok()?;
         }
-        Some(head)
+        Some(())
     }
 
     fn requests(&self) -> usize {
