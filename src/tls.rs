@@ -26,15 +26,7 @@ pub struct TlsTrust {
     bundle_name: Option<String>,
     roots: Vec<reqwest::Certificate>,
     insecure: bool,
-    /// The git HTTP clients built with this trust (one without and one with a
-    /// credential), shared by every fetch that uses it: building a client loads and
-    /// parses every system root certificate and starts a runtime thread, which cost
-    /// more than an unchanged repository's whole ref check.
-    git_clients: GitClients,
 }
-
-type GitClients =
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<bool, reqwest::blocking::Client>>>;
 
 impl std::fmt::Debug for TlsTrust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,7 +68,6 @@ impl TlsTrust {
             bundle_name: None,
             roots: Vec::new(),
             insecure: false,
-            git_clients: GitClients::default(),
         }
     }
 
@@ -101,31 +92,7 @@ impl TlsTrust {
             bundle_name,
             roots,
             insecure,
-            git_clients: GitClients::default(),
         })
-    }
-
-    /// The git HTTP client of this trust for fetches with (or without) a credential:
-    /// built by `build` the first time, then shared (a `reqwest` client is a handle
-    /// to one connection pool). Warns on every use when insecure, as [`Self::apply`].
-    pub fn git_client<E>(
-        &self,
-        with_credential: bool,
-        build: impl FnOnce() -> Result<reqwest::blocking::Client, E>,
-    ) -> Result<reqwest::blocking::Client, E> {
-        let mut clients = self
-            .git_clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(&with_credential) {
-            if self.insecure {
-                tracing::warn!("{}", self.insecure_warning());
-            }
-            return Ok(client.clone());
-        }
-        let client = build()?;
-        clients.insert(with_credential, client.clone());
-        Ok(client)
     }
 
     pub fn is_insecure(&self) -> bool {

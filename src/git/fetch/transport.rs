@@ -158,32 +158,25 @@ impl Backend {
         } else {
             "refusing to follow a redirect"
         };
-        let build = || {
-            let builder = reqwest::blocking::ClientBuilder::new()
-                .http1_title_case_headers()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(STALL_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                    attempt.error(refusal)
-                }));
-            // The connection's CA bundle (or insecure mode) applies to git as to its API.
-            let builder = match tls {
-                Some(tls) => tls.apply(builder),
-                None => builder,
-            };
-            builder.build().map_err(|err| GitError::Transport {
-                url: remote.display.clone(),
-                message: format!(
-                    "could not configure the HTTP transport: {}",
-                    chain(&gix::Error::from_error(err))
-                ),
-            })
+        let builder = reqwest::blocking::ClientBuilder::new()
+            .http1_title_case_headers()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(STALL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                attempt.error(refusal)
+            }));
+        // The connection's CA bundle (or insecure mode) applies to git as to its API.
+        let builder = match tls {
+            Some(tls) => tls.apply(builder),
+            None => builder,
         };
-        // One client per trust and process, shared by its fetches (see `git_client`).
-        let http = match tls {
-            Some(tls) => tls.git_client(auth.is_some(), build)?,
-            None => build()?,
-        };
+        let http = builder.build().map_err(|err| GitError::Transport {
+            url: remote.display.clone(),
+            message: format!(
+                "could not configure the HTTP transport: {}",
+                chain(&gix::Error::from_error(err))
+            ),
+        })?;
         Ok(Backend {
             client: Arc::new(Client {
                 http,
