@@ -14,7 +14,7 @@ use reposafe_testkit::{FixtureOptions, FixtureRepo};
 use serde_json::Value;
 
 const WS: &str = "acme";
-const REPOS: usize = 12;
+const REPOS: usize = 18;
 /// The test server's limit per principal and window, and the product's `--rate-limit`.
 const LIMIT: u32 = 10;
 const WINDOW_SECS: u64 = 5;

@@ -790,8 +790,12 @@ impl Jobs {
             self.run(&live);
             done.store(true, Ordering::SeqCst);
         });
-        live.snapshot()
-            .ok_or_else(|| EngineError::Internal("job record lost".into()))
+        let job = live
+            .snapshot()
+            .ok_or_else(|| EngineError::Internal("job record lost".into()))?;
+        // The end is always shown, as a follower of a daemon's job always sees it.
+        on_change(&job);
+        Ok(job)
     }
 }
 

@@ -96,9 +96,12 @@ impl<'a> Session<'a> {
         if self.auth.is_some() && self.remote.for_transport.starts_with("http://") {
             tracing::debug!(target: "reposafe::git", url = %self.remote.display, "sending credentials over unencrypted HTTP");
         }
-        let (url, version) = gix_remote
+        let (url, _configured) = gix_remote
             .sanitized_url_and_version(direction)
             .map_err(|err| self.fail(err, Phase::Connect))?;
+        // Protocol v1: the ref advertisement comes with the first GET, so an unchanged
+        // repository costs one HTTP request (v2 needs a second one for `ls-refs`).
+        let version = gix::protocol::transport::Protocol::V1;
         let pacer = match self.opts.auth {
             GitAuth::Paced { before_request, .. } => Some(before_request.clone()),
             _ => None,
