@@ -290,7 +290,7 @@ fn jobs(service: &dyn Service, cmd: JobsCmd) -> Result<i32> {
         }
         JobsCmd::Cancel { id } => {
             let job = service.cancel(id)?;
-            println!("job {id}: {}", job.state.as_str());
+            println!("job {id}: {}", job.state);
         }
     }
     Ok(0)

@@ -178,7 +178,7 @@ pub fn jobs(jobs: &[Job]) {
         println!(
             "{:>6} {:<11} {:<9} {:<20} {:>9} {:>7} {:>10}  {}",
             j.id,
-            j.state.as_str(),
+            j.state,
             format!("{:?}", j.trigger).to_lowercase(),
             j.started_at.map(fmt_time).unwrap_or_else(|| "-".into()),
             format!("{}/{}", j.progress.repos_done, j.progress.repos_total),
@@ -195,7 +195,7 @@ pub fn job(j: &Job, results: &[JobRecordResult]) {
         "job {} ({}): {}; {} repositories: {} new snapshots, {} unchanged, {} failed, {} skipped, {} deferred; {} fetched, {} stored",
         j.id,
         j.kind.describe(),
-        j.state.as_str(),
+        j.state,
         p.repos_total,
         p.snapshots,
         p.unchanged,
