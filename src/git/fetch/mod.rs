@@ -79,9 +79,9 @@ pub fn fetch_mirror(mirror: &Path, opts: &FetchOptions) -> Result<FetchOutcome, 
 
     let started = Instant::now();
     tracing::info!(target: "reposafe::git", url = %remote.display, mirror = %mirror.display(), "fetching into mirror");
-    recover::remove_crash_leftovers_once(mirror)?;
+    let first_use = recover::remove_crash_leftovers_once(mirror)?;
     let outcome = match mirror::mirror_state(mirror)? {
-        MirrorState::Existing => fetch_existing(mirror, &remote, auth.as_ref(), opts)?,
+        MirrorState::Existing => fetch_existing(mirror, first_use, &remote, auth.as_ref(), opts)?,
         state @ (MirrorState::Absent | MirrorState::EmptyDir) => {
             mirror::clone_into_new_mirror(mirror, state, &remote, auth.as_ref(), opts)?
         }
@@ -102,14 +102,21 @@ pub fn fetch_mirror(mirror: &Path, opts: &FetchOptions) -> Result<FetchOutcome, 
 
 /// Fetch into the existing mirror at `mirror` (cleaned of a crashed process's leftovers by
 /// the caller); a mirror that is unusable is rebuilt by a fresh clone (reported in
-/// [`FetchOutcome::rebuilt`]).
+/// [`FetchOutcome::rebuilt`]). Its packs and refs are checked on this process's first use
+/// only (what a crash can damage); later fetches just open it.
 fn fetch_existing(
     mirror: &Path,
+    first_use: bool,
     remote: &RemoteUrl,
     auth: Option<&SecretString>,
     opts: &FetchOptions,
 ) -> Result<FetchOutcome, GitError> {
-    let damage = match recover::open_checked(mirror) {
+    let opened = if first_use {
+        recover::open_checked(mirror)
+    } else {
+        mirror::open_mirror(mirror)
+    };
+    let damage = match opened {
         Ok(repo) => {
             let mut out = fetch_into(&repo, mirror, remote, auth, opts)?;
             out.cloned = false;

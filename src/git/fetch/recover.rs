@@ -27,11 +27,12 @@ static PREPARED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// Remove what a crashed process left of `mirror`, the first time this process uses it: stale
 /// lock and temporary files inside it, and the damaged copy of an interrupted rebuild next to
-/// it. Later calls (other fetches of this process, which may be running) do nothing.
-pub(super) fn remove_crash_leftovers_once(mirror: &Path) -> Result<(), GitError> {
+/// it. Later calls (other fetches of this process, which may be running) do nothing. Returns
+/// whether this was the first use (when the mirror's packs and refs are worth checking).
+pub(super) fn remove_crash_leftovers_once(mirror: &Path) -> Result<bool, GitError> {
     let mut prepared = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
     if prepared.contains(mirror) {
-        return Ok(());
+        return Ok(false);
     }
     if let Some(parent) = mirror.parent().filter(|p| !p.as_os_str().is_empty()) {
         remove_leftovers(parent, &broken_prefix(mirror));
@@ -44,7 +45,7 @@ pub(super) fn remove_crash_leftovers_once(mirror: &Path) -> Result<(), GitError>
         }
     }
     prepared.insert(mirror.to_owned());
-    Ok(())
+    Ok(true)
 }
 
 /// Forget that this process cleaned `mirror`, as if the next fetch ran in a new process.
