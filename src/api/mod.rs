@@ -7,6 +7,7 @@
 //! `docs/API.md` documents (a test checks the two agree).
 
 mod auth;
+pub use auth::ct_eq;
 mod handlers;
 mod metrics;
 mod server;

@@ -215,13 +215,7 @@ fn prove(http: &Client, base: &str, instance: Option<&str>) -> Answer {
         return Answer::Unproven;
     };
     let want = crate::api::instance_proof(instance, &challenge);
-    let matches = want.len() == proof.len()
-        && want
-            .bytes()
-            .zip(proof.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if matches {
+    if crate::api::ct_eq(want.as_bytes(), proof.as_bytes()) {
         Answer::Proven
     } else {
         Answer::Unproven
