@@ -19,6 +19,7 @@ mod error;
 mod fetch;
 mod pack_index;
 mod pack_receive;
+mod packed_refs;
 mod progress;
 mod restore;
 mod url;

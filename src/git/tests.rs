@@ -4,6 +4,7 @@
 mod bench;
 mod http_server;
 mod pack_index;
+mod packed_refs;
 mod support;
 
 use std::{

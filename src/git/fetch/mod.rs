@@ -47,7 +47,7 @@ use super::{
     pack_index::PackError,
     progress::{with_reporter, Quiet},
     url::{self, RemoteUrl},
-    FetchOptions, FetchOutcome, GitAuth, GitError, PackFile, RefEntry,
+    FetchOptions, FetchOutcome, GitAuth, GitError, PackFile,
 };
 use mirror::MirrorState;
 use transport::{Phase, Session};
@@ -151,11 +151,13 @@ fn fetch_into(
     // Without any objects we send no "have"s, so the server cannot send a thin pack: store
     // the stream as is, without the thin-pack rewrite.
     let complete_thin = !packs_before.is_empty();
-    let advertised = with_reporter(&total_bytes, opts.progress, || {
+    let (advertised, refs_current) = with_reporter(&total_bytes, opts.progress, || {
         exchange(repo, dir, &session, complete_thin, &total_bytes)
     })?;
 
-    refs::set_refs(repo, dir, &advertised)?;
+    if !refs_current {
+        refs::set_refs(repo, dir, &advertised.refs)?;
+    }
 
     let packs = list_packs(dir)?;
     let new: Vec<&PackFile> = packs
@@ -165,7 +167,7 @@ fn fetch_into(
     files::sync_new_packs(dir, &new)?;
     let new_packs = new.len();
     Ok(FetchOutcome {
-        refs: advertised,
+        refs: advertised.refs,
         packs,
         new_packs,
         bytes_received: total_bytes.load(Ordering::Relaxed),
@@ -174,26 +176,19 @@ fn fetch_into(
     })
 }
 
-/// Talk to the remote: list its refs, prune the mirror's that it no longer has, and receive the
-/// pack of whatever advertised object the mirror lacks. Returns the listing.
+/// Talk to the remote: list its refs and receive the pack of whatever advertised object the
+/// mirror lacks. Returns the listing, and whether the mirror's refs already equal it (else
+/// the caller sets them).
 fn exchange(
     repo: &gix::Repository,
     dir: &Path,
     session: &Session<'_>,
     complete_thin: bool,
     total_bytes: &AtomicU64,
-) -> Result<Vec<RefEntry>, GitError> {
+) -> Result<(refs::Advertised, bool), GitError> {
     let (remote, opts) = (session.remote(), session.opts());
     let mut progress = Quiet::new();
-    let gix_remote = repo
-        .remote_at(remote.for_transport.as_str())
-        .map_err(|err| GitError::InvalidUrl {
-            url: remote.display.clone(),
-            message: chain(&err),
-        })?
-        .with_refspecs([refs::MIRROR_REFSPEC], gix::remote::Direction::Fetch)
-        .map_err(|err| GitError::repo(dir, chain(&err)))?
-        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let gix_remote = mirror_remote(repo, dir, remote)?;
     let refspecs = gix_remote.refspecs(gix::remote::Direction::Fetch).to_vec();
     let mut connection = session.connect(&gix_remote)?;
     let transport = connection.transport_mut();
@@ -212,38 +207,50 @@ fn exchange(
         &mut progress,
     )
     .map_err(|err| session.fail(err, Phase::Handshake))?;
-    // List everything, including HEAD, in one ls-refs round trip.
-    let ref_map = handshake
-        .prepare_lsrefs_or_extract_refmap(
-            refs::user_agent(),
-            false,
-            gix::protocol::fetch::refmap::init::Context {
-                fetch_refspecs: refspecs,
-                extra_refspecs: Vec::new(),
-            },
-        )
-        .and_then(|obtain| obtain.fetch_blocking(&mut progress, &mut *transport, false))
-        .map_err(|err| session.fail(err, Phase::Handshake))?;
-    let advertised = refs::advertised_refs(&ref_map.remote_refs, &remote.display)?;
-    tracing::debug!(target: "reposafe::git", url = %remote.display, refs = advertised.len(), "remote refs listed");
-
-    // Remove refs the remote no longer has before receiving, so new refs can take their place
-    // (e.g. `refs/heads/a` deleted, `refs/heads/a/b` created).
-    refs::prune_refs(repo, dir, &advertised)?;
+    let refmap_context = || gix::protocol::fetch::refmap::init::Context {
+        fetch_refspecs: refspecs.clone(),
+        extra_refspecs: Vec::new(),
+    };
+    // Protocol v1 (what fetches speak) advertised the refs in the handshake: the mapping of
+    // each to a local name is only built when a pack must be negotiated. v2 lists everything,
+    // including HEAD, in one ls-refs round trip.
+    let ref_map = match handshake.refs {
+        Some(_) => None,
+        None => Some(obtain_ref_map(
+            &mut handshake,
+            &mut *transport,
+            session,
+            refmap_context(),
+        )?),
+    };
+    let remote_refs = match &ref_map {
+        Some(map) => map.remote_refs.as_slice(),
+        None => handshake.refs.as_deref().unwrap_or_default(),
+    };
+    let advertised = refs::advertised_refs(remote_refs, &remote.display)?;
+    tracing::debug!(target: "reposafe::git", url = %remote.display, refs = advertised.refs.len(), "remote refs listed");
 
     // Only talk pack protocol if an advertised object is missing (like git's "quickfetch"):
     // a remote whose refs did not move, or only moved to objects we already have, costs the
     // ref listing alone, and all ref changes are applied by `set_refs()` below. This also
     // covers an empty remote (nothing advertised but maybe an unborn HEAD).
-    let needs_pack = ref_map.mappings.iter().any(|mapping| {
-        mapping
-            .remote
-            .as_id()
-            .is_some_and(|id| !repo.has_object(id))
-    });
-    if needs_pack {
+    //
+    // Until the pack arrives no object is added, so a lookup that misses is a real miss: by
+    // default gix re-reads the pack directory on every miss, which with thousands of new refs
+    // is thousands of directory scans. The lookups before the pack use a handle that doesn't.
+    //
+    // Refs equal to what the last fetch wrote (the usual unchanged repository) need no
+    // object lookup at all.
+    let refs_current = refs::mirror_is_current(dir, &advertised)?;
+    let mut known = repo.clone();
+    known.objects.refresh_never();
+    if !refs_current && refs::lacks_an_advertised_object(&known, remote_refs) {
+        let ref_map = match ref_map {
+            Some(map) => map,
+            None => obtain_ref_map(&mut handshake, &mut *transport, session, refmap_context())?,
+        };
         refs::receive_into_mirror(
-            repo,
+            &known,
             dir,
             complete_thin,
             &ref_map,
@@ -258,7 +265,39 @@ fn exchange(
     if handshake.server_protocol_version == gix::protocol::transport::Protocol::V2 {
         gix::protocol::indicate_end_of_interaction(&mut *transport, false).ok();
     }
-    Ok(advertised)
+    Ok((advertised, refs_current))
+}
+
+/// `remote` as gix's remote of the mirror `repo`: every ref, forced, no tag following.
+fn mirror_remote<'r>(
+    repo: &'r gix::Repository,
+    dir: &Path,
+    remote: &RemoteUrl,
+) -> Result<gix::Remote<'r>, GitError> {
+    Ok(repo
+        .remote_at(remote.for_transport.as_str())
+        .map_err(|err| GitError::InvalidUrl {
+            url: remote.display.clone(),
+            message: chain(&err),
+        })?
+        .with_refspecs([refs::MIRROR_REFSPEC], gix::remote::Direction::Fetch)
+        .map_err(|err| GitError::repo(dir, chain(&err)))?
+        .with_fetch_tags(gix::remote::fetch::Tags::None))
+}
+
+/// The remote's refs mapped to the mirror's names (`+refs/*:refs/*`): from the v1
+/// handshake, or by an ls-refs round trip in v2.
+fn obtain_ref_map(
+    handshake: &mut gix::protocol::Handshake,
+    transport: &mut Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+    session: &Session<'_>,
+    context: gix::protocol::fetch::refmap::init::Context,
+) -> Result<gix::protocol::fetch::RefMap, GitError> {
+    let mut progress = Quiet::new();
+    handshake
+        .prepare_lsrefs_or_extract_refmap(refs::user_agent(), false, context)
+        .and_then(|obtain| obtain.fetch_blocking(&mut progress, transport, false))
+        .map_err(|err| session.fail(err, Phase::Handshake))
 }
 
 /// The [`GitError`] for a failure while negotiating or receiving the pack.

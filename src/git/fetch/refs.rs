@@ -1,20 +1,24 @@
 //! Refs and negotiation: the remote's advertised refs turned into our listing, the
-//! mirror's refs read, pruned (refs the remote no longer has) and set to exactly a
-//! listing in one `packed-refs` transaction, and the pack negotiation with the remote
-//! (wants and haves) whose pack stream is handed to `pack_receive`.
+//! mirror's refs read and set to exactly a listing (refs the remote no longer has pruned) by
+//! writing one `packed-refs` file (`git::packed_refs`), and the pack negotiation with the
+//! remote (wants and haves) whose pack stream is handed to `pack_receive`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, HashMap},
     path::Path,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use gix::bstr::ByteSlice as _;
-use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::protocol::fetch::{self as proto, negotiate};
 
 use crate::git::{
-    error::chain, pack_index::PackError, pack_receive::receive_pack, progress::Quiet, GitError,
-    RefEntry, RefTarget,
+    error::chain,
+    pack_index::PackError,
+    pack_receive::receive_pack,
+    packed_refs::{already_written, write_refs},
+    progress::Quiet,
+    GitError, RefEntry, RefTarget,
 };
 
 /// Mirror every ref, forcing updates.
@@ -34,14 +38,78 @@ pub(super) enum ReceiveError {
     Pack(PackError),
 }
 
+/// The mirror's side of the pack negotiation.
+struct Mirror<'a> {
+    repo: &'a gix::Repository,
+    /// The mirror has no pack yet: nothing can be known locally.
+    empty: bool,
+    ref_map: &'a proto::RefMap,
+    graph: gix::negotiate::Graph<'a, 'a>,
+    negotiator: Box<dyn gix::negotiate::Negotiator>,
+}
+
+impl proto::Negotiate for Mirror<'_> {
+    fn mark_complete_and_common_ref(&mut self) -> gix::Result<negotiate::Action> {
+        if self.empty {
+            // A first clone has nothing to compare with; asking the ref store about each
+            // of thousands of refs would cost five file probes each.
+            return Ok(negotiate::Action::MustNegotiate {
+                remote_ref_target_known: vec![false; self.ref_map.mappings.len()],
+            });
+        }
+        negotiate::mark_complete_and_common_ref(
+            &self.repo.objects,
+            &self.repo.refs,
+            || {
+                Ok(std::iter::empty::<(
+                    gix::refs::file::Store,
+                    gix::objs::find::Never,
+                )>())
+            },
+            &mut *self.negotiator,
+            &mut self.graph,
+            self.ref_map,
+            &proto::Shallow::NoChange,
+            negotiate::make_refmapping_ignore_predicate(proto::Tags::None, self.ref_map),
+        )
+    }
+
+    fn add_wants(&mut self, arguments: &mut proto::Arguments, known: &[bool]) -> bool {
+        negotiate::add_wants(
+            &self.repo.objects,
+            arguments,
+            self.ref_map,
+            known,
+            &proto::Shallow::NoChange,
+            negotiate::make_refmapping_ignore_predicate(proto::Tags::None, self.ref_map),
+        )
+    }
+
+    fn one_round(
+        &mut self,
+        state: &mut negotiate::one_round::State,
+        arguments: &mut proto::Arguments,
+        previous_response: Option<&proto::Response>,
+    ) -> gix::Result<(negotiate::Round, bool)> {
+        negotiate::one_round(
+            &mut *self.negotiator,
+            &mut self.graph,
+            state,
+            arguments,
+            previous_response,
+        )
+    }
+}
+
 /// Negotiate with the remote and receive the pack for everything `ref_map` lists that `repo`
 /// lacks, writing it into the mirror's `objects/pack` with [`receive_pack()`]. With
-/// `complete_thin`, thin packs are completed from the mirror. Refs are not touched.
+/// `mirror_has_packs`, thin packs are completed from the mirror (without, no "have" can be
+/// sent, so the server sends no thin pack). Refs are not touched.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn receive_into_mirror(
     repo: &gix::Repository,
     dir: &Path,
-    complete_thin: bool,
+    mirror_has_packs: bool,
     ref_map: &gix::protocol::fetch::RefMap,
     handshake: &mut gix::protocol::Handshake,
     transport: &mut Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
@@ -49,63 +117,10 @@ pub(super) fn receive_into_mirror(
     total_bytes: &AtomicU64,
     should_interrupt: &AtomicBool,
 ) -> Result<(), ReceiveError> {
-    use gix::protocol::fetch::{self as proto, negotiate};
-
-    struct Mirror<'a> {
-        repo: &'a gix::Repository,
-        ref_map: &'a proto::RefMap,
-        graph: gix::negotiate::Graph<'a, 'a>,
-        negotiator: Box<dyn gix::negotiate::Negotiator>,
-    }
-    impl proto::Negotiate for Mirror<'_> {
-        fn mark_complete_and_common_ref(&mut self) -> gix::Result<negotiate::Action> {
-            negotiate::mark_complete_and_common_ref(
-                &self.repo.objects,
-                &self.repo.refs,
-                || {
-                    Ok(std::iter::empty::<(
-                        gix::refs::file::Store,
-                        gix::objs::find::Never,
-                    )>())
-                },
-                &mut *self.negotiator,
-                &mut self.graph,
-                self.ref_map,
-                &proto::Shallow::NoChange,
-                negotiate::make_refmapping_ignore_predicate(proto::Tags::None, self.ref_map),
-            )
-        }
-
-        fn add_wants(&mut self, arguments: &mut proto::Arguments, known: &[bool]) -> bool {
-            negotiate::add_wants(
-                &self.repo.objects,
-                arguments,
-                self.ref_map,
-                known,
-                &proto::Shallow::NoChange,
-                negotiate::make_refmapping_ignore_predicate(proto::Tags::None, self.ref_map),
-            )
-        }
-
-        fn one_round(
-            &mut self,
-            state: &mut negotiate::one_round::State,
-            arguments: &mut proto::Arguments,
-            previous_response: Option<&proto::Response>,
-        ) -> gix::Result<(negotiate::Round, bool)> {
-            negotiate::one_round(
-                &mut *self.negotiator,
-                &mut self.graph,
-                state,
-                arguments,
-                previous_response,
-            )
-        }
-    }
-
     let shallow_file = repo.shallow_file().map_err(ReceiveError::Protocol)?;
     let mut mirror = Mirror {
         repo,
+        empty: !mirror_has_packs,
         ref_map,
         graph: repo.revision_graph(None),
         negotiator: gix::negotiate::Algorithm::Consecutive.into_negotiator(),
@@ -122,7 +137,7 @@ pub(super) fn receive_into_mirror(
             match receive_pack(
                 &mut counted,
                 &pack_dir,
-                complete_thin.then(|| repo.objects.clone()),
+                mirror_has_packs.then(|| repo.objects.clone()),
                 repo.object_hash(),
                 should_interrupt,
             ) {
@@ -186,13 +201,33 @@ impl std::io::BufRead for CountingReader<'_> {
     }
 }
 
+/// Whether `repo` lacks the object of an advertised `refs/*` ref (then a pack is needed).
+pub(super) fn lacks_an_advertised_object(
+    repo: &gix::Repository,
+    remote_refs: &[gix::protocol::handshake::Ref],
+) -> bool {
+    remote_refs.iter().any(|r| {
+        let (name, target, _) = r.unpack();
+        name.starts_with(b"refs/") && target.is_some_and(|id| !repo.has_object(id))
+    })
+}
+
+/// The remote's refs as it advertised them.
+pub(super) struct Advertised {
+    /// `HEAD` and `refs/*`, sorted by name.
+    pub refs: Vec<RefEntry>,
+    /// The peeled target of each annotated tag, by ref name.
+    pub peeled: HashMap<String, gix::ObjectId>,
+}
+
 /// Turn the refs advertised by the remote into our listing: `HEAD` and `refs/*`, sorted by name.
 pub(super) fn advertised_refs(
     remote_refs: &[gix::protocol::handshake::Ref],
     url: &str,
-) -> Result<Vec<RefEntry>, GitError> {
+) -> Result<Advertised, GitError> {
     use gix::protocol::handshake::Ref;
     let mut out = BTreeMap::new();
+    let mut peeled = HashMap::new();
     for r in remote_refs {
         let (name, target) = match r {
             Ref::Direct {
@@ -200,8 +235,15 @@ pub(super) fn advertised_refs(
                 object,
             } => (full_ref_name, RefTarget::Object(object.to_string())),
             Ref::Peeled {
-                full_ref_name, tag, ..
-            } => (full_ref_name, RefTarget::Object(tag.to_string())),
+                full_ref_name,
+                tag,
+                object,
+            } => {
+                if let Ok(name) = full_ref_name.to_str() {
+                    peeled.insert(name.to_owned(), *object);
+                }
+                (full_ref_name, RefTarget::Object(tag.to_string()))
+            }
             Ref::Symbolic {
                 full_ref_name,
                 target,
@@ -235,10 +277,11 @@ pub(super) fn advertised_refs(
         }
         out.insert(name.to_owned(), target);
     }
-    Ok(out
+    let refs = out
         .into_iter()
         .map(|(name, target)| RefEntry { name, target })
-        .collect())
+        .collect();
+    Ok(Advertised { refs, peeled })
 }
 
 /// All `refs/*` refs of `repo` (not `HEAD`), by name.
@@ -283,22 +326,26 @@ pub(crate) fn local_head(
         .map_err(|err| GitError::repo(dir, format!("could not read HEAD: {}", chain(&err))))
 }
 
-/// Delete local `refs/*` refs that are not in `wanted`.
-pub(super) fn prune_refs(
-    repo: &gix::Repository,
-    dir: &Path,
-    wanted: &[RefEntry],
-) -> Result<(), GitError> {
-    let wanted: BTreeSet<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
-    let edits: Vec<RefEdit> = local_refs(repo, dir)?
-        .into_keys()
-        .filter(|name| !wanted.contains(name.as_str()))
-        .map(|name| delete_edit(&name))
-        .collect::<Result<_, _>>()?;
-    if !edits.is_empty() {
-        tracing::debug!(target: "reposafe::git", count = edits.len(), "pruning refs the remote no longer has");
+/// Split a listing into its `refs/*` refs by name and its `HEAD`.
+fn by_name(wanted: &[RefEntry]) -> (BTreeMap<&str, &RefTarget>, Option<&RefTarget>) {
+    let mut refs = BTreeMap::new();
+    let mut head = None;
+    for entry in wanted {
+        if entry.name == "HEAD" {
+            head = Some(&entry.target);
+        } else {
+            refs.insert(entry.name.as_str(), &entry.target);
+        }
     }
-    apply_edits(repo, dir, edits)
+    (refs, head)
+}
+
+/// Whether the mirror at `dir` already holds exactly the refs the remote advertised (as the
+/// last fetch left them): then it has every object they need, and nothing is to be written.
+/// Reads `packed-refs`, `HEAD` and the `refs/` directory; no object lookup.
+pub(super) fn mirror_is_current(dir: &Path, advertised: &Advertised) -> Result<bool, GitError> {
+    let (refs, head) = by_name(&advertised.refs);
+    already_written(dir, &refs, head, &advertised.peeled)
 }
 
 /// Make the refs of `repo` (all `refs/*` and `HEAD`) exactly `wanted`, then verify.
@@ -309,33 +356,8 @@ pub(crate) fn set_refs(
     dir: &Path,
     wanted: &[RefEntry],
 ) -> Result<(), GitError> {
-    let current = local_refs(repo, dir)?;
-    let mut edits = Vec::new();
-    let mut wanted_refs = BTreeMap::new();
-    let mut wanted_head = None;
-    for entry in wanted {
-        if entry.name == "HEAD" {
-            wanted_head = Some(&entry.target);
-        } else {
-            wanted_refs.insert(entry.name.as_str(), &entry.target);
-        }
-    }
-    for (name, target) in &wanted_refs {
-        if current.get(*name) != Some(*target) {
-            edits.push(update_edit(repo, dir, name, target)?);
-        }
-    }
-    for name in current.keys() {
-        if !wanted_refs.contains_key(name.as_str()) {
-            edits.push(delete_edit(name)?);
-        }
-    }
-    if let Some(target) = wanted_head {
-        if local_head(repo, dir)?.as_ref() != Some(target) {
-            edits.push(update_edit(repo, dir, "HEAD", target)?);
-        }
-    }
-    apply_edits(repo, dir, edits)?;
+    let (wanted_refs, wanted_head) = by_name(wanted);
+    write_refs(repo, dir, &wanted_refs, wanted_head)?;
 
     // Verify: the refs on disk must now be exactly what was asked for.
     let after = local_refs(repo, dir)?;
@@ -363,100 +385,5 @@ pub(crate) fn set_refs(
             ));
         }
     }
-    Ok(())
-}
-
-fn full_name(name: &str) -> Result<gix::refs::FullName, GitError> {
-    gix::refs::FullName::try_from(name).map_err(|err| GitError::InvalidRef {
-        name: name.to_owned(),
-        message: err.to_string(),
-    })
-}
-
-fn update_edit(
-    repo: &gix::Repository,
-    dir: &Path,
-    name: &str,
-    target: &RefTarget,
-) -> Result<RefEdit, GitError> {
-    let full = full_name(name)?;
-    if name != "HEAD" && !name.starts_with("refs/") {
-        return Err(GitError::InvalidRef {
-            name: name.to_owned(),
-            message: "only HEAD and names starting with refs/ are allowed".into(),
-        });
-    }
-    let new = match target {
-        RefTarget::Object(hex) => {
-            let id =
-                gix::ObjectId::from_hex(hex.as_bytes()).map_err(|err| GitError::InvalidRef {
-                    name: name.to_owned(),
-                    message: format!("target {hex:?} is not an object id: {err}"),
-                })?;
-            if id.kind() != repo.object_hash() {
-                return Err(GitError::InvalidRef {
-                    name: name.to_owned(),
-                    message: format!("target {hex} does not use the repository's object hash"),
-                });
-            }
-            if !repo.has_object(id) {
-                return Err(GitError::MissingObject {
-                    name: name.to_owned(),
-                    oid: hex.clone(),
-                    path: dir.to_owned(),
-                });
-            }
-            gix::refs::Target::Object(id)
-        }
-        RefTarget::Symbolic(target) => {
-            let target = full_name(target).map_err(|_| GitError::InvalidRef {
-                name: name.to_owned(),
-                message: format!("symbolic target {target:?} is not a valid reference name"),
-            })?;
-            gix::refs::Target::Symbolic(target)
-        }
-    };
-    Ok(RefEdit {
-        change: Change::Update {
-            log: LogChange {
-                mode: RefLog::AndReference,
-                force_create_reflog: false,
-                message: "reposafe".into(),
-            },
-            expected: PreviousValue::Any,
-            new,
-        },
-        name: full,
-        deref: false,
-    })
-}
-
-fn delete_edit(name: &str) -> Result<RefEdit, GitError> {
-    Ok(RefEdit {
-        change: Change::Delete {
-            expected: PreviousValue::Any,
-            log: RefLog::AndReference,
-        },
-        name: full_name(name)?,
-        deref: false,
-    })
-}
-
-/// Apply `edits` in one transaction, writing direct refs to `packed-refs`.
-fn apply_edits(repo: &gix::Repository, dir: &Path, edits: Vec<RefEdit>) -> Result<(), GitError> {
-    if edits.is_empty() {
-        return Ok(());
-    }
-    use gix::lock::acquire::Fail;
-    repo.refs
-        .transaction()
-        .packed_refs(
-            gix::refs::file::transaction::PackedRefs::DeletionsAndNonSymbolicUpdatesRemoveLooseSourceReference(
-                Box::new(&repo.objects),
-            ),
-        )
-        .prepare(edits, Fail::Immediately, Fail::Immediately)
-        .and_then(|prepared| prepared.commit(None))
-        .map_err(|err| GitError::repo(dir, format!("could not update references: {}", chain(&err))))?;
     Ok(())
 }
