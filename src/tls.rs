@@ -6,8 +6,16 @@
 //!
 //! There is no global switch: trust is per connection. The bundle's certificates are
 //! added to the system's roots (a server with a public certificate keeps working).
+//!
+//! The system's roots are read once per [`TlsTrust`] (and its clones), not once per HTTP
+//! client, and only when a TLS handshake needs them: the verifier is shared by every
+//! client made from the trust (a job makes one per fetch; reading the roots costs
+//! milliseconds each time) and loads the roots on the first certificate it verifies.
 
 use std::error::Error as StdError;
+use std::sync::{Arc, OnceLock};
+
+use rustls::pki_types::{pem::PemObject as _, CertificateDer};
 
 /// Why a CA bundle cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +33,13 @@ pub struct TlsTrust {
     /// Where the bundle came from (the file given when it was added), for messages.
     bundle_name: Option<String>,
     roots: Vec<reqwest::Certificate>,
+    /// The same roots, for the shared verifier.
+    roots_der: Vec<CertificateDer<'static>>,
     insecure: bool,
+    /// The TLS configuration trusting the system's roots and `roots` (read on the first
+    /// handshake), built on first use and shared by clones; `None` if it could not be
+    /// built (reqwest then builds its own).
+    shared_config: Arc<OnceLock<Option<rustls::ClientConfig>>>,
 }
 
 impl std::fmt::Debug for TlsTrust {
@@ -36,6 +50,75 @@ impl std::fmt::Debug for TlsTrust {
             .field("roots", &self.roots.len())
             .field("insecure", &self.insecure)
             .finish()
+    }
+}
+
+/// The platform's certificate verifier (system roots plus extra ones), built on the first
+/// certificate it has to verify. Reading the system's roots takes milliseconds (hundreds of
+/// files under `/etc/ssl/certs`), which a connection over plain http never needs.
+#[derive(Debug)]
+struct LazyVerifier {
+    connection: String,
+    extra_roots: Vec<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    inner: OnceLock<Result<rustls_platform_verifier::Verifier, String>>,
+}
+
+impl LazyVerifier {
+    fn inner(&self) -> Result<&rustls_platform_verifier::Verifier, rustls::Error> {
+        self.inner
+            .get_or_init(|| {
+                rustls_platform_verifier::Verifier::new_with_extra_roots(
+                    self.extra_roots.iter().cloned(),
+                    self.provider.clone(),
+                )
+                .map_err(|err| {
+                    format!(
+                        "connection {}: could not load the trusted root certificates: {err}",
+                        self.connection
+                    )
+                })
+            })
+            .as_ref()
+            .map_err(|message| rustls::Error::General(message.clone()))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -67,7 +150,9 @@ impl TlsTrust {
             connection: connection.to_string(),
             bundle_name: None,
             roots: Vec::new(),
+            roots_der: Vec::new(),
             insecure: false,
+            shared_config: Arc::default(),
         }
     }
 
@@ -83,15 +168,23 @@ impl TlsTrust {
                 "connection {connection}: give either a CA bundle or insecure, not both"
             )));
         }
-        let (roots, bundle_name) = match bundle {
-            Some((pem, name)) => (parse_bundle(pem, name)?, Some(name.to_string())),
-            None => (Vec::new(), None),
+        let (roots, roots_der, bundle_name) = match bundle {
+            Some((pem, name)) => (
+                parse_bundle(pem, name)?,
+                CertificateDer::pem_slice_iter(pem)
+                    .filter_map(Result::ok)
+                    .collect(),
+                Some(name.to_string()),
+            ),
+            None => (Vec::new(), Vec::new(), None),
         };
         Ok(TlsTrust {
             connection: connection.to_string(),
             bundle_name,
             roots,
+            roots_der,
             insecure,
+            shared_config: Arc::default(),
         })
     }
 
@@ -118,11 +211,37 @@ impl TlsTrust {
             tracing::warn!("{}", self.insecure_warning());
             return builder.tls_danger_accept_invalid_certs(true);
         }
+        if let Some(config) = self.shared_config.get_or_init(|| self.build_config()) {
+            return builder.tls_backend_preconfigured(config.clone());
+        }
         if self.roots.is_empty() {
             builder
         } else {
             builder.tls_certs_merge(self.roots.clone())
         }
+    }
+
+    /// What reqwest would build for these roots (the platform verifier with the system's
+    /// roots plus the bundle's, HTTP/1.1), except that the roots are read on the first TLS
+    /// handshake, not before: a plain-http connection never reads them.
+    fn build_config(&self) -> Option<rustls::ClientConfig> {
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let verifier = LazyVerifier {
+            connection: self.connection.clone(),
+            extra_roots: self.roots_der.clone(),
+            provider: provider.clone(),
+            inner: OnceLock::new(),
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(config)
     }
 
     /// The message for a certificate failure (`detail` from [`certificate_problem`]).
