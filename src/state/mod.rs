@@ -13,7 +13,7 @@ pub use scoped_credentials::{CredentialScope, ScopedCredential};
 pub use tls_trust::ConnectionTls;
 
 use crate::vault::CredentialKind;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -169,7 +169,44 @@ impl State {
         }
     }
 
+    /// Whether the database already has this schema version and every table (the usual
+    /// open): then opening writes nothing (a write transaction costs a sync of the file).
+    fn is_current(&self) -> bool {
+        let Ok(tx) = self.db.begin_read() else {
+            return false;
+        };
+        let version = tx.open_table(META).ok().and_then(|meta| {
+            meta.get("schema_version")
+                .ok()
+                .flatten()
+                .map(|v| v.value().to_string())
+        });
+        if version != Some(SCHEMA_VERSION.to_string()) {
+            return false;
+        }
+        let Ok(tables) = tx.list_tables() else {
+            return false;
+        };
+        let present: std::collections::BTreeSet<String> =
+            tables.map(|t| t.name().to_string()).collect();
+        [
+            CONNECTIONS.name(),
+            CREDENTIALS.name(),
+            REPOSITORIES.name(),
+            PLANS.name(),
+            JOBS.name(),
+            JOB_RESULTS.name(),
+            scoped_credentials::SCOPED_CREDENTIALS.name(),
+            tls_trust::CONNECTION_TLS.name(),
+        ]
+        .iter()
+        .all(|name| present.contains(*name))
+    }
+
     fn migrate(&self) -> Result<(), StateError> {
+        if self.is_current() {
+            return Ok(());
+        }
         let e = self.db_err();
         let tx = self.db.begin_write().map_err(|x| e(x.into()))?;
         {
