@@ -15,143 +15,12 @@ use reposafe_testkit::gitutil;
 use reposafe_testkit::{CloudServer, RepoMeta, TempDir};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
-const EMAIL: &str = "bench@acme.test";
-const TOKEN: &str = "ATATT-bench-token";
+mod common;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Timed {
-    secs: f64,
-    max_rss_kib: u64,
-    stdout: String,
-}
-
-/// Runs a command under /usr/bin/time to get wall time and peak RSS.
-fn timed(cmd: &mut Command) -> Timed {
-    let rss_file = tempfile_path("rss");
-    let prog = cmd.get_program().to_owned();
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let envs: Vec<_> = cmd
-        .get_envs()
-        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
-        .collect();
-    let mut c = Command::new("/usr/bin/time");
-    c.arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&rss_file)
-        .arg(prog)
-        .args(args);
-    if let Some(dir) = cmd.get_current_dir() {
-        c.current_dir(dir);
-    }
-    for (k, v) in envs {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    let t = Instant::now();
-    let out = c
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run /usr/bin/time");
-    let secs = t.elapsed().as_secs_f64();
-    assert!(out.status.success(), "command failed: {:?}", c);
-    let rss = std::fs::read_to_string(&rss_file).unwrap_or_default();
-    let max_rss_kib = rss
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().parse().ok())
-        .unwrap_or(0);
-    let _ = std::fs::remove_file(&rss_file);
-    Timed {
-        secs,
-        max_rss_kib,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    }
-}
-
-fn tempfile_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "reposafe-bench-{tag}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    ))
-}
-
-/// The compiled-component cache shared by the benchmark's data dirs (and the tests'):
-/// the providers are compiled once, not once per data dir.
-fn component_cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("reposafe-component-cache")
-}
-
-fn reposafe(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reposafe"));
-    c.arg("--data-dir")
-        .arg(data)
-        .env("REPOSAFE_COMPONENT_CACHE", component_cache());
-    c
-}
-
-fn add_connection(server: &CloudServer, data: &Path, workspace: &str, files: &Path) {
-    let tok = files.join("token");
-    std::fs::write(&tok, TOKEN).expect("token");
-    let base = server.base_url();
-    let out = reposafe(data)
-        .args(["connection", "add", "cloud", "--workspace", workspace])
-        .args(["--set", &format!("api-base-url={base}")])
-        .args(["--set", &format!("git-base-url={base}")])
-        .args(["--api-token-email", EMAIL, "--api-token-file"])
-        .arg(&tok)
-        .output()
-        .expect("connection add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // `connection add` has compiled the provider component into the shared cache (or
-    // found it there), so the timed backups measure backups, not the one-time compilation.
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                total += dir_size(&path);
-            } else {
-                total += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    total
-}
-
-fn packs_size(bare: &Path) -> u64 {
-    std::fs::read_dir(bare.join("objects/pack"))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("pack"))
-                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn archive_size(data: &Path) -> u64 {
-    dir_size(&data.join("archive/blobs")) + dir_size(&data.join("archive/snapshots"))
-}
+use common::*;
 
 /// A repository of `commits` commits made with `git fast-import`, repacked like a
 /// server's repository.
@@ -269,10 +138,7 @@ fn bench_unchanged_workspace() -> String {
     eprintln!("unchanged workspace: first runs {firsts:.2?} s, second runs {seconds:.2?} s");
     // The floor for "one ref listing per repository" on this server: `git ls-remote`
     // of every repository, 8 at a time, like the backup.
-    let auth = format!(
-        "http.extraHeader=Authorization: Basic {}",
-        base64_encode(&format!("x-bitbucket-api-token-auth:{TOKEN}"))
-    );
+    let auth = git_auth_config();
     let urls: Vec<String> = (0..n)
         .map(|i| {
             let slug = if i == n - 1 {
@@ -337,10 +203,7 @@ fn bench_large_repo() -> String {
     server.add_repo("big", "large", &bare, RepoMeta::default());
     server.add_api_token("bench", EMAIL, TOKEN);
     server.grant("bench", "big");
-    let auth = format!(
-        "Authorization: Basic {}",
-        base64_encode(&format!("x-bitbucket-api-token-auth:{TOKEN}"))
-    );
+    let auth = git_auth_config();
 
     let mut git_times = Vec::new();
     let mut ours = Vec::new();
@@ -348,7 +211,7 @@ fn bench_large_repo() -> String {
         let out = TempDir::new("bench-clone");
         let g = timed(
             gitutil::git_command(out.path())
-                .args(["-c", &format!("http.extraHeader={auth}")])
+                .args(["-c", &auth])
                 .args(["clone", "--mirror", "--quiet"])
                 .arg(server.git_url("big", "large"))
                 .arg("m.git"),
@@ -425,10 +288,7 @@ fn bench_daily_snapshots() -> String {
     let archive = archive_size(data.path());
     // "One mirror": what `git clone --mirror` from the same server stores.
     let out = TempDir::new("bench-mirror");
-    let auth = format!(
-        "http.extraHeader=Authorization: Basic {}",
-        base64_encode(&format!("x-bitbucket-api-token-auth:{TOKEN}"))
-    );
+    let auth = git_auth_config();
     let url = server.git_url("daily", "repo");
     gitutil::git(
         out.path(),
@@ -444,30 +304,6 @@ fn bench_daily_snapshots() -> String {
         mirror as f64 / 1048576.0,
         if ratio <= 1.1 { "PASS" } else { "FAIL" }
     )
-}
-
-fn base64_encode(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
 }
 
 fn main() {
