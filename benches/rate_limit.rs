@@ -16,27 +16,24 @@
 //! Every figure is best of 2, each run in a fresh data dir. Sizes can be changed:
 //! BENCH_RL_REPOS (60), BENCH_RL_TIGHT_REPOS (30), BENCH_RL_ISSUE_REPOS (30).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{component_cache, dc_add_args, small_bare_repo};
 use reposafe_testkit::dc::DcRequest;
-use reposafe_testkit::gitutil::{self, WorkRepo};
 use reposafe_testkit::{DcOptions, DcServer, TempDir};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 const PASSWORD: &str = "bench-rate-limit-password";
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// `name`'s value as a number, else `default`.
+fn size(name: &str, default: usize) -> usize {
+    std::env::var(name).map_or(default, |v| v.parse().unwrap_or(default))
 }
 
-/// The compiled-component cache shared with the tests and the other benchmarks.
-fn component_cache() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("reposafe-component-cache")
-}
-
+/// The binary on `data`, with the real back-offs (not the tests' 20 ms) and no debug log.
 fn reposafe(data: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_reposafe"));
     c.arg("--data-dir")
@@ -44,22 +41,9 @@ fn reposafe(data: &Path) -> Command {
         .env("REPOSAFE_COMPONENT_CACHE", component_cache())
         .env_remove("REPOSAFE_RETRY_BASE_MS")
         .env_remove("REPOSAFE_PASSPHRASE")
-        .env_remove("REPOSAFE_DATA_DIR");
+        .env_remove("REPOSAFE_DATA_DIR")
+        .env_remove("REPOSAFE_LOG");
     c
-}
-
-/// A small bare repository: a few commits on `main`, a tag.
-fn small_repo(dir: &Path) -> PathBuf {
-    let bare = dir.join("small.git");
-    gitutil::init_bare(&bare);
-    let mut w = WorkRepo::new();
-    for i in 0..3 {
-        w.write(&format!("f{i}.txt"), format!("small {i}\n"));
-        w.commit(&format!("commit {i}"));
-    }
-    w.tag_lightweight("v1");
-    w.push_mirror(&bare);
-    bare
 }
 
 /// A DC server with `repos` repositories in project RL, readable by alice.
@@ -96,18 +80,11 @@ fn run_backup(
     let pw = files.path().join("pw");
     std::fs::write(&pw, PASSWORD).expect("password file");
     let out = reposafe(data.path())
-        .args(["connection", "add", "dc", "--name", "rl"])
-        .args(["--set", &format!("base-url={}", server.base_url())])
-        .args(["--set", "personal-repositories=false"])
-        .args(["--username", "alice", "--password-file"])
-        .arg(&pw)
+        .args(dc_add_args(&server.base_url(), "rl", "alice", &pw))
         .output()
         .expect("connection add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "connection add: {err}");
     server.clear_log();
     if let Some((capacity, per_second)) = limit {
         server.set_rate_limit(capacity, per_second);
@@ -182,7 +159,7 @@ fn bench_bucket(
     parallel: usize,
 ) -> String {
     let src = TempDir::new("bench-rl-src");
-    let bare = small_repo(src.path());
+    let bare = small_bare_repo(src.path(), 3);
     let server = server_with(repos, &bare);
     eprintln!(
         "{name}: {repos} repositories, bucket {capacity} at {per_second}/s, {parallel} at once"
@@ -214,9 +191,9 @@ fn bench_bucket(
 }
 
 fn bench_issue_scenario() -> String {
-    let repos = env_usize("BENCH_RL_ISSUE_REPOS", 30);
+    let repos = size("BENCH_RL_ISSUE_REPOS", 30);
     let src = TempDir::new("bench-rl-issue");
-    let bare = small_repo(src.path());
+    let bare = small_bare_repo(src.path(), 3);
     let server = server_with(repos, &bare);
     eprintln!("issue scenario: {repos} repositories, the first 7 git requests answered 429");
     let plain = best_of_two(|| run_backup(&server, 4, None, None));
@@ -242,11 +219,11 @@ fn main() {
     let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let mut report = String::from("# reposafe rate-limit benchmarks\n\n");
     if want("dc-defaults") {
-        let repos = env_usize("BENCH_RL_REPOS", 60);
+        let repos = size("BENCH_RL_REPOS", 60);
         report.push_str(&bench_bucket("dc-defaults", repos, 60, 5.0, 8));
     }
     if want("tight") {
-        let repos = env_usize("BENCH_RL_TIGHT_REPOS", 30);
+        let repos = size("BENCH_RL_TIGHT_REPOS", 30);
         report.push_str(&bench_bucket("tight", repos, 5, 5.0, 16));
     }
     if want("issue") {
