@@ -12,10 +12,16 @@
 //! else the pool's 30 s doubling ±25% back-off; at most 5 min), takes refused credentials
 //! out, waits where the verdict says so and tells the caller each step ([`Event`]) so it
 //! can say so in the job's progress (`rate limited, waiting N s`) and count it.
+//!
+//! A 429 that names its wait (`Retry-After`) is a wait, not a failure: the request
+//! goes on after it however many it meets, as long as they keep it waiting less than
+//! [`Policy::rate_limit_wait`] in all; past that it fails (the caller's error names the
+//! server) and the job's progress says how long it waited. Only 429s without
+//! `Retry-After` are counted against [`Policy::rate_limit_retries`].
 
 use super::pool::{CredentialPool, PoolExhausted};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What one attempt came back with, as far as failing over is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +70,8 @@ impl Outcome {
     }
 }
 
-/// What a request whose 429s outlasted [`Policy::rate_limit_retries`] does.
+/// What a request whose 429s without `Retry-After` outlasted
+/// [`Policy::rate_limit_retries`] does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhenExhausted {
     /// Hand the 429 back (an API request: the plugin sees it).
@@ -84,8 +91,10 @@ pub struct Policy {
     pub network_wait_cap: Duration,
     /// Longest wait after a 5xx (its `Retry-After` or the back-off).
     pub max_wait: Duration,
-    /// 429s one request may meet and go on (each cools its principal down); callers
-    /// add the pool's size so every credential gets its turn.
+    /// 429s without `Retry-After` one request may meet and go on (each cools its
+    /// principal down); callers add the pool's size so every credential gets its
+    /// turn. Also sets how long 429s with `Retry-After` may keep a request waiting
+    /// ([`Policy::rate_limit_wait`]).
     pub rate_limit_retries: u32,
     /// What happens after that many.
     pub when_exhausted: WhenExhausted,
@@ -97,6 +106,13 @@ impl Policy {
     pub fn backoff(&self, n: u32, jitter: f64) -> Duration {
         let ms = self.backoff.as_millis() as f64 * 2f64.powi(n.saturating_sub(1).min(16) as i32);
         Duration::from_millis((ms * jitter) as u64).min(self.max_wait)
+    }
+
+    /// How long one request may keep meeting 429s that name their wait before it
+    /// fails: `rate_limit_retries` of the longest waits (`max_wait`). 7 min for a git
+    /// fetch and 35 min for an API request of a job with one credential.
+    pub fn rate_limit_wait(&self) -> Duration {
+        self.max_wait.saturating_mul(self.rate_limit_retries.max(1))
     }
 }
 
@@ -112,6 +128,8 @@ pub struct Tries {
     pub attempt: u32,
     /// 429s met since the request (re)started, this one included.
     pub rate_limited: u32,
+    /// How long ago the first of those 429s came (zero at the first).
+    pub rate_limited_for: Duration,
     /// Credentials of the pool still usable besides the one just used.
     pub others: usize,
     /// The back-off factor for this attempt (see [`jitter`]).
@@ -155,15 +173,19 @@ pub fn classify(outcome: &Outcome, tries: &Tries, policy: &Policy) -> Verdict {
             after: retry_after.unwrap_or(backoff).min(policy.max_wait),
         },
         Outcome::Network | Outcome::ServerError { .. } => Verdict::Fail,
-        Outcome::RateLimited { .. } if tries.rate_limited <= policy.rate_limit_retries => {
-            Verdict::Rotate(Rotation::CoolingDown)
+        Outcome::RateLimited { retry_after } => {
+            let waiting = tries.rate_limited_for < policy.rate_limit_wait();
+            let counted = retry_after.is_some() || tries.rate_limited <= policy.rate_limit_retries;
+            if waiting && counted {
+                Verdict::Rotate(Rotation::CoolingDown)
+            } else if retry_after.is_some() {
+                // Waited out every 429 as asked, for as long as a request may:
+                // starting over would only wait again.
+                Verdict::Fail
+            } else {
+                exhausted(policy, retries_left, backoff)
+            }
         }
-        Outcome::RateLimited { .. } => match policy.when_exhausted {
-            WhenExhausted::BackOff if retries_left => Verdict::Retry {
-                after: backoff.min(policy.network_wait_cap),
-            },
-            _ => Verdict::Fail,
-        },
         Outcome::Refused {
             renewable: true, ..
         } if tries.attempt == 1 => Verdict::Retry {
@@ -173,6 +195,16 @@ pub fn classify(outcome: &Outcome, tries: &Tries, policy: &Policy) -> Verdict {
             Verdict::Rotate(Rotation::Refused(reason.clone()))
         }
         Outcome::Refused { .. } => Verdict::Fail,
+    }
+}
+
+/// The verdict on a 429 without `Retry-After` past [`Policy::rate_limit_retries`].
+fn exhausted(policy: &Policy, retries_left: bool, backoff: Duration) -> Verdict {
+    match policy.when_exhausted {
+        WhenExhausted::BackOff if retries_left => Verdict::Retry {
+            after: backoff.min(policy.network_wait_cap),
+        },
+        _ => Verdict::Fail,
     }
 }
 
@@ -241,9 +273,12 @@ pub fn run<A: Attempts>(
     let mut tries = Tries {
         attempt: 1,
         rate_limited: 0,
+        rate_limited_for: Duration::ZERO,
         others: 0,
         jitter: 1.0,
     };
+    // When the first 429 since the request (re)started came.
+    let mut limited_since: Option<Instant> = None;
     loop {
         let lane = match pool.choose(&[], notice) {
             Ok(lane) => lane,
@@ -259,7 +294,9 @@ pub fn run<A: Attempts>(
         // Every 429 is counted and cools its principal down, also the last one.
         let cooldown = match &outcome {
             Outcome::RateLimited { retry_after } => {
+                let now = Instant::now();
                 tries.rate_limited += 1;
+                tries.rate_limited_for = now.duration_since(*limited_since.get_or_insert(now));
                 Some(pool.rate_limited(lane, *retry_after))
             }
             _ => None,
@@ -278,6 +315,9 @@ pub fn run<A: Attempts>(
                 going_on: verdict == Verdict::Rotate(Rotation::CoolingDown),
             };
             request.event(&event, &output);
+            if verdict == Verdict::Fail && classify(&outcome, &tries, policy) == Verdict::Fail {
+                notice(&gave_up(pool.id(lane), &outcome, &tries));
+            }
         }
         match verdict {
             Verdict::Done => {
@@ -310,8 +350,26 @@ pub fn run<A: Attempts>(
                 }
                 tries.attempt += 1;
                 tries.rate_limited = 0;
+                limited_since = None;
             }
         }
+    }
+}
+
+/// What the job's progress says when a request stops on a 429: how long its 429s
+/// kept it waiting, or how many came without a wait named.
+fn gave_up(credential: &str, outcome: &Outcome, tries: &Tries) -> String {
+    match outcome {
+        Outcome::RateLimited {
+            retry_after: Some(_),
+        } => format!(
+            "credential {credential} still rate limited after waiting {} s in all, each 429 as its Retry-After asked; giving up on this request",
+            secs_ceil(tries.rate_limited_for)
+        ),
+        _ => format!(
+            "credential {credential} rate limited {} times without a Retry-After; giving up on this request",
+            tries.rate_limited
+        ),
     }
 }
 
@@ -343,6 +401,7 @@ mod tests {
         Tries {
             attempt,
             rate_limited,
+            rate_limited_for: Duration::ZERO,
             others,
             jitter: 1.0,
         }
@@ -464,10 +523,8 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_rotate_until_exhausted_then_give_up_or_back_off() {
-        let limited = Outcome::RateLimited {
-            retry_after: Some(Duration::from_secs(1)),
-        };
+    fn rate_limits_without_retry_after_rotate_until_counted_out_then_give_up_or_back_off() {
+        let limited = Outcome::RateLimited { retry_after: None };
         let api = policy(WhenExhausted::GiveUp);
         for n in 1..=3 {
             assert_eq!(
@@ -490,6 +547,37 @@ mod tests {
             }
         );
         assert_eq!(classify(&limited, &at(3, 4, 0), &git), Verdict::Fail);
+    }
+
+    #[test]
+    fn rate_limits_naming_their_wait_go_on_until_the_waiting_adds_up() {
+        let limited = Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        for p in [
+            policy(WhenExhausted::GiveUp),
+            policy(WhenExhausted::BackOff),
+        ] {
+            // 3 × 300 s.
+            assert_eq!(p.rate_limit_wait(), Duration::from_secs(900));
+            // However many: a 429 that names its wait is waited out, not counted.
+            let mut t = at(1, 500, 0);
+            t.rate_limited_for = Duration::from_secs(899);
+            assert_eq!(
+                classify(&limited, &t, &p),
+                Verdict::Rotate(Rotation::CoolingDown)
+            );
+            // Waited as long as a request may: it fails, also for git (starting
+            // over would only wait again).
+            t.rate_limited_for = Duration::from_secs(900);
+            assert_eq!(classify(&limited, &t, &p), Verdict::Fail);
+            // A 429 without a wait named is still counted.
+            t.rate_limited_for = Duration::ZERO;
+            assert_ne!(
+                classify(&Outcome::RateLimited { retry_after: None }, &t, &p),
+                Verdict::Rotate(Rotation::CoolingDown)
+            );
+        }
     }
 
     #[test]
@@ -645,21 +733,73 @@ mod tests {
     }
 
     #[test]
+    fn the_loop_waits_out_429s_naming_their_wait_until_the_waiting_adds_up() {
+        let limited = |ms| Outcome::RateLimited {
+            retry_after: Some(Duration::from_millis(ms)),
+        };
+        // More 429s than rate_limit_retries (2), each waited out: the request goes on.
+        let p = pool(1);
+        let mut answers: Vec<Outcome> = (0..5).map(|_| limited(5)).collect();
+        answers.push(Outcome::Success);
+        let mut req = Scripted {
+            answers,
+            lanes: vec![],
+            events: vec![],
+        };
+        let done = run(&p, &fast(WhenExhausted::BackOff), None, &|_| {}, &mut req);
+        assert_eq!(done.output, Ok(Outcome::Success));
+        assert_eq!(done.attempts, 1, "a wait is not a new attempt");
+        assert_eq!(p.stats()[0].rate_limited, 5);
+
+        // Until they kept it waiting rate_limit_retries × max_wait (2 × 50 ms): then
+        // the last 429 is handed back and the progress says how long it waited.
+        let mut policy = fast(WhenExhausted::BackOff);
+        policy.max_wait = Duration::from_millis(50);
+        let p = pool(1);
+        let mut req = Scripted {
+            answers: (0..40).map(|_| limited(30)).collect(),
+            lanes: vec![],
+            events: vec![],
+        };
+        let said = std::cell::RefCell::new(Vec::new());
+        let notice = |m: &str| said.borrow_mut().push(m.to_string());
+        let t = std::time::Instant::now();
+        let done = run(&p, &policy, None, &notice, &mut req);
+        assert_eq!(done.output, Ok(limited(30)));
+        assert!(
+            t.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        let met = p.stats()[0].rate_limited;
+        assert!((4..=6).contains(&met), "{met} 429s");
+        assert_eq!(
+            said.borrow().last().map(String::as_str),
+            Some("credential c0 still rate limited after waiting 1 s in all, each 429 as its Retry-After asked; giving up on this request")
+        );
+    }
+
+    #[test]
     fn the_loop_hands_back_the_last_429_and_stops_when_interrupted() {
         let p = pool(1);
-        let limited = || Outcome::RateLimited {
-            retry_after: Some(Duration::ZERO),
-        };
+        let limited = || Outcome::RateLimited { retry_after: None };
         let mut req = Scripted {
             answers: (0..3).map(|_| limited()).collect(),
             lanes: vec![],
             events: vec![],
         };
-        let done = run(&p, &fast(WhenExhausted::GiveUp), None, &|_| {}, &mut req);
+        let said = std::cell::RefCell::new(Vec::new());
+        let notice = |m: &str| said.borrow_mut().push(m.to_string());
+        let done = run(&p, &fast(WhenExhausted::GiveUp), None, &notice, &mut req);
         assert_eq!(done.output, Ok(limited()));
+        let last = req.events.last().cloned().unwrap_or_default();
+        assert!(
+            last.starts_with("429 c0 ") && last.ends_with(" false false"),
+            "{last}"
+        );
         assert_eq!(
-            req.events.last().map(String::as_str),
-            Some("429 c0 0ms false false")
+            said.borrow().last().map(String::as_str),
+            Some("credential c0 rate limited 3 times without a Retry-After; giving up on this request")
         );
         assert_eq!(
             p.stats()[0].rate_limited,

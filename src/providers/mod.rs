@@ -12,6 +12,7 @@ pub mod auth;
 mod cache;
 pub mod failover;
 pub mod http;
+mod pacer;
 pub mod pool;
 mod wasm;
 

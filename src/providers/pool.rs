@@ -9,10 +9,16 @@
 //! [`pace`](CredentialPool::pace)s: with a known budget (e.g. 60 per minute) it waits
 //! until the principal's sliding window has room, so the provider never has to say 429.
 //! A 429 cools the principal down (`Retry-After` when given, else exponential back-off
-//! with jitter) and its work moves to the others; a 401/403 marks that credential
-//! failed for the job. Counters per credential feed job results and `/metrics`.
+//! with jitter) and its work moves to the others; every request waiting on that
+//! principal goes on when the cool-down ends. The 429s also teach the pool the rate
+//! the server allows the principal ([`RateLearner`]); from then on its requests are
+//! paced to that rate, so that later ones rarely meet a 429. A 401/403 marks that
+//! credential failed for the job. Counters per credential feed job results and
+//! `/metrics`.
 
+use super::pacer::RateLearner;
 use super::Authenticator;
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -109,6 +115,24 @@ struct Principal {
     sent: VecDeque<Instant>,
     cool_until: Option<Instant>,
     strikes: u32,
+    learner: RateLearner,
+}
+
+/// The latest request this thread sent through a pool: the pool (its address), the
+/// credential, the request's number in its principal's [`RateLearner`] and when it
+/// went. A request and the 429 it gets are handled on one thread (the git transport
+/// and the API gate send on the caller's thread), so [`CredentialPool::rate_limited`]
+/// knows which request the 429 answered.
+#[derive(Clone, Copy)]
+struct LastSent {
+    pool: usize,
+    lane: usize,
+    number: u64,
+    at: Instant,
+}
+
+thread_local! {
+    static LAST_SENT: Cell<Option<LastSent>> = const { Cell::new(None) };
 }
 
 struct Inner {
@@ -233,6 +257,9 @@ impl CredentialPool {
         if let Some(c) = p.cool_until {
             at = at.max(c);
         }
+        if let Some(slot) = p.learner.ready_at() {
+            at = at.max(slot);
+        }
         if let Some(b) = self.budget {
             if p.sent.len() >= b.requests as usize {
                 let idx = p.sent.len() - b.requests as usize;
@@ -313,22 +340,39 @@ impl CredentialPool {
         loop {
             let now = Instant::now();
             let principal = self.creds[i].principal.clone();
-            let ready = {
+            let (ready, slot) = {
                 let Some(p) = g.principals.get_mut(&principal) else {
                     return;
                 };
                 self.expire(p, now);
-                self.ready_at(p, now)
+                (self.ready_at(p, now), p.learner.ready_at())
             };
             if ready <= now {
+                let mut learned = None;
                 if let Some(p) = g.principals.get_mut(&principal) {
                     p.sent.push_back(now);
+                    let number = p.learner.sent(now);
+                    LAST_SENT.set(Some(LastSent {
+                        pool: self.addr(),
+                        lane: i,
+                        number,
+                        at: now,
+                    }));
+                    learned = p.learner.take_untold();
                 }
                 g.stats[i].requests += 1;
+                drop(g);
+                if let Some(rate) = learned {
+                    notice(&format!(
+                        "credential {} rate limited: the server lets about {rate:.1} requests a second through; pacing its requests to that",
+                        self.creds[i].id
+                    ));
+                }
                 return;
             }
             let wait = ready - now;
-            if !told && wait >= Duration::from_secs(1) {
+            // Waits for a slot of the learned pace were announced with the pace.
+            if !told && wait >= Duration::from_secs(1) && slot != Some(ready) {
                 told = true;
                 notice(&format!(
                     "credential {} paced, waiting {} s",
@@ -344,7 +388,14 @@ impl CredentialPool {
         }
     }
 
-    /// Credential `i` got a 429: its principal cools down.
+    /// This pool's identity for [`LAST_SENT`].
+    fn addr(&self) -> usize {
+        self as *const CredentialPool as usize
+    }
+
+    /// Credential `i` got a 429 (for the latest request this thread sent through
+    /// it): its principal cools down, and the pool learns from it what rate the
+    /// server allows the principal.
     pub fn rate_limited(&self, i: usize, retry_after: Option<Duration>) -> Duration {
         let mut g = self.lock();
         g.stats[i].rate_limited += 1;
@@ -353,6 +404,20 @@ impl CredentialPool {
         let Some(p) = g.principals.get_mut(&principal) else {
             return Duration::ZERO;
         };
+        let sent = LAST_SENT.get().filter(|s| {
+            s.pool == self.addr()
+                && self
+                    .creds
+                    .get(s.lane)
+                    .is_some_and(|c| c.principal == principal)
+        });
+        match sent {
+            Some(s) => p.learner.limited(s.number, s.at),
+            None => {
+                let latest = p.learner.next_number().saturating_sub(1);
+                p.learner.limited(latest, now);
+            }
+        }
         let already = p.cool_until.is_some_and(|c| c > now);
         if !already {
             p.strikes += 1;

@@ -150,3 +150,42 @@ pub fn assert_not_on_disk(dir: &Path, needle: &str) {
         }
     }
 }
+
+/// The arguments of `connection add dc` naming the connection `name`, against the
+/// Data Center test double at `base_url`, as `user` with the password in `password_file`
+/// (personal repositories left out).
+pub fn dc_add_args(base_url: &str, name: &str, user: &str, password_file: &Path) -> Vec<String> {
+    [
+        "connection",
+        "add",
+        "dc",
+        "--name",
+        name,
+        "--set",
+        &format!("base-url={base_url}"),
+        "--set",
+        "personal-repositories=false",
+        "--username",
+        user,
+        "--password-file",
+        &password_file.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A small bare repository `small.git` in `dir`: `commits` commits on `main` and a
+/// tag `v1`, made with real git.
+pub fn small_bare_repo(dir: &Path, commits: usize) -> PathBuf {
+    let bare = dir.join("small.git");
+    gitutil::init_bare(&bare);
+    let mut w = gitutil::WorkRepo::new();
+    for i in 0..commits {
+        w.write(&format!("f{i}.txt"), format!("small {i}\n"));
+        w.commit(&format!("commit {i}"));
+    }
+    w.tag_lightweight("v1");
+    w.push_mirror(&bare);
+    bare
+}

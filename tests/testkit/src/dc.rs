@@ -14,7 +14,9 @@
 //! * clone links: `ssh` first, then `http` (named `http` even for an https URL), with
 //!   the user name as userinfo for Basic callers; git URLs use the lower-case key;
 //! * personal projects `~USER` are not in `/projects`, only in `/repos`;
-//! * `429` with `Retry-After` (seconds) for the API and for git;
+//! * `429` with `Retry-After` (seconds) for the API and for git: injected
+//!   ([`DcServer::fail_git_with_429`]) or from DC's rate limiter
+//!   ([`DcServer::set_rate_limit`]: a token bucket per user, see [`RateLimit`]);
 //! * 401 answers carry DC's `{"errors": [...]}` body.
 //!
 //! Credentials: users (`Basic user:password`, API and git), user HTTP access tokens
@@ -63,7 +65,55 @@ pub struct DcRequest {
     pub principal: Option<String>,
     pub status: u16,
     pub is_git: bool,
+    /// When the request arrived.
+    pub received: Instant,
+    /// When its answer (status and headers) was ready.
     pub timestamp: Instant,
+    /// The answer's `Retry-After` in seconds, when it had one.
+    pub retry_after: Option<u64>,
+}
+
+/// Bitbucket Data Center's rate limiting, as its administration guide describes it
+/// ("Improving instance stability with rate limiting"): every HTTP request with Basic
+/// or Bearer credentials — REST API and git over HTTP alike — takes one token from
+/// its user's bucket; the bucket holds at most `capacity` tokens (DC's "token bucket
+/// size", 60 by default) and refills at `per_second` tokens a second (the "refill
+/// rate", 5 by default), starting full. An empty bucket answers `429 Too Many
+/// Requests` with `Retry-After`: the whole seconds until the next token (at least 1)
+/// and DC's `{"errors": [...]}` body; the rejected request takes no token.
+/// Anonymous requests are not limited. (Jira and Confluence Data Center also send
+/// `X-RateLimit-*` headers; Bitbucket's guide names none, so neither does the double,
+/// and a client must not need them.) One bucket per user, as on a one-node instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub capacity: u32,
+    pub per_second: f64,
+}
+
+/// One user's bucket: the tokens it held at `at`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    /// Takes a token from `bucket` (created full), or says how many whole seconds
+    /// until one is there.
+    fn take(&self, bucket: &mut Option<Bucket>, now: Instant) -> Result<(), u64> {
+        let b = bucket.get_or_insert(Bucket {
+            tokens: f64::from(self.capacity),
+            at: now,
+        });
+        let refilled = now.duration_since(b.at).as_secs_f64() * self.per_second;
+        b.tokens = (b.tokens + refilled).min(f64::from(self.capacity));
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        let secs = ((1.0 - b.tokens) / self.per_second).ceil();
+        Err((secs as u64).max(1))
+    }
 }
 
 struct Repo {
@@ -101,7 +151,26 @@ struct State {
     missing_next_page_start: Vec<String>,
     api_429: Option<(usize, u64)>,
     git_429: Option<(usize, u64)>,
+    rate_limit: Option<RateLimit>,
+    /// principal → its token bucket (under [`State::rate_limit`]).
+    buckets: BTreeMap<String, Bucket>,
     log: Vec<DcRequest>,
+}
+
+impl State {
+    /// DC's rate limiter on a request of `principal` (anonymous ones pass): `Err` with
+    /// the `Retry-After` seconds when its bucket is empty.
+    fn rate_limited(&mut self, principal: Option<&str>) -> Result<(), u64> {
+        let (Some(limit), Some(principal)) = (self.rate_limit, principal) else {
+            return Ok(());
+        };
+        let mut bucket = self.buckets.remove(principal);
+        let taken = limit.take(&mut bucket, Instant::now());
+        if let Some(b) = bucket {
+            self.buckets.insert(principal.to_string(), b);
+        }
+        taken
+    }
 }
 
 struct Shared {
@@ -299,6 +368,31 @@ impl DcServer {
         self.shared.lock().git_429 = Some((n, retry_after_secs));
     }
 
+    /// Turns on DC's rate limiting (see [`RateLimit`]): a bucket of `capacity` tokens
+    /// per user, refilled at `per_second` tokens a second, for REST and git requests.
+    /// Every bucket starts full.
+    pub fn set_rate_limit(&self, capacity: u32, per_second: f64) {
+        assert!(capacity > 0 && per_second > 0.0, "an empty rate limit");
+        let mut st = self.shared.lock();
+        st.rate_limit = Some(RateLimit {
+            capacity,
+            per_second,
+        });
+        st.buckets.clear();
+    }
+
+    /// Turns DC's rate limiting off.
+    pub fn clear_rate_limit(&self) {
+        let mut st = self.shared.lock();
+        st.rate_limit = None;
+        st.buckets.clear();
+    }
+
+    /// The rate limit in force, if any.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.shared.lock().rate_limit
+    }
+
     /// Every request since the start (or the last [`clear_log`](Self::clear_log)).
     pub fn request_log(&self) -> Vec<DcRequest> {
         self.shared.lock().log.clone()
@@ -380,15 +474,24 @@ async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    let received = Instant::now();
     let out = route(&shared, peer, req).await;
     let status = out.resp.status().as_u16();
+    let retry_after = out
+        .resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     shared.lock().log.push(DcRequest {
         method,
         path,
         principal: out.principal,
         status,
         is_git: out.is_git,
+        received,
         timestamp: Instant::now(),
+        retry_after,
     });
     out.resp
 }
@@ -687,6 +790,9 @@ fn api(
     if let Some(secs) = take_429(&mut st.api_429) {
         return api_out(too_many(secs), principal);
     }
+    if let Err(secs) = st.rate_limited(principal.as_deref()) {
+        return api_out(too_many(secs), principal);
+    }
     let Some(caller) = caller else {
         return api_out(unauthorized(), None);
     };
@@ -793,6 +899,9 @@ async fn git(
         if let Some(secs) = take_429(&mut st.git_429) {
             return out(too_many(secs), principal);
         }
+        if let Err(secs) = st.rate_limited(principal.as_deref()) {
+            return out(too_many(secs), principal);
+        }
         let Some(caller) = caller else {
             let mut r = text(StatusCode::UNAUTHORIZED, "Authentication failed\n");
             r.headers_mut().insert(
@@ -839,4 +948,41 @@ async fn git(
     };
     let resp = cgi::run_git_http_backend(cgi_req, req.into_body()).await;
     out(resp, principal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_starts_full_refills_at_its_rate_and_names_the_wait() {
+        let limit = RateLimit {
+            capacity: 3,
+            per_second: 2.0,
+        };
+        let t0 = Instant::now();
+        let mut bucket = None;
+        for _ in 0..3 {
+            assert_eq!(limit.take(&mut bucket, t0), Ok(()));
+        }
+        // Empty: the next token is 0.5 s away, said as whole seconds.
+        assert_eq!(limit.take(&mut bucket, t0), Err(1));
+        assert_eq!(
+            limit.take(&mut bucket, t0 + Duration::from_millis(600)),
+            Ok(())
+        );
+        // A long pause refills only up to the capacity.
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(limit.take(&mut bucket, later), Ok(()));
+        }
+        assert!(limit.take(&mut bucket, later).is_err());
+        let slow = RateLimit {
+            capacity: 1,
+            per_second: 0.25,
+        };
+        let mut bucket = None;
+        assert_eq!(slow.take(&mut bucket, t0), Ok(()));
+        assert_eq!(slow.take(&mut bucket, t0), Err(4));
+    }
 }
