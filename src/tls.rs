@@ -7,7 +7,10 @@
 //! There is no global switch: trust is per connection. The bundle's certificates are
 //! added to the system's roots (a server with a public certificate keeps working).
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::error::Error as StdError;
+use std::sync::{Arc, OnceLock};
 
 /// Why a CA bundle cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +28,12 @@ pub struct TlsTrust {
     /// Where the bundle came from (the file given when it was added), for messages.
     bundle_name: Option<String>,
     roots: Vec<reqwest::Certificate>,
+    /// The same certificates in DER, for the verifier built by [`Self::client_config`].
+    roots_der: Vec<CertificateDer<'static>>,
     insecure: bool,
+    /// The rustls configuration every client of this trust uses, built on first use and
+    /// shared by the clones (see [`Self::apply`]).
+    config: Arc<OnceLock<Option<rustls::ClientConfig>>>,
 }
 
 impl std::fmt::Debug for TlsTrust {
@@ -67,7 +75,9 @@ impl TlsTrust {
             connection: connection.to_string(),
             bundle_name: None,
             roots: Vec::new(),
+            roots_der: Vec::new(),
             insecure: false,
+            config: Arc::default(),
         }
     }
 
@@ -83,15 +93,24 @@ impl TlsTrust {
                 "connection {connection}: give either a CA bundle or insecure, not both"
             )));
         }
-        let (roots, bundle_name) = match bundle {
-            Some((pem, name)) => (parse_bundle(pem, name)?, Some(name.to_string())),
-            None => (Vec::new(), None),
+        let (roots, roots_der, bundle_name) = match bundle {
+            Some((pem, name)) => {
+                let roots = parse_bundle(pem, name)?;
+                // `parse_bundle` accepted every certificate of it.
+                let der = CertificateDer::pem_slice_iter(pem)
+                    .filter_map(Result::ok)
+                    .collect();
+                (roots, der, Some(name.to_string()))
+            }
+            None => (Vec::new(), Vec::new(), None),
         };
         Ok(TlsTrust {
             connection: connection.to_string(),
             bundle_name,
             roots,
+            roots_der,
             insecure,
+            config: Arc::default(),
         })
     }
 
@@ -118,11 +137,41 @@ impl TlsTrust {
             tracing::warn!("{}", self.insecure_warning());
             return builder.tls_danger_accept_invalid_certs(true);
         }
-        if self.roots.is_empty() {
-            builder
-        } else {
-            builder.tls_certs_merge(self.roots.clone())
+        match self.client_config() {
+            Some(config) => builder.tls_backend_preconfigured(config),
+            // Let reqwest build it (and report what is wrong, when building fails).
+            None if self.roots.is_empty() => builder,
+            None => builder.tls_certs_merge(self.roots.clone()),
         }
+    }
+
+    /// The rustls configuration of this trust: what reqwest builds from the same settings
+    /// (the platform's verifier over the system's roots plus the bundle's, TLS 1.2 and 1.3,
+    /// ALPN `h2` and `http/1.1`), built once and shared by every client of the trust.
+    /// Building it reads and parses every system root certificate; done per client, that
+    /// cost more CPU than an unchanged repository's whole backup. `None` when it cannot be
+    /// built (no system roots, say).
+    fn client_config(&self) -> Option<rustls::ClientConfig> {
+        let build = || {
+            let provider = rustls::crypto::CryptoProvider::get_default()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+            let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+                self.roots_der.iter().cloned(),
+                provider.clone(),
+            )
+            .map_err(|e| tracing::debug!("TLS verifier of connection {}: {e}", self.connection))
+            .ok()?;
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+                .ok()?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(config)
+        };
+        self.config.get_or_init(build).clone()
     }
 
     /// The message for a certificate failure (`detail` from [`certificate_problem`]).
@@ -199,6 +248,31 @@ mod tests {
         assert!(e.to_string().contains("no PEM certificate"), "{e}");
         let e = TlsTrust::new("dc", Some((b"x", "x.pem")), true).unwrap_err();
         assert!(e.to_string().contains("not both"), "{e}");
+    }
+
+    /// The rustls configuration (the system's roots read and parsed) is built once per
+    /// trust and shared by its clones, not once per client.
+    #[test]
+    fn clients_of_one_trust_share_one_tls_configuration() {
+        let trust = TlsTrust::system("acme");
+        let copy = trust.clone();
+        assert!(copy.config.get().is_none());
+        for _ in 0..2 {
+            trust
+                .apply(reqwest::blocking::Client::builder())
+                .build()
+                .expect("client");
+        }
+        assert!(copy.config.get().is_some(), "built by the first client");
+        let insecure = TlsTrust::new("dc", None, true).expect("insecure");
+        insecure
+            .apply(reqwest::blocking::Client::builder())
+            .build()
+            .expect("client");
+        assert!(
+            insecure.config.get().is_none(),
+            "insecure keeps reqwest's own"
+        );
     }
 
     #[test]
