@@ -321,6 +321,32 @@ mod tests {
     }
 
     #[test]
+    fn clients_of_one_trust_share_one_tls_configuration() {
+        let trust = TlsTrust::system("acme");
+        let copy = trust.clone();
+        assert!(copy.shared_config.get().is_none());
+        for _ in 0..2 {
+            trust
+                .apply(reqwest::blocking::Client::builder())
+                .build()
+                .expect("client");
+        }
+        assert!(
+            copy.shared_config.get().is_some_and(|c| c.is_some()),
+            "built by the first client, shared with the clones"
+        );
+        let insecure = TlsTrust::new("dc", None, true).expect("insecure");
+        insecure
+            .apply(reqwest::blocking::Client::builder())
+            .build()
+            .expect("client");
+        assert!(
+            insecure.shared_config.get().is_none(),
+            "insecure keeps reqwest's own"
+        );
+    }
+
+    #[test]
     fn certificate_errors_are_recognised() {
         #[derive(Debug)]
         struct E(&'static str, Option<Box<E>>);

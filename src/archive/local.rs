@@ -81,6 +81,8 @@ impl LocalBackend {
         let mut out = Vec::new();
         for entry in it {
             let entry = entry.map_err(err(dir))?;
+            #[cfg(test)]
+            tests::VISITED.with(|v| v.set(v.get() + 1));
             let Ok(name) = entry.file_name().into_string() else {
                 continue; // not a name this backend writes
             };
@@ -93,6 +95,28 @@ impl LocalBackend {
             out.push((name, size, is_dir));
         }
         Ok(out)
+    }
+
+    /// Files (name, size when `sizes`) of the manifest directory `<base>/<dir>`; none when
+    /// it is absent, is not a directory or `dir` is no directory name this backend writes.
+    fn repo_dir_entries(
+        base: &Path,
+        dir: &str,
+        sizes: bool,
+    ) -> Result<Vec<(String, u64)>, BackendError> {
+        if !FileKind::Snapshot.is_valid_id(&format!("{dir}/x")) {
+            return Ok(Vec::new());
+        }
+        let path = base.join(dir);
+        match Self::entries(&path, sizes) {
+            Ok(found) => Ok(found
+                .into_iter()
+                .filter(|(_, _, is_dir)| !is_dir)
+                .map(|(name, size, _)| (name, size))
+                .collect()),
+            Err(e) if e.source.kind() == io::ErrorKind::NotADirectory => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Files two levels deep (`<dir>/<file>`) whose directory name passes `want_dir`;
@@ -137,26 +161,21 @@ impl LocalBackend {
                 |dir, name| name.starts_with(dir).then(|| name.to_string()),
             )?,
             FileKind::Snapshot => {
-                // A prefix up to the first '/' selects repository directories.
-                let (dir_prefix, exact) = match prefix.split_once('/') {
-                    Some((d, _)) => (d, true),
-                    None => (prefix, false),
+                let base = self.root.join("snapshots");
+                let id_of = |dir: &str, name: &str| {
+                    name.strip_suffix(SNAPSHOT_EXT)
+                        .map(|stem| format!("{dir}/{stem}"))
                 };
-                self.scan_two_levels(
-                    &self.root.join("snapshots"),
-                    sizes,
-                    |dir| {
-                        if exact {
-                            dir == dir_prefix
-                        } else {
-                            dir.starts_with(dir_prefix)
-                        }
-                    },
-                    |dir, name| {
-                        name.strip_suffix(SNAPSHOT_EXT)
-                            .map(|stem| format!("{dir}/{stem}"))
-                    },
-                )?
+                match prefix.split_once('/') {
+                    // One repository's directory (`<dir>/...`): read only it, not
+                    // `snapshots/`, which has a directory per repository (reading it for
+                    // each repository made a backup quadratic in their number).
+                    Some((dir, _)) => Self::repo_dir_entries(&base, dir, sizes)?
+                        .into_iter()
+                        .filter_map(|(name, size)| id_of(dir, &name).map(|id| (id, size)))
+                        .collect(),
+                    None => self.scan_two_levels(&base, sizes, |d| d.starts_with(prefix), id_of)?,
+                }
             }
             FileKind::PackIndex => Self::entries(&self.root.join("index/packs"), sizes)?
                 .into_iter()
@@ -370,6 +389,52 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Directory entries this thread's backends have read (see `entries`).
+        pub(super) static VISITED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Listing one repository's manifests reads its directory only, not the directory
+    /// of every repository (which made each backup of N repositories read N² entries).
+    #[test]
+    fn one_repositorys_manifests_are_listed_without_reading_the_others() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let b = LocalBackend::new(tmp.path().join("archive"));
+        b.init().expect("init");
+        let snapshots = tmp.path().join("archive/snapshots");
+        for r in 0..300 {
+            fs::create_dir(snapshots.join(format!("{r:016x}"))).expect("mkdir");
+        }
+        let mine = "00000000000000aa";
+        for id in ["20260101T000000Z-00000001", "20260102T000000Z-00000002"] {
+            fs::write(snapshots.join(mine).join(format!("{id}.json")), "{}").expect("write");
+        }
+        fs::write(snapshots.join(mine).join("stray.tmp"), "").expect("write");
+        VISITED.with(|v| v.set(0));
+        let ids = b
+            .list(FileKind::Snapshot, &format!("{mine}/"))
+            .expect("list");
+        assert_eq!(
+            ids,
+            [
+                format!("{mine}/20260101T000000Z-00000001"),
+                format!("{mine}/20260102T000000Z-00000002")
+            ]
+        );
+        assert_eq!(VISITED.with(|v| v.get()), 3, "entries read");
+        // Absent, or not a directory, or not a name this backend writes: nothing.
+        assert!(b
+            .list(FileKind::Snapshot, "0123/")
+            .expect("absent")
+            .is_empty());
+        fs::write(snapshots.join("0000000000000bbb"), "").expect("write");
+        let not_dir = b.list(FileKind::Snapshot, "0000000000000bbb/");
+        assert!(not_dir.expect("a file").is_empty());
+        assert!(b.list(FileKind::Snapshot, "../").expect("bad").is_empty());
+        // The whole archive is still listed from every directory.
+        assert_eq!(b.list(FileKind::Snapshot, "").expect("all").len(), 2);
+    }
 
     /// The helper every new directory goes through creates the missing parents and
     /// syncs the parent of each new directory, top down; an existing one costs

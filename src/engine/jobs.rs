@@ -31,7 +31,8 @@ pub struct LiveJob {
     cancel: Arc<AtomicBool>,
     /// Bumped on every change (SSE streams send when it moves).
     version: AtomicU64,
-    last_persist: Mutex<Instant>,
+    /// When the record was last stored, and the [`version`](Self::version) it had then.
+    last_persist: Mutex<(Instant, u64)>,
     /// Bytes fetched so far per repository in flight.
     fetched: Mutex<HashMap<String, u64>>,
 }
@@ -42,7 +43,7 @@ impl LiveJob {
             job: Mutex::new(job),
             cancel: Arc::new(AtomicBool::new(false)),
             version: AtomicU64::new(0),
-            last_persist: Mutex::new(Instant::now()),
+            last_persist: Mutex::new((Instant::now(), u64::MAX)),
             fetched: Mutex::new(HashMap::new()),
         }
     }
@@ -433,8 +434,19 @@ impl Jobs {
         }
     }
 
-    /// Runs a job to its end on this thread (workers, and the CLI without a daemon).
+    /// Runs a job to its end on this thread (workers, and the CLI without a daemon),
+    /// storing its progress meanwhile at least every [`PERSIST_EVERY`] (see [`heartbeat`]).
     pub fn run(&self, live: &Arc<LiveJob>) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let beat = s.spawn(|| heartbeat(&self.ctx, live, &done));
+            self.run_to_end(live);
+            done.store(true, Ordering::SeqCst);
+            beat.thread().unpark();
+        });
+    }
+
+    fn run_to_end(&self, live: &Arc<LiveJob>) {
         live.update(|j| {
             j.state = JobState::Running;
             j.started_at = Some(OffsetDateTime::now_utc());
@@ -799,14 +811,36 @@ impl Jobs {
     }
 }
 
-/// Stores a job's progress record, at most every 2 s unless `force`.
-fn persist(ctx: &Context, live: &LiveJob, force: bool) {
-    if let Ok(mut t) = live.last_persist.lock() {
-        if !force && t.elapsed() < Duration::from_secs(2) {
-            return;
+/// A change of a running job's progress is stored within this time (the record is written
+/// when something changed at most every [`PERSIST_INTERVAL`], checked every [`HEARTBEAT`]).
+pub const PERSIST_EVERY: Duration = Duration::from_secs(2);
+const PERSIST_INTERVAL: Duration = Duration::from_millis(1500);
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Stores a running job's progress until `done`: every [`HEARTBEAT`] it writes the record
+/// if it changed (and [`PERSIST_INTERVAL`] has passed since the last write), so the stored
+/// record never lags the live one by more than [`PERSIST_EVERY`], also while nothing
+/// else happens (a long fetch's bytes, a wait for another job or a rate limit).
+fn heartbeat(ctx: &Context, live: &LiveJob, done: &AtomicBool) {
+    while !done.load(Ordering::SeqCst) {
+        std::thread::park_timeout(HEARTBEAT);
+        if !done.load(Ordering::SeqCst) {
+            persist(ctx, live, false);
         }
-        *t = Instant::now();
     }
+}
+
+/// Stores a job's progress record: always when `force`, else when it changed since it
+/// was last stored, at most every [`PERSIST_INTERVAL`]. Writes are serialised (the lock is
+/// held while the record is taken and stored), so an older record never replaces a newer.
+fn persist(ctx: &Context, live: &LiveJob, force: bool) {
+    let mut last = live.last_persist.lock().unwrap_or_else(|p| p.into_inner());
+    let version = live.version.load(Ordering::SeqCst);
+    let (at, stored) = *last;
+    if !force && (stored == version || at.elapsed() < PERSIST_INTERVAL) {
+        return;
+    }
+    *last = (Instant::now(), version);
     if let Some(j) = live.snapshot() {
         if let Err(e) = ctx.state.put_job(&j) {
             tracing::warn!("job {}: cannot store its progress: {e}", j.id);
@@ -1203,6 +1237,92 @@ mod tests {
         let third = wait(&jobs, third.id);
         assert_eq!(third.state, JobState::Succeeded, "{third:?}");
         assert_eq!(third.progress.unchanged, 2, "{third:?}");
+        jobs.shutdown(Duration::from_secs(5));
+    }
+
+    /// While a job waits with nothing else happening (here for another job's backup of
+    /// the same repository), its stored record catches up with its live progress within
+    /// [`PERSIST_EVERY`], not only at its next event.
+    #[test]
+    fn progress_is_stored_within_two_seconds_while_nothing_else_happens() {
+        use crate::engine::repo_lock::{acquire, Wait, MAX_WAIT};
+        const WS: &str = "waiting";
+        let server = CloudServer::start();
+        let src = TempDir::new("reposafe-jobs-wait-src");
+        let opts = gitutil::FixtureOptions {
+            repos: 1,
+            include_empty: false,
+            ..gitutil::FixtureOptions::default()
+        };
+        let repos = gitutil::make_workspace_fixture_with(&server, WS, src.path(), &opts);
+        let name = format!("{WS}/{}", repos[0].slug);
+        server.add_api_token("acct-1", EMAIL, TOKEN);
+        server.grant("acct-1", WS);
+        let data = TempDir::new("reposafe-jobs-wait-data");
+        let ctx = Context::open(data.path()).expect("data dir");
+        connect(&ctx, WS, WS, &server);
+        let config = RunnerConfig {
+            workers: 1,
+            parallel: 1,
+            retry_base: Duration::from_millis(20),
+            ..RunnerConfig::default()
+        };
+        let jobs = Jobs::new(Arc::new(ctx), config).expect("jobs");
+        jobs.start();
+        let first = jobs.submit(backup(WS, &[]), Trigger::Manual, None);
+        assert_eq!(
+            wait(&jobs, first.expect("submit").id).state,
+            JobState::Succeeded
+        );
+        // Another backup of the repository holds it.
+        let ctx = jobs.context();
+        let (repo, _) = ctx.archive.histories().expect("histories").remove(0);
+        let never = AtomicBool::new(false);
+        let wait_for = Wait {
+            interrupt: &never,
+            deadline: None,
+            max_wait: MAX_WAIT,
+            on_wait: &|| {},
+        };
+        let held = acquire(&ctx.mirror_dir(&repo), &wait_for).expect("lock");
+        let id = jobs
+            .submit(backup(WS, &[]), Trigger::Manual, None)
+            .expect("submit")
+            .id;
+        let waiting = |j: &Job| {
+            j.progress.current == [name.clone()]
+                && j.progress
+                    .notice
+                    .as_deref()
+                    .is_some_and(|n| n.contains("waiting for another job"))
+        };
+        let until = Instant::now() + Duration::from_secs(60);
+        while !waiting(&jobs.get(id).expect("live")) {
+            assert!(Instant::now() < until, "{:?}", jobs.get(id));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let shown = Instant::now();
+        loop {
+            let stored = ctx.state.job(id).expect("stored");
+            if waiting(&stored) {
+                break;
+            }
+            assert!(
+                shown.elapsed() < PERSIST_EVERY + Duration::from_millis(500),
+                "the stored record lags the live one by more than 2 s: {stored:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(held);
+        let second = wait(&jobs, id);
+        assert_eq!(
+            (second.state, second.progress.unchanged),
+            (JobState::Succeeded, 1)
+        );
+        assert_eq!(
+            ctx.state.job(id).expect("stored").state,
+            JobState::Succeeded
+        );
         jobs.shutdown(Duration::from_secs(5));
     }
 
