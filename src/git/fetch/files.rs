@@ -4,7 +4,12 @@
 //! temporary files, staging directories). The pack and index themselves are written by
 //! `pack_receive` and `pack_index`.
 
-use std::{fs, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
 
 use crate::git::{GitError, PackFile};
 
@@ -83,6 +88,54 @@ pub(crate) fn remove_leftovers(parent: &Path, prefix: &str) {
             tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
         }
     }
+}
+
+/// The hidden entries (names starting with `.`) of each mirrors directory, as this process
+/// first found them: what a crashed earlier run can have left there. Read once per directory
+/// per process, so a data dir with thousands of mirrors is not listed once per mirror.
+static HIDDEN_AT_START: Mutex<BTreeMap<PathBuf, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
+
+/// Like [`remove_leftovers`], for the mirrors directory `parent`: only entries that were
+/// there when this process first looked qualify (this process's own staging directories
+/// never do), and the directory is listed once per process.
+pub(crate) fn remove_mirror_leftovers(parent: &Path, prefix: &str) {
+    let mut hidden = HIDDEN_AT_START.lock().unwrap_or_else(|e| e.into_inner());
+    let names = hidden.entry(parent.to_owned()).or_insert_with(|| {
+        fs::read_dir(parent)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|name| name.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let leftovers: Vec<String> = names
+        .iter()
+        .filter(|name| is_staging_name(name, prefix))
+        .cloned()
+        .collect();
+    for name in leftovers {
+        names.remove(&name);
+        let path = parent.join(&name);
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        tracing::warn!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted earlier run");
+        if let Err(err) = fs::remove_dir_all(&path) {
+            tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
+        }
+    }
+}
+
+/// Forget what this process found in `parent`, as if the next look were by a new process.
+#[cfg(test)]
+pub(crate) fn forget_mirror_leftovers(parent: &Path) {
+    HIDDEN_AT_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(parent);
 }
 
 /// Whether `name` is `prefix` plus the 6 random alphanumeric characters of a `tempfile` name.
@@ -179,5 +232,26 @@ mod tests {
         ));
         assert!(!is_staging_name(".repo.git.reposafe-restore-", prefix));
         assert!(!is_staging_name("repo.git", prefix));
+    }
+
+    #[test]
+    fn mirror_leftovers_are_those_found_first_and_never_this_processs_own() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let prefix = ".m.git.reposafe-new-";
+        let leftover = parent.path().join(".m.git.reposafe-new-a1B2c3");
+        let users = parent.path().join(".m.git.reposafe-new-mine");
+        fs::create_dir_all(leftover.join("objects")).expect("mkdir");
+        fs::create_dir(&users).expect("mkdir");
+        remove_mirror_leftovers(parent.path(), prefix);
+        assert!(!leftover.exists(), "a crashed run's staging directory goes");
+        assert!(users.exists(), "a directory the user named stays");
+        // Made after this process first looked: this process's own, never removed.
+        let own = parent.path().join(".m.git.reposafe-new-Z9y8x7");
+        fs::create_dir(&own).expect("mkdir");
+        remove_mirror_leftovers(parent.path(), prefix);
+        assert!(own.exists(), "this process's own staging directory stays");
+        forget_mirror_leftovers(parent.path());
+        remove_mirror_leftovers(parent.path(), prefix);
+        assert!(!own.exists(), "a new process finds it a leftover");
     }
 }

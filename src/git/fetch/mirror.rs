@@ -13,7 +13,7 @@ use std::{
 use secrecy::SecretString;
 
 use super::fetch_into;
-use super::files::{list_packs, remove_leftovers, sync_tree};
+use super::files::{list_packs, remove_mirror_leftovers, sync_tree};
 use crate::git::{error::chain, url::RemoteUrl, FetchOptions, FetchOutcome, GitError};
 
 /// Configuration appended to every mirror we create. It keeps `git` itself, should anyone run it
@@ -83,7 +83,7 @@ pub(super) fn clone_into_new_mirror(
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| "mirror".into());
     let prefix = format!(".{name}.reposafe-new-");
-    remove_leftovers(&parent, &prefix);
+    remove_mirror_leftovers(&parent, &prefix);
     let staging = tempfile::Builder::new()
         .prefix(&prefix)
         .tempdir_in(&parent)

@@ -18,7 +18,7 @@ use std::{
     sync::Mutex,
 };
 
-use super::files::{list_packs, remove_leftovers, remove_stale_keep_files};
+use super::files::{list_packs, remove_mirror_leftovers, remove_stale_keep_files};
 use super::mirror::open_mirror;
 use crate::git::{error::chain, GitError, PackFile};
 
@@ -35,7 +35,7 @@ pub(super) fn remove_crash_leftovers_once(mirror: &Path) -> Result<bool, GitErro
         return Ok(false);
     }
     if let Some(parent) = mirror.parent().filter(|p| !p.as_os_str().is_empty()) {
-        remove_leftovers(parent, &broken_prefix(mirror));
+        remove_mirror_leftovers(parent, &broken_prefix(mirror));
     }
     if mirror.is_dir() {
         let removed = remove_stale_locks(mirror)?;
@@ -55,6 +55,9 @@ pub(crate) fn forget_prepared(mirror: &Path) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(mirror);
+    if let Some(parent) = mirror.parent() {
+        super::files::forget_mirror_leftovers(parent);
+    }
 }
 
 /// Remove every `*.lock` file at the top of `dir` (`packed-refs.lock`, `HEAD.lock`,
