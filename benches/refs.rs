@@ -180,6 +180,8 @@ struct Round {
     first_backup: Timed,
     ls_remote: Timed,
     unchanged: Timed,
+    tiny_ls_remote: Timed,
+    tiny_unchanged: Timed,
     fetch_prune: Timed,
     incremental: Timed,
     clone_bare: Timed,
@@ -201,20 +203,13 @@ fn run_round(server: &CloudServer, bare: &Path, shape: &Shape, round: usize) -> 
 
     let clone_mirror = timed(&mut git(&["clone", "--mirror", "--quiet", &url, "m.git"]));
     let first_backup = timed(reposafe(data.path()).args(["backup", "big"]));
-    // Runs this short are noisy: the best of several, interleaved.
-    let (mut ls_remote, mut unchanged) = (Vec::new(), Vec::new());
-    for _ in 0..env_usize("BENCH_UNCHANGED_RUNS", 10).max(1) {
-        ls_remote.push(timed(
-            git(&["ls-remote", "--quiet", &url]).stdout(Stdio::null()),
-        ));
-        unchanged.push(timed(reposafe(data.path()).args(["backup", "big"])));
-    }
-    let fastest = |runs: Vec<Timed>| {
-        runs.into_iter()
-            .min_by(|a, b| a.secs.total_cmp(&b.secs))
-            .expect("at least one run")
-    };
-    let (ls_remote, unchanged) = (fastest(ls_remote), fastest(unchanged));
+    let (ls_remote, unchanged) = unchanged_runs(data.path(), "big", &url);
+    // The same on a repository with one ref: what the 10,000 refs themselves cost.
+    let tiny_data = TempDir::new("bench-refs-tiny");
+    add_connection(server, tiny_data.path(), "tiny", files.path());
+    timed(reposafe(tiny_data.path()).args(["backup", "tiny"]));
+    let (tiny_ls_remote, tiny_unchanged) =
+        unchanged_runs(tiny_data.path(), "tiny", &server.git_url("tiny", "one"));
     add_and_delete_refs(bare, shape, round);
     let mirror = git_side.path().join("m.git");
     let fetch_prune = timed(
@@ -264,11 +259,34 @@ fn run_round(server: &CloudServer, bare: &Path, shape: &Shape, round: usize) -> 
         first_backup,
         ls_remote,
         unchanged,
+        tiny_ls_remote,
+        tiny_unchanged,
         fetch_prune,
         incremental,
         clone_bare,
         restore,
     }
+}
+
+/// An unchanged backup of `connection` and `git ls-remote` of `url`, each the fastest of
+/// BENCH_UNCHANGED_RUNS (default 10), interleaved: runs this short are noisy.
+fn unchanged_runs(data: &Path, connection: &str, url: &str) -> (Timed, Timed) {
+    let auth = git_auth_config();
+    let (mut ls_remote, mut unchanged) = (Vec::new(), Vec::new());
+    for _ in 0..env_usize("BENCH_UNCHANGED_RUNS", 10).max(1) {
+        ls_remote.push(timed(
+            gitutil::git_command(data)
+                .args(["-c", &auth, "ls-remote", "--quiet", url])
+                .stdout(Stdio::null()),
+        ));
+        unchanged.push(timed(reposafe(data).args(["backup", connection])));
+    }
+    let fastest = |runs: Vec<Timed>| {
+        runs.into_iter()
+            .min_by(|a, b| a.secs.total_cmp(&b.secs))
+            .expect("at least one run")
+    };
+    (fastest(ls_remote), fastest(unchanged))
 }
 
 fn count_loose_refs(dir: &Path) -> usize {
@@ -326,6 +344,15 @@ fn main() {
     server.add_repo("big", "refs", &bare, RepoMeta::default());
     server.add_api_token("bench", EMAIL, TOKEN);
     server.grant("bench", "big");
+    let tiny = src.path().join("one.git");
+    gitutil::init_bare(&tiny);
+    let mut work = gitutil::WorkRepo::new();
+    work.write("README", "one ref\n");
+    work.commit("one commit");
+    work.push_mirror(&tiny);
+    server.add_workspace("tiny");
+    server.add_repo("tiny", "one", &tiny, RepoMeta::default());
+    server.grant("bench", "tiny");
 
     let rounds: Vec<Round> = (0..rounds)
         .map(|round| {
@@ -380,6 +407,17 @@ fn main() {
         report.push_str(&text);
         all_pass &= pass;
     }
+    let best = |v: Vec<f64>| v.into_iter().fold(f64::INFINITY, f64::min);
+    let refs_cost = |ours: fn(&Round) -> &Timed, tiny: fn(&Round) -> &Timed| {
+        (best(pick(ours)) - best(pick(tiny))) * 1000.0
+    };
+    report.push_str(&format!(
+        "what the {refs} refs add to the unchanged run, over a repository with one ref: reposafe {:+.0} ms (one-ref run {:.0} ms), git ls-remote {:+.0} ms (one-ref run {:.0} ms)\n",
+        refs_cost(|r| &r.unchanged, |r| &r.tiny_unchanged),
+        best(pick(|r| &r.tiny_unchanged)) * 1000.0,
+        refs_cost(|r| &r.ls_remote, |r| &r.tiny_ls_remote),
+        best(pick(|r| &r.tiny_ls_remote)) * 1000.0,
+    ));
     let rss = rounds
         .iter()
         .flat_map(|r| [&r.first_backup, &r.unchanged, &r.incremental, &r.restore])
