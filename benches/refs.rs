@@ -180,7 +180,6 @@ struct Round {
     first_backup: Timed,
     ls_remote: Timed,
     unchanged: Timed,
-    tiny_ls_remote: Timed,
     tiny_unchanged: Timed,
     fetch_prune: Timed,
     incremental: Timed,
@@ -208,7 +207,7 @@ fn run_round(server: &CloudServer, bare: &Path, shape: &Shape, round: usize) -> 
     let tiny_data = TempDir::new("bench-refs-tiny");
     add_connection(server, tiny_data.path(), "tiny", files.path());
     timed(reposafe(tiny_data.path()).args(["backup", "tiny"]));
-    let (tiny_ls_remote, tiny_unchanged) =
+    let (_, tiny_unchanged) =
         unchanged_runs(tiny_data.path(), "tiny", &server.git_url("tiny", "one"));
     add_and_delete_refs(bare, shape, round);
     let mirror = git_side.path().join("m.git");
@@ -259,7 +258,6 @@ fn run_round(server: &CloudServer, bare: &Path, shape: &Shape, round: usize) -> 
         first_backup,
         ls_remote,
         unchanged,
-        tiny_ls_remote,
         tiny_unchanged,
         fetch_prune,
         incremental,
@@ -312,7 +310,7 @@ fn line(name: &str, ours: &[f64], git: &[f64], git_name: &str, target: f64) -> (
     let pass = ratio <= target;
     (
         format!(
-            "{name}: reposafe {:.2} s vs {git_name} {:.2} s (best of {}; runs {ours:.2?} / {git:.2?}): {ratio:.2}x (target <= {target}x) {}\n",
+            "{name}: reposafe {:.3} s vs {git_name} {:.3} s (best of {}; runs {ours:.3?} / {git:.3?}): {ratio:.2}x (target <= {target}x) {}\n",
             best(ours),
             best(git),
             ours.len(),
@@ -411,12 +409,12 @@ fn main() {
     let refs_cost = |ours: fn(&Round) -> &Timed, tiny: fn(&Round) -> &Timed| {
         (best(pick(ours)) - best(pick(tiny))) * 1000.0
     };
+    // (git ls-remote of a one-ref repository is no floor here: the test server's small
+    // answers meet the 40 ms delayed-ACK stall, its big ones don't.)
     report.push_str(&format!(
-        "what the {refs} refs add to the unchanged run, over a repository with one ref: reposafe {:+.0} ms (one-ref run {:.0} ms), git ls-remote {:+.0} ms (one-ref run {:.0} ms)\n",
+        "what the {refs} refs add to reposafe's unchanged run, over a repository with one ref: {:+.0} ms (one-ref run {:.0} ms)\n",
         refs_cost(|r| &r.unchanged, |r| &r.tiny_unchanged),
         best(pick(|r| &r.tiny_unchanged)) * 1000.0,
-        refs_cost(|r| &r.ls_remote, |r| &r.tiny_ls_remote),
-        best(pick(|r| &r.tiny_ls_remote)) * 1000.0,
     ));
     let rss = rounds
         .iter()

@@ -151,3 +151,27 @@ fn a_damaged_mirror_is_rebuilt_and_the_backup_succeeds() {
     let check = rs.run(&["check"]).ok();
     assert!(check.stdout.contains("all intact"), "{}", check.all());
 }
+
+#[test]
+fn unreadable_refs_are_found_on_first_use_and_the_mirror_rebuilt() {
+    let rs = Reposafe::new();
+    let (_server, _src, source) = setup(&rs);
+    backup_and_compare(&rs, &source);
+    let mirror = the_mirror(&rs);
+    let garbage = "this is not a packed-refs file\n";
+
+    // Changed remote: the negotiation would read the refs.
+    std::fs::write(mirror.join("packed-refs"), garbage).expect("damage");
+    push_commit(&source, "after-ref-damage.txt");
+    let run = backup_and_compare(&rs, &source);
+    assert!(run.all().contains("rebuilt"), "{}", run.all());
+
+    // Unchanged remote: the refs no longer match what the last fetch wrote.
+    std::fs::write(mirror.join("packed-refs"), garbage).expect("damage");
+    let run = backup_and_compare(&rs, &source);
+    assert!(run.all().contains("rebuilt"), "{}", run.all());
+    assert_ne!(
+        std::fs::read_to_string(mirror.join("packed-refs")).expect("packed-refs"),
+        garbage
+    );
+}

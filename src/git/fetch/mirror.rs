@@ -91,7 +91,7 @@ pub(super) fn clone_into_new_mirror(
 
     init_bare(staging.path(), true)?;
     let repo = open_mirror(staging.path())?;
-    let mut out = fetch_into(&repo, staging.path(), remote, auth, opts)?;
+    let mut out = fetch_into(&repo, staging.path(), remote, auth, opts, false)?;
     drop(repo);
 
     if matches!(state, MirrorState::EmptyDir) {

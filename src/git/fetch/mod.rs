@@ -103,7 +103,8 @@ pub fn fetch_mirror(mirror: &Path, opts: &FetchOptions) -> Result<FetchOutcome, 
 /// Fetch into the existing mirror at `mirror` (cleaned of a crashed process's leftovers by
 /// the caller); a mirror that is unusable is rebuilt by a fresh clone (reported in
 /// [`FetchOutcome::rebuilt`]). Its packs and refs are checked on this process's first use
-/// only (what a crash can damage); later fetches just open it.
+/// only (what a crash can damage; refs only when they are not exactly what the last fetch
+/// wrote); later fetches just open it.
 fn fetch_existing(
     mirror: &Path,
     first_use: bool,
@@ -117,11 +118,15 @@ fn fetch_existing(
         mirror::open_mirror(mirror)
     };
     let damage = match opened {
-        Ok(repo) => {
-            let mut out = fetch_into(&repo, mirror, remote, auth, opts)?;
-            out.cloned = false;
-            return Ok(out);
-        }
+        Ok(repo) => match fetch_into(&repo, mirror, remote, auth, opts, first_use) {
+            Ok(mut out) => {
+                out.cloned = false;
+                return Ok(out);
+            }
+            // On first use the fetch checks refs it finds changed: unreadable ones are damage.
+            Err(err @ GitError::InvalidMirror { .. }) if first_use => err,
+            Err(err) => return Err(err),
+        },
         Err(err) if recover::looks_like_a_repository(mirror) => err,
         Err(err) => return Err(err),
     };
@@ -134,13 +139,16 @@ fn fetch_existing(
     Ok(out)
 }
 
-/// Fetch from `remote` into the open mirror `repo` at `dir`.
+/// Fetch from `remote` into the open mirror `repo` at `dir`. With `check_refs` (a process's
+/// first use of the mirror), refs that are not exactly the remote's listing are checked to be
+/// readable ([`GitError::InvalidMirror`] if not).
 fn fetch_into(
     repo: &gix::Repository,
     dir: &Path,
     remote: &RemoteUrl,
     auth: Option<&SecretString>,
     opts: &FetchOptions,
+    check_refs: bool,
 ) -> Result<FetchOutcome, GitError> {
     // Leftovers of a crashed process were removed when this process first used the mirror
     // (`recover`); never here, where another fetch of this process may be writing.
@@ -152,7 +160,7 @@ fn fetch_into(
     // the stream as is, without the thin-pack rewrite.
     let complete_thin = !packs_before.is_empty();
     let (advertised, refs_current) = with_reporter(&total_bytes, opts.progress, || {
-        exchange(repo, dir, &session, complete_thin, &total_bytes)
+        exchange(repo, dir, &session, complete_thin, check_refs, &total_bytes)
     })?;
 
     if !refs_current {
@@ -184,6 +192,7 @@ fn exchange(
     dir: &Path,
     session: &Session<'_>,
     complete_thin: bool,
+    check_refs: bool,
     total_bytes: &AtomicU64,
 ) -> Result<(refs::Advertised, bool), GitError> {
     let (remote, opts) = (session.remote(), session.opts());
@@ -242,6 +251,10 @@ fn exchange(
     // Refs equal to what the last fetch wrote (the usual unchanged repository) need no
     // object lookup at all.
     let refs_current = refs::mirror_is_current(dir, &advertised)?;
+    if check_refs && !refs_current {
+        // The negotiation reads every ref: an unreadable one makes the mirror unusable.
+        recover::check_refs(repo, dir)?;
+    }
     let mut known = repo.clone();
     known.objects.refresh_never();
     if !refs_current && refs::lacks_an_advertised_object(&known, remote_refs) {

@@ -96,13 +96,20 @@ fn remove_locks_in(dir: &Path, recursive: bool) -> Result<usize, GitError> {
     Ok(removed)
 }
 
-/// Open the mirror at `dir` and check that it is usable: every complete pack matches its index
-/// (both carry the pack's checksum, which is also its name) and every ref can be read.
+/// Open the mirror at `dir` and check that its packs are usable: every complete pack matches
+/// its index (both carry the pack's checksum, which is also its name). Its refs are checked
+/// by [`check_refs`] when the fetch finds them not exactly as the last fetch wrote them.
 pub(super) fn open_checked(dir: &Path) -> Result<gix::Repository, GitError> {
     let repo = open_mirror(dir)?;
     for pack in list_packs(dir)? {
         check_pack(dir, &pack)?;
     }
+    Ok(repo)
+}
+
+/// Check that every ref of the mirror `repo` at `dir` can be read (the negotiation reads
+/// them all); [`GitError::InvalidMirror`] if not, and the mirror is rebuilt.
+pub(super) fn check_refs(repo: &gix::Repository, dir: &Path) -> Result<(), GitError> {
     let damaged = |message: String| GitError::InvalidMirror {
         path: dir.to_owned(),
         message,
@@ -116,7 +123,7 @@ pub(super) fn open_checked(dir: &Path) -> Result<gix::Repository, GitError> {
     for reference in all {
         reference.map_err(|err| damaged(format!("a ref is unreadable: {err}")))?;
     }
-    Ok(repo)
+    Ok(())
 }
 
 /// A pack ends with its checksum (its name), and its index repeats that checksum just before
