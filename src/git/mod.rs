@@ -6,6 +6,7 @@
 //!   at most one new immutable, self-contained pack file `objects/pack/pack-<hash>.pack` (+ `.idx`).
 //! * [`list_packs()`] lists those packs so the archive can store each one exactly once.
 //! * [`restore_bare()`] rebuilds a bare repository from archived packs and a ref listing.
+//! * [`lfs`] finds the Git LFS pointers among a pack's blobs.
 //!
 //! Transfer is done in-process with `gix` (no `git` binary is needed for http(s); `file://` and
 //! local paths spawn `git-upload-pack` like every git client does). Authentication is a full
@@ -17,6 +18,7 @@
 mod delta;
 mod error;
 mod fetch;
+pub mod lfs;
 mod pack_index;
 mod pack_receive;
 mod packed_refs;
@@ -31,6 +33,7 @@ use std::path::PathBuf;
 
 pub use error::GitError;
 pub use fetch::{fetch_mirror, list_packs};
+pub use lfs::LfsPointer;
 pub use restore::{restore_bare, Restored};
 
 /// How to authenticate against the remote.

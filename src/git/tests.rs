@@ -3,6 +3,7 @@
 
 mod bench;
 mod http_server;
+mod lfs;
 mod pack_index;
 mod packed_refs;
 mod support;
