@@ -3,30 +3,10 @@
 
 use std::fs;
 
+use reposafe_testkit::lfs::sha256_hex;
+
 use super::{fetch, support::Git};
 use crate::git::{lfs::pointers_in_packs, list_packs, LfsPointer};
-
-/// The SHA-256 of `bytes` as `sha256sum` (coreutils) computes it.
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(bytes)
-        .expect("write");
-    let out = child.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("a digest")
-        .to_owned()
-}
 
 #[test]
 fn pointers_committed_with_git_lfs_are_found_in_the_fetched_pack() {

@@ -47,6 +47,7 @@ use tokio::sync::oneshot;
 
 use crate::cgi::{self, CgiRequest};
 use crate::httputil::{self, Body};
+use crate::lfs::{self, LfsStore};
 use crate::tempdir::TempDir;
 
 /// The exact body Bitbucket Cloud sends with a 429.
@@ -200,6 +201,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     base_url: String,
+    /// LFS objects and the download origin's grants.
+    lfs: Arc<LfsStore>,
     /// Empty HOME for the CGI processes.
     cgi_home: PathBuf,
 }
@@ -234,7 +237,9 @@ pub struct CloudServer {
     addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
+    lfs_shutdown: Option<oneshot::Sender<()>>,
     _home: TempDir,
+    _lfs_dir: TempDir,
 }
 
 impl CloudServer {
@@ -244,9 +249,19 @@ impl CloudServer {
         listener.set_nonblocking(true).expect("set_nonblocking");
         let addr = listener.local_addr().expect("local_addr");
         let home = TempDir::new("reposafe-testkit-cgi-home");
+        // LFS objects are served from a second origin, like Bitbucket's storage host.
+        let downloads = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 (LFS)");
+        downloads.set_nonblocking(true).expect("set_nonblocking");
+        let downloads_addr = downloads.local_addr().expect("local_addr");
+        let lfs_dir = TempDir::new("reposafe-testkit-lfs");
+        let lfs = Arc::new(LfsStore::new(
+            lfs_dir.path(),
+            format!("http://{downloads_addr}"),
+        ));
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             base_url: format!("http://{addr}"),
+            lfs: lfs.clone(),
             cgi_home: home.path().to_path_buf(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -267,13 +282,28 @@ impl CloudServer {
             };
             serve(listener, sh, rx).await;
         });
+        let (lfs_tx, lfs_rx) = oneshot::channel();
+        runtime.spawn(async move {
+            match tokio::net::TcpListener::from_std(downloads) {
+                Ok(l) => lfs::serve_downloads(l, lfs, lfs_rx).await,
+                Err(e) => eprintln!("[testkit] cannot adopt the LFS listener: {e}"),
+            }
+        });
         CloudServer {
             shared,
             addr,
             runtime: Some(runtime),
             shutdown: Some(tx),
+            lfs_shutdown: Some(lfs_tx),
             _home: home,
+            _lfs_dir: lfs_dir,
         }
+    }
+
+    /// The repositories' Git LFS objects: add them, and see what was downloaded. The batch
+    /// API is `<clone url>/info/lfs/objects/batch`; objects come from a second origin.
+    pub fn lfs(&self) -> &LfsStore {
+        &self.shared.lfs
     }
 
     /// `http://127.0.0.1:PORT` — both the API base and the git base.
@@ -468,7 +498,10 @@ impl CloudServer {
 
 impl Drop for CloudServer {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        for tx in [self.shutdown.take(), self.lfs_shutdown.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = tx.send(());
         }
         if let Some(rt) = self.runtime.take() {
@@ -1244,6 +1277,24 @@ async fn git(
         };
         (principal, user, repo.path.clone())
     };
+    if rest == ["info", "lfs", "objects", "batch"] {
+        if req.method() != Method::POST {
+            return git_out(
+                text(StatusCode::METHOD_NOT_ALLOWED, "Use POST\n"),
+                principal,
+            );
+        }
+        let body = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return git_out(
+                    text(StatusCode::BAD_REQUEST, "Unreadable body\n"),
+                    principal,
+                )
+            }
+        };
+        return git_out(shared.lfs.batch(&ws, &slug, &body), principal);
+    }
     let (Some(root), Some(name)) = (repo_path.parent(), repo_path.file_name()) else {
         return git_out(
             text(StatusCode::INTERNAL_SERVER_ERROR, "Bad repository path\n"),

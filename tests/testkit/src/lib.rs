@@ -8,6 +8,8 @@
 //! * [`dc::DcServer`] — the same for Bitbucket Data Center (`/rest/api/1.0/...`,
 //!   `/scm/<key>/<slug>.git`), optionally over TLS with a [`testca::TestCa`] and under a
 //!   context path.
+//! * [`lfs`] — Git LFS of the Cloud double: the batch API on the main origin, downloads from a
+//!   second origin with the action's own header (see [`CloudServer::lfs`]).
 //! * [`gitutil`] — helpers that shell out to `git` with an isolated, fixed configuration,
 //!   plus [`gitutil::make_workspace_fixture`] that builds many varied repositories quickly.
 //!
@@ -19,6 +21,7 @@ pub mod cloud;
 pub mod dc;
 pub mod gitutil;
 pub mod httputil;
+pub mod lfs;
 pub mod tempdir;
 pub mod testca;
 
