@@ -394,11 +394,7 @@ async fn events(api: Arc<Api>, id: u64) -> Reply {
         loop {
             let json = serde_json::to_string(&job).unwrap_or_default();
             if json != last {
-                let event = if job.state.is_finished() {
-                    "end"
-                } else {
-                    "progress"
-                };
+                let event = if job.is_finished() { "end" } else { "progress" };
                 if tx
                     .send(Bytes::from(format!("event: {event}\ndata: {json}\n\n")))
                     .await
@@ -408,7 +404,7 @@ async fn events(api: Arc<Api>, id: u64) -> Reply {
                 }
                 last = json;
             }
-            if job.state.is_finished() {
+            if job.is_finished() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -20,7 +20,7 @@ pub fn render(service: &dyn Service) -> Result<String, EngineError> {
     let mut creds: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     let (mut fetched, mut stored, mut repos_failed) = (0u64, 0u64, 0u64);
     for j in &all {
-        *by_state.entry(j.state.as_str()).or_default() += 1;
+        *by_state.entry(j.state_name()).or_default() += 1;
         if matches!(j.kind, JobKind::Backup { .. }) {
             fetched += j.progress.bytes_fetched;
             stored += j.progress.bytes_stored;
@@ -43,7 +43,7 @@ pub fn render(service: &dyn Service) -> Result<String, EngineError> {
     for (s, n) in &by_state {
         let _ = writeln!(out, "reposafe_jobs{{state=\"{s}\"}} {n}");
     }
-    let run = all.iter().filter(|j| j.state.is_finished()).count();
+    let run = all.iter().filter(|j| j.is_finished()).count();
     let failed = by_state.get("failed").copied().unwrap_or(0)
         + by_state.get("partial").copied().unwrap_or(0);
     let _ = writeln!(

@@ -21,7 +21,7 @@ progress{width:12em}.failed,.interrupted{color:#b00}.succeeded{color:#070}</styl
 pub fn status_page(service: &dyn Service, csrf: Option<&str>) -> Result<String, EngineError> {
     let overview = service.overview()?;
     let recent = service.jobs(20)?;
-    let active = recent.iter().any(|j| !j.state.is_finished());
+    let active = recent.iter().any(|j| !j.is_finished());
     let mut html = format!(
         "<!doctype html><meta charset=utf-8><title>reposafe</title>{}{STYLE}<h1>reposafe</h1>",
         if active {
@@ -42,7 +42,7 @@ pub fn status_page(service: &dyn Service, csrf: Option<&str>) -> Result<String, 
     for j in &recent {
         let what = j.kind.describe();
         let p = &j.progress;
-        let state = j.state.as_str();
+        let state = j.state_name();
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{:?}</td><td class={state}>{state}</td><td><progress max={} value={}></progress> {}/{} ({} failed){}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             j.id,

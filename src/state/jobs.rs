@@ -176,6 +176,18 @@ pub struct Job {
     pub deferred: Vec<JobTarget>,
 }
 
+impl Job {
+    /// Whether the job has ended (done, failed, cancelled, interrupted).
+    pub fn is_finished(&self) -> bool {
+        self.state.is_finished()
+    }
+
+    /// The name of the job's state, as the API and metrics show it.
+    pub fn state_name(&self) -> &'static str {
+        self.state.as_str()
+    }
+}
+
 /// What happened to one repository in a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
