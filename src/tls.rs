@@ -32,9 +32,8 @@ pub struct TlsTrust {
     connection: String,
     /// Where the bundle came from (the file given when it was added), for messages.
     bundle_name: Option<String>,
-    roots: Vec<reqwest::Certificate>,
-    /// The same roots, for the shared verifier.
-    roots_der: Vec<CertificateDer<'static>>,
+    /// The bundle's certificates (DER), trusted besides the system's roots.
+    roots: Vec<CertificateDer<'static>>,
     insecure: bool,
     /// The TLS configuration trusting the system's roots and `roots` (read on the first
     /// handshake), built on first use and shared by clones; `None` if it could not be
@@ -150,7 +149,6 @@ impl TlsTrust {
             connection: connection.to_string(),
             bundle_name: None,
             roots: Vec::new(),
-            roots_der: Vec::new(),
             insecure: false,
             shared_config: Arc::default(),
         }
@@ -168,21 +166,21 @@ impl TlsTrust {
                 "connection {connection}: give either a CA bundle or insecure, not both"
             )));
         }
-        let (roots, roots_der, bundle_name) = match bundle {
-            Some((pem, name)) => (
-                parse_bundle(pem, name)?,
-                CertificateDer::pem_slice_iter(pem)
+        let (roots, bundle_name) = match bundle {
+            Some((pem, name)) => {
+                // Checked (every certificate usable) before its DER is kept.
+                parse_bundle(pem, name)?;
+                let der = CertificateDer::pem_slice_iter(pem)
                     .filter_map(Result::ok)
-                    .collect(),
-                Some(name.to_string()),
-            ),
-            None => (Vec::new(), Vec::new(), None),
+                    .collect();
+                (der, Some(name.to_string()))
+            }
+            None => (Vec::new(), None),
         };
         Ok(TlsTrust {
             connection: connection.to_string(),
             bundle_name,
             roots,
-            roots_der,
             insecure,
             shared_config: Arc::default(),
         })
@@ -214,11 +212,13 @@ impl TlsTrust {
         if let Some(config) = self.shared_config.get_or_init(|| self.build_config()) {
             return builder.tls_backend_preconfigured(config.clone());
         }
-        if self.roots.is_empty() {
-            builder
-        } else {
-            builder.tls_certs_merge(self.roots.clone())
-        }
+        // Only when the shared configuration cannot be built (not with aws-lc-rs):
+        // reqwest builds its own from the same roots.
+        let certs = self
+            .roots
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok());
+        builder.tls_certs_merge(certs)
     }
 
     /// What reqwest would build for these roots (the platform verifier with the system's
@@ -230,7 +230,7 @@ impl TlsTrust {
             .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
         let verifier = LazyVerifier {
             connection: self.connection.clone(),
-            extra_roots: self.roots_der.clone(),
+            extra_roots: self.roots.clone(),
             provider: provider.clone(),
             inner: OnceLock::new(),
         };
