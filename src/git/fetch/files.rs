@@ -74,15 +74,21 @@ pub(crate) fn remove_leftovers(parent: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_str().is_some_and(|n| is_staging_name(n, prefix)) {
+    let names = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok());
+    remove_staging_dirs(parent, prefix, names);
+}
+
+/// Remove each of `names` in `parent` that is a staging directory of `prefix` (an exact
+/// staging name, and a directory, not a link).
+fn remove_staging_dirs(parent: &Path, prefix: &str, names: impl IntoIterator<Item = String>) {
+    for name in names {
+        let path = parent.join(&name);
+        if !is_staging_name(&name, prefix) || !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+        {
             continue;
         }
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let path = entry.path();
         tracing::warn!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted earlier run");
         if let Err(err) = fs::remove_dir_all(&path) {
             tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
@@ -116,17 +122,11 @@ pub(crate) fn remove_mirror_leftovers(parent: &Path, prefix: &str) {
         .filter(|name| is_staging_name(name, prefix))
         .cloned()
         .collect();
-    for name in leftovers {
-        names.remove(&name);
-        let path = parent.join(&name);
-        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            continue;
-        }
-        tracing::warn!(target: "reposafe::git", path = %path.display(), "removing leftover of an interrupted earlier run");
-        if let Err(err) = fs::remove_dir_all(&path) {
-            tracing::warn!(target: "reposafe::git", path = %path.display(), error = %err, "could not remove leftover");
-        }
+    for name in &leftovers {
+        names.remove(name);
     }
+    drop(hidden);
+    remove_staging_dirs(parent, prefix, leftovers);
 }
 
 /// Forget what this process found in `parent`, as if the next look were by a new process.
