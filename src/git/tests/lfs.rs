@@ -42,16 +42,7 @@ fn pointers_committed_with_git_lfs_are_found_in_the_fetched_pack() {
     git.run(&work, &["add", "."]);
     git.run(&work, &["commit", "-q", "-m", "lfs files"]);
     let origin = root.join("origin.git");
-    git.run(
-        root,
-        &[
-            "clone",
-            "--bare",
-            "-q",
-            work.to_str().expect("utf8"),
-            origin.to_str().expect("utf8"),
-        ],
-    );
+    git.clone_mirror(&work, &origin);
 
     let mirror = root.join("mirror.git");
     fetch(&mirror, &format!("file://{}", origin.display())).expect("fetch");

@@ -30,16 +30,7 @@ fn gits_packed_refs(git: &Git, repo: &Path) -> String {
         repo.file_name().and_then(|n| n.to_str()).unwrap_or("repo")
     ));
     let _ = fs::remove_dir_all(&copy);
-    git.run(
-        git.root(),
-        &[
-            "clone",
-            "--mirror",
-            "-q",
-            repo.to_str().expect("utf8"),
-            copy.to_str().expect("utf8"),
-        ],
-    );
+    git.clone_mirror(repo, &copy);
     git.run(&copy, &["pack-refs", "--all"]);
     fs::read_to_string(copy.join("packed-refs")).expect("git's packed-refs")
 }
@@ -87,16 +78,7 @@ fn origin_with_many_refs(git: &Git, tags: usize, prs: usize) -> std::path::PathB
         .expect("write");
     assert!(child.wait().expect("update-ref").success());
     let origin = root.join("many.git");
-    git.run(
-        root,
-        &[
-            "clone",
-            "--mirror",
-            "-q",
-            work.to_str().expect("utf8"),
-            origin.to_str().expect("utf8"),
-        ],
-    );
+    git.clone_mirror(&work, &origin);
     origin
 }
 

@@ -69,6 +69,20 @@ impl Git {
         String::from_utf8(out.stdout).expect("utf8 output")
     }
 
+    /// `git clone --mirror` of `from` into `to`.
+    pub fn clone_mirror(&self, from: &Path, to: &Path) {
+        self.run(
+            self.root(),
+            &[
+                "clone",
+                "--mirror",
+                "-q",
+                from.to_str().expect("utf8"),
+                to.to_str().expect("utf8"),
+            ],
+        );
+    }
+
     /// `git fsck --full` must succeed without reporting problems.
     pub fn fsck(&self, repo: &Path) {
         let out = self
