@@ -255,9 +255,8 @@ fn exchange(
         // The negotiation reads every ref: an unreadable one makes the mirror unusable.
         recover::check_refs(repo, dir)?;
     }
-    let mut known = repo.clone();
-    known.objects.refresh_never();
-    if !refs_current && refs::lacks_an_advertised_object(&known, remote_refs) {
+    let known = (!refs_current).then(|| never_refreshing(repo));
+    if let Some(known) = known.filter(|k| refs::lacks_an_advertised_object(k, remote_refs)) {
         let ref_map = match ref_map {
             Some(map) => map,
             None => obtain_ref_map(&mut handshake, &mut *transport, session, refmap_context())?,
@@ -279,6 +278,13 @@ fn exchange(
         gix::protocol::indicate_end_of_interaction(&mut *transport, false).ok();
     }
     Ok((advertised, refs_current))
+}
+
+/// A handle on `repo` whose object lookups never re-read the pack directory on a miss.
+fn never_refreshing(repo: &gix::Repository) -> gix::Repository {
+    let mut handle = repo.clone();
+    handle.objects.refresh_never();
+    handle
 }
 
 /// `remote` as gix's remote of the mirror `repo`: every ref, forced, no tag following.
