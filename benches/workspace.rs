@@ -20,7 +20,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{gitutil, CloudServer, Reposafe, TempDir};
+use common::{gitutil, wait_for_daemon, CloudServer, Reposafe, TempDir};
 use reqwest::blocking::Client;
 use serde_json::Value;
 use std::path::Path;
@@ -103,17 +103,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start reposafe serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let info: Value = loop {
-            if let Ok(t) = std::fs::read_to_string(rs.data_dir().join("daemon.json")) {
-                if let Ok(v) = serde_json::from_str(&t) {
-                    break v;
-                }
-            }
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let token = std::fs::read_to_string(rs.data_dir().join("api-token")).expect("api-token");
+        let (url, token) = wait_for_daemon(rs.data_dir());
         let (peak_kib, stop) = (
             Arc::new(AtomicU64::new(0)),
             Arc::new(AtomicBool::new(false)),
@@ -129,8 +119,8 @@ impl Daemon {
         });
         Daemon {
             child,
-            url: info["url"].as_str().expect("url").to_string(),
-            token: token.trim().to_string(),
+            url,
+            token,
             http: Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()

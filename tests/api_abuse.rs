@@ -37,25 +37,12 @@ fn start(rs: &Reposafe) -> Daemon {
         .stderr(Stdio::null())
         .spawn()
         .expect("start serve");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let url = loop {
-        if let Ok(t) = std::fs::read_to_string(rs.data_dir().join("daemon.json")) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
-                break v["url"].as_str().expect("url").to_string();
-            }
-        }
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (url, token) = wait_for_daemon(rs.data_dir());
     let port = url
         .rsplit(':')
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
-    let token = std::fs::read_to_string(rs.data_dir().join("api-token"))
-        .expect("api-token")
-        .trim()
-        .to_string();
     Daemon { child, port, token }
 }
 

@@ -42,23 +42,10 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let info: Value = loop {
-            if let Ok(t) = std::fs::read_to_string(rs.data_dir().join("daemon.json")) {
-                if let Ok(v) = serde_json::from_str(&t) {
-                    break v;
-                }
-            }
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let token = std::fs::read_to_string(rs.data_dir().join("api-token"))
-            .expect("api-token")
-            .trim()
-            .to_string();
+        let (url, token) = common::wait_for_daemon(rs.data_dir());
         Daemon {
             child,
-            url: info["url"].as_str().expect("url").to_string(),
+            url,
             token,
             http: Client::builder()
                 .timeout(Duration::from_secs(120))

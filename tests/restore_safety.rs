@@ -229,22 +229,8 @@ fn start_daemon(rs: &Nested) -> Daemon {
         .stderr(log)
         .spawn()
         .expect("start serve");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let info: Value = loop {
-        if let Ok(t) = std::fs::read_to_string(rs.data().join("daemon.json")) {
-            if let Ok(v) = serde_json::from_str(&t) {
-                break v;
-            }
-        }
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let token = std::fs::read_to_string(rs.data().join("api-token")).expect("api-token");
-    Daemon {
-        child,
-        url: info["url"].as_str().expect("url").to_string(),
-        token: token.trim().to_string(),
-    }
+    let (url, token) = common::wait_for_daemon(&rs.data());
+    Daemon { child, url, token }
 }
 
 fn wait_job(http: &reqwest::blocking::Client, d: &Daemon, id: u64) -> Value {

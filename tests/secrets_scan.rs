@@ -557,20 +557,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            if let Ok(t) = std::fs::read_to_string(rs.data_dir().join("daemon.json")) {
-                if let Ok(v) = serde_json::from_str::<Value>(&t) {
-                    break v["url"].as_str().expect("url").to_string();
-                }
-            }
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let token = std::fs::read_to_string(rs.data_dir().join("api-token"))
-            .expect("api-token")
-            .trim()
-            .to_string();
+        let (url, token) = wait_for_daemon(rs.data_dir());
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())

@@ -189,3 +189,27 @@ pub fn small_bare_repo(dir: &Path, commits: usize) -> PathBuf {
     w.push_mirror(&bare);
     bare
 }
+
+/// Waits (up to 60 s) for the daemon serving `data_dir` to announce itself in
+/// `daemon.json`; returns its URL and the admin API token.
+pub fn wait_for_daemon(data_dir: &Path) -> (String, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let info: serde_json::Value = loop {
+        if let Ok(t) = std::fs::read_to_string(data_dir.join("daemon.json")) {
+            if let Ok(v) = serde_json::from_str(&t) {
+                break v;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let token = std::fs::read_to_string(data_dir.join("api-token")).expect("api-token");
+    let url = info["url"]
+        .as_str()
+        .expect("url in daemon.json")
+        .to_string();
+    (url, token.trim().to_string())
+}
