@@ -17,6 +17,22 @@
 //!   deleted token does;
 //! * workspace access tokens cannot list the user's workspaces (`403`) and are not users.
 //!
+//! Metadata (endpoints and their sources in [`meta`]): every repository has a
+//! [`RepoMetadata`] — change it with [`CloudServer::metadata`] or fill it with
+//! [`CloudServer::populate`] — served under `/2.0/repositories/{ws}/{slug}/…` (pull
+//! requests with comments, activity and tasks; issues with comments, changes and
+//! attachments; branch restrictions, branching model, default reviewers, deploy keys,
+//! hooks, pipelines config/variables/schedules, environments and their variables,
+//! downloads). Workspace level: `/2.0/workspaces/{ws}`, `/2.0/workspaces/{ws}/projects`
+//! and `/projects/{key}/default-reviewers` ([`CloudServer::add_project`],
+//! [`CloudServer::set_project_default_reviewers`]). Attachments and downloads answer 302
+//! to a second origin ([`CloudServer::files`], see [`crate::files`]) that refuses the
+//! credential. A credential can be limited to some OAuth scopes
+//! ([`CloudServer::restrict_scopes`]): endpoints needing another answer 403 with
+//! [`SCOPES_MESSAGE`] and `error.detail.{granted,required}`. Wikis: [`CloudServer::add_wiki`]
+//! serves a bare repository at `<clone url>/wiki`. Requests can be counted per endpoint
+//! kind ([`CloudServer::requests_by_endpoint`], [`CloudServer::count_requests`]).
+//!
 //! Credentials (each belongs to a *principal*, the account id used for rate limiting and
 //! in the request log):
 //!
@@ -52,7 +68,7 @@ use crate::lfs::{self, LfsStore};
 use crate::metadata::{self, RepoMetadata, Spec};
 use crate::tempdir::TempDir;
 
-mod meta;
+pub mod meta;
 pub use meta::{MAX_ACTIVITY_PAGELEN, MAX_PR_PAGELEN, NO_ISSUE_TRACKER};
 
 /// Cloud's message of a 403 for a credential without the scope an endpoint requires

@@ -25,8 +25,9 @@
 //! (`start`, `limit`, `size`, `isLastPage`, `nextPageStart`, the server's page cap).
 //!
 //! Ordering: DC's reference documents `order` as NEWEST/OLDEST without naming the date;
-//! the double orders by `updatedDate` (ties by id) — a client must still not assume more
-//! than "an unchanged repository's newest item comes first".
+//! the double orders by `updatedDate` (ties by id) unless
+//! [`super::DcServer::set_pr_order_by_created`] says `createdDate`. `PARTICIPANT_STATUS`
+//! and `CLOSED_DATE` are accepted and treated as `NEWEST`.
 
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -319,7 +320,7 @@ fn pr_list(c: &Ctx, st: &State, params: &[(String, String)]) -> Response<Body> {
         );
     }
     let newest = match get("order").map(str::to_ascii_uppercase).as_deref() {
-        None | Some("NEWEST") => true,
+        None | Some("NEWEST") | Some("PARTICIPANT_STATUS") | Some("CLOSED_DATE") => true,
         Some("OLDEST") => false,
         Some(other) => {
             return errors(
@@ -335,7 +336,11 @@ fn pr_list(c: &Ctx, st: &State, params: &[(String, String)]) -> Response<Body> {
         .iter()
         .filter(|p| state == "ALL" || p.state.dc() == state)
         .collect();
-    prs.sort_by_key(|p| (p.updated_ms, p.id));
+    if st.pr_order_created {
+        prs.sort_by_key(|p| (p.created_ms, p.id));
+    } else {
+        prs.sort_by_key(|p| (p.updated_ms, p.id));
+    }
     if newest {
         prs.reverse();
     }

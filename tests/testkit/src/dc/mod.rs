@@ -19,6 +19,14 @@
 //!   ([`DcServer::set_rate_limit`]: a token bucket per user, see [`RateLimit`]);
 //! * 401 answers carry DC's `{"errors": [...]}` body.
 //!
+//! Metadata (see [`meta`] for the endpoints and their sources): every repository has a
+//! [`RepoMetadata`] ([`DcServer::metadata`], [`DcServer::populate`]) served as pull
+//! requests with activities, pull request settings, webhooks, branch permissions, default
+//! reviewer conditions, the branch model and access keys; projects have default reviewers
+//! and access keys; Git LFS can be turned on per repository ([`DcServer::set_lfs_enabled`],
+//! objects in [`DcServer::lfs`]). Requests can be counted by endpoint kind
+//! ([`DcServer::requests_by_endpoint`], [`DcServer::count_requests`]).
+//!
 //! Credentials: users (`Basic user:password`, API and git), user HTTP access tokens
 //! (`Bearer`, or `Basic user:token`; see what the user sees) and project HTTP access
 //! tokens (`Bearer` only; see one project).
@@ -44,7 +52,7 @@ use crate::metadata::{self, DeployKey, RepoMetadata, Spec};
 use crate::tempdir::TempDir;
 use crate::testca::TestCa;
 
-mod meta;
+pub mod meta;
 pub use meta::NOT_PERMITTED;
 
 /// Default and largest `limit` of a page, as on a default Data Center.
@@ -171,6 +179,8 @@ struct State {
     grants: BTreeMap<String, Vec<String>>,
     /// (user, or `token:KEY` for a project token; project key): REPO_ADMIN on its repositories.
     admins: Vec<(String, String)>,
+    /// Order pull requests by `createdDate` instead of `updatedDate`.
+    pr_order_created: bool,
     next_id: u64,
     page_cap: usize,
     missing_next_page_start: Vec<String>,
@@ -494,6 +504,13 @@ impl DcServer {
                 created_ms: metadata::CLOCK_START_MS,
             });
         }
+    }
+
+    /// Makes `order=NEWEST|OLDEST` sort pull requests by `createdDate` instead of
+    /// `updatedDate` (the default; DC's reference does not name the date), so a test can
+    /// check that a client does not depend on either.
+    pub fn set_pr_order_by_created(&self, yes: bool) {
+        self.shared.lock().pr_order_created = yes;
     }
 
     /// Turns Git LFS on or off for `key/slug` (off by default, as on DC).
