@@ -616,19 +616,7 @@ impl RepoMetadata {
             "priority" => &mut i.priority,
             "title" => &mut i.title,
             "content" => &mut i.content,
-            "assignee" => {
-                let old = i.assignee.replace(new.to_string()).unwrap_or_default();
-                i.changes.push(IssueChange {
-                    id,
-                    user: user.to_string(),
-                    created_ms: at,
-                    field: field.to_string(),
-                    old,
-                    new: new.to_string(),
-                });
-                i.updated_ms = at;
-                return id;
-            }
+            "assignee" => i.assignee.get_or_insert_with(String::new),
             other => panic!("issues have no field {other:?}"),
         };
         let old = std::mem::replace(slot, new.to_string());
@@ -939,6 +927,15 @@ fn populate_settings(m: &mut RepoMetadata) {
     let env = m.add_environment("Production", "Production");
     m.add_environment_variable(env, "DEPLOY_URL", "https://prod.example.com", false);
     m.add_environment_variable(env, "DEPLOY_TOKEN", "deploy-secret", true);
+}
+
+/// A user's display name: the name with a capital first letter (`alice` → `Alice`).
+pub fn display_name(name: &str) -> String {
+    let mut c = name.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 /// `ms` since the epoch as Cloud writes times: `2026-01-01T00:01:00.000000+00:00`.

@@ -25,20 +25,10 @@ fn server() -> (DcServer, String, String) {
 }
 
 fn follow(first: &str, auth: &str) -> (usize, Vec<Value>) {
-    let (mut pages, mut values) = (0, Vec::new());
     let sep = if first.contains('?') { '&' } else { '?' };
-    let mut url = first.to_string();
-    loop {
-        let r = get(&url, auth);
-        assert_eq!(r.status, 200, "{url}: {}", r.text());
-        let j = r.json();
-        pages += 1;
-        values.extend(j["values"].as_array().unwrap().iter().cloned());
-        if j["isLastPage"] == true {
-            return (pages, values);
-        }
-        url = format!("{first}{sep}start={}", j["nextPageStart"]);
-    }
+    follow_pages(first, auth, |j| {
+        (j["isLastPage"] != true).then(|| format!("{first}{sep}start={}", j["nextPageStart"]))
+    })
 }
 
 #[test]

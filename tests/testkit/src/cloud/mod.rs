@@ -416,13 +416,17 @@ impl CloudServer {
         slug: &str,
         f: impl FnOnce(&mut RepoMetadata) -> R,
     ) -> R {
+        self.with_repo(workspace, slug, |r| f(&mut r.metadata))
+    }
+
+    fn with_repo<R>(&self, workspace: &str, slug: &str, f: impl FnOnce(&mut Repo) -> R) -> R {
         let mut st = self.shared.lock();
         let repo = st
             .workspaces
             .get_mut(workspace)
             .and_then(|w| w.repos.get_mut(slug))
             .unwrap_or_else(|| panic!("no repository {workspace}/{slug}: add_repo first"));
-        f(&mut repo.metadata)
+        f(repo)
     }
 
     /// Fills the metadata of `workspace/slug` with [`metadata::populate`].
@@ -436,13 +440,7 @@ impl CloudServer {
     /// `"has_wiki": true`. Restricted credentials also need the `wiki` scope.
     pub fn add_wiki(&self, workspace: &str, slug: &str, bare_repo: &Path) {
         let path = std::fs::canonicalize(bare_repo).unwrap_or_else(|_| bare_repo.to_path_buf());
-        let mut st = self.shared.lock();
-        let repo = st
-            .workspaces
-            .get_mut(workspace)
-            .and_then(|w| w.repos.get_mut(slug))
-            .unwrap_or_else(|| panic!("no repository {workspace}/{slug}: add_repo first"));
-        repo.wiki = Some(path);
+        self.with_repo(workspace, slug, |r| r.wiki = Some(path));
     }
 
     /// The wiki's clone URL `http://127.0.0.1:PORT/{workspace}/{slug}.git/wiki`.
@@ -452,27 +450,24 @@ impl CloudServer {
 
     /// Adds (or renames) project `key` of `workspace` (`PROJ` always exists).
     pub fn add_project(&self, workspace: &str, key: &str, name: &str) {
-        self.add_workspace(workspace);
-        let mut st = self.shared.lock();
-        if let Some(w) = st.workspaces.get_mut(workspace) {
-            let p = w.projects.entry(key.to_string()).or_insert(ProjectMeta {
-                name: String::new(),
-                default_reviewers: Vec::new(),
-            });
-            p.name = name.to_string();
-        }
+        self.with_project(workspace, key, |p| p.name = name.to_string());
     }
 
     /// Sets the default reviewers of project `key` (creating it if needed).
     pub fn set_project_default_reviewers(&self, workspace: &str, key: &str, users: &[&str]) {
+        let users = users.iter().map(|u| u.to_string()).collect();
+        self.with_project(workspace, key, |p| p.default_reviewers = users);
+    }
+
+    /// Runs `f` on project `key` of `workspace`, creating both if needed.
+    fn with_project(&self, workspace: &str, key: &str, f: impl FnOnce(&mut ProjectMeta)) {
         self.add_workspace(workspace);
         let mut st = self.shared.lock();
         if let Some(w) = st.workspaces.get_mut(workspace) {
-            let p = w.projects.entry(key.to_string()).or_insert(ProjectMeta {
+            f(w.projects.entry(key.to_string()).or_insert(ProjectMeta {
                 name: key.to_string(),
                 default_reviewers: Vec::new(),
-            });
-            p.default_reviewers = users.iter().map(|u| u.to_string()).collect();
+            }));
         }
     }
 

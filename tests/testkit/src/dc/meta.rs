@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::{errors, json_response, page, Caller, Project, Repo, State};
 use crate::httputil::Body;
-use crate::metadata::{ActivityKind, Comment, PrState, PullRequest, RepoMetadata};
+use crate::metadata::{display_name, ActivityKind, Comment, PrState, PullRequest, RepoMetadata};
 
 /// What DC answers when the caller lacks a permission.
 pub const NOT_PERMITTED: &str = "You are not permitted to access this resource";
@@ -55,14 +55,9 @@ pub(super) fn user_json(base: &str, name: &str) -> Value {
         .bytes()
         .fold(100u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
         % 100_000;
-    let mut c = name.chars();
-    let display: String = match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    };
     json!({
         "name": name, "emailAddress": format!("{name}@example.com"), "id": id,
-        "displayName": display, "active": true, "slug": name, "type": "NORMAL",
+        "displayName": display_name(name), "active": true, "slug": name, "type": "NORMAL",
         "links": {"self": [{"href": format!("{base}/users/{name}")}]},
     })
 }
@@ -276,9 +271,7 @@ fn branch_model(m: &RepoMetadata) -> Value {
         "development": branch(&bm.development),
         "production": bm.production.as_ref().map(|_| branch(&bm.production)),
         "types": bm.types.iter().map(|(k, p)| {
-            let mut c = k.chars();
-            let display: String = c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default();
-            json!({"id": k.to_uppercase(), "displayName": display, "enabled": true, "prefix": p})
+            json!({"id": k.to_uppercase(), "displayName": display_name(k), "enabled": true, "prefix": p})
         }).collect::<Vec<_>>(),
     })
 }
