@@ -299,7 +299,7 @@ pub fn snapshots(id: &RepoIdentity, snaps: &[Snapshot]) {
             "{:<26} {:<22} {:>6} {:>10}{}",
             s.id.as_str(),
             fmt_time(s.taken_at),
-            s.ref_count,
+            s.git.ref_count,
             human_bytes(s.stats.new_bytes),
             history(s)
         );

@@ -3,7 +3,9 @@
 use super::connections::tls_for;
 use super::listing;
 use super::{Context, EngineError};
-use crate::archive::{BlobId, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION};
+use crate::archive::{
+    BlobId, GitPart, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION,
+};
 use crate::git::{self, FetchOptions, GitAuth, GitError};
 use crate::providers::failover::{self, Event, Outcome};
 use crate::providers::pool::PoolExhausted;
@@ -513,9 +515,14 @@ fn backup_repository(
     let refs_put = ctx.archive.put_bytes(&refs_json)?;
     new_bytes += refs_put.stored_bytes;
 
+    let git_part = GitPart {
+        refs: refs_put.id,
+        ref_count: fetched.refs.len() as u32,
+        packs,
+    };
     let previous = ctx.archive.latest_snapshot_of(&ident)?;
     if let Some(prev) = &previous {
-        if prev.refs == refs_put.id && prev.packs == packs {
+        if prev.git == git_part {
             return Ok(RepoOutcome::Unchanged {
                 last_snapshot: prev.id.to_string(),
             });
@@ -527,9 +534,10 @@ fn backup_repository(
         id: SnapshotId::new(now),
         repository: ident,
         taken_at: now,
-        refs: refs_put.id,
-        ref_count: fetched.refs.len() as u32,
-        packs,
+        git: git_part,
+        wiki: None,
+        lfs: None,
+        metadata: None,
         main_branch: repo.main_branch.clone(),
         stats: SnapshotStats {
             new_bytes,

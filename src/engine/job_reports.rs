@@ -144,8 +144,8 @@ pub fn restored_from_job(
         report: super::restore::RestoreReport {
             snapshot,
             taken_at: snap.taken_at,
-            refs: snap.ref_count as usize,
-            packs: snap.packs.len(),
+            refs: snap.git.ref_count as usize,
+            packs: snap.git.packs.len(),
             target: req.to.clone(),
             replaced: results
                 .iter()

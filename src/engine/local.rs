@@ -429,7 +429,7 @@ impl Service for LocalService {
             ..Default::default()
         };
         for s in &snaps {
-            for id in s.packs.iter().chain(std::iter::once(&s.refs)) {
+            for id in s.blobs() {
                 if seen.insert(*id) {
                     if let Err(e) = archive.verify_blob(id) {
                         report.damaged.push(Damage {
