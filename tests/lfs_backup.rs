@@ -52,7 +52,7 @@ fn setup(files: &[(&str, Vec<u8>)], absent: &[u8]) -> Setup {
         server.lfs().add(WS, SLUG, content);
     }
     work.commit("LFS files");
-    work.branch("extra");
+    work.branch("extra").checkout("extra");
     work.write("absent.bin", pointer(absent));
     work.commit("an LFS file whose object is not on the server");
     work.checkout("main");
@@ -90,8 +90,8 @@ fn outcome(report: &serde_json::Value) -> &serde_json::Value {
     &report["repositories"][0]["outcome"]
 }
 
-/// Restores the repository, clones it with `git lfs` (objects from the restored
-/// repository's `lfs/objects`) and returns the clone.
+/// Restores the repository, clones it and checks its LFS files out with `git lfs pull`
+/// (objects from the restored repository's `lfs/objects`); returns the clone.
 fn restore_and_clone(rs: &Reposafe, out: &Path) -> std::path::PathBuf {
     let target = out.join("restored.git");
     rs.run(&[
@@ -105,6 +105,9 @@ fn restore_and_clone(rs: &Reposafe, out: &Path) -> std::path::PathBuf {
     let clone = out.join("clone");
     let url = format!("file://{}", target.display());
     gitutil::git(out, &["clone", "--quiet", &url, "clone"]);
+    // git-lfs reads a file:// remote's `lfs/objects` itself (standalone transfer).
+    gitutil::git(&clone, &["lfs", "install", "--local"]);
+    gitutil::git(&clone, &["lfs", "pull"]);
     clone
 }
 
@@ -164,6 +167,7 @@ fn lfs_objects_are_backed_up_reported_when_missing_and_restored_byte_identical()
     }
     gitutil::git(&clone, &["lfs", "fsck"]);
     gitutil::git(&clone, &["checkout", "--quiet", "extra"]);
+    gitutil::git(&clone, &["lfs", "pull"]);
     assert_eq!(
         std::fs::read(clone.join("absent.bin")).expect("absent.bin"),
         absent
