@@ -12,6 +12,7 @@
 //! packs and refs.
 
 pub mod backup;
+mod backup_lfs;
 mod connections;
 pub mod credentials;
 pub mod daemon;

@@ -249,6 +249,9 @@ pub fn restore(
             .map_err(|e| std::io::Error::other(e.to_string()))
     });
     let restored = git::restore_bare(target, &mut packs, &refs, overwrite)?;
+    if let Some(lfs) = &snap.lfs {
+        super::backup_lfs::write_lfs_objects(ctx, lfs, target)?;
+    }
     Ok(RestoreReport {
         snapshot: snap.id.to_string(),
         taken_at: snap.taken_at,
