@@ -567,6 +567,36 @@ impl RepoMetadata {
         id
     }
 
+    /// Edits comment `id` of a pull request (its and the pull request's update time move).
+    pub fn edit_pr_comment(&mut self, pr: u64, id: u64, text: &str) {
+        let at = self.tick();
+        let p = self.pr_mut(pr);
+        let c = p
+            .comments
+            .iter_mut()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no comment {id} on pull request #{pr}"));
+        c.text = text.to_string();
+        c.updated_ms = at;
+        p.updated_ms = at;
+        p.version += 1;
+    }
+
+    /// Resolves (or reopens) task `id` of a pull request (the pull request's update time moves).
+    pub fn set_pr_task_resolved(&mut self, pr: u64, id: u64, resolved: bool) {
+        let at = self.tick();
+        let p = self.pr_mut(pr);
+        let t = p
+            .tasks
+            .iter_mut()
+            .find(|t| t.id == id)
+            .unwrap_or_else(|| panic!("no task {id} on pull request #{pr}"));
+        t.resolved = resolved;
+        t.updated_ms = at;
+        p.updated_ms = at;
+        p.version += 1;
+    }
+
     /// Opens an issue (ids 1, 2, ...; `new`, `bug`, `major`). Does not turn the tracker on.
     pub fn add_issue(&mut self, title: &str, reporter: &str) -> u64 {
         let id = self.issues.len() as u64 + 1;
@@ -616,19 +646,7 @@ impl RepoMetadata {
             "priority" => &mut i.priority,
             "title" => &mut i.title,
             "content" => &mut i.content,
-            "assignee" => {
-                let old = i.assignee.replace(new.to_string()).unwrap_or_default();
-                i.changes.push(IssueChange {
-                    id,
-                    user: user.to_string(),
-                    created_ms: at,
-                    field: field.to_string(),
-                    old,
-                    new: new.to_string(),
-                });
-                i.updated_ms = at;
-                return id;
-            }
+            "assignee" => i.assignee.get_or_insert_with(String::new),
             other => panic!("issues have no field {other:?}"),
         };
         let old = std::mem::replace(slot, new.to_string());
@@ -941,6 +959,15 @@ fn populate_settings(m: &mut RepoMetadata) {
     m.add_environment_variable(env, "DEPLOY_TOKEN", "deploy-secret", true);
 }
 
+/// A user's display name: the name with a capital first letter (`alice` → `Alice`).
+pub fn display_name(name: &str) -> String {
+    let mut c = name.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// `ms` since the epoch as Cloud writes times: `2026-01-01T00:01:00.000000+00:00`.
 pub fn cloud_time(ms: u64) -> String {
     let secs = ms / 1000;
@@ -994,6 +1021,10 @@ mod tests {
         m.change_issue(i, "bob", "state", "resolved");
         assert!(m.issue(i).unwrap().updated_ms > before);
         assert_eq!(m.issue(i).unwrap().changes[0].old, "new");
+        let t = m.add_pr_task(pr, "bob", "do it", false);
+        let before = m.pr(pr).unwrap().updated_ms;
+        m.set_pr_task_resolved(pr, t, true);
+        assert!(m.pr(pr).unwrap().updated_ms > before && m.pr(pr).unwrap().tasks[0].resolved);
     }
 
     #[test]

@@ -24,18 +24,9 @@ fn server() -> (CloudServer, String) {
 }
 
 fn follow(first: &str, auth: &str) -> (usize, Vec<Value>) {
-    let (mut url, mut pages, mut values) = (first.to_string(), 0, Vec::new());
-    loop {
-        let r = get(&url, auth);
-        assert_eq!(r.status, 200, "{url}: {}", r.text());
-        let j = r.json();
-        pages += 1;
-        values.extend(j["values"].as_array().unwrap().iter().cloned());
-        match j.get("next").and_then(Value::as_str) {
-            Some(n) => url = n.to_string(),
-            None => return (pages, values),
-        }
-    }
+    follow_pages(first, auth, |j| {
+        j.get("next").and_then(Value::as_str).map(str::to_string)
+    })
 }
 
 #[test]
@@ -297,28 +288,14 @@ fn wiki_is_cloned_from_the_clone_url_slash_wiki() {
     let dest = tmp.path().join("clone.git");
     let header = format!("http.extraHeader=Authorization: {git_auth}");
     let url = s.wiki_url("ws", "repo");
-    let args = [
-        "-c",
-        &header,
-        "clone",
-        "--quiet",
-        "--mirror",
-        &url,
-        dest.to_str().unwrap(),
-    ];
-    gitutil::try_git(tmp.path(), &args).expect("wiki clone");
+    let clone = |dest: &Path| {
+        let dest = dest.to_str().unwrap();
+        let args = ["-c", &header, "clone", "--quiet", "--mirror", &url, dest];
+        gitutil::try_git(tmp.path(), &args)
+    };
+    clone(&dest).expect("wiki clone");
     assert_eq!(gitutil::refs_of(&dest), gitutil::refs_of(&bare));
     // Without the wiki scope the wiki is refused.
     s.restrict_scopes("tok-alice", &["repository"]);
-    let dest2 = tmp.path().join("clone2.git");
-    let args = [
-        "-c",
-        &header,
-        "clone",
-        "--quiet",
-        "--mirror",
-        &url,
-        dest2.to_str().unwrap(),
-    ];
-    assert!(gitutil::try_git(tmp.path(), &args).is_err());
+    assert!(clone(&tmp.path().join("clone2.git")).is_err());
 }

@@ -28,8 +28,8 @@ use super::{error, json_response, paginate_max, uuid_for};
 use crate::files::FileOrigin;
 use crate::httputil::{self, Body};
 use crate::metadata::{
-    cloud_time, Activity, ActivityKind, Comment, FileItem, Issue, PrState, PullRequest,
-    RepoMetadata, Variable,
+    cloud_time, display_name, Activity, ActivityKind, Comment, FileItem, Issue, PrState,
+    PullRequest, RepoMetadata, Variable,
 };
 
 /// The largest `pagelen` of the pull request list (more is a 400).
@@ -100,14 +100,6 @@ pub(super) fn user_json(base: &str, name: &str) -> Value {
         "account_id": name,
         "nickname": name,
     })
-}
-
-fn display_name(name: &str) -> String {
-    let mut c = name.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 fn rendered(raw: &str) -> Value {

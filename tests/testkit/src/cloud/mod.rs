@@ -17,6 +17,22 @@
 //!   deleted token does;
 //! * workspace access tokens cannot list the user's workspaces (`403`) and are not users.
 //!
+//! Metadata (endpoints and their sources in [`meta`]): every repository has a
+//! [`RepoMetadata`] — change it with [`CloudServer::metadata`] or fill it with
+//! [`CloudServer::populate`] — served under `/2.0/repositories/{ws}/{slug}/…` (pull
+//! requests with comments, activity and tasks; issues with comments, changes and
+//! attachments; branch restrictions, branching model, default reviewers, deploy keys,
+//! hooks, pipelines config/variables/schedules, environments and their variables,
+//! downloads). Workspace level: `/2.0/workspaces/{ws}`, `/2.0/workspaces/{ws}/projects`
+//! and `/projects/{key}/default-reviewers` ([`CloudServer::add_project`],
+//! [`CloudServer::set_project_default_reviewers`]). Attachments and downloads answer 302
+//! to a second origin ([`CloudServer::files`], see [`crate::files`]) that refuses the
+//! credential. A credential can be limited to some OAuth scopes
+//! ([`CloudServer::restrict_scopes`]): endpoints needing another answer 403 with
+//! [`SCOPES_MESSAGE`] and `error.detail.{granted,required}`. Wikis: [`CloudServer::add_wiki`]
+//! serves a bare repository at `<clone url>/wiki`. Requests can be counted per endpoint
+//! kind ([`CloudServer::requests_by_endpoint`], [`CloudServer::count_requests`]).
+//!
 //! Credentials (each belongs to a *principal*, the account id used for rate limiting and
 //! in the request log):
 //!
@@ -52,7 +68,7 @@ use crate::lfs::{self, LfsStore};
 use crate::metadata::{self, RepoMetadata, Spec};
 use crate::tempdir::TempDir;
 
-mod meta;
+pub mod meta;
 pub use meta::{MAX_ACTIVITY_PAGELEN, MAX_PR_PAGELEN, NO_ISSUE_TRACKER};
 
 /// Cloud's message of a 403 for a credential without the scope an endpoint requires
@@ -400,13 +416,17 @@ impl CloudServer {
         slug: &str,
         f: impl FnOnce(&mut RepoMetadata) -> R,
     ) -> R {
+        self.with_repo(workspace, slug, |r| f(&mut r.metadata))
+    }
+
+    fn with_repo<R>(&self, workspace: &str, slug: &str, f: impl FnOnce(&mut Repo) -> R) -> R {
         let mut st = self.shared.lock();
         let repo = st
             .workspaces
             .get_mut(workspace)
             .and_then(|w| w.repos.get_mut(slug))
             .unwrap_or_else(|| panic!("no repository {workspace}/{slug}: add_repo first"));
-        f(&mut repo.metadata)
+        f(repo)
     }
 
     /// Fills the metadata of `workspace/slug` with [`metadata::populate`].
@@ -420,13 +440,7 @@ impl CloudServer {
     /// `"has_wiki": true`. Restricted credentials also need the `wiki` scope.
     pub fn add_wiki(&self, workspace: &str, slug: &str, bare_repo: &Path) {
         let path = std::fs::canonicalize(bare_repo).unwrap_or_else(|_| bare_repo.to_path_buf());
-        let mut st = self.shared.lock();
-        let repo = st
-            .workspaces
-            .get_mut(workspace)
-            .and_then(|w| w.repos.get_mut(slug))
-            .unwrap_or_else(|| panic!("no repository {workspace}/{slug}: add_repo first"));
-        repo.wiki = Some(path);
+        self.with_repo(workspace, slug, |r| r.wiki = Some(path));
     }
 
     /// The wiki's clone URL `http://127.0.0.1:PORT/{workspace}/{slug}.git/wiki`.
@@ -436,27 +450,24 @@ impl CloudServer {
 
     /// Adds (or renames) project `key` of `workspace` (`PROJ` always exists).
     pub fn add_project(&self, workspace: &str, key: &str, name: &str) {
-        self.add_workspace(workspace);
-        let mut st = self.shared.lock();
-        if let Some(w) = st.workspaces.get_mut(workspace) {
-            let p = w.projects.entry(key.to_string()).or_insert(ProjectMeta {
-                name: String::new(),
-                default_reviewers: Vec::new(),
-            });
-            p.name = name.to_string();
-        }
+        self.with_project(workspace, key, |p| p.name = name.to_string());
     }
 
     /// Sets the default reviewers of project `key` (creating it if needed).
     pub fn set_project_default_reviewers(&self, workspace: &str, key: &str, users: &[&str]) {
+        let users = users.iter().map(|u| u.to_string()).collect();
+        self.with_project(workspace, key, |p| p.default_reviewers = users);
+    }
+
+    /// Runs `f` on project `key` of `workspace`, creating both if needed.
+    fn with_project(&self, workspace: &str, key: &str, f: impl FnOnce(&mut ProjectMeta)) {
         self.add_workspace(workspace);
         let mut st = self.shared.lock();
         if let Some(w) = st.workspaces.get_mut(workspace) {
-            let p = w.projects.entry(key.to_string()).or_insert(ProjectMeta {
+            f(w.projects.entry(key.to_string()).or_insert(ProjectMeta {
                 name: key.to_string(),
                 default_reviewers: Vec::new(),
-            });
-            p.default_reviewers = users.iter().map(|u| u.to_string()).collect();
+            }));
         }
     }
 
