@@ -567,6 +567,36 @@ impl RepoMetadata {
         id
     }
 
+    /// Edits comment `id` of a pull request (its and the pull request's update time move).
+    pub fn edit_pr_comment(&mut self, pr: u64, id: u64, text: &str) {
+        let at = self.tick();
+        let p = self.pr_mut(pr);
+        let c = p
+            .comments
+            .iter_mut()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no comment {id} on pull request #{pr}"));
+        c.text = text.to_string();
+        c.updated_ms = at;
+        p.updated_ms = at;
+        p.version += 1;
+    }
+
+    /// Resolves (or reopens) task `id` of a pull request (the pull request's update time moves).
+    pub fn set_pr_task_resolved(&mut self, pr: u64, id: u64, resolved: bool) {
+        let at = self.tick();
+        let p = self.pr_mut(pr);
+        let t = p
+            .tasks
+            .iter_mut()
+            .find(|t| t.id == id)
+            .unwrap_or_else(|| panic!("no task {id} on pull request #{pr}"));
+        t.resolved = resolved;
+        t.updated_ms = at;
+        p.updated_ms = at;
+        p.version += 1;
+    }
+
     /// Opens an issue (ids 1, 2, ...; `new`, `bug`, `major`). Does not turn the tracker on.
     pub fn add_issue(&mut self, title: &str, reporter: &str) -> u64 {
         let id = self.issues.len() as u64 + 1;
@@ -991,6 +1021,10 @@ mod tests {
         m.change_issue(i, "bob", "state", "resolved");
         assert!(m.issue(i).unwrap().updated_ms > before);
         assert_eq!(m.issue(i).unwrap().changes[0].old, "new");
+        let t = m.add_pr_task(pr, "bob", "do it", false);
+        let before = m.pr(pr).unwrap().updated_ms;
+        m.set_pr_task_resolved(pr, t, true);
+        assert!(m.pr(pr).unwrap().updated_ms > before && m.pr(pr).unwrap().tasks[0].resolved);
     }
 
     #[test]
