@@ -12,7 +12,7 @@ use reposafe::providers::{
     Document, LoadedProvider, ProviderError, ProviderRegistry, ProviderSession, Repository,
 };
 use reposafe::vault::CredentialKind;
-use reposafe_testkit::{CloudServer, RepoMeta, RepoMetadata, Spec};
+use reposafe_testkit::{CloudServer, DcOptions, DcServer, RepoMeta, RepoMetadata, Spec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -374,4 +374,211 @@ fn cloud_kinds_without_scope_are_forbidden_naming_it_and_no_tracker_is_empty() {
     // What the scope allows still works.
     let (docs, _) = all_documents(&s, &repo, "repository", None).unwrap();
     assert_eq!(docs.len(), 1);
+}
+
+// --- Bitbucket Data Center ------------------------------------------------------------
+
+const KEY: &str = "PRJ";
+const REPO: &str = "repo";
+
+/// A DC double (context path `/bitbucket`) with `PRJ/repo` (metadata per
+/// `spec`), readable by `jdoe`, who is its admin when `admin`.
+fn dc(spec: &Spec, admin: bool) -> DcServer {
+    let server = DcServer::start(DcOptions {
+        context_path: "/bitbucket".into(),
+        tls: false,
+    });
+    server.add_repo(KEY, REPO, Path::new("/nonexistent"), false);
+    server.add_user("jdoe", "pw");
+    server.grant("jdoe", KEY);
+    if admin {
+        server.grant_admin("jdoe", KEY);
+    }
+    server.populate(KEY, REPO, spec);
+    server
+}
+
+fn dc_session(server: &DcServer) -> ProviderSession<'static> {
+    let given = BTreeMap::from([
+        ("base-url".to_string(), server.base_url()),
+        ("projects".to_string(), KEY.to_string()),
+    ]);
+    session(
+        provider("bitbucket-dc"),
+        &given,
+        CredentialKind::Basic,
+        Some("jdoe"),
+        "pw",
+    )
+}
+
+fn dc_repo(s: &ProviderSession<'_>) -> Repository {
+    let repos = s.list_repositories(KEY).expect("lists the project");
+    repos
+        .into_iter()
+        .find(|r| r.slug == REPO)
+        .expect("the repository is listed")
+}
+
+fn dc_model(server: &DcServer) -> RepoMetadata {
+    server.metadata(KEY, REPO, |m| m.clone())
+}
+
+#[test]
+fn dc_every_kind_returns_the_doubles_items() {
+    let spec = Spec {
+        pull_requests: 25,
+        comments_per_pr: 5,
+        tasks_per_pr: 1,
+        issues: 0,
+        ..Spec::default()
+    };
+    let server = dc(&spec, true);
+    let s = dc_session(&server);
+    let repo = dc_repo(&s);
+    let m = dc_model(&server);
+
+    server.set_lfs_enabled(KEY, REPO, false);
+    let parts = s.describe_repository(&repo).unwrap().expect("world 0.3");
+    assert_eq!(
+        (parts.git.len(), parts.lfs_url.clone()),
+        (0, None),
+        "no wiki, LFS off"
+    );
+    server.set_lfs_enabled(KEY, REPO, true);
+    let parts = s.describe_repository(&repo).unwrap().unwrap();
+    assert_eq!(parts.lfs_url, Some(format!("{}/info/lfs", repo.clone_url)));
+
+    let mut docs: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+    for kind in &parts.metadata {
+        let (d, _) = all_documents(&s, &repo, &kind.name, None)
+            .unwrap_or_else(|e| panic!("{}: {e}", kind.name));
+        docs.insert(kind.name.clone(), d);
+    }
+    let prs = &docs["pullrequests"];
+    assert_eq!(prs.len(), m.pull_requests.len());
+    for pr in &m.pull_requests {
+        let d = prs
+            .iter()
+            .find(|d| d.id == pr.id.to_string())
+            .expect("listed");
+        let j = json(d);
+        assert_eq!(j["pullrequest"]["title"], pr.title.as_str());
+        assert_eq!(j["pullrequest"]["state"], pr.state.dc());
+        assert!(!j["activities"].as_array().unwrap().is_empty());
+        for c in &pr.comments {
+            assert!(
+                d.json.contains(&c.text),
+                "comment {:?} of #{}",
+                c.text,
+                pr.id
+            );
+        }
+        // RFC 3339 from DC's epoch milliseconds.
+        let updated = d.updated_on.as_deref().expect("updated");
+        assert!(
+            updated.ends_with('Z') && updated.starts_with("20"),
+            "{updated}"
+        );
+    }
+    for single in ["repository", "pull-request-settings", "branching-model"] {
+        assert_eq!(docs[single].len(), 1, "{single}");
+    }
+    assert_eq!(json(&docs["repository"][0])["slug"], REPO);
+    assert_eq!(
+        docs["branch-permissions"].len(),
+        m.branch_restrictions.len()
+    );
+    assert_eq!(docs["webhooks"].len(), m.webhooks.len());
+    assert_eq!(docs["access-keys"].len(), m.deploy_keys.len());
+    assert!(!docs["default-reviewers"].is_empty());
+    for d in &docs["webhooks"] {
+        assert_eq!(json(d)["secret"], "not readable through the API");
+    }
+    for h in m.webhooks.iter().filter_map(|h| h.secret.as_deref()) {
+        assert!(!docs["webhooks"].iter().any(|d| d.json.contains(h)));
+    }
+
+    server.set_project_default_reviewers(KEY, &["alice"]);
+    server.add_project_access_key(KEY, "ci", "ssh-ed25519 AAAAC3Nza ci@example");
+    let kinds: Vec<String> = s
+        .describe_scope(KEY)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "project",
+            "project-default-reviewers",
+            "project-access-keys"
+        ]
+    );
+    let project = s.list_scope_documents(KEY, "project", None).unwrap();
+    assert_eq!(json(&project.documents[0])["key"], KEY);
+    for kind in ["project-default-reviewers", "project-access-keys"] {
+        let page = s.list_scope_documents(KEY, kind, None).unwrap();
+        assert_eq!(page.documents.len(), 1, "{kind}: {page:?}");
+    }
+}
+
+#[test]
+fn dc_pull_requests_cost_one_request_when_unchanged_whatever_the_order() {
+    let spec = Spec {
+        pull_requests: 40,
+        comments_per_pr: 10,
+        tasks_per_pr: 1,
+        issues: 0,
+        ..Spec::default()
+    };
+    let server = dc(&spec, true);
+    let s = dc_session(&server);
+    let repo = dc_repo(&s);
+
+    server.clear_log();
+    let (docs, calls) = all_documents(&s, &repo, "pullrequests", None).unwrap();
+    assert_eq!(docs.len(), 40);
+    let first = server.requests_by_endpoint();
+    eprintln!("DC first run: {calls} calls, {first:#?}");
+    // The list read from each call's position (20 pull requests a call), one
+    // page of activities each.
+    assert_eq!(server.request_log().len(), 2 + 40, "{first:#?}");
+    let mark = high_water(&docs);
+
+    server.clear_log();
+    let (docs, _) = all_documents(&s, &repo, "pullrequests", Some(&mark)).unwrap();
+    assert!(docs.is_empty(), "{docs:?}");
+    assert_eq!(server.request_log().len(), 1, "{:?}", server.request_log());
+
+    // A changed pull request is found whatever the list's order, alone.
+    server.set_pr_order_by_created(true);
+    let changed = dc_model(&server).pull_requests[3].id;
+    server.metadata(KEY, REPO, |m| m.add_pr_comment(changed, "erin", "one more"));
+    server.clear_log();
+    let (docs, _) = all_documents(&s, &repo, "pullrequests", Some(&mark)).unwrap();
+    assert_eq!(
+        docs.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        [changed.to_string()]
+    );
+    assert!(docs[0].json.contains("one more"));
+    assert_eq!(server.request_log().len(), 2, "{:?}", server.request_log());
+}
+
+#[test]
+fn dc_admin_kinds_without_admin_are_forbidden_naming_it() {
+    let server = dc(&Spec::default(), false);
+    let s = dc_session(&server);
+    let repo = dc_repo(&s);
+    for kind in ["webhooks", "branch-permissions", "access-keys"] {
+        match all_documents(&s, &repo, kind, None) {
+            Err(ProviderError::Forbidden(m)) => assert_eq!(
+                m, "needs REPO_ADMIN (You are not permitted to access this resource)",
+                "{kind}"
+            ),
+            other => panic!("{kind}: expected forbidden, got {other:?}"),
+        }
+    }
+    let (docs, _) = all_documents(&s, &repo, "pullrequests", None).unwrap();
+    assert_eq!(docs.len(), Spec::default().pull_requests);
 }
