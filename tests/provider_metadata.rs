@@ -349,6 +349,40 @@ fn cloud_incremental_kinds_cost_one_request_when_unchanged() {
 }
 
 #[test]
+fn cloud_huge_pull_requests_are_paged_within_the_per_call_caps() {
+    let server = cloud(&Spec {
+        pull_requests: 4,
+        comments_per_pr: 0,
+        issues: 0,
+        ..Spec::default()
+    });
+    // 3 MiB of comments a pull request: four in one call would return more
+    // text than the host takes from one call (16 MiB).
+    let ids: Vec<u64> = model(&server).pull_requests.iter().map(|p| p.id).collect();
+    server.metadata(WS, SLUG, |m| {
+        for (n, id) in ids.iter().enumerate() {
+            for c in 0..6 {
+                let text = format!("{n}-{c}:{}", "x".repeat(512 << 10));
+                m.add_pr_comment(*id, "alice", &text);
+            }
+        }
+    });
+    let s = cloud_session(&server);
+    let repo = cloud_repo(&s);
+    let (docs, calls) = all_documents(&s, &repo, "pullrequests", None).expect("within the caps");
+    assert_eq!(docs.len(), 4);
+    assert!(calls >= 2, "{calls} calls");
+    for d in &docs {
+        assert_eq!(
+            json(d)["comments"].as_array().unwrap().len(),
+            6,
+            "#{}",
+            d.id
+        );
+    }
+}
+
+#[test]
 fn cloud_kinds_without_scope_are_forbidden_naming_it_and_no_tracker_is_empty() {
     let server = cloud(&Spec {
         pull_requests: 2,

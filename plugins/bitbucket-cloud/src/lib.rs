@@ -13,6 +13,8 @@
 //! `/2.0/user/permissions/workspaces`, `/2.0/repositories`) are never used.
 
 mod api;
+#[path = "../../shared/budget.rs"]
+mod budget;
 #[path = "../../shared/documents.rs"]
 mod documents;
 mod meta;
@@ -224,6 +226,7 @@ fn get_meta(url: &str) -> Result<Option<Vec<u8>>, ProviderError> {
         body: None,
     };
     let resp = http::send(&req).map_err(|e| transport_error(url, e))?;
+    budget::record(resp.body.len());
     match resp.status {
         200..=299 => Ok(Some(resp.body)),
         404 => Ok(None),

@@ -16,6 +16,8 @@
 //! host adds the `Authorization` header, so no secret ever reaches this code.
 
 mod api;
+#[path = "../../shared/budget.rs"]
+mod budget;
 #[path = "../../shared/documents.rs"]
 mod documents;
 mod meta;
@@ -229,6 +231,7 @@ fn get_meta(url: &str) -> Result<Option<Vec<u8>>, ProviderError> {
         body: None,
     };
     let resp = http::send(&req).map_err(|e| transport_error(url, e))?;
+    budget::record(resp.body.len());
     match resp.status {
         200..=299 => Ok(Some(resp.body)),
         404 => Ok(None),

@@ -11,8 +11,8 @@
 //! compared as RFC 3339) have their activities fetched: an unchanged repository
 //! with at most `LIST_LIMIT` pull requests costs one request. A call fetches
 //! the activities of at most `CHANGED_PER_CALL` pull requests (the cursor then
-//! points at the next unread one), within the host's per-call limits. Webhook
-//! secrets are never included.
+//! points at the next unread one), and fewer once it has spent half the host's
+//! per-call limits. Webhook secrets are never included.
 
 use serde_json::{json, Value};
 
@@ -21,7 +21,7 @@ use crate::documents::{document, empty, without_secrets};
 use crate::reposafe::provider::types::{
     Connection, DocumentPage, MetadataKind, ProviderError, Repository, RepositoryParts,
 };
-use crate::time;
+use crate::{budget, time};
 
 /// Pull requests per list request, and entries per page of other lists.
 const LIST_LIMIT: u64 = 100;
@@ -359,6 +359,13 @@ fn pull_requests(
         let activities = sub_list(&format!("{root}/pull-requests/{id}/activities"))?;
         let json = json!({"pullrequest": pr, "activities": activities});
         documents.push(document("pullrequests", id, updated, &json, Vec::new()));
+        if budget::spent(budget::returned(&documents)) {
+            // Half the call's limits spent: go on after this one in the next call.
+            return Ok(DocumentPage {
+                documents,
+                next: Some((start + i as u64 + 1).to_string()),
+            });
+        }
     }
     Ok(DocumentPage {
         documents,
