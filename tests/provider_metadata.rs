@@ -9,9 +9,11 @@ mod common;
 
 use common::sessions::session;
 use reposafe::providers::{
-    Document, LoadedProvider, ProviderError, ProviderRegistry, ProviderSession, Repository,
+    Document, LoadedProvider, MetadataKind, ProviderError, ProviderRegistry, ProviderSession,
+    Repository,
 };
 use reposafe::vault::CredentialKind;
+use reposafe_testkit::metadata::PullRequest;
 use reposafe_testkit::{CloudServer, DcOptions, DcServer, RepoMeta, RepoMetadata, Spec};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -56,6 +58,43 @@ fn all_documents(
             None => return Ok((docs, calls)),
         }
     }
+}
+
+/// Every document of each of `kinds`, by kind.
+fn every_kind(
+    s: &ProviderSession<'_>,
+    repo: &Repository,
+    kinds: &[MetadataKind],
+) -> BTreeMap<String, Vec<Document>> {
+    kinds
+        .iter()
+        .map(|k| {
+            let (d, _) =
+                all_documents(s, repo, &k.name, None).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+            (k.name.clone(), d)
+        })
+        .collect()
+}
+
+/// The document of the double's pull request `pr` among `prs`, and its JSON
+/// (checked to hold the pull request's title).
+fn pull_request<'d>(prs: &'d [Document], pr: &PullRequest) -> (&'d Document, Value) {
+    let d = prs
+        .iter()
+        .find(|d| d.id == pr.id.to_string())
+        .unwrap_or_else(|| panic!("pull request #{} is listed", pr.id));
+    let j = json(d);
+    assert_eq!(j["pullrequest"]["title"], pr.title.as_str());
+    (d, j)
+}
+
+/// Repository `slug` as the provider lists scope `scope`.
+fn listed(s: &ProviderSession<'_>, scope: &str, slug: &str) -> Repository {
+    let repos = s.list_repositories(scope).expect("lists the scope");
+    repos
+        .into_iter()
+        .find(|r| r.slug == slug)
+        .unwrap_or_else(|| panic!("{scope}/{slug} is listed"))
 }
 
 fn json(d: &Document) -> Value {
@@ -105,11 +144,7 @@ fn cloud_session(server: &CloudServer) -> ProviderSession<'static> {
 }
 
 fn cloud_repo(s: &ProviderSession<'_>) -> Repository {
-    let repos = s.list_repositories(WS).expect("lists the workspace");
-    repos
-        .into_iter()
-        .find(|r| r.slug == SLUG)
-        .expect("the repository is listed")
+    listed(s, WS, SLUG)
 }
 
 fn model(server: &CloudServer) -> RepoMetadata {
@@ -138,23 +173,13 @@ fn cloud_every_kind_returns_the_doubles_items() {
     assert_eq!(parts.git[0].name, "wiki");
     assert_eq!(parts.git[0].url, server.wiki_url(WS, SLUG));
     assert_eq!(parts.lfs_url, Some(format!("{}/info/lfs", repo.clone_url)));
-    let mut docs: BTreeMap<String, Vec<Document>> = BTreeMap::new();
-    for kind in &parts.metadata {
-        let (d, _) = all_documents(&s, &repo, &kind.name, None)
-            .unwrap_or_else(|e| panic!("{}: {e}", kind.name));
-        docs.insert(kind.name.clone(), d);
-    }
+    let docs = every_kind(&s, &repo, &parts.metadata);
 
     // Pull requests: every state, each with its comments, activity and tasks.
     let prs = &docs["pullrequests"];
     assert_eq!(prs.len(), m.pull_requests.len());
     for pr in &m.pull_requests {
-        let d = prs
-            .iter()
-            .find(|d| d.id == pr.id.to_string())
-            .expect("listed");
-        let j = json(d);
-        assert_eq!(j["pullrequest"]["title"], pr.title.as_str());
+        let (d, j) = pull_request(prs, pr);
         assert_eq!(j["pullrequest"]["state"], pr.state.cloud());
         assert!(j["pullrequest"]["reviewers"].is_array(), "{j}");
         assert_eq!(j["comments"].as_array().unwrap().len(), pr.comments.len());
@@ -447,11 +472,7 @@ fn dc_session(server: &DcServer) -> ProviderSession<'static> {
 }
 
 fn dc_repo(s: &ProviderSession<'_>) -> Repository {
-    let repos = s.list_repositories(KEY).expect("lists the project");
-    repos
-        .into_iter()
-        .find(|r| r.slug == REPO)
-        .expect("the repository is listed")
+    listed(s, KEY, REPO)
 }
 
 fn dc_model(server: &DcServer) -> RepoMetadata {
@@ -483,21 +504,11 @@ fn dc_every_kind_returns_the_doubles_items() {
     let parts = s.describe_repository(&repo).unwrap().unwrap();
     assert_eq!(parts.lfs_url, Some(format!("{}/info/lfs", repo.clone_url)));
 
-    let mut docs: BTreeMap<String, Vec<Document>> = BTreeMap::new();
-    for kind in &parts.metadata {
-        let (d, _) = all_documents(&s, &repo, &kind.name, None)
-            .unwrap_or_else(|e| panic!("{}: {e}", kind.name));
-        docs.insert(kind.name.clone(), d);
-    }
+    let docs = every_kind(&s, &repo, &parts.metadata);
     let prs = &docs["pullrequests"];
     assert_eq!(prs.len(), m.pull_requests.len());
     for pr in &m.pull_requests {
-        let d = prs
-            .iter()
-            .find(|d| d.id == pr.id.to_string())
-            .expect("listed");
-        let j = json(d);
-        assert_eq!(j["pullrequest"]["title"], pr.title.as_str());
+        let (d, j) = pull_request(prs, pr);
         assert_eq!(j["pullrequest"]["state"], pr.state.dc());
         assert!(!j["activities"].as_array().unwrap().is_empty());
         for c in &pr.comments {

@@ -18,7 +18,7 @@
 
 use serde_json::{json, Value};
 
-use crate::documents::{document, empty, without_secrets};
+use crate::documents::{document, empty, get_json, without_secrets};
 use crate::reposafe::provider::types::{
     Connection, DocumentPage, FileRef, GitPart, MetadataKind, ProviderError, Repository,
     RepositoryParts,
@@ -231,17 +231,6 @@ fn text_id(v: &Value) -> Result<String, ProviderError> {
 struct Page {
     values: Vec<Value>,
     next: Option<String>,
-}
-
-/// GETs `url` as JSON; `None` when the server answers 404 (the kind does not
-/// exist for this repository, e.g. the issue tracker is off).
-fn get_json(url: &str) -> Result<Option<Value>, ProviderError> {
-    let Some(body) = crate::get_meta(url)? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not JSON: {e}")))
 }
 
 /// GETs one page of a collection; `None` on 404.

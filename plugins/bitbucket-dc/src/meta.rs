@@ -17,7 +17,7 @@
 use serde_json::{json, Value};
 
 use crate::api::{self, Next};
-use crate::documents::{document, empty, without_secrets};
+use crate::documents::{document, empty, get_json, without_secrets};
 use crate::reposafe::provider::types::{
     Connection, DocumentPage, MetadataKind, ProviderError, Repository, RepositoryParts,
 };
@@ -229,15 +229,6 @@ pub fn list_scope(
         None => single(kind, &url),
         Some(ids) => plain_list(kind, &url, ids, start_of(cursor)?),
     }
-}
-
-fn get_json(url: &str) -> Result<Option<Value>, ProviderError> {
-    let Some(body) = crate::get_meta(url)? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not JSON: {e}")))
 }
 
 /// `url?start=..&limit=..` (or `&start=` when `url` has a query).
