@@ -359,6 +359,20 @@ fn cloud_incremental_kinds_cost_one_request_when_unchanged() {
         assert_eq!(log.len(), 1, "{}: {log:?}", k.name);
         eprintln!("unchanged: {} → 1 request", k.name);
     }
+    // The whole unchanged run: one request a kind, plus the variables of each
+    // environment (listed per environment).
+    server.clear_log();
+    for k in &kinds {
+        let since = marks.get(&k.name).map(String::as_str);
+        all_documents(&s, &repo, &k.name, since).unwrap();
+    }
+    let environments = model(&server).environments.len();
+    let unchanged: usize = by_endpoint(&server).values().sum();
+    eprintln!(
+        "unchanged run: {unchanged} API requests for {} kinds (first run: {first_total})",
+        kinds.len()
+    );
+    assert_eq!(unchanged, kinds.len() + environments);
 
     // One new comment: that pull request alone, with its sub-lists.
     let changed = model(&server).pull_requests[7].id;
@@ -595,6 +609,19 @@ fn dc_pull_requests_cost_one_request_when_unchanged_whatever_the_order() {
     let (docs, _) = all_documents(&s, &repo, "pullrequests", Some(&mark)).unwrap();
     assert!(docs.is_empty(), "{docs:?}");
     assert_eq!(server.request_log().len(), 1, "{:?}", server.request_log());
+    // The whole unchanged run (describe, every kind): one request each.
+    server.clear_log();
+    let kinds = s.describe_repository(&repo).unwrap().unwrap().metadata;
+    for k in &kinds {
+        let since = k.incremental.then_some(mark.as_str());
+        all_documents(&s, &repo, &k.name, since).unwrap();
+    }
+    let unchanged = server.request_log().len();
+    eprintln!(
+        "DC unchanged run: {unchanged} API requests for {} kinds and the LFS check",
+        kinds.len()
+    );
+    assert_eq!(unchanged, 1 + kinds.len());
 
     // A changed pull request is found whatever the list's order, alone.
     server.set_pr_order_by_created(true);
