@@ -231,6 +231,9 @@ pub fn list_scope(
     }
 }
 
+/// A page's values and the `start` of the next page, if any.
+type ValuesAndNext = (Vec<Value>, Option<u64>);
+
 /// `url?start=..&limit=..` (or `&start=` when `url` has a query).
 fn paged(url: &str, start: u64, limit: u64) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
@@ -239,11 +242,7 @@ fn paged(url: &str, start: u64, limit: u64) -> String {
 
 /// One page at `start`: its values and the next start. A plain JSON array (as
 /// the default-reviewers conditions are) is one complete page. `None` on 404.
-fn get_page(
-    url: &str,
-    start: u64,
-    limit: u64,
-) -> Result<Option<(Vec<Value>, Option<u64>)>, ProviderError> {
+fn get_page(url: &str, start: u64, limit: u64) -> Result<Option<ValuesAndNext>, ProviderError> {
     let page_url = paged(url, start, limit);
     let Some(value) = get_json(&page_url)? else {
         return Ok(None);
