@@ -24,6 +24,8 @@ pub enum FileKind {
     Snapshot,
     /// A pack index entry: id = the git pack hash (hex digits).
     PackIndex,
+    /// An LFS index entry: id = the LFS object's sha256 (64 lowercase hex digits).
+    LfsIndex,
 }
 
 /// Longest id component accepted; ids are hashes and timestamps, far shorter.
@@ -42,7 +44,7 @@ impl FileKind {
     pub fn is_valid_id(self, id: &str) -> bool {
         match self {
             FileKind::Format => id.is_empty(),
-            FileKind::Blob => {
+            FileKind::Blob | FileKind::LfsIndex => {
                 id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             }
             FileKind::Snapshot => match id.split_once('/') {

@@ -1,6 +1,6 @@
 //! [`LocalBackend`]: an archive in a local directory, in the layout of
 //! `docs/ARCHITECTURE.md` (`FORMAT`, `blobs/<2 hex>/<64 hex>`,
-//! `snapshots/<repo-dir>/<id>.json`, `index/packs/<pack hash>`, `tmp/`).
+//! `snapshots/<repo-dir>/<id>.json`, `index/packs/<pack hash>`, `index/lfs/<sha256>`, `tmp/`).
 //!
 //! Every write goes to a file under `tmp/` (same file system as its target), is
 //! fsynced, renamed into place, and its directory fsynced; `create_new` renames
@@ -177,16 +177,28 @@ impl LocalBackend {
                     None => self.scan_two_levels(&base, sizes, |d| d.starts_with(prefix), id_of)?,
                 }
             }
-            FileKind::PackIndex => Self::entries(&self.root.join("index/packs"), sizes)?
-                .into_iter()
-                .filter(|(_, _, is_dir)| !is_dir)
-                .map(|(name, size, _)| (name, size))
-                .collect(),
+            FileKind::PackIndex | FileKind::LfsIndex => {
+                Self::entries(&index_dir(&self.root, kind), sizes)?
+                    .into_iter()
+                    .filter(|(_, _, is_dir)| !is_dir)
+                    .map(|(name, size, _)| (name, size))
+                    .collect()
+            }
         };
         out.retain(|(id, _)| id.starts_with(prefix) && kind.is_valid_id(id));
         out.sort();
         Ok(out)
     }
+}
+
+/// The directory of an accelerator index: `index/packs/` or `index/lfs/`.
+fn index_dir(root: &Path, kind: FileKind) -> PathBuf {
+    let name = if kind == FileKind::LfsIndex {
+        "lfs"
+    } else {
+        "packs"
+    };
+    root.join("index").join(name)
 }
 
 fn err(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
@@ -266,7 +278,7 @@ impl Backend for LocalBackend {
                     .join(dir)
                     .join(format!("{name}{SNAPSHOT_EXT}"))
             }
-            FileKind::PackIndex => self.root.join("index/packs").join(id),
+            FileKind::PackIndex | FileKind::LfsIndex => index_dir(&self.root, kind).join(id),
         }
     }
 
@@ -280,12 +292,13 @@ impl Backend for LocalBackend {
                 && match name.as_str() {
                     "blobs" | "snapshots" | "tmp" => empty_dir(&sub)?,
                     "index" => {
-                        let inside = Self::entries(&sub, false)?;
-                        inside.is_empty()
-                            || (inside.len() == 1
-                                && inside[0].0 == "packs"
-                                && inside[0].2
-                                && empty_dir(&sub.join("packs"))?)
+                        let mut only_empty_indexes = true;
+                        for (inner, _, inner_is_dir) in Self::entries(&sub, false)? {
+                            only_empty_indexes &= matches!(inner.as_str(), "packs" | "lfs")
+                                && inner_is_dir
+                                && empty_dir(&sub.join(&inner))?;
+                        }
+                        only_empty_indexes
                     }
                     _ => false,
                 };

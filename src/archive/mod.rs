@@ -14,11 +14,16 @@ mod blob;
 mod local;
 #[cfg(test)]
 mod memory;
+mod parts;
 mod snapshot;
 
 pub use backend::{Backend, BackendError, FileKind, Source};
 pub use blob::{BlobId, BlobReader, PutOutcome};
 pub use local::LocalBackend;
+pub use parts::{
+    canonical_json, GitPart, LfsIndexEntry, LfsPart, MetadataIndex, MetadataItem, MetadataKindPart,
+    MetadataPart, MissingKind, MissingLfsObject, StoredFile,
+};
 pub use snapshot::{RepoIdentity, Snapshot, SnapshotId, SnapshotStats};
 
 use std::fmt;
@@ -26,8 +31,12 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Version written to `FORMAT`; readers refuse archives of a newer format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version written to `FORMAT` and to new manifests; readers refuse archives of a
+/// newer format. Format 1 archives are read as they are and marked format 2 when
+/// opened (their manifests stay format 1; new ones are format 2).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this version reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const FORMAT_MAGIC: &str = "reposafe-archive";
 
 /// What can go wrong reading or writing an archive. Every message names the file.
@@ -41,7 +50,7 @@ pub enum ArchiveError {
     },
     #[error("{path} is not a reposafe archive (missing or unreadable FORMAT file)")]
     NotAnArchive { path: PathBuf },
-    #[error("archive at {path} has format {found}, this reposafe reads format {FORMAT_VERSION}; upgrade reposafe")]
+    #[error("archive at {path} has format {found}, this reposafe reads formats {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}; upgrade reposafe")]
     UnsupportedFormat { path: PathBuf, found: String },
     #[error("blob {id} is missing from the archive ({path})")]
     MissingBlob { id: BlobId, path: PathBuf },
@@ -134,14 +143,23 @@ impl Archive {
             return Err(not_an_archive());
         }
         let version = parts.next().unwrap_or("");
-        if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
-            return Err(ArchiveError::UnsupportedFormat {
+        let readable = OLDEST_FORMAT_VERSION..=FORMAT_VERSION;
+        match version.parse::<u32>() {
+            Ok(v) if readable.contains(&v) => {
+                backend.init()?;
+                if v < FORMAT_VERSION {
+                    // Older reposafe versions must refuse the format-2 manifests
+                    // written from now on, instead of misreading them.
+                    let format = format!("{FORMAT_MAGIC} {FORMAT_VERSION}\n");
+                    backend.write(FileKind::Format, "", Source::Bytes(format.as_bytes()))?;
+                }
+                Ok(Archive { backend })
+            }
+            _ => Err(ArchiveError::UnsupportedFormat {
                 path: backend.root_location(),
                 found: version.to_string(),
-            });
+            }),
         }
-        backend.init()?;
-        Ok(Archive { backend })
     }
 
     /// Total stored bytes of blobs and snapshot manifests (what the archive costs).

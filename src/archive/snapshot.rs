@@ -3,12 +3,14 @@
 //! `snapshots/<repo-dir>/<snapshot-id>.json`), created once and never replaced.
 //!
 //! A manifest names the repository (connection, provider, stable id, full name),
-//! when it was taken, the blob holding its refs and the blobs holding every git
-//! pack needed to rebuild it. `<repo-dir>` is derived from the connection's
+//! when it was taken, and its parts ([`super::parts`]): the blob holding its refs and
+//! the blobs holding every git pack needed to rebuild it, and the wiki, LFS and
+//! metadata parts when it has them. `<repo-dir>` is derived from the connection's
 //! immutable id and the repository's stable id, so renames on the server keep one
 //! history and a connection removed and added again under the same name starts a new one.
 
 use super::backend::FileKind;
+use super::parts::{GitPart, LfsPart, MetadataPart};
 use super::{Archive, ArchiveError, BlobId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -122,22 +124,192 @@ pub struct SnapshotStats {
 }
 
 /// One backup of one repository at one point in time.
+///
+/// Format 2 (written now) keeps the repository's parts under `parts`: `git`, and
+/// when present `wiki`, `lfs`, `metadata`. Format 1 (read only) had the git part's
+/// fields at the top level and nothing else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawSnapshot", into = "RawSnapshot")]
 pub struct Snapshot {
     pub format: u32,
     pub id: SnapshotId,
     pub repository: RepoIdentity,
-    #[serde(with = "time::serde::rfc3339")]
     pub taken_at: OffsetDateTime,
-    /// Blob with the refs (JSON list written by the engine).
-    pub refs: BlobId,
-    pub ref_count: u32,
-    /// Blobs with every git pack the repository needs, in order.
-    pub packs: Vec<BlobId>,
-    #[serde(default)]
+    /// The repository itself.
+    pub git: GitPart,
+    /// Its wiki repository, when it has one.
+    pub wiki: Option<GitPart>,
+    /// Its Git LFS objects, when any pointer was found.
+    pub lfs: Option<LfsPart>,
+    /// Its metadata documents, when the provider lists any.
+    pub metadata: Option<MetadataPart>,
     pub main_branch: Option<String>,
     pub stats: SnapshotStats,
+}
+
+impl Snapshot {
+    /// Every blob the manifest names directly (index blobs name the rest).
+    pub fn blobs(&self) -> impl Iterator<Item = &BlobId> {
+        fn git(p: &GitPart) -> impl Iterator<Item = &BlobId> {
+            std::iter::once(&p.refs).chain(p.packs.iter())
+        }
+        let wiki = self.wiki.iter().flat_map(git);
+        let lfs = self.lfs.iter().map(|l| &l.index);
+        let meta = self
+            .metadata
+            .iter()
+            .flat_map(|m| m.kinds.values().map(|k| &k.index));
+        git(&self.git).chain(wiki).chain(lfs).chain(meta)
+    }
+
+    /// What this snapshot lacks that the repository has, one line each (a kind the
+    /// credential may not read, LFS objects the server did not give): empty for a
+    /// complete snapshot.
+    pub fn missing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.metadata {
+            out.extend(
+                m.missing
+                    .iter()
+                    .map(|k| format!("{}: {}", k.kind, k.reason)),
+            );
+        }
+        if let Some(l) = &self.lfs {
+            if !l.missing.is_empty() {
+                out.push(format!(
+                    "lfs: {} object(s) not downloaded (first: {} {})",
+                    l.missing.len(),
+                    l.missing[0].oid,
+                    l.missing[0].reason
+                ));
+            }
+        }
+        out
+    }
+
+    /// The names of the parts it holds (`git`, `wiki`, `lfs`, `metadata`).
+    pub fn part_names(&self) -> Vec<&'static str> {
+        let mut out = vec!["git"];
+        if self.wiki.is_some() {
+            out.push("wiki");
+        }
+        if self.lfs.is_some() {
+            out.push("lfs");
+        }
+        if self.metadata.is_some() {
+            out.push("metadata");
+        }
+        out
+    }
+}
+
+/// A manifest as stored: format 1 (git fields at the top) or 2 (`parts`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    format: u32,
+    id: SnapshotId,
+    repository: RepoIdentity,
+    #[serde(with = "time::serde::rfc3339")]
+    taken_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refs: Option<BlobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ref_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    packs: Option<Vec<BlobId>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parts: Option<RawParts>,
+    #[serde(default)]
+    main_branch: Option<String>,
+    stats: SnapshotStats,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParts {
+    git: GitPart,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wiki: Option<GitPart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lfs: Option<LfsPart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<MetadataPart>,
+}
+
+impl TryFrom<RawSnapshot> for Snapshot {
+    type Error = String;
+
+    fn try_from(raw: RawSnapshot) -> Result<Snapshot, String> {
+        let parts = match (raw.format, raw.parts, raw.refs, raw.packs) {
+            (1, None, Some(refs), Some(packs)) => RawParts {
+                git: GitPart {
+                    refs,
+                    ref_count: raw.ref_count.unwrap_or(0),
+                    packs,
+                },
+                wiki: None,
+                lfs: None,
+                metadata: None,
+            },
+            (1, ..) => return Err("format 1 manifest without refs and packs".into()),
+            (2, Some(parts), None, None) => parts,
+            (2, ..) => {
+                return Err("format 2 manifest without parts (or with top-level refs)".into())
+            }
+            (n, ..) => {
+                return Err(format!(
+                    "manifest format {n}; this reposafe reads formats 1 and {}",
+                    super::FORMAT_VERSION
+                ))
+            }
+        };
+        Ok(Snapshot {
+            format: raw.format,
+            id: raw.id,
+            repository: raw.repository,
+            taken_at: raw.taken_at,
+            git: parts.git,
+            wiki: parts.wiki,
+            lfs: parts.lfs,
+            metadata: parts.metadata,
+            main_branch: raw.main_branch,
+            stats: raw.stats,
+        })
+    }
+}
+
+impl From<Snapshot> for RawSnapshot {
+    fn from(s: Snapshot) -> RawSnapshot {
+        let (refs, ref_count, packs, parts) = if s.format == 1 {
+            (
+                Some(s.git.refs),
+                Some(s.git.ref_count),
+                Some(s.git.packs),
+                None,
+            )
+        } else {
+            let parts = RawParts {
+                git: s.git,
+                wiki: s.wiki,
+                lfs: s.lfs,
+                metadata: s.metadata,
+            };
+            (None, None, None, Some(parts))
+        };
+        RawSnapshot {
+            format: s.format,
+            id: s.id,
+            repository: s.repository,
+            taken_at: s.taken_at,
+            refs,
+            ref_count,
+            packs,
+            parts,
+            main_branch: s.main_branch,
+            stats: s.stats,
+        }
+    }
 }
 
 /// The backend id of a manifest: `<repo-dir>/<snapshot-id>`.
@@ -149,7 +321,7 @@ impl Archive {
     /// Writes a snapshot manifest atomically, after checking every blob it names is
     /// present. A manifest is never replaced. Returns the manifest's size in bytes.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<u64, ArchiveError> {
-        self.require_blobs(snap.packs.iter().chain(std::iter::once(&snap.refs)))?;
+        self.require_blobs(snap.blobs())?;
         let bytes = serde_json::to_vec(snap).map_err(|e| ArchiveError::CorruptSnapshot {
             path: PathBuf::from(snap.id.as_str()),
             reason: e.to_string(),

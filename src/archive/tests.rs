@@ -104,9 +104,14 @@ fn snapshot_requires_its_blobs_and_lists_in_order_on(a: &Archive) {
         id: SnapshotId::new(OffsetDateTime::from_unix_timestamp(t).unwrap()),
         repository: repo.clone(),
         taken_at: OffsetDateTime::from_unix_timestamp(t).unwrap(),
-        refs,
-        ref_count: 0,
-        packs,
+        git: crate::archive::GitPart {
+            refs,
+            ref_count: 0,
+            packs,
+        },
+        wiki: None,
+        lfs: None,
+        metadata: None,
         main_branch: None,
         stats: SnapshotStats::default(),
     };
@@ -187,9 +192,14 @@ fn histories_have_one_entry_per_repo_dir_on(a: &Archive) {
         id: SnapshotId::new(OffsetDateTime::from_unix_timestamp(t).unwrap()),
         repository: r,
         taken_at: OffsetDateTime::from_unix_timestamp(t).unwrap(),
-        refs,
-        ref_count: 0,
-        packs: vec![],
+        git: crate::archive::GitPart {
+            refs,
+            ref_count: 0,
+            packs: vec![],
+        },
+        wiki: None,
+        lfs: None,
+        metadata: None,
         main_branch: None,
         stats: SnapshotStats::default(),
     };
@@ -323,7 +333,7 @@ fn local_archive_keeps_the_on_disk_format() {
     let a = Archive::open_or_create(dir.path()).unwrap();
     assert_eq!(
         std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
-        "reposafe-archive 1\n"
+        "reposafe-archive 2\n"
     );
     for sub in ["blobs", "snapshots", "tmp", "index/packs"] {
         assert!(dir.path().join(sub).is_dir(), "{sub}");
@@ -337,6 +347,15 @@ fn local_archive_keeps_the_on_disk_format() {
         std::fs::read_to_string(dir.path().join("index/packs/abc123")).unwrap(),
         hex
     );
+    let oid = "ab".repeat(32);
+    assert_eq!(a.lfs_blob(&oid).unwrap(), None);
+    a.record_lfs(&oid, &id).unwrap();
+    assert_eq!(a.lfs_blob(&oid).unwrap(), Some(id));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("index/lfs").join(&oid)).unwrap(),
+        hex
+    );
+    assert!(a.record_lfs("../x", &BlobId::parse(&hex).unwrap()).is_err());
 }
 
 #[test]
@@ -356,4 +375,126 @@ fn local_layout_without_format_is_completed_but_files_without_format_are_refused
         Archive::open_or_create(dir.path()).unwrap_err(),
         ArchiveError::NotAnArchive { .. }
     ));
+}
+
+/// A format-1 archive as the previous version wrote it (FORMAT 1, a manifest with the
+/// git part's fields at the top level) is read, its snapshot's git part intact, and the
+/// archive is marked format 2 so older versions refuse the format-2 manifests that follow.
+#[test]
+fn format_1_archives_and_manifests_stay_readable() {
+    let dir = tmp();
+    let root = dir.path();
+    let refs = {
+        let a = Archive::open_or_create(root).unwrap();
+        a.put_bytes(b"[]").unwrap().id
+    };
+    std::fs::write(root.join("FORMAT"), "reposafe-archive 1\n").unwrap();
+    let v1 = format!(
+        r#"{{"format":1,"id":"20240101T000000Z-0000abcd","repository":{{"connection":"acme","provider":"bitbucket-cloud","repo_id":"{{1}}","full_name":"ws/app"}},"taken_at":"2024-01-01T00:00:00Z","refs":"{refs}","ref_count":3,"packs":[],"main_branch":"main","stats":{{"new_bytes":1,"pack_bytes":0,"fetched_bytes":0}}}}"#
+    );
+    std::fs::create_dir_all(root.join("snapshots/acme")).unwrap();
+    std::fs::write(
+        root.join("snapshots/acme/20240101T000000Z-0000abcd.json"),
+        v1,
+    )
+    .unwrap();
+
+    let a = Archive::open(root).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("FORMAT")).unwrap(),
+        "reposafe-archive 2\n"
+    );
+    let snaps = a.all_snapshots().unwrap();
+    assert_eq!(snaps.len(), 1);
+    let s = &snaps[0];
+    assert_eq!((s.format, s.git.refs, s.git.ref_count), (1, refs, 3));
+    assert_eq!(s.part_names(), vec!["git"]);
+    assert!(s.wiki.is_none() && s.lfs.is_none() && s.metadata.is_none());
+}
+
+/// A format-2 manifest with every part round-trips, names every part's blobs, and a
+/// missing index blob refuses the manifest.
+#[test]
+fn format_2_manifests_hold_named_parts() {
+    on_each_backend(format_2_manifests_hold_named_parts_on);
+}
+
+fn format_2_manifests_hold_named_parts_on(a: &Archive) {
+    let refs = a.put_bytes(b"[]").unwrap().id;
+    let pack = a.put_bytes(b"PACK").unwrap().id;
+    let lfs_index = a.put_json(&Vec::<LfsIndexEntry>::new()).unwrap().id;
+    let meta_index = a.put_json(&MetadataIndex::default()).unwrap().id;
+    let git = GitPart {
+        refs,
+        ref_count: 0,
+        packs: vec![pack],
+    };
+    let mut kinds = std::collections::BTreeMap::new();
+    kinds.insert(
+        "pullrequests".to_string(),
+        MetadataKindPart {
+            index: meta_index,
+            count: 0,
+        },
+    );
+    let at = OffsetDateTime::from_unix_timestamp(100).unwrap();
+    let mut snap = Snapshot {
+        format: FORMAT_VERSION,
+        id: SnapshotId::new(at),
+        repository: RepoIdentity {
+            connection: "acme".into(),
+            connection_id: "0123456789abcdef".into(),
+            provider: "bitbucket-cloud".into(),
+            repo_id: "{1}".into(),
+            full_name: "ws/app".into(),
+        },
+        taken_at: at,
+        git: git.clone(),
+        wiki: Some(git),
+        lfs: Some(LfsPart {
+            index: lfs_index,
+            objects: 0,
+            bytes: 0,
+            missing: vec![MissingLfsObject {
+                oid: "ab".repeat(32),
+                size: 3,
+                reason: "404 Not Found".into(),
+            }],
+        }),
+        metadata: Some(MetadataPart {
+            kinds,
+            missing: vec![MissingKind {
+                kind: "issues".into(),
+                reason: "needs read:issue".into(),
+            }],
+        }),
+        main_branch: None,
+        stats: SnapshotStats::default(),
+    };
+    assert_eq!(snap.blobs().count(), 6);
+    assert_eq!(snap.part_names(), vec!["git", "wiki", "lfs", "metadata"]);
+    assert_eq!(snap.missing().len(), 2, "{:?}", snap.missing());
+    a.write_snapshot(&snap).unwrap();
+    assert_eq!(
+        a.snapshots_of(&snap.repository).unwrap(),
+        vec![snap.clone()]
+    );
+
+    snap.id = SnapshotId::new(OffsetDateTime::from_unix_timestamp(200).unwrap());
+    if let Some(m) = snap.metadata.as_mut() {
+        for k in m.kinds.values_mut() {
+            k.index = BlobId::of(b"never stored");
+        }
+    }
+    assert!(matches!(
+        a.write_snapshot(&snap),
+        Err(ArchiveError::MissingBlob { .. })
+    ));
+}
+
+#[test]
+fn canonical_json_sorts_keys_and_drops_whitespace() {
+    let a = canonical_json(r#"{ "b": 1, "a": {"d": [ {"z":1,"y":2} ], "c": null} }"#).unwrap();
+    assert_eq!(a, br#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#);
+    assert!(canonical_json("{not json").is_err());
 }

@@ -47,6 +47,12 @@ fn outcome_of(r: &JobRecordResult) -> RepoOutcome {
         ResultStatus::Skipped => RepoOutcome::Skipped { reason: reason() },
         ResultStatus::Deferred => RepoOutcome::Deferred { reason: reason() },
         ResultStatus::Failed => RepoOutcome::Failed { reason: reason() },
+        ResultStatus::Partial => RepoOutcome::Partial {
+            id: snapshot(),
+            new_bytes: r.new_bytes,
+            fetched_bytes: r.fetched_bytes,
+            missing: reason().lines().map(str::to_string).collect(),
+        },
     }
 }
 
@@ -144,8 +150,8 @@ pub fn restored_from_job(
         report: super::restore::RestoreReport {
             snapshot,
             taken_at: snap.taken_at,
-            refs: snap.ref_count as usize,
-            packs: snap.packs.len(),
+            refs: snap.git.ref_count as usize,
+            packs: snap.git.packs.len(),
             target: req.to.clone(),
             replaced: results
                 .iter()

@@ -178,11 +178,12 @@ impl Service for LocalService {
     }
 
     fn test_connection(&self, name: &str) -> Result<ConnectionTested, EngineError> {
-        let scopes = connections::test_connection(self.ctx(), name)?;
+        let (scopes, kinds) = connections::test_connection(self.ctx(), name)?;
         Ok(ConnectionTested {
             connection: name.to_string(),
             ok: true,
             scopes,
+            kinds,
         })
     }
 
@@ -429,7 +430,7 @@ impl Service for LocalService {
             ..Default::default()
         };
         for s in &snaps {
-            for id in s.packs.iter().chain(std::iter::once(&s.refs)) {
+            for id in s.blobs() {
                 if seen.insert(*id) {
                     if let Err(e) = archive.verify_blob(id) {
                         report.damaged.push(Damage {

@@ -232,28 +232,31 @@ pub fn restore(
 ) -> Result<RestoreReport, EngineError> {
     refuse_data_dir_overlap(&ctx.data_dir, target)?;
     let snap = choose(ctx, repo, choice)?;
-    let refs_bytes = ctx.archive.read_blob(&snap.refs)?;
+    let refs_bytes = ctx.archive.read_blob(&snap.git.refs)?;
     let refs: Vec<RefEntry> = serde_json::from_slice(&refs_bytes).map_err(|e| {
         EngineError::Internal(format!(
             "snapshot {}: refs blob {} is unreadable: {e}",
-            snap.id, snap.refs
+            snap.id, snap.git.refs
         ))
     })?;
     // Check every blob is present before writing anything.
-    ctx.archive.require_blobs(&snap.packs)?;
+    ctx.archive.require_blobs(&snap.git.packs)?;
     let archive = &ctx.archive;
-    let mut packs = snap.packs.iter().map(|id| {
+    let mut packs = snap.git.packs.iter().map(|id| {
         archive
             .open_blob(id)
             .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
             .map_err(|e| std::io::Error::other(e.to_string()))
     });
     let restored = git::restore_bare(target, &mut packs, &refs, overwrite)?;
+    if let Some(lfs) = &snap.lfs {
+        super::backup_lfs::write_lfs_objects(ctx, lfs, target)?;
+    }
     Ok(RestoreReport {
         snapshot: snap.id.to_string(),
         taken_at: snap.taken_at,
         refs: refs.len(),
-        packs: snap.packs.len(),
+        packs: snap.git.packs.len(),
         target: target.display().to_string(),
         replaced: restored.replaced.map(|p| p.display().to_string()),
     })
@@ -343,9 +346,14 @@ mod tests {
                     full_name: "ws/app".into(),
                 },
                 taken_at: at,
-                refs,
-                ref_count: 0,
-                packs: vec![],
+                git: crate::archive::GitPart {
+                    refs,
+                    ref_count: 0,
+                    packs: vec![],
+                },
+                wiki: None,
+                lfs: None,
+                metadata: None,
                 main_branch: None,
                 stats: SnapshotStats::default(),
             };
