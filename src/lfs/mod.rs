@@ -71,3 +71,6 @@ pub(crate) fn clipped(text: &str, max: usize) -> String {
         None => text.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;
