@@ -181,10 +181,22 @@ fn each_object_is_stored_or_reported_alone() {
         _ => (400, vec![], b"InvalidArgument".to_vec()),
     });
     let pointers = [
-        LfsPointer { oid: sha256(&good), size: good.len() as u64 },
-        LfsPointer { oid: sha256(&corrupt), size: corrupt.len() as u64 },
-        LfsPointer { oid: sha256(b"gone"), size: 4 },
-        LfsPointer { oid: sha256(b"absent"), size: 6 },
+        LfsPointer {
+            oid: sha256(&good),
+            size: good.len() as u64,
+        },
+        LfsPointer {
+            oid: sha256(&corrupt),
+            size: corrupt.len() as u64,
+        },
+        LfsPointer {
+            oid: sha256(b"gone"),
+            size: 4,
+        },
+        LfsPointer {
+            oid: sha256(b"absent"),
+            size: 6,
+        },
     ];
     let s = storage.url.clone();
     let answers = serde_json::json!({"transfer": "basic", "objects": [
@@ -211,14 +223,25 @@ fn each_object_is_stored_or_reported_alone() {
         interrupt: &AtomicBool::new(false),
         on_stored: &on_stored,
     };
-    let report =
-        fetch_objects(&gate, &archive, &format!("{}/r.git/info/lfs", conn.url), &pointers, &opts)
-            .expect("fetch");
+    let report = fetch_objects(
+        &gate,
+        &archive,
+        &format!("{}/r.git/info/lfs", conn.url),
+        &pointers,
+        &opts,
+    )
+    .expect("fetch");
 
     assert_eq!(report.stored.len(), 1, "{report:?}");
     assert_eq!(report.stored[0].0, pointers[0]);
-    assert_eq!(archive.read_blob(&report.stored[0].1.id).expect("blob"), good);
-    assert_eq!(*recorded.lock().expect("recorded"), [pointers[0].oid.clone()]);
+    assert_eq!(
+        archive.read_blob(&report.stored[0].1.id).expect("blob"),
+        good
+    );
+    assert_eq!(
+        *recorded.lock().expect("recorded"),
+        [pointers[0].oid.clone()]
+    );
     let reason = |p: &LfsPointer| {
         report
             .missing
@@ -241,7 +264,8 @@ fn each_object_is_stored_or_reported_alone() {
     assert_eq!(sent["transfers"], serde_json::json!(["basic"]));
     for req in storage.seen() {
         assert!(
-            !req.header("authorization").contains(&format!("Bearer {TOKEN}").as_str()),
+            !req.header("authorization")
+                .contains(&format!("Bearer {TOKEN}").as_str()),
             "the credential went to the storage origin: {req:?}"
         );
     }
@@ -257,7 +281,13 @@ fn objects_are_asked_for_in_batches_of_at_most_100() {
             .iter()
             .map(|o| serde_json::json!({"oid": o["oid"], "size": o["size"], "error": {"code": 404, "message": "no"}}))
             .collect();
-        (200, vec![], serde_json::json!({"objects": objects}).to_string().into_bytes())
+        (
+            200,
+            vec![],
+            serde_json::json!({"objects": objects})
+                .to_string()
+                .into_bytes(),
+        )
     });
     let pointers: Vec<LfsPointer> = (0..250)
         .map(|i| LfsPointer {
