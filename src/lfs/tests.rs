@@ -327,3 +327,49 @@ fn policy() -> failover::Policy {
         when_exhausted: failover::WhenExhausted::GiveUp,
     }
 }
+
+#[test]
+fn a_rate_limited_batch_request_waits_and_goes_on() {
+    let calls = Arc::new(Mutex::new(0u32));
+    let counter = calls.clone();
+    let conn = Origin::start(move |req| {
+        let mut n = counter.lock().expect("calls");
+        *n += 1;
+        if *n == 1 {
+            return (429, vec![("Retry-After".into(), "1".into())], vec![]);
+        }
+        let asked: serde_json::Value = serde_json::from_slice(&req.body).expect("json");
+        let oid = asked["objects"][0]["oid"].clone();
+        let answer = serde_json::json!({"objects": [{"oid": oid, "error": {"code": 410, "message": "gone"}}]});
+        (200, vec![], answer.to_string().into_bytes())
+    });
+    let gate = gate(&conn);
+    let (_dir, archive) = archive();
+    let mut policy = policy();
+    policy.rate_limit_retries = 3;
+    let opts = FetchOptions {
+        concurrency: 1,
+        policy,
+        retries: 0,
+        retry_base: Duration::from_millis(1),
+        interrupt: &AtomicBool::new(false),
+        on_stored: &|_, _| Ok(()),
+    };
+    let pointer = LfsPointer {
+        oid: sha256(b"x"),
+        size: 1,
+    };
+    let report = fetch_objects(&gate, &archive, &conn.url, &[pointer], &opts).expect("fetch");
+    assert_eq!(
+        *calls.lock().expect("calls"),
+        2,
+        "tried again after the 429"
+    );
+    assert!(report.missing[0].1.contains("410"), "{report:?}");
+    assert_eq!(
+        gate.stats
+            .rate_limited
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
