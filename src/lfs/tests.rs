@@ -215,14 +215,7 @@ fn each_object_is_stored_or_reported_alone() {
         recorded.lock().expect("recorded").push(p.oid.clone());
         Ok(())
     };
-    let opts = FetchOptions {
-        concurrency: 4,
-        policy: policy(),
-        retries: 0,
-        retry_base: Duration::from_millis(1),
-        interrupt: &AtomicBool::new(false),
-        on_stored: &on_stored,
-    };
+    let opts = options(4, policy(), &on_stored);
     let report = fetch_objects(
         &gate,
         &archive,
@@ -296,14 +289,7 @@ fn objects_are_asked_for_in_batches_of_at_most_100() {
         })
         .collect();
     let (_dir, archive) = archive();
-    let opts = FetchOptions {
-        concurrency: 8,
-        policy: policy(),
-        retries: 0,
-        retry_base: Duration::from_millis(1),
-        interrupt: &AtomicBool::new(false),
-        on_stored: &|_, _| Ok(()),
-    };
+    let opts = options(8, policy(), &|_, _| Ok(()));
     let report = fetch_objects(&gate(&conn), &archive, &conn.url, &pointers, &opts).expect("fetch");
     assert_eq!(report.missing.len(), 250);
     let sizes: Vec<usize> = conn
@@ -347,14 +333,7 @@ fn a_rate_limited_batch_request_waits_and_goes_on() {
     let (_dir, archive) = archive();
     let mut policy = policy();
     policy.rate_limit_retries = 3;
-    let opts = FetchOptions {
-        concurrency: 1,
-        policy,
-        retries: 0,
-        retry_base: Duration::from_millis(1),
-        interrupt: &AtomicBool::new(false),
-        on_stored: &|_, _| Ok(()),
-    };
+    let opts = options(1, policy, &|_, _| Ok(()));
     let pointer = LfsPointer {
         oid: sha256(b"x"),
         size: 1,
@@ -372,4 +351,25 @@ fn a_rate_limited_batch_request_waits_and_goes_on() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+}
+
+/// Fetch options with no retries of downloads; never interrupted.
+fn options<'a>(
+    concurrency: usize,
+    policy: failover::Policy,
+    on_stored: &'a (dyn Fn(
+        &LfsPointer,
+        &crate::archive::PutOutcome,
+    ) -> Result<(), crate::archive::ArchiveError>
+             + Sync),
+) -> FetchOptions<'a> {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    FetchOptions {
+        concurrency,
+        policy,
+        retries: 0,
+        retry_base: Duration::from_millis(1),
+        interrupt: &NEVER,
+        on_stored,
+    }
 }

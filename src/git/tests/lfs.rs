@@ -44,14 +44,7 @@ fn pointers_committed_with_git_lfs_are_found_in_the_fetched_pack() {
     let origin = root.join("origin.git");
     git.clone_mirror(&work, &origin);
 
-    let mirror = root.join("mirror.git");
-    fetch(&mirror, &format!("file://{}", origin.display())).expect("fetch");
-    let packs: Vec<_> = list_packs(&mirror)
-        .expect("packs")
-        .into_iter()
-        .map(|p| p.path)
-        .collect();
-    let found = pointers_in_packs(&mirror, &packs).expect("scan");
+    let found = fetch_and_scan(root, &origin);
     let expected: std::collections::BTreeSet<LfsPointer> = files
         .iter()
         .map(|(_, bytes)| LfsPointer {
@@ -114,14 +107,7 @@ fn pointers_stored_as_deltas_are_found() {
         .count();
     assert!(pointer_deltas > 20, "few pointers are deltas:\n{listing}");
 
-    let mirror = root.join("mirror.git");
-    fetch(&mirror, &format!("file://{}", origin.display())).expect("fetch");
-    let packs: Vec<_> = list_packs(&mirror)
-        .expect("packs")
-        .into_iter()
-        .map(|p| p.path)
-        .collect();
-    assert_eq!(pointers_in_packs(&mirror, &packs).expect("scan"), expected);
+    assert_eq!(fetch_and_scan(root, &origin), expected);
 }
 
 /// The `.idx` of the one pack of a repository.
@@ -134,4 +120,19 @@ fn pack_index_of(repo: &std::path::Path) -> String {
         .expect("a pack index")
         .display()
         .to_string()
+}
+
+/// Fetches `origin` into a new mirror under `root` and scans every pack it has.
+fn fetch_and_scan(
+    root: &std::path::Path,
+    origin: &std::path::Path,
+) -> std::collections::BTreeSet<LfsPointer> {
+    let mirror = root.join("mirror.git");
+    fetch(&mirror, &format!("file://{}", origin.display())).expect("fetch");
+    let packs: Vec<_> = list_packs(&mirror)
+        .expect("packs")
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    pointers_in_packs(&mirror, &packs).expect("scan")
 }
