@@ -373,3 +373,34 @@ fn options<'a>(
         on_stored,
     }
 }
+
+#[test]
+fn an_object_whose_download_url_expired_is_asked_for_again() {
+    let content = b"expiring object".to_vec();
+    let body = content.clone();
+    let storage = Origin::start(move |_| (200, vec![], body.clone()));
+    let calls = Arc::new(Mutex::new(0i64));
+    let (counter, href) = (calls.clone(), format!("{}/obj", storage.url));
+    let conn = Origin::start(move |req| {
+        let mut n = counter.lock().expect("calls");
+        *n += 1;
+        let asked: serde_json::Value = serde_json::from_slice(&req.body).expect("json");
+        let o = &asked["objects"][0];
+        // First an action already expired (git-lfs: a negative `expires_in`), then a good one.
+        let expires_in = if *n == 1 { -1 } else { 3600 };
+        let answer = serde_json::json!({"objects": [{"oid": o["oid"], "size": o["size"],
+            "actions": {"download": {"href": href, "expires_in": expires_in}}}]});
+        (200, vec![], answer.to_string().into_bytes())
+    });
+    let (_dir, archive) = archive();
+    let pointer = LfsPointer {
+        oid: sha256(&content),
+        size: content.len() as u64,
+    };
+    let opts = options(2, policy(), &|_, _| Ok(()));
+    let report =
+        fetch_objects(&gate(&conn), &archive, &conn.url, &[pointer], &opts).expect("fetch");
+    assert_eq!(*calls.lock().expect("calls"), 2);
+    assert_eq!(report.stored.len(), 1, "{report:?}");
+    assert_eq!(storage.seen().len(), 1, "the expired URL was not used");
+}
