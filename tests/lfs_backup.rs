@@ -137,15 +137,19 @@ fn lfs_objects_are_backed_up_reported_when_missing_and_restored_byte_identical()
     assert_eq!(downloads.len(), 3, "{downloads:?}");
     assert!(downloads.values().all(|n| *n == 1), "{downloads:?}");
 
-    // Unchanged: no object downloaded again.
+    // The repository is `partial` while an object is missing.
+    assert_eq!(first["status"], "partial", "{all}");
+    // Unchanged: no object downloaded again, no snapshot written, still partial.
     let (report, all) = backup(&s.rs);
-    assert_eq!(outcome(&report)["status"], "unchanged", "{all}");
+    assert_eq!(outcome(&report)["status"], "partial", "{all}");
+    assert_eq!(outcome(&report)["new_bytes"], 0, "{all}");
+    assert_eq!(outcome(&report)["id"], first["id"], "{all}");
     assert_eq!(s.server.lfs().downloads(), downloads, "{all}");
 
     // The missing object is back on the server: the next run fetches it, and only it.
     let oid = s.server.lfs().add(WS, SLUG, &absent);
     let (report, all) = backup(&s.rs);
-    assert!(outcome(&report)["id"].is_string(), "{all}");
+    assert_eq!(outcome(&report)["status"], "snapshot", "{all}");
     let now = s.server.lfs().downloads();
     assert_eq!(now.get(&oid), Some(&1), "{now:?}");
     assert_eq!(now.values().sum::<usize>(), 4, "{now:?}");

@@ -347,7 +347,7 @@ mod tests {
                 },
                 taken_at: at,
                 git: crate::archive::GitPart {
-                    refs: refs.clone(),
+                    refs,
                     ref_count: 0,
                     packs: vec![],
                 },
