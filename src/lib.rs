@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod engine;
 pub mod fmt;
 pub mod git;
+pub mod lfs;
 pub mod providers;
 pub mod scheduler;
 pub mod state;

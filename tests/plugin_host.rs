@@ -8,6 +8,8 @@
 //! * `wrong-version-provider.wasm` is built for `reposafe:provider@9.0.0`;
 //! * `cloud-v0-1-provider.wasm` (id `bitbucket-cloud`) is the Bitbucket Cloud
 //!   provider as released for world 0.1.0 (`wit/v0.1/`, no `principal` export);
+//! * `cloud-v0-2-provider.wasm` (id `bitbucket-cloud`) is the Bitbucket Cloud
+//!   provider as released for world 0.2.0 (`wit/v0.2/`, no metadata exports);
 //! * `example-provider.wasm` (id `example`) is the example of `plugins/README.md`.
 //!
 //! Checks that each misbehaviour becomes a clear error in bounded time, that a
@@ -15,8 +17,10 @@
 //! credentials and foreign hosts and adds the credential itself, that bad
 //! plugin files are reported by name without stopping the others, that
 //! compiled components are cached, and that every released world version keeps
-//! loading (a 0.1 provider lists and backs up through the host and the binary)
-//! while an unsupported one is refused naming the supported versions.
+//! loading (a 0.1 provider lists and backs up through the host and the binary, a
+//! 0.2 provider lists and has git as its only part) while an unsupported one is
+//! refused naming the supported versions; the metadata calls of world 0.3.0 only
+//! read, whatever the operation was granted.
 
 mod common;
 
@@ -44,6 +48,7 @@ const BOUND: Duration = Duration::from_secs(30);
 const MISBEHAVING_WASM: &[u8] = include_bytes!("fixtures/dist/misbehaving-provider.wasm");
 const WRONG_VERSION_WASM: &[u8] = include_bytes!("fixtures/dist/wrong-version-provider.wasm");
 const CLOUD_V0_1_WASM: &[u8] = include_bytes!("fixtures/dist/cloud-v0-1-provider.wasm");
+const CLOUD_V0_2_WASM: &[u8] = include_bytes!("fixtures/dist/cloud-v0-2-provider.wasm");
 const EXAMPLE_WASM: &[u8] = include_bytes!("fixtures/dist/example-provider.wasm");
 /// Not WebAssembly at all.
 const GARBAGE_WASM: &[u8] = b"this is not a WebAssembly file\n";
@@ -314,7 +319,7 @@ fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
         "names the version it wants: {wrong}"
     );
     assert!(
-        wrong.contains("supported versions: 0.2.0, 0.1.0"),
+        wrong.contains("supported versions: 0.3.0, 0.2.0, 0.1.0"),
         "names the versions this host implements: {wrong}"
     );
     assert!(!errors.iter().any(|e| e.contains("README.txt")));
@@ -948,41 +953,19 @@ fn cloud_session<'a>(
     provider: &'a LoadedProvider,
     server: &common::CloudServer,
 ) -> ProviderSession<'a> {
-    let info = provider.info();
     let base = server.base_url();
     let given = BTreeMap::from([
         ("workspace".to_string(), WORKSPACE.to_string()),
         ("api-base-url".to_string(), base.clone()),
         ("git-base-url".to_string(), base),
     ]);
-    let settings = info.resolve_settings(&given).expect("valid settings");
-    let support = info
-        .support_for(CredentialKind::ApiToken)
-        .expect("API tokens are supported");
-    let policy = RetryPolicy {
-        max_retries: 0,
-        timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    let client = gate_http::client(&policy);
-    let auth = Authenticator::new(
-        Credential {
-            kind: CredentialKind::ApiToken,
-            identity: Some(common::EMAIL.to_string()),
-            secret: SecretString::from(common::API_TOKEN.to_string()),
-        },
-        support.api.clone(),
-        support.git.clone(),
-        None,
-        client.clone(),
-    );
-    let gate = HttpGate::new(
-        client,
-        reposafe::providers::parse_origins(&info.credential_origins(&given, &settings)),
-        Arc::new(auth),
-        policy,
-    );
-    provider.session(&settings, CredentialKind::ApiToken, Arc::new(gate))
+    common::sessions::session(
+        provider,
+        &given,
+        CredentialKind::ApiToken,
+        Some(common::EMAIL),
+        common::API_TOKEN,
+    )
 }
 
 #[test]
@@ -990,7 +973,7 @@ fn each_component_is_linked_against_the_world_version_it_exports() {
     let reg = &shared().registry;
     for id in ["bitbucket-cloud", "bitbucket-dc", "misbehaving"] {
         let p = reg.get(id).expect("loaded");
-        assert_eq!(p.wit_version(), "0.2.0", "{id}");
+        assert_eq!(p.wit_version(), "0.3.0", "{id}");
     }
 
     let plugins = tempfile::tempdir().unwrap();
@@ -1011,7 +994,7 @@ fn each_component_is_linked_against_the_world_version_it_exports() {
     assert!(old.info().support_for(CredentialKind::ApiToken).is_ok());
     // The README's example is a provider of the current world.
     let example = reg.get("example").expect("the README example loads");
-    assert_eq!(example.wit_version(), "0.2.0");
+    assert_eq!(example.wit_version(), "0.3.0");
     assert_eq!(example.info().display_name, "Example hosting");
 }
 
@@ -1056,11 +1039,137 @@ fn a_provider_built_against_world_0_1_lists_through_the_host_and_has_no_principa
     // The built-in 0.2 provider, asked the same, names the account: the 0.1
     // adapter's `None` is the same answer a 0.2 provider gives when it cannot tell.
     let builtin = shared().registry.get("bitbucket-cloud").unwrap();
-    assert_eq!(builtin.wit_version(), "0.2.0");
+    assert_eq!(builtin.wit_version(), "0.3.0");
     let principal = cloud_session(builtin, &server)
         .principal()
         .expect("the built-in provider asks /2.0/user");
     assert!(principal.is_some_and(|p| !p.is_empty()));
+}
+
+#[test]
+fn a_provider_built_against_world_0_2_lists_and_has_git_as_its_only_part() {
+    let (server, _repos) = cloud_server(2);
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::write(plugins.path().join("bitbucket-cloud.wasm"), CLOUD_V0_2_WASM).unwrap();
+    let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &override_cloud()).unwrap();
+    assert!(reg.load_errors.is_empty(), "{:?}", reg.load_errors);
+    let old = reg.get("bitbucket-cloud").unwrap();
+    assert_eq!(old.wit_version(), "0.2.0");
+    assert!(old.info().origin.ends_with("bitbucket-cloud.wasm"));
+
+    let s = cloud_session(old, &server);
+    let repos = s
+        .list_repositories(WORKSPACE)
+        .expect("the 0.2 provider lists the repositories");
+    assert_eq!(repos.len(), 2, "{repos:?}");
+    assert!(s.principal().expect("0.2 has principal").is_some());
+
+    // World 0.2 has no metadata exports: git only, answered without a request.
+    server.clear_log();
+    assert_eq!(s.describe_repository(&repos[0]).expect("no error"), None);
+    assert_eq!(s.describe_scope(WORKSPACE).expect("no error"), Vec::new());
+    for r in [
+        s.list_documents(&repos[0], "pullrequests", None, None),
+        s.list_scope_documents(WORKSPACE, "projects", None),
+    ] {
+        match r {
+            Err(e @ ProviderError::Unsupported { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("bitbucket-cloud"), "{text}");
+                assert!(text.contains("reposafe:provider@0.2.0"), "{text}");
+                assert!(text.contains("0.3.0 added it"), "{text}");
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+    assert!(
+        server.request_log().is_empty(),
+        "{:?}",
+        server.request_log()
+    );
+
+    // The built-in 0.3 provider describes the same repository: LFS server and
+    // metadata kinds, and lists its documents.
+    let builtin = shared().registry.get("bitbucket-cloud").unwrap();
+    let s = cloud_session(builtin, &server);
+    let parts = s
+        .describe_repository(&repos[0])
+        .expect("no error")
+        .expect("a 0.3 provider describes the repository");
+    assert_eq!(
+        parts.lfs_url.as_deref(),
+        Some(format!("{}/info/lfs", repos[0].clone_url).as_str())
+    );
+    let kinds: Vec<&str> = parts.metadata.iter().map(|k| k.name.as_str()).collect();
+    assert!(
+        kinds.contains(&"pullrequests") && kinds.contains(&"repository"),
+        "{kinds:?}"
+    );
+    let page = s
+        .list_documents(&repos[0], "repository", None, None)
+        .expect("the repository object is listed");
+    assert_eq!(page.documents.len(), 1, "{page:?}");
+    let doc = &page.documents[0];
+    assert_eq!(
+        (doc.kind.as_str(), doc.id.as_str()),
+        ("repository", "repository")
+    );
+    let json: serde_json::Value = serde_json::from_str(&doc.json).expect("JSON");
+    assert_eq!(json["full_name"], repos[0].full_name);
+    assert_eq!(page.next, None);
+}
+
+#[test]
+fn metadata_calls_only_read_even_when_writes_are_granted() {
+    let server = EchoServer::start();
+    let settings = BTreeMap::from([
+        ("mode".to_string(), "post".to_string()),
+        ("api-base-url".to_string(), server.url.clone()),
+        ("exfil-url".to_string(), UNUSED_URL.to_string()),
+    ]);
+    let origins = vec![server.url.clone()];
+    let s = gate_session(misbehaving(), &settings, &origins, true);
+    let ok = session(misbehaving(), "ok", None);
+    let repo = ok.list_repositories("ws").expect("mode ok lists")[0].clone();
+    let results = [
+        s.describe_repository(&repo).map(|_| ()),
+        s.list_documents(&repo, "things", None, None).map(|_| ()),
+        s.describe_scope("ws").map(|_| ()),
+        s.list_scope_documents("ws", "things", None).map(|_| ()),
+    ];
+    for r in results {
+        match r {
+            Err(ProviderError::Plugin { reason, .. }) => {
+                assert!(
+                    reason.contains(&format!("POST {}/write", server.url)),
+                    "{reason}"
+                );
+                assert!(reason.contains("only reads (GET and HEAD)"), "{reason}");
+            }
+            other => panic!("expected a refused write, got {other:?}"),
+        }
+    }
+    assert_eq!(server.requests(), 0, "no write request is sent");
+    // Mode ok: the fixture's one kind and document come through.
+    let parts = ok.describe_repository(&repo).unwrap().unwrap();
+    assert_eq!(parts.metadata[0].name, "things");
+    let page = ok.list_documents(&repo, "things", None, None).unwrap();
+    assert_eq!(page.documents[0].json, r#"{"id":1}"#);
+}
+
+#[test]
+fn a_plugin_returning_a_huge_document_is_stopped_at_the_text_cap() {
+    let s = session(misbehaving(), "big-string", None);
+    let ok = session(misbehaving(), "ok", None);
+    let repo = ok.list_repositories("ws").expect("mode ok lists")[0].clone();
+    match s.list_documents(&repo, "things", None, None) {
+        Err(ProviderError::Plugin { reason, .. }) => {
+            assert!(reason.contains("MiB of text"), "{reason}");
+            assert!(reason.contains("things"), "{reason}");
+        }
+        other => panic!("expected the text cap, got {other:?}"),
+    }
+    assert_still_works(misbehaving());
 }
 
 #[test]

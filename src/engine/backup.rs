@@ -521,8 +521,23 @@ fn backup_repository(
         packs,
     };
     let previous = ctx.archive.latest_snapshot_of(&ident)?;
+    // The Git LFS objects its pointers name (`backup_lfs`).
+    let packs_at: Vec<_> = (fetched.packs.iter().map(|p| p.path.clone()))
+        .zip(git_part.packs.iter().copied())
+        .collect();
+    let (lfs, lfs_bytes) = super::backup_lfs::lfs_part(
+        ctx,
+        gate,
+        clone_url.as_str(),
+        &mirror,
+        &packs_at,
+        previous.as_ref(),
+        opts,
+        &repo.full_name,
+    );
+    new_bytes += lfs_bytes;
     if let Some(prev) = &previous {
-        if prev.git == git_part {
+        if prev.git == git_part && prev.lfs == lfs {
             return Ok(RepoOutcome::Unchanged {
                 last_snapshot: prev.id.to_string(),
             });
@@ -536,7 +551,7 @@ fn backup_repository(
         taken_at: now,
         git: git_part,
         wiki: None,
-        lfs: None,
+        lfs,
         metadata: None,
         main_branch: repo.main_branch.clone(),
         stats: SnapshotStats {

@@ -138,7 +138,8 @@ pub fn export(ctx: &Context, req: &ExportRequest) -> Result<ExportReport, Engine
 
     let staging = staging_dir(to)?;
     let root = staging.path();
-    main.write_with_lfs(&root.join("repository.git"), &lfs, false)?;
+    let (_, lfs_objects) =
+        main.write_with_lfs(&root.join("repository.git"), snap.lfs.as_ref(), false)?;
     if let Some(wiki) = &wiki {
         wiki.write(&root.join("wiki.git"), false)?;
     }
@@ -164,7 +165,7 @@ pub fn export(ctx: &Context, req: &ExportRequest) -> Result<ExportReport, Engine
         parts: snap.part_names().iter().map(|p| p.to_string()).collect(),
         refs: main.refs.len() as u64,
         wiki_refs: wiki.map(|w| w.refs.len() as u64),
-        lfs_objects: lfs.len() as u64,
+        lfs_objects,
         lfs_bytes: lfs.iter().map(|e| e.size).sum(),
         metadata: kinds
             .iter()

@@ -13,6 +13,7 @@
 //! snapshot's parts and documents back, `export` writes all of it out as plain files.
 
 pub mod backup;
+mod backup_lfs;
 mod connections;
 pub mod credentials;
 pub mod daemon;

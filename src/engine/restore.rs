@@ -5,7 +5,7 @@
 //! moved aside, never deleted (see [`git::restore_bare`]).
 
 use super::{Context, EngineError};
-use crate::archive::{BlobId, LfsIndexEntry, RepoIdentity, Snapshot, SnapshotId};
+use crate::archive::{BlobId, LfsIndexEntry, LfsPart, RepoIdentity, Snapshot, SnapshotId};
 use crate::git::{self, RefEntry};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -369,12 +369,11 @@ pub fn restore(
         .as_ref()
         .map(|w| GitSource::read(ctx, &snap, w, "wiki"))
         .transpose()?;
-    let lfs = lfs_entries(ctx, &snap)?;
-    let (replaced, lfs_written) = main.write_with_lfs(target, &lfs, overwrite)?;
+    lfs_entries(ctx, &snap)?;
+    let (replaced, lfs_objects) = main.write_with_lfs(target, snap.lfs.as_ref(), overwrite)?;
     let mut report = RestoreReport::of(&snap, target);
     report.replaced = replaced.map(|p| p.display().to_string());
-    report.lfs_objects = lfs_written.0;
-    report.lfs_bytes = lfs_written.1;
+    report.lfs_objects = lfs_objects;
     if let (Some(wiki), Some(wiki_to)) = (wiki, wiki_to) {
         let replaced = wiki.write(wiki_to.as_path(), overwrite).map_err(|e| {
             EngineError::Internal(format!(
@@ -436,18 +435,18 @@ impl<'a> GitSource<'a> {
         target: &Path,
         overwrite: bool,
     ) -> Result<Option<PathBuf>, EngineError> {
-        Ok(self.write_with_lfs(target, &[], overwrite)?.0)
+        Ok(self.write_with_lfs(target, None, overwrite)?.0)
     }
 
-    /// Rebuilds the bare repository at `target` with the LFS objects `lfs` in its
-    /// `lfs/objects/`; returns where a replaced repository went, and the LFS objects and
-    /// bytes written.
+    /// Rebuilds the bare repository at `target` with the objects of `lfs` in its
+    /// `lfs/objects/` (written before the repository is moved into place); returns where a
+    /// replaced repository went, and the LFS objects written.
     pub(super) fn write_with_lfs(
         &self,
         target: &Path,
-        lfs: &[LfsIndexEntry],
+        lfs: Option<&LfsPart>,
         overwrite: bool,
-    ) -> Result<(Option<PathBuf>, (u64, u64)), EngineError> {
+    ) -> Result<(Option<PathBuf>, u64), EngineError> {
         let archive = &self.ctx.archive;
         let mut packs = self.part.packs.iter().map(|id| {
             archive
@@ -455,18 +454,21 @@ impl<'a> GitSource<'a> {
                 .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>)
                 .map_err(|e| std::io::Error::other(e.to_string()))
         });
-        // The archive's own error, kept for the report (the hook can only give io errors).
+        // The engine's own error, kept for the report (the hook can only give io errors).
         let mut failed: Option<EngineError> = None;
-        let mut written = (0, 0);
-        let mut add = |repo: &Path| match write_lfs_objects(self.ctx, lfs, repo) {
-            Ok(w) => {
-                written = w;
-                Ok(())
-            }
-            Err(e) => {
-                let io = std::io::Error::other(e.to_string());
-                failed = Some(e);
-                Err(io)
+        let mut written = 0;
+        let mut add = |repo: &Path| {
+            let Some(part) = lfs else { return Ok(()) };
+            match super::backup_lfs::write_lfs_objects(self.ctx, part, repo) {
+                Ok(n) => {
+                    written = n;
+                    Ok(())
+                }
+                Err(e) => {
+                    let io = std::io::Error::other(e.to_string());
+                    failed = Some(e);
+                    Err(io)
+                }
             }
         };
         let restored = git::restore_bare_with(target, &mut packs, &self.refs, overwrite, &mut add);
@@ -478,7 +480,8 @@ impl<'a> GitSource<'a> {
     }
 }
 
-/// The LFS index of a snapshot (empty without an LFS part), every object's blob present.
+/// The LFS index of a snapshot (empty without an LFS part), checked before anything is
+/// written: every oid a sha256, every object's blob present.
 pub(super) fn lfs_entries(
     ctx: &Context,
     snap: &Snapshot,
@@ -502,35 +505,6 @@ pub(super) fn lfs_entries(
 
 fn is_lfs_oid(oid: &str) -> bool {
     oid.len() == 64 && oid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Writes each LFS object to `<bare_repo>/lfs/objects/<oid[0..2]>/<oid[2..4]>/<oid>` (where
-/// `git lfs` looks for them), streamed from its blob and verified while read; returns the
-/// objects and bytes written. The oids were checked by [`lfs_entries`].
-pub(super) fn write_lfs_objects(
-    ctx: &Context,
-    entries: &[LfsIndexEntry],
-    bare_repo: &Path,
-) -> Result<(u64, u64), EngineError> {
-    let mut bytes = 0;
-    for e in entries {
-        let dir = bare_repo
-            .join("lfs")
-            .join("objects")
-            .join(&e.oid[0..2])
-            .join(&e.oid[2..4]);
-        std::fs::create_dir_all(&dir).map_err(|err| write_error(&dir, err))?;
-        let path = dir.join(&e.oid);
-        let n = blob_to_file(ctx, &e.blob, &path)?;
-        if n != e.size {
-            return Err(EngineError::Internal(format!(
-                "LFS object {} (blob {}) has {n} bytes, its index says {}",
-                e.oid, e.blob, e.size
-            )));
-        }
-        bytes += n;
-    }
-    Ok((entries.len() as u64, bytes))
 }
 
 /// Writes blob `id` to a new file at `path` (which must not exist), verified while read;

@@ -9,9 +9,12 @@
 //! Only the blobs of the given packs are looked at (a backup scans the pack a fetch added),
 //! and only those small enough to be pointers are read.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
 
-use super::{error::chain, GitError, PackFile};
+use super::{error::chain, GitError};
 
 /// The first line of every pointer file.
 const VERSION_LINE: &str = "version https://git-lfs.github.com/spec/v1";
@@ -79,16 +82,17 @@ fn parse_size(value: &str) -> Option<u64> {
     value.parse().ok()
 }
 
-/// The LFS objects named by pointer files among the blobs of `packs` in the repository at
-/// `repo_dir` (a mirror or a restored repository), sorted and without repeats.
+/// The LFS objects named by pointer files among the blobs of `packs` (paths of `.pack`
+/// files, each with its `.idx` beside it) in the repository at `repo_dir` (a mirror or a
+/// restored repository), sorted and without repeats.
 pub fn pointers_in_packs(
     repo_dir: &Path,
-    packs: &[PackFile],
+    packs: &[PathBuf],
 ) -> Result<BTreeSet<LfsPointer>, GitError> {
     let repo = super::fetch::open_mirror(repo_dir)?;
     let mut found = BTreeSet::new();
     for pack in packs {
-        let index_path = pack.index_path();
+        let index_path = pack.with_extension("idx");
         let index =
             gix::odb::pack::index::File::at(&index_path, repo.object_hash()).map_err(|err| {
                 GitError::repo(

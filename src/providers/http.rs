@@ -242,6 +242,19 @@ impl HttpGate {
         self.notice = Some(Box::new(f));
     }
 
+    /// The connection's HTTP client (its TLS trust, no redirects followed), for
+    /// transfers the host makes itself (LFS objects, attachment files).
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+
+    /// Why a request to the connection got no answer, naming the connection's TLS
+    /// trust when a certificate was refused; `true` when retrying may help.
+    pub fn describe_unsent(&self, e: reqwest::Error) -> (String, bool) {
+        let unsent = self.unsent(e);
+        (unsent.error.to_string(), unsent.network)
+    }
+
     /// The primary credential's authenticator.
     pub fn authenticator(&self) -> &Arc<Authenticator> {
         self.pool.auth(0)

@@ -80,6 +80,60 @@ pub struct Repository {
     pub fork_parent: Option<String>,
 }
 
+/// What a repository holds besides its git repository (WIT 0.3.0 `repository-parts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepositoryParts {
+    /// Extra git repositories, e.g. the wiki.
+    pub git: Vec<GitPartSource>,
+    /// The Git LFS server (`<clone url>/info/lfs`), `None` when the repository cannot have LFS.
+    pub lfs_url: Option<String>,
+    /// The metadata kinds, each listed with [`ProviderSession::list_documents`].
+    pub metadata: Vec<MetadataKind>,
+}
+
+/// An extra git repository of a repository (WIT 0.3.0 `git-part`): `("wiki", "<clone url>/wiki")`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GitPartSource {
+    pub name: String,
+    pub url: String,
+}
+
+/// A metadata kind of a repository or scope (WIT 0.3.0 `metadata-kind`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetadataKind {
+    /// User-facing name, e.g. `pullrequests`.
+    pub name: String,
+    /// Honours `since` (items sorted by update time, only newer ones returned).
+    pub incremental: bool,
+}
+
+/// A file the host downloads for a document (WIT 0.3.0 `file-ref`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileRef {
+    pub name: String,
+    pub url: String,
+    pub size: Option<u64>,
+}
+
+/// One metadata item (WIT 0.3.0 `document`): `json` is the server's JSON with its
+/// sub-lists embedded, never a secret.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Document {
+    pub kind: String,
+    pub id: String,
+    /// RFC 3339.
+    pub updated_on: Option<String>,
+    pub json: String,
+    pub files: Vec<FileRef>,
+}
+
+/// One page of documents (WIT 0.3.0 `document-page`); `next` is the opaque cursor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DocumentPage {
+    pub documents: Vec<Document>,
+    pub next: Option<String>,
+}
+
 impl ProviderInfo {
     /// The support entry for a credential kind, or an error naming the kinds accepted.
     pub fn support_for(&self, kind: CredentialKind) -> Result<&CredentialSupport, ProviderError> {
@@ -266,4 +320,13 @@ pub enum ProviderError {
     InvalidResponse(String),
     #[error("authentication failed: {0}")]
     Auth(String),
+    #[error(
+        "provider {provider} is built for reposafe:provider@{version}, which has no {what} \
+         (0.3.0 added it)"
+    )]
+    Unsupported {
+        provider: String,
+        version: String,
+        what: String,
+    },
 }

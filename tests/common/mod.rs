@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod sessions;
+
 pub use reposafe_testkit::gitutil;
 pub use reposafe_testkit::{CloudServer, TempDir};
 

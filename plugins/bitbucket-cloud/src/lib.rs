@@ -1,9 +1,11 @@
 //! reposafe provider component for Bitbucket Cloud.
 //!
-//! Implements the `provider-plugin` world of `wit/v0.2/provider.wit`: it describes
+//! Implements the `provider-plugin` world of `wit/v0.3/provider.wit`: it describes
 //! the settings and credential kinds a Bitbucket Cloud connection uses, lists
 //! the workspaces a credential can see (`GET /2.0/user/workspaces`) and the
-//! repositories of one workspace (`GET /2.0/repositories/{workspace}`).
+//! repositories of one workspace (`GET /2.0/repositories/{workspace}`), and (in
+//! [`meta`]) what else a repository and a workspace hold: wiki, LFS server,
+//! pull requests, issues, settings.
 //!
 //! The only capabilities are the host's `http.send` and `log.log` imports; the
 //! host adds the `Authorization` header, so no secret ever reaches this code.
@@ -11,9 +13,14 @@
 //! `/2.0/user/permissions/workspaces`, `/2.0/repositories`) are never used.
 
 mod api;
+#[path = "../../shared/documents.rs"]
+mod documents;
+mod meta;
+#[path = "../../shared/time.rs"]
+mod time;
 
 wit_bindgen::generate!({
-    path: "../../wit/v0.2",
+    path: "../../wit/v0.3",
     world: "provider-plugin",
 });
 
@@ -21,8 +28,8 @@ use exports::reposafe::provider::provider::Guest;
 use reposafe::provider::http::{self, HttpError, Request};
 use reposafe::provider::log::{self as host_log, Level};
 use reposafe::provider::types::{
-    AuthScheme, Connection, CredentialKind, CredentialSupport, ProviderError, ProviderInfo,
-    RepositoryPage, Scope, Setting,
+    AuthScheme, Connection, CredentialKind, CredentialSupport, DocumentPage, MetadataKind,
+    ProviderError, ProviderInfo, Repository, RepositoryPage, RepositoryParts, Scope, Setting,
 };
 
 /// Setting names.
@@ -166,6 +173,82 @@ impl Guest for Component {
             .unwrap_or_else(|_| DEFAULT_GIT_BASE.to_string());
         Some(format!("{base}/site/oauth2/access_token"))
     }
+
+    fn describe_repository(
+        _conn: Connection,
+        repo: Repository,
+    ) -> Result<RepositoryParts, ProviderError> {
+        Ok(meta::describe(&repo))
+    }
+
+    fn list_documents(
+        conn: Connection,
+        repo: Repository,
+        kind: String,
+        since: Option<String>,
+        cursor: Option<String>,
+    ) -> Result<DocumentPage, ProviderError> {
+        meta::list(&conn, &repo, &kind, since.as_deref(), cursor)
+    }
+
+    fn describe_scope(
+        _conn: Connection,
+        _scope: String,
+    ) -> Result<Vec<MetadataKind>, ProviderError> {
+        Ok(meta::describe_scope())
+    }
+
+    fn list_scope_documents(
+        conn: Connection,
+        scope: String,
+        kind: String,
+        cursor: Option<String>,
+    ) -> Result<DocumentPage, ProviderError> {
+        meta::list_scope(&conn, &scope, &kind, cursor)
+    }
+}
+
+/// The REST API base URL of a connection.
+fn api_base(conn: &Connection) -> Result<String, ProviderError> {
+    base_url(conn, SETTING_API_BASE, DEFAULT_API_BASE)
+}
+
+/// GETs a metadata URL; the body of a 2xx answer, `None` for 404 (the kind does
+/// not exist for this repository, e.g. its issue tracker is off). A 403 naming
+/// the scopes it needs (`error.detail.required`) is `forbidden("needs ...")`.
+fn get_meta(url: &str) -> Result<Option<Vec<u8>>, ProviderError> {
+    let req = Request {
+        method: "GET".to_string(),
+        url: url.to_string(),
+        headers: vec![("Accept".to_string(), "application/json".to_string())],
+        body: None,
+    };
+    let resp = http::send(&req).map_err(|e| transport_error(url, e))?;
+    match resp.status {
+        200..=299 => Ok(Some(resp.body)),
+        404 => Ok(None),
+        403 => Err(ProviderError::Forbidden(forbidden_reason(&resp.body, url))),
+        status => Err(status_error(status, &resp.body, url, &Purpose::Metadata)
+            .unwrap_or_else(|| ProviderError::Http(format!("GET {url}: HTTP {status}")))),
+    }
+}
+
+/// Why a 403 happened: `needs <scopes>` when the body names the required
+/// scopes (`{"error": {"detail": {"required": [...]}}}`), else the server's message.
+fn forbidden_reason(body: &[u8], url: &str) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let required: Vec<&str> = value
+        .pointer("/error/detail/required")
+        .and_then(|r| r.as_array())
+        .map(|r| r.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    if !required.is_empty() {
+        return format!("needs {}", required.join(", "));
+    }
+    match value.pointer("/error/message").and_then(|m| m.as_str()) {
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ => format!("GET {url}: 403 {}", excerpt(body)),
+    }
 }
 
 fn credential_kinds() -> Vec<CredentialSupport> {
@@ -278,6 +361,8 @@ enum Purpose<'a> {
     Repositories(&'a str),
     /// `GET /2.0/user`: whose account the credential is.
     Account,
+    /// A repository's or workspace's metadata.
+    Metadata,
 }
 
 /// GETs `url` as JSON; returns the body of a 2xx answer.
@@ -314,6 +399,7 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
         Purpose::Workspaces => "the workspace list".to_string(),
         Purpose::Repositories(ws) => format!("the repositories of workspace `{ws}`"),
         Purpose::Account => "the credential's account (GET /2.0/user)".to_string(),
+        Purpose::Metadata => format!("GET {url}"),
     };
     Some(match status {
         401 => ProviderError::Unauthorized(format!(
@@ -331,11 +417,12 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
             Purpose::Account => "the credential may not read its account (403); give it the \
                                  `account:read` scope"
                 .to_string(),
+            Purpose::Metadata => forbidden_reason(body, url),
         }),
         404 => ProviderError::NotFound(match purpose {
             Purpose::Workspaces => format!("{url} was not found (404)"),
             Purpose::Repositories(ws) => format!("workspace `{ws}` was not found (404)"),
-            Purpose::Account => format!("{url} was not found (404)"),
+            Purpose::Account | Purpose::Metadata => format!("{url} was not found (404)"),
         }),
         410 => ProviderError::Gone(format!(
             "{url} is gone (410): Bitbucket has retired this endpoint"
@@ -434,6 +521,15 @@ mod tests {
     fn encodes_scope() {
         assert_eq!(encode_path_segment("acme-co_1.x~"), "acme-co_1.x~");
         assert_eq!(encode_path_segment("{a b}/c"), "%7Ba%20b%7D%2Fc");
+    }
+
+    #[test]
+    fn forbidden_names_the_required_scopes() {
+        let body = br#"{"type": "error", "error": {"message": "Your credentials lack one or more required privilege scopes.", "detail": {"granted": ["repository"], "required": ["pullrequest"]}}}"#;
+        assert_eq!(forbidden_reason(body, "u"), "needs pullrequest");
+        let body = br#"{"type": "error", "error": {"message": "Access denied"}}"#;
+        assert_eq!(forbidden_reason(body, "u"), "Access denied");
+        assert_eq!(forbidden_reason(b"nope", "u"), "GET u: 403 nope");
     }
 
     #[test]

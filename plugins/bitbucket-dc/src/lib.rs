@@ -1,11 +1,12 @@
 //! reposafe provider component for Bitbucket Data Center (and Server).
 //!
-//! Implements the `provider-plugin` world of `wit/v0.2/provider.wit`: it describes
+//! Implements the `provider-plugin` world of `wit/v0.3/provider.wit`: it describes
 //! the settings and credential kinds a Data Center connection uses, lists the
 //! projects a credential can see (`GET /rest/api/1.0/projects`), the personal
 //! projects (`~USER`) of the personal repositories it can see
 //! (`GET /rest/api/1.0/repos`), and the repositories of one project
-//! (`GET /rest/api/1.0/projects/{key}/repos`).
+//! (`GET /rest/api/1.0/projects/{key}/repos`); and (in [`meta`]) what else a
+//! repository and a project hold: LFS server, pull requests, settings.
 //!
 //! Paging uses `start`/`limit` and continues only from the page's own
 //! `nextPageStart`; a page that says `isLastPage: false` without a
@@ -15,9 +16,14 @@
 //! host adds the `Authorization` header, so no secret ever reaches this code.
 
 mod api;
+#[path = "../../shared/documents.rs"]
+mod documents;
+mod meta;
+#[path = "../../shared/time.rs"]
+mod time;
 
 wit_bindgen::generate!({
-    path: "../../wit/v0.2",
+    path: "../../wit/v0.3",
     world: "provider-plugin",
 });
 
@@ -26,8 +32,8 @@ use exports::reposafe::provider::provider::Guest;
 use reposafe::provider::http::{self, HttpError, Request};
 use reposafe::provider::log::{self as host_log, Level};
 use reposafe::provider::types::{
-    AuthScheme, Connection, CredentialKind, CredentialSupport, ProviderError, ProviderInfo,
-    RepositoryPage, Scope, Setting,
+    AuthScheme, Connection, CredentialKind, CredentialSupport, DocumentPage, MetadataKind,
+    ProviderError, ProviderInfo, Repository, RepositoryPage, RepositoryParts, Scope, Setting,
 };
 
 /// Setting names.
@@ -176,6 +182,100 @@ impl Guest for Component {
     /// counts each credential on its own (user name for `basic`).
     fn principal(_conn: Connection) -> Result<Option<String>, ProviderError> {
         Ok(None)
+    }
+
+    fn describe_repository(
+        conn: Connection,
+        repo: Repository,
+    ) -> Result<RepositoryParts, ProviderError> {
+        meta::describe(&conn, &repo)
+    }
+
+    fn list_documents(
+        conn: Connection,
+        repo: Repository,
+        kind: String,
+        since: Option<String>,
+        cursor: Option<String>,
+    ) -> Result<DocumentPage, ProviderError> {
+        meta::list(&conn, &repo, &kind, since.as_deref(), cursor.as_deref())
+    }
+
+    fn describe_scope(
+        _conn: Connection,
+        _scope: String,
+    ) -> Result<Vec<MetadataKind>, ProviderError> {
+        Ok(meta::describe_scope())
+    }
+
+    fn list_scope_documents(
+        conn: Connection,
+        scope: String,
+        kind: String,
+        cursor: Option<String>,
+    ) -> Result<DocumentPage, ProviderError> {
+        meta::list_scope(&conn, &scope, &kind, cursor.as_deref())
+    }
+}
+
+/// GETs a metadata URL; the body of a 2xx answer, `None` for 404 (the kind does
+/// not exist here, e.g. an app that is not installed). A 403, and a 401 with an
+/// `AuthorisationException`, is `forbidden(<server message>)`.
+fn get_meta(url: &str) -> Result<Option<Vec<u8>>, ProviderError> {
+    let req = Request {
+        method: "GET".to_string(),
+        url: url.to_string(),
+        headers: vec![("Accept".to_string(), "application/json".to_string())],
+        body: None,
+    };
+    let resp = http::send(&req).map_err(|e| transport_error(url, e))?;
+    match resp.status {
+        200..=299 => Ok(Some(resp.body)),
+        404 => Ok(None),
+        403 => Err(ProviderError::Forbidden(forbidden_reason(&resp.body, url))),
+        // DC answers a permission it lacks with 401 and an AuthorisationException
+        // (a refused credential has no exception name).
+        401 if is_authorisation_exception(&resp.body) => {
+            Err(ProviderError::Forbidden(forbidden_reason(&resp.body, url)))
+        }
+        status => Err(
+            status_error(status, &resp.body, url, &Purpose::Metadata(url))
+                .unwrap_or_else(|| ProviderError::Http(format!("GET {url}: HTTP {status}"))),
+        ),
+    }
+}
+
+/// Whether a DC error body is an `AuthorisationException` (a missing permission).
+fn is_authorisation_exception(body: &[u8]) -> bool {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    value
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .is_some_and(|e| {
+            e.iter().any(|m| {
+                m.get("exceptionName")
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| n.ends_with("AuthorisationException"))
+            })
+        })
+}
+
+/// The server's message of a 403 (`{"errors": [{"message": ...}]}`), else an excerpt.
+fn forbidden_reason(body: &[u8], url: &str) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let messages: Vec<&str> = value
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .map(|e| {
+            e.iter()
+                .filter_map(|m| m.get("message")?.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if messages.is_empty() {
+        format!("GET {url}: 403 {}", excerpt(body))
+    } else {
+        messages.join("; ")
     }
 }
 
@@ -370,6 +470,8 @@ enum Purpose<'a> {
     Projects,
     AllRepositories,
     Repositories(&'a str),
+    /// A repository's or project's metadata, at this URL.
+    Metadata(&'a str),
 }
 
 impl Purpose<'_> {
@@ -378,6 +480,7 @@ impl Purpose<'_> {
             Purpose::Projects => "the project list".to_string(),
             Purpose::AllRepositories => "the list of repositories (personal ones)".to_string(),
             Purpose::Repositories(key) => format!("the repositories of project `{key}`"),
+            Purpose::Metadata(url) => format!("GET {url}"),
         }
     }
 }
@@ -548,5 +651,17 @@ mod tests {
         assert!(
             matches!(status_error(500, b"boom", "u", &p), Some(ProviderError::Http(m)) if m.contains("500") && m.contains("boom"))
         );
+    }
+
+    #[test]
+    fn permission_errors_are_forbidden_with_the_servers_message() {
+        let body = br#"{"errors": [{"context": null, "message": "You are not permitted to access this resource", "exceptionName": "com.atlassian.bitbucket.AuthorisationException"}]}"#;
+        assert!(is_authorisation_exception(body));
+        assert_eq!(
+            forbidden_reason(body, "u"),
+            "You are not permitted to access this resource"
+        );
+        let refused = br#"{"errors": [{"context": null, "message": "Authentication failed.", "exceptionName": null}]}"#;
+        assert!(!is_authorisation_exception(refused));
     }
 }

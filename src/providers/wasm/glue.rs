@@ -7,6 +7,11 @@
 //! distinct Rust types for each version, so the glue is a macro expanded once in
 //! each version module (`v0_1`, `v0_2`). A future version whose `types` differ
 //! writes its own conversions instead of expanding this macro.
+//!
+//! The exports every version has (`info`, `list-scopes`, `list-repositories`,
+//! `oauth-token-url`) are adapted by [`common_calls!`], expanded inside each
+//! version's `impl ProviderCalls`; [`no_metadata_calls!`] gives the versions
+//! before 0.3.0 their typed "this world has no such export" answers.
 
 /// Expands, inside a version module that has run `bindgen!` and has the
 /// aliases `wit` (the `types` interface), `wit_http` and `wit_log` in scope,
@@ -188,6 +193,102 @@ macro_rules! shared_glue {
             ProviderPluginPre::new(instance_pre).map_err(|e| {
                 format!("it does not export reposafe:provider/provider@{VERSION}: {e:#}")
             })
+        }
+    };
+}
+
+/// Expands, inside a version module's `impl ProviderCalls for Calls` (where
+/// `Calls` wraps the generated `ProviderPlugin`), into the methods of the
+/// exports every world version has.
+macro_rules! common_calls {
+    () => {
+        fn info(&self, store: &mut Store<PluginState>) -> wasmtime::Result<ProviderInfo> {
+            let g = self.0.reposafe_provider_provider();
+            g.call_info(store).map(info_from_wit)
+        }
+
+        fn list_scopes(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+        ) -> wasmtime::Result<Result<Vec<Scope>, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_list_scopes(store, &connection_to_wit(conn))?;
+            Ok(r.map(|v| v.into_iter().map(scope_from_wit).collect())
+                .map_err(error_from_wit))
+        }
+
+        fn list_repositories(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            scope: &str,
+            cursor: Option<&str>,
+        ) -> wasmtime::Result<Result<RepositoryPage, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_list_repositories(store, &connection_to_wit(conn), scope, cursor)?;
+            Ok(r.map(page_from_wit).map_err(error_from_wit))
+        }
+
+        fn oauth_token_url(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+        ) -> wasmtime::Result<Option<String>> {
+            let g = self.0.reposafe_provider_provider();
+            g.call_oauth_token_url(store, &connection_to_wit(conn))
+        }
+    };
+}
+
+/// Expands, inside the `impl ProviderCalls` of a world version before 0.3.0
+/// (which has a `VERSION` constant), into the metadata calls that world lacks:
+/// no parts besides git (`Ok(None)`), no scope kinds (empty), and listing
+/// documents fails with [`ProviderError::Unsupported`](crate::providers::ProviderError::Unsupported).
+macro_rules! no_metadata_calls {
+    () => {
+        fn describe_repository(
+            &self,
+            _store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _repo: &$crate::providers::Repository,
+        ) -> wasmtime::Result<Result<Option<$crate::providers::RepositoryParts>, ProviderError>> {
+            Ok(Ok(None))
+        }
+
+        fn list_documents(
+            &self,
+            store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _query: &super::DocumentQuery<'_>,
+        ) -> wasmtime::Result<Result<$crate::providers::DocumentPage, ProviderError>> {
+            Ok(Err(ProviderError::Unsupported {
+                provider: store.data().provider.clone(),
+                version: VERSION.to_string(),
+                what: "list-documents".to_string(),
+            }))
+        }
+
+        fn describe_scope(
+            &self,
+            _store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _scope: &str,
+        ) -> wasmtime::Result<Result<Vec<$crate::providers::MetadataKind>, ProviderError>> {
+            Ok(Ok(Vec::new()))
+        }
+
+        fn list_scope_documents(
+            &self,
+            store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _query: &super::ScopeDocumentQuery<'_>,
+        ) -> wasmtime::Result<Result<$crate::providers::DocumentPage, ProviderError>> {
+            Ok(Err(ProviderError::Unsupported {
+                provider: store.data().provider.clone(),
+                version: VERSION.to_string(),
+                what: "list-scope-documents".to_string(),
+            }))
         }
     };
 }

@@ -1,7 +1,7 @@
 //! Loading provider components with wasmtime and calling them under limits.
 //!
 //! Every released version of the provider world (`wit/v<major.minor>/`) has a
-//! module here ([`v0_1`], [`v0_2`]) with its own bindings, adapting them to one
+//! module here ([`v0_1`], [`v0_2`], [`v0_3`]) with its own bindings, adapting them to one
 //! version-independent interface: [`ProviderPre`] (a linked component) and
 //! [`ProviderCalls`] (its exports in the host's types). Loading reads which
 //! `reposafe:provider/provider@<version>` interface a component exports and links
@@ -11,9 +11,13 @@
 mod glue;
 mod v0_1;
 mod v0_2;
+mod v0_3;
 
 use super::http::{GateError, HttpGate, Request, Response};
-use super::{cache, ProviderError, ProviderInfo, Repository, Scope};
+use super::{
+    cache, DocumentPage, MetadataKind, ProviderError, ProviderInfo, Repository, RepositoryParts,
+    Scope,
+};
 use crate::vault::CredentialKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +29,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 /// The world versions this host implements, newest first. A released version is
 /// never changed and never dropped: every plugin built against one keeps loading.
-const VERSIONS: &[WitVersion] = &[v0_2::WIT, v0_1::WIT];
+const VERSIONS: &[WitVersion] = &[v0_3::WIT, v0_2::WIT, v0_1::WIT];
 
 /// The interface every provider component exports, without its `@<version>`.
 const PROVIDER_INTERFACE: &str = "reposafe:provider/provider";
@@ -146,6 +150,50 @@ trait ProviderCalls {
         store: &mut Store<PluginState>,
         conn: &ConnectionParams,
     ) -> wasmtime::Result<Result<Option<String>, ProviderError>>;
+    /// `Ok(None)` for a world version without `describe-repository` (before
+    /// 0.3.0): the repository is git only.
+    fn describe_repository(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        repo: &Repository,
+    ) -> wasmtime::Result<Result<Option<RepositoryParts>, ProviderError>>;
+    /// [`ProviderError::Unsupported`] for a world version without `list-documents`.
+    fn list_documents(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        query: &DocumentQuery<'_>,
+    ) -> wasmtime::Result<Result<DocumentPage, ProviderError>>;
+    /// No kinds for a world version without `describe-scope`.
+    fn describe_scope(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        scope: &str,
+    ) -> wasmtime::Result<Result<Vec<MetadataKind>, ProviderError>>;
+    /// [`ProviderError::Unsupported`] for a world version without `list-scope-documents`.
+    fn list_scope_documents(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        query: &ScopeDocumentQuery<'_>,
+    ) -> wasmtime::Result<Result<DocumentPage, ProviderError>>;
+}
+
+/// The arguments of `list-documents` besides the connection.
+struct DocumentQuery<'a> {
+    repo: &'a Repository,
+    kind: &'a str,
+    since: Option<&'a str>,
+    cursor: Option<&'a str>,
+}
+
+/// The arguments of `list-scope-documents` besides the connection.
+struct ScopeDocumentQuery<'a> {
+    scope: &'a str,
+    kind: &'a str,
+    cursor: Option<&'a str>,
 }
 
 /// The parts of a connection a provider sees (the WIT `connection` record).
@@ -197,6 +245,9 @@ struct PluginState {
     /// The per-call cap the plugin exceeded: the call fails with it, and no
     /// further request is sent.
     exceeded: Option<String>,
+    /// The call may only read (GET and HEAD), whatever the gate allows: the
+    /// metadata calls of world 0.3.0.
+    reads_only: bool,
 }
 
 impl PluginState {
@@ -209,6 +260,17 @@ impl PluginState {
         };
         if let Some(cap) = &self.exceeded {
             return Err(GateError::Denied(format!("{cap}; nothing was sent")));
+        }
+        let method = req.method.to_ascii_uppercase();
+        if self.reads_only && method != "GET" && method != "HEAD" {
+            let shown = req.url.split('?').next().unwrap_or(&req.url);
+            let m = format!(
+                "{method} {shown}: this operation only reads (GET and HEAD), it may not write; \
+                 nothing was sent"
+            );
+            tracing::warn!(provider = %self.provider, "refused plugin request: {m}");
+            self.violation.get_or_insert_with(|| m.clone());
+            return Err(GateError::Denied(m));
         }
         if self.requests >= MAX_REQUESTS_PER_CALL {
             let cap = format!(
@@ -546,6 +608,16 @@ impl LoadedProvider {
         gate: Option<Arc<HttpGate>>,
         f: impl FnOnce(&dyn ProviderCalls, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, ProviderError> {
+        self.call_with(gate, false, f)
+    }
+
+    /// [`call`](Self::call), granting the call only GET and HEAD when `reads_only`.
+    fn call_with<T>(
+        &self,
+        gate: Option<Arc<HttpGate>>,
+        reads_only: bool,
+        f: impl FnOnce(&dyn ProviderCalls, &mut Store<PluginState>) -> wasmtime::Result<T>,
+    ) -> Result<T, ProviderError> {
         let provider = if self.info.id.is_empty() {
             self.info.origin.clone()
         } else {
@@ -570,6 +642,7 @@ impl LoadedProvider {
             requests: 0,
             response_bytes: 0,
             exceeded: None,
+            reads_only,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -731,6 +804,106 @@ impl ProviderSession<'_> {
             .call(Some(self.gate.clone()), |g, s| g.principal(s, conn))?
     }
 
+    /// What `repo` holds besides its git repository (extra git parts such as the
+    /// wiki, its LFS server, its metadata kinds); `Ok(None)` for a provider of a
+    /// world before 0.3.0, which backs up git only. The call may only read.
+    pub fn describe_repository(
+        &self,
+        repo: &Repository,
+    ) -> Result<Option<RepositoryParts>, ProviderError> {
+        let conn = &self.conn;
+        let parts = self
+            .provider
+            .call_with(Some(self.gate.clone()), true, |g, s| {
+                g.describe_repository(s, conn, repo)
+            })??;
+        if let Some(p) = &parts {
+            let bytes = p
+                .git
+                .iter()
+                .map(|g| g.name.len() + g.url.len())
+                .sum::<usize>()
+                + p.lfs_url.as_ref().map_or(0, String::len)
+                + p.metadata.iter().map(|k| k.name.len()).sum::<usize>();
+            self.provider.check_returned(
+                &format!("its description of repository {}", repo.full_name),
+                bytes,
+            )?;
+        }
+        Ok(parts)
+    }
+
+    /// One page of the documents of metadata `kind` of `repo`: only items updated
+    /// after `since` for an incremental kind when it is set; `cursor` is the
+    /// previous page's `next`. Within [`MAX_RETURN_BYTES`]; the call may only read.
+    /// [`ProviderError::Unsupported`] for a provider of a world before 0.3.0.
+    pub fn list_documents(
+        &self,
+        repo: &Repository,
+        kind: &str,
+        since: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<DocumentPage, ProviderError> {
+        let conn = &self.conn;
+        let query = DocumentQuery {
+            repo,
+            kind,
+            since,
+            cursor,
+        };
+        let page = self
+            .provider
+            .call_with(Some(self.gate.clone()), true, |g, s| {
+                g.list_documents(s, conn, &query)
+            })??;
+        self.provider.check_returned(
+            &format!("its page of {kind} of {}", repo.full_name),
+            document_page_bytes(&page),
+        )?;
+        Ok(page)
+    }
+
+    /// The metadata kinds of a scope (e.g. the workspace, its projects); empty
+    /// for a provider of a world before 0.3.0. The call may only read.
+    pub fn describe_scope(&self, scope: &str) -> Result<Vec<MetadataKind>, ProviderError> {
+        let conn = &self.conn;
+        let kinds = self
+            .provider
+            .call_with(Some(self.gate.clone()), true, |g, s| {
+                g.describe_scope(s, conn, scope)
+            })??;
+        let bytes = kinds.iter().map(|k| k.name.len()).sum();
+        self.provider
+            .check_returned(&format!("its metadata kinds of {scope}"), bytes)?;
+        Ok(kinds)
+    }
+
+    /// One page of the documents of metadata `kind` of a scope, as
+    /// [`list_documents`](Self::list_documents).
+    pub fn list_scope_documents(
+        &self,
+        scope: &str,
+        kind: &str,
+        cursor: Option<&str>,
+    ) -> Result<DocumentPage, ProviderError> {
+        let conn = &self.conn;
+        let query = ScopeDocumentQuery {
+            scope,
+            kind,
+            cursor,
+        };
+        let page = self
+            .provider
+            .call_with(Some(self.gate.clone()), true, |g, s| {
+                g.list_scope_documents(s, conn, &query)
+            })??;
+        self.provider.check_returned(
+            &format!("its page of {kind} of {scope}"),
+            document_page_bytes(&page),
+        )?;
+        Ok(page)
+    }
+
     /// Every repository of a scope, following the provider's pages.
     pub fn list_repositories(&self, scope: &str) -> Result<Vec<Repository>, ProviderError> {
         let mut out = Vec::new();
@@ -753,6 +926,25 @@ impl ProviderSession<'_> {
             "listing of {scope} has more than {MAX_PAGES} pages"
         )))
     }
+}
+
+/// The text a page of documents holds (for [`MAX_RETURN_BYTES`]).
+fn document_page_bytes(page: &DocumentPage) -> usize {
+    let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    page.documents
+        .iter()
+        .map(|d| {
+            d.kind.len()
+                + d.id.len()
+                + opt(&d.updated_on)
+                + d.json.len()
+                + d.files
+                    .iter()
+                    .map(|f| f.name.len() + f.url.len())
+                    .sum::<usize>()
+        })
+        .sum::<usize>()
+        + opt(&page.next)
 }
 
 #[cfg(test)]
@@ -798,7 +990,7 @@ mod tests {
         let worlds = world_directories();
         let declared: Vec<&str> = worlds.iter().rev().map(|(_, v)| v.as_str()).collect();
         assert_eq!(hosted, declared, "directories: {worlds:?}");
-        assert_eq!(supported_versions(), "0.2.0, 0.1.0");
+        assert_eq!(supported_versions(), "0.3.0, 0.2.0, 0.1.0");
     }
 
     #[test]
@@ -813,7 +1005,7 @@ mod tests {
         assert_eq!(
             err,
             "it exports no reposafe:provider/provider interface (its exports: none); \
-             supported versions: 0.2.0, 0.1.0"
+             supported versions: 0.3.0, 0.2.0, 0.1.0"
         );
     }
 }

@@ -3,7 +3,8 @@
 //! version-independent [`ProviderPre`]/[`ProviderCalls`].
 //!
 //! 0.1.0 has no `principal` export: [`ProviderCalls::principal`] answers
-//! `Ok(None)`, "not provided", as a 0.2.0 provider that cannot tell does.
+//! `Ok(None)`, "not provided", as a 0.2.0 provider that cannot tell does; nor
+//! 0.3.0's metadata exports (git only, as for 0.2.0).
 
 use super::{
     ConnectionParams, LogLevel, PluginState, ProviderCalls, ProviderPre, RepositoryPage, WitVersion,
@@ -57,42 +58,8 @@ impl ProviderPre for Pre {
 struct Calls(ProviderPlugin);
 
 impl ProviderCalls for Calls {
-    fn info(&self, store: &mut Store<PluginState>) -> wasmtime::Result<ProviderInfo> {
-        let g = self.0.reposafe_provider_provider();
-        g.call_info(store).map(info_from_wit)
-    }
-
-    fn list_scopes(
-        &self,
-        store: &mut Store<PluginState>,
-        conn: &ConnectionParams,
-    ) -> wasmtime::Result<Result<Vec<Scope>, ProviderError>> {
-        let g = self.0.reposafe_provider_provider();
-        let r = g.call_list_scopes(store, &connection_to_wit(conn))?;
-        Ok(r.map(|v| v.into_iter().map(scope_from_wit).collect())
-            .map_err(error_from_wit))
-    }
-
-    fn list_repositories(
-        &self,
-        store: &mut Store<PluginState>,
-        conn: &ConnectionParams,
-        scope: &str,
-        cursor: Option<&str>,
-    ) -> wasmtime::Result<Result<RepositoryPage, ProviderError>> {
-        let g = self.0.reposafe_provider_provider();
-        let r = g.call_list_repositories(store, &connection_to_wit(conn), scope, cursor)?;
-        Ok(r.map(page_from_wit).map_err(error_from_wit))
-    }
-
-    fn oauth_token_url(
-        &self,
-        store: &mut Store<PluginState>,
-        conn: &ConnectionParams,
-    ) -> wasmtime::Result<Option<String>> {
-        let g = self.0.reposafe_provider_provider();
-        g.call_oauth_token_url(store, &connection_to_wit(conn))
-    }
+    common_calls!();
+    no_metadata_calls!();
 
     /// World 0.1.0 has no `principal`: "not provided", so the host derives the
     /// principal from the credential, as for a 0.2.0 provider answering `none`.

@@ -1,8 +1,10 @@
-//! The host side of world `reposafe:provider/provider-plugin@0.2.0` (`wit/v0.2/`,
-//! the current version): its bindings, and their adaptation to the host's
-//! version-independent [`ProviderPre`]/[`ProviderCalls`].
+//! The host side of world `reposafe:provider/provider-plugin@0.2.0` (`wit/v0.2/`):
+//! its bindings, and their adaptation to the host's version-independent
+//! [`ProviderPre`]/[`ProviderCalls`].
 //!
-//! 0.2.0 added the `principal` export to 0.1.0.
+//! 0.2.0 added the `principal` export to 0.1.0. It has none of 0.3.0's metadata
+//! exports: a 0.2.0 provider backs up git only (`describe_repository` answers
+//! `Ok(None)`, `describe_scope` no kinds, listing documents `Unsupported`).
 
 use super::{
     ConnectionParams, LogLevel, PluginState, ProviderCalls, ProviderPre, RepositoryPage, WitVersion,
@@ -56,42 +58,8 @@ impl ProviderPre for Pre {
 struct Calls(ProviderPlugin);
 
 impl ProviderCalls for Calls {
-    fn info(&self, store: &mut Store<PluginState>) -> wasmtime::Result<ProviderInfo> {
-        let g = self.0.reposafe_provider_provider();
-        g.call_info(store).map(info_from_wit)
-    }
-
-    fn list_scopes(
-        &self,
-        store: &mut Store<PluginState>,
-        conn: &ConnectionParams,
-    ) -> wasmtime::Result<Result<Vec<Scope>, ProviderError>> {
-        let g = self.0.reposafe_provider_provider();
-        let r = g.call_list_scopes(store, &connection_to_wit(conn))?;
-        Ok(r.map(|v| v.into_iter().map(scope_from_wit).collect())
-            .map_err(error_from_wit))
-    }
-
-    fn list_repositories(
-        &self,
-        store: &mut Store<PluginState>,
-        conn: &ConnectionParams,
-        scope: &str,
-        cursor: Option<&str>,
-    ) -> wasmtime::Result<Result<RepositoryPage, ProviderError>> {
-        let g = self.0.reposafe_provider_provider();
-        let r = g.call_list_repositories(store, &connection_to_wit(conn), scope, cursor)?;
-        Ok(r.map(page_from_wit).map_err(error_from_wit))
-    }
-
-    fn oauth_token_url(
-        &self,
-        store: &mut Store<PluginState>,
-        conn: &ConnectionParams,
-    ) -> wasmtime::Result<Option<String>> {
-        let g = self.0.reposafe_provider_provider();
-        g.call_oauth_token_url(store, &connection_to_wit(conn))
-    }
+    common_calls!();
+    no_metadata_calls!();
 
     fn principal(
         &self,

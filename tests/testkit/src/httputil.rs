@@ -119,6 +119,41 @@ pub fn encode_form(pairs: &[(String, String)]) -> String {
         .join("&")
 }
 
+/// The endpoint kind of a request path (query dropped): the segment after `repositories`,
+/// `workspaces`, `projects`, `repos`, `users` and the one after that after `repositories`
+/// become `{ws}`/`{key}`/`{slug}`/`{user}`, numbers and `{uuid}`s become `{id}`, and a file name
+/// after `attachments`/`downloads` becomes `{name}`. E.g.
+/// `/2.0/repositories/ws/r/pullrequests/7/comments?page=2` →
+/// `/2.0/repositories/{ws}/{slug}/pullrequests/{id}/comments`.
+pub fn endpoint_kind(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or("");
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut out: Vec<String> = Vec::with_capacity(segs.len());
+    for (i, s) in segs.iter().enumerate() {
+        let prev = if i > 0 { segs[i - 1] } else { "" };
+        let prev2 = if i > 1 { segs[i - 2] } else { "" };
+        let kind = match prev {
+            "repositories" | "workspaces" if !s.is_empty() => Some("{ws}"),
+            "projects" if !s.is_empty() => Some("{key}"),
+            "repos" if !s.is_empty() => Some("{slug}"),
+            "users" if !s.is_empty() => Some("{user}"),
+            "attachments" | "downloads" if !s.is_empty() => Some("{name}"),
+            _ if prev2 == "repositories" && !s.is_empty() => Some("{slug}"),
+            _ if !s.is_empty()
+                && (s.bytes().all(|b| b.is_ascii_digit())
+                    || s.starts_with('{')
+                    || s.starts_with("%7B")
+                    || s.starts_with("%7b")) =>
+            {
+                Some("{id}")
+            }
+            _ => None,
+        };
+        out.push(kind.map(str::to_string).unwrap_or_else(|| s.to_string()));
+    }
+    out.join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +169,13 @@ mod tests {
         assert_eq!(p[2], ("c".into(), "".into()));
         assert!(parse_form("a=%zz").is_none());
         assert_eq!(encode_form(&p), "a=1&b=x%20y&c=");
+        assert_eq!(
+            endpoint_kind("/2.0/repositories/ws/r/pullrequests/7/comments?page=2"),
+            "/2.0/repositories/{ws}/{slug}/pullrequests/{id}/comments"
+        );
+        assert_eq!(
+            endpoint_kind("/rest/api/1.0/projects/K/repos/r/pull-requests/3/activities"),
+            "/rest/api/1.0/projects/{key}/repos/{slug}/pull-requests/{id}/activities"
+        );
     }
 }

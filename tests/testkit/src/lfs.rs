@@ -53,6 +53,7 @@ struct LfsState {
 }
 
 struct Grant {
+    oid: String,
     path: PathBuf,
     header: String,
     expires: Instant,
@@ -95,6 +96,18 @@ impl LfsStore {
         }
     }
 
+    /// Makes the server send `bytes` for the object `oid` of `workspace/slug` from now on
+    /// (a storage fault: the content no longer matches its oid).
+    pub fn corrupt(&self, workspace: &str, slug: &str, oid: &str, bytes: &[u8]) {
+        let path = self.dir.join(format!("corrupt-{oid}"));
+        std::fs::write(&path, bytes).expect("write corrupt LFS object");
+        self.lock()
+            .objects
+            .entry((workspace.to_string(), slug.to_string()))
+            .or_default()
+            .insert(oid.to_string(), path);
+    }
+
     /// How many times each object was downloaded, by oid.
     pub fn downloads(&self) -> BTreeMap<String, usize> {
         self.lock().downloads.clone()
@@ -127,6 +140,7 @@ impl LfsStore {
                     st.grants.insert(
                         id.clone(),
                         Grant {
+                            oid: oid.to_string(),
                             path,
                             header: header.clone(),
                             expires: Instant::now() + EXPIRES_IN,
@@ -173,18 +187,41 @@ impl LfsStore {
         if Instant::now() > grant.expires {
             return text(StatusCode::FORBIDDEN, "AccessDenied: Request has expired\n");
         }
-        let path = grant.path.clone();
-        let Ok(bytes) = std::fs::read(&path) else {
+        let (path, oid) = (grant.path.clone(), grant.oid.clone());
+        let Ok(file) = std::fs::File::open(&path) else {
             return text(StatusCode::NOT_FOUND, "NoSuchKey\n");
         };
-        if let Some(oid) = path.file_name().and_then(|n| n.to_str()) {
-            *st.downloads.entry(oid.to_string()).or_default() += 1;
-        }
-        let mut resp = Response::new(httputil::full(Bytes::from(bytes)));
+        *st.downloads.entry(oid).or_default() += 1;
+        drop(st);
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // Streamed from the file in chunks, as a storage host sends it: a 1 GiB object
+        // is never held in memory here either.
+        let (tx, body) = httputil::ChannelBody::new(8);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let mut file = file;
+            loop {
+                let mut chunk = vec![0u8; 256 << 10];
+                let chunk = match file.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        Ok(Bytes::from(chunk))
+                    }
+                    Err(e) => Err(e),
+                };
+                if tx.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut resp = Response::new(http_body_util::BodyExt::boxed(body));
         resp.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
+        resp.headers_mut()
+            .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
         resp
     }
 }

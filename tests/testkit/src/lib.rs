@@ -10,6 +10,9 @@
 //!   context path.
 //! * [`lfs`] — Git LFS of the Cloud double: the batch API on the main origin, downloads from a
 //!   second origin with the action's own header (see [`CloudServer::lfs`]).
+//! * [`metadata`] — the metadata of a repository (pull requests, issues, settings, ...) both
+//!   doubles serve, with builder methods and a deterministic generator ([`populate`]);
+//!   attachments and downloads redirect to a second origin ([`files`]).
 //! * [`gitutil`] — helpers that shell out to `git` with an isolated, fixed configuration,
 //!   plus [`gitutil::make_workspace_fixture`] that builds many varied repositories quickly.
 //!
@@ -19,14 +22,17 @@
 pub mod cgi;
 pub mod cloud;
 pub mod dc;
+pub mod files;
 pub mod gitutil;
 pub mod httputil;
 pub mod lfs;
+pub mod metadata;
 pub mod tempdir;
 pub mod testca;
 
 pub use cloud::{CloudServer, LoggedRequest, PrincipalLoad, RepoMeta};
 pub use dc::{DcOptions, DcServer};
 pub use gitutil::{FixtureOptions, FixtureRepo, WorkRepo};
+pub use metadata::{populate, Inline, NewPullRequest, PrState, RepoMetadata, Spec};
 pub use tempdir::TempDir;
 pub use testca::TestCa;

@@ -113,3 +113,24 @@ pub fn get(url: &str, auth: &str) -> Resp {
 pub fn get_anon(url: &str) -> Resp {
     request("GET", url, &[], b"")
 }
+
+/// GETs `first` and the pages after it (`next` says the URL of the page after `j`, or
+/// `None` on the last); returns how many pages and all their `values`.
+pub fn follow_pages(
+    first: &str,
+    auth: &str,
+    next: impl Fn(&serde_json::Value) -> Option<String>,
+) -> (usize, Vec<serde_json::Value>) {
+    let (mut url, mut pages, mut values) = (first.to_string(), 0, Vec::new());
+    loop {
+        let r = get(&url, auth);
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        let j = r.json();
+        pages += 1;
+        values.extend(j["values"].as_array().expect("values").iter().cloned());
+        match next(&j) {
+            Some(n) => url = n,
+            None => return (pages, values),
+        }
+    }
+}

@@ -19,6 +19,14 @@
 //!   ([`DcServer::set_rate_limit`]: a token bucket per user, see [`RateLimit`]);
 //! * 401 answers carry DC's `{"errors": [...]}` body.
 //!
+//! Metadata (see [`meta`] for the endpoints and their sources): every repository has a
+//! [`RepoMetadata`] ([`DcServer::metadata`], [`DcServer::populate`]) served as pull
+//! requests with activities, pull request settings, webhooks, branch permissions, default
+//! reviewer conditions, the branch model and access keys; projects have default reviewers
+//! and access keys; Git LFS can be turned on per repository ([`DcServer::set_lfs_enabled`],
+//! objects in [`DcServer::lfs`]). Requests can be counted by endpoint kind
+//! ([`DcServer::requests_by_endpoint`], [`DcServer::count_requests`]).
+//!
 //! Credentials: users (`Basic user:password`, API and git), user HTTP access tokens
 //! (`Bearer`, or `Basic user:token`; see what the user sees) and project HTTP access
 //! tokens (`Bearer` only; see one project).
@@ -39,8 +47,13 @@ use tokio::sync::oneshot;
 
 use crate::cgi::{self, CgiRequest};
 use crate::httputil::{self, Body};
+use crate::lfs::{self, LfsStore};
+use crate::metadata::{self, DeployKey, RepoMetadata, Spec};
 use crate::tempdir::TempDir;
 use crate::testca::TestCa;
+
+pub mod meta;
+pub use meta::NOT_PERMITTED;
 
 /// Default and largest `limit` of a page, as on a default Data Center.
 pub const DEFAULT_LIMIT: usize = 25;
@@ -120,6 +133,9 @@ struct Repo {
     id: u64,
     path: PathBuf,
     public: bool,
+    metadata: RepoMetadata,
+    /// Git LFS enabled (`/rest/git-lfs/admin/.../enabled` answers 204, the batch API works).
+    lfs: bool,
 }
 
 struct Project {
@@ -128,6 +144,21 @@ struct Project {
     /// Owner user name of a personal project.
     owner: Option<String>,
     repos: BTreeMap<String, Repo>,
+    default_reviewers: Vec<String>,
+    access_keys: Vec<DeployKey>,
+}
+
+impl Project {
+    fn new(id: u64, name: &str, owner: Option<String>) -> Project {
+        Project {
+            id,
+            name: name.to_string(),
+            owner,
+            repos: BTreeMap::new(),
+            default_reviewers: Vec::new(),
+            access_keys: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -146,6 +177,10 @@ struct State {
     tokens: BTreeMap<String, (String, TokenScope)>,
     /// user → project keys
     grants: BTreeMap<String, Vec<String>>,
+    /// (user, or `token:KEY` for a project token; project key): REPO_ADMIN on its repositories.
+    admins: Vec<(String, String)>,
+    /// Order pull requests by `createdDate` instead of `updatedDate`.
+    pr_order_created: bool,
     next_id: u64,
     page_cap: usize,
     missing_next_page_start: Vec<String>,
@@ -178,6 +213,8 @@ struct Shared {
     base_url: String,
     context_path: String,
     cgi_home: PathBuf,
+    /// Git LFS objects (keyed by upper-case project key and slug).
+    lfs: Arc<LfsStore>,
 }
 
 impl Shared {
@@ -192,7 +229,9 @@ pub struct DcServer {
     ca: Option<TestCa>,
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
+    lfs_shutdown: Option<oneshot::Sender<()>>,
     _home: TempDir,
+    _lfs_dir: TempDir,
 }
 
 impl DcServer {
@@ -208,6 +247,15 @@ impl DcServer {
         );
         let ca = opts.tls.then(|| TestCa::new("reposafe test CA"));
         let scheme = if opts.tls { "https" } else { "http" };
+        // LFS objects come from a second (plain http) origin, as in the Cloud double.
+        let downloads = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 (LFS)");
+        downloads.set_nonblocking(true).expect("set_nonblocking");
+        let downloads_addr = downloads.local_addr().expect("local_addr");
+        let lfs_dir = TempDir::new("reposafe-testkit-dc-lfs");
+        let lfs = Arc::new(LfsStore::new(
+            lfs_dir.path(),
+            format!("http://{downloads_addr}"),
+        ));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 next_id: 1,
@@ -217,6 +265,7 @@ impl DcServer {
             base_url: format!("{scheme}://{addr}{context_path}"),
             context_path,
             cgi_home: home.path().to_path_buf(),
+            lfs: lfs.clone(),
         });
         let acceptor = ca
             .as_ref()
@@ -239,12 +288,21 @@ impl DcServer {
             };
             serve(listener, acceptor, sh, rx).await;
         });
+        let (lfs_tx, lfs_rx) = oneshot::channel();
+        runtime.spawn(async move {
+            match tokio::net::TcpListener::from_std(downloads) {
+                Ok(l) => lfs::serve_downloads(l, lfs, lfs_rx).await,
+                Err(e) => eprintln!("[testkit] cannot adopt the LFS listener: {e}"),
+            }
+        });
         DcServer {
             shared,
             ca,
             runtime: Some(runtime),
             shutdown: Some(tx),
+            lfs_shutdown: Some(lfs_tx),
             _home: home,
+            _lfs_dir: lfs_dir,
         }
     }
 
@@ -265,15 +323,7 @@ impl DcServer {
         let key = key.to_ascii_uppercase();
         if !st.projects.contains_key(&key) {
             st.next_id += 1;
-            st.projects.insert(
-                key,
-                Project {
-                    id,
-                    name: name.to_string(),
-                    owner: None,
-                    repos: BTreeMap::new(),
-                },
-            );
+            st.projects.insert(key, Project::new(id, name, None));
         }
     }
 
@@ -288,12 +338,7 @@ impl DcServer {
                 st.next_id += 1;
                 st.projects.insert(
                     upper.clone(),
-                    Project {
-                        id,
-                        name: user.to_string(),
-                        owner: Some(user.to_string()),
-                        repos: BTreeMap::new(),
-                    },
+                    Project::new(id, user, Some(user.to_string())),
                 );
             }
         } else {
@@ -304,7 +349,18 @@ impl DcServer {
         let id = st.next_id;
         st.next_id += 1;
         if let Some(p) = st.projects.get_mut(&upper) {
-            p.repos.insert(slug.to_string(), Repo { id, path, public });
+            let old = p.repos.remove(slug);
+            let (metadata, lfs) = old.map(|r| (r.metadata, r.lfs)).unwrap_or_default();
+            p.repos.insert(
+                slug.to_string(),
+                Repo {
+                    id,
+                    path,
+                    public,
+                    metadata,
+                    lfs,
+                },
+            );
         }
         id
     }
@@ -393,6 +449,110 @@ impl DcServer {
         self.shared.lock().rate_limit
     }
 
+    /// Reads or changes the metadata of repository `key/slug` (see [`crate::metadata`])
+    /// under the server's lock. Cloud-only parts (issues, pipelines, environments,
+    /// downloads) are not served by DC. Panics if the repository was not added.
+    pub fn metadata<R>(&self, key: &str, slug: &str, f: impl FnOnce(&mut RepoMetadata) -> R) -> R {
+        let mut st = self.shared.lock();
+        let repo = st
+            .projects
+            .get_mut(&key.to_ascii_uppercase())
+            .and_then(|p| p.repos.get_mut(slug))
+            .unwrap_or_else(|| panic!("no repository {key}/{slug}: add_repo first"));
+        f(&mut repo.metadata)
+    }
+
+    /// Fills the metadata of `key/slug` with [`metadata::populate`].
+    pub fn populate(&self, key: &str, slug: &str, spec: &Spec) {
+        self.metadata(key, slug, |m| metadata::populate(m, spec));
+    }
+
+    /// Gives `user` (or, with `token:KEY`, project `KEY`'s tokens) REPO_ADMIN on the
+    /// repositories of project `key` (and PROJECT_ADMIN): needed for webhooks, branch
+    /// permissions and access keys, which answer 401 otherwise.
+    pub fn grant_admin(&self, user: &str, key: &str) {
+        self.shared
+            .lock()
+            .admins
+            .push((user.to_string(), key.to_ascii_uppercase()));
+    }
+
+    /// Sets the project-level default reviewers of `key`.
+    pub fn set_project_default_reviewers(&self, key: &str, users: &[&str]) {
+        self.add_project(key, key);
+        if let Some(p) = self
+            .shared
+            .lock()
+            .projects
+            .get_mut(&key.to_ascii_uppercase())
+        {
+            p.default_reviewers = users.iter().map(|u| u.to_string()).collect();
+        }
+    }
+
+    /// Adds a project-level SSH access key.
+    pub fn add_project_access_key(&self, key: &str, label: &str, public_key: &str) {
+        self.add_project(key, key);
+        let mut st = self.shared.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        if let Some(p) = st.projects.get_mut(&key.to_ascii_uppercase()) {
+            p.access_keys.push(DeployKey {
+                id,
+                label: label.to_string(),
+                key: public_key.to_string(),
+                created_ms: metadata::CLOCK_START_MS,
+            });
+        }
+    }
+
+    /// Makes `order=NEWEST|OLDEST` sort pull requests by `createdDate` instead of
+    /// `updatedDate` (the default; DC's reference does not name the date), so a test can
+    /// check that a client does not depend on either.
+    pub fn set_pr_order_by_created(&self, yes: bool) {
+        self.shared.lock().pr_order_created = yes;
+    }
+
+    /// Turns Git LFS on or off for `key/slug` (off by default, as on DC).
+    pub fn set_lfs_enabled(&self, key: &str, slug: &str, enabled: bool) {
+        let mut st = self.shared.lock();
+        if let Some(r) = st
+            .projects
+            .get_mut(&key.to_ascii_uppercase())
+            .and_then(|p| p.repos.get_mut(slug))
+        {
+            r.lfs = enabled;
+        }
+    }
+
+    /// The LFS objects: `lfs().add(&KEY.to_uppercase(), slug, bytes)` (the project key in
+    /// upper case). Batch API: `<clone url>/info/lfs/objects/batch`.
+    pub fn lfs(&self) -> &LfsStore {
+        &self.shared.lfs
+    }
+
+    /// How many logged requests have a path (with query) for which `pred` holds.
+    pub fn count_requests(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.shared
+            .lock()
+            .log
+            .iter()
+            .filter(|r| pred(&r.path))
+            .count()
+    }
+
+    /// Logged REST requests counted by endpoint kind ([`httputil::endpoint_kind`], context
+    /// path removed), e.g. `/rest/api/1.0/projects/{key}/repos/{slug}/pull-requests`.
+    pub fn requests_by_endpoint(&self) -> BTreeMap<String, usize> {
+        let ctx = self.shared.context_path.clone();
+        let mut out = BTreeMap::new();
+        for r in self.shared.lock().log.iter().filter(|r| !r.is_git) {
+            let path = r.path.strip_prefix(ctx.as_str()).unwrap_or(&r.path);
+            *out.entry(httputil::endpoint_kind(path)).or_default() += 1;
+        }
+        out
+    }
+
     /// Every request since the start (or the last [`clear_log`](Self::clear_log)).
     pub fn request_log(&self) -> Vec<DcRequest> {
         self.shared.lock().log.clone()
@@ -405,7 +565,10 @@ impl DcServer {
 
 impl Drop for DcServer {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        for tx in [self.shutdown.take(), self.lfs_shutdown.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = tx.send(());
         }
         if let Some(rt) = self.runtime.take() {
@@ -524,8 +687,8 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
         );
     };
     match segs.first().map(String::as_str) {
-        Some("rest") if segs.len() >= 3 && segs[1] == "api" && segs[2] == "1.0" => {
-            api(shared, req.method(), req.headers(), &segs[3..], &params)
+        Some("rest") if segs.len() >= 3 => {
+            api(shared, req.method(), req.headers(), &segs[1..], &params)
         }
         Some("scm") if segs.len() >= 4 => {
             let key = segs[1].clone();
@@ -802,9 +965,21 @@ fn api(
             principal,
         );
     }
-    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    let all: Vec<&str> = path.iter().map(String::as_str).collect();
     let base = shared.base_url.as_str();
     let user = caller.basic_user.as_deref();
+    if let Some(resp) = metadata_api(base, &st, &caller, &all, params) {
+        return api_out(resp, principal);
+    }
+    let p = match all.as_slice() {
+        ["api", "1.0", rest @ ..] => rest.to_vec(),
+        _ => {
+            return api_out(
+                errors(StatusCode::NOT_FOUND, "No such REST resource"),
+                principal,
+            )
+        }
+    };
     let cap = st.page_cap;
     let result = match p.as_slice() {
         ["projects"] => {
@@ -870,7 +1045,105 @@ fn api(
     }
 }
 
+/// Whether `caller` has REPO_ADMIN in project `key`.
+fn is_admin(st: &State, caller: &Caller, key: &str) -> bool {
+    let who = match &caller.scope {
+        TokenScope::User(u) => u.clone(),
+        TokenScope::Project(k) => format!("token:{k}"),
+    };
+    st.admins.iter().any(|(u, k)| *u == who && k == key)
+}
+
+/// `(root, key, slug, rest)` of a metadata path after `/rest/`: `api/1.0/projects/{key}[/repos/{slug}]/…`
+/// or `{plugin}/{version}/projects/{key}[/repos/{slug}]/…` (`git-lfs/admin/…` too).
+fn split_meta_path<'a>(p: &[&'a str]) -> Option<(&'a str, &'a str, Option<&'a str>, Vec<&'a str>)> {
+    let (root, rest) = match p {
+        ["api", "1.0", rest @ ..] => ("api", rest),
+        [root @ ("branch-permissions" | "default-reviewers" | "branch-utils" | "keys"), _, rest @ ..] => {
+            (*root, rest)
+        }
+        ["git-lfs", "admin", rest @ ..] => ("git-lfs", rest),
+        _ => return None,
+    };
+    match rest {
+        ["projects", key, "repos", slug, tail @ ..] => {
+            Some((root, key, Some(*slug), tail.to_vec()))
+        }
+        ["projects", _, "repos"] => None,
+        ["projects", key, tail @ ..] => Some((root, key, None, tail.to_vec())),
+        _ => None,
+    }
+}
+
+/// The metadata endpoints (see [`meta`]); `None` for other paths.
+fn metadata_api(
+    base: &str,
+    st: &State,
+    caller: &Caller,
+    p: &[&str],
+    params: &[(String, String)],
+) -> Option<Response<Body>> {
+    let (root, key, slug, rest) = split_meta_path(p)?;
+    let key = key.to_ascii_uppercase();
+    let Some(project) = st.projects.get(&key) else {
+        return Some(errors(
+            StatusCode::NOT_FOUND,
+            &format!("Project {key} does not exist."),
+        ));
+    };
+    if !can_see(st, caller, &key) {
+        return Some(errors(
+            StatusCode::UNAUTHORIZED,
+            &format!("You are not permitted to access project {key}"),
+        ));
+    }
+    let Some(slug) = slug else {
+        return meta::project_endpoint(base, st, caller, (&key, project), (root, &rest), params);
+    };
+    let Some(repo) = project.repos.get(slug) else {
+        return Some(errors(
+            StatusCode::NOT_FOUND,
+            &format!("Repository {key}/{slug} does not exist."),
+        ));
+    };
+    let ctx = meta::Ctx {
+        base,
+        key: &key,
+        project,
+        slug,
+        repo,
+        user: caller.basic_user.as_deref(),
+    };
+    meta::repo_endpoint(&ctx, st, caller, root, &rest, params)
+}
+
 // ---------------------------------------------------------------- git
+
+/// The Git LFS batch API of `key/slug` (404 when LFS is off, as DC answers).
+async fn lfs_batch(
+    shared: &Shared,
+    req: Request<Incoming>,
+    key: &str,
+    slug: &str,
+    enabled: bool,
+) -> Response<Body> {
+    if !enabled {
+        let mut r = Response::new(httputil::full(
+            json!({"message": "Git LFS is not enabled for this repository"}).to_string(),
+        ));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(lfs::LFS_MEDIA_TYPE));
+        return r;
+    }
+    if req.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Use POST\n");
+    }
+    match http_body_util::BodyExt::collect(req.into_body()).await {
+        Ok(body) => shared.lfs.batch(key, slug, &body.to_bytes()),
+        Err(_) => text(StatusCode::BAD_REQUEST, "Unreadable body\n"),
+    }
+}
 
 async fn git(
     shared: &Arc<Shared>,
@@ -892,7 +1165,7 @@ async fn git(
     }
     let key = key.to_ascii_uppercase();
     let cred = parse_auth(req.headers());
-    let (principal, repo_path) = {
+    let (principal, repo_path, lfs_on) = {
         let mut st = shared.lock();
         let caller = identify(&st, &cred);
         let principal = caller.as_ref().map(|c| c.principal.clone());
@@ -919,8 +1192,11 @@ async fn git(
         if !can_see(&st, &caller, &key) {
             return out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);
         }
-        (principal, repo.path.clone())
+        (principal, repo.path.clone(), repo.lfs)
     };
+    if rest == ["info", "lfs", "objects", "batch"] {
+        return out(lfs_batch(shared, req, &key, &slug, lfs_on).await, principal);
+    }
     let (Some(root), Some(name)) = (repo_path.parent(), repo_path.file_name()) else {
         return out(
             text(StatusCode::INTERNAL_SERVER_ERROR, "Bad repository path\n"),

@@ -17,6 +17,22 @@
 //!   deleted token does;
 //! * workspace access tokens cannot list the user's workspaces (`403`) and are not users.
 //!
+//! Metadata (endpoints and their sources in [`meta`]): every repository has a
+//! [`RepoMetadata`] — change it with [`CloudServer::metadata`] or fill it with
+//! [`CloudServer::populate`] — served under `/2.0/repositories/{ws}/{slug}/…` (pull
+//! requests with comments, activity and tasks; issues with comments, changes and
+//! attachments; branch restrictions, branching model, default reviewers, deploy keys,
+//! hooks, pipelines config/variables/schedules, environments and their variables,
+//! downloads). Workspace level: `/2.0/workspaces/{ws}`, `/2.0/workspaces/{ws}/projects`
+//! and `/projects/{key}/default-reviewers` ([`CloudServer::add_project`],
+//! [`CloudServer::set_project_default_reviewers`]). Attachments and downloads answer 302
+//! to a second origin ([`CloudServer::files`], see [`crate::files`]) that refuses the
+//! credential. A credential can be limited to some OAuth scopes
+//! ([`CloudServer::restrict_scopes`]): endpoints needing another answer 403 with
+//! [`SCOPES_MESSAGE`] and `error.detail.{granted,required}`. Wikis: [`CloudServer::add_wiki`]
+//! serves a bare repository at `<clone url>/wiki`. Requests can be counted per endpoint
+//! kind ([`CloudServer::requests_by_endpoint`], [`CloudServer::count_requests`]).
+//!
 //! Credentials (each belongs to a *principal*, the account id used for rate limiting and
 //! in the request log):
 //!
@@ -46,9 +62,18 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::cgi::{self, CgiRequest};
+use crate::files::FileOrigin;
 use crate::httputil::{self, Body};
 use crate::lfs::{self, LfsStore};
+use crate::metadata::{self, RepoMetadata, Spec};
 use crate::tempdir::TempDir;
+
+pub mod meta;
+pub use meta::{MAX_ACTIVITY_PAGELEN, MAX_PR_PAGELEN, NO_ISSUE_TRACKER};
+
+/// Cloud's message of a 403 for a credential without the scope an endpoint requires
+/// (the body also has `error.detail.granted` and `error.detail.required`).
+pub const SCOPES_MESSAGE: &str = "Your credentials lack one or more required privilege scopes.";
 
 /// The exact body Bitbucket Cloud sends with a 429.
 pub const RATE_LIMIT_BODY: &str = "Rate limit for this resource has been exceeded";
@@ -154,11 +179,21 @@ struct Repo {
     path: PathBuf,
     meta: RepoMeta,
     uuid: String,
+    metadata: RepoMetadata,
+    /// The bare repository of its wiki, served at `<clone url>/wiki`.
+    wiki: Option<PathBuf>,
+}
+
+/// A project of a workspace (every workspace has `PROJ`, the project of its repositories).
+struct ProjectMeta {
+    name: String,
+    default_reviewers: Vec<String>,
 }
 
 struct Workspace {
     uuid: String,
     repos: BTreeMap<String, Repo>,
+    projects: BTreeMap<String, ProjectMeta>,
 }
 
 struct Consumer {
@@ -196,6 +231,8 @@ struct State {
     fail_next_429: usize,
     fail_next_git_503: usize,
     log: Vec<LoggedRequest>,
+    /// (principal or credential secret, granted scopes): credentials not listed have all.
+    scopes: Vec<(String, Vec<String>)>,
 }
 
 struct Shared {
@@ -203,6 +240,8 @@ struct Shared {
     base_url: String,
     /// LFS objects and the download origin's grants.
     lfs: Arc<LfsStore>,
+    /// Where attachments and downloads redirect to.
+    files: Arc<FileOrigin>,
     /// Empty HOME for the CGI processes.
     cgi_home: PathBuf,
 }
@@ -238,6 +277,7 @@ pub struct CloudServer {
     runtime: Option<tokio::runtime::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
     lfs_shutdown: Option<oneshot::Sender<()>>,
+    files_shutdown: Option<oneshot::Sender<()>>,
     _home: TempDir,
     _lfs_dir: TempDir,
 }
@@ -258,18 +298,21 @@ impl CloudServer {
             lfs_dir.path(),
             format!("http://{downloads_addr}"),
         ));
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            base_url: format!("http://{addr}"),
-            lfs: lfs.clone(),
-            cgi_home: home.path().to_path_buf(),
-        });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("testkit-cloud")
             .enable_all()
             .build()
             .expect("tokio runtime");
+        let (files_tx, files_rx) = oneshot::channel();
+        let files = FileOrigin::start(&runtime, files_rx);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            base_url: format!("http://{addr}"),
+            lfs: lfs.clone(),
+            files,
+            cgi_home: home.path().to_path_buf(),
+        });
         let (tx, rx) = oneshot::channel();
         let sh = shared.clone();
         runtime.spawn(async move {
@@ -295,6 +338,7 @@ impl CloudServer {
             runtime: Some(runtime),
             shutdown: Some(tx),
             lfs_shutdown: Some(lfs_tx),
+            files_shutdown: Some(files_tx),
             _home: home,
             _lfs_dir: lfs_dir,
         }
@@ -329,25 +373,145 @@ impl CloudServer {
             .or_insert_with(|| Workspace {
                 uuid: uuid_for("workspace", slug),
                 repos: BTreeMap::new(),
+                projects: BTreeMap::from([(
+                    "PROJ".to_string(),
+                    ProjectMeta {
+                        name: "Project".to_string(),
+                        default_reviewers: Vec::new(),
+                    },
+                )]),
             });
     }
 
     /// Registers (or replaces) `workspace/slug`, served from the bare repository at
-    /// `bare_repo`. The workspace is created if needed.
+    /// `bare_repo`. The workspace is created if needed. Replacing keeps the repository's
+    /// metadata and wiki.
     pub fn add_repo(&self, workspace: &str, slug: &str, bare_repo: &Path, meta: RepoMeta) {
         self.add_workspace(workspace);
         let path = std::fs::canonicalize(bare_repo).unwrap_or_else(|_| bare_repo.to_path_buf());
         let mut st = self.shared.lock();
         if let Some(ws) = st.workspaces.get_mut(workspace) {
+            let old = ws.repos.remove(slug);
+            let (metadata, wiki) = old.map(|r| (r.metadata, r.wiki)).unwrap_or_default();
             ws.repos.insert(
                 slug.to_string(),
                 Repo {
                     path,
                     meta,
                     uuid: uuid_for("repository", &format!("{workspace}/{slug}")),
+                    metadata,
+                    wiki,
                 },
             );
         }
+    }
+
+    /// Reads or changes the metadata of `workspace/slug` (pull requests, issues,
+    /// settings, ...; see [`crate::metadata`]) under the server's lock.
+    ///
+    /// Panics if the repository was not added with [`add_repo`](Self::add_repo).
+    pub fn metadata<R>(
+        &self,
+        workspace: &str,
+        slug: &str,
+        f: impl FnOnce(&mut RepoMetadata) -> R,
+    ) -> R {
+        self.with_repo(workspace, slug, |r| f(&mut r.metadata))
+    }
+
+    fn with_repo<R>(&self, workspace: &str, slug: &str, f: impl FnOnce(&mut Repo) -> R) -> R {
+        let mut st = self.shared.lock();
+        let repo = st
+            .workspaces
+            .get_mut(workspace)
+            .and_then(|w| w.repos.get_mut(slug))
+            .unwrap_or_else(|| panic!("no repository {workspace}/{slug}: add_repo first"));
+        f(repo)
+    }
+
+    /// Fills the metadata of `workspace/slug` with [`metadata::populate`].
+    pub fn populate(&self, workspace: &str, slug: &str, spec: &Spec) {
+        self.metadata(workspace, slug, |m| metadata::populate(m, spec));
+    }
+
+    /// Serves the bare repository `bare_repo` as the wiki of `workspace/slug`, at
+    /// `<clone url>/wiki` (`/{workspace}/{slug}.git/wiki`, as `https://bitbucket.org/{workspace}/{slug}.git/wiki`
+    /// on Cloud) with the repository's authentication; the repository object then says
+    /// `"has_wiki": true`. Restricted credentials also need the `wiki` scope.
+    pub fn add_wiki(&self, workspace: &str, slug: &str, bare_repo: &Path) {
+        let path = std::fs::canonicalize(bare_repo).unwrap_or_else(|_| bare_repo.to_path_buf());
+        self.with_repo(workspace, slug, |r| r.wiki = Some(path));
+    }
+
+    /// The wiki's clone URL `http://127.0.0.1:PORT/{workspace}/{slug}.git/wiki`.
+    pub fn wiki_url(&self, workspace: &str, slug: &str) -> String {
+        format!("{}/wiki", self.git_url(workspace, slug))
+    }
+
+    /// Adds (or renames) project `key` of `workspace` (`PROJ` always exists).
+    pub fn add_project(&self, workspace: &str, key: &str, name: &str) {
+        self.with_project(workspace, key, |p| p.name = name.to_string());
+    }
+
+    /// Sets the default reviewers of project `key` (creating it if needed).
+    pub fn set_project_default_reviewers(&self, workspace: &str, key: &str, users: &[&str]) {
+        let users = users.iter().map(|u| u.to_string()).collect();
+        self.with_project(workspace, key, |p| p.default_reviewers = users);
+    }
+
+    /// Runs `f` on project `key` of `workspace`, creating both if needed.
+    fn with_project(&self, workspace: &str, key: &str, f: impl FnOnce(&mut ProjectMeta)) {
+        self.add_workspace(workspace);
+        let mut st = self.shared.lock();
+        if let Some(w) = st.workspaces.get_mut(workspace) {
+            f(w.projects.entry(key.to_string()).or_insert(ProjectMeta {
+                name: key.to_string(),
+                default_reviewers: Vec::new(),
+            }));
+        }
+    }
+
+    /// Restricts a credential to `scopes` (Cloud's OAuth scope names: `repository`,
+    /// `pullrequest`, `issue`, `wiki`, `webhook`, `pipeline`, `pipeline:variable`,
+    /// `project`, `repository:admin`, ...). `who` is a principal (all its credentials) or
+    /// one credential's secret (token, app password, OAuth access token). An endpoint
+    /// whose scope is missing answers 403 with Cloud's body
+    /// `{"type": "error", "error": {"message": "Your credentials lack one or more required privilege scopes.", "detail": {"granted": [...], "required": [...]}}}`.
+    /// Unrestricted credentials have every scope.
+    pub fn restrict_scopes(&self, who: &str, scopes: &[&str]) {
+        let mut st = self.shared.lock();
+        st.scopes.retain(|(k, _)| k != who);
+        st.scopes.push((
+            who.to_string(),
+            scopes.iter().map(|s| s.to_string()).collect(),
+        ));
+    }
+
+    /// The origin attachments and downloads redirect to (downloads counted by name).
+    pub fn files(&self) -> &FileOrigin {
+        &self.shared.files
+    }
+
+    /// How many logged requests (API and git) have a path (with query) for which `pred`
+    /// holds, e.g. `s.count_requests(|p| p.contains("/pullrequests"))`.
+    pub fn count_requests(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.shared
+            .lock()
+            .log
+            .iter()
+            .filter(|r| pred(&r.path))
+            .count()
+    }
+
+    /// The logged API requests counted by endpoint kind: the path without its query, with
+    /// the workspace and repository replaced by `{ws}` and `{slug}` and ids by `{id}`,
+    /// e.g. `/2.0/repositories/{ws}/{slug}/pullrequests/{id}/comments`.
+    pub fn requests_by_endpoint(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for r in self.shared.lock().log.iter().filter(|r| !r.is_git) {
+            *out.entry(httputil::endpoint_kind(&r.path)).or_default() += 1;
+        }
+        out
     }
 
     /// Unregisters `workspace/slug` (the bare repository is left on disk).
@@ -498,9 +662,13 @@ impl CloudServer {
 
 impl Drop for CloudServer {
     fn drop(&mut self) {
-        for tx in [self.shutdown.take(), self.lfs_shutdown.take()]
-            .into_iter()
-            .flatten()
+        for tx in [
+            self.shutdown.take(),
+            self.lfs_shutdown.take(),
+            self.files_shutdown.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = tx.send(());
         }
@@ -880,6 +1048,9 @@ fn api(
         return Outcome::api(too_many(), principal);
     }
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    if let Some(resp) = metadata_api(shared, &st, &ident, &cred, method, &p, params) {
+        return Outcome::api(resp, principal);
+    }
     let known = matches!(
         p.as_slice(),
         ["user"]
@@ -891,6 +1062,11 @@ fn api(
             | ["repositories", _]
             | ["repositories", _, _]
     );
+    if matches!(p.as_slice(), ["repositories", _] | ["repositories", _, _]) {
+        if let Some(denied) = scope_denied(&st, &ident, &cred, "repository") {
+            return Outcome::api(denied, principal);
+        }
+    }
     if known && method != Method::GET {
         return Outcome::api(
             error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
@@ -973,6 +1149,158 @@ fn paginate(
     path: &str,
     params: &[(String, String)],
 ) -> Response<Body> {
+    paginate_max(items, base, path, params, 100, false)
+}
+
+/// The scopes `cred` (of `ident`) was restricted to, if it was.
+fn restricted_scopes<'a>(st: &'a State, ident: &Identity, cred: &Cred) -> Option<&'a [String]> {
+    let secret = match cred {
+        Cred::Basic(_, s) | Cred::Bearer(s) => Some(s.as_str()),
+        Cred::None | Cred::Malformed => None,
+    };
+    st.scopes
+        .iter()
+        .find(|(k, _)| Some(k.as_str()) == secret)
+        .or_else(|| st.scopes.iter().find(|(k, _)| *k == ident.principal))
+        .map(|(_, g)| g.as_slice())
+}
+
+/// 403 with Cloud's scopes body when the credential lacks `required`.
+fn scope_denied(
+    st: &State,
+    ident: &Identity,
+    cred: &Cred,
+    required: &str,
+) -> Option<Response<Body>> {
+    let granted = restricted_scopes(st, ident, cred)?;
+    if meta::scope_ok(granted, required) {
+        return None;
+    }
+    Some(json_response(
+        StatusCode::FORBIDDEN,
+        &json!({"type": "error", "error": {"message": SCOPES_MESSAGE,
+            "detail": {"granted": granted, "required": [required]}}}),
+    ))
+}
+
+/// The repository metadata and workspace project endpoints; `None` for other paths.
+fn metadata_api(
+    shared: &Shared,
+    st: &State,
+    ident: &Identity,
+    cred: &Cred,
+    method: &Method,
+    p: &[&str],
+    params: &[(String, String)],
+) -> Option<Response<Body>> {
+    let (ws, required, rest) = match p {
+        ["repositories", ws, _, rest @ ..] if !rest.is_empty() => {
+            (*ws, meta::required_scope(rest), rest)
+        }
+        ["workspaces", ws, "projects", ..] => (*ws, "project", &p[2..]),
+        _ => return None,
+    };
+    if method != Method::GET {
+        return Some(error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"));
+    }
+    let Some(w) = st.workspaces.get(ws) else {
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            &format!("No workspace with identifier '{ws}'."),
+        ));
+    };
+    if !ident.can_see(st, ws) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "You do not have access to this repository.",
+        ));
+    }
+    if let Some(denied) = scope_denied(st, ident, cred, required) {
+        return Some(denied);
+    }
+    let base = &shared.base_url;
+    if p[0] == "workspaces" {
+        return Some(projects_api(base, ws, w, rest, params));
+    }
+    let slug = p[2];
+    let Some(r) = w.repos.get(slug) else {
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            &format!("Repository {ws}/{slug} not found"),
+        ));
+    };
+    let ctx = meta::RepoCtx {
+        base,
+        ws,
+        slug,
+        repo_uuid: &r.uuid,
+        files: &shared.files,
+    };
+    Some(meta::repo_endpoint(&ctx, &r.metadata, rest, params))
+}
+
+/// `/2.0/workspaces/{ws}/projects[/{key}[/default-reviewers]]`.
+fn projects_api(
+    base: &str,
+    ws: &str,
+    w: &Workspace,
+    rest: &[&str],
+    params: &[(String, String)],
+) -> Response<Body> {
+    let project = |key: &str, pm: &ProjectMeta| {
+        let href = format!("{base}/2.0/workspaces/{ws}/projects/{key}");
+        json!({
+            "type": "project", "key": key, "uuid": uuid_for("project", &format!("{ws}/{key}")),
+            "name": pm.name, "description": "", "is_private": true,
+            "created_on": UPDATED_ON, "updated_on": UPDATED_ON,
+            "has_publicly_visible_repos": false,
+            "owner": {"type": "team", "username": ws, "display_name": ws, "uuid": w.uuid},
+            "links": {"self": {"href": href}, "html": {"href": format!("{base}/{ws}/workspace/projects/{key}")},
+                      "repositories": {"href": format!("{base}/2.0/repositories/{ws}?q=project.key=\"{key}\"")}},
+        })
+    };
+    let path = format!(
+        "/2.0/workspaces/{}/{}",
+        httputil::percent_encode(ws),
+        rest.join("/")
+    );
+    match rest {
+        ["projects"] => {
+            let items = w.projects.iter().map(|(k, pm)| project(k, pm)).collect();
+            paginate(items, base, &path, params)
+        }
+        ["projects", key, tail @ ..] => match (w.projects.get(*key), tail) {
+            (None, _) => error(StatusCode::NOT_FOUND, &format!("Project {key} not found")),
+            (Some(pm), []) => json_response(StatusCode::OK, &project(key, pm)),
+            (Some(pm), ["default-reviewers"]) => {
+                let items = pm
+                    .default_reviewers
+                    .iter()
+                    .map(|u| {
+                        json!({
+                            "type": "default_reviewer_and_type", "reviewer_type": "project",
+                            "user": meta::user_json(base, u),
+                        })
+                    })
+                    .collect();
+                paginate(items, base, &path, params)
+            }
+            _ => error(StatusCode::NOT_FOUND, "Resource not found"),
+        },
+        _ => error(StatusCode::NOT_FOUND, "Resource not found"),
+    }
+}
+
+/// Cloud's paging: `pagelen` default 10, at most `max` (more is clamped, or a 400 when
+/// `strict`), 1-based `page`, absolute `next`/`previous` links.
+fn paginate_max(
+    items: Vec<Value>,
+    base: &str,
+    path: &str,
+    params: &[(String, String)],
+    max: usize,
+    strict: bool,
+) -> Response<Body> {
     let get = |name: &str| {
         params
             .iter()
@@ -983,7 +1311,10 @@ fn paginate(
     let pagelen = match get("pagelen") {
         None => 10,
         Some(v) => match v.parse::<u64>() {
-            Ok(n) if n >= 1 => n.min(100) as usize,
+            Ok(n) if n as usize > max && strict => {
+                return error(StatusCode::BAD_REQUEST, &format!("Invalid pagelen: {v:?}"))
+            }
+            Ok(n) if n >= 1 => (n as usize).min(max),
             _ => return error(StatusCode::BAD_REQUEST, &format!("Invalid pagelen: {v:?}")),
         },
     };
@@ -1054,18 +1385,18 @@ fn repo_json(base: &str, user: &str, ws: &str, w: &Workspace, slug: &str, r: &Re
         "full_name": full_name,
         "slug": slug,
         "name": slug,
-        "description": "",
+        "description": r.metadata.settings.description,
         "scm": "git",
         "is_private": r.meta.is_private,
         "mainbranch": r.meta.mainbranch.as_ref().map(|b| json!({"type": "branch", "name": b})),
         "size": r.meta.size,
         "created_on": UPDATED_ON,
         "updated_on": UPDATED_ON,
-        "has_wiki": r.meta.has_wiki,
-        "has_issues": false,
-        "fork_policy": "allow_forks",
-        "language": "",
-        "website": null,
+        "has_wiki": r.meta.has_wiki || r.wiki.is_some(),
+        "has_issues": r.metadata.issue_tracker,
+        "fork_policy": r.metadata.settings.fork_policy,
+        "language": r.metadata.settings.language,
+        "website": r.metadata.settings.website,
         "links": {
             "self": {"href": format!("{base}/2.0/repositories/{full_name}")},
             "html": {"href": format!("{base}/{full_name}")},
@@ -1275,7 +1606,26 @@ async fn git(
             Cred::Basic(u, _) => u.clone(),
             _ => ident.principal.clone(),
         };
-        (principal, user, repo.path.clone())
+        if rest.first().map(String::as_str) == Some("wiki") {
+            let Some(wiki) = repo.wiki.clone() else {
+                return git_out(
+                    text(StatusCode::NOT_FOUND, "Repository not found\n"),
+                    principal,
+                );
+            };
+            if let Some(granted) = restricted_scopes(&st, &ident, &cred) {
+                if !meta::scope_ok(granted, "wiki") {
+                    return git_out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);
+                }
+            }
+            (principal, user, wiki)
+        } else {
+            (principal, user, repo.path.clone())
+        }
+    };
+    let rest = match rest.first().map(String::as_str) {
+        Some("wiki") => &rest[1..],
+        _ => rest,
     };
     if rest == ["info", "lfs", "objects", "batch"] {
         if req.method() != Method::POST {

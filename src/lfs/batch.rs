@@ -1,0 +1,269 @@
+//! The Git LFS batch API (download only): which URL and headers give each object.
+
+use super::{clipped, shown, LfsError, MEDIA_TYPE};
+use crate::git::LfsPointer;
+use crate::providers::failover::{self, Event, Outcome};
+use crate::providers::pool::PoolExhausted;
+use crate::providers::HttpGate;
+use crate::vault::CredentialKind;
+use secrecy::ExposeSecret;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The largest batch answer read (100 objects take a few tens of KiB).
+const MAX_ANSWER: u64 = 16 << 20;
+
+/// Where and how to download one object, as the server said (opaque).
+#[derive(Clone, Debug)]
+pub(crate) struct Action {
+    pub href: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// For each object asked for: its download action, or why the server gives none.
+pub(crate) type Answers = Vec<(LfsPointer, Result<Action, String>)>;
+
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    #[serde(default)]
+    transfer: Option<String>,
+    #[serde(default)]
+    objects: Vec<ObjectAnswer>,
+}
+
+#[derive(serde::Deserialize)]
+struct ObjectAnswer {
+    oid: String,
+    #[serde(default)]
+    actions: Option<Actions>,
+    #[serde(default)]
+    error: Option<ObjectError>,
+}
+
+#[derive(serde::Deserialize)]
+struct Actions {
+    #[serde(default)]
+    download: Option<DownloadAction>,
+}
+
+#[derive(serde::Deserialize)]
+struct DownloadAction {
+    href: String,
+    #[serde(default)]
+    header: BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ObjectError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Asks the LFS server at `lfs_url` how to download `objects` (at most
+/// [`super::BATCH_SIZE`]). `Err(reason)` when the request itself failed; per-object
+/// refusals are in the answers.
+pub(crate) fn request(
+    gate: &HttpGate,
+    lfs_url: &str,
+    objects: &[LfsPointer],
+    policy: &failover::Policy,
+    interrupt: &AtomicBool,
+) -> Result<Result<Answers, String>, LfsError> {
+    let url = format!("{}/objects/batch", lfs_url.trim_end_matches('/'));
+    if !gate.is_allowed(&url) {
+        return Err(LfsError::NotAllowed { url: shown(&url) });
+    }
+    let body = serde_json::json!({
+        "operation": "download",
+        "transfers": ["basic"],
+        "objects": objects.iter().map(|o| serde_json::json!({"oid": o.oid, "size": o.size})).collect::<Vec<_>>(),
+        "hash_algo": "sha256",
+    })
+    .to_string();
+    let mut req = BatchRequest {
+        gate,
+        url: &url,
+        body: body.as_bytes(),
+        lane: 0,
+    };
+    let notice = |m: &str| gate.notify(m);
+    let finished = failover::run(gate.pool(), policy, Some(interrupt), &notice, &mut req);
+    if interrupt.load(Ordering::Relaxed) {
+        return Err(LfsError::Interrupted);
+    }
+    Ok(finished.output.and_then(|resp| answers(resp, objects)))
+}
+
+/// The answers of a batch response, in the order of `objects`.
+fn answers(resp: reqwest::blocking::Response, objects: &[LfsPointer]) -> Result<Answers, String> {
+    let status = resp.status();
+    let mut body = Vec::new();
+    resp.take(MAX_ANSWER)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("the batch answer could not be read: {e}"))?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v["message"]
+                    .as_str()
+                    .map(|m| format!(": {}", clipped(m, 200)))
+            })
+            .unwrap_or_default();
+        return Err(format!("the LFS server answered {status}{message}"));
+    }
+    let answer: BatchAnswer = serde_json::from_slice(&body)
+        .map_err(|e| format!("the LFS server's batch answer is not usable: {e}"))?;
+    if let Some(t) = answer.transfer.as_deref().filter(|t| *t != "basic") {
+        return Err(format!(
+            "the LFS server chose transfer {:?}; only \"basic\" is supported",
+            clipped(t, 40)
+        ));
+    }
+    let mut by_oid: HashMap<String, ObjectAnswer> = answer
+        .objects
+        .into_iter()
+        .map(|o| (o.oid.clone(), o))
+        .collect();
+    Ok(objects
+        .iter()
+        .map(|p| {
+            let action = match by_oid.remove(&p.oid) {
+                None => Err("the LFS server's batch answer does not name it".to_string()),
+                Some(ObjectAnswer { error: Some(e), .. }) => Err(format!(
+                    "the LFS server answered {}: {}",
+                    e.code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "an error".into()),
+                    clipped(e.message.as_deref().unwrap_or("no message"), 200)
+                )),
+                Some(ObjectAnswer {
+                    actions:
+                        Some(Actions {
+                            download: Some(d), ..
+                        }),
+                    ..
+                }) => Ok(Action {
+                    href: d.href,
+                    headers: d.header.into_iter().collect(),
+                }),
+                Some(_) => Err("the LFS server gave no download action for it".to_string()),
+            };
+            (p.clone(), action)
+        })
+        .collect())
+}
+
+/// What one attempt of the batch request gives back.
+type Sent = Result<reqwest::blocking::Response, String>;
+
+/// The batch request, as [`failover::run`] makes it (like a git fetch).
+struct BatchRequest<'a> {
+    gate: &'a HttpGate,
+    url: &'a str,
+    body: &'a [u8],
+    /// The credential of the latest attempt.
+    lane: usize,
+}
+
+impl BatchRequest<'_> {
+    /// Whether the attempt's failure was the network's (worth retrying).
+    fn network(&self, output: &Sent) -> bool {
+        matches!(output, Err(reason) if reason.starts_with(NETWORK))
+    }
+}
+
+/// How a network failure's reason starts (so [`BatchRequest::outcome`] knows it).
+const NETWORK: &str = "network: ";
+
+impl failover::Attempts for BatchRequest<'_> {
+    type Output = Sent;
+
+    fn attempt(&mut self, lane: usize, _attempt: u32) -> Sent {
+        self.lane = lane;
+        let gate = self.gate;
+        gate.pool().pace(lane, &|m| gate.notify(m));
+        gate.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let auth = gate.pool().auth(lane);
+        let header = auth.git_header().map_err(|e| e.to_string())?;
+        let resp = gate
+            .client()
+            .post(self.url)
+            .header("Accept", MEDIA_TYPE)
+            .header("Content-Type", MEDIA_TYPE)
+            .header("Authorization", header.expose_secret())
+            .body(self.body.to_vec())
+            .send()
+            .map_err(|e| match gate.describe_unsent(e) {
+                (reason, true) => format!("{NETWORK}{reason}"),
+                (reason, false) => reason,
+            })?;
+        if resp.status().as_u16() == 401 && auth.kind() == CredentialKind::OauthConsumer {
+            auth.invalidate();
+        }
+        Ok(resp)
+    }
+
+    fn outcome(&self, output: &Sent) -> Outcome {
+        match output {
+            Err(_) if self.network(output) => Outcome::Network,
+            Err(_) => Outcome::Final,
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| failover::parse_retry_after(v, time::OffsetDateTime::now_utc()));
+                let oauth =
+                    self.gate.pool().auth(self.lane).kind() == CredentialKind::OauthConsumer;
+                Outcome::from_status(status, retry_after, oauth, || {
+                    format!("the LFS server answered {status} to {}", shown(self.url))
+                })
+            }
+        }
+    }
+
+    fn event(&mut self, event: &Event<'_>, output: &Sent) {
+        let gate = self.gate;
+        match event {
+            Event::RateLimited {
+                credential,
+                cooldown,
+                others,
+                going_on,
+            } => {
+                gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                if *going_on {
+                    let secs = failover::secs_ceil(*cooldown);
+                    gate.notify(&if *others {
+                        format!("credential {credential} rate limited (LFS), cooling down {secs} s; another credential takes over")
+                    } else {
+                        format!("rate limited (LFS), waiting {secs} s")
+                    });
+                }
+            }
+            Event::Refused { credential } => {
+                let status = output.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                gate.notify(&format!(
+                    "credential {credential} answered {status} (LFS); continuing with the others"
+                ));
+            }
+            Event::Retrying { after } => {
+                let why = match output {
+                    Err(reason) => reason.trim_start_matches(NETWORK).to_string(),
+                    Ok(resp) => format!("LFS server error {}", resp.status().as_u16()),
+                };
+                gate.stats.retries.fetch_add(1, Ordering::Relaxed);
+                gate.notify(&format!("{why}, waiting {} s", failover::secs_ceil(*after)));
+            }
+        }
+    }
+
+    fn no_credential(&mut self, err: PoolExhausted) -> Sent {
+        Err(format!("no usable credential: {err}"))
+    }
+}
