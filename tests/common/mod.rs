@@ -215,3 +215,21 @@ pub fn wait_for_daemon(data_dir: &Path) -> (String, String) {
         .to_string();
     (url, token.trim().to_string())
 }
+
+/// Starts `reposafe serve` on a free port for `rs`'s data dir and waits (up to 60 s) until
+/// it announces itself in `daemon.json`; the caller kills it.
+pub fn start_daemon(rs: &Reposafe) -> std::process::Child {
+    let child = rs
+        .cmd(&["serve", "--listen", "127.0.0.1:0"])
+        .env("REPOSAFE_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !rs.data_dir().join("daemon.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
