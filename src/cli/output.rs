@@ -352,9 +352,9 @@ pub fn restored(r: &Restored) {
     }
     if report.metadata_documents > 0 {
         println!(
-            "metadata: {} documents in the snapshot are not part of a restore; \
+            "metadata: {} in the snapshot are not part of a restore; \
              `reposafe export` writes them out",
-            report.metadata_documents
+            plural(report.metadata_documents, "document")
         );
     }
     missing(&report.missing);
@@ -412,7 +412,7 @@ pub fn shown_items(k: &KindItems) {
     for item in &k.items {
         let files = match item.files.len() {
             0 => String::new(),
-            n => format!(" ({n} file{})", if n == 1 { "" } else { "s" }),
+            n => format!(" ({})", plural(n as u64, "file")),
         };
         println!(
             "{:<width$}  {:<25}  {}{files}",
@@ -422,6 +422,11 @@ pub fn shown_items(k: &KindItems) {
         );
     }
     println!("{} {}", k.items.len(), k.kind);
+}
+
+/// `1 document`, `2 documents`.
+fn plural(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 pub fn exported(r: &ExportReport) {
@@ -444,10 +449,10 @@ pub fn exported(r: &ExportReport) {
         println!("  wiki.git: {refs} refs");
     }
     for (kind, count) in &r.metadata {
-        println!("  metadata/{kind}: {count} documents");
+        println!("  metadata/{kind}: {}", plural(*count, "document"));
     }
     if r.files > 0 {
-        println!("  {} files of documents", r.files);
+        println!("  {} of documents", plural(r.files, "file"));
     }
     missing(&r.missing);
 }
