@@ -778,6 +778,35 @@ mod tests {
         assert_eq!(left, ["data"]);
     }
 
+    /// A restore run as a job keeps what it moved aside in its result's reason; the report
+    /// rebuilt from the job says the same as the restore did.
+    #[test]
+    fn a_restore_job_keeps_what_was_moved_aside() {
+        let f = Fixture::new();
+        let snap = f.full().snap;
+        let target = Path::new("/r/app.git");
+        let cases = [
+            (
+                Some("/r/app.git.replaced-1"),
+                Some("/r/app.wiki.git.replaced-1"),
+            ),
+            (None, Some("/r/app.wiki.git.replaced-2")),
+            (Some("/r/app.git.replaced-3"), None),
+            (None, None),
+        ];
+        for (main, wiki) in cases {
+            let mut done = RestoreReport::of(&snap, target);
+            done.replaced = main.map(str::to_owned);
+            done.wiki.as_mut().expect("wiki").replaced = wiki.map(str::to_owned);
+            let note = done.replaced_note("moved: ");
+            assert_eq!(note.is_none(), main.is_none() && wiki.is_none());
+            let mut rebuilt = RestoreReport::of(&snap, target);
+            rebuilt.set_replaced(note.as_deref(), "moved: ");
+            assert_eq!(rebuilt.replaced.as_deref(), main);
+            assert_eq!(rebuilt.wiki.and_then(|w| w.replaced).as_deref(), wiki);
+        }
+    }
+
     #[test]
     fn the_wiki_goes_beside_the_target() {
         assert_eq!(
