@@ -87,6 +87,7 @@ fn server_with(repos: usize, bare: &Path) -> DcServer {
     }
     server.add_user("alice", PASSWORD);
     server.grant("alice", "RL");
+    server.grant_admin("alice", "RL");
     server
 }
 

@@ -82,7 +82,7 @@ fn restore(rs: &Reposafe, full_name: &str, selector: &[&str]) -> BTreeMap<String
 }
 
 fn packs(snap: &Value) -> BTreeSet<String> {
-    snap["packs"]
+    snap["parts"]["git"]["packs"]
         .as_array()
         .expect("packs")
         .iter()

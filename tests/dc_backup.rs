@@ -112,6 +112,14 @@ fn two_projects_with_own_tokens_over_tls_with_context_path_and_personal_repo() {
     server.grant("jdoe", "ALPHA");
     server.add_project_token("ALPHA", ALPHA_TOKEN);
     server.add_project_token("BETA", BETA_TOKEN);
+    // Admin rights: webhooks, branch permissions and access keys are backed up too.
+    for (who, key) in [
+        ("token:ALPHA", "ALPHA"),
+        ("token:BETA", "BETA"),
+        ("jdoe", "~JDOE"),
+    ] {
+        server.grant_admin(who, key);
+    }
 
     let rs = Reposafe::new();
     let ca = rs.files.path().join("corp-ca.pem");
@@ -260,6 +268,7 @@ fn missing_or_wrong_ca_bundle_is_a_certificate_problem_and_insecure_warns() {
     server.add_repo("PRJ", "one", &bare, false);
     server.add_user_token("jdoe", USER_TOKEN);
     server.grant("jdoe", "PRJ");
+    server.grant_admin("jdoe", "PRJ");
     let rs = Reposafe::new();
     let tok = rs.secret_file("user.tok", USER_TOKEN);
     let tok_s = tok.display().to_string();
@@ -394,6 +403,7 @@ fn paging_bug_ends_listing_429s_are_waited_out_and_basic_auth_works() {
     server.omit_next_page_start("LOOP");
     server.add_user("alice", PASSWORD);
     server.grant("alice", "LOOP");
+    server.grant_admin("alice", "LOOP");
 
     let rs = Reposafe::new();
     let pw = rs.secret_file("pw.txt", PASSWORD);
@@ -432,7 +442,10 @@ fn paging_bug_ends_listing_429s_are_waited_out_and_basic_auth_works() {
     let listings = server
         .request_log()
         .iter()
-        .filter(|l| l.path.contains("/projects/LOOP/repos") && l.status == 200)
+        .filter(|l| {
+            let listing = l.path.split('?').next().unwrap_or("");
+            listing.ends_with("/projects/LOOP/repos") && l.status == 200
+        })
         .count();
     assert_eq!(listings, 1, "one page, no loop");
     // 429 with Retry-After: 1 s, twice for the API and once for git: waited, and said so.
@@ -467,6 +480,7 @@ fn a_git_429_waits_what_its_retry_after_asks() {
     server.add_repo("WAIT", "wait", &bare, true);
     server.add_user("alice", PASSWORD);
     server.grant("alice", "WAIT");
+    server.grant_admin("alice", "WAIT");
 
     let rs = Reposafe::new();
     let pw = rs.secret_file("pw.txt", PASSWORD);

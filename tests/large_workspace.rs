@@ -67,10 +67,38 @@ fn unchanged_rerun_of_250_repositories_lists_each_once() {
         .filter(|r| !r.is_git)
         .map(|r| r.path.as_str())
         .collect();
+    let listing: Vec<&&str> = api
+        .iter()
+        .filter(|p| p.starts_with(&format!("/2.0/repositories/{WS}?")))
+        .collect();
     assert!(
-        api.len() <= REPOS.div_ceil(100) + 1,
-        "API requests: {api:?}"
+        listing.len() <= REPOS.div_ceil(100) + 1,
+        "listing requests: {listing:?}"
     );
+    // Besides the listing, each repository's metadata: at most one request per kind.
+    let archive =
+        reposafe::archive::Archive::open(&rs.data_dir().join("archive")).expect("archive");
+    let kinds = archive
+        .histories()
+        .expect("histories")
+        .first()
+        .and_then(|(id, _)| archive.latest_snapshot_of(id).ok().flatten())
+        .and_then(|s| s.metadata)
+        .map_or(0, |m| m.kinds.len());
+    let mut per_repo: std::collections::BTreeMap<&str, usize> = Default::default();
+    for p in api
+        .iter()
+        .filter(|p| p.starts_with(&format!("/2.0/repositories/{WS}/")))
+    {
+        let slug = p.split('/').nth(4).unwrap_or("?");
+        *per_repo.entry(slug).or_default() += 1;
+    }
+    assert!(
+        per_repo.values().all(|n| *n <= kinds),
+        "more than {kinds} metadata requests for a repository: {per_repo:?}"
+    );
+    let scope_level = api.len() - listing.len() - per_repo.values().sum::<usize>();
+    assert!(scope_level <= 4, "API requests: {api:?}");
     let git: Vec<&str> = log
         .iter()
         .filter(|r| r.is_git)

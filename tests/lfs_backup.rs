@@ -4,13 +4,14 @@
 //! per object while the snapshot completes (and fetched on a later run once it is back),
 //! an unchanged re-run downloads nothing, a corrupt download is refused, and a restore
 //! after the originals are gone gives a bare repository on which `git lfs` checks out
-//! every file byte-identical.
+//! every file byte-identical. The same against the Data Center double, over TLS with the
+//! connection's CA bundle.
 
 mod common;
 
 use common::{gitutil, CloudServer, Reposafe, TempDir, API_TOKEN, EMAIL};
 use reposafe_testkit::lfs::sha256_hex;
-use reposafe_testkit::{RepoMeta, WorkRepo};
+use reposafe_testkit::{DcOptions, DcServer, RepoMeta, WorkRepo};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -90,17 +91,12 @@ fn outcome(report: &serde_json::Value) -> &serde_json::Value {
     &report["repositories"][0]["outcome"]
 }
 
-/// Restores the repository, clones it and checks its LFS files out with `git lfs pull`
+/// Restores `full_name`, clones it and checks its LFS files out with `git lfs pull`
 /// (objects from the restored repository's `lfs/objects`); returns the clone.
-fn restore_and_clone(rs: &Reposafe, out: &Path) -> std::path::PathBuf {
+fn restore_and_clone(rs: &Reposafe, full_name: &str, out: &Path) -> std::path::PathBuf {
     let target = out.join("restored.git");
-    rs.run(&[
-        "restore",
-        &format!("{WS}/{SLUG}"),
-        "--to",
-        &target.display().to_string(),
-    ])
-    .ok();
+    rs.run(&["restore", full_name, "--to", &target.display().to_string()])
+        .ok();
     gitutil::fsck(&target);
     let clone = out.join("clone");
     let url = format!("file://{}", target.display());
@@ -141,15 +137,19 @@ fn lfs_objects_are_backed_up_reported_when_missing_and_restored_byte_identical()
     assert_eq!(downloads.len(), 3, "{downloads:?}");
     assert!(downloads.values().all(|n| *n == 1), "{downloads:?}");
 
-    // Unchanged: no object downloaded again.
+    // The repository is `partial` while an object is missing.
+    assert_eq!(first["status"], "partial", "{all}");
+    // Unchanged: no object downloaded again, no snapshot written, still partial.
     let (report, all) = backup(&s.rs);
-    assert_eq!(outcome(&report)["status"], "unchanged", "{all}");
+    assert_eq!(outcome(&report)["status"], "partial", "{all}");
+    assert_eq!(outcome(&report)["new_bytes"], 0, "{all}");
+    assert_eq!(outcome(&report)["id"], first["id"], "{all}");
     assert_eq!(s.server.lfs().downloads(), downloads, "{all}");
 
     // The missing object is back on the server: the next run fetches it, and only it.
     let oid = s.server.lfs().add(WS, SLUG, &absent);
     let (report, all) = backup(&s.rs);
-    assert!(outcome(&report)["id"].is_string(), "{all}");
+    assert_eq!(outcome(&report)["status"], "snapshot", "{all}");
     let now = s.server.lfs().downloads();
     assert_eq!(now.get(&oid), Some(&1), "{now:?}");
     assert_eq!(now.values().sum::<usize>(), 4, "{now:?}");
@@ -160,7 +160,7 @@ fn lfs_objects_are_backed_up_reported_when_missing_and_restored_byte_identical()
     }
     s.server.remove_repo(WS, SLUG);
     let out = TempDir::new("lfs-restore");
-    let clone = restore_and_clone(&s.rs, out.path());
+    let clone = restore_and_clone(&s.rs, &format!("{WS}/{SLUG}"), out.path());
     for (name, content) in &s.files {
         let got = std::fs::read(clone.join(name)).expect("checked-out LFS file");
         assert!(got == *content, "{name} differs from the original");
@@ -207,6 +207,71 @@ fn a_corrupt_download_is_refused_and_stores_nothing() {
     let (report, all) = backup(&s.rs);
     assert!(outcome(&report)["id"].is_string(), "{all}");
     let out = TempDir::new("lfs-restore");
-    let clone = restore_and_clone(&s.rs, out.path());
+    let clone = restore_and_clone(&s.rs, &format!("{WS}/{SLUG}"), out.path());
     assert!(std::fs::read(clone.join("bad.bin")).expect("bad.bin") == good);
+}
+
+#[test]
+fn data_center_lfs_objects_over_tls_are_backed_up_and_restored() {
+    const TOKEN: &str = "BBDC-lfs-token-MTIzNDU2Nzg5";
+    let server = DcServer::start(DcOptions {
+        context_path: "/bitbucket".into(),
+        tls: true,
+    });
+    let src = TempDir::new("lfs-dc-src");
+    let files = [
+        ("a.bin", gitutil::pseudo_random_bytes(31, 150_000)),
+        ("b.bin", gitutil::pseudo_random_bytes(32, 20_000)),
+    ];
+    let mut work = WorkRepo::new();
+    work.write(
+        ".gitattributes",
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    );
+    for (name, content) in &files {
+        work.write(name, pointer(content));
+        server.lfs().add("ALPHA", "media", content);
+    }
+    work.commit("LFS files");
+    let bare = src.path().join("media.git");
+    gitutil::init_bare(&bare);
+    work.push_mirror(&bare);
+    server.add_repo("ALPHA", "media", &bare, false);
+    server.set_lfs_enabled("ALPHA", "media", true);
+    server.add_user("jdoe", "unused-password");
+    server.add_user_token("jdoe", TOKEN);
+    server.grant("jdoe", "ALPHA");
+
+    let rs = Reposafe::new();
+    let ca = rs.files.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_pem().expect("a TLS server has a CA")).expect("write CA");
+    let tok = rs.secret_file("token", TOKEN);
+    rs.run(&[
+        "connection",
+        "add",
+        "dc",
+        "--name",
+        "corp",
+        "--set",
+        &format!("base-url={}", server.base_url()),
+        "--http-access-token-file",
+        &tok.display().to_string(),
+        "--ca-bundle",
+        &ca.display().to_string(),
+    ])
+    .ok();
+    let run = rs.run(&["backup", "corp", "--json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert!(outcome(&report)["id"].is_string(), "{}", run.all());
+    assert_eq!(server.lfs().downloads().len(), 2, "{}", run.all());
+
+    for (_, content) in &files {
+        server.lfs().remove("ALPHA", "media", &sha256_hex(content));
+    }
+    let out = TempDir::new("lfs-dc-restore");
+    let clone = restore_and_clone(&rs, "ALPHA/media", out.path());
+    for (name, content) in &files {
+        let got = std::fs::read(clone.join(name)).expect("checked-out LFS file");
+        assert!(got == *content, "{name} differs from the original");
+    }
 }

@@ -78,6 +78,7 @@ fn spec(name: &str) -> PlanSpec {
         enabled: true,
         run_missed: true,
         additional_credentials: vec![],
+        metadata_every: None,
     }
 }
 

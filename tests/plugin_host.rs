@@ -24,12 +24,8 @@
 
 mod common;
 
-use reposafe::providers::http::{self as gate_http, HttpGate, RetryPolicy};
-use reposafe::providers::{
-    Authenticator, LoadedProvider, ProviderError, ProviderRegistry, ProviderSession,
-};
-use reposafe::vault::{Credential, CredentialKind};
-use secrecy::SecretString;
+use reposafe::providers::{LoadedProvider, ProviderError, ProviderRegistry, ProviderSession};
+use reposafe::vault::CredentialKind;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -132,33 +128,8 @@ fn gate_session<'a>(
     origins: &[String],
     writes: bool,
 ) -> ProviderSession<'a> {
-    let info = provider.info();
-    let support = info
-        .support_for(CredentialKind::AccessToken)
-        .expect("access tokens are supported");
-    let policy = RetryPolicy {
-        max_retries: 0,
-        timeout: Duration::from_secs(10),
-        ..Default::default()
-    };
-    let client = gate_http::client(&policy);
-    let auth = Authenticator::new(
-        Credential {
-            kind: CredentialKind::AccessToken,
-            identity: None,
-            secret: SecretString::from(SECRET.to_string()),
-        },
-        support.api.clone(),
-        support.git.clone(),
-        None,
-        client.clone(),
-    );
-    let mut gate = HttpGate::new(
-        client,
-        reposafe::providers::parse_origins(origins),
-        Arc::new(auth),
-        policy,
-    );
+    let mut gate =
+        common::sessions::gate(provider, origins, CredentialKind::AccessToken, None, SECRET);
     if writes {
         gate = gate.allowing_writes();
     }

@@ -9,10 +9,12 @@ mod common;
 
 use common::sessions::session;
 use reposafe::providers::{
-    Document, LoadedProvider, ProviderError, ProviderRegistry, ProviderSession, Repository,
+    Document, LoadedProvider, MetadataKind, ProviderError, ProviderRegistry, ProviderSession,
+    Repository,
 };
 use reposafe::vault::CredentialKind;
-use reposafe_testkit::{CloudServer, RepoMeta, RepoMetadata, Spec};
+use reposafe_testkit::metadata::PullRequest;
+use reposafe_testkit::{CloudServer, DcOptions, DcServer, RepoMeta, RepoMetadata, Spec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -56,6 +58,43 @@ fn all_documents(
             None => return Ok((docs, calls)),
         }
     }
+}
+
+/// Every document of each of `kinds`, by kind.
+fn every_kind(
+    s: &ProviderSession<'_>,
+    repo: &Repository,
+    kinds: &[MetadataKind],
+) -> BTreeMap<String, Vec<Document>> {
+    kinds
+        .iter()
+        .map(|k| {
+            let (d, _) =
+                all_documents(s, repo, &k.name, None).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+            (k.name.clone(), d)
+        })
+        .collect()
+}
+
+/// The document of the double's pull request `pr` among `prs`, and its JSON
+/// (checked to hold the pull request's title).
+fn pull_request<'d>(prs: &'d [Document], pr: &PullRequest) -> (&'d Document, Value) {
+    let d = prs
+        .iter()
+        .find(|d| d.id == pr.id.to_string())
+        .unwrap_or_else(|| panic!("pull request #{} is listed", pr.id));
+    let j = json(d);
+    assert_eq!(j["pullrequest"]["title"], pr.title.as_str());
+    (d, j)
+}
+
+/// Repository `slug` as the provider lists scope `scope`.
+fn listed(s: &ProviderSession<'_>, scope: &str, slug: &str) -> Repository {
+    let repos = s.list_repositories(scope).expect("lists the scope");
+    repos
+        .into_iter()
+        .find(|r| r.slug == slug)
+        .unwrap_or_else(|| panic!("{scope}/{slug} is listed"))
 }
 
 fn json(d: &Document) -> Value {
@@ -105,11 +144,7 @@ fn cloud_session(server: &CloudServer) -> ProviderSession<'static> {
 }
 
 fn cloud_repo(s: &ProviderSession<'_>) -> Repository {
-    let repos = s.list_repositories(WS).expect("lists the workspace");
-    repos
-        .into_iter()
-        .find(|r| r.slug == SLUG)
-        .expect("the repository is listed")
+    listed(s, WS, SLUG)
 }
 
 fn model(server: &CloudServer) -> RepoMetadata {
@@ -138,23 +173,13 @@ fn cloud_every_kind_returns_the_doubles_items() {
     assert_eq!(parts.git[0].name, "wiki");
     assert_eq!(parts.git[0].url, server.wiki_url(WS, SLUG));
     assert_eq!(parts.lfs_url, Some(format!("{}/info/lfs", repo.clone_url)));
-    let mut docs: BTreeMap<String, Vec<Document>> = BTreeMap::new();
-    for kind in &parts.metadata {
-        let (d, _) = all_documents(&s, &repo, &kind.name, None)
-            .unwrap_or_else(|e| panic!("{}: {e}", kind.name));
-        docs.insert(kind.name.clone(), d);
-    }
+    let docs = every_kind(&s, &repo, &parts.metadata);
 
     // Pull requests: every state, each with its comments, activity and tasks.
     let prs = &docs["pullrequests"];
     assert_eq!(prs.len(), m.pull_requests.len());
     for pr in &m.pull_requests {
-        let d = prs
-            .iter()
-            .find(|d| d.id == pr.id.to_string())
-            .expect("listed");
-        let j = json(d);
-        assert_eq!(j["pullrequest"]["title"], pr.title.as_str());
+        let (d, j) = pull_request(prs, pr);
         assert_eq!(j["pullrequest"]["state"], pr.state.cloud());
         assert!(j["pullrequest"]["reviewers"].is_array(), "{j}");
         assert_eq!(j["comments"].as_array().unwrap().len(), pr.comments.len());
@@ -334,6 +359,20 @@ fn cloud_incremental_kinds_cost_one_request_when_unchanged() {
         assert_eq!(log.len(), 1, "{}: {log:?}", k.name);
         eprintln!("unchanged: {} → 1 request", k.name);
     }
+    // The whole unchanged run: one request a kind, plus the variables of each
+    // environment (listed per environment).
+    server.clear_log();
+    for k in &kinds {
+        let since = marks.get(&k.name).map(String::as_str);
+        all_documents(&s, &repo, &k.name, since).unwrap();
+    }
+    let environments = model(&server).environments.len();
+    let unchanged: usize = by_endpoint(&server).values().sum();
+    eprintln!(
+        "unchanged run: {unchanged} API requests for {} kinds (first run: {first_total})",
+        kinds.len()
+    );
+    assert_eq!(unchanged, kinds.len() + environments);
 
     // One new comment: that pull request alone, with its sub-lists.
     let changed = model(&server).pull_requests[7].id;
@@ -346,6 +385,40 @@ fn cloud_incremental_kinds_cost_one_request_when_unchanged() {
     );
     assert_eq!(json(&docs[0])["comments"].as_array().unwrap().len(), 11);
     assert_eq!(server.request_log().len(), 4, "{:?}", server.request_log());
+}
+
+#[test]
+fn cloud_huge_pull_requests_are_paged_within_the_per_call_caps() {
+    let server = cloud(&Spec {
+        pull_requests: 4,
+        comments_per_pr: 0,
+        issues: 0,
+        ..Spec::default()
+    });
+    // 3 MiB of comments a pull request: four in one call would return more
+    // text than the host takes from one call (16 MiB).
+    let ids: Vec<u64> = model(&server).pull_requests.iter().map(|p| p.id).collect();
+    server.metadata(WS, SLUG, |m| {
+        for (n, id) in ids.iter().enumerate() {
+            for c in 0..6 {
+                let text = format!("{n}-{c}:{}", "x".repeat(512 << 10));
+                m.add_pr_comment(*id, "alice", &text);
+            }
+        }
+    });
+    let s = cloud_session(&server);
+    let repo = cloud_repo(&s);
+    let (docs, calls) = all_documents(&s, &repo, "pullrequests", None).expect("within the caps");
+    assert_eq!(docs.len(), 4);
+    assert!(calls >= 2, "{calls} calls");
+    for d in &docs {
+        assert_eq!(
+            json(d)["comments"].as_array().unwrap().len(),
+            6,
+            "#{}",
+            d.id
+        );
+    }
 }
 
 #[test]
@@ -374,4 +447,210 @@ fn cloud_kinds_without_scope_are_forbidden_naming_it_and_no_tracker_is_empty() {
     // What the scope allows still works.
     let (docs, _) = all_documents(&s, &repo, "repository", None).unwrap();
     assert_eq!(docs.len(), 1);
+}
+
+// --- Bitbucket Data Center ------------------------------------------------------------
+
+const KEY: &str = "PRJ";
+const REPO: &str = "repo";
+
+/// A DC double (context path `/bitbucket`) with `PRJ/repo` (metadata per
+/// `spec`), readable by `jdoe`, who is its admin when `admin`.
+fn dc(spec: &Spec, admin: bool) -> DcServer {
+    let server = DcServer::start(DcOptions {
+        context_path: "/bitbucket".into(),
+        tls: false,
+    });
+    server.add_repo(KEY, REPO, Path::new("/nonexistent"), false);
+    server.add_user("jdoe", "pw");
+    server.grant("jdoe", KEY);
+    if admin {
+        server.grant_admin("jdoe", KEY);
+    }
+    server.populate(KEY, REPO, spec);
+    server
+}
+
+fn dc_session(server: &DcServer) -> ProviderSession<'static> {
+    let given = BTreeMap::from([
+        ("base-url".to_string(), server.base_url()),
+        ("projects".to_string(), KEY.to_string()),
+    ]);
+    session(
+        provider("bitbucket-dc"),
+        &given,
+        CredentialKind::Basic,
+        Some("jdoe"),
+        "pw",
+    )
+}
+
+fn dc_repo(s: &ProviderSession<'_>) -> Repository {
+    listed(s, KEY, REPO)
+}
+
+fn dc_model(server: &DcServer) -> RepoMetadata {
+    server.metadata(KEY, REPO, |m| m.clone())
+}
+
+#[test]
+fn dc_every_kind_returns_the_doubles_items() {
+    let spec = Spec {
+        pull_requests: 25,
+        comments_per_pr: 5,
+        tasks_per_pr: 1,
+        issues: 0,
+        ..Spec::default()
+    };
+    let server = dc(&spec, true);
+    let s = dc_session(&server);
+    let repo = dc_repo(&s);
+    let m = dc_model(&server);
+
+    server.set_lfs_enabled(KEY, REPO, false);
+    let parts = s.describe_repository(&repo).unwrap().expect("world 0.3");
+    assert_eq!(
+        (parts.git.len(), parts.lfs_url.clone()),
+        (0, None),
+        "no wiki, LFS off"
+    );
+    server.set_lfs_enabled(KEY, REPO, true);
+    let parts = s.describe_repository(&repo).unwrap().unwrap();
+    assert_eq!(parts.lfs_url, Some(format!("{}/info/lfs", repo.clone_url)));
+
+    let docs = every_kind(&s, &repo, &parts.metadata);
+    let prs = &docs["pullrequests"];
+    assert_eq!(prs.len(), m.pull_requests.len());
+    for pr in &m.pull_requests {
+        let (d, j) = pull_request(prs, pr);
+        assert_eq!(j["pullrequest"]["state"], pr.state.dc());
+        assert!(!j["activities"].as_array().unwrap().is_empty());
+        for c in &pr.comments {
+            assert!(
+                d.json.contains(&c.text),
+                "comment {:?} of #{}",
+                c.text,
+                pr.id
+            );
+        }
+        // RFC 3339 from DC's epoch milliseconds.
+        let updated = d.updated_on.as_deref().expect("updated");
+        assert!(
+            updated.ends_with('Z') && updated.starts_with("20"),
+            "{updated}"
+        );
+    }
+    for single in ["repository", "pull-request-settings", "branching-model"] {
+        assert_eq!(docs[single].len(), 1, "{single}");
+    }
+    assert_eq!(json(&docs["repository"][0])["slug"], REPO);
+    assert_eq!(
+        docs["branch-permissions"].len(),
+        m.branch_restrictions.len()
+    );
+    assert_eq!(docs["webhooks"].len(), m.webhooks.len());
+    assert_eq!(docs["access-keys"].len(), m.deploy_keys.len());
+    assert!(!docs["default-reviewers"].is_empty());
+    for d in &docs["webhooks"] {
+        assert_eq!(json(d)["secret"], "not readable through the API");
+    }
+    for h in m.webhooks.iter().filter_map(|h| h.secret.as_deref()) {
+        assert!(!docs["webhooks"].iter().any(|d| d.json.contains(h)));
+    }
+
+    server.set_project_default_reviewers(KEY, &["alice"]);
+    server.add_project_access_key(KEY, "ci", "ssh-ed25519 AAAAC3Nza ci@example");
+    let kinds: Vec<String> = s
+        .describe_scope(KEY)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "project",
+            "project-default-reviewers",
+            "project-access-keys"
+        ]
+    );
+    let project = s.list_scope_documents(KEY, "project", None).unwrap();
+    assert_eq!(json(&project.documents[0])["key"], KEY);
+    for kind in ["project-default-reviewers", "project-access-keys"] {
+        let page = s.list_scope_documents(KEY, kind, None).unwrap();
+        assert_eq!(page.documents.len(), 1, "{kind}: {page:?}");
+    }
+}
+
+#[test]
+fn dc_pull_requests_cost_one_request_when_unchanged_whatever_the_order() {
+    let spec = Spec {
+        pull_requests: 40,
+        comments_per_pr: 10,
+        tasks_per_pr: 1,
+        issues: 0,
+        ..Spec::default()
+    };
+    let server = dc(&spec, true);
+    let s = dc_session(&server);
+    let repo = dc_repo(&s);
+
+    server.clear_log();
+    let (docs, calls) = all_documents(&s, &repo, "pullrequests", None).unwrap();
+    assert_eq!(docs.len(), 40);
+    let first = server.requests_by_endpoint();
+    eprintln!("DC first run: {calls} calls, {first:#?}");
+    // The list read from each call's position (20 pull requests a call), one
+    // page of activities each.
+    assert_eq!(server.request_log().len(), 2 + 40, "{first:#?}");
+    let mark = high_water(&docs);
+
+    server.clear_log();
+    let (docs, _) = all_documents(&s, &repo, "pullrequests", Some(&mark)).unwrap();
+    assert!(docs.is_empty(), "{docs:?}");
+    assert_eq!(server.request_log().len(), 1, "{:?}", server.request_log());
+    // The whole unchanged run (describe, every kind): one request each.
+    server.clear_log();
+    let kinds = s.describe_repository(&repo).unwrap().unwrap().metadata;
+    for k in &kinds {
+        let since = k.incremental.then_some(mark.as_str());
+        all_documents(&s, &repo, &k.name, since).unwrap();
+    }
+    let unchanged = server.request_log().len();
+    eprintln!(
+        "DC unchanged run: {unchanged} API requests for {} kinds and the LFS check",
+        kinds.len()
+    );
+    assert_eq!(unchanged, 1 + kinds.len());
+
+    // A changed pull request is found whatever the list's order, alone.
+    server.set_pr_order_by_created(true);
+    let changed = dc_model(&server).pull_requests[3].id;
+    server.metadata(KEY, REPO, |m| m.add_pr_comment(changed, "erin", "one more"));
+    server.clear_log();
+    let (docs, _) = all_documents(&s, &repo, "pullrequests", Some(&mark)).unwrap();
+    assert_eq!(
+        docs.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        [changed.to_string()]
+    );
+    assert!(docs[0].json.contains("one more"));
+    assert_eq!(server.request_log().len(), 2, "{:?}", server.request_log());
+}
+
+#[test]
+fn dc_admin_kinds_without_admin_are_forbidden_naming_it() {
+    let server = dc(&Spec::default(), false);
+    let s = dc_session(&server);
+    let repo = dc_repo(&s);
+    for kind in ["webhooks", "branch-permissions", "access-keys"] {
+        match all_documents(&s, &repo, kind, None) {
+            Err(ProviderError::Forbidden(m)) => assert_eq!(
+                m, "needs REPO_ADMIN (You are not permitted to access this resource)",
+                "{kind}"
+            ),
+            other => panic!("{kind}: expected forbidden, got {other:?}"),
+        }
+    }
+    let (docs, _) = all_documents(&s, &repo, "pullrequests", None).unwrap();
+    assert_eq!(docs.len(), Spec::default().pull_requests);
 }

@@ -1,13 +1,39 @@
 //! Building blocks of the metadata documents of world 0.3.0, shared by the
 //! built-in providers (included with `#[path]` into each crate, so the types are
-//! that crate's bindings): ids, empty pages, secrets left out.
+//! that crate's bindings): the GET they are read with, ids, empty pages,
+//! secrets left out. The including crate has `get_meta` (its status rules) and
+//! `transport_error`.
 
 use serde_json::Value;
 
+use crate::reposafe::provider::http::{self, Request, Response};
 use crate::reposafe::provider::types::{Document, DocumentPage, FileRef, ProviderError};
 
 /// What a webhook's secret is recorded as: the APIs never return it.
 pub const SECRET_NOT_READABLE: &str = "not readable through the API";
+
+/// `GET url` (JSON accepted), counted against the call's [`crate::budget`].
+pub fn send_get(url: &str) -> Result<Response, ProviderError> {
+    let req = Request {
+        method: "GET".to_string(),
+        url: url.to_string(),
+        headers: vec![("Accept".to_string(), "application/json".to_string())],
+        body: None,
+    };
+    let resp = http::send(&req).map_err(|e| crate::transport_error(url, e))?;
+    crate::budget::record(resp.body.len());
+    Ok(resp)
+}
+
+/// GETs a metadata URL as JSON; `None` when the kind does not exist there (404).
+pub fn get_json(url: &str) -> Result<Option<Value>, ProviderError> {
+    let Some(body) = crate::get_meta(url)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not JSON: {e}")))
+}
 
 /// A page without documents: the last one.
 pub fn empty() -> DocumentPage {

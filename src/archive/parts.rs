@@ -140,7 +140,7 @@ impl Archive {
     pub fn read_json<T: DeserializeOwned>(&self, id: &BlobId) -> Result<T, ArchiveError> {
         let bytes = self.read_blob(id)?;
         serde_json::from_slice(&bytes).map_err(|e| ArchiveError::CorruptBlob {
-            id: id.clone(),
+            id: *id,
             path: self.blob_location(id),
             reason: format!("not the JSON expected: {e}"),
         })

@@ -105,7 +105,7 @@ fn snapshot_requires_its_blobs_and_lists_in_order_on(a: &Archive) {
         repository: repo.clone(),
         taken_at: OffsetDateTime::from_unix_timestamp(t).unwrap(),
         git: crate::archive::GitPart {
-            refs: refs.clone(),
+            refs,
             ref_count: 0,
             packs,
         },
@@ -193,7 +193,7 @@ fn histories_have_one_entry_per_repo_dir_on(a: &Archive) {
         repository: r,
         taken_at: OffsetDateTime::from_unix_timestamp(t).unwrap(),
         git: crate::archive::GitPart {
-            refs: refs.clone(),
+            refs,
             ref_count: 0,
             packs: vec![],
         },
@@ -407,10 +407,7 @@ fn format_1_archives_and_manifests_stay_readable() {
     let snaps = a.all_snapshots().unwrap();
     assert_eq!(snaps.len(), 1);
     let s = &snaps[0];
-    assert_eq!(
-        (s.format, s.git.refs.clone(), s.git.ref_count),
-        (1, refs, 3)
-    );
+    assert_eq!((s.format, s.git.refs, s.git.ref_count), (1, refs, 3));
     assert_eq!(s.part_names(), vec!["git"]);
     assert!(s.wiki.is_none() && s.lfs.is_none() && s.metadata.is_none());
 }
@@ -428,7 +425,7 @@ fn format_2_manifests_hold_named_parts_on(a: &Archive) {
     let lfs_index = a.put_json(&Vec::<LfsIndexEntry>::new()).unwrap().id;
     let meta_index = a.put_json(&MetadataIndex::default()).unwrap().id;
     let git = GitPart {
-        refs: refs.clone(),
+        refs,
         ref_count: 0,
         packs: vec![pack],
     };

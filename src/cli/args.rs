@@ -87,7 +87,7 @@ pub struct ServeArgs {
 #[derive(Subcommand, Debug)]
 pub enum PlanCmd {
     /// Create a plan.
-    Add(PlanAddArgs),
+    Add(Box<PlanAddArgs>),
     /// List plans.
     List,
     /// Show one plan with its status.
@@ -136,6 +136,11 @@ pub struct PlanAddArgs {
     /// ids like c1,c2 (see `connection credential list`).
     #[arg(long, value_name = "all|ID,...")]
     pub additional_credentials: Option<String>,
+    /// Read repositories' metadata (pull requests, issues, settings) at most this often
+    /// (e.g. 6h, 1d; `never` for none): each repository costs about one API request per
+    /// kind, and Bitbucket Cloud allows about 1,000 an hour. Every run when not given.
+    #[arg(long, value_name = "INTERVAL|never")]
+    pub metadata_every: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -90,6 +90,7 @@ fn connection(service: &dyn Service, cmd: ConnectionCmd) -> Result<i32> {
             let tested = service.test_connection(&name)?;
             let keys: Vec<&str> = tested.scopes.iter().map(|s| s.key.as_str()).collect();
             println!("connection {name} works; it sees: {}", keys.join(", "));
+            output::kind_access(&tested.kinds);
         }
         ConnectionCmd::Remove { name } => {
             service.remove_connection(&name)?;
@@ -225,13 +226,14 @@ fn spec_of(a: PlanAddArgs) -> PlanSpec {
                 .filter(|s| !s.is_empty())
                 .collect(),
         },
+        metadata_every: a.metadata_every,
     }
 }
 
 fn plan(service: &dyn Service, cmd: PlanCmd) -> Result<()> {
     match cmd {
         PlanCmd::Add(a) => {
-            let p = service.add_plan(spec_of(a))?;
+            let p = service.add_plan(spec_of(*a))?;
             println!("added plan {}", p.spec.name);
             output::plan(&p);
         }

@@ -247,10 +247,23 @@ pub fn job(j: &Job, results: &[JobRecordResult]) {
 
 /// The summary of one connection's backup.
 pub fn backup(report: &BackupReport) {
-    let (mut snaps, mut same) = (0, 0);
+    let (mut snaps, mut same, mut partial) = (0, 0, 0);
     for r in &report.repositories {
         match &r.outcome {
             RepoOutcome::Snapshot { .. } => snaps += 1,
+            RepoOutcome::Partial {
+                new_bytes, missing, ..
+            } => {
+                partial += 1;
+                if *new_bytes > 0 {
+                    snaps += 1;
+                } else {
+                    same += 1;
+                }
+                for m in missing {
+                    eprintln!("partial: {}: {m}", r.full_name);
+                }
+            }
             RepoOutcome::Unchanged { .. } => same += 1,
             RepoOutcome::Failed { reason } => eprintln!("failed: {}: {reason}", r.full_name),
             RepoOutcome::Skipped { reason } | RepoOutcome::Deferred { reason } => {
@@ -259,9 +272,14 @@ pub fn backup(report: &BackupReport) {
         }
     }
     println!(
-        "{}: {} repositories, {snaps} new snapshots, {same} unchanged, {} failed; {} stored in {:.1} s",
+        "{}: {} repositories, {snaps} new snapshots, {same} unchanged, {}{} failed; {} stored in {:.1} s",
         report.connection,
         report.repositories.len(),
+        if partial > 0 {
+            format!("{partial} partial, ")
+        } else {
+            String::new()
+        },
         report.failed(),
         human_bytes(report.new_bytes()),
         report.seconds
@@ -471,4 +489,24 @@ pub fn check(r: &CheckReport) {
             format!("{} damaged", r.damaged.len())
         }
     );
+}
+
+/// Which metadata kinds a connection's credential can read (`connection test`).
+pub fn kind_access(kinds: &[crate::engine::KindAccess]) {
+    if kinds.is_empty() {
+        return;
+    }
+    let readable: Vec<&str> = kinds
+        .iter()
+        .filter(|k| k.readable)
+        .map(|k| k.kind.as_str())
+        .collect();
+    println!("it can read: {}", readable.join(", "));
+    for k in kinds.iter().filter(|k| !k.readable) {
+        println!(
+            "it cannot read {}: {}",
+            k.kind,
+            k.reason.as_deref().unwrap_or("refused")
+        );
+    }
 }

@@ -1,17 +1,20 @@
 //! Backing up every repository of a connection.
 
+use super::backup_git;
 use super::connections::tls_for;
 use super::listing;
 use super::{Context, EngineError};
 use crate::archive::{
-    BlobId, GitPart, RepoIdentity, Snapshot, SnapshotId, SnapshotStats, FORMAT_VERSION,
+    GitPart, LfsPart, MetadataPart, RepoIdentity, Snapshot, SnapshotId, SnapshotStats,
+    FORMAT_VERSION,
 };
-use crate::git::{self, FetchOptions, GitAuth, GitError};
-use crate::providers::failover::{self, Event, Outcome};
-use crate::providers::pool::PoolExhausted;
-use crate::providers::{CredentialPool, CredentialStats, HttpGate, Repository};
+use crate::git;
+use crate::providers::{
+    CredentialStats, HttpGate, LoadedProvider, ProviderSession, Repository, RepositoryParts,
+};
 use crate::state::{Connection, RepoRecord};
 use crate::tls::TlsTrust;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,6 +75,23 @@ pub struct BackupOptions {
     /// Additional credentials of the connection to use besides the primary one
     /// (`*` = every enabled one); none by default.
     pub additional_credentials: Vec<String>,
+    /// How often repositories' metadata is read (a plan's `metadata_every`).
+    pub metadata: MetadataCadence,
+}
+
+/// How often a backup reads repositories' metadata: API requests are the scarce
+/// resource (Bitbucket Cloud allows about 1,000 an hour per account, and an unchanged
+/// repository costs one per kind), so a plan can read it less often than it fetches git.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetadataCadence {
+    /// Every run.
+    #[default]
+    EveryRun,
+    /// When it was last read at least this long ago; otherwise the previous snapshot's
+    /// metadata is carried forward.
+    Every(Duration),
+    /// Never: snapshots hold git, the wiki and LFS objects only.
+    Never,
 }
 
 impl Default for BackupOptions {
@@ -86,6 +106,7 @@ impl Default for BackupOptions {
             retries: 2,
             retry_base: Duration::from_secs(2),
             additional_credentials: Vec::new(),
+            metadata: MetadataCadence::EveryRun,
         }
     }
 }
@@ -103,6 +124,15 @@ pub enum RepoOutcome {
     /// Refs identical to the last snapshot: nothing stored.
     Unchanged {
         last_snapshot: String,
+    },
+    /// A snapshot (new, or the unchanged previous one when `new_bytes` is 0) holds the
+    /// repository's git data but not everything: `missing` names each part or kind that
+    /// could not be read and why (e.g. `pullrequests: needs read:pullrequest`).
+    Partial {
+        id: String,
+        new_bytes: u64,
+        fetched_bytes: u64,
+        missing: Vec<String>,
     },
     Failed {
         reason: String,
@@ -151,7 +181,8 @@ impl BackupReport {
         self.repositories
             .iter()
             .map(|r| match r.outcome {
-                RepoOutcome::Snapshot { new_bytes, .. } => new_bytes,
+                RepoOutcome::Snapshot { new_bytes, .. }
+                | RepoOutcome::Partial { new_bytes, .. } => new_bytes,
                 _ => 0,
             })
             .sum()
@@ -263,10 +294,27 @@ pub fn backup_connection(
             first_seen: now,
             last_seen: now,
             last_snapshot: None,
+            metadata_read_at: None,
         })
+        .collect();
+    let metadata_read: HashMap<String, OffsetDateTime> = ctx
+        .state
+        .repositories(Some(&conn.name))?
+        .into_iter()
+        .filter_map(|r| Some((r.repo_id, r.metadata_read_at?)))
         .collect();
     ctx.state.upsert_repositories(&records)?;
 
+    let job = RepoJob {
+        conn: &conn,
+        tls: &tls,
+        opts,
+        provider,
+        scopes: Default::default(),
+        metadata_read,
+        metadata_read_now: Default::default(),
+        started: now,
+    };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, RepoResult)>> = Mutex::new(Vec::new());
     let workers = opts.parallelism.clamp(1, 64).min(repos.len().max(1));
@@ -297,15 +345,7 @@ pub fn backup_connection(
                         Err(outcome) => outcome,
                         // A panic fails this repository alone, with its message.
                         Ok(_held) => match super::jobs::guard_repository(&repo.full_name, || {
-                            backup_repository(
-                                ctx,
-                                &conn,
-                                repo_gate,
-                                &tls,
-                                repo,
-                                opts,
-                                &mut attempts,
-                            )
+                            backup_repository(ctx, &job, repo, repo_gate, &mut attempts)
                         }) {
                             Ok(o) => o,
                             Err(e) => RepoOutcome::Failed {
@@ -335,16 +375,22 @@ pub fn backup_connection(
     results.sort_by_key(|(i, _)| *i);
     let repositories: Vec<RepoResult> = results.into_iter().map(|(_, r)| r).collect();
 
-    // Remember the newest snapshot of each repository.
+    // Remember the newest snapshot of each repository, and when its metadata was read.
+    let read_now = job.metadata_read_now.into_inner().unwrap_or_default();
     let updated: Vec<RepoRecord> = records
         .into_iter()
         .zip(&repositories)
-        .filter_map(|(mut rec, res)| match &res.outcome {
-            RepoOutcome::Snapshot { id, .. } => {
-                rec.last_snapshot = Some(id.clone());
-                Some(rec)
+        .filter_map(|(mut rec, res)| {
+            if read_now.contains(&rec.repo_id) {
+                rec.metadata_read_at = Some(now);
             }
-            _ => None,
+            match &res.outcome {
+                RepoOutcome::Snapshot { id, .. } | RepoOutcome::Partial { id, .. } => {
+                    rec.last_snapshot = Some(id.clone());
+                    Some(rec)
+                }
+                _ => rec.metadata_read_at.is_some().then_some(rec),
+            }
         })
         .collect();
     ctx.state.upsert_repositories(&updated)?;
@@ -410,137 +456,261 @@ fn identity(conn: &Connection, repo: &Repository) -> RepoIdentity {
     }
 }
 
-/// Backs up one repository: fetch, archive new packs, write a snapshot if refs changed.
-/// `attempts` is set to the fetch attempts made (transient failures retried).
+/// What every repository of a backup job shares.
+struct RepoJob<'a> {
+    conn: &'a Connection,
+    tls: &'a TlsTrust,
+    opts: &'a BackupOptions,
+    provider: &'a LoadedProvider,
+    /// Scope-level metadata, read once per scope by the job.
+    scopes: super::backup_metadata::ScopeCache,
+    /// When each repository's metadata was last read (by repository id), before this job.
+    metadata_read: HashMap<String, OffsetDateTime>,
+    /// The repositories whose metadata this job read.
+    metadata_read_now: Mutex<HashSet<String>>,
+    /// When the job started.
+    started: OffsetDateTime,
+}
+
+impl RepoJob<'_> {
+    /// Whether this job reads `repo`'s metadata, or carries the previous snapshot's
+    /// forward (the plan's `metadata_every` has not passed since it was last read).
+    fn reads_metadata(&self, repo: &Repository, previous: Option<&Snapshot>) -> bool {
+        match self.opts.metadata {
+            MetadataCadence::EveryRun => true,
+            MetadataCadence::Never => false,
+            MetadataCadence::Every(every) => {
+                let has_previous = previous.is_some_and(|p| p.metadata.is_some());
+                let last = self.metadata_read.get(&repo.id);
+                !has_previous || last.is_none_or(|at| self.started - *at >= every)
+            }
+        }
+    }
+
+    /// The provider's session for a repository, with the credential (gate) it is read with.
+    fn session_for(&self, gate: &Arc<HttpGate>) -> ProviderSession<'_> {
+        self.provider
+            .session(&self.conn.settings, self.conn.credential_kind, gate.clone())
+    }
+}
+
+/// Backs up one repository: its git data (fetch, new packs archived), then what the
+/// provider reports besides (wiki, LFS objects, metadata), and writes a snapshot if
+/// any part changed. `attempts` is set to the git fetch attempts made (transient
+/// failures retried). Only a failure of the git part fails the repository: any other
+/// part that cannot be read is named in the outcome ([`RepoOutcome::Partial`]).
 fn backup_repository(
     ctx: &Context,
-    conn: &Connection,
-    gate: &HttpGate,
-    tls: &TlsTrust,
+    job: &RepoJob<'_>,
     repo: &Repository,
-    opts: &BackupOptions,
+    gate: &Arc<HttpGate>,
     attempts: &mut u32,
 ) -> Result<RepoOutcome, EngineError> {
     *attempts = 1;
-    let mut clone_url = url::Url::parse(&repo.clone_url).map_err(|e| {
-        EngineError::ProviderAnswer(format!(
-            "{}: clone URL {:?} is not a URL: {e}",
-            repo.full_name, repo.clone_url
-        ))
-    })?;
-    // Never send a credential to a URL carrying someone else's user name.
-    let _ = clone_url.set_username("");
-    let _ = clone_url.set_password(None);
-    if !gate.is_allowed(clone_url.as_str()) {
-        return Err(EngineError::ProviderAnswer(format!(
-            "{}: clone URL host {} is not one of the connection's hosts; refusing to send the credential there",
-            repo.full_name,
-            clone_url.host_str().unwrap_or("?")
-        )));
-    }
-    let ident = identity(conn, repo);
+    let clone_url = allowed_url(gate, &repo.full_name, &repo.clone_url)?;
+    let ident = identity(job.conn, repo);
     let mirror = ctx.mirror_dir(&ident);
-    if let Some(parent) = mirror.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| EngineError::DataDir {
-            path: parent.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let previous = ctx.archive.latest_snapshot_of(&ident)?;
+    let target = backup_git::FetchTarget {
+        ctx,
+        conn: job.conn,
+        gate,
+        tls: job.tls,
+        opts: job.opts,
+        repo: &repo.full_name,
+    };
+    let fetched = target.fetch(&mirror, clone_url.as_str(), attempts)?;
+    let mut stored = backup_git::Stored::default();
+    let git = stored.archive_git(ctx, &fetched)?;
+
+    let mut parts = OtherParts::default();
+    let session = job.session_for(gate);
+    match session.describe_repository(repo) {
+        Ok(None) => {}
+        Ok(Some(described)) => {
+            parts = backup_other_parts(
+                ctx,
+                job,
+                &session,
+                &target,
+                repo,
+                &described,
+                previous.as_ref(),
+                &mut stored,
+            )
+        }
+        Err(e) => parts.missing.push(format!(
+            "parts: the provider could not say what {} holds besides git: {e}",
+            repo.full_name
+        )),
     }
-    let name = repo.full_name.clone();
-    let progress = opts.progress.clone();
-    let last_report = Mutex::new(Instant::now() - Duration::from_secs(1));
-    let on_bytes = move |b: u64| {
-        if let Ok(mut t) = last_report.lock() {
-            if t.elapsed() >= Duration::from_millis(200) {
-                *t = Instant::now();
-                progress.fetched_bytes(&name, b);
+    finish_snapshot(
+        ctx,
+        ident,
+        repo,
+        previous,
+        git,
+        parts,
+        stored,
+        fetched.bytes_received,
+    )
+}
+
+/// What a repository holds besides git, as backed up by this run.
+#[derive(Default)]
+struct OtherParts {
+    wiki: Option<GitPart>,
+    lfs: Option<LfsPart>,
+    metadata: Option<MetadataPart>,
+    /// Parts that could not be read, one line each.
+    missing: Vec<String>,
+}
+
+/// Backs up the wiki, the LFS objects and the metadata the provider described. A part
+/// that fails is recorded in `missing` and the others go on.
+#[allow(clippy::too_many_arguments)]
+fn backup_other_parts(
+    ctx: &Context,
+    job: &RepoJob<'_>,
+    session: &ProviderSession<'_>,
+    target: &backup_git::FetchTarget<'_>,
+    repo: &Repository,
+    described: &RepositoryParts,
+    previous: Option<&Snapshot>,
+    stored: &mut backup_git::Stored,
+) -> OtherParts {
+    let mut parts = OtherParts::default();
+    for extra in &described.git {
+        if extra.name != "wiki" {
+            parts.missing.push(format!(
+                "{}: a git part this version of reposafe does not store",
+                extra.name
+            ));
+            continue;
+        }
+        match backup_wiki(ctx, target, repo, &extra.url, stored) {
+            Ok(wiki) => parts.wiki = wiki,
+            // The wiki is on but was never written: there is nothing to back up.
+            Err(EngineError::Git(git::GitError::NotFound { .. })) => {}
+            Err(e) => parts.missing.push(format!("wiki: {e}")),
+        }
+    }
+    if let Some(lfs_url) = &described.lfs_url {
+        let mirror = ctx.mirror_dir(&identity(job.conn, repo));
+        let (lfs, bytes, failure) = super::backup_lfs::lfs_part(
+            ctx,
+            target.gate,
+            lfs_url,
+            &mirror,
+            &stored.repo_packs,
+            previous,
+            job.opts,
+            &repo.full_name,
+        );
+        stored.new_bytes += bytes;
+        if let Some(part) = &lfs {
+            parts.missing.extend(
+                part.missing
+                    .iter()
+                    .map(|m| format!("lfs: object {} ({} bytes): {}", m.oid, m.size, m.reason)),
+            );
+        }
+        parts.missing.extend(failure.map(|e| format!("lfs: {e}")));
+        parts.lfs = lfs;
+    }
+    let previous_meta = previous.and_then(|p| p.metadata.as_ref());
+    if job.opts.metadata == MetadataCadence::Never {
+        // The plan backs up no metadata.
+    } else if !described.metadata.is_empty() && !job.reads_metadata(repo, previous) {
+        // Read recently (the plan's `metadata_every`): carried forward as it was.
+        parts.metadata = previous_meta.cloned();
+    } else if !described.metadata.is_empty() {
+        let run = super::backup_metadata::MetadataRun {
+            ctx,
+            session,
+            gate: target.gate,
+            repo,
+            scopes: &job.scopes,
+        };
+        let read = run.backup(&described.metadata, previous_meta, &mut stored.new_bytes);
+        if let Ok(mut r) = job.metadata_read_now.lock() {
+            r.insert(repo.id.clone());
+        }
+        match read {
+            Ok(part) => {
+                parts.missing.extend(
+                    part.missing
+                        .iter()
+                        .map(|m| format!("{}: {}", m.kind, m.reason)),
+                );
+                parts.metadata = Some(part);
+            }
+            Err(e) => parts.missing.push(format!("metadata: {e}")),
+        }
+    }
+    parts
+}
+
+/// Fetches the wiki into its own mirror (`<repo-dir>.wiki.git`, beside the
+/// repository's) and archives it; `None` when the wiki has no refs yet.
+fn backup_wiki(
+    ctx: &Context,
+    target: &backup_git::FetchTarget<'_>,
+    repo: &Repository,
+    url: &str,
+    stored: &mut backup_git::Stored,
+) -> Result<Option<GitPart>, EngineError> {
+    let url = allowed_url(target.gate, &format!("{} (wiki)", repo.full_name), url)?;
+    let mirror = ctx.mirror_dir(&identity(target.conn, repo));
+    let wiki_mirror = mirror.with_extension("wiki.git");
+    let mut attempts = 0;
+    let fetched = target.fetch(&wiki_mirror, url.as_str(), &mut attempts)?;
+    if fetched.refs.is_empty() {
+        return Ok(None);
+    }
+    stored.archive_git(ctx, &fetched).map(Some)
+}
+
+/// Writes the snapshot of a repository's parts, unless every part equals the newest
+/// snapshot's (then nothing is written).
+#[allow(clippy::too_many_arguments)]
+fn finish_snapshot(
+    ctx: &Context,
+    ident: RepoIdentity,
+    repo: &Repository,
+    previous: Option<Snapshot>,
+    git: GitPart,
+    parts: OtherParts,
+    stored: backup_git::Stored,
+    fetched_bytes: u64,
+) -> Result<RepoOutcome, EngineError> {
+    let outcome = |id: String, new_bytes: u64| {
+        if parts.missing.is_empty() {
+            if new_bytes == 0 {
+                RepoOutcome::Unchanged { last_snapshot: id }
+            } else {
+                RepoOutcome::Snapshot {
+                    id,
+                    new_bytes,
+                    fetched_bytes,
+                }
+            }
+        } else {
+            RepoOutcome::Partial {
+                id,
+                new_bytes,
+                fetched_bytes,
+                missing: parts.missing.clone(),
             }
         }
     };
-    // The fetch fails over as every provider request does (`failover`): each attempt
-    // goes to the pool's credential with the most budget left, and every HTTP request of
-    // it is paced on that credential's principal. A 429 cools the principal down (the
-    // server's `Retry-After` when git could read it) and the fetch moves on; a 401/403
-    // takes the credential out of the job when others remain; network failures and 5xx
-    // are retried with back-off.
-    let pool = gate.pool().clone();
-    let mut fetch = GitFetch {
-        conn,
-        gate,
-        pool: &pool,
-        mirror: &mirror,
-        url: clone_url.as_str(),
-        tls,
-        opts,
-        on_bytes: &on_bytes,
-        repo: &repo.full_name,
-    };
-    let policy = failover::Policy {
-        retries: opts.retries,
-        backoff: opts.retry_base,
-        network_wait_cap: MAX_FETCH_BACKOFF,
-        max_wait: MAX_FETCH_BACKOFF,
-        rate_limit_retries: ctx.retry.max_retries + pool.len() as u32,
-        when_exhausted: failover::WhenExhausted::BackOff,
-    };
-    let notice = |m: &str| opts.progress.notice(m);
-    let finished = failover::run(&pool, &policy, Some(&opts.interrupt), &notice, &mut fetch);
-    *attempts = finished.attempts;
-    let fetched = finished.output?;
-
-    // Archive every pack of the mirror that is not archived yet. Usually that is
-    // the one pack this fetch produced; after a crash it also catches up earlier ones.
-    let mut new_bytes = 0u64;
-    let mut pack_bytes = 0u64;
-    let mut packs: Vec<BlobId> = Vec::with_capacity(fetched.packs.len());
-    for pack in &fetched.packs {
-        pack_bytes += pack.size;
-        let id = match ctx.archive.pack_blob(&pack.pack_hash)? {
-            Some(id) => id,
-            None => {
-                let file = std::fs::File::open(&pack.path).map_err(|e| EngineError::DataDir {
-                    path: pack.path.clone(),
-                    reason: e.to_string(),
-                })?;
-                let out = ctx.archive.put_reader(file)?;
-                ctx.archive.record_pack(&pack.pack_hash, &out.id)?;
-                new_bytes += out.stored_bytes;
-                out.id
-            }
-        };
-        packs.push(id);
-    }
-    let refs_json = serde_json::to_vec(&fetched.refs)
-        .map_err(|e| EngineError::Internal(format!("cannot encode refs: {e}")))?;
-    let refs_put = ctx.archive.put_bytes(&refs_json)?;
-    new_bytes += refs_put.stored_bytes;
-
-    let git_part = GitPart {
-        refs: refs_put.id,
-        ref_count: fetched.refs.len() as u32,
-        packs,
-    };
-    let previous = ctx.archive.latest_snapshot_of(&ident)?;
-    // The Git LFS objects its pointers name (`backup_lfs`).
-    let packs_at: Vec<_> = (fetched.packs.iter().map(|p| p.path.clone()))
-        .zip(git_part.packs.iter().copied())
-        .collect();
-    let (lfs, lfs_bytes) = super::backup_lfs::lfs_part(
-        ctx,
-        gate,
-        clone_url.as_str(),
-        &mirror,
-        &packs_at,
-        previous.as_ref(),
-        opts,
-        &repo.full_name,
-    );
-    new_bytes += lfs_bytes;
     if let Some(prev) = &previous {
-        if prev.git == git_part && prev.lfs == lfs {
-            return Ok(RepoOutcome::Unchanged {
-                last_snapshot: prev.id.to_string(),
-            });
+        if prev.git == git
+            && prev.wiki == parts.wiki
+            && prev.lfs == parts.lfs
+            && prev.metadata == parts.metadata
+        {
+            return Ok(outcome(prev.id.to_string(), 0));
         }
     }
     let now = OffsetDateTime::now_utc();
@@ -549,15 +719,15 @@ fn backup_repository(
         id: SnapshotId::new(now),
         repository: ident,
         taken_at: now,
-        git: git_part,
-        wiki: None,
-        lfs,
-        metadata: None,
+        git,
+        wiki: parts.wiki.clone(),
+        lfs: parts.lfs.clone(),
+        metadata: parts.metadata.clone(),
         main_branch: repo.main_branch.clone(),
         stats: SnapshotStats {
-            new_bytes,
-            pack_bytes,
-            fetched_bytes: fetched.bytes_received,
+            new_bytes: stored.new_bytes,
+            pack_bytes: stored.pack_bytes,
+            fetched_bytes,
         },
     };
     // Snapshot ids carry the second; keep them strictly ordered per repository.
@@ -567,131 +737,24 @@ fn backup_repository(
         }
     }
     let manifest = ctx.archive.write_snapshot(&snap)?;
-    Ok(RepoOutcome::Snapshot {
-        id: snap.id.to_string(),
-        new_bytes: new_bytes + manifest,
-        fetched_bytes: fetched.bytes_received,
-    })
+    // A snapshot is never reported as storing 0 bytes: its manifest is new.
+    Ok(outcome(snap.id.to_string(), stored.new_bytes + manifest))
 }
 
-/// Longest back-off between two fetch attempts of a repository.
-const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(60);
-
-/// One repository's git fetch, as [`failover::run`] makes it.
-struct GitFetch<'a> {
-    conn: &'a Connection,
-    gate: &'a HttpGate,
-    pool: &'a Arc<CredentialPool>,
-    mirror: &'a Path,
-    url: &'a str,
-    tls: &'a TlsTrust,
-    opts: &'a BackupOptions,
-    on_bytes: &'a (dyn Fn(u64) + Sync),
-    /// The repository's full name, for notices.
-    repo: &'a str,
-}
-
-type Fetched = Result<git::FetchOutcome, EngineError>;
-
-impl failover::Attempts for GitFetch<'_> {
-    type Output = Fetched;
-
-    fn attempt(&mut self, lane: usize, _attempt: u32) -> Fetched {
-        let header = self.pool.auth(lane).git_header()?;
-        let pacer = {
-            let (pool, progress) = (self.pool.clone(), self.opts.progress.clone());
-            git::Pacer(Arc::new(move || pool.pace(lane, &|m| progress.notice(m))))
-        };
-        let auth = GitAuth::Paced {
-            header,
-            before_request: pacer,
-        };
-        let fetch_opts = FetchOptions {
-            url: self.url,
-            auth: &auth,
-            progress: Some(self.on_bytes),
-            should_interrupt: &self.opts.interrupt,
-            tls: Some(self.tls),
-        };
-        let out = git::fetch_mirror(self.mirror, &fetch_opts)?;
-        if let Some(reason) = &out.rebuilt {
-            // A crash (or the disk) damaged the mirror; the archive still has every pack.
-            self.opts.progress.notice(&format!(
-                "{}: its mirror was unusable and was rebuilt with a fresh fetch ({reason})",
-                self.repo
-            ));
-        }
-        Ok(out)
+/// `url` without any user name or password in it, refused unless its origin is one of
+/// the connection's (the credential is sent there).
+fn allowed_url(gate: &HttpGate, what: &str, url: &str) -> Result<url::Url, EngineError> {
+    let mut parsed = url::Url::parse(url).map_err(|e| {
+        EngineError::ProviderAnswer(format!("{what}: clone URL {url:?} is not a URL: {e}"))
+    })?;
+    // Never send a credential to a URL carrying someone else's user name.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    if !gate.is_allowed(parsed.as_str()) {
+        return Err(EngineError::ProviderAnswer(format!(
+            "{what}: clone URL host {} is not one of the connection's hosts; refusing to send the credential there",
+            parsed.host_str().unwrap_or("?")
+        )));
     }
-
-    fn outcome(&self, output: &Fetched) -> Outcome {
-        let git = match output {
-            Ok(_) => return Outcome::Success,
-            Err(EngineError::Git(g)) => g,
-            Err(_) => return Outcome::Final,
-        };
-        match git {
-            GitError::RateLimited { retry_after, .. } => Outcome::RateLimited {
-                retry_after: retry_after
-                    .as_deref()
-                    .and_then(|v| failover::parse_retry_after(v, OffsetDateTime::now_utc())),
-            },
-            GitError::Unauthorized { .. } | GitError::Forbidden { .. } => Outcome::Refused {
-                status: if matches!(git, GitError::Unauthorized { .. }) {
-                    401
-                } else {
-                    403
-                },
-                renewable: false,
-                reason: git.to_string(),
-            },
-            g if g.is_transient() => Outcome::Network,
-            _ => Outcome::Final,
-        }
-    }
-
-    fn event(&mut self, event: &Event<'_>, output: &Fetched) {
-        let progress = &self.opts.progress;
-        let repo = self.repo;
-        match event {
-            Event::RateLimited {
-                credential,
-                cooldown,
-                others,
-                going_on,
-            } => {
-                self.gate.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                if !going_on {
-                    return;
-                }
-                let secs = failover::secs_ceil(*cooldown);
-                progress.notice(&if *others {
-                    format!(
-                        "{repo}: credential {credential} rate limited (git), cooling down {secs} s; another credential takes over"
-                    )
-                } else {
-                    format!("{repo}: rate limited (git), waiting {secs} s")
-                });
-            }
-            Event::Refused { credential } => {
-                if let Err(e) = output {
-                    progress.notice(&format!(
-                        "credential {credential} was refused ({e}); continuing with the others"
-                    ));
-                }
-            }
-            Event::Retrying { after } => {
-                if let Err(e) = output {
-                    progress.notice(&format!("{repo}: {e}; retrying in {} s", after.as_secs()));
-                }
-            }
-        }
-    }
-
-    fn no_credential(&mut self, err: PoolExhausted) -> Fetched {
-        Err(EngineError::Connection {
-            connection: self.conn.name.clone(),
-            reason: format!("{}: {err}", self.repo),
-        })
-    }
+    Ok(parsed)
 }

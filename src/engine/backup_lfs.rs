@@ -156,21 +156,22 @@ fn fetch(
 /// Longest wait between two tries of an LFS request.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// The LFS part of the snapshot `backup_repository` is writing, and the bytes it added:
-/// none when no pointer was ever found. Until providers report the LFS URL, it is the
-/// one git-lfs derives, `<clone url>/info/lfs`. A failure is a notice and keeps the
-/// previous snapshot's part: it never fails the git part.
+/// The LFS part of the snapshot `backup_repository` is writing, the bytes it added and,
+/// when the LFS server could not be used, why: none when no pointer was ever found.
+/// `lfs_url` is the LFS server the provider reports (`<clone url>/info/lfs`). A failure
+/// keeps the previous snapshot's part (its objects are archived) and is reported: it
+/// never fails the git part.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn lfs_part(
     ctx: &Context,
     gate: &HttpGate,
-    clone_url: &str,
+    lfs_url: &str,
     mirror: &Path,
     packs: &[(PathBuf, BlobId)],
     previous: Option<&Snapshot>,
     opts: &BackupOptions,
     repo: &str,
-) -> (Option<LfsPart>, u64) {
+) -> (Option<LfsPart>, u64, Option<String>) {
     let prev_lfs = previous.and_then(|s| s.lfs.as_ref());
     // A format-2 snapshot without an LFS part had no pointer in its packs: only the
     // packs it lacks can add some. Format 1 never looked.
@@ -183,18 +184,17 @@ pub(super) fn lfs_part(
         .map(|(path, _)| path.clone())
         .collect();
     if scan.is_empty() && prev_lfs.is_none_or(|p| p.missing.is_empty()) {
-        return (prev_lfs.cloned(), 0);
+        return (prev_lfs.cloned(), 0, None);
     }
-    let lfs_url = format!("{}/info/lfs", clone_url.trim_end_matches('/'));
-    match backup_lfs(ctx, gate, &lfs_url, mirror, &scan, prev_lfs, opts, repo) {
+    match backup_lfs(ctx, gate, lfs_url, mirror, &scan, prev_lfs, opts, repo) {
         Ok((part, _)) if part.objects == 0 && part.missing.is_empty() && prev_lfs.is_none() => {
-            (None, 0)
+            (None, 0, None)
         }
-        Ok((part, bytes)) => (Some(part), bytes),
+        Ok((part, bytes)) => (Some(part), bytes, None),
         Err(e) => {
             opts.progress
                 .notice(&format!("{repo}: LFS objects not backed up: {e}"));
-            (prev_lfs.cloned(), 0)
+            (prev_lfs.cloned(), 0, Some(e.to_string()))
         }
     }
 }

@@ -211,15 +211,21 @@ pub fn add_connection(
     Ok((conn, warnings))
 }
 
-/// Checks a stored connection: decrypts its credential and lists its scopes.
-pub fn test_connection(ctx: &Context, name: &str) -> Result<Vec<Scope>, EngineError> {
+/// Checks a stored connection: decrypts its credential and lists its scopes. Also
+/// returns which metadata kinds the credential can read ([`probe_kinds`]).
+pub fn test_connection(
+    ctx: &Context,
+    name: &str,
+) -> Result<(Vec<Scope>, Vec<KindAccess>), EngineError> {
     let conn = ctx.state.connection(name)?;
     let cred = ctx.vault.unseal(&ctx.state.sealed_credential(name)?)?;
     let tls = tls_for(ctx, name)?;
     if tls.is_insecure() {
         tracing::warn!("{}", tls.insecure_warning());
     }
-    let scopes = session_for(ctx, &conn, cred, &tls)?.verify()?;
+    let primary = session_for(ctx, &conn, cred, &tls)?;
+    let scopes = primary.verify()?;
+    let kinds = probe_kinds(&primary, &scopes);
     // Each credential besides the primary must be able to list its project.
     for scoped in ctx.state.scoped_credentials(name)? {
         if scoped.disabled {
@@ -235,7 +241,73 @@ pub fn test_connection(ctx: &Context, name: &str) -> Result<Vec<Scope>, EngineEr
             reason: format!("the credential for {}: {e}", scoped.scope),
         })?;
     }
-    Ok(scopes)
+    Ok((scopes, kinds))
+}
+
+/// Whether a connection's credential can read one metadata kind.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KindAccess {
+    pub kind: String,
+    pub readable: bool,
+    /// Why not (e.g. `needs pullrequest`), or what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Which metadata kinds the credential can read, asked of the first repository of the
+/// first scope that has one (and of that scope): one request per kind, an incremental kind
+/// asked only for items newer than the far future. Empty when the provider lists no
+/// metadata (world < 0.3) or no repository is visible.
+fn probe_kinds(
+    session: &crate::providers::ProviderSession<'_>,
+    scopes: &[Scope],
+) -> Vec<KindAccess> {
+    const FAR_FUTURE: &str = "9999-12-31T23:59:59Z";
+    let access =
+        |kind: &str, r: Result<crate::providers::DocumentPage, crate::providers::ProviderError>| {
+            match r {
+                Ok(_) => KindAccess {
+                    kind: kind.to_string(),
+                    readable: true,
+                    reason: None,
+                },
+                Err(crate::providers::ProviderError::Forbidden(why)) => KindAccess {
+                    kind: kind.to_string(),
+                    readable: false,
+                    reason: Some(why),
+                },
+                Err(e) => KindAccess {
+                    kind: kind.to_string(),
+                    readable: false,
+                    reason: Some(e.to_string()),
+                },
+            }
+        };
+    for scope in scopes {
+        let Ok(repos) = session.list_repositories(&scope.key) else {
+            continue;
+        };
+        let Some(repo) = repos.first() else { continue };
+        let Ok(Some(parts)) = session.describe_repository(repo) else {
+            return Vec::new();
+        };
+        let mut out: Vec<KindAccess> = parts
+            .metadata
+            .iter()
+            .map(|k| {
+                let since = k.incremental.then_some(FAR_FUTURE);
+                access(&k.name, session.list_documents(repo, &k.name, since, None))
+            })
+            .collect();
+        for k in session.describe_scope(&scope.key).unwrap_or_default() {
+            out.push(access(
+                &k.name,
+                session.list_scope_documents(&scope.key, &k.name, None),
+            ));
+        }
+        return out;
+    }
+    Vec::new()
 }
 
 /// Removes a connection and its credential. Snapshots and mirrors stay.

@@ -129,6 +129,7 @@ mod tests {
             enabled: true,
             run_missed: true,
             additional_credentials: vec![],
+            metadata_every: None,
         }
     }
 

@@ -47,6 +47,12 @@ fn outcome_of(r: &JobRecordResult) -> RepoOutcome {
         ResultStatus::Skipped => RepoOutcome::Skipped { reason: reason() },
         ResultStatus::Deferred => RepoOutcome::Deferred { reason: reason() },
         ResultStatus::Failed => RepoOutcome::Failed { reason: reason() },
+        ResultStatus::Partial => RepoOutcome::Partial {
+            id: snapshot(),
+            new_bytes: r.new_bytes,
+            fetched_bytes: r.fetched_bytes,
+            missing: reason().lines().map(str::to_string).collect(),
+        },
     }
 }
 

@@ -9,7 +9,9 @@
 //! the worker goes on with the next job. A job's final state is decided by one
 //! pure function, [`final_state`].
 
-use super::backup::{backup_connection, BackupOptions, Progress, RepoOutcome, RepoResult};
+use super::backup::{
+    backup_connection, BackupOptions, MetadataCadence, Progress, RepoOutcome, RepoResult,
+};
 use super::plans;
 use super::restore::{find_repository, restore, SnapshotChoice};
 use super::{Context, EngineError};
@@ -638,6 +640,10 @@ impl Jobs {
                     .as_ref()
                     .map(|p| p.spec.additional_credentials.clone())
                     .unwrap_or_default(),
+                metadata: match &plan {
+                    Some(p) => plans::metadata_cadence(&p.spec)?,
+                    None => MetadataCadence::EveryRun,
+                },
             };
             match backup_connection(&self.ctx, &target.connection, &opts) {
                 Ok(report) => {
@@ -864,6 +870,18 @@ fn record(ctx: &Context, job: u64, connection: &str, r: &RepoResult) {
             0,
             0,
         ),
+        RepoOutcome::Partial {
+            id,
+            new_bytes,
+            fetched_bytes,
+            missing,
+        } => (
+            ResultStatus::Partial,
+            Some(id.clone()),
+            Some(missing.join("\n")),
+            *new_bytes,
+            *fetched_bytes,
+        ),
         RepoOutcome::Failed { reason } => (ResultStatus::Failed, None, Some(reason.clone()), 0, 0),
         RepoOutcome::Skipped { reason } => {
             (ResultStatus::Skipped, None, Some(reason.clone()), 0, 0)
@@ -935,6 +953,20 @@ impl Progress for JobProgressSink {
                     ..
                 } => {
                     p.snapshots += 1;
+                    p.bytes_stored += new_bytes;
+                    p.bytes_fetched += fetched_bytes.saturating_sub(already);
+                }
+                RepoOutcome::Partial {
+                    new_bytes,
+                    fetched_bytes,
+                    ..
+                } => {
+                    p.partial += 1;
+                    if *new_bytes > 0 {
+                        p.snapshots += 1;
+                    } else {
+                        p.unchanged += 1;
+                    }
                     p.bytes_stored += new_bytes;
                     p.bytes_fetched += fetched_bytes.saturating_sub(already);
                 }

@@ -177,11 +177,12 @@ impl Service for LocalService {
     }
 
     fn test_connection(&self, name: &str) -> Result<ConnectionTested, EngineError> {
-        let scopes = connections::test_connection(self.ctx(), name)?;
+        let (scopes, kinds) = connections::test_connection(self.ctx(), name)?;
         Ok(ConnectionTested {
             connection: name.to_string(),
             ok: true,
             scopes,
+            kinds,
         })
     }
 

@@ -13,7 +13,9 @@
 //! snapshot's parts and documents back, `export` writes all of it out as plain files.
 
 pub mod backup;
+mod backup_git;
 mod backup_lfs;
+mod backup_metadata;
 mod connections;
 pub mod credentials;
 pub mod daemon;
@@ -36,7 +38,7 @@ pub use backup::{
 };
 pub use connections::{
     add_connection, add_project_credential, project_credentials, remove_connection,
-    remove_project_credential, set_connection_tls, test_connection, NewConnection,
+    remove_project_credential, set_connection_tls, test_connection, KindAccess, NewConnection,
 };
 pub use job_reports::{backup_report_from_jobs, follow_job, restored_from_job};
 pub use jobs::{Jobs, RunnerConfig};

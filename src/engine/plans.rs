@@ -147,8 +147,44 @@ pub fn validate(ctx: &Context, spec: &PlanSpec) -> Result<(), EngineError> {
     if spec.concurrency == Some(0) || spec.concurrency.is_some_and(|c| c > 64) {
         return Err(field("concurrency", "must be between 1 and 64"));
     }
+    metadata_cadence(spec)?;
     Ok(())
 }
+
+/// How often a plan reads metadata (`metadata_every`).
+pub fn metadata_cadence(spec: &PlanSpec) -> Result<MetadataCadence, EngineError> {
+    match spec.metadata_every.as_deref().map(str::trim) {
+        None | Some("") => Ok(MetadataCadence::EveryRun),
+        Some("never") => Ok(MetadataCadence::Never),
+        Some(text) => parse_interval(text)
+            .map(MetadataCadence::Every)
+            .ok_or_else(|| {
+                field(
+                    "metadata_every",
+                    format!(
+                        "{text:?} is not an interval: give a number and a unit (m, h, d), e.g. 30m, 6h, 1d, or never"
+                    ),
+                )
+            }),
+    }
+}
+
+/// `30m`, `6h`, `1d`: at least a minute, at most a year.
+fn parse_interval(text: &str) -> Option<std::time::Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (60..=366 * 86_400)
+        .contains(&secs)
+        .then(|| std::time::Duration::from_secs(secs))
+}
+
+pub use super::backup::MetadataCadence;
 
 /// Creates a plan.
 pub fn create_plan(ctx: &Context, spec: PlanSpec) -> Result<Plan, EngineError> {

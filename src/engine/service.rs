@@ -243,6 +243,9 @@ pub struct ConnectionTested {
     pub connection: String,
     pub ok: bool,
     pub scopes: Vec<Scope>,
+    /// Which metadata kinds the credential can read (empty for a git-only provider).
+    #[serde(default)]
+    pub kinds: Vec<super::connections::KindAccess>,
 }
 
 /// What a remove removed; snapshots are never removed.

@@ -85,6 +85,11 @@ fn parse_size(value: &str) -> Option<u64> {
 /// The LFS objects named by pointer files among the blobs of `packs` (paths of `.pack`
 /// files, each with its `.idx` beside it) in the repository at `repo_dir` (a mirror or a
 /// restored repository), sorted and without repeats.
+///
+/// Each pack is walked in offset order from its own entry headers: commits, trees, tags
+/// and large blobs are passed over without being decoded, an offset delta is a blob when
+/// its base (earlier in the pack) is one, and its result size is read from the first
+/// bytes of its delta data. Only blobs under [`MAX_POINTER_SIZE`] are read.
 pub fn pointers_in_packs(
     repo_dir: &Path,
     packs: &[PathBuf],
@@ -93,20 +98,112 @@ pub fn pointers_in_packs(
     let mut found = BTreeSet::new();
     for pack in packs {
         let index_path = pack.with_extension("idx");
-        let index =
-            gix::odb::pack::index::File::at(&index_path, repo.object_hash()).map_err(|err| {
-                GitError::repo(
-                    &index_path,
-                    format!("could not read the pack index: {}", chain(&err)),
-                )
-            })?;
-        for entry in index.iter() {
-            if let Some(pointer) = pointer_blob(&repo, repo_dir, entry.oid)? {
-                found.insert(pointer);
+        let unreadable = |path: &Path, what: &str, err: String| {
+            GitError::repo(path, format!("could not read the {what}: {err}"))
+        };
+        let index = gix::odb::pack::index::File::at(&index_path, repo.object_hash())
+            .map_err(|err| unreadable(&index_path, "pack index", chain(&err)))?;
+        let data = gix::odb::pack::data::File::at(pack, repo.object_hash())
+            .map_err(|err| unreadable(pack, "pack", chain(&err)))?;
+        let mut entries: Vec<(u64, gix::ObjectId)> =
+            index.iter().map(|e| (e.pack_offset, e.oid)).collect();
+        entries.sort_unstable();
+        let mut scan = PackScan {
+            repo: &repo,
+            pack,
+            data: &data,
+            blobs: Vec::new(),
+            inflate: gix::zlib::Inflate::default(),
+            buf: Vec::new(),
+        };
+        for (offset, id) in entries {
+            if scan.small_blob(offset)? {
+                if let Some(pointer) = pointer_blob(&repo, repo_dir, id)? {
+                    found.insert(pointer);
+                }
             }
         }
     }
     Ok(found)
+}
+
+/// A delta's data is at most this long when its result may be a pointer: every byte of
+/// the result costs at most 8 bytes of copy instructions, plus the two size headers.
+const MAX_POINTER_DELTA: u64 = 8 * MAX_POINTER_SIZE + 20;
+
+/// The walk over one pack's entries, in offset order.
+struct PackScan<'a> {
+    repo: &'a gix::Repository,
+    pack: &'a Path,
+    data: &'a gix::odb::pack::data::File,
+    /// Offsets of the entries seen so far that are blobs (ascending).
+    blobs: Vec<u64>,
+    inflate: gix::zlib::Inflate,
+    buf: Vec<u8>,
+}
+
+impl PackScan<'_> {
+    /// Whether the entry at `offset` is a blob smaller than [`MAX_POINTER_SIZE`]. Entries
+    /// must be asked for in ascending offset order.
+    fn small_blob(&mut self, offset: u64) -> Result<bool, GitError> {
+        use gix::odb::pack::data::entry::Header;
+        let corrupt = |what: String| GitError::repo(self.pack, what);
+        let entry = self.data.entry(offset).map_err(|err| {
+            corrupt(format!(
+                "could not read the entry at {offset}: {}",
+                chain(&err)
+            ))
+        })?;
+        let blob = match entry.header {
+            Header::Blob => true,
+            Header::Commit | Header::Tree | Header::Tag => false,
+            Header::OfsDelta { base_distance } => entry
+                .checked_base_pack_offset(base_distance)
+                .is_some_and(|base| self.blobs.binary_search(&base).is_ok()),
+            Header::RefDelta { base_id } => {
+                let header = self.repo.find_header(base_id).map_err(|err| {
+                    corrupt(format!("could not read delta base {base_id}: {err}"))
+                })?;
+                header.kind() == gix::object::Kind::Blob
+            }
+        };
+        if !blob {
+            return Ok(false);
+        }
+        self.blobs.push(offset);
+        if !entry.header.is_delta() {
+            return Ok(entry.decompressed_size < MAX_POINTER_SIZE);
+        }
+        if entry.decompressed_size > MAX_POINTER_DELTA {
+            return Ok(false);
+        }
+        self.buf.resize(entry.decompressed_size as usize, 0);
+        self.data
+            .decompress_entry(&entry, &mut self.inflate, &mut self.buf)
+            .map_err(|err| {
+                corrupt(format!(
+                    "could not inflate the entry at {offset}: {}",
+                    chain(&err)
+                ))
+            })?;
+        // The delta data starts with the base's size, then the result's (varints).
+        let mut sizes = self.buf.iter().copied();
+        let _base = varint(&mut sizes);
+        Ok(varint(&mut sizes).is_some_and(|size| size < MAX_POINTER_SIZE))
+    }
+}
+
+/// A git delta header size: 7 bits a byte, least significant first.
+fn varint(bytes: &mut impl Iterator<Item = u8>) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = bytes.next()?;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// The pointer the object `id` holds, if it is a blob that is a pointer file.

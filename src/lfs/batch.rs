@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// The largest batch answer read (100 objects take a few tens of KiB).
 const MAX_ANSWER: u64 = 16 << 20;
@@ -19,6 +20,8 @@ const MAX_ANSWER: u64 = 16 << 20;
 pub(crate) struct Action {
     pub href: String,
     pub headers: Vec<(String, String)>,
+    /// When the `href` stops working, when the server said (`expires_in`/`expires_at`).
+    pub expires: Option<Instant>,
 }
 
 /// For each object asked for: its download action, or why the server gives none.
@@ -52,6 +55,28 @@ struct DownloadAction {
     href: String,
     #[serde(default)]
     header: BTreeMap<String, String>,
+    /// Seconds from now.
+    #[serde(default)]
+    expires_in: Option<i64>,
+    /// RFC 3339.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+impl DownloadAction {
+    /// When the action stops working (`expires_in` wins, as in git-lfs).
+    fn expires(&self, now: Instant) -> Option<Instant> {
+        if let Some(secs) = self.expires_in.filter(|s| *s != 0) {
+            return Some(now + Duration::from_secs(secs.max(0) as u64));
+        }
+        let at = time::OffsetDateTime::parse(
+            self.expires_at.as_deref()?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()?;
+        let left = at - time::OffsetDateTime::now_utc();
+        Some(now + Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -128,6 +153,7 @@ fn answers(resp: reqwest::blocking::Response, objects: &[LfsPointer]) -> Result<
         .into_iter()
         .map(|o| (o.oid.clone(), o))
         .collect();
+    let now = Instant::now();
     Ok(objects
         .iter()
         .map(|p| {
@@ -147,6 +173,7 @@ fn answers(resp: reqwest::blocking::Response, objects: &[LfsPointer]) -> Result<
                         }),
                     ..
                 }) => Ok(Action {
+                    expires: d.expires(now),
                     href: d.href,
                     headers: d.header.into_iter().collect(),
                 }),

@@ -10,7 +10,7 @@ use crate::providers::failover;
 use crate::providers::HttpGate;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How [`fetch_objects`] works.
 pub struct FetchOptions<'a> {
@@ -44,7 +44,9 @@ pub struct FetchReport {
 
 /// Downloads `objects` from the LFS server at `lfs_url` into `archive`. A batch request
 /// that fails reports its objects (and those of later batches) missing with its reason;
-/// an object the server lacks or sends corrupt is reported missing alone. Fails only
+/// an object the server lacks or sends corrupt is reported missing alone; one whose
+/// download URL expired before its turn (`expires_in`/`expires_at`, as git-lfs reads
+/// them) is asked for again. Fails only
 /// when the archive cannot be written, the LFS URL is not one of the connection's
 /// origins, or the job is stopped.
 pub fn fetch_objects(
@@ -58,34 +60,46 @@ pub fn fetch_objects(
     let received = AtomicU64::new(0);
     let mut failed_batch: Option<String> = None;
     for chunk in objects.chunks(BATCH_SIZE) {
-        if opts.interrupt.load(Ordering::Relaxed) {
-            return Err(LfsError::Interrupted);
-        }
-        if let Some(reason) = &failed_batch {
-            report
-                .missing
-                .extend(chunk.iter().map(|p| (p.clone(), reason.clone())));
-            continue;
-        }
-        report.batches += 1;
-        let answers = match batch::request(gate, lfs_url, chunk, &opts.policy, opts.interrupt)? {
-            Ok(answers) => answers,
-            Err(reason) => {
+        // Objects whose download URL expired before their turn are asked for again.
+        let mut pending = chunk.to_vec();
+        for _ in 0..BATCH_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            if opts.interrupt.load(Ordering::Relaxed) {
+                return Err(LfsError::Interrupted);
+            }
+            if let Some(reason) = &failed_batch {
                 report
                     .missing
-                    .extend(chunk.iter().map(|p| (p.clone(), reason.clone())));
-                failed_batch = Some(reason);
-                continue;
+                    .extend(pending.drain(..).map(|p| (p, reason.clone())));
+                break;
             }
-        };
-        let mut todo = Vec::with_capacity(answers.len());
-        for (pointer, action) in answers {
-            match action {
-                Ok(action) => todo.push((pointer, action)),
-                Err(reason) => report.missing.push((pointer, reason)),
+            report.batches += 1;
+            let todo = match batch::request(gate, lfs_url, &pending, &opts.policy, opts.interrupt)?
+            {
+                Ok(answers) => answers,
+                Err(reason) => {
+                    failed_batch = Some(reason);
+                    continue;
+                }
+            };
+            let mut ready = Vec::with_capacity(todo.len());
+            for (pointer, action) in todo {
+                match action {
+                    Ok(action) => ready.push((pointer, action)),
+                    Err(reason) => report.missing.push((pointer, reason)),
+                }
             }
+            pending = download_all(gate, archive, &ready, opts, &received, &mut report)?;
         }
-        download_all(gate, archive, &todo, opts, &received, &mut report)?;
+        report.missing.extend(pending.into_iter().map(|p| {
+            let reason = failed_batch.clone().unwrap_or_else(|| {
+                "its download URL expired before it could be used, every time it was asked for"
+                    .to_string()
+            });
+            (p, reason)
+        }));
     }
     report.downloaded_bytes = received.into_inner();
     report.stored.sort_by(|a, b| a.0.cmp(&b.0));
@@ -93,7 +107,15 @@ pub fn fetch_objects(
     Ok(report)
 }
 
-/// Downloads the objects of one batch, `opts.concurrency` at a time.
+/// Batch requests made for one batch of objects at most: the first, and again for those
+/// whose download URL expired before their turn.
+const BATCH_ROUNDS: usize = 3;
+
+/// A download URL this close to its expiry is asked for anew instead (git-lfs's margin).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+
+/// Downloads the objects of one batch, `opts.concurrency` at a time; returns those whose
+/// download URL expired before their turn (not tried).
 fn download_all(
     gate: &HttpGate,
     archive: &Archive,
@@ -101,11 +123,12 @@ fn download_all(
     opts: &FetchOptions<'_>,
     received: &AtomicU64,
     report: &mut FetchReport,
-) -> Result<(), LfsError> {
+) -> Result<Vec<LfsPointer>, LfsError> {
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<(LfsPointer, Result<PutOutcome, String>)>> = Mutex::new(Vec::new());
     let fatal: Mutex<Option<LfsError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
+    let expired: Mutex<Vec<LfsPointer>> = Mutex::new(Vec::new());
     let retries = Retries {
         retries: opts.retries,
         base: opts.retry_base,
@@ -120,6 +143,15 @@ fn download_all(
                 let Some((pointer, action)) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
                     break;
                 };
+                if action
+                    .expires
+                    .is_some_and(|at| Instant::now() + EXPIRY_MARGIN >= at)
+                {
+                    if let Ok(mut e) = expired.lock() {
+                        e.push(pointer.clone());
+                    }
+                    continue;
+                }
                 let get = Get {
                     url: &action.href,
                     headers: &action.headers,
@@ -164,7 +196,8 @@ fn download_all(
         return Err(e);
     }
     let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    if done.len() < todo.len() {
+    let expired = expired.into_inner().unwrap_or_else(|p| p.into_inner());
+    if done.len() + expired.len() < todo.len() {
         return Err(LfsError::Interrupted);
     }
     for (pointer, result) in done {
@@ -173,5 +206,5 @@ fn download_all(
             Err(reason) => report.missing.push((pointer, reason)),
         }
     }
-    Ok(())
+    Ok(expired)
 }

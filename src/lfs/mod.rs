@@ -16,7 +16,8 @@
 //!   (`Archive::put_reader`, constant memory) while its size and, for LFS objects, its
 //!   SHA-256 are checked: a mismatch stores nothing and is reported;
 //! - `fetch`: the objects of a repository in batches, each batch's downloads
-//!   [`CONCURRENCY`] at a time (like git-lfs's concurrent transfers). What one object
+//!   [`CONCURRENCY`] at a time (like git-lfs's concurrent transfers), an object whose
+//!   download URL expired before its turn asked for again. What one object
 //!   lacks (404/410, an `error` in the batch answer, a corrupt download) is reported for
 //!   that object and never fails the others.
 //!
@@ -71,3 +72,6 @@ pub(crate) fn clipped(text: &str, max: usize) -> String {
         None => text.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -124,6 +124,9 @@ pub struct JobProgress {
     pub failed: u64,
     pub skipped: u64,
     pub deferred: u64,
+    /// Repositories whose snapshot lacks a part (counted in `snapshots` or `unchanged` too).
+    #[serde(default)]
+    pub partial: u64,
     pub bytes_fetched: u64,
     pub bytes_stored: u64,
     /// Repositories in flight.
@@ -203,6 +206,9 @@ pub enum ResultStatus {
     Deferred,
     /// A restore job wrote the repository.
     Restored,
+    /// A snapshot holds the repository's git data but some parts could not be read
+    /// (the reason lists them, one per line).
+    Partial,
 }
 
 impl ResultStatus {
@@ -215,6 +221,7 @@ impl ResultStatus {
             ResultStatus::Skipped => "skipped",
             ResultStatus::Deferred => "deferred",
             ResultStatus::Restored => "restored",
+            ResultStatus::Partial => "partial",
         }
     }
 }

@@ -134,6 +134,9 @@ pub struct RepoRecord {
     pub last_seen: OffsetDateTime,
     /// The last snapshot taken, if any.
     pub last_snapshot: Option<String>,
+    /// When its metadata was last read (a plan's `metadata_every` counts from it).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub metadata_read_at: Option<OffsetDateTime>,
 }
 
 /// The open state database.
@@ -409,6 +412,9 @@ impl State {
                         if rec.last_snapshot.is_none() {
                             rec.last_snapshot = old.last_snapshot;
                         }
+                        if rec.metadata_read_at.is_none() {
+                            rec.metadata_read_at = old.metadata_read_at;
+                        }
                     }
                 }
                 let json = serde_json::to_vec(&rec).map_err(|x| StateError::Db {
@@ -528,6 +534,7 @@ mod tests {
             first_seen: OffsetDateTime::UNIX_EPOCH,
             last_seen: OffsetDateTime::UNIX_EPOCH,
             last_snapshot: None,
+            metadata_read_at: None,
         };
         s.upsert_repositories(std::slice::from_ref(&r)).unwrap();
         r.first_seen = OffsetDateTime::now_utc();

@@ -58,6 +58,11 @@ pub struct PlanSpec {
     /// (`["*"]` = every enabled one, or ids like `c1`); none by default.
     #[serde(default)]
     pub additional_credentials: Vec<String>,
+    /// How often the plan reads repositories' metadata (pull requests, issues,
+    /// settings): `30m`, `6h`, `1d`, ... (between runs of the plan, metadata read less
+    /// than that ago is carried forward), or `never`; every run when unset.
+    #[serde(default)]
+    pub metadata_every: Option<String>,
 }
 
 /// What the daemon maintains about a plan.

@@ -21,7 +21,22 @@ pub fn session<'a>(
 ) -> ProviderSession<'a> {
     let info = provider.info();
     let settings = info.resolve_settings(given).expect("valid settings");
-    let support = info
+    let origins = info.credential_origins(given, &settings);
+    let gate = gate(provider, &origins, kind, identity, secret);
+    provider.session(&settings, kind, Arc::new(gate))
+}
+
+/// The gate of a session of `provider` whose credential (of `kind`: `identity`,
+/// `secret`) may go to `origins`; it grants reading only.
+pub fn gate(
+    provider: &LoadedProvider,
+    origins: &[String],
+    kind: CredentialKind,
+    identity: Option<&str>,
+    secret: &str,
+) -> HttpGate {
+    let support = provider
+        .info()
         .support_for(kind)
         .expect("the credential kind is supported");
     let policy = RetryPolicy {
@@ -41,11 +56,10 @@ pub fn session<'a>(
         None,
         client.clone(),
     );
-    let gate = HttpGate::new(
+    HttpGate::new(
         client,
-        reposafe::providers::parse_origins(&info.credential_origins(given, &settings)),
+        reposafe::providers::parse_origins(origins),
         Arc::new(auth),
         policy,
-    );
-    provider.session(&settings, kind, Arc::new(gate))
+    )
 }

@@ -13,6 +13,8 @@
 //! `/2.0/user/permissions/workspaces`, `/2.0/repositories`) are never used.
 
 mod api;
+#[path = "../../shared/budget.rs"]
+mod budget;
 #[path = "../../shared/documents.rs"]
 mod documents;
 mod meta;
@@ -25,7 +27,7 @@ wit_bindgen::generate!({
 });
 
 use exports::reposafe::provider::provider::Guest;
-use reposafe::provider::http::{self, HttpError, Request};
+use reposafe::provider::http::HttpError;
 use reposafe::provider::log::{self as host_log, Level};
 use reposafe::provider::types::{
     AuthScheme, Connection, CredentialKind, CredentialSupport, DocumentPage, MetadataKind,
@@ -217,13 +219,7 @@ fn api_base(conn: &Connection) -> Result<String, ProviderError> {
 /// not exist for this repository, e.g. its issue tracker is off). A 403 naming
 /// the scopes it needs (`error.detail.required`) is `forbidden("needs ...")`.
 fn get_meta(url: &str) -> Result<Option<Vec<u8>>, ProviderError> {
-    let req = Request {
-        method: "GET".to_string(),
-        url: url.to_string(),
-        headers: vec![("Accept".to_string(), "application/json".to_string())],
-        body: None,
-    };
-    let resp = http::send(&req).map_err(|e| transport_error(url, e))?;
+    let resp = documents::send_get(url)?;
     match resp.status {
         200..=299 => Ok(Some(resp.body)),
         404 => Ok(None),
@@ -367,13 +363,7 @@ enum Purpose<'a> {
 
 /// GETs `url` as JSON; returns the body of a 2xx answer.
 fn get(url: &str, purpose: &Purpose) -> Result<Vec<u8>, ProviderError> {
-    let req = Request {
-        method: "GET".to_string(),
-        url: url.to_string(),
-        headers: vec![("Accept".to_string(), "application/json".to_string())],
-        body: None,
-    };
-    let resp = http::send(&req).map_err(|e| transport_error(url, e))?;
+    let resp = documents::send_get(url)?;
     match status_error(resp.status, &resp.body, url, purpose) {
         Some(err) => Err(err),
         None => Ok(resp.body),

@@ -10,18 +10,20 @@
 //! one request per kind; only changed items have their comments, activity,
 //! tasks (changes, attachments) fetched. One call handles one page of
 //! `ITEMS_PER_CALL` items (the cursor is the next page's URL), keeping each call
-//! well within the host's per-call limits. Files (issue attachments, downloads)
+//! well within the host's per-call limits; one that has spent half of them
+//! (huge comment threads) stops after the current item, its cursor naming the
+//! page and the item to go on from. Files (issue attachments, downloads)
 //! are returned as `file-ref`s for the host to fetch; secrets are never
 //! included (webhook secrets are not readable; secured variables: no value).
 
 use serde_json::{json, Value};
 
-use crate::documents::{document, empty, without_secrets};
+use crate::documents::{document, empty, get_json, without_secrets};
 use crate::reposafe::provider::types::{
     Connection, DocumentPage, FileRef, GitPart, MetadataKind, ProviderError, Repository,
     RepositoryParts,
 };
-use crate::time;
+use crate::{budget, time};
 
 /// Pull requests or issues (with their sub-lists) handled per call.
 const ITEMS_PER_CALL: u32 = 20;
@@ -231,17 +233,6 @@ struct Page {
     next: Option<String>,
 }
 
-/// GETs `url` as JSON; `None` when the server answers 404 (the kind does not
-/// exist for this repository, e.g. the issue tracker is off).
-fn get_json(url: &str) -> Result<Option<Value>, ProviderError> {
-    let Some(body) = crate::get_meta(url)? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not JSON: {e}")))
-}
-
 /// GETs one page of a collection; `None` on 404.
 fn get_page(url: &str) -> Result<Option<Page>, ProviderError> {
     let Some(body) = crate::get_meta(url)? else {
@@ -321,15 +312,17 @@ fn plain_list(kind: &str, url: &str) -> Result<DocumentPage, ProviderError> {
 /// it), each made a document by `build`; stops at the first older item.
 fn incremental_page(
     kind: &str,
-    url: &str,
+    cursor: &str,
     since: Option<&str>,
     build: impl Fn(Value) -> Result<(Value, Vec<FileRef>), ProviderError>,
 ) -> Result<DocumentPage, ProviderError> {
+    let (skip, url) = split_cursor(cursor);
     let Some(page) = get_page(url)? else {
         return Ok(empty());
     };
+    let total = page.values.len();
     let mut documents = Vec::new();
-    for item in page.values {
+    for (i, item) in page.values.into_iter().enumerate().skip(skip) {
         let updated = updated_on(&item);
         if let (Some(s), Some(u)) = (since, updated.as_deref()) {
             if !time::is_after(u, s) {
@@ -342,11 +335,29 @@ fn incremental_page(
         let id = text_id(&item)?;
         let (json, files) = build(item)?;
         documents.push(document(kind, id, updated, &json, files));
+        if budget::spent(budget::returned(&documents)) && i + 1 < total {
+            // Half the call's limits spent: the rest of this page in the next call.
+            return Ok(DocumentPage {
+                documents,
+                next: Some(format!("{}|{url}", i + 1)),
+            });
+        }
     }
     Ok(DocumentPage {
         documents,
         next: page.next,
     })
+}
+
+/// A cursor of an incremental kind: a page URL, or `<n>|<url>` for that page
+/// from its item `n` on (a call that stopped early).
+fn split_cursor(cursor: &str) -> (usize, &str) {
+    match cursor.split_once('|') {
+        Some((n, url)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (n.parse().unwrap_or(0), url)
+        }
+        _ => (0, cursor),
+    }
 }
 
 /// `{"pullrequest", "comments", "activity", "tasks"}` of one pull request.
@@ -400,6 +411,19 @@ fn environments(root: &str, url: &str) -> Result<DocumentPage, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_resume_within_a_page() {
+        assert_eq!(
+            split_cursor("https://x/pr?page=2"),
+            (0, "https://x/pr?page=2")
+        );
+        assert_eq!(
+            split_cursor("7|https://x/pr?page=2"),
+            (7, "https://x/pr?page=2")
+        );
+        assert_eq!(split_cursor("|https://x"), (0, "|https://x"));
+    }
 
     #[test]
     fn files() {

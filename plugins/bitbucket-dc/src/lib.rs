@@ -16,6 +16,8 @@
 //! host adds the `Authorization` header, so no secret ever reaches this code.
 
 mod api;
+#[path = "../../shared/budget.rs"]
+mod budget;
 #[path = "../../shared/documents.rs"]
 mod documents;
 mod meta;
@@ -29,7 +31,7 @@ wit_bindgen::generate!({
 
 use api::Next;
 use exports::reposafe::provider::provider::Guest;
-use reposafe::provider::http::{self, HttpError, Request};
+use reposafe::provider::http::HttpError;
 use reposafe::provider::log::{self as host_log, Level};
 use reposafe::provider::types::{
     AuthScheme, Connection, CredentialKind, CredentialSupport, DocumentPage, MetadataKind,
@@ -222,13 +224,7 @@ impl Guest for Component {
 /// not exist here, e.g. an app that is not installed). A 403, and a 401 with an
 /// `AuthorisationException`, is `forbidden(<server message>)`.
 fn get_meta(url: &str) -> Result<Option<Vec<u8>>, ProviderError> {
-    let req = Request {
-        method: "GET".to_string(),
-        url: url.to_string(),
-        headers: vec![("Accept".to_string(), "application/json".to_string())],
-        body: None,
-    };
-    let resp = http::send(&req).map_err(|e| transport_error(url, e))?;
+    let resp = documents::send_get(url)?;
     match resp.status {
         200..=299 => Ok(Some(resp.body)),
         404 => Ok(None),
@@ -487,13 +483,7 @@ impl Purpose<'_> {
 
 /// GETs `url` as JSON; returns the body of a 2xx answer.
 fn get(url: &str, purpose: &Purpose) -> Result<Vec<u8>, ProviderError> {
-    let req = Request {
-        method: "GET".to_string(),
-        url: url.to_string(),
-        headers: vec![("Accept".to_string(), "application/json".to_string())],
-        body: None,
-    };
-    let resp = http::send(&req).map_err(|e| transport_error(url, e))?;
+    let resp = documents::send_get(url)?;
     match status_error(resp.status, &resp.body, url, purpose) {
         Some(err) => Err(err),
         None => Ok(resp.body),

@@ -11,17 +11,17 @@
 //! compared as RFC 3339) have their activities fetched: an unchanged repository
 //! with at most `LIST_LIMIT` pull requests costs one request. A call fetches
 //! the activities of at most `CHANGED_PER_CALL` pull requests (the cursor then
-//! points at the next unread one), within the host's per-call limits. Webhook
-//! secrets are never included.
+//! points at the next unread one), and fewer once it has spent half the host's
+//! per-call limits. Webhook secrets are never included.
 
 use serde_json::{json, Value};
 
 use crate::api::{self, Next};
-use crate::documents::{document, empty, without_secrets};
+use crate::documents::{document, empty, get_json, without_secrets};
 use crate::reposafe::provider::types::{
     Connection, DocumentPage, MetadataKind, ProviderError, Repository, RepositoryParts,
 };
-use crate::time;
+use crate::{budget, time};
 
 /// Pull requests per list request, and entries per page of other lists.
 const LIST_LIMIT: u64 = 100;
@@ -231,14 +231,8 @@ pub fn list_scope(
     }
 }
 
-fn get_json(url: &str) -> Result<Option<Value>, ProviderError> {
-    let Some(body) = crate::get_meta(url)? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not JSON: {e}")))
-}
+/// A page's values and the `start` of the next page, if any.
+type ValuesAndNext = (Vec<Value>, Option<u64>);
 
 /// `url?start=..&limit=..` (or `&start=` when `url` has a query).
 fn paged(url: &str, start: u64, limit: u64) -> String {
@@ -248,11 +242,7 @@ fn paged(url: &str, start: u64, limit: u64) -> String {
 
 /// One page at `start`: its values and the next start. A plain JSON array (as
 /// the default-reviewers conditions are) is one complete page. `None` on 404.
-fn get_page(
-    url: &str,
-    start: u64,
-    limit: u64,
-) -> Result<Option<(Vec<Value>, Option<u64>)>, ProviderError> {
+fn get_page(url: &str, start: u64, limit: u64) -> Result<Option<ValuesAndNext>, ProviderError> {
     let page_url = paged(url, start, limit);
     let Some(value) = get_json(&page_url)? else {
         return Ok(None);
@@ -359,6 +349,13 @@ fn pull_requests(
         let activities = sub_list(&format!("{root}/pull-requests/{id}/activities"))?;
         let json = json!({"pullrequest": pr, "activities": activities});
         documents.push(document("pullrequests", id, updated, &json, Vec::new()));
+        if budget::spent(budget::returned(&documents)) {
+            // Half the call's limits spent: go on after this one in the next call.
+            return Ok(DocumentPage {
+                documents,
+                next: Some((start + i as u64 + 1).to_string()),
+            });
+        }
     }
     Ok(DocumentPage {
         documents,

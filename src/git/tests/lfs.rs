@@ -44,14 +44,7 @@ fn pointers_committed_with_git_lfs_are_found_in_the_fetched_pack() {
     let origin = root.join("origin.git");
     git.clone_mirror(&work, &origin);
 
-    let mirror = root.join("mirror.git");
-    fetch(&mirror, &format!("file://{}", origin.display())).expect("fetch");
-    let packs: Vec<_> = list_packs(&mirror)
-        .expect("packs")
-        .into_iter()
-        .map(|p| p.path)
-        .collect();
-    let found = pointers_in_packs(&mirror, &packs).expect("scan");
+    let found = fetch_and_scan(root, &origin);
     let expected: std::collections::BTreeSet<LfsPointer> = files
         .iter()
         .map(|(_, bytes)| LfsPointer {
@@ -60,4 +53,86 @@ fn pointers_committed_with_git_lfs_are_found_in_the_fetched_pack() {
         })
         .collect();
     assert_eq!(found, expected);
+}
+
+/// Pointer files are small and alike: a server's pack stores most revisions of one as
+/// deltas (against each other, or against a blob). Every revision is found anyway.
+#[test]
+fn pointers_stored_as_deltas_are_found() {
+    let git = Git::new();
+    let root = git.root();
+    let work = root.join("work");
+    git.run(root, &["init", "-q", "work"]);
+    let mut expected = std::collections::BTreeSet::new();
+    for i in 0..30u64 {
+        // Oids alike enough for git to store the pointers as deltas of each other.
+        let pointer = LfsPointer {
+            oid: format!("{:064x}", 12_345 + i * 7_919),
+            size: 2_000 + i,
+        };
+        let text = format!(
+            "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
+            pointer.oid, pointer.size
+        );
+        fs::write(work.join("asset.bin"), text).expect("write");
+        // A large file changing a little each time: deltas of blobs that are no pointers.
+        let mut big = super::support::pseudo_random_bytes(7, 20_000);
+        big[i as usize] ^= 1;
+        fs::write(work.join("big.dat"), big).expect("write");
+        git.run(&work, &["add", "."]);
+        git.run(&work, &["commit", "-q", "-m", &format!("revision {i}")]);
+        expected.insert(pointer);
+    }
+    let origin = root.join("origin.git");
+    git.clone_mirror(&work, &origin);
+    git.run(
+        &origin,
+        &[
+            "repack",
+            "-q",
+            "-a",
+            "-d",
+            "-f",
+            "--depth=50",
+            "--window=250",
+        ],
+    );
+    let listing = git.run(&origin, &["verify-pack", "-v", &pack_index_of(&origin)]);
+    // `<id> blob <size> <size in pack> <offset> <depth> <base>`: pointers (< 200 bytes)
+    // as deltas.
+    let pointer_deltas = listing
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 5 && f[1] == "blob" && f[2].parse::<u32>().is_ok_and(|n| n < 200))
+        .count();
+    assert!(pointer_deltas > 20, "few pointers are deltas:\n{listing}");
+
+    assert_eq!(fetch_and_scan(root, &origin), expected);
+}
+
+/// The `.idx` of the one pack of a repository.
+fn pack_index_of(repo: &std::path::Path) -> String {
+    fs::read_dir(repo.join("objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "idx"))
+        .expect("a pack index")
+        .display()
+        .to_string()
+}
+
+/// Fetches `origin` into a new mirror under `root` and scans every pack it has.
+fn fetch_and_scan(
+    root: &std::path::Path,
+    origin: &std::path::Path,
+) -> std::collections::BTreeSet<LfsPointer> {
+    let mirror = root.join("mirror.git");
+    fetch(&mirror, &format!("file://{}", origin.display())).expect("fetch");
+    let packs: Vec<_> = list_packs(&mirror)
+        .expect("packs")
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    pointers_in_packs(&mirror, &packs).expect("scan")
 }

@@ -10,16 +10,47 @@
 //!
 //! The exports every version has (`info`, `list-scopes`, `list-repositories`,
 //! `oauth-token-url`) are adapted by [`common_calls!`], expanded inside each
-//! version's `impl ProviderCalls`; [`no_metadata_calls!`] gives the versions
-//! before 0.3.0 their typed "this world has no such export" answers.
+//! version's `impl ProviderCalls`, `principal` (0.2.0 on) by [`principal_call!`];
+//! [`no_metadata_calls!`] gives the versions before 0.3.0 their typed "this
+//! world has no such export" answers.
 
 /// Expands, inside a version module that has run `bindgen!` and has the
-/// aliases `wit` (the `types` interface), `wit_http` and `wit_log` in scope,
-/// into the import implementations for `PluginState` and the conversion
-/// functions `connection_to_wit`, `info_from_wit`, `scope_from_wit`,
+/// aliases `wit` (the `types` interface), `wit_http` and `wit_log` and its
+/// `VERSION` in scope, into the version's entry `WIT` of the host's table, its
+/// linked component `Pre` and instance `Calls` (whose `impl ProviderCalls` the
+/// module writes), the import implementations for `PluginState` and the
+/// conversion functions `connection_to_wit`, `info_from_wit`, `scope_from_wit`,
 /// `page_from_wit` and `error_from_wit`.
 macro_rules! shared_glue {
     () => {
+        /// This version, for the host's table of versions.
+        pub(super) const WIT: WitVersion = WitVersion {
+            version: VERSION,
+            link: |engine, component| {
+                let pre = pre_instantiate(engine, component)?;
+                Ok(Box::new(Pre(pre)))
+            },
+        };
+
+        /// A component of this version, linked.
+        struct Pre(ProviderPluginPre<PluginState>);
+
+        impl ProviderPre for Pre {
+            fn wit_version(&self) -> &'static str {
+                VERSION
+            }
+
+            fn instantiate(
+                &self,
+                store: &mut Store<PluginState>,
+            ) -> wasmtime::Result<Box<dyn ProviderCalls>> {
+                Ok(Box::new(Calls(self.0.instantiate(store)?)))
+            }
+        }
+
+        /// One instance of a component of this version.
+        struct Calls(ProviderPlugin);
+
         impl wit::Host for PluginState {}
 
         impl wit_http::Host for PluginState {
@@ -237,6 +268,22 @@ macro_rules! common_calls {
         ) -> wasmtime::Result<Option<String>> {
             let g = self.0.reposafe_provider_provider();
             g.call_oauth_token_url(store, &connection_to_wit(conn))
+        }
+    };
+}
+
+/// Expands, inside the `impl ProviderCalls` of a world version with the
+/// `principal` export (0.2.0 on), into its call.
+macro_rules! principal_call {
+    () => {
+        fn principal(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+        ) -> wasmtime::Result<Result<Option<String>, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_principal(store, &connection_to_wit(conn))?;
+            Ok(r.map_err(error_from_wit))
         }
     };
 }

@@ -27,35 +27,7 @@ use self::reposafe::provider::{http as wit_http, log as wit_log, types as wit};
 /// The package version of this world.
 const VERSION: &str = "0.1.0";
 
-/// This version, for the host's table of versions.
-pub(super) const WIT: WitVersion = WitVersion {
-    version: VERSION,
-    link: |engine, component| {
-        let pre = pre_instantiate(engine, component)?;
-        Ok(Box::new(Pre(pre)))
-    },
-};
-
 shared_glue!();
-
-/// A component of this version, linked.
-struct Pre(ProviderPluginPre<PluginState>);
-
-impl ProviderPre for Pre {
-    fn wit_version(&self) -> &'static str {
-        VERSION
-    }
-
-    fn instantiate(
-        &self,
-        store: &mut Store<PluginState>,
-    ) -> wasmtime::Result<Box<dyn ProviderCalls>> {
-        Ok(Box::new(Calls(self.0.instantiate(store)?)))
-    }
-}
-
-/// One instance of a component of this version.
-struct Calls(ProviderPlugin);
 
 impl ProviderCalls for Calls {
     common_calls!();

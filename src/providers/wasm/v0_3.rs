@@ -29,15 +29,6 @@ use self::reposafe::provider::{http as wit_http, log as wit_log, types as wit};
 /// The package version of this world.
 const VERSION: &str = "0.3.0";
 
-/// This version, for the host's table of versions.
-pub(super) const WIT: WitVersion = WitVersion {
-    version: VERSION,
-    link: |engine, component| {
-        let pre = pre_instantiate(engine, component)?;
-        Ok(Box::new(Pre(pre)))
-    },
-};
-
 shared_glue!();
 
 /// A host repository as the world's record (what `list-repositories` returned).
@@ -105,37 +96,10 @@ fn documents_from_wit(p: wit::DocumentPage) -> DocumentPage {
     }
 }
 
-/// A component of this version, linked.
-struct Pre(ProviderPluginPre<PluginState>);
-
-impl ProviderPre for Pre {
-    fn wit_version(&self) -> &'static str {
-        VERSION
-    }
-
-    fn instantiate(
-        &self,
-        store: &mut Store<PluginState>,
-    ) -> wasmtime::Result<Box<dyn ProviderCalls>> {
-        Ok(Box::new(Calls(self.0.instantiate(store)?)))
-    }
-}
-
-/// One instance of a component of this version.
-struct Calls(ProviderPlugin);
-
 impl ProviderCalls for Calls {
     common_calls!();
 
-    fn principal(
-        &self,
-        store: &mut Store<PluginState>,
-        conn: &ConnectionParams,
-    ) -> wasmtime::Result<Result<Option<String>, ProviderError>> {
-        let g = self.0.reposafe_provider_provider();
-        let r = g.call_principal(store, &connection_to_wit(conn))?;
-        Ok(r.map_err(error_from_wit))
-    }
+    principal_call!();
 
     fn describe_repository(
         &self,

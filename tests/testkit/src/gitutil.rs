@@ -650,7 +650,9 @@ fn build_one(workspace: &str, dir: &Path, opts: &FixtureOptions, i: usize) -> Fi
     let meta = RepoMeta {
         is_private: i % 4 != 3,
         mainbranch: Some(default_branch.to_string()),
-        has_wiki: i % 6 == 1,
+        // No wikis: a repository saying it has one gets its wiki fetched (see
+        // `CloudServer::add_wiki` for repositories that have one).
+        has_wiki: false,
         parent: if i == 4 {
             Some(format!("{workspace}/{}-000", opts.slug_prefix))
         } else {
