@@ -345,12 +345,7 @@ pub fn restored(r: &Restored) {
         report.refs,
         report.packs
     );
-    if let Some(replaced) = &report.replaced {
-        println!(
-            "the repository that was at {} was moved aside to {replaced} (nothing was deleted)",
-            report.target
-        );
-    }
+    moved_aside(&report.target, report.replaced.as_deref());
     if report.lfs_objects > 0 {
         println!(
             "LFS: {} objects ({}) in {}/lfs/objects",
@@ -361,12 +356,7 @@ pub fn restored(r: &Restored) {
     }
     if let Some(wiki) = &report.wiki {
         println!("wiki: {} refs to {}", wiki.refs, wiki.target);
-        if let Some(replaced) = &wiki.replaced {
-            println!(
-                "the repository that was at {} was moved aside to {replaced} (nothing was deleted)",
-                wiki.target
-            );
-        }
+        moved_aside(&wiki.target, wiki.replaced.as_deref());
     }
     if report.metadata_documents > 0 {
         println!(
@@ -376,6 +366,15 @@ pub fn restored(r: &Restored) {
         );
     }
     missing(&report.missing);
+}
+
+/// Where the repository that was at `target` went, when a restore replaced it.
+fn moved_aside(target: &str, replaced: Option<&str>) {
+    if let Some(replaced) = replaced {
+        println!(
+            "the repository that was at {target} was moved aside to {replaced} (nothing was deleted)"
+        );
+    }
 }
 
 /// What a snapshot lacks, one line each.

@@ -127,12 +127,7 @@ pub fn export(ctx: &Context, req: &ExportRequest) -> Result<ExportReport, Engine
         req.at,
     )?;
     // Everything read and checked before anything is written.
-    let main = GitSource::read(ctx, &snap, &snap.git, "git")?;
-    let wiki = snap
-        .wiki
-        .as_ref()
-        .map(|w| GitSource::read(ctx, &snap, w, "wiki"))
-        .transpose()?;
+    let (main, wiki) = GitSource::of(ctx, &snap)?;
     let lfs = lfs_entries(ctx, &snap)?;
     let kinds = metadata_indexes(ctx, &snap)?;
 

@@ -363,12 +363,7 @@ pub fn restore(
         git::check_restore_target(wiki_to, overwrite)?;
     }
     git::check_restore_target(target, overwrite)?;
-    let main = GitSource::read(ctx, &snap, &snap.git, "git")?;
-    let wiki = snap
-        .wiki
-        .as_ref()
-        .map(|w| GitSource::read(ctx, &snap, w, "wiki"))
-        .transpose()?;
+    let (main, wiki) = GitSource::of(ctx, &snap)?;
     lfs_entries(ctx, &snap)?;
     let (replaced, lfs_objects) = main.write_with_lfs(target, snap.lfs.as_ref(), overwrite)?;
     let mut report = RestoreReport::of(&snap, target);
@@ -411,6 +406,20 @@ pub(super) struct GitSource<'a> {
 }
 
 impl<'a> GitSource<'a> {
+    /// The repository and the wiki (when it has one) of `snap`.
+    pub(super) fn of(
+        ctx: &'a Context,
+        snap: &'a Snapshot,
+    ) -> Result<(GitSource<'a>, Option<GitSource<'a>>), EngineError> {
+        let main = GitSource::read(ctx, snap, &snap.git, "git")?;
+        let wiki = snap
+            .wiki
+            .as_ref()
+            .map(|w| GitSource::read(ctx, snap, w, "wiki"))
+            .transpose()?;
+        Ok((main, wiki))
+    }
+
     /// Reads the refs of `part` (`what`: `git`, `wiki`) and checks every pack is present.
     pub(super) fn read(
         ctx: &'a Context,
