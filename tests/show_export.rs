@@ -7,10 +7,11 @@
 
 mod common;
 
-use common::{gitutil, start_daemon, CloudServer, Reposafe, TempDir, API_TOKEN, EMAIL};
-use reposafe_testkit::lfs::sha256_hex;
+use common::{
+    gitutil, lfs_and_wiki_repo, start_daemon, CloudServer, Reposafe, TempDir, API_TOKEN, EMAIL,
+};
 use reposafe_testkit::metadata::{cloud_time, display_name};
-use reposafe_testkit::{Inline, NewPullRequest, RepoMeta, RepoMetadata, Spec, WorkRepo};
+use reposafe_testkit::{Inline, NewPullRequest, RepoMetadata, Spec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,45 +28,13 @@ struct Original {
     metadata: RepoMetadata,
 }
 
-fn pointer(content: &[u8]) -> String {
-    format!(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
-        sha256_hex(content),
-        content.len()
-    )
-}
-
 /// A repository with LFS files, a wiki, pull requests and issues; backed up once; then
 /// deleted from the server (and from disk).
 fn backed_up_then_deleted(server: &CloudServer, rs: &Reposafe) -> Original {
     server.add_api_token("acct", EMAIL, API_TOKEN);
     server.grant("acct", WS);
     let src = TempDir::new("show-export-src");
-    let mut work = WorkRepo::new();
-    work.write(
-        ".gitattributes",
-        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
-    );
-    let mut lfs_files = BTreeMap::new();
-    for i in 0..2u64 {
-        let content = gitutil::pseudo_random_bytes(i + 3, 150_000 + i as usize);
-        let name = format!("asset{i}.bin");
-        work.write(&name, pointer(&content));
-        server.lfs().add(WS, SLUG, &content);
-        lfs_files.insert(name, content);
-    }
-    work.commit("assets");
-    let bare = src.path().join("origin.git");
-    gitutil::init_bare(&bare);
-    work.push_mirror(&bare);
-    server.add_repo(WS, SLUG, &bare, RepoMeta::default());
-    let mut wiki = WorkRepo::new();
-    wiki.write("Home.md", "# Welcome\n");
-    wiki.commit("wiki home");
-    let wiki_bare = src.path().join("wiki.git");
-    gitutil::init_bare(&wiki_bare);
-    wiki.push_mirror(&wiki_bare);
-    server.add_wiki(WS, SLUG, &wiki_bare);
+    let repo = lfs_and_wiki_repo(server, WS, SLUG, src.path());
     server.populate(WS, SLUG, &Spec::default());
     server.metadata(WS, SLUG, |m| {
         let pr = m.add_pull_request(NewPullRequest::new("Inline review", "alice"));
@@ -88,15 +57,15 @@ fn backed_up_then_deleted(server: &CloudServer, rs: &Reposafe) -> Original {
     rs.run(&["backup", WS]).ok();
 
     let original = Original {
-        refs: gitutil::refs_of(&bare),
-        wiki_refs: gitutil::refs_of(&wiki_bare),
-        lfs_files,
+        refs: gitutil::refs_of(&repo.bare),
+        wiki_refs: gitutil::refs_of(&repo.wiki_bare),
+        lfs_files: repo.lfs_files,
         metadata: server.metadata(WS, SLUG, |m| m.clone()),
     };
     server.remove_repo(WS, SLUG);
     drop(src);
     assert!(
-        !bare.exists() && !wiki_bare.exists(),
+        !repo.bare.exists() && !repo.wiki_bare.exists(),
         "the originals are gone"
     );
     original
