@@ -496,6 +496,7 @@ pub struct RestoreArgs {
 pub struct SnapshotArgs {
     /// Repository full name, e.g. acme/api.
     pub repository: String,
+    /// The connection it was backed up through, when several have a repository of that name.
     #[arg(long)]
     pub connection: Option<String>,
     /// The newest snapshot taken at or before this time (as `restore --at`).
@@ -527,6 +528,7 @@ pub struct ExportArgs {
     /// repository.git, wiki.git, metadata/<kind>/<id>.json, snapshot.json.
     #[arg(long)]
     pub to: PathBuf,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
