@@ -7,8 +7,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 const WS: &str = "acme";
 const SECOND_TOKEN: &str = "ATATT3xFfGF0-second-token-77aa01";
@@ -149,22 +147,6 @@ impl Scenario<'_> {
         self.step(&["connection", "remove", WS]);
         self.step(&["connection", "list"]);
     }
-}
-
-fn start_daemon(rs: &Reposafe) -> Child {
-    let child = rs
-        .cmd(&["serve", "--listen", "127.0.0.1:0"])
-        .env("REPOSAFE_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start serve");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !rs.data_dir().join("daemon.json").exists() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
 }
 
 #[test]

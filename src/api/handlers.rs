@@ -10,7 +10,8 @@ use super::{
     ApiError, ChannelBody, ReqBody,
 };
 use crate::engine::service::{
-    AddConnection, AddCredential, RestoreRequest, RunRequest, SetTls, SnapshotsRequest,
+    AddConnection, AddCredential, ExportRequest, RestoreRequest, RunRequest, SetTls, ShowRequest,
+    SnapshotsRequest,
 };
 use crate::engine::{LocalService, Service};
 use crate::state::PlanSpec;
@@ -277,8 +278,32 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route(M::POST, "/api/v1/check", |api, _, _| {
             call(api, OK, |s| s.check())
         }),
+        route(M::GET, "/api/v1/show", |api, p, _| {
+            Box::pin(async move {
+                let req = show_request(&p)?;
+                call(api, OK, move |s| s.show(req)).await
+            })
+        }),
+        route(M::POST, "/api/v1/export", |api, _, req| {
+            call_with(api, req, OK, |s, b: ExportRequest| s.export(b))
+        }),
     ]
 });
+
+fn show_request(p: &Params) -> Result<ShowRequest, ApiError> {
+    let SnapshotsRequest {
+        repository,
+        connection,
+        at,
+    } = snapshots_request(p)?;
+    Ok(ShowRequest {
+        repository,
+        connection,
+        snapshot: p.query("snapshot"),
+        at,
+        kind: p.query("kind"),
+    })
+}
 
 fn snapshots_request(p: &Params) -> Result<SnapshotsRequest, ApiError> {
     let repository = p.query("repository").ok_or_else(|| ApiError {

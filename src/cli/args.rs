@@ -48,8 +48,13 @@ pub enum Command {
     Repositories(RepositoriesArgs),
     /// List the snapshots of a repository.
     Snapshots(SnapshotsArgs),
-    /// Restore a repository from a snapshot into a local bare repository.
+    /// Restore a repository from a snapshot into a local bare repository (with its LFS
+    /// objects, and its wiki beside it).
     Restore(RestoreArgs),
+    /// Show what a snapshot holds, or one kind of its metadata (pull requests, issues, ...).
+    Show(ShowArgs),
+    /// Write a whole snapshot out as plain files: bare repositories, JSON documents, files.
+    Export(ExportArgs),
     /// Verify every blob of every snapshot in the archive.
     Check,
 }
@@ -484,6 +489,48 @@ pub struct RestoreArgs {
     pub force: bool,
     #[arg(long)]
     pub connection: Option<String>,
+}
+
+/// Which snapshot `show` and `export` read (the latest unless told).
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Repository full name, e.g. acme/api.
+    pub repository: String,
+    /// The connection it was backed up through, when several have a repository of that name.
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// The newest snapshot taken at or before this time (as `restore --at`).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub at: Option<String>,
+    /// This snapshot id (see `reposafe snapshots`).
+    #[arg(long)]
+    pub snapshot: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    /// A metadata kind (`pullrequests`, `issues`, `repository`, `webhooks`, ...): list its
+    /// items. Without it, a summary of the snapshot.
+    pub kind: Option<String>,
+    /// Print JSON: the summary, or with a kind its documents
+    /// (`[{"id", "updated_on", "document", "files"}]`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    /// Directory to write (must be absent or empty, and outside the data dir):
+    /// repository.git, wiki.git, metadata/<kind>/<id>.json, snapshot.json.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses the time formats `--at` accepts.

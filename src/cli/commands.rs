@@ -4,13 +4,13 @@
 
 use super::args::{
     parse_time, AddArgs, BackupArgs, Command, ConnectionCmd, CredentialCmd, JobsCmd, PlanAddArgs,
-    PlanCmd, RestoreArgs, RunArgs, TlsArgs,
+    PlanCmd, RestoreArgs, RunArgs, ShowArgs, SnapshotArgs, TlsArgs,
 };
 use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
-    AddConnection, AddCredential, BackupRequest, CredentialInput, RestoreRequest, RunRequest,
-    SetTls, SnapshotsRequest,
+    AddConnection, AddCredential, BackupRequest, CredentialInput, ExportRequest, RestoreRequest,
+    RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
 use crate::engine::{Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
@@ -50,6 +50,25 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
             }
         }
         Command::Restore(args) => restore(service, args)?,
+        Command::Show(args) => show(service, args)?,
+        Command::Export(args) => {
+            let (repository, connection, snapshot, at) = snapshot_choice(args.snapshot)?;
+            // Resolved here: a daemon may run in another working directory.
+            let to = std::path::absolute(&args.to)
+                .with_context(|| format!("--to {}", args.to.display()))?;
+            let report = service.export(ExportRequest {
+                repository,
+                connection,
+                snapshot,
+                at,
+                to: to.display().to_string(),
+            })?;
+            if args.json {
+                output::json(&report)?;
+            } else {
+                output::exported(&report);
+            }
+        }
         Command::Check => {
             let report = service.check()?;
             output::check(&report);
@@ -338,5 +357,36 @@ fn restore(service: &dyn Service, args: RestoreArgs) -> Result<()> {
     };
     // A restore reports once, at its end (in process it has no progress to show).
     output::restored(&service.restore(req, &Quiet)?);
+    Ok(())
+}
+
+type Choice = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<time::OffsetDateTime>,
+);
+
+/// Repository, connection, snapshot id and time of `show`/`export`.
+fn snapshot_choice(args: SnapshotArgs) -> Result<Choice> {
+    let at = args.at.as_deref().map(parse_time).transpose()?;
+    Ok((args.repository, args.connection, args.snapshot, at))
+}
+
+fn show(service: &dyn Service, args: ShowArgs) -> Result<()> {
+    let (repository, connection, snapshot, at) = snapshot_choice(args.snapshot)?;
+    let report = service.show(ShowRequest {
+        repository,
+        connection,
+        snapshot,
+        at,
+        kind: args.kind,
+    })?;
+    match (&report.kind, args.json) {
+        (Some(kind), true) => output::json(&kind.items)?,
+        (Some(kind), false) => output::shown_items(kind),
+        (None, true) => output::json(&report)?,
+        (None, false) => output::shown(&report),
+    }
     Ok(())
 }

@@ -4,9 +4,10 @@
 use crate::archive::{RepoIdentity, Snapshot};
 use crate::engine::credentials::CredentialView;
 use crate::engine::service::{
-    AddedCredential, CheckReport, ConnectionView, CredentialAdded, ProvidersReport, Restored,
-    TlsSummary,
+    AddedCredential, CheckReport, ConnectionView, CredentialAdded, ExportReport, ProvidersReport,
+    Restored, ShowReport, TlsSummary,
 };
+use crate::engine::show::{document_title, KindItems};
 use crate::engine::{BackupReport, RepoOutcome};
 use crate::fmt::{fmt_time, human_bytes};
 use crate::state::{Connection, Job, JobRecordResult, Plan};
@@ -344,12 +345,133 @@ pub fn restored(r: &Restored) {
         report.refs,
         report.packs
     );
-    if let Some(replaced) = &report.replaced {
+    moved_aside(&report.target, report.replaced.as_deref());
+    if report.lfs_objects > 0 {
         println!(
-            "the repository that was at {} was moved aside to {replaced} (nothing was deleted)",
+            "LFS: {} objects ({}) in {}/lfs/objects",
+            report.lfs_objects,
+            human_bytes(report.lfs_bytes),
             report.target
         );
     }
+    if let Some(wiki) = &report.wiki {
+        println!("wiki: {} refs to {}", wiki.refs, wiki.target);
+        moved_aside(&wiki.target, wiki.replaced.as_deref());
+    }
+    if report.metadata_documents > 0 {
+        println!(
+            "metadata: {} in the snapshot are not part of a restore; \
+             `reposafe export` writes them out",
+            plural(report.metadata_documents, "document")
+        );
+    }
+    missing(&report.missing);
+}
+
+/// Where the repository that was at `target` went, when a restore replaced it.
+fn moved_aside(target: &str, replaced: Option<&str>) {
+    if let Some(replaced) = replaced {
+        println!(
+            "the repository that was at {target} was moved aside to {replaced} (nothing was deleted)"
+        );
+    }
+}
+
+/// What a snapshot lacks, one line each.
+fn missing(list: &[String]) {
+    if !list.is_empty() {
+        println!("missing from the snapshot:");
+        for m in list {
+            println!("  {m}");
+        }
+    }
+}
+
+pub fn shown(r: &ShowReport) {
+    println!(
+        "{} snapshot {} (taken {}, connection {})",
+        r.repository,
+        r.snapshot,
+        fmt_time(r.taken_at),
+        r.connection
+    );
+    println!("parts: {}", r.parts.join(", "));
+    println!("git: {} refs, {} packs", r.git.refs, r.git.packs);
+    if let Some(w) = &r.wiki {
+        println!("wiki: {} refs, {} packs", w.refs, w.packs);
+    }
+    if let Some(l) = &r.lfs {
+        let missing = if l.missing > 0 {
+            format!(", {} missing", l.missing)
+        } else {
+            String::new()
+        };
+        println!(
+            "lfs: {} objects, {}{missing}",
+            l.objects,
+            human_bytes(l.bytes)
+        );
+    }
+    if !r.metadata.is_empty() {
+        println!("metadata:");
+        let width = r.metadata.keys().map(String::len).max().unwrap_or(0);
+        for (kind, count) in &r.metadata {
+            println!("  {kind:<width$}  {count}");
+        }
+    }
+    missing(&r.missing);
+}
+
+/// One line per document: id, update time, title.
+pub fn shown_items(k: &KindItems) {
+    let width = k.items.iter().map(|i| i.id.len()).max().unwrap_or(2).max(2);
+    println!("{:<width$}  {:<25}  TITLE", "ID", "UPDATED");
+    for item in &k.items {
+        let files = match item.files.len() {
+            0 => String::new(),
+            n => format!(" ({})", plural(n as u64, "file")),
+        };
+        println!(
+            "{:<width$}  {:<25}  {}{files}",
+            item.id,
+            item.updated_on.as_deref().unwrap_or("-"),
+            document_title(&item.document)
+        );
+    }
+    println!("{} {}", k.items.len(), k.kind);
+}
+
+/// `1 document`, `2 documents`.
+fn plural(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+pub fn exported(r: &ExportReport) {
+    println!(
+        "exported {} snapshot {} (taken {}) to {}",
+        r.repository,
+        r.snapshot,
+        fmt_time(r.taken_at),
+        r.target
+    );
+    println!("  repository.git: {} refs", r.refs);
+    if r.lfs_objects > 0 {
+        println!(
+            "  repository.git/lfs/objects: {} LFS objects ({})",
+            r.lfs_objects,
+            human_bytes(r.lfs_bytes)
+        );
+    }
+    if let Some(refs) = r.wiki_refs {
+        println!("  wiki.git: {refs} refs");
+    }
+    for (kind, count) in &r.metadata {
+        println!("  metadata/{kind}: {}", plural(*count, "document"));
+    }
+    if r.files > 0 {
+        println!("  {} of documents", plural(r.files, "file"));
+    }
+    missing(&r.missing);
 }
 
 pub fn check(r: &CheckReport) {

@@ -408,10 +408,7 @@ impl Service for Remote {
             path.push_str(&format!("&connection={}", q(c)));
         }
         if let Some(at) = req.at {
-            let at = at
-                .format(&time::format_description::well_known::Rfc3339)
-                .map_err(|e| EngineError::Internal(format!("cannot format a time: {e}")))?;
-            path.push_str(&format!("&at={}", q(&at)));
+            path.push_str(&format!("&at={}", q(&rfc3339(at)?)));
         }
         self.get(&path)
     }
@@ -429,4 +426,38 @@ impl Service for Remote {
     fn check(&self) -> Result<CheckReport, EngineError> {
         self.post("/api/v1/check", &json!({}))
     }
+
+    fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError> {
+        let mut path = format!("/api/v1/show?repository={}", q(&req.repository));
+        let at = req.at.map(rfc3339).transpose()?;
+        let optional = [
+            ("connection", req.connection),
+            ("snapshot", req.snapshot),
+            ("at", at),
+            ("kind", req.kind),
+        ];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                path.push_str(&format!("&{name}={}", q(&v)));
+            }
+        }
+        self.get(&path)
+    }
+
+    fn export(&self, req: ExportRequest) -> Result<ExportReport, EngineError> {
+        // The daemon answers when the export is written, which takes as long as the
+        // snapshot is big: no 10-minute limit on this request.
+        let path = "/api/v1/export";
+        let rb = self
+            .req(Method::POST, path)
+            .timeout(Duration::from_secs(7 * 24 * 3600))
+            .json(&req);
+        self.send(rb, &format!("POST {path}"))
+    }
+}
+
+/// A time as RFC 3339, for a query.
+fn rfc3339(at: time::OffsetDateTime) -> Result<String, EngineError> {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| EngineError::Internal(format!("cannot format a time: {e}")))
 }

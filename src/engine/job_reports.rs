@@ -145,18 +145,11 @@ pub fn restored_from_job(
         .iter()
         .find(|s| s.id.as_str() == snapshot)
         .ok_or_else(|| EngineError::NotFound(format!("snapshot {snapshot}")))?;
+    let mut report = super::restore::RestoreReport::of(snap, std::path::Path::new(&req.to));
+    let note = results.iter().find_map(|r| r.reason.as_deref());
+    report.set_replaced(note, REPLACED_PREFIX);
     Ok(Restored {
         repository: list.repository.full_name.clone(),
-        report: super::restore::RestoreReport {
-            snapshot,
-            taken_at: snap.taken_at,
-            refs: snap.git.ref_count as usize,
-            packs: snap.git.packs.len(),
-            target: req.to.clone(),
-            replaced: results
-                .iter()
-                .find_map(|r| r.reason.as_deref()?.strip_prefix(REPLACED_PREFIX))
-                .map(str::to_owned),
-        },
+        report,
     })
 }

@@ -749,9 +749,7 @@ impl Jobs {
                 report.refs,
                 report.target,
                 report
-                    .replaced
-                    .as_deref()
-                    .map(|p| format!("; {}{p}", super::job_reports::REPLACED_PREFIX))
+                    .replaced_note(&format!("; {}", super::job_reports::REPLACED_PREFIX))
                     .unwrap_or_default()
             ));
         });
@@ -761,10 +759,7 @@ impl Jobs {
             repository: repo.full_name.clone(),
             status: ResultStatus::Restored,
             snapshot: Some(report.snapshot.clone()),
-            reason: report
-                .replaced
-                .as_deref()
-                .map(|p| format!("{}{p}", super::job_reports::REPLACED_PREFIX)),
+            reason: report.replaced_note(super::job_reports::REPLACED_PREFIX),
             new_bytes: 0,
             fetched_bytes: 0,
             seconds: 0.0,

@@ -9,7 +9,6 @@ use super::plans::{self, RunTarget};
 use super::restore::{find_repository, restore, snapshots_of, SnapshotChoice};
 use super::service::*;
 use super::{connections, Context, EngineError, Jobs, RunnerConfig};
-use crate::archive::SnapshotId;
 use crate::state::{Job, JobKind, JobRecordResult, Plan, PlanSpec, RepoRecord, Trigger};
 use std::collections::HashSet;
 use std::path::Path;
@@ -445,18 +444,18 @@ impl Service for LocalService {
         report.blobs = seen.len();
         Ok(report)
     }
+
+    fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError> {
+        super::show::show(self.ctx(), &req)
+    }
+
+    fn export(&self, req: ExportRequest) -> Result<ExportReport, EngineError> {
+        // In process also in the daemon: an export writes files, it changes no state.
+        super::export::export(self.ctx(), &req)
+    }
 }
 
 /// Which snapshot a restore request names.
 pub fn snapshot_choice(req: &RestoreRequest) -> Result<SnapshotChoice, EngineError> {
-    Ok(match (&req.snapshot, req.at) {
-        (Some(_), Some(_)) => {
-            return Err(EngineError::Invalid(
-                "give either a snapshot id or a time (--at), not both".into(),
-            ))
-        }
-        (Some(id), None) => SnapshotChoice::Id(SnapshotId::parse(id)?),
-        (None, Some(at)) => SnapshotChoice::At(at),
-        (None, None) => SnapshotChoice::Latest,
-    })
+    super::restore::choice_of(req.snapshot.as_deref(), req.at)
 }

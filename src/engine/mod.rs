@@ -9,7 +9,8 @@
 //! then for each repository (in parallel) fetch into its bare mirror, store every
 //! pack not yet archived, and write a snapshot manifest when its refs changed.
 //! Restore: pick a snapshot by id or time and rebuild a bare repository from its
-//! packs and refs.
+//! packs and refs (with its LFS objects, and its wiki beside it); `show` reads a
+//! snapshot's parts and documents back, `export` writes all of it out as plain files.
 
 pub mod backup;
 mod backup_git;
@@ -19,6 +20,7 @@ mod connections;
 pub mod credentials;
 pub mod daemon;
 mod data_dir;
+pub mod export;
 mod job_reports;
 pub mod jobs;
 mod listing;
@@ -27,6 +29,9 @@ pub mod plans;
 mod repo_lock;
 mod restore;
 pub mod service;
+pub mod show;
+#[cfg(test)]
+mod snapshot_fixture;
 
 pub use backup::{
     backup_connection, BackupOptions, BackupReport, RepoOutcome, RepoResult, Selected,
@@ -38,7 +43,10 @@ pub use connections::{
 pub use job_reports::{backup_report_from_jobs, follow_job, restored_from_job};
 pub use jobs::{Jobs, RunnerConfig};
 pub use local::{backup_targets, provider_id, LocalService};
-pub use restore::{find_repository, restore, snapshots_of, RestoreReport, SnapshotChoice};
+pub use restore::{
+    find_repository, restore, snapshots_of, wiki_target, RestoreReport, SnapshotChoice,
+    WikiRestored,
+};
 pub use service::{Observer, Quiet, Service};
 
 use crate::archive::{Archive, ArchiveError};

@@ -9,7 +9,9 @@
 
 use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
+pub use super::export::{ExportReport, ExportRequest};
 use super::restore::RestoreReport;
+pub use super::show::{ShowReport, ShowRequest};
 use super::EngineError;
 use crate::archive::{RepoIdentity, Snapshot};
 use crate::providers::{ProviderInfo, Scope};
@@ -90,6 +92,10 @@ pub trait Service: Send + Sync {
     ) -> Result<Restored, EngineError>;
     /// Re-hashes every blob every snapshot needs.
     fn check(&self) -> Result<CheckReport, EngineError>;
+    /// What a snapshot holds; with a kind, that kind's documents.
+    fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError>;
+    /// Writes a snapshot out as plain files (bare repositories, documents, files).
+    fn export(&self, req: ExportRequest) -> Result<ExportReport, EngineError>;
 }
 
 /// Where a front-end wants to see long work progress.

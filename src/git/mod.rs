@@ -33,8 +33,9 @@ use std::path::PathBuf;
 
 pub use error::GitError;
 pub use fetch::{fetch_mirror, list_packs};
+pub(crate) use fetch::{remove_leftovers, sync_file, sync_tree};
 pub use lfs::LfsPointer;
-pub use restore::{restore_bare, Restored};
+pub use restore::{check_restore_target, restore_bare, restore_bare_with, AddFiles, Restored};
 
 /// How to authenticate against the remote.
 #[derive(Clone, Debug)]

@@ -45,21 +45,24 @@ pub fn restore_bare(
     refs: &[RefEntry],
     overwrite: bool,
 ) -> Result<Restored, GitError> {
+    restore_bare_with(target, packs, refs, overwrite, &mut |_| Ok(()))
+}
+
+/// Files a restore adds to the finished repository before it is moved into place (e.g. Git
+/// LFS objects under `lfs/objects/`): called with the staging repository's path.
+pub type AddFiles<'a> = dyn FnMut(&Path) -> std::io::Result<()> + 'a;
+
+/// [`restore_bare()`], with `add` writing more files into the repository before it is
+/// synced and moved into place, so the target never shows a repository without them.
+pub fn restore_bare_with(
+    target: &Path,
+    packs: &mut dyn Iterator<Item = Result<Box<dyn Read + Send>, std::io::Error>>,
+    refs: &[RefEntry],
+    overwrite: bool,
+    add: &mut AddFiles<'_>,
+) -> Result<Restored, GitError> {
     let refs = normalized_refs(refs)?;
-    let target_state = target_state(target)?;
-    match target_state {
-        TargetState::Other => {
-            return Err(GitError::TargetNotRepository {
-                path: target.to_owned(),
-            })
-        }
-        TargetState::Repository if !overwrite => {
-            return Err(GitError::TargetNotEmpty {
-                path: target.to_owned(),
-            })
-        }
-        _ => {}
-    }
+    let target_state = check_target(target, overwrite)?;
 
     let parent = match target.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
@@ -103,9 +106,29 @@ pub fn restore_bare(
     }
     set_refs(&repo, staging.path(), &refs)?;
     drop(repo);
+    add(staging.path()).map_err(|err| GitError::io("add files to", staging.path(), err))?;
     sync_tree(staging.path())?;
 
     move_into_place(staging, target, target_state)
+}
+
+/// Checks that a restore may write to `target` (see [`restore_bare()`]): absent, an empty
+/// directory, or a git repository when `overwrite`; the same errors as a restore there.
+pub fn check_restore_target(target: &Path, overwrite: bool) -> Result<(), GitError> {
+    check_target(target, overwrite).map(drop)
+}
+
+fn check_target(target: &Path, overwrite: bool) -> Result<TargetState, GitError> {
+    let state = target_state(target)?;
+    match state {
+        TargetState::Other => Err(GitError::TargetNotRepository {
+            path: target.to_owned(),
+        }),
+        TargetState::Repository if !overwrite => Err(GitError::TargetNotEmpty {
+            path: target.to_owned(),
+        }),
+        _ => Ok(state),
+    }
 }
 
 /// Validate `refs` and reject duplicates, before any expensive work.

@@ -215,3 +215,83 @@ pub fn wait_for_daemon(data_dir: &Path) -> (String, String) {
         .to_string();
     (url, token.trim().to_string())
 }
+
+/// Starts `reposafe serve` on a free port for `rs`'s data dir and waits (up to 60 s) until
+/// it announces itself in `daemon.json`; the caller kills it.
+pub fn start_daemon(rs: &Reposafe) -> std::process::Child {
+    let child = rs
+        .cmd(&["serve", "--listen", "127.0.0.1:0"])
+        .env("REPOSAFE_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !rs.data_dir().join("daemon.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// The pointer file of `content`, as `git lfs pointer` writes it.
+pub fn lfs_pointer(content: &[u8]) -> String {
+    format!(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
+        reposafe_testkit::lfs::sha256_hex(content),
+        content.len()
+    )
+}
+
+/// A Cloud repository with Git LFS files and a wiki, as [`lfs_and_wiki_repo`] makes it.
+pub struct LfsWikiRepo {
+    pub bare: PathBuf,
+    pub wiki_bare: PathBuf,
+    /// File name → content of each LFS file (the double's LFS store serves them).
+    pub lfs_files: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+/// Adds `workspace/slug` to `server`: two LFS-tracked files (`asset0.bin`, `asset1.bin`,
+/// their objects in the double's LFS store) and a wiki, the bare repositories under `dir`.
+pub fn lfs_and_wiki_repo(
+    server: &CloudServer,
+    workspace: &str,
+    slug: &str,
+    dir: &Path,
+) -> LfsWikiRepo {
+    let mut work = reposafe_testkit::WorkRepo::new();
+    work.write(
+        ".gitattributes",
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    );
+    let mut lfs_files = std::collections::BTreeMap::new();
+    for i in 0..2u64 {
+        let content = gitutil::pseudo_random_bytes(i + 3, 150_000 + i as usize);
+        let name = format!("asset{i}.bin");
+        work.write(&name, lfs_pointer(&content));
+        server.lfs().add(workspace, slug, &content);
+        lfs_files.insert(name, content);
+    }
+    work.commit("assets");
+    let bare = dir.join("origin.git");
+    gitutil::init_bare(&bare);
+    work.push_mirror(&bare);
+    server.add_repo(
+        workspace,
+        slug,
+        &bare,
+        reposafe_testkit::RepoMeta::default(),
+    );
+    let mut wiki = reposafe_testkit::WorkRepo::new();
+    wiki.write("Home.md", "# Welcome\n");
+    wiki.commit("wiki home");
+    let wiki_bare = dir.join("wiki.git");
+    gitutil::init_bare(&wiki_bare);
+    wiki.push_mirror(&wiki_bare);
+    server.add_wiki(workspace, slug, &wiki_bare);
+    LfsWikiRepo {
+        bare,
+        wiki_bare,
+        lfs_files,
+    }
+}
