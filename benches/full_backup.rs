@@ -17,12 +17,13 @@
 //! BENCH_FULL_PR_COMMENTS, BENCH_FULL_ISSUES, BENCH_FULL_ISSUE_COMMENTS, BENCH_FULL_LFS
 //! (objects per repository), BENCH_FULL_LFS_BYTES. Run: `cargo bench --bench full_backup`.
 
+#[path = "common/mod.rs"]
+mod bench_common;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::{gitutil, CloudServer, TempDir};
 use reposafe::archive::{Archive, MetadataIndex};
-use reposafe_testkit::lfs::sha256_hex;
 use reposafe_testkit::{RepoMeta, RepoMetadata, Spec, WorkRepo};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -31,8 +32,7 @@ use std::process::Command;
 use std::time::Instant;
 
 const WS: &str = "acme";
-const EMAIL: &str = "bench@acme.test";
-const TOKEN: &str = "ATATT-bench-full-token";
+use bench_common::{EMAIL, TOKEN};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -47,14 +47,6 @@ fn reposafe(data: &Path) -> Command {
         .arg(data)
         .env("REPOSAFE_COMPONENT_CACHE", common::component_cache());
     c
-}
-
-fn pointer(content: &[u8]) -> String {
-    format!(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
-        sha256_hex(content),
-        content.len()
-    )
 }
 
 struct Sizes {
@@ -80,7 +72,7 @@ fn build(server: &CloudServer, sizes: &Sizes) -> TempDir {
         work.write("README", format!("{slug}\n"));
         for i in 0..sizes.lfs {
             let content = gitutil::pseudo_random_bytes((r * 100 + i) as u64 + 1, sizes.lfs_bytes);
-            work.write(&format!("asset{i}.bin"), pointer(&content));
+            work.write(&format!("asset{i}.bin"), common::lfs_pointer(&content));
             server.lfs().add(WS, &slug, &content);
         }
         work.commit("assets");
@@ -208,7 +200,7 @@ fn main() {
     eprintln!("workspace built in {:.1} s", t.elapsed().as_secs_f64());
     let data = TempDir::new("bench-full-data");
     let files = TempDir::new("bench-full-files");
-    common_add(&server, data.path(), files.path());
+    bench_common::add_connection(&server, data.path(), WS, files.path());
 
     let minimum: usize = (0..sizes.repos)
         .map(|r| server.metadata(WS, &format!("repo-{r:03}"), |m| minimum_pages(m)))
@@ -300,25 +292,6 @@ fn main() {
     if out.contains("FAIL") {
         std::process::exit(1);
     }
-}
-
-fn common_add(server: &CloudServer, data: &Path, files: &Path) {
-    let tok = files.join("token");
-    std::fs::write(&tok, TOKEN).expect("token");
-    let base = server.base_url();
-    let out = reposafe(data)
-        .args(["connection", "add", "cloud", "--workspace", WS])
-        .args(["--set", &format!("api-base-url={base}")])
-        .args(["--set", &format!("git-base-url={base}")])
-        .args(["--api-token-email", EMAIL, "--api-token-file"])
-        .arg(&tok)
-        .output()
-        .expect("connection add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The stored size of one pull request's document in the newest snapshot of repo-000.

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{gitutil, CloudServer, Reposafe, TempDir, API_TOKEN, EMAIL};
+use common::{gitutil, lfs_pointer, CloudServer, Reposafe, TempDir, API_TOKEN, EMAIL};
 use reposafe::archive::{Archive, MetadataIndex, Snapshot};
 use reposafe_testkit::lfs::sha256_hex;
 use reposafe_testkit::{Inline, NewPullRequest, RepoMeta, Spec, WorkRepo};
@@ -26,15 +26,6 @@ struct Setup {
     rs: Reposafe,
     src: TempDir,
     lfs_files: BTreeMap<String, Vec<u8>>,
-}
-
-/// The pointer file of `content`, as `git lfs pointer` writes it.
-fn pointer(content: &[u8]) -> String {
-    format!(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
-        sha256_hex(content),
-        content.len()
-    )
 }
 
 /// A repository with LFS files, a wiki and metadata, and a connection to it.
@@ -53,7 +44,7 @@ fn setup() -> Setup {
     for i in 0..2u64 {
         let content = gitutil::pseudo_random_bytes(i + 7, 200_000 + i as usize);
         let name = format!("asset{i}.bin");
-        work.write(&name, pointer(&content));
+        work.write(&name, lfs_pointer(&content));
         server.lfs().add(WS, SLUG, &content);
         lfs_files.insert(name, content);
     }
@@ -108,6 +99,14 @@ fn setup() -> Setup {
         src,
         lfs_files,
     }
+}
+
+/// Restores `repo` to `target` and checks it with `git fsck --full`.
+fn restore_checked(rs: &Reposafe, repo: &str, target: &Path) -> std::path::PathBuf {
+    rs.run(&["restore", repo, "--to", &target.display().to_string()])
+        .ok();
+    gitutil::fsck(target);
+    target.to_path_buf()
 }
 
 fn backup(rs: &Reposafe) -> Value {
@@ -264,15 +263,7 @@ fn a_snapshot_holds_git_wiki_lfs_and_metadata_and_restores_after_the_originals_a
     // The originals are deleted; restore gives back git, LFS files and the wiki.
     s.server.remove_repo(WS, SLUG);
     let out = TempDir::new("full-out");
-    let target = out.path().join("app.git");
-    s.rs.run(&[
-        "restore",
-        &format!("{WS}/{SLUG}"),
-        "--to",
-        &target.display().to_string(),
-    ])
-    .ok();
-    gitutil::fsck(&target);
+    let target = restore_checked(&s.rs, &format!("{WS}/{SLUG}"), &out.path().join("app.git"));
     assert_eq!(
         gitutil::refs_of(&target),
         gitutil::refs_of(&s.src.path().join("origin.git"))
@@ -330,7 +321,6 @@ fn a_kind_the_credential_may_not_read_is_missing_and_git_still_succeeds() {
     assert!(archive.has_blob(&snap.git.refs));
     assert!(!snap.git.packs.is_empty());
     assert!(!documents(&archive, &snap, "issues").is_empty());
-    let _ = Path::new(".");
 }
 
 /// Data Center: git, LFS (enabled on the repository), pull requests in every state with
@@ -348,7 +338,7 @@ fn data_center_repositories_are_backed_up_whole() {
         ".gitattributes",
         "*.bin filter=lfs diff=lfs merge=lfs -text\n",
     );
-    work.write("big.bin", pointer(&content));
+    work.write("big.bin", lfs_pointer(&content));
     work.commit("an LFS file");
     let bare = src.path().join("origin.git");
     gitutil::init_bare(&bare);
@@ -421,15 +411,7 @@ fn data_center_repositories_are_backed_up_whole() {
     let oid = sha256_hex(&content);
     server.lfs().remove(KEY, "svc", &oid);
     let out = TempDir::new("full-dc-out");
-    let target = out.path().join("svc.git");
-    rs.run(&[
-        "restore",
-        &format!("{KEY}/svc"),
-        "--to",
-        &target.display().to_string(),
-    ])
-    .ok();
-    gitutil::fsck(&target);
+    let target = restore_checked(&rs, &format!("{KEY}/svc"), &out.path().join("svc.git"));
     assert_eq!(gitutil::refs_of(&target), gitutil::refs_of(&bare));
     let path = target
         .join("lfs/objects")
