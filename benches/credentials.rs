@@ -182,6 +182,10 @@ impl Bench {
             WS.to_string(),
             "--concurrency".to_string(),
             self.concurrency.to_string(),
+            // Git and the listing spread over credentials is measured here; metadata's
+            // API requests (about 14 a repository) have `benches/full_backup.rs`.
+            "--metadata-every".to_string(),
+            "never".to_string(),
         ];
         if additional {
             for (i, a) in ACCOUNTS[1..].iter().enumerate() {
