@@ -28,26 +28,10 @@ use reposafe_testkit::{RepoMeta, RepoMetadata, Spec, WorkRepo};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 const WS: &str = "acme";
-use bench_common::{EMAIL, TOKEN};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn reposafe(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reposafe"));
-    c.arg("--data-dir")
-        .arg(data)
-        .env("REPOSAFE_COMPONENT_CACHE", common::component_cache());
-    c
-}
+use bench_common::{env_usize, reposafe, EMAIL, TOKEN};
 
 struct Sizes {
     repos: usize,

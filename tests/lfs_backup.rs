@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{gitutil, CloudServer, Reposafe, TempDir, API_TOKEN, EMAIL};
+use common::{gitutil, lfs_pointer, CloudServer, Reposafe, TempDir, API_TOKEN, EMAIL};
 use reposafe_testkit::lfs::sha256_hex;
 use reposafe_testkit::{DcOptions, DcServer, RepoMeta, WorkRepo};
 use std::collections::BTreeMap;
@@ -17,15 +17,6 @@ use std::path::Path;
 
 const WS: &str = "acme";
 const SLUG: &str = "media";
-
-/// The pointer file of `content`, as `git lfs pointer` writes it.
-fn pointer(content: &[u8]) -> String {
-    format!(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
-        sha256_hex(content),
-        content.len()
-    )
-}
 
 struct Setup {
     server: CloudServer,
@@ -49,12 +40,12 @@ fn setup(files: &[(&str, Vec<u8>)], absent: &[u8]) -> Setup {
     );
     work.write("README", "LFS files\n");
     for (name, content) in files {
-        work.write(name, pointer(content));
+        work.write(name, lfs_pointer(content));
         server.lfs().add(WS, SLUG, content);
     }
     work.commit("LFS files");
     work.branch("extra").checkout("extra");
-    work.write("absent.bin", pointer(absent));
+    work.write("absent.bin", lfs_pointer(absent));
     work.commit("an LFS file whose object is not on the server");
     work.checkout("main");
     let bare = src.path().join("origin.git");
@@ -229,7 +220,7 @@ fn data_center_lfs_objects_over_tls_are_backed_up_and_restored() {
         "*.bin filter=lfs diff=lfs merge=lfs -text\n",
     );
     for (name, content) in &files {
-        work.write(name, pointer(content));
+        work.write(name, lfs_pointer(content));
         server.lfs().add("ALPHA", "media", content);
     }
     work.commit("LFS files");

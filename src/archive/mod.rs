@@ -184,10 +184,25 @@ impl Archive {
 
     /// Looks up the blob holding the git pack with the given pack hash, if archived.
     pub fn pack_blob(&self, pack_hash: &str) -> Result<Option<BlobId>, ArchiveError> {
-        if !FileKind::PackIndex.is_valid_id(pack_hash) {
+        self.indexed_blob(FileKind::PackIndex, pack_hash)
+    }
+
+    /// Records that the pack with `pack_hash` is stored as blob `id`.
+    pub fn record_pack(&self, pack_hash: &str, id: &BlobId) -> Result<(), ArchiveError> {
+        self.record_index(FileKind::PackIndex, pack_hash, id)
+    }
+
+    /// The blob an accelerator index (`index/packs/`, `index/lfs/`) names for `key`, if
+    /// the entry exists and the blob is present.
+    pub(crate) fn indexed_blob(
+        &self,
+        kind: FileKind,
+        key: &str,
+    ) -> Result<Option<BlobId>, ArchiveError> {
+        if !kind.is_valid_id(key) {
             return Ok(None);
         }
-        match self.backend.read(FileKind::PackIndex, pack_hash) {
+        match self.backend.read(kind, key) {
             Ok(bytes) => {
                 let id = BlobId::parse(String::from_utf8_lossy(&bytes).trim())?;
                 Ok(self.has_blob(&id).then_some(id))
@@ -197,17 +212,19 @@ impl Archive {
         }
     }
 
-    /// Records that the pack with `pack_hash` is stored as blob `id`.
-    pub fn record_pack(&self, pack_hash: &str, id: &BlobId) -> Result<(), ArchiveError> {
-        if !FileKind::PackIndex.is_valid_id(pack_hash) {
-            return Err(ArchiveError::InvalidBlobId(pack_hash.to_string()));
+    /// Records in an accelerator index that `key` is stored as blob `id`.
+    pub(crate) fn record_index(
+        &self,
+        kind: FileKind,
+        key: &str,
+        id: &BlobId,
+    ) -> Result<(), ArchiveError> {
+        if !kind.is_valid_id(key) {
+            return Err(ArchiveError::InvalidBlobId(key.to_string()));
         }
         let hex = id.to_hex();
-        self.backend.write(
-            FileKind::PackIndex,
-            pack_hash,
-            Source::Bytes(hex.as_bytes()),
-        )?;
+        self.backend
+            .write(kind, key, Source::Bytes(hex.as_bytes()))?;
         Ok(())
     }
 }

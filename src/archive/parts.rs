@@ -148,31 +148,12 @@ impl Archive {
 
     /// The blob holding the LFS object with this sha256, if archived.
     pub fn lfs_blob(&self, oid: &str) -> Result<Option<BlobId>, ArchiveError> {
-        if !super::FileKind::LfsIndex.is_valid_id(oid) {
-            return Ok(None);
-        }
-        match self.backend.read(super::FileKind::LfsIndex, oid) {
-            Ok(bytes) => {
-                let id = BlobId::parse(String::from_utf8_lossy(&bytes).trim())?;
-                Ok(self.has_blob(&id).then_some(id))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.indexed_blob(super::FileKind::LfsIndex, oid)
     }
 
     /// Records that the LFS object with sha256 `oid` is stored as blob `id`.
     pub fn record_lfs(&self, oid: &str, id: &BlobId) -> Result<(), ArchiveError> {
-        if !super::FileKind::LfsIndex.is_valid_id(oid) {
-            return Err(ArchiveError::InvalidBlobId(oid.to_string()));
-        }
-        let hex = id.to_hex();
-        self.backend.write(
-            super::FileKind::LfsIndex,
-            oid,
-            super::Source::Bytes(hex.as_bytes()),
-        )?;
-        Ok(())
+        self.record_index(super::FileKind::LfsIndex, oid, id)
     }
 }
 

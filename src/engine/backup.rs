@@ -518,6 +518,7 @@ fn backup_repository(
         tls: job.tls,
         opts: job.opts,
         repo: &repo.full_name,
+        mirror: &mirror,
     };
     let fetched = target.fetch(&mirror, clone_url.as_str(), attempts)?;
     let mut stored = backup_git::Stored::default();
@@ -529,7 +530,6 @@ fn backup_repository(
         Ok(None) => {}
         Ok(Some(described)) => {
             parts = backup_other_parts(
-                ctx,
                 job,
                 &session,
                 &target,
@@ -570,7 +570,6 @@ struct OtherParts {
 /// that fails is recorded in `missing` and the others go on.
 #[allow(clippy::too_many_arguments)]
 fn backup_other_parts(
-    ctx: &Context,
     job: &RepoJob<'_>,
     session: &ProviderSession<'_>,
     target: &backup_git::FetchTarget<'_>,
@@ -579,6 +578,7 @@ fn backup_other_parts(
     previous: Option<&Snapshot>,
     stored: &mut backup_git::Stored,
 ) -> OtherParts {
+    let ctx = target.ctx;
     let mut parts = OtherParts::default();
     for extra in &described.git {
         if extra.name != "wiki" {
@@ -588,7 +588,7 @@ fn backup_other_parts(
             ));
             continue;
         }
-        match backup_wiki(ctx, target, repo, &extra.url, stored) {
+        match backup_wiki(target, &extra.url, stored) {
             Ok(wiki) => parts.wiki = wiki,
             // The wiki is on but was never written: there is nothing to back up.
             Err(EngineError::Git(git::GitError::NotFound { .. })) => {}
@@ -596,12 +596,11 @@ fn backup_other_parts(
         }
     }
     if let Some(lfs_url) = &described.lfs_url {
-        let mirror = ctx.mirror_dir(&identity(job.conn, repo));
         let (lfs, bytes, failure) = super::backup_lfs::lfs_part(
             ctx,
             target.gate,
             lfs_url,
-            &mirror,
+            target.mirror,
             &stored.repo_packs,
             previous,
             job.opts,
@@ -654,21 +653,18 @@ fn backup_other_parts(
 /// Fetches the wiki into its own mirror (`<repo-dir>.wiki.git`, beside the
 /// repository's) and archives it; `None` when the wiki has no refs yet.
 fn backup_wiki(
-    ctx: &Context,
     target: &backup_git::FetchTarget<'_>,
-    repo: &Repository,
     url: &str,
     stored: &mut backup_git::Stored,
 ) -> Result<Option<GitPart>, EngineError> {
-    let url = allowed_url(target.gate, &format!("{} (wiki)", repo.full_name), url)?;
-    let mirror = ctx.mirror_dir(&identity(target.conn, repo));
-    let wiki_mirror = mirror.with_extension("wiki.git");
+    let url = allowed_url(target.gate, &format!("{} (wiki)", target.repo), url)?;
+    let wiki_mirror = target.mirror.with_extension("wiki.git");
     let mut attempts = 0;
     let fetched = target.fetch(&wiki_mirror, url.as_str(), &mut attempts)?;
     if fetched.refs.is_empty() {
         return Ok(None);
     }
-    stored.archive_git(ctx, &fetched).map(Some)
+    stored.archive_git(target.ctx, &fetched).map(Some)
 }
 
 /// Writes the snapshot of a repository's parts, unless every part equals the newest

@@ -27,6 +27,8 @@ pub(super) struct FetchTarget<'a> {
     pub opts: &'a BackupOptions,
     /// The repository's full name, for progress and notices.
     pub repo: &'a str,
+    /// The repository's mirror (its wiki's is beside it).
+    pub mirror: &'a Path,
 }
 
 impl FetchTarget<'_> {
