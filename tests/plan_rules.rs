@@ -49,6 +49,7 @@ fn setup(
                 secret: API_TOKEN.to_string().into(),
             },
             read_only: false,
+            allow_restore: false,
             rate_limit: None,
             tls: Default::default(),
         },

@@ -350,6 +350,11 @@ impl BlobReader {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The length of the blob's content (from its header; checked at the end of reading).
+    pub fn content_len(&self) -> u64 {
+        self.expected_len
+    }
 }
 
 impl Read for BlobReader {

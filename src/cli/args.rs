@@ -220,6 +220,11 @@ pub struct AddArgs {
     /// Never use this connection to write back to the provider.
     #[arg(long)]
     pub read_only: bool,
+    /// Mark the connection for restore: restores into Bitbucket may write through it
+    /// (create repositories, push, re-create issues and pull requests). Use a credential
+    /// with write access, added on purpose; backup connections stay read-only.
+    #[arg(long, conflicts_with = "read_only")]
+    pub allow_restore: bool,
     /// Request budget of each principal (account) of this connection, API and git
     /// requests alike: 60/min, 1000/h, 60/10s. Requests are paced to stay within it.
     #[arg(long, value_name = "N/WINDOW")]
@@ -469,8 +474,10 @@ pub struct SnapshotsArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Repository full name, e.g. acme/api.
-    pub repository: String,
+    /// Repository full name, e.g. acme/api. Without it (and with --to-connection), every
+    /// repository of --connection is restored.
+    #[arg(required_unless_present = "to_connection")]
+    pub repository: Option<String>,
     /// Restore the newest snapshot taken at or before this time (UTC unless an
     /// offset is given): 2026-11-20T10:00Z, 2026-11-20T10:00:00+01:00, or a date
     /// (meaning the end of that day).
@@ -481,14 +488,35 @@ pub struct RestoreArgs {
     pub snapshot: Option<String>,
     /// Target directory for the bare repository (must be absent or empty, and outside
     /// the data dir).
-    #[arg(long)]
-    pub to: PathBuf,
+    #[arg(long, required_unless_present = "to_connection", conflicts_with = "to_connection")]
+    pub to: Option<PathBuf>,
     /// Replace a git repository at the target: it is moved aside to
     /// `<target>.replaced-<UTC time>`, never deleted. Anything else is never replaced.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "to_connection")]
     pub force: bool,
+    /// The connection the repository was backed up through (with --to-connection and no
+    /// repository: restore all of its repositories).
     #[arg(long)]
     pub connection: Option<String>,
+    /// Restore into Bitbucket through this connection (added with --allow-restore): the
+    /// repository is created (or must be empty), then its branches, tags, LFS objects,
+    /// wiki and metadata are written.
+    #[arg(long)]
+    pub to_connection: Option<String>,
+    /// The target repository, scope/slug (default: the same slug in the connection's
+    /// workspace or project).
+    #[arg(long = "as", requires = "to_connection")]
+    pub as_name: Option<String>,
+    /// Create the repository in this project (Bitbucket Cloud project key).
+    #[arg(long, requires = "to_connection")]
+    pub project: Option<String>,
+    /// Write into an existing, non-empty repository: nothing there is overwritten or
+    /// deleted; refs that differ are pushed under restored/<snapshot>/.
+    #[arg(long, requires = "to_connection")]
+    pub into_existing: bool,
+    /// Put this before each new repository's slug, e.g. restored-.
+    #[arg(long, requires = "to_connection")]
+    pub prefix: Option<String>,
 }
 
 /// Which snapshot `show` and `export` read (the latest unless told).

@@ -10,6 +10,7 @@ use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
     AddConnection, AddCredential, BackupRequest, CredentialInput, ExportRequest, RestoreRequest,
+    RestoreTarget,
     RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
 use crate::engine::{Quiet, Service};
@@ -49,7 +50,7 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
                 output::snapshots(&list.repository, &list.snapshots);
             }
         }
-        Command::Restore(args) => restore(service, args)?,
+        Command::Restore(args) => return restore(service, args),
         Command::Show(args) => show(service, args)?,
         Command::Export(args) => {
             let (repository, connection, snapshot, at) = snapshot_choice(args.snapshot)?;
@@ -110,6 +111,7 @@ fn add_connection_request(a: &AddArgs) -> Result<AddConnection> {
         credential: CredentialInput::from_credential(a.credential()?),
         verify: !a.no_verify,
         read_only: a.read_only,
+        allow_restore: a.allow_restore,
         rate_limit: a.rate_limit.clone(),
         tls: tls_from(a.ca_bundle.as_ref(), a.insecure_skip_tls_verify)?,
     })
@@ -340,24 +342,52 @@ fn backup(service: &dyn Service, args: BackupArgs) -> Result<i32> {
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-fn restore(service: &dyn Service, args: RestoreArgs) -> Result<()> {
+fn restore(service: &dyn Service, args: RestoreArgs) -> Result<i32> {
     if args.at.is_some() && args.snapshot.is_some() {
         bail!("give either --at or --snapshot, not both");
     }
+    let at = args.at.as_deref().map(parse_time).transpose()?;
+    if let Some(connection) = args.to_connection {
+        let req = RestoreRequest {
+            repository: args.repository.unwrap_or_default(),
+            connection: args.connection,
+            snapshot: args.snapshot,
+            at,
+            to: String::new(),
+            force: false,
+            target: Some(RestoreTarget {
+                connection,
+                as_name: args.as_name,
+                project: args.project,
+                into_existing: args.into_existing,
+                prefix: args.prefix,
+            }),
+        };
+        let report = service.restore_into(req, &Quiet)?;
+        output::restored_into(&report);
+        let failed = report
+            .repositories
+            .iter()
+            .any(|r| r.status == crate::engine::restore_into::PartStatus::Failed);
+        return Ok(if failed { 1 } else { 0 });
+    }
+    let (Some(repository), Some(to)) = (args.repository, args.to) else {
+        bail!("name the repository and the target directory (--to), or --to-connection");
+    };
     // The target is resolved here: a daemon may run in another working directory.
-    let to =
-        std::path::absolute(&args.to).with_context(|| format!("--to {}", args.to.display()))?;
+    let to = std::path::absolute(&to).with_context(|| format!("--to {}", to.display()))?;
     let req = RestoreRequest {
-        repository: args.repository,
+        repository,
         connection: args.connection,
         snapshot: args.snapshot,
-        at: args.at.as_deref().map(parse_time).transpose()?,
+        at,
         to: to.display().to_string(),
         force: args.force,
+        target: None,
     };
     // A restore reports once, at its end (in process it has no progress to show).
     output::restored(&service.restore(req, &Quiet)?);
-    Ok(())
+    Ok(0)
 }
 
 type Choice = (

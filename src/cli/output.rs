@@ -85,6 +85,12 @@ pub fn connections(list: &[ConnectionView]) {
         if v.project_credentials > 0 {
             settings.push(format!("project-credentials={}", v.project_credentials));
         }
+        if c.read_only {
+            settings.push("read-only".into());
+        }
+        if c.allow_restore {
+            settings.push("allow-restore (restores may write through it)".into());
+        }
         println!(
             "{}  {}  {} {} ********  {}",
             c.name,
@@ -507,5 +513,58 @@ pub fn kind_access(kinds: &[crate::engine::KindAccess]) {
             k.kind,
             k.reason.as_deref().unwrap_or("refused")
         );
+    }
+}
+
+/// What a restore into a provider did, per repository and part.
+pub fn restored_into(r: &crate::engine::restore_into::RestoredInto) {
+    use crate::engine::restore_into::PartStatus;
+    for repo in &r.repositories {
+        if repo.status == PartStatus::Failed {
+            println!(
+                "FAILED {} → {} {}: {}",
+                repo.source,
+                repo.connection,
+                repo.target,
+                repo.error.as_deref().unwrap_or("see the parts below")
+            );
+        } else {
+            println!(
+                "{} {} snapshot {} (taken {}) into {} {}{}",
+                repo.status.as_str(),
+                repo.source,
+                repo.snapshot,
+                fmt_time(repo.taken_at),
+                repo.connection,
+                repo.target,
+                if repo.created { " (created)" } else { "" }
+            );
+        }
+        if let Some(g) = &repo.git {
+            println!(
+                "  git: {} refs pushed ({} sent), {} already there",
+                g.pushed.len(),
+                human_bytes(g.pack_bytes),
+                g.unchanged
+            );
+            for (from, to) in &g.renamed {
+                println!("    {from} differs there: pushed as {to}");
+            }
+            for (name, why) in &g.skipped {
+                println!("    skipped {name}: {why}");
+            }
+            for (name, why) in &g.refused {
+                println!("    REFUSED {name}: {why}");
+            }
+        }
+        for p in &repo.parts {
+            println!("  {}: {} — {}", p.part, p.status.as_str(), p.detail);
+            for n in &p.needs_user {
+                println!("    for you to do: {n}");
+            }
+            for n in &p.problems {
+                println!("    not restored: {n}");
+            }
+        }
     }
 }

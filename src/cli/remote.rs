@@ -12,7 +12,8 @@ use crate::api::TOKEN_FILE;
 use crate::engine::credentials::CredentialView;
 use crate::engine::service::*;
 use crate::engine::{
-    backup_report_from_jobs, backup_targets, follow_job, restored_from_job, BackupReport,
+    backup_report_from_jobs, backup_targets, follow_job, restored_from_job, restored_into_from_job,
+    restore_into::RestoredInto, BackupReport,
     EngineError, ErrorKind,
 };
 use crate::state::{Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
@@ -421,6 +422,16 @@ impl Service for Remote {
         let job: Job = self.post("/api/v1/restore", &req)?;
         let job = self.watch(job.id, observer)?;
         restored_from_job(self, &req, &job)
+    }
+
+    fn restore_into(
+        &self,
+        req: RestoreRequest,
+        observer: &dyn Observer,
+    ) -> Result<RestoredInto, EngineError> {
+        let job: Job = self.post("/api/v1/restore", &req)?;
+        let job = self.watch(job.id, observer)?;
+        restored_into_from_job(self, &job)
     }
 
     fn check(&self) -> Result<CheckReport, EngineError> {

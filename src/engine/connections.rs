@@ -17,6 +17,8 @@ pub struct NewConnection {
     pub credential: Credential,
     /// Never used to write back to the provider.
     pub read_only: bool,
+    /// May be written to by a restore (`--allow-restore`); never with `read_only`.
+    pub allow_restore: bool,
     /// Request budget of each principal, e.g. `60/min`.
     pub rate_limit: Option<String>,
     /// CA bundle (PEM contents and file name) or insecure mode; default: system roots.
@@ -144,6 +146,16 @@ pub fn add_connection(
             new.name
         )));
     }
+    if new.read_only && new.allow_restore {
+        return Err(EngineError::Field {
+            field: "allow_restore".into(),
+            message: format!(
+                "connection {} cannot be both read-only (--read-only) and marked for restore \
+                 (--allow-restore): a read-only connection never writes",
+                new.name
+            ),
+        });
+    }
     let provider = ctx.providers.get(&new.provider)?;
     let info = provider.info();
     let support = info.support_for(new.credential.kind)?;
@@ -165,6 +177,7 @@ pub fn add_connection(
         credential_kind: new.credential.kind,
         credential_identity: new.credential.identity.clone(),
         read_only: new.read_only,
+        allow_restore: new.allow_restore,
         rate_limit: match &new.rate_limit {
             Some(r) => Some(
                 r.parse::<crate::providers::RateBudget>()
@@ -445,6 +458,7 @@ mod tests {
             credential_kind: CredentialKind::AccessToken,
             credential_identity: None,
             read_only: false,
+            allow_restore: false,
             rate_limit: None,
             principal: None,
             id: Connection::new_id(),

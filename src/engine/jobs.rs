@@ -14,6 +14,7 @@ use super::backup::{
 };
 use super::plans;
 use super::restore::{find_repository, restore, SnapshotChoice};
+use super::restore_into;
 use super::{Context, EngineError};
 use crate::archive::SnapshotId;
 use crate::state::{
@@ -284,6 +285,17 @@ impl Jobs {
                     });
                 }
             }
+            JobKind::RestoreInto {
+                repository,
+                connection,
+                snapshot,
+                at,
+                target,
+            } => {
+                super::restore::choice_of(snapshot.as_deref(), *at)?;
+                restore_into::refuse_unless_writable(&self.ctx.state.connection(&target.connection)?)?;
+                restore_into::sources(&self.ctx, repository, connection.as_deref())?;
+            }
         }
         Ok(())
     }
@@ -460,6 +472,7 @@ impl Jobs {
                 self.run_backup(live, &job, plan.as_deref(), targets)
             }
             JobKind::Restore { .. } => self.run_restore(live, &job),
+            JobKind::RestoreInto { .. } => self.run_restore_into(live, &job),
         })
         .and_then(|r| r.map_err(|e| e.to_string()));
         if let Err(msg) = &outcome {
@@ -699,6 +712,7 @@ impl Jobs {
                         fetched_bytes: 0,
                         seconds: 0.0,
                         attempts: 1,
+                        detail: None,
                     });
                     if let Err(se) = stored {
                         tracing::warn!(
@@ -764,6 +778,7 @@ impl Jobs {
             fetched_bytes: 0,
             seconds: 0.0,
             attempts: 1,
+            detail: None,
         });
         if let Err(e) = stored {
             tracing::warn!(
@@ -773,6 +788,59 @@ impl Jobs {
             );
         }
         Ok(())
+    }
+
+    /// A restore into a provider: each repository's report stored as its result as it
+    /// finishes (status `restored`, `partial` or `failed`, the report in `detail`).
+    fn run_restore_into(&self, live: &Arc<LiveJob>, job: &Job) -> Result<(), EngineError> {
+        let JobKind::RestoreInto {
+            repository,
+            connection,
+            snapshot,
+            at,
+            target,
+        } = &job.kind
+        else {
+            return Ok(());
+        };
+        let choice = super::restore::choice_of(snapshot.as_deref(), *at)?;
+        let writer = restore_into::open_writer(&self.ctx, target)?;
+        let sources = restore_into::sources(&self.ctx, repository, connection.as_deref())?;
+        live.update(|j| j.progress.repos_total = sources.len() as u64);
+        let opts = self.restore_into_options(live, job.id);
+        restore_into::restore_all(&writer, &sources, &choice, &opts)?;
+        Ok(())
+    }
+
+    /// How a restore-into job reports: notices and repositories in flight in its
+    /// progress, each repository's report stored as a result.
+    fn restore_into_options(&self, live: &Arc<LiveJob>, job: u64) -> restore_into::IntoOptions {
+        let (l1, l2, l3) = (live.clone(), live.clone(), live.clone());
+        let ctx = self.ctx.clone();
+        restore_into::IntoOptions {
+            interrupt: live.cancel.clone(),
+            notice: Arc::new(move |m: &str| l1.update(|j| j.progress.notice = Some(m.to_string()))),
+            started: Arc::new(move |r: &str| l2.update(|j| j.progress.current.push(r.to_string()))),
+            finished: Arc::new(move |r: &restore_into::RepoRestoredInto| {
+                let stored = ctx.state.put_job_result(&restore_into::job_result(job, r));
+                if let Err(e) = stored {
+                    tracing::warn!("job {job}: cannot store the result of {}: {e}", r.source);
+                }
+                l3.update(|j| {
+                    j.progress.current.retain(|c| c != &r.source);
+                    j.progress.repos_done += 1;
+                    match r.status {
+                        restore_into::PartStatus::Failed => j.progress.failed += 1,
+                        restore_into::PartStatus::Partial => {
+                            j.progress.partial += 1;
+                            j.progress.snapshots += 1;
+                        }
+                        _ => j.progress.snapshots += 1,
+                    }
+                });
+            }),
+            concurrency: 4,
+        }
     }
 
     /// Runs a job synchronously without workers (the CLI when no daemon runs).
@@ -901,6 +969,7 @@ fn record(ctx: &Context, job: u64, connection: &str, r: &RepoResult) {
         fetched_bytes,
         seconds: r.seconds,
         attempts: r.attempts,
+        detail: None,
     };
     if let Err(e) = ctx.state.put_job_result(&rec) {
         tracing::warn!("job {job}: cannot store the result of {}: {e}", r.full_name);
@@ -1157,6 +1226,7 @@ mod tests {
                     secret: TOKEN.to_string().into(),
                 },
                 read_only: false,
+                allow_restore: false,
                 rate_limit: None,
                 tls: Default::default(),
             },

@@ -4,7 +4,8 @@
 
 use super::backup::{backup_connection, BackupOptions, BackupReport};
 use super::credentials::{self, CredentialView};
-use super::job_reports::{follow_job, restored_from_job};
+use super::job_reports::{follow_job, restored_from_job, restored_into_from_job};
+use super::restore_into::RestoredInto;
 use super::plans::{self, RunTarget};
 use super::restore::{find_repository, restore, snapshots_of, SnapshotChoice};
 use super::service::*;
@@ -45,9 +46,13 @@ impl LocalService {
         &self.jobs
     }
 
-    /// Queues a restore job (the daemon's `POST /api/v1/restore`).
+    /// Queues a restore job (the daemon's `POST /api/v1/restore`): to disk, or into a
+    /// provider when the request has a `target`.
     pub fn submit_restore(&self, req: RestoreRequest) -> Result<Job, EngineError> {
         snapshot_choice(&req)?;
+        if req.target.is_some() {
+            return self.jobs.submit(restore_into_kind(req)?, Trigger::Manual, None);
+        }
         let kind = JobKind::Restore {
             repository: req.repository,
             connection: req.connection,
@@ -166,6 +171,7 @@ impl Service for LocalService {
             settings: req.settings,
             credential: req.credential.into_credential("credential.")?,
             read_only: req.read_only,
+            allow_restore: req.allow_restore,
             rate_limit: req.rate_limit,
             tls: req.tls,
         };
@@ -420,6 +426,22 @@ impl Service for LocalService {
         })
     }
 
+    fn restore_into(
+        &self,
+        req: RestoreRequest,
+        observer: &dyn Observer,
+    ) -> Result<RestoredInto, EngineError> {
+        let kind = restore_into_kind(req)?;
+        let job = if self.daemon {
+            let job = self.jobs.submit(kind, Trigger::Manual, None)?;
+            self.watch(job.id, observer)?
+        } else {
+            self.jobs
+                .run_now(kind, Trigger::Manual, &|j: &Job| observer.job(j))?
+        };
+        restored_into_from_job(self, &job)
+    }
+
     fn check(&self) -> Result<CheckReport, EngineError> {
         let archive = &self.ctx().archive;
         let snaps = archive.all_snapshots()?;
@@ -453,6 +475,36 @@ impl Service for LocalService {
         // In process also in the daemon: an export writes files, it changes no state.
         super::export::export(self.ctx(), &req)
     }
+}
+
+/// The job of a restore into a provider: the request checked (a target, no local path).
+fn restore_into_kind(req: RestoreRequest) -> Result<JobKind, EngineError> {
+    let Some(target) = req.target else {
+        return Err(EngineError::Field {
+            field: "target".into(),
+            message: "a restore into a provider needs a target connection".into(),
+        });
+    };
+    if !req.to.is_empty() || req.force {
+        return Err(EngineError::Invalid(
+            "restore either to a directory (`to`, `force`) or into a provider (`target`), not both"
+                .into(),
+        ));
+    }
+    if req.repository.is_empty() && req.connection.is_none() {
+        return Err(EngineError::Invalid(
+            "name a repository to restore, or a connection (--connection) to restore all of its \
+             repositories"
+                .into(),
+        ));
+    }
+    Ok(JobKind::RestoreInto {
+        repository: req.repository,
+        connection: req.connection,
+        snapshot: req.snapshot,
+        at: req.at,
+        target,
+    })
 }
 
 /// Which snapshot a restore request names.

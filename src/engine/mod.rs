@@ -28,6 +28,7 @@ mod local;
 pub mod plans;
 mod repo_lock;
 mod restore;
+pub mod restore_into;
 pub mod service;
 pub mod show;
 #[cfg(test)]
@@ -40,7 +41,9 @@ pub use connections::{
     add_connection, add_project_credential, project_credentials, remove_connection,
     remove_project_credential, set_connection_tls, test_connection, KindAccess, NewConnection,
 };
-pub use job_reports::{backup_report_from_jobs, follow_job, restored_from_job};
+pub use job_reports::{
+    backup_report_from_jobs, follow_job, restored_from_job, restored_into_from_job,
+};
 pub use jobs::{Jobs, RunnerConfig};
 pub use local::{backup_targets, provider_id, LocalService};
 pub use restore::{

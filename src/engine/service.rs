@@ -11,6 +11,7 @@ use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
 pub use super::export::{ExportReport, ExportRequest};
 use super::restore::RestoreReport;
+pub use super::restore_into::{RestoreTarget, RestoredInto};
 pub use super::show::{ShowReport, ShowRequest};
 use super::EngineError;
 use crate::archive::{RepoIdentity, Snapshot};
@@ -90,6 +91,13 @@ pub trait Service: Send + Sync {
         req: RestoreRequest,
         observer: &dyn Observer,
     ) -> Result<Restored, EngineError>;
+    /// Restores snapshots into a provider (`req.target`): one repository, or every
+    /// repository of `req.connection` when `req.repository` is empty.
+    fn restore_into(
+        &self,
+        req: RestoreRequest,
+        observer: &dyn Observer,
+    ) -> Result<RestoredInto, EngineError>;
     /// Re-hashes every blob every snapshot needs.
     fn check(&self) -> Result<CheckReport, EngineError>;
     /// What a snapshot holds; with a kind, that kind's documents.
@@ -225,6 +233,9 @@ pub struct AddConnection {
     pub verify: bool,
     #[serde(default)]
     pub read_only: bool,
+    /// The connection may be written to by restores (and only by them).
+    #[serde(default)]
+    pub allow_restore: bool,
     /// Request budget of each principal: `60/min`, `1000/h`, `60/10s`.
     #[serde(default)]
     pub rate_limit: Option<String>,
@@ -360,10 +371,13 @@ pub struct SnapshotList {
 }
 
 /// `restore`: a snapshot (latest, `snapshot` id, or newest at or before `at`) into
-/// `to` (an absolute path on the daemon's machine).
+/// `to` (an absolute path on the daemon's machine), or into a provider through
+/// `target` (a connection marked for restore). With `target`, an empty `repository`
+/// restores every repository of `connection`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
+    #[serde(default)]
     pub repository: String,
     #[serde(default)]
     pub connection: Option<String>,
@@ -371,9 +385,12 @@ pub struct RestoreRequest {
     pub snapshot: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub at: Option<OffsetDateTime>,
+    #[serde(default)]
     pub to: String,
     #[serde(default)]
     pub force: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RestoreTarget>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -18,6 +18,28 @@ pub struct JobTarget {
     pub only: Vec<String>,
 }
 
+/// Where a restore into a provider writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTarget {
+    /// A connection marked for restore (`connection add … --allow-restore`).
+    pub connection: String,
+    /// The target repository `scope/slug` (one repository only); default: the source's
+    /// slug (with `prefix`) in the connection's scope.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_name: Option<String>,
+    /// The project to create the repository in (Bitbucket Cloud project key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Write into an existing, non-empty repository: never overwriting or deleting a ref
+    /// there (refs that differ are pushed under `restored/<snapshot>/`).
+    #[serde(default)]
+    pub into_existing: bool,
+    /// Put before each new slug (`restored-`), e.g. when restoring a whole workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
 /// What a job does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -35,6 +57,17 @@ pub enum JobKind {
         at: Option<OffsetDateTime>,
         to: String,
         force: bool,
+    },
+    /// A restore into a provider: `repository`, or every repository of `connection`
+    /// when it is empty.
+    RestoreInto {
+        #[serde(default)]
+        repository: String,
+        connection: Option<String>,
+        snapshot: Option<String>,
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        at: Option<OffsetDateTime>,
+        target: RestoreTarget,
     },
 }
 
@@ -57,6 +90,21 @@ impl JobKind {
                 .collect::<Vec<_>>()
                 .join(" "),
             JobKind::Restore { repository, to, .. } => format!("restore {repository} to {to}"),
+            JobKind::RestoreInto {
+                repository,
+                connection,
+                target,
+                ..
+            } => {
+                let what = match (repository.as_str(), connection) {
+                    ("", Some(c)) => format!("connection {c}"),
+                    (r, _) => r.to_string(),
+                };
+                let into = target.as_name.as_deref().unwrap_or("");
+                format!("restore {what} into {} {into}", target.connection)
+                    .trim_end()
+                    .to_string()
+            }
         }
     }
 }
@@ -264,6 +312,10 @@ pub struct JobRecordResult {
     pub seconds: f64,
     #[serde(default)]
     pub attempts: u32,
+    /// The operation's own report of the repository, when it has one (a restore into a
+    /// provider: every part's outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 fn result_key(job: u64, connection: &str, repo: &str) -> String {

@@ -8,9 +8,11 @@
 
 mod scoped_credentials;
 mod tls_trust;
+mod restored;
 
 pub use scoped_credentials::{CredentialScope, ScopedCredential};
 pub use tls_trust::ConnectionTls;
+pub use restored::{RestoreDestination, RestoredItem};
 
 use crate::vault::CredentialKind;
 use redb::{Database, ReadableTable, TableDefinition, TableHandle};
@@ -26,7 +28,7 @@ mod jobs;
 mod plans;
 pub use jobs::{
     CredentialCounters, Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget,
-    ResultStatus, Trigger,
+    RestoreTarget, ResultStatus, Trigger,
 };
 pub use plans::{Plan, PlanSpec, PlanStatus};
 
@@ -81,6 +83,10 @@ pub struct Connection {
     /// Never used to write back to the provider (schema 2; absent means false).
     #[serde(default)]
     pub read_only: bool,
+    /// Marked for restore (`--allow-restore`): the only kind of connection a restore
+    /// may write to. Absent means false.
+    #[serde(default)]
+    pub allow_restore: bool,
     /// Request budget of each principal, e.g. `60/min` (none: only 429s slow down).
     #[serde(default)]
     pub rate_limit: Option<String>,
@@ -201,6 +207,7 @@ impl State {
             JOB_RESULTS.name(),
             scoped_credentials::SCOPED_CREDENTIALS.name(),
             tls_trust::CONNECTION_TLS.name(),
+            restored::RESTORED_ITEMS.name(),
         ]
         .iter()
         .all(|name| present.contains(*name))
@@ -242,6 +249,8 @@ impl State {
             tx.open_table(scoped_credentials::SCOPED_CREDENTIALS)
                 .map_err(|x| e(x.into()))?;
             tx.open_table(tls_trust::CONNECTION_TLS)
+                .map_err(|x| e(x.into()))?;
+            tx.open_table(restored::RESTORED_ITEMS)
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))
@@ -450,6 +459,7 @@ mod tests {
             credential_kind: CredentialKind::ApiToken,
             credential_identity: Some("me@acme.test".into()),
             read_only: false,
+            allow_restore: false,
             rate_limit: None,
             principal: None,
             id: "0123456789abcdef".into(),
@@ -624,6 +634,7 @@ mod schema_tests {
             fetched_bytes: 1,
             seconds: 0.1,
             attempts: 1,
+            detail: None,
         })
         .unwrap();
         assert_eq!(s.interrupt_unfinished_jobs("stopped").unwrap(), vec![1]);

@@ -210,6 +210,7 @@ mod tests {
             credential_kind: CredentialKind::HttpAccessToken,
             credential_identity: None,
             read_only: false,
+            allow_restore: false,
             rate_limit: None,
             principal: None,
             id: Connection::new_id(),
