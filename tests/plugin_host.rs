@@ -10,6 +10,8 @@
 //!   provider as released for world 0.1.0 (`wit/v0.1/`, no `principal` export);
 //! * `cloud-v0-2-provider.wasm` (id `bitbucket-cloud`) is the Bitbucket Cloud
 //!   provider as released for world 0.2.0 (`wit/v0.2/`, no metadata exports);
+//! * `cloud-v0-3-provider.wasm` (id `bitbucket-cloud`) is the Bitbucket Cloud
+//!   provider as released for world 0.3.0 (`wit/v0.3/`, no restore exports);
 //! * `example-provider.wasm` (id `example`) is the example of `plugins/README.md`.
 //!
 //! Checks that each misbehaviour becomes a clear error in bounded time, that a
@@ -19,12 +21,17 @@
 //! compiled components are cached, and that every released world version keeps
 //! loading (a 0.1 provider lists and backs up through the host and the binary, a
 //! 0.2 provider lists and has git as its only part) while an unsupported one is
-//! refused naming the supported versions; the metadata calls of world 0.3.0 only
-//! read, whatever the operation was granted.
+//! refused naming the supported versions; every call but the restore calls of
+//! world 0.4.0 only reads, whatever the gate allows, those write only through a
+//! gate allowing writes, and `files.read` reads only the files of the documents
+//! being restored (a 0.3 provider finds repositories by listing and cannot restore).
 
 mod common;
 
-use reposafe::providers::{LoadedProvider, ProviderError, ProviderRegistry, ProviderSession};
+use reposafe::providers::{
+    FileSource, LoadedProvider, NewRepository, ProviderError, ProviderRegistry, ProviderSession,
+    RestoreContext, RestoreDocument, RestoreFile, RestoredDocument,
+};
 use reposafe::vault::CredentialKind;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -45,6 +52,7 @@ const MISBEHAVING_WASM: &[u8] = include_bytes!("fixtures/dist/misbehaving-provid
 const WRONG_VERSION_WASM: &[u8] = include_bytes!("fixtures/dist/wrong-version-provider.wasm");
 const CLOUD_V0_1_WASM: &[u8] = include_bytes!("fixtures/dist/cloud-v0-1-provider.wasm");
 const CLOUD_V0_2_WASM: &[u8] = include_bytes!("fixtures/dist/cloud-v0-2-provider.wasm");
+const CLOUD_V0_3_WASM: &[u8] = include_bytes!("fixtures/dist/cloud-v0-3-provider.wasm");
 const EXAMPLE_WASM: &[u8] = include_bytes!("fixtures/dist/example-provider.wasm");
 /// Not WebAssembly at all.
 const GARBAGE_WASM: &[u8] = b"this is not a WebAssembly file\n";
@@ -290,7 +298,7 @@ fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
         "names the version it wants: {wrong}"
     );
     assert!(
-        wrong.contains("supported versions: 0.3.0, 0.2.0, 0.1.0"),
+        wrong.contains("supported versions: 0.4.0, 0.3.0, 0.2.0, 0.1.0"),
         "names the versions this host implements: {wrong}"
     );
     assert!(!errors.iter().any(|e| e.contains("README.txt")));
@@ -581,14 +589,189 @@ fn trace_is_never_sent_even_when_writes_are_granted() {
         assert!(reason.contains("never allowed"), "{reason}");
     }
     assert_eq!(server.requests(), 0);
-    // A gate granted writes does send them (only an operation that writes gets one).
-    let mut post = settings.clone();
-    post.insert("mode".to_string(), "post".to_string());
-    let s = gate_session(misbehaving(), &post, &origins, true);
-    assert!(
-        matches!(s.list_scopes(), Err(ProviderError::Http(t)) if t.starts_with("status 200: POST /write "))
+}
+
+/// A repository for the restore calls of the misbehaving fixture.
+fn some_repository() -> reposafe::providers::Repository {
+    reposafe::providers::Repository {
+        id: "{r}".into(),
+        full_name: "ws/r".into(),
+        slug: "r".into(),
+        scope: "ws".into(),
+        clone_url: "http://127.0.0.1:9/ws/r.git".into(),
+        is_private: true,
+        main_branch: None,
+        size: None,
+        updated: None,
+        has_wiki: false,
+        has_lfs: false,
+        fork_parent: None,
+    }
+}
+
+fn restore_context() -> RestoreContext {
+    RestoreContext {
+        source_provider: "misbehaving".into(),
+        source_full_name: "ws/r".into(),
+        snapshot_taken_at: "2026-11-30T00:00:00Z".into(),
+        renamed_refs: Vec::new(),
+    }
+}
+
+/// Stored files by blob handle, recording which blobs were asked for.
+#[derive(Default)]
+struct MemoryFiles {
+    blobs: BTreeMap<String, Vec<u8>>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl FileSource for MemoryFiles {
+    fn read(&self, blob: &str, offset: u64, length: u32) -> Result<Vec<u8>, String> {
+        self.asked.lock().unwrap().push(blob.to_string());
+        let bytes = self.blobs.get(blob).ok_or("no such blob")?;
+        let start = (offset as usize).min(bytes.len());
+        let end = start.saturating_add(length as usize).min(bytes.len());
+        Ok(bytes[start..end].to_vec())
+    }
+}
+
+/// `restore-documents` of one document `1` of kind `things`, with `files`.
+fn restore_things(
+    s: &ProviderSession<'_>,
+    files: Vec<RestoreFile>,
+    source: Arc<MemoryFiles>,
+) -> Result<Vec<RestoredDocument>, ProviderError> {
+    let doc = RestoreDocument {
+        id: "1".into(),
+        updated_on: None,
+        json: "{}".into(),
+        files,
+    };
+    s.restore_documents(
+        &some_repository(),
+        "things",
+        &restore_context(),
+        &[doc],
+        source,
+    )
+}
+
+/// The reason of a call failed for a request the host refused.
+fn refusal(r: Result<impl std::fmt::Debug, ProviderError>) -> String {
+    match r {
+        Err(ProviderError::Plugin { reason, .. }) => {
+            assert!(
+                reason.starts_with("it sent a request the host refused: "),
+                "{reason}"
+            );
+            reason
+        }
+        other => panic!("expected a refused request, got {other:?}"),
+    }
+}
+
+#[test]
+fn writes_are_sent_only_inside_the_restore_calls_and_only_through_a_write_gate() {
+    let server = EchoServer::start();
+    let settings = BTreeMap::from([
+        ("mode".to_string(), "post".to_string()),
+        ("api-base-url".to_string(), server.url.clone()),
+        ("exfil-url".to_string(), UNUSED_URL.to_string()),
+    ]);
+    let origins = vec![server.url.clone()];
+    let only_reads = "this operation only reads (GET and HEAD), it may not write";
+    // Every other call only reads, even on a gate that allows writes.
+    let s = gate_session(misbehaving(), &settings, &origins, true);
+    let repo = some_repository();
+    for reason in [
+        refusal(s.list_scopes()),
+        refusal(s.list_documents(&repo, "things", None, None)),
+        refusal(s.describe_repository(&repo)),
+        refusal(s.find_repository("ws", "r")),
+    ] {
+        assert!(
+            reason.contains(&format!("POST {}/write", server.url)),
+            "{reason}"
+        );
+        assert!(reason.contains(only_reads), "{reason}");
+    }
+    assert_eq!(server.requests(), 0);
+    // The restore calls write only through a gate built with writes.
+    let s = gate_session(misbehaving(), &settings, &origins, false);
+    let new = NewRepository {
+        scope: "ws".into(),
+        slug: "new".into(),
+        project: None,
+        source_provider: "misbehaving".into(),
+        source: repo.clone(),
+        original: None,
+    };
+    for reason in [
+        refusal(restore_things(&s, Vec::new(), Arc::default())),
+        refusal(s.create_repository(&new)),
+    ] {
+        assert!(reason.contains(only_reads), "{reason}");
+    }
+    assert_eq!(server.requests(), 0);
+    let s = gate_session(misbehaving(), &settings, &origins, true);
+    for r in [
+        restore_things(&s, Vec::new(), Arc::default()).map(|_| ()),
+        s.create_repository(&new).map(|_| ()),
+    ] {
+        assert!(
+            matches!(&r, Err(ProviderError::Http(t)) if t.starts_with("status 200: POST /write ")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(server.requests(), 2);
+    // `restorable-kinds` has no HTTP at all.
+    let kinds = s.restorable_kinds("misbehaving").expect("kinds");
+    assert_eq!(kinds.len(), 1);
+    assert_eq!(kinds[0].name, "things");
+    assert_eq!(server.requests(), 2);
+}
+
+#[test]
+fn restore_documents_reads_only_the_files_of_its_documents_4_mib_at_a_time() {
+    let settings = BTreeMap::from([
+        ("mode".to_string(), "read-files".to_string()),
+        ("api-base-url".to_string(), UNUSED_URL.to_string()),
+        ("exfil-url".to_string(), UNUSED_URL.to_string()),
+    ]);
+    let big = vec![7u8; (5 << 20) + 3];
+    let source = Arc::new(MemoryFiles {
+        blobs: BTreeMap::from([
+            ("blob-big".to_string(), big),
+            ("blob-small".to_string(), b"abc".to_vec()),
+            ("not-mine".to_string(), b"someone else's".to_vec()),
+        ]),
+        asked: Mutex::default(),
+    });
+    let file = |name: &str, blob: &str, size: u64| RestoreFile {
+        name: name.into(),
+        blob: blob.into(),
+        size,
+    };
+    let s = gate_session(misbehaving(), &settings, &[], true);
+    let files = vec![
+        file("big.bin", "blob-big", (5 << 20) + 3),
+        file("small.txt", "blob-small", 3),
+    ];
+    let report = match restore_things(&s, files, source.clone()) {
+        Err(ProviderError::Http(t)) => t,
+        other => panic!("expected the fixture's report, got {other:?}"),
+    };
+    assert_eq!(
+        report,
+        format!(
+            "big.bin: {} largest {}\nsmall.txt: 3 largest 3\nnot-mine: error: blob \"not-mine\" \
+             is not a file of the documents being restored; only those may be read\n",
+            (5 << 20) + 3,
+            4 << 20
+        )
     );
-    assert_eq!(server.requests(), 1);
+    let asked = source.asked.lock().unwrap().clone();
+    assert!(!asked.contains(&"not-mine".to_string()), "{asked:?}");
 }
 
 /// The fixture's foreign default origin, listening (so a leak would be seen).
@@ -942,9 +1125,13 @@ fn cloud_session<'a>(
 #[test]
 fn each_component_is_linked_against_the_world_version_it_exports() {
     let reg = &shared().registry;
-    for id in ["bitbucket-cloud", "bitbucket-dc", "misbehaving"] {
+    for (id, version) in [
+        ("bitbucket-cloud", "0.3.0"),
+        ("bitbucket-dc", "0.3.0"),
+        ("misbehaving", "0.4.0"),
+    ] {
         let p = reg.get(id).expect("loaded");
-        assert_eq!(p.wit_version(), "0.3.0", "{id}");
+        assert_eq!(p.wit_version(), version, "{id}");
     }
 
     let plugins = tempfile::tempdir().unwrap();
@@ -965,7 +1152,7 @@ fn each_component_is_linked_against_the_world_version_it_exports() {
     assert!(old.info().support_for(CredentialKind::ApiToken).is_ok());
     // The README's example is a provider of the current world.
     let example = reg.get("example").expect("the README example loads");
-    assert_eq!(example.wit_version(), "0.3.0");
+    assert_eq!(example.wit_version(), "0.4.0");
     assert_eq!(example.info().display_name, "Example hosting");
 }
 
@@ -1339,4 +1526,77 @@ fn connection_add_fixes_where_the_credential_goes() {
     let listed = rs.run(&["connection", "list"]).ok();
     assert!(listed.stdout.contains(&line), "{}", listed.stdout);
     assert_eq!(exfil.requests(), 0);
+}
+
+#[test]
+fn a_provider_built_against_world_0_3_finds_by_listing_and_cannot_restore() {
+    let (server, _repos) = cloud_server(2);
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::write(plugins.path().join("bitbucket-cloud.wasm"), CLOUD_V0_3_WASM).unwrap();
+    let reg = ProviderRegistry::load_with(Some(plugins.path()), None, &override_cloud()).unwrap();
+    assert!(reg.load_errors.is_empty(), "{:?}", reg.load_errors);
+    let old = reg.get("bitbucket-cloud").unwrap();
+    assert_eq!(old.wit_version(), "0.3.0");
+    let s = cloud_session(old, &server);
+    let repos = s.list_repositories(WORKSPACE).expect("lists");
+    // No find-repository export: the host looks for it in the scope's listing.
+    server.clear_log();
+    let found = s.find_repository(WORKSPACE, &repos[1].slug).expect("found");
+    assert_eq!(found.as_ref(), Some(&repos[1]));
+    assert!(server.request_log().iter().all(|r| r.method == "GET"
+        && r.path
+            .starts_with(&format!("/2.0/repositories/{WORKSPACE}?"))));
+    assert_eq!(
+        s.find_repository(WORKSPACE, "nope").expect("no error"),
+        None
+    );
+    // The other restore calls fail naming the world, without calling the plugin.
+    server.clear_log();
+    let new = NewRepository {
+        scope: WORKSPACE.into(),
+        slug: "new".into(),
+        project: None,
+        source_provider: "bitbucket-cloud".into(),
+        source: repos[0].clone(),
+        original: None,
+    };
+    let ctx = RestoreContext {
+        source_provider: "bitbucket-cloud".into(),
+        source_full_name: repos[0].full_name.clone(),
+        snapshot_taken_at: "2026-11-30T00:00:00Z".into(),
+        renamed_refs: Vec::new(),
+    };
+    for (what, r) in [
+        ("create-repository", s.create_repository(&new).map(|_| ())),
+        (
+            "restorable-kinds",
+            s.restorable_kinds("bitbucket-cloud").map(|_| ()),
+        ),
+        (
+            "restore-documents",
+            s.restore_documents(
+                &repos[0],
+                "issues",
+                &ctx,
+                &[],
+                Arc::new(MemoryFiles::default()),
+            )
+            .map(|_| ()),
+        ),
+    ] {
+        match r {
+            Err(e @ ProviderError::Unsupported { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("reposafe:provider@0.3.0"), "{text}");
+                assert!(text.contains(what), "{text}");
+                assert!(text.contains("0.4.0 added it"), "{text}");
+            }
+            other => panic!("{what}: expected Unsupported, got {other:?}"),
+        }
+    }
+    assert!(
+        server.request_log().is_empty(),
+        "{:?}",
+        server.request_log()
+    );
 }

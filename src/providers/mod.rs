@@ -5,8 +5,12 @@
 //! Each call gets a fresh store (instantiated from a pre-linked `InstancePre`, so a
 //! trap never poisons later calls) with a memory cap, a fuel budget (a looping
 //! plugin is stopped) and an epoch deadline (wall-clock backstop). Plugins get
-//! exactly two capabilities: `http.send`, performed by [`http::HttpGate`] which adds
-//! the credential and enforces the host allow-list, and `log.log`.
+//! three capabilities: `http.send`, performed by [`http::HttpGate`] which adds
+//! the credential and enforces the host allow-list, `log.log`, and (world 0.4.0,
+//! inside `restore-documents` only) `files.read` of the stored files of the
+//! documents being restored. Every call may only read (GET, HEAD) except
+//! `create-repository` and `restore-documents`, and those write only through a
+//! gate built with [`HttpGate::allowing_writes`].
 
 pub mod auth;
 mod cache;
@@ -19,7 +23,7 @@ mod wasm;
 pub use auth::{AuthScheme, Authenticator};
 pub use http::{HttpGate, RetryPolicy};
 pub use pool::{CredentialPool, CredentialStats, PoolCredential, RateBudget};
-pub use wasm::{LoadedProvider, ProviderRegistry, ProviderSession, OVERRIDE_ENV};
+pub use wasm::{LoadedProvider, ProviderRegistry, ProviderSession, MAX_FILE_READ, OVERRIDE_ENV};
 
 use crate::vault::CredentialKind;
 use std::collections::BTreeMap;
@@ -132,6 +136,97 @@ pub struct Document {
 pub struct DocumentPage {
     pub documents: Vec<Document>,
     pub next: Option<String>,
+}
+
+/// A repository to create in a provider (WIT 0.4.0 `new-repository`), from a
+/// snapshot of a repository of this or another provider.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewRepository {
+    /// Key of the scope to create it in (workspace slug, project key).
+    pub scope: String,
+    /// The new repository's slug (and name).
+    pub slug: String,
+    /// A project inside the scope (Bitbucket Cloud project key), if asked for.
+    pub project: Option<String>,
+    /// The id of the provider the snapshot was taken from: how to read `original`.
+    pub source_provider: String,
+    /// The repository as its provider listed it at backup time.
+    pub source: Repository,
+    /// The snapshot's `repository` document (JSON text), when it has one.
+    pub original: Option<String>,
+}
+
+/// A metadata kind a provider can write back (WIT 0.4.0 `restore-kind`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreKind {
+    /// The kind's name in snapshots of the source provider, e.g. `pullrequests`.
+    pub name: String,
+    /// Every document of the kind goes in one call (an import replacing the
+    /// whole kind); otherwise the host sends batches of at most 20.
+    pub whole: bool,
+}
+
+/// A stored file of a document being restored (WIT 0.4.0 `restore-file`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreFile {
+    /// The file's name as it was backed up.
+    pub name: String,
+    /// The host's handle of the stored content, read with [`FileSource::read`].
+    pub blob: String,
+    pub size: u64,
+}
+
+/// One backed-up document to write back (WIT 0.4.0 `restore-document`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreDocument {
+    /// Its id in the snapshot.
+    pub id: String,
+    pub updated_on: Option<String>,
+    /// The document as backed up (the source provider's JSON).
+    pub json: String,
+    pub files: Vec<RestoreFile>,
+}
+
+/// What a provider is told about the restore of one repository (WIT 0.4.0 `restore-context`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreContext {
+    pub source_provider: String,
+    /// The snapshot's `scope/slug`.
+    pub source_full_name: String,
+    /// When the snapshot was taken (RFC 3339).
+    pub snapshot_taken_at: String,
+    /// Refs pushed under another name: (name in the snapshot, name pushed).
+    pub renamed_refs: Vec<(String, String)>,
+}
+
+/// How one document was written back (WIT 0.4.0 `restore-outcome`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreOutcome {
+    /// Written; its id on the server now.
+    Restored(String),
+    /// Written (or not creatable without it), but the user must finish it: what to do.
+    NeedsUser { id: Option<String>, what: String },
+    /// Deliberately not written, and why.
+    Skipped(String),
+    /// The server refused it: its answer.
+    Failed(String),
+}
+
+/// The outcome for one [`RestoreDocument`], by its snapshot id (WIT 0.4.0 `restored-document`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoredDocument {
+    pub id: String,
+    pub outcome: RestoreOutcome,
+}
+
+/// The `files` import of world 0.4.0: the content of a stored blob. The host
+/// calls it only for blobs named in the documents of the running
+/// `restore-documents` call, with `length` at most [`MAX_FILE_READ`].
+pub trait FileSource: Send + Sync {
+    /// Up to `length` bytes of `blob` from `offset` (fewer, possibly none, at its
+    /// end); the error says why it cannot be read.
+    fn read(&self, blob: &str, offset: u64, length: u32) -> Result<Vec<u8>, String>;
 }
 
 impl ProviderInfo {
@@ -322,11 +417,15 @@ pub enum ProviderError {
     Auth(String),
     #[error(
         "provider {provider} is built for reposafe:provider@{version}, which has no {what} \
-         (0.3.0 added it)"
+         ({added} added it)"
     )]
     Unsupported {
         provider: String,
         version: String,
         what: String,
+        /// The world version that added it, e.g. `0.4.0`.
+        added: String,
     },
+    #[error("already exists or conflicts with what is there: {0}")]
+    Conflict(String),
 }

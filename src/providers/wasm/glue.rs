@@ -2,17 +2,18 @@
 //! implemented on [`PluginState`](super::PluginState), and conversions between
 //! the generated `types` and the host's own types ([`crate::providers`]).
 //!
-//! Every released world version has the same `types`, `http` and `log`
-//! interfaces (a new version only adds exports), but `bindgen!` generates
-//! distinct Rust types for each version, so the glue is a macro expanded once in
-//! each version module (`v0_1`, `v0_2`). A future version whose `types` differ
-//! writes its own conversions instead of expanding this macro.
+//! Every released world version has the same `http` and `log` interfaces and
+//! the same `types` but for additions (a new version adds exports, records and
+//! error cases), but `bindgen!` generates distinct Rust types for each version,
+//! so the glue is a macro expanded once in each version module (`v0_1`, ...),
+//! given the match arms of the `provider-error` cases its version added (0.4.0:
+//! `conflict`) and the imports it offers (for load errors).
 //!
 //! The exports every version has (`info`, `list-scopes`, `list-repositories`,
 //! `oauth-token-url`) are adapted by [`common_calls!`], expanded inside each
 //! version's `impl ProviderCalls`, `principal` (0.2.0 on) by [`principal_call!`];
-//! [`no_metadata_calls!`] gives the versions before 0.3.0 their typed "this
-//! world has no such export" answers.
+//! [`no_metadata_calls!`] gives the versions before 0.3.0 and [`no_restore_calls!`]
+//! those before 0.4.0 their typed "this world has no such export" answers.
 
 /// Expands, inside a version module that has run `bindgen!` and has the
 /// aliases `wit` (the `types` interface), `wit_http` and `wit_log` and its
@@ -20,9 +21,11 @@
 /// linked component `Pre` and instance `Calls` (whose `impl ProviderCalls` the
 /// module writes), the import implementations for `PluginState` and the
 /// conversion functions `connection_to_wit`, `info_from_wit`, `scope_from_wit`,
-/// `page_from_wit` and `error_from_wit`.
+/// `repository_from_wit`, `page_from_wit` and `error_from_wit`. `imports` names the imports the world
+/// offers (for the load error of a component wanting others); the optional
+/// arms map the `provider-error` cases the version added.
 macro_rules! shared_glue {
-    () => {
+    (imports: $imports:literal $(, $($error_arm:tt)*)?) => {
         /// This version, for the host's table of versions.
         pub(super) const WIT: WitVersion = WitVersion {
             version: VERSION,
@@ -133,6 +136,7 @@ macro_rules! shared_glue {
                 wit::ProviderError::Http(m) => ProviderError::Http(m),
                 wit::ProviderError::InvalidResponse(m) => ProviderError::InvalidResponse(m),
                 wit::ProviderError::InvalidSettings(m) => ProviderError::InvalidSettings(m),
+                $($($error_arm)*)?
             }
         }
 
@@ -182,25 +186,29 @@ macro_rules! shared_glue {
             }
         }
 
+        fn repository_from_wit(r: wit::Repository) -> Repository {
+            Repository {
+                id: r.id,
+                full_name: r.full_name,
+                slug: r.slug,
+                scope: r.scope,
+                clone_url: r.clone_url,
+                is_private: r.is_private,
+                main_branch: r.main_branch,
+                size: r.size,
+                updated: r.updated,
+                has_wiki: r.has_wiki,
+                has_lfs: r.has_lfs,
+                fork_parent: r.fork_parent,
+            }
+        }
+
         fn page_from_wit(page: wit::RepositoryPage) -> RepositoryPage {
             RepositoryPage {
                 repositories: page
                     .repositories
                     .into_iter()
-                    .map(|r| Repository {
-                        id: r.id,
-                        full_name: r.full_name,
-                        slug: r.slug,
-                        scope: r.scope,
-                        clone_url: r.clone_url,
-                        is_private: r.is_private,
-                        main_branch: r.main_branch,
-                        size: r.size,
-                        updated: r.updated,
-                        has_wiki: r.has_wiki,
-                        has_lfs: r.has_lfs,
-                        fork_parent: r.fork_parent,
-                    })
+                    .map(repository_from_wit)
                     .collect(),
                 next: page.next,
             }
@@ -218,7 +226,8 @@ macro_rules! shared_glue {
             let instance_pre = linker.instantiate_pre(component).map_err(|e| {
                 format!(
                     "it does not implement the reposafe:provider@{VERSION} world this reposafe \
-                     hosts (only http.send and log.log are available to plugins): {e:#}"
+                     hosts (only {} are available to plugins): {e:#}",
+                    $imports
                 )
             })?;
             ProviderPluginPre::new(instance_pre).map_err(|e| {
@@ -313,6 +322,7 @@ macro_rules! no_metadata_calls {
                 provider: store.data().provider.clone(),
                 version: VERSION.to_string(),
                 what: "list-documents".to_string(),
+                added: "0.3.0".to_string(),
             }))
         }
 
@@ -335,7 +345,210 @@ macro_rules! no_metadata_calls {
                 provider: store.data().provider.clone(),
                 version: VERSION.to_string(),
                 what: "list-scope-documents".to_string(),
+                added: "0.3.0".to_string(),
             }))
+        }
+    };
+}
+
+/// Expands, inside the `impl ProviderCalls` of a world version before 0.4.0
+/// (which has a `VERSION` constant), into the restore calls that world lacks:
+/// each fails with [`ProviderError::Unsupported`](crate::providers::ProviderError::Unsupported)
+/// without calling the component (the session finds a repository by listing
+/// its scope instead).
+macro_rules! no_restore_calls {
+    () => {
+        fn find_repository(
+            &self,
+            store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _scope: &str,
+            _slug: &str,
+        ) -> wasmtime::Result<Result<Option<$crate::providers::Repository>, ProviderError>> {
+            Ok(Err(super::before_restore(
+                store,
+                VERSION,
+                "find-repository",
+            )))
+        }
+
+        fn create_repository(
+            &self,
+            store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _new: &$crate::providers::NewRepository,
+        ) -> wasmtime::Result<Result<$crate::providers::Repository, ProviderError>> {
+            Ok(Err(super::before_restore(
+                store,
+                VERSION,
+                "create-repository",
+            )))
+        }
+
+        fn restorable_kinds(
+            &self,
+            store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _source_provider: &str,
+        ) -> wasmtime::Result<Result<Vec<$crate::providers::RestoreKind>, ProviderError>> {
+            Ok(Err(super::before_restore(
+                store,
+                VERSION,
+                "restorable-kinds",
+            )))
+        }
+
+        fn restore_documents(
+            &self,
+            store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _query: &super::RestoreQuery<'_>,
+        ) -> wasmtime::Result<Result<Vec<$crate::providers::RestoredDocument>, ProviderError>> {
+            Ok(Err(super::before_restore(
+                store,
+                VERSION,
+                "restore-documents",
+            )))
+        }
+    };
+}
+
+/// Expands, inside a version module of world 0.3.0 or later (after
+/// [`shared_glue!`]), into the conversions of the metadata records:
+/// `repository_to_wit`, `kind_of_wit`, `parts_from_wit`, `documents_from_wit`.
+macro_rules! metadata_glue {
+    () => {
+        /// A host repository as the world's record (what `list-repositories` returned).
+        fn repository_to_wit(r: &Repository) -> wit::Repository {
+            wit::Repository {
+                id: r.id.clone(),
+                full_name: r.full_name.clone(),
+                slug: r.slug.clone(),
+                scope: r.scope.clone(),
+                clone_url: r.clone_url.clone(),
+                is_private: r.is_private,
+                main_branch: r.main_branch.clone(),
+                size: r.size,
+                updated: r.updated.clone(),
+                has_wiki: r.has_wiki,
+                has_lfs: r.has_lfs,
+                fork_parent: r.fork_parent.clone(),
+            }
+        }
+
+        fn kind_of_wit(k: wit::MetadataKind) -> MetadataKind {
+            MetadataKind {
+                name: k.name,
+                incremental: k.incremental,
+            }
+        }
+
+        fn parts_from_wit(p: wit::RepositoryParts) -> RepositoryParts {
+            RepositoryParts {
+                git: p
+                    .git
+                    .into_iter()
+                    .map(|g| GitPartSource {
+                        name: g.name,
+                        url: g.url,
+                    })
+                    .collect(),
+                lfs_url: p.lfs_url,
+                metadata: p.metadata.into_iter().map(kind_of_wit).collect(),
+            }
+        }
+
+        fn documents_from_wit(p: wit::DocumentPage) -> DocumentPage {
+            DocumentPage {
+                documents: p
+                    .documents
+                    .into_iter()
+                    .map(|d| Document {
+                        kind: d.kind,
+                        id: d.id,
+                        updated_on: d.updated_on,
+                        json: d.json,
+                        files: d
+                            .files
+                            .into_iter()
+                            .map(|f| FileRef {
+                                name: f.name,
+                                url: f.url,
+                                size: f.size,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                next: p.next,
+            }
+        }
+    };
+}
+
+/// Expands, inside the `impl ProviderCalls` of a world version with the
+/// metadata exports (0.3.0 on, after [`metadata_glue!`]), into their calls.
+macro_rules! metadata_calls {
+    () => {
+        fn describe_repository(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            repo: &Repository,
+        ) -> wasmtime::Result<Result<Option<RepositoryParts>, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_describe_repository(
+                store,
+                &connection_to_wit(conn),
+                &repository_to_wit(repo),
+            )?;
+            Ok(r.map(|p| Some(parts_from_wit(p))).map_err(error_from_wit))
+        }
+
+        fn list_documents(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            q: &DocumentQuery<'_>,
+        ) -> wasmtime::Result<Result<DocumentPage, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_list_documents(
+                store,
+                &connection_to_wit(conn),
+                &repository_to_wit(q.repo),
+                q.kind,
+                q.since,
+                q.cursor,
+            )?;
+            Ok(r.map(documents_from_wit).map_err(error_from_wit))
+        }
+
+        fn describe_scope(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            scope: &str,
+        ) -> wasmtime::Result<Result<Vec<MetadataKind>, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_describe_scope(store, &connection_to_wit(conn), scope)?;
+            Ok(r.map(|v| v.into_iter().map(kind_of_wit).collect())
+                .map_err(error_from_wit))
+        }
+
+        fn list_scope_documents(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            q: &ScopeDocumentQuery<'_>,
+        ) -> wasmtime::Result<Result<DocumentPage, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_list_scope_documents(
+                store,
+                &connection_to_wit(conn),
+                q.scope,
+                q.kind,
+                q.cursor,
+            )?;
+            Ok(r.map(documents_from_wit).map_err(error_from_wit))
         }
     };
 }

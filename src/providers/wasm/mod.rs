@@ -1,7 +1,7 @@
 //! Loading provider components with wasmtime and calling them under limits.
 //!
 //! Every released version of the provider world (`wit/v<major.minor>/`) has a
-//! module here ([`v0_1`], [`v0_2`], [`v0_3`]) with its own bindings, adapting them to one
+//! module here ([`v0_1`], [`v0_2`], [`v0_3`], [`v0_4`]) with its own bindings, adapting them to one
 //! version-independent interface: [`ProviderPre`] (a linked component) and
 //! [`ProviderCalls`] (its exports in the host's types). Loading reads which
 //! `reposafe:provider/provider@<version>` interface a component exports and links
@@ -12,14 +12,17 @@ mod glue;
 mod v0_1;
 mod v0_2;
 mod v0_3;
+mod v0_4;
 
 use super::http::{GateError, HttpGate, Request, Response};
 use super::{
-    cache, DocumentPage, MetadataKind, ProviderError, ProviderInfo, Repository, RepositoryParts,
-    Scope,
+    cache, DocumentPage, FileSource, MetadataKind, NewRepository, ProviderError, ProviderInfo,
+    Repository, RepositoryParts, RestoreContext, RestoreDocument, RestoreKind, RestoreOutcome,
+    RestoredDocument, Scope,
 };
 use crate::vault::CredentialKind;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 /// The world versions this host implements, newest first. A released version is
 /// never changed and never dropped: every plugin built against one keeps loading.
-const VERSIONS: &[WitVersion] = &[v0_3::WIT, v0_2::WIT, v0_1::WIT];
+const VERSIONS: &[WitVersion] = &[v0_4::WIT, v0_3::WIT, v0_2::WIT, v0_1::WIT];
 
 /// The interface every provider component exports, without its `@<version>`.
 const PROVIDER_INTERFACE: &str = "reposafe:provider/provider";
@@ -94,6 +97,8 @@ pub const MAX_REQUESTS_PER_CALL: u32 = 1_000;
 /// Most response-body bytes one plugin call may receive over all its requests
 /// (each response is also capped at [`RetryPolicy::max_body`](super::http::RetryPolicy)).
 pub const MAX_RESPONSE_BYTES_PER_CALL: u64 = 64 << 20;
+/// Most bytes one `files.read` returns (world 0.4.0); a larger `length` is cut to it.
+pub const MAX_FILE_READ: u32 = 4 << 20;
 /// Most string bytes one call may return (the sum over a page's repositories or
 /// the scopes' fields); a real page of 100 repositories is well under 1 MiB.
 pub const MAX_RETURN_BYTES: usize = 16 << 20;
@@ -179,6 +184,60 @@ trait ProviderCalls {
         conn: &ConnectionParams,
         query: &ScopeDocumentQuery<'_>,
     ) -> wasmtime::Result<Result<DocumentPage, ProviderError>>;
+    /// [`ProviderError::Unsupported`] for a world version before 0.4.0 (the
+    /// session then looks for the repository in its scope's listing).
+    fn find_repository(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        scope: &str,
+        slug: &str,
+    ) -> wasmtime::Result<Result<Option<Repository>, ProviderError>>;
+    /// [`ProviderError::Unsupported`] for a world version before 0.4.0, as the
+    /// two calls below.
+    fn create_repository(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        new: &NewRepository,
+    ) -> wasmtime::Result<Result<Repository, ProviderError>>;
+    fn restorable_kinds(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        source_provider: &str,
+    ) -> wasmtime::Result<Result<Vec<RestoreKind>, ProviderError>>;
+    fn restore_documents(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        query: &RestoreQuery<'_>,
+    ) -> wasmtime::Result<Result<Vec<RestoredDocument>, ProviderError>>;
+}
+
+/// The arguments of `restore-documents` besides the connection.
+struct RestoreQuery<'a> {
+    repo: &'a Repository,
+    kind: &'a str,
+    ctx: &'a RestoreContext,
+    docs: &'a [RestoreDocument],
+}
+
+/// The answer of a world version before 0.4.0 to a restore call `what`.
+fn before_restore(store: &Store<PluginState>, version: &str, what: &str) -> ProviderError {
+    ProviderError::Unsupported {
+        provider: store.data().provider.clone(),
+        version: version.to_string(),
+        what: what.to_string(),
+        added: "0.4.0".to_string(),
+    }
+}
+
+/// The `files` import granted to one `restore-documents` call: its source, and
+/// the blobs the call's documents name (no other may be read).
+struct FileGrant {
+    source: Arc<dyn FileSource>,
+    blobs: BTreeSet<String>,
 }
 
 /// The arguments of `list-documents` besides the connection.
@@ -245,9 +304,11 @@ struct PluginState {
     /// The per-call cap the plugin exceeded: the call fails with it, and no
     /// further request is sent.
     exceeded: Option<String>,
-    /// The call may only read (GET and HEAD), whatever the gate allows: the
-    /// metadata calls of world 0.3.0.
+    /// The call may only read (GET and HEAD), whatever the gate allows: every
+    /// call but `create-repository` and `restore-documents`.
     reads_only: bool,
+    /// The `files` import, granted inside `restore-documents` only.
+    files: Option<FileGrant>,
 }
 
 impl PluginState {
@@ -262,7 +323,9 @@ impl PluginState {
             return Err(GateError::Denied(format!("{cap}; nothing was sent")));
         }
         let method = req.method.to_ascii_uppercase();
-        if self.reads_only && method != "GET" && method != "HEAD" {
+        // TRACE and CONNECT: the gate refuses them for every call, saying so.
+        let never = matches!(method.as_str(), "TRACE" | "CONNECT");
+        if self.reads_only && !never && method != "GET" && method != "HEAD" {
             let shown = req.url.split('?').next().unwrap_or(&req.url);
             let m = format!(
                 "{method} {shown}: this operation only reads (GET and HEAD), it may not write; \
@@ -309,6 +372,25 @@ impl PluginState {
             _ => {}
         }
         result
+    }
+
+    /// The `files.read` import: only a blob named in the running call's
+    /// documents, at most [`MAX_FILE_READ`] bytes.
+    fn read_file(&self, blob: &str, offset: u64, length: u32) -> Result<Vec<u8>, String> {
+        let Some(grant) = &self.files else {
+            return Err("files are not available in this call (only in restore-documents)".into());
+        };
+        if !grant.blobs.contains(blob) {
+            tracing::warn!(provider = %self.provider, "refused files.read of blob {blob:?}");
+            return Err(format!(
+                "blob {blob:?} is not a file of the documents being restored; only those may \
+                 be read"
+            ));
+        }
+        let length = length.min(MAX_FILE_READ);
+        let mut bytes = grant.source.read(blob, offset, length)?;
+        bytes.truncate(length as usize);
+        Ok(bytes)
     }
 
     /// The `log.log` import.
@@ -601,21 +683,24 @@ impl LoadedProvider {
         self.pre.wit_version()
     }
 
-    /// Runs one export in a fresh store with limits. Traps, fuel exhaustion, deadline
-    /// and memory limits become `ProviderError::Plugin`.
+    /// Runs one export in a fresh store with limits, granting it only GET and
+    /// HEAD. Traps, fuel exhaustion, deadline and memory limits become
+    /// `ProviderError::Plugin`.
     fn call<T>(
         &self,
         gate: Option<Arc<HttpGate>>,
         f: impl FnOnce(&dyn ProviderCalls, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, ProviderError> {
-        self.call_with(gate, false, f)
+        self.call_with(gate, true, None, f)
     }
 
-    /// [`call`](Self::call), granting the call only GET and HEAD when `reads_only`.
+    /// [`call`](Self::call), granting the call writes (as far as `gate` allows
+    /// them) unless `reads_only`, and the `files` import when given.
     fn call_with<T>(
         &self,
         gate: Option<Arc<HttpGate>>,
         reads_only: bool,
+        files: Option<FileGrant>,
         f: impl FnOnce(&dyn ProviderCalls, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, ProviderError> {
         let provider = if self.info.id.is_empty() {
@@ -643,6 +728,7 @@ impl LoadedProvider {
             response_bytes: 0,
             exceeded: None,
             reads_only,
+            files,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -760,22 +846,12 @@ impl ProviderSession<'_> {
         let page = self.provider.call(Some(self.gate.clone()), |g, s| {
             g.list_repositories(s, conn, scope, cursor)
         })??;
-        let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
         let bytes = page
             .repositories
             .iter()
-            .map(|r| {
-                r.id.len()
-                    + r.full_name.len()
-                    + r.slug.len()
-                    + r.scope.len()
-                    + r.clone_url.len()
-                    + opt(&r.main_branch)
-                    + opt(&r.updated)
-                    + opt(&r.fork_parent)
-            })
+            .map(repository_bytes)
             .sum::<usize>()
-            + opt(&page.next);
+            + page.next.as_ref().map_or(0, String::len);
         self.provider
             .check_returned(&format!("its page of the repositories of {scope}"), bytes)?;
         Ok(page)
@@ -812,11 +888,9 @@ impl ProviderSession<'_> {
         repo: &Repository,
     ) -> Result<Option<RepositoryParts>, ProviderError> {
         let conn = &self.conn;
-        let parts = self
-            .provider
-            .call_with(Some(self.gate.clone()), true, |g, s| {
-                g.describe_repository(s, conn, repo)
-            })??;
+        let parts = self.provider.call(Some(self.gate.clone()), |g, s| {
+            g.describe_repository(s, conn, repo)
+        })??;
         if let Some(p) = &parts {
             let bytes = p
                 .git
@@ -851,11 +925,9 @@ impl ProviderSession<'_> {
             since,
             cursor,
         };
-        let page = self
-            .provider
-            .call_with(Some(self.gate.clone()), true, |g, s| {
-                g.list_documents(s, conn, &query)
-            })??;
+        let page = self.provider.call(Some(self.gate.clone()), |g, s| {
+            g.list_documents(s, conn, &query)
+        })??;
         self.provider.check_returned(
             &format!("its page of {kind} of {}", repo.full_name),
             document_page_bytes(&page),
@@ -867,11 +939,9 @@ impl ProviderSession<'_> {
     /// for a provider of a world before 0.3.0. The call may only read.
     pub fn describe_scope(&self, scope: &str) -> Result<Vec<MetadataKind>, ProviderError> {
         let conn = &self.conn;
-        let kinds = self
-            .provider
-            .call_with(Some(self.gate.clone()), true, |g, s| {
-                g.describe_scope(s, conn, scope)
-            })??;
+        let kinds = self.provider.call(Some(self.gate.clone()), |g, s| {
+            g.describe_scope(s, conn, scope)
+        })??;
         let bytes = kinds.iter().map(|k| k.name.len()).sum();
         self.provider
             .check_returned(&format!("its metadata kinds of {scope}"), bytes)?;
@@ -892,11 +962,9 @@ impl ProviderSession<'_> {
             kind,
             cursor,
         };
-        let page = self
-            .provider
-            .call_with(Some(self.gate.clone()), true, |g, s| {
-                g.list_scope_documents(s, conn, &query)
-            })??;
+        let page = self.provider.call(Some(self.gate.clone()), |g, s| {
+            g.list_scope_documents(s, conn, &query)
+        })??;
         self.provider.check_returned(
             &format!("its page of {kind} of {scope}"),
             document_page_bytes(&page),
@@ -926,6 +994,138 @@ impl ProviderSession<'_> {
             "listing of {scope} has more than {MAX_PAGES} pages"
         )))
     }
+
+    /// The repository `scope/slug`, or `None` when it does not exist. Only
+    /// reads. A provider of a world before 0.4.0 has no `find-repository`: the
+    /// repository is looked for in the listing of `scope`.
+    pub fn find_repository(
+        &self,
+        scope: &str,
+        slug: &str,
+    ) -> Result<Option<Repository>, ProviderError> {
+        let conn = &self.conn;
+        let found = self.provider.call(Some(self.gate.clone()), |g, s| {
+            g.find_repository(s, conn, scope, slug)
+        })?;
+        match found {
+            Err(ProviderError::Unsupported { .. }) => {
+                let repos = self.list_repositories(scope)?;
+                Ok(repos
+                    .into_iter()
+                    .find(|r| r.slug.eq_ignore_ascii_case(slug)))
+            }
+            Err(e) => Err(e),
+            Ok(repo) => {
+                if let Some(r) = &repo {
+                    self.provider.check_returned(
+                        &format!("its answer for repository {scope}/{slug}"),
+                        repository_bytes(r),
+                    )?;
+                }
+                Ok(repo)
+            }
+        }
+    }
+
+    /// Creates the empty repository `new.scope/new.slug` with the settings of
+    /// its snapshot that map onto this provider; [`ProviderError::Conflict`]
+    /// when it exists. The call may write, as far as the gate allows.
+    pub fn create_repository(&self, new: &NewRepository) -> Result<Repository, ProviderError> {
+        let conn = &self.conn;
+        let repo = self
+            .provider
+            .call_with(Some(self.gate.clone()), false, None, |g, s| {
+                g.create_repository(s, conn, new)
+            })??;
+        self.provider.check_returned(
+            &format!(
+                "its answer for the new repository {}/{}",
+                new.scope, new.slug
+            ),
+            repository_bytes(&repo),
+        )?;
+        Ok(repo)
+    }
+
+    /// The metadata kinds of a snapshot of `source_provider` this provider can
+    /// write back, in restore order. The call has no HTTP.
+    pub fn restorable_kinds(
+        &self,
+        source_provider: &str,
+    ) -> Result<Vec<RestoreKind>, ProviderError> {
+        let conn = &self.conn;
+        let kinds = self
+            .provider
+            .call(None, |g, s| g.restorable_kinds(s, conn, source_provider))??;
+        let bytes = kinds.iter().map(|k| k.name.len()).sum();
+        self.provider
+            .check_returned("its restorable kinds", bytes)?;
+        Ok(kinds)
+    }
+
+    /// Writes `docs` of `kind` into `repo`: one outcome per document. The call
+    /// may write (as far as the gate allows) and read, with `files`, the blobs
+    /// its documents name, and no other.
+    pub fn restore_documents(
+        &self,
+        repo: &Repository,
+        kind: &str,
+        ctx: &RestoreContext,
+        docs: &[RestoreDocument],
+        files: Arc<dyn FileSource>,
+    ) -> Result<Vec<RestoredDocument>, ProviderError> {
+        let conn = &self.conn;
+        let grant = FileGrant {
+            source: files,
+            blobs: docs
+                .iter()
+                .flat_map(|d| d.files.iter().map(|f| f.blob.clone()))
+                .collect(),
+        };
+        let query = RestoreQuery {
+            repo,
+            kind,
+            ctx,
+            docs,
+        };
+        let outcomes =
+            self.provider
+                .call_with(Some(self.gate.clone()), false, Some(grant), |g, s| {
+                    g.restore_documents(s, conn, &query)
+                })??;
+        let bytes = outcomes
+            .iter()
+            .map(|o| {
+                o.id.len()
+                    + match &o.outcome {
+                        RestoreOutcome::Restored(t)
+                        | RestoreOutcome::Skipped(t)
+                        | RestoreOutcome::Failed(t) => t.len(),
+                        RestoreOutcome::NeedsUser { id, what } => {
+                            id.as_ref().map_or(0, String::len) + what.len()
+                        }
+                    }
+            })
+            .sum();
+        self.provider.check_returned(
+            &format!("its outcomes of restoring {kind} into {}", repo.full_name),
+            bytes,
+        )?;
+        Ok(outcomes)
+    }
+}
+
+/// The text a repository record holds (for [`MAX_RETURN_BYTES`]).
+fn repository_bytes(r: &Repository) -> usize {
+    let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    r.id.len()
+        + r.full_name.len()
+        + r.slug.len()
+        + r.scope.len()
+        + r.clone_url.len()
+        + opt(&r.main_branch)
+        + opt(&r.updated)
+        + opt(&r.fork_parent)
 }
 
 /// The text a page of documents holds (for [`MAX_RETURN_BYTES`]).
@@ -990,7 +1190,7 @@ mod tests {
         let worlds = world_directories();
         let declared: Vec<&str> = worlds.iter().rev().map(|(_, v)| v.as_str()).collect();
         assert_eq!(hosted, declared, "directories: {worlds:?}");
-        assert_eq!(supported_versions(), "0.3.0, 0.2.0, 0.1.0");
+        assert_eq!(supported_versions(), "0.4.0, 0.3.0, 0.2.0, 0.1.0");
     }
 
     #[test]
@@ -1005,7 +1205,7 @@ mod tests {
         assert_eq!(
             err,
             "it exports no reposafe:provider/provider interface (its exports: none); \
-             supported versions: 0.3.0, 0.2.0, 0.1.0"
+             supported versions: 0.4.0, 0.3.0, 0.2.0, 0.1.0"
         );
     }
 }

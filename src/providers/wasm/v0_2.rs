@@ -27,10 +27,11 @@ use self::reposafe::provider::{http as wit_http, log as wit_log, types as wit};
 /// The package version of this world.
 const VERSION: &str = "0.2.0";
 
-shared_glue!();
+shared_glue!(imports: "http.send and log.log");
 
 impl ProviderCalls for Calls {
     common_calls!();
+    no_restore_calls!();
     no_metadata_calls!();
 
     principal_call!();
