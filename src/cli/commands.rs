@@ -363,7 +363,11 @@ fn restore(service: &dyn Service, args: RestoreArgs) -> Result<i32> {
                 prefix: args.prefix,
             }),
         };
-        let report = service.restore_into(req, &Quiet)?;
+        // The job's progress (repositories, the step each is at) as it goes.
+        let observer = CliObserver::default();
+        let report = service.restore_into(req, &observer);
+        observer.finish();
+        let report = report?;
         output::restored_into(&report);
         let failed = report
             .repositories

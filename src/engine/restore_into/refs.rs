@@ -170,7 +170,13 @@ impl Writer<'_> {
     ) -> Result<GitRestored, EngineError> {
         let source = GitSource::read(self.ctx, snap, part, what)?;
         let auth = self.git_auth(opts)?;
-        let progress = |_sent: u64| {};
+        let repo = &snap.repository.full_name;
+        let progress = |sent: u64| {
+            (opts.notice)(&format!(
+                "{repo}: pushing {what}, {} sent",
+                crate::fmt::human_bytes(sent)
+            ))
+        };
         let push_opts = git::PushOptions {
             url,
             auth: &auth,
