@@ -1126,7 +1126,7 @@ fn cloud_session<'a>(
 fn each_component_is_linked_against_the_world_version_it_exports() {
     let reg = &shared().registry;
     for (id, version) in [
-        ("bitbucket-cloud", "0.3.0"),
+        ("bitbucket-cloud", "0.4.0"),
         ("bitbucket-dc", "0.3.0"),
         ("misbehaving", "0.4.0"),
     ] {
@@ -1197,7 +1197,7 @@ fn a_provider_built_against_world_0_1_lists_through_the_host_and_has_no_principa
     // The built-in 0.2 provider, asked the same, names the account: the 0.1
     // adapter's `None` is the same answer a 0.2 provider gives when it cannot tell.
     let builtin = shared().registry.get("bitbucket-cloud").unwrap();
-    assert_eq!(builtin.wit_version(), "0.3.0");
+    assert_eq!(builtin.wit_version(), "0.4.0");
     let principal = cloud_session(builtin, &server)
         .principal()
         .expect("the built-in provider asks /2.0/user");
