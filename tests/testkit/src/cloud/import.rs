@@ -4,8 +4,9 @@
 //! holding `db-2.0.json` (the issue import/export data format: `issues`, `comments`,
 //! `logs`, `attachments`, `milestones`, `versions`, `components`, `meta`) and the
 //! `attachments/…` it names. The import keeps issue ids, reporters and dates; comments
-//! get new ids (as on Cloud). It runs at once: the next `GET` says `SUCCESS`, or
-//! `FAILURE` with the reason.
+//! get new ids (as on Cloud). As on Cloud, an import replaces every issue the tracker
+//! had (which is why reposafe refuses to import into a tracker that has issues). It
+//! runs at once: the next `GET` says `SUCCESS`, or `FAILURE` with the reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,12 +37,6 @@ pub(super) fn answer(repo: &mut Repo, req: &WriteRequest) -> Answer {
                 "No import job found",
             ))),
         };
-    }
-    if !repo.metadata.issues.is_empty() {
-        return Err(Box::new(error(
-            StatusCode::CONFLICT,
-            "The repository's issue tracker is not empty: an import would replace its issues.",
-        )));
     }
     let archive = multipart_field(req.content_type, req.body, "archive").ok_or_else(|| {
         Box::new(error(

@@ -9,7 +9,7 @@
 //! | `POST /2.0/repositories/{ws}/{slug}` | 200 with the repository; creates the bare repository `git http-backend` serves; 400 `Repository with this Slug and Owner already exists.`; 400 for a bad slug, `scm`, `fork_policy` or unknown project; needs `repository:admin` |
 //! | `PUT /2.0/repositories/{ws}/{slug}` | 200; `description`, `mainbranch.name` (400 when the branch does not exist), `is_private`, `fork_policy`, `language`, `has_issues`; needs `repository:admin` |
 //! | `GET …/refs/branches/{name}` | 200 `{name, target.hash}` or 404, read from the bare repository |
-//! | `POST …/issues/import` | 202 `issue_job_status` `ACCEPTED`; multipart field `archive`, a ZIP (stored entries; CRC checked) with `db-2.0.json` and `attachments/…`; 400 without the tracker; 409 while issues exist; needs `issue:write` |
+//! | `POST …/issues/import` | 202 `issue_job_status` `ACCEPTED`; multipart field `archive`, a ZIP (stored entries; CRC checked) with `db-2.0.json` and `attachments/…`, replacing every issue the tracker had; 404 without the tracker; needs `issue:write` |
 //! | `GET …/issues/import` | the last job: `SUCCESS` (or `FAILURE` with `message`), `pct` 100 |
 //! | `POST …/pullrequests` | 201; `title`, `source.branch.name` (must exist), `destination.branch.name` (default: the main branch); 400 otherwise; the author is the credential's principal; needs `pullrequest:write` |
 //! | `POST …/pullrequests/{id}/comments` | 201; `content.raw` required; needs `pullrequest:write` |
