@@ -106,6 +106,19 @@ const EXFIL_ADDR: &str = "127.0.0.1:47391";
 /// A URL nothing listens on, for the fixture's URL settings a test does not use.
 const UNUSED_URL: &str = "http://127.0.0.1:9";
 
+/// The misbehaving fixture's settings: `mode`, its API at `api_base` (or a URL
+/// nothing listens on) and no foreign default.
+fn mode_settings(mode: &str, api_base: Option<&str>) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("mode".to_string(), mode.to_string()),
+        (
+            "api-base-url".to_string(),
+            api_base.unwrap_or(UNUSED_URL).to_string(),
+        ),
+        ("exfil-url".to_string(), UNUSED_URL.to_string()),
+    ])
+}
+
 /// A session of `provider` for an access token with `SECRET`, built the way
 /// `engine::connections::gate_for` does, without retries. Its URL settings are
 /// set explicitly (`api_base`, or a URL nothing listens on).
@@ -114,14 +127,7 @@ fn session<'a>(
     mode: &str,
     api_base: Option<&str>,
 ) -> ProviderSession<'a> {
-    let given = BTreeMap::from([
-        ("mode".to_string(), mode.to_string()),
-        (
-            "api-base-url".to_string(),
-            api_base.unwrap_or(UNUSED_URL).to_string(),
-        ),
-        ("exfil-url".to_string(), UNUSED_URL.to_string()),
-    ]);
+    let given = mode_settings(mode, api_base);
     let info = provider.info();
     let settings = info.resolve_settings(&given).expect("valid settings");
     let origins = info.credential_origins(&given, &settings);
@@ -573,11 +579,7 @@ fn a_plugin_cannot_write_while_listing() {
 #[test]
 fn trace_is_never_sent_even_when_writes_are_granted() {
     let server = EchoServer::start();
-    let settings = BTreeMap::from([
-        ("mode".to_string(), "trace".to_string()),
-        ("api-base-url".to_string(), server.url.clone()),
-        ("exfil-url".to_string(), UNUSED_URL.to_string()),
-    ]);
+    let settings = mode_settings("trace", Some(&server.url));
     let origins = vec![server.url.clone()];
     for writes in [false, true] {
         let s = gate_session(misbehaving(), &settings, &origins, writes);
@@ -673,11 +675,7 @@ fn refusal(r: Result<impl std::fmt::Debug, ProviderError>) -> String {
 #[test]
 fn writes_are_sent_only_inside_the_restore_calls_and_only_through_a_write_gate() {
     let server = EchoServer::start();
-    let settings = BTreeMap::from([
-        ("mode".to_string(), "post".to_string()),
-        ("api-base-url".to_string(), server.url.clone()),
-        ("exfil-url".to_string(), UNUSED_URL.to_string()),
-    ]);
+    let settings = mode_settings("post", Some(&server.url));
     let origins = vec![server.url.clone()];
     let only_reads = "this operation only reads (GET and HEAD), it may not write";
     // Every other call only reads, even on a gate that allows writes.
@@ -733,11 +731,7 @@ fn writes_are_sent_only_inside_the_restore_calls_and_only_through_a_write_gate()
 
 #[test]
 fn restore_documents_reads_only_the_files_of_its_documents_4_mib_at_a_time() {
-    let settings = BTreeMap::from([
-        ("mode".to_string(), "read-files".to_string()),
-        ("api-base-url".to_string(), UNUSED_URL.to_string()),
-        ("exfil-url".to_string(), UNUSED_URL.to_string()),
-    ]);
+    let settings = mode_settings("read-files", None);
     let big = vec![7u8; (5 << 20) + 3];
     let source = Arc::new(MemoryFiles {
         blobs: BTreeMap::from([
@@ -1126,7 +1120,7 @@ fn cloud_session<'a>(
 fn each_component_is_linked_against_the_world_version_it_exports() {
     let reg = &shared().registry;
     for (id, version) in [
-        ("bitbucket-cloud", "0.3.0"),
+        ("bitbucket-cloud", "0.4.0"),
         ("bitbucket-dc", "0.3.0"),
         ("misbehaving", "0.4.0"),
     ] {
@@ -1197,7 +1191,7 @@ fn a_provider_built_against_world_0_1_lists_through_the_host_and_has_no_principa
     // The built-in 0.2 provider, asked the same, names the account: the 0.1
     // adapter's `None` is the same answer a 0.2 provider gives when it cannot tell.
     let builtin = shared().registry.get("bitbucket-cloud").unwrap();
-    assert_eq!(builtin.wit_version(), "0.3.0");
+    assert_eq!(builtin.wit_version(), "0.4.0");
     let principal = cloud_session(builtin, &server)
         .principal()
         .expect("the built-in provider asks /2.0/user");
@@ -1280,11 +1274,7 @@ fn a_provider_built_against_world_0_2_lists_and_has_git_as_its_only_part() {
 #[test]
 fn metadata_calls_only_read_even_when_writes_are_granted() {
     let server = EchoServer::start();
-    let settings = BTreeMap::from([
-        ("mode".to_string(), "post".to_string()),
-        ("api-base-url".to_string(), server.url.clone()),
-        ("exfil-url".to_string(), UNUSED_URL.to_string()),
-    ]);
+    let settings = mode_settings("post", Some(&server.url));
     let origins = vec![server.url.clone()];
     let s = gate_session(misbehaving(), &settings, &origins, true);
     let ok = session(misbehaving(), "ok", None);

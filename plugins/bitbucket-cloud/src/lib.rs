@@ -1,13 +1,15 @@
 //! reposafe provider component for Bitbucket Cloud.
 //!
-//! Implements the `provider-plugin` world of `wit/v0.3/provider.wit`: it describes
+//! Implements the `provider-plugin` world of `wit/v0.4/provider.wit`: it describes
 //! the settings and credential kinds a Bitbucket Cloud connection uses, lists
 //! the workspaces a credential can see (`GET /2.0/user/workspaces`) and the
-//! repositories of one workspace (`GET /2.0/repositories/{workspace}`), and (in
+//! repositories of one workspace (`GET /2.0/repositories/{workspace}`), (in
 //! [`meta`]) what else a repository and a workspace hold: wiki, LFS server,
-//! pull requests, issues, settings.
+//! pull requests, issues, settings, and (in [`restore`]) restores into Bitbucket
+//! Cloud: finds and creates repositories and writes backed-up metadata back.
 //!
-//! The only capabilities are the host's `http.send` and `log.log` imports; the
+//! The only capabilities are the host's `http.send`, `log.log` and (inside
+//! `restore-documents`) `files.read` imports; the
 //! host adds the `Authorization` header, so no secret ever reaches this code.
 //! The retired cross-workspace endpoints (`/2.0/workspaces`,
 //! `/2.0/user/permissions/workspaces`, `/2.0/repositories`) are never used.
@@ -18,11 +20,13 @@ mod budget;
 #[path = "../../shared/documents.rs"]
 mod documents;
 mod meta;
+mod restore;
 #[path = "../../shared/time.rs"]
 mod time;
+mod zip;
 
 wit_bindgen::generate!({
-    path: "../../wit/v0.3",
+    path: "../../wit/v0.4",
     world: "provider-plugin",
 });
 
@@ -31,7 +35,8 @@ use reposafe::provider::http::HttpError;
 use reposafe::provider::log::{self as host_log, Level};
 use reposafe::provider::types::{
     AuthScheme, Connection, CredentialKind, CredentialSupport, DocumentPage, MetadataKind,
-    ProviderError, ProviderInfo, Repository, RepositoryPage, RepositoryParts, Scope, Setting,
+    NewRepository, ProviderError, ProviderInfo, Repository, RepositoryPage, RepositoryParts,
+    RestoreContext, RestoreDocument, RestoreKind, RestoredDocument, Scope, Setting,
 };
 
 /// Setting names.
@@ -207,6 +212,35 @@ impl Guest for Component {
         cursor: Option<String>,
     ) -> Result<DocumentPage, ProviderError> {
         meta::list_scope(&conn, &scope, &kind, cursor)
+    }
+
+    fn find_repository(
+        conn: Connection,
+        scope: String,
+        slug: String,
+    ) -> Result<Option<Repository>, ProviderError> {
+        restore::find(&conn, &scope, &slug)
+    }
+
+    fn create_repository(
+        conn: Connection,
+        new: NewRepository,
+    ) -> Result<Repository, ProviderError> {
+        restore::create(&conn, &new)
+    }
+
+    fn restorable_kinds(_conn: Connection, source_provider: String) -> Vec<RestoreKind> {
+        restore::kinds(&source_provider)
+    }
+
+    fn restore_documents(
+        conn: Connection,
+        repo: Repository,
+        kind: String,
+        context: RestoreContext,
+        documents: Vec<RestoreDocument>,
+    ) -> Result<Vec<RestoredDocument>, ProviderError> {
+        restore::restore(&conn, &repo, &kind, &context, &documents)
     }
 }
 

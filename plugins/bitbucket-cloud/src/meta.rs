@@ -1,4 +1,4 @@
-//! What a Bitbucket Cloud repository holds besides git (world 0.3.0): the wiki,
+//! What a Bitbucket Cloud repository holds besides git (world 0.3.0 on): the wiki,
 //! the LFS server and the metadata kinds, listed as pages of JSON documents
 //! through `/2.0/repositories/{workspace}/{slug}/...`, and the workspace-level
 //! kinds (`workspace`, `projects`).
@@ -246,7 +246,7 @@ fn get_page(url: &str) -> Result<Option<Page>, ProviderError> {
 }
 
 /// Every value of a paged sub-list (following `next`); empty on 404.
-fn sub_list(first: &str) -> Result<Vec<Value>, ProviderError> {
+pub(crate) fn sub_list(first: &str) -> Result<Vec<Value>, ProviderError> {
     let mut out = Vec::new();
     let mut url = first.to_string();
     for _ in 0..MAX_SUB_PAGES {

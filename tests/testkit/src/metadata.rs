@@ -405,6 +405,12 @@ impl RepoMetadata {
         id
     }
 
+    /// A fresh id for a comment, change, setting... (what the doubles' write
+    /// endpoints create).
+    pub fn new_id(&mut self) -> u64 {
+        self.id()
+    }
+
     /// A pull request, by id.
     pub fn pr(&self, id: u64) -> Option<&PullRequest> {
         self.pull_requests.iter().find(|p| p.id == id)
@@ -983,6 +989,35 @@ pub fn cloud_time(ms: u64) -> String {
     )
 }
 
+/// An RFC 3339 time in UTC (`Z` or `+00:00`, any fraction) as ms since the epoch; `None`
+/// for anything else (the doubles answer 400).
+pub fn parse_cloud_time(s: &str) -> Option<u64> {
+    let (date, time) = s.split_once('T')?;
+    let time = time
+        .strip_suffix('Z')
+        .or_else(|| time.strip_suffix("+00:00"))?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<u64>().ok());
+    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
+    let ms_digits: String = frac.chars().chain("000".chars()).take(3).collect();
+    let ms: u64 = ms_digits.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days)
+        .ok()
+        .map(|days| (days * 86_400 + h * 3600 + mi * 60 + se) * 1000 + ms)
+}
+
 /// Howard Hinnant's days-to-civil: (year, month, day) of a day number since 1970-01-01.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -1011,6 +1046,14 @@ mod tests {
             cloud_time(951_782_400_123),
             "2000-02-29T00:00:00.123000+00:00"
         );
+        for ms in [CLOCK_START_MS, 951_782_400_123, CLOCK_START_MS + 86_399_999] {
+            assert_eq!(parse_cloud_time(&cloud_time(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_cloud_time("2026-01-01T00:00:00Z"),
+            Some(CLOCK_START_MS)
+        );
+        assert_eq!(parse_cloud_time("2026-01-01T00:00:00+02:00"), None);
         let mut m = RepoMetadata::default();
         let pr = m.add_pull_request(NewPullRequest::new("A", "alice"));
         let before = m.pr(pr).unwrap().updated_ms;

@@ -68,7 +68,9 @@ use crate::lfs::{self, LfsStore};
 use crate::metadata::{self, RepoMetadata, Spec};
 use crate::tempdir::TempDir;
 
+mod import;
 pub mod meta;
+mod write;
 pub use meta::{MAX_ACTIVITY_PAGELEN, MAX_PR_PAGELEN, NO_ISSUE_TRACKER};
 
 /// Cloud's message of a 403 for a credential without the scope an endpoint requires
@@ -182,6 +184,10 @@ struct Repo {
     metadata: RepoMetadata,
     /// The bare repository of its wiki, served at `<clone url>/wiki`.
     wiki: Option<PathBuf>,
+    /// The key of its project.
+    project: String,
+    /// The status of its last issue import (`GET …/issues/import`).
+    import_job: Option<Value>,
 }
 
 /// A project of a workspace (every workspace has `PROJ`, the project of its repositories).
@@ -244,6 +250,8 @@ struct Shared {
     files: Arc<FileOrigin>,
     /// Empty HOME for the CGI processes.
     cgi_home: PathBuf,
+    /// Where repositories created through the API live.
+    created_root: PathBuf,
 }
 
 impl State {
@@ -280,6 +288,7 @@ pub struct CloudServer {
     files_shutdown: Option<oneshot::Sender<()>>,
     _home: TempDir,
     _lfs_dir: TempDir,
+    _created: TempDir,
 }
 
 impl CloudServer {
@@ -294,6 +303,7 @@ impl CloudServer {
         downloads.set_nonblocking(true).expect("set_nonblocking");
         let downloads_addr = downloads.local_addr().expect("local_addr");
         let lfs_dir = TempDir::new("reposafe-testkit-lfs");
+        let created = TempDir::new("reposafe-testkit-created");
         let lfs = Arc::new(LfsStore::new(
             lfs_dir.path(),
             format!("http://{downloads_addr}"),
@@ -312,6 +322,7 @@ impl CloudServer {
             lfs: lfs.clone(),
             files,
             cgi_home: home.path().to_path_buf(),
+            created_root: created.path().to_path_buf(),
         });
         let (tx, rx) = oneshot::channel();
         let sh = shared.clone();
@@ -341,6 +352,7 @@ impl CloudServer {
             files_shutdown: Some(files_tx),
             _home: home,
             _lfs_dir: lfs_dir,
+            _created: created,
         }
     }
 
@@ -401,6 +413,8 @@ impl CloudServer {
                     uuid: uuid_for("repository", &format!("{workspace}/{slug}")),
                     metadata,
                     wiki,
+                    project: "PROJ".to_string(),
+                    import_job: None,
                 },
             );
         }
@@ -441,6 +455,22 @@ impl CloudServer {
     pub fn add_wiki(&self, workspace: &str, slug: &str, bare_repo: &Path) {
         let path = std::fs::canonicalize(bare_repo).unwrap_or_else(|_| bare_repo.to_path_buf());
         self.with_repo(workspace, slug, |r| r.wiki = Some(path));
+    }
+
+    /// The bare repository `workspace/slug` is served from (also one created through the
+    /// API), e.g. to push to it directly in a test.
+    ///
+    /// Panics if there is no such repository.
+    pub fn repo_path(&self, workspace: &str, slug: &str) -> PathBuf {
+        self.with_repo(workspace, slug, |r| r.path.clone())
+    }
+
+    /// Whether `workspace/slug` exists (added, or created through the API).
+    pub fn has_repo(&self, workspace: &str, slug: &str) -> bool {
+        let st = self.shared.lock();
+        st.workspaces
+            .get(workspace)
+            .is_some_and(|w| w.repos.contains_key(slug))
     }
 
     /// The wiki's clone URL `http://127.0.0.1:PORT/{workspace}/{slug}.git/wiki`.
@@ -784,7 +814,31 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
             while segs.len() > 1 && segs.last().is_some_and(|s| s.is_empty()) {
                 segs.pop();
             }
-            api(shared, req.method(), req.headers(), &segs[1..], &params)
+            let (head, body) = req.into_parts();
+            let body = if head.method == Method::GET || head.method == Method::HEAD {
+                bytes::Bytes::new()
+            } else {
+                match http_body_util::Limited::new(body, write::MAX_WRITE_BODY)
+                    .collect()
+                    .await
+                {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => {
+                        return Outcome::api(
+                            error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+                            None,
+                        )
+                    }
+                }
+            };
+            let call = ApiCall {
+                method: &head.method,
+                headers: &head.headers,
+                path: &segs[1..],
+                params: &params,
+                body: &body,
+            };
+            api(shared, &call)
         }
         Some("site") if segs.len() == 3 && segs[1] == "oauth2" && segs[2] == "access_token" => {
             oauth(shared, req).await
@@ -1026,14 +1080,18 @@ fn admit(st: &mut State, principal: &str) -> bool {
 
 // ---------------------------------------------------------------- REST API
 
-fn api(
-    shared: &Shared,
-    method: &Method,
-    headers: &HeaderMap,
-    path: &[String],
-    params: &[(String, String)],
-) -> Outcome {
-    let cred = parse_auth(headers);
+/// One REST API request.
+struct ApiCall<'a> {
+    method: &'a Method,
+    headers: &'a HeaderMap,
+    path: &'a [String],
+    params: &'a [(String, String)],
+    body: &'a [u8],
+}
+
+fn api(shared: &Shared, call: &ApiCall) -> Outcome {
+    let (method, path, params) = (call.method, call.path, call.params);
+    let cred = parse_auth(call.headers);
     let mut st = shared.lock();
     let ident = api_identity(&st, &cred);
     let principal = ident.as_ref().map(|i| i.principal.clone());
@@ -1048,6 +1106,12 @@ fn api(
         return Outcome::api(too_many(), principal);
     }
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    if let ["repositories", ws, slug, rest @ ..] = p.as_slice() {
+        if write::handles(method, rest) {
+            let resp = write_api(shared, &mut st, (&ident, &cred), call, (ws, slug, rest));
+            return Outcome::api(resp, principal);
+        }
+    }
     if let Some(resp) = metadata_api(shared, &st, &ident, &cred, method, &p, params) {
         return Outcome::api(resp, principal);
     }
@@ -1181,6 +1245,52 @@ fn scope_denied(
         &json!({"type": "error", "error": {"message": SCOPES_MESSAGE,
             "detail": {"granted": granted, "required": [required]}}}),
     ))
+}
+
+/// A write endpoint (see [`write`]): access and scope checked here.
+fn write_api(
+    shared: &Shared,
+    st: &mut State,
+    (ident, cred): (&Identity, &Cred),
+    call: &ApiCall,
+    (ws, slug, rest): (&str, &str, &[&str]),
+) -> Response<Body> {
+    if !st.workspaces.contains_key(ws) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("No workspace with identifier '{ws}'."),
+        );
+    }
+    if !ident.can_see(st, ws) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "You do not have access to this repository.",
+        );
+    }
+    if let Some(denied) = scope_denied(st, ident, cred, write::required_scope(call.method, rest)) {
+        return denied;
+    }
+    let users = write::known_users(st, ws);
+    let content_type = call
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let user = ident.link_user();
+    let req = write::WriteRequest {
+        base: &shared.base_url,
+        method: call.method,
+        rest,
+        ws,
+        slug,
+        content_type,
+        body: call.body,
+        user: &user,
+        principal: &ident.principal,
+        created_root: &shared.created_root,
+        users: &users,
+    };
+    write::answer(st, &req, ws)
 }
 
 /// The repository metadata and workspace project endpoints; `None` for other paths.
@@ -1408,7 +1518,9 @@ fn repo_json(base: &str, user: &str, ws: &str, w: &Workspace, slug: &str, r: &Re
         },
         "owner": {"type": "team", "username": ws, "display_name": ws, "uuid": w.uuid},
         "workspace": {"type": "workspace", "slug": ws, "name": ws, "uuid": w.uuid},
-        "project": {"type": "project", "key": "PROJ", "name": "Project", "uuid": uuid_for("project", ws)},
+        "project": {"type": "project", "key": r.project,
+                    "name": w.projects.get(&r.project).map_or("Project", |p| p.name.as_str()),
+                    "uuid": uuid_for("project", ws)},
     });
     if let Some(parent) = &r.meta.parent {
         let pslug = parent.rsplit('/').next().unwrap_or(parent);
