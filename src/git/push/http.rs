@@ -219,6 +219,21 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// POSTs a lone flush packet (no commands: receive-pack does nothing), as git does before
+    /// a large push: a credential that may not push is refused here, before the pack is
+    /// sent (a server answering 403 to the real POST stops reading its body, and the
+    /// client then sees a broken connection instead of the status).
+    pub fn probe(&self) -> Result<(), GitError> {
+        let url = self.parse(&format!("{}/git-receive-pack", self.base()))?;
+        let mut request = reqwest::blocking::Request::new(reqwest::Method::POST, url);
+        *request.body_mut() = Some(reqwest::blocking::Body::from(b"0000".to_vec()));
+        *request.timeout_mut() = Some(ANSWER_TIMEOUT);
+        set_rpc_headers(request.headers_mut());
+        let mut answer = self.execute(request)?;
+        io::copy(&mut answer, &mut io::sink()).map_err(|err| self.transport(&err))?;
+        Ok(())
+    }
+
     /// POSTs `commands` and the pack of `plan` as one streamed body; returns the answer.
     pub fn send_pack(
         &self,
@@ -238,15 +253,7 @@ impl<'a> Session<'a> {
         let mut request = reqwest::blocking::Request::new(reqwest::Method::POST, url);
         *request.body_mut() = Some(reqwest::blocking::Body::sized(body, total));
         *request.timeout_mut() = Some(ANSWER_TIMEOUT + Duration::from_secs(total / SLOWEST_UPLOAD));
-        let headers = request.headers_mut();
-        headers.insert(
-            reqwest::header::CONTENT_TYPE,
-            reqwest::header::HeaderValue::from_static("application/x-git-receive-pack-request"),
-        );
-        headers.insert(
-            reqwest::header::ACCEPT,
-            reqwest::header::HeaderValue::from_static("application/x-git-receive-pack-result"),
-        );
+        set_rpc_headers(request.headers_mut());
         // The pack is written on this thread (the pack source need not be `Sync`); the
         // request is sent from another one.
         let (answer, written) = std::thread::scope(|scope| {
@@ -293,6 +300,17 @@ impl<'a> Session<'a> {
             (Ok(answer), Ok(())) => Ok(Box::new(BufReader::with_capacity(64 << 10, answer))),
         }
     }
+}
+
+fn set_rpc_headers(headers: &mut reqwest::header::HeaderMap) {
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/x-git-receive-pack-request"),
+    );
+    headers.insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static("application/x-git-receive-pack-result"),
+    );
 }
 
 /// The request body: the commands, then the chunks the pack writer sends.

@@ -135,6 +135,8 @@ pub fn push(
     if opts.should_interrupt.load(Ordering::Relaxed) {
         return Err(session.interrupted());
     }
+    // A credential that may not push is refused before any pack is read.
+    session.probe()?;
     let scratch = tempfile::Builder::new()
         .prefix("reposafe-push-")
         .tempdir()

@@ -247,3 +247,201 @@ fn a_chain_of_packs_with_repeated_objects_sends_each_object_once() {
     assert_eq!(for_each_ref(&git, &target), for_each_ref(&git, &work));
     git.fsck(&target);
 }
+
+/// Pushes every ref of a fresh source repository into `url` and returns the report.
+fn push_source(git: &Git, url: &str, auth: &GitAuth) -> Result<super::PushReport, GitError> {
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let work = git.root().join("work");
+    if !work.exists() {
+        source_repo(git);
+    }
+    let copy = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (source, pack) = one_pack(git, &work, &format!("source-{copy}.git"));
+    let interrupt = AtomicBool::new(false);
+    let opts = opts(url, auth, &interrupt);
+    let remote = advertised_refs(&opts)?;
+    push(&opts, &remote, &creations(git, &source), &Files(vec![pack]))
+}
+
+fn assert_nothing_written(git: &Git, target: &Path) {
+    assert_eq!(for_each_ref(git, target), "");
+    assert!(packs_of(target).is_empty(), "a pack was stored");
+}
+
+#[test]
+fn bitbucket_refusals_are_reported_per_ref_with_what_to_do() {
+    let cases: [(&str, String, &[&str]); 3] = [
+        (
+            "*",
+            receive::CLOUD_REPOSITORY_SIZE_LIMIT.to_owned(),
+            &[
+                "4 GB size limit",
+                "remote: Repository is over the size limit (4 GB)",
+            ],
+        ),
+        (
+            "*",
+            receive::CLOUD_FILE_SIZE_LIMIT.to_owned(),
+            &["100 MB or more", "Repository settings > Advanced"],
+        ),
+        (
+            "refs/heads/main",
+            receive::cloud_branch_restriction("main"),
+            &[
+                "branch permissions",
+                "remote: Permission denied to update branch main.",
+            ],
+        ),
+    ];
+    for (glob, message, expected) in cases {
+        let git = Git::new();
+        let (_server, url, target) = cloud_with_empty_repo(&git);
+        receive::install_pre_receive(&target, glob, &message);
+        let report = push_source(&git, &url, &cloud_auth()).expect("push answered");
+        // Atomic: one declined ref keeps every ref out.
+        let main = report
+            .refs
+            .iter()
+            .find(|(name, _)| name == "refs/heads/main")
+            .expect("main reported");
+        let reason = main.1.clone().expect_err("main refused");
+        assert!(reason.starts_with("refs/heads/main"), "{reason}");
+        for part in expected {
+            assert!(reason.contains(part), "{part:?} missing in {reason}");
+        }
+        assert!(report.refs.iter().all(|(_, r)| r.is_err()), "{report:?}");
+        assert_eq!(for_each_ref(&git, &target), "");
+    }
+}
+
+#[test]
+fn data_center_pushes_and_reports_its_branch_permissions() {
+    let git = Git::new();
+    let server = DcServer::start(DcOptions::default());
+    server.add_project("DR", "Disaster recovery");
+    server.add_user("restorer", "secret");
+    server.grant("restorer", "DR");
+    server.add_user("reader", "secret2");
+    server.grant("reader", "DR");
+    server.set_read_only("reader");
+    git.run(git.root(), &["init", "--bare", "-q", "ok.git"]);
+    git.run(git.root(), &["init", "--bare", "-q", "refused.git"]);
+    server.add_repo("DR", "ok", &git.root().join("ok.git"), false);
+    server.add_repo("DR", "refused", &git.root().join("refused.git"), false);
+    let refused = git.root().join("refused.git");
+    receive::install_pre_receive(
+        &refused,
+        "refs/heads/main",
+        &receive::dc_pull_request_only("refs/heads/main"),
+    );
+    let url = |slug: &str| format!("{}/scm/dr/{slug}.git", server.base_url());
+    let auth = basic("restorer", "secret");
+
+    let report = push_source(&git, &url("ok"), &auth).expect("push");
+    assert!(report.refs.iter().all(|(_, r)| r.is_ok()), "{report:?}");
+    git.fsck(&git.root().join("ok.git"));
+
+    let report = push_source(&git, &url("refused"), &auth).expect("push answered");
+    let (_, main) = &report.refs[1];
+    let reason = main.clone().expect_err("main refused");
+    assert!(reason.contains("branch permissions"), "{reason}");
+    assert!(
+        reason
+            .contains("remote: Branch refs/heads/main can only be modified through pull requests."),
+        "{reason}"
+    );
+    assert_nothing_written(&git, &refused);
+
+    match push_source(&git, &url("refused"), &basic("reader", "secret2")) {
+        Err(GitError::PushForbidden { url: shown }) => assert_eq!(shown, url("refused")),
+        other => panic!("expected PushForbidden, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_read_only_credential_gets_a_clear_error_and_nothing_is_written() {
+    let git = Git::new();
+    let (server, url, target) = cloud_with_empty_repo(&git);
+    server.set_read_only("restorer");
+    let err = push_source(&git, &url, &cloud_auth()).expect_err("refused");
+    assert!(matches!(err, GitError::PushForbidden { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("the credential may not push to {url}")),
+        "{err}"
+    );
+    // Even without the advertisement (a stale one), the POST itself is refused.
+    let work = git.root().join("work");
+    let (_, pack) = one_pack(&git, &work, "again.git");
+    let interrupt = AtomicBool::new(false);
+    let auth = cloud_auth();
+    let remote = RemoteRefs {
+        refs: Vec::new(),
+        capabilities: vec!["report-status".into(), "side-band-64k".into()],
+    };
+    let updates = creations(&git, &work);
+    let err = push(
+        &opts(&url, &auth, &interrupt),
+        &remote,
+        &updates,
+        &Files(vec![pack]),
+    )
+    .expect_err("refused");
+    assert!(matches!(err, GitError::PushForbidden { .. }), "{err:?}");
+    assert_nothing_written(&git, &target);
+}
+
+#[test]
+fn into_a_repository_with_some_refs_only_the_missing_ones_are_sent() {
+    let git = Git::new();
+    let work = source_repo(&git);
+    let (source, pack) = one_pack(&git, &work, "source.git");
+    let (server, url, target) = cloud_with_empty_repo(&git);
+    git.run(&target, &["config", "receive.denyNonFastForwards", "true"]);
+    // The server already has main and v1.0 (pushed by git itself).
+    git.run(
+        &source,
+        &[
+            "push",
+            "-q",
+            target.to_str().expect("utf8"),
+            "refs/heads/main",
+            "refs/tags/v1.0",
+        ],
+    );
+    let auth = cloud_auth();
+    let interrupt = AtomicBool::new(false);
+    let opts = opts(&url, &auth, &interrupt);
+    let remote = advertised_refs(&opts).expect("advertisement");
+    assert_eq!(remote.refs.len(), 2, "{remote:?}");
+    let missing: Vec<RefUpdate> = creations(&git, &source)
+        .into_iter()
+        .filter(|u| !remote.refs.iter().any(|(name, _)| name == &u.name))
+        .collect();
+    assert_eq!(missing.len(), 3);
+    server.clear_log();
+    let report = push(&opts, &remote, &missing, &Files(vec![pack.clone()])).expect("push");
+    assert!(report.refs.iter().all(|(_, r)| r.is_ok()), "{report:?}");
+    assert_eq!(report.refs.len(), 3);
+    assert_eq!(for_each_ref(&git, &target), for_each_ref(&git, &source));
+    git.fsck(&target);
+
+    // Moving an existing branch backwards is refused as non-fast-forward, naming the ref.
+    let remote = advertised_refs(&opts).expect("advertisement");
+    let main = remote
+        .refs
+        .iter()
+        .find(|(n, _)| n == "refs/heads/main")
+        .expect("main");
+    let older = git.run(&source, &["rev-parse", "main~2"]).trim().to_owned();
+    let back = RefUpdate {
+        name: "refs/heads/main".into(),
+        old: Some(main.1.clone()),
+        new: older,
+    };
+    let report = push(&opts, &remote, &[back], &Files(vec![pack])).expect("push answered");
+    let reason = report.refs[0].1.clone().expect_err("refused");
+    assert!(reason.contains("refs/heads/main"), "{reason}");
+    assert!(reason.contains("non-fast-forward"), "{reason}");
+    assert!(reason.contains("--into-existing"), "{reason}");
+}
