@@ -53,6 +53,30 @@ pub enum GitError {
         /// HTTP-date), when it sent one.
         retry_after: Option<String>,
     },
+    /// The remote answered 403 to git-receive-pack: the credential may read but not push.
+    #[error(
+        "the credential may not push to {url}: the server answered 403 Forbidden to \
+         git-receive-pack; give it write access to the repository (Bitbucket Cloud: the \
+         repository:write scope or permission; Data Center: repository write permission)"
+    )]
+    PushForbidden {
+        /// The remote URL, without credentials.
+        url: String,
+    },
+    /// The server refused the whole push: it could not store the pack, or sent a fatal error.
+    #[error("push to {url} failed: {message}")]
+    PushRejected {
+        /// The remote URL, without credentials.
+        url: String,
+        /// What the server said (its `remote:` lines quoted).
+        message: String,
+    },
+    /// The push was interrupted through `should_interrupt`; the server updated no ref.
+    #[error("push to {url} was interrupted; no ref was updated")]
+    PushInterrupted {
+        /// The remote URL, without credentials.
+        url: String,
+    },
     /// Any other failure talking to the remote or processing what it sent.
     #[error("git transfer from {url} failed: {message}")]
     Transport {

@@ -7,6 +7,8 @@
 //! * [`list_packs()`] lists those packs so the archive can store each one exactly once.
 //! * [`restore_bare()`] rebuilds a bare repository from archived packs and a ref listing.
 //! * [`lfs`] finds the Git LFS pointers among a pack's blobs.
+//! * [`push()`] sends a snapshot's packs and refs to a repository over smart HTTP (see
+//!   [`advertised_refs()`]).
 //!
 //! Transfer is done in-process with `gix` (no `git` binary is needed for http(s); `file://` and
 //! local paths spawn `git-upload-pack` like every git client does). Authentication is a full
@@ -23,6 +25,7 @@ mod pack_index;
 mod pack_receive;
 mod packed_refs;
 mod progress;
+mod push;
 mod restore;
 mod url;
 
@@ -35,6 +38,7 @@ pub use error::GitError;
 pub use fetch::{fetch_mirror, list_packs};
 pub(crate) use fetch::{remove_leftovers, sync_file, sync_tree};
 pub use lfs::LfsPointer;
+pub use push::{advertised_refs, push, PackSource, PushOptions, PushReport, RefUpdate, RemoteRefs};
 pub use restore::{check_restore_target, restore_bare, restore_bare_with, AddFiles, Restored};
 
 /// How to authenticate against the remote.

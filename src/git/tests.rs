@@ -6,7 +6,7 @@ mod http_server;
 mod lfs;
 mod pack_index;
 mod packed_refs;
-mod support;
+pub(super) mod support;
 
 use std::{
     fs,

@@ -135,6 +135,41 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The HTTP client git transfers use: the connection's TLS trust, a connect time-out,
+/// `timeout` (`None`: none) for each request until its answer's headers and between reads
+/// of its body, and no redirects (a credential never follows one).
+pub(in crate::git) fn http_client(
+    remote: &RemoteUrl,
+    with_auth: bool,
+    tls: Option<&crate::tls::TlsTrust>,
+    timeout: Option<Duration>,
+) -> Result<reqwest::blocking::Client, GitError> {
+    let refusal = if with_auth {
+        "refusing to follow redirect after request headers were configured"
+    } else {
+        "refusing to follow a redirect"
+    };
+    let builder = reqwest::blocking::ClientBuilder::new()
+        .http1_title_case_headers()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            attempt.error(refusal)
+        }));
+    // The connection's CA bundle (or insecure mode) applies to git as to its API.
+    let builder = match tls {
+        Some(tls) => tls.apply(builder),
+        None => builder,
+    };
+    builder.build().map_err(|err| GitError::Transport {
+        url: remote.display.clone(),
+        message: format!(
+            "could not configure the HTTP transport: {}",
+            chain(&gix::Error::from_error(err))
+        ),
+    })
+}
+
 /// The requests of one fetch: a reqwest client, and what each request gets.
 struct Client {
     http: reqwest::blocking::Client,
@@ -156,30 +191,7 @@ impl Backend {
         pacer: Option<Pacer>,
         retry_after: RetryAfterSlot,
     ) -> Result<Backend, GitError> {
-        let refusal = if auth.is_some() {
-            "refusing to follow redirect after request headers were configured"
-        } else {
-            "refusing to follow a redirect"
-        };
-        let builder = reqwest::blocking::ClientBuilder::new()
-            .http1_title_case_headers()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(STALL_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                attempt.error(refusal)
-            }));
-        // The connection's CA bundle (or insecure mode) applies to git as to its API.
-        let builder = match tls {
-            Some(tls) => tls.apply(builder),
-            None => builder,
-        };
-        let http = builder.build().map_err(|err| GitError::Transport {
-            url: remote.display.clone(),
-            message: format!(
-                "could not configure the HTTP transport: {}",
-                chain(&gix::Error::from_error(err))
-            ),
-        })?;
+        let http = http_client(remote, auth.is_some(), tls, Some(STALL_TIMEOUT))?;
         Ok(Backend {
             client: Arc::new(Client {
                 http,
@@ -533,7 +545,10 @@ impl BufRead for Body {
 }
 
 /// Checks that the `Authorization` header value can be sent.
-pub(super) fn validate_header_value(value: &SecretString, url: &str) -> Result<(), GitError> {
+pub(in crate::git) fn validate_header_value(
+    value: &SecretString,
+    url: &str,
+) -> Result<(), GitError> {
     match reqwest::header::HeaderValue::from_str(value.expose_secret()) {
         Ok(_) if !value.expose_secret().trim().is_empty() => Ok(()),
         _ => Err(GitError::InvalidAuth {

@@ -70,6 +70,14 @@ pub async fn run_git_http_backend(req: CgiRequest, body: Incoming) -> Response<B
     }
 }
 
+/// Whether a git request (path segments after the repository, and the query) is part of a
+/// push: `info/refs?service=git-receive-pack` or `git-receive-pack`.
+pub fn is_receive_pack(rest: &[String], query: &str) -> bool {
+    rest.last().is_some_and(|last| last == "git-receive-pack")
+        || (rest.last().is_some_and(|last| last == "refs")
+            && query.split('&').any(|p| p == "service=git-receive-pack"))
+}
+
 async fn run(req: CgiRequest, body: Incoming) -> io::Result<Response<Body>> {
     let mut cmd = Command::new(GIT_HTTP_BACKEND);
     cmd.env_clear()
@@ -80,9 +88,13 @@ async fn run(req: CgiRequest, body: Incoming) -> io::Result<Response<Body>> {
         .env("HOME", &req.home)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("LC_ALL", "C")
-        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_COUNT", "2")
         .env("GIT_CONFIG_KEY_0", "core.fsync")
         .env("GIT_CONFIG_VALUE_0", "none")
+        // Pushing is allowed explicitly (http-backend's default also needs REMOTE_USER);
+        // the doubles answer 403 themselves to credentials that may not write.
+        .env("GIT_CONFIG_KEY_1", "http.receivepack")
+        .env("GIT_CONFIG_VALUE_1", "true")
         .env("GATEWAY_INTERFACE", "CGI/1.1")
         .env("SERVER_PROTOCOL", "HTTP/1.1")
         .env("SERVER_SOFTWARE", "reposafe-testkit")

@@ -13,6 +13,7 @@
 //! * [`metadata`] — the metadata of a repository (pull requests, issues, settings, ...) both
 //!   doubles serve, with builder methods and a deterministic generator ([`populate`]);
 //!   attachments and downloads redirect to a second origin ([`files`]).
+//! * [`receive`] — Bitbucket's push refusals as pre-receive hooks, for pushes into the doubles.
 //! * [`gitutil`] — helpers that shell out to `git` with an isolated, fixed configuration,
 //!   plus [`gitutil::make_workspace_fixture`] that builds many varied repositories quickly.
 //!
@@ -27,6 +28,7 @@ pub mod gitutil;
 pub mod httputil;
 pub mod lfs;
 pub mod metadata;
+pub mod receive;
 pub mod tempdir;
 pub mod testca;
 

@@ -239,6 +239,8 @@ struct State {
     log: Vec<LoggedRequest>,
     /// (principal or credential secret, granted scopes): credentials not listed have all.
     scopes: Vec<(String, Vec<String>)>,
+    /// Principals or credential secrets that may read but not push (receive-pack → 403).
+    read_only: Vec<String>,
 }
 
 struct Shared {
@@ -515,6 +517,13 @@ impl CloudServer {
             who.to_string(),
             scopes.iter().map(|s| s.to_string()).collect(),
         ));
+    }
+
+    /// Makes a credential read-only for git: `who` is a principal (all its credentials) or one
+    /// credential's secret. Its `git-receive-pack` requests (advertisement and push) get 403,
+    /// as on Bitbucket for a credential without write access; fetching still works.
+    pub fn set_read_only(&self, who: &str) {
+        self.shared.lock().read_only.push(who.to_string());
     }
 
     /// The origin attachments and downloads redirect to (downloads counted by name).
@@ -1055,6 +1064,16 @@ fn git_identity(st: &State, cred: &Cred) -> Option<Identity> {
         Cred::Bearer(t) => bearer_identity(st, t),
         Cred::None | Cred::Malformed => None,
     }
+}
+
+/// Whether `principal` (or the secret of `cred`) was made read-only.
+fn read_only(list: &[String], principal: &str, cred: &Cred) -> bool {
+    let secret = match cred {
+        Cred::Basic(_, s) | Cred::Bearer(s) => Some(s.as_str()),
+        Cred::None | Cred::Malformed => None,
+    };
+    list.iter()
+        .any(|who| who == principal || Some(who.as_str()) == secret)
 }
 
 /// Sliding-window check; records the request when admitted.
@@ -1712,6 +1731,9 @@ async fn git(
             );
         };
         if !ident.can_see(&st, &ws) {
+            return git_out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);
+        }
+        if cgi::is_receive_pack(rest, &query) && read_only(&st.read_only, &ident.principal, &cred) {
             return git_out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);
         }
         let user = match &cred {

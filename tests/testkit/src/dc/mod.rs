@@ -190,6 +190,8 @@ struct State {
     /// principal → its token bucket (under [`State::rate_limit`]).
     buckets: BTreeMap<String, Bucket>,
     log: Vec<DcRequest>,
+    /// Principals (user names, `token:…`) that may read but not push (receive-pack → 403).
+    read_only: Vec<String>,
 }
 
 impl State {
@@ -389,6 +391,13 @@ impl DcServer {
             token.to_string(),
             (format!("token:{user}"), TokenScope::User(user.to_string())),
         );
+    }
+
+    /// Makes a principal (a user name, or `token:<user>` / `token:<KEY>` for an access token)
+    /// read-only for git: its `git-receive-pack` requests get 403, as on Data Center for a
+    /// user or token with read permission only; fetching still works.
+    pub fn set_read_only(&self, principal: &str) {
+        self.shared.lock().read_only.push(principal.to_string());
     }
 
     /// A project HTTP access token: sees project `key` only; `Bearer` only.
@@ -1190,6 +1199,9 @@ async fn git(
             );
         };
         if !can_see(&st, &caller, &key) {
+            return out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);
+        }
+        if cgi::is_receive_pack(rest, &query) && st.read_only.contains(&caller.principal) {
             return out(text(StatusCode::FORBIDDEN, "Access denied\n"), principal);
         }
         (principal, repo.path.clone(), repo.lfs)
