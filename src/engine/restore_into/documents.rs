@@ -83,8 +83,8 @@ impl Documents<'_> {
                     &format!("metadata:{name}"),
                     PartStatus::Skipped,
                     format!(
-                        "{} cannot take {name} from a {source} snapshot; it stays in the \
-                         snapshot (`reposafe show`, `reposafe export`)",
+                        "{} does not restore {name} (of a {source} snapshot); it stays in \
+                         the snapshot (`reposafe show`, `reposafe export`)",
                         self.conn.provider
                     ),
                     0,

@@ -467,6 +467,11 @@ impl CloudServer {
         self.with_repo(workspace, slug, |r| r.path.clone())
     }
 
+    /// The bare repository of `workspace/slug`'s wiki, if it has one.
+    pub fn wiki_path(&self, workspace: &str, slug: &str) -> Option<PathBuf> {
+        self.with_repo(workspace, slug, |r| r.wiki.clone())
+    }
+
     /// Whether `workspace/slug` exists (added, or created through the API).
     pub fn has_repo(&self, workspace: &str, slug: &str) -> bool {
         let st = self.shared.lock();

@@ -208,21 +208,7 @@ fn create_repository(w: &mut Workspace, req: &WriteRequest) -> Answer {
     let path = req
         .created_root
         .join(format!("{}-{}.git", req.ws, req.slug));
-    let init = std::process::Command::new("git")
-        .args(["init", "--quiet", "--bare", "--initial-branch=main"])
-        .arg(&path)
-        .status();
-    if !init.is_ok_and(|s| s.success()) {
-        return Err(Box::new(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot create the repository",
-        )));
-    }
-    let _ = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&path)
-        .args(["config", "http.receivepack", "true"])
-        .status();
+    init_pushable(&path)?;
     let mut repo = Repo {
         path,
         meta: super::RepoMeta {
@@ -236,8 +222,36 @@ fn create_repository(w: &mut Workspace, req: &WriteRequest) -> Answer {
         import_job: None,
     };
     apply_settings(&mut repo, &v)?;
+    if repo.meta.has_wiki {
+        // As on Cloud, a repository with the wiki switched on has an (empty) wiki to push to.
+        let wiki = req
+            .created_root
+            .join(format!("{}-{}.wiki.git", req.ws, req.slug));
+        init_pushable(&wiki)?;
+        repo.wiki = Some(wiki);
+    }
     w.repos.insert(req.slug.to_string(), repo);
     Ok(json_response(StatusCode::OK, &json!({})))
+}
+
+/// An empty bare repository at `path` that `git http-backend` accepts pushes into.
+fn init_pushable(path: &Path) -> Result<(), Box<Response<Body>>> {
+    let init = std::process::Command::new("git")
+        .args(["init", "--quiet", "--bare", "--initial-branch=main"])
+        .arg(path)
+        .status();
+    let config = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(path)
+        .args(["config", "http.receivepack", "true"])
+        .status();
+    if init.is_ok_and(|s| s.success()) && config.is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
+    Err(Box::new(error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cannot create the repository",
+    )))
 }
 
 /// The repository fields a create or update may set.
