@@ -1,4 +1,5 @@
-//! The Git LFS batch API (download only): which URL and headers give each object.
+//! The Git LFS batch API: which URL and headers give (download) or take (upload, verify)
+//! each object.
 
 use super::{clipped, shown, LfsError, MEDIA_TYPE};
 use crate::git::LfsPointer;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 /// The largest batch answer read (100 objects take a few tens of KiB).
 const MAX_ANSWER: u64 = 16 << 20;
 
-/// Where and how to download one object, as the server said (opaque).
+/// Where and how to download, upload or verify one object, as the server said (opaque).
 #[derive(Clone, Debug)]
 pub(crate) struct Action {
     pub href: String,
@@ -26,6 +27,27 @@ pub(crate) struct Action {
 
 /// For each object asked for: its download action, or why the server gives none.
 pub(crate) type Answers = Vec<(LfsPointer, Result<Action, String>)>;
+
+/// What a batch request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Download,
+    Upload,
+}
+
+/// The actions the server gives one object of an upload batch: none when it has the
+/// object already; `verify` only when it wants to be told of the upload.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Granted {
+    pub upload: Option<Action>,
+    pub verify: Option<Action>,
+}
+
+/// For each object of an upload batch: its actions, or why the server refuses it.
+pub(crate) type Grants = Vec<(LfsPointer, Result<Granted, String>)>;
+
+/// For each object asked for: the actions the server gives, or its error.
+type Answered = Vec<(LfsPointer, Result<Actions, String>)>;
 
 #[derive(serde::Deserialize)]
 struct BatchAnswer {
@@ -44,14 +66,18 @@ struct ObjectAnswer {
     error: Option<ObjectError>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Default, serde::Deserialize)]
 struct Actions {
     #[serde(default)]
-    download: Option<DownloadAction>,
+    download: Option<ActionAnswer>,
+    #[serde(default)]
+    upload: Option<ActionAnswer>,
+    #[serde(default)]
+    verify: Option<ActionAnswer>,
 }
 
 #[derive(serde::Deserialize)]
-struct DownloadAction {
+struct ActionAnswer {
     href: String,
     #[serde(default)]
     header: BTreeMap<String, String>,
@@ -63,7 +89,15 @@ struct DownloadAction {
     expires_at: Option<String>,
 }
 
-impl DownloadAction {
+impl ActionAnswer {
+    fn into_action(self, now: Instant) -> Action {
+        Action {
+            expires: self.expires(now),
+            href: self.href,
+            headers: self.header.into_iter().collect(),
+        }
+    }
+
     /// When the action stops working (`expires_in` wins, as in git-lfs).
     fn expires(&self, now: Instant) -> Option<Instant> {
         if let Some(secs) = self.expires_in.filter(|s| *s != 0) {
@@ -97,12 +131,71 @@ pub(crate) fn request(
     policy: &failover::Policy,
     interrupt: &AtomicBool,
 ) -> Result<Result<Answers, String>, LfsError> {
+    let answered = ask(
+        gate,
+        lfs_url,
+        Operation::Download,
+        objects,
+        policy,
+        interrupt,
+    )?;
+    Ok(answered.map(|answers| {
+        answers
+            .into_iter()
+            .map(|(p, a)| {
+                let action = a.and_then(|a| match a.download {
+                    Some(d) => Ok(d.into_action(Instant::now())),
+                    None => Err("the LFS server gave no download action for it".to_string()),
+                });
+                (p, action)
+            })
+            .collect()
+    }))
+}
+
+/// Asks the LFS server at `lfs_url` where to upload `objects` (at most
+/// [`super::BATCH_SIZE`]); like [`request`].
+pub(crate) fn request_upload(
+    gate: &HttpGate,
+    lfs_url: &str,
+    objects: &[LfsPointer],
+    policy: &failover::Policy,
+    interrupt: &AtomicBool,
+) -> Result<Result<Grants, String>, LfsError> {
+    let answered = ask(gate, lfs_url, Operation::Upload, objects, policy, interrupt)?;
+    let now = Instant::now();
+    Ok(answered.map(|answers| {
+        answers
+            .into_iter()
+            .map(|(p, a)| {
+                let granted = a.map(|a| Granted {
+                    upload: a.upload.map(|u| u.into_action(now)),
+                    verify: a.verify.map(|v| v.into_action(now)),
+                });
+                (p, granted)
+            })
+            .collect()
+    }))
+}
+
+/// One batch request of `operation`, with the failover of git fetches.
+fn ask(
+    gate: &HttpGate,
+    lfs_url: &str,
+    operation: Operation,
+    objects: &[LfsPointer],
+    policy: &failover::Policy,
+    interrupt: &AtomicBool,
+) -> Result<Result<Answered, String>, LfsError> {
     let url = format!("{}/objects/batch", lfs_url.trim_end_matches('/'));
     if !gate.is_allowed(&url) {
         return Err(LfsError::NotAllowed { url: shown(&url) });
     }
     let body = serde_json::json!({
-        "operation": "download",
+        "operation": match operation {
+            Operation::Download => "download",
+            Operation::Upload => "upload",
+        },
         "transfers": ["basic"],
         "objects": objects.iter().map(|o| serde_json::json!({"oid": o.oid, "size": o.size})).collect::<Vec<_>>(),
         "hash_algo": "sha256",
@@ -123,7 +216,7 @@ pub(crate) fn request(
 }
 
 /// The answers of a batch response, in the order of `objects`.
-fn answers(resp: reqwest::blocking::Response, objects: &[LfsPointer]) -> Result<Answers, String> {
+fn answers(resp: reqwest::blocking::Response, objects: &[LfsPointer]) -> Result<Answered, String> {
     let status = resp.status();
     let mut body = Vec::new();
     resp.take(MAX_ANSWER)
@@ -138,7 +231,11 @@ fn answers(resp: reqwest::blocking::Response, objects: &[LfsPointer]) -> Result<
                     .map(|m| format!(": {}", clipped(m, 200)))
             })
             .unwrap_or_default();
-        return Err(format!("the LFS server answered {status}{message}"));
+        let why = match status.as_u16() {
+            401 | 403 => "; the credential may not do this to the repository's LFS objects",
+            _ => "",
+        };
+        return Err(format!("the LFS server answered {status}{message}{why}"));
     }
     let answer: BatchAnswer = serde_json::from_slice(&body)
         .map_err(|e| format!("the LFS server's batch answer is not usable: {e}"))?;
@@ -153,7 +250,6 @@ fn answers(resp: reqwest::blocking::Response, objects: &[LfsPointer]) -> Result<
         .into_iter()
         .map(|o| (o.oid.clone(), o))
         .collect();
-    let now = Instant::now();
     Ok(objects
         .iter()
         .map(|p| {
@@ -166,18 +262,7 @@ fn answers(resp: reqwest::blocking::Response, objects: &[LfsPointer]) -> Result<
                         .unwrap_or_else(|| "an error".into()),
                     clipped(e.message.as_deref().unwrap_or("no message"), 200)
                 )),
-                Some(ObjectAnswer {
-                    actions:
-                        Some(Actions {
-                            download: Some(d), ..
-                        }),
-                    ..
-                }) => Ok(Action {
-                    expires: d.expires(now),
-                    href: d.href,
-                    headers: d.header.into_iter().collect(),
-                }),
-                Some(_) => Err("the LFS server gave no download action for it".to_string()),
+                Some(ObjectAnswer { actions, .. }) => Ok(actions.unwrap_or_default()),
             };
             (p.clone(), action)
         })

@@ -15,6 +15,9 @@
 //!   credential-bearing headers); the body is streamed into the archive
 //!   (`Archive::put_reader`, constant memory) while its size and, for LFS objects, its
 //!   SHA-256 are checked: a mismatch stores nothing and is reported;
+//! - `upload`: the other way (restore into a provider): `operation: upload` batches,
+//!   each object PUT with its content streamed from the archive (checked while read),
+//!   then its `verify` action; objects the server has already are left alone;
 //! - `fetch`: the objects of a repository in batches, each batch's downloads
 //!   [`CONCURRENCY`] at a time (like git-lfs's concurrent transfers), an object whose
 //!   download URL expired before its turn asked for again. What one object
@@ -29,9 +32,11 @@
 mod batch;
 mod fetch;
 mod transfer;
+mod upload;
 
 pub use fetch::{fetch_objects, FetchOptions, FetchReport};
 pub use transfer::download_file;
+pub use upload::{upload_objects, UploadOptions, UploadReport};
 
 use crate::archive::ArchiveError;
 
@@ -53,8 +58,13 @@ pub enum LfsError {
     NotAllowed { url: String },
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
-    #[error("the job was stopped before every LFS object was downloaded")]
+    #[error("the job was stopped before every LFS object was transferred")]
     Interrupted,
+    #[error(
+        "refusing to upload LFS objects to {url}: the connection does not allow writes \
+         (only a connection added with --allow-restore does); nothing was sent"
+    )]
+    WritesRefused { url: String },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
 }

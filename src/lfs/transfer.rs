@@ -54,9 +54,9 @@ pub(crate) struct Retries {
     pub base: Duration,
 }
 
-/// How one try ended.
-enum Try {
-    Stored(PutOutcome),
+/// How one try of a transfer ended.
+pub(crate) enum Try<T> {
+    Done(T),
     /// Not there, refused or corrupt: trying again does not help.
     Missing(String),
     /// A network failure, 429 or 5xx: worth another try after `after` (or the back-off).
@@ -78,10 +78,24 @@ pub(crate) fn download(
     interrupt: &AtomicBool,
     received: &AtomicU64,
 ) -> Result<Result<PutOutcome, String>, LfsError> {
+    retrying(retries, interrupt, get.url, || {
+        try_once(gate, archive, get, expect, received).map_err(LfsError::from)
+    })
+}
+
+/// Runs `once` until it is done, refused, or failed transiently `retries.retries + 1`
+/// times (waiting the server's `Retry-After`, else a doubling back-off, between tries).
+/// `Ok(Err(reason))`: it could not be done; `Err`: fatal, or the job was stopped.
+pub(crate) fn retrying<T>(
+    retries: Retries,
+    interrupt: &AtomicBool,
+    url: &str,
+    mut once: impl FnMut() -> Result<Try<T>, LfsError>,
+) -> Result<Result<T, String>, LfsError> {
     let mut attempt = 0u32;
     loop {
-        match try_once(gate, archive, get, expect, received)? {
-            Try::Stored(put) => return Ok(Ok(put)),
+        match once()? {
+            Try::Done(done) => return Ok(Ok(done)),
             Try::Missing(reason) => return Ok(Err(reason)),
             Try::Again { reason, after } => {
                 if attempt >= retries.retries {
@@ -94,7 +108,7 @@ pub(crate) fn download(
                     .base
                     .mul_f64(2f64.powi(attempt as i32) * failover::jitter());
                 let wait = after.unwrap_or(backoff).min(MAX_BACKOFF);
-                tracing::debug!("{}: {reason}; trying again in {wait:?}", shown(get.url));
+                tracing::debug!("{}: {reason}; trying again in {wait:?}", shown(url));
                 std::thread::sleep(wait);
                 attempt += 1;
             }
@@ -143,7 +157,7 @@ fn try_once(
     get: &Get<'_>,
     expect: &Expect,
     received: &AtomicU64,
-) -> Result<Try, ArchiveError> {
+) -> Result<Try<PutOutcome>, ArchiveError> {
     let (resp, lane) = match send(gate, get) {
         Ok(sent) => sent,
         Err(Unanswered { reason, retry }) => {
@@ -178,7 +192,7 @@ fn try_once(
         transport: None,
     };
     match archive.put_reader(&mut reader) {
-        Ok(put) => Ok(Try::Stored(put)),
+        Ok(put) => Ok(Try::Done(put)),
         Err(e) => Ok(match (reader.mismatch, reader.transport) {
             (Some(m), _) => Try::Missing(format!("{m}; not stored")),
             (None, Some(t)) => Try::Again {
@@ -190,13 +204,13 @@ fn try_once(
     }
 }
 
-/// What a non-2xx answer means for the download.
-fn refused(
+/// What a non-2xx answer means for the transfer.
+pub(crate) fn refused<T>(
     gate: &HttpGate,
     status: reqwest::StatusCode,
     lane: Option<usize>,
     resp: &reqwest::blocking::Response,
-) -> Try {
+) -> Try<T> {
     let code = status.as_u16();
     let retry_after = resp
         .headers()
@@ -253,6 +267,19 @@ pub(crate) fn send(
     gate: &HttpGate,
     get: &Get<'_>,
 ) -> Result<(reqwest::blocking::Response, Option<usize>), Unanswered> {
+    send_with(gate, get, &|url| Ok(gate.client().get(url)))
+}
+
+/// The request of one hop of [`send_with`] (its method and body) to a URL.
+pub(crate) type Hop<'a> = dyn Fn(&str) -> Result<reqwest::blocking::RequestBuilder, String> + 'a;
+
+/// [`send`] with any method: `hop` makes the request (method, body) for each URL
+/// tried, the first and each a redirect leads to.
+pub(crate) fn send_with(
+    gate: &HttpGate,
+    get: &Get<'_>,
+    hop: &Hop<'_>,
+) -> Result<(reqwest::blocking::Response, Option<usize>), Unanswered> {
     let final_error = |reason: String| Unanswered {
         reason,
         retry: false,
@@ -278,7 +305,7 @@ pub(crate) fn send(
             )));
         }
         let same_origin = url.origin() == first_origin;
-        let mut rb = gate.client().get(url.as_str());
+        let mut rb = hop(url.as_str()).map_err(final_error)?;
         for (name, value) in get.headers {
             let sensitive = SENSITIVE_HEADERS.contains(&name.to_ascii_lowercase().as_str());
             if same_origin || !sensitive {

@@ -225,6 +225,11 @@ impl HttpGate {
         self
     }
 
+    /// Whether write methods are granted ([`allowing_writes`](Self::allowing_writes)).
+    pub fn writes_allowed(&self) -> bool {
+        self.writes
+    }
+
     /// Names the connection's TLS trust in certificate-failure messages.
     pub fn with_tls(mut self, tls: Arc<TlsTrust>) -> HttpGate {
         self.tls = Some(tls);

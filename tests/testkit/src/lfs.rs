@@ -6,7 +6,13 @@
 //!
 //! Batch answers follow the git-lfs batch API: `application/vnd.git-lfs+json`, per-object
 //! `actions.download` (`href`, `header`, `expires_in`) or `error` (`404` for an object the
-//! repository does not have). Only `operation: download` is served.
+//! repository does not have).
+//!
+//! `operation: upload` (refused with 403 for a credential that may not write, as Bitbucket
+//! does): an object the repository has gets no actions; another gets an `upload` action
+//! (a PUT to the storage origin, which checks the header, the size and the SHA-256 before
+//! storing it) and a `verify` action (a POST of `{oid, size}` to the storage origin, 200
+//! when the object is stored with that size, 404 otherwise), both with `expires_in`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -50,6 +56,23 @@ struct LfsState {
     grants: BTreeMap<String, Grant>,
     /// Objects downloaded, by oid (what a test counts).
     downloads: BTreeMap<String, usize>,
+    /// upload id → where the object goes.
+    uploads_granted: BTreeMap<String, UploadGrant>,
+    /// Objects stored by a PUT, by oid (what a test counts).
+    uploads: BTreeMap<String, usize>,
+    /// Verify requests that found their object, by oid.
+    verified: BTreeMap<String, usize>,
+}
+
+/// What an upload grant allows: (oid, (workspace, slug), size).
+type Granted = (String, (String, String), u64);
+
+struct UploadGrant {
+    repo: (String, String),
+    oid: String,
+    size: u64,
+    header: String,
+    expires: Instant,
 }
 
 struct Grant {
@@ -113,20 +136,64 @@ impl LfsStore {
         self.lock().downloads.clone()
     }
 
-    /// Answers a batch request of `workspace/slug` (the caller checked the credential).
+    /// How many times each object was stored by an upload (PUT), by oid.
+    pub fn uploads(&self) -> BTreeMap<String, usize> {
+        self.lock().uploads.clone()
+    }
+
+    /// How many verify requests found each object, by oid.
+    pub fn verified(&self) -> BTreeMap<String, usize> {
+        self.lock().verified.clone()
+    }
+
+    /// The content of object `oid` of `workspace/slug`, if it has it.
+    pub fn object(&self, workspace: &str, slug: &str, oid: &str) -> Option<Vec<u8>> {
+        let path = self
+            .lock()
+            .objects
+            .get(&(workspace.to_string(), slug.to_string()))?
+            .get(oid)?
+            .clone();
+        std::fs::read(path).ok()
+    }
+
+    /// Answers a batch request of `workspace/slug` by a credential that may write (the
+    /// caller checked it).
     pub(crate) fn batch(&self, workspace: &str, slug: &str, body: &[u8]) -> Response<Body> {
+        self.batch_as(workspace, slug, body, true)
+    }
+
+    /// Answers a batch request of `workspace/slug`; `may_write`: whether the caller's
+    /// credential may write to the repository (an upload batch is refused with 403 if not).
+    pub(crate) fn batch_as(
+        &self,
+        workspace: &str,
+        slug: &str,
+        body: &[u8],
+        may_write: bool,
+    ) -> Response<Body> {
         let Ok(request) = serde_json::from_slice::<Value>(body) else {
             return lfs_error(StatusCode::UNPROCESSABLE_ENTITY, "Malformed batch request");
         };
-        if request["operation"] != "download" {
-            return lfs_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "This test double serves operation \"download\" only",
-            );
-        }
         let Some(wanted) = request["objects"].as_array() else {
             return lfs_error(StatusCode::UNPROCESSABLE_ENTITY, "objects is required");
         };
+        match request["operation"].as_str() {
+            Some("download") => {}
+            Some("upload") if may_write => return self.upload_batch(workspace, slug, wanted),
+            Some("upload") => {
+                return lfs_error(
+                    StatusCode::FORBIDDEN,
+                    "You do not have permission to write to this repository",
+                )
+            }
+            _ => {
+                return lfs_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "operation must be \"download\" or \"upload\"",
+                )
+            }
+        }
         let mut st = self.lock();
         let key = (workspace.to_string(), slug.to_string());
         let mut answers = Vec::new();
@@ -163,7 +230,167 @@ impl LfsStore {
         )
     }
 
-    /// Answers a request to the download origin.
+    /// The answer to an upload batch: no actions for objects the repository has, an
+    /// `upload` and a `verify` action for the others, 422 for a malformed object.
+    fn upload_batch(&self, workspace: &str, slug: &str, wanted: &[Value]) -> Response<Body> {
+        let mut st = self.lock();
+        let key = (workspace.to_string(), slug.to_string());
+        let mut answers = Vec::new();
+        for object in wanted {
+            let (oid, size) = (object["oid"].as_str().unwrap_or(""), &object["size"]);
+            let valid = oid.len() == 64 && oid.bytes().all(|b| b.is_ascii_hexdigit());
+            let answer = match (valid, size.as_u64()) {
+                (true, Some(n)) if st.objects.get(&key).is_some_and(|o| o.contains_key(oid)) => {
+                    json!({"oid": oid, "size": n, "authenticated": true})
+                }
+                (true, Some(n)) => {
+                    let id = next_id();
+                    let header = format!("RemoteAuth {id}");
+                    st.uploads_granted.insert(
+                        id.clone(),
+                        UploadGrant {
+                            repo: key.clone(),
+                            oid: oid.to_string(),
+                            size: n,
+                            header: header.clone(),
+                            expires: Instant::now() + EXPIRES_IN,
+                        },
+                    );
+                    let action = |path: &str| {
+                        json!({"href": format!("{}/{path}/{id}", self.download_base),
+                            "header": {GRANT_HEADER: header}, "expires_in": EXPIRES_IN.as_secs()})
+                    };
+                    json!({"oid": oid, "size": n, "authenticated": true, "actions": {
+                        "upload": action("lfs-upload"), "verify": action("lfs-verify")}})
+                }
+                _ => json!({"oid": oid, "size": size, "error": {
+                    "code": 422, "message": "Invalid object"}}),
+            };
+            answers.push(answer);
+        }
+        lfs_json(
+            StatusCode::OK,
+            &json!({"transfer": "basic", "objects": answers}),
+        )
+    }
+
+    /// The upload grant `id` if `req` carries its header and it has not expired.
+    fn upload_grant(
+        &self,
+        id: &str,
+        headers: &hyper::HeaderMap,
+    ) -> Result<Granted, Box<Response<Body>>> {
+        let given = headers
+            .get_all(AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>();
+        let st = self.lock();
+        let Some(grant) = st.uploads_granted.get(id) else {
+            return Err(Box::new(text(StatusCode::NOT_FOUND, "NoSuchUpload\n")));
+        };
+        if given != [grant.header.as_str()] {
+            return Err(Box::new(text(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument: only the header of the upload action may authenticate\n",
+            )));
+        }
+        if Instant::now() > grant.expires {
+            return Err(Box::new(text(
+                StatusCode::FORBIDDEN,
+                "AccessDenied: Request has expired\n",
+            )));
+        }
+        Ok((grant.oid.clone(), grant.repo.clone(), grant.size))
+    }
+
+    /// A PUT of an object's content: stored when its length and SHA-256 are the ones of
+    /// the upload batch.
+    fn put(&self, id: &str, headers: &hyper::HeaderMap, body: &[u8]) -> Response<Body> {
+        let (oid, repo, size) = match self.upload_grant(id, headers) {
+            Ok(grant) => grant,
+            Err(resp) => return *resp,
+        };
+        let length = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if length != Some(size) || body.len() as u64 != size {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody: Content-Length must be the object's size\n",
+            );
+        }
+        if sha256_hex(body) != oid {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "BadDigest: the content does not match the object id\n",
+            );
+        }
+        let path = self.dir.join(&oid);
+        if std::fs::write(&path, body).is_err() {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "InternalError\n");
+        }
+        let mut st = self.lock();
+        st.objects
+            .entry(repo)
+            .or_default()
+            .insert(oid.clone(), path);
+        *st.uploads.entry(oid).or_default() += 1;
+        text(StatusCode::OK, "")
+    }
+
+    /// A verify request: 200 when the object is stored with the size given.
+    fn verify(&self, id: &str, headers: &hyper::HeaderMap, body: &[u8]) -> Response<Body> {
+        let (oid, repo, size) = match self.upload_grant(id, headers) {
+            Ok(grant) => grant,
+            Err(resp) => return *resp,
+        };
+        let asked = serde_json::from_slice::<Value>(body).unwrap_or_default();
+        if asked["oid"] != oid.as_str() || asked["size"].as_u64() != Some(size) {
+            return lfs_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "oid and size must be those uploaded",
+            );
+        }
+        let mut st = self.lock();
+        let stored = st.objects.get(&repo).and_then(|o| o.get(&oid)).cloned();
+        match stored.and_then(|p| std::fs::metadata(p).ok()) {
+            Some(m) if m.len() == size => {
+                *st.verified.entry(oid).or_default() += 1;
+                lfs_json(StatusCode::OK, &json!({}))
+            }
+            _ => lfs_error(StatusCode::NOT_FOUND, "Object does not exist on the server"),
+        }
+    }
+
+    /// Answers a request to the storage origin: downloads, uploads and verifies.
+    async fn storage(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let (write, id) = match path.strip_prefix("/lfs-upload/") {
+            Some(id) if req.method() == hyper::Method::PUT => (Some(true), id.to_string()),
+            _ => match path.strip_prefix("/lfs-verify/") {
+                Some(id) if req.method() == hyper::Method::POST => (Some(false), id.to_string()),
+                _ => (None, String::new()),
+            },
+        };
+        let Some(put) = write else {
+            return self.download(&req);
+        };
+        let headers = req.headers().clone();
+        let Ok(body) = http_body_util::BodyExt::collect(req.into_body()).await else {
+            return text(StatusCode::BAD_REQUEST, "IncompleteBody\n");
+        };
+        let body = body.to_bytes();
+        let done = tokio::task::spawn_blocking(move || match put {
+            true => self.put(&id, &headers, &body),
+            false => self.verify(&id, &headers, &body),
+        })
+        .await;
+        done.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "InternalError\n"))
+    }
+
+    /// Answers a download request to the storage origin.
     fn download(&self, req: &Request<Incoming>) -> Response<Body> {
         let id = req.uri().path().strip_prefix("/lfs-objects/").unwrap_or("");
         let given = req
@@ -226,7 +453,7 @@ impl LfsStore {
     }
 }
 
-/// Serves the download origin until `stop` fires.
+/// Serves the storage origin (downloads, uploads) until `stop` fires.
 pub(crate) async fn serve_downloads(
     listener: tokio::net::TcpListener,
     store: Arc<LfsStore>,
@@ -244,7 +471,7 @@ pub(crate) async fn serve_downloads(
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let store = store.clone();
-                async move { Ok::<_, Infallible>(store.download(&req)) }
+                async move { Ok::<_, Infallible>(store.storage(req).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()

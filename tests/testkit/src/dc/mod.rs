@@ -1135,6 +1135,7 @@ async fn lfs_batch(
     key: &str,
     slug: &str,
     enabled: bool,
+    principal: Option<&str>,
 ) -> Response<Body> {
     if !enabled {
         let mut r = Response::new(httputil::full(
@@ -1149,7 +1150,12 @@ async fn lfs_batch(
         return text(StatusCode::METHOD_NOT_ALLOWED, "Use POST\n");
     }
     match http_body_util::BodyExt::collect(req.into_body()).await {
-        Ok(body) => shared.lfs.batch(key, slug, &body.to_bytes()),
+        Ok(body) => {
+            // A read-only principal may download but not upload (403, as DC answers).
+            let may_write =
+                principal.is_some_and(|p| !shared.lock().read_only.iter().any(|r| r == p));
+            shared.lfs.batch_as(key, slug, &body.to_bytes(), may_write)
+        }
         Err(_) => text(StatusCode::BAD_REQUEST, "Unreadable body\n"),
     }
 }
@@ -1207,7 +1213,8 @@ async fn git(
         (principal, repo.path.clone(), repo.lfs)
     };
     if rest == ["info", "lfs", "objects", "batch"] {
-        return out(lfs_batch(shared, req, &key, &slug, lfs_on).await, principal);
+        let batch = lfs_batch(shared, req, &key, &slug, lfs_on, principal.as_deref()).await;
+        return out(batch, principal);
     }
     let (Some(root), Some(name)) = (repo_path.parent(), repo_path.file_name()) else {
         return out(
