@@ -185,7 +185,7 @@ fn a_cloud_snapshot_goes_back_into_a_new_repository_with_everything_once() {
     // Every LFS object, byte for byte, in the target's LFS store.
     for content in s.lfs_files.values() {
         let oid = reposafe_testkit::lfs::sha256_hex(content);
-        let stored = Some(content.clone()) /*LFSOBJ*/;
+        let stored = s.server.lfs().object(DR, "app", &oid);
         assert!(
             stored.as_deref() == Some(content.as_slice()),
             "LFS object {oid}: {:?} bytes on the server, {} in the snapshot",
