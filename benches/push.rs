@@ -24,20 +24,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
-/// Incompressible bytes (xorshift), the same for the same seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn data(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
     writeln!(w, "data {}", bytes.len())?;
     w.write_all(bytes)?;
@@ -77,7 +63,10 @@ fn big_repo(dir: &Path, commits: usize, mb: usize) -> PathBuf {
                 )?;
                 if n % blob_every == 0 && blobs < mb {
                     writeln!(w, "M 100644 inline assets/blob{blobs}.bin")?;
-                    data(&mut w, &noise(blobs as u64 + 1, 1 << 20))?;
+                    data(
+                        &mut w,
+                        &gitutil::pseudo_random_bytes(blobs as u64 + 1, 1 << 20),
+                    )?;
                     blobs += 1;
                 }
                 if n % 5000 == 0 {
@@ -121,35 +110,6 @@ fn ls_remote(target: &str) -> String {
     lines.join("\n")
 }
 
-/// The restore target connection `dr` (Bitbucket Cloud workspace `dr`, restores allowed).
-fn add_restore_connection(server: &CloudServer, data: &Path, files: &Path) {
-    let tok = files.join("token");
-    std::fs::write(&tok, TOKEN).expect("token");
-    let base = server.base_url();
-    let out = reposafe(data)
-        .args([
-            "connection",
-            "add",
-            "cloud",
-            "--name",
-            "dr",
-            "--workspace",
-            "dr",
-        ])
-        .args(["--set", &format!("api-base-url={base}")])
-        .args(["--set", &format!("git-base-url={base}")])
-        .args(["--api-token-email", EMAIL, "--api-token-file"])
-        .arg(&tok)
-        .arg("--allow-restore")
-        .output()
-        .expect("connection add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn main() {
     let commits = env_usize("BENCH_PUSH_COMMITS", 50_000);
     let mb = env_usize("BENCH_PUSH_PACK_MB", 300);
@@ -171,7 +131,14 @@ fn main() {
     let data = TempDir::new("bench-push-data");
     let files = TempDir::new("bench-push-files");
     add_connection(&server, data.path(), "big", files.path());
-    add_restore_connection(&server, data.path(), files.path());
+    // The restore target: workspace `dr`, restores allowed.
+    add_connection_as(
+        &server,
+        data.path(),
+        "dr",
+        files.path(),
+        &["--name", "dr", "--allow-restore"],
+    );
     let backup = timed(reposafe(data.path()).args(["backup", "big"]));
     eprintln!("backup: {:.2} s", backup.secs);
     let expected = ls_remote(&bare.display().to_string());

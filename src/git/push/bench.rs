@@ -4,7 +4,7 @@
 //! `cargo test --release --lib git::push::bench -- --ignored --nocapture`.
 //! Sizes: `REPOSAFE_BENCH_COMMITS` (default 50000), `REPOSAFE_BENCH_PACK_MB` (default 300).
 
-use std::{io::Write, path::Path, sync::atomic::AtomicBool, time::Instant};
+use std::{path::Path, sync::atomic::AtomicBool, time::Instant};
 
 use reposafe_testkit::{CloudServer, RepoMeta};
 
