@@ -97,6 +97,17 @@ pub fn reposafe(data: &Path) -> Command {
 }
 
 pub fn add_connection(server: &CloudServer, data: &Path, workspace: &str, files: &Path) {
+    add_connection_as(server, data, workspace, files, &[]);
+}
+
+/// [`add_connection`] with more `connection add` arguments (`--name`, `--allow-restore`, …).
+pub fn add_connection_as(
+    server: &CloudServer,
+    data: &Path,
+    workspace: &str,
+    files: &Path,
+    extra: &[&str],
+) {
     let tok = files.join("token");
     std::fs::write(&tok, TOKEN).expect("token");
     let base = server.base_url();
@@ -106,6 +117,7 @@ pub fn add_connection(server: &CloudServer, data: &Path, workspace: &str, files:
         .args(["--set", &format!("git-base-url={base}")])
         .args(["--api-token-email", EMAIL, "--api-token-file"])
         .arg(&tok)
+        .args(extra)
         .output()
         .expect("connection add");
     assert!(

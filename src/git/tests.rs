@@ -1,7 +1,7 @@
 //! Tests of the `git` module against real repositories made with the `git` CLI, over `file://`
 //! and over HTTP through a tiny test-only CGI bridge to `git http-backend`.
 
-mod bench;
+pub(in crate::git) mod bench;
 mod http_server;
 mod lfs;
 mod pack_index;

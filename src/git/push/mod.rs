@@ -22,6 +22,8 @@ mod pack;
 mod report;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
 
 use std::{

@@ -17,7 +17,7 @@ use crate::git::{tests::support::Git, GitAuth, GitError};
 const TOKEN: &str = "push-token";
 
 /// Pack files on disk as a [`PackSource`].
-struct Files(Vec<PathBuf>);
+pub(super) struct Files(pub Vec<PathBuf>);
 
 impl PackSource for Files {
     fn count(&self) -> usize {
@@ -31,7 +31,7 @@ impl PackSource for Files {
     }
 }
 
-fn basic(user: &str, secret: &str) -> GitAuth {
+pub(super) fn basic(user: &str, secret: &str) -> GitAuth {
     use base64::Engine as _;
     let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
     GitAuth::Header(SecretString::from(format!("Basic {pair}")))
@@ -103,7 +103,7 @@ fn for_each_ref(git: &Git, repo: &Path) -> String {
 }
 
 /// Every ref of `repo` as an update creating it.
-fn creations(git: &Git, repo: &Path) -> Vec<RefUpdate> {
+pub(super) fn creations(git: &Git, repo: &Path) -> Vec<RefUpdate> {
     for_each_ref(git, repo)
         .lines()
         .filter_map(|l| l.split_once(' '))
@@ -123,7 +123,7 @@ fn one_pack(git: &Git, work: &Path, name: &str) -> (PathBuf, PathBuf) {
     (bare.clone(), packs_of(&bare).remove(0))
 }
 
-fn packs_of(repo: &Path) -> Vec<PathBuf> {
+pub(super) fn packs_of(repo: &Path) -> Vec<PathBuf> {
     let mut packs: Vec<PathBuf> = fs::read_dir(repo.join("objects/pack"))
         .expect("pack dir")
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -20,7 +20,7 @@ use secrecy::SecretString;
 use super::{http_server, support::pack_readers, support::pseudo_random_bytes, support::Git};
 use crate::git::{fetch_mirror, list_packs, restore_bare, FetchOptions, GitAuth};
 
-fn env_usize(name: &str, default: usize) -> usize {
+pub(in crate::git) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -37,7 +37,7 @@ fn status_kb(field: &str) -> u64 {
 }
 
 /// Peak memory of this process while `f` runs: (VmHWM, peak RssAnon, peak RssFile) in MiB.
-fn measure<T>(label: &str, f: impl FnOnce() -> T) -> T {
+pub(in crate::git) fn measure<T>(label: &str, f: impl FnOnce() -> T) -> T {
     // Reset the peak RSS counter (Linux ≥ 4.0).
     let _ = fs::write("/proc/self/clear_refs", "5");
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,7 +85,7 @@ fn time_cli(git: &Git, label: &str, dir: &Path, args: &[&str]) {
 }
 
 /// `/usr/bin/time -v`-like peak RSS of a git command, in MiB.
-fn cli_peak_rss(git: &Git, dir: &Path, args: &[&str]) -> Option<u64> {
+pub(in crate::git) fn cli_peak_rss(git: &Git, dir: &Path, args: &[&str]) -> Option<u64> {
     let out = std::process::Command::new("/usr/bin/time")
         .arg("-v")
         .arg("git")
@@ -105,7 +105,7 @@ fn cli_peak_rss(git: &Git, dir: &Path, args: &[&str]) -> Option<u64> {
         .map(|kb| kb / 1024)
 }
 
-fn fast_import(git: &Git, repo: &Path, stream: impl FnOnce(&mut dyn Write)) {
+pub(in crate::git) fn fast_import(git: &Git, repo: &Path, stream: impl FnOnce(&mut dyn Write)) {
     let mut child = git
         .command(repo)
         .args(["fast-import", "--quiet"])
@@ -120,7 +120,7 @@ fn fast_import(git: &Git, repo: &Path, stream: impl FnOnce(&mut dyn Write)) {
     assert!(child.wait().expect("wait").success());
 }
 
-fn data(out: &mut dyn Write, bytes: &[u8]) {
+pub(in crate::git) fn data(out: &mut dyn Write, bytes: &[u8]) {
     writeln!(out, "data {}", bytes.len()).expect("write");
     out.write_all(bytes).expect("write");
     writeln!(out).expect("write");
