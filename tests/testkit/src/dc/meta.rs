@@ -192,7 +192,7 @@ pub(super) fn project_endpoint(
     Some(resp)
 }
 
-fn pr_settings(m: &RepoMetadata) -> Value {
+pub(super) fn pr_settings(m: &RepoMetadata) -> Value {
     let strategy = |id: &str| {
         let (name, flag) = match id {
             "no-ff" => ("Merge commit", "--no-ff"),
