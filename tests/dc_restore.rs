@@ -143,6 +143,12 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
             &["repo:refs_changed"],
             Some("s3cr3t"),
         );
+        m.branching_model.development = Some("develop".into());
+        m.branching_model.types = vec![("feature".into(), "feat/".into())];
+        m.add_deploy_key(
+            "ci",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRestoreKey ci@example",
+        );
     });
     let s = session(&server, true);
     let source = s
@@ -167,7 +173,9 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
             "repository",
             "pullrequests",
             "pull-request-settings",
-            "webhooks"
+            "branching-model",
+            "webhooks",
+            "access-keys"
         ]
     );
     let cloud: Vec<String> = s
@@ -414,6 +422,41 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
         (hooks[0].url.as_str(), hooks[0].secret.as_deref()),
         ("https://ci.example.com/hook", None)
     );
+
+    // The branching model and the access key (once).
+    let model = backed_up(&s, &source, "branching-model");
+    let out = outcomes(
+        s.restore_documents(&created, "branching-model", &c, &model, Arc::new(NoFiles))
+            .expect("model"),
+    );
+    assert!(
+        out.values()
+            .all(|o| *o == RestoreOutcome::Restored("branching-model".into())),
+        "{out:?}"
+    );
+    let bm = server.metadata(KEY, "app", |m| m.branching_model.clone());
+    assert_eq!(bm.development.as_deref(), Some("develop"));
+    assert_eq!(bm.types, vec![("feature".to_string(), "feat/".to_string())]);
+    let keys = backed_up(&s, &source, "access-keys");
+    let out = outcomes(
+        s.restore_documents(&created, "access-keys", &c, &keys, Arc::new(NoFiles))
+            .expect("keys"),
+    );
+    assert!(
+        out.values()
+            .all(|o| matches!(o, RestoreOutcome::Restored(_))),
+        "{out:?}"
+    );
+    let out = outcomes(
+        s.restore_documents(&created, "access-keys", &c, &keys, Arc::new(NoFiles))
+            .expect("keys"),
+    );
+    assert!(
+        out.values()
+            .all(|o| matches!(o, RestoreOutcome::Skipped(m) if m.starts_with("already exists"))),
+        "{out:?}"
+    );
+    assert_eq!(server.metadata(KEY, "app", |m| m.deploy_keys.len()), 1);
     let v = server.request_log();
     assert!(v
         .iter()

@@ -2,8 +2,10 @@
 //! repository (`GET`/`POST /rest/api/1.0/projects/{key}/repos`), the kinds that can be
 //! written back, and writing the `repository` and `pullrequests` documents of a snapshot
 //! (of this provider or of Bitbucket Cloud) into it, and a Data Center snapshot's
-//! `pull-request-settings` (`POST …/settings/pull-requests`) and `webhooks` (`POST
-//! …/webhooks`; secrets were never backed up: each created hook `needs-user`).
+//! `pull-request-settings` (`POST …/settings/pull-requests`), `branching-model` (`PUT
+//! /rest/branch-utils/1.0/…/branchmodel/configuration`), `webhooks` (`POST …/webhooks`;
+//! secrets were never backed up: each created hook `needs-user`) and `access-keys`
+//! (`POST /rest/keys/1.0/…/ssh`; a key the repository has is skipped).
 //!
 //! Nothing is overwritten or deleted: a pull request that exists already (DC's 409
 //! `DuplicatePullRequestException`) is `skipped` naming it. A 401 or 403 fails the whole
@@ -30,7 +32,9 @@ pub fn kinds(source_provider: &str) -> Vec<RestoreKind> {
             "repository",
             "pullrequests",
             "pull-request-settings",
+            "branching-model",
             "webhooks",
+            "access-keys",
         ],
         CLOUD => &["repository", "pullrequests"],
         _ => &[],
@@ -129,10 +133,24 @@ pub fn restore(
         repos_url(conn, &repo.scope)?,
         encode_path_segment(&repo.slug)
     );
+    // The repository under another REST root (`branch-utils/1.0`, `keys/1.0`).
+    let under = |root: &str| -> Result<String, ProviderError> {
+        Ok(format!(
+            "{}/rest/{root}/projects/{}/repos/{}",
+            base_url(conn)?,
+            encode_path_segment(&repo.scope),
+            encode_path_segment(&repo.slug)
+        ))
+    };
     let mut out = Vec::with_capacity(docs.len());
     // The hooks the repository has, as (name, url) → id: never created twice.
     let hooks = match kind {
         "webhooks" => existing_hooks(&at)?,
+        _ => Vec::new(),
+    };
+    let keys_at = under("keys/1.0")?;
+    let keys = match kind {
+        "access-keys" => existing_keys(&keys_at)?,
         _ => Vec::new(),
     };
     for doc in docs {
@@ -151,6 +169,8 @@ pub fn restore(
             "pullrequests" => pull_request(&at, repo, &value, ctx)?,
             "pull-request-settings" => pr_settings(&at, &value)?,
             "webhooks" => webhook(&at, &value, &hooks)?,
+            "branching-model" => branching_model(&under("branch-utils/1.0")?, &value)?,
+            "access-keys" => access_key(&keys_at, &value, &keys)?,
             other => RestoreOutcome::Skipped(format!(
                 "kind {other} is not restorable into Bitbucket Data Center"
             )),
@@ -497,24 +517,13 @@ type Hooks = Vec<((String, String), String)>;
 
 /// The repository's webhooks as ((name, url), id) (`GET …/webhooks`, needs REPO_ADMIN).
 fn existing_hooks(at: &str) -> Result<Hooks, ProviderError> {
-    let url = format!("{at}/webhooks?start=0&limit=1000");
-    let resp = crate::documents::send_get(&url)?;
-    if !(200..300).contains(&resp.status) {
-        return Err(refusal("GET", &url, resp.status, &resp.body));
-    }
-    let page: Value = serde_json::from_slice(&resp.body)
-        .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not JSON: {e}")))?;
+    let page = get_page(&format!("{at}/webhooks?start=0&limit=1000"))?;
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     Ok(page
-        .get("values")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|h| {
-            (
-                (text(h, "name"), text(h, "url")),
-                h.get("id").map(|i| i.to_string()).unwrap_or_default(),
-            )
+            let id = h.get("id").map(|i| i.to_string()).unwrap_or_default();
+            ((text(h, "name"), text(h, "url")), id)
         })
         .collect())
 }
@@ -560,6 +569,109 @@ fn webhook(at: &str, doc: &Value, existing: &Hooks) -> Result<RestoreOutcome, Pr
     }
 }
 
+/// `branching-model`: `PUT …/branchmodel/configuration` with the snapshot's development
+/// and production branches and branch types.
+fn branching_model(at: &str, doc: &Value) -> Result<RestoreOutcome, ProviderError> {
+    let branch = |v: Option<&Value>| match v.filter(|v| !v.is_null()) {
+        Some(b) => json!({"refId": b.get("refId").cloned().unwrap_or(Value::Null),
+            "useDefault": b.get("useDefault").and_then(Value::as_bool).unwrap_or(false)}),
+        None => Value::Null,
+    };
+    let types: Vec<Value> = doc
+        .get("types")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            json!({"id": t.get("id"), "prefix": t.get("prefix"),
+            "enabled": t.get("enabled").and_then(Value::as_bool).unwrap_or(true)})
+        })
+        .collect();
+    let body = json!({"development": branch(doc.get("development")),
+        "production": branch(doc.get("production")), "types": types});
+    let url = format!("{at}/branchmodel/configuration");
+    let resp = send_json("PUT", &url, &body)?;
+    Ok(match resp.status {
+        200..=299 => RestoreOutcome::Restored("branching-model".to_string()),
+        401 | 403 => return Err(refusal("PUT", &url, resp.status, &resp.body)),
+        status => {
+            RestoreOutcome::Failed(format!("PUT {url}: HTTP {status}: {}", message(&resp.body)))
+        }
+    })
+}
+
+/// The repository's access keys as (key text, id) (`GET /rest/keys/1.0/…/ssh`).
+fn existing_keys(at: &str) -> Result<Vec<(String, String)>, ProviderError> {
+    let page = get_page(&format!("{at}/ssh?start=0&limit=1000"))?;
+    Ok(page
+        .iter()
+        .map(|k| {
+            let text = k.pointer("/key/text").and_then(Value::as_str).unwrap_or("");
+            let id = k
+                .pointer("/key/id")
+                .map(|i| i.to_string())
+                .unwrap_or_default();
+            (text.trim().to_string(), id)
+        })
+        .collect())
+}
+
+/// `access-keys`: `POST …/ssh` unless the repository has the key.
+fn access_key(
+    at: &str,
+    doc: &Value,
+    existing: &[(String, String)],
+) -> Result<RestoreOutcome, ProviderError> {
+    let text = doc
+        .pointer("/key/text")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim();
+    if text.is_empty() {
+        return Ok(RestoreOutcome::Failed(
+            "the document has no key text".to_string(),
+        ));
+    }
+    if let Some((_, id)) = existing.iter().find(|(t, _)| t == text) {
+        return Ok(RestoreOutcome::Skipped(format!("already exists: key {id}")));
+    }
+    let body = json!({
+        "key": {"text": text, "label": doc.pointer("/key/label").cloned().unwrap_or(Value::Null)},
+        "permission": doc.get("permission").and_then(Value::as_str).unwrap_or("REPO_READ"),
+    });
+    let url = format!("{at}/ssh");
+    let resp = send_json("POST", &url, &body)?;
+    Ok(match resp.status {
+        200..=299 => {
+            let created: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+            let id = created
+                .pointer("/key/id")
+                .map(|i| i.to_string())
+                .unwrap_or_default();
+            RestoreOutcome::Restored(id)
+        }
+        401 | 403 => return Err(refusal("POST", &url, resp.status, &resp.body)),
+        status => RestoreOutcome::Failed(format!(
+            "POST {url}: HTTP {status}: {}",
+            message(&resp.body)
+        )),
+    })
+}
+
+/// The `values` of one page at `url` (which asks for all of them).
+fn get_page(url: &str) -> Result<Vec<Value>, ProviderError> {
+    let resp = crate::documents::send_get(url)?;
+    if !(200..300).contains(&resp.status) {
+        return Err(refusal("GET", url, resp.status, &resp.body));
+    }
+    let page: Value = serde_json::from_slice(&resp.body)
+        .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not JSON: {e}")))?;
+    Ok(page
+        .get("values")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
 /// Sends `body` as JSON with `method` to `url`, counted against the call's budget.
 fn send_json(method: &str, url: &str, body: &Value) -> Result<Response, ProviderError> {
     let req = Request {

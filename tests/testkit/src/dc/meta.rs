@@ -261,7 +261,7 @@ fn conditions(base: &str, reviewers: &[String], scope: &str, id: u64) -> Vec<Val
     })]
 }
 
-fn branch_model(m: &RepoMetadata) -> Value {
+pub(super) fn branch_model(m: &RepoMetadata) -> Value {
     let bm = &m.branching_model;
     let branch = |b: &Option<String>| match b {
         Some(name) => json!({"refId": format!("refs/heads/{name}"), "useDefault": false}),

@@ -8,6 +8,8 @@
 //! | `POST …/repos/{slug}/pull-requests` (`title`, `description`, `fromRef.id`, `toRef.id`) | 201 the pull request; 409 `DuplicatePullRequestException` (with `existingPullRequest`) when an open one has the same branches; 404 `NoSuchBranchException` for a branch the repository lacks; 400 for equal branches |
 //! | `POST …/pull-requests/{id}/comments` (`text`) | 201 the comment |
 //! | `POST …/settings/pull-requests` (`mergeConfig`, `requiredApprovers`, `requiredAllTasksComplete`) | 200 the settings; 401 `AuthorisationException` without admin rights |
+//! | `PUT branch-utils/1.0/projects/{key}/repos/{slug}/branchmodel/configuration` (`development`, `production`, `types`) | 200 the branching model; 401 `AuthorisationException` without admin rights |
+//! | `POST keys/1.0/projects/{key}/repos/{slug}/ssh` (`key.text`, `key.label`, `permission`) | 201 the access key; 409 when the repository has the key; 401 `AuthorisationException` without admin rights |
 //! | `POST …/webhooks` (`name`, `url`, `events`, `active`, `configuration.secret`) | 201 the webhook (without its secret); 400 without `name` or `url`; 401 `AuthorisationException` without admin rights |
 //!
 //! Errors are DC's `{"errors": [{"context", "message", "exceptionName"}]}`.
@@ -67,7 +69,9 @@ pub(super) fn handle(
         );
     };
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
-    let ["api", "1.0", "projects", key, rest @ ..] = p.as_slice() else {
+    let [root @ ("api" | "branch-utils" | "keys"), "1.0", "projects", key, rest @ ..] =
+        p.as_slice()
+    else {
         return api_out(
             super::errors(StatusCode::NOT_FOUND, "No such REST resource"),
             principal,
@@ -82,7 +86,9 @@ pub(super) fn handle(
         return api_out(not_permitted(&format!("access project {key}")), principal);
     }
     let resp = match (method, rest) {
-        (&Method::POST, ["repos"]) => create_repo(shared, &mut st, &caller, &key, &body),
+        (&Method::POST, ["repos"]) if *root == "api" => {
+            create_repo(shared, &mut st, &caller, &key, &body)
+        }
         (_, ["repos", slug, tail @ ..]) => {
             let admin = is_admin(&st, &caller, &key);
             let Some(repo) = st
@@ -94,24 +100,45 @@ pub(super) fn handle(
                 return api_out(super::errors(StatusCode::NOT_FOUND, &msg), principal);
             };
             let user = caller.principal.trim_start_matches("token:").to_string();
-            match (method, tail) {
-                (&Method::PUT, []) if !admin => {
+            match (*root, method, tail) {
+                ("branch-utils" | "keys", _, _) if !admin => {
+                    not_permitted(&format!("administer repository {key}/{slug}"))
+                }
+                ("branch-utils", &Method::PUT, ["branchmodel", "configuration"]) => {
+                    branch_model(repo, &body)
+                }
+                ("keys", &Method::POST, ["ssh"]) => {
+                    let shown = render(shared, &st, &key, slug, &caller);
+                    let Some(repo) = st
+                        .projects
+                        .get_mut(&key)
+                        .and_then(|p| p.repos.get_mut(*slug))
+                    else {
+                        return api_out(super::errors(StatusCode::NOT_FOUND, "gone"), principal);
+                    };
+                    access_key(repo, &body, shown)
+                }
+                ("branch-utils" | "keys", _, _) => super::errors(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "This method is not supported here",
+                ),
+                (_, &Method::PUT, []) if !admin => {
                     not_permitted(&format!("update repository {key}/{slug}"))
                 }
-                (&Method::PUT, []) => {
+                (_, &Method::PUT, []) => {
                     update_repo(repo, &body);
                     let v = render(shared, &st, &key, slug, &caller);
                     super::json_response(StatusCode::OK, &v)
                 }
-                (&Method::POST, ["pull-requests"]) => create_pr(repo, &key, slug, &user, &body),
-                (&Method::POST, ["pull-requests", id, "comments"]) => {
+                (_, &Method::POST, ["pull-requests"]) => create_pr(repo, &key, slug, &user, &body),
+                (_, &Method::POST, ["pull-requests", id, "comments"]) => {
                     comment(repo, id, &user, &body)
                 }
-                (&Method::POST, ["settings", "pull-requests"] | ["webhooks"]) if !admin => {
+                (_, &Method::POST, ["settings", "pull-requests"] | ["webhooks"]) if !admin => {
                     not_permitted(&format!("administer repository {key}/{slug}"))
                 }
-                (&Method::POST, ["settings", "pull-requests"]) => pr_settings(repo, &body),
-                (&Method::POST, ["webhooks"]) => webhook(repo, &body),
+                (_, &Method::POST, ["settings", "pull-requests"]) => pr_settings(repo, &body),
+                (_, &Method::POST, ["webhooks"]) => webhook(repo, &body),
                 _ => super::errors(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "This method is not supported here",
@@ -372,5 +399,61 @@ fn webhook(repo: &mut Repo, body: &Value) -> Response<Body> {
         &json!({"id": id, "name": name, "url": url, "events": events, "active": active,
             "createdDate": created, "updatedDate": created, "configuration": {},
             "scopeType": "repository", "sslVerificationRequired": true}),
+    )
+}
+
+/// `PUT …/branchmodel/configuration`: development and production branches, and the
+/// enabled branch types.
+fn branch_model(repo: &mut Repo, body: &Value) -> Response<Body> {
+    let branch = |k: &str| {
+        let b = body.get(k).filter(|b| !b.is_null())?;
+        if b["useDefault"].as_bool() == Some(true) {
+            return None;
+        }
+        let id = b["refId"].as_str()?;
+        Some(id.strip_prefix("refs/heads/").unwrap_or(id).to_string())
+    };
+    let bm = &mut repo.metadata.branching_model;
+    bm.development = branch("development");
+    bm.production = branch("production");
+    if let Some(types) = body["types"].as_array() {
+        bm.types = types
+            .iter()
+            .filter(|t| t["enabled"].as_bool().unwrap_or(true))
+            .filter_map(|t| {
+                let id = t["id"].as_str()?.to_ascii_lowercase();
+                Some((id, t["prefix"].as_str().unwrap_or("").to_string()))
+            })
+            .collect();
+    }
+    super::json_response(StatusCode::OK, &super::meta::branch_model(&repo.metadata))
+}
+
+/// `POST keys/1.0/…/ssh`.
+fn access_key(repo: &mut Repo, body: &Value, shown: Value) -> Response<Body> {
+    let Some(text) = body
+        .pointer("/key/text")
+        .and_then(Value::as_str)
+        .map(str::trim)
+    else {
+        return super::errors(StatusCode::BAD_REQUEST, "key.text is required");
+    };
+    let m = &mut repo.metadata;
+    if m.deploy_keys.iter().any(|k| k.key.trim() == text) {
+        return super::errors(
+            StatusCode::CONFLICT,
+            "This SSH key is already added to this repository.",
+        );
+    }
+    let label = body
+        .pointer("/key/label")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let id = m.add_deploy_key(label, text);
+    let permission = body["permission"].as_str().unwrap_or("REPO_READ");
+    super::json_response(
+        StatusCode::CREATED,
+        &json!({"key": {"id": id, "text": text, "label": label}, "repository": shown,
+            "permission": permission}),
     )
 }
