@@ -143,6 +143,7 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
             &["repo:refs_changed"],
             Some("s3cr3t"),
         );
+        m.add_branch_restriction("push", "main", &["jane"], None);
         m.branching_model.development = Some("develop".into());
         m.branching_model.types = vec![("feature".into(), "feat/".into())];
         m.add_deploy_key(
@@ -173,6 +174,7 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
             "repository",
             "pullrequests",
             "pull-request-settings",
+            "branch-permissions",
             "branching-model",
             "webhooks",
             "access-keys"
@@ -457,6 +459,38 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
         "{out:?}"
     );
     assert_eq!(server.metadata(KEY, "app", |m| m.deploy_keys.len()), 1);
+    let perms = backed_up(&s, &source, "branch-permissions");
+    assert_eq!(perms.len(), 1);
+    for round in 0..2 {
+        let out = outcomes(
+            s.restore_documents(
+                &created,
+                "branch-permissions",
+                &c,
+                &perms,
+                Arc::new(NoFiles),
+            )
+            .expect("perms"),
+        );
+        let o = out.values().next().expect("one");
+        match round {
+            0 => assert!(matches!(o, RestoreOutcome::Restored(_)), "{o:?}"),
+            _ => assert!(
+                matches!(o, RestoreOutcome::Skipped(m) if m.starts_with("already exists")),
+                "{o:?}"
+            ),
+        }
+    }
+    let r = server.metadata(KEY, "app", |m| m.branch_restrictions.clone());
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (
+            r[0].kind.as_str(),
+            r[0].pattern.as_str(),
+            r[0].users.clone()
+        ),
+        ("push", "main", vec!["jane".to_string()])
+    );
     let v = server.request_log();
     assert!(v
         .iter()

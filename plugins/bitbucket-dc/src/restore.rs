@@ -4,8 +4,10 @@
 //! (of this provider or of Bitbucket Cloud) into it, and a Data Center snapshot's
 //! `pull-request-settings` (`POST …/settings/pull-requests`), `branching-model` (`PUT
 //! /rest/branch-utils/1.0/…/branchmodel/configuration`), `webhooks` (`POST …/webhooks`;
-//! secrets were never backed up: each created hook `needs-user`) and `access-keys`
-//! (`POST /rest/keys/1.0/…/ssh`; a key the repository has is skipped).
+//! secrets were never backed up: each created hook `needs-user`), `access-keys`
+//! (`POST /rest/keys/1.0/…/ssh`; a key the repository has is skipped) and
+//! `branch-permissions` (`POST /rest/branch-permissions/2.0/…/restrictions`; one of the
+//! same type on the same branches is skipped).
 //!
 //! Nothing is overwritten or deleted: a pull request that exists already (DC's 409
 //! `DuplicatePullRequestException`) is `skipped` naming it. A 401 or 403 fails the whole
@@ -32,6 +34,7 @@ pub fn kinds(source_provider: &str) -> Vec<RestoreKind> {
             "repository",
             "pullrequests",
             "pull-request-settings",
+            "branch-permissions",
             "branching-model",
             "webhooks",
             "access-keys",
@@ -149,6 +152,11 @@ pub fn restore(
         _ => Vec::new(),
     };
     let keys_at = under("keys/1.0")?;
+    let perms_at = format!("{}/restrictions", under("branch-permissions/2.0")?);
+    let perms = match kind {
+        "branch-permissions" => existing_restrictions(&perms_at)?,
+        _ => Vec::new(),
+    };
     let keys = match kind {
         "access-keys" => existing_keys(&keys_at)?,
         _ => Vec::new(),
@@ -171,6 +179,7 @@ pub fn restore(
             "webhooks" => webhook(&at, &value, &hooks)?,
             "branching-model" => branching_model(&under("branch-utils/1.0")?, &value)?,
             "access-keys" => access_key(&keys_at, &value, &keys)?,
+            "branch-permissions" => restriction(&perms_at, &value, &perms)?,
             other => RestoreOutcome::Skipped(format!(
                 "kind {other} is not restorable into Bitbucket Data Center"
             )),
@@ -512,11 +521,12 @@ fn pr_settings(at: &str, doc: &Value) -> Result<RestoreOutcome, ProviderError> {
     })
 }
 
-/// Webhooks as ((name, url), id).
-type Hooks = Vec<((String, String), String)>;
+/// Items a repository has, as (what makes two the same, id): webhooks by (name, url),
+/// branch permissions by (type, matcher).
+type Existing = Vec<((String, String), String)>;
 
 /// The repository's webhooks as ((name, url), id) (`GET …/webhooks`, needs REPO_ADMIN).
-fn existing_hooks(at: &str) -> Result<Hooks, ProviderError> {
+fn existing_hooks(at: &str) -> Result<Existing, ProviderError> {
     let page = get_page(&format!("{at}/webhooks?start=0&limit=1000"))?;
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     Ok(page
@@ -530,7 +540,7 @@ fn existing_hooks(at: &str) -> Result<Hooks, ProviderError> {
 
 /// `webhooks`: `POST …/webhooks` unless a hook with its name and URL exists; the secret
 /// (never backed up) is for the user to re-enter.
-fn webhook(at: &str, doc: &Value, existing: &Hooks) -> Result<RestoreOutcome, ProviderError> {
+fn webhook(at: &str, doc: &Value, existing: &Existing) -> Result<RestoreOutcome, ProviderError> {
     let text = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let (name, url) = (text("name"), text("url"));
     if let Some((_, id)) = existing.iter().find(|((n, u), _)| *n == name && *u == url) {
@@ -651,6 +661,74 @@ fn access_key(
             RestoreOutcome::Restored(id)
         }
         401 | 403 => return Err(refusal("POST", &url, resp.status, &resp.body)),
+        status => RestoreOutcome::Failed(format!(
+            "POST {url}: HTTP {status}: {}",
+            message(&resp.body)
+        )),
+    })
+}
+
+/// The repository's branch permissions as ((type, matcher id), id).
+fn existing_restrictions(url: &str) -> Result<Existing, ProviderError> {
+    let page = get_page(&format!("{url}?start=0&limit=1000"))?;
+    Ok(page
+        .iter()
+        .map(|r| {
+            (
+                restriction_key(r),
+                r.get("id").map(|i| i.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// What makes two branch permissions the same: their type and matcher.
+fn restriction_key(r: &Value) -> (String, String) {
+    let text = |p: &str| {
+        r.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    (text("/type"), text("/matcher/id"))
+}
+
+/// `branch-permissions`: `POST …/restrictions` (users by name, groups, no access keys:
+/// their ids differ on another server) unless one of the same type and matcher exists.
+fn restriction(
+    url: &str,
+    doc: &Value,
+    existing: &Existing,
+) -> Result<RestoreOutcome, ProviderError> {
+    let key = restriction_key(doc);
+    if let Some((_, id)) = existing.iter().find(|(k, _)| *k == key) {
+        return Ok(RestoreOutcome::Skipped(format!(
+            "already exists: restriction {id}"
+        )));
+    }
+    let m = doc.get("matcher").cloned().unwrap_or(Value::Null);
+    let users: Vec<Value> = doc
+        .get("users")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.get("slug").or_else(|| u.get("name")).cloned())
+        .collect();
+    let body = json!({
+        "type": key.0,
+        "matcher": {"id": m.get("id"), "displayId": m.get("displayId"),
+            "type": {"id": m.pointer("/type/id")}, "active": true},
+        "users": users,
+        "groups": doc.get("groups").cloned().unwrap_or_else(|| json!([])),
+        "accessKeys": [],
+    });
+    let resp = send_json("POST", url, &body)?;
+    Ok(match resp.status {
+        200..=299 => {
+            let created: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+            RestoreOutcome::Restored(created.get("id").map(|i| i.to_string()).unwrap_or_default())
+        }
+        401 | 403 => return Err(refusal("POST", url, resp.status, &resp.body)),
         status => RestoreOutcome::Failed(format!(
             "POST {url}: HTTP {status}: {}",
             message(&resp.body)

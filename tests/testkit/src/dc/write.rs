@@ -10,6 +10,7 @@
 //! | `POST …/settings/pull-requests` (`mergeConfig`, `requiredApprovers`, `requiredAllTasksComplete`) | 200 the settings; 401 `AuthorisationException` without admin rights |
 //! | `PUT branch-utils/1.0/projects/{key}/repos/{slug}/branchmodel/configuration` (`development`, `production`, `types`) | 200 the branching model; 401 `AuthorisationException` without admin rights |
 //! | `POST keys/1.0/projects/{key}/repos/{slug}/ssh` (`key.text`, `key.label`, `permission`) | 201 the access key; 409 when the repository has the key; 401 `AuthorisationException` without admin rights |
+//! | `POST branch-permissions/2.0/projects/{key}/repos/{slug}/restrictions` (`type`, `matcher`, `users`, `groups`) | 200 the restriction; 400 for an unknown type; 401 `AuthorisationException` without admin rights |
 //! | `POST …/webhooks` (`name`, `url`, `events`, `active`, `configuration.secret`) | 201 the webhook (without its secret); 400 without `name` or `url`; 401 `AuthorisationException` without admin rights |
 //!
 //! Errors are DC's `{"errors": [{"context", "message", "exceptionName"}]}`.
@@ -69,7 +70,7 @@ pub(super) fn handle(
         );
     };
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
-    let [root @ ("api" | "branch-utils" | "keys"), "1.0", "projects", key, rest @ ..] =
+    let [root @ ("api" | "branch-utils" | "keys" | "branch-permissions"), "1.0" | "2.0", "projects", key, rest @ ..] =
         p.as_slice()
     else {
         return api_out(
@@ -101,7 +102,7 @@ pub(super) fn handle(
             };
             let user = caller.principal.trim_start_matches("token:").to_string();
             match (*root, method, tail) {
-                ("branch-utils" | "keys", _, _) if !admin => {
+                ("branch-utils" | "keys" | "branch-permissions", _, _) if !admin => {
                     not_permitted(&format!("administer repository {key}/{slug}"))
                 }
                 ("branch-utils", &Method::PUT, ["branchmodel", "configuration"]) => {
@@ -118,7 +119,8 @@ pub(super) fn handle(
                     };
                     access_key(repo, &body, shown)
                 }
-                ("branch-utils" | "keys", _, _) => super::errors(
+                ("branch-permissions", &Method::POST, ["restrictions"]) => restriction(repo, &body),
+                ("branch-utils" | "keys" | "branch-permissions", _, _) => super::errors(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "This method is not supported here",
                 ),
@@ -455,5 +457,49 @@ fn access_key(repo: &mut Repo, body: &Value, shown: Value) -> Response<Body> {
         StatusCode::CREATED,
         &json!({"key": {"id": id, "text": text, "label": label}, "repository": shown,
             "permission": permission}),
+    )
+}
+
+/// `POST branch-permissions/2.0/…/restrictions`.
+fn restriction(repo: &mut Repo, body: &Value) -> Response<Body> {
+    let kind = match body["type"].as_str().unwrap_or("") {
+        "read-only" => "push",
+        "no-deletes" => "delete",
+        "fast-forward-only" => "force",
+        "pull-request-only" => "restrict_merges",
+        other => {
+            let msg = format!("'{other}' is not a valid restriction type");
+            return super::errors(StatusCode::BAD_REQUEST, &msg);
+        }
+    };
+    let id = body
+        .pointer("/matcher/id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let pattern = id.strip_prefix("refs/heads/").unwrap_or(id);
+    if pattern.is_empty() {
+        return super::errors(StatusCode::BAD_REQUEST, "matcher.id is required");
+    }
+    let users: Vec<&str> = body["users"]
+        .as_array()
+        .map(|u| u.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let m = &mut repo.metadata;
+    let rid = m.add_branch_restriction(kind, pattern, &users, None);
+    let groups: Vec<String> = body["groups"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(r) = m.branch_restrictions.iter_mut().find(|r| r.id == rid) {
+        r.groups = groups.clone();
+    }
+    super::json_response(
+        StatusCode::OK,
+        &json!({"id": rid, "type": body["type"], "matcher": body["matcher"],
+            "users": users, "groups": groups, "accessKeys": []}),
     )
 }
