@@ -1121,7 +1121,7 @@ fn each_component_is_linked_against_the_world_version_it_exports() {
     let reg = &shared().registry;
     for (id, version) in [
         ("bitbucket-cloud", "0.4.0"),
-        ("bitbucket-dc", "0.3.0"),
+        ("bitbucket-dc", "0.4.0"),
         ("misbehaving", "0.4.0"),
     ] {
         let p = reg.get(id).expect("loaded");

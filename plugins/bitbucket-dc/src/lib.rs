@@ -1,12 +1,15 @@
 //! reposafe provider component for Bitbucket Data Center (and Server).
 //!
-//! Implements the `provider-plugin` world of `wit/v0.3/provider.wit`: it describes
+//! Implements the `provider-plugin` world of `wit/v0.4/provider.wit`: it describes
 //! the settings and credential kinds a Data Center connection uses, lists the
 //! projects a credential can see (`GET /rest/api/1.0/projects`), the personal
 //! projects (`~USER`) of the personal repositories it can see
 //! (`GET /rest/api/1.0/repos`), and the repositories of one project
 //! (`GET /rest/api/1.0/projects/{key}/repos`); and (in [`meta`]) what else a
-//! repository and a project hold: LFS server, pull requests, settings.
+//! repository and a project hold: LFS server, pull requests, settings; and (in
+//! [`restore`], world 0.4.0) restoring into the server: finding and creating a
+//! repository, writing back the `repository` and `pullrequests` documents of a
+//! snapshot of this provider or of Bitbucket Cloud.
 //!
 //! Paging uses `start`/`limit` and continues only from the page's own
 //! `nextPageStart`; a page that says `isLastPage: false` without a
@@ -21,11 +24,12 @@ mod budget;
 #[path = "../../shared/documents.rs"]
 mod documents;
 mod meta;
+mod restore;
 #[path = "../../shared/time.rs"]
 mod time;
 
 wit_bindgen::generate!({
-    path: "../../wit/v0.3",
+    path: "../../wit/v0.4",
     world: "provider-plugin",
 });
 
@@ -35,7 +39,8 @@ use reposafe::provider::http::HttpError;
 use reposafe::provider::log::{self as host_log, Level};
 use reposafe::provider::types::{
     AuthScheme, Connection, CredentialKind, CredentialSupport, DocumentPage, MetadataKind,
-    ProviderError, ProviderInfo, Repository, RepositoryPage, RepositoryParts, Scope, Setting,
+    NewRepository, ProviderError, ProviderInfo, Repository, RepositoryPage, RepositoryParts,
+    RestoreContext, RestoreDocument, RestoreKind, RestoredDocument, Scope, Setting,
 };
 
 /// Setting names.
@@ -218,6 +223,35 @@ impl Guest for Component {
     ) -> Result<DocumentPage, ProviderError> {
         meta::list_scope(&conn, &scope, &kind, cursor.as_deref())
     }
+
+    fn find_repository(
+        conn: Connection,
+        scope: String,
+        slug: String,
+    ) -> Result<Option<Repository>, ProviderError> {
+        restore::find(&conn, &scope, &slug)
+    }
+
+    fn create_repository(
+        conn: Connection,
+        new: NewRepository,
+    ) -> Result<Repository, ProviderError> {
+        restore::create(&conn, &new)
+    }
+
+    fn restorable_kinds(_conn: Connection, source_provider: String) -> Vec<RestoreKind> {
+        restore::kinds(&source_provider)
+    }
+
+    fn restore_documents(
+        conn: Connection,
+        repo: Repository,
+        kind: String,
+        context: RestoreContext,
+        documents: Vec<RestoreDocument>,
+    ) -> Result<Vec<RestoredDocument>, ProviderError> {
+        restore::restore(&conn, &repo, &kind, &context, &documents)
+    }
 }
 
 /// GETs a metadata URL; the body of a 2xx answer, `None` for 404 (the kind does
@@ -258,6 +292,12 @@ fn is_authorisation_exception(body: &[u8]) -> bool {
 
 /// The server's message of a 403 (`{"errors": [{"message": ...}]}`), else an excerpt.
 fn forbidden_reason(body: &[u8], url: &str) -> String {
+    server_messages(body).unwrap_or_else(|| format!("GET {url}: 403 {}", excerpt(body)))
+}
+
+/// The messages of a DC error body (`{"errors": [{"message": ...}]}`), joined; `None`
+/// when it has none.
+fn server_messages(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let messages: Vec<&str> = value
         .get("errors")
@@ -268,11 +308,7 @@ fn forbidden_reason(body: &[u8], url: &str) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    if messages.is_empty() {
-        format!("GET {url}: 403 {}", excerpt(body))
-    } else {
-        messages.join("; ")
-    }
+    (!messages.is_empty()).then(|| messages.join("; "))
 }
 
 fn credential_kinds() -> Vec<CredentialSupport> {

@@ -192,7 +192,7 @@ pub(super) fn project_endpoint(
     Some(resp)
 }
 
-fn pr_settings(m: &RepoMetadata) -> Value {
+pub(super) fn pr_settings(m: &RepoMetadata) -> Value {
     let strategy = |id: &str| {
         let (name, flag) = match id {
             "no-ff" => ("Merge commit", "--no-ff"),
@@ -261,7 +261,7 @@ fn conditions(base: &str, reviewers: &[String], scope: &str, id: u64) -> Vec<Val
     })]
 }
 
-fn branch_model(m: &RepoMetadata) -> Value {
+pub(super) fn branch_model(m: &RepoMetadata) -> Value {
     let bm = &m.branching_model;
     let branch = |b: &Option<String>| match b {
         Some(name) => json!({"refId": format!("refs/heads/{name}"), "useDefault": false}),

@@ -53,6 +53,7 @@ use crate::tempdir::TempDir;
 use crate::testca::TestCa;
 
 pub mod meta;
+mod write;
 pub use meta::NOT_PERMITTED;
 
 /// Default and largest `limit` of a page, as on a default Data Center.
@@ -136,6 +137,8 @@ struct Repo {
     metadata: RepoMetadata,
     /// Git LFS enabled (`/rest/git-lfs/admin/.../enabled` answers 204, the batch API works).
     lfs: bool,
+    description: Option<String>,
+    forkable: bool,
 }
 
 struct Project {
@@ -361,6 +364,8 @@ impl DcServer {
                     public,
                     metadata,
                     lfs,
+                    description: None,
+                    forkable: true,
                 },
             );
         }
@@ -696,6 +701,13 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
         );
     };
     match segs.first().map(String::as_str) {
+        Some("rest") if segs.len() >= 3 && req.method() != Method::GET => {
+            let (method, headers) = (req.method().clone(), req.headers().clone());
+            match http_body_util::BodyExt::collect(req.into_body()).await {
+                Ok(body) => write::handle(shared, &method, &headers, &segs[1..], &body.to_bytes()),
+                Err(_) => api_out(errors(StatusCode::BAD_REQUEST, "Unreadable body"), None),
+            }
+        }
         Some("rest") if segs.len() >= 3 => {
             api(shared, req.method(), req.headers(), &segs[1..], &params)
         }
@@ -926,7 +938,7 @@ fn repo_json(
         (Some(u), Some((scheme, rest))) => format!("{scheme}://{u}@{rest}/scm/{lkey}/{slug}.git"),
         _ => format!("{base}/scm/{lkey}/{slug}.git"),
     };
-    json!({
+    let mut v = json!({
         "slug": slug,
         "id": r.id,
         "name": slug,
@@ -934,7 +946,7 @@ fn repo_json(
         "scmId": "git",
         "state": "AVAILABLE",
         "statusMessage": "Available",
-        "forkable": true,
+        "forkable": r.forkable,
         "project": project_json(key, p),
         "public": r.public,
         "archived": false,
@@ -945,7 +957,11 @@ fn repo_json(
             ],
             "self": [{"href": format!("{base}/projects/{key}/repos/{slug}/browse")}]
         }
-    })
+    });
+    if let Some(d) = &r.description {
+        v["description"] = json!(d);
+    }
+    v
 }
 
 fn api(
