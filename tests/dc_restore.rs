@@ -109,6 +109,32 @@ fn backed_up(s: &ProviderSession<'_>, repo: &Repository, kind: &str) -> Vec<Rest
         .collect()
 }
 
+/// Restores `docs` of `kind` twice: written the first time, skipped as existing the second.
+fn restored_then_skipped(
+    s: &ProviderSession<'_>,
+    repo: &Repository,
+    kind: &str,
+    docs: &[RestoreDocument],
+) {
+    let c = ctx("bitbucket-dc", &[]);
+    for round in 0..2 {
+        let out = outcomes(
+            s.restore_documents(repo, kind, &c, docs, Arc::new(NoFiles))
+                .expect(kind),
+        );
+        assert_eq!(out.len(), docs.len());
+        for o in out.values() {
+            match round {
+                0 => assert!(matches!(o, RestoreOutcome::Restored(_)), "{kind}: {o:?}"),
+                _ => assert!(
+                    matches!(o, RestoreOutcome::Skipped(m) if m.starts_with("already exists")),
+                    "{kind}: {o:?}"
+                ),
+            }
+        }
+    }
+}
+
 fn outcomes(r: Vec<reposafe::providers::RestoredDocument>) -> BTreeMap<String, RestoreOutcome> {
     r.into_iter().map(|d| (d.id, d.outcome)).collect()
 }
@@ -144,6 +170,7 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
             Some("s3cr3t"),
         );
         m.add_branch_restriction("push", "main", &["jane"], None);
+        m.default_reviewers = vec!["jane".to_string()];
         m.branching_model.development = Some("develop".into());
         m.branching_model.types = vec![("feature".into(), "feat/".into())];
         m.add_deploy_key(
@@ -175,6 +202,7 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
             "pullrequests",
             "pull-request-settings",
             "branch-permissions",
+            "default-reviewers",
             "branching-model",
             "webhooks",
             "access-keys"
@@ -461,26 +489,15 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
     assert_eq!(server.metadata(KEY, "app", |m| m.deploy_keys.len()), 1);
     let perms = backed_up(&s, &source, "branch-permissions");
     assert_eq!(perms.len(), 1);
-    for round in 0..2 {
-        let out = outcomes(
-            s.restore_documents(
-                &created,
-                "branch-permissions",
-                &c,
-                &perms,
-                Arc::new(NoFiles),
-            )
-            .expect("perms"),
-        );
-        let o = out.values().next().expect("one");
-        match round {
-            0 => assert!(matches!(o, RestoreOutcome::Restored(_)), "{o:?}"),
-            _ => assert!(
-                matches!(o, RestoreOutcome::Skipped(m) if m.starts_with("already exists")),
-                "{o:?}"
-            ),
-        }
-    }
+    restored_then_skipped(&s, &created, "branch-permissions", &perms);
+    server.add_user("jane", "jane-password");
+    let reviewers = backed_up(&s, &source, "default-reviewers");
+    assert_eq!(reviewers.len(), 1);
+    restored_then_skipped(&s, &created, "default-reviewers", &reviewers);
+    assert_eq!(
+        server.metadata(KEY, "app", |m| m.default_reviewers.clone()),
+        ["jane"]
+    );
     let r = server.metadata(KEY, "app", |m| m.branch_restrictions.clone());
     assert_eq!(r.len(), 1);
     assert_eq!(
