@@ -139,8 +139,19 @@ fn outcomes(r: Vec<reposafe::providers::RestoredDocument>) -> BTreeMap<String, R
     r.into_iter().map(|d| (d.id, d.outcome)).collect()
 }
 
-#[test]
-fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
+/// A DC source repository (pull requests, settings) and a target repository created
+/// from it through the provider, with the source's git pushed into it.
+struct Target {
+    _scratch: TempDir,
+    server: DcServer,
+    s: ProviderSession<'static>,
+    source: Repository,
+    created: Repository,
+    original: Value,
+    pr_docs: Vec<RestoreDocument>,
+}
+
+fn target() -> Target {
     let scratch = TempDir::new("dc-restore");
     let server = server();
     // The source: a DC repository with two open pull requests (one with comments) and a
@@ -242,6 +253,28 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
         .repo_path(KEY, "app")
         .expect("created bare repository");
     w.push_mirror(&bare);
+    Target {
+        _scratch: scratch,
+        server,
+        s,
+        source,
+        created,
+        original,
+        pr_docs,
+    }
+}
+
+#[test]
+fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
+    let Target {
+        server,
+        s,
+        created,
+        original,
+        pr_docs,
+        ..
+    } = target();
+    let bare = server.repo_path(KEY, "app").expect("created");
 
     let restored = s
         .restore_documents(
@@ -400,6 +433,22 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
         RestoreOutcome::Restored("repository".into())
     );
 
+    let v = server.request_log();
+    assert!(v
+        .iter()
+        .any(|r| r.method == "PUT" && r.path.ends_with("/repos/app") && r.status == 200));
+}
+
+#[test]
+fn the_settings_kinds_are_restored_once() {
+    let Target {
+        server,
+        s,
+        source,
+        created,
+        ..
+    } = target();
+    let c = ctx("bitbucket-dc", &[]);
     // Settings: the pull request settings, and the webhook (its secret for the user).
     let settings_docs = backed_up(&s, &source, "pull-request-settings");
     let hook_docs = backed_up(&s, &source, "webhooks");
@@ -508,10 +557,6 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
         ),
         ("push", "main", vec!["jane".to_string()])
     );
-    let v = server.request_log();
-    assert!(v
-        .iter()
-        .any(|r| r.method == "PUT" && r.path.ends_with("/repos/app") && r.status == 200));
 }
 
 #[test]
