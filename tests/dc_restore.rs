@@ -109,12 +109,49 @@ fn backed_up(s: &ProviderSession<'_>, repo: &Repository, kind: &str) -> Vec<Rest
         .collect()
 }
 
+/// Restores `docs` of `kind` twice: written the first time, skipped as existing the second.
+fn restored_then_skipped(
+    s: &ProviderSession<'_>,
+    repo: &Repository,
+    kind: &str,
+    docs: &[RestoreDocument],
+) {
+    let c = ctx("bitbucket-dc", &[]);
+    for round in 0..2 {
+        let out = outcomes(
+            s.restore_documents(repo, kind, &c, docs, Arc::new(NoFiles))
+                .expect(kind),
+        );
+        assert_eq!(out.len(), docs.len());
+        for o in out.values() {
+            match round {
+                0 => assert!(matches!(o, RestoreOutcome::Restored(_)), "{kind}: {o:?}"),
+                _ => assert!(
+                    matches!(o, RestoreOutcome::Skipped(m) if m.starts_with("already exists")),
+                    "{kind}: {o:?}"
+                ),
+            }
+        }
+    }
+}
+
 fn outcomes(r: Vec<reposafe::providers::RestoredDocument>) -> BTreeMap<String, RestoreOutcome> {
     r.into_iter().map(|d| (d.id, d.outcome)).collect()
 }
 
-#[test]
-fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
+/// A DC source repository (pull requests, settings) and a target repository created
+/// from it through the provider, with the source's git pushed into it.
+struct Target {
+    _scratch: TempDir,
+    server: DcServer,
+    s: ProviderSession<'static>,
+    source: Repository,
+    created: Repository,
+    original: Value,
+    pr_docs: Vec<RestoreDocument>,
+}
+
+fn target() -> Target {
     let scratch = TempDir::new("dc-restore");
     let server = server();
     // The source: a DC repository with two open pull requests (one with comments) and a
@@ -144,6 +181,7 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
             Some("s3cr3t"),
         );
         m.add_branch_restriction("push", "main", &["jane"], None);
+        m.default_reviewers = vec!["jane".to_string()];
         m.branching_model.development = Some("develop".into());
         m.branching_model.types = vec![("feature".into(), "feat/".into())];
         m.add_deploy_key(
@@ -175,6 +213,7 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
             "pullrequests",
             "pull-request-settings",
             "branch-permissions",
+            "default-reviewers",
             "branching-model",
             "webhooks",
             "access-keys"
@@ -214,6 +253,28 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
         .repo_path(KEY, "app")
         .expect("created bare repository");
     w.push_mirror(&bare);
+    Target {
+        _scratch: scratch,
+        server,
+        s,
+        source,
+        created,
+        original,
+        pr_docs,
+    }
+}
+
+#[test]
+fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
+    let Target {
+        server,
+        s,
+        created,
+        original,
+        pr_docs,
+        ..
+    } = target();
+    let bare = server.repo_path(KEY, "app").expect("created");
 
     let restored = s
         .restore_documents(
@@ -372,6 +433,22 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
         RestoreOutcome::Restored("repository".into())
     );
 
+    let v = server.request_log();
+    assert!(v
+        .iter()
+        .any(|r| r.method == "PUT" && r.path.ends_with("/repos/app") && r.status == 200));
+}
+
+#[test]
+fn the_settings_kinds_are_restored_once() {
+    let Target {
+        server,
+        s,
+        source,
+        created,
+        ..
+    } = target();
+    let c = ctx("bitbucket-dc", &[]);
     // Settings: the pull request settings, and the webhook (its secret for the user).
     let settings_docs = backed_up(&s, &source, "pull-request-settings");
     let hook_docs = backed_up(&s, &source, "webhooks");
@@ -461,26 +538,15 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
     assert_eq!(server.metadata(KEY, "app", |m| m.deploy_keys.len()), 1);
     let perms = backed_up(&s, &source, "branch-permissions");
     assert_eq!(perms.len(), 1);
-    for round in 0..2 {
-        let out = outcomes(
-            s.restore_documents(
-                &created,
-                "branch-permissions",
-                &c,
-                &perms,
-                Arc::new(NoFiles),
-            )
-            .expect("perms"),
-        );
-        let o = out.values().next().expect("one");
-        match round {
-            0 => assert!(matches!(o, RestoreOutcome::Restored(_)), "{o:?}"),
-            _ => assert!(
-                matches!(o, RestoreOutcome::Skipped(m) if m.starts_with("already exists")),
-                "{o:?}"
-            ),
-        }
-    }
+    restored_then_skipped(&s, &created, "branch-permissions", &perms);
+    server.add_user("jane", "jane-password");
+    let reviewers = backed_up(&s, &source, "default-reviewers");
+    assert_eq!(reviewers.len(), 1);
+    restored_then_skipped(&s, &created, "default-reviewers", &reviewers);
+    assert_eq!(
+        server.metadata(KEY, "app", |m| m.default_reviewers.clone()),
+        ["jane"]
+    );
     let r = server.metadata(KEY, "app", |m| m.branch_restrictions.clone());
     assert_eq!(r.len(), 1);
     assert_eq!(
@@ -491,10 +557,6 @@ fn a_repository_is_created_and_dc_and_cloud_documents_are_restored_once() {
         ),
         ("push", "main", vec!["jane".to_string()])
     );
-    let v = server.request_log();
-    assert!(v
-        .iter()
-        .any(|r| r.method == "PUT" && r.path.ends_with("/repos/app") && r.status == 200));
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! secrets were never backed up: each created hook `needs-user`), `access-keys`
 //! (`POST /rest/keys/1.0/…/ssh`; a key the repository has is skipped) and
 //! `branch-permissions` (`POST /rest/branch-permissions/2.0/…/restrictions`; one of the
-//! same type on the same branches is skipped).
+//! same type on the same branches is skipped) and `default-reviewers` (`POST
+//! /rest/default-reviewers/1.0/…/condition`, reviewers by user id: a restore into
+//! another server needs the same users; one with the same matchers is skipped).
 //!
 //! Nothing is overwritten or deleted: a pull request that exists already (DC's 409
 //! `DuplicatePullRequestException`) is `skipped` naming it. A 401 or 403 fails the whole
@@ -35,6 +37,7 @@ pub fn kinds(source_provider: &str) -> Vec<RestoreKind> {
             "pullrequests",
             "pull-request-settings",
             "branch-permissions",
+            "default-reviewers",
             "branching-model",
             "webhooks",
             "access-keys",
@@ -157,6 +160,11 @@ pub fn restore(
         "branch-permissions" => existing_restrictions(&perms_at)?,
         _ => Vec::new(),
     };
+    let reviewers_at = under("default-reviewers/1.0")?;
+    let conditions = match kind {
+        "default-reviewers" => existing_conditions(&reviewers_at)?,
+        _ => Vec::new(),
+    };
     let keys = match kind {
         "access-keys" => existing_keys(&keys_at)?,
         _ => Vec::new(),
@@ -180,6 +188,7 @@ pub fn restore(
             "branching-model" => branching_model(&under("branch-utils/1.0")?, &value)?,
             "access-keys" => access_key(&keys_at, &value, &keys)?,
             "branch-permissions" => restriction(&perms_at, &value, &perms)?,
+            "default-reviewers" => condition(&reviewers_at, &value, &conditions)?,
             other => RestoreOutcome::Skipped(format!(
                 "kind {other} is not restorable into Bitbucket Data Center"
             )),
@@ -729,6 +738,78 @@ fn restriction(
             RestoreOutcome::Restored(created.get("id").map(|i| i.to_string()).unwrap_or_default())
         }
         401 | 403 => return Err(refusal("POST", url, resp.status, &resp.body)),
+        status => RestoreOutcome::Failed(format!(
+            "POST {url}: HTTP {status}: {}",
+            message(&resp.body)
+        )),
+    })
+}
+
+/// What makes two default-reviewer conditions the same: their source and target matchers.
+fn condition_key(c: &Value) -> (String, String) {
+    let text = |p: &str| {
+        c.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    (text("/sourceRefMatcher/id"), text("/targetRefMatcher/id"))
+}
+
+/// The repository's default-reviewer conditions (`GET …/conditions`, a plain array).
+fn existing_conditions(at: &str) -> Result<Existing, ProviderError> {
+    let url = format!("{at}/conditions");
+    let resp = crate::documents::send_get(&url)?;
+    if !(200..300).contains(&resp.status) {
+        return Err(refusal("GET", &url, resp.status, &resp.body));
+    }
+    let list: Vec<Value> = serde_json::from_slice(&resp.body)
+        .map_err(|e| ProviderError::InvalidResponse(format!("GET {url}: not a JSON array: {e}")))?;
+    Ok(list
+        .iter()
+        .map(|c| {
+            (
+                condition_key(c),
+                c.get("id").map(|i| i.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// `default-reviewers`: `POST …/condition` unless one with the same matchers exists.
+fn condition(at: &str, doc: &Value, existing: &Existing) -> Result<RestoreOutcome, ProviderError> {
+    let key = condition_key(doc);
+    if let Some((_, id)) = existing.iter().find(|(k, _)| *k == key) {
+        return Ok(RestoreOutcome::Skipped(format!(
+            "already exists: condition {id}"
+        )));
+    }
+    let matcher = |p: &str| {
+        let m = doc.get(p).cloned().unwrap_or(Value::Null);
+        json!({"id": m.get("id"), "displayId": m.get("displayId"),
+            "type": {"id": m.pointer("/type/id")}, "active": true})
+    };
+    let reviewers: Vec<Value> = doc
+        .get("reviewers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.get("id").map(|id| json!({"id": id})))
+        .collect();
+    let body = json!({
+        "sourceMatcher": matcher("sourceRefMatcher"),
+        "targetMatcher": matcher("targetRefMatcher"),
+        "reviewers": reviewers,
+        "requiredApprovals": doc.get("requiredApprovals").cloned().unwrap_or(json!(0)),
+    });
+    let url = format!("{at}/condition");
+    let resp = send_json("POST", &url, &body)?;
+    Ok(match resp.status {
+        200..=299 => {
+            let created: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+            RestoreOutcome::Restored(created.get("id").map(|i| i.to_string()).unwrap_or_default())
+        }
+        401 | 403 => return Err(refusal("POST", &url, resp.status, &resp.body)),
         status => RestoreOutcome::Failed(format!(
             "POST {url}: HTTP {status}: {}",
             message(&resp.body)

@@ -11,6 +11,7 @@
 //! | `PUT branch-utils/1.0/projects/{key}/repos/{slug}/branchmodel/configuration` (`development`, `production`, `types`) | 200 the branching model; 401 `AuthorisationException` without admin rights |
 //! | `POST keys/1.0/projects/{key}/repos/{slug}/ssh` (`key.text`, `key.label`, `permission`) | 201 the access key; 409 when the repository has the key; 401 `AuthorisationException` without admin rights |
 //! | `POST branch-permissions/2.0/projects/{key}/repos/{slug}/restrictions` (`type`, `matcher`, `users`, `groups`) | 200 the restriction; 400 for an unknown type; 401 `AuthorisationException` without admin rights |
+//! | `POST default-reviewers/1.0/projects/{key}/repos/{slug}/condition` (`sourceMatcher`, `targetMatcher`, `reviewers` by user id, `requiredApprovals`) | 200 the condition; 400 for an unknown user id (and, a limit of the double's model, matchers other than any branch); 401 `AuthorisationException` without admin rights |
 //! | `POST …/webhooks` (`name`, `url`, `events`, `active`, `configuration.secret`) | 201 the webhook (without its secret); 400 without `name` or `url`; 401 `AuthorisationException` without admin rights |
 //!
 //! Errors are DC's `{"errors": [{"context", "message", "exceptionName"}]}`.
@@ -70,7 +71,7 @@ pub(super) fn handle(
         );
     };
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
-    let [root @ ("api" | "branch-utils" | "keys" | "branch-permissions"), "1.0" | "2.0", "projects", key, rest @ ..] =
+    let [root @ ("api" | "branch-utils" | "keys" | "branch-permissions" | "default-reviewers"), "1.0" | "2.0", "projects", key, rest @ ..] =
         p.as_slice()
     else {
         return api_out(
@@ -92,6 +93,7 @@ pub(super) fn handle(
         }
         (_, ["repos", slug, tail @ ..]) => {
             let admin = is_admin(&st, &caller, &key);
+            let users: Vec<String> = st.users.keys().cloned().collect();
             let Some(repo) = st
                 .projects
                 .get_mut(&key)
@@ -102,6 +104,12 @@ pub(super) fn handle(
             };
             let user = caller.principal.trim_start_matches("token:").to_string();
             match (*root, method, tail) {
+                ("default-reviewers", &Method::POST, ["condition"]) if !admin => {
+                    not_permitted(&format!("administer repository {key}/{slug}"))
+                }
+                ("default-reviewers", &Method::POST, ["condition"]) => {
+                    condition(repo, &body, &users, &shared.base_url)
+                }
                 ("branch-utils" | "keys" | "branch-permissions", _, _) if !admin => {
                     not_permitted(&format!("administer repository {key}/{slug}"))
                 }
@@ -120,10 +128,12 @@ pub(super) fn handle(
                     access_key(repo, &body, shown)
                 }
                 ("branch-permissions", &Method::POST, ["restrictions"]) => restriction(repo, &body),
-                ("branch-utils" | "keys" | "branch-permissions", _, _) => super::errors(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "This method is not supported here",
-                ),
+                ("branch-utils" | "keys" | "branch-permissions" | "default-reviewers", _, _) => {
+                    super::errors(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "This method is not supported here",
+                    )
+                }
                 (_, &Method::PUT, []) if !admin => {
                     not_permitted(&format!("update repository {key}/{slug}"))
                 }
@@ -501,5 +511,49 @@ fn restriction(repo: &mut Repo, body: &Value) -> Response<Body> {
         StatusCode::OK,
         &json!({"id": rid, "type": body["type"], "matcher": body["matcher"],
             "users": users, "groups": groups, "accessKeys": []}),
+    )
+}
+
+/// `POST default-reviewers/1.0/…/condition`: reviewers by user id (of `users`); the
+/// double's model holds one any-branch to any-branch condition.
+fn condition(repo: &mut Repo, body: &Value, users: &[String], base: &str) -> Response<Body> {
+    for m in ["sourceMatcher", "targetMatcher"] {
+        if body
+            .pointer(&format!("/{m}/type/id"))
+            .and_then(Value::as_str)
+            != Some("ANY_REF")
+        {
+            return super::errors(
+                StatusCode::BAD_REQUEST,
+                "The double models any-branch conditions only",
+            );
+        }
+    }
+    let mut names = Vec::new();
+    for r in body["reviewers"].as_array().into_iter().flatten() {
+        let id = &r["id"];
+        match users
+            .iter()
+            .find(|u| super::meta::user_json(base, u)["id"] == *id)
+        {
+            Some(u) => names.push(u.clone()),
+            None => {
+                return super::errors(
+                    StatusCode::BAD_REQUEST,
+                    &format!("No user with id {id} exists."),
+                )
+            }
+        }
+    }
+    repo.metadata
+        .default_reviewers
+        .extend(names.iter().cloned());
+    let any = json!({"id": "ANY_REF_MATCHER_ID", "displayId": "ANY_REF_MATCHER_ID",
+        "type": {"id": "ANY_REF", "name": "Any branch"}, "active": true});
+    super::json_response(
+        StatusCode::OK,
+        &json!({"id": 1, "sourceRefMatcher": any, "targetRefMatcher": any,
+            "reviewers": names.iter().map(|u| super::meta::user_json(base, u)).collect::<Vec<_>>(),
+            "requiredApprovals": body["requiredApprovals"]}),
     )
 }
