@@ -288,3 +288,86 @@ fn a_whole_workspace_is_restored_at_once_through_the_daemon() {
     let jobs = s.rs.run(&["jobs", "list"]).ok();
     assert!(jobs.stdout.contains("restore connection acme into dr"), "{}", jobs.stdout);
 }
+
+/// A Data Center double with `CORE/svc` (branches, tags, a pull request ref, metadata) and
+/// an empty project `DR`; `jdoe` may read `CORE` and administer both.
+fn data_center(dir: &Path) -> (reposafe_testkit::DcServer, std::path::PathBuf) {
+    use reposafe_testkit::{DcOptions, DcServer};
+    let server = DcServer::start(DcOptions::default());
+    let mut work = WorkRepo::new();
+    work.write("README", "svc\n");
+    work.commit("first");
+    work.tag_annotated("v1", "release 1");
+    work.branch("feature/change-number-1");
+    work.write("f.txt", "f\n");
+    work.commit("feature");
+    work.checkout("main");
+    let bare = dir.join("svc.git");
+    gitutil::init_bare(&bare);
+    work.push_mirror(&bare);
+    let head = gitutil::git(&bare, &["rev-parse", "refs/heads/feature/change-number-1"]);
+    gitutil::git(&bare, &["update-ref", "refs/pull-requests/1/from", head.trim()]);
+    server.add_repo("CORE", "svc", &bare, false);
+    server.populate("CORE", "svc", &Spec::default());
+    server.add_project("DR", "Disaster recovery");
+    server.add_user("jdoe", "secret-pw");
+    for key in ["CORE", "DR"] {
+        server.grant("jdoe", key);
+        server.grant_admin("jdoe", key);
+    }
+    (server, bare)
+}
+
+/// Adds a Data Center connection `name` for `jdoe`, with `extra` flags.
+fn add_dc(rs: &Reposafe, server: &reposafe_testkit::DcServer, name: &str, extra: &[&str]) {
+    let pw = rs.secret_file(&format!("{name}-pw"), "secret-pw");
+    let mut args = common::dc_add_args(&server.base_url(), name, "jdoe", &pw);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+}
+
+#[test]
+fn a_data_center_repository_goes_into_a_new_data_center_repository() {
+    let dir = TempDir::new("restore-into-dc");
+    let (server, bare) = data_center(dir.path());
+    let rs = Reposafe::new();
+    add_dc(&rs, &server, "dc", &[]);
+    rs.run(&["backup", "dc"]).ok();
+    add_dc(&rs, &server, "dcdr", &["--allow-restore"]);
+    let run = rs
+        .run(&["restore", "CORE/svc", "--to-connection", "dcdr", "--as", "DR/svc"])
+        .ok();
+    let out = run.all();
+    assert!(out.contains("into dcdr DR/svc (created)"), "{out}");
+    // Pull request refs belong to the server: skipped, and said so.
+    assert!(out.contains("skipped refs/pull-requests/1/from"), "{out}");
+    let target = server.repo_path("DR", "svc").expect("created on the server");
+    assert_eq!(branches_and_tags(&target), branches_and_tags(&bare));
+    gitutil::fsck(&target);
+    // The open pull request whose branches exist is re-created.
+    let prs = server.metadata("DR", "svc", |m| m.pull_requests.len());
+    assert_eq!(prs, 1, "{out}");
+}
+
+#[test]
+fn a_cloud_snapshot_migrates_into_data_center() {
+    let s = setup();
+    let dir = TempDir::new("restore-into-migrate");
+    let (dc, _) = data_center(dir.path());
+    add_dc(&s.rs, &dc, "dcdr", &["--allow-restore"]);
+    let run = s
+        .rs
+        .run(&["restore", "acme/app", "--to-connection", "dcdr", "--as", "DR/app"])
+        .ok();
+    let out = run.all();
+    let target = dc.repo_path("DR", "app").expect("created on Data Center");
+    assert_eq!(branches_and_tags(&target), branches_and_tags(&s.bare));
+    gitutil::fsck(&target);
+    // Issues have nowhere to go on Data Center: listed, not dropped silently.
+    assert!(out.contains("metadata:issues: skipped"), "{out}");
+    // The open pull request maps.
+    let prs = dc.metadata("DR", "app", |m| m.pull_requests.clone());
+    assert_eq!(prs.len(), 1, "{out}");
+    assert!(prs[0].description.contains("Originally opened by"), "{}", prs[0].description);
+}

@@ -352,10 +352,10 @@ impl Writer<'_> {
         if let Some(lfs) = self.upload_lfs(snap, lfs_url.as_deref(), opts)? {
             report.parts.push(lfs);
         }
-        let git = self.push_git(snap, &repo.clone_url, created, opts)?;
+        let git = self.push_git(snap, &repo.clone_url, opts)?;
         report.git = Some(git);
         if snap.wiki.is_some() {
-            report.parts.push(self.push_wiki(snap, parts.as_ref(), created, opts));
+            report.parts.push(self.push_wiki(snap, parts.as_ref(), opts));
         }
         let renamed = report
             .git

@@ -228,7 +228,6 @@ impl Writer<'_> {
         &self,
         snap: &Snapshot,
         url: &str,
-        _created: bool,
         opts: &IntoOptions,
     ) -> Result<GitRestored, EngineError> {
         let done = self.push_part(snap, &snap.git, "git", url, opts)?;
@@ -247,7 +246,6 @@ impl Writer<'_> {
         &self,
         snap: &Snapshot,
         parts: Option<&RepositoryParts>,
-        _created: bool,
         opts: &IntoOptions,
     ) -> PartRestored {
         let Some(wiki) = &snap.wiki else {
