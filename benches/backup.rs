@@ -27,11 +27,7 @@ use common::*;
 fn large_repo(dir: &Path, commits: usize) -> PathBuf {
     let bare = dir.join("large.git");
     gitutil::init_bare(&bare);
-    let mut child = gitutil::git_command(&bare)
-        .args(["fast-import", "--quiet"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("fast-import");
+    let mut child = fast_import(&bare);
     let random_mb = env_usize("BENCH_LARGE_MB", 0);
     {
         let stdin = child.stdin.as_mut().expect("stdin");

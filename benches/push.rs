@@ -21,7 +21,6 @@ use reposafe_testkit::gitutil;
 use reposafe_testkit::{CloudServer, RepoMeta, TempDir};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
 fn data(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
@@ -34,11 +33,7 @@ fn data(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
 fn big_repo(dir: &Path, commits: usize, mb: usize) -> PathBuf {
     let bare = dir.join("app.git");
     gitutil::init_bare(&bare);
-    let mut child = gitutil::git_command(&bare)
-        .args(["fast-import", "--quiet"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("fast-import");
+    let mut child = fast_import(&bare);
     {
         let mut w = std::io::BufWriter::new(child.stdin.as_mut().expect("stdin"));
         let blob_every = (commits / mb.max(1)).max(1);

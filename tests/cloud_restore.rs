@@ -220,16 +220,6 @@ fn restore_all(
         .collect()
 }
 
-/// Writes (anything but GET and HEAD) in the double's request log.
-fn writes(server: &CloudServer) -> Vec<String> {
-    server
-        .request_log()
-        .iter()
-        .filter(|r| r.method != "GET" && r.method != "HEAD")
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 fn restored(o: &RestoreOutcome) -> &str {
     match o {
         RestoreOutcome::Restored(id) => id,
@@ -243,7 +233,11 @@ fn a_cloud_snapshot_is_restored_into_a_new_repository_once() {
     let s = session(&server, true);
     let snap = snapshot(&server, &s);
     let source = server.metadata(WS, SLUG, |m| m.clone());
-    assert!(writes(&server).is_empty(), "{:?}", writes(&server));
+    assert!(
+        common::write_requests(&server).is_empty(),
+        "{:?}",
+        common::write_requests(&server)
+    );
 
     // The repository: created with the original's settings, then git pushed.
     assert_eq!(s.find_repository(DR, SLUG).expect("no error"), None);
@@ -492,7 +486,11 @@ fn nothing_is_written_without_a_write_gate_or_outside_the_restore_calls() {
         .find_repository(DR, SLUG)
         .expect("no error")
         .is_none());
-    assert!(writes(&server).is_empty(), "{:?}", writes(&server));
+    assert!(
+        common::write_requests(&server).is_empty(),
+        "{:?}",
+        common::write_requests(&server)
+    );
     assert!(!server.has_repo(DR, SLUG));
 }
 
@@ -509,7 +507,7 @@ fn a_credential_without_the_scope_is_told_which_it_needs() {
     assert!(!server.has_repo(DR, SLUG));
     // A tracker with issues: the import is refused for every issue, nothing sent.
     let issues = &snap.kinds.iter().find(|(k, _)| k == "issues").unwrap().1;
-    let before = writes(&server).len();
+    let before = common::write_requests(&server).len();
     let out = s
         .restore_documents(
             &snap.source,
@@ -525,5 +523,5 @@ fn a_credential_without_the_scope_is_told_which_it_needs() {
         ),
         "{out:?}"
     );
-    assert_eq!(writes(&server).len(), before);
+    assert_eq!(common::write_requests(&server).len(), before);
 }

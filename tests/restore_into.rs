@@ -39,7 +39,10 @@ fn setup() -> Setup {
     server.add_workspace(DR);
     let src = TempDir::new("restore-into-src");
     let mut work = WorkRepo::new();
-    work.write(".gitattributes", "*.bin filter=lfs diff=lfs merge=lfs -text\n");
+    work.write(
+        ".gitattributes",
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    );
     work.write("README", "app\n");
     let mut lfs_files = BTreeMap::new();
     for i in 0..2u64 {
@@ -131,22 +134,19 @@ fn add_restore_connection(s: &Setup, extra: &[&str]) -> common::Run {
     s.rs.run(&args)
 }
 
-/// Requests other than GET/HEAD the server received since its log was cleared.
-fn writes(server: &CloudServer) -> Vec<String> {
-    server
-        .request_log()
-        .iter()
-        .filter(|r| r.method != "GET" && r.method != "HEAD")
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 #[test]
 fn a_backup_or_read_only_connection_never_writes() {
     let s = setup();
     s.server.clear_log();
     // The backup connection is not marked for restore.
-    let run = s.rs.run(&["restore", "acme/app", "--to-connection", WS, "--as", "acme/copy"]);
+    let run = s.rs.run(&[
+        "restore",
+        "acme/app",
+        "--to-connection",
+        WS,
+        "--as",
+        "acme/copy",
+    ]);
     assert_ne!(run.code, 0, "{}", run.all());
     assert!(run.all().contains("allow_restore"), "{}", run.all());
     assert!(run.all().contains("--allow-restore"), "{}", run.all());
@@ -159,11 +159,15 @@ fn a_backup_or_read_only_connection_never_writes() {
     let run = s.rs.run(&["restore", "acme/app", "--to-connection", "dr"]);
     assert_ne!(run.code, 0, "{}", run.all());
     assert!(run.all().contains("read_only"), "{}", run.all());
-    assert_eq!(writes(&s.server), Vec::<String>::new());
+    assert_eq!(common::write_requests(&s.server), Vec::<String>::new());
     assert!(
         s.server.request_log().is_empty(),
         "no request at all: {:?}",
-        s.server.request_log().iter().map(|r| &r.path).collect::<Vec<_>>()
+        s.server
+            .request_log()
+            .iter()
+            .map(|r| &r.path)
+            .collect::<Vec<_>>()
     );
 }
 
@@ -171,7 +175,9 @@ fn a_backup_or_read_only_connection_never_writes() {
 fn a_cloud_snapshot_goes_back_into_a_new_repository_with_everything_once() {
     let s = setup();
     add_restore_connection(&s, &["--allow-restore"]).ok();
-    let run = s.rs.run(&["restore", "acme/app", "--to-connection", "dr"]).ok();
+    let run =
+        s.rs.run(&["restore", "acme/app", "--to-connection", "dr"])
+            .ok();
     let out = run.all();
     assert!(out.contains("into dr acme-dr/app (created)"), "{out}");
 
@@ -180,7 +186,10 @@ fn a_cloud_snapshot_goes_back_into_a_new_repository_with_everything_once() {
     assert_eq!(branches_and_tags(&target), branches_and_tags(&s.bare));
     gitutil::fsck(&target);
     // The wiki, pushed into the new repository's wiki.
-    let wiki = s.server.wiki_path(DR, "app").expect("the new repository has a wiki");
+    let wiki = s
+        .server
+        .wiki_path(DR, "app")
+        .expect("the new repository has a wiki");
     assert_eq!(gitutil::refs_of(&wiki), gitutil::refs_of(&s.wiki));
     // Every LFS object, byte for byte, in the target's LFS store.
     for content in s.lfs_files.values() {
@@ -197,19 +206,28 @@ fn a_cloud_snapshot_goes_back_into_a_new_repository_with_everything_once() {
     let source = s.server.metadata(WS, "app", |m| m.clone());
     let copy = s.server.metadata(DR, "app", |m| m.clone());
     let ids = |m: &reposafe_testkit::metadata::RepoMetadata| {
-        m.issues.iter().map(|i| (i.id, i.reporter.clone())).collect::<Vec<_>>()
+        m.issues
+            .iter()
+            .map(|i| (i.id, i.reporter.clone()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(ids(&copy), ids(&source));
     assert_eq!(copy.pull_requests.len(), 1, "only the open pull request");
     let pr = &copy.pull_requests[0];
     assert_eq!(pr.title, source.pull_requests[0].title);
-    assert!(pr.description.starts_with("> Originally opened by"), "{}", pr.description);
+    assert!(
+        pr.description.starts_with("> Originally opened by"),
+        "{}",
+        pr.description
+    );
     // A webhook's secret cannot be restored: the user is told.
     assert!(out.contains("for you to do"), "{out}");
 
     // A re-run writes nothing new: no push, no second issue or pull request.
     s.server.clear_log();
-    let again = s.rs.run(&["restore", "acme/app", "--to-connection", "dr"]).ok();
+    let again =
+        s.rs.run(&["restore", "acme/app", "--to-connection", "dr"])
+            .ok();
     assert_eq!(pushes(&s.server), 0, "{}", again.all());
     let copy2 = s.server.metadata(DR, "app", |m| m.clone());
     assert_eq!(copy2.pull_requests.len(), 1);
@@ -233,15 +251,29 @@ fn into_an_existing_repository_nothing_there_is_overwritten() {
     let before = gitutil::refs_of(&live);
 
     s.server.clear_log();
-    let run = s.rs.run(&["restore", "acme/app", "--to-connection", "dr", "--as", "acme-dr/live"]);
+    let run = s.rs.run(&[
+        "restore",
+        "acme/app",
+        "--to-connection",
+        "dr",
+        "--as",
+        "acme-dr/live",
+    ]);
     assert_ne!(run.code, 0, "{}", run.all());
     assert!(run.all().contains("--into-existing"), "{}", run.all());
     assert_eq!(pushes(&s.server), 0);
     assert_eq!(gitutil::refs_of(&live), before);
 
-    let run = s
-        .rs
-        .run(&["restore", "acme/app", "--to-connection", "dr", "--as", "acme-dr/live", "--into-existing"])
+    let run =
+        s.rs.run(&[
+            "restore",
+            "acme/app",
+            "--to-connection",
+            "dr",
+            "--as",
+            "acme-dr/live",
+            "--into-existing",
+        ])
         .ok();
     let after = gitutil::refs_of(&live);
     // Their `main` is untouched; ours is beside it.
@@ -254,7 +286,12 @@ fn into_an_existing_repository_nothing_there_is_overwritten() {
     assert_eq!(renamed.len(), 1, "{after:?}");
     assert_eq!(renamed[0].1, &ours["refs/heads/main"]);
     assert_eq!(after["refs/tags/v1.0"], ours["refs/tags/v1.0"]);
-    assert!(run.all().contains("differs there: pushed as refs/heads/restored/"), "{}", run.all());
+    assert!(
+        run.all()
+            .contains("differs there: pushed as refs/heads/restored/"),
+        "{}",
+        run.all()
+    );
     gitutil::fsck(&live);
 }
 
@@ -281,12 +318,20 @@ fn a_whole_workspace_is_restored_at_once_through_the_daemon() {
     let run = run.ok();
     for (slug, bare) in [("app", &s.bare), ("lib", &lib)] {
         let target = s.server.repo_path(DR, &format!("restored-{slug}"));
-        assert_eq!(branches_and_tags(&target), branches_and_tags(bare), "{slug}");
+        assert_eq!(
+            branches_and_tags(&target),
+            branches_and_tags(bare),
+            "{slug}"
+        );
         gitutil::fsck(&target);
     }
     assert!(run.all().contains("acme/lib"), "{}", run.all());
     let jobs = s.rs.run(&["jobs", "list"]).ok();
-    assert!(jobs.stdout.contains("restore connection acme into dr"), "{}", jobs.stdout);
+    assert!(
+        jobs.stdout.contains("restore connection acme into dr"),
+        "{}",
+        jobs.stdout
+    );
 }
 
 /// A Data Center double with `CORE/svc` (branches, tags, a pull request ref, metadata) and
@@ -306,7 +351,10 @@ fn data_center(dir: &Path) -> (reposafe_testkit::DcServer, std::path::PathBuf) {
     gitutil::init_bare(&bare);
     work.push_mirror(&bare);
     let head = gitutil::git(&bare, &["rev-parse", "refs/heads/feature/change-number-1"]);
-    gitutil::git(&bare, &["update-ref", "refs/pull-requests/1/from", head.trim()]);
+    gitutil::git(
+        &bare,
+        &["update-ref", "refs/pull-requests/1/from", head.trim()],
+    );
     server.add_repo("CORE", "svc", &bare, false);
     server.populate("CORE", "svc", &Spec::default());
     server.add_project("DR", "Disaster recovery");
@@ -336,13 +384,22 @@ fn a_data_center_repository_goes_into_a_new_data_center_repository() {
     rs.run(&["backup", "dc"]).ok();
     add_dc(&rs, &server, "dcdr", &["--allow-restore"]);
     let run = rs
-        .run(&["restore", "CORE/svc", "--to-connection", "dcdr", "--as", "DR/svc"])
+        .run(&[
+            "restore",
+            "CORE/svc",
+            "--to-connection",
+            "dcdr",
+            "--as",
+            "DR/svc",
+        ])
         .ok();
     let out = run.all();
     assert!(out.contains("into dcdr DR/svc (created)"), "{out}");
     // Pull request refs belong to the server: skipped, and said so.
     assert!(out.contains("skipped refs/pull-requests/1/from"), "{out}");
-    let target = server.repo_path("DR", "svc").expect("created on the server");
+    let target = server
+        .repo_path("DR", "svc")
+        .expect("created on the server");
     assert_eq!(branches_and_tags(&target), branches_and_tags(&bare));
     gitutil::fsck(&target);
     // The open pull request whose branches exist is re-created.
@@ -356,9 +413,15 @@ fn a_cloud_snapshot_migrates_into_data_center() {
     let dir = TempDir::new("restore-into-migrate");
     let (dc, _) = data_center(dir.path());
     add_dc(&s.rs, &dc, "dcdr", &["--allow-restore"]);
-    let run = s
-        .rs
-        .run(&["restore", "acme/app", "--to-connection", "dcdr", "--as", "DR/app"])
+    let run =
+        s.rs.run(&[
+            "restore",
+            "acme/app",
+            "--to-connection",
+            "dcdr",
+            "--as",
+            "DR/app",
+        ])
         .ok();
     let out = run.all();
     let target = dc.repo_path("DR", "app").expect("created on Data Center");
@@ -369,5 +432,9 @@ fn a_cloud_snapshot_migrates_into_data_center() {
     // The open pull request maps.
     let prs = dc.metadata("DR", "app", |m| m.pull_requests.clone());
     assert_eq!(prs.len(), 1, "{out}");
-    assert!(prs[0].description.contains("Originally opened by"), "{}", prs[0].description);
+    assert!(
+        prs[0].description.contains("Originally opened by"),
+        "{}",
+        prs[0].description
+    );
 }

@@ -190,3 +190,12 @@ pub fn git_auth_config() -> String {
         base64_encode(&format!("x-bitbucket-api-token-auth:{TOKEN}"))
     )
 }
+
+/// `git fast-import` into the bare repository `bare`, reading its script from stdin.
+pub fn fast_import(bare: &Path) -> std::process::Child {
+    reposafe_testkit::gitutil::git_command(bare)
+        .args(["fast-import", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("fast-import")
+}

@@ -488,7 +488,11 @@ pub struct RestoreArgs {
     pub snapshot: Option<String>,
     /// Target directory for the bare repository (must be absent or empty, and outside
     /// the data dir).
-    #[arg(long, required_unless_present = "to_connection", conflicts_with = "to_connection")]
+    #[arg(
+        long,
+        required_unless_present = "to_connection",
+        conflicts_with = "to_connection"
+    )]
     pub to: Option<PathBuf>,
     /// Replace a git repository at the target: it is moved aside to
     /// `<target>.replaced-<UTC time>`, never deleted. Anything else is never replaced.

@@ -10,8 +10,7 @@ use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
     AddConnection, AddCredential, BackupRequest, CredentialInput, ExportRequest, RestoreRequest,
-    RestoreTarget,
-    RunRequest, SetTls, ShowRequest, SnapshotsRequest,
+    RestoreTarget, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
 use crate::engine::{Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};

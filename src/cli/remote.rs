@@ -12,9 +12,8 @@ use crate::api::TOKEN_FILE;
 use crate::engine::credentials::CredentialView;
 use crate::engine::service::*;
 use crate::engine::{
-    backup_report_from_jobs, backup_targets, follow_job, restored_from_job, restored_into_from_job,
-    restore_into::RestoredInto, BackupReport,
-    EngineError, ErrorKind,
+    backup_report_from_jobs, backup_targets, follow_job, restore_into::RestoredInto,
+    restored_from_job, restored_into_from_job, BackupReport, EngineError, ErrorKind,
 };
 use crate::state::{Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
 use anyhow::{Context as _, Result};

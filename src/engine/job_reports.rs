@@ -2,9 +2,9 @@
 //! the daemon) shows, in the same types the engine returns in process.
 
 use super::backup::{BackupReport, RepoOutcome, RepoResult};
+use super::restore_into::RestoredInto;
 use super::service::Observer;
 use super::service::{RestoreRequest, Restored, Service, SnapshotsRequest};
-use super::restore_into::RestoredInto;
 use super::EngineError;
 use crate::providers::CredentialStats;
 use crate::state::{Job, JobRecordResult, JobState, ResultStatus};
@@ -157,12 +157,15 @@ pub fn restored_from_job(
 
 /// The report of a restore-into job from its stored results. A job that failed before
 /// any repository (a connection that may not write, no such repository) is its error.
-pub fn restored_into_from_job(service: &dyn Service, job: &Job) -> Result<RestoredInto, EngineError> {
+pub fn restored_into_from_job(
+    service: &dyn Service,
+    job: &Job,
+) -> Result<RestoredInto, EngineError> {
     let results = service.job_results(job.id)?;
     if results.is_empty() && job.state != JobState::Succeeded {
-        return Err(EngineError::Conflict(job.error.clone().unwrap_or_else(|| {
-            format!("restore job {} ended {}", job.id, job.state.as_str())
-        })));
+        return Err(EngineError::Conflict(job.error.clone().unwrap_or_else(
+            || format!("restore job {} ended {}", job.id, job.state.as_str()),
+        )));
     }
     Ok(RestoredInto {
         job: Some(job.id),

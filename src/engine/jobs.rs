@@ -293,7 +293,9 @@ impl Jobs {
                 target,
             } => {
                 super::restore::choice_of(snapshot.as_deref(), *at)?;
-                restore_into::refuse_unless_writable(&self.ctx.state.connection(&target.connection)?)?;
+                restore_into::refuse_unless_writable(
+                    &self.ctx.state.connection(&target.connection)?,
+                )?;
                 restore_into::sources(&self.ctx, repository, connection.as_deref())?;
             }
         }

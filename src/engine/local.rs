@@ -5,9 +5,9 @@
 use super::backup::{backup_connection, BackupOptions, BackupReport};
 use super::credentials::{self, CredentialView};
 use super::job_reports::{follow_job, restored_from_job, restored_into_from_job};
-use super::restore_into::RestoredInto;
 use super::plans::{self, RunTarget};
 use super::restore::{find_repository, restore, snapshots_of, SnapshotChoice};
+use super::restore_into::RestoredInto;
 use super::service::*;
 use super::{connections, Context, EngineError, Jobs, RunnerConfig};
 use crate::state::{Job, JobKind, JobRecordResult, Plan, PlanSpec, RepoRecord, Trigger};
@@ -51,7 +51,9 @@ impl LocalService {
     pub fn submit_restore(&self, req: RestoreRequest) -> Result<Job, EngineError> {
         snapshot_choice(&req)?;
         if req.target.is_some() {
-            return self.jobs.submit(restore_into_kind(req)?, Trigger::Manual, None);
+            return self
+                .jobs
+                .submit(restore_into_kind(req)?, Trigger::Manual, None);
         }
         let kind = JobKind::Restore {
             repository: req.repository,

@@ -6,13 +6,13 @@
 //! redb holds an exclusive lock on the file: a second process opening the same
 //! data dir gets [`StateError::Locked`].
 
+mod restored;
 mod scoped_credentials;
 mod tls_trust;
-mod restored;
 
+pub use restored::{RestoreDestination, RestoredItem};
 pub use scoped_credentials::{CredentialScope, ScopedCredential};
 pub use tls_trust::ConnectionTls;
-pub use restored::{RestoreDestination, RestoredItem};
 
 use crate::vault::CredentialKind;
 use redb::{Database, ReadableTable, TableDefinition, TableHandle};

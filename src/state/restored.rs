@@ -37,7 +37,10 @@ pub struct RestoredItem {
 
 impl RestoreDestination {
     fn key(&self, kind: &str, source_id: &str) -> String {
-        format!("{}\0{}\0{kind}\0{source_id}", self.connection_id, self.repository)
+        format!(
+            "{}\0{}\0{kind}\0{source_id}",
+            self.connection_id, self.repository
+        )
     }
 }
 
@@ -100,7 +103,10 @@ mod tests {
             snapshot: "s".into(),
             at: OffsetDateTime::UNIX_EPOCH,
         };
-        assert_eq!(state.restored_item(&dest, "pullrequests", "3").unwrap(), None);
+        assert_eq!(
+            state.restored_item(&dest, "pullrequests", "3").unwrap(),
+            None
+        );
         state
             .record_restored_items(&dest, &[("pullrequests".into(), "3".into(), item.clone())])
             .unwrap();
@@ -113,6 +119,9 @@ mod tests {
             repository: "ws/other".into(),
             ..dest
         };
-        assert_eq!(state.restored_item(&other, "pullrequests", "3").unwrap(), None);
+        assert_eq!(
+            state.restored_item(&other, "pullrequests", "3").unwrap(),
+            None
+        );
     }
 }

@@ -295,3 +295,13 @@ pub fn lfs_and_wiki_repo(
         lfs_files,
     }
 }
+
+/// Requests other than GET and HEAD in the Cloud double's log ("METHOD path").
+pub fn write_requests(server: &CloudServer) -> Vec<String> {
+    server
+        .request_log()
+        .iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}

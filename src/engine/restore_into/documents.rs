@@ -148,7 +148,12 @@ impl Documents<'_> {
         let index: MetadataIndex = self.ctx.archive.read_json(&entry.index)?;
         let mut docs = Vec::new();
         for item in index.items {
-            if self.ctx.state.restored_item(dest, kind, &item.id)?.is_some() {
+            if self
+                .ctx
+                .state
+                .restored_item(dest, kind, &item.id)?
+                .is_some()
+            {
                 tally.already += 1;
                 continue;
             }
@@ -291,7 +296,9 @@ impl ArchiveFiles {
 impl FileSource for ArchiveFiles {
     fn read(&self, blob: &str, offset: u64, length: u32) -> Result<Vec<u8>, String> {
         let bytes = self.content(blob)?;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let end = start.saturating_add(length as usize).min(bytes.len());
         Ok(bytes[start..end].to_vec())
     }

@@ -165,16 +165,22 @@ pub struct Writer<'a> {
 
 /// Opens the target connection of a restore. Refuses, before any request is sent, a
 /// connection that is read-only or not marked for restore, naming the setting.
-pub fn open_writer<'a>(ctx: &'a Context, target: &RestoreTarget) -> Result<Writer<'a>, EngineError> {
+pub fn open_writer<'a>(
+    ctx: &'a Context,
+    target: &RestoreTarget,
+) -> Result<Writer<'a>, EngineError> {
     let conn = ctx.state.connection(&target.connection)?;
     refuse_unless_writable(&conn)?;
-    let cred = ctx.vault.unseal(&ctx.state.sealed_credential(&conn.name)?)?;
+    let cred = ctx
+        .vault
+        .unseal(&ctx.state.sealed_credential(&conn.name)?)?;
     let tls = super::connections::tls_for(ctx, &conn.name)?;
     let gate = Arc::new(super::connections::gate_for(ctx, &conn, cred, &tls)?.allowing_writes());
-    let session = ctx
-        .providers
-        .get(&conn.provider)?
-        .session(&conn.settings, conn.credential_kind, gate.clone());
+    let session = ctx.providers.get(&conn.provider)?.session(
+        &conn.settings,
+        conn.credential_kind,
+        gate.clone(),
+    );
     Ok(Writer {
         ctx,
         conn,
@@ -355,7 +361,9 @@ impl Writer<'_> {
         let git = self.push_git(snap, &repo.clone_url, opts)?;
         report.git = Some(git);
         if snap.wiki.is_some() {
-            report.parts.push(self.push_wiki(snap, parts.as_ref(), opts));
+            report
+                .parts
+                .push(self.push_wiki(snap, parts.as_ref(), opts));
         }
         let renamed = report
             .git
@@ -427,7 +435,9 @@ impl Writer<'_> {
     fn target_name(&self, source: &RepoIdentity) -> Result<String, EngineError> {
         if let Some(name) = &self.target.as_name {
             return match name.split_once('/') {
-                Some((scope, slug)) if !scope.is_empty() && !slug.is_empty() && !slug.contains('/') => {
+                Some((scope, slug))
+                    if !scope.is_empty() && !slug.is_empty() && !slug.contains('/') =>
+                {
                     Ok(name.clone())
                 }
                 _ => Err(EngineError::Field {
@@ -450,11 +460,14 @@ impl Writer<'_> {
                     return Err(EngineError::Field {
                         field: "target.as".into(),
                         message: format!(
-                            "connection {} sees {} scopes ({}); name the target with --as scope/slug",
-                            self.conn.name,
-                            many.len(),
-                            many.iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join(", ")
-                        ),
+                        "connection {} sees {} scopes ({}); name the target with --as scope/slug",
+                        self.conn.name,
+                        many.len(),
+                        many.iter()
+                            .map(|s| s.key.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     })
                 }
             },
@@ -463,7 +476,11 @@ impl Writer<'_> {
     }
 
     /// The target repository: found, or created with the original's settings.
-    fn find_or_create(&self, snap: &Snapshot, target: &str) -> Result<(Repository, bool), EngineError> {
+    fn find_or_create(
+        &self,
+        snap: &Snapshot,
+        target: &str,
+    ) -> Result<(Repository, bool), EngineError> {
         let (scope, slug) = target.split_once('/').unwrap_or(("", target));
         if let Some(repo) = self.session.find_repository(scope, slug)? {
             return Ok((repo, false));
@@ -476,10 +493,13 @@ impl Writer<'_> {
             source: self.source_listing(snap),
             original: documents::single_document(self.ctx, snap, "repository"),
         };
-        let repo = self.session.create_repository(&new).map_err(|e| EngineError::Connection {
-            connection: self.conn.name.clone(),
-            reason: format!("could not create repository {target}: {e}"),
-        })?;
+        let repo = self
+            .session
+            .create_repository(&new)
+            .map_err(|e| EngineError::Connection {
+                connection: self.conn.name.clone(),
+                reason: format!("could not create repository {target}: {e}"),
+            })?;
         Ok((repo, true))
     }
 
@@ -498,7 +518,10 @@ impl Writer<'_> {
             full_name: id.full_name.clone(),
             slug: slug.to_string(),
             scope: scope.to_string(),
-            clone_url: record.as_ref().map(|r| r.clone_url.clone()).unwrap_or_default(),
+            clone_url: record
+                .as_ref()
+                .map(|r| r.clone_url.clone())
+                .unwrap_or_default(),
             is_private: record.as_ref().is_none_or(|r| r.is_private),
             main_branch: record.as_ref().and_then(|r| r.main_branch.clone()),
             size: record.as_ref().and_then(|r| r.size),

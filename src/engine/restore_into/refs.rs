@@ -44,8 +44,10 @@ pub fn plan_ref_updates(
             continue;
         }
         let RefTarget::Object(oid) = &r.target else {
-            plan.skipped
-                .push((r.name.clone(), "a symbolic ref (the server sets its own)".into()));
+            plan.skipped.push((
+                r.name.clone(),
+                "a symbolic ref (the server sets its own)".into(),
+            ));
             continue;
         };
         let Some((namespace, short)) = branch_or_tag(&r.name) else {
@@ -249,7 +251,12 @@ impl Writer<'_> {
         opts: &IntoOptions,
     ) -> PartRestored {
         let Some(wiki) = &snap.wiki else {
-            return part("wiki", PartStatus::Skipped, "the snapshot has no wiki".into(), 0);
+            return part(
+                "wiki",
+                PartStatus::Skipped,
+                "the snapshot has no wiki".into(),
+                0,
+            );
         };
         let url = parts.and_then(|p| p.git.iter().find(|g| g.name == "wiki"));
         let Some(url) = url else {
@@ -268,7 +275,11 @@ impl Writer<'_> {
             Ok(done) if done.refused.is_empty() => part(
                 "wiki",
                 PartStatus::Restored,
-                format!("{} refs pushed, {} already there", done.pushed.len(), done.unchanged),
+                format!(
+                    "{} refs pushed, {} already there",
+                    done.pushed.len(),
+                    done.unchanged
+                ),
                 done.pushed.len() as u64,
             ),
             Ok(done) => PartRestored {
@@ -280,7 +291,11 @@ impl Writer<'_> {
                 ..part(
                     "wiki",
                     PartStatus::Partial,
-                    format!("{} refs pushed, {} refused", done.pushed.len(), done.refused.len()),
+                    format!(
+                        "{} refs pushed, {} refused",
+                        done.pushed.len(),
+                        done.refused.len()
+                    ),
                     done.pushed.len() as u64,
                 )
             },
@@ -420,7 +435,10 @@ mod tests {
         assert_eq!(plan.unchanged, 1);
         assert_eq!(
             plan.renamed,
-            [("refs/heads/main".to_string(), "refs/heads/restored/S1/main".to_string())]
+            [(
+                "refs/heads/main".to_string(),
+                "refs/heads/restored/S1/main".to_string()
+            )]
         );
         let skipped: Vec<&str> = plan.skipped.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(skipped, ["refs/pull-requests/7/from", "refs/notes/commits"]);

@@ -22,8 +22,6 @@ mod pack;
 mod report;
 
 #[cfg(test)]
-mod bench;
-#[cfg(test)]
 mod tests;
 
 use std::{
