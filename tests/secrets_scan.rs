@@ -275,6 +275,9 @@ fn servers(bare: &Path) -> (CloudServer, DcServer) {
         cloud.add_api_token(principal, email, token);
         cloud.grant(principal, "acme");
     }
+    // The workspace restores write into (through the restore connection `dr`).
+    cloud.add_workspace("acme-dr");
+    cloud.grant("acct-1", "acme-dr");
     cloud.add_access_token("ws-token", "acme-acc", ACCESS_TOKEN);
     cloud.add_oauth_consumer("oauth-app", OAUTH_KEY, OAUTH_SECRET, 3600);
     cloud.grant("oauth-app", "acme-oauth");
@@ -330,6 +333,13 @@ fn add_connections(rs: &Reposafe, ev: &mut Evidence, cloud: &CloudServer, dc: &D
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         cli(rs, ev, &format!("add {name}"), &args).ok();
     }
+    let restore = cloud_add_args(
+        cloud,
+        &["--workspace", "acme-dr", "--name", "dr", "--allow-restore"],
+        &["--api-token-email", EMAIL, "--api-token-file", &api],
+    );
+    let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
+    cli(rs, ev, "add dr", &restore).ok();
     let base = format!("base-url={}", dc.base_url());
     let dc_tok = file_arg(rs, "dc.tok", DC_TOKEN);
     let dc_pw = file_arg(rs, "dc.pw", DC_PASSWORD);
@@ -481,6 +491,24 @@ fn operate(rs: &Reposafe, ev: &mut Evidence, tag: &str, out: &Path) {
         )
         .ok();
     }
+    // A restore into Bitbucket: repository creation, the push's Authorization header.
+    let into = format!("acme-dr/app-{tag}");
+    cli(
+        rs,
+        ev,
+        &l("restore into"),
+        &[
+            "restore",
+            "acme/app",
+            "--connection",
+            "acme-tok",
+            "--to-connection",
+            "dr",
+            "--as",
+            &into,
+        ],
+    )
+    .ok();
     cli(
         rs,
         ev,
