@@ -48,8 +48,8 @@ pub enum Command {
     Repositories(RepositoriesArgs),
     /// List the snapshots of a repository.
     Snapshots(SnapshotsArgs),
-    /// Restore a repository from a snapshot into a local bare repository (with its LFS
-    /// objects, and its wiki beside it).
+    /// Restore a repository from a snapshot: into a local bare repository (--to, with its
+    /// LFS objects and its wiki beside it), or back into Bitbucket (--to-connection).
     Restore(RestoreArgs),
     /// Show what a snapshot holds, or one kind of its metadata (pull requests, issues, ...).
     Show(ShowArgs),
