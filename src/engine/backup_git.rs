@@ -6,7 +6,7 @@
 use super::backup::BackupOptions;
 use super::{Context, EngineError};
 use crate::archive::{BlobId, GitPart};
-use crate::git::{self, FetchOptions, GitAuth, GitError};
+use crate::git::{self, FetchOptions, GitError};
 use crate::providers::failover::{self, Event, Outcome};
 use crate::providers::pool::PoolExhausted;
 use crate::providers::{CredentialPool, HttpGate};
@@ -76,14 +76,12 @@ impl FetchTarget<'_> {
             on_bytes: &on_bytes,
             repo: self.repo,
         };
-        let policy = failover::Policy {
-            retries: opts.retries,
-            backoff: opts.retry_base,
-            network_wait_cap: MAX_FETCH_BACKOFF,
-            max_wait: MAX_FETCH_BACKOFF,
-            rate_limit_retries: self.ctx.retry.max_retries + pool.len() as u32,
-            when_exhausted: failover::WhenExhausted::BackOff,
-        };
+        let policy = failover::Policy::backing_off(
+            opts.retries,
+            opts.retry_base,
+            MAX_FETCH_BACKOFF,
+            self.ctx.retry.max_retries + pool.len() as u32,
+        );
         let notice = |m: &str| opts.progress.notice(m);
         let finished = failover::run(&pool, &policy, Some(&opts.interrupt), &notice, &mut fetch);
         *attempts = finished.attempts;
@@ -169,15 +167,9 @@ impl failover::Attempts for GitFetch<'_> {
     type Output = Fetched;
 
     fn attempt(&mut self, lane: usize, _attempt: u32) -> Fetched {
-        let header = self.pool.auth(lane).git_header()?;
-        let pacer = {
-            let (pool, progress) = (self.pool.clone(), self.opts.progress.clone());
-            git::Pacer(Arc::new(move || pool.pace(lane, &|m| progress.notice(m))))
-        };
-        let auth = GitAuth::Paced {
-            header,
-            before_request: pacer,
-        };
+        let progress = self.opts.progress.clone();
+        let auth =
+            super::credentials::paced_git_auth(self.pool, lane, move |m| progress.notice(m))?;
         let fetch_opts = FetchOptions {
             url: self.url,
             auth: &auth,

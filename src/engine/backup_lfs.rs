@@ -122,14 +122,12 @@ fn fetch(
 ) -> Result<lfs::FetchReport, EngineError> {
     let record = |p: &LfsPointer, put: &PutOutcome| ctx.archive.record_lfs(&p.oid, &put.id);
     // The batch requests fail over like the job's git fetches.
-    let policy = failover::Policy {
-        retries: opts.retries,
-        backoff: opts.retry_base,
-        network_wait_cap: MAX_BACKOFF,
-        max_wait: MAX_BACKOFF,
-        rate_limit_retries: ctx.retry.max_retries + gate.pool().len() as u32,
-        when_exhausted: failover::WhenExhausted::BackOff,
-    };
+    let policy = failover::Policy::backing_off(
+        opts.retries,
+        opts.retry_base,
+        MAX_BACKOFF,
+        ctx.retry.max_retries + gate.pool().len() as u32,
+    );
     let fetch_opts = FetchOptions {
         concurrency: lfs::CONCURRENCY,
         policy,

@@ -323,3 +323,18 @@ pub(crate) fn pooled_gate(
             .with_tls(tls.clone()),
     )
 }
+
+/// The git form of credential `lane` of `pool`, each HTTP request paced by the pool
+/// (its waits told to `notice`): how fetches and pushes authenticate.
+pub(crate) fn paced_git_auth(
+    pool: &Arc<CredentialPool>,
+    lane: usize,
+    notice: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<crate::git::GitAuth, EngineError> {
+    let header = pool.auth(lane).git_header()?;
+    let pool = pool.clone();
+    Ok(crate::git::GitAuth::Paced {
+        header,
+        before_request: crate::git::Pacer(Arc::new(move || pool.pace(lane, &notice))),
+    })
+}

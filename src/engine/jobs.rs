@@ -121,7 +121,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs `f`, turning a panic into an error naming its message.
-fn catch_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+pub(crate) fn catch_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f))
         .map_err(|p| format!("{what} panicked: {}", panic_message(p.as_ref())))
 }

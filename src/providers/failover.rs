@@ -101,6 +101,25 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy of the host's own transfers (git fetches, LFS batches): `retries`
+    /// transient failures backed off from `backoff` up to `cap`, `rate_limit_retries`
+    /// 429s, then back off rather than fail at once.
+    pub fn backing_off(
+        retries: u32,
+        backoff: Duration,
+        cap: Duration,
+        rate_limit_retries: u32,
+    ) -> Policy {
+        Policy {
+            retries,
+            backoff,
+            network_wait_cap: cap,
+            max_wait: cap,
+            rate_limit_retries,
+            when_exhausted: WhenExhausted::BackOff,
+        }
+    }
+
     /// Back-off before retry `n` (1-based): `backoff` doubled each time, times
     /// `jitter` (0.75–1.25), at most `max_wait`.
     pub fn backoff(&self, n: u32, jitter: f64) -> Duration {

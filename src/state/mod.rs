@@ -437,6 +437,22 @@ impl State {
         tx.commit().map_err(|x| e(x.into()))
     }
 
+    /// The repository `repo_id` of `connection` as last listed, if it was.
+    pub fn repository(
+        &self,
+        connection: &str,
+        repo_id: &str,
+    ) -> Result<Option<RepoRecord>, StateError> {
+        let e = self.db_err();
+        let key = repo_key(connection, repo_id);
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = tx.open_table(REPOSITORIES).map_err(|x| e(x.into()))?;
+        match t.get(key.as_str()).map_err(|x| e(x.into()))? {
+            Some(v) => Self::decode("repositories", &key, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Every repository seen, optionally of one connection.
     pub fn repositories(&self, connection: Option<&str>) -> Result<Vec<RepoRecord>, StateError> {
         let all: Vec<RepoRecord> = self.scan(REPOSITORIES, "repositories")?;

@@ -33,8 +33,7 @@ pub(super) struct Documents<'a> {
 
 /// The JSON of the first document of `kind` in `snap` (e.g. its `repository` settings).
 pub(super) fn single_document(ctx: &Context, snap: &Snapshot, kind: &str) -> Option<String> {
-    let entry = snap.metadata.as_ref()?.kinds.get(kind)?;
-    let index: MetadataIndex = ctx.archive.read_json(&entry.index).ok()?;
+    let index = crate::engine::show::kind_index(ctx, snap, kind).ok()?;
     let item = index.items.first()?;
     String::from_utf8(ctx.archive.read_blob(&item.blob).ok()?).ok()
 }

@@ -279,7 +279,14 @@ pub fn restore_all(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(source) = sources.get(i) else { break };
                 (opts.started)(&source.full_name);
-                let report = writer.restore(source, choice, opts);
+                // A panic fails this repository alone, with its message.
+                let report = crate::engine::jobs::catch_panic(
+                    &format!("restoring {}", source.full_name),
+                    || writer.restore(source, choice, opts),
+                )
+                .unwrap_or_else(|reason| {
+                    writer.failed_before(source, None, EngineError::Internal(reason))
+                });
                 (opts.finished)(&report);
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(report);
             });
@@ -509,9 +516,9 @@ impl Writer<'_> {
         let record = self
             .ctx
             .state
-            .repositories(Some(&id.connection))
+            .repository(&id.connection, &id.repo_id)
             .ok()
-            .and_then(|rs| rs.into_iter().find(|r| r.repo_id == id.repo_id));
+            .flatten();
         let (scope, slug) = id.full_name.split_once('/').unwrap_or(("", &id.full_name));
         Repository {
             id: id.repo_id.clone(),

@@ -10,7 +10,6 @@ use crate::git::{self, GitAuth, RefEntry, RefTarget, RefUpdate, RemoteRefs};
 use crate::lfs;
 use crate::providers::{failover, RepositoryParts};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What to push of a snapshot's refs, given the server's.
@@ -150,13 +149,8 @@ impl git::PackSource for ArchivePacks<'_> {
 impl Writer<'_> {
     /// The git form of the connection's credential, paced like its fetches.
     fn git_auth(&self, opts: &IntoOptions) -> Result<GitAuth, EngineError> {
-        let pool = self.gate.pool().clone();
-        let header = pool.auth(0).git_header()?;
         let notice = opts.notice.clone();
-        Ok(GitAuth::Paced {
-            header,
-            before_request: git::Pacer(Arc::new(move || pool.pace(0, &|m| notice(m)))),
-        })
+        crate::engine::credentials::paced_git_auth(self.gate.pool(), 0, move |m| notice(m))
     }
 
     /// Pushes the git part `part` (`what`: `git`, `wiki`) of `snap` to `url`. A non-empty
@@ -339,14 +333,12 @@ impl Writer<'_> {
             .collect();
         let upload = lfs::UploadOptions {
             concurrency: lfs::CONCURRENCY,
-            policy: failover::Policy {
-                retries: 3,
-                backoff: Duration::from_secs(2),
-                network_wait_cap: Duration::from_secs(60),
-                max_wait: Duration::from_secs(60),
-                rate_limit_retries: self.ctx.retry.max_retries + 1,
-                when_exhausted: failover::WhenExhausted::BackOff,
-            },
+            policy: failover::Policy::backing_off(
+                3,
+                Duration::from_secs(2),
+                Duration::from_secs(60),
+                self.ctx.retry.max_retries + 1,
+            ),
             retries: 3,
             retry_base: Duration::from_secs(2),
             interrupt: &opts.interrupt,
