@@ -21,6 +21,8 @@ pub struct LocalService {
     jobs: Arc<Jobs>,
     /// Whether the job workers run (the daemon): jobs can be queued and followed.
     daemon: bool,
+    /// The archive's totals for the overview, reused for a minute.
+    totals: Arc<super::overview::TotalsCache>,
 }
 
 impl LocalService {
@@ -30,6 +32,7 @@ impl LocalService {
         Ok(LocalService {
             jobs: Jobs::new(ctx, RunnerConfig::default())?,
             daemon: false,
+            totals: Arc::default(),
         })
     }
 
@@ -39,6 +42,7 @@ impl LocalService {
         LocalService {
             jobs,
             daemon: workers_running,
+            totals: Arc::default(),
         }
     }
 
@@ -85,6 +89,20 @@ impl LocalService {
             tls: TlsSummary::of(&tls),
             project_credentials,
         })
+    }
+
+    /// Keeps the outcome of testing connection `name` (shown on its page and, when it
+    /// failed, as a warning in the overview).
+    fn record_check(&self, name: &str, error: Option<&EngineError>) -> Result<(), EngineError> {
+        if let Some(EngineError::State(crate::state::StateError::NoSuchConnection(_))) = error {
+            return Ok(());
+        }
+        let check = crate::state::ConnectionCheck {
+            ok: error.is_none(),
+            reason: error.map(|e| e.to_string()),
+            at: time::OffsetDateTime::now_utc(),
+        };
+        Ok(self.ctx().state.record_connection_check(name, &check)?)
     }
 
     fn job_kind(&self, req: &RunRequest) -> Result<JobKind, EngineError> {
@@ -138,11 +156,7 @@ pub fn backup_targets(
 
 impl Service for LocalService {
     fn overview(&self) -> Result<Overview, EngineError> {
-        Ok(Overview {
-            data_dir: self.ctx().data_dir.display().to_string(),
-            archive_bytes: self.ctx().archive.disk_usage()?,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        })
+        super::overview::overview(self.ctx(), &self.totals, time::OffsetDateTime::now_utc())
     }
 
     fn providers(&self) -> Result<ProvidersReport, EngineError> {
@@ -185,7 +199,9 @@ impl Service for LocalService {
     }
 
     fn test_connection(&self, name: &str) -> Result<ConnectionTested, EngineError> {
-        let (scopes, kinds) = connections::test_connection(self.ctx(), name)?;
+        let tested = connections::test_connection(self.ctx(), name);
+        self.record_check(name, tested.as_ref().err())?;
+        let (scopes, kinds) = tested?;
         Ok(ConnectionTested {
             connection: name.to_string(),
             ok: true,

@@ -10,6 +10,7 @@
 use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
 pub use super::export::{ExportReport, ExportRequest};
+pub use super::overview::{FailingRepository, JobFailure, Overview, PlanGlance};
 use super::restore::RestoreReport;
 pub use super::restore_into::{RestoreTarget, RestoredInto};
 pub use super::show::{ShowReport, ShowRequest};
@@ -123,14 +124,6 @@ pub trait Observer: Sync {
 /// An observer that shows nothing.
 pub struct Quiet;
 impl Observer for Quiet {}
-
-/// The data dir at a glance.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Overview {
-    pub data_dir: String,
-    pub archive_bytes: u64,
-    pub version: String,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProvidersReport {
