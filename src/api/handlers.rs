@@ -271,6 +271,10 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route(M::POST, "/api/v1/export", |api, _, req| {
             call_with(api, req, OK, |s, b: ExportRequest| s.export(b))
         }),
+        // issue 14 (lead)
+        route(M::POST, "/api/v1/plans/preview", |api, _, req| {
+            call_with(api, req, OK, |s, b: PlanSpec| s.preview_plan(b))
+        }),
     ]
 });
 

@@ -464,6 +464,11 @@ impl Service for Remote {
             .json(&req);
         self.send(rb, &format!("POST {path}"))
     }
+
+    // issue 14 (lead)
+    fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError> {
+        self.post("/api/v1/plans/preview", &spec)
+    }
 }
 
 /// A time as RFC 3339, for a query.

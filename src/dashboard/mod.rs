@@ -7,9 +7,11 @@
 //! a little plain JavaScript for live progress) are embedded: nothing is loaded
 //! from elsewhere.
 
+mod connections;
 pub mod form;
 pub mod layout;
 mod overview;
+mod plans;
 mod routes;
 
 pub use form::Form;

@@ -11,6 +11,8 @@ pub fn table() -> &'static [Route] {
     static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         let mut all = Vec::new();
         all.extend(super::overview::routes());
+        all.extend(super::connections::routes());
+        all.extend(super::plans::routes());
         all
     });
     &TABLE

@@ -84,10 +84,16 @@ impl LocalService {
             .iter()
             .filter(|c| matches!(c.scope, crate::state::CredentialScope::Project { .. }))
             .count();
+        let state = &self.ctx().state;
+        let last_check = state.connection_check(&conn.name)?;
+        let repos = state.repositories(Some(&conn.name))?;
         Ok(ConnectionView {
-            connection: conn,
             tls: TlsSummary::of(&tls),
             project_credentials,
+            last_check,
+            repositories: repos.len(),
+            last_backup: repos.iter().map(|r| r.last_seen).max(),
+            connection: conn,
         })
     }
 
@@ -492,6 +498,11 @@ impl Service for LocalService {
     fn export(&self, req: ExportRequest) -> Result<ExportReport, EngineError> {
         // In process also in the daemon: an export writes files, it changes no state.
         super::export::export(self.ctx(), &req)
+    }
+
+    // issue 14 (lead)
+    fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError> {
+        super::plan_preview::preview(self.ctx(), &spec, time::OffsetDateTime::now_utc())
     }
 }
 

@@ -26,6 +26,7 @@ pub mod jobs;
 mod listing;
 mod local;
 pub mod overview;
+pub mod plan_preview;
 pub mod plans;
 mod repo_lock;
 mod restore;

@@ -38,6 +38,17 @@ impl State {
         tx.commit().map_err(|x| e(x.into()))
     }
 
+    /// The last check of connection `name`, if it was ever tested.
+    pub fn connection_check(&self, name: &str) -> Result<Option<ConnectionCheck>, StateError> {
+        let e = self.db_err();
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let t = tx.open_table(CONNECTION_CHECKS).map_err(|x| e(x.into()))?;
+        match t.get(name).map_err(|x| e(x.into()))? {
+            Some(v) => Self::decode("connection_checks", name, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Every connection's last check, by name.
     pub fn connection_checks(&self) -> Result<Vec<(String, ConnectionCheck)>, StateError> {
         let e = self.db_err();

@@ -82,3 +82,45 @@ document.addEventListener("DOMContentLoaded", function () {
     if (state === "queued" || state === "running") follow(el);
   });
 });
+
+// The plan form: the schedule read in words and its next 5 runs, asked of the
+// daemon (POST /api/v1/plans/preview, nothing saved) as the fields change.
+function previewSchedule() {
+  var form = document.getElementById("plan-form");
+  if (!form) return;
+  var csrf = document.querySelector('meta[name="csrf-token"]');
+  var val = function (n) { var v = form.elements[n] && form.elements[n].value.trim(); return v || null; };
+  var spec = { name: "preview", connections: [], schedule: val("schedule"), timezone: val("timezone"), window: val("window") };
+  fetch("/api/v1/plans/preview", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf ? csrf.content : "" },
+    body: JSON.stringify(spec)
+  }).then(function (r) { return r.json().then(function (b) { return { ok: r.ok, body: b }; }); })
+    .then(function (res) {
+      var reading = document.getElementById("schedule-reading");
+      var runs = document.getElementById("next-runs");
+      if (!reading || !runs) return;
+      runs.textContent = "";
+      if (!res.ok) { reading.textContent = res.body.error || "invalid"; reading.className = "error"; return; }
+      reading.className = "muted";
+      reading.textContent = spec.schedule ? (res.body.reading || "") + " (" + res.body.timezone + ")" : "on demand only";
+      (res.body.next_runs || []).forEach(function (t) { runs.appendChild(document.createElement("li")).textContent = t; });
+    });
+}
+
+var previewTimer = null;
+document.addEventListener("input", function (ev) {
+  if (!ev.target.form || ev.target.form.id !== "plan-form") return;
+  if (["schedule", "timezone", "window"].indexOf(ev.target.name) < 0) return;
+  clearTimeout(previewTimer);
+  previewTimer = setTimeout(previewSchedule, 300);
+});
+
+// A file input with data-fill="ID" puts the chosen file's text into #ID (a CA bundle).
+document.addEventListener("change", function (ev) {
+  var target = ev.target.getAttribute && ev.target.getAttribute("data-fill");
+  if (!target || !ev.target.files || !ev.target.files[0]) return;
+  ev.target.files[0].text().then(function (t) { document.getElementById(target).value = t; });
+});
+
+document.addEventListener("DOMContentLoaded", previewSchedule);
