@@ -2,6 +2,8 @@
 //! recent jobs with live progress, repositories) and its sign-in form. No
 //! JavaScript framework; the page refreshes itself while jobs run.
 
+pub mod oauth;
+
 use crate::engine::{EngineError, Service};
 use crate::fmt::{fmt_time, human_bytes};
 

@@ -6,6 +6,7 @@
 //! redb holds an exclusive lock on the file: a second process opening the same
 //! data dir gets [`StateError::Locked`].
 
+mod connection_edit;
 mod restored;
 mod scoped_credentials;
 mod tls_trust;
