@@ -61,7 +61,7 @@ pub fn connection_added(conn: &Connection) {
 /// After `connection rotate`.
 pub fn credential_rotated(conn: &Connection) {
     println!(
-        "connection {} now uses a {} credential{}",
+        "connection {} now uses its new {} credential{}",
         conn.name,
         conn.credential_kind,
         conn.credential_identity
