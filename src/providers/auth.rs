@@ -428,6 +428,32 @@ mod tests {
         );
         assert!(!e.contains(&first) && !e.contains("cs\""), "{e}");
 
+        // Through a gate: a 401 (the token ended early) is answered by a new token and
+        // the request sent again.
+        let latest = OAuthGrant::parse(&a.credential().unwrap().secret).unwrap();
+        let auth = Arc::new(authorization(
+            &url,
+            &latest.refresh_token,
+            Arc::new(Mutex::new(Vec::new())),
+        ));
+        auth.invalidate();
+        server.grant("acct-1", "acme");
+        let origin = url::Url::parse(&server.base_url()).unwrap().origin();
+        let policy = crate::providers::http::RetryPolicy::default();
+        let client = crate::providers::http::client(&policy);
+        let gate = crate::providers::HttpGate::new(client, vec![origin], auth, policy);
+        let get = crate::providers::http::Request {
+            method: "GET".into(),
+            url: format!("{}/2.0/user", server.base_url()),
+            headers: Vec::new(),
+            body: None,
+        };
+        assert_eq!(gate.send(&get).unwrap().status, 200);
+        let before = refreshes(&server);
+        server.expire_oauth_access_tokens();
+        assert_eq!(gate.send(&get).unwrap().status, 200, "renewed after a 401");
+        assert_eq!(refreshes(&server), before + 1);
+
         // A token whose expires_in is within the minute of margin is fetched anew each time.
         let short = reposafe_testkit::CloudServer::start();
         short.add_oauth_consumer("acct-2", "ck", "cs", 30);
