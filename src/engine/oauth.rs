@@ -443,8 +443,7 @@ mod tests {
         }
         let full = flows
             .insert("x".into(), flow(Instant::now()))
-            .err()
-            .expect("full");
+            .expect_err("full");
         assert!(full.to_string().contains("already waiting"), "{full}");
         assert_eq!(shown_code("access_denied"), "access_denied");
         assert_eq!(shown_code("<script>"), "an unrecognised error");
