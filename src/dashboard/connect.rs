@@ -79,7 +79,10 @@ fn rotate(ctx: &Ctx) -> Outcome {
         })
     };
     match req().and_then(|r| Ok(ctx.service.rotate_credential(name, r)?)) {
-        Ok(_) => redirect_ok(&back, "credential replaced; the old one is no longer stored"),
+        Ok(_) => redirect_ok(
+            &back,
+            "credential replaced; the old one is no longer stored",
+        ),
         Err(e) => redirect_error(&back, e),
     }
 }

@@ -11,6 +11,7 @@ mod connect;
 mod connections;
 pub mod form;
 pub mod layout;
+pub mod oauth;
 mod overview;
 mod plans;
 mod routes;
