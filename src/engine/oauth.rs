@@ -20,7 +20,7 @@ use crate::state::{Connection, ConnectionTls};
 use crate::tls::TlsTrust;
 use crate::vault::{Credential, CredentialKind, OAuthGrant};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ pub struct OAuthBegin {
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
     pub consumer_key: String,
-    #[serde(serialize_with = "expose_secret")]
+    #[serde(serialize_with = "super::service::expose_secret")]
     pub consumer_secret: SecretString,
     /// Where the provider sends the browser back: this daemon's `/oauth/callback`
     /// (the URL registered as the consumer's callback URL). The API fills it in
@@ -57,10 +57,6 @@ pub struct OAuthBegin {
     pub allow_restore: bool,
     #[serde(default)]
     pub rate_limit: Option<String>,
-}
-
-fn expose_secret<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.expose_secret())
 }
 
 /// Where to send the browser.
