@@ -465,6 +465,11 @@ impl Service for Remote {
         self.send(rb, &format!("POST {path}"))
     }
 
+    // issue 14 (lead)
+    fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError> {
+        self.post("/api/v1/plans/preview", &spec)
+    }
+
     // issue 14 (O)
     fn oauth_begin(&self, req: OAuthBegin) -> Result<OAuthStarted, EngineError> {
         self.post("/api/v1/oauth/begin", &req)
