@@ -68,8 +68,9 @@ pub struct OAuthStarted {
     pub expires_at: time::OffsetDateTime,
 }
 
-/// What the provider sent the browser back with.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// What the provider sent the browser back with. `Debug` shows neither the state
+/// nor the code.
+#[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthFinish {
     pub state: String,
@@ -77,6 +78,16 @@ pub struct OAuthFinish {
     pub code: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+impl std::fmt::Debug for OAuthFinish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthFinish")
+            .field("state", &"<redacted>")
+            .field("code", &self.code.as_ref().map(|_| "<redacted>"))
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 /// A flow waiting for its callback.
