@@ -383,16 +383,16 @@ pub async fn handle(
     if path == "/login" {
         return Ok(handlers::login(&api, req).await);
     }
+    if method == Method::GET {
+        if let Some(asset) = pages::asset(&path) {
+            return Ok(asset);
+        }
+    }
     if path == "/oauth/callback" {
         // Before authentication: the Connect flow's single-use state is the proof.
         return Ok(handlers::dispatch(api, req, &method, &path)
             .await
             .unwrap_or_else(error_response));
-    }
-    if method == Method::GET {
-        if let Some(asset) = pages::asset(&path) {
-            return Ok(asset);
-        }
     }
     let req = match auth::admit(&api, req).await {
         Ok(req) => req,

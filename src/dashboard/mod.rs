@@ -7,6 +7,7 @@
 //! a little plain JavaScript for live progress) are embedded: nothing is loaded
 //! from elsewhere.
 
+mod connect;
 mod connections;
 pub mod form;
 pub mod layout;

@@ -112,6 +112,7 @@ pub trait Service: Send + Sync {
     /// What a plan would do before it is saved: its schedule in words, its next runs,
     /// and the repositories it selects now.
     fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError>;
+
     // issue 14 (O): OAuth "Connect", credential rotation, connection edits.
     /// Starts adding a connection through the provider's OAuth consent page (needs
     /// the daemon: the browser comes back to its `/oauth/callback`).
