@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const WORKSPACE: &str = "acme";
@@ -37,30 +37,12 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn start(rs: &Reposafe, log: &Path) -> Daemon {
-        let _ = std::fs::remove_file(rs.data_dir().join("daemon.json"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let child = rs
-            .cmd(&["-vv", "serve", "--listen", "127.0.0.1:0"])
-            .env("REPOSAFE_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start serve");
-        let (url, token) = wait_for_daemon(rs.data_dir());
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
+        let (child, url, token) = start_logged_daemon(rs, log);
         Daemon {
             child,
             url,
             token,
-            http,
+            http: api_client(),
             answers: Vec::new(),
         }
     }

@@ -21,7 +21,7 @@ use reposafe_testkit::{DcOptions, DcServer};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const ACCESS_TOKEN: &str = "ws-access-token-Q7r2W9x4Bn";
@@ -577,25 +577,12 @@ impl Drop for Daemon {
 impl Daemon {
     /// `serve` with the debug log to `log`.
     fn start(rs: &Reposafe, log: &Path) -> Daemon {
-        let log = std::fs::File::create(log).expect("daemon log file");
-        let child = rs
-            .cmd(&["-vv", "serve", "--listen", "127.0.0.1:0"])
-            .env("REPOSAFE_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start serve");
-        let (url, token) = wait_for_daemon(rs.data_dir());
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
+        let (child, url, token) = start_logged_daemon(rs, log);
         Daemon {
             child,
             url,
             token,
-            http,
+            http: api_client(),
         }
     }
 

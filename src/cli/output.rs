@@ -44,16 +44,24 @@ pub fn providers(r: &ProvidersReport) {
     }
 }
 
-pub fn connection_added(conn: &Connection) {
-    println!(
-        "added connection {} ({}, {} credential{})",
-        conn.name,
-        conn.provider,
+/// `kind credential[ for identity]`.
+fn credential_words(conn: &Connection) -> String {
+    format!(
+        "{} credential{}",
         conn.credential_kind,
         conn.credential_identity
             .as_ref()
             .map(|i| format!(" for {i}"))
             .unwrap_or_default()
+    )
+}
+
+pub fn connection_added(conn: &Connection) {
+    println!(
+        "added connection {} ({}, {})",
+        conn.name,
+        conn.provider,
+        credential_words(conn)
     );
     println!("{}", origins_line(conn));
 }
@@ -61,13 +69,9 @@ pub fn connection_added(conn: &Connection) {
 /// After `connection rotate`.
 pub fn credential_rotated(conn: &Connection) {
     println!(
-        "connection {} now uses its new {} credential{}",
+        "connection {} now uses its new {}",
         conn.name,
-        conn.credential_kind,
-        conn.credential_identity
-            .as_ref()
-            .map(|i| format!(" for {i}"))
-            .unwrap_or_default()
+        credential_words(conn)
     );
     println!("{}", origins_line(conn));
 }

@@ -132,6 +132,16 @@ pub(crate) fn admit_credential(
         .collect())
 }
 
+/// A request budget (`60/min`) checked and normalised, or an error naming the field.
+fn rate_limit_of(r: &str) -> Result<String, EngineError> {
+    r.parse::<crate::providers::RateBudget>()
+        .map(|b| b.to_string())
+        .map_err(|e| EngineError::Field {
+            field: "rate_limit".into(),
+            message: e,
+        })
+}
+
 /// Adds a connection after validating its settings and credential; with `verify`,
 /// first checks the credential can list the connection's scopes. Returns warnings
 /// (e.g. a deprecated credential kind).
@@ -178,17 +188,7 @@ pub fn add_connection(
         credential_identity: new.credential.identity.clone(),
         read_only: new.read_only,
         allow_restore: new.allow_restore,
-        rate_limit: match &new.rate_limit {
-            Some(r) => Some(
-                r.parse::<crate::providers::RateBudget>()
-                    .map_err(|e| EngineError::Field {
-                        field: "rate_limit".into(),
-                        message: e,
-                    })?
-                    .to_string(),
-            ),
-            None => None,
-        },
+        rate_limit: new.rate_limit.as_deref().map(rate_limit_of).transpose()?,
         principal: None,
         id: Connection::new_id(),
         allowed_origins,
@@ -525,14 +525,7 @@ pub fn edit_connection(
     if let Some(rate) = edit.rate_limit {
         conn.rate_limit = match rate.as_deref().map(str::trim) {
             None | Some("") | Some("none") => None,
-            Some(r) => Some(
-                r.parse::<crate::providers::RateBudget>()
-                    .map_err(|e| EngineError::Field {
-                        field: "rate_limit".into(),
-                        message: e,
-                    })?
-                    .to_string(),
-            ),
+            Some(r) => Some(rate_limit_of(r)?),
         };
     }
     ctx.state.replace_connection(&conn, None)?;

@@ -13,7 +13,7 @@ use super::connections::{
     admit_credential, credential_origins, session_for, tls_for, verify_credential,
 };
 use super::{Context, EngineError};
-use crate::providers::auth::CredentialSaver;
+use crate::providers::auth::CredentialStore;
 use crate::providers::{http, Authenticator, CredentialPool, HttpGate, PoolCredential, RateBudget};
 use crate::state::{Connection, CredentialScope, ScopedCredential};
 use crate::tls::TlsTrust;
@@ -303,7 +303,7 @@ pub(crate) fn pooled_gate(
             client.clone(),
         );
         if auth.kind() == CredentialKind::OauthAuthorization {
-            auth = auth.with_saver(saver_for(ctx, conn, &id));
+            auth = auth.with_store(Arc::new(VaultStore::of(ctx, conn, &id)));
         }
         lanes.push(PoolCredential {
             id,
@@ -343,20 +343,67 @@ pub(crate) fn pooled_gate(
     )
 }
 
-/// Reseals credential `id` (`primary` or `c1`...) of `conn` when its secret changed
-/// (an OAuth refresh token the server rotated). A connection not stored yet (being
-/// added) has nothing to update: its adder seals the credential as it is after
-/// verification ([`crate::providers::Authenticator::credential`]).
-fn saver_for(ctx: &Context, conn: &Connection, id: &str) -> CredentialSaver {
-    let (state, vault) = (ctx.state.clone(), ctx.vault.clone());
-    let (name, conn_id, id) = (conn.name.clone(), conn.id.clone(), id.to_string());
-    Arc::new(move |cred: &Credential| {
-        let sealed = vault.seal(cred).map_err(|e| e.to_string())?;
-        match state.reseal_credential(&name, &conn_id, &id, &sealed) {
+/// Credential `id` (`primary` or `c1`...) of a stored connection in the vault: a
+/// rotated OAuth refresh token is resealed there, and read back by another job
+/// whose own was refused. A connection not stored yet (being added) has nothing to
+/// update: its adder seals the credential as it is after verification
+/// ([`crate::providers::Authenticator::credential`]).
+struct VaultStore {
+    state: Arc<crate::state::State>,
+    vault: Arc<crate::vault::Vault>,
+    connection: String,
+    connection_id: String,
+    id: String,
+}
+
+impl VaultStore {
+    fn of(ctx: &Context, conn: &Connection, id: &str) -> VaultStore {
+        VaultStore {
+            state: ctx.state.clone(),
+            vault: ctx.vault.clone(),
+            connection: conn.name.clone(),
+            connection_id: conn.id.clone(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl CredentialStore for VaultStore {
+    fn save(&self, cred: &Credential) -> Result<(), String> {
+        let sealed = self.vault.seal(cred).map_err(|e| e.to_string())?;
+        let stored =
+            self.state
+                .reseal_credential(&self.connection, &self.connection_id, &self.id, &sealed);
+        match stored {
             Err(crate::state::StateError::NoSuchConnection(_)) => Ok(()),
             other => other.map_err(|e| e.to_string()),
         }
-    })
+    }
+
+    fn load(&self) -> Result<Credential, String> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let conn = self
+            .state
+            .connection(&self.connection)
+            .map_err(|e| err(&e))?;
+        if conn.id != self.connection_id {
+            return Err(format!("connection {} was replaced", self.connection));
+        }
+        let sealed = if self.id == "primary" {
+            self.state
+                .sealed_credential(&self.connection)
+                .map_err(|e| err(&e))?
+        } else {
+            self.state
+                .scoped_credentials(&self.connection)
+                .map_err(|e| err(&e))?
+                .into_iter()
+                .find(|s| s.scope.id() == self.id)
+                .map(|s| s.sealed)
+                .ok_or_else(|| format!("credential {} is gone", self.id))?
+        };
+        self.vault.unseal(&sealed).map_err(|e| err(&e))
+    }
 }
 
 /// The git form of credential `lane` of `pool`, each HTTP request paced by the pool

@@ -20,7 +20,7 @@ use crate::state::{Connection, ConnectionTls};
 use crate::tls::TlsTrust;
 use crate::vault::{Credential, CredentialKind, OAuthGrant};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ pub struct OAuthBegin {
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
     pub consumer_key: String,
-    #[serde(serialize_with = "expose_secret")]
+    #[serde(serialize_with = "super::service::expose_secret")]
     pub consumer_secret: SecretString,
     /// Where the provider sends the browser back: this daemon's `/oauth/callback`
     /// (the URL registered as the consumer's callback URL). The API fills it in
@@ -59,10 +59,6 @@ pub struct OAuthBegin {
     pub rate_limit: Option<String>,
 }
 
-fn expose_secret<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.expose_secret())
-}
-
 /// Where to send the browser.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OAuthStarted {
@@ -72,8 +68,9 @@ pub struct OAuthStarted {
     pub expires_at: time::OffsetDateTime,
 }
 
-/// What the provider sent the browser back with.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// What the provider sent the browser back with. `Debug` shows neither the state
+/// nor the code.
+#[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthFinish {
     pub state: String,
@@ -81,6 +78,16 @@ pub struct OAuthFinish {
     pub code: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+impl std::fmt::Debug for OAuthFinish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthFinish")
+            .field("state", &"<redacted>")
+            .field("code", &self.code.as_ref().map(|_| "<redacted>"))
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 /// A flow waiting for its callback.

@@ -206,7 +206,8 @@ pub struct CredentialInput {
     pub secret: SecretString,
 }
 
-fn expose_secret<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+/// Serializes a secret (write-only request fields travelling to the daemon).
+pub(crate) fn expose_secret<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.expose_secret())
 }
 

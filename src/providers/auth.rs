@@ -3,8 +3,8 @@
 //! exchanged for access tokens (client-credentials grant), OAuth authorizations (the
 //! dashboard's "Connect") by their refresh token (refresh-token grant); tokens are
 //! cached until shortly before they expire and fetched again after a 401. A refresh
-//! token the server rotates is handed to the [`CredentialSaver`] the engine gave, which
-//! reseals it. Header values are secrets and stay in `SecretString`.
+//! token the server rotates is saved in the [`CredentialStore`] the engine gave, which
+//! reseals it, and read back from it when another holder rotated it. Header values are secrets and stay in `SecretString`.
 
 use super::ProviderError;
 use crate::vault::{Credential, CredentialKind, OAuthGrant};
@@ -30,9 +30,13 @@ struct OAuthToken {
     expires: Instant,
 }
 
-/// Stores a credential whose secret changed (a rotated refresh token); the error
-/// says why it could not be stored (never the secret).
-pub type CredentialSaver = Arc<dyn Fn(&Credential) -> Result<(), String> + Send + Sync>;
+/// Where an OAuth authorization is kept: a refresh token the server rotated is
+/// saved, and the stored credential is read again when the one in hand was refused
+/// (another job may have rotated it). Errors say why, never a secret.
+pub trait CredentialStore: Send + Sync {
+    fn save(&self, cred: &Credential) -> Result<(), String>;
+    fn load(&self) -> Result<Credential, String>;
+}
 
 /// Produces header values for one credential.
 pub struct Authenticator {
@@ -44,7 +48,7 @@ pub struct Authenticator {
     oauth_url: Option<String>,
     oauth: Mutex<Option<OAuthToken>>,
     client: reqwest::blocking::Client,
-    saver: Option<CredentialSaver>,
+    store: Option<Arc<dyn CredentialStore>>,
 }
 
 /// The token endpoint's answer (RFC 6749 §5.1, as Bitbucket sends it).
@@ -96,13 +100,13 @@ impl Authenticator {
             oauth_url,
             oauth: Mutex::new(None),
             client,
-            saver: None,
+            store: None,
         }
     }
 
-    /// Where a rotated refresh token is stored.
-    pub fn with_saver(mut self, saver: CredentialSaver) -> Authenticator {
-        self.saver = Some(saver);
+    /// Where the credential is kept (a rotated refresh token is saved there).
+    pub fn with_store(mut self, store: Arc<dyn CredentialStore>) -> Authenticator {
+        self.store = Some(store);
         self
     }
 
@@ -170,7 +174,37 @@ impl Authenticator {
         let url = self.oauth_url.as_deref().ok_or_else(|| {
             ProviderError::Auth("this provider does not support OAuth consumers".into())
         })?;
-        let cred = self.credential()?;
+        let mut cred = self.credential()?;
+        let mut reloaded = false;
+        let body = loop {
+            match self.token_request(url, &cred)? {
+                Ok(body) => break body,
+                Err(refused) => match self.stored_instead_of(&cred).filter(|_| !reloaded) {
+                    // Another job (or process) rotated the refresh token meanwhile.
+                    Some(stored) => {
+                        reloaded = true;
+                        cred = stored;
+                    }
+                    None => return Err(ProviderError::Unauthorized(refused)),
+                },
+            }
+        };
+        self.keep(cred, body.refresh_token);
+        let token = SecretString::from(body.access_token);
+        *guard = Some(OAuthToken {
+            token: token.clone(),
+            expires: Instant::now() + Duration::from_secs(body.expires_in.unwrap_or(3600)),
+        });
+        Ok(token)
+    }
+
+    /// One request to the token endpoint with `cred`: the tokens, or (inner error)
+    /// why the endpoint refused them (400/401).
+    fn token_request(
+        &self,
+        url: &str,
+        cred: &Credential,
+    ) -> Result<Result<TokenResponse, String>, ProviderError> {
         let key = cred.identity.clone().unwrap_or_default();
         let (client_secret, body) = if self.kind == CredentialKind::OauthAuthorization {
             let grant = OAuthGrant::parse(&cred.secret).map_err(|e| {
@@ -204,29 +238,31 @@ impl Authenticator {
         let status = resp.status();
         if status.as_u16() == 401 || status.as_u16() == 400 {
             let code = resp.json::<TokenError>().map(|e| e.error).ok();
-            return Err(ProviderError::Unauthorized(
-                self.refused(url, &key, status, code),
-            ));
+            return Ok(Err(self.refused(url, &key, status, code)));
         }
         if !status.is_success() {
             return Err(ProviderError::Auth(format!(
                 "OAuth token request to {url} answered {status}"
             )));
         }
-        let body: TokenResponse = resp.json().map_err(|_| {
+        resp.json().map(Ok).map_err(|_| {
             ProviderError::Auth(format!(
                 "OAuth token response from {url} has no access_token"
             ))
-        })?;
-        if let Some(refresh) = body.refresh_token {
-            self.keep_refresh_token(cred, client_secret, refresh);
-        }
-        let token = SecretString::from(body.access_token);
-        *guard = Some(OAuthToken {
-            token: token.clone(),
-            expires: Instant::now() + Duration::from_secs(body.expires_in.unwrap_or(3600)),
-        });
-        Ok(token)
+        })
+    }
+
+    /// The stored credential, when it differs from `used` (an authorization whose
+    /// refresh token was rotated by another holder).
+    fn stored_instead_of(&self, used: &Credential) -> Option<Credential> {
+        let store = self.store.as_ref()?;
+        let stored = store
+            .load()
+            .map_err(|e| tracing::warn!("cannot read the stored OAuth authorization: {e}"))
+            .ok()?;
+        let token = |c: &Credential| OAuthGrant::parse(&c.secret).ok().map(|g| g.refresh_token);
+        let differs = token(&stored).is_some() && token(&stored) != token(used);
+        differs.then_some(stored)
     }
 
     /// Why the token endpoint refused: for an authorization, it was revoked or has
@@ -255,34 +291,36 @@ impl Authenticator {
         }
     }
 
-    /// Keeps a refresh token the server sent in place of the one used, and has it
-    /// stored: the old one may no longer work.
-    fn keep_refresh_token(&self, cred: Credential, client_secret: SecretString, refresh: String) {
-        if self.kind != CredentialKind::OauthAuthorization {
-            return;
-        }
-        let old = OAuthGrant::parse(&cred.secret).ok();
-        if old.is_some_and(|g| g.refresh_token == refresh) {
-            return;
-        }
-        let grant = OAuthGrant {
-            client_secret: client_secret.expose_secret().to_string(),
-            refresh_token: refresh,
-        };
-        let updated = Credential {
-            secret: grant.to_secret(),
-            ..cred
-        };
-        if let Some(save) = &self.saver {
-            if let Err(e) = save(&updated) {
-                tracing::warn!(
-                    "the OAuth server rotated the refresh token of consumer {:?}, but the new one could not be stored: {e}",
-                    updated.identity.as_deref().unwrap_or_default()
-                );
+    /// Keeps `cred` (the credential that worked), with the refresh token the server
+    /// sent in place of the one used; a changed one is stored (the old one may no
+    /// longer work).
+    fn keep(&self, cred: Credential, refresh: Option<String>) {
+        let mut updated = cred;
+        if let (CredentialKind::OauthAuthorization, Some(refresh)) = (self.kind, refresh) {
+            if let Ok(old) = OAuthGrant::parse(&updated.secret) {
+                if old.refresh_token != refresh {
+                    let grant = OAuthGrant {
+                        client_secret: old.client_secret,
+                        refresh_token: refresh,
+                    };
+                    updated.secret = grant.to_secret();
+                    self.save(&updated);
+                }
             }
         }
         if let Ok(mut c) = self.cred.lock() {
             *c = updated;
+        }
+    }
+
+    fn save(&self, cred: &Credential) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.save(cred) {
+                tracing::warn!(
+                    "the OAuth server rotated the refresh token of consumer {:?}, but the new one could not be stored: {e}",
+                    cred.identity.as_deref().unwrap_or_default()
+                );
+            }
         }
     }
 }
@@ -366,10 +404,25 @@ mod tests {
             Some(url.to_string()),
             reqwest::blocking::Client::new(),
         )
-        .with_saver(Arc::new(move |c: &Credential| {
-            saved.lock().unwrap().push(c.clone());
+        .with_store(Arc::new(Saved(saved)))
+    }
+
+    /// A store keeping every credential saved; the last one is the stored one.
+    struct Saved(Arc<Mutex<Vec<Credential>>>);
+
+    impl CredentialStore for Saved {
+        fn save(&self, cred: &Credential) -> Result<(), String> {
+            self.0.lock().unwrap().push(cred.clone());
             Ok(())
-        }))
+        }
+        fn load(&self) -> Result<Credential, String> {
+            self.0
+                .lock()
+                .unwrap()
+                .last()
+                .cloned()
+                .ok_or("nothing stored".into())
+        }
     }
 
     fn refreshes(server: &reposafe_testkit::CloudServer) -> usize {
@@ -419,7 +472,17 @@ mod tests {
         assert_ne!(h2.expose_secret(), h1.expose_secret());
         assert_eq!(refreshes(&server), 2);
         assert_eq!(saved.lock().unwrap().len(), 2);
-        // The used refresh token no longer works: a clear error, no secret in it.
+        // A holder of the used refresh token (another job) reads the stored one
+        // when its own is refused.
+        let other = authorization(&url, &first, saved.clone());
+        assert!(
+            other.api_header().is_ok(),
+            "the stored refresh token is used"
+        );
+        assert_eq!(refreshes(&server), 3);
+        assert_eq!(saved.lock().unwrap().len(), 3);
+        // Without a newer stored one, the used refresh token fails: a clear error,
+        // no secret in it.
         let stale = authorization(&url, &first, Arc::new(Mutex::new(Vec::new())));
         let e = stale.api_header().unwrap_err().to_string();
         assert!(
@@ -430,7 +493,7 @@ mod tests {
 
         // Through a gate: a 401 (the token ended early) is answered by a new token and
         // the request sent again.
-        let latest = OAuthGrant::parse(&a.credential().unwrap().secret).unwrap();
+        let latest = OAuthGrant::parse(&Saved(saved.clone()).load().unwrap().secret).unwrap();
         let auth = Arc::new(authorization(
             &url,
             &latest.refresh_token,

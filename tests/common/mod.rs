@@ -216,6 +216,36 @@ pub fn wait_for_daemon(data_dir: &Path) -> (String, String) {
     (url, token.trim().to_string())
 }
 
+/// Starts `reposafe -vv serve` on a free port for `rs`'s data dir with its debug log
+/// appended to `log`, and waits until it announces itself; the child, its URL and the
+/// admin API token (the caller kills it).
+pub fn start_logged_daemon(rs: &Reposafe, log: &Path) -> (std::process::Child, String, String) {
+    let _ = std::fs::remove_file(rs.data_dir().join("daemon.json"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("daemon log file");
+    let child = rs
+        .cmd(&["-vv", "serve", "--listen", "127.0.0.1:0"])
+        .env("REPOSAFE_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start serve");
+    let (url, token) = wait_for_daemon(rs.data_dir());
+    (child, url, token)
+}
+
+/// An HTTP client for a daemon's API that shows redirects instead of following them.
+pub fn api_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
 /// Starts `reposafe serve` on a free port for `rs`'s data dir and waits (up to 60 s) until
 /// it announces itself in `daemon.json`; the caller kills it.
 pub fn start_daemon(rs: &Reposafe) -> std::process::Child {

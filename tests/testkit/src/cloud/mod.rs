@@ -597,12 +597,23 @@ impl CloudServer {
         secret: &str,
         expires_in_secs: u64,
     ) {
+        self.push_consumer(principal, key, secret, None, expires_in_secs);
+    }
+
+    fn push_consumer(
+        &self,
+        principal: &str,
+        key: &str,
+        secret: &str,
+        callback: Option<&str>,
+        expires_in: u64,
+    ) {
         self.shared.lock().consumers.push(Consumer {
             principal: principal.into(),
             key: key.into(),
             secret: secret.into(),
-            expires_in: expires_in_secs,
-            callback: None,
+            expires_in,
+            callback: callback.map(str::to_string),
         });
     }
 
@@ -618,13 +629,7 @@ impl CloudServer {
         callback: &str,
         expires_in_secs: u64,
     ) {
-        self.shared.lock().consumers.push(Consumer {
-            principal: principal.into(),
-            key: key.into(),
-            secret: secret.into(),
-            expires_in: expires_in_secs,
-            callback: Some(callback.into()),
-        });
+        self.push_consumer(principal, key, secret, Some(callback), expires_in_secs);
     }
 
     /// Whether the user grants access on the consent page (`false`: the authorize
