@@ -195,6 +195,8 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
         config.parallel = p.clamp(1, 64);
     }
     let jobs = Jobs::new(ctx.clone(), config)?;
+    jobs.notifications()
+        .set_defaults(file.notifications.clone());
     jobs.start();
     daemon::catch_up(&jobs, time::OffsetDateTime::now_utc(), settings.run_missed)?;
 
@@ -236,6 +238,7 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
         let local = listener.local_addr().unwrap_or(addr);
         let tls_cert = settings.tls.as_ref().map(|(c, _)| c.as_path());
         let url = publish(data_dir, local, acceptor.is_some(), tls_cert, &instance)?;
+        jobs.notifications().set_base_url(url.clone());
         announce_token(&token, created, &token_path, &url);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch SIGTERM")?;

@@ -477,6 +477,19 @@ impl Service for LocalService {
         // In process also in the daemon: an export writes files, it changes no state.
         super::export::export(self.ctx(), &req)
     }
+
+    // issue 14 (N): notifications
+    fn notifications(&self) -> Result<NotificationView, EngineError> {
+        self.jobs.notifications().view(self.ctx())
+    }
+
+    fn set_notifications(&self, req: SetNotifications) -> Result<NotificationView, EngineError> {
+        self.jobs.notifications().set(self.ctx(), req)
+    }
+
+    fn test_notifications(&self) -> Result<Vec<ChannelResult>, EngineError> {
+        self.jobs.notifications().test(self.ctx())
+    }
 }
 
 /// The job of a restore into a provider: the request checked (a target, no local path).

@@ -10,11 +10,13 @@
 use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
 pub use super::export::{ExportReport, ExportRequest};
+pub use super::notifications::{Delivery, NotificationView, SetNotifications, SettingsSource};
 use super::restore::RestoreReport;
 pub use super::restore_into::{RestoreTarget, RestoredInto};
 pub use super::show::{ShowReport, ShowRequest};
 use super::EngineError;
 use crate::archive::{RepoIdentity, Snapshot};
+pub use crate::notify::{ChannelResult, NotificationSettings, SmtpSecurity, SmtpSettings};
 use crate::providers::{ProviderInfo, Scope};
 use crate::state::{Connection, ConnectionTls, Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
 use crate::vault::{Credential, CredentialKind};
@@ -104,6 +106,15 @@ pub trait Service: Send + Sync {
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError>;
     /// Writes a snapshot out as plain files (bare repositories, documents, files).
     fn export(&self, req: ExportRequest) -> Result<ExportReport, EngineError>;
+
+    // issue 14 (N): notifications
+    /// The notification settings in force (secrets masked), where they come from and
+    /// the last delivery's outcome.
+    fn notifications(&self) -> Result<NotificationView, EngineError>;
+    /// Replaces the notification settings (stored; the config file's then no longer apply).
+    fn set_notifications(&self, req: SetNotifications) -> Result<NotificationView, EngineError>;
+    /// Sends a test message on every configured channel: one result per channel.
+    fn test_notifications(&self) -> Result<Vec<ChannelResult>, EngineError>;
 }
 
 /// Where a front-end wants to see long work progress.

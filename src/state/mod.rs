@@ -8,6 +8,7 @@
 
 mod restored;
 mod scoped_credentials;
+mod settings;
 mod tls_trust;
 
 pub use restored::{RestoreDestination, RestoredItem};
