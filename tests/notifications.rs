@@ -277,7 +277,120 @@ fn a_partial_job_is_mailed_and_posted_with_the_failed_repository_and_a_link() {
         "{shown}"
     );
     assert_not_on_disk(rs.data_dir(), "hooksecret4f9a");
+
+    // The dashboard's settings page: the settings in force (the webhook only as its
+    // origin), "send test" answering per channel, a save that keeps the secrets.
+    let (_, token) = wait_for_daemon(rs.data_dir());
+    let page = Session::sign_in(&url, &token);
+    let settings = page.get("/settings");
+    assert!(settings.contains("id=\"notifications\""), "{settings}");
+    assert!(settings.contains("id=\"last-delivery\""), "{settings}");
+    assert!(!settings.contains("hooksecret"), "{settings}");
+    let tested = page.post("/settings/notifications/test", &[]);
+    assert!(tested.contains("id=\"test-result\""), "{tested}");
+    assert!(tested.contains("<b>email</b>: sent"), "{tested}");
+    assert!(tested.contains("<b>webhook</b>: sent"), "{tested}");
+    assert_eq!(smtp.wait_messages(2).len(), 2);
+    assert_eq!(hook.wait(2).len(), 2);
+    let masked = format!("http://{}/…", hook.url.split('/').nth(2).expect("host"));
+    let saved = page.post(
+        "/settings/notifications",
+        &[
+            ("webhook_url", masked.as_str()),
+            ("smtp_host", "127.0.0.1"),
+            ("smtp_port", port.as_str()),
+            ("smtp_security", "none"),
+            ("smtp_from", "backup@example.com"),
+            ("smtp_to", "ops@example.com\nlead@example.com"),
+            ("daily_digest", "06:45"),
+        ],
+    );
+    assert!(saved.contains("Notification settings saved"), "{saved}");
+    let shown = rs.run(&["notifications"]).ok().stdout;
+    assert!(
+        shown.contains("to ops@example.com, lead@example.com"),
+        "{shown}"
+    );
+    assert!(shown.contains("daily digest: 06:45"), "{shown}");
+    assert!(shown.contains("partial jobs: no"), "{shown}");
+    rs.run(&["notifications", "test"]).ok();
+    assert_eq!(
+        hook.wait(3)[2].0,
+        format!("/services/{HOOK_TOKEN}"),
+        "the URL was kept"
+    );
     drop(daemon);
+}
+
+fn encode(fields: &[(&str, &str)]) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.extend_pairs(fields).finish()
+}
+
+/// A signed-in dashboard session (cookie + CSRF token), following redirects.
+struct Session {
+    url: String,
+    http: reqwest::blocking::Client,
+    cookie: String,
+    csrf: String,
+}
+
+impl Session {
+    fn sign_in(url: &str, token: &str) -> Session {
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let login = http
+            .post(format!("{url}/login"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(encode(&[("token", token)]))
+            .send()
+            .expect("login");
+        let cookie = login.headers()["set-cookie"].to_str().expect("cookie");
+        let cookie = cookie.split(';').next().expect("cookie").to_string();
+        let mut s = Session {
+            url: url.to_string(),
+            http,
+            cookie,
+            csrf: String::new(),
+        };
+        let home = s.get("/settings");
+        let csrf = home.split("name=\"csrf-token\" content=\"").nth(1);
+        s.csrf = csrf
+            .and_then(|r| r.split('"').next())
+            .expect("csrf")
+            .to_string();
+        s
+    }
+
+    fn get(&self, path: &str) -> String {
+        let r = self.http.get(format!("{}{path}", self.url));
+        r.header("Cookie", &self.cookie)
+            .send()
+            .expect("GET")
+            .text()
+            .expect("page")
+    }
+
+    /// Posts a form with the CSRF token; a redirect is followed to its page.
+    fn post(&self, path: &str, fields: &[(&str, &str)]) -> String {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("Cookie", &self.cookie)
+            .header("Origin", &self.url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(encode(&all))
+            .send()
+            .expect("POST");
+        match resp.headers().get("location").and_then(|l| l.to_str().ok()) {
+            Some(to) => self.get(to),
+            None => resp.text().expect("page"),
+        }
+    }
 }
 
 #[test]

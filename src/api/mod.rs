@@ -10,6 +10,7 @@ mod auth;
 pub use auth::ct_eq;
 mod handlers;
 mod metrics;
+mod pages;
 mod server;
 mod session;
 mod token;
@@ -55,6 +56,8 @@ pub struct Api {
     pub body_timeout: Duration,
     /// The signed-in dashboard browsers.
     sessions: session::Sessions,
+    /// Where the admin token is kept (the sign-in page tells).
+    pub token_file: String,
 }
 
 impl Api {
@@ -66,6 +69,7 @@ impl Api {
             tls: false,
             body_timeout: Limits::default().timeout,
             sessions: session::Sessions::default(),
+            token_file: TOKEN_FILE.to_string(),
         }
     }
 }
@@ -379,6 +383,11 @@ pub async fn handle(
     if path == "/login" {
         return Ok(handlers::login(&api, req).await);
     }
+    if method == Method::GET {
+        if let Some(asset) = pages::asset(&path) {
+            return Ok(asset);
+        }
+    }
     let req = match auth::admit(&api, req).await {
         Ok(req) => req,
         Err(refused) => return Ok(refused),
@@ -390,6 +399,7 @@ pub async fn handle(
         Ok(())
     };
     let result = match checked {
+        Ok(()) if pages::is_page(&method, &path) => pages::serve(api, req).await,
         Ok(()) => handlers::dispatch(api, req, &method, &path).await,
         Err(e) => Err(e),
     };

@@ -465,6 +465,11 @@ impl Service for Remote {
         self.send(rb, &format!("POST {path}"))
     }
 
+    // issue 14 (lead)
+    fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError> {
+        self.post("/api/v1/plans/preview", &spec)
+    }
+
     // issue 14 (N): notifications
     fn notifications(&self) -> Result<NotificationView, EngineError> {
         self.get("/api/v1/notifications")

@@ -174,7 +174,10 @@ fn request(ctx: &Ctx) -> Result<SetNotifications, String> {
         Some(host) => Some(SmtpSettings {
             host: host.to_string(),
             port: match f.get("smtp_port") {
-                Some(p) => Some(p.parse().map_err(|_| format!("smtp_port: {p:?} is not a port number"))?),
+                Some(p) => Some(
+                    p.parse()
+                        .map_err(|_| format!("smtp_port: {p:?} is not a port number"))?,
+                ),
                 None => None,
             },
             security: match f.get("smtp_security") {
@@ -203,7 +206,9 @@ fn request(ctx: &Ctx) -> Result<SetNotifications, String> {
             daily_digest: f.get("daily_digest").map(str::to_string),
             dashboard_url: f.get("dashboard_url").map(str::to_string),
         },
-        smtp_password: f.raw("smtp_password").map(|p| SecretString::from(p.to_string())),
+        smtp_password: f
+            .raw("smtp_password")
+            .map(|p| SecretString::from(p.to_string())),
         clear_smtp_password: f.checked("clear_smtp_password"),
     })
 }

@@ -26,6 +26,8 @@ pub mod jobs;
 mod listing;
 mod local;
 pub mod notifications;
+pub mod overview;
+pub mod plan_preview;
 pub mod plans;
 mod repo_lock;
 mod restore;

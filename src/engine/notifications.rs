@@ -260,6 +260,7 @@ impl Notifications {
         if !matches!(job.state, JobState::Failed | JobState::Partial) {
             return;
         }
+        let id = job.id;
         let (ctx, job, me) = (ctx.clone(), job.clone(), self.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("notify-job-{}", job.id))
@@ -274,7 +275,7 @@ impl Notifications {
                 pending.retain(|h| !h.is_finished());
                 pending.push(h);
             }
-            Err(e) => tracing::warn!("job {}: cannot start the notification thread: {e}", job.id),
+            Err(e) => tracing::warn!("job {id}: cannot start the notification thread: {e}"),
         }
     }
 
@@ -414,6 +415,21 @@ fn unseal(ctx: &Context, sealed: Option<&str>) -> Result<Option<SecretString>, E
         .decode(b64)
         .map_err(|e| EngineError::Internal(format!("stored notification secret: {e}")))?;
     Ok(Some(ctx.vault.unseal(&bytes)?.secret))
+}
+
+/// The overview's warning when the last notification failed on some channel.
+pub(super) fn delivery_warning(ctx: &Context) -> Result<Option<String>, EngineError> {
+    Ok(last_delivery(ctx)?.and_then(|d| {
+        let failures = d.failures();
+        (!failures.is_empty()).then(|| {
+            format!(
+                "notification ({}) at {} failed: {}",
+                d.what,
+                crate::fmt::fmt_time(d.at),
+                failures.join("; ")
+            )
+        })
+    }))
 }
 
 /// The sealed secrets of the notification settings (for the vault's key check).

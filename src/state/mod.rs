@@ -6,11 +6,13 @@
 //! redb holds an exclusive lock on the file: a second process opening the same
 //! data dir gets [`StateError::Locked`].
 
+mod checks;
 mod restored;
 mod scoped_credentials;
 mod settings;
 mod tls_trust;
 
+pub use checks::ConnectionCheck;
 pub use restored::{RestoreDestination, RestoredItem};
 pub use scoped_credentials::{CredentialScope, ScopedCredential};
 pub use tls_trust::ConnectionTls;
@@ -209,6 +211,7 @@ impl State {
             scoped_credentials::SCOPED_CREDENTIALS.name(),
             tls_trust::CONNECTION_TLS.name(),
             restored::RESTORED_ITEMS.name(),
+            checks::CONNECTION_CHECKS.name(),
         ]
         .iter()
         .all(|name| present.contains(*name))
@@ -252,6 +255,8 @@ impl State {
             tx.open_table(tls_trust::CONNECTION_TLS)
                 .map_err(|x| e(x.into()))?;
             tx.open_table(restored::RESTORED_ITEMS)
+                .map_err(|x| e(x.into()))?;
+            tx.open_table(checks::CONNECTION_CHECKS)
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))
@@ -316,6 +321,7 @@ impl State {
             let mut creds = tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
             creds.remove(name).map_err(|x| e(x.into()))?;
             self.remove_extras(&tx, name)?;
+            self.remove_connection_check(&tx, name)?;
         }
         tx.commit().map_err(|x| e(x.into()))
     }

@@ -3,7 +3,7 @@
 //! schema 2 read it as empty without a migration.
 
 use super::{State, StateError};
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{TableDefinition, TableError};
 
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings_v1");
 
