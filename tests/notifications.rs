@@ -186,6 +186,32 @@ fn setup(n: usize) -> (CloudServer, TempDir, Vec<(String, PathBuf)>, Reposafe) {
     (server, dir, repos, rs)
 }
 
+/// `notifications set` with the webhook (its URL from a file), the SMTP server on
+/// 127.0.0.1:`port`, a sender and a recipient, and `extra`.
+fn set_args(rs: &Reposafe, hook: &Receiver, port: &str, extra: &[&str]) -> Vec<String> {
+    let hook_file = rs.secret_file("hook", &hook.url).display().to_string();
+    let mut args = vec![
+        "notifications",
+        "set",
+        "--webhook-url-file",
+        &hook_file,
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        port,
+        "--smtp-from",
+        "reposafe <backup@example.com>",
+        "--smtp-to",
+        "ops@example.com",
+    ];
+    args.extend_from_slice(extra);
+    args.into_iter().map(str::to_string).collect()
+}
+
+fn run(rs: &Reposafe, args: &[String]) -> Run {
+    rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -202,27 +228,9 @@ fn a_partial_job_is_mailed_and_posted_with_the_failed_repository_and_a_link() {
     let hook = Receiver::start();
     let daemon = Daemon(start_daemon(&rs));
     let (url, _) = wait_for_daemon(rs.data_dir());
-    let hook_file = rs.secret_file("hook", &hook.url);
     let port = smtp.port.to_string();
-    let set = [
-        "notifications",
-        "set",
-        "--webhook-url-file",
-        hook_file.to_str().expect("path"),
-        "--smtp-host",
-        "127.0.0.1",
-        "--smtp-port",
-        &port,
-        "--smtp-security",
-        "none",
-        "--smtp-from",
-        "reposafe <backup@example.com>",
-        "--smtp-to",
-        "ops@example.com",
-        "--on-partial",
-        "true",
-    ];
-    let shown = rs.run(&set).ok();
+    let extra = ["--smtp-security", "none", "--on-partial", "true"];
+    let shown = run(&rs, &set_args(&rs, &hook, &port, &extra)).ok();
     assert!(shown.stdout.contains("source: stored"), "{}", shown.stdout);
     let view = rs.run(&["notifications", "show", "--json"]).ok().stdout;
     assert!(
@@ -281,21 +289,22 @@ fn a_partial_job_is_mailed_and_posted_with_the_failed_repository_and_a_link() {
     // The dashboard's settings page: the settings in force (the webhook only as its
     // origin), "send test" answering per channel, a save that keeps the secrets.
     let (_, token) = wait_for_daemon(rs.data_dir());
-    let page = Session::sign_in(&url, &token);
-    let settings = page.get("/settings");
+    let settings = page(&url, &token, "/settings", None);
     assert!(settings.contains("id=\"notifications\""), "{settings}");
     assert!(settings.contains("id=\"last-delivery\""), "{settings}");
     assert!(!settings.contains("hooksecret"), "{settings}");
-    let tested = page.post("/settings/notifications/test", &[]);
+    let tested = page(&url, &token, "/settings/notifications/test", Some(&[]));
     assert!(tested.contains("id=\"test-result\""), "{tested}");
     assert!(tested.contains("<b>email</b>: sent"), "{tested}");
     assert!(tested.contains("<b>webhook</b>: sent"), "{tested}");
     assert_eq!(smtp.wait_messages(2).len(), 2);
     assert_eq!(hook.wait(2).len(), 2);
     let masked = format!("http://{}/…", hook.url.split('/').nth(2).expect("host"));
-    let saved = page.post(
+    let saved = page(
+        &url,
+        &token,
         "/settings/notifications",
-        &[
+        Some(&[
             ("webhook_url", masked.as_str()),
             ("smtp_host", "127.0.0.1"),
             ("smtp_port", port.as_str()),
@@ -303,7 +312,7 @@ fn a_partial_job_is_mailed_and_posted_with_the_failed_repository_and_a_link() {
             ("smtp_from", "backup@example.com"),
             ("smtp_to", "ops@example.com\nlead@example.com"),
             ("daily_digest", "06:45"),
-        ],
+        ]),
     );
     assert!(saved.contains("Notification settings saved"), "{saved}");
     let shown = rs.run(&["notifications"]).ok().stdout;
@@ -322,74 +331,26 @@ fn a_partial_job_is_mailed_and_posted_with_the_failed_repository_and_a_link() {
     drop(daemon);
 }
 
-fn encode(fields: &[(&str, &str)]) -> String {
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    form.extend_pairs(fields).finish()
-}
-
-/// A signed-in dashboard session (cookie + CSRF token), following redirects.
-struct Session {
-    url: String,
-    http: reqwest::blocking::Client,
-    cookie: String,
-    csrf: String,
-}
-
-impl Session {
-    fn sign_in(url: &str, token: &str) -> Session {
-        let http = reqwest::blocking::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
-        let login = http
-            .post(format!("{url}/login"))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(encode(&[("token", token)]))
-            .send()
-            .expect("login");
-        let cookie = login.headers()["set-cookie"].to_str().expect("cookie");
-        let cookie = cookie.split(';').next().expect("cookie").to_string();
-        let mut s = Session {
-            url: url.to_string(),
-            http,
-            cookie,
-            csrf: String::new(),
-        };
-        let home = s.get("/settings");
-        let csrf = home.split("name=\"csrf-token\" content=\"").nth(1);
-        s.csrf = csrf
-            .and_then(|r| r.split('"').next())
-            .expect("csrf")
-            .to_string();
-        s
-    }
-
-    fn get(&self, path: &str) -> String {
-        let r = self.http.get(format!("{}{path}", self.url));
-        r.header("Cookie", &self.cookie)
-            .send()
-            .expect("GET")
-            .text()
-            .expect("page")
-    }
-
-    /// Posts a form with the CSRF token; a redirect is followed to its page.
-    fn post(&self, path: &str, fields: &[(&str, &str)]) -> String {
-        let mut all = vec![("csrf", self.csrf.as_str())];
-        all.extend_from_slice(fields);
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("Cookie", &self.cookie)
-            .header("Origin", &self.url)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(encode(&all))
-            .send()
-            .expect("POST");
-        match resp.headers().get("location").and_then(|l| l.to_str().ok()) {
-            Some(to) => self.get(to),
-            None => resp.text().expect("page"),
+/// A dashboard page as an admin-token client sees it: a form POST (urlencoded) or a
+/// GET, a redirect followed to its page. (Sessions and CSRF: tests/dashboard_pages.rs.)
+fn page(url: &str, token: &str, path: &str, form: Option<&[(&str, &str)]>) -> String {
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let rb = match form {
+        Some(fields) => {
+            let mut body = url::form_urlencoded::Serializer::new(String::new());
+            http.post(format!("{url}{path}"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body.extend_pairs(fields).finish())
         }
+        None => http.get(format!("{url}{path}")),
+    };
+    let resp = rb.bearer_auth(token).send().expect("request");
+    match resp.headers().get("location").and_then(|l| l.to_str().ok()) {
+        Some(to) => page(url, token, to, None),
+        None => resp.text().expect("page"),
     }
 }
 
@@ -421,28 +382,11 @@ fn send_test_reports_each_channel_over_starttls_and_names_a_wrong_port() {
     assert_eq!(hook.wait(1).len(), 1);
 
     let pw = rs.secret_file("smtp-password", SMTP_PASSWORD);
-    let hook_file = rs.secret_file("hook", &hook.url);
-    rs.run(&[
-        "notifications",
-        "set",
-        "--webhook-url-file",
-        hook_file.to_str().expect("path"),
-        "--smtp-host",
-        "127.0.0.1",
-        "--smtp-port",
-        &port,
-        "--smtp-ca-bundle",
-        ca_file.to_str().expect("path"),
-        "--smtp-from",
-        "backup@example.com",
-        "--smtp-to",
-        "ops@example.com",
-        "--smtp-username",
-        "backup",
-        "--smtp-password-file",
-        pw.to_str().expect("path"),
-    ])
-    .ok();
+    let (ca_file, pw) = (ca_file.display().to_string(), pw.display().to_string());
+    let extra = ["--smtp-ca-bundle", &ca_file, "--smtp-username", "backup"];
+    let mut set = set_args(&rs, &hook, &port, &extra);
+    set.extend(["--smtp-password-file".to_string(), pw]);
+    run(&rs, &set).ok();
     let shown = rs.run(&["notifications"]).ok();
     assert!(shown.stdout.contains("(starttls)"), "{}", shown.stdout);
     assert!(shown.stdout.contains("password set"), "{}", shown.stdout);
