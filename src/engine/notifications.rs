@@ -245,7 +245,7 @@ impl Notifications {
     /// Sends a test message on every channel now; one result per channel.
     pub fn test(&self, ctx: &Context) -> Result<Vec<ChannelResult>, EngineError> {
         let (settings, secrets) = self.resolve(ctx)?;
-        if settings.smtp.is_none() && secrets.webhook_url.is_none() {
+        if !secrets.any_channel(&settings) {
             return Err(EngineError::Invalid(
                 "no notification channel is set: give an SMTP server or a webhook URL first".into(),
             ));
@@ -281,8 +281,7 @@ impl Notifications {
 
     fn send_job(&self, ctx: &Context, job: &Job) -> Result<(), EngineError> {
         let (settings, secrets) = self.resolve(ctx)?;
-        if !settings.wants(job.state) || !(settings.smtp.is_some() || secrets.webhook_url.is_some())
-        {
+        if !settings.wants(job.state) || !secrets.any_channel(&settings) {
             return Ok(());
         }
         let results = ctx.state.job_results(job.id)?;
@@ -313,19 +312,11 @@ impl Notifications {
         let local = chrono::DateTime::from_timestamp(now.unix_timestamp(), 0)
             .map(|t| t.with_timezone(&chrono::Local).naive_local());
         let Some(local) = local else { return };
-        let minutes = |hh: u32, mm: u32| hh * 60 + mm;
-        let at = minutes(h.into(), m.into());
-        let t = minutes(
-            chrono::Timelike::hour(&local),
-            chrono::Timelike::minute(&local),
-        );
-        let today = local.date().to_string();
-        if t < at || t >= at + 60 {
+        let last = ctx.state.setting(LAST_DIGEST).ok().flatten();
+        let last = last.as_deref().map(String::from_utf8_lossy);
+        let Some(today) = digest_due((h, m), local, last.as_deref()) else {
             return;
-        }
-        if ctx.state.setting(LAST_DIGEST).ok().flatten().as_deref() == Some(today.as_bytes()) {
-            return;
-        }
+        };
         if let Err(e) = ctx.state.put_setting(LAST_DIGEST, today.as_bytes()) {
             tracing::warn!("daily digest: cannot record it: {e}");
             return;
@@ -342,6 +333,7 @@ impl Notifications {
         let _ = std::thread::Builder::new()
             .name("notify-digest".into())
             .spawn(move || match me.resolve(&ctx) {
+                Ok((settings, secrets)) if !secrets.any_channel(&settings) => {}
                 Ok((settings, secrets)) => {
                     let msg = notify::digest_message(&finished, me.link(&settings).as_deref());
                     deliver(&ctx, &settings, &secrets, &msg, "daily digest".into());
@@ -349,6 +341,16 @@ impl Notifications {
                 Err(e) => tracing::warn!("daily digest: {e}"),
             });
     }
+}
+
+/// The day to send the digest for, when one is due at local time `local`: in the hour
+/// after `at` (hour, minute), unless one was sent that day (`last`).
+fn digest_due(at: (u8, u8), local: chrono::NaiveDateTime, last: Option<&str>) -> Option<String> {
+    use chrono::Timelike;
+    let start = u32::from(at.0) * 60 + u32::from(at.1);
+    let t = local.hour() * 60 + local.minute();
+    let today = local.date().to_string();
+    (t >= start && t < start + 60 && last != Some(today.as_str())).then_some(today)
 }
 
 /// Delivers, logs each failure and stores the outcome as the last delivery.
@@ -534,6 +536,36 @@ mod tests {
         let e = n.set(&ctx, bad).expect_err("bad time");
         assert_eq!(e.field(), Some("daily_digest"));
         assert!(n.view(&ctx).expect("view").settings.smtp.is_some());
+    }
+
+    #[test]
+    fn the_daily_digest_is_due_once_a_day_in_the_hour_after_its_time() {
+        let t = |d: u32, h: u32, m: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 11, d)
+                .and_then(|d| d.and_hms_opt(h, m, 0))
+                .expect("time")
+        };
+        assert_eq!(digest_due((7, 30), t(30, 7, 29), None), None, "not yet");
+        let due = digest_due((7, 30), t(30, 7, 30), None);
+        assert_eq!(due.as_deref(), Some("2026-11-30"));
+        assert_eq!(digest_due((7, 30), t(30, 8, 29), Some("2026-11-29")), due);
+        assert_eq!(
+            digest_due((7, 30), t(30, 8, 0), due.as_deref()),
+            None,
+            "sent"
+        );
+        assert_eq!(
+            digest_due((7, 30), t(30, 8, 30), None),
+            None,
+            "an hour late"
+        );
+
+        let msg = notify::digest_message(&[], Some("http://127.0.0.1:8720"));
+        assert!(msg.subject.contains("0 jobs"), "{msg:?}");
+        assert!(
+            msg.text.ends_with("Jobs: http://127.0.0.1:8720/jobs"),
+            "{msg:?}"
+        );
     }
 
     #[test]

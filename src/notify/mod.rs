@@ -153,11 +153,6 @@ impl NotificationSettings {
         Ok(())
     }
 
-    /// Whether any channel is set.
-    pub fn any_channel(&self) -> bool {
-        self.webhook_url.is_some() || self.smtp.is_some()
-    }
-
     /// Whether a job that ended in `state` is worth a message.
     pub fn wants(&self, state: JobState) -> bool {
         match state {
@@ -184,6 +179,13 @@ pub fn digest_time(at: &str) -> Result<(u8, u8), NotifyError> {
 pub struct Secrets {
     pub webhook_url: Option<SecretString>,
     pub smtp_password: Option<SecretString>,
+}
+
+impl Secrets {
+    /// Whether a message would go anywhere: an SMTP server or a webhook URL is set.
+    pub fn any_channel(&self, settings: &NotificationSettings) -> bool {
+        settings.smtp.is_some() || self.webhook_url.is_some()
+    }
 }
 
 /// One message, as both channels send it.
