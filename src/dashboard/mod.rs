@@ -7,9 +7,11 @@
 //! a little plain JavaScript for live progress) are embedded: nothing is loaded
 //! from elsewhere.
 
+mod connect;
 mod connections;
 pub mod form;
 pub mod layout;
+pub mod oauth;
 mod overview;
 mod plans;
 mod routes;
