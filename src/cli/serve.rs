@@ -259,6 +259,8 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
         settings.grace.as_secs()
     );
     jobs.shutdown(settings.grace);
+    // The messages of jobs that just ended (each channel times out within 15 s).
+    jobs.notifications().flush();
     let _ = std::fs::remove_file(&daemon_file);
     result?;
     eprintln!("reposafe: stopped");
