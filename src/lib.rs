@@ -16,6 +16,7 @@ pub mod engine;
 pub mod fmt;
 pub mod git;
 pub mod lfs;
+pub mod notify;
 pub mod providers;
 pub mod scheduler;
 pub mod state;

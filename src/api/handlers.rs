@@ -9,6 +9,7 @@ use super::{
     blocking, decode, error_response, json_response, read_body, reply, require_json, Api, ApiBody,
     ApiError, ChannelBody, ReqBody,
 };
+use crate::engine::service::SetNotifications;
 use crate::engine::service::{
     AddConnection, AddCredential, EditConnection, ExportRequest, OAuthBegin, OAuthFinish,
     RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
@@ -300,6 +301,18 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
                 })
             },
         ),
+        // issue 14 (N): notifications
+        route(M::GET, "/api/v1/notifications", |api, _, _| {
+            call(api, OK, |s| s.notifications())
+        }),
+        route(M::PUT, "/api/v1/notifications", |api, _, req| {
+            call_with(api, req, OK, |s, b: SetNotifications| {
+                s.set_notifications(b)
+            })
+        }),
+        route(M::POST, "/api/v1/notifications/test", |api, _, _| {
+            call(api, OK, |s| s.test_notifications())
+        }),
     ]
 });
 

@@ -57,6 +57,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Verify every blob of every snapshot in the archive.
     Check,
+    /// Notifications of failed jobs (e-mail, webhook): show, set, test.
+    Notifications(super::notifications::NotificationsArgs),
 }
 
 #[derive(Args, Debug)]

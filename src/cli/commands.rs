@@ -75,6 +75,7 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
             output::check(&report);
             return Ok(if report.damaged.is_empty() { 0 } else { 1 });
         }
+        Command::Notifications(args) => return super::notifications::execute(service, args),
     }
     Ok(0)
 }

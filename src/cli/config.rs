@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub run_missed_on_start: Option<bool>,
     pub parallel: Option<usize>,
     pub log: Option<String>,
+    /// `[notifications]`: defaults until settings are stored through the dashboard/API.
+    pub notifications: Option<crate::notify::NotificationSettings>,
 }
 
 impl FileConfig {
@@ -58,5 +60,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("absent.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_notifications_table_is_read_and_its_unknown_keys_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[notifications]\non_partial = true\n[notifications.smtp]\nhost = \"smtp.example.com\"\n\
+             from = \"backup@example.com\"\nto = [\"ops@example.com\"]\n",
+        )
+        .unwrap();
+        let c = FileConfig::load(Some(&f)).unwrap();
+        let n = c.notifications.unwrap();
+        assert!(n.on_partial);
+        assert_eq!(n.smtp.unwrap().endpoint(), "smtp.example.com:587");
+        std::fs::write(&f, "[notifications]\nwebhook = \"x\"\n").unwrap();
+        let e = FileConfig::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("webhook"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod config;
+mod notifications;
 mod output;
 mod progress;
 mod remote;
@@ -84,10 +85,15 @@ fn run(cli: Cli, file: &config::FileConfig) -> Result<i32> {
     // one, the engine runs here. Both are the same `Service`.
     let service: Box<dyn Service> = match remote::Remote::discover(&data_dir)? {
         Some(remote) => Box::new(remote),
-        None => Box::new(
-            LocalService::open(&data_dir)
-                .with_context(|| format!("cannot open data dir {}", data_dir.display()))?,
-        ),
+        None => {
+            let local = LocalService::open(&data_dir)
+                .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
+            local
+                .jobs_queue()
+                .notifications()
+                .set_defaults(file.notifications.clone());
+            Box::new(local)
+        }
     };
     commands::execute(service.as_ref(), cli.command)
 }

@@ -497,6 +497,25 @@ impl Service for Remote {
     ) -> Result<crate::state::Connection, EngineError> {
         self.call(Method::PUT, &connection_path(name), &req)
     }
+
+    // issue 14 (N): notifications
+    fn notifications(&self) -> Result<NotificationView, EngineError> {
+        self.get("/api/v1/notifications")
+    }
+
+    fn set_notifications(&self, req: SetNotifications) -> Result<NotificationView, EngineError> {
+        self.call(Method::PUT, "/api/v1/notifications", &req)
+    }
+
+    fn test_notifications(&self) -> Result<Vec<ChannelResult>, EngineError> {
+        // Each channel may take its full timeout (an SMTP server that does not answer).
+        let path = "/api/v1/notifications/test";
+        let rb = self
+            .req(Method::POST, path)
+            .timeout(Duration::from_secs(120))
+            .json(&serde_json::json!({}));
+        self.send(rb, &format!("POST {path}"))
+    }
 }
 
 /// A time as RFC 3339, for a query.

@@ -195,6 +195,8 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
         config.parallel = p.clamp(1, 64);
     }
     let jobs = Jobs::new(ctx.clone(), config)?;
+    jobs.notifications()
+        .set_defaults(file.notifications.clone());
     jobs.start();
     daemon::catch_up(&jobs, time::OffsetDateTime::now_utc(), settings.run_missed)?;
 
@@ -237,6 +239,7 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
         let local = listener.local_addr().unwrap_or(addr);
         let tls_cert = settings.tls.as_ref().map(|(c, _)| c.as_path());
         let url = publish(data_dir, local, acceptor.is_some(), tls_cert, &instance)?;
+        jobs.notifications().set_base_url(url.clone());
         announce_token(&token, created, &token_path, &url);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch SIGTERM")?;
@@ -256,6 +259,8 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
         settings.grace.as_secs()
     );
     jobs.shutdown(settings.grace);
+    // The messages of jobs that just ended (each channel times out within 15 s).
+    jobs.notifications().flush();
     let _ = std::fs::remove_file(&daemon_file);
     result?;
     eprintln!("reposafe: stopped");

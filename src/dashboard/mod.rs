@@ -15,6 +15,7 @@ pub mod oauth;
 mod overview;
 mod plans;
 mod routes;
+mod settings;
 
 pub use form::Form;
 pub use routes::{find, table};

@@ -102,6 +102,7 @@ pub fn tick(jobs: &Jobs, now: OffsetDateTime) -> Result<Vec<u64>, EngineError> {
             .state
             .update_plan(&plan.spec.name, |p| p.status.last_fire = Some(due))?;
     }
+    jobs.notifications().tick(jobs, now);
     Ok(queued)
 }
 

@@ -68,6 +68,7 @@ pub(super) fn sealed_credentials(state: &State) -> Result<Vec<Vec<u8>>, EngineEr
                 .map(|c| c.sealed),
         );
     }
+    out.extend(super::notifications::sealed_secrets(state));
     Ok(out)
 }
 

@@ -185,6 +185,7 @@ pub struct Jobs {
     queue: Mutex<Queue>,
     wake: Condvar,
     stopping: AtomicBool,
+    notifications: Arc<super::notifications::Notifications>,
 }
 
 impl Jobs {
@@ -207,11 +208,17 @@ impl Jobs {
             }),
             wake: Condvar::new(),
             stopping: AtomicBool::new(false),
+            notifications: Arc::default(),
         }))
     }
 
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx
+    }
+
+    /// Notifications of failed jobs (settings' defaults, links, deliveries in flight).
+    pub fn notifications(&self) -> &Arc<super::notifications::Notifications> {
+        &self.notifications
     }
 
     /// Starts the worker threads.
@@ -517,6 +524,7 @@ impl Jobs {
         self.persist(live, true);
         if let Some(j) = live.snapshot() {
             self.queue_resume(&j);
+            self.notifications.job_finished(&self.ctx, &j);
         }
     }
 
@@ -873,6 +881,8 @@ impl Jobs {
             self.run(&live);
             done.store(true, Ordering::SeqCst);
         });
+        // A failed job's notification goes out before the command ends.
+        self.notifications.flush();
         let job = live
             .snapshot()
             .ok_or_else(|| EngineError::Internal("job record lost".into()))?;

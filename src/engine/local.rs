@@ -552,6 +552,19 @@ impl Service for LocalService {
         };
         connections::edit_connection(self.ctx(), name, edit)
     }
+
+    // issue 14 (N): notifications
+    fn notifications(&self) -> Result<NotificationView, EngineError> {
+        self.jobs.notifications().view(self.ctx())
+    }
+
+    fn set_notifications(&self, req: SetNotifications) -> Result<NotificationView, EngineError> {
+        self.jobs.notifications().set(self.ctx(), req)
+    }
+
+    fn test_notifications(&self) -> Result<Vec<ChannelResult>, EngineError> {
+        self.jobs.notifications().test(self.ctx())
+    }
 }
 
 /// The job of a restore into a provider: the request checked (a target, no local path).

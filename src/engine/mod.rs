@@ -25,6 +25,7 @@ mod job_reports;
 pub mod jobs;
 mod listing;
 mod local;
+pub mod notifications;
 pub mod oauth;
 pub mod overview;
 pub mod plan_preview;

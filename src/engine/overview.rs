@@ -116,6 +116,8 @@ pub fn overview(
                 })
             }),
     );
+    // issue 14 (N): a notification that could not be delivered
+    warnings.extend(super::notifications::delivery_warning(ctx)?);
     Ok(Overview {
         data_dir: ctx.data_dir.display().to_string(),
         archive_bytes: ctx.archive.disk_usage()?,

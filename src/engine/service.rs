@@ -10,6 +10,7 @@
 use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
 pub use super::export::{ExportReport, ExportRequest};
+pub use super::notifications::{Delivery, NotificationView, SetNotifications, SettingsSource};
 pub use super::oauth::{OAuthBegin, OAuthFinish, OAuthStarted};
 pub use super::overview::{FailingRepository, JobFailure, Overview, PlanGlance};
 pub use super::plan_preview::{ConnectionMatch, PlanPreview};
@@ -18,6 +19,7 @@ pub use super::restore_into::{RestoreTarget, RestoredInto};
 pub use super::show::{ShowReport, ShowRequest};
 use super::EngineError;
 use crate::archive::{RepoIdentity, Snapshot};
+pub use crate::notify::{ChannelResult, NotificationSettings, SmtpSecurity, SmtpSettings};
 use crate::providers::{ProviderInfo, Scope};
 use crate::state::{Connection, ConnectionTls, Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
 use crate::vault::{Credential, CredentialKind};
@@ -127,6 +129,15 @@ pub trait Service: Send + Sync {
     ) -> Result<ConnectionAdded, EngineError>;
     /// Changes a connection's flags, rate limit and host-free settings.
     fn edit_connection(&self, name: &str, req: EditConnection) -> Result<Connection, EngineError>;
+
+    // issue 14 (N): notifications
+    /// The notification settings in force (secrets masked), where they come from and
+    /// the last delivery's outcome.
+    fn notifications(&self) -> Result<NotificationView, EngineError>;
+    /// Replaces the notification settings (stored; the config file's then no longer apply).
+    fn set_notifications(&self, req: SetNotifications) -> Result<NotificationView, EngineError>;
+    /// Sends a test message on every configured channel: one result per channel.
+    fn test_notifications(&self) -> Result<Vec<ChannelResult>, EngineError>;
 }
 
 /// Where a front-end wants to see long work progress.

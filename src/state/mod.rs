@@ -10,6 +10,7 @@ mod checks;
 mod connection_edit;
 mod restored;
 mod scoped_credentials;
+mod settings;
 mod tls_trust;
 
 pub use checks::ConnectionCheck;

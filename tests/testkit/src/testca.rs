@@ -44,6 +44,20 @@ impl TestCa {
     /// A server certificate for `names` (DNS names or IP addresses) signed by this CA,
     /// with its PKCS#8 key.
     pub fn server_cert(&self, names: &[&str]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let (cert, key) = self.signed(names);
+        let der = cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (der, key)
+    }
+
+    /// A server certificate for `names` and its key, both PEM (for servers that read
+    /// files, e.g. a Python SMTP server's `--tlscert`/`--tlskey`).
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let (cert, key) = self.signed(names);
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn signed(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate().expect("generate server key");
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -60,9 +74,7 @@ impl TestCa {
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("sign server cert");
-        let der = cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (der, key)
+        (cert, key)
     }
 
     /// A rustls server configuration presenting a certificate for `names`.
