@@ -9,6 +9,7 @@
 mod auth;
 pub use auth::ct_eq;
 mod handlers;
+mod hooks;
 mod metrics;
 mod server;
 mod session;
@@ -55,6 +56,8 @@ pub struct Api {
     pub body_timeout: Duration,
     /// The signed-in dashboard browsers.
     sessions: session::Sessions,
+    /// The rate limits of `/hooks/{connection}`.
+    hook_limiter: hooks::HookLimiter,
 }
 
 impl Api {
@@ -66,6 +69,7 @@ impl Api {
             tls: false,
             body_timeout: Limits::default().timeout,
             sessions: session::Sessions::default(),
+            hook_limiter: hooks::HookLimiter::default(),
         }
     }
 }
@@ -378,6 +382,10 @@ pub async fn handle(
     }
     if path == "/login" {
         return Ok(handlers::login(&api, req).await);
+    }
+    // Push webhooks: authenticated by their signature, not the token.
+    if let Some(connection) = handlers::hook_connection(&path) {
+        return Ok(hooks::handle(api, req, connection).await);
     }
     let req = match auth::admit(&api, req).await {
         Ok(req) => req,

@@ -9,8 +9,8 @@ use super::args::{
 use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
-    AddConnection, AddCredential, BackupRequest, CredentialInput, ExportRequest, RestoreRequest,
-    RestoreTarget, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
+    AddConnection, AddCredential, AuditQuery, BackupRequest, CredentialInput, ExportRequest,
+    RestoreRequest, RestoreTarget, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
 use crate::engine::{Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
@@ -74,6 +74,17 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
             output::check(&report);
             return Ok(if report.damaged.is_empty() { 0 } else { 1 });
         }
+        Command::Audit(args) => {
+            let entries = service.audit(AuditQuery {
+                limit: args.limit,
+                before: args.before,
+            })?;
+            if args.json {
+                output::json(&entries)?;
+            } else {
+                output::audit(&entries);
+            }
+        }
     }
     Ok(0)
 }
@@ -98,6 +109,14 @@ fn connection(service: &dyn Service, cmd: ConnectionCmd) -> Result<i32> {
         }
         ConnectionCmd::Credential(c) => credential(service, *c)?,
         ConnectionCmd::Tls(a) => tls(service, a)?,
+        ConnectionCmd::Webhook { name, rotate } => {
+            let info = if rotate {
+                service.rotate_webhook_secret(&name)?
+            } else {
+                service.webhook(&name)?
+            };
+            output::webhook(&info);
+        }
     }
     Ok(0)
 }

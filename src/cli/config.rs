@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub run_missed_on_start: Option<bool>,
     pub parallel: Option<usize>,
     pub log: Option<String>,
+    /// Seconds a push webhook waits for more pushes before the backup is queued.
+    pub hook_delay_secs: Option<u64>,
 }
 
 impl FileConfig {

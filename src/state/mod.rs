@@ -6,10 +6,13 @@
 //! redb holds an exclusive lock on the file: a second process opening the same
 //! data dir gets [`StateError::Locked`].
 
+mod audit;
 mod restored;
 mod scoped_credentials;
 mod tls_trust;
+mod webhooks;
 
+pub use audit::{Actor, AuditEntry};
 pub use restored::{RestoreDestination, RestoredItem};
 pub use scoped_credentials::{CredentialScope, ScopedCredential};
 pub use tls_trust::ConnectionTls;
@@ -208,6 +211,8 @@ impl State {
             scoped_credentials::SCOPED_CREDENTIALS.name(),
             tls_trust::CONNECTION_TLS.name(),
             restored::RESTORED_ITEMS.name(),
+            audit::AUDIT.name(),
+            webhooks::WEBHOOK_SECRETS.name(),
         ]
         .iter()
         .all(|name| present.contains(*name))
@@ -251,6 +256,9 @@ impl State {
             tx.open_table(tls_trust::CONNECTION_TLS)
                 .map_err(|x| e(x.into()))?;
             tx.open_table(restored::RESTORED_ITEMS)
+                .map_err(|x| e(x.into()))?;
+            tx.open_table(audit::AUDIT).map_err(|x| e(x.into()))?;
+            tx.open_table(webhooks::WEBHOOK_SECRETS)
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))
@@ -315,6 +323,7 @@ impl State {
             let mut creds = tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
             creds.remove(name).map_err(|x| e(x.into()))?;
             self.remove_extras(&tx, name)?;
+            self.remove_webhook_secret(&tx, name)?;
         }
         tx.commit().map_err(|x| e(x.into()))
     }
