@@ -171,7 +171,7 @@ fn a_dashboard_session_needs_csrf_and_its_own_origin() {
     assert_eq!(page.status, 200, "{page:?}");
     let csrf = page
         .body
-        .split("name=csrf value=\"")
+        .split("name=\"csrf\" value=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())
         .expect("the page carries the CSRF token")

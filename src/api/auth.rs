@@ -101,9 +101,9 @@ fn forbidden(message: impl Into<String>) -> Response<ApiBody> {
     error_response(ApiError::new(StatusCode::FORBIDDEN, message))
 }
 
-fn unauthorized<B>(req: &Request<B>) -> Response<ApiBody> {
-    if req.uri().path() == "/" && req.method() == Method::GET {
-        return super::handlers::login_page(None);
+fn unauthorized<B>(api: &Api, req: &Request<B>) -> Response<ApiBody> {
+    if req.method() == Method::GET && super::pages::is_page(req.method(), req.uri().path()) {
+        return super::handlers::login_page(api, None);
     }
     let mut r = error_response(ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -128,13 +128,13 @@ pub async fn admit(
             .strip_prefix("Bearer ")
             .is_some_and(|t| token_matches(api, t));
         if !ok {
-            return Err(unauthorized(&req));
+            return Err(unauthorized(api, &req));
         }
         req.extensions_mut().insert(Signed::Bearer);
         return Ok(req);
     }
     let Some(session) = cookie(&req, SESSION_COOKIE).and_then(|id| api.sessions.get(id)) else {
-        return Err(unauthorized(&req));
+        return Err(unauthorized(api, &req));
     };
     if let Some(why) = cross_site(api, &req) {
         return Err(forbidden(why));

@@ -126,22 +126,6 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
                 Ok(reply(OK, "text/plain; version=0.0.4", text))
             })
         }),
-        route(M::GET, "/", |api, _, req| {
-            let csrf = match req.extensions().get::<Signed>() {
-                Some(Signed::Session(s)) => Some(s.csrf.clone()),
-                _ => None,
-            };
-            Box::pin(async move {
-                let html = blocking(move || {
-                    Ok(crate::dashboard::status_page(
-                        &api.service,
-                        csrf.as_deref(),
-                    )?)
-                })
-                .await?;
-                Ok(html_reply(OK, html))
-            })
-        }),
         route(M::POST, "/logout", |api, _, req| {
             let signed = req.extensions().get::<Signed>().cloned();
             Box::pin(async move { Ok(logout(&api, signed).await) })
@@ -302,6 +286,10 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route(M::POST, "/api/v1/export", |api, _, req| {
             call_with(api, req, OK, |s, b: ExportRequest| s.export(b))
         }),
+        // issue 14 (lead)
+        route(M::POST, "/api/v1/plans/preview", |api, _, req| {
+            call_with(api, req, OK, |s, b: PlanSpec| s.preview_plan(b))
+        }),
         // issue 14 (W): push-triggered backups and the audit log.
         route(M::GET, "/api/v1/connections/{name}/webhook", |api, p, _| {
             call(api, OK, move |s| s.webhook(&p.path("name")))
@@ -403,7 +391,7 @@ fn matches(pattern: &'static str, segs: &[String]) -> Option<BTreeMap<&'static s
     Some(params)
 }
 
-fn query<B>(req: &Request<B>) -> BTreeMap<String, String> {
+pub(super) fn query<B>(req: &Request<B>) -> BTreeMap<String, String> {
     req.uri()
         .query()
         .map(|q| {
@@ -504,7 +492,7 @@ async fn events(api: Arc<Api>, id: u64) -> Reply {
 }
 
 /// An HTML page: never cached, never framed.
-fn html_reply(status: StatusCode, html: String) -> Response<ApiBody> {
+pub(super) fn html_reply(status: StatusCode, html: String) -> Response<ApiBody> {
     let mut r = reply(status, "text/html; charset=utf-8", html);
     let h = r.headers_mut();
     h.insert(
@@ -524,10 +512,10 @@ fn html_reply(status: StatusCode, html: String) -> Response<ApiBody> {
 
 /// The login form of the dashboard (the browser then keeps a session id in an
 /// HttpOnly cookie, never the token).
-pub fn login_page(error: Option<&str>) -> Response<ApiBody> {
+pub fn login_page(api: &Api, error: Option<&str>) -> Response<ApiBody> {
     let mut r = html_reply(
         StatusCode::UNAUTHORIZED,
-        crate::dashboard::login_page(error),
+        crate::dashboard::layout::login_page(error, &api.token_file),
     );
     if let Ok(v) = "Bearer realm=\"reposafe\"".parse() {
         r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
@@ -559,7 +547,7 @@ fn see_other(text: &'static str, cookie: Option<hyper::header::HeaderValue>) -> 
 /// token is right.
 pub async fn login(api: &Api, req: Request<ReqBody>) -> Response<ApiBody> {
     if req.method() != Method::POST {
-        return login_page(None);
+        return login_page(api, None);
     }
     if let Some(why) = cross_site(api, &req) {
         return error_response(ApiError::new(StatusCode::FORBIDDEN, why));
@@ -580,7 +568,7 @@ pub async fn login(api: &Api, req: Request<ReqBody>) -> Response<ApiBody> {
         }
         _ => {
             record_session(api, Actor::Session("-".into()), Some(false)).await;
-            login_page(Some("wrong token"))
+            login_page(api, Some("wrong token"))
         }
     }
 }

@@ -11,6 +11,7 @@ pub use auth::ct_eq;
 mod handlers;
 mod hooks;
 mod metrics;
+mod pages;
 mod server;
 mod session;
 mod token;
@@ -58,6 +59,8 @@ pub struct Api {
     sessions: session::Sessions,
     /// The rate limits of `/hooks/{connection}`.
     hook_limiter: hooks::HookLimiter,
+    /// Where the admin token is kept (the sign-in page tells).
+    pub token_file: String,
 }
 
 impl Api {
@@ -70,6 +73,7 @@ impl Api {
             body_timeout: Limits::default().timeout,
             sessions: session::Sessions::default(),
             hook_limiter: hooks::HookLimiter::default(),
+            token_file: TOKEN_FILE.to_string(),
         }
     }
 }
@@ -387,6 +391,11 @@ pub async fn handle(
     if let Some(connection) = handlers::hook_connection(&path) {
         return Ok(hooks::handle(api, req, connection).await);
     }
+    if method == Method::GET {
+        if let Some(asset) = pages::asset(&path) {
+            return Ok(asset);
+        }
+    }
     let req = match auth::admit(&api, req).await {
         Ok(req) => req,
         Err(refused) => return Ok(refused),
@@ -398,6 +407,7 @@ pub async fn handle(
         Ok(())
     };
     let result = match checked {
+        Ok(()) if pages::is_page(&method, &path) => pages::serve(api, req).await,
         Ok(()) => handlers::dispatch(api, req, &method, &path).await,
         Err(e) => Err(e),
     };

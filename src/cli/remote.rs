@@ -465,6 +465,11 @@ impl Service for Remote {
         self.send(rb, &format!("POST {path}"))
     }
 
+    // issue 14 (lead)
+    fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError> {
+        self.post("/api/v1/plans/preview", &spec)
+    }
+
     // issue 14 (W): push-triggered backups and the audit log.
     fn webhook(&self, name: &str) -> Result<WebhookInfo, EngineError> {
         let info: WebhookInfo = self.get(&format!("{}/webhook", connection_path(name)))?;

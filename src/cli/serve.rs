@@ -228,6 +228,7 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
     );
     let limits = api::Limits::from_env();
     api.tls = acceptor.is_some();
+    api.token_file = token_path.display().to_string();
     api.body_timeout = limits.timeout;
     let api = Arc::new(api);
     let rt = tokio::runtime::Builder::new_multi_thread()

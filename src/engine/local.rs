@@ -24,6 +24,8 @@ pub struct LocalService {
     jobs: Arc<Jobs>,
     /// Whether the job workers run (the daemon): jobs can be queued and followed.
     daemon: bool,
+    /// The archive's totals for the overview, reused for a minute.
+    totals: Arc<super::overview::TotalsCache>,
     /// Who the audit log names for the changes made through this service.
     actor: Actor,
     /// Pushes waiting for their debounce delay (the daemon's).
@@ -37,6 +39,7 @@ impl LocalService {
         Ok(LocalService {
             jobs: Jobs::new(ctx, RunnerConfig::default())?,
             daemon: false,
+            totals: Arc::default(),
             actor: Actor::Cli,
             hooks: Debouncer::new(hooks::DEFAULT_DELAY),
         })
@@ -48,6 +51,7 @@ impl LocalService {
         LocalService {
             jobs,
             daemon: workers_running,
+            totals: Arc::default(),
             actor: Actor::Cli,
             hooks: Debouncer::new(hooks::DEFAULT_DELAY),
         }
@@ -179,11 +183,31 @@ impl LocalService {
             .iter()
             .filter(|c| matches!(c.scope, crate::state::CredentialScope::Project { .. }))
             .count();
+        let state = &self.ctx().state;
+        let last_check = state.connection_check(&conn.name)?;
+        let repos = state.repositories(Some(&conn.name))?;
         Ok(ConnectionView {
-            connection: conn,
             tls: TlsSummary::of(&tls),
             project_credentials,
+            last_check,
+            repositories: repos.len(),
+            last_backup: repos.iter().map(|r| r.last_seen).max(),
+            connection: conn,
         })
+    }
+
+    /// Keeps the outcome of testing connection `name` (shown on its page and, when it
+    /// failed, as a warning in the overview).
+    fn record_check(&self, name: &str, error: Option<&EngineError>) -> Result<(), EngineError> {
+        if let Some(EngineError::State(crate::state::StateError::NoSuchConnection(_))) = error {
+            return Ok(());
+        }
+        let check = crate::state::ConnectionCheck {
+            ok: error.is_none(),
+            reason: error.map(|e| e.to_string()),
+            at: time::OffsetDateTime::now_utc(),
+        };
+        Ok(self.ctx().state.record_connection_check(name, &check)?)
     }
 
     fn job_kind(&self, req: &RunRequest) -> Result<JobKind, EngineError> {
@@ -237,11 +261,7 @@ pub fn backup_targets(
 
 impl Service for LocalService {
     fn overview(&self) -> Result<Overview, EngineError> {
-        Ok(Overview {
-            data_dir: self.ctx().data_dir.display().to_string(),
-            archive_bytes: self.ctx().archive.disk_usage()?,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        })
+        super::overview::overview(self.ctx(), &self.totals, time::OffsetDateTime::now_utc())
     }
 
     fn providers(&self) -> Result<ProvidersReport, EngineError> {
@@ -289,7 +309,9 @@ impl Service for LocalService {
     }
 
     fn test_connection(&self, name: &str) -> Result<ConnectionTested, EngineError> {
-        let (scopes, kinds) = connections::test_connection(self.ctx(), name)?;
+        let tested = connections::test_connection(self.ctx(), name);
+        self.record_check(name, tested.as_ref().err())?;
+        let (scopes, kinds) = tested?;
         Ok(ConnectionTested {
             connection: name.to_string(),
             ok: true,
@@ -685,6 +707,11 @@ impl Service for LocalService {
 
     fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, EngineError> {
         audit::entries(self.ctx(), &query)
+    }
+
+    // issue 14 (lead)
+    fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError> {
+        super::plan_preview::preview(self.ctx(), &spec, time::OffsetDateTime::now_utc())
     }
 }
 

@@ -27,6 +27,8 @@ mod job_reports;
 pub mod jobs;
 mod listing;
 mod local;
+pub mod overview;
+pub mod plan_preview;
 pub mod plans;
 mod repo_lock;
 mod restore;

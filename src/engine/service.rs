@@ -12,6 +12,8 @@ use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
 pub use super::export::{ExportReport, ExportRequest};
 pub use super::hooks::{HookQueued, WebhookInfo};
+pub use super::overview::{FailingRepository, JobFailure, Overview, PlanGlance};
+pub use super::plan_preview::{ConnectionMatch, PlanPreview};
 use super::restore::RestoreReport;
 pub use super::restore_into::{RestoreTarget, RestoredInto};
 pub use super::show::{ShowReport, ShowRequest};
@@ -107,6 +109,11 @@ pub trait Service: Send + Sync {
     /// Writes a snapshot out as plain files (bare repositories, documents, files).
     fn export(&self, req: ExportRequest) -> Result<ExportReport, EngineError>;
 
+    // issue 14 (lead)
+    /// What a plan would do before it is saved: its schedule in words, its next runs,
+    /// and the repositories it selects now.
+    fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError>;
+
     // issue 14 (W): push-triggered backups and the audit log.
     /// A connection's push-webhook path and secret (the secret is made on first ask).
     fn webhook(&self, name: &str) -> Result<WebhookInfo, EngineError>;
@@ -141,14 +148,6 @@ pub trait Observer: Sync {
 pub struct Quiet;
 impl Observer for Quiet {}
 
-/// The data dir at a glance.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Overview {
-    pub data_dir: String,
-    pub archive_bytes: u64,
-    pub version: String,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProvidersReport {
     pub providers: Vec<ProviderInfo>,
@@ -165,6 +164,15 @@ pub struct ConnectionView {
     pub tls: TlsSummary,
     /// How many per-project credentials it has.
     pub project_credentials: usize,
+    /// The outcome of its last test (`connection test`, the dashboard's Test).
+    #[serde(default)]
+    pub last_check: Option<crate::state::ConnectionCheck>,
+    /// How many repositories its backups have seen.
+    #[serde(default)]
+    pub repositories: usize,
+    /// When a backup last listed its repositories.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_backup: Option<OffsetDateTime>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,10 +14,12 @@
 #![doc = include_str!("SYNTAX.md")]
 
 mod expr;
+mod reading;
 mod schedule;
 mod window;
 mod zone;
 
+pub use reading::describe;
 pub use schedule::Schedule;
 pub use window::Window;
 pub use zone::Zone;

@@ -7,12 +7,14 @@
 //! data dir gets [`StateError::Locked`].
 
 mod audit;
+mod checks;
 mod restored;
 mod scoped_credentials;
 mod tls_trust;
 mod webhooks;
 
 pub use audit::{Actor, AuditEntry};
+pub use checks::ConnectionCheck;
 pub use restored::{RestoreDestination, RestoredItem};
 pub use scoped_credentials::{CredentialScope, ScopedCredential};
 pub use tls_trust::ConnectionTls;
@@ -213,6 +215,7 @@ impl State {
             restored::RESTORED_ITEMS.name(),
             audit::AUDIT.name(),
             webhooks::WEBHOOK_SECRETS.name(),
+            checks::CONNECTION_CHECKS.name(),
         ]
         .iter()
         .all(|name| present.contains(*name))
@@ -259,6 +262,8 @@ impl State {
                 .map_err(|x| e(x.into()))?;
             tx.open_table(audit::AUDIT).map_err(|x| e(x.into()))?;
             tx.open_table(webhooks::WEBHOOK_SECRETS)
+                .map_err(|x| e(x.into()))?;
+            tx.open_table(checks::CONNECTION_CHECKS)
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))
@@ -324,6 +329,7 @@ impl State {
             creds.remove(name).map_err(|x| e(x.into()))?;
             self.remove_extras(&tx, name)?;
             self.remove_webhook_secret(&tx, name)?;
+            self.remove_connection_check(&tx, name)?;
         }
         tx.commit().map_err(|x| e(x.into()))
     }

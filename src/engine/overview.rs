@@ -1,0 +1,259 @@
+//! The appliance at a glance (the dashboard's overview and `GET /api/v1/status`):
+//! archive size against what its snapshots hold (deduplication), each plan's last
+//! success and failure and next runs, the repositories whose latest backup failed,
+//! and warnings an admin should act on (a plugin that did not load, a credential
+//! that failed in the last job, a connection whose last check failed).
+
+use super::plans::{schedule_of, zone_of};
+use super::{Context, EngineError};
+use crate::state::{Job, JobKind, JobState, Plan};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// How many recent jobs the overview reads for failures and warnings.
+const RECENT_JOBS: usize = 50;
+/// How long the archive totals (a read of every manifest) are reused.
+const TOTALS_TTL: Duration = Duration::from_secs(60);
+
+/// The data dir at a glance.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Overview {
+    pub data_dir: String,
+    pub archive_bytes: u64,
+    pub version: String,
+    /// What the snapshots' packs add up to, uncompressed and counted once per
+    /// snapshot: what keeping every snapshot as a full copy would take.
+    #[serde(default)]
+    pub logical_bytes: u64,
+    #[serde(default)]
+    pub snapshots: u64,
+    #[serde(default)]
+    pub connections: usize,
+    #[serde(default)]
+    pub repositories: usize,
+    #[serde(default)]
+    pub plans: Vec<PlanGlance>,
+    /// Repositories whose latest result in the recent jobs is a failure.
+    #[serde(default)]
+    pub failing: Vec<FailingRepository>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl Overview {
+    /// Logical bytes per archived byte, when both are known.
+    pub fn dedup_ratio(&self) -> Option<f64> {
+        (self.archive_bytes > 0 && self.logical_bytes > 0)
+            .then(|| self.logical_bytes as f64 / self.archive_bytes as f64)
+    }
+}
+
+/// A plan's state at a glance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlanGlance {
+    pub name: String,
+    pub enabled: bool,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub last_failure: Option<JobFailure>,
+    /// The next scheduled runs (none: on demand, or disabled).
+    #[serde(default)]
+    pub next_runs: Vec<OffsetDateTime>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobFailure {
+    pub job: u64,
+    /// `failed`, `partial` or `interrupted`.
+    pub state: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailingRepository {
+    pub connection: String,
+    pub repository: String,
+    pub job: u64,
+    pub reason: String,
+}
+
+/// Archive totals, reused for [`TOTALS_TTL`].
+#[derive(Default)]
+pub struct TotalsCache(Mutex<Option<(Instant, u64, u64)>>);
+
+/// Builds the overview.
+pub fn overview(
+    ctx: &Context,
+    cache: &TotalsCache,
+    now: OffsetDateTime,
+) -> Result<Overview, EngineError> {
+    let repos = ctx.state.repositories(None)?;
+    let (logical_bytes, snapshots) = archive_totals(ctx, cache)?;
+    let jobs = ctx.state.jobs(RECENT_JOBS)?;
+    let mut warnings: Vec<String> = ctx
+        .providers
+        .load_errors
+        .iter()
+        .map(|e| format!("a provider plugin did not load: {e}"))
+        .collect();
+    warnings.extend(credential_warnings(&jobs));
+    warnings.extend(
+        ctx.state
+            .connection_checks()?
+            .into_iter()
+            .filter_map(|(name, c)| {
+                (!c.ok).then(|| {
+                    format!(
+                        "connection {name}: its last check failed at {}: {}",
+                        crate::fmt::fmt_time(c.at),
+                        c.reason.unwrap_or_default()
+                    )
+                })
+            }),
+    );
+    Ok(Overview {
+        data_dir: ctx.data_dir.display().to_string(),
+        archive_bytes: ctx.archive.disk_usage()?,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        logical_bytes,
+        snapshots,
+        connections: ctx.state.connections()?.len(),
+        repositories: repos.len(),
+        plans: ctx
+            .state
+            .plans()?
+            .iter()
+            .map(|p| plan_glance(p, &jobs, now))
+            .collect(),
+        failing: failing_repositories(ctx, &jobs)?,
+        warnings,
+    })
+}
+
+fn archive_totals(ctx: &Context, cache: &TotalsCache) -> Result<(u64, u64), EngineError> {
+    let mut guard = cache.0.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, logical, count)) = *guard {
+        if at.elapsed() < TOTALS_TTL {
+            return Ok((logical, count));
+        }
+    }
+    let mut logical = 0u64;
+    let mut count = 0u64;
+    for (identity, _) in ctx.archive.histories()? {
+        for s in ctx.archive.snapshots_of(&identity)? {
+            logical += s.stats.pack_bytes;
+            count += 1;
+        }
+    }
+    *guard = Some((Instant::now(), logical, count));
+    Ok((logical, count))
+}
+
+fn plan_glance(plan: &Plan, jobs: &[Job], now: OffsetDateTime) -> PlanGlance {
+    let last_failure = jobs
+        .iter()
+        .filter(
+            |j| matches!(&j.kind, JobKind::Backup { plan: Some(p), .. } if *p == plan.spec.name),
+        )
+        .find(|j| {
+            matches!(
+                j.state,
+                JobState::Failed | JobState::Partial | JobState::Interrupted
+            )
+        })
+        .map(|j| JobFailure {
+            job: j.id,
+            state: j.state_name().to_string(),
+            at: j.finished_at.unwrap_or(j.created_at),
+        });
+    PlanGlance {
+        name: plan.spec.name.clone(),
+        enabled: plan.spec.enabled,
+        last_success: plan.status.last_success,
+        last_failure,
+        next_runs: if plan.spec.enabled {
+            next_runs(&plan.spec, now, 5).unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The next `n` times a plan's schedule fires after `now` (empty: on demand).
+pub fn next_runs(
+    spec: &crate::state::PlanSpec,
+    now: OffsetDateTime,
+    n: usize,
+) -> Result<Vec<OffsetDateTime>, EngineError> {
+    let Some(schedule) = schedule_of(spec)? else {
+        return Ok(Vec::new());
+    };
+    let _ = zone_of(spec)?;
+    let mut out = Vec::with_capacity(n);
+    let mut t = now;
+    while out.len() < n {
+        match schedule.next_after(t) {
+            Some(next) => {
+                out.push(next);
+                t = next;
+            }
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// A credential taken out of its newest job (401/403), once per credential.
+fn credential_warnings(jobs: &[Job]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for j in jobs {
+        for c in &j.progress.credentials {
+            if !seen.insert((c.connection.clone(), c.credential.clone())) {
+                continue;
+            }
+            if let Some(why) = &c.failed {
+                out.push(format!(
+                    "connection {}: credential {} ({}) failed in job {}: {why}",
+                    c.connection, c.credential, c.principal, j.id
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Repositories whose newest result in the recent backup jobs is a failure.
+fn failing_repositories(
+    ctx: &Context,
+    jobs: &[Job],
+) -> Result<Vec<FailingRepository>, EngineError> {
+    let mut latest: BTreeMap<(String, String), Option<FailingRepository>> = BTreeMap::new();
+    for j in jobs
+        .iter()
+        .filter(|j| matches!(j.kind, JobKind::Backup { .. }) && j.is_finished())
+    {
+        for r in ctx.state.job_results(j.id)? {
+            let key = (r.connection.clone(), r.repository.clone());
+            if latest.contains_key(&key) {
+                continue;
+            }
+            let failed = r.status == crate::state::ResultStatus::Failed;
+            latest.insert(
+                key,
+                failed.then(|| FailingRepository {
+                    connection: r.connection,
+                    repository: r.repository,
+                    job: j.id,
+                    reason: r.reason.unwrap_or_default(),
+                }),
+            );
+        }
+    }
+    Ok(latest.into_values().flatten().collect())
+}
