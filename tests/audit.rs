@@ -139,6 +139,17 @@ fn every_change_is_recorded_with_its_actor_and_never_a_secret() {
     let body = json!({"name": "weekly", "connections": [WS]}).to_string();
     let a = d.send("POST", "/api/v1/plans", &session_headers, body.as_bytes());
     assert_eq!(a.status, 201, "{}", a.body);
+    // The dashboard's audit page lists the entries, newest first, with their actor.
+    let page = d.send("GET", "/audit", &[("Cookie", cookie.as_str())], b"");
+    assert_eq!(page.status, 200);
+    let html = page.body.as_str().expect("html").to_string();
+    let table = html.split("id=\"audit\"").nth(1).expect("table#audit");
+    let first_row = table.split("<tr data-seq=").nth(1).expect("a row");
+    assert!(
+        first_row.contains("plan.add") && first_row.contains("weekly"),
+        "{first_row}"
+    );
+    assert!(table.contains("session.sign-in") && table.contains("connection.add"));
     let form = format!("csrf={csrf}");
     let logout = [
         ("Cookie", cookie.as_str()),

@@ -7,6 +7,7 @@
 //! a little plain JavaScript for live progress) are embedded: nothing is loaded
 //! from elsewhere.
 
+mod audit;
 mod connections;
 pub mod form;
 pub mod layout;

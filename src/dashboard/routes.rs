@@ -13,6 +13,7 @@ pub fn table() -> &'static [Route] {
         all.extend(super::overview::routes());
         all.extend(super::connections::routes());
         all.extend(super::plans::routes());
+        all.extend(super::audit::routes());
         all
     });
     &TABLE
