@@ -139,18 +139,38 @@ fn every_change_is_recorded_with_its_actor_and_never_a_secret() {
     let body = json!({"name": "weekly", "connections": [WS]}).to_string();
     let a = d.send("POST", "/api/v1/plans", &session_headers, body.as_bytes());
     assert_eq!(a.status, 201, "{}", a.body);
+    // The connection page shows the webhook to paste into Bitbucket; its button rotates it.
+    let page = d.send(
+        "GET",
+        &format!("/connections/{WS}"),
+        &[("Cookie", cookie.as_str())],
+        b"",
+    );
+    let html = page.body.as_str().expect("html").to_string();
+    let url = format!("<code id=\"webhook-url\">{}/hooks/{WS}</code>", d.url);
+    assert!(html.contains(&url), "{html}");
+    let shown = rotated["secret"].as_str().expect("secret");
+    assert!(html.contains(&format!("<code id=\"webhook-secret\">{shown}</code>")));
+    let rotate = [
+        ("Cookie", cookie.as_str()),
+        ("Origin", origin.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let form = format!("csrf={csrf}");
+    let path = format!("/connections/{WS}/webhook/rotate");
+    let a = d.send("POST", &path, &rotate, form.as_bytes());
+    assert_eq!(a.status, 303, "{}", a.body);
+    let after = d.ok("GET", &format!("/api/v1/connections/{WS}/webhook"), None);
+    assert_ne!(after["secret"], rotated["secret"]);
+
     // The dashboard's audit page lists the entries, newest first, with their actor.
     let page = d.send("GET", "/audit", &[("Cookie", cookie.as_str())], b"");
     assert_eq!(page.status, 200);
     let html = page.body.as_str().expect("html").to_string();
     let table = html.split("id=\"audit\"").nth(1).expect("table#audit");
     let first_row = table.split("<tr data-seq=").nth(1).expect("a row");
-    assert!(
-        first_row.contains("plan.add") && first_row.contains("weekly"),
-        "{first_row}"
-    );
+    assert!(first_row.contains("webhook.rotate"), "{first_row}");
     assert!(table.contains("session.sign-in") && table.contains("connection.add"));
-    let form = format!("csrf={csrf}");
     let logout = [
         ("Cookie", cookie.as_str()),
         ("Origin", origin.as_str()),
@@ -198,6 +218,7 @@ fn every_change_is_recorded_with_its_actor_and_never_a_secret() {
         t("session -", "session.sign-in-refused", "dashboard"),
         t(&session, "session.sign-in", "dashboard"),
         t(&session, "plan.add", "weekly"),
+        t(&session, "webhook.rotate", WS),
         t(&session, "session.sign-out", "dashboard"),
     ];
     assert_eq!(got, want);
@@ -237,6 +258,7 @@ fn every_change_is_recorded_with_its_actor_and_never_a_secret() {
         d.token.as_str(),
         webhook["secret"].as_str().expect("secret"),
         rotated["secret"].as_str().expect("secret"),
+        after["secret"].as_str().expect("secret"),
         session_id,
         csrf.as_str(),
     ] {

@@ -281,6 +281,7 @@ fn show(ctx: &Ctx) -> Outcome {
         .find(|p| p.id == c.connection.provider);
     let path = conn_path(name);
     let k = &c.connection;
+    let webhook = super::webhook::section(ctx, name)?;
     let body = html! {
         table #connection-details {
             tr { th { "Provider" } td { (k.provider) } }
@@ -301,6 +302,7 @@ fn show(ctx: &Ctx) -> Outcome {
         h2 { "Credentials" }
         (credentials_table(ctx, &path, &creds))
         @if let Some(p) = &kinds { (add_credential_form(ctx, &path, p)) }
+        (webhook)
     };
     Ok(Answer::Html(page(
         ctx,

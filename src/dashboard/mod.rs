@@ -14,6 +14,7 @@ pub mod layout;
 mod overview;
 mod plans;
 mod routes;
+mod webhook;
 
 pub use form::Form;
 pub use routes::{find, table};

@@ -14,6 +14,7 @@ pub fn table() -> &'static [Route] {
         all.extend(super::connections::routes());
         all.extend(super::plans::routes());
         all.extend(super::audit::routes());
+        all.extend(super::webhook::routes());
         all
     });
     &TABLE
