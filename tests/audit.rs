@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::served::Served;
+use common::served::{cloud_workspace, Served};
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -70,22 +70,9 @@ fn sign_in(d: &Served) -> (String, String) {
 
 #[test]
 fn every_change_is_recorded_with_its_actor_and_never_a_secret() {
-    let server = CloudServer::start();
-    let src = TempDir::new("reposafe-src");
-    gitutil::make_workspace_fixture(&server, WS, 1, src.path());
-    server.add_api_token("acct-1", EMAIL, API_TOKEN);
+    let (server, _src, rs) = cloud_workspace(WS, 1);
     server.add_api_token("acct-2", OTHER_EMAIL, OTHER_TOKEN);
-    server.grant("acct-1", WS);
     server.grant("acct-2", WS);
-    let rs = Reposafe::new();
-    let tok = rs.secret_file("api.tok", API_TOKEN);
-    let tok = tok.display().to_string();
-    rs.add_cloud(
-        &server,
-        WS,
-        &["--api-token-email", EMAIL, "--api-token-file", &tok],
-    )
-    .ok();
     let d = Served::start(&rs, &[]);
 
     // Through the API with the admin token.

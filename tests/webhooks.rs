@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::served::{Answer, Served};
+use common::served::{cloud_workspace, Answer, Served};
 use common::*;
 use hmac::{Hmac, Mac};
 use reposafe_testkit::gitutil::WorkRepo;
@@ -75,20 +75,7 @@ fn actions(d: &Served) -> Vec<(String, String, String)> {
 /// A Cloud workspace of two repositories, a connection to it (added by the CLI), and
 /// the daemon with a one-second debounce delay.
 fn cloud_daemon() -> (CloudServer, TempDir, Reposafe, Served) {
-    let server = CloudServer::start();
-    let src = TempDir::new("reposafe-src");
-    gitutil::make_workspace_fixture(&server, WS, 2, src.path());
-    server.add_api_token("acct-1", EMAIL, API_TOKEN);
-    server.grant("acct-1", WS);
-    let rs = Reposafe::new();
-    let tok = rs.secret_file("api.tok", API_TOKEN);
-    let tok = tok.display().to_string();
-    rs.add_cloud(
-        &server,
-        WS,
-        &["--api-token-email", EMAIL, "--api-token-file", &tok],
-    )
-    .ok();
+    let (server, src, rs) = cloud_workspace(WS, 2);
     let d = Served::start(&rs, &["--hook-delay", "1"]);
     (server, src, rs, d)
 }

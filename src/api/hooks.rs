@@ -3,9 +3,10 @@
 //! `Retry-After`), the body read up to 1 MiB, its `X-Hub-Signature` checked against
 //! the connection's webhook secret by the engine before anything else is looked at
 //! (401, recorded in the audit log). `X-Event-Key` `repo:push` (Bitbucket Cloud:
-//! `repository.full_name`) and `repo:refs_changed` (Data Center: `repository.project.key`
-//! + `/` + `repository.slug`) queue a debounced backup of that repository (202);
-//! `diagnostics:ping` answers 200; other events are accepted and ignored (202).
+//! `repository.full_name`) and `repo:refs_changed` (Data Center: the key of
+//! `repository.project`, a slash, `repository.slug`) queue a debounced backup of that
+//! repository (202); `diagnostics:ping` answers 200; other events are accepted and
+//! ignored (202).
 
 use super::{
     blocking, error_response, json_response, read_limited, Api, ApiBody, ApiError, ReqBody,

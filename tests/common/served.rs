@@ -1,7 +1,7 @@
 //! A `reposafe serve` of a test's data dir, with a small HTTP client for its API
 //! (bearer token, JSON) and for requests with their own headers (webhooks, forms).
 
-use super::{wait_for_daemon, Reposafe};
+use super::{gitutil, wait_for_daemon, CloudServer, Reposafe, TempDir, API_TOKEN, EMAIL};
 use reqwest::blocking::Client;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -125,4 +125,20 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A Cloud workspace `ws` of `repos` repositories on a test server, readable with
+/// the test API token, and a data dir with a connection to it (added by the CLI).
+pub fn cloud_workspace(ws: &str, repos: usize) -> (CloudServer, TempDir, Reposafe) {
+    let server = CloudServer::start();
+    let src = TempDir::new("reposafe-src");
+    gitutil::make_workspace_fixture(&server, ws, repos, src.path());
+    server.add_api_token("acct-1", EMAIL, API_TOKEN);
+    server.grant("acct-1", ws);
+    let rs = Reposafe::new();
+    let tok = rs.secret_file("api.tok", API_TOKEN);
+    let tok = tok.display().to_string();
+    let args = ["--api-token-email", EMAIL, "--api-token-file", &tok];
+    rs.add_cloud(&server, ws, &args).ok();
+    (server, src, rs)
 }
