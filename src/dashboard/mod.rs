@@ -8,9 +8,11 @@
 //! from elsewhere.
 
 mod audit;
+mod connect;
 mod connections;
 pub mod form;
 pub mod layout;
+pub mod oauth;
 mod overview;
 mod plans;
 mod routes;

@@ -8,6 +8,7 @@
 
 mod audit;
 mod checks;
+mod connection_edit;
 mod restored;
 mod scoped_credentials;
 mod tls_trust;
