@@ -728,6 +728,7 @@ impl Service for LocalService {
 
     fn oauth_finish(&self, req: OAuthFinish) -> Result<ConnectionAdded, EngineError> {
         let (connection, warnings) = super::oauth::finish(self.ctx(), req)?;
+        self.record("connection.add", &connection.name, Some("by OAuth Connect"));
         Ok(ConnectionAdded {
             connection,
             warnings,
@@ -740,8 +741,11 @@ impl Service for LocalService {
         req: RotateCredential,
     ) -> Result<ConnectionAdded, EngineError> {
         let cred = req.credential.into_credential("credential.")?;
-        let (connection, warnings) =
-            connections::rotate_credential(self.ctx(), name, cred, req.verify)?;
+        let (connection, warnings) = self.audited(
+            "credential.rotate",
+            &format!("{name}/primary"),
+            connections::rotate_credential(self.ctx(), name, cred, req.verify),
+        )?;
         Ok(ConnectionAdded {
             connection,
             warnings,
@@ -759,7 +763,11 @@ impl Service for LocalService {
             rate_limit: req.rate_limit.map(Some),
             settings: req.settings,
         };
-        connections::edit_connection(self.ctx(), name, edit)
+        self.audited(
+            "connection.edit",
+            name,
+            connections::edit_connection(self.ctx(), name, edit),
+        )
     }
 }
 
