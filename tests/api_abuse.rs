@@ -121,8 +121,8 @@ fn every_route_refuses_strangers() {
     let routes = reposafe::api::routes();
     assert!(routes.len() > 30, "{routes:?}");
     for (method, pattern) in routes {
-        if pattern == "/healthz" {
-            continue; // open by design
+        if pattern == "/healthz" || pattern.starts_with("/hooks/") {
+            continue; // open by design (webhooks prove their signature: tests/webhooks.rs)
         }
         let path = pattern.replace("{name}", "acme").replace("{id}", "1");
         for headers in &strangers {

@@ -21,6 +21,17 @@ pub enum Signed {
     Session(Session),
 }
 
+impl Signed {
+    /// Who the audit log names for this request's changes.
+    pub fn actor(&self) -> crate::engine::audit::Actor {
+        use crate::engine::audit::Actor;
+        match self {
+            Signed::Bearer => Actor::Token,
+            Signed::Session(s) => Actor::Session(s.tag()),
+        }
+    }
+}
+
 /// Forms (the dashboard's sign-out) are small.
 const FORM_LIMIT: usize = 64 << 10;
 

@@ -9,6 +9,7 @@ use super::{
     blocking, decode, error_response, json_response, read_body, reply, require_json, Api, ApiBody,
     ApiError, ChannelBody, ReqBody,
 };
+use crate::engine::audit::{Actor, AuditQuery};
 use crate::engine::service::SetNotifications;
 use crate::engine::service::{
     AddConnection, AddCredential, EditConnection, ExportRequest, OAuthBegin, OAuthFinish,
@@ -60,6 +61,17 @@ impl Params {
     }
 }
 
+tokio::task_local! {
+    /// Who the request being handled comes from (set by [`dispatch`]).
+    static ACTOR: Actor;
+}
+
+/// The service as the request's actor (the audit log names it for the changes).
+fn acting(api: &Api) -> LocalService {
+    let actor = ACTOR.try_with(Actor::clone).unwrap_or(Actor::Token);
+    api.service.acting(actor)
+}
+
 /// Runs a service call off the async threads and answers its report as JSON.
 fn call<T: Serialize + Send + 'static>(
     api: Arc<Api>,
@@ -67,7 +79,8 @@ fn call<T: Serialize + Send + 'static>(
     f: impl FnOnce(&LocalService) -> Result<T, crate::engine::EngineError> + Send + 'static,
 ) -> Pending {
     Box::pin(async move {
-        let v = blocking(move || Ok(f(&api.service)?)).await?;
+        let service = acting(&api);
+        let v = blocking(move || Ok(f(&service)?)).await?;
         Ok(json_response(status, &v))
     })
 }
@@ -81,8 +94,9 @@ fn call_with<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 'static
 ) -> Pending {
     Box::pin(async move {
         require_json(&req)?;
+        let service = acting(&api);
         let body: B = decode(&read_body(&api, req).await?)?;
-        let v = blocking(move || Ok(f(&api.service, body)?)).await?;
+        let v = blocking(move || Ok(f(&service, body)?)).await?;
         Ok(json_response(status, &v))
     })
 }
@@ -114,7 +128,8 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
             })
         }),
         route(M::POST, "/logout", |api, _, req| {
-            Box::pin(async move { Ok(logout(&api, &req)) })
+            let signed = req.extensions().get::<Signed>().cloned();
+            Box::pin(async move { Ok(logout(&api, signed).await) })
         }),
         route(M::GET, "/api/v1/status", |api, _, _| {
             call(api, OK, |s| s.overview())
@@ -313,6 +328,38 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route(M::POST, "/api/v1/notifications/test", |api, _, _| {
             call(api, OK, |s| s.test_notifications())
         }),
+        // issue 14 (W): push-triggered backups and the audit log.
+        route(M::GET, "/api/v1/connections/{name}/webhook", |api, p, _| {
+            call(api, OK, move |s| s.webhook(&p.path("name")))
+        }),
+        route(
+            M::POST,
+            "/api/v1/connections/{name}/webhook/rotate",
+            |api, p, _| call(api, OK, move |s| s.rotate_webhook_secret(&p.path("name"))),
+        ),
+        route(M::GET, "/api/v1/audit", |api, p, _| {
+            Box::pin(async move {
+                let number = |name: &str| {
+                    p.query(name)
+                        .map(|v| {
+                            v.parse::<u64>().map_err(|_| ApiError {
+                                field: Some(name.into()),
+                                ..ApiError::bad_request(format!("{name} {v:?} is not a number"))
+                            })
+                        })
+                        .transpose()
+                };
+                let query = AuditQuery {
+                    limit: number("limit")?.map(|l| l as usize),
+                    before: number("before")?,
+                };
+                call(api, OK, move |s| s.audit(query)).await
+            })
+        }),
+        // Answered before authentication (`super::hooks`); listed for the documentation.
+        route(M::POST, "/hooks/{connection}", |api, p, req| {
+            Box::pin(async move { Ok(super::hooks::handle(api, req, p.path("connection")).await) })
+        }),
     ]
 });
 
@@ -444,7 +491,11 @@ pub async fn dispatch(api: Arc<Api>, req: Request<ReqBody>, method: &Method, pat
                     path: path_params,
                     query: query(&req),
                 };
-                return (r.handler)(api, params, req).await;
+                let actor = req
+                    .extensions()
+                    .get::<Signed>()
+                    .map_or(Actor::Token, Signed::actor);
+                return ACTOR.scope(actor, (r.handler)(api, params, req)).await;
             }
         }
     }
@@ -586,18 +637,49 @@ pub async fn login(api: &Api, req: Request<ReqBody>) -> Response<ApiBody> {
         .map(|(_, v)| v.trim().to_string());
     match token {
         Some(t) if token_matches(api, &t) => {
-            let (id, _) = api.sessions.create();
+            let (id, session) = api.sessions.create();
+            record_session(api, Actor::Session(session.tag()), Some(true)).await;
             let cookie = session_cookie(api, &id, api.sessions.lifetime().as_secs());
             see_other("signed in\n", cookie)
         }
-        _ => login_page(api, Some("wrong token")),
+        _ => {
+            record_session(api, Actor::Session("-".into()), Some(false)).await;
+            login_page(api, Some("wrong token"))
+        }
+    }
+}
+
+/// Records a sign-in (`Some(ok)`) or a sign-out (`None`) in the audit log.
+async fn record_session(api: &Api, actor: Actor, sign_in: Option<bool>) {
+    let service = api.service.acting(actor);
+    let recorded = blocking(move || {
+        Ok(match sign_in {
+            Some(ok) => service.record_sign_in(ok),
+            None => service.record_sign_out(),
+        }?)
+    })
+    .await;
+    if let Err(e) = recorded {
+        tracing::warn!("audit log: {}", e.message);
+    }
+}
+
+/// The connection of a `/hooks/{connection}` path.
+pub fn hook_connection(path: &str) -> Option<String> {
+    let segs = segments(path);
+    match segs.as_slice() {
+        [hooks, connection] if hooks == "hooks" && !connection.is_empty() => {
+            Some(connection.clone())
+        }
+        _ => None,
     }
 }
 
 /// `POST /logout`: ends the dashboard session (a bearer client has none).
-fn logout(api: &Api, req: &Request<ReqBody>) -> Response<ApiBody> {
-    if let Some(Signed::Session(s)) = req.extensions().get::<Signed>() {
-        api.sessions.end(s);
+async fn logout(api: &Api, signed: Option<Signed>) -> Response<ApiBody> {
+    if let Some(Signed::Session(s)) = signed {
+        api.sessions.end(&s);
+        record_session(api, Actor::Session(s.tag()), None).await;
     }
     see_other("signed out\n", session_cookie(api, "", 0))
 }

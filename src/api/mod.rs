@@ -9,6 +9,7 @@
 mod auth;
 pub use auth::ct_eq;
 mod handlers;
+mod hooks;
 mod metrics;
 mod pages;
 mod server;
@@ -56,6 +57,8 @@ pub struct Api {
     pub body_timeout: Duration,
     /// The signed-in dashboard browsers.
     sessions: session::Sessions,
+    /// The rate limits of `/hooks/{connection}`.
+    hook_limiter: hooks::HookLimiter,
     /// Where the admin token is kept (the sign-in page tells).
     pub token_file: String,
 }
@@ -69,6 +72,7 @@ impl Api {
             tls: false,
             body_timeout: Limits::default().timeout,
             sessions: session::Sessions::default(),
+            hook_limiter: hooks::HookLimiter::default(),
             token_file: TOKEN_FILE.to_string(),
         }
     }
@@ -382,6 +386,10 @@ pub async fn handle(
     }
     if path == "/login" {
         return Ok(handlers::login(&api, req).await);
+    }
+    // Push webhooks: authenticated by their signature, not the token.
+    if let Some(connection) = handlers::hook_connection(&path) {
+        return Ok(hooks::handle(api, req, connection).await);
     }
     if method == Method::GET {
         if let Some(asset) = pages::asset(&path) {

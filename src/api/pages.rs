@@ -41,6 +41,11 @@ pub async fn serve(api: Arc<Api>, req: Request<ReqBody>) -> Result<Response<ApiB
             format!("{path} does not answer {method}"),
         )
     })?;
+    // The engine acts for whoever is signed in (the audit log names them).
+    let service = req
+        .extensions()
+        .get::<Signed>()
+        .map_or(api.service.clone(), |s| api.service.acting(s.actor()));
     let csrf = match req.extensions().get::<Signed>() {
         Some(Signed::Session(s)) => s.csrf.clone(),
         _ => String::new(),
@@ -57,7 +62,7 @@ pub async fn serve(api: Arc<Api>, req: Request<ReqBody>) -> Result<Response<ApiB
     let handler = route.handler;
     let (status, answer) = blocking(move || {
         let ctx = Ctx {
-            service: &api.service,
+            service: &service,
             csrf: &csrf,
             query: &query,
             form: &form,

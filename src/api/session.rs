@@ -47,6 +47,14 @@ fn key_of(id: &str) -> [u8; 32] {
     *blake3::hash(id.as_bytes()).as_bytes()
 }
 
+impl Session {
+    /// A short tag naming this session in the audit log (8 hex digits of the hash of
+    /// its id: not enough to find the id).
+    pub fn tag(&self) -> String {
+        hex::encode(&self.key[..4])
+    }
+}
+
 impl Sessions {
     pub fn new(lifetime: Duration) -> Sessions {
         Sessions {

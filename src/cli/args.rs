@@ -59,6 +59,21 @@ pub enum Command {
     Check,
     /// Notifications of failed jobs (e-mail, webhook): show, set, test.
     Notifications(super::notifications::NotificationsArgs),
+    /// The audit log: who changed what, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// How many entries (newest first) [default: 100].
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Only entries numbered below this one (the next page).
+    #[arg(long)]
+    pub before: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -84,6 +99,10 @@ pub struct ServeArgs {
     /// Repositories backed up at once per job [default: from the number of cores].
     #[arg(long, env = "REPOSAFE_PARALLEL")]
     pub parallel: Option<usize>,
+    /// Seconds a push webhook waits for more pushes to the same repository before
+    /// its backup is queued [default: 30].
+    #[arg(long = "hook-delay", env = "REPOSAFE_HOOK_DELAY_SECS")]
+    pub hook_delay_secs: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,6 +218,13 @@ pub enum ConnectionCmd {
     Credential(Box<CredentialCmd>),
     /// Replace a connection's certificate trust (CA bundle, system roots, or insecure).
     Tls(TlsArgs),
+    /// Show the push-webhook URL and secret to paste into Bitbucket (--rotate: a new secret).
+    Webhook {
+        name: String,
+        /// Replace the secret; the old one stops working at once.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Replace a connection's credential (e.g. a new token); checked against the server
     /// first. Its hosts stay as they were added.
     Rotate(Box<RotateArgs>),

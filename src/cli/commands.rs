@@ -9,9 +9,9 @@ use super::args::{
 use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
-    AddConnection, AddCredential, BackupRequest, CredentialInput, EditConnection, ExportRequest,
-    RestoreRequest, RestoreTarget, RotateCredential, RunRequest, SetTls, ShowRequest,
-    SnapshotsRequest,
+    AddConnection, AddCredential, AuditQuery, BackupRequest, CredentialInput, EditConnection,
+    ExportRequest, RestoreRequest, RestoreTarget, RotateCredential, RunRequest, SetTls,
+    ShowRequest, SnapshotsRequest,
 };
 use crate::engine::{Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
@@ -76,6 +76,17 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
             return Ok(if report.damaged.is_empty() { 0 } else { 1 });
         }
         Command::Notifications(args) => return super::notifications::execute(service, args),
+        Command::Audit(args) => {
+            let entries = service.audit(AuditQuery {
+                limit: args.limit,
+                before: args.before,
+            })?;
+            if args.json {
+                output::json(&entries)?;
+            } else {
+                output::audit(&entries);
+            }
+        }
     }
     Ok(0)
 }
@@ -100,6 +111,14 @@ fn connection(service: &dyn Service, cmd: ConnectionCmd) -> Result<i32> {
         }
         ConnectionCmd::Credential(c) => credential(service, *c)?,
         ConnectionCmd::Tls(a) => tls(service, a)?,
+        ConnectionCmd::Webhook { name, rotate } => {
+            let info = if rotate {
+                service.rotate_webhook_secret(&name)?
+            } else {
+                service.webhook(&name)?
+            };
+            output::webhook(&info);
+        }
         ConnectionCmd::Rotate(a) => {
             let req = RotateCredential {
                 credential: CredentialInput::from_credential(a.cred.credential()?),

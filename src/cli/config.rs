@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub log: Option<String>,
     /// `[notifications]`: defaults until settings are stored through the dashboard/API.
     pub notifications: Option<crate::notify::NotificationSettings>,
+    /// Seconds a push webhook waits for more pushes before the backup is queued.
+    pub hook_delay_secs: Option<u64>,
 }
 
 impl FileConfig {

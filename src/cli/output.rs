@@ -599,3 +599,44 @@ pub fn restored_into(r: &crate::engine::restore_into::RestoredInto) {
         }
     }
 }
+
+/// `connection webhook`: what to paste into Bitbucket's webhook form.
+pub fn webhook(info: &crate::engine::service::WebhookInfo) {
+    use secrecy::ExposeSecret;
+    match &info.url {
+        Some(url) => println!("url: {url}"),
+        None => println!(
+            "url: <daemon url>{} (no daemon serves this data dir: use the address `reposafe serve` is reached at)",
+            info.path
+        ),
+    }
+    println!("secret: {}", info.secret.expose_secret());
+    println!(
+        "In Bitbucket: repository or workspace settings → Webhooks → add, with this URL and secret, \
+         trigger \"Repository push\" (Data Center: \"Push\"). A burst of pushes to one repository \
+         is backed up once, {} s after the last push.",
+        info.delay_secs
+    );
+}
+
+/// `audit`: one line an entry, newest first.
+pub fn audit(entries: &[crate::engine::service::AuditEntry]) {
+    if entries.is_empty() {
+        println!("the audit log is empty");
+    }
+    for e in entries {
+        let detail = e
+            .detail
+            .as_deref()
+            .map(|d| format!("  ({d})"))
+            .unwrap_or_default();
+        println!(
+            "{:>6}  {}  {:<18}  {:<24}  {}{detail}",
+            e.seq,
+            crate::fmt::fmt_time(e.time),
+            e.actor.to_string(),
+            e.action,
+            e.object
+        );
+    }
+}

@@ -516,6 +516,53 @@ impl Service for Remote {
             .json(&serde_json::json!({}));
         self.send(rb, &format!("POST {path}"))
     }
+
+    // issue 14 (W): push-triggered backups and the audit log.
+    fn webhook(&self, name: &str) -> Result<WebhookInfo, EngineError> {
+        let info: WebhookInfo = self.get(&format!("{}/webhook", connection_path(name)))?;
+        Ok(self.with_url(info))
+    }
+
+    fn rotate_webhook_secret(&self, name: &str) -> Result<WebhookInfo, EngineError> {
+        let path = format!("{}/webhook/rotate", connection_path(name));
+        let info: WebhookInfo = self.post(&path, &json!({}))?;
+        Ok(self.with_url(info))
+    }
+
+    fn push_received(&self, _: &str, _: &str) -> Result<HookQueued, EngineError> {
+        Err(EngineError::Conflict(
+            "pushes reach the daemon as signed webhooks at /hooks/{connection}, not through the API"
+                .into(),
+        ))
+    }
+
+    fn record_sign_in(&self, _: bool) -> Result<(), EngineError> {
+        Err(EngineError::Conflict(
+            "sign-ins are recorded by the daemon's /login".into(),
+        ))
+    }
+
+    fn record_sign_out(&self) -> Result<(), EngineError> {
+        Err(EngineError::Conflict(
+            "sign-outs are recorded by the daemon's /logout".into(),
+        ))
+    }
+
+    fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, EngineError> {
+        let mut path = format!("/api/v1/audit?limit={}", query.limit.unwrap_or(100));
+        if let Some(before) = query.before {
+            path.push_str(&format!("&before={before}"));
+        }
+        self.get(&path)
+    }
+}
+
+impl Remote {
+    /// The webhook's full URL under this daemon's address.
+    fn with_url(&self, mut info: WebhookInfo) -> WebhookInfo {
+        info.url = Some(format!("{}{}", self.base, info.path));
+        info
+    }
 }
 
 /// A time as RFC 3339, for a query.

@@ -25,6 +25,7 @@ pub struct ServeSettings {
     pub grace: Duration,
     pub run_missed: bool,
     pub parallel: Option<usize>,
+    pub hook_delay: Duration,
 }
 
 impl ServeSettings {
@@ -56,6 +57,11 @@ impl ServeSettings {
                 .or(file.run_missed_on_start)
                 .unwrap_or(true),
             parallel: args.parallel.or(file.parallel),
+            hook_delay: Duration::from_secs(
+                args.hook_delay_secs
+                    .or(file.hook_delay_secs)
+                    .unwrap_or(crate::engine::hooks::DEFAULT_DELAY.as_secs()),
+            ),
         })
     }
 }
@@ -218,7 +224,7 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
 
     let instance = random_hex();
     let mut api = Api::new(
-        LocalService::over(jobs.clone(), true),
+        LocalService::over(jobs.clone(), true).with_hook_delay(settings.hook_delay),
         token.clone(),
         SecretString::from(instance.clone()),
     );

@@ -281,6 +281,7 @@ fn show(ctx: &Ctx) -> Outcome {
         .find(|p| p.id == c.connection.provider);
     let path = conn_path(name);
     let k = &c.connection;
+    let webhook = super::webhook::section(ctx, name)?;
     let body = html! {
         table #connection-details {
             tr { th { "Provider" } td { (k.provider) } }
@@ -302,6 +303,7 @@ fn show(ctx: &Ctx) -> Outcome {
         (credentials_table(ctx, &path, &creds))
         @if let Some(p) = &kinds { (add_credential_form(ctx, &path, p)) }
         (super::connect::forms(ctx, &c, kinds.as_ref()))
+        (webhook)
     };
     Ok(Answer::Html(page(
         ctx,

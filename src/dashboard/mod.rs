@@ -7,6 +7,7 @@
 //! a little plain JavaScript for live progress) are embedded: nothing is loaded
 //! from elsewhere.
 
+mod audit;
 mod connect;
 mod connections;
 pub mod form;
@@ -16,6 +17,7 @@ mod overview;
 mod plans;
 mod routes;
 mod settings;
+mod webhook;
 
 pub use form::Form;
 pub use routes::{find, table};

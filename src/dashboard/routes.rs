@@ -15,6 +15,8 @@ pub fn table() -> &'static [Route] {
         all.extend(super::connect::routes());
         all.extend(super::plans::routes());
         all.extend(super::settings::routes());
+        all.extend(super::audit::routes());
+        all.extend(super::webhook::routes());
         all
     });
     &TABLE

@@ -2,8 +2,10 @@
 //! [`Context`] and its job queue. The CLI uses it when no daemon serves the data dir;
 //! the daemon's API and dashboard use it for every request.
 
+use super::audit::{self, Actor};
 use super::backup::{backup_connection, BackupOptions, BackupReport};
 use super::credentials::{self, CredentialView};
+use super::hooks::{self, Debouncer};
 use super::job_reports::{follow_job, restored_from_job, restored_into_from_job};
 use super::plans::{self, RunTarget};
 use super::restore::{find_repository, restore, snapshots_of, SnapshotChoice};
@@ -16,13 +18,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The engine in this process.
+/// The engine in this process. Cloning is cheap (see [`LocalService::acting`]).
+#[derive(Clone)]
 pub struct LocalService {
     jobs: Arc<Jobs>,
     /// Whether the job workers run (the daemon): jobs can be queued and followed.
     daemon: bool,
     /// The archive's totals for the overview, reused for a minute.
     totals: Arc<super::overview::TotalsCache>,
+    /// Who the audit log names for the changes made through this service.
+    actor: Actor,
+    /// Pushes waiting for their debounce delay (the daemon's).
+    hooks: Arc<Debouncer>,
 }
 
 impl LocalService {
@@ -33,6 +40,8 @@ impl LocalService {
             jobs: Jobs::new(ctx, RunnerConfig::default())?,
             daemon: false,
             totals: Arc::default(),
+            actor: Actor::Cli,
+            hooks: Debouncer::new(hooks::DEFAULT_DELAY),
         })
     }
 
@@ -43,6 +52,94 @@ impl LocalService {
             jobs,
             daemon: workers_running,
             totals: Arc::default(),
+            actor: Actor::Cli,
+            hooks: Debouncer::new(hooks::DEFAULT_DELAY),
+        }
+    }
+
+    /// The same service, with `actor` named in the audit log for its changes.
+    pub fn acting(&self, actor: Actor) -> LocalService {
+        LocalService {
+            actor,
+            ..self.clone()
+        }
+    }
+
+    /// Sets how long a push waits for more pushes before its backup is queued.
+    pub fn with_hook_delay(self, delay: Duration) -> LocalService {
+        self.hooks.set_delay(delay);
+        self
+    }
+
+    /// Records a change in the audit log (by this service's actor).
+    pub fn record(&self, action: &str, object: &str, detail: Option<&str>) {
+        audit::record(self.ctx(), &self.actor, action, object, detail);
+    }
+
+    /// Records `action` on `object` when `result` is a success; hands it on.
+    fn audited<T>(
+        &self,
+        action: &str,
+        object: &str,
+        result: Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        if result.is_ok() {
+            self.record(action, object, None);
+        }
+        result
+    }
+
+    /// Records a queued or finished job (its id and what it does) when `result` is one.
+    fn audited_job(
+        &self,
+        action: &str,
+        result: Result<Job, EngineError>,
+    ) -> Result<Job, EngineError> {
+        if let Ok(job) = &result {
+            let what = job.kind.describe();
+            self.record(action, &format!("job {}", job.id), Some(&what));
+        }
+        result
+    }
+
+    /// Checks a push webhook's signature against the connection's secret: a missing
+    /// connection is `NotFound`, a missing secret or a bad signature `Unauthorized`
+    /// (recorded in the audit log and logged, never showing the secret).
+    pub fn check_push_signature(
+        &self,
+        connection: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let problem = match hooks::secret(self.ctx(), connection, false)? {
+            Some(secret) => hooks::signature_problem(&secret, body, signature),
+            None => Some(format!(
+                "connection {connection} has no webhook secret yet (see `reposafe connection webhook {connection}`)"
+            )),
+        };
+        let Some(problem) = problem else {
+            return Ok(());
+        };
+        tracing::warn!("webhook for connection {connection} refused: {problem}");
+        audit::record(
+            self.ctx(),
+            &Actor::Webhook(connection.to_string()),
+            "webhook.refused",
+            connection,
+            Some(&problem),
+        );
+        Err(EngineError::Unauthorized(format!(
+            "webhook refused: {problem}"
+        )))
+    }
+
+    fn webhook_info(&self, name: &str, secret: secrecy::SecretString) -> WebhookInfo {
+        WebhookInfo {
+            connection: name.to_string(),
+            path: format!("/hooks/{name}"),
+            url: None,
+            secret,
+            delay_secs: self.hooks.delay().as_secs(),
         }
     }
 
@@ -55,9 +152,10 @@ impl LocalService {
     pub fn submit_restore(&self, req: RestoreRequest) -> Result<Job, EngineError> {
         snapshot_choice(&req)?;
         if req.target.is_some() {
-            return self
+            let job = self
                 .jobs
                 .submit(restore_into_kind(req)?, Trigger::Manual, None);
+            return self.audited_job("restore.start", job);
         }
         let kind = JobKind::Restore {
             repository: req.repository,
@@ -67,7 +165,8 @@ impl LocalService {
             to: req.to,
             force: req.force,
         };
-        self.jobs.submit(kind, Trigger::Manual, None)
+        let job = self.jobs.submit(kind, Trigger::Manual, None);
+        self.audited_job("restore.start", job)
     }
 
     fn ctx(&self) -> &Context {
@@ -187,6 +286,7 @@ impl Service for LocalService {
     }
 
     fn add_connection(&self, req: AddConnection) -> Result<ConnectionAdded, EngineError> {
+        let name = req.name.clone();
         let new = connections::NewConnection {
             name: req.name,
             provider: provider_id(&req.provider).to_string(),
@@ -197,7 +297,11 @@ impl Service for LocalService {
             rate_limit: req.rate_limit,
             tls: req.tls,
         };
-        let (connection, warnings) = connections::add_connection(self.ctx(), new, req.verify)?;
+        let (connection, warnings) = self.audited(
+            "connection.add",
+            &name,
+            connections::add_connection(self.ctx(), new, req.verify),
+        )?;
         Ok(ConnectionAdded {
             connection,
             warnings,
@@ -217,7 +321,11 @@ impl Service for LocalService {
     }
 
     fn remove_connection(&self, name: &str) -> Result<Removed, EngineError> {
-        connections::remove_connection(self.ctx(), name)?;
+        self.audited(
+            "connection.remove",
+            name,
+            connections::remove_connection(self.ctx(), name),
+        )?;
         Ok(Removed {
             removed: name.to_string(),
             snapshots: Some("kept".into()),
@@ -226,7 +334,11 @@ impl Service for LocalService {
 
     fn set_connection_tls(&self, name: &str, req: SetTls) -> Result<TlsChanged, EngineError> {
         let tls = TlsSummary::of(&req.tls);
-        let warnings = connections::set_connection_tls(self.ctx(), name, req.tls, req.verify)?;
+        let warnings = self.audited(
+            "connection.tls",
+            name,
+            connections::set_connection_tls(self.ctx(), name, req.tls, req.verify),
+        )?;
         Ok(TlsChanged {
             connection: name.to_string(),
             tls,
@@ -266,6 +378,15 @@ impl Service for LocalService {
                 (AddedCredential::Additional(view), warnings)
             }
         };
+        let id = match &credential {
+            AddedCredential::Project(id) => id.as_str(),
+            AddedCredential::Additional(view) => view.id.as_str(),
+        };
+        self.record(
+            "credential.add",
+            &format!("{connection}/{id}"),
+            Some(&format!("{kind} credential")),
+        );
         Ok(CredentialAdded {
             credential,
             kind,
@@ -274,10 +395,11 @@ impl Service for LocalService {
     }
 
     fn remove_credential(&self, connection: &str, id: &str) -> Result<Removed, EngineError> {
-        match id.strip_prefix("project:") {
-            Some(key) => connections::remove_project_credential(self.ctx(), connection, key)?,
-            None => credentials::remove_additional(self.ctx(), connection, id)?,
-        }
+        let removed = match id.strip_prefix("project:") {
+            Some(key) => connections::remove_project_credential(self.ctx(), connection, key),
+            None => credentials::remove_additional(self.ctx(), connection, id),
+        };
+        self.audited("credential.remove", &format!("{connection}/{id}"), removed)?;
         Ok(Removed {
             removed: id.to_string(),
             snapshots: None,
@@ -290,7 +412,15 @@ impl Service for LocalService {
         id: &str,
         enabled: bool,
     ) -> Result<CredentialEnabled, EngineError> {
-        credentials::set_additional_enabled(self.ctx(), connection, id, enabled)?;
+        self.audited(
+            if enabled {
+                "credential.enable"
+            } else {
+                "credential.disable"
+            },
+            &format!("{connection}/{id}"),
+            credentials::set_additional_enabled(self.ctx(), connection, id, enabled),
+        )?;
         Ok(CredentialEnabled {
             credential: id.to_string(),
             enabled,
@@ -315,15 +445,20 @@ impl Service for LocalService {
     }
 
     fn add_plan(&self, spec: PlanSpec) -> Result<Plan, EngineError> {
-        plans::create_plan(self.ctx(), spec)
+        let name = spec.name.clone();
+        self.audited("plan.add", &name, plans::create_plan(self.ctx(), spec))
     }
 
     fn update_plan(&self, name: &str, spec: PlanSpec) -> Result<Plan, EngineError> {
-        plans::replace_plan(self.ctx(), name, spec)
+        self.audited(
+            "plan.update",
+            name,
+            plans::replace_plan(self.ctx(), name, spec),
+        )
     }
 
     fn remove_plan(&self, name: &str) -> Result<Removed, EngineError> {
-        self.ctx().state.remove_plan(name)?;
+        self.audited("plan.remove", name, Ok(self.ctx().state.remove_plan(name)?))?;
         Ok(Removed {
             removed: name.to_string(),
             snapshots: None,
@@ -337,17 +472,21 @@ impl Service for LocalService {
             ));
         }
         let kind = self.job_kind(&req)?;
-        self.jobs.submit(kind, Trigger::Manual, None)
+        let job = self.jobs.submit(kind, Trigger::Manual, None);
+        self.audited_job("run.submit", job)
     }
 
     fn run(&self, req: RunRequest, observer: &dyn Observer) -> Result<Job, EngineError> {
         let kind = self.job_kind(&req)?;
         if self.daemon {
-            let job = self.jobs.submit(kind, Trigger::Manual, None)?;
+            let job = self.jobs.submit(kind, Trigger::Manual, None);
+            let job = self.audited_job("run.submit", job)?;
             return self.watch(job.id, observer);
         }
-        self.jobs
-            .run_now(kind, Trigger::Manual, &|j: &Job| observer.job(j))
+        let job = self
+            .jobs
+            .run_now(kind, Trigger::Manual, &|j: &Job| observer.job(j));
+        self.audited_job("run", job)
     }
 
     fn backup(
@@ -371,6 +510,7 @@ impl Service for LocalService {
                     reason: format!("backup failed; nothing was written: {e}"),
                 }
             })?;
+            self.record("backup", &name, None);
             reports.push(report);
         }
         Ok(reports)
@@ -406,7 +546,8 @@ impl Service for LocalService {
                     .into(),
             ));
         }
-        self.jobs.cancel(id)
+        let job = self.jobs.cancel(id);
+        self.audited_job("job.cancel", job)
     }
 
     fn repositories(&self, connection: Option<&str>) -> Result<Vec<RepoRecord>, EngineError> {
@@ -444,6 +585,11 @@ impl Service for LocalService {
         let repo = find_repository(self.ctx(), &req.repository, req.connection.as_deref())?;
         let choice = snapshot_choice(&req)?;
         let report = restore(self.ctx(), &repo, &choice, Path::new(&req.to), req.force)?;
+        self.record(
+            "restore",
+            &format!("{}/{}", repo.connection, repo.full_name),
+            Some(&format!("to {}", req.to)),
+        );
         Ok(Restored {
             repository: repo.full_name,
             report,
@@ -457,11 +603,14 @@ impl Service for LocalService {
     ) -> Result<RestoredInto, EngineError> {
         let kind = restore_into_kind(req)?;
         let job = if self.daemon {
-            let job = self.jobs.submit(kind, Trigger::Manual, None)?;
+            let job = self.jobs.submit(kind, Trigger::Manual, None);
+            let job = self.audited_job("restore.start", job)?;
             self.watch(job.id, observer)?
         } else {
-            self.jobs
-                .run_now(kind, Trigger::Manual, &|j: &Job| observer.job(j))?
+            let job = self
+                .jobs
+                .run_now(kind, Trigger::Manual, &|j: &Job| observer.job(j));
+            self.audited_job("restore", job)?
         };
         restored_into_from_job(self, &job)
     }
@@ -497,7 +646,67 @@ impl Service for LocalService {
 
     fn export(&self, req: ExportRequest) -> Result<ExportReport, EngineError> {
         // In process also in the daemon: an export writes files, it changes no state.
-        super::export::export(self.ctx(), &req)
+        let object = format!(
+            "{} {}",
+            req.connection.as_deref().unwrap_or("-"),
+            req.repository
+        );
+        self.audited("export", &object, super::export::export(self.ctx(), &req))
+    }
+
+    // issue 14 (W): push-triggered backups and the audit log.
+    fn webhook(&self, name: &str) -> Result<WebhookInfo, EngineError> {
+        let secret = hooks::secret(self.ctx(), name, true)?
+            .ok_or_else(|| EngineError::Internal("the webhook secret was not stored".into()))?;
+        Ok(self.webhook_info(name, secret))
+    }
+
+    fn rotate_webhook_secret(&self, name: &str) -> Result<WebhookInfo, EngineError> {
+        let secret = self.audited("webhook.rotate", name, hooks::rotate(self.ctx(), name))?;
+        Ok(self.webhook_info(name, secret))
+    }
+
+    fn push_received(&self, connection: &str, repository: &str) -> Result<HookQueued, EngineError> {
+        if !self.daemon {
+            return Err(EngineError::Conflict(
+                "pushes are received by the daemon (`reposafe serve`) at /hooks/{connection}"
+                    .into(),
+            ));
+        }
+        hooks::check_repository(repository)?;
+        self.ctx().state.connection(connection)?;
+        let repository = hooks::known_name(self.ctx(), connection, repository)?;
+        let delay = self.hooks.push(&self.jobs, connection, &repository)?;
+        audit::record(
+            self.ctx(),
+            &Actor::Webhook(connection.to_string()),
+            "webhook.accepted",
+            &format!("{connection}/{repository}"),
+            Some(&format!("backup queued after {} s", delay.as_secs())),
+        );
+        Ok(HookQueued {
+            queued: repository,
+            after_secs: delay.as_secs(),
+        })
+    }
+
+    fn record_sign_in(&self, ok: bool) -> Result<(), EngineError> {
+        let action = if ok {
+            "session.sign-in"
+        } else {
+            "session.sign-in-refused"
+        };
+        self.record(action, "dashboard", None);
+        Ok(())
+    }
+
+    fn record_sign_out(&self) -> Result<(), EngineError> {
+        self.record("session.sign-out", "dashboard", None);
+        Ok(())
+    }
+
+    fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, EngineError> {
+        audit::entries(self.ctx(), &query)
     }
 
     // issue 14 (lead)
@@ -514,11 +723,15 @@ impl Service for LocalService {
                     .into(),
             ));
         }
-        super::oauth::begin(self.ctx(), req)
+        let name = req.name.clone();
+        let started = super::oauth::begin(self.ctx(), req);
+        // The callback comes back without a session: who began the flow is recorded here.
+        self.audited("connection.connect", &name, started)
     }
 
     fn oauth_finish(&self, req: OAuthFinish) -> Result<ConnectionAdded, EngineError> {
         let (connection, warnings) = super::oauth::finish(self.ctx(), req)?;
+        self.record("connection.add", &connection.name, Some("by OAuth Connect"));
         Ok(ConnectionAdded {
             connection,
             warnings,
@@ -531,8 +744,11 @@ impl Service for LocalService {
         req: RotateCredential,
     ) -> Result<ConnectionAdded, EngineError> {
         let cred = req.credential.into_credential("credential.")?;
-        let (connection, warnings) =
-            connections::rotate_credential(self.ctx(), name, cred, req.verify)?;
+        let (connection, warnings) = self.audited(
+            "credential.rotate",
+            &format!("{name}/primary"),
+            connections::rotate_credential(self.ctx(), name, cred, req.verify),
+        )?;
         Ok(ConnectionAdded {
             connection,
             warnings,
@@ -550,7 +766,11 @@ impl Service for LocalService {
             rate_limit: req.rate_limit.map(Some),
             settings: req.settings,
         };
-        connections::edit_connection(self.ctx(), name, edit)
+        self.audited(
+            "connection.edit",
+            name,
+            connections::edit_connection(self.ctx(), name, edit),
+        )
     }
 
     // issue 14 (N): notifications
@@ -559,7 +779,8 @@ impl Service for LocalService {
     }
 
     fn set_notifications(&self, req: SetNotifications) -> Result<NotificationView, EngineError> {
-        self.jobs.notifications().set(self.ctx(), req)
+        let result = self.jobs.notifications().set(self.ctx(), req);
+        self.audited("notifications.set", "notifications", result)
     }
 
     fn test_notifications(&self) -> Result<Vec<ChannelResult>, EngineError> {

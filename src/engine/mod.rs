@@ -12,6 +12,7 @@
 //! packs and refs (with its LFS objects, and its wiki beside it); `show` reads a
 //! snapshot's parts and documents back, `export` writes all of it out as plain files.
 
+pub mod audit;
 pub mod backup;
 mod backup_git;
 mod backup_lfs;
@@ -21,6 +22,7 @@ pub mod credentials;
 pub mod daemon;
 mod data_dir;
 pub mod export;
+pub mod hooks;
 mod job_reports;
 pub mod jobs;
 mod listing;

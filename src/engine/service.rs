@@ -7,9 +7,11 @@
 //! `dyn Service` and never reach the state or the archive themselves, so a command
 //! gives the same answer whichever way it travels.
 
+pub use super::audit::{Actor, AuditEntry, AuditQuery};
 use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
 pub use super::export::{ExportReport, ExportRequest};
+pub use super::hooks::{HookQueued, WebhookInfo};
 pub use super::notifications::{Delivery, NotificationView, SetNotifications, SettingsSource};
 pub use super::oauth::{OAuthBegin, OAuthFinish, OAuthStarted};
 pub use super::overview::{FailingRepository, JobFailure, Overview, PlanGlance};
@@ -138,6 +140,21 @@ pub trait Service: Send + Sync {
     fn set_notifications(&self, req: SetNotifications) -> Result<NotificationView, EngineError>;
     /// Sends a test message on every configured channel: one result per channel.
     fn test_notifications(&self) -> Result<Vec<ChannelResult>, EngineError>;
+
+    // issue 14 (W): push-triggered backups and the audit log.
+    /// A connection's push-webhook path and secret (the secret is made on first ask).
+    fn webhook(&self, name: &str) -> Result<WebhookInfo, EngineError>;
+    /// Replaces a connection's webhook secret; the old one stops working at once.
+    fn rotate_webhook_secret(&self, name: &str) -> Result<WebhookInfo, EngineError>;
+    /// A signed push of `repository` (`scope/slug`) arrived for `connection`: its backup
+    /// is queued after the debounce delay (a burst of pushes makes one backup).
+    fn push_received(&self, connection: &str, repository: &str) -> Result<HookQueued, EngineError>;
+    /// A dashboard sign-in (`ok`) or a refused one, for the audit log.
+    fn record_sign_in(&self, ok: bool) -> Result<(), EngineError>;
+    /// A dashboard sign-out, for the audit log.
+    fn record_sign_out(&self) -> Result<(), EngineError>;
+    /// The audit log, newest first.
+    fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, EngineError>;
 }
 
 /// Where a front-end wants to see long work progress.

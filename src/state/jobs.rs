@@ -119,6 +119,8 @@ pub enum Trigger {
     Missed,
     /// Work left at the end of a backup window.
     Resume,
+    /// A push webhook (one repository, after the debounce delay).
+    Webhook,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

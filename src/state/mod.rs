@@ -6,13 +6,16 @@
 //! redb holds an exclusive lock on the file: a second process opening the same
 //! data dir gets [`StateError::Locked`].
 
+mod audit;
 mod checks;
 mod connection_edit;
 mod restored;
 mod scoped_credentials;
 mod settings;
 mod tls_trust;
+mod webhooks;
 
+pub use audit::{Actor, AuditEntry};
 pub use checks::ConnectionCheck;
 pub use restored::{RestoreDestination, RestoredItem};
 pub use scoped_credentials::{CredentialScope, ScopedCredential};
@@ -212,6 +215,8 @@ impl State {
             scoped_credentials::SCOPED_CREDENTIALS.name(),
             tls_trust::CONNECTION_TLS.name(),
             restored::RESTORED_ITEMS.name(),
+            audit::AUDIT.name(),
+            webhooks::WEBHOOK_SECRETS.name(),
             checks::CONNECTION_CHECKS.name(),
         ]
         .iter()
@@ -256,6 +261,9 @@ impl State {
             tx.open_table(tls_trust::CONNECTION_TLS)
                 .map_err(|x| e(x.into()))?;
             tx.open_table(restored::RESTORED_ITEMS)
+                .map_err(|x| e(x.into()))?;
+            tx.open_table(audit::AUDIT).map_err(|x| e(x.into()))?;
+            tx.open_table(webhooks::WEBHOOK_SECRETS)
                 .map_err(|x| e(x.into()))?;
             tx.open_table(checks::CONNECTION_CHECKS)
                 .map_err(|x| e(x.into()))?;
@@ -322,6 +330,7 @@ impl State {
             let mut creds = tx.open_table(CREDENTIALS).map_err(|x| e(x.into()))?;
             creds.remove(name).map_err(|x| e(x.into()))?;
             self.remove_extras(&tx, name)?;
+            self.remove_webhook_secret(&tx, name)?;
             self.remove_connection_check(&tx, name)?;
         }
         tx.commit().map_err(|x| e(x.into()))

@@ -415,30 +415,12 @@ impl Vault {
             secret: cred.secret.expose_secret().to_string(),
         })
         .map_err(|e| VaultError::Encrypt(e.to_string()))?;
-        let out = match &self.key {
-            Key::Identity(id) => age::encrypt(&id.to_public(), &plain),
-            Key::Passphrase(p) => age::encrypt(&age::scrypt::Recipient::new(p.clone()), &plain),
-        };
-        out.map_err(|e| VaultError::Encrypt(e.to_string()))
+        self.encrypt(&plain)
     }
 
     /// Decrypts a credential sealed by [`Vault::seal`].
     pub fn unseal(&self, sealed: &[u8]) -> Result<Credential, VaultError> {
-        let plain = match &self.key {
-            Key::Identity(id) => age::decrypt(id, sealed).map_err(|e| {
-                VaultError::Decrypt(format!(
-                    "{e} (with the key in {}; if the credentials were stored with a passphrase, set {PASSPHRASE_ENV})",
-                    self.key_file.display()
-                ))
-            })?,
-            Key::Passphrase(p) => {
-                age::decrypt(&age::scrypt::Identity::new(p.clone()), sealed).map_err(|e| {
-                    VaultError::Decrypt(format!(
-                        "{e} (with the passphrase from {PASSPHRASE_ENV}; if the credentials were stored without one, unset it)"
-                    ))
-                })?
-            }
-        };
+        let plain = self.decrypt(sealed)?;
         let s: Sealed = serde_json::from_slice(&plain)
             .map_err(|_| VaultError::Decrypt("decrypted credential is malformed".into()))?;
         Ok(Credential {
@@ -446,6 +428,45 @@ impl Vault {
             identity: s.identity,
             secret: SecretString::from(s.secret),
         })
+    }
+
+    /// Encrypts a secret that is not a credential (a webhook secret).
+    pub fn seal_secret(&self, secret: &SecretString) -> Result<Vec<u8>, VaultError> {
+        self.encrypt(secret.expose_secret().as_bytes())
+    }
+
+    /// Decrypts a secret sealed by [`Vault::seal_secret`].
+    pub fn unseal_secret(&self, sealed: &[u8]) -> Result<SecretString, VaultError> {
+        let plain = self.decrypt(sealed)?;
+        String::from_utf8(plain)
+            .map(SecretString::from)
+            .map_err(|_| VaultError::Decrypt("decrypted secret is not UTF-8".into()))
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let out = match &self.key {
+            Key::Identity(id) => age::encrypt(&id.to_public(), plain),
+            Key::Passphrase(p) => age::encrypt(&age::scrypt::Recipient::new(p.clone()), plain),
+        };
+        out.map_err(|e| VaultError::Encrypt(e.to_string()))
+    }
+
+    fn decrypt(&self, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        match &self.key {
+            Key::Identity(id) => age::decrypt(id, sealed).map_err(|e| {
+                VaultError::Decrypt(format!(
+                    "{e} (with the key in {}; if the credentials were stored with a passphrase, set {PASSPHRASE_ENV})",
+                    self.key_file.display()
+                ))
+            }),
+            Key::Passphrase(p) => {
+                age::decrypt(&age::scrypt::Identity::new(p.clone()), sealed).map_err(|e| {
+                    VaultError::Decrypt(format!(
+                        "{e} (with the passphrase from {PASSPHRASE_ENV}; if the credentials were stored without one, unset it)"
+                    ))
+                })
+            }
+        }
     }
 }
 

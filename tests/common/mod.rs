@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod served;
 pub mod sessions;
 
 pub use reposafe_testkit::gitutil;

@@ -1,0 +1,365 @@
+//! Push-triggered backups through the real daemon: Bitbucket's webhooks signed with
+//! the connection's secret (`X-Hub-Signature: sha256=<HMAC of the raw body>`) queue a
+//! backup of the pushed repository after the debounce delay — one for a burst;
+//! missing or bad signatures are refused (401) and queue nothing; unknown
+//! connections 404; pings answered; floods rate limited (429 + Retry-After); Data
+//! Center's `repo:refs_changed` as well as Cloud's `repo:push`.
+
+mod common;
+
+use common::served::{cloud_workspace, Answer, Served};
+use common::*;
+use hmac::{Hmac, Mac};
+use reposafe_testkit::gitutil::WorkRepo;
+use reposafe_testkit::{DcOptions, DcServer};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const WS: &str = "acme";
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Bitbucket Cloud's `repo:push` body (the parts a receiver reads, as Cloud sends them).
+fn cloud_push(full_name: &str) -> Vec<u8> {
+    let (ws, slug) = full_name.split_once('/').expect("ws/slug");
+    json!({
+        "push": {"changes": [{"new": {"type": "branch", "name": "main"}, "created": false}]},
+        "actor": {"type": "user", "display_name": "Jo"},
+        "repository": {"type": "repository", "full_name": full_name, "name": slug,
+                        "workspace": {"slug": ws, "type": "workspace"}},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Posts a webhook body with the event key and (when given) a signature.
+fn hook(d: &Served, connection: &str, event: &str, body: &[u8], sig: Option<&str>) -> Answer {
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("X-Event-Key", event),
+        ("X-Request-UUID", "0b3e0c6e-2d4f-4bb3-9c2a-2a5e3d1f0c11"),
+    ];
+    if let Some(s) = sig {
+        headers.push(("X-Hub-Signature", s));
+    }
+    d.send("POST", &format!("/hooks/{connection}"), &headers, body)
+}
+
+fn jobs(d: &Served) -> Vec<Value> {
+    d.ok("GET", "/api/v1/jobs", None)
+        .as_array()
+        .expect("jobs")
+        .clone()
+}
+
+fn actions(d: &Served) -> Vec<(String, String, String)> {
+    d.ok("GET", "/api/v1/audit?limit=1000", None)
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let actor = format!("{} {}", e["actor"]["kind"], e["actor"]["name"]);
+            let field = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (actor.replace('"', ""), field("action"), field("object"))
+        })
+        .collect()
+}
+
+/// A Cloud workspace of two repositories, a connection to it (added by the CLI), and
+/// the daemon with a one-second debounce delay.
+fn cloud_daemon() -> (CloudServer, TempDir, Reposafe, Served) {
+    let (server, src, rs) = cloud_workspace(WS, 2);
+    let d = Served::start(&rs, &["--hook-delay", "1"]);
+    (server, src, rs, d)
+}
+
+fn first_repo(d: &Served) -> String {
+    // The repositories are known once the connection was listed: back up once.
+    let job = d.ok("POST", "/api/v1/run", Some(json!({ "connection": WS })));
+    let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let repos = d.ok("GET", "/api/v1/repositories", None);
+    repos[0]["full_name"]
+        .as_str()
+        .expect("a repository")
+        .to_string()
+}
+
+#[test]
+fn a_burst_of_signed_pushes_queues_exactly_one_backup_of_that_repository() {
+    let (_server, _src, rs, d) = cloud_daemon();
+    let repo = first_repo(&d);
+    let info = d.ok("GET", &format!("/api/v1/connections/{WS}/webhook"), None);
+    assert_eq!(info["path"], format!("/hooks/{WS}"));
+    assert_eq!(info["delay_secs"], 1);
+    let secret = info["secret"].as_str().expect("secret").to_string();
+    assert_eq!(secret.len(), 64, "32 random bytes as hex");
+    // The same secret on every ask; the CLI (through the daemon) prints URL and secret.
+    let again = d.ok("GET", &format!("/api/v1/connections/{WS}/webhook"), None);
+    assert_eq!(again["secret"], secret.as_str());
+    let cli = rs.run(&["connection", "webhook", WS]).ok();
+    assert!(
+        cli.stdout.contains(&format!("url: {}/hooks/{WS}\n", d.url)),
+        "{}",
+        cli.stdout
+    );
+    assert!(
+        cli.stdout.contains(&format!("secret: {secret}\n")),
+        "{}",
+        cli.stdout
+    );
+    let before = jobs(&d).len();
+
+    // Bitbucket Cloud writes `full_name` in its own case; the backup uses the known name.
+    let body = cloud_push(&repo.to_uppercase());
+    let sig = sign(&secret, &body);
+    for _ in 0..5 {
+        let a = hook(&d, WS, "repo:push", &body, Some(&sig));
+        assert_eq!(a.status, 202, "{}", a.body);
+        assert_eq!(a.body["queued"], repo.as_str());
+        assert_eq!(a.body["after_secs"], 1);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // Nothing is queued until the delay after the last push has passed.
+    assert_eq!(jobs(&d).len(), before, "queued before the debounce delay");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while jobs(&d).len() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no backup was queued after the pushes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let all = jobs(&d);
+    assert_eq!(all.len(), before + 1, "one backup for the burst: {all:#?}");
+    let job = &all[0];
+    assert_eq!(job["trigger"], "webhook");
+    assert_eq!(
+        job["kind"]["targets"],
+        json!([{ "connection": WS, "only": [repo] }])
+    );
+    let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "succeeded", "{done}");
+
+    let log = actions(&d);
+    let accepted = log
+        .iter()
+        .filter(|(_, a, _)| a == "webhook.accepted")
+        .count();
+    assert_eq!(accepted, 5, "{log:?}");
+    let hook_actor = format!("webhook {WS}");
+    let id = format!("job {}", job["id"]);
+    assert!(
+        log.contains(&(hook_actor, "run.submit".into(), id)),
+        "{log:?}"
+    );
+    assert!(
+        !d.log_text().contains(&secret),
+        "the secret appeared in the log"
+    );
+}
+
+#[test]
+fn unsigned_or_badly_signed_pushes_are_refused_and_queue_nothing() {
+    let (_server, _src, _rs, d) = cloud_daemon();
+    let body = cloud_push(&format!("{WS}/repo-0"));
+    // Before any secret exists every push is refused.
+    let a = hook(&d, WS, "repo:push", &body, Some(&sign("guess", &body)));
+    assert_eq!(a.status, 401, "{}", a.body);
+    let info = d.ok("GET", &format!("/api/v1/connections/{WS}/webhook"), None);
+    let secret = info["secret"].as_str().expect("secret").to_string();
+
+    let other = cloud_push(&format!("{WS}/repo-1"));
+    let refused = [
+        (None, "no X-Hub-Signature"),
+        (Some(sign("not-the-secret", &body)), "does not match"),
+        (Some(sign(&secret, &other)), "does not match"), // another body's signature
+        (
+            Some(sign(&secret, &body).replace("sha256=", "sha1=")),
+            "sha256=",
+        ),
+        (Some("sha256=zz".to_string()), "sha256="),
+    ];
+    for (sig, why) in &refused {
+        let a = hook(&d, WS, "repo:push", &body, sig.as_deref());
+        assert_eq!(a.status, 401, "{why}: {}", a.body);
+        let msg = a.body["error"].as_str().unwrap_or("");
+        assert!(msg.contains(why), "{msg}");
+        assert!(!msg.contains(&secret));
+    }
+    // An unknown connection is not found (whatever the signature).
+    let a = hook(&d, "nope", "repo:push", &body, Some(&sign(&secret, &body)));
+    assert_eq!(a.status, 404, "{}", a.body);
+
+    // A rotated secret: the old one is refused, the new one accepted.
+    let rotated = d.ok(
+        "POST",
+        &format!("/api/v1/connections/{WS}/webhook/rotate"),
+        None,
+    );
+    let new = rotated["secret"].as_str().expect("secret");
+    assert_ne!(new, secret);
+    let a = hook(&d, WS, "repo:push", &body, Some(&sign(&secret, &body)));
+    assert_eq!(a.status, 401, "{}", a.body);
+
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        jobs(&d).is_empty(),
+        "a refused push queued a job: {:?}",
+        jobs(&d)
+    );
+    let log = actions(&d);
+    let refusals = log
+        .iter()
+        .filter(|(_, a, _)| a == "webhook.refused")
+        .count();
+    assert_eq!(refusals, 1 + refused.len() + 1, "{log:?}");
+    let text = d.log_text();
+    assert!(
+        text.contains("webhook for connection acme refused"),
+        "{text}"
+    );
+    assert!(!text.contains(&secret) && !text.contains(new));
+    let audit = d.ok("GET", "/api/v1/audit?limit=1000", None).to_string();
+    assert!(!audit.contains(&secret) && !audit.contains(new));
+}
+
+#[test]
+fn pings_other_events_and_floods() {
+    let (_server, _src, _rs, d) = cloud_daemon();
+    let info = d.ok("GET", &format!("/api/v1/connections/{WS}/webhook"), None);
+    let secret = info["secret"].as_str().expect("secret");
+    let ping = br#"{"test": true}"#;
+    let a = hook(&d, WS, "diagnostics:ping", ping, Some(&sign(secret, ping)));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let pr = cloud_push(&format!("{WS}/repo-0"));
+    let a = hook(&d, WS, "pullrequest:created", &pr, Some(&sign(secret, &pr)));
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert!(a.body["ignored"].as_str().is_some(), "{}", a.body);
+    // A body declared over 1 MiB is refused at once, before any of it is read.
+    let addr = d.url.trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let head = format!(
+        "POST /hooks/{WS} HTTP/1.1\r\nHost: {addr}\r\nX-Event-Key: repo:push\r\n\
+         X-Hub-Signature: sha256=00\r\nContent-Length: {}\r\n\r\n",
+        2 << 20
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).expect("an answer before the body");
+    let status = String::from_utf8_lossy(&buf[..n]);
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+
+    // A flood of requests to one connection: 429 with Retry-After, and nothing queued.
+    let statuses: Vec<(u16, Option<String>)> = (0..30)
+        .map(|_| {
+            let a = hook(&d, WS, "repo:push", &pr, Some("sha256=00"));
+            (a.status, a.header("retry-after").map(str::to_string))
+        })
+        .collect();
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!limited.is_empty(), "no 429 in a flood: {statuses:?}");
+    for (_, retry) in &limited {
+        let secs: u64 = retry
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .expect("Retry-After");
+        assert!((1..=60).contains(&secs), "{secs}");
+    }
+    assert!(
+        statuses.iter().all(|(s, _)| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(jobs(&d).is_empty());
+}
+
+#[test]
+fn data_center_refs_changed_backs_up_the_pushed_repository() {
+    let server = DcServer::start(DcOptions {
+        context_path: String::new(),
+        tls: false,
+    });
+    let src = TempDir::new("reposafe-dc-src");
+    for slug in ["one", "two"] {
+        let bare = src.path().join(format!("{slug}.git"));
+        gitutil::init_bare(&bare);
+        let mut w = WorkRepo::new();
+        w.write("a.txt", format!("{slug}\n"));
+        w.commit("first");
+        w.push_mirror(&bare);
+        server.add_repo("PRJ", slug, &bare, false);
+    }
+    server.add_user("jdoe", "correct-horse-battery-staple-42");
+    server.grant("jdoe", "PRJ");
+    let rs = Reposafe::new();
+    let pw = rs.secret_file("pw", "correct-horse-battery-staple-42");
+    let args = dc_add_args(&server.base_url(), "dc", "jdoe", &pw);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    rs.run(&args).ok();
+    // The secret made through the CLI, without a daemon, is the one the daemon checks.
+    let cli = rs.run(&["connection", "webhook", "dc"]).ok();
+    let secret = cli
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .expect("secret line")
+        .to_string();
+    assert!(
+        cli.stdout.contains("url: <daemon url>/hooks/dc"),
+        "{}",
+        cli.stdout
+    );
+    let d = Served::start(&rs, &["--hook-delay", "1"]);
+
+    // As Data Center sends it (`repo:refs_changed`, project key + slug).
+    let body = json!({
+        "eventKey": "repo:refs_changed",
+        "date": "2026-11-30T22:00:00+0000",
+        "actor": {"name": "jdoe", "type": "NORMAL"},
+        "repository": {"slug": "two", "id": 2, "name": "two", "scmId": "git", "state": "AVAILABLE",
+                        "project": {"key": "PRJ", "id": 1, "name": "Project", "type": "NORMAL"}},
+        "changes": [{"ref": {"id": "refs/heads/main", "displayId": "main", "type": "BRANCH"},
+                     "refId": "refs/heads/main", "fromHash": "0000000000000000000000000000000000000000",
+                     "toHash": "1111111111111111111111111111111111111111", "type": "UPDATE"}],
+    })
+    .to_string()
+    .into_bytes();
+    let a = hook(
+        &d,
+        "dc",
+        "repo:refs_changed",
+        &body,
+        Some(&sign(&secret, &body)),
+    );
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(a.body["queued"], "PRJ/two");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let job = loop {
+        if let Some(j) = jobs(&d).first() {
+            break j.clone();
+        }
+        assert!(Instant::now() < deadline, "no backup was queued");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(job["trigger"], "webhook");
+    let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let results = d.ok("GET", &format!("/api/v1/jobs/{}/results", job["id"]), None);
+    let names: Vec<&str> = results
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["repository"].as_str())
+        .collect();
+    assert_eq!(names, ["PRJ/two"], "{results}");
+}
