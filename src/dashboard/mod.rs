@@ -9,9 +9,11 @@
 
 mod connections;
 pub mod form;
+mod jobs;
 pub mod layout;
 mod overview;
 mod plans;
+mod repositories;
 mod routes;
 
 pub use form::Form;

@@ -13,6 +13,8 @@ pub fn table() -> &'static [Route] {
         all.extend(super::overview::routes());
         all.extend(super::connections::routes());
         all.extend(super::plans::routes());
+        all.extend(super::jobs::routes());
+        all.extend(super::repositories::routes());
         all
     });
     &TABLE

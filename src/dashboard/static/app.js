@@ -52,11 +52,30 @@ function follow(el) {
       el.setAttribute("data-ended", "1");
       var target = el.getAttribute("data-results");
       if (target) loadResults(id, document.getElementById(target));
+      if (el.hasAttribute("data-refresh-on-end")) refreshLive(id);
     }
   };
   es.addEventListener("progress", onEvent);
   es.addEventListener("end", onEvent);
   es.onerror = function () { if (el.getAttribute("data-ended")) es.close(); };
+}
+
+// After a job ends, the page's [data-live] parts (its results, times, actions) are
+// read again from the server and swapped in place, without a reload; parts still
+// following a running job are left alone. <html data-refreshed=ID> says it is done.
+function refreshLive(id) {
+  fetch(location.href, { credentials: "same-origin", cache: "no-store" })
+    .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+    .then(function (text) {
+      var doc = new DOMParser().parseFromString(text, "text/html");
+      document.querySelectorAll("[data-live][id]").forEach(function (part) {
+        if (part.getAttribute("data-live-job") && !part.getAttribute("data-ended")) return;
+        var fresh = doc.getElementById(part.id);
+        if (fresh) part.replaceWith(document.importNode(fresh, true));
+      });
+      document.documentElement.setAttribute("data-refreshed", id);
+    })
+    .catch(function () {});
 }
 
 // Fills a results table body from /api/v1/jobs/ID/results once the job ended.

@@ -320,15 +320,16 @@ impl Browser {
         );
     }
 
-    /// Clicks the element `selector` with the mouse (after scrolling it into view);
+    /// Clicks the element `selector` with the mouse at the centre of its first box (a
+    /// link wrapped over two lines: its first line), after scrolling it into view;
     /// panics when there is none or something else covers it.
     pub fn click(&mut self, selector: &str) {
         let sel = js_str(selector);
         let at = self.eval(&format!(
             "(() => {{ const el = document.querySelector({sel}); if (!el) return 'missing';
                el.scrollIntoView({{block: 'center', inline: 'center'}});
-               const r = el.getBoundingClientRect();
-               if (r.width === 0 || r.height === 0) return 'hidden';
+               const r = [...el.getClientRects()].find(r => r.width > 0 && r.height > 0);
+               if (!r) return 'hidden';
                const x = r.left + r.width / 2, y = r.top + r.height / 2;
                const hit = document.elementFromPoint(x, y);
                if (!hit || !(hit === el || el.contains(hit) || hit.contains(el) && hit.tagName === 'LABEL')) return 'covered';
