@@ -110,7 +110,7 @@ fn serve_answers_health_and_the_dashboard_behind_the_token() {
         "{login}"
     );
     assert!(
-        status.starts_with("HTTP/1.1 200") && status.contains("<h1>reposafe</h1>"),
+        status.starts_with("HTTP/1.1 200") && status.contains("<h1>Overview</h1>"),
         "{status}"
     );
     assert!(token_cookie.starts_with("HTTP/1.1 401"), "{token_cookie}");

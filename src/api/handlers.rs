@@ -10,8 +10,8 @@ use super::{
     ApiError, ChannelBody, ReqBody,
 };
 use crate::engine::service::{
-    AddConnection, AddCredential, ExportRequest, RestoreRequest, RunRequest, SetTls, ShowRequest,
-    SnapshotsRequest,
+    AddConnection, AddCredential, EditConnection, ExportRequest, OAuthBegin, OAuthFinish,
+    RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
 use crate::engine::{LocalService, Service};
 use crate::state::PlanSpec;
@@ -275,8 +275,71 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route(M::POST, "/api/v1/plans/preview", |api, _, req| {
             call_with(api, req, OK, |s, b: PlanSpec| s.preview_plan(b))
         }),
+        // issue 14 (O): OAuth "Connect", credential rotation, connection edits.
+        route(M::POST, "/api/v1/oauth/begin", |api, _, req| {
+            let callback = callback_url(&api, &req);
+            call_with(api, req, OK, move |s, mut b: OAuthBegin| {
+                b.redirect_uri = b.redirect_uri.or(callback);
+                s.oauth_begin(b)
+            })
+        }),
+        route(M::GET, "/oauth/callback", |api, p, _| {
+            Box::pin(async move { Ok(oauth_callback(api, p).await) })
+        }),
+        route(M::PUT, "/api/v1/connections/{name}", |api, p, req| {
+            call_with(api, req, OK, move |s, b: EditConnection| {
+                s.edit_connection(&p.path("name"), b)
+            })
+        }),
+        route(
+            M::PUT,
+            "/api/v1/connections/{name}/credential",
+            |api, p, req| {
+                call_with(api, req, OK, move |s, b: RotateCredential| {
+                    s.rotate_credential(&p.path("name"), b)
+                })
+            },
+        ),
     ]
 });
+
+/// This daemon's `/oauth/callback` as the browser reaches it (from the request's
+/// `Host`), when the request names none.
+fn callback_url(api: &Api, req: &Request<ReqBody>) -> Option<String> {
+    let host = super::auth::header(req, "host")?;
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let scheme = if api.tls { "https" } else { "http" };
+    valid.then(|| format!("{scheme}://{host}/oauth/callback"))
+}
+
+/// `GET /oauth/callback?state&code|error` (before authentication: the flow's state
+/// is the proof): finishes the Connect flow and answers the page that leads on to
+/// the connection.
+async fn oauth_callback(api: Arc<Api>, p: Params) -> Response<ApiBody> {
+    let req = OAuthFinish {
+        state: p.query("state").unwrap_or_default(),
+        code: p.query("code"),
+        error: p.query("error"),
+    };
+    let outcome = blocking(move || Ok(api.service.oauth_finish(req)?)).await;
+    let (status, page) = match &outcome {
+        Ok(added) => (
+            OK,
+            crate::dashboard::oauth::callback_page(Ok(&added.connection.name)),
+        ),
+        Err(e) => (
+            e.status,
+            crate::dashboard::oauth::callback_page(Err(&e.message)),
+        ),
+    };
+    if let Err(e) = &outcome {
+        tracing::warn!("OAuth callback refused: {}", e.message);
+    }
+    html_reply(status, page.into_string())
+}
 
 fn show_request(p: &Params) -> Result<ShowRequest, ApiError> {
     let SnapshotsRequest {

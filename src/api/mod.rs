@@ -388,6 +388,12 @@ pub async fn handle(
             return Ok(asset);
         }
     }
+    if path == "/oauth/callback" {
+        // Before authentication: the Connect flow's single-use state is the proof.
+        return Ok(handlers::dispatch(api, req, &method, &path)
+            .await
+            .unwrap_or_else(error_response));
+    }
     let req = match auth::admit(&api, req).await {
         Ok(req) => req,
         Err(refused) => return Ok(refused),

@@ -197,6 +197,39 @@ pub enum ConnectionCmd {
     Credential(Box<CredentialCmd>),
     /// Replace a connection's certificate trust (CA bundle, system roots, or insecure).
     Tls(TlsArgs),
+    /// Replace a connection's credential (e.g. a new token); checked against the server
+    /// first. Its hosts stay as they were added.
+    Rotate(Box<RotateArgs>),
+    /// Change a connection's read-only or restore mark, its rate limit, or settings that
+    /// name no host (e.g. --set workspace=acme).
+    Edit(EditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub cred: CredentialFlags,
+    /// Store the credential without checking it against the server.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    pub name: String,
+    /// Never use this connection to write back to the provider (true/false).
+    #[arg(long, value_name = "BOOL")]
+    pub read_only: Option<bool>,
+    /// Restores into Bitbucket may write through this connection (true/false).
+    #[arg(long, value_name = "BOOL")]
+    pub allow_restore: Option<bool>,
+    /// Request budget of each principal (60/min, 1000/h), or `none`.
+    #[arg(long, value_name = "N/WINDOW")]
+    pub rate_limit: Option<String>,
+    /// A setting that names no host, e.g. --set workspace=acme (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -9,8 +9,9 @@ use super::args::{
 use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
-    AddConnection, AddCredential, BackupRequest, CredentialInput, ExportRequest, RestoreRequest,
-    RestoreTarget, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
+    AddConnection, AddCredential, BackupRequest, CredentialInput, EditConnection, ExportRequest,
+    RestoreRequest, RestoreTarget, RotateCredential, RunRequest, SetTls, ShowRequest,
+    SnapshotsRequest,
 };
 use crate::engine::{Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
@@ -98,6 +99,31 @@ fn connection(service: &dyn Service, cmd: ConnectionCmd) -> Result<i32> {
         }
         ConnectionCmd::Credential(c) => credential(service, *c)?,
         ConnectionCmd::Tls(a) => tls(service, a)?,
+        ConnectionCmd::Rotate(a) => {
+            let req = RotateCredential {
+                credential: CredentialInput::from_credential(a.cred.credential()?),
+                verify: !a.no_verify,
+            };
+            let rotated = service.rotate_credential(&a.name, req)?;
+            output::warnings(&rotated.warnings);
+            output::credential_rotated(&rotated.connection);
+        }
+        ConnectionCmd::Edit(a) => {
+            let mut settings = std::collections::BTreeMap::new();
+            for kv in &a.set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--set {kv:?} must look like name=value"))?;
+                settings.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            let req = EditConnection {
+                read_only: a.read_only,
+                allow_restore: a.allow_restore,
+                rate_limit: a.rate_limit,
+                settings,
+            };
+            output::connection_edited(&service.edit_connection(&a.name, req)?);
+        }
     }
     Ok(0)
 }

@@ -58,6 +58,33 @@ pub fn connection_added(conn: &Connection) {
     println!("{}", origins_line(conn));
 }
 
+/// After `connection rotate`.
+pub fn credential_rotated(conn: &Connection) {
+    println!(
+        "connection {} now uses its new {} credential{}",
+        conn.name,
+        conn.credential_kind,
+        conn.credential_identity
+            .as_ref()
+            .map(|i| format!(" for {i}"))
+            .unwrap_or_default()
+    );
+    println!("{}", origins_line(conn));
+}
+
+/// After `connection edit`.
+pub fn connection_edited(c: &Connection) {
+    let settings: Vec<String> = c.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "connection {}: read-only={} allow-restore={} rate-limit={} {}",
+        c.name,
+        c.read_only,
+        c.allow_restore,
+        c.rate_limit.as_deref().unwrap_or("none"),
+        settings.join(" ")
+    );
+}
+
 /// Where a connection's credential may go (fixed when it was added).
 fn origins_line(conn: &Connection) -> String {
     let to = if conn.allowed_origins.is_empty() {

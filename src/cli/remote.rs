@@ -469,6 +469,34 @@ impl Service for Remote {
     fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError> {
         self.post("/api/v1/plans/preview", &spec)
     }
+
+    // issue 14 (O)
+    fn oauth_begin(&self, req: OAuthBegin) -> Result<OAuthStarted, EngineError> {
+        self.post("/api/v1/oauth/begin", &req)
+    }
+
+    fn oauth_finish(&self, _req: OAuthFinish) -> Result<ConnectionAdded, EngineError> {
+        Err(EngineError::Conflict(
+            "a Connect flow is finished by the browser at the daemon's /oauth/callback".into(),
+        ))
+    }
+
+    fn rotate_credential(
+        &self,
+        name: &str,
+        req: RotateCredential,
+    ) -> Result<ConnectionAdded, EngineError> {
+        let path = format!("{}/credential", connection_path(name));
+        self.call(Method::PUT, &path, &req)
+    }
+
+    fn edit_connection(
+        &self,
+        name: &str,
+        req: EditConnection,
+    ) -> Result<crate::state::Connection, EngineError> {
+        self.call(Method::PUT, &connection_path(name), &req)
+    }
 }
 
 /// A time as RFC 3339, for a query.

@@ -301,6 +301,7 @@ fn show(ctx: &Ctx) -> Outcome {
         h2 { "Credentials" }
         (credentials_table(ctx, &path, &creds))
         @if let Some(p) = &kinds { (add_credential_form(ctx, &path, p)) }
+        (super::connect::forms(ctx, &c, kinds.as_ref()))
     };
     Ok(Answer::Html(page(
         ctx,

@@ -7,10 +7,12 @@
 //! a little plain JavaScript for live progress) are embedded: nothing is loaded
 //! from elsewhere.
 
+mod connect;
 mod connections;
 pub mod form;
 mod jobs;
 pub mod layout;
+pub mod oauth;
 mod overview;
 mod plans;
 mod repositories;

@@ -12,6 +12,7 @@ pub fn table() -> &'static [Route] {
         let mut all = Vec::new();
         all.extend(super::overview::routes());
         all.extend(super::connections::routes());
+        all.extend(super::connect::routes());
         all.extend(super::plans::routes());
         all.extend(super::jobs::routes());
         all.extend(super::repositories::routes());

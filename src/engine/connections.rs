@@ -50,7 +50,7 @@ pub(crate) fn tls_for(ctx: &Context, connection: &str) -> Result<Arc<TlsTrust>, 
     trust_of(connection, &ctx.state.connection_tls(connection)?)
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -194,21 +194,15 @@ pub fn add_connection(
         allowed_origins,
         created_at: time::OffsetDateTime::now_utc(),
     };
+    let mut credential = new.credential;
     if verify {
-        let gate = Arc::new(gate_for(ctx, &conn, new.credential.clone(), &tls)?);
-        provider
-            .session(&conn.settings, conn.credential_kind, gate)
-            .verify()
-            .map_err(|e| EngineError::Connection {
-                connection: conn.name.clone(),
-                reason: format!("the credential could not be verified: {e}"),
-            })?;
-        let (principal, warning) =
-            super::credentials::resolve_principal(ctx, &conn, &new.credential, &tls)?;
+        let (principal, warning, verified) =
+            verify_credential(ctx, &conn, credential, &tls, "the credential")?;
+        credential = verified;
         conn.principal = Some(principal);
         warnings.extend(warning);
     }
-    let sealed = ctx.vault.seal(&new.credential)?;
+    let sealed = ctx.vault.seal(&credential)?;
     ctx.state.add_connection(&conn, &sealed)?;
     if new.tls != ConnectionTls::default() {
         if let Err(e) = ctx.state.set_connection_tls(&conn.name, &new.tls) {
@@ -222,6 +216,29 @@ pub fn add_connection(
         }
     }
     Ok((conn, warnings))
+}
+
+/// Checks `cred` (`what`, for the error) can list `conn`'s scopes and asks whose it is. Returns the principal,
+/// a warning when the provider could not tell, and the credential as it is after
+/// use (an OAuth refresh token the server rotated replaces the one given).
+pub(crate) fn verify_credential(
+    ctx: &Context,
+    conn: &Connection,
+    cred: Credential,
+    tls: &Arc<TlsTrust>,
+    what: &str,
+) -> Result<(String, Option<String>, Credential), EngineError> {
+    let session = session_for(ctx, conn, cred.clone(), tls)?;
+    session.verify().map_err(|e| EngineError::Connection {
+        connection: conn.name.clone(),
+        reason: format!("{what} could not be verified: {e}"),
+    })?;
+    let (principal, warning) = super::credentials::principal_via(&session, conn, &cred);
+    Ok((
+        principal,
+        warning,
+        session.gate().authenticator().credential()?,
+    ))
 }
 
 /// Checks a stored connection: decrypts its credential and lists its scopes. Also
@@ -427,6 +444,99 @@ pub fn remove_project_credential(
             project.trim().to_ascii_uppercase()
         )))
     }
+}
+
+/// Replaces a connection's primary credential (its kind may change; its hosts
+/// never do); with `verify`, first checks the new one can list its scopes. Returns
+/// the connection as stored and warnings.
+pub fn rotate_credential(
+    ctx: &Context,
+    name: &str,
+    credential: Credential,
+    verify: bool,
+) -> Result<(Connection, Vec<String>), EngineError> {
+    let mut conn = ctx.state.connection(name)?;
+    let mut warnings = admit_credential(ctx, &conn, &credential)?;
+    conn.allowed_origins = credential_origins(ctx, &conn)?;
+    conn.credential_kind = credential.kind;
+    conn.credential_identity = credential.identity.clone();
+    let mut credential = credential;
+    if verify {
+        let tls = tls_for(ctx, name)?;
+        let (principal, warning, verified) =
+            verify_credential(ctx, &conn, credential, &tls, "the new credential")?;
+        credential = verified;
+        conn.principal = Some(principal);
+        warnings.extend(warning);
+    } else {
+        conn.principal = None;
+    }
+    let sealed = ctx.vault.seal(&credential)?;
+    ctx.state.replace_connection(&conn, Some(&sealed))?;
+    Ok((conn, warnings))
+}
+
+/// What `edit_connection` may change; `None` keeps the stored value.
+#[derive(Debug, Default)]
+pub struct ConnectionEdit {
+    pub read_only: Option<bool>,
+    pub allow_restore: Option<bool>,
+    /// `Some(None)` removes the budget.
+    pub rate_limit: Option<Option<String>>,
+    /// Settings that do not name a host (e.g. `workspace`); a URL setting is refused.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Changes a connection's flags, rate limit and host-free settings. The hosts its
+/// credential may be sent to are fixed when it is added, so URL settings are refused.
+pub fn edit_connection(
+    ctx: &Context,
+    name: &str,
+    edit: ConnectionEdit,
+) -> Result<Connection, EngineError> {
+    let mut conn = ctx.state.connection(name)?;
+    let info = ctx.providers.get(&conn.provider)?.info();
+    let mut settings = conn.settings.clone();
+    for (key, value) in edit.settings {
+        if info.settings.iter().any(|s| s.name == key && s.is_url) {
+            return Err(EngineError::Field {
+                field: format!("settings.{key}"),
+                message: format!(
+                    "`{key}` names a host the credential is sent to, which is fixed when a \
+                     connection is added: add a new connection with it (and its credential) instead"
+                ),
+            });
+        }
+        settings.insert(key, value);
+    }
+    conn.allowed_origins = credential_origins(ctx, &conn)?;
+    conn.settings = info.resolve_settings(&settings)?;
+    conn.read_only = edit.read_only.unwrap_or(conn.read_only);
+    conn.allow_restore = edit.allow_restore.unwrap_or(conn.allow_restore);
+    if conn.read_only && conn.allow_restore {
+        return Err(EngineError::Field {
+            field: "allow_restore".into(),
+            message: format!(
+                "connection {name} cannot be both read-only and marked for restore: a read-only \
+                 connection never writes"
+            ),
+        });
+    }
+    if let Some(rate) = edit.rate_limit {
+        conn.rate_limit = match rate.as_deref().map(str::trim) {
+            None | Some("") | Some("none") => None,
+            Some(r) => Some(
+                r.parse::<crate::providers::RateBudget>()
+                    .map_err(|e| EngineError::Field {
+                        field: "rate_limit".into(),
+                        message: e,
+                    })?
+                    .to_string(),
+            ),
+        };
+    }
+    ctx.state.replace_connection(&conn, None)?;
+    Ok(conn)
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@
 //! OAuth. Credentials of the same principal are reported when added: they add no
 //! budget.
 
-use super::connections::{admit_credential, credential_origins, session_for, tls_for};
+use super::connections::{
+    admit_credential, credential_origins, session_for, tls_for, verify_credential,
+};
 use super::{Context, EngineError};
+use crate::providers::auth::CredentialSaver;
 use crate::providers::{http, Authenticator, CredentialPool, HttpGate, PoolCredential, RateBudget};
 use crate::state::{Connection, CredentialScope, ScopedCredential};
 use crate::tls::TlsTrust;
@@ -33,7 +36,9 @@ pub fn principal_of(conn: &Connection, cred: &Credential) -> String {
         CredentialKind::ApiToken | CredentialKind::AppPassword | CredentialKind::Basic => {
             who(&format!("{}:user", conn.provider))
         }
-        CredentialKind::OauthConsumer => who(&format!("{}:oauth", conn.provider)),
+        CredentialKind::OauthConsumer | CredentialKind::OauthAuthorization => {
+            who(&format!("{}:oauth", conn.provider))
+        }
         CredentialKind::AccessToken | CredentialKind::HttpAccessToken => {
             use secrecy::ExposeSecret;
             let h = blake3::hash(cred.secret.expose_secret().as_bytes());
@@ -51,15 +56,28 @@ pub fn resolve_principal(
     cred: &Credential,
     tls: &Arc<TlsTrust>,
 ) -> Result<(String, Option<String>), EngineError> {
-    match session_for(ctx, conn, cred.clone(), tls)?.principal() {
-        Ok(Some(p)) => Ok((format!("{}:{p}", conn.provider), None)),
-        Ok(None) => Ok((principal_of(conn, cred), None)),
-        Err(e) => Ok((
+    Ok(principal_via(
+        &session_for(ctx, conn, cred.clone(), tls)?,
+        conn,
+        cred,
+    ))
+}
+
+/// [`resolve_principal`] through an existing session of `cred`.
+pub(crate) fn principal_via(
+    session: &crate::providers::ProviderSession<'_>,
+    conn: &Connection,
+    cred: &Credential,
+) -> (String, Option<String>) {
+    match session.principal() {
+        Ok(Some(p)) => (format!("{}:{p}", conn.provider), None),
+        Ok(None) => (principal_of(conn, cred), None),
+        Err(e) => (
             principal_of(conn, cred),
             Some(format!(
                 "could not ask which account the credential belongs to ({e}); credentials are told apart by their user name instead"
             )),
-        )),
+        ),
     }
 }
 
@@ -131,16 +149,13 @@ pub fn add_additional_credential(
     let conn = ctx.state.connection(connection)?;
     let mut warnings = admit_credential(ctx, &conn, &credential)?;
     let mut principal = principal_of(&conn, &credential);
+    let mut credential = credential;
     if verify {
         let tls = tls_for(ctx, connection)?;
-        session_for(ctx, &conn, credential.clone(), &tls)?
-            .verify()
-            .map_err(|e| EngineError::Connection {
-                connection: conn.name.clone(),
-                reason: format!("the additional credential could not be verified: {e}"),
-            })?;
-        let (p, warning) = resolve_principal(ctx, &conn, &credential, &tls)?;
+        let (p, warning, verified) =
+            verify_credential(ctx, &conn, credential, &tls, "the additional credential")?;
         principal = p;
+        credential = verified;
         warnings.extend(warning);
     }
     let existing = list_credentials(ctx, connection)?;
@@ -280,16 +295,20 @@ pub(crate) fn pooled_gate(
                 allowed.push(u.origin());
             }
         }
+        let mut auth = Authenticator::new(
+            cred,
+            support.api.clone(),
+            support.git.clone(),
+            oauth,
+            client.clone(),
+        );
+        if auth.kind() == CredentialKind::OauthAuthorization {
+            auth = auth.with_saver(saver_for(ctx, conn, &id));
+        }
         lanes.push(PoolCredential {
             id,
             principal,
-            auth: Arc::new(Authenticator::new(
-                cred,
-                support.api.clone(),
-                support.git.clone(),
-                oauth,
-                client.clone(),
-            )),
+            auth: Arc::new(auth),
         });
         Ok(())
     };
@@ -322,6 +341,22 @@ pub(crate) fn pooled_gate(
         HttpGate::with_pool(client, allowed, Arc::new(pool), ctx.retry.clone())
             .with_tls(tls.clone()),
     )
+}
+
+/// Reseals credential `id` (`primary` or `c1`...) of `conn` when its secret changed
+/// (an OAuth refresh token the server rotated). A connection not stored yet (being
+/// added) has nothing to update: its adder seals the credential as it is after
+/// verification ([`crate::providers::Authenticator::credential`]).
+fn saver_for(ctx: &Context, conn: &Connection, id: &str) -> CredentialSaver {
+    let (state, vault) = (ctx.state.clone(), ctx.vault.clone());
+    let (name, conn_id, id) = (conn.name.clone(), conn.id.clone(), id.to_string());
+    Arc::new(move |cred: &Credential| {
+        let sealed = vault.seal(cred).map_err(|e| e.to_string())?;
+        match state.reseal_credential(&name, &conn_id, &id, &sealed) {
+            Err(crate::state::StateError::NoSuchConnection(_)) => Ok(()),
+            other => other.map_err(|e| e.to_string()),
+        }
+    })
 }
 
 /// The git form of credential `lane` of `pool`, each HTTP request paced by the pool

@@ -504,6 +504,54 @@ impl Service for LocalService {
     fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError> {
         super::plan_preview::preview(self.ctx(), &spec, time::OffsetDateTime::now_utc())
     }
+
+    // issue 14 (O)
+    fn oauth_begin(&self, req: OAuthBegin) -> Result<OAuthStarted, EngineError> {
+        if !self.daemon {
+            return Err(EngineError::Conflict(
+                "Connect needs the daemon (`reposafe serve`): Bitbucket sends the browser back \
+                 to its /oauth/callback"
+                    .into(),
+            ));
+        }
+        super::oauth::begin(self.ctx(), req)
+    }
+
+    fn oauth_finish(&self, req: OAuthFinish) -> Result<ConnectionAdded, EngineError> {
+        let (connection, warnings) = super::oauth::finish(self.ctx(), req)?;
+        Ok(ConnectionAdded {
+            connection,
+            warnings,
+        })
+    }
+
+    fn rotate_credential(
+        &self,
+        name: &str,
+        req: RotateCredential,
+    ) -> Result<ConnectionAdded, EngineError> {
+        let cred = req.credential.into_credential("credential.")?;
+        let (connection, warnings) =
+            connections::rotate_credential(self.ctx(), name, cred, req.verify)?;
+        Ok(ConnectionAdded {
+            connection,
+            warnings,
+        })
+    }
+
+    fn edit_connection(
+        &self,
+        name: &str,
+        req: EditConnection,
+    ) -> Result<crate::state::Connection, EngineError> {
+        let edit = connections::ConnectionEdit {
+            read_only: req.read_only,
+            allow_restore: req.allow_restore,
+            rate_limit: req.rate_limit.map(Some),
+            settings: req.settings,
+        };
+        connections::edit_connection(self.ctx(), name, edit)
+    }
 }
 
 /// The job of a restore into a provider: the request checked (a target, no local path).

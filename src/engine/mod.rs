@@ -25,6 +25,7 @@ mod job_reports;
 pub mod jobs;
 mod listing;
 mod local;
+pub mod oauth;
 pub mod overview;
 pub mod plan_preview;
 pub mod plans;
@@ -60,16 +61,19 @@ use crate::providers::{ProviderError, ProviderRegistry, RetryPolicy};
 use crate::state::{State, StateError};
 use crate::vault::{Vault, VaultError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Everything a job needs from one data dir.
 /// Its fields are the engine's own: front-ends go through [`Service`].
 pub struct Context {
     data_dir: PathBuf,
-    state: State,
-    vault: Vault,
+    state: Arc<State>,
+    vault: Arc<Vault>,
     archive: Archive,
     providers: ProviderRegistry,
     retry: RetryPolicy,
+    /// OAuth "Connect" flows waiting for their callback (issue 14, O).
+    oauth: oauth::PendingFlows,
 }
 
 impl Context {
@@ -87,7 +91,7 @@ impl Context {
         if !created {
             data_dir::warn_loose_modes(data_dir);
         }
-        let state = State::open(data_dir)?;
+        let state = Arc::new(State::open(data_dir)?);
         // Never a new key over sealed credentials, never the other mode's secret.
         let vault = Vault::open_checked(data_dir, &data_dir::sealed_credentials(&state)?)?;
         let archive = Archive::open_or_create(&data_dir.join("archive"))?;
@@ -105,10 +109,11 @@ impl Context {
         Ok(Context {
             data_dir: data_dir.to_path_buf(),
             state,
-            vault,
+            vault: Arc::new(vault),
             archive,
             providers,
             retry: RetryPolicy::from_env(),
+            oauth: oauth::PendingFlows::default(),
         })
     }
 

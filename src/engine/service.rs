@@ -10,6 +10,7 @@
 use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
 pub use super::export::{ExportReport, ExportRequest};
+pub use super::oauth::{OAuthBegin, OAuthFinish, OAuthStarted};
 pub use super::overview::{FailingRepository, JobFailure, Overview, PlanGlance};
 pub use super::plan_preview::{ConnectionMatch, PlanPreview};
 use super::restore::RestoreReport;
@@ -111,6 +112,21 @@ pub trait Service: Send + Sync {
     /// What a plan would do before it is saved: its schedule in words, its next runs,
     /// and the repositories it selects now.
     fn preview_plan(&self, spec: PlanSpec) -> Result<PlanPreview, EngineError>;
+
+    // issue 14 (O): OAuth "Connect", credential rotation, connection edits.
+    /// Starts adding a connection through the provider's OAuth consent page (needs
+    /// the daemon: the browser comes back to its `/oauth/callback`).
+    fn oauth_begin(&self, req: OAuthBegin) -> Result<OAuthStarted, EngineError>;
+    /// The callback of a Connect flow: exchanges the code and adds the connection.
+    fn oauth_finish(&self, req: OAuthFinish) -> Result<ConnectionAdded, EngineError>;
+    /// Replaces a connection's primary credential (verified first unless told not to).
+    fn rotate_credential(
+        &self,
+        name: &str,
+        req: RotateCredential,
+    ) -> Result<ConnectionAdded, EngineError>;
+    /// Changes a connection's flags, rate limit and host-free settings.
+    fn edit_connection(&self, name: &str, req: EditConnection) -> Result<Connection, EngineError>;
 }
 
 /// Where a front-end wants to see long work progress.
@@ -420,4 +436,29 @@ pub struct Damage {
     pub snapshot: String,
     pub repository: String,
     pub error: String,
+}
+
+/// `connection rotate`: the connection's new primary credential.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCredential {
+    pub credential: CredentialInput,
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+/// `connection edit`: what to change (absent: unchanged).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditConnection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_restore: Option<bool>,
+    /// A request budget such as `60/min`; `none` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Settings that name no host (e.g. `workspace`); URL settings are fixed at add.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }

@@ -6,7 +6,6 @@ use crate::git::LfsPointer;
 use crate::providers::failover::{self, Event, Outcome};
 use crate::providers::pool::PoolExhausted;
 use crate::providers::HttpGate;
-use crate::vault::CredentialKind;
 use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -313,7 +312,7 @@ impl failover::Attempts for BatchRequest<'_> {
                 (reason, true) => format!("{NETWORK}{reason}"),
                 (reason, false) => reason,
             })?;
-        if resp.status().as_u16() == 401 && auth.kind() == CredentialKind::OauthConsumer {
+        if resp.status().as_u16() == 401 && auth.kind().is_oauth() {
             auth.invalidate();
         }
         Ok(resp)
@@ -330,8 +329,7 @@ impl failover::Attempts for BatchRequest<'_> {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| failover::parse_retry_after(v, time::OffsetDateTime::now_utc()));
-                let oauth =
-                    self.gate.pool().auth(self.lane).kind() == CredentialKind::OauthConsumer;
+                let oauth = self.gate.pool().auth(self.lane).kind().is_oauth();
                 Outcome::from_status(status, retry_after, oauth, || {
                     format!("the LFS server answered {status} to {}", shown(self.url))
                 })

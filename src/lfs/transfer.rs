@@ -6,7 +6,6 @@ use super::{shown, LfsError};
 use crate::archive::{Archive, ArchiveError, PutOutcome};
 use crate::providers::failover;
 use crate::providers::HttpGate;
-use crate::vault::CredentialKind;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
@@ -238,7 +237,7 @@ pub(crate) fn refused<T>(
         401 | 403 if lane.is_some() => {
             if let Some(lane) = lane {
                 let auth = gate.pool().auth(lane);
-                if code == 401 && auth.kind() == CredentialKind::OauthConsumer {
+                if code == 401 && auth.kind().is_oauth() {
                     auth.invalidate();
                     return Try::Again {
                         reason: answered,

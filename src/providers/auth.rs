@@ -1,13 +1,16 @@
 //! Turning a stored credential into `Authorization` header values, for the REST API
 //! and for git, the way the provider says each kind is applied. OAuth consumers are
-//! exchanged for access tokens (client-credentials grant) and refreshed before they
-//! expire. Header values are secrets and stay in `SecretString`.
+//! exchanged for access tokens (client-credentials grant), OAuth authorizations (the
+//! dashboard's "Connect") by their refresh token (refresh-token grant); tokens are
+//! cached until shortly before they expire and fetched again after a 401. A refresh
+//! token the server rotates is handed to the [`CredentialSaver`] the engine gave, which
+//! reseals it. Header values are secrets and stay in `SecretString`.
 
 use super::ProviderError;
-use crate::vault::{Credential, CredentialKind};
+use crate::vault::{Credential, CredentialKind, OAuthGrant};
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a credential is presented (host-side copy of the WIT `auth-scheme`).
@@ -27,20 +30,41 @@ struct OAuthToken {
     expires: Instant,
 }
 
+/// Stores a credential whose secret changed (a rotated refresh token); the error
+/// says why it could not be stored (never the secret).
+pub type CredentialSaver = Arc<dyn Fn(&Credential) -> Result<(), String> + Send + Sync>;
+
 /// Produces header values for one credential.
 pub struct Authenticator {
-    cred: Credential,
+    /// Its secret changes when the server rotates an OAuth refresh token.
+    cred: Mutex<Credential>,
+    kind: CredentialKind,
     api: AuthScheme,
     git: AuthScheme,
     oauth_url: Option<String>,
     oauth: Mutex<Option<OAuthToken>>,
     client: reqwest::blocking::Client,
+    saver: Option<CredentialSaver>,
+}
+
+/// The token endpoint's answer (RFC 6749 §5.1, as Bitbucket sends it).
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+    refresh_token: Option<String>,
+}
+
+/// A token endpoint's error answer (RFC 6749 §5.2): the code, never a secret.
+#[derive(serde::Deserialize)]
+struct TokenError {
+    error: String,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("cred", &self.cred)
+            .field("kind", &self.kind)
             .field("api", &self.api)
             .field("git", &self.git)
             .finish_non_exhaustive()
@@ -65,17 +89,33 @@ impl Authenticator {
         client: reqwest::blocking::Client,
     ) -> Authenticator {
         Authenticator {
-            cred,
+            kind: cred.kind,
+            cred: Mutex::new(cred),
             api,
             git,
             oauth_url,
             oauth: Mutex::new(None),
             client,
+            saver: None,
         }
     }
 
+    /// Where a rotated refresh token is stored.
+    pub fn with_saver(mut self, saver: CredentialSaver) -> Authenticator {
+        self.saver = Some(saver);
+        self
+    }
+
     pub fn kind(&self) -> CredentialKind {
-        self.cred.kind
+        self.kind
+    }
+
+    /// The credential as it is now (with a refresh token the server rotated).
+    pub fn credential(&self) -> Result<Credential, ProviderError> {
+        self.cred
+            .lock()
+            .map(|c| c.clone())
+            .map_err(|_| ProviderError::Auth("credential lock poisoned".into()))
     }
 
     /// The value of `Authorization` for API calls.
@@ -95,24 +135,21 @@ impl Authenticator {
         }
     }
 
-    fn secret(&self) -> Result<SecretString, ProviderError> {
-        if self.cred.kind == CredentialKind::OauthConsumer {
-            self.oauth_token()
-        } else {
-            Ok(self.cred.secret.clone())
-        }
-    }
-
     fn header(&self, scheme: &AuthScheme) -> Result<SecretString, ProviderError> {
-        let secret = self.secret()?;
+        let secret = if self.kind.is_oauth() {
+            self.oauth_token()?
+        } else {
+            self.credential()?.secret
+        };
         Ok(match scheme {
             AuthScheme::Bearer => SecretString::from(format!("Bearer {}", secret.expose_secret())),
             AuthScheme::BasicFixedUser(user) => basic(user, secret.expose_secret()),
             AuthScheme::BasicIdentity => {
-                let id = self.cred.identity.as_deref().ok_or_else(|| {
+                let cred = self.credential()?;
+                let id = cred.identity.as_deref().ok_or_else(|| {
                     ProviderError::Auth(format!(
                         "the {} credential has no user name/e-mail, which this provider needs",
-                        self.cred.kind
+                        self.kind
                     ))
                 })?;
                 basic(id, secret.expose_secret())
@@ -133,16 +170,30 @@ impl Authenticator {
         let url = self.oauth_url.as_deref().ok_or_else(|| {
             ProviderError::Auth("this provider does not support OAuth consumers".into())
         })?;
-        let key = self.cred.identity.as_deref().unwrap_or_default();
+        let cred = self.credential()?;
+        let key = cred.identity.clone().unwrap_or_default();
+        let (client_secret, body) = if self.kind == CredentialKind::OauthAuthorization {
+            let grant = OAuthGrant::parse(&cred.secret).map_err(|e| {
+                ProviderError::Auth(format!("the OAuth authorization of {key:?}: {e}"))
+            })?;
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", &grant.refresh_token)
+                .finish();
+            (SecretString::from(grant.client_secret), body)
+        } else {
+            (cred.secret.clone(), "grant_type=client_credentials".into())
+        };
+        let body = SecretString::from(body);
         let resp = self
             .client
             .post(url)
             .header(
                 "Authorization",
-                basic(key, self.cred.secret.expose_secret()).expose_secret(),
+                basic(&key, client_secret.expose_secret()).expose_secret(),
             )
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .body("grant_type=client_credentials")
+            .body(body.expose_secret().to_string())
             .send()
             .map_err(|e| {
                 ProviderError::Auth(format!(
@@ -152,31 +203,87 @@ impl Authenticator {
             })?;
         let status = resp.status();
         if status.as_u16() == 401 || status.as_u16() == 400 {
-            return Err(ProviderError::Unauthorized(format!(
-                "the OAuth consumer {key:?} was refused at {url} ({status}); check its key and secret"
-            )));
+            let code = resp.json::<TokenError>().map(|e| e.error).ok();
+            return Err(ProviderError::Unauthorized(
+                self.refused(url, &key, status, code),
+            ));
         }
         if !status.is_success() {
             return Err(ProviderError::Auth(format!(
                 "OAuth token request to {url} answered {status}"
             )));
         }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            access_token: String,
-            expires_in: Option<u64>,
-        }
         let body: TokenResponse = resp.json().map_err(|_| {
             ProviderError::Auth(format!(
                 "OAuth token response from {url} has no access_token"
             ))
         })?;
+        if let Some(refresh) = body.refresh_token {
+            self.keep_refresh_token(cred, client_secret, refresh);
+        }
         let token = SecretString::from(body.access_token);
         *guard = Some(OAuthToken {
             token: token.clone(),
             expires: Instant::now() + Duration::from_secs(body.expires_in.unwrap_or(3600)),
         });
         Ok(token)
+    }
+
+    /// Why the token endpoint refused: for an authorization, it was revoked or has
+    /// expired (connect again); for a consumer, its key or secret is wrong.
+    fn refused(
+        &self,
+        url: &str,
+        key: &str,
+        status: reqwest::StatusCode,
+        code: Option<String>,
+    ) -> String {
+        let code = code
+            .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic()))
+            .map(|c| format!(", {c}"))
+            .unwrap_or_default();
+        if self.kind == CredentialKind::OauthAuthorization {
+            format!(
+                "the OAuth authorization of consumer {key:?} was refused at {url} ({status}{code}): \
+                 it was revoked or has expired, or the consumer's secret changed; connect again \
+                 (`reposafe connection rotate`, or the dashboard's Connect)"
+            )
+        } else {
+            format!(
+                "the OAuth consumer {key:?} was refused at {url} ({status}{code}); check its key and secret"
+            )
+        }
+    }
+
+    /// Keeps a refresh token the server sent in place of the one used, and has it
+    /// stored: the old one may no longer work.
+    fn keep_refresh_token(&self, cred: Credential, client_secret: SecretString, refresh: String) {
+        if self.kind != CredentialKind::OauthAuthorization {
+            return;
+        }
+        let old = OAuthGrant::parse(&cred.secret).ok();
+        if old.is_some_and(|g| g.refresh_token == refresh) {
+            return;
+        }
+        let grant = OAuthGrant {
+            client_secret: client_secret.expose_secret().to_string(),
+            refresh_token: refresh,
+        };
+        let updated = Credential {
+            secret: grant.to_secret(),
+            ..cred
+        };
+        if let Some(save) = &self.saver {
+            if let Err(e) = save(&updated) {
+                tracing::warn!(
+                    "the OAuth server rotated the refresh token of consumer {:?}, but the new one could not be stored: {e}",
+                    updated.identity.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        if let Ok(mut c) = self.cred.lock() {
+            *c = updated;
+        }
     }
 }
 
@@ -218,5 +325,142 @@ mod tests {
         let b = auth(CredentialKind::AccessToken, None, AuthScheme::Bearer);
         assert_eq!(b.api_header().unwrap().expose_secret(), "Bearer s3cret");
         assert!(!format!("{b:?}").contains("s3cret"));
+    }
+
+    /// A refresh token from the double (any grant answers one).
+    fn refresh_token(server: &reposafe_testkit::CloudServer, url: &str) -> String {
+        #[derive(serde::Deserialize)]
+        struct T {
+            refresh_token: String,
+        }
+        let t: T = reqwest::blocking::Client::new()
+            .post(url)
+            .basic_auth("ck", Some("cs"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials")
+            .send()
+            .and_then(|r| r.json())
+            .unwrap();
+        assert_eq!(server.oauth_grants().get("client_credentials"), Some(&1));
+        t.refresh_token
+    }
+
+    fn authorization(
+        url: &str,
+        refresh: &str,
+        saved: Arc<Mutex<Vec<Credential>>>,
+    ) -> Authenticator {
+        let grant = OAuthGrant {
+            client_secret: "cs".into(),
+            refresh_token: refresh.into(),
+        };
+        let cred = Credential {
+            kind: CredentialKind::OauthAuthorization,
+            identity: Some("ck".into()),
+            secret: grant.to_secret(),
+        };
+        Authenticator::new(
+            cred,
+            AuthScheme::Bearer,
+            AuthScheme::BasicFixedUser("x-token-auth".into()),
+            Some(url.to_string()),
+            reqwest::blocking::Client::new(),
+        )
+        .with_saver(Arc::new(move |c: &Credential| {
+            saved.lock().unwrap().push(c.clone());
+            Ok(())
+        }))
+    }
+
+    fn refreshes(server: &reposafe_testkit::CloudServer) -> usize {
+        server
+            .oauth_grants()
+            .get("refresh_token")
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// An OAuth authorization's access token is fetched by its refresh token, kept
+    /// until shortly before it expires, fetched again after a 401 (`invalidate`) and
+    /// when its `expires_in` is near; a rotated refresh token is handed to the saver
+    /// and used from then on.
+    #[test]
+    fn an_authorization_refreshes_its_access_token_and_keeps_a_rotated_refresh_token() {
+        let server = reposafe_testkit::CloudServer::start();
+        server.add_oauth_consumer("acct-1", "ck", "cs", 3600);
+        server.rotate_refresh_tokens(true);
+        let url = format!("{}/site/oauth2/access_token", server.base_url());
+        let first = refresh_token(&server, &url);
+        let saved = Arc::new(Mutex::new(Vec::new()));
+        let a = authorization(&url, &first, saved.clone());
+        let h1 = a.api_header().unwrap();
+        assert!(h1.expose_secret().starts_with("Bearer "));
+        assert_eq!(a.api_header().unwrap().expose_secret(), h1.expose_secret());
+        assert_eq!(
+            refreshes(&server),
+            1,
+            "the token is cached until it expires"
+        );
+        // The server rotated the refresh token: stored and used from now on.
+        let stored = saved.lock().unwrap().clone();
+        assert_eq!(stored.len(), 1);
+        let grant = OAuthGrant::parse(&stored[0].secret).unwrap();
+        assert_ne!(grant.refresh_token, first);
+        assert_eq!(grant.client_secret, "cs");
+        assert_eq!(
+            OAuthGrant::parse(&a.credential().unwrap().secret)
+                .unwrap()
+                .refresh_token,
+            grant.refresh_token
+        );
+        // A 401 (`invalidate`) fetches a new token with the rotated refresh token.
+        a.invalidate();
+        let h2 = a.api_header().unwrap();
+        assert_ne!(h2.expose_secret(), h1.expose_secret());
+        assert_eq!(refreshes(&server), 2);
+        assert_eq!(saved.lock().unwrap().len(), 2);
+        // The used refresh token no longer works: a clear error, no secret in it.
+        let stale = authorization(&url, &first, Arc::new(Mutex::new(Vec::new())));
+        let e = stale.api_header().unwrap_err().to_string();
+        assert!(
+            e.contains("revoked or has expired") && e.contains("invalid_grant"),
+            "{e}"
+        );
+        assert!(!e.contains(&first) && !e.contains("cs\""), "{e}");
+
+        // Through a gate: a 401 (the token ended early) is answered by a new token and
+        // the request sent again.
+        let latest = OAuthGrant::parse(&a.credential().unwrap().secret).unwrap();
+        let auth = Arc::new(authorization(
+            &url,
+            &latest.refresh_token,
+            Arc::new(Mutex::new(Vec::new())),
+        ));
+        auth.invalidate();
+        server.grant("acct-1", "acme");
+        let origin = url::Url::parse(&server.base_url()).unwrap().origin();
+        let policy = crate::providers::http::RetryPolicy::default();
+        let client = crate::providers::http::client(&policy);
+        let gate = crate::providers::HttpGate::new(client, vec![origin], auth, policy);
+        let get = crate::providers::http::Request {
+            method: "GET".into(),
+            url: format!("{}/2.0/user", server.base_url()),
+            headers: Vec::new(),
+            body: None,
+        };
+        assert_eq!(gate.send(&get).unwrap().status, 200);
+        let before = refreshes(&server);
+        server.expire_oauth_access_tokens();
+        assert_eq!(gate.send(&get).unwrap().status, 200, "renewed after a 401");
+        assert_eq!(refreshes(&server), before + 1);
+
+        // A token whose expires_in is within the minute of margin is fetched anew each time.
+        let short = reposafe_testkit::CloudServer::start();
+        short.add_oauth_consumer("acct-2", "ck", "cs", 30);
+        let url = format!("{}/site/oauth2/access_token", short.base_url());
+        let a = authorization(&url, &refresh_token(&short, &url), saved);
+        a.git_header().unwrap();
+        a.git_header().unwrap();
+        assert_eq!(refreshes(&short), 2);
     }
 }

@@ -8,7 +8,6 @@ use super::failover::{self, Event, Outcome};
 use super::pool::{CredentialPool, PoolExhausted};
 use super::Authenticator;
 use crate::tls::TlsTrust;
-use crate::vault::CredentialKind;
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -510,7 +509,7 @@ impl failover::Attempts for ApiRequest<'_> {
             rb = rb.body(b.clone());
         }
         let resp = rb.send().map_err(|e| gate.unsent(e))?;
-        if resp.status().as_u16() == 401 && auth.kind() == CredentialKind::OauthConsumer {
+        if resp.status().as_u16() == 401 && auth.kind().is_oauth() {
             // An expired or revoked token: the next attempt fetches a new one.
             auth.invalidate();
         }
@@ -523,7 +522,7 @@ impl failover::Attempts for ApiRequest<'_> {
             Err(_) => Outcome::Final,
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let oauth = self.gate.pool.auth(self.lane).kind() == CredentialKind::OauthConsumer;
+                let oauth = self.gate.pool.auth(self.lane).kind().is_oauth();
                 Outcome::from_status(status, retry_after(resp), oauth, || {
                     format!(
                         "the server answered {status} to {}",

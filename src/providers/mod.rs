@@ -234,7 +234,7 @@ impl ProviderInfo {
     pub fn support_for(&self, kind: CredentialKind) -> Result<&CredentialSupport, ProviderError> {
         self.credential_kinds
             .iter()
-            .find(|c| c.kind == kind)
+            .find(|c| c.kind == kind.provider_kind())
             .ok_or_else(|| ProviderError::UnsupportedCredential {
                 provider: self.id.clone(),
                 kind,

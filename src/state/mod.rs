@@ -7,6 +7,7 @@
 //! data dir gets [`StateError::Locked`].
 
 mod checks;
+mod connection_edit;
 mod restored;
 mod scoped_credentials;
 mod tls_trust;

@@ -34,16 +34,53 @@ pub enum CredentialKind {
     HttpAccessToken,
     /// Username + password.
     Basic,
+    /// OAuth 2.0 authorization (the dashboard's "Connect"): the consumer key as
+    /// identity; the secret is JSON `{"client_secret", "refresh_token"}`, exchanged
+    /// for access tokens (refresh-token grant). Presented to providers as
+    /// `oauth-consumer` (same API and git schemes).
+    OauthAuthorization,
+}
+
+/// The secret of an [`CredentialKind::OauthAuthorization`] credential.
+#[derive(Serialize, Deserialize)]
+pub struct OAuthGrant {
+    pub client_secret: String,
+    pub refresh_token: String,
+}
+
+impl OAuthGrant {
+    /// The grant in a credential's secret; the error never shows the secret.
+    pub fn parse(secret: &SecretString) -> Result<OAuthGrant, VaultError> {
+        let g: OAuthGrant = serde_json::from_str(secret.expose_secret()).map_err(|_| {
+            VaultError::Invalid(
+                "an oauth-authorization secret is JSON with `client_secret` and `refresh_token`"
+                    .into(),
+            )
+        })?;
+        if g.client_secret.trim().is_empty() || g.refresh_token.trim().is_empty() {
+            return Err(VaultError::Invalid(
+                "an oauth-authorization secret needs a non-empty `client_secret` and `refresh_token`"
+                    .into(),
+            ));
+        }
+        Ok(g)
+    }
+
+    /// The grant as a credential secret.
+    pub fn to_secret(&self) -> SecretString {
+        SecretString::from(serde_json::json!(self).to_string())
+    }
 }
 
 impl CredentialKind {
-    pub const ALL: [CredentialKind; 6] = [
+    pub const ALL: [CredentialKind; 7] = [
         CredentialKind::ApiToken,
         CredentialKind::AccessToken,
         CredentialKind::OauthConsumer,
         CredentialKind::AppPassword,
         CredentialKind::HttpAccessToken,
         CredentialKind::Basic,
+        CredentialKind::OauthAuthorization,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,7 +91,23 @@ impl CredentialKind {
             CredentialKind::AppPassword => "app-password",
             CredentialKind::HttpAccessToken => "http-access-token",
             CredentialKind::Basic => "basic",
+            CredentialKind::OauthAuthorization => "oauth-authorization",
         }
+    }
+
+    /// The kind a provider sees (the WIT `credential-kind`): an OAuth authorization
+    /// is presented as its consumer's tokens are.
+    pub fn provider_kind(self) -> CredentialKind {
+        match self {
+            CredentialKind::OauthAuthorization => CredentialKind::OauthConsumer,
+            other => other,
+        }
+    }
+
+    /// Whether the secret is exchanged for OAuth access tokens (a 401 then means
+    /// "fetch a new token" first).
+    pub fn is_oauth(self) -> bool {
+        self.provider_kind() == CredentialKind::OauthConsumer
     }
 
     /// Whether this kind carries an identity (e-mail, user name or OAuth key) beside the secret.
@@ -63,6 +116,7 @@ impl CredentialKind {
             self,
             CredentialKind::ApiToken
                 | CredentialKind::OauthConsumer
+                | CredentialKind::OauthAuthorization
                 | CredentialKind::AppPassword
                 | CredentialKind::Basic
         )
@@ -117,7 +171,9 @@ impl Credential {
         if self.kind.needs_identity() && identity_empty {
             let what = match self.kind {
                 CredentialKind::ApiToken => "the Atlassian account e-mail",
-                CredentialKind::OauthConsumer => "the OAuth consumer key",
+                CredentialKind::OauthConsumer | CredentialKind::OauthAuthorization => {
+                    "the OAuth consumer key"
+                }
                 _ => "the user name",
             };
             return Err(VaultError::Invalid(format!(
@@ -130,6 +186,9 @@ impl Credential {
                 "the {} credential's secret contains a line break (check the token file)",
                 self.kind
             )));
+        }
+        if self.kind == CredentialKind::OauthAuthorization {
+            OAuthGrant::parse(&self.secret)?;
         }
         Ok(())
     }
@@ -166,7 +225,7 @@ pub enum VaultError {
     #[error("cannot encrypt the credential: {0}")]
     Encrypt(String),
     /// The value is not shown: it may be a secret put in the wrong place.
-    #[error("unknown credential kind; expected one of api-token, access-token, oauth-consumer, app-password, http-access-token, basic")]
+    #[error("unknown credential kind; expected one of api-token, access-token, oauth-consumer, app-password, http-access-token, basic, oauth-authorization")]
     UnknownKind,
     #[error("invalid credential: {0}")]
     Invalid(String),

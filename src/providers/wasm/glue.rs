@@ -100,7 +100,10 @@ macro_rules! shared_glue {
             match k {
                 CredentialKind::ApiToken => wit::CredentialKind::ApiToken,
                 CredentialKind::AccessToken => wit::CredentialKind::AccessToken,
-                CredentialKind::OauthConsumer => wit::CredentialKind::OauthConsumer,
+                // Presented as its consumer's tokens are (`CredentialKind::provider_kind`).
+                CredentialKind::OauthConsumer | CredentialKind::OauthAuthorization => {
+                    wit::CredentialKind::OauthConsumer
+                }
                 CredentialKind::AppPassword => wit::CredentialKind::AppPassword,
                 CredentialKind::HttpAccessToken => wit::CredentialKind::HttpAccessToken,
                 CredentialKind::Basic => wit::CredentialKind::Basic,

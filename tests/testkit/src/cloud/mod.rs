@@ -70,6 +70,7 @@ use crate::tempdir::TempDir;
 
 mod import;
 pub mod meta;
+mod oauth;
 mod write;
 pub use meta::{MAX_ACTIVITY_PAGELEN, MAX_PR_PAGELEN, NO_ISSUE_TRACKER};
 
@@ -207,6 +208,8 @@ struct Consumer {
     key: String,
     secret: String,
     expires_in: u64,
+    /// The registered callback URL (authorization code grant).
+    callback: Option<String>,
 }
 
 struct OAuthToken {
@@ -225,6 +228,8 @@ struct State {
     oauth_tokens: HashMap<String, OAuthToken>,
     /// refresh token → consumer key
     refresh_tokens: HashMap<String, String>,
+    /// The authorization code grant's codes, the consent mode and grant counts.
+    oauth: oauth::OAuthState,
     /// (principal, username, password)
     app_passwords: Vec<(String, String, String)>,
     grants: HashMap<String, BTreeSet<String>>,
@@ -597,7 +602,57 @@ impl CloudServer {
             key: key.into(),
             secret: secret.into(),
             expires_in: expires_in_secs,
+            callback: None,
         });
+    }
+
+    /// OAuth consumer for the authorization code grant (and the others), whose
+    /// registered callback URL is `callback`: `GET /site/oauth2/authorize` consents at
+    /// once (as the signed-in `principal`) and redirects there with a code, unless
+    /// [`set_oauth_consent`](Self::set_oauth_consent) says the user denies.
+    pub fn add_oauth_consumer_with_callback(
+        &self,
+        principal: &str,
+        key: &str,
+        secret: &str,
+        callback: &str,
+        expires_in_secs: u64,
+    ) {
+        self.shared.lock().consumers.push(Consumer {
+            principal: principal.into(),
+            key: key.into(),
+            secret: secret.into(),
+            expires_in: expires_in_secs,
+            callback: Some(callback.into()),
+        });
+    }
+
+    /// Whether the user grants access on the consent page (`false`: the authorize
+    /// endpoint redirects with `error=access_denied`).
+    pub fn set_oauth_consent(&self, grant: bool) {
+        self.shared.lock().oauth.deny = !grant;
+    }
+
+    /// When on, a refresh token works once: each refresh answers a new one.
+    pub fn rotate_refresh_tokens(&self, on: bool) {
+        self.shared.lock().oauth.rotate_refresh = on;
+    }
+
+    /// Token endpoint grants issued so far, by `grant_type`.
+    pub fn oauth_grants(&self) -> BTreeMap<String, usize> {
+        self.shared.lock().oauth.grants.clone()
+    }
+
+    /// Ends every OAuth access token now (as if their `expires_in` had passed): they
+    /// get 401 from then on.
+    pub fn expire_oauth_access_tokens(&self) {
+        self.shared.lock().oauth_tokens.clear();
+    }
+
+    /// Every OAuth access and refresh token issued so far (to check none leaked).
+    pub fn oauth_tokens_issued(&self) -> Vec<String> {
+        let st = self.shared.lock();
+        st.oauth.issued.clone()
     }
 
     /// App password: `Basic username:password` for API and git.
@@ -855,7 +910,10 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
             api(shared, &call)
         }
         Some("site") if segs.len() == 3 && segs[1] == "oauth2" && segs[2] == "access_token" => {
-            oauth(shared, req).await
+            oauth::token(shared, req).await
+        }
+        Some("site") if segs.len() == 3 && segs[1] == "oauth2" && segs[2] == "authorize" => {
+            oauth::authorize(shared, &req, &params)
         }
         Some(ws) if !ws.is_empty() && ws != "site" && is_git_path(&segs) => {
             let ws = ws.to_string();
@@ -1557,139 +1615,6 @@ fn repo_json(base: &str, user: &str, ws: &str, w: &Workspace, slug: &str, r: &Re
         });
     }
     v
-}
-
-// ---------------------------------------------------------------- OAuth
-
-async fn oauth(shared: &Arc<Shared>, req: Request<Incoming>) -> Outcome {
-    if req.method() != Method::POST {
-        return Outcome::api(
-            error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
-            None,
-        );
-    }
-    let cred = parse_auth(req.headers());
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_FORM_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return Outcome::api(
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Body too large or unreadable",
-                ),
-                None,
-            )
-        }
-    };
-    let form = match std::str::from_utf8(&body)
-        .ok()
-        .and_then(httputil::parse_form)
-    {
-        Some(f) => f,
-        None => {
-            return Outcome::api(
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Malformed form body",
-                ),
-                None,
-            )
-        }
-    };
-    let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let (key, secret) = match cred {
-        Cred::Basic(k, s) => (k, s),
-        _ => match (get("client_id"), get("client_secret")) {
-            (Some(k), Some(s)) => (k, s),
-            _ => (String::new(), String::new()),
-        },
-    };
-    let mut st = shared.lock();
-    let Some(consumer) = st
-        .consumers
-        .iter()
-        .find(|c| c.key == key && c.secret == secret)
-    else {
-        return Outcome::api(
-            oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "Invalid OAuth client credentials",
-            ),
-            None,
-        );
-    };
-    let principal = consumer.principal.clone();
-    let expires_in = consumer.expires_in;
-    if !admit(&mut st, &principal) {
-        return Outcome::api(too_many(), Some(principal));
-    }
-    match get("grant_type").as_deref() {
-        Some("client_credentials") => {}
-        Some("refresh_token") => {
-            let ok = get("refresh_token")
-                .and_then(|t| st.refresh_tokens.get(&t).cloned())
-                .is_some_and(|k| k == key);
-            if !ok {
-                return Outcome::api(
-                    oauth_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_grant",
-                        "Invalid refresh_token",
-                    ),
-                    Some(principal),
-                );
-            }
-        }
-        Some(other) => {
-            return Outcome::api(
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "unsupported_grant_type",
-                    &format!("Unsupported grant type: {other}"),
-                ),
-                Some(principal),
-            )
-        }
-        None => {
-            return Outcome::api(
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Missing grant_type",
-                ),
-                Some(principal),
-            )
-        }
-    }
-    let access = random_token(64);
-    let refresh = random_token(32);
-    st.oauth_tokens.insert(
-        access.clone(),
-        OAuthToken {
-            principal: principal.clone(),
-            expires_at: Instant::now() + Duration::from_secs(expires_in),
-        },
-    );
-    st.refresh_tokens.insert(refresh.clone(), key);
-    let body = json!({
-        "access_token": access,
-        "scopes": "repository account",
-        "token_type": "bearer",
-        "expires_in": expires_in,
-        "state": "client_credentials",
-        "refresh_token": refresh,
-    });
-    Outcome::api(json_response(StatusCode::OK, &body), Some(principal))
-}
-
-fn oauth_error(status: StatusCode, code: &str, desc: &str) -> Response<Body> {
-    json_response(status, &json!({"error": code, "error_description": desc}))
 }
 
 // ---------------------------------------------------------------- git
