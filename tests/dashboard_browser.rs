@@ -112,29 +112,51 @@ fn window_around_now() -> String {
     format!("{:02}:00-{:02}:00", (hour + 23) % 24, (hour + 2) % 24)
 }
 
-/// Adds the Cloud connection `acme` through the advanced form (an API token), paced to
-/// 3 requests a second per account so that its backups take a few seconds.
-fn add_connection(b: &mut Browser, server: &CloudServer) {
+const CONSUMER_KEY: &str = "consumer-key-b14";
+const CONSUMER_SECRET: &str = "oauth-consumer-secret-b14-5c2e";
+
+/// Adds the Cloud connection `acme` with Bitbucket's "Connect" (OAuth 2.0 authorization
+/// code) against the double: the consumer registered with the callback URL the form
+/// shows; Connect → the double's consent (auto-granted) → `/oauth/callback` → the
+/// connection's page. Paced to 3 requests a second per account, so that its backups
+/// take a few seconds.
+fn connect_with_oauth(b: &mut Browser, server: &CloudServer, d: &Daemon) {
     b.click_and_wait("#nav-connections");
+    b.screenshot("02-connections-empty");
     b.click_and_wait("#add-connection");
-    let form = r#"form#advanced-form[data-provider="bitbucket-cloud"]"#;
-    let field = |name: &str| format!(r#"{form} [name="{name}"]"#);
-    b.type_into(&field("name"), WORKSPACE);
-    b.select(&field("kind"), "api-token");
-    b.type_into(&field("identity"), EMAIL);
-    b.type_into(&field("secret"), API_TOKEN);
-    b.type_into(&field("setting:workspace"), WORKSPACE);
+    let callback = format!("{}/oauth/callback", d.url);
+    assert_eq!(b.text("#callback-url"), callback);
+    server.add_oauth_consumer_with_callback(
+        "acct-oauth",
+        CONSUMER_KEY,
+        CONSUMER_SECRET,
+        &callback,
+        3600,
+    );
+    server.grant("acct-oauth", WORKSPACE);
+    b.type_into("#connect-name", WORKSPACE);
+    b.type_into("#connect-workspace", WORKSPACE);
+    b.type_into("#oauth-key", CONSUMER_KEY);
+    b.type_into("#oauth-secret", CONSUMER_SECRET);
+    b.click("#server-settings summary");
+    let field = |name: &str| format!(r#"form#connect-form [name="{name}"]"#);
     b.type_into(&field("setting:api-base-url"), &server.base_url());
     b.type_into(&field("setting:git-base-url"), &server.base_url());
     b.type_into(&field("rate_limit"), "3/s");
-    b.screenshot("02-add-connection");
-    b.click_and_wait(&format!("{form} #add"));
-    assert!(
-        b.url().ends_with("/connections/acme") || b.url().contains("/connections/acme?"),
-        "after adding: {} {}",
-        b.url(),
-        b.text("main")
+    b.screenshot("03-connect");
+    b.click_and_wait("#connect");
+    // The callback's page, then (meta refresh) the connection's page.
+    b.wait_for(
+        "location.pathname === '/connections/acme' && document.readyState === 'complete' \
+         && document.querySelector('table#credentials')",
+        "the connection's page after Connect",
     );
+    assert!(
+        b.text("table#credentials").contains("oauth"),
+        "the primary credential is the OAuth authorization: {}",
+        b.text("table#credentials")
+    );
+    assert!(!b.text("body").contains(CONSUMER_SECRET));
 }
 
 /// Adds a second account's API token to `acme` and toggles it off and on again;
@@ -156,10 +178,10 @@ fn add_and_toggle_credential(b: &mut Browser) -> String {
     b.click_and_wait(&toggle);
     assert_eq!(b.text(&cell), "off");
     assert_eq!(b.text(&toggle), "Enable");
-    b.screenshot("04-credential-disabled");
+    b.screenshot("05-credential-disabled");
     b.click_and_wait(&toggle);
     assert_eq!(b.text(&cell), "on");
-    b.screenshot("05-connection");
+    b.screenshot("06-connection");
     id
 }
 
@@ -171,7 +193,7 @@ fn b_text(b: &mut Browser) -> String {
 /// metadata never read) and returns on its page.
 fn create_plan(b: &mut Browser) {
     b.click_and_wait("#nav-plans");
-    b.screenshot("06-plans");
+    b.screenshot("07-plans");
     b.click_and_wait("#new-plan");
     b.type_into("#plan-name", "nightly");
     b.set_checked(
@@ -195,10 +217,10 @@ fn create_plan(b: &mut Browser) {
         "{}",
         b.text("#schedule-reading")
     );
-    b.screenshot("07-new-plan");
+    b.screenshot("08-new-plan");
     b.click_and_wait("#save");
     assert!(b.exists("#run-now"), "the plan's page: {}", b_text(b));
-    b.screenshot("08-plan");
+    b.screenshot("09-plan");
 }
 
 /// Records every value `#job-progress` shows from now on (in `window.__progressSeen`).
@@ -227,7 +249,7 @@ fn watch_job_to_end(b: &mut Browser, secs: u64) -> String {
 }
 
 /// The issue's scenario, in a real browser: sign in on a fresh daemon, add a Cloud
-/// connection, add an additional credential and toggle it, create a plan with a window,
+/// connection with OAuth "Connect", add an additional credential and toggle it, create a plan with a window,
 /// run it and watch its progress bar reach the end without a reload, find a repository,
 /// restore its snapshot to disk through the confirmation page, and check the restored
 /// repository with `git fsck --full` and its refs against the source.
@@ -241,8 +263,8 @@ fn an_admin_backs_up_and_restores_from_the_browser() {
     sign_in(&mut b, &d);
     b.screenshot("01-overview");
 
-    add_connection(&mut b, &server);
-    b.screenshot("03-connection-added");
+    connect_with_oauth(&mut b, &server, &d);
+    b.screenshot("04-connected");
     add_and_toggle_credential(&mut b);
     create_plan(&mut b);
 
@@ -266,18 +288,18 @@ fn an_admin_backs_up_and_restores_from_the_browser() {
     assert_eq!(b.count("table#results tbody tr"), 4, "{}", b_text(&mut b));
     assert_eq!(b.count("table#results tbody tr .snapshot"), 4);
     assert!(!b.exists("#cancel"), "a finished job has no Cancel");
-    b.screenshot("09-job-succeeded");
+    b.screenshot("10-job-succeeded");
 
     b.click_and_wait("#nav-jobs");
     assert!(b.exists("table#jobs tr[data-job] progress.job-progress"));
     assert_eq!(b.text("table#jobs tr[data-job] .job-state"), "succeeded");
-    b.screenshot("10-jobs");
+    b.screenshot("11-jobs");
 
     // Find one repository, open it, restore its snapshot to disk.
     let (slug, source) = &repos[1];
     b.click_and_wait("#nav-repositories");
     assert_eq!(b.count("table#repositories tbody tr[data-repo]"), 4);
-    b.screenshot("11-repositories");
+    b.screenshot("12-repositories");
     b.type_into("form#repo-search input[name=q]", slug);
     b.click_and_wait("#search");
     let row = format!(r#"table#repositories tr[data-repo="acme/{WORKSPACE}/{slug}"]"#);
@@ -285,7 +307,7 @@ fn an_admin_backs_up_and_restores_from_the_browser() {
     b.click_and_wait(&format!("{row} a"));
     assert_eq!(b.count("table#snapshots tr[data-snapshot]"), 1);
     assert!(b.text("table#snapshots").contains("git"));
-    b.screenshot("12-repository");
+    b.screenshot("13-repository");
 
     let to = out.path().join("restored.git");
     b.type_into(
@@ -300,12 +322,12 @@ fn an_admin_backs_up_and_restores_from_the_browser() {
         b.text("#confirm-target")
     );
     assert!(!to.exists(), "nothing is restored before the confirmation");
-    b.screenshot("13-confirm-restore");
+    b.screenshot("14-confirm-restore");
     b.click_and_wait("#confirm");
     assert!(b.url().contains("/jobs/"), "{}", b.url());
     let state = watch_job_to_end(&mut b, 60);
     assert_eq!(state, "succeeded", "{}", b_text(&mut b));
-    b.screenshot("14-restore-succeeded");
+    b.screenshot("15-restore-succeeded");
 
     gitutil::git(&to, &["fsck", "--full"]);
     assert_eq!(gitutil::refs_of(&to), gitutil::refs_of(source));

@@ -82,7 +82,7 @@ fn job_row(j: &Job) -> Markup {
             td {
                 (progress_bar(p, "job-progress", None))
                 " " span data-field="counts" { (counts(p)) }
-                br; small.muted data-field="notice" { @if let Some(n) = &p.notice { (n) } }
+                br; small.muted data-field="notice" { @if let (false, Some(n)) = (j.is_finished(), &p.notice) { (n) } }
             }
             td data-field="fetched" { (human_bytes(p.bytes_fetched)) }
             td data-field="stored" { (human_bytes(p.bytes_stored)) }
@@ -126,7 +126,7 @@ fn detail(ctx: &Ctx) -> Outcome {
                 " " span #job-state data-field="state" class=(job.state_name()) { (job.state_name()) }
                 " " span #job-counts data-field="counts" { (counts(p)) }
             }
-            p #job-notice .muted data-field="notice" { @if let Some(n) = &p.notice { (n) } }
+            p #job-notice .muted data-field="notice" { @if let (false, Some(n)) = (job.is_finished(), &p.notice) { (n) } }
         }
         (summary(&job))
         div #job-actions data-live {

@@ -31,7 +31,7 @@ function showJob(el, job) {
   };
   set("state", job.state);
   set("counts", (p.repos_done || 0) + "/" + (p.repos_total || 0) + " (" + (p.failed || 0) + " failed)");
-  set("notice", p.notice || "");
+  set("notice", job.state === "queued" || job.state === "running" ? (p.notice || "") : "");
   set("fetched", fmtBytes(p.bytes_fetched || 0));
   set("stored", fmtBytes(p.bytes_stored || 0));
   set("current", (p.current || []).join(", "));
