@@ -307,80 +307,6 @@ fn disk_request(
     })
 }
 
-/// The confirmation page: what is restored where, and the button that does it.
-fn confirm_page(
-    ctx: &Ctx,
-    repo: &RepoPath,
-    action: &str,
-    target: Markup,
-    fields: &[(&str, String)],
-) -> Outcome {
-    let body = html! {
-        p { "Snapshot " code { (fields.iter().find(|f| f.0 == "snapshot").map(|f| f.1.as_str()).filter(|s| !s.is_empty()).unwrap_or("latest")) }
-            " of " code { (repo.full_name) } " (connection " (repo.connection) ")" }
-        p #confirm-target { (target) }
-        form method="post" action=(action) {
-            (csrf_field(ctx))
-            @for (name, value) in fields { input type="hidden" name=(name) value=(value); }
-            button #confirm { "Restore" } " "
-            a href=(repo.href()) { "Back" }
-        }
-    };
-    let title = format!("Restore {}", repo.full_name);
-    Ok(Answer::Html(page(ctx, &title, "repositories", body)))
-}
-
-/// `GET …/restore?snapshot&to&force`: confirmation of a restore to a directory.
-fn confirm_disk(ctx: &Ctx) -> Outcome {
-    let repo = RepoPath::of(ctx);
-    let req = match disk_request(&repo, ctx.query) {
-        Ok(r) => r,
-        Err(e) => return super::redirect_error(&repo.href(), e),
-    };
-    let target = html! {
-        "Into the directory " code { (req.to) } " on the appliance"
-        @if req.force { ", replacing what is there" } "."
-    };
-    let fields = [
-        ("snapshot", req.snapshot.clone().unwrap_or_default()),
-        ("to", req.to.clone()),
-        (
-            "force",
-            if req.force {
-                "on".into()
-            } else {
-                String::new()
-            },
-        ),
-    ];
-    confirm_page(
-        ctx,
-        &repo,
-        &format!("{}/restore", repo.href()),
-        target,
-        &fields,
-    )
-}
-
-/// `POST …/restore`: queues the restore to a directory; to the job's page.
-fn restore_disk(ctx: &Ctx) -> Outcome {
-    let repo = RepoPath::of(ctx);
-    let fields = form_map(ctx, &["snapshot", "to", "force"]);
-    let submitted = disk_request(&repo, &fields).and_then(|r| ctx.service.submit_restore(r));
-    match submitted {
-        Ok(job) => Ok(Answer::Redirect(format!("/jobs/{}", job.id))),
-        Err(e) => super::redirect_error(&repo.href(), e),
-    }
-}
-
-/// The posted fields `names` (the form's first value of each).
-fn form_map(ctx: &Ctx, names: &[&str]) -> BTreeMap<String, String> {
-    names
-        .iter()
-        .filter_map(|n| ctx.form.get(n).map(|v| (n.to_string(), v.to_string())))
-        .collect()
-}
-
 /// The restore-into request of a query (`GET …/restore-into`).
 fn into_request(
     repo: &RepoPath,
@@ -414,56 +340,104 @@ fn into_request(
     })
 }
 
-/// `GET …/restore-into?snapshot&target&as&project&into_existing`: its confirmation.
+/// One of the two restores a repository page offers: its path below the repository's
+/// page, its fields, how they make a request, and how the confirmation names the target.
+struct Flow {
+    suffix: &'static str,
+    fields: &'static [&'static str],
+    request: fn(&RepoPath, &BTreeMap<String, String>) -> Result<RestoreRequest, EngineError>,
+    target: fn(&RepoPath, &RestoreRequest) -> Markup,
+}
+
+/// Restore to a directory on the appliance.
+const DISK: Flow = Flow {
+    suffix: "restore",
+    fields: &["snapshot", "to", "force"],
+    request: disk_request,
+    target: disk_target,
+};
+
+/// Restore into Bitbucket through a connection that allows restores.
+const INTO: Flow = Flow {
+    suffix: "restore-into",
+    fields: &["snapshot", "target", "as", "project", "into_existing"],
+    request: into_request,
+    target: into_target,
+};
+
+fn confirm_disk(ctx: &Ctx) -> Outcome {
+    confirm(ctx, &DISK)
+}
+
+fn restore_disk(ctx: &Ctx) -> Outcome {
+    submit(ctx, &DISK)
+}
+
 fn confirm_into(ctx: &Ctx) -> Outcome {
+    confirm(ctx, &INTO)
+}
+
+fn restore_into(ctx: &Ctx) -> Outcome {
+    submit(ctx, &INTO)
+}
+
+/// `GET …/<flow>?<fields>`: the confirmation page naming what is restored where, with
+/// the button that POSTs the same fields; a wrong field goes back to the repository
+/// page with the error, before anything is queued.
+fn confirm(ctx: &Ctx, flow: &Flow) -> Outcome {
     let repo = RepoPath::of(ctx);
-    let req = match into_request(&repo, ctx.query) {
+    let req = match (flow.request)(&repo, ctx.query) {
         Ok(r) => r,
         Err(e) => return super::redirect_error(&repo.href(), e),
     };
+    let body = html! {
+        p { "Snapshot " code { (req.snapshot.as_deref().unwrap_or("latest")) }
+            " of " code { (repo.full_name) } " (connection " (repo.connection) ")" }
+        p #confirm-target { ((flow.target)(&repo, &req)) }
+        form method="post" action={ (repo.href()) "/" (flow.suffix) } {
+            (csrf_field(ctx))
+            @for name in flow.fields {
+                input type="hidden" name=(name) value=(ctx.query(name).unwrap_or("").trim());
+            }
+            button #confirm { "Restore" } " "
+            a href=(repo.href()) { "Back" }
+        }
+    };
+    let title = format!("Restore {}", repo.full_name);
+    Ok(Answer::Html(page(ctx, &title, "repositories", body)))
+}
+
+/// `POST …/<flow>`: queues the restore; on to the job's page.
+fn submit(ctx: &Ctx, flow: &Flow) -> Outcome {
+    let repo = RepoPath::of(ctx);
+    let fields: BTreeMap<String, String> = flow
+        .fields
+        .iter()
+        .filter_map(|n| ctx.form.get(n).map(|v| (n.to_string(), v.to_string())))
+        .collect();
+    let submitted = (flow.request)(&repo, &fields).and_then(|r| ctx.service.submit_restore(r));
+    match submitted {
+        Ok(job) => Ok(Answer::Redirect(format!("/jobs/{}", job.id))),
+        Err(e) => super::redirect_error(&repo.href(), e),
+    }
+}
+
+fn disk_target(_: &RepoPath, req: &RestoreRequest) -> Markup {
+    html! {
+        "Into the directory " code { (req.to) } " on the appliance"
+        @if req.force { ", replacing what is there" } "."
+    }
+}
+
+fn into_target(repo: &RepoPath, req: &RestoreRequest) -> Markup {
     let Some(t) = &req.target else {
-        return super::redirect_error(&repo.href(), EngineError::Invalid("no target".into()));
+        return html! {};
     };
     let name = t.as_name.clone().unwrap_or_else(|| repo.full_name.clone());
-    let target = html! {
+    html! {
         "Into Bitbucket: connection " strong { (t.connection) } ", repository " code { (name) }
         @if t.into_existing { " (an existing repository: its refs are never overwritten; differing refs go under " code { "restored/" } ")" }
         @else { " (a new repository the restore creates" @if let Some(p) = &t.project { ", in project " code { (p) } } ")" }
         "."
-    };
-    let fields = [
-        ("snapshot", req.snapshot.clone().unwrap_or_default()),
-        ("target", t.connection.clone()),
-        ("as", t.as_name.clone().unwrap_or_default()),
-        ("project", t.project.clone().unwrap_or_default()),
-        (
-            "into_existing",
-            if t.into_existing {
-                "on".into()
-            } else {
-                String::new()
-            },
-        ),
-    ];
-    confirm_page(
-        ctx,
-        &repo,
-        &format!("{}/restore-into", repo.href()),
-        target,
-        &fields,
-    )
-}
-
-/// `POST …/restore-into`: queues the restore into Bitbucket; to the job's page.
-fn restore_into(ctx: &Ctx) -> Outcome {
-    let repo = RepoPath::of(ctx);
-    let fields = form_map(
-        ctx,
-        &["snapshot", "target", "as", "project", "into_existing"],
-    );
-    let submitted = into_request(&repo, &fields).and_then(|r| ctx.service.submit_restore(r));
-    match submitted {
-        Ok(job) => Ok(Answer::Redirect(format!("/jobs/{}", job.id))),
-        Err(e) => super::redirect_error(&repo.href(), e),
     }
 }
