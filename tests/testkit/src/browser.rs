@@ -38,7 +38,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
 /// One headless Chromium with one page.
 pub struct Browser {
     name: String,
-    child: Child,
+    child: KillOnDrop,
     ws: WebSocket<TcpStream>,
     session: String,
     next_id: u64,
@@ -106,6 +106,8 @@ impl Browser {
                     bin.display()
                 )
             });
+        // Killed if anything below fails, before the `Browser` that owns it exists.
+        let child = KillOnDrop(child);
         let (port, path) = wait_for_port_file(profile.path());
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("cannot connect to Chromium's DevTools port {port}: {e}"));
@@ -567,13 +569,24 @@ impl Drop for Browser {
         let _ = self.ws.send(Message::text(close.to_string()));
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = self.child.0.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Still running: `KillOnDrop` kills it.
+    }
+}
+
+/// The Chromium process, killed (and reaped) when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
     }
 }
 
