@@ -331,6 +331,13 @@ fn an_admin_backs_up_and_restores_from_the_browser() {
 
     gitutil::git(&to, &["fsck", "--full"]);
     assert_eq!(gitutil::refs_of(&to), gitutil::refs_of(source));
+
+    b.click_and_wait("#nav-overview");
+    b.screenshot("16-overview-after");
+    let page = b.text("body");
+    for secret in [API_TOKEN2, CONSUMER_SECRET, d.token.as_str()] {
+        assert!(!page.contains(secret), "a secret on the overview");
+    }
     assert_eq!(b.js_errors(), Vec::<String>::new());
 }
 
