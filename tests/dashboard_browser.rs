@@ -427,6 +427,18 @@ fn cancel_a_job_and_restore_into_bitbucket_from_the_browser() {
     sign_in(&mut b, &d);
     b.goto(&format!("{}/jobs/{id}", d.url));
     assert!(b.exists("#cancel"), "{}", b_text(&mut b));
+    // While it runs, the results of the repositories done so far appear, no reload.
+    b.eval("window.__keptMarker = 'no reload'");
+    b.wait_for_timeout(
+        "document.querySelectorAll('table#results tbody tr').length > 0",
+        std::time::Duration::from_secs(15),
+        "a first result while the job runs",
+    );
+    assert_eq!(b.attr("#job-live", "data-ended"), None, "still running");
+    assert_eq!(
+        b.eval("window.__keptMarker"),
+        serde_json::json!("no reload")
+    );
     b.click_and_wait("#cancel");
     assert!(
         b.dialogs()
