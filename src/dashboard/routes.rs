@@ -17,6 +17,8 @@ pub fn table() -> &'static [Route] {
         all.extend(super::settings::routes());
         all.extend(super::audit::routes());
         all.extend(super::webhook::routes());
+        all.extend(super::jobs::routes());
+        all.extend(super::repositories::routes());
         all
     });
     &TABLE

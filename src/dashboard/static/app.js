@@ -31,7 +31,7 @@ function showJob(el, job) {
   };
   set("state", job.state);
   set("counts", (p.repos_done || 0) + "/" + (p.repos_total || 0) + " (" + (p.failed || 0) + " failed)");
-  set("notice", p.notice || "");
+  set("notice", job.state === "queued" || job.state === "running" ? (p.notice || "") : "");
   set("fetched", fmtBytes(p.bytes_fetched || 0));
   set("stored", fmtBytes(p.bytes_stored || 0));
   set("current", (p.current || []).join(", "));
@@ -39,24 +39,57 @@ function showJob(el, job) {
 }
 
 // Every element with data-live-job="ID" follows that job over Server-Sent Events
-// until it ends; then data-reload-on-end (if set) reloads the page once, to show
-// the final per-repository results.
+// until it ends; with data-refresh-on-end the page's live parts are re-read while
+// repositories finish (at most every 3 s) and once more at the end, to show the
+// per-repository results.
 function follow(el) {
   var id = el.getAttribute("data-live-job");
   if (!id || !window.EventSource) return;
   var es = new EventSource("/api/v1/jobs/" + encodeURIComponent(id) + "/events");
+  var done = null, refreshedAt = Date.now();
   var onEvent = function (ev) {
-    try { showJob(el, JSON.parse(ev.data)); } catch (e) { return; }
+    var job;
+    try { job = JSON.parse(ev.data); showJob(el, job); } catch (e) { return; }
+    var refresh = el.hasAttribute("data-refresh-on-end");
     if (ev.type === "end") {
       es.close();
       el.setAttribute("data-ended", "1");
       var target = el.getAttribute("data-results");
       if (target) loadResults(id, document.getElementById(target));
+      if (refresh) refreshLive(id);
+    } else if (refresh && (job.progress || {}).repos_done !== done && Date.now() - refreshedAt > 3000) {
+      done = (job.progress || {}).repos_done;
+      refreshedAt = Date.now();
+      refreshLive(null);
     }
   };
   es.addEventListener("progress", onEvent);
   es.addEventListener("end", onEvent);
   es.onerror = function () { if (el.getAttribute("data-ended")) es.close(); };
+}
+
+// The page's [data-live] parts (a job's results, times, actions) read again from the
+// server and swapped in place, without a reload; parts still following a running job
+// are left alone, and an answer older than the latest asked for is dropped. After the
+// job `ended` ended, <html data-refreshed=ID> says its final parts are shown.
+var liveAsked = 0, liveEnded = null;
+function refreshLive(ended) {
+  var asked = ++liveAsked;
+  if (ended) liveEnded = ended;
+  fetch(location.href, { credentials: "same-origin", cache: "no-store" })
+    .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+    .then(function (text) {
+      if (asked !== liveAsked) return;
+      var doc = new DOMParser().parseFromString(text, "text/html");
+      document.querySelectorAll("[data-live][id]").forEach(function (part) {
+        if (part.getAttribute("data-live-job") && !part.getAttribute("data-ended")) return;
+        var fresh = doc.getElementById(part.id);
+        if (fresh) part.replaceWith(document.importNode(fresh, true));
+      });
+      if (liveEnded) document.documentElement.setAttribute("data-refreshed", liveEnded);
+      liveEnded = null;
+    })
+    .catch(function () {});
 }
 
 // Fills a results table body from /api/v1/jobs/ID/results once the job ended.

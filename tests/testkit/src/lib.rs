@@ -16,10 +16,13 @@
 //! * [`receive`] — Bitbucket's push refusals as pre-receive hooks, for pushes into the doubles.
 //! * [`gitutil`] — helpers that shell out to `git` with an isolated, fixed configuration,
 //!   plus [`gitutil::make_workspace_fixture`] that builds many varied repositories quickly.
+//! * [`browser`] — headless Chromium over the DevTools protocol, for the dashboard's
+//!   browser tests.
 //!
 //! Tests are plain synchronous `#[test]` functions: the server runs on its own tokio runtime
 //! and stops when the [`CloudServer`] is dropped.
 
+pub mod browser;
 pub mod cgi;
 pub mod cloud;
 pub mod dc;
@@ -32,6 +35,7 @@ pub mod receive;
 pub mod tempdir;
 pub mod testca;
 
+pub use browser::Browser;
 pub use cloud::{CloudServer, LoggedRequest, PrincipalLoad, RepoMeta};
 pub use dc::{DcOptions, DcServer};
 pub use gitutil::{FixtureOptions, FixtureRepo, WorkRepo};
