@@ -334,6 +334,40 @@ fn an_admin_backs_up_and_restores_from_the_browser() {
 
     b.click_and_wait("#nav-overview");
     b.screenshot("16-overview-after");
+    let archive = b.text("#archive-size");
+    assert!(
+        archive.contains("4 snapshots"),
+        "the overview counts the new snapshots at once: {archive}"
+    );
+
+    // Every change made above is in the audit log, with who made it.
+    b.click_and_wait("#nav-audit");
+    let actions = b.texts("table#audit td.action");
+    for action in [
+        "session.sign-in",
+        "connection.connect",
+        "connection.add",
+        "credential.add",
+        "plan.add",
+        "run.submit",
+        "restore.start",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} is in the audit log: {actions:?}"
+        );
+    }
+    let actors = b.texts("table#audit td.actor");
+    assert!(
+        actors.iter().all(|a| a.starts_with("session")),
+        "every change came from the browser's session: {actors:?}"
+    );
+    b.screenshot("17-audit");
+
+    b.click_and_wait("#nav-settings");
+    assert!(b.exists("form#notifications"));
+    b.screenshot("18-settings");
+
     let page = b.text("body");
     for secret in [API_TOKEN2, CONSUMER_SECRET, d.token.as_str()] {
         assert!(!page.contains(secret), "a secret on the overview");

@@ -724,17 +724,24 @@ impl Service for LocalService {
             ));
         }
         let name = req.name.clone();
-        let started = super::oauth::begin(self.ctx(), req);
+        let started = super::oauth::begin(self.ctx(), req, &self.actor);
         // The callback comes back without a session: who began the flow is recorded here.
         self.audited("connection.connect", &name, started)
     }
 
     fn oauth_finish(&self, req: OAuthFinish) -> Result<ConnectionAdded, EngineError> {
-        let (connection, warnings) = super::oauth::finish(self.ctx(), req)?;
-        self.record("connection.add", &connection.name, Some("by OAuth Connect"));
+        let done = super::oauth::finish(self.ctx(), req)?;
+        let name = &done.connection.name;
+        audit::record(
+            self.ctx(),
+            &done.actor,
+            "connection.add",
+            name,
+            Some("by OAuth Connect"),
+        );
         Ok(ConnectionAdded {
-            connection,
-            warnings,
+            connection: done.connection,
+            warnings: done.warnings,
         })
     }
 

@@ -16,7 +16,7 @@
 use super::connections::{valid_name, NewConnection};
 use super::{Context, EngineError};
 use crate::providers::http;
-use crate::state::{Connection, ConnectionTls};
+use crate::state::{Actor, Connection, ConnectionTls};
 use crate::tls::TlsTrust;
 use crate::vault::{Credential, CredentialKind, OAuthGrant};
 use secrecy::{ExposeSecret, SecretString};
@@ -97,6 +97,9 @@ struct Flow {
     redirect_uri: String,
     token_url: String,
     started: Instant,
+    /// Who began the flow: the callback comes back without a session, so the
+    /// connection it adds is recorded as theirs.
+    actor: Actor,
 }
 
 /// The pending Connect flows of this process, by `state`.
@@ -199,7 +202,11 @@ fn check_redirect_uri(uri: Option<&str>) -> Result<String, EngineError> {
 
 /// Starts a Connect flow: checks the connection to be added and answers where to
 /// send the browser.
-pub fn begin(ctx: &Context, mut req: OAuthBegin) -> Result<OAuthStarted, EngineError> {
+pub fn begin(
+    ctx: &Context,
+    mut req: OAuthBegin,
+    actor: &Actor,
+) -> Result<OAuthStarted, EngineError> {
     if !valid_name(&req.name) {
         return Err(EngineError::Field {
             field: "name".into(),
@@ -259,6 +266,7 @@ pub fn begin(ctx: &Context, mut req: OAuthBegin) -> Result<OAuthStarted, EngineE
             redirect_uri,
             token_url,
             started: Instant::now(),
+            actor: actor.clone(),
         },
     )?;
     Ok(OAuthStarted {
@@ -280,9 +288,16 @@ fn shown_code(code: &str) -> String {
     }
 }
 
+/// A finished Connect flow: the connection added, its warnings, and who began it.
+pub struct Connected {
+    pub connection: Connection,
+    pub warnings: Vec<String>,
+    pub actor: Actor,
+}
+
 /// Finishes a Connect flow: checks `state`, exchanges the code and adds the
-/// connection (verified). Returns it with warnings.
-pub fn finish(ctx: &Context, req: OAuthFinish) -> Result<(Connection, Vec<String>), EngineError> {
+/// connection (verified).
+pub fn finish(ctx: &Context, req: OAuthFinish) -> Result<Connected, EngineError> {
     let flow = ctx.oauth.take(&req.state)?;
     let name = flow.begin.name.clone();
     let refused = |reason: String| EngineError::Connection {
@@ -324,7 +339,12 @@ pub fn finish(ctx: &Context, req: OAuthFinish) -> Result<(Connection, Vec<String
         rate_limit: flow.begin.rate_limit,
         tls: ConnectionTls::default(),
     };
-    super::connections::add_connection(ctx, new, true)
+    let (connection, warnings) = super::connections::add_connection(ctx, new, true)?;
+    Ok(Connected {
+        connection,
+        warnings,
+        actor: flow.actor,
+    })
 }
 
 /// `grant_type=authorization_code` at the token URL; the refresh token, or why not
@@ -431,6 +451,7 @@ mod tests {
             redirect_uri: String::new(),
             token_url: String::new(),
             started,
+            actor: Actor::Token,
         };
         flows
             .insert("a".into(), flow(Instant::now()))

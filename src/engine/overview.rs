@@ -82,9 +82,19 @@ pub struct FailingRepository {
     pub reason: String,
 }
 
-/// Archive totals, reused for [`TOTALS_TTL`].
+/// Archive totals (logical bytes, snapshot count), reused for [`TOTALS_TTL`]
+/// while the archive's size on disk (the key) stays the same: a new snapshot
+/// shows at once, an unchanged archive is not read again on every page view.
 #[derive(Default)]
-pub struct TotalsCache(Mutex<Option<(Instant, u64, u64)>>);
+pub struct TotalsCache(Mutex<Option<CachedTotals>>);
+
+#[derive(Clone, Copy)]
+struct CachedTotals {
+    at: Instant,
+    archive_bytes: u64,
+    logical: u64,
+    snapshots: u64,
+}
 
 /// Builds the overview.
 pub fn overview(
@@ -93,7 +103,8 @@ pub fn overview(
     now: OffsetDateTime,
 ) -> Result<Overview, EngineError> {
     let repos = ctx.state.repositories(None)?;
-    let (logical_bytes, snapshots) = archive_totals(ctx, cache)?;
+    let archive_bytes = ctx.archive.disk_usage()?;
+    let (logical_bytes, snapshots) = archive_totals(ctx, cache, archive_bytes)?;
     let jobs = ctx.state.jobs(RECENT_JOBS)?;
     let mut warnings: Vec<String> = ctx
         .providers
@@ -120,7 +131,7 @@ pub fn overview(
     warnings.extend(super::notifications::delivery_warning(ctx)?);
     Ok(Overview {
         data_dir: ctx.data_dir.display().to_string(),
-        archive_bytes: ctx.archive.disk_usage()?,
+        archive_bytes,
         version: env!("CARGO_PKG_VERSION").to_string(),
         logical_bytes,
         snapshots,
@@ -137,11 +148,15 @@ pub fn overview(
     })
 }
 
-fn archive_totals(ctx: &Context, cache: &TotalsCache) -> Result<(u64, u64), EngineError> {
+fn archive_totals(
+    ctx: &Context,
+    cache: &TotalsCache,
+    archive_bytes: u64,
+) -> Result<(u64, u64), EngineError> {
     let mut guard = cache.0.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((at, logical, count)) = *guard {
-        if at.elapsed() < TOTALS_TTL {
-            return Ok((logical, count));
+    if let Some(c) = *guard {
+        if c.archive_bytes == archive_bytes && c.at.elapsed() < TOTALS_TTL {
+            return Ok((c.logical, c.snapshots));
         }
     }
     let mut logical = 0u64;
@@ -152,7 +167,12 @@ fn archive_totals(ctx: &Context, cache: &TotalsCache) -> Result<(u64, u64), Engi
             count += 1;
         }
     }
-    *guard = Some((Instant::now(), logical, count));
+    *guard = Some(CachedTotals {
+        at: Instant::now(),
+        archive_bytes,
+        logical,
+        snapshots: count,
+    });
     Ok((logical, count))
 }
 
