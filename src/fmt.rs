@@ -30,9 +30,77 @@ pub fn fmt_time(t: time::OffsetDateTime) -> String {
     )
 }
 
+/// `YYYY-MM-DD HH:MM` in `t`'s own offset, followed by that offset (`UTC` or
+/// `+01:00`): a time shown in the zone it was computed in.
+pub fn fmt_time_in_offset(t: time::OffsetDateTime) -> String {
+    let offset = t.offset();
+    let zone = if offset.is_utc() {
+        "UTC".to_string()
+    } else {
+        let (h, m, _) = offset.as_hms();
+        format!(
+            "{}{:02}:{:02}",
+            if offset.is_negative() { '-' } else { '+' },
+            h.abs(),
+            m.abs()
+        )
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} {zone}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+    )
+}
+
+/// Serde for a list of times as RFC 3339 strings (what `time::serde::rfc3339` does
+/// for one).
+pub mod rfc3339_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(times: &[OffsetDateTime], s: S) -> Result<S::Ok, S::Error> {
+        let texts = times
+            .iter()
+            .map(|t| t.format(&Rfc3339).map_err(serde::ser::Error::custom))
+            .collect::<Result<Vec<String>, S::Error>>()?;
+        texts.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OffsetDateTime>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| OffsetDateTime::parse(t, &Rfc3339).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_in_their_offset_and_as_rfc3339_lists() {
+        let t = time::macros::datetime!(2026-12-02 02:00 +01:00);
+        assert_eq!(fmt_time_in_offset(t), "2026-12-02 02:00 +01:00");
+        let utc = time::macros::datetime!(2026-07-01 23:30 UTC);
+        assert_eq!(fmt_time_in_offset(utc), "2026-07-01 23:30 UTC");
+        let west = time::macros::datetime!(2026-07-01 09:05 -04:30);
+        assert_eq!(fmt_time_in_offset(west), "2026-07-01 09:05 -04:30");
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Runs(#[serde(with = "rfc3339_list")] Vec<time::OffsetDateTime>);
+        let json = serde_json::to_string(&Runs(vec![t, utc])).unwrap();
+        assert_eq!(
+            json,
+            r#"["2026-12-02T02:00:00+01:00","2026-07-01T23:30:00Z"]"#
+        );
+        let back: Runs = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.0, vec![t, utc]);
+    }
 
     #[test]
     fn bytes_and_times() {

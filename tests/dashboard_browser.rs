@@ -156,6 +156,11 @@ fn connect_with_oauth(b: &mut Browser, server: &CloudServer, d: &Daemon) {
         "the primary credential is the OAuth authorization: {}",
         b.text("table#credentials")
     );
+    assert!(
+        b.text("#last-check").starts_with("ok"),
+        "Connect checked the connection: {}",
+        b.text("#last-check")
+    );
     assert!(!b.text("body").contains(CONSUMER_SECRET));
 }
 
@@ -216,6 +221,12 @@ fn create_plan(b: &mut Browser) {
         b.text("#schedule-reading").contains("UTC"),
         "{}",
         b.text("#schedule-reading")
+    );
+    let runs = b.texts("ol#next-runs li");
+    assert!(
+        runs.iter()
+            .all(|r| r.len() == 20 && r.ends_with(" 02:00 UTC")),
+        "the next runs are shown as times in the plan's zone: {runs:?}"
     );
     b.screenshot("08-new-plan");
     b.click_and_wait("#save");

@@ -11,7 +11,6 @@ use crate::engine::Service;
 use crate::providers::ProviderInfo;
 use hyper::Method;
 use maud::{html, Markup};
-use secrecy::SecretString;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -33,16 +32,6 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-fn secret(ctx: &Ctx, field: &str) -> Result<SecretString, PageError> {
-    ctx.form
-        .raw(field)
-        .map(|s| SecretString::from(s.to_string()))
-        .ok_or_else(|| PageError::Field {
-            field: field.into(),
-            message: "is required".into(),
-        })
-}
-
 fn connect(ctx: &Ctx) -> Outcome {
     let f = ctx.form;
     let begin = || -> Result<OAuthBegin, PageError> {
@@ -51,7 +40,7 @@ fn connect(ctx: &Ctx) -> Outcome {
             provider: "bitbucket-cloud".into(),
             settings: f.prefixed("setting:").into_iter().collect(),
             consumer_key: f.required("oauth_key")?.to_string(),
-            consumer_secret: secret(ctx, "oauth_secret")?,
+            consumer_secret: ctx.form.secret("oauth_secret")?,
             redirect_uri: Some(format!("{}/oauth/callback", ctx.origin)),
             read_only: f.checked("read_only"),
             allow_restore: f.checked("allow_restore"),
@@ -73,7 +62,7 @@ fn rotate(ctx: &Ctx) -> Outcome {
             credential: CredentialInput {
                 kind: ctx.form.required("kind")?.to_string(),
                 identity: ctx.form.get("identity").map(str::to_string),
-                secret: secret(ctx, "secret")?,
+                secret: ctx.form.secret("secret")?,
             },
             verify: true,
         })

@@ -12,7 +12,6 @@ use crate::providers::ProviderInfo;
 use crate::state::ConnectionTls;
 use hyper::Method;
 use maud::{html, Markup};
-use secrecy::SecretString;
 use std::collections::BTreeMap;
 
 pub fn routes() -> Vec<Route> {
@@ -211,16 +210,6 @@ fn settings_of(ctx: &Ctx) -> BTreeMap<String, String> {
     ctx.form.prefixed("setting:").into_iter().collect()
 }
 
-fn secret_of(ctx: &Ctx, field: &str) -> Result<SecretString, PageError> {
-    ctx.form
-        .raw(field)
-        .map(|s| SecretString::from(s.to_string()))
-        .ok_or_else(|| PageError::Field {
-            field: field.into(),
-            message: "is required".into(),
-        })
-}
-
 fn add(ctx: &Ctx) -> Outcome {
     let req = match advanced_request(ctx) {
         Ok(r) => r,
@@ -253,7 +242,7 @@ fn advanced_request(ctx: &Ctx) -> Result<AddConnection, PageError> {
         credential: CredentialInput {
             kind: f.required("kind")?.to_string(),
             identity: f.get("identity").map(str::to_string),
-            secret: secret_of(ctx, "secret")?,
+            secret: ctx.form.secret("secret")?,
         },
         verify: true,
         read_only: f.checked("read_only"),
@@ -400,7 +389,7 @@ fn add_credential(ctx: &Ctx) -> Outcome {
         Ok(AddCredential {
             kind: ctx.form.required("kind")?.to_string(),
             identity: ctx.form.get("identity").map(str::to_string),
-            secret: secret_of(ctx, "secret")?,
+            secret: ctx.form.secret("secret")?,
             project: ctx.form.get("project").map(str::to_string),
             label: ctx.form.get("label").map(str::to_string),
             verify: true,

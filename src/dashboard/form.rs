@@ -3,6 +3,7 @@
 //! and required fields whose absence is an error naming the field.
 
 use super::PageError;
+use secrecy::SecretString;
 
 /// The fields of a form, in the order sent; a name may repeat.
 #[derive(Debug, Default, Clone)]
@@ -57,6 +58,16 @@ impl Form {
             field: name.to_string(),
             message: "is required".into(),
         })
+    }
+
+    /// A secret field the form must have, taken as typed ([`Form::raw`]).
+    pub fn secret(&self, name: &str) -> Result<SecretString, PageError> {
+        self.raw(name)
+            .map(|s| SecretString::from(s.to_string()))
+            .ok_or_else(|| PageError::Field {
+                field: name.to_string(),
+                message: "is required".into(),
+            })
     }
 
     /// The non-blank lines of a text area (one pattern per line).

@@ -45,7 +45,7 @@ fn overview(ctx: &Ctx) -> Outcome {
                         td { a href={ "/plans/" (seg(&p.name)) } { (p.name) } @if !p.enabled { " " span.muted { "(disabled)" } } }
                         td.succeeded { (when(p.last_success)) }
                         td.failed { @if let Some(f) = &p.last_failure { (when(Some(f.at))) " " (f.state) " " a href={ "/jobs/" (f.job) } { "job " (f.job) } } @else { "-" } }
-                        td { @if p.next_runs.is_empty() { "on demand" } @else { (p.next_runs.iter().take(2).map(|t| crate::fmt::fmt_time(*t)).collect::<Vec<_>>().join(", ")) } }
+                        td { @if p.next_runs.is_empty() { "on demand" } @else { (p.next_runs.iter().take(2).map(|t| crate::fmt::fmt_time_in_offset(*t)).collect::<Vec<_>>().join(", ")) } }
                     }
                 }
             }

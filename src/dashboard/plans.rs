@@ -183,7 +183,7 @@ fn preview_section(p: Result<PlanPreview, String>) -> Markup {
                 Ok(p) => {
                     p { "Schedule: " strong #preview-reading { (p.reading.as_deref().unwrap_or("on demand only")) } " (" (p.timezone) ")" }
                     @if !p.next_runs.is_empty() {
-                        ol #preview-runs { @for t in &p.next_runs { li { (crate::fmt::fmt_time(*t)) } } }
+                        ol #preview-runs { @for t in &p.next_runs { li { (crate::fmt::fmt_time_in_offset(*t)) } } }
                     }
                     @for c in &p.connections {
                         h3 { (c.connection) " — " (c.matching.len()) " selected, " (c.left_out) " left out" }
@@ -249,15 +249,7 @@ fn spec_of(ctx: &Ctx, existing: Option<&PlanSpec>) -> Result<PlanSpec, PageError
 fn create(ctx: &Ctx) -> Outcome {
     let spec = match spec_of(ctx, None) {
         Ok(s) => s,
-        Err(e) => {
-            return form_page(
-                ctx,
-                "New plan",
-                &partial_spec(ctx),
-                None,
-                Some(Err(e.to_string())),
-            )
-        }
+        Err(e) => return new_form_again(ctx, &e),
     };
     match ctx.service.add_plan(spec.clone()) {
         Ok(p) => redirect_ok(
@@ -266,6 +258,17 @@ fn create(ctx: &Ctx) -> Outcome {
         ),
         Err(e) => form_page(ctx, "New plan", &spec, None, Some(Err(e.to_string()))),
     }
+}
+
+/// The new-plan form again with what it held and why it was refused.
+fn new_form_again(ctx: &Ctx, error: &PageError) -> Outcome {
+    form_page(
+        ctx,
+        "New plan",
+        &partial_spec(ctx),
+        None,
+        Some(Err(error.to_string())),
+    )
 }
 
 /// What the form held, for showing it again after an error in it.
@@ -304,15 +307,7 @@ fn preview(ctx: &Ctx) -> Outcome {
     };
     let spec = match spec_of(ctx, existing.as_ref().map(|p| &p.spec)) {
         Ok(s) => s,
-        Err(e) => {
-            return form_page(
-                ctx,
-                "New plan",
-                &partial_spec(ctx),
-                None,
-                Some(Err(e.to_string())),
-            )
-        }
+        Err(e) => return new_form_again(ctx, &e),
     };
     let result = ctx
         .service

@@ -302,6 +302,10 @@ impl Service for LocalService {
             &name,
             connections::add_connection(self.ctx(), new, req.verify),
         )?;
+        if req.verify {
+            // Adding checked it: that is its first check.
+            self.record_check(&name, None)?;
+        }
         Ok(ConnectionAdded {
             connection,
             warnings,
@@ -739,6 +743,7 @@ impl Service for LocalService {
             name,
             Some("by OAuth Connect"),
         );
+        self.record_check(name, None)?;
         Ok(ConnectionAdded {
             connection: done.connection,
             warnings: done.warnings,

@@ -61,7 +61,7 @@ pub struct PlanGlance {
     #[serde(default)]
     pub last_failure: Option<JobFailure>,
     /// The next scheduled runs (none: on demand, or disabled).
-    #[serde(default)]
+    #[serde(default, with = "crate::fmt::rfc3339_list")]
     pub next_runs: Vec<OffsetDateTime>,
 }
 
@@ -206,7 +206,8 @@ fn plan_glance(plan: &Plan, jobs: &[Job], now: OffsetDateTime) -> PlanGlance {
     }
 }
 
-/// The next `n` times a plan's schedule fires after `now` (empty: on demand).
+/// The next `n` times a plan's schedule fires after `now` (empty: on demand), each
+/// with the offset of the plan's zone at that time.
 pub fn next_runs(
     spec: &crate::state::PlanSpec,
     now: OffsetDateTime,
@@ -215,13 +216,13 @@ pub fn next_runs(
     let Some(schedule) = schedule_of(spec)? else {
         return Ok(Vec::new());
     };
-    let _ = zone_of(spec)?;
+    let zone = zone_of(spec)?;
     let mut out = Vec::with_capacity(n);
     let mut t = now;
     while out.len() < n {
         match schedule.next_after(t) {
             Some(next) => {
-                out.push(next);
+                out.push(zone.shown_in(next));
                 t = next;
             }
             None => break,

@@ -21,7 +21,8 @@ pub struct PlanPreview {
     pub reading: Option<String>,
     /// The zone the schedule and window are read in.
     pub timezone: String,
-    #[serde(default)]
+    /// The next 5 runs, each with the offset of the plan's zone (RFC 3339).
+    #[serde(default, with = "crate::fmt::rfc3339_list")]
     pub next_runs: Vec<OffsetDateTime>,
     /// Per connection: the repositories the patterns select now.
     pub connections: Vec<ConnectionMatch>,

@@ -69,6 +69,15 @@ impl Zone {
         }
     }
 
+    /// The same instant as `t`, with this zone's UTC offset at that instant (for
+    /// showing a time in the zone a plan is read in).
+    pub fn shown_in(&self, t: OffsetDateTime) -> OffsetDateTime {
+        let offset = to_chrono(t)
+            .and_then(|c| i32::try_from(self.offset_secs(&c)).ok())
+            .and_then(|secs| time::UtcOffset::from_whole_seconds(secs).ok());
+        offset.map_or(t, |o| t.to_offset(o))
+    }
+
     /// The local wall-clock time of `t`.
     pub(crate) fn wall(&self, t: &DateTime<Utc>) -> NaiveDateTime {
         match &self.kind {

@@ -116,6 +116,12 @@ document.addEventListener("DOMContentLoaded", function () {
   });
 });
 
+// An RFC 3339 time as the server shows one: "2026-12-02 02:00 +01:00" (or "UTC").
+function shownTime(t) {
+  var m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d):\d\d(?:\.\d+)?(Z|[+-]\d\d:\d\d)$/.exec(t);
+  return m ? m[1] + " " + m[2] + " " + (m[3] === "Z" ? "UTC" : m[3]) : t;
+}
+
 // The plan form: the schedule read in words and its next 5 runs, asked of the
 // daemon (POST /api/v1/plans/preview, nothing saved) as the fields change.
 function previewSchedule() {
@@ -137,7 +143,7 @@ function previewSchedule() {
       if (!res.ok) { reading.textContent = res.body.error || "invalid"; reading.className = "error"; return; }
       reading.className = "muted";
       reading.textContent = spec.schedule ? (res.body.reading || "") + " (" + res.body.timezone + ")" : "on demand only";
-      (res.body.next_runs || []).forEach(function (t) { runs.appendChild(document.createElement("li")).textContent = t; });
+      (res.body.next_runs || []).forEach(function (t) { runs.appendChild(document.createElement("li")).textContent = shownTime(t); });
     });
 }
 
