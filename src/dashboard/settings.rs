@@ -79,36 +79,42 @@ fn form(ctx: &Ctx, v: &NotificationView) -> Markup {
             (csrf_field(ctx))
             fieldset {
                 legend { "When" }
-                label { input type="checkbox" checked disabled; " failed jobs (always)" }
-                label { input type="checkbox" name="on_partial" value="1" checked[s.on_partial]; " partial jobs (some repositories failed)" }
-                label { "Daily digest at (HH:MM, the daemon's time zone; empty: off) "
-                    input type="text" name="daily_digest" pattern="[0-2][0-9]:[0-5][0-9]" placeholder="07:30" value=[s.daily_digest.as_deref()]; }
-                label { "Dashboard address for links "
-                    input type="url" name="dashboard_url" placeholder="where the daemon listens" value=[s.dashboard_url.as_deref()]; }
+                p {
+                    label.check { input type="checkbox" checked disabled; " failed jobs (always)" } " "
+                    label.check { input type="checkbox" name="on_partial" value="1" checked[s.on_partial]; " partial jobs (some repositories failed)" }
+                }
+                p { label for="daily-digest" { "Daily digest at" }
+                    input #daily-digest type="text" name="daily_digest" pattern="[0-2][0-9]:[0-5][0-9]" placeholder="07:30" value=[s.daily_digest.as_deref()];
+                    span.help { " HH:MM in the daemon's time zone; empty: no digest" } }
+                p { label for="dashboard-url" { "Dashboard address" }
+                    input #dashboard-url type="url" name="dashboard_url" placeholder="where the daemon listens" value=[s.dashboard_url.as_deref()];
+                    span.help { " for the links in messages" } }
             }
             fieldset {
                 legend { "Webhook (Slack-compatible: {\"text\": …})" }
-                label { "URL (empty: none) "
-                    input #webhook-url-input type="text" name="webhook_url" placeholder="https://hooks.slack.com/services/…" value=[s.webhook_url.as_deref()]; }
+                p { label for="webhook-url-input" { "URL" }
+                    input #webhook-url-input type="text" name="webhook_url" placeholder="https://hooks.slack.com/services/…" value=[s.webhook_url.as_deref()];
+                    span.help { " empty: no webhook" } }
             }
             fieldset {
                 legend { "E-mail (SMTP)" }
-                label { "Server (empty: no e-mail) " input type="text" name="smtp_host" value=(m.host); }
-                label { "Port " input type="number" name="smtp_port" min="1" max="65535" placeholder="587" value=[m.port]; }
-                label { "Security "
-                    select name="smtp_security" {
+                p { label for="smtp-host" { "Server" } input #smtp-host type="text" name="smtp_host" value=(m.host); span.help { " empty: no e-mail" } }
+                p { label for="smtp-port" { "Port" } input #smtp-port type="number" name="smtp_port" min="1" max="65535" placeholder="587" value=[m.port]; }
+                p { label for="smtp-security" { "Security" }
+                    select #smtp-security name="smtp_security" {
                         @for sec in [SmtpSecurity::Starttls, SmtpSecurity::Tls, SmtpSecurity::None] {
                             option value=(sec.as_str()) selected[sec == security] { (sec.as_str()) }
                         }
                     }
                 }
-                label { "User " input type="text" name="smtp_username" autocomplete="off" value=[m.username.as_deref()]; }
-                label { "Password " input type="password" name="smtp_password" autocomplete="new-password" placeholder=(password_hint); }
-                label { input type="checkbox" name="clear_smtp_password" value="1"; " forget the stored password" }
-                label { "From " input type="text" name="smtp_from" placeholder="reposafe <backup@example.com>" value=(m.from); }
-                label { "To (one address per line) " textarea name="smtp_to" rows="3" { (m.to.join("\n")) } }
-                label { "Extra CA certificates (PEM, for a private mail relay) "
-                    textarea name="smtp_ca_bundle_pem" rows="3" { (m.ca_bundle_pem.as_deref().unwrap_or("")) } }
+                p { label for="smtp-username" { "User" } input #smtp-username type="text" name="smtp_username" autocomplete="off" value=[m.username.as_deref()]; }
+                p { label for="smtp-password" { "Password" } input #smtp-password type="password" name="smtp_password" autocomplete="new-password" placeholder=(password_hint); " "
+                    label.check { input type="checkbox" name="clear_smtp_password" value="1"; " forget the stored password" } }
+                p { label for="smtp-from" { "From" } input #smtp-from type="text" name="smtp_from" placeholder="reposafe <backup@example.com>" value=(m.from); }
+                p { label for="smtp-to" { "To" } textarea #smtp-to name="smtp_to" rows="3" { (m.to.join("\n")) } span.help { " one address per line" } }
+                p { label for="smtp-ca" { "Extra CA certificates" }
+                    textarea #smtp-ca name="smtp_ca_bundle_pem" rows="3" { (m.ca_bundle_pem.as_deref().unwrap_or("")) }
+                    span.help { " PEM, for a private mail relay" } }
             }
             button #save-notifications { "Save" }
         }
