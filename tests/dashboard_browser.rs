@@ -448,7 +448,7 @@ fn cancel_a_job_and_restore_into_bitbucket_from_the_browser() {
         &server,
         &slow,
         (EMAIL2, API_TOKEN2),
-        &["--rate-limit", "1/s"],
+        &["--rate-limit", "1/2s"],
     );
     rs.run(&[
         "plan",
@@ -460,6 +460,10 @@ fn cancel_a_job_and_restore_into_bitbucket_from_the_browser() {
         "never",
     ])
     .ok();
+    // The browser is up and signed in before the job is queued: the job's
+    // page opens while it runs, however long Chromium took to start.
+    let mut b = Browser::start("cancel-restore-into");
+    sign_in(&mut b, &d);
     let queued = rs.run(&["run", "--plan", "slow", "--detach"]).ok();
     let id = queued
         .stdout
@@ -467,16 +471,13 @@ fn cancel_a_job_and_restore_into_bitbucket_from_the_browser() {
         .strip_prefix("queued job ")
         .expect("run --detach names the job")
         .to_string();
-
-    let mut b = Browser::start("cancel-restore-into");
-    sign_in(&mut b, &d);
     b.goto(&format!("{}/jobs/{id}", d.url));
     assert!(b.exists("#cancel"), "{}", b_text(&mut b));
     // While it runs, the results of the repositories done so far appear, no reload.
     b.eval("window.__keptMarker = 'no reload'");
     b.wait_for_timeout(
         "document.querySelectorAll('table#results tbody tr').length > 0",
-        std::time::Duration::from_secs(15),
+        std::time::Duration::from_secs(45),
         "a first result while the job runs",
     );
     assert_eq!(b.attr("#job-live", "data-ended"), None, "still running");

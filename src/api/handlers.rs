@@ -10,7 +10,7 @@ use super::{
     ApiError, ChannelBody, ReqBody,
 };
 use crate::engine::audit::{Actor, AuditQuery};
-use crate::engine::service::SetNotifications;
+use crate::engine::service::{RegisterWebhook, SetNotifications};
 use crate::engine::service::{
     AddConnection, AddCredential, EditConnection, ExportRequest, OAuthBegin, OAuthFinish,
     RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
@@ -336,6 +336,15 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
             M::POST,
             "/api/v1/connections/{name}/webhook/rotate",
             |api, p, _| call(api, OK, move |s| s.rotate_webhook_secret(&p.path("name"))),
+        ),
+        route(
+            M::POST,
+            "/api/v1/connections/{name}/webhook/register",
+            |api, p, req| {
+                call_with(api, req, OK, move |s, b: RegisterWebhook| {
+                    s.register_webhook(&p.path("name"), b)
+                })
+            },
         ),
         route(M::GET, "/api/v1/audit", |api, p, _| {
             Box::pin(async move {

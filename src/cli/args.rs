@@ -218,12 +218,21 @@ pub enum ConnectionCmd {
     Credential(Box<CredentialCmd>),
     /// Replace a connection's certificate trust (CA bundle, system roots, or insecure).
     Tls(TlsArgs),
-    /// Show the push-webhook URL and secret to paste into Bitbucket (--rotate: a new secret).
+    /// Show the push-webhook URL and secret to paste into Bitbucket (--rotate: a new secret;
+    /// --register: have reposafe add it in Bitbucket, if the credential may manage webhooks).
     Webhook {
         name: String,
         /// Replace the secret; the old one stops working at once.
         #[arg(long)]
         rotate: bool,
+        /// Register the webhook in Bitbucket through the connection's credential (Cloud: the
+        /// `webhook` scope and workspace admin; Data Center: project admin).
+        #[arg(long)]
+        register: bool,
+        /// With --register: this daemon's address as Bitbucket reaches it (default: the
+        /// address the daemon serves at).
+        #[arg(long, requires = "register")]
+        url: Option<String>,
     },
     /// Replace a connection's credential (e.g. a new token); checked against the server
     /// first. Its hosts stay as they were added.

@@ -10,8 +10,8 @@ use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
     AddConnection, AddCredential, AuditQuery, BackupRequest, CredentialInput, EditConnection,
-    ExportRequest, RestoreRequest, RestoreTarget, RotateCredential, RunRequest, SetTls,
-    ShowRequest, SnapshotsRequest,
+    ExportRequest, RegisterWebhook, RestoreRequest, RestoreTarget, RotateCredential, RunRequest,
+    SetTls, ShowRequest, SnapshotsRequest, WebhookInfo,
 };
 use crate::engine::{Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
@@ -111,13 +111,22 @@ fn connection(service: &dyn Service, cmd: ConnectionCmd) -> Result<i32> {
         }
         ConnectionCmd::Credential(c) => credential(service, *c)?,
         ConnectionCmd::Tls(a) => tls(service, a)?,
-        ConnectionCmd::Webhook { name, rotate } => {
+        ConnectionCmd::Webhook {
+            name,
+            rotate,
+            register,
+            url,
+        } => {
             let info = if rotate {
                 service.rotate_webhook_secret(&name)?
             } else {
                 service.webhook(&name)?
             };
-            output::webhook(&info);
+            if register {
+                register_webhook(service, &name, url, &info)?;
+            } else {
+                output::webhook(&info);
+            }
         }
         ConnectionCmd::Rotate(a) => {
             let req = RotateCredential {
@@ -467,5 +476,28 @@ fn show(service: &dyn Service, args: ShowArgs) -> Result<()> {
         (None, true) => output::json(&report)?,
         (None, false) => output::shown(&report),
     }
+    Ok(())
+}
+
+/// `connection webhook NAME --register`: the webhook added in Bitbucket, at `url`
+/// or else the address the daemon serves at.
+fn register_webhook(
+    service: &dyn Service,
+    name: &str,
+    url: Option<String>,
+    info: &WebhookInfo,
+) -> Result<()> {
+    let daemon_base = info
+        .url
+        .as_deref()
+        .and_then(|u| u.strip_suffix(info.path.as_str()))
+        .map(str::to_string);
+    let Some(base) = url.or(daemon_base) else {
+        bail!(
+            "--url is needed: no daemon serves this data dir, so give the address Bitbucket              reaches `reposafe serve` at (e.g. --url https://backup.example.com)"
+        );
+    };
+    let done = service.register_webhook(name, RegisterWebhook { url: base })?;
+    output::webhook_registered(&done);
     Ok(())
 }

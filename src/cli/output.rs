@@ -619,6 +619,27 @@ pub fn webhook(info: &crate::engine::service::WebhookInfo) {
     );
 }
 
+/// `connection webhook --register`: where the webhook now is.
+pub fn webhook_registered(done: &crate::engine::service::WebhookRegistration) {
+    println!("url: {}", done.url);
+    for r in &done.registered {
+        let how = if r.updated { "updated" } else { "added" };
+        println!("{how}: webhook {} on {}", r.id, r.target);
+    }
+    for f in &done.failed {
+        println!("failed on {}: {}", f.scope, f.error);
+    }
+    if let Ok(parsed) = url::Url::parse(&done.url) {
+        let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if local {
+            println!(
+                "note: {} is this machine's loopback address; Bitbucket Cloud cannot reach it                  (use --url with the address it can reach)",
+                done.url
+            );
+        }
+    }
+}
+
 /// `audit`: one line an entry, newest first.
 pub fn audit(entries: &[crate::engine::service::AuditEntry]) {
     if entries.is_empty() {

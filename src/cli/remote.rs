@@ -529,6 +529,15 @@ impl Service for Remote {
         Ok(self.with_url(info))
     }
 
+    fn register_webhook(
+        &self,
+        name: &str,
+        req: RegisterWebhook,
+    ) -> Result<WebhookRegistration, EngineError> {
+        let path = format!("{}/webhook/register", connection_path(name));
+        self.post(&path, &req)
+    }
+
     fn push_received(&self, _: &str, _: &str) -> Result<HookQueued, EngineError> {
         Err(EngineError::Conflict(
             "pushes reach the daemon as signed webhooks at /hooks/{connection}, not through the API"

@@ -270,7 +270,7 @@ fn show(ctx: &Ctx) -> Outcome {
         .find(|p| p.id == c.connection.provider);
     let path = conn_path(name);
     let k = &c.connection;
-    let webhook = super::webhook::section(ctx, name)?;
+    let webhook = super::webhook::section(ctx, name, c.connection.read_only)?;
     let body = html! {
         table #connection-details {
             tr { th { "Provider" } td { (k.provider) } }

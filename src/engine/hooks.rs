@@ -7,6 +7,7 @@
 
 use super::audit::{self, Actor};
 use super::{Context, EngineError, Jobs};
+use crate::providers::WebhookRegistered;
 use crate::state::{JobKind, JobState, JobTarget, Trigger};
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -47,6 +48,103 @@ pub struct HookQueued {
     pub queued: String,
     pub after_secs: u64,
 }
+
+/// What registering a connection's push webhook in its provider did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WebhookRegistration {
+    pub connection: String,
+    /// The URL the webhooks post to.
+    pub url: String,
+    /// Each scope's webhook, made or updated.
+    pub registered: Vec<WebhookRegistered>,
+    /// The scopes where it failed, and why.
+    #[serde(default)]
+    pub failed: Vec<ScopeFailure>,
+}
+
+/// A scope whose webhook could not be registered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScopeFailure {
+    pub scope: String,
+    pub error: String,
+}
+
+/// The URL of the connection's webhook under `base_url` (the daemon's address as
+/// the server reaches it).
+pub fn hook_url(base_url: &str, connection: &str) -> Result<String, EngineError> {
+    let base = base_url.trim().trim_end_matches('/');
+    let bad = |why: &str| EngineError::Field {
+        field: "url".into(),
+        message: format!("{base_url:?} {why}"),
+    };
+    let parsed = url::Url::parse(base).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("must be an http:// or https:// address of this daemon"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err(bad("must be a plain address (no user, query or fragment)"));
+    }
+    Ok(format!("{base}/hooks/{connection}"))
+}
+
+/// Registers the connection's push webhook (posting to `base_url`'s
+/// `/hooks/NAME`, signed with its secret) on every scope the connection
+/// covers, through its provider. Refused, before any request, for a read-only
+/// connection. Fails when no scope took it, with the first scope's error.
+pub fn register(
+    ctx: &Context,
+    connection: &str,
+    base_url: &str,
+) -> Result<WebhookRegistration, EngineError> {
+    let conn = ctx.state.connection(connection)?;
+    if conn.read_only {
+        return Err(EngineError::Field {
+            field: "connection".into(),
+            message: format!(
+                "connection {connection} is read-only (read_only = true): reposafe never writes                  to it, so it cannot register the webhook; add it in Bitbucket by hand with the                  URL and secret of `reposafe connection webhook {connection}`"
+            ),
+        });
+    }
+    let url = hook_url(base_url, connection)?;
+    let secret = secret(ctx, connection, true)?
+        .ok_or_else(|| EngineError::Internal("the webhook secret was not stored".into()))?;
+    let cred = ctx
+        .vault
+        .unseal(&ctx.state.sealed_credential(&conn.name)?)?;
+    let tls = super::connections::tls_for(ctx, &conn.name)?;
+    let gate = super::connections::gate_for(ctx, &conn, cred, &tls)?.allowing_writes();
+    let session =
+        ctx.providers
+            .get(&conn.provider)?
+            .session(&conn.settings, conn.credential_kind, Arc::new(gate));
+    let mut registered = Vec::new();
+    let mut errors = Vec::new();
+    for scope in session.list_scopes()? {
+        match session.register_webhook(&scope.key, &url, secret.clone(), HOOK_DESCRIPTION) {
+            Ok(r) => registered.push(r),
+            Err(e) => errors.push((scope.key, e)),
+        }
+    }
+    if registered.is_empty() && !errors.is_empty() {
+        let (_, first) = errors.swap_remove(0);
+        return Err(first.into());
+    }
+    Ok(WebhookRegistration {
+        connection: connection.to_string(),
+        url,
+        registered,
+        failed: errors
+            .into_iter()
+            .map(|(scope, e)| ScopeFailure {
+                scope,
+                error: e.to_string(),
+            })
+            .collect(),
+    })
+}
+
+/// The webhook's name in the server's list.
+const HOOK_DESCRIPTION: &str = "reposafe push-triggered backups";
 
 /// The connection's webhook secret, made and stored on first ask (`create`).
 pub fn secret(
@@ -287,6 +385,22 @@ fn submit(jobs: &Arc<Jobs>, connection: &str, repository: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hook_urls_are_plain_http_addresses() {
+        assert_eq!(
+            hook_url("https://backup.example.com/", "acme").unwrap(),
+            "https://backup.example.com/hooks/acme"
+        );
+        assert_eq!(
+            hook_url(" http://10.0.0.5:8720 ", "dc-1").unwrap(),
+            "http://10.0.0.5:8720/hooks/dc-1"
+        );
+        for bad in ["", "backup.example.com", "ftp://h", "https://u:p@h", "https://h/?x=1"] {
+            let e = hook_url(bad, "acme").unwrap_err().to_string();
+            assert!(e.contains("url"), "{bad}: {e}");
+        }
+    }
 
     fn sign(secret: &str, body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");

@@ -670,6 +670,18 @@ impl Service for LocalService {
         Ok(self.webhook_info(name, secret))
     }
 
+    fn register_webhook(
+        &self,
+        name: &str,
+        req: RegisterWebhook,
+    ) -> Result<WebhookRegistration, EngineError> {
+        let done = hooks::register(self.ctx(), name, &req.url)?;
+        let targets: Vec<&str> = done.registered.iter().map(|r| r.target.as_str()).collect();
+        let detail = format!("{} on {}", done.url, targets.join(", "));
+        self.record("webhook.register", name, Some(&detail));
+        Ok(done)
+    }
+
     fn push_received(&self, connection: &str, repository: &str) -> Result<HookQueued, EngineError> {
         if !self.daemon {
             return Err(EngineError::Conflict(

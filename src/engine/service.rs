@@ -11,7 +11,7 @@ pub use super::audit::{Actor, AuditEntry, AuditQuery};
 use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
 pub use super::export::{ExportReport, ExportRequest};
-pub use super::hooks::{HookQueued, WebhookInfo};
+pub use super::hooks::{HookQueued, ScopeFailure, WebhookInfo, WebhookRegistration};
 pub use super::notifications::{Delivery, NotificationView, SetNotifications, SettingsSource};
 pub use super::oauth::{OAuthBegin, OAuthFinish, OAuthStarted};
 pub use super::overview::{FailingRepository, JobFailure, Overview, PlanGlance};
@@ -146,6 +146,13 @@ pub trait Service: Send + Sync {
     fn webhook(&self, name: &str) -> Result<WebhookInfo, EngineError>;
     /// Replaces a connection's webhook secret; the old one stops working at once.
     fn rotate_webhook_secret(&self, name: &str) -> Result<WebhookInfo, EngineError>;
+    /// Registers the connection's push webhook in Bitbucket through its provider
+    /// (world 0.5.0), on every scope it covers, posting to `req.url`'s `/hooks/NAME`.
+    fn register_webhook(
+        &self,
+        name: &str,
+        req: RegisterWebhook,
+    ) -> Result<WebhookRegistration, EngineError>;
     /// A signed push of `repository` (`scope/slug`) arrived for `connection`: its backup
     /// is queued after the debounce delay (a burst of pushes makes one backup).
     fn push_received(&self, connection: &str, repository: &str) -> Result<HookQueued, EngineError>;
@@ -490,4 +497,13 @@ pub struct EditConnection {
     /// Settings that name no host (e.g. `workspace`); URL settings are fixed at add.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, String>,
+}
+
+/// Asks for a connection's push webhook to be registered in Bitbucket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterWebhook {
+    /// This daemon's address as Bitbucket reaches it, e.g.
+    /// `https://backup.example.com` (the webhook posts to its `/hooks/NAME`).
+    pub url: String,
 }

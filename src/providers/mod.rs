@@ -156,6 +156,29 @@ pub struct NewRepository {
     pub original: Option<String>,
 }
 
+/// A push webhook to register (WIT 0.5.0 `webhook-request`). The secret is not
+/// in it: the provider writes `secret_placeholder` where the secret goes and the
+/// host fills it in on the way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRequest {
+    /// Where the server is to post its push events.
+    pub url: String,
+    pub secret_placeholder: String,
+    /// The name shown in the server's webhook list.
+    pub description: String,
+}
+
+/// A webhook a provider registered (WIT 0.5.0 `webhook-registered`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookRegistered {
+    /// Where, in words: `workspace acme`, `project PRJ`.
+    pub target: String,
+    /// The server's id of the webhook.
+    pub id: String,
+    /// An existing webhook with the same URL was updated instead of a new one made.
+    pub updated: bool,
+}
+
 /// A metadata kind a provider can write back (WIT 0.4.0 `restore-kind`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreKind {

@@ -368,10 +368,11 @@ macro_rules! no_restore_calls {
             _scope: &str,
             _slug: &str,
         ) -> wasmtime::Result<Result<Option<$crate::providers::Repository>, ProviderError>> {
-            Ok(Err(super::before_restore(
+            Ok(Err(super::unsupported(
                 store,
                 VERSION,
                 "find-repository",
+                "0.4.0",
             )))
         }
 
@@ -381,10 +382,11 @@ macro_rules! no_restore_calls {
             _conn: &ConnectionParams,
             _new: &$crate::providers::NewRepository,
         ) -> wasmtime::Result<Result<$crate::providers::Repository, ProviderError>> {
-            Ok(Err(super::before_restore(
+            Ok(Err(super::unsupported(
                 store,
                 VERSION,
                 "create-repository",
+                "0.4.0",
             )))
         }
 
@@ -394,10 +396,11 @@ macro_rules! no_restore_calls {
             _conn: &ConnectionParams,
             _source_provider: &str,
         ) -> wasmtime::Result<Result<Vec<$crate::providers::RestoreKind>, ProviderError>> {
-            Ok(Err(super::before_restore(
+            Ok(Err(super::unsupported(
                 store,
                 VERSION,
                 "restorable-kinds",
+                "0.4.0",
             )))
         }
 
@@ -407,10 +410,11 @@ macro_rules! no_restore_calls {
             _conn: &ConnectionParams,
             _query: &super::RestoreQuery<'_>,
         ) -> wasmtime::Result<Result<Vec<$crate::providers::RestoredDocument>, ProviderError>> {
-            Ok(Err(super::before_restore(
+            Ok(Err(super::unsupported(
                 store,
                 VERSION,
                 "restore-documents",
+                "0.4.0",
             )))
         }
     };
@@ -552,6 +556,175 @@ macro_rules! metadata_calls {
                 q.cursor,
             )?;
             Ok(r.map(documents_from_wit).map_err(error_from_wit))
+        }
+    };
+}
+
+/// Expands, inside a version module of world 0.4.0 or later (after
+/// [`metadata_glue!`]), into the conversions of the restore records:
+/// `new_repository_to_wit`, `outcome_from_wit`, `restore_args`.
+macro_rules! restore_glue {
+    () => {
+        fn new_repository_to_wit(n: &$crate::providers::NewRepository) -> wit::NewRepository {
+            wit::NewRepository {
+                scope: n.scope.clone(),
+                slug: n.slug.clone(),
+                project: n.project.clone(),
+                source_provider: n.source_provider.clone(),
+                source: repository_to_wit(&n.source),
+                original: n.original.clone(),
+            }
+        }
+
+        fn outcome_from_wit(o: wit::RestoreOutcome) -> $crate::providers::RestoreOutcome {
+            use $crate::providers::RestoreOutcome;
+            match o {
+                wit::RestoreOutcome::Restored(id) => RestoreOutcome::Restored(id),
+                wit::RestoreOutcome::NeedsUser(n) => RestoreOutcome::NeedsUser {
+                    id: n.id,
+                    what: n.what,
+                },
+                wit::RestoreOutcome::Skipped(why) => RestoreOutcome::Skipped(why),
+                wit::RestoreOutcome::Failed(why) => RestoreOutcome::Failed(why),
+            }
+        }
+
+        /// The documents and context of one `restore-documents` call as the world's records.
+        fn restore_args(
+            q: &super::RestoreQuery<'_>,
+        ) -> (wit::RestoreContext, Vec<wit::RestoreDocument>) {
+            let ctx = wit::RestoreContext {
+                source_provider: q.ctx.source_provider.clone(),
+                source_full_name: q.ctx.source_full_name.clone(),
+                snapshot_taken_at: q.ctx.snapshot_taken_at.clone(),
+                renamed_refs: q.ctx.renamed_refs.clone(),
+            };
+            let docs = q
+                .docs
+                .iter()
+                .map(|d| wit::RestoreDocument {
+                    id: d.id.clone(),
+                    updated_on: d.updated_on.clone(),
+                    json: d.json.clone(),
+                    files: d
+                        .files
+                        .iter()
+                        .map(|f| wit::RestoreFile {
+                            name: f.name.clone(),
+                            blob: f.blob.clone(),
+                            size: f.size,
+                        })
+                        .collect(),
+                })
+                .collect();
+            (ctx, docs)
+        }
+
+        impl wit_files::Host for PluginState {
+            fn read(&mut self, blob: String, offset: u64, length: u32) -> Result<Vec<u8>, String> {
+                self.read_file(&blob, offset, length)
+            }
+        }
+    };
+}
+
+/// Expands, inside the `impl ProviderCalls` of world 0.4.0 or later (after
+/// [`restore_glue!`]), into the restore calls.
+macro_rules! restore_calls {
+    () => {
+        fn find_repository(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            scope: &str,
+            slug: &str,
+        ) -> wasmtime::Result<Result<Option<Repository>, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_find_repository(store, &connection_to_wit(conn), scope, slug)?;
+            Ok(r.map(|o| o.map(repository_from_wit))
+                .map_err(error_from_wit))
+        }
+
+        fn create_repository(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            new: &$crate::providers::NewRepository,
+        ) -> wasmtime::Result<Result<Repository, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let r = g.call_create_repository(
+                store,
+                &connection_to_wit(conn),
+                &new_repository_to_wit(new),
+            )?;
+            Ok(r.map(repository_from_wit).map_err(error_from_wit))
+        }
+
+        fn restorable_kinds(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            source_provider: &str,
+        ) -> wasmtime::Result<Result<Vec<$crate::providers::RestoreKind>, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let kinds = g.call_restorable_kinds(store, &connection_to_wit(conn), source_provider)?;
+            Ok(Ok(kinds
+                .into_iter()
+                .map(|k| $crate::providers::RestoreKind {
+                    name: k.name,
+                    whole: k.whole,
+                })
+                .collect()))
+        }
+
+        fn restore_documents(
+            &self,
+            store: &mut Store<PluginState>,
+            conn: &ConnectionParams,
+            q: &super::RestoreQuery<'_>,
+        ) -> wasmtime::Result<Result<Vec<$crate::providers::RestoredDocument>, ProviderError>> {
+            let g = self.0.reposafe_provider_provider();
+            let (ctx, docs) = restore_args(q);
+            let r = g.call_restore_documents(
+                store,
+                &connection_to_wit(conn),
+                &repository_to_wit(q.repo),
+                q.kind,
+                &ctx,
+                &docs,
+            )?;
+            Ok(r.map(|v| {
+                v.into_iter()
+                    .map(|d| $crate::providers::RestoredDocument {
+                        id: d.id,
+                        outcome: outcome_from_wit(d.outcome),
+                    })
+                    .collect()
+            })
+            .map_err(error_from_wit))
+        }
+    };
+}
+
+/// Expands, inside the `impl ProviderCalls` of a world version before 0.5.0,
+/// into `register_webhook` failing with
+/// [`ProviderError::Unsupported`](crate::providers::ProviderError::Unsupported)
+/// without calling the component.
+macro_rules! no_webhook_calls {
+    () => {
+        fn register_webhook(
+            &self,
+            store: &mut Store<PluginState>,
+            _conn: &ConnectionParams,
+            _scope: &str,
+            _hook: &$crate::providers::WebhookRequest,
+        ) -> wasmtime::Result<Result<$crate::providers::WebhookRegistered, ProviderError>> {
+            Ok(Err(super::unsupported(
+                store,
+                VERSION,
+                "register-webhook",
+                "0.5.0",
+            )))
         }
     };
 }

@@ -1,7 +1,7 @@
 //! Loading provider components with wasmtime and calling them under limits.
 //!
 //! Every released version of the provider world (`wit/v<major.minor>/`) has a
-//! module here ([`v0_1`], [`v0_2`], [`v0_3`], [`v0_4`]) with its own bindings, adapting them to one
+//! module here ([`v0_1`] … [`v0_5`]) with its own bindings, adapting them to one
 //! version-independent interface: [`ProviderPre`] (a linked component) and
 //! [`ProviderCalls`] (its exports in the host's types). Loading reads which
 //! `reposafe:provider/provider@<version>` interface a component exports and links
@@ -13,12 +13,13 @@ mod v0_1;
 mod v0_2;
 mod v0_3;
 mod v0_4;
+mod v0_5;
 
 use super::http::{GateError, HttpGate, Request, Response};
 use super::{
     cache, DocumentPage, FileSource, MetadataKind, NewRepository, ProviderError, ProviderInfo,
     Repository, RepositoryParts, RestoreContext, RestoreDocument, RestoreKind, RestoreOutcome,
-    RestoredDocument, Scope,
+    RestoredDocument, Scope, WebhookRegistered, WebhookRequest,
 };
 use crate::vault::CredentialKind;
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 /// The world versions this host implements, newest first. A released version is
 /// never changed and never dropped: every plugin built against one keeps loading.
-const VERSIONS: &[WitVersion] = &[v0_4::WIT, v0_3::WIT, v0_2::WIT, v0_1::WIT];
+const VERSIONS: &[WitVersion] = &[v0_5::WIT, v0_4::WIT, v0_3::WIT, v0_2::WIT, v0_1::WIT];
 
 /// The interface every provider component exports, without its `@<version>`.
 const PROVIDER_INTERFACE: &str = "reposafe:provider/provider";
@@ -213,6 +214,14 @@ trait ProviderCalls {
         conn: &ConnectionParams,
         query: &RestoreQuery<'_>,
     ) -> wasmtime::Result<Result<Vec<RestoredDocument>, ProviderError>>;
+    /// [`ProviderError::Unsupported`] for a world version before 0.5.0.
+    fn register_webhook(
+        &self,
+        store: &mut Store<PluginState>,
+        conn: &ConnectionParams,
+        scope: &str,
+        hook: &WebhookRequest,
+    ) -> wasmtime::Result<Result<WebhookRegistered, ProviderError>>;
 }
 
 /// The arguments of `restore-documents` besides the connection.
@@ -223,14 +232,104 @@ struct RestoreQuery<'a> {
     docs: &'a [RestoreDocument],
 }
 
-/// The answer of a world version before 0.4.0 to a restore call `what`.
-fn before_restore(store: &Store<PluginState>, version: &str, what: &str) -> ProviderError {
+/// The answer of world `version` to a call `what` that world version `added` added.
+fn unsupported(
+    store: &Store<PluginState>,
+    version: &str,
+    what: &str,
+    added: &str,
+) -> ProviderError {
     ProviderError::Unsupported {
         provider: store.data().provider.clone(),
         version: version.to_string(),
         what: what.to_string(),
-        added: "0.4.0".to_string(),
+        added: added.to_string(),
     }
+}
+
+/// What one call is granted besides reading through its gate.
+#[derive(Default)]
+struct Grants {
+    /// Write methods, as far as the gate allows them.
+    writes: bool,
+    /// The `files` import (inside `restore-documents`).
+    files: Option<FileGrant>,
+    /// A secret the host puts in the call's request bodies (inside `register-webhook`).
+    secret: Option<SecretFill>,
+}
+
+impl Grants {
+    /// Writes, nothing else.
+    fn writing() -> Grants {
+        Grants {
+            writes: true,
+            ..Grants::default()
+        }
+    }
+}
+
+/// A secret a call's requests carry without the plugin seeing it: the plugin
+/// writes `placeholder` where it goes in a request body, the host replaces it
+/// on the way out, and puts the placeholder back in place of the secret in any
+/// response body (a server echoing it).
+pub(super) struct SecretFill {
+    placeholder: String,
+    secret: secrecy::SecretString,
+}
+
+impl SecretFill {
+    /// A fill with a fresh random placeholder for `secret`.
+    fn new(secret: secrecy::SecretString) -> SecretFill {
+        let mut bytes = [0u8; 16];
+        rand::Rng::fill(&mut rand::rngs::OsRng, &mut bytes[..]);
+        SecretFill {
+            placeholder: format!("reposafe-secret-{}", hex::encode(bytes)),
+            secret,
+        }
+    }
+
+    /// `req` with the secret in place of the placeholder, when its body holds one.
+    fn fill(&self, req: &Request) -> Option<Request> {
+        use secrecy::ExposeSecret;
+        let body = req.body.as_deref()?;
+        let filled = replace_all(
+            body,
+            self.placeholder.as_bytes(),
+            self.secret.expose_secret().as_bytes(),
+        )?;
+        Some(Request {
+            body: Some(filled),
+            ..req.clone()
+        })
+    }
+
+    /// Hides the secret in a response body behind the placeholder.
+    fn mask(&self, resp: &mut Response) {
+        use secrecy::ExposeSecret;
+        let secret = self.secret.expose_secret().as_bytes();
+        if let Some(masked) = replace_all(&resp.body, secret, self.placeholder.as_bytes()) {
+            resp.body = masked;
+        }
+    }
+}
+
+/// `haystack` with every `from` replaced by `to`; `None` when it holds no `from`.
+fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    if from.is_empty() || !haystack.windows(from.len()).any(|w| w == from) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(haystack.len() + to.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// The `files` import granted to one `restore-documents` call: its source, and
@@ -309,6 +408,8 @@ struct PluginState {
     reads_only: bool,
     /// The `files` import, granted inside `restore-documents` only.
     files: Option<FileGrant>,
+    /// The secret filled into request bodies, inside `register-webhook` only.
+    secret: Option<SecretFill>,
 }
 
 impl PluginState {
@@ -345,7 +446,11 @@ impl PluginState {
             return Err(GateError::Denied(cap));
         }
         self.requests += 1;
-        let result = gate.send(req);
+        let filled = self.secret.as_ref().and_then(|f| f.fill(req));
+        let mut result = gate.send(filled.as_ref().unwrap_or(req));
+        if let (Ok(resp), Some(fill)) = (&mut result, &self.secret) {
+            fill.mask(resp);
+        }
         if let Ok(resp) = &result {
             self.response_bytes = self.response_bytes.saturating_add(resp.body.len() as u64);
             if self.response_bytes > MAX_RESPONSE_BYTES_PER_CALL {
@@ -691,16 +796,14 @@ impl LoadedProvider {
         gate: Option<Arc<HttpGate>>,
         f: impl FnOnce(&dyn ProviderCalls, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, ProviderError> {
-        self.call_with(gate, true, None, f)
+        self.call_with(gate, Grants::default(), f)
     }
 
-    /// [`call`](Self::call), granting the call writes (as far as `gate` allows
-    /// them) unless `reads_only`, and the `files` import when given.
+    /// [`call`](Self::call), with what `grants` adds.
     fn call_with<T>(
         &self,
         gate: Option<Arc<HttpGate>>,
-        reads_only: bool,
-        files: Option<FileGrant>,
+        grants: Grants,
         f: impl FnOnce(&dyn ProviderCalls, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, ProviderError> {
         let provider = if self.info.id.is_empty() {
@@ -727,8 +830,9 @@ impl LoadedProvider {
             requests: 0,
             response_bytes: 0,
             exceeded: None,
-            reads_only,
-            files,
+            reads_only: !grants.writes,
+            files: grants.files,
+            secret: grants.secret,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -1034,7 +1138,7 @@ impl ProviderSession<'_> {
         let conn = &self.conn;
         let repo = self
             .provider
-            .call_with(Some(self.gate.clone()), false, None, |g, s| {
+            .call_with(Some(self.gate.clone()), Grants::writing(), |g, s| {
                 g.create_repository(s, conn, new)
             })??;
         self.provider.check_returned(
@@ -1090,9 +1194,14 @@ impl ProviderSession<'_> {
         };
         let outcomes =
             self.provider
-                .call_with(Some(self.gate.clone()), false, Some(grant), |g, s| {
-                    g.restore_documents(s, conn, &query)
-                })??;
+                .call_with(
+                    Some(self.gate.clone()),
+                    Grants {
+                        files: Some(grant),
+                        ..Grants::writing()
+                    },
+                    |g, s| g.restore_documents(s, conn, &query),
+                )??;
         let bytes = outcomes
             .iter()
             .map(|o| {
@@ -1112,6 +1221,40 @@ impl ProviderSession<'_> {
             bytes,
         )?;
         Ok(outcomes)
+    }
+
+    /// Registers a push webhook on `scope` posting to `url`, signed with
+    /// `secret`. The provider sees only a placeholder; the host fills the secret
+    /// into the request bodies of this call, which may write (as far as the
+    /// gate allows).
+    pub fn register_webhook(
+        &self,
+        scope: &str,
+        url: &str,
+        secret: secrecy::SecretString,
+        description: &str,
+    ) -> Result<WebhookRegistered, ProviderError> {
+        let conn = &self.conn;
+        let fill = SecretFill::new(secret);
+        let hook = WebhookRequest {
+            url: url.to_string(),
+            secret_placeholder: fill.placeholder.clone(),
+            description: description.to_string(),
+        };
+        let grants = Grants {
+            secret: Some(fill),
+            ..Grants::writing()
+        };
+        let registered = self
+            .provider
+            .call_with(Some(self.gate.clone()), grants, |g, s| {
+                g.register_webhook(s, conn, scope, &hook)
+            })??;
+        self.provider.check_returned(
+            &format!("its answer for the webhook on {scope}"),
+            registered.target.len() + registered.id.len(),
+        )?;
+        Ok(registered)
     }
 }
 
@@ -1190,7 +1333,41 @@ mod tests {
         let worlds = world_directories();
         let declared: Vec<&str> = worlds.iter().rev().map(|(_, v)| v.as_str()).collect();
         assert_eq!(hosted, declared, "directories: {worlds:?}");
-        assert_eq!(supported_versions(), "0.4.0, 0.3.0, 0.2.0, 0.1.0");
+        assert_eq!(supported_versions(), "0.5.0, 0.4.0, 0.3.0, 0.2.0, 0.1.0");
+    }
+
+    #[test]
+    fn a_webhook_secret_is_filled_in_on_the_way_out_and_masked_on_the_way_back() {
+        let fill = SecretFill::new(secrecy::SecretString::from("s3cr3t-hex".to_string()));
+        let body = format!(r#"{{"url":"u","secret":"{}"}}"#, fill.placeholder);
+        let req = Request {
+            method: "POST".into(),
+            url: "https://api.example/hooks".into(),
+            headers: Vec::new(),
+            body: Some(body.into_bytes()),
+        };
+        let sent = fill.fill(&req).expect("the body holds the placeholder");
+        assert_eq!(sent.body.as_deref(), Some(&br#"{"url":"u","secret":"s3cr3t-hex"}"#[..]));
+        assert_eq!(sent.url, req.url);
+        let plain = Request {
+            body: Some(b"{}".to_vec()),
+            ..req.clone()
+        };
+        assert!(fill.fill(&plain).is_none(), "nothing to fill");
+        let mut echoed = Response {
+            status: 201,
+            headers: Vec::new(),
+            body: br#"{"secret":"s3cr3t-hex","again":"s3cr3t-hex"}"#.to_vec(),
+        };
+        fill.mask(&mut echoed);
+        let text = String::from_utf8(echoed.body).expect("utf-8");
+        assert!(!text.contains("s3cr3t-hex"), "{text}");
+        assert_eq!(text.matches(&fill.placeholder).count(), 2);
+        assert_ne!(
+            fill.placeholder,
+            SecretFill::new(secrecy::SecretString::from("x".to_string())).placeholder,
+            "each call gets its own placeholder"
+        );
     }
 
     #[test]
@@ -1205,7 +1382,7 @@ mod tests {
         assert_eq!(
             err,
             "it exports no reposafe:provider/provider interface (its exports: none); \
-             supported versions: 0.4.0, 0.3.0, 0.2.0, 0.1.0"
+             supported versions: 0.5.0, 0.4.0, 0.3.0, 0.2.0, 0.1.0"
         );
     }
 }

@@ -32,6 +32,7 @@ shared_glue!(imports: "http.send and log.log");
 impl ProviderCalls for Calls {
     common_calls!();
     no_restore_calls!();
+    no_webhook_calls!();
     no_metadata_calls!();
 
     principal_call!();

@@ -36,6 +36,7 @@ metadata_glue!();
 impl ProviderCalls for Calls {
     common_calls!();
     no_restore_calls!();
+    no_webhook_calls!();
     principal_call!();
     metadata_calls!();
 }
