@@ -1,12 +1,13 @@
 //! reposafe provider component for Bitbucket Cloud.
 //!
-//! Implements the `provider-plugin` world of `wit/v0.4/provider.wit`: it describes
+//! Implements the `provider-plugin` world of `wit/v0.5/provider.wit`: it describes
 //! the settings and credential kinds a Bitbucket Cloud connection uses, lists
 //! the workspaces a credential can see (`GET /2.0/user/workspaces`) and the
 //! repositories of one workspace (`GET /2.0/repositories/{workspace}`), (in
 //! [`meta`]) what else a repository and a workspace hold: wiki, LFS server,
 //! pull requests, issues, settings, and (in [`restore`]) restores into Bitbucket
-//! Cloud: finds and creates repositories and writes backed-up metadata back.
+//! Cloud: finds and creates repositories and writes backed-up metadata back, and
+//! (in [`hooks`], world 0.5.0) registers reposafe's push webhook on a workspace.
 //!
 //! The only capabilities are the host's `http.send`, `log.log` and (inside
 //! `restore-documents`) `files.read` imports; the
@@ -19,6 +20,7 @@ mod api;
 mod budget;
 #[path = "../../shared/documents.rs"]
 mod documents;
+mod hooks;
 mod meta;
 mod restore;
 #[path = "../../shared/time.rs"]
@@ -26,7 +28,7 @@ mod time;
 mod zip;
 
 wit_bindgen::generate!({
-    path: "../../wit/v0.4",
+    path: "../../wit/v0.5",
     world: "provider-plugin",
 });
 
@@ -37,6 +39,7 @@ use reposafe::provider::types::{
     AuthScheme, Connection, CredentialKind, CredentialSupport, DocumentPage, MetadataKind,
     NewRepository, ProviderError, ProviderInfo, Repository, RepositoryPage, RepositoryParts,
     RestoreContext, RestoreDocument, RestoreKind, RestoredDocument, Scope, Setting,
+    WebhookRegistered, WebhookRequest,
 };
 
 /// Setting names.
@@ -242,6 +245,14 @@ impl Guest for Component {
     ) -> Result<Vec<RestoredDocument>, ProviderError> {
         restore::restore(&conn, &repo, &kind, &context, &documents)
     }
+
+    fn register_webhook(
+        conn: Connection,
+        scope: String,
+        hook: WebhookRequest,
+    ) -> Result<WebhookRegistered, ProviderError> {
+        hooks::register(&conn, &scope, &hook)
+    }
 }
 
 /// The REST API base URL of a connection.
@@ -389,6 +400,8 @@ fn encode_path_segment(s: &str) -> String {
 enum Purpose<'a> {
     Workspaces,
     Repositories(&'a str),
+    /// A workspace's webhooks (world 0.5.0, `register-webhook`).
+    Webhooks(&'a str),
     /// `GET /2.0/user`: whose account the credential is.
     Account,
     /// A repository's or workspace's metadata.
@@ -422,6 +435,7 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
     let target = match purpose {
         Purpose::Workspaces => "the workspace list".to_string(),
         Purpose::Repositories(ws) => format!("the repositories of workspace `{ws}`"),
+        Purpose::Webhooks(ws) => format!("the webhooks of workspace `{ws}`"),
         Purpose::Account => "the credential's account (GET /2.0/user)".to_string(),
         Purpose::Metadata => format!("GET {url}"),
     };
@@ -438,6 +452,7 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
                 "the credential may not list the repositories of workspace `{ws}` (403); check \
                  its permissions and scopes (repository read access is needed)"
             ),
+            Purpose::Webhooks(ws) => hooks::forbidden(ws, body, url),
             Purpose::Account => "the credential may not read its account (403); give it the \
                                  `account:read` scope"
                 .to_string(),
@@ -445,7 +460,9 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
         }),
         404 => ProviderError::NotFound(match purpose {
             Purpose::Workspaces => format!("{url} was not found (404)"),
-            Purpose::Repositories(ws) => format!("workspace `{ws}` was not found (404)"),
+            Purpose::Repositories(ws) | Purpose::Webhooks(ws) => {
+                format!("workspace `{ws}` was not found (404)")
+            }
             Purpose::Account | Purpose::Metadata => format!("{url} was not found (404)"),
         }),
         410 => ProviderError::Gone(format!(

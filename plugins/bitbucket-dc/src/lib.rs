@@ -1,6 +1,6 @@
 //! reposafe provider component for Bitbucket Data Center (and Server).
 //!
-//! Implements the `provider-plugin` world of `wit/v0.4/provider.wit`: it describes
+//! Implements the `provider-plugin` world of `wit/v0.5/provider.wit`: it describes
 //! the settings and credential kinds a Data Center connection uses, lists the
 //! projects a credential can see (`GET /rest/api/1.0/projects`), the personal
 //! projects (`~USER`) of the personal repositories it can see
@@ -9,7 +9,8 @@
 //! repository and a project hold: LFS server, pull requests, settings; and (in
 //! [`restore`], world 0.4.0) restoring into the server: finding and creating a
 //! repository, writing back the `repository` and `pullrequests` documents of a
-//! snapshot of this provider or of Bitbucket Cloud.
+//! snapshot of this provider or of Bitbucket Cloud; and (in [`hooks`], world
+//! 0.5.0) registering reposafe's push webhook on a project.
 //!
 //! Paging uses `start`/`limit` and continues only from the page's own
 //! `nextPageStart`; a page that says `isLastPage: false` without a
@@ -23,13 +24,14 @@ mod api;
 mod budget;
 #[path = "../../shared/documents.rs"]
 mod documents;
+mod hooks;
 mod meta;
 mod restore;
 #[path = "../../shared/time.rs"]
 mod time;
 
 wit_bindgen::generate!({
-    path: "../../wit/v0.4",
+    path: "../../wit/v0.5",
     world: "provider-plugin",
 });
 
@@ -41,6 +43,7 @@ use reposafe::provider::types::{
     AuthScheme, Connection, CredentialKind, CredentialSupport, DocumentPage, MetadataKind,
     NewRepository, ProviderError, ProviderInfo, Repository, RepositoryPage, RepositoryParts,
     RestoreContext, RestoreDocument, RestoreKind, RestoredDocument, Scope, Setting,
+    WebhookRegistered, WebhookRequest,
 };
 
 /// Setting names.
@@ -251,6 +254,14 @@ impl Guest for Component {
         documents: Vec<RestoreDocument>,
     ) -> Result<Vec<RestoredDocument>, ProviderError> {
         restore::restore(&conn, &repo, &kind, &context, &documents)
+    }
+
+    fn register_webhook(
+        conn: Connection,
+        scope: String,
+        hook: WebhookRequest,
+    ) -> Result<WebhookRegistered, ProviderError> {
+        hooks::register(&conn, &scope, &hook)
     }
 }
 
@@ -502,6 +513,8 @@ enum Purpose<'a> {
     Projects,
     AllRepositories,
     Repositories(&'a str),
+    /// A project's webhooks (world 0.5.0, `register-webhook`).
+    Webhooks(&'a str),
     /// A repository's or project's metadata, at this URL.
     Metadata(&'a str),
 }
@@ -512,6 +525,7 @@ impl Purpose<'_> {
             Purpose::Projects => "the project list".to_string(),
             Purpose::AllRepositories => "the list of repositories (personal ones)".to_string(),
             Purpose::Repositories(key) => format!("the repositories of project `{key}`"),
+            Purpose::Webhooks(key) => format!("the webhooks of project `{key}`"),
             Purpose::Metadata(url) => format!("GET {url}"),
         }
     }
@@ -542,6 +556,11 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
         return None;
     }
     let target = purpose.target();
+    if let Purpose::Webhooks(key) = purpose {
+        if status == 403 || (status == 401 && is_authorisation_exception(body)) {
+            return Some(ProviderError::Forbidden(hooks::forbidden(key, body)));
+        }
+    }
     Some(match status {
         401 => ProviderError::Unauthorized(format!(
             "the credential was refused by Bitbucket Data Center (401) for {target}; check that \
@@ -553,7 +572,9 @@ fn status_error(status: u16, body: &[u8], url: &str, purpose: &Purpose) -> Optio
              REPO_READ permission"
         )),
         404 => ProviderError::NotFound(match purpose {
-            Purpose::Repositories(key) => format!("project `{key}` was not found (404)"),
+            Purpose::Repositories(key) | Purpose::Webhooks(key) => {
+                format!("project `{key}` was not found (404)")
+            }
             _ => format!(
                 "{url} was not found (404); check `{SETTING_BASE}` (including any context path)"
             ),

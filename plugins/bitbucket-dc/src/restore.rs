@@ -832,7 +832,7 @@ fn get_page(url: &str) -> Result<Vec<Value>, ProviderError> {
         .unwrap_or_default())
 }
 /// Sends `body` as JSON with `method` to `url`, counted against the call's budget.
-fn send_json(method: &str, url: &str, body: &Value) -> Result<Response, ProviderError> {
+pub(crate) fn send_json(method: &str, url: &str, body: &Value) -> Result<Response, ProviderError> {
     let req = Request {
         method: method.to_string(),
         url: url.to_string(),

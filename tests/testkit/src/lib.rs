@@ -28,6 +28,7 @@ pub mod cloud;
 pub mod dc;
 pub mod files;
 pub mod gitutil;
+pub mod hookpost;
 pub mod httputil;
 pub mod lfs;
 pub mod metadata;

@@ -279,7 +279,7 @@ fn send(method: &str, url: &str, body: Option<(&str, Vec<u8>)>) -> Result<Respon
     Ok(resp)
 }
 
-fn send_json(method: &str, url: &str, body: &Value) -> Result<Response, ProviderError> {
+pub(crate) fn send_json(method: &str, url: &str, body: &Value) -> Result<Response, ProviderError> {
     send(
         method,
         url,
@@ -331,7 +331,7 @@ fn refusal(method: &str, url: &str, resp: &Response) -> String {
 }
 
 /// The server's message (`error.message`, with `error.fields` when given) or an excerpt.
-fn message(body: &[u8]) -> String {
+pub(crate) fn message(body: &[u8]) -> String {
     let value: Value = serde_json::from_slice(body).unwrap_or_default();
     let Some(m) = value.pointer("/error/message").and_then(Value::as_str) else {
         return crate::excerpt(body);

@@ -68,10 +68,12 @@ use crate::lfs::{self, LfsStore};
 use crate::metadata::{self, RepoMetadata, Spec};
 use crate::tempdir::TempDir;
 
+mod hooks;
 mod import;
 pub mod meta;
 mod oauth;
 mod write;
+pub use hooks::NOT_OWNER_MESSAGE;
 pub use meta::{MAX_ACTIVITY_PAGELEN, MAX_PR_PAGELEN, NO_ISSUE_TRACKER};
 
 /// Cloud's message of a 403 for a credential without the scope an endpoint requires
@@ -246,6 +248,8 @@ struct State {
     scopes: Vec<(String, Vec<String>)>,
     /// Principals or credential secrets that may read but not push (receive-pack → 403).
     read_only: Vec<String>,
+    /// Workspace webhooks (see [`hooks`]).
+    hooks: hooks::Hooks,
 }
 
 struct Shared {
@@ -1193,6 +1197,10 @@ fn api(shared: &Shared, call: &ApiCall) -> Outcome {
         return Outcome::api(too_many(), principal);
     }
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    if let ["workspaces", ws, "hooks", rest @ ..] = p.as_slice() {
+        let resp = hooks::api(&shared.base_url, &mut st, (&ident, &cred), call, (ws, rest));
+        return Outcome::api(resp, principal);
+    }
     if let ["repositories", ws, slug, rest @ ..] = p.as_slice() {
         if write::handles(method, rest) {
             let resp = write_api(shared, &mut st, (&ident, &cred), call, (ws, slug, rest));
