@@ -3,7 +3,10 @@
 //! backup of the pushed repository after the debounce delay — one for a burst;
 //! missing or bad signatures are refused (401) and queue nothing; unknown
 //! connections 404; pings answered; floods rate limited (429 + Retry-After); Data
-//! Center's `repo:refs_changed` as well as Cloud's `repo:push`.
+//! Center's `repo:refs_changed` as well as Cloud's `repo:push`. The daemon registers
+//! its webhook in Bitbucket itself (Cloud workspace hooks, DC project webhooks) when
+//! the credential may, names the missing scope or permission when it may not, and
+//! the doubles' own signed deliveries then queue backups.
 
 mod common;
 
@@ -57,6 +60,22 @@ fn jobs(d: &Served) -> Vec<Value> {
         .as_array()
         .expect("jobs")
         .clone()
+}
+
+/// Waits (15 s at most) until more than `before` jobs are listed; the newest one.
+fn next_job(d: &Served, before: usize, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all = jobs(d);
+        if all.len() > before {
+            return all[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} queued no backup: {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn actions(d: &Served) -> Vec<(String, String, String)> {
@@ -129,14 +148,7 @@ fn a_burst_of_signed_pushes_queues_exactly_one_backup_of_that_repository() {
     }
     // Nothing is queued until the delay after the last push has passed.
     assert_eq!(jobs(&d).len(), before, "queued before the debounce delay");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while jobs(&d).len() == before {
-        assert!(
-            Instant::now() < deadline,
-            "no backup was queued after the pushes"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    next_job(&d, before, "the pushes");
     std::thread::sleep(Duration::from_millis(2500));
     let all = jobs(&d);
     assert_eq!(all.len(), before + 1, "one backup for the burst: {all:#?}");
@@ -161,6 +173,107 @@ fn a_burst_of_signed_pushes_queues_exactly_one_backup_of_that_repository() {
         log.contains(&(hook_actor, "run.submit".into(), id)),
         "{log:?}"
     );
+    assert!(
+        !d.log_text().contains(&secret),
+        "the secret appeared in the log"
+    );
+}
+
+/// Asks the daemon to register the connection's webhook in Bitbucket at its own URL.
+fn register(d: &Served, connection: &str) -> Answer {
+    let path = format!("/api/v1/connections/{connection}/webhook/register");
+    d.api("POST", &path, Some(json!({ "url": d.url })))
+}
+
+#[test]
+fn the_daemon_registers_its_webhook_in_bitbucket_and_the_next_push_is_backed_up() {
+    let (server, _src, rs, d) = cloud_daemon();
+    let repo = first_repo(&d);
+    let hook_url = format!("{}/hooks/{WS}", d.url);
+
+    // A credential without the webhook scope: a clear error naming it, nothing added.
+    server.restrict_scopes("acct-1", &["account", "repository", "pullrequest", "issue"]);
+    let a = register(&d, WS);
+    assert!(a.status >= 400, "{} {}", a.status, a.body);
+    let msg = a.body["error"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("`webhook` scope") && msg.contains("write:webhook:bitbucket"),
+        "{msg}"
+    );
+    assert!(server.workspace_hooks(WS).is_empty());
+
+    // With the scope: one webhook on the workspace, for pushes, with the secret set.
+    let scopes = ["account", "repository", "pullrequest", "issue", "webhook"];
+    server.restrict_scopes("acct-1", &scopes);
+    let a = register(&d, WS);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["url"], hook_url.as_str());
+    assert_eq!(a.body["registered"][0]["target"], format!("workspace {WS}"));
+    assert_eq!(a.body["registered"][0]["updated"], false);
+    assert_eq!(a.body["failed"], json!([]));
+    let hooks = server.workspace_hooks(WS);
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    let (uuid, url, events, secret_set) = &hooks[0];
+    assert_eq!(
+        (url, events, *secret_set),
+        (&hook_url, &vec!["repo:push".to_string()], true)
+    );
+    assert_eq!(a.body["registered"][0]["id"], uuid.as_str());
+
+    // Again, from the CLI (through the daemon): the same webhook is updated, not doubled.
+    let cli = rs
+        .run(&["connection", "webhook", WS, "--register", "--url", &d.url])
+        .ok();
+    assert!(
+        cli.stdout
+            .contains(&format!("updated: webhook {uuid} on workspace {WS}")),
+        "{}",
+        cli.stdout
+    );
+    assert!(cli.stdout.contains("loopback address"), "{}", cli.stdout);
+    assert_eq!(server.workspace_hooks(WS).len(), 1);
+
+    // Bitbucket signs its delivery with the secret it was given — the real one, not the
+    // placeholder the provider saw: the daemon accepts it and backs the repository up.
+    let before = jobs(&d).len();
+    let statuses = server.deliver_push(&repo);
+    assert_eq!(statuses, [202]);
+    let job = next_job(&d, before, "the delivered push");
+    assert_eq!(job["trigger"], "webhook");
+    assert_eq!(
+        job["kind"]["targets"],
+        json!([{ "connection": WS, "only": [repo] }])
+    );
+    let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let log = actions(&d);
+    let registered = log
+        .iter()
+        .filter(|(_, a, _)| a == "webhook.register")
+        .count();
+    assert_eq!(registered, 2, "{log:?}");
+
+    // A read-only connection never writes to Bitbucket: refused before any request.
+    rs.run(&["connection", "edit", WS, "--read-only", "true"])
+        .ok();
+    server.clear_log();
+    let a = register(&d, WS);
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body["error"].as_str().unwrap_or("").contains("read-only"),
+        "{}",
+        a.body
+    );
+    assert!(
+        server.request_log().is_empty(),
+        "{:?}",
+        server.request_log().len()
+    );
+
+    let secret = d.ok("GET", &format!("/api/v1/connections/{WS}/webhook"), None)["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
     assert!(
         !d.log_text().contains(&secret),
         "the secret appeared in the log"
@@ -343,14 +456,7 @@ fn data_center_refs_changed_backs_up_the_pushed_repository() {
     );
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(a.body["queued"], "PRJ/two");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let job = loop {
-        if let Some(j) = jobs(&d).first() {
-            break j.clone();
-        }
-        assert!(Instant::now() < deadline, "no backup was queued");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let job = next_job(&d, 0, "the refs_changed event");
     assert_eq!(job["trigger"], "webhook");
     let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
     assert_eq!(done["state"], "succeeded", "{done}");
@@ -362,4 +468,38 @@ fn data_center_refs_changed_backs_up_the_pushed_repository() {
         .filter_map(|r| r["repository"].as_str())
         .collect();
     assert_eq!(names, ["PRJ/two"], "{results}");
+
+    // Registering the webhook on the project needs PROJECT_ADMIN: named when missing.
+    let a = register(&d, "dc");
+    assert!(a.status >= 400, "{} {}", a.status, a.body);
+    let msg = a.body["error"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("PROJECT_ADMIN") && msg.contains("PRJ"),
+        "{msg}"
+    );
+    assert!(server.project_hooks("PRJ").is_empty());
+    server.grant_admin("jdoe", "PRJ");
+    let hook_url = format!("{}/hooks/dc", d.url);
+    for updated in [false, true] {
+        let a = register(&d, "dc");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["registered"][0]["target"], "project PRJ");
+        assert_eq!(a.body["registered"][0]["updated"], updated);
+        let hooks = server.project_hooks("PRJ");
+        assert_eq!(hooks.len(), 1, "{hooks:?}");
+        let (_, url, events, secret_set) = &hooks[0];
+        assert_eq!(
+            (url, events.as_slice(), *secret_set),
+            (&hook_url, &["repo:refs_changed".to_string()][..], true)
+        );
+    }
+    // Data Center's own delivery, signed with the secret it was given, backs `one` up.
+    assert_eq!(server.deliver_refs_changed("PRJ", "one"), [202]);
+    let second = next_job(&d, 1, "Data Center's delivery");
+    let done = d.wait_job(second["id"].as_u64().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        second["kind"]["targets"],
+        json!([{ "connection": "dc", "only": ["PRJ/one"] }])
+    );
 }

@@ -10,11 +10,11 @@ use super::{
     ApiError, ChannelBody, ReqBody,
 };
 use crate::engine::audit::{Actor, AuditQuery};
-use crate::engine::service::{RegisterWebhook, SetNotifications};
 use crate::engine::service::{
     AddConnection, AddCredential, EditConnection, ExportRequest, OAuthBegin, OAuthFinish,
     RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
+use crate::engine::service::{RegisterWebhook, SetNotifications};
 use crate::engine::{LocalService, Service};
 use crate::state::PlanSpec;
 use http_body_util::BodyExt;

@@ -494,7 +494,8 @@ fn register_webhook(
         .map(str::to_string);
     let Some(base) = url.or(daemon_base) else {
         bail!(
-            "--url is needed: no daemon serves this data dir, so give the address Bitbucket              reaches `reposafe serve` at (e.g. --url https://backup.example.com)"
+            "--url is needed: no daemon serves this data dir, so give the address Bitbucket \
+             reaches `reposafe serve` at (e.g. --url https://backup.example.com)"
         );
     };
     let done = service.register_webhook(name, RegisterWebhook { url: base })?;

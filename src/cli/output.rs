@@ -633,7 +633,8 @@ pub fn webhook_registered(done: &crate::engine::service::WebhookRegistration) {
         let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
         if local {
             println!(
-                "note: {} is this machine's loopback address; Bitbucket Cloud cannot reach it                  (use --url with the address it can reach)",
+                "note: {} is this machine's loopback address; Bitbucket Cloud cannot reach it \
+                 (use --url with the address it can reach)",
                 done.url
             );
         }

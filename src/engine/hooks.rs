@@ -101,7 +101,9 @@ pub fn register(
         return Err(EngineError::Field {
             field: "connection".into(),
             message: format!(
-                "connection {connection} is read-only (read_only = true): reposafe never writes                  to it, so it cannot register the webhook; add it in Bitbucket by hand with the                  URL and secret of `reposafe connection webhook {connection}`"
+                "connection {connection} is read-only (read_only = true): reposafe never writes \
+                 to it, so it cannot register the webhook; add it in Bitbucket by hand with \
+                 the URL and secret of `reposafe connection webhook {connection}`"
             ),
         });
     }
@@ -113,10 +115,11 @@ pub fn register(
         .unseal(&ctx.state.sealed_credential(&conn.name)?)?;
     let tls = super::connections::tls_for(ctx, &conn.name)?;
     let gate = super::connections::gate_for(ctx, &conn, cred, &tls)?.allowing_writes();
-    let session =
-        ctx.providers
-            .get(&conn.provider)?
-            .session(&conn.settings, conn.credential_kind, Arc::new(gate));
+    let session = ctx.providers.get(&conn.provider)?.session(
+        &conn.settings,
+        conn.credential_kind,
+        Arc::new(gate),
+    );
     let mut registered = Vec::new();
     let mut errors = Vec::new();
     for scope in session.list_scopes()? {
@@ -396,7 +399,13 @@ mod tests {
             hook_url(" http://10.0.0.5:8720 ", "dc-1").unwrap(),
             "http://10.0.0.5:8720/hooks/dc-1"
         );
-        for bad in ["", "backup.example.com", "ftp://h", "https://u:p@h", "https://h/?x=1"] {
+        for bad in [
+            "",
+            "backup.example.com",
+            "ftp://h",
+            "https://u:p@h",
+            "https://h/?x=1",
+        ] {
             let e = hook_url(bad, "acme").unwrap_err().to_string();
             assert!(e.contains("url"), "{bad}: {e}");
         }

@@ -667,7 +667,8 @@ macro_rules! restore_calls {
             source_provider: &str,
         ) -> wasmtime::Result<Result<Vec<$crate::providers::RestoreKind>, ProviderError>> {
             let g = self.0.reposafe_provider_provider();
-            let kinds = g.call_restorable_kinds(store, &connection_to_wit(conn), source_provider)?;
+            let kinds =
+                g.call_restorable_kinds(store, &connection_to_wit(conn), source_provider)?;
             Ok(Ok(kinds
                 .into_iter()
                 .map(|k| $crate::providers::RestoreKind {

@@ -1136,11 +1136,11 @@ impl ProviderSession<'_> {
     /// when it exists. The call may write, as far as the gate allows.
     pub fn create_repository(&self, new: &NewRepository) -> Result<Repository, ProviderError> {
         let conn = &self.conn;
-        let repo = self
-            .provider
-            .call_with(Some(self.gate.clone()), Grants::writing(), |g, s| {
-                g.create_repository(s, conn, new)
-            })??;
+        let repo =
+            self.provider
+                .call_with(Some(self.gate.clone()), Grants::writing(), |g, s| {
+                    g.create_repository(s, conn, new)
+                })??;
         self.provider.check_returned(
             &format!(
                 "its answer for the new repository {}/{}",
@@ -1192,16 +1192,14 @@ impl ProviderSession<'_> {
             ctx,
             docs,
         };
-        let outcomes =
-            self.provider
-                .call_with(
-                    Some(self.gate.clone()),
-                    Grants {
-                        files: Some(grant),
-                        ..Grants::writing()
-                    },
-                    |g, s| g.restore_documents(s, conn, &query),
-                )??;
+        let outcomes = self.provider.call_with(
+            Some(self.gate.clone()),
+            Grants {
+                files: Some(grant),
+                ..Grants::writing()
+            },
+            |g, s| g.restore_documents(s, conn, &query),
+        )??;
         let bytes = outcomes
             .iter()
             .map(|o| {
@@ -1347,7 +1345,10 @@ mod tests {
             body: Some(body.into_bytes()),
         };
         let sent = fill.fill(&req).expect("the body holds the placeholder");
-        assert_eq!(sent.body.as_deref(), Some(&br#"{"url":"u","secret":"s3cr3t-hex"}"#[..]));
+        assert_eq!(
+            sent.body.as_deref(),
+            Some(&br#"{"url":"u","secret":"s3cr3t-hex"}"#[..])
+        );
         assert_eq!(sent.url, req.url);
         let plain = Request {
             body: Some(b"{}".to_vec()),

@@ -24,6 +24,20 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+/// A delivery of `body` to `url` with `headers`, plus `X-Hub-Signature` when the
+/// hook has a `secret`; the answer's status (see [`post`]).
+pub fn deliver(
+    url: &str,
+    mut headers: Vec<(&str, String)>,
+    secret: Option<&str>,
+    body: &[u8],
+) -> u16 {
+    if let Some(secret) = secret {
+        headers.push(("X-Hub-Signature", sign(secret, body)));
+    }
+    post(url, &headers, body)
+}
+
 /// POSTs `body` to the `http://host:port/path` `url` with `headers` (plus
 /// `Host`, `Content-Length`, `Connection: close`); the answer's status, `0`
 /// when there was none (bad URL, refused connection, no status line).

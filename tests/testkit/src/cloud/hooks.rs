@@ -20,7 +20,8 @@ use crate::hookpost;
 use crate::httputil::{self, Body};
 
 /// Cloud's answer to a workspace member (not an owner) managing workspace webhooks.
-pub const NOT_OWNER_MESSAGE: &str = "You must be an admin of this workspace to manage its webhooks.";
+pub const NOT_OWNER_MESSAGE: &str =
+    "You must be an admin of this workspace to manage its webhooks.";
 
 /// The events the double accepts (a subset of Cloud's).
 const KNOWN_EVENTS: &[&str] = &[
@@ -63,17 +64,27 @@ pub(super) fn api(
     (ws, rest): (&str, &[&str]),
 ) -> Response<Body> {
     if !st.workspaces.contains_key(ws) {
-        return error(StatusCode::NOT_FOUND, &format!("No workspace with identifier '{ws}'."));
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("No workspace with identifier '{ws}'."),
+        );
     }
     if !ident.can_see(st, ws) {
-        return error(StatusCode::FORBIDDEN, "You do not have access to this workspace.");
+        return error(
+            StatusCode::FORBIDDEN,
+            "You do not have access to this workspace.",
+        );
     }
     if let Some(denied) = scope_denied(st, ident, cred, "webhook") {
         return denied;
     }
     let owner = match &ident.kind {
         Kind::AccessToken(own) => own == ws,
-        _ => !st.hooks.members.iter().any(|(p, w)| *p == ident.principal && w == ws),
+        _ => !st
+            .hooks
+            .members
+            .iter()
+            .any(|(p, w)| *p == ident.principal && w == ws),
     };
     if !owner {
         return error(StatusCode::FORBIDDEN, NOT_OWNER_MESSAGE);
@@ -81,7 +92,13 @@ pub(super) fn api(
     let method = call.method;
     match rest {
         [] if method == Method::GET => {
-            let items = st.hooks.hooks.iter().filter(|h| h.ws == ws).map(|h| hook_json(base, h)).collect();
+            let items = st
+                .hooks
+                .hooks
+                .iter()
+                .filter(|h| h.ws == ws)
+                .map(|h| hook_json(base, h))
+                .collect();
             let path = format!("/2.0/workspaces/{}/hooks", httputil::percent_encode(ws));
             paginate(items, base, &path, call.params)
         }
@@ -99,18 +116,23 @@ fn one(
     (ws, uid): (&str, &str),
     call: &ApiCall,
 ) -> Response<Body> {
-    let Some(i) = st.hooks.hooks.iter().position(|h| h.ws == ws && h.uuid == uid) else {
+    let Some(i) = st
+        .hooks
+        .hooks
+        .iter()
+        .position(|h| h.ws == ws && h.uuid == uid)
+    else {
         return error(StatusCode::NOT_FOUND, &format!("Webhook {uid} not found"));
     };
-    match call.method {
-        &Method::GET => json_response(StatusCode::OK, &hook_json(base, &st.hooks.hooks[i])),
-        &Method::DELETE => {
+    match *call.method {
+        Method::GET => json_response(StatusCode::OK, &hook_json(base, &st.hooks.hooks[i])),
+        Method::DELETE => {
             st.hooks.hooks.remove(i);
             let mut r = Response::new(httputil::full(""));
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
-        &Method::PUT => {
+        Method::PUT => {
             let mut hook = st.hooks.hooks[i].clone();
             if let Err(bad) = apply(st, (ident, cred), &mut hook, call.body, false) {
                 return *bad;
@@ -146,7 +168,11 @@ fn create(
     st.hooks.hooks.push(hook.clone());
     let v = hook_json(base, &hook);
     let mut r = json_response(StatusCode::CREATED, &v);
-    if let Some(Ok(loc)) = v.pointer("/links/self/href").and_then(Value::as_str).map(HeaderValue::from_str) {
+    if let Some(Ok(loc)) = v
+        .pointer("/links/self/href")
+        .and_then(Value::as_str)
+        .map(HeaderValue::from_str)
+    {
         r.headers_mut().insert(LOCATION, loc);
     }
     r
@@ -170,14 +196,22 @@ fn apply(
     };
     let v: Value = serde_json::from_slice(body).map_err(|_| bad("body", "Malformed JSON body"))?;
     match v.get("url") {
-        Some(Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => hook.url = u.clone(),
+        Some(Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => {
+            hook.url = u.clone()
+        }
         None if !create => {}
         _ => return Err(bad("url", "Enter a valid URL.")),
     }
     match v.get("events").and_then(Value::as_array) {
         Some(list) if !list.is_empty() => {
-            let events: Vec<String> = list.iter().filter_map(Value::as_str).map(String::from).collect();
-            if events.len() != list.len() || events.iter().any(|e| !KNOWN_EVENTS.contains(&e.as_str())) {
+            let events: Vec<String> = list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect();
+            if events.len() != list.len()
+                || events.iter().any(|e| !KNOWN_EVENTS.contains(&e.as_str()))
+            {
                 return Err(bad("events", "Unknown event type."));
             }
             hook.events = events;
@@ -228,8 +262,10 @@ fn push_payload(full_name: &str, repo_uuid: &str) -> Vec<u8> {
     let (ws, slug) = full_name.split_once('/').unwrap_or((full_name, ""));
     let actor = json!({"type": "user", "display_name": "Jo Doe", "nickname": "jdoe",
         "uuid": "{00000000-0000-4000-8000-000000000001}", "account_id": "557058:jdoe"});
-    let target = |hash: &str| json!({"type": "commit", "hash": hash, "message": "change\n",
-        "date": "2026-01-01T00:00:00+00:00", "author": {"type": "author", "raw": "Jo Doe <jo@example.com>"}});
+    let target = |hash: &str| {
+        json!({"type": "commit", "hash": hash, "message": "change\n",
+        "date": "2026-01-01T00:00:00+00:00", "author": {"type": "author", "raw": "Jo Doe <jo@example.com>"}})
+    };
     json!({
         "actor": actor,
         "repository": {"type": "repository", "full_name": full_name, "name": slug,
@@ -251,7 +287,11 @@ impl CloudServer {
     /// Makes `principal` a member, not an owner, of workspace `ws`: its webhook requests
     /// there answer 403 ([`NOT_OWNER_MESSAGE`]). Principals are owners by default.
     pub fn set_workspace_member(&self, principal: &str, ws: &str) {
-        self.shared.lock().hooks.members.push((principal.to_string(), ws.to_string()));
+        self.shared
+            .lock()
+            .hooks
+            .members
+            .push((principal.to_string(), ws.to_string()));
     }
 
     /// The webhooks of workspace `ws`: (uuid, url, events, whether a secret is set).
@@ -261,7 +301,14 @@ impl CloudServer {
             .hooks
             .iter()
             .filter(|h| h.ws == ws)
-            .map(|h| (h.uuid.clone(), h.url.clone(), h.events.clone(), h.secret.is_some()))
+            .map(|h| {
+                (
+                    h.uuid.clone(),
+                    h.url.clone(),
+                    h.events.clone(),
+                    h.secret.is_some(),
+                )
+            })
             .collect()
     }
 
@@ -270,7 +317,10 @@ impl CloudServer {
     /// signed when the hook has a secret; the HTTP status of each delivery, in the
     /// hooks' order (0: no answer).
     pub fn deliver_push(&self, full_name: &str) -> Vec<u16> {
-        let ws = full_name.split_once('/').map(|(w, _)| w).unwrap_or(full_name);
+        let ws = full_name
+            .split_once('/')
+            .map(|(w, _)| w)
+            .unwrap_or(full_name);
         let targets: Vec<Hook> = {
             let st = self.shared.lock();
             st.hooks
@@ -285,18 +335,20 @@ impl CloudServer {
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                let mut headers = vec![
+                let headers = vec![
                     ("Content-Type", "application/json".to_string()),
                     ("User-Agent", "Bitbucket-Webhooks/2.0".to_string()),
                     ("X-Event-Key", "repo:push".to_string()),
-                    ("X-Request-UUID", uuid_for("delivery", &format!("{}\0{i}", h.uuid)).trim_matches(['{', '}']).to_string()),
+                    (
+                        "X-Request-UUID",
+                        uuid_for("delivery", &format!("{}\0{i}", h.uuid))
+                            .trim_matches(['{', '}'])
+                            .to_string(),
+                    ),
                     ("X-Hook-UUID", h.uuid.trim_matches(['{', '}']).to_string()),
                     ("X-Attempt-Number", "1".to_string()),
                 ];
-                if let Some(secret) = &h.secret {
-                    headers.push(("X-Hub-Signature", hookpost::sign(secret, &body)));
-                }
-                hookpost::post(&h.url, &headers, &body)
+                hookpost::deliver(&h.url, headers, h.secret.as_deref(), &body)
             })
             .collect()
     }

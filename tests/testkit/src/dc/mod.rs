@@ -23,7 +23,8 @@
 //! [`RepoMetadata`] ([`DcServer::metadata`], [`DcServer::populate`]) served as pull
 //! requests with activities, pull request settings, webhooks, branch permissions, default
 //! reviewer conditions, the branch model and access keys; projects have default reviewers
-//! and access keys; Git LFS can be turned on per repository ([`DcServer::set_lfs_enabled`],
+//! and access keys; projects have webhooks that deliver signed `repo:refs_changed`
+//! events (see [`hooks`]); Git LFS can be turned on per repository ([`DcServer::set_lfs_enabled`],
 //! objects in [`DcServer::lfs`]). Requests can be counted by endpoint kind
 //! ([`DcServer::requests_by_endpoint`], [`DcServer::count_requests`]).
 //!
@@ -52,6 +53,7 @@ use crate::metadata::{self, DeployKey, RepoMetadata, Spec};
 use crate::tempdir::TempDir;
 use crate::testca::TestCa;
 
+mod hooks;
 pub mod meta;
 mod write;
 pub use meta::NOT_PERMITTED;
@@ -149,6 +151,8 @@ struct Project {
     repos: BTreeMap<String, Repo>,
     default_reviewers: Vec<String>,
     access_keys: Vec<DeployKey>,
+    /// Project webhooks (see [`hooks`]).
+    hooks: Vec<hooks::ProjectHook>,
 }
 
 impl Project {
@@ -160,6 +164,7 @@ impl Project {
             repos: BTreeMap::new(),
             default_reviewers: Vec::new(),
             access_keys: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 }
@@ -700,6 +705,16 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -
             None,
         );
     };
+    let after_rest = segs.split_first().filter(|(first, _)| *first == "rest");
+    if let Some((key, hook_path)) = after_rest.and_then(|(_, r)| hooks::matches(r)) {
+        let (method, headers) = (req.method().clone(), req.headers().clone());
+        let Ok(body) = http_body_util::BodyExt::collect(req.into_body()).await else {
+            return api_out(errors(StatusCode::BAD_REQUEST, "Unreadable body"), None);
+        };
+        let body = body.to_bytes();
+        let at = (key, hook_path);
+        return hooks::handle(shared, (&method, &headers), at, &params, &body);
+    }
     match segs.first().map(String::as_str) {
         Some("rest") if segs.len() >= 3 && req.method() != Method::GET => {
             let (method, headers) = (req.method().clone(), req.headers().clone());
