@@ -34,7 +34,7 @@ fn provider() -> &'static LoadedProvider {
             .expect("the built-in providers load")
     });
     let p = reg.get(CLOUD).expect("built-in provider");
-    assert_eq!(p.wit_version(), "0.4.0");
+    assert!(p.wit_version() >= "0.4.0", "{}", p.wit_version());
     p
 }
 

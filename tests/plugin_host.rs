@@ -304,7 +304,7 @@ fn builtin_and_plugin_providers_load_and_bad_files_are_reported_by_name() {
         "names the version it wants: {wrong}"
     );
     assert!(
-        wrong.contains("supported versions: 0.4.0, 0.3.0, 0.2.0, 0.1.0"),
+        wrong.contains("supported versions: 0.5.0, 0.4.0, 0.3.0, 0.2.0, 0.1.0"),
         "names the versions this host implements: {wrong}"
     );
     assert!(!errors.iter().any(|e| e.contains("README.txt")));
@@ -1120,9 +1120,9 @@ fn cloud_session<'a>(
 fn each_component_is_linked_against_the_world_version_it_exports() {
     let reg = &shared().registry;
     for (id, version) in [
-        ("bitbucket-cloud", "0.4.0"),
-        ("bitbucket-dc", "0.4.0"),
-        ("misbehaving", "0.4.0"),
+        ("bitbucket-cloud", "0.5.0"),
+        ("bitbucket-dc", "0.5.0"),
+        ("misbehaving", "0.5.0"),
     ] {
         let p = reg.get(id).expect("loaded");
         assert_eq!(p.wit_version(), version, "{id}");
@@ -1144,7 +1144,7 @@ fn each_component_is_linked_against_the_world_version_it_exports() {
     );
     assert_eq!(old.info().display_name, "Bitbucket Cloud");
     assert!(old.info().support_for(CredentialKind::ApiToken).is_ok());
-    // The README's example is a provider of the current world.
+    // The README's example is a provider of the world before (0.4.0): it loads.
     let example = reg.get("example").expect("the README example loads");
     assert_eq!(example.wit_version(), "0.4.0");
     assert_eq!(example.info().display_name, "Example hosting");
@@ -1191,7 +1191,7 @@ fn a_provider_built_against_world_0_1_lists_through_the_host_and_has_no_principa
     // The built-in 0.2 provider, asked the same, names the account: the 0.1
     // adapter's `None` is the same answer a 0.2 provider gives when it cannot tell.
     let builtin = shared().registry.get("bitbucket-cloud").unwrap();
-    assert_eq!(builtin.wit_version(), "0.4.0");
+    assert_eq!(builtin.wit_version(), "0.5.0");
     let principal = cloud_session(builtin, &server)
         .principal()
         .expect("the built-in provider asks /2.0/user");
@@ -1583,6 +1583,18 @@ fn a_provider_built_against_world_0_3_finds_by_listing_and_cannot_restore() {
             }
             other => panic!("{what}: expected Unsupported, got {other:?}"),
         }
+    }
+    // Nor register the push webhook (0.5.0 added it): the user pastes it by hand.
+    let secret = secrecy::SecretString::from("a-webhook-secret-0123456789".to_string());
+    let hook_url = "https://backup.example.com/hooks/acme";
+    match s.register_webhook(WORKSPACE, hook_url, secret, "reposafe") {
+        Err(e @ ProviderError::Unsupported { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("register-webhook"), "{text}");
+            assert!(text.contains("0.5.0 added it"), "{text}");
+            assert!(!text.contains("a-webhook-secret"), "{text}");
+        }
+        other => panic!("register-webhook: expected Unsupported, got {other:?}"),
     }
     assert!(
         server.request_log().is_empty(),
