@@ -195,7 +195,7 @@ fn workspace_backup_change_backup_restore_both() {
     );
 
     // The archive verifies, and no secret is on disk in clear.
-    let check = rs.run(&["check"]).ok();
+    let check = rs.run(&["check", "--read-data"]).ok();
     assert!(check.stdout.contains("all intact"), "{}", check.stdout);
     assert_not_on_disk(rs.data_dir(), API_TOKEN);
 }
@@ -435,4 +435,191 @@ fn passphrase_mode_encrypts_with_the_passphrase_and_says_so_when_missing() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2 new snapshots"), "{out}");
     assert_not_on_disk(rs.data_dir(), API_TOKEN);
+}
+
+/// The manifests of `full_name`'s snapshots, read from the archive.
+fn manifests_of(rs: &Reposafe, full_name: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let root = rs.data_dir().join("archive/snapshots");
+    for dir in std::fs::read_dir(&root).expect("snapshots dir") {
+        for f in std::fs::read_dir(dir.expect("entry").path()).expect("repo dir") {
+            let text = std::fs::read_to_string(f.expect("file").path()).expect("manifest");
+            let m: serde_json::Value = serde_json::from_str(&text).expect("json");
+            if m["repository"]["full_name"] == full_name {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+fn blob_path(rs: &Reposafe, id: &str) -> std::path::PathBuf {
+    rs.data_dir().join("archive/blobs").join(&id[..2]).join(id)
+}
+
+#[test]
+fn check_names_each_damaged_blob_with_the_snapshots_it_affects_and_what_still_restores() {
+    let (server, _src, repos) = setup(2);
+    let (slug, bare) = repos
+        .iter()
+        .find(|(s, _)| s != "empty-repo")
+        .expect("a repository with commits");
+    let full = format!("{WORKSPACE}/{slug}");
+    server.populate(
+        WORKSPACE,
+        slug,
+        &reposafe_testkit::metadata::Spec::default(),
+    );
+    let rs = Reposafe::new();
+    add_cloud_with_token(&rs, &server);
+    rs.run(&["backup", WORKSPACE]).ok();
+    push_commit(bare, "develop", "more.txt", "more\n");
+    rs.run(&["backup", WORKSPACE]).ok();
+    let snaps = manifests_of(&rs, &full);
+    assert_eq!(snaps.len(), 2, "{snaps:#?}");
+    let ids: Vec<&str> = snaps
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+
+    let check = rs.run(&["check"]).ok();
+    assert!(check.stdout.contains("all intact"), "{}", check.all());
+    assert!(
+        check.stdout.contains("contents not read"),
+        "{}",
+        check.stdout
+    );
+    let full_read = rs.run(&["check", "--read-data"]).ok();
+    assert!(
+        full_read.stdout.contains("read back"),
+        "{}",
+        full_read.stdout
+    );
+
+    // One byte of the first pack flipped: the file is there, so only reading finds it.
+    // (Two snapshots taken in one second sort by their random suffix: find the shared pack.)
+    let packs = |m: &serde_json::Value| -> Vec<String> {
+        let list = m["parts"]["git"]["packs"].as_array().expect("packs");
+        list.iter()
+            .filter_map(|p| p.as_str())
+            .map(String::from)
+            .collect()
+    };
+    let pack = packs(&snaps[0])
+        .into_iter()
+        .find(|p| packs(&snaps[1]).contains(p))
+        .expect("a pack both snapshots need");
+    let path = blob_path(&rs, &pack);
+    let mut bytes = std::fs::read(&path).expect("pack blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("damage");
+    assert!(rs.run(&["check"]).ok().stdout.contains("all intact"));
+    let damaged = rs.run(&["check", "--read-data"]);
+    assert_eq!(damaged.code, 1, "{}", damaged.all());
+    let err = damaged.stderr.clone();
+    assert!(err.contains(&format!("damaged blob {pack}")), "{err}");
+    // Both snapshots need the first pack: both are named, neither restores.
+    for id in &ids {
+        assert!(
+            err.contains(&format!("used by snapshot {id} of {full} (git)")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "snapshot {id} of {full}: the repository does not restore"
+            )),
+            "{err}"
+        );
+    }
+    assert!(
+        damaged.stdout.contains("1 damaged, affecting 2 snapshots"),
+        "{}",
+        damaged.stdout
+    );
+    let restored = rs.files.path().join("after-damage.git");
+    let restore = rs.run(&["restore", &full, "--to", &restored.display().to_string()]);
+    assert_ne!(
+        restore.code,
+        0,
+        "a damaged pack restored: {}",
+        restore.all()
+    );
+    std::fs::write(&path, {
+        bytes[mid] ^= 0x40;
+        &bytes
+    })
+    .expect("repair");
+
+    // A pull request's document gone: found without reading; git still restores.
+    let kinds = snaps[1]["parts"]["metadata"]["kinds"]
+        .as_object()
+        .expect("kinds");
+    let (kind, part) = kinds
+        .iter()
+        .find(|(k, _)| k.contains("pull"))
+        .expect("a pull request kind");
+    let index = part["index"].as_str().expect("index blob");
+    let index: serde_json::Value =
+        serde_json::from_slice(&zstd_or_stored(&blob_path(&rs, index))).expect("index json");
+    let item = index["items"][0]["blob"]
+        .as_str()
+        .expect("item blob")
+        .to_string();
+    std::fs::remove_file(blob_path(&rs, &item)).expect("remove item");
+    let missing = rs.run(&["check"]);
+    assert_eq!(missing.code, 1, "{}", missing.all());
+    let err = &missing.stderr;
+    assert!(
+        err.contains(&format!("damaged blob {item}: missing")),
+        "{err}"
+    );
+    let part_name = format!("metadata:{kind}");
+    assert!(
+        err.contains(&format!(
+            "used by snapshot {} of {full} ({part_name})",
+            ids[1]
+        )),
+        "{err}"
+    );
+    let verdict = format!(
+        "snapshot {} of {full}: the repository still restores; damaged: {part_name}; intact: git",
+        ids[1]
+    );
+    assert!(err.contains(&verdict), "{err}");
+    let restore = rs.run(&["restore", &full, "--to", &restored.display().to_string()]);
+    assert_eq!(restore.code, 0, "{}", restore.all());
+    gitutil::git(&restored, &["fsck", "--full"]);
+
+    // An accelerator entry naming a blob the archive lacks is a warning, not damage.
+    let stale = "ab".repeat(20);
+    let missing_blob = "cd".repeat(32);
+    let index = rs.data_dir().join("archive/index/packs").join(&stale);
+    std::fs::write(&index, &missing_blob).expect("stale index entry");
+    let warned = rs.run(&["check"]);
+    let want = format!("warning: index/packs/{stale} names blob {missing_blob}, which is missing");
+    assert!(warned.stderr.contains(&want), "{}", warned.all());
+
+    // A random share is read back; a share that is no share is refused by name.
+    let subset = rs.run(&["check", "--subset", "50%"]);
+    assert!(subset.stdout.contains("50% subset"), "{}", subset.all());
+    let bad = rs.run(&["check", "--subset", "0%"]);
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.all().contains("`0%` is not a percentage"),
+        "{}",
+        bad.all()
+    );
+}
+
+/// A blob file's content: "RSB1" | codec (0 stored, 1 zstd) | length u64 LE | body.
+fn zstd_or_stored(path: &Path) -> Vec<u8> {
+    let raw = std::fs::read(path).expect("blob");
+    assert_eq!(&raw[..4], b"RSB1", "{}", path.display());
+    let body = &raw[13..];
+    match raw[4] {
+        0 => body.to_vec(),
+        1 => zstd::decode_all(body).expect("zstd"),
+        c => panic!("codec {c}"),
+    }
 }

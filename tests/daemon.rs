@@ -533,7 +533,7 @@ fn the_cli_drives_a_running_daemon() {
     let second = rs.run(&["serve", "--listen", "127.0.0.1:0"]);
     assert_ne!(second.code, 0);
     assert!(second.stderr.contains("in use"), "{}", second.stderr);
-    let checked = rs.run(&["check"]).ok();
+    let checked = rs.run(&["check", "--read-data"]).ok();
     assert!(checked.stdout.contains("all intact"), "{}", checked.stdout);
     assert_eq!(d.terminate(), 0);
     // Without the daemon the same commands work on the data dir directly.

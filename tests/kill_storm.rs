@@ -208,7 +208,7 @@ fn kill_storm_never_leaves_a_repository_stuck() {
             None => killed += 1,
             Some(took) => finished.push(took.as_millis()),
         }
-        let check = rs.run(&["check"]);
+        let check = rs.run(&["check", "--read-data"]);
         assert_eq!(
             check.code,
             0,

@@ -71,7 +71,7 @@ impl Nested {
     /// `reposafe check` passes, and the archive is where it was.
     fn assert_archive_intact(&self) {
         assert!(self.data().join("archive").is_dir(), "archive is gone");
-        let check = self.run(&["check"]).ok();
+        let check = self.run(&["check", "--read-data"]).ok();
         assert!(check.stdout.contains("all intact"), "{}", check.all());
     }
 }

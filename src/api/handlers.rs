@@ -14,7 +14,7 @@ use crate::engine::service::{
     AddConnection, AddCredential, EditConnection, ExportRequest, OAuthBegin, OAuthFinish,
     RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
-use crate::engine::service::{RegisterWebhook, SetNotifications};
+use crate::engine::service::{CheckRequest, RegisterWebhook, SetNotifications};
 use crate::engine::{LocalService, Service};
 use crate::state::PlanSpec;
 use http_body_util::BodyExt;
@@ -275,8 +275,8 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
                 s.submit_restore(b)
             })
         }),
-        route(M::POST, "/api/v1/check", |api, _, _| {
-            call(api, OK, |s| s.check())
+        route(M::POST, "/api/v1/check", |api, _, req| {
+            call_with(api, req, OK, |s, b: CheckRequest| s.check(b))
         }),
         route(M::GET, "/api/v1/show", |api, p, _| {
             Box::pin(async move {

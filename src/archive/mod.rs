@@ -192,6 +192,23 @@ impl Archive {
         self.record_index(FileKind::PackIndex, pack_hash, id)
     }
 
+    /// Every entry of an accelerator index (`index/packs/`, `index/lfs/`): its key and
+    /// the blob it names (or why that could not be read).
+    pub fn index_entries(&self, kind: FileKind) -> Result<Vec<IndexEntry>, ArchiveError> {
+        let keys = self.backend.list(kind, "")?;
+        Ok(keys
+            .into_iter()
+            .map(|key| {
+                let blob = self
+                    .backend
+                    .read(kind, &key)
+                    .map_err(ArchiveError::from)
+                    .and_then(|b| BlobId::parse(String::from_utf8_lossy(&b).trim()));
+                (key, blob)
+            })
+            .collect())
+    }
+
     /// The blob an accelerator index (`index/packs/`, `index/lfs/`) names for `key`, if
     /// the entry exists and the blob is present.
     pub(crate) fn indexed_blob(
@@ -228,6 +245,10 @@ impl Archive {
         Ok(())
     }
 }
+
+/// An accelerator index entry: its key and the blob it names (or why that could not
+/// be read).
+pub type IndexEntry = (String, Result<BlobId, ArchiveError>);
 
 /// Reads a whole stream, for small blobs such as refs lists.
 pub(crate) fn read_all(mut r: impl Read, path: &Path) -> Result<Vec<u8>, ArchiveError> {

@@ -55,12 +55,32 @@ pub enum Command {
     Show(ShowArgs),
     /// Write a whole snapshot out as plain files: bare repositories, JSON documents, files.
     Export(ExportArgs),
-    /// Verify every blob of every snapshot in the archive.
-    Check,
+    /// Check the archive: every blob every snapshot needs is present (with --read-data:
+    /// intact); a damaged blob is named with the snapshots it affects and what still restores.
+    Check(CheckArgs),
     /// Notifications of failed jobs (e-mail, webhook): show, set, test.
     Notifications(super::notifications::NotificationsArgs),
     /// The audit log: who changed what, newest first.
     Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Also read back and re-hash every blob (slow: reads the whole archive).
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read back a random share of the blobs, e.g. `10%` (a new choice each run).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub subset: Option<f64>,
+}
+
+/// `10%` or `10` → 10.0.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let n = s.trim().trim_end_matches('%');
+    match n.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("`{s}` is not a percentage in (0, 100], e.g. 10%")),
+    }
 }
 
 #[derive(Args, Debug)]

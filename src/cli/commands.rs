@@ -9,9 +9,9 @@ use super::args::{
 use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
-    AddConnection, AddCredential, AuditQuery, BackupRequest, CredentialInput, EditConnection,
-    ExportRequest, RegisterWebhook, RestoreRequest, RestoreTarget, RotateCredential, RunRequest,
-    SetTls, ShowRequest, SnapshotsRequest, WebhookInfo,
+    AddConnection, AddCredential, AuditQuery, BackupRequest, CheckRequest, CredentialInput,
+    EditConnection, ExportRequest, RegisterWebhook, RestoreRequest, RestoreTarget,
+    RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest, WebhookInfo,
 };
 use crate::engine::{Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
@@ -70,8 +70,11 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
                 output::exported(&report);
             }
         }
-        Command::Check => {
-            let report = service.check()?;
+        Command::Check(args) => {
+            let report = service.check(CheckRequest {
+                read_data: args.read_data,
+                subset_percent: args.subset,
+            })?;
             output::check(&report);
             return Ok(if report.damaged.is_empty() { 0 } else { 1 });
         }

@@ -513,16 +513,59 @@ pub fn exported(r: &ExportReport) {
 
 pub fn check(r: &CheckReport) {
     for d in &r.damaged {
-        eprintln!("snapshot {} of {}: {}", d.snapshot, d.repository, d.error);
+        eprintln!("damaged blob {}: {}", d.blob, d.error);
+        for u in &d.used_by {
+            eprintln!(
+                "  used by snapshot {} of {} ({})",
+                u.snapshot, u.repository, u.part
+            );
+        }
     }
+    for a in &r.affected {
+        let intact = if a.intact_parts.is_empty() {
+            "nothing".to_string()
+        } else {
+            a.intact_parts.join(", ")
+        };
+        let verdict = if a.restores {
+            "the repository still restores"
+        } else {
+            "the repository does not restore from it"
+        };
+        eprintln!(
+            "snapshot {} of {}: {verdict}; damaged: {}; intact: {intact}",
+            a.snapshot,
+            a.repository,
+            a.damaged_parts.join(", ")
+        );
+    }
+    for w in &r.index_warnings {
+        eprintln!("warning: {w}");
+    }
+    let read = match (r.read_data, r.subset_percent) {
+        (false, _) => "present (contents not read; --read-data reads them)".to_string(),
+        (true, Some(p)) => format!(
+            "present, {} of them read back ({p}% subset, {})",
+            r.blobs_read,
+            crate::fmt::human_bytes(r.bytes_read)
+        ),
+        (true, None) => format!(
+            "present and read back ({})",
+            crate::fmt::human_bytes(r.bytes_read)
+        ),
+    };
     println!(
-        "checked {} snapshots, {} blobs: {}",
+        "checked {} snapshots, {} blobs {read}: {}",
         r.snapshots,
         r.blobs,
         if r.damaged.is_empty() {
             "all intact".to_string()
         } else {
-            format!("{} damaged", r.damaged.len())
+            format!(
+                "{} damaged, affecting {} snapshots",
+                r.damaged.len(),
+                r.affected.len()
+            )
         }
     );
 }

@@ -433,8 +433,8 @@ impl Service for Remote {
         restored_into_from_job(self, &job)
     }
 
-    fn check(&self) -> Result<CheckReport, EngineError> {
-        self.post("/api/v1/check", &json!({}))
+    fn check(&self, req: CheckRequest) -> Result<CheckReport, EngineError> {
+        self.post("/api/v1/check", &req)
     }
 
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError> {

@@ -1489,7 +1489,11 @@ mod tests {
         assert!(done >= repos.len() as u64, "{a:?} {b:?}");
         jobs.shutdown(Duration::from_secs(5));
         let service = LocalService::over(jobs.clone(), true);
-        let check = service.check().expect("check");
+        let read_all = crate::engine::service::CheckRequest {
+            read_data: true,
+            subset_percent: None,
+        };
+        let check = service.check(read_all).expect("check");
         assert!(check.damaged.is_empty(), "{:?}", check.damaged);
         assert_eq!(check.snapshots, done as usize);
     }

@@ -13,7 +13,6 @@ use super::restore_into::RestoredInto;
 use super::service::*;
 use super::{connections, Context, EngineError, Jobs, RunnerConfig};
 use crate::state::{Job, JobKind, JobRecordResult, Plan, PlanSpec, RepoRecord, Trigger};
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -619,29 +618,8 @@ impl Service for LocalService {
         restored_into_from_job(self, &job)
     }
 
-    fn check(&self) -> Result<CheckReport, EngineError> {
-        let archive = &self.ctx().archive;
-        let snaps = archive.all_snapshots()?;
-        let mut seen = HashSet::new();
-        let mut report = CheckReport {
-            snapshots: snaps.len(),
-            ..Default::default()
-        };
-        for s in &snaps {
-            for id in s.blobs() {
-                if seen.insert(*id) {
-                    if let Err(e) = archive.verify_blob(id) {
-                        report.damaged.push(Damage {
-                            snapshot: s.id.as_str().to_string(),
-                            repository: s.repository.full_name.clone(),
-                            error: e.to_string(),
-                        });
-                    }
-                }
-            }
-        }
-        report.blobs = seen.len();
-        Ok(report)
+    fn check(&self, req: CheckRequest) -> Result<CheckReport, EngineError> {
+        super::check::check(self.ctx(), &req)
     }
 
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError> {

@@ -17,6 +17,7 @@ pub mod backup;
 mod backup_git;
 mod backup_lfs;
 mod backup_metadata;
+mod check;
 mod connections;
 pub mod credentials;
 pub mod daemon;

@@ -105,8 +105,9 @@ pub trait Service: Send + Sync {
         req: RestoreRequest,
         observer: &dyn Observer,
     ) -> Result<RestoredInto, EngineError>;
-    /// Re-hashes every blob every snapshot needs.
-    fn check(&self) -> Result<CheckReport, EngineError>;
+    /// Checks that every blob every snapshot needs is present (and, with
+    /// `read_data`, intact), and what a damaged one costs.
+    fn check(&self, req: CheckRequest) -> Result<CheckReport, EngineError>;
     /// What a snapshot holds; with a kind, that kind's documents.
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError>;
     /// Writes a snapshot out as plain files (bare repositories, documents, files).
@@ -460,18 +461,62 @@ pub struct Restored {
     pub report: RestoreReport,
 }
 
+/// `check`: what to verify.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// Read back and re-hash every blob, not only find it present.
+    #[serde(default)]
+    pub read_data: bool,
+    /// Read back a random share of the blobs (percent, in (0, 100]); implies `read_data`.
+    #[serde(default)]
+    pub subset_percent: Option<f64>,
+}
+
+/// What `check` found.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckReport {
     pub snapshots: usize,
+    /// Distinct blobs the snapshots need (manifests' and their indexes').
     pub blobs: usize,
+    /// Whether blob contents were read back (all, or `subset_percent` of them).
+    pub read_data: bool,
+    pub subset_percent: Option<f64>,
+    /// Blobs read back and re-hashed beyond the index blobs, and their bytes.
+    pub blobs_read: usize,
+    pub bytes_read: u64,
+    /// Each missing or damaged blob with every snapshot part that uses it.
     pub damaged: Vec<Damage>,
+    /// Each snapshot a damaged blob touches, with what still restores.
+    pub affected: Vec<AffectedSnapshot>,
+    /// Accelerator index entries naming a missing blob (not damage to any snapshot).
+    pub index_warnings: Vec<String>,
 }
 
+/// A missing or damaged blob.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Damage {
+    pub blob: String,
+    pub error: String,
+    pub used_by: Vec<BlobUse>,
+}
+
+/// One use of a blob: a snapshot's part (`git`, `wiki`, `lfs`, `metadata:<kind>`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlobUse {
     pub snapshot: String,
     pub repository: String,
-    pub error: String,
+    pub part: String,
+}
+
+/// A snapshot with damaged parts: `restores` when its `git` part is intact.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AffectedSnapshot {
+    pub snapshot: String,
+    pub repository: String,
+    pub restores: bool,
+    pub damaged_parts: Vec<String>,
+    pub intact_parts: Vec<String>,
 }
 
 /// `connection rotate`: the connection's new primary credential.
