@@ -623,3 +623,136 @@ fn zstd_or_stored(path: &Path) -> Vec<u8> {
         c => panic!("codec {c}"),
     }
 }
+
+#[test]
+fn forget_removes_what_the_policy_does_not_keep_and_never_a_gone_repositorys_snapshots() {
+    let (server, _src, repos) = setup(3);
+    let with_commits: Vec<&(String, std::path::PathBuf)> =
+        repos.iter().filter(|(s, _)| s != "empty-repo").collect();
+    let (kept_slug, kept_bare) = with_commits[0];
+    let (gone_slug, gone_bare) = with_commits[1];
+    let kept = format!("{WORKSPACE}/{kept_slug}");
+    let gone = format!("{WORKSPACE}/{gone_slug}");
+    let rs = Reposafe::new();
+    add_cloud_with_token(&rs, &server);
+    for round in 0..3 {
+        if round > 0 {
+            let file = format!("round-{round}.txt");
+            push_commit(kept_bare, "develop", &file, "more\n");
+            push_commit(gone_bare, "develop", &file, "more\n");
+        }
+        rs.run(&["backup", WORKSPACE]).ok();
+    }
+    assert_eq!(manifests_of(&rs, &kept).len(), 3);
+
+    // Refused: no rule, nothing named.
+    let no_rule = rs.run(&["forget", &kept]);
+    assert_ne!(no_rule.code, 0);
+    assert!(
+        no_rule.all().contains("give at least one rule"),
+        "{}",
+        no_rule.all()
+    );
+    let no_target = rs.run(&["forget", "--keep-last", "1"]);
+    assert_ne!(no_target.code, 0);
+    assert!(
+        no_target.all().contains("--connection NAME, or --all"),
+        "{}",
+        no_target.all()
+    );
+
+    // A dry run says what would go and why the rest stays; nothing goes.
+    let dry = rs
+        .run(&["forget", &kept, "--keep-last", "2", "--dry-run"])
+        .ok();
+    assert_eq!(
+        dry.stdout.matches("  would remove ").count(),
+        1,
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("(last, newest)"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("1 snapshots would be removed, 2 kept"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(manifests_of(&rs, &kept).len(), 3);
+
+    // For real: the oldest goes; the rest restores and checks clean.
+    let json = rs
+        .run(&["forget", &kept, "--keep-last", "2", "--json"])
+        .ok();
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(report["removed"], 1, "{report}");
+    let snaps = &report["repositories"][0]["snapshots"];
+    let removed = snaps[2]["id"].as_str().expect("id");
+    assert_eq!(snaps[2]["keep"], false);
+    let left: Vec<String> = manifests_of(&rs, &kept)
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(!left.iter().any(|id| id == removed));
+    let target = rs.files.path().join("kept.git");
+    rs.run(&["restore", &kept, "--to", &target.display().to_string()])
+        .ok();
+    assert_eq!(gitutil::refs_of(&target), gitutil::refs_of(kept_bare));
+    gitutil::git(&target, &["fsck", "--full"]);
+    let check = rs.run(&["check", "--read-data"]).ok();
+    assert!(check.stdout.contains("all intact"), "{}", check.all());
+    let log = rs.run(&["audit"]).ok();
+    assert!(log.stdout.contains("snapshots.forget"), "{}", log.stdout);
+
+    // A repository gone from Bitbucket keeps every snapshot (keep_deleted_for: forever)…
+    server.remove_repo(WORKSPACE, gone_slug);
+    rs.run(&["backup", WORKSPACE]).ok();
+    let all = rs
+        .run(&["forget", "--connection", WORKSPACE, "--keep-last", "1"])
+        .ok();
+    assert!(
+        all.stdout
+            .contains("not in its connection's latest listing"),
+        "{}",
+        all.stdout
+    );
+    assert_eq!(manifests_of(&rs, &gone).len(), 3, "{}", all.stdout);
+    assert_eq!(
+        all.stdout.matches("(disappeared)").count(),
+        2,
+        "{}",
+        all.stdout
+    );
+    assert!(
+        all.stdout.contains("(newest, disappeared)"),
+        "{}",
+        all.stdout
+    );
+    assert_eq!(manifests_of(&rs, &kept).len(), 1, "{}", all.stdout);
+    // …until keep_deleted_for has passed since it was last listed.
+    let later = rs
+        .run(&[
+            "forget",
+            "--all",
+            "--keep-last",
+            "1",
+            "--keep-deleted-for",
+            "1d",
+            "--dry-run",
+        ])
+        .ok();
+    assert!(
+        later.stdout.contains("keep_deleted_for has not passed"),
+        "{}",
+        later.stdout
+    );
+    rs.run(&[
+        "forget",
+        "--all",
+        "--keep-last",
+        "1",
+        "--keep-deleted-for",
+        "1min",
+    ]);
+    assert_eq!(manifests_of(&rs, &gone).len(), 3, "a minute has not passed");
+}

@@ -339,6 +339,13 @@ impl Archive {
         }
     }
 
+    /// Removes a snapshot's manifest (its blobs stay: other snapshots share them).
+    pub fn delete_snapshot(&self, snap: &Snapshot) -> Result<(), ArchiveError> {
+        let mid = manifest_id(&snap.repository.dir_name(), &snap.id);
+        self.backend.delete(FileKind::Snapshot, &mid)?;
+        Ok(())
+    }
+
     /// Reads one manifest by its backend id.
     fn read_manifest(&self, mid: &str) -> Result<Snapshot, ArchiveError> {
         let bytes = self.backend.read(FileKind::Snapshot, mid)?;

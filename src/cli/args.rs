@@ -58,10 +58,63 @@ pub enum Command {
     /// Check the archive: every blob every snapshot needs is present (with --read-data:
     /// intact); a damaged blob is named with the snapshots it affects and what still restores.
     Check(CheckArgs),
+    /// Remove the snapshots a retention policy does not keep (restic's rules; the
+    /// newest snapshot of a repository is always kept). Try it with --dry-run first.
+    Forget(ForgetArgs),
     /// Notifications of failed jobs (e-mail, webhook): show, set, test.
     Notifications(super::notifications::NotificationsArgs),
     /// The audit log: who changed what, newest first.
     Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// The repository (ws/slug), or use --connection / --all.
+    pub repository: Option<String>,
+    /// Every repository of this connection (or, with a repository, which one).
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Every repository in the archive.
+    #[arg(long, conflicts_with = "repository")]
+    pub all: bool,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// ... of each of the last N days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// ... of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// ... of each of the last N years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot within this long of the newest (e.g. 30d, 2w, 1y6m).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Grandfather-father-son: --keep-daily 7 --keep-weekly 4 --keep-monthly 12
+    /// --keep-yearly 3 (other --keep-* flags override its numbers).
+    #[arg(long)]
+    pub gfs: bool,
+    /// Apply the policy to a repository that disappeared from Bitbucket only this long
+    /// after it was last listed (default: never; its snapshots are kept).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_deleted_for: Option<String>,
+    /// The time zone days, weeks, months and years are read in (IANA name) [default: UTC].
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Say what would be removed and why; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -3,17 +3,17 @@
 //! is printed by `output`; which service answered never changes what is printed.
 
 use super::args::{
-    parse_time, AddArgs, BackupArgs, Command, ConnectionCmd, CredentialCmd, JobsCmd, PlanAddArgs,
-    PlanCmd, RestoreArgs, RunArgs, ShowArgs, SnapshotArgs, TlsArgs,
+    parse_time, AddArgs, BackupArgs, Command, ConnectionCmd, CredentialCmd, ForgetArgs, JobsCmd,
+    PlanAddArgs, PlanCmd, RestoreArgs, RunArgs, ShowArgs, SnapshotArgs, TlsArgs,
 };
 use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
     AddConnection, AddCredential, AuditQuery, BackupRequest, CheckRequest, CredentialInput,
-    EditConnection, ExportRequest, RegisterWebhook, RestoreRequest, RestoreTarget,
+    EditConnection, ExportRequest, ForgetRequest, RegisterWebhook, RestoreRequest, RestoreTarget,
     RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest, WebhookInfo,
 };
-use crate::engine::{Quiet, Service};
+use crate::engine::{retention, Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
 use anyhow::{bail, Context as _, Result};
 use std::path::PathBuf;
@@ -68,6 +68,15 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
                 output::json(&report)?;
             } else {
                 output::exported(&report);
+            }
+        }
+        Command::Forget(args) => {
+            let json = args.json;
+            let report = service.forget(forget_request(args)?)?;
+            if json {
+                output::json(&report)?;
+            } else {
+                output::forgotten(&report);
             }
         }
         Command::Check(args) => {
@@ -504,4 +513,35 @@ fn register_webhook(
     let done = service.register_webhook(name, RegisterWebhook { url: base })?;
     output::webhook_registered(&done);
     Ok(())
+}
+
+/// `forget`'s flags as the engine's request (durations parsed, `--gfs` expanded).
+fn forget_request(args: ForgetArgs) -> Result<ForgetRequest> {
+    let duration = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
+        v.map(|s| retention::parse_duration(&s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+            .transpose()
+    };
+    let base = if args.gfs {
+        retention::Policy::gfs()
+    } else {
+        retention::Policy::default()
+    };
+    let policy = retention::Policy {
+        keep_last: args.keep_last.or(base.keep_last),
+        keep_hourly: args.keep_hourly.or(base.keep_hourly),
+        keep_daily: args.keep_daily.or(base.keep_daily),
+        keep_weekly: args.keep_weekly.or(base.keep_weekly),
+        keep_monthly: args.keep_monthly.or(base.keep_monthly),
+        keep_yearly: args.keep_yearly.or(base.keep_yearly),
+        keep_within_secs: duration("keep-within", args.keep_within)?,
+    };
+    Ok(ForgetRequest {
+        repository: args.repository,
+        connection: args.connection,
+        all: args.all,
+        policy,
+        keep_deleted_for_secs: duration("keep-deleted-for", args.keep_deleted_for)?,
+        zone: args.zone,
+        dry_run: args.dry_run,
+    })
 }

@@ -570,6 +570,41 @@ pub fn check(r: &CheckReport) {
     );
 }
 
+/// `forget`: per repository, each snapshot kept (with the rules keeping it) or removed.
+pub fn forgotten(r: &crate::engine::service::ForgetReport) {
+    let (gone, went) = if r.dry_run {
+        ("would remove", "would be removed")
+    } else {
+        ("remove", "removed")
+    };
+    for repo in &r.repositories {
+        println!("{} (connection {}):", repo.repository, repo.connection);
+        if let Some(why) = &repo.protected {
+            println!("  {why}");
+        }
+        for s in &repo.snapshots {
+            let when = crate::fmt::fmt_time(s.taken_at);
+            if s.keep {
+                println!("  keep   {}  {when}  ({})", s.id, s.reasons.join(", "));
+            } else {
+                println!("  {gone} {}  {when}", s.id);
+            }
+        }
+    }
+    println!(
+        "{} snapshots {went}, {} kept, in {} repositories{}",
+        r.removed,
+        r.kept,
+        r.repositories.len(),
+        if r.removed > 0 {
+            " (their data is shared with the kept snapshots and stays in the archive: \
+             freeing it is prune's job, which reposafe does not have yet)"
+        } else {
+            ""
+        }
+    );
+}
+
 /// Which metadata kinds a connection's credential can read (`connection test`).
 pub fn kind_access(kinds: &[crate::engine::KindAccess]) {
     if kinds.is_empty() {

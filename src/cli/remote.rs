@@ -437,6 +437,10 @@ impl Service for Remote {
         self.post("/api/v1/check", &req)
     }
 
+    fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError> {
+        self.post("/api/v1/forget", &req)
+    }
+
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError> {
         let mut path = format!("/api/v1/show?repository={}", q(&req.repository));
         let at = req.at.map(rfc3339).transpose()?;

@@ -622,6 +622,20 @@ impl Service for LocalService {
         super::check::check(self.ctx(), &req)
     }
 
+    fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError> {
+        let report = super::forget::forget(self.ctx(), &req)?;
+        if !req.dry_run && report.removed > 0 {
+            let object = req
+                .repository
+                .clone()
+                .or_else(|| req.connection.clone())
+                .unwrap_or_else(|| "all".into());
+            let detail = format!("{} snapshots removed, {} kept", report.removed, report.kept);
+            self.record("snapshots.forget", &object, Some(&detail));
+        }
+        Ok(report)
+    }
+
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError> {
         super::show::show(self.ctx(), &req)
     }

@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod daemon;
 mod data_dir;
 pub mod export;
+mod forget;
 pub mod hooks;
 mod job_reports;
 pub mod jobs;
@@ -36,6 +37,7 @@ pub mod plans;
 mod repo_lock;
 mod restore;
 pub mod restore_into;
+pub mod retention;
 pub mod service;
 pub mod show;
 #[cfg(test)]

@@ -108,6 +108,9 @@ pub trait Service: Send + Sync {
     /// Checks that every blob every snapshot needs is present (and, with
     /// `read_data`, intact), and what a damaged one costs.
     fn check(&self, req: CheckRequest) -> Result<CheckReport, EngineError>;
+    /// Removes the snapshots a retention policy does not keep (or, `dry_run`, says
+    /// which it would).
+    fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError>;
     /// What a snapshot holds; with a kind, that kind's documents.
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError>;
     /// Writes a snapshot out as plain files (bare repositories, documents, files).
@@ -459,6 +462,62 @@ pub struct Restored {
     pub repository: String,
     #[serde(flatten)]
     pub report: RestoreReport,
+}
+
+/// `forget`: where, and the policy.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    /// One repository (`ws/slug`); with `connection`, the one of that connection.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// Every repository of this connection (alone), or which one `repository` is.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// Every repository history in the archive.
+    #[serde(default)]
+    pub all: bool,
+    pub policy: super::retention::Policy,
+    /// Seconds after a repository disappeared from its provider before the policy
+    /// applies to it; none: never (its snapshots are kept).
+    #[serde(default)]
+    pub keep_deleted_for_secs: Option<u64>,
+    /// The zone calendar rules read times in (IANA name or `UTC`); default UTC.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Report only; remove nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What `forget` removed (or would remove) and kept, per repository.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    pub removed: usize,
+    pub kept: usize,
+    pub repositories: Vec<ForgetRepository>,
+}
+
+/// One repository's snapshots, newest first, each with the rules that keep it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForgetRepository {
+    pub repository: String,
+    pub connection: String,
+    /// Why every snapshot is kept whatever the policy (it disappeared from Bitbucket).
+    pub protected: Option<String>,
+    pub snapshots: Vec<ForgetSnapshot>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForgetSnapshot {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub taken_at: time::OffsetDateTime,
+    pub keep: bool,
+    /// `last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`, `within`, `newest`,
+    /// `disappeared` (the repository left its provider: see `protected`).
+    pub reasons: Vec<String>,
 }
 
 /// `check`: what to verify.

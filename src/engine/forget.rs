@@ -1,0 +1,171 @@
+//! `forget`: removes the snapshots a retention policy does not keep.
+//!
+//! Per repository history (one repository, a connection's, or every one), the
+//! snapshots newest first go through [`retention::apply`]; those no rule keeps lose
+//! their manifest (`dry_run`: nothing is removed, the report is the same). The newest
+//! snapshot of a repository is always kept. A repository that disappeared from its
+//! provider (its connection's latest listing did not name it, or the connection is gone)
+//! keeps every snapshot unless `keep_deleted_for` has passed since it was last seen:
+//! backups outlive their source. Forgetting frees only the manifests: the packs stay
+//! shared with the kept snapshots.
+
+use std::collections::BTreeMap;
+
+use time::{Duration, OffsetDateTime};
+
+use super::retention::{self, Policy};
+use super::service::{ForgetReport, ForgetRepository, ForgetRequest, ForgetSnapshot};
+use super::{Context, EngineError};
+use crate::archive::{RepoIdentity, Snapshot};
+use crate::scheduler::Zone;
+use crate::state::RepoRecord;
+
+/// Applies the request's policy (see the module doc).
+pub fn forget(ctx: &Context, req: &ForgetRequest) -> Result<ForgetReport, EngineError> {
+    if req.policy.is_empty() {
+        return Err(EngineError::Field {
+            field: "policy".into(),
+            message: "give at least one rule (--keep-last, --keep-hourly, --keep-daily, \
+                      --keep-weekly, --keep-monthly, --keep-yearly, --keep-within or --gfs): \
+                      without one nothing would be kept but the newest snapshot"
+                .into(),
+        });
+    }
+    let zone = Zone::parse(req.zone.as_deref()).map_err(|e| EngineError::Field {
+        field: "zone".into(),
+        message: e.to_string(),
+    })?;
+    let histories = selected(ctx, req)?;
+    let now = OffsetDateTime::now_utc();
+    let mut report = ForgetReport {
+        dry_run: req.dry_run,
+        ..Default::default()
+    };
+    for repo in histories {
+        let done = one_history(ctx, req, &zone, now, &repo)?;
+        report.removed += done.snapshots.iter().filter(|s| !s.keep).count();
+        report.kept += done.snapshots.iter().filter(|s| s.keep).count();
+        report.repositories.push(done);
+    }
+    Ok(report)
+}
+
+/// The histories the request names: one repository, a connection's, or all.
+fn selected(ctx: &Context, req: &ForgetRequest) -> Result<Vec<RepoIdentity>, EngineError> {
+    let chosen = [req.repository.is_some(), req.all]
+        .iter()
+        .filter(|b| **b)
+        .count()
+        + usize::from(req.repository.is_none() && req.connection.is_some());
+    if chosen != 1 {
+        return Err(EngineError::Field {
+            field: "repository".into(),
+            message: "name what to forget in: one repository (ws/slug), --connection NAME, \
+                      or --all"
+                .into(),
+        });
+    }
+    let all = ctx.archive.histories()?;
+    let picked: Vec<RepoIdentity> = all
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| req.connection.as_ref().is_none_or(|c| *c == id.connection))
+        .filter(|id| req.repository.as_ref().is_none_or(|r| *r == id.full_name))
+        .collect();
+    if picked.is_empty() {
+        if let Some(r) = &req.repository {
+            return Err(EngineError::NotFound(format!(
+                "no snapshots of {r} in the archive"
+            )));
+        }
+    }
+    Ok(picked)
+}
+
+/// When the repository was last seen by its connection's listings, if it has
+/// disappeared since (`None`: still there). A backup records the repositories it
+/// lists with one time, so one missing from the newest listing has an older time.
+/// (A backup of selected repositories only — a plan's patterns, a webhook — records
+/// only those: the others then count as disappeared until the next listing names
+/// them, so they are kept: the safe side.)
+fn disappeared_since(
+    records: &BTreeMap<String, Vec<RepoRecord>>,
+    repo: &RepoIdentity,
+    newest_taken: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let Some(of_connection) = records.get(&repo.connection) else {
+        return Some(newest_taken);
+    };
+    let newest_listing = of_connection.iter().map(|r| r.last_seen).max()?;
+    match of_connection.iter().find(|r| r.repo_id == repo.repo_id) {
+        None => Some(newest_taken),
+        Some(r) if r.last_seen < newest_listing => Some(r.last_seen),
+        Some(_) => None,
+    }
+}
+
+/// The verdicts on one repository's snapshots, applied unless `dry_run`.
+fn one_history(
+    ctx: &Context,
+    req: &ForgetRequest,
+    zone: &Zone,
+    now: OffsetDateTime,
+    repo: &RepoIdentity,
+) -> Result<ForgetRepository, EngineError> {
+    let mut snaps: Vec<Snapshot> = ctx.archive.snapshots_of(repo)?;
+    snaps.reverse();
+    let newest_taken = snaps.first().map_or(now, |s| s.taken_at);
+    let mut records: BTreeMap<String, Vec<RepoRecord>> = BTreeMap::new();
+    if ctx.state.connection(&repo.connection).is_ok() {
+        records.insert(
+            repo.connection.clone(),
+            ctx.state.repositories(Some(&repo.connection))?,
+        );
+    }
+    let protected = disappeared_since(&records, repo, newest_taken).and_then(|since| {
+        let grace = req
+            .keep_deleted_for_secs
+            .map(|s| Duration::seconds(s as i64));
+        match grace {
+            Some(g) if now - since >= g => None,
+            _ => Some(format!(
+                "not in its connection's latest listing (last listed {}): its snapshots are kept{}",
+                crate::fmt::fmt_time(since),
+                match grace {
+                    Some(_) => " (keep_deleted_for has not passed)",
+                    None => " (keep_deleted_for: forever)",
+                }
+            )),
+        }
+    });
+    let policy = if protected.is_some() {
+        Policy::default()
+    } else {
+        req.policy.clone()
+    };
+    let taken: Vec<OffsetDateTime> = snaps.iter().map(|s| s.taken_at).collect();
+    let verdicts = retention::apply(&taken, &policy, zone);
+    let mut out = ForgetRepository {
+        repository: repo.full_name.clone(),
+        connection: repo.connection.clone(),
+        protected,
+        snapshots: Vec::new(),
+    };
+    for (snap, v) in snaps.iter().zip(verdicts) {
+        if !v.keep && !req.dry_run {
+            ctx.archive.delete_snapshot(snap)?;
+        }
+        out.snapshots.push(ForgetSnapshot {
+            id: snap.id.as_str().to_string(),
+            taken_at: snap.taken_at,
+            keep: v.keep,
+            reasons: v
+                .reasons
+                .iter()
+                .map(|r| r.to_string())
+                .chain(out.protected.as_ref().map(|_| "disappeared".to_string()))
+                .collect(),
+        });
+    }
+    Ok(out)
+}
