@@ -756,3 +756,66 @@ fn forget_removes_what_the_policy_does_not_keep_and_never_a_gone_repositorys_sna
     ]);
     assert_eq!(manifests_of(&rs, &gone).len(), 3, "a minute has not passed");
 }
+
+#[test]
+fn a_plan_with_retention_forgets_after_each_successful_run() {
+    let (server, _src, repos) = setup(2);
+    let (slug, bare) = repos
+        .iter()
+        .find(|(s, _)| s != "empty-repo")
+        .expect("a repository with commits");
+    let full = format!("{WORKSPACE}/{slug}");
+    let rs = Reposafe::new();
+    add_cloud_with_token(&rs, &server);
+    // A policy without a usable rule is refused by name.
+    let bad = rs.run(&[
+        "plan",
+        "add",
+        "nightly",
+        "--connection",
+        WORKSPACE,
+        "--keep-deleted-for",
+        "soon",
+    ]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.all().contains("keep_deleted_for"), "{}", bad.all());
+    rs.run(&[
+        "plan",
+        "add",
+        "nightly",
+        "--connection",
+        WORKSPACE,
+        "--keep-last",
+        "2",
+    ])
+    .ok();
+    let shown = rs.run(&["plan", "show", "nightly"]).ok();
+    assert!(
+        shown.stdout.contains("\"keep_last\": 2"),
+        "{}",
+        shown.stdout
+    );
+    let mut notices = Vec::new();
+    for round in 0..4 {
+        if round > 0 {
+            push_commit(bare, "develop", &format!("r{round}.txt"), "more\n");
+        }
+        let run = rs.run(&["run", "--plan", "nightly", "--json"]).ok();
+        let job: serde_json::Value = serde_json::from_str(&run.stdout).expect("job json");
+        assert_eq!(job["state"], "succeeded", "{job}");
+        notices.push(job["progress"]["notice"].as_str().unwrap_or("").to_string());
+        assert!(manifests_of(&rs, &full).len() <= 2, "round {round}");
+    }
+    assert_eq!(manifests_of(&rs, &full).len(), 2);
+    assert!(
+        notices[3].starts_with("retention: 1 snapshots removed"),
+        "{notices:?}"
+    );
+    // The two left are the newest: the latest restores to the source's refs.
+    let target = rs.files.path().join("latest.git");
+    rs.run(&["restore", &full, "--to", &target.display().to_string()])
+        .ok();
+    assert_eq!(gitutil::refs_of(&target), gitutil::refs_of(bare));
+    let log = rs.run(&["audit"]).ok();
+    assert!(log.stdout.contains("plan nightly"), "{}", log.stdout);
+}

@@ -80,6 +80,8 @@ fn spec(name: &str) -> PlanSpec {
         run_missed: true,
         additional_credentials: vec![],
         metadata_every: None,
+        retention: None,
+        keep_deleted_for: None,
     }
 }
 

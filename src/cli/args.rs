@@ -67,16 +67,9 @@ pub enum Command {
     Audit(AuditArgs),
 }
 
-#[derive(Args, Debug)]
-pub struct ForgetArgs {
-    /// The repository (ws/slug), or use --connection / --all.
-    pub repository: Option<String>,
-    /// Every repository of this connection (or, with a repository, which one).
-    #[arg(long)]
-    pub connection: Option<String>,
-    /// Every repository in the archive.
-    #[arg(long, conflicts_with = "repository")]
-    pub all: bool,
+/// Retention rules (restic's), for `forget` and a plan.
+#[derive(Args, Debug, Default)]
+pub struct KeepArgs {
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u32>,
@@ -106,6 +99,20 @@ pub struct ForgetArgs {
     /// after it was last listed (default: never; its snapshots are kept).
     #[arg(long, value_name = "DURATION")]
     pub keep_deleted_for: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// The repository (ws/slug), or use --connection / --all.
+    pub repository: Option<String>,
+    /// Every repository of this connection (or, with a repository, which one).
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Every repository in the archive.
+    #[arg(long, conflicts_with = "repository")]
+    pub all: bool,
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// The time zone days, weeks, months and years are read in (IANA name) [default: UTC].
     #[arg(long)]
     pub zone: Option<String>,
@@ -235,6 +242,9 @@ pub struct PlanAddArgs {
     /// kind, and Bitbucket Cloud allows about 1,000 an hour. Every run when not given.
     #[arg(long, value_name = "INTERVAL|never")]
     pub metadata_every: Option<String>,
+    /// Snapshots kept after each successful run of the plan (none given: all kept).
+    #[command(flatten)]
+    pub keep: KeepArgs,
 }
 
 #[derive(Args, Debug)]

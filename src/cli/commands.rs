@@ -4,7 +4,7 @@
 
 use super::args::{
     parse_time, AddArgs, BackupArgs, Command, ConnectionCmd, CredentialCmd, ForgetArgs, JobsCmd,
-    PlanAddArgs, PlanCmd, RestoreArgs, RunArgs, ShowArgs, SnapshotArgs, TlsArgs,
+    KeepArgs, PlanAddArgs, PlanCmd, RestoreArgs, RunArgs, ShowArgs, SnapshotArgs, TlsArgs,
 };
 use super::output;
 use super::progress::CliObserver;
@@ -267,8 +267,8 @@ fn credential(service: &dyn Service, cmd: CredentialCmd) -> Result<()> {
     Ok(())
 }
 
-fn spec_of(a: PlanAddArgs) -> PlanSpec {
-    PlanSpec {
+fn spec_of(a: PlanAddArgs) -> Result<PlanSpec> {
+    Ok(PlanSpec {
         name: a.name,
         connections: a.connections,
         include: if a.include.is_empty() {
@@ -295,13 +295,15 @@ fn spec_of(a: PlanAddArgs) -> PlanSpec {
                 .collect(),
         },
         metadata_every: a.metadata_every,
-    }
+        retention: policy_of(&a.keep)?,
+        keep_deleted_for: a.keep.keep_deleted_for,
+    })
 }
 
 fn plan(service: &dyn Service, cmd: PlanCmd) -> Result<()> {
     match cmd {
         PlanCmd::Add(a) => {
-            let p = service.add_plan(spec_of(*a))?;
+            let p = service.add_plan(spec_of(*a)?)?;
             println!("added plan {}", p.spec.name);
             output::plan(&p);
         }
@@ -515,32 +517,43 @@ fn register_webhook(
     Ok(())
 }
 
-/// `forget`'s flags as the engine's request (durations parsed, `--gfs` expanded).
-fn forget_request(args: ForgetArgs) -> Result<ForgetRequest> {
-    let duration = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
-        v.map(|s| retention::parse_duration(&s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
-            .transpose()
-    };
-    let base = if args.gfs {
+/// The retention rules given (`--gfs` expanded; other flags override its numbers),
+/// `None` when there are none.
+fn policy_of(k: &KeepArgs) -> Result<Option<retention::Policy>> {
+    let base = if k.gfs {
         retention::Policy::gfs()
     } else {
         retention::Policy::default()
     };
     let policy = retention::Policy {
-        keep_last: args.keep_last.or(base.keep_last),
-        keep_hourly: args.keep_hourly.or(base.keep_hourly),
-        keep_daily: args.keep_daily.or(base.keep_daily),
-        keep_weekly: args.keep_weekly.or(base.keep_weekly),
-        keep_monthly: args.keep_monthly.or(base.keep_monthly),
-        keep_yearly: args.keep_yearly.or(base.keep_yearly),
-        keep_within_secs: duration("keep-within", args.keep_within)?,
+        keep_last: k.keep_last.or(base.keep_last),
+        keep_hourly: k.keep_hourly.or(base.keep_hourly),
+        keep_daily: k.keep_daily.or(base.keep_daily),
+        keep_weekly: k.keep_weekly.or(base.keep_weekly),
+        keep_monthly: k.keep_monthly.or(base.keep_monthly),
+        keep_yearly: k.keep_yearly.or(base.keep_yearly),
+        keep_within_secs: duration_flag("keep-within", k.keep_within.as_deref())?,
     };
+    Ok((!policy.is_empty()).then_some(policy))
+}
+
+fn duration_flag(flag: &str, value: Option<&str>) -> Result<Option<u64>> {
+    value
+        .map(|s| retention::parse_duration(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+        .transpose()
+}
+
+/// `forget`'s flags as the engine's request.
+fn forget_request(args: ForgetArgs) -> Result<ForgetRequest> {
     Ok(ForgetRequest {
         repository: args.repository,
         connection: args.connection,
         all: args.all,
-        policy,
-        keep_deleted_for_secs: duration("keep-deleted-for", args.keep_deleted_for)?,
+        policy: policy_of(&args.keep)?.unwrap_or_default(),
+        keep_deleted_for_secs: duration_flag(
+            "keep-deleted-for",
+            args.keep.keep_deleted_for.as_deref(),
+        )?,
         zone: args.zone,
         dry_run: args.dry_run,
     })

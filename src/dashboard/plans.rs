@@ -76,6 +76,8 @@ fn new_page(ctx: &Ctx) -> Outcome {
         run_missed: true,
         additional_credentials: Vec::new(),
         metadata_every: None,
+        retention: None,
+        keep_deleted_for: None,
     };
     form_page(ctx, "New plan", &spec, None, None)
 }
@@ -108,6 +110,9 @@ fn plan_actions(ctx: &Ctx, p: &Plan) -> Markup {
             (post_button(ctx, &format!("{path}/delete"), "Delete", "delete",
                 Some(&format!("Delete plan {}? Its jobs and snapshots stay.", p.spec.name))))
         }
+        p.muted #plan-retention { "Retention: " (crate::engine::retention::describe(p.spec.retention.as_ref()))
+            " · gone repositories: " (p.spec.keep_deleted_for.as_deref().map_or("kept forever".to_string(), |d| format!("kept {d}, then the same rules")))
+            " (set with " code { "reposafe plan add … --keep-daily 7" } ")" }
         p.muted { "Last success " (when(p.status.last_success)) " · last job "
             @if let Some(j) = p.status.last_job { a href={ "/jobs/" (j) } { (j) } } @else { "-" } }
     }
@@ -243,6 +248,9 @@ fn spec_of(ctx: &Ctx, existing: Option<&PlanSpec>) -> Result<PlanSpec, PageError
         run_missed: existing.is_none_or(|e| e.run_missed),
         additional_credentials: additional,
         metadata_every: opt("metadata_every"),
+        // Set with the CLI or the API; an edit here keeps it.
+        retention: existing.and_then(|e| e.retention.clone()),
+        keep_deleted_for: existing.and_then(|e| e.keep_deleted_for.clone()),
     })
 }
 
@@ -293,6 +301,8 @@ fn partial_spec(ctx: &Ctx) -> PlanSpec {
         run_missed: true,
         additional_credentials: Vec::new(),
         metadata_every: ctx.form.get("metadata_every").map(str::to_string),
+        retention: None,
+        keep_deleted_for: None,
     };
     if s.include.is_empty() {
         s.include = vec!["*".into()];

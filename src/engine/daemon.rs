@@ -131,6 +131,8 @@ mod tests {
             run_missed: true,
             additional_credentials: vec![],
             metadata_every: None,
+            retention: None,
+            keep_deleted_for: None,
         }
     }
 

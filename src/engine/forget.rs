@@ -9,7 +9,7 @@
 //! backups outlive their source. Forgetting frees only the manifests: the packs stay
 //! shared with the kept snapshots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use time::{Duration, OffsetDateTime};
 
@@ -18,7 +18,7 @@ use super::service::{ForgetReport, ForgetRepository, ForgetRequest, ForgetSnapsh
 use super::{Context, EngineError};
 use crate::archive::{RepoIdentity, Snapshot};
 use crate::scheduler::Zone;
-use crate::state::RepoRecord;
+use crate::state::{Actor, RepoRecord};
 
 /// Applies the request's policy (see the module doc).
 pub fn forget(ctx: &Context, req: &ForgetRequest) -> Result<ForgetReport, EngineError> {
@@ -36,13 +36,37 @@ pub fn forget(ctx: &Context, req: &ForgetRequest) -> Result<ForgetReport, Engine
         message: e.to_string(),
     })?;
     let histories = selected(ctx, req)?;
+    let rules = Rules {
+        policy: &req.policy,
+        keep_deleted_for_secs: req.keep_deleted_for_secs,
+        zone: &zone,
+        dry_run: req.dry_run,
+    };
+    forget_histories(ctx, &histories, &rules)
+}
+
+/// A policy and how it is applied.
+pub struct Rules<'a> {
+    pub policy: &'a Policy,
+    /// See [`ForgetRequest::keep_deleted_for_secs`].
+    pub keep_deleted_for_secs: Option<u64>,
+    pub zone: &'a Zone,
+    pub dry_run: bool,
+}
+
+/// Applies `rules` to each of these repository histories.
+pub fn forget_histories(
+    ctx: &Context,
+    histories: &[RepoIdentity],
+    rules: &Rules<'_>,
+) -> Result<ForgetReport, EngineError> {
     let now = OffsetDateTime::now_utc();
     let mut report = ForgetReport {
-        dry_run: req.dry_run,
+        dry_run: rules.dry_run,
         ..Default::default()
     };
     for repo in histories {
-        let done = one_history(ctx, req, &zone, now, &repo)?;
+        let done = one_history(ctx, rules, now, repo)?;
         report.removed += done.snapshots.iter().filter(|s| !s.keep).count();
         report.kept += done.snapshots.iter().filter(|s| s.keep).count();
         report.repositories.push(done);
@@ -107,8 +131,7 @@ fn disappeared_since(
 /// The verdicts on one repository's snapshots, applied unless `dry_run`.
 fn one_history(
     ctx: &Context,
-    req: &ForgetRequest,
-    zone: &Zone,
+    rules: &Rules<'_>,
     now: OffsetDateTime,
     repo: &RepoIdentity,
 ) -> Result<ForgetRepository, EngineError> {
@@ -123,7 +146,7 @@ fn one_history(
         );
     }
     let protected = disappeared_since(&records, repo, newest_taken).and_then(|since| {
-        let grace = req
+        let grace = rules
             .keep_deleted_for_secs
             .map(|s| Duration::seconds(s as i64));
         match grace {
@@ -141,10 +164,10 @@ fn one_history(
     let policy = if protected.is_some() {
         Policy::default()
     } else {
-        req.policy.clone()
+        rules.policy.clone()
     };
     let taken: Vec<OffsetDateTime> = snaps.iter().map(|s| s.taken_at).collect();
-    let verdicts = retention::apply(&taken, &policy, zone);
+    let verdicts = retention::apply(&taken, &policy, rules.zone);
     let mut out = ForgetRepository {
         repository: repo.full_name.clone(),
         connection: repo.connection.clone(),
@@ -152,7 +175,7 @@ fn one_history(
         snapshots: Vec::new(),
     };
     for (snap, v) in snaps.iter().zip(verdicts) {
-        if !v.keep && !req.dry_run {
+        if !v.keep && !rules.dry_run {
             ctx.archive.delete_snapshot(snap)?;
         }
         out.snapshots.push(ForgetSnapshot {
@@ -168,4 +191,53 @@ fn one_history(
         });
     }
     Ok(out)
+}
+
+/// After a successful run of plan `plan` (job `job`): the plan's retention applied to
+/// the repositories the run backed up, in the plan's zone, audited as the scheduler's.
+/// `None` when the plan keeps every snapshot.
+pub fn after_plan_run(
+    ctx: &Context,
+    plan: &str,
+    job: u64,
+) -> Result<Option<ForgetReport>, EngineError> {
+    let spec = ctx.state.plan(plan)?.spec;
+    let Some((policy, grace)) = super::plans::retention_of(&spec)? else {
+        return Ok(None);
+    };
+    let zone = super::plans::zone_of(&spec)?;
+    let backed_up: BTreeSet<(String, String)> = ctx
+        .state
+        .job_results(job)?
+        .into_iter()
+        .map(|r| (r.connection, r.repository))
+        .collect();
+    let histories: Vec<RepoIdentity> = ctx
+        .archive
+        .histories()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| backed_up.contains(&(id.connection.clone(), id.full_name.clone())))
+        .collect();
+    let rules = Rules {
+        policy: &policy,
+        keep_deleted_for_secs: grace,
+        zone: &zone,
+        dry_run: false,
+    };
+    let report = forget_histories(ctx, &histories, &rules)?;
+    if report.removed > 0 {
+        let detail = format!(
+            "after job {job}: {} snapshots removed, {} kept",
+            report.removed, report.kept
+        );
+        super::audit::record(
+            ctx,
+            &Actor::Scheduler,
+            "snapshots.forget",
+            &format!("plan {plan}"),
+            Some(&detail),
+        );
+    }
+    Ok(Some(report))
 }

@@ -518,6 +518,10 @@ impl Jobs {
         // sees the job end also sees the plan's last run and last success.
         if let Some(mut ended) = live.snapshot() {
             finish(&mut ended);
+            if let Some(note) = self.apply_retention(&ended) {
+                live.update(|j| j.progress.notice = Some(note.clone()));
+                ended.progress.notice = Some(note);
+            }
             self.record_in_plan(&ended);
         }
         live.update(finish);
@@ -525,6 +529,34 @@ impl Jobs {
         if let Some(j) = live.snapshot() {
             self.queue_resume(&j);
             self.notifications.job_finished(&self.ctx, &j);
+        }
+    }
+
+    /// After a plan's successful run, its retention (before the job shows as finished,
+    /// so whoever sees it end sees the snapshots that are left); the job's notice.
+    fn apply_retention(&self, job: &Job) -> Option<String> {
+        let JobKind::Backup {
+            plan: Some(plan), ..
+        } = &job.kind
+        else {
+            return None;
+        };
+        if job.state != JobState::Succeeded {
+            return None;
+        }
+        match super::forget::after_plan_run(&self.ctx, plan, job.id) {
+            Ok(None) => None,
+            Ok(Some(r)) => Some(format!(
+                "retention: {} snapshots removed, {} kept",
+                r.removed, r.kept
+            )),
+            Err(e) => {
+                tracing::warn!(
+                    "plan {plan}: retention not applied after job {}: {e}",
+                    job.id
+                );
+                Some(format!("retention not applied: {e}"))
+            }
         }
     }
 

@@ -148,7 +148,30 @@ pub fn validate(ctx: &Context, spec: &PlanSpec) -> Result<(), EngineError> {
         return Err(field("concurrency", "must be between 1 and 64"));
     }
     metadata_cadence(spec)?;
+    retention_of(spec)?;
     Ok(())
+}
+
+/// The plan's retention: its policy and how long a gone repository's snapshots are
+/// spared (seconds; none: forever). `None` when the plan keeps everything.
+pub fn retention_of(
+    spec: &PlanSpec,
+) -> Result<Option<(super::retention::Policy, Option<u64>)>, EngineError> {
+    let grace = spec
+        .keep_deleted_for
+        .as_deref()
+        .map(|d| super::retention::parse_duration(d).map_err(|e| field("keep_deleted_for", e)))
+        .transpose()?;
+    match &spec.retention {
+        None => Ok(None),
+        Some(p) if p.is_empty() => Err(field(
+            "retention",
+            "has no rule: give keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, \
+             keep_yearly or keep_within_secs, or leave retention out to keep every snapshot"
+                .to_string(),
+        )),
+        Some(p) => Ok(Some((p.clone(), grace))),
+    }
 }
 
 /// How often a plan reads metadata (`metadata_every`).

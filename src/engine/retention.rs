@@ -11,31 +11,11 @@
 //! whatever the policy. A policy without any rule keeps everything (and `forget`
 //! refuses it: forgetting needs a rule).
 
-use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::scheduler::Zone;
 
-/// How many snapshots of each kind to keep (restic's flags).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_hourly: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_daily: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_weekly: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_monthly: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_yearly: Option<u32>,
-    /// Seconds before the newest snapshot within which every snapshot is kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_within_secs: Option<u64>,
-}
+pub use crate::state::RetentionPolicy as Policy;
 
 impl Policy {
     /// Whether the policy has no rule at all.
@@ -53,6 +33,33 @@ impl Policy {
             ..Policy::default()
         }
     }
+}
+
+/// The policy in words, e.g. `keep the last 2, daily 7, monthly 12`; `keep every
+/// snapshot` for none.
+pub fn describe(policy: Option<&Policy>) -> String {
+    let Some(p) = policy.filter(|p| !p.is_empty()) else {
+        return "keep every snapshot".to_string();
+    };
+    let mut parts = Vec::new();
+    if let Some(n) = p.keep_last {
+        parts.push(format!("the last {n}"));
+    }
+    for (name, n) in [
+        ("hourly", p.keep_hourly),
+        ("daily", p.keep_daily),
+        ("weekly", p.keep_weekly),
+        ("monthly", p.keep_monthly),
+        ("yearly", p.keep_yearly),
+    ] {
+        if let Some(n) = n {
+            parts.push(format!("{name} {n}"));
+        }
+    }
+    if let Some(s) = p.keep_within_secs {
+        parts.push(format!("all within {} h of the newest", s / 3600));
+    }
+    format!("keep {}", parts.join(", "))
 }
 
 /// One snapshot's verdict: kept (with every rule that keeps it) or removed.
@@ -302,6 +309,17 @@ mod tests {
         assert_eq!(kept(&daily(4), &p), [0]);
         assert_eq!(kept(&daily(4), &Policy::default()), [0, 1, 2, 3]);
         assert!(apply(&[], &Policy::gfs(), &Zone::utc()).is_empty());
+    }
+
+    #[test]
+    fn policies_in_words() {
+        assert_eq!(describe(None), "keep every snapshot");
+        let p = Policy {
+            keep_last: Some(2),
+            keep_daily: Some(7),
+            ..Policy::default()
+        };
+        assert_eq!(describe(Some(&p)), "keep the last 2, daily 7");
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub use jobs::{
     CredentialCounters, Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget,
     RestoreTarget, ResultStatus, Trigger,
 };
-pub use plans::{Plan, PlanSpec, PlanStatus};
+pub use plans::{Plan, PlanSpec, PlanStatus, RetentionPolicy};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const CONNECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("connections_v1");

@@ -63,6 +63,36 @@ pub struct PlanSpec {
     /// than that ago is carried forward), or `never`; every run when unset.
     #[serde(default)]
     pub metadata_every: Option<String>,
+    /// The snapshots kept after each successful run, per repository the run backed up
+    /// (restic's rules); none: every snapshot is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPolicy>,
+    /// How long after a repository disappeared from Bitbucket `retention` applies to
+    /// it (`90d`, `1y`); none: never — a gone repository keeps all its snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_deleted_for: Option<String>,
+}
+
+/// How many snapshots of each kind to keep after a run (restic's rules; applied by
+/// `engine::retention`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// Seconds before the newest snapshot within which every snapshot is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_secs: Option<u64>,
 }
 
 /// What the daemon maintains about a plan.
