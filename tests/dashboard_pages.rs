@@ -282,8 +282,38 @@ fn an_admin_sets_up_and_runs_a_plan_from_the_dashboard() {
         "a preview saves nothing"
     );
 
+    // Retention rules are checked by name; saved ones show on the plan's page.
+    let mut with_bad_rule = plan.clone();
+    with_bad_rule.push(("keep_daily", "many"));
+    let refused = b.post("/plans/new", &with_bad_rule);
+    assert!(refused.body.contains("keep_daily"), "{}", refused.body);
+    assert!(
+        refused.body.contains("is not a number of snapshots"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(b.get("/plans/nightly").status, 404);
+    plan.extend([
+        ("keep_daily", "7"),
+        ("keep_monthly", "12"),
+        ("keep_within", "2w"),
+        ("keep_deleted_for", "1y"),
+    ]);
+
     // Save it, run it now: the job page follows it to the end.
     let (to, saved) = b.post_follow("/plans/new", &plan);
+    assert!(
+        saved
+            .body
+            .contains("Retention: keep daily 7, monthly 12, all within 14d of the newest"),
+        "{}",
+        saved.body
+    );
+    assert!(
+        saved.body.contains("kept 1y, then the same rules"),
+        "{}",
+        saved.body
+    );
     assert_eq!(
         to.split('?').next(),
         Some("/plans/nightly"),

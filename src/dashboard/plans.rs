@@ -6,7 +6,7 @@
 use super::layout::{csrf_field, page, post_button, when};
 use super::{redirect_error, redirect_ok, seg, Answer, Ctx, Outcome, PageError, Route};
 use crate::engine::service::{PlanPreview, RunRequest};
-use crate::engine::Service;
+use crate::engine::{retention, Service};
 use crate::state::{Plan, PlanSpec};
 use hyper::Method;
 use maud::{html, Markup};
@@ -112,10 +112,67 @@ fn plan_actions(ctx: &Ctx, p: &Plan) -> Markup {
         }
         p.muted #plan-retention { "Retention: " (crate::engine::retention::describe(p.spec.retention.as_ref()))
             " · gone repositories: " (p.spec.keep_deleted_for.as_deref().map_or("kept forever".to_string(), |d| format!("kept {d}, then the same rules")))
-            " (set with " code { "reposafe plan add … --keep-daily 7" } ")" }
+            }
         p.muted { "Last success " (when(p.status.last_success)) " · last job "
             @if let Some(j) = p.status.last_job { a href={ "/jobs/" (j) } { (j) } } @else { "-" } }
     }
+}
+
+/// The retention rules: empty fields keep every snapshot.
+fn keep_fieldset(spec: &PlanSpec) -> Markup {
+    let r = spec.retention.clone().unwrap_or_default();
+    let within = r
+        .keep_within_secs
+        .map(retention::format_duration)
+        .unwrap_or_default();
+    let deleted = spec.keep_deleted_for.clone().unwrap_or_default();
+    html! {
+        fieldset #keep {
+            legend { "Keep (after each successful run; empty: every snapshot)" }
+            @for (name, label, value) in [
+                ("keep_last", "Last", r.keep_last), ("keep_hourly", "Hourly", r.keep_hourly),
+                ("keep_daily", "Daily", r.keep_daily), ("keep_weekly", "Weekly", r.keep_weekly),
+                ("keep_monthly", "Monthly", r.keep_monthly), ("keep_yearly", "Yearly", r.keep_yearly),
+            ] {
+                p { label for=(name) { (label) } input id=(name) type="number" min="0" name=(name) value=[value]; }
+            }
+            p { label for="keep_within" { "Within" } input #keep_within type="text" name="keep_within" value=(within) placeholder="e.g. 30d: all snapshots that recent"; }
+            p { label for="keep_deleted_for" { "Repositories gone from Bitbucket" } input #keep_deleted_for type="text" name="keep_deleted_for" value=(deleted) placeholder="e.g. 1y (empty: kept forever)"; }
+        }
+    }
+}
+
+/// The retention rules the form holds (`None`: none given).
+fn retention_of(f: &super::form::Form) -> Result<Option<retention::Policy>, PageError> {
+    let count = |name: &str| -> Result<Option<u32>, PageError> {
+        f.get(name)
+            .map(|v| {
+                v.trim().parse::<u32>().map_err(|_| PageError::Field {
+                    field: name.into(),
+                    message: format!("{v:?} is not a number of snapshots"),
+                })
+            })
+            .transpose()
+    };
+    let within = f
+        .get("keep_within")
+        .map(|v| {
+            retention::parse_duration(v).map_err(|message| PageError::Field {
+                field: "keep_within".into(),
+                message,
+            })
+        })
+        .transpose()?;
+    let policy = retention::Policy {
+        keep_last: count("keep_last")?,
+        keep_hourly: count("keep_hourly")?,
+        keep_daily: count("keep_daily")?,
+        keep_weekly: count("keep_weekly")?,
+        keep_monthly: count("keep_monthly")?,
+        keep_yearly: count("keep_yearly")?,
+        keep_within_secs: within,
+    };
+    Ok((!policy.is_empty()).then_some(policy))
 }
 
 fn plan_form(ctx: &Ctx, spec: &PlanSpec, action: &str, editing: bool) -> Result<Markup, PageError> {
@@ -158,6 +215,7 @@ fn plan_form(ctx: &Ctx, spec: &PlanSpec, action: &str, editing: bool) -> Result<
                 p { label for="window" { "Window" } input #window type="text" name="window" value=(text(&spec.window)) placeholder="e.g. 01:00-06:00"; }
                 ol #next-runs {}
             }
+            (keep_fieldset(spec))
             fieldset {
                 legend { "How" }
                 p { label for="concurrency" { "Concurrency" } input #concurrency type="number" min="1" max="64" name="concurrency" value=[spec.concurrency]; }
@@ -248,9 +306,8 @@ fn spec_of(ctx: &Ctx, existing: Option<&PlanSpec>) -> Result<PlanSpec, PageError
         run_missed: existing.is_none_or(|e| e.run_missed),
         additional_credentials: additional,
         metadata_every: opt("metadata_every"),
-        // Set with the CLI or the API; an edit here keeps it.
-        retention: existing.and_then(|e| e.retention.clone()),
-        keep_deleted_for: existing.and_then(|e| e.keep_deleted_for.clone()),
+        retention: retention_of(f)?,
+        keep_deleted_for: opt("keep_deleted_for"),
     })
 }
 
@@ -301,8 +358,8 @@ fn partial_spec(ctx: &Ctx) -> PlanSpec {
         run_missed: true,
         additional_credentials: Vec::new(),
         metadata_every: ctx.form.get("metadata_every").map(str::to_string),
-        retention: None,
-        keep_deleted_for: None,
+        retention: retention_of(ctx.form).ok().flatten(),
+        keep_deleted_for: ctx.form.get("keep_deleted_for").map(str::to_string),
     };
     if s.include.is_empty() {
         s.include = vec!["*".into()];

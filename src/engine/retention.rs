@@ -57,9 +57,20 @@ pub fn describe(policy: Option<&Policy>) -> String {
         }
     }
     if let Some(s) = p.keep_within_secs {
-        parts.push(format!("all within {} h of the newest", s / 3600));
+        parts.push(format!("all within {} of the newest", format_duration(s)));
     }
     format!("keep {}", parts.join(", "))
+}
+
+/// Seconds as [`parse_duration`] reads them back, in the largest whole unit
+/// (`30d`, `12h`, `90min`, `45s`).
+pub fn format_duration(secs: u64) -> String {
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("min", 60)] {
+        if secs > 0 && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
 }
 
 /// One snapshot's verdict: kept (with every rule that keeps it) or removed.
@@ -152,8 +163,8 @@ pub fn apply(taken: &[OffsetDateTime], policy: &Policy, zone: &Zone) -> Vec<Verd
     out
 }
 
-/// `30d`, `12h`, `2w`, `1y6m`, `90m` (restic's `y`, `m` = month, `d`, `h`; also
-/// `w` weeks and `min`) → seconds; months are 30 days, years 365.
+/// `30d`, `12h`, `2w`, `1y6m`, `90min` (restic's `y`, `m` = month, `d`, `h`; also
+/// `w` weeks, `min` and `s`) → seconds; months are 30 days, years 365.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let bad = || format!("`{s}` is not a duration such as 30d, 12h, 2w or 1y6m");
     let mut total: u64 = 0;
@@ -165,12 +176,13 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         let tail = &rest[digits..];
-        let (unit, len) = ["min", "y", "m", "w", "d", "h"]
+        let (unit, len) = ["min", "y", "m", "w", "d", "h", "s"]
             .iter()
             .find(|u| tail.starts_with(**u))
             .map(|u| (*u, u.len()))
             .ok_or_else(bad)?;
         let secs = match unit {
+            "s" => 1,
             "min" => 60,
             "h" => 3600,
             "d" => 86_400,
@@ -328,6 +340,10 @@ mod tests {
         assert_eq!(parse_duration("1y6m"), Ok(365 * 86_400 + 180 * 86_400));
         assert_eq!(parse_duration("90min"), Ok(5400));
         assert_eq!(parse_duration("2w12h"), Ok(14 * 86_400 + 12 * 3600));
+        assert_eq!(parse_duration("45s"), Ok(45));
+        for secs in [45, 5400, 43_200, 30 * 86_400] {
+            assert_eq!(parse_duration(&format_duration(secs)), Ok(secs));
+        }
         for bad in ["", "d", "10", "3x", "-1d"] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("is not a duration"), "{e}");
