@@ -341,6 +341,26 @@ fn an_admin_sets_up_and_runs_a_plan_from_the_dashboard() {
     };
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["progress"]["repos_total"], 2, "{job}");
+    assert_eq!(
+        job["progress"]["notice"], "retention: 0 snapshots removed, 2 kept",
+        "{job}"
+    );
+
+    // A repository's page says which plan's retention applies and what it keeps.
+    let repo_page = b.get("/repositories/acme/acme/app");
+    assert_eq!(repo_page.status, 200, "{}", repo_page.body);
+    assert!(
+        repo_page
+            .body
+            .contains("keep daily 7, monthly 12, all within 14d of the newest"),
+        "{}",
+        repo_page.body
+    );
+    assert!(
+        repo_page.body.contains("kept: daily, monthly, within, newest"),
+        "{}",
+        repo_page.body
+    );
 
     // Disable, then every page answers; the overview shows the plan and the archive.
     let (_, disabled) = b.post_follow("/plans/nightly/disable", &[]);

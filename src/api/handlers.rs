@@ -14,7 +14,9 @@ use crate::engine::service::{
     AddConnection, AddCredential, EditConnection, ExportRequest, OAuthBegin, OAuthFinish,
     RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
-use crate::engine::service::{CheckRequest, ForgetRequest, RegisterWebhook, SetNotifications};
+use crate::engine::service::{
+    CheckRequest, ForgetRequest, RegisterWebhook, RetentionQuery, SetNotifications,
+};
 use crate::engine::{LocalService, Service};
 use crate::state::PlanSpec;
 use http_body_util::BodyExt;
@@ -280,6 +282,9 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         }),
         route(M::POST, "/api/v1/forget", |api, _, req| {
             call_with(api, req, OK, |s, b: ForgetRequest| s.forget(b))
+        }),
+        route(M::POST, "/api/v1/retention", |api, _, req| {
+            call_with(api, req, OK, |s, b: RetentionQuery| s.retention_view(b))
         }),
         route(M::GET, "/api/v1/show", |api, p, _| {
             Box::pin(async move {

@@ -441,6 +441,10 @@ impl Service for Remote {
         self.post("/api/v1/forget", &req)
     }
 
+    fn retention_view(&self, req: RetentionQuery) -> Result<Option<RetentionView>, EngineError> {
+        self.post("/api/v1/retention", &req)
+    }
+
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError> {
         let mut path = format!("/api/v1/show?repository={}", q(&req.repository));
         let at = req.at.map(rfc3339).transpose()?;

@@ -11,13 +11,15 @@ use super::layout::{csrf_field, page};
 use super::{Answer, Ctx, Outcome, PageError, Route};
 use crate::archive::Snapshot;
 use crate::engine::overview::FailingRepository;
-use crate::engine::service::{RestoreRequest, SnapshotsRequest};
+use crate::engine::service::{
+    ForgetSnapshot, RestoreRequest, RetentionQuery, RetentionView, SnapshotsRequest,
+};
 use crate::engine::{EngineError, Service};
 use crate::fmt::{fmt_time, human_bytes};
 use crate::state::{RepoRecord, RestoreTarget};
 use hyper::Method;
 use maud::{html, Markup};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The repositories pages' routes.
 pub fn routes() -> Vec<Route> {
@@ -192,18 +194,32 @@ fn repository(ctx: &Ctx) -> Outcome {
     let repo = RepoPath::of(ctx);
     let snaps = snapshots_of(ctx, &repo)?;
     let targets = restore_targets(ctx)?;
+    let retention = ctx.service.retention_view(RetentionQuery {
+        connection: repo.connection.clone(),
+        repository: repo.full_name.clone(),
+    });
+    let verdicts: HashMap<String, String> = match &retention {
+        Ok(Some(v)) => v
+            .repository
+            .snapshots
+            .iter()
+            .map(|s| (s.id.clone(), verdict(s)))
+            .collect(),
+        _ => HashMap::new(),
+    };
     let body = html! {
         p.muted { "Connection " a href={ "/connections/" (super::seg(&repo.connection)) } { (repo.connection) } }
         h2 { "Snapshots" }
         @if snaps.is_empty() {
             p.empty { "No snapshot yet." }
         } @else {
+            p.muted #retention { (retention_line(&retention)) }
             table #snapshots {
                 thead { tr {
                     th { "Taken" } th { "Snapshot" } th { "Size" } th { "New bytes" } th { "Fetched" }
-                    th { "Parts" } th { "Main branch" } th { "Missing" }
+                    th { "Parts" } th { "Main branch" } th { "Missing" } th { "Retention" }
                 } }
-                tbody { @for s in &snaps { (snapshot_row(s)) } }
+                tbody { @for s in &snaps { (snapshot_row(s, verdicts.get(s.id.as_str()))) } }
             }
             h2 { "Restore to a directory" }
             (disk_form(&repo, &snaps))
@@ -221,7 +237,28 @@ fn repository(ctx: &Ctx) -> Outcome {
     )))
 }
 
-fn snapshot_row(s: &Snapshot) -> Markup {
+/// Which plan's retention applies, in words.
+fn retention_line(view: &Result<Option<RetentionView>, EngineError>) -> Markup {
+    html! {
+        @match view {
+            Ok(Some(v)) => { "Retention of plan " a href={ "/plans/" (super::seg(&v.plan)) } { (v.plan) } ": " (v.policy)
+                @if let Some(why) = &v.repository.protected { " — " (why) } }
+            Ok(None) => { "No plan with a retention backs this repository up: every snapshot is kept." }
+            Err(e) => { "Retention unknown: " (e) }
+        }
+    }
+}
+
+/// A snapshot's fate under the plan's retention.
+fn verdict(s: &ForgetSnapshot) -> String {
+    if s.keep {
+        format!("kept: {}", s.reasons.join(", "))
+    } else {
+        "goes after the plan's next successful run".to_string()
+    }
+}
+
+fn snapshot_row(s: &Snapshot, retention: Option<&String>) -> Markup {
     let missing = s.missing();
     html! {
         tr data-snapshot=(s.id.as_str()) {
@@ -233,6 +270,7 @@ fn snapshot_row(s: &Snapshot) -> Markup {
             td.parts { (s.part_names().join(", ")) }
             td { (s.main_branch.as_deref().unwrap_or("-")) }
             td { @for m in &missing { span.failed { (m) } br; } }
+            td.retention { (retention.map_or("-", String::as_str)) }
         }
     }
 }

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use time::{Duration, OffsetDateTime};
 
 use super::retention::{self, Policy};
-use super::service::{ForgetReport, ForgetRepository, ForgetRequest, ForgetSnapshot};
+use super::service::{
+    ForgetReport, ForgetRepository, ForgetRequest, ForgetSnapshot, RetentionView,
+};
 use super::{Context, EngineError};
 use crate::archive::{RepoIdentity, Snapshot};
 use crate::scheduler::Zone;
@@ -240,4 +242,47 @@ pub fn after_plan_run(
         );
     }
     Ok(Some(report))
+}
+
+/// The first plan (by name) that backs up `full_name` of `connection` and has a
+/// retention: which of its snapshots that retention keeps, by which rule (a dry run).
+pub fn plan_view(
+    ctx: &Context,
+    connection: &str,
+    full_name: &str,
+) -> Result<Option<RetentionView>, EngineError> {
+    let mut plans = ctx.state.plans()?;
+    plans.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let Some((plan, policy, grace)) = plans.into_iter().find_map(|p| {
+        let covers = p.spec.connections.iter().any(|c| c == connection)
+            && super::plans::selects(&p.spec, full_name);
+        let (policy, grace) = super::plans::retention_of(&p.spec).ok().flatten()?;
+        covers.then_some((p, policy, grace))
+    }) else {
+        return Ok(None);
+    };
+    let histories: Vec<RepoIdentity> = ctx
+        .archive
+        .histories()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| id.connection == connection && id.full_name == full_name)
+        .collect();
+    let zone = super::plans::zone_of(&plan.spec)?;
+    let rules = Rules {
+        policy: &policy,
+        keep_deleted_for_secs: grace,
+        zone: &zone,
+        dry_run: true,
+    };
+    let report = forget_histories(ctx, &histories, &rules)?;
+    Ok(report
+        .repositories
+        .into_iter()
+        .next()
+        .map(|repository| RetentionView {
+            plan: plan.spec.name.clone(),
+            policy: super::retention::describe(Some(&policy)),
+            repository,
+        }))
 }

@@ -622,6 +622,10 @@ impl Service for LocalService {
         super::check::check(self.ctx(), &req)
     }
 
+    fn retention_view(&self, req: RetentionQuery) -> Result<Option<RetentionView>, EngineError> {
+        super::forget::plan_view(self.ctx(), &req.connection, &req.repository)
+    }
+
     fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError> {
         let report = super::forget::forget(self.ctx(), &req)?;
         if !req.dry_run && report.removed > 0 {

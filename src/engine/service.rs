@@ -111,6 +111,9 @@ pub trait Service: Send + Sync {
     /// Removes the snapshots a retention policy does not keep (or, `dry_run`, says
     /// which it would).
     fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError>;
+    /// Which of a repository's snapshots the retention of the plan that backs it up
+    /// keeps, and by which rule (nothing is removed); `None` without such a plan.
+    fn retention_view(&self, req: RetentionQuery) -> Result<Option<RetentionView>, EngineError>;
     /// What a snapshot holds; with a kind, that kind's documents.
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError>;
     /// Writes a snapshot out as plain files (bare repositories, documents, files).
@@ -488,6 +491,23 @@ pub struct ForgetRequest {
     /// Report only; remove nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// `retention_view`: one repository of one connection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionQuery {
+    pub connection: String,
+    pub repository: String,
+}
+
+/// A plan's retention applied (as a dry run) to one repository.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetentionView {
+    pub plan: String,
+    /// The policy in words (`keep daily 7, monthly 12`).
+    pub policy: String,
+    pub repository: ForgetRepository,
 }
 
 /// What `forget` removed (or would remove) and kept, per repository.
