@@ -357,7 +357,9 @@ fn an_admin_sets_up_and_runs_a_plan_from_the_dashboard() {
         repo_page.body
     );
     assert!(
-        repo_page.body.contains("kept: daily, monthly, within, newest"),
+        repo_page
+            .body
+            .contains("kept: daily, monthly, within, newest"),
         "{}",
         repo_page.body
     );
