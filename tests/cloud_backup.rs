@@ -453,6 +453,15 @@ fn manifests_of(rs: &Reposafe, full_name: &str) -> Vec<serde_json::Value> {
     out
 }
 
+/// The fixture's first repository that has commits (not `empty-repo`).
+fn with_commits(repos: &[(String, std::path::PathBuf)]) -> (&String, &std::path::PathBuf) {
+    let (slug, bare) = repos
+        .iter()
+        .find(|(s, _)| s != "empty-repo")
+        .expect("a repository with commits");
+    (slug, bare)
+}
+
 fn blob_path(rs: &Reposafe, id: &str) -> std::path::PathBuf {
     rs.data_dir().join("archive/blobs").join(&id[..2]).join(id)
 }
@@ -460,10 +469,7 @@ fn blob_path(rs: &Reposafe, id: &str) -> std::path::PathBuf {
 #[test]
 fn check_names_each_damaged_blob_with_the_snapshots_it_affects_and_what_still_restores() {
     let (server, _src, repos) = setup(2);
-    let (slug, bare) = repos
-        .iter()
-        .find(|(s, _)| s != "empty-repo")
-        .expect("a repository with commits");
+    let (slug, bare) = with_commits(&repos);
     let full = format!("{WORKSPACE}/{slug}");
     server.populate(
         WORKSPACE,
@@ -760,10 +766,7 @@ fn forget_removes_what_the_policy_does_not_keep_and_never_a_gone_repositorys_sna
 #[test]
 fn a_plan_with_retention_forgets_after_each_successful_run() {
     let (server, _src, repos) = setup(2);
-    let (slug, bare) = repos
-        .iter()
-        .find(|(s, _)| s != "empty-repo")
-        .expect("a repository with commits");
+    let (slug, bare) = with_commits(&repos);
     let full = format!("{WORKSPACE}/{slug}");
     let rs = Reposafe::new();
     add_cloud_with_token(&rs, &server);

@@ -78,6 +78,17 @@ fn next_job(d: &Served, before: usize, what: &str) -> Value {
     }
 }
 
+/// A push-triggered backup of `repo` alone on the Cloud connection, run to success.
+fn push_backup_succeeds(d: &Served, job: &Value, repo: &str) {
+    assert_eq!(job["trigger"], "webhook");
+    assert_eq!(
+        job["kind"]["targets"],
+        json!([{ "connection": WS, "only": [repo] }])
+    );
+    let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "succeeded", "{done}");
+}
+
 fn actions(d: &Served) -> Vec<(String, String, String)> {
     d.ok("GET", "/api/v1/audit?limit=1000", None)
         .as_array()
@@ -153,13 +164,7 @@ fn a_burst_of_signed_pushes_queues_exactly_one_backup_of_that_repository() {
     let all = jobs(&d);
     assert_eq!(all.len(), before + 1, "one backup for the burst: {all:#?}");
     let job = &all[0];
-    assert_eq!(job["trigger"], "webhook");
-    assert_eq!(
-        job["kind"]["targets"],
-        json!([{ "connection": WS, "only": [repo] }])
-    );
-    let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
-    assert_eq!(done["state"], "succeeded", "{done}");
+    push_backup_succeeds(&d, job, &repo);
 
     let log = actions(&d);
     let accepted = log
@@ -239,13 +244,7 @@ fn the_daemon_registers_its_webhook_in_bitbucket_and_the_next_push_is_backed_up(
     let statuses = server.deliver_push(&repo);
     assert_eq!(statuses, [202]);
     let job = next_job(&d, before, "the delivered push");
-    assert_eq!(job["trigger"], "webhook");
-    assert_eq!(
-        job["kind"]["targets"],
-        json!([{ "connection": WS, "only": [repo] }])
-    );
-    let done = d.wait_job(job["id"].as_u64().expect("id"), Duration::from_secs(60));
-    assert_eq!(done["state"], "succeeded", "{done}");
+    push_backup_succeeds(&d, &job, &repo);
     let log = actions(&d);
     let registered = log
         .iter()

@@ -31,13 +31,10 @@ struct Use {
     part: String,
 }
 
-/// Every blob the snapshots need, with its uses; index blobs that could not be read
-/// are damage found on the way.
+/// Every blob the snapshots need, with its uses, and the damage found so far.
 #[derive(Default)]
 struct Needed {
     uses: BTreeMap<BlobId, BTreeSet<Use>>,
-    /// Index blobs, already read (and so re-hashed) by the structure check.
-    read: BTreeSet<BlobId>,
     damage: BTreeMap<BlobId, String>,
 }
 
@@ -74,7 +71,7 @@ pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineErr
         ..Default::default()
     };
     if report.read_data {
-        read_data(archive, &mut needed, subset, &mut report);
+        read_data(archive, &mut needed, &indexes, subset, &mut report);
     }
     report.index_warnings = index_warnings(archive)?;
     report.damaged = damage_list(&snaps, &needed);
@@ -101,17 +98,18 @@ struct IndexCache {
     metadata: HashMap<BlobId, Result<MetadataIndex, String>>,
 }
 
+impl IndexCache {
+    /// Whether `id` is an index blob, already read (so re-hashed) by the structure check.
+    fn holds(&self, id: &BlobId) -> bool {
+        self.lfs.contains_key(id) || self.metadata.contains_key(id)
+    }
+}
+
 /// Adds snapshot `i`'s blobs, reading its index blobs for the blobs they name.
 fn collect(archive: &Archive, cache: &mut IndexCache, needed: &mut Needed, i: usize, s: &Snapshot) {
-    needed.add(s.git.refs, i, "git");
-    for p in &s.git.packs {
-        needed.add(*p, i, "git");
-    }
-    if let Some(w) = &s.wiki {
-        needed.add(w.refs, i, "wiki");
-        for p in &w.packs {
-            needed.add(*p, i, "wiki");
-        }
+    for (part, git) in std::iter::once(("git", &s.git)).chain(s.wiki.iter().map(|w| ("wiki", w))) {
+        needed.add(git.refs, i, part);
+        git.packs.iter().for_each(|p| needed.add(*p, i, part));
     }
     if let Some(l) = &s.lfs {
         needed.add(l.index, i, "lfs");
@@ -119,7 +117,6 @@ fn collect(archive: &Archive, cache: &mut IndexCache, needed: &mut Needed, i: us
             .lfs
             .entry(l.index)
             .or_insert_with(|| archive.read_json(&l.index).map_err(|e| e.to_string()));
-        needed.read.insert(l.index);
         match entries {
             Ok(list) => list.iter().for_each(|e| needed.add(e.blob, i, "lfs")),
             Err(e) => {
@@ -134,7 +131,6 @@ fn collect(archive: &Archive, cache: &mut IndexCache, needed: &mut Needed, i: us
             .metadata
             .entry(k.index)
             .or_insert_with(|| archive.read_json(&k.index).map_err(|e| e.to_string()));
-        needed.read.insert(k.index);
         match index {
             Ok(index) => {
                 for item in &index.items {
@@ -150,25 +146,28 @@ fn collect(archive: &Archive, cache: &mut IndexCache, needed: &mut Needed, i: us
 }
 
 /// Reads back (re-hashes) the present blobs not read yet, all or a random share.
-fn read_data(archive: &Archive, needed: &mut Needed, subset: f64, report: &mut CheckReport) {
+fn read_data(
+    archive: &Archive,
+    needed: &mut Needed,
+    indexes: &IndexCache,
+    subset: f64,
+    report: &mut CheckReport,
+) {
     let mut key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut key);
     let threshold = (subset * u64::MAX as f64) as u64;
     let chosen: Vec<BlobId> = needed
         .uses
         .keys()
-        .filter(|id| !needed.damage.contains_key(id) && !needed.read.contains(id))
+        .filter(|id| !needed.damage.contains_key(id) && !indexes.holds(id))
         .filter(|id| subset >= 1.0 || draw(&key, id) <= threshold)
         .copied()
         .collect();
     for id in chosen {
+        report.blobs_read += 1;
         match archive.verify_blob(&id) {
-            Ok(len) => {
-                report.blobs_read += 1;
-                report.bytes_read += len;
-            }
+            Ok(len) => report.bytes_read += len,
             Err(e) => {
-                report.blobs_read += 1;
                 needed.damage.insert(id, e.to_string());
             }
         }

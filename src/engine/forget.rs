@@ -20,7 +20,7 @@ use super::service::{
 use super::{Context, EngineError};
 use crate::archive::{RepoIdentity, Snapshot};
 use crate::scheduler::Zone;
-use crate::state::{Actor, RepoRecord};
+use crate::state::{Actor, RepoRecord, StateError};
 
 /// Applies the request's policy (see the module doc).
 pub fn forget(ctx: &Context, req: &ForgetRequest) -> Result<ForgetReport, EngineError> {
@@ -67,8 +67,10 @@ pub fn forget_histories(
         dry_run: rules.dry_run,
         ..Default::default()
     };
+    let mut listings = Listings::default();
     for repo in histories {
-        let done = one_history(ctx, rules, now, repo)?;
+        let records = listings.of(ctx, &repo.connection)?;
+        let done = one_history(ctx, rules, now, repo, records)?;
         report.removed += done.snapshots.iter().filter(|s| !s.keep).count();
         report.kept += done.snapshots.iter().filter(|s| s.keep).count();
         report.repositories.push(done);
@@ -115,11 +117,11 @@ fn selected(ctx: &Context, req: &ForgetRequest) -> Result<Vec<RepoIdentity>, Eng
 /// only those: the others then count as disappeared until the next listing names
 /// them, so they are kept: the safe side.)
 fn disappeared_since(
-    records: &BTreeMap<String, Vec<RepoRecord>>,
+    records: Option<&[RepoRecord]>,
     repo: &RepoIdentity,
     newest_taken: OffsetDateTime,
 ) -> Option<OffsetDateTime> {
-    let Some(of_connection) = records.get(&repo.connection) else {
+    let Some(of_connection) = records else {
         return Some(newest_taken);
     };
     let newest_listing = of_connection.iter().map(|r| r.last_seen).max()?;
@@ -130,39 +132,63 @@ fn disappeared_since(
     }
 }
 
+/// Each connection's repository records, read once per connection for a whole
+/// forget (`None`: the connection is gone).
+#[derive(Default)]
+struct Listings(BTreeMap<String, Option<Vec<RepoRecord>>>);
+
+impl Listings {
+    fn of(
+        &mut self,
+        ctx: &Context,
+        connection: &str,
+    ) -> Result<Option<&[RepoRecord]>, EngineError> {
+        if !self.0.contains_key(connection) {
+            let records = match ctx.state.connection(connection) {
+                Ok(_) => Some(ctx.state.repositories(Some(connection))?),
+                Err(StateError::NoSuchConnection(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            self.0.insert(connection.to_string(), records);
+        }
+        Ok(self.0.get(connection).and_then(|r| r.as_deref()))
+    }
+}
+
+/// Why a repository gone since `since` keeps every snapshot, unless the grace period
+/// `grace_secs` has passed by `now`.
+fn protection(
+    since: OffsetDateTime,
+    grace_secs: Option<u64>,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let grace = grace_secs.map(|s| Duration::seconds(s as i64));
+    match grace {
+        Some(g) if now - since >= g => None,
+        _ => Some(format!(
+            "not in its connection's latest listing (last listed {}): its snapshots are kept{}",
+            crate::fmt::fmt_time(since),
+            match grace {
+                Some(_) => " (keep_deleted_for has not passed)",
+                None => " (keep_deleted_for: forever)",
+            }
+        )),
+    }
+}
+
 /// The verdicts on one repository's snapshots, applied unless `dry_run`.
 fn one_history(
     ctx: &Context,
     rules: &Rules<'_>,
     now: OffsetDateTime,
     repo: &RepoIdentity,
+    records: Option<&[RepoRecord]>,
 ) -> Result<ForgetRepository, EngineError> {
     let mut snaps: Vec<Snapshot> = ctx.archive.snapshots_of(repo)?;
     snaps.reverse();
     let newest_taken = snaps.first().map_or(now, |s| s.taken_at);
-    let mut records: BTreeMap<String, Vec<RepoRecord>> = BTreeMap::new();
-    if ctx.state.connection(&repo.connection).is_ok() {
-        records.insert(
-            repo.connection.clone(),
-            ctx.state.repositories(Some(&repo.connection))?,
-        );
-    }
-    let protected = disappeared_since(&records, repo, newest_taken).and_then(|since| {
-        let grace = rules
-            .keep_deleted_for_secs
-            .map(|s| Duration::seconds(s as i64));
-        match grace {
-            Some(g) if now - since >= g => None,
-            _ => Some(format!(
-                "not in its connection's latest listing (last listed {}): its snapshots are kept{}",
-                crate::fmt::fmt_time(since),
-                match grace {
-                    Some(_) => " (keep_deleted_for has not passed)",
-                    None => " (keep_deleted_for: forever)",
-                }
-            )),
-        }
-    });
+    let protected = disappeared_since(records, repo, newest_taken)
+        .and_then(|since| protection(since, rules.keep_deleted_for_secs, now));
     let policy = if protected.is_some() {
         Policy::default()
     } else {
@@ -261,13 +287,12 @@ pub fn plan_view(
     }) else {
         return Ok(None);
     };
-    let histories: Vec<RepoIdentity> = ctx
-        .archive
-        .histories()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .filter(|id| id.connection == connection && id.full_name == full_name)
-        .collect();
+    // The history a lookup by name uses, found through the state (no manifest read).
+    let repo = match super::restore::find_repository(ctx, full_name, Some(connection)) {
+        Ok(repo) => repo,
+        Err(EngineError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let zone = super::plans::zone_of(&plan.spec)?;
     let rules = Rules {
         policy: &policy,
@@ -275,7 +300,7 @@ pub fn plan_view(
         zone: &zone,
         dry_run: true,
     };
-    let report = forget_histories(ctx, &histories, &rules)?;
+    let report = forget_histories(ctx, &[repo], &rules)?;
     Ok(report
         .repositories
         .into_iter()

@@ -1,4 +1,5 @@
-//! Webhook deliveries of the doubles: the body signed as Bitbucket signs it
+//! Webhooks of the doubles: the events a hook may name, and deliveries — the body
+//! signed as Bitbucket signs it
 //! (`X-Hub-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`) and POSTed
 //! over plain HTTP/1.1 to the hook's URL, one connection per delivery.
 
@@ -8,6 +9,13 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+/// A webhook's `events` list when every entry is one of `known`.
+pub fn known_events(list: &[serde_json::Value], known: &[&str]) -> Option<Vec<String>> {
+    list.iter()
+        .map(|e| e.as_str().filter(|e| known.contains(e)).map(String::from))
+        .collect()
+}
 
 /// `sha256=<hex HMAC-SHA256(secret, body)>`, Bitbucket's `X-Hub-Signature`.
 pub fn sign(secret: &str, body: &[u8]) -> String {

@@ -204,16 +204,9 @@ fn apply(
     }
     match v.get("events").and_then(Value::as_array) {
         Some(list) if !list.is_empty() => {
-            let events: Vec<String> = list
-                .iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect();
-            if events.len() != list.len()
-                || events.iter().any(|e| !KNOWN_EVENTS.contains(&e.as_str()))
-            {
+            let Some(events) = hookpost::known_events(list, KNOWN_EVENTS) else {
                 return Err(bad("events", "Unknown event type."));
-            }
+            };
             hook.events = events;
         }
         None if !create => {}

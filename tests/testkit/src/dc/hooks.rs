@@ -181,16 +181,9 @@ fn apply(hook: &mut ProjectHook, body: &[u8], create: bool) -> Result<(), &'stat
     }
     match v.get("events").and_then(Value::as_array) {
         Some(list) if !list.is_empty() => {
-            let events: Vec<String> = list
-                .iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect();
-            if events.len() != list.len()
-                || events.iter().any(|e| !KNOWN_EVENTS.contains(&e.as_str()))
-            {
+            let Some(events) = hookpost::known_events(list, KNOWN_EVENTS) else {
                 return Err(bad("The webhook contains an unknown event."));
-            }
+            };
             hook.events = events;
         }
         None if !create => {}
