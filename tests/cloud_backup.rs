@@ -814,6 +814,8 @@ fn a_plan_with_retention_forgets_after_each_successful_run() {
         notices[3].starts_with("retention: 1 snapshots removed"),
         "{notices:?}"
     );
+    // …and pruned: the forgotten snapshot's space came back in the same run.
+    assert!(notices[3].contains("; prune freed "), "{notices:?}");
     // The two left are the newest: the latest restores to the source's refs.
     let target = rs.files.path().join("latest.git");
     rs.run(&["restore", &full, "--to", &target.display().to_string()])

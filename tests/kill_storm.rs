@@ -148,28 +148,6 @@ fn restore(rs: &Reposafe, repo: &str, selector: &[&str], scratch: &Path, name: &
     target
 }
 
-/// `reposafe backup`, killed with SIGKILL after `delay` if still running then: `None`, or
-/// how long it took when it finished first.
-fn killed_backup(rs: &Reposafe, delay: Duration) -> Option<Duration> {
-    let mut child = rs
-        .cmd(&["backup", WS])
-        .env("REPOSAFE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start backup");
-    let start = Instant::now();
-    while start.elapsed() < delay {
-        if child.try_wait().expect("wait").is_some() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("kill -9");
-    child.wait().expect("wait");
-    None
-}
-
 #[test]
 fn kill_storm_never_leaves_a_repository_stuck() {
     let seed = std::env::var("KILL_STORM_SEED")
@@ -204,7 +182,7 @@ fn kill_storm_never_leaves_a_repository_stuck() {
             (ms as u64 * 5 / 4).clamp(50, MAX_DELAY_MS)
         });
         let delay = Duration::from_millis(rng.below(window));
-        match killed_backup(&rs, delay) {
+        match rs.killed_after(&["backup", WS], delay) {
             None => killed += 1,
             Some(took) => finished.push(took.as_millis()),
         }

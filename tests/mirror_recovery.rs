@@ -19,15 +19,7 @@ fn setup(rs: &Reposafe) -> (CloudServer, TempDir, PathBuf) {
         ..FixtureOptions::default()
     };
     let repos = gitutil::make_workspace_fixture_with(&server, WS, dir.path(), &opts);
-    server.add_api_token("acct-1", EMAIL, API_TOKEN);
-    server.grant("acct-1", WS);
-    let tok = rs.secret_file("token.txt", API_TOKEN).display().to_string();
-    rs.add_cloud(
-        &server,
-        WS,
-        &["--api-token-email", EMAIL, "--api-token-file", &tok],
-    )
-    .ok();
+    rs.connect_cloud_with_token(&server, WS);
     let source = repos[0].path.clone();
     let full = format!("{WS}/{}", repos[0].slug);
     std::fs::write(rs.files.path().join("repo-name"), full).expect("write");

@@ -15,7 +15,7 @@ use crate::engine::service::{
     RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
 use crate::engine::service::{
-    CheckRequest, ForgetRequest, RegisterWebhook, RetentionQuery, SetNotifications,
+    CheckRequest, ForgetRequest, PruneRequest, RegisterWebhook, RetentionQuery, SetNotifications,
 };
 use crate::engine::{LocalService, Service};
 use crate::state::PlanSpec;
@@ -282,6 +282,9 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         }),
         route(M::POST, "/api/v1/forget", |api, _, req| {
             call_with(api, req, OK, |s, b: ForgetRequest| s.forget(b))
+        }),
+        route(M::POST, "/api/v1/prune", |api, _, req| {
+            call_with(api, req, OK, |s, b: PruneRequest| s.prune(b))
         }),
         route(M::POST, "/api/v1/retention", |api, _, req| {
             call_with(api, req, OK, |s, b: RetentionQuery| s.retention_view(b))

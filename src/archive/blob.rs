@@ -199,6 +199,33 @@ impl Archive {
         matches!(self.backend.exists(FileKind::Blob, &id.to_hex()), Ok(true))
     }
 
+    /// Every stored blob with its stored size in bytes, sorted by id.
+    pub fn list_blobs(&self) -> Result<Vec<(BlobId, u64)>, ArchiveError> {
+        self.backend
+            .list_with_size(FileKind::Blob, "")?
+            .into_iter()
+            .map(|(hex, size)| BlobId::parse(&hex).map(|id| (id, size)))
+            .collect()
+    }
+
+    /// A blob's stored size in bytes, `None` when it is absent.
+    pub fn stored_size(&self, id: &BlobId) -> Result<Option<u64>, ArchiveError> {
+        let hex = id.to_hex();
+        Ok(self
+            .backend
+            .list_with_size(FileKind::Blob, &hex)?
+            .into_iter()
+            .find(|(name, _)| *name == hex)
+            .map(|(_, size)| size))
+    }
+
+    /// Removes a blob. Only prune's sweep calls this, for blobs no manifest names,
+    /// while no backup runs.
+    pub fn delete_blob(&self, id: &BlobId) -> Result<(), ArchiveError> {
+        self.backend.delete(FileKind::Blob, &id.to_hex())?;
+        Ok(())
+    }
+
     /// Fails with [`ArchiveError::MissingBlob`] naming the first of `ids` that is
     /// absent (not verified; checks presence only).
     pub fn require_blobs<'a>(

@@ -209,6 +209,12 @@ impl Archive {
             .collect())
     }
 
+    /// Removes an accelerator index entry (prune, when its blob is gone).
+    pub fn delete_index_entry(&self, kind: FileKind, key: &str) -> Result<(), ArchiveError> {
+        self.backend.delete(kind, key)?;
+        Ok(())
+    }
+
     /// The blob an accelerator index (`index/packs/`, `index/lfs/`) names for `key`, if
     /// the entry exists and the blob is present.
     pub(crate) fn indexed_blob(

@@ -1,6 +1,7 @@
 //! Snapshot manifests: one small JSON file per repository backup, stored as a
 //! [`FileKind::Snapshot`] with id `<repo-dir>/<snapshot-id>` (locally
-//! `snapshots/<repo-dir>/<snapshot-id>.json`), created once and never replaced.
+//! `snapshots/<repo-dir>/<snapshot-id>.json`), created once and replaced only by prune's
+//! [`Archive::rewrite_snapshot`] (same snapshot, its packs consolidated).
 //!
 //! A manifest names the repository (connection, provider, stable id, full name),
 //! when it was taken, and its parts ([`super::parts`]): the blob holding its refs and
@@ -319,7 +320,8 @@ fn manifest_id(repo_dir: &str, id: &SnapshotId) -> String {
 
 impl Archive {
     /// Writes a snapshot manifest atomically, after checking every blob it names is
-    /// present. A manifest is never replaced. Returns the manifest's size in bytes.
+    /// present. A manifest is never replaced by another write (only by prune's
+    /// [`Archive::rewrite_snapshot`]). Returns the manifest's size in bytes.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<u64, ArchiveError> {
         self.require_blobs(snap.blobs())?;
         let bytes = serde_json::to_vec(snap).map_err(|e| ArchiveError::CorruptSnapshot {
@@ -337,6 +339,30 @@ impl Archive {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Replaces an existing manifest with `new`, the same snapshot (same repository
+    /// history, id and time) whose parts name other blobs — prune's consolidation, the
+    /// one place a manifest is rewritten. Every blob `new` names must be present; the
+    /// replacement is atomic, so readers see the old manifest or the new one, and both
+    /// restore the same refs.
+    pub fn rewrite_snapshot(&self, new: &Snapshot) -> Result<u64, ArchiveError> {
+        let mid = manifest_id(&new.repository.dir_name(), &new.id);
+        let old = self.read_manifest(&mid)?;
+        if old.taken_at != new.taken_at || old.repository.dir_name() != new.repository.dir_name() {
+            return Err(ArchiveError::CorruptSnapshot {
+                path: self.backend.location(FileKind::Snapshot, &mid),
+                reason: "a rewrite must keep the snapshot's repository and time".into(),
+            });
+        }
+        self.require_blobs(new.blobs())?;
+        let bytes = serde_json::to_vec(new).map_err(|e| ArchiveError::CorruptSnapshot {
+            path: PathBuf::from(new.id.as_str()),
+            reason: e.to_string(),
+        })?;
+        self.backend
+            .write(FileKind::Snapshot, &mid, super::Source::Bytes(&bytes))?;
+        Ok(bytes.len() as u64)
     }
 
     /// Removes a snapshot's manifest (its blobs stay: other snapshots share them).

@@ -61,6 +61,10 @@ pub enum Command {
     /// Remove the snapshots a retention policy does not keep (restic's rules; the
     /// newest snapshot of a repository is always kept). Try it with --dry-run first.
     Forget(ForgetArgs),
+    /// Give back the space of forgotten snapshots: each repository's packs are
+    /// consolidated into one pack of what its kept snapshots reach (its mirror too), then
+    /// every blob no snapshot names is deleted. Kept snapshots restore as before.
+    Prune(PruneArgs),
     /// Notifications of failed jobs (e-mail, webhook): show, set, test.
     Notifications(super::notifications::NotificationsArgs),
     /// The audit log: who changed what, newest first.
@@ -117,6 +121,19 @@ pub struct ForgetArgs {
     #[arg(long)]
     pub zone: Option<String>,
     /// Say what would be removed and why; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune afterwards: free the space of the removed snapshots at once.
+    #[arg(long)]
+    pub prune: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Say what would be consolidated and freed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Print the report as JSON.

@@ -10,8 +10,9 @@ use super::output;
 use super::progress::CliObserver;
 use crate::engine::service::{
     AddConnection, AddCredential, AuditQuery, BackupRequest, CheckRequest, CredentialInput,
-    EditConnection, ExportRequest, ForgetRequest, RegisterWebhook, RestoreRequest, RestoreTarget,
-    RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest, WebhookInfo,
+    EditConnection, ExportRequest, ForgetRequest, PruneRequest, RegisterWebhook, RestoreRequest,
+    RestoreTarget, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
+    WebhookInfo,
 };
 use crate::engine::{retention, Quiet, Service};
 use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
@@ -77,6 +78,16 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
                 output::json(&report)?;
             } else {
                 output::forgotten(&report);
+            }
+        }
+        Command::Prune(args) => {
+            let report = service.prune(PruneRequest {
+                dry_run: args.dry_run,
+            })?;
+            if args.json {
+                output::json(&report)?;
+            } else {
+                output::pruned(&report);
             }
         }
         Command::Check(args) => {
@@ -556,5 +567,6 @@ fn forget_request(args: ForgetArgs) -> Result<ForgetRequest> {
         )?,
         zone: args.zone,
         dry_run: args.dry_run,
+        prune: args.prune,
     })
 }

@@ -596,12 +596,55 @@ pub fn forgotten(r: &crate::engine::service::ForgetReport) {
         r.removed,
         r.kept,
         r.repositories.len(),
-        if r.removed > 0 {
-            " (their data is shared with the kept snapshots and stays in the archive: \
-             freeing it is prune's job, which reposafe does not have yet)"
+        if r.removed > 0 && r.prune.is_none() {
+            " (their data stays in the archive until `reposafe prune`)"
         } else {
             ""
         }
+    );
+    if let Some(p) = &r.prune {
+        pruned(p);
+    }
+}
+
+/// `prune`: each consolidated history, then what the sweep freed.
+pub fn pruned(r: &crate::engine::service::PruneReport) {
+    use crate::fmt::human_bytes;
+    for h in &r.histories {
+        if r.dry_run {
+            println!(
+                "would consolidate {} ({}, {}): {} packs, {}, named by {} snapshots",
+                h.repository,
+                h.connection,
+                h.part,
+                h.packs_before,
+                human_bytes(h.bytes_before),
+                h.snapshots
+            );
+        } else {
+            println!(
+                "{} ({}, {}): {} packs ({}, {} objects) → 1 pack ({}, {} objects); mirror dropped {} packs",
+                h.repository,
+                h.connection,
+                h.part,
+                h.packs_before,
+                human_bytes(h.bytes_before),
+                h.objects_before,
+                human_bytes(h.bytes_after),
+                h.objects_after,
+                h.mirror_packs_removed
+            );
+        }
+    }
+    let verb = if r.dry_run { "would free" } else { "freed" };
+    println!(
+        "{} histories consolidated; {verb} {} in {} blobs; archive {} → {} ({:.1} s)",
+        r.histories.len(),
+        human_bytes(r.bytes_freed),
+        r.blobs_removed,
+        human_bytes(r.archive_bytes_before),
+        human_bytes(r.archive_bytes_after),
+        r.seconds
     );
 }
 

@@ -441,6 +441,10 @@ impl Service for Remote {
         self.post("/api/v1/forget", &req)
     }
 
+    fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError> {
+        self.post("/api/v1/prune", &req)
+    }
+
     fn retention_view(&self, req: RetentionQuery) -> Result<Option<RetentionView>, EngineError> {
         self.post("/api/v1/retention", &req)
     }

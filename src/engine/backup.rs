@@ -343,8 +343,11 @@ pub fn backup_connection(
                     let mirror = ctx.mirror_dir(&identity(&conn, repo));
                     match lock_repository(&mirror, &repo.full_name, opts) {
                         Err(outcome) => outcome,
-                        // A panic fails this repository alone, with its message.
+                        // A panic fails this repository alone, with its message. Prune's
+                        // sweep waits until its manifest names the blobs it stored or
+                        // found (taken after the repository's lock, as prune does).
                         Ok(_held) => match super::jobs::guard_repository(&repo.full_name, || {
+                            let _archive = ctx.gate.shared();
                             backup_repository(ctx, &job, repo, repo_gate, &mut attempts)
                         }) {
                             Ok(o) => o,

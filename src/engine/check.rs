@@ -51,6 +51,8 @@ impl Needed {
 /// Checks the archive (see the module doc).
 pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineError> {
     let subset = subset_fraction(req)?;
+    // Prune's sweep waits: a blob it deletes would show as damage.
+    let _archive = ctx.gate.shared();
     let archive = &ctx.archive;
     let snaps = archive.all_snapshots()?;
     let mut needed = Needed::default();
@@ -77,6 +79,25 @@ pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineErr
     report.damaged = damage_list(&snaps, &needed);
     report.affected = affected(&snaps, &needed);
     Ok(report)
+}
+
+/// Every blob the archive's manifests name, directly or through their index blobs
+/// (LFS, metadata): what prune's sweep must keep. Fails, naming it, when an index blob
+/// cannot be read — what it names is then unknown, so nothing may be swept.
+pub(super) fn referenced_blobs(archive: &Archive) -> Result<BTreeSet<BlobId>, EngineError> {
+    let snaps = archive.all_snapshots()?;
+    let mut needed = Needed::default();
+    let mut indexes = IndexCache::default();
+    for (i, s) in snaps.iter().enumerate() {
+        collect(archive, &mut indexes, &mut needed, i, s);
+    }
+    if let Some((id, error)) = needed.damage.iter().next() {
+        return Err(EngineError::Conflict(format!(
+            "index blob {id} cannot be read ({error}): the blobs it names are unknown, so \
+             nothing is swept; run `reposafe check` to see what is damaged"
+        )));
+    }
+    Ok(needed.uses.into_keys().collect())
 }
 
 /// The fraction of blobs to read back: 1 for `read_data`, the subset's share else.

@@ -7,7 +7,8 @@
 //! provider (its connection's latest listing did not name it, or the connection is gone)
 //! keeps every snapshot unless `keep_deleted_for` has passed since it was last seen:
 //! backups outlive their source. Forgetting frees only the manifests: the packs stay
-//! shared with the kept snapshots.
+//! shared with the kept snapshots until `prune` (asked with `prune`, and always after a
+//! plan's retention) consolidates the thinned histories and sweeps.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,7 +45,28 @@ pub fn forget(ctx: &Context, req: &ForgetRequest) -> Result<ForgetReport, Engine
         zone: &zone,
         dry_run: req.dry_run,
     };
-    forget_histories(ctx, &histories, &rules)
+    let mut report = forget_histories(ctx, &histories, &rules)?;
+    if req.prune {
+        report.prune = Some(prune_thinned(ctx, &histories, &report)?);
+    }
+    Ok(report)
+}
+
+/// Prunes after a forget: consolidates the histories that lost snapshots (in the same
+/// order as `report.repositories`), then sweeps the archive.
+fn prune_thinned(
+    ctx: &Context,
+    histories: &[RepoIdentity],
+    report: &ForgetReport,
+) -> Result<super::service::PruneReport, EngineError> {
+    let thinned: Vec<RepoIdentity> = histories
+        .iter()
+        .zip(&report.repositories)
+        .filter(|(_, r)| r.snapshots.iter().any(|s| !s.keep))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let dirs = thinned.iter().map(RepoIdentity::dir_name).collect();
+    super::prune::prune_histories(ctx, &thinned, &dirs, report.dry_run)
 }
 
 /// A policy and how it is applied.
@@ -253,10 +275,20 @@ pub fn after_plan_run(
         zone: &zone,
         dry_run: false,
     };
-    let report = forget_histories(ctx, &histories, &rules)?;
+    let mut report = forget_histories(ctx, &histories, &rules)?;
     if report.removed > 0 {
+        // The space of what the plan's retention let go comes back at once; a prune
+        // that fails leaves the forget done (the next prune catches up).
+        let pruned = match prune_thinned(ctx, &histories, &report) {
+            Ok(p) => format!("prune freed {} bytes", p.bytes_freed),
+            Err(e) => {
+                let e = e.to_string();
+                report.prune_error = Some(e.clone());
+                format!("prune failed: {e}")
+            }
+        };
         let detail = format!(
-            "after job {job}: {} snapshots removed, {} kept",
+            "after job {job}: {} snapshots removed, {} kept; {pruned}",
             report.removed, report.kept
         );
         super::audit::record(

@@ -547,8 +547,15 @@ impl Jobs {
         match super::forget::after_plan_run(&self.ctx, plan, job.id) {
             Ok(None) => None,
             Ok(Some(r)) => Some(format!(
-                "retention: {} snapshots removed, {} kept",
-                r.removed, r.kept
+                "retention: {} snapshots removed, {} kept{}",
+                r.removed,
+                r.kept,
+                match (&r.prune, &r.prune_error) {
+                    (_, Some(e)) => format!("; prune failed: {e}"),
+                    (Some(p), None) =>
+                        format!("; prune freed {}", crate::fmt::human_bytes(p.bytes_freed)),
+                    (None, None) => String::new(),
+                }
             )),
             Err(e) => {
                 tracing::warn!(

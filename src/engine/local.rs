@@ -640,6 +640,20 @@ impl Service for LocalService {
         Ok(report)
     }
 
+    fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError> {
+        let report = super::prune::prune(self.ctx(), &req)?;
+        if !req.dry_run {
+            let detail = format!(
+                "{} histories consolidated, {} blobs ({} bytes) freed",
+                report.histories.len(),
+                report.blobs_removed,
+                report.bytes_freed
+            );
+            self.record("archive.prune", "all", Some(&detail));
+        }
+        Ok(report)
+    }
+
     fn show(&self, req: ShowRequest) -> Result<ShowReport, EngineError> {
         super::show::show(self.ctx(), &req)
     }

@@ -12,6 +12,7 @@
 //! packs and refs (with its LFS objects, and its wiki beside it); `show` reads a
 //! snapshot's parts and documents back, `export` writes all of it out as plain files.
 
+mod archive_gate;
 pub mod audit;
 pub mod backup;
 mod backup_git;
@@ -34,6 +35,7 @@ pub mod oauth;
 pub mod overview;
 pub mod plan_preview;
 pub mod plans;
+mod prune;
 mod repo_lock;
 mod restore;
 pub mod restore_into;
@@ -80,6 +82,8 @@ pub struct Context {
     retry: RetryPolicy,
     /// OAuth "Connect" flows waiting for their callback (issue 14, O).
     oauth: oauth::PendingFlows,
+    /// Keeps prune's sweep apart from every other user of the archive.
+    gate: archive_gate::ArchiveGate,
 }
 
 impl Context {
@@ -120,6 +124,7 @@ impl Context {
             providers,
             retry: RetryPolicy::from_env(),
             oauth: oauth::PendingFlows::default(),
+            gate: archive_gate::ArchiveGate::default(),
         })
     }
 

@@ -111,6 +111,10 @@ pub trait Service: Send + Sync {
     /// Removes the snapshots a retention policy does not keep (or, `dry_run`, says
     /// which it would).
     fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError>;
+    /// Gives back the space of forgotten snapshots: consolidates each history's packs
+    /// into one pack of what its kept snapshots reach, then deletes every blob no
+    /// snapshot names (or, `dry_run`, says what it would do).
+    fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError>;
     /// Which of a repository's snapshots the retention of the plan that backs it up
     /// keeps, and by which rule (nothing is removed); `None` without such a plan.
     fn retention_view(&self, req: RetentionQuery) -> Result<Option<RetentionView>, EngineError>;
@@ -491,6 +495,58 @@ pub struct ForgetRequest {
     /// Report only; remove nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Prune afterwards (`forget --prune`): consolidate the histories that lost
+    /// snapshots and sweep what no snapshot names.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// `prune`: the whole archive.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// Say what would be consolidated and freed; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What `prune` did (or would do).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    /// Each history part whose packs were consolidated into one.
+    pub histories: Vec<PrunedHistory>,
+    /// Blobs no snapshot named, deleted, and their stored bytes.
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+    /// Accelerator index entries that named a deleted blob.
+    pub index_entries_removed: usize,
+    /// Stored bytes of the archive (blobs and manifests) before and after.
+    pub archive_bytes_before: u64,
+    pub archive_bytes_after: u64,
+    pub seconds: f64,
+}
+
+/// One repository history part (`git` or `wiki`) consolidated by prune.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PrunedHistory {
+    pub repository: String,
+    pub connection: String,
+    pub part: String,
+    /// Snapshots of it (each now names the one pack).
+    pub snapshots: usize,
+    /// Packs the snapshots named before, and their stored bytes.
+    pub packs_before: usize,
+    pub bytes_before: u64,
+    /// Objects in those packs, and in the consolidated pack (what the kept refs reach).
+    pub objects_before: u64,
+    pub objects_after: u64,
+    /// Stored bytes of the consolidated pack.
+    pub bytes_after: u64,
+    /// Objects written whole because their stored delta base was not kept.
+    pub recompressed: u64,
+    /// Packs the repository's mirror dropped for the consolidated one.
+    pub mirror_packs_removed: usize,
 }
 
 /// `retention_view`: one repository of one connection.
@@ -517,6 +573,12 @@ pub struct ForgetReport {
     pub removed: usize,
     pub kept: usize,
     pub repositories: Vec<ForgetRepository>,
+    /// What the prune that followed did (`prune` asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneReport>,
+    /// Why the prune after a plan's retention failed (the forget itself was applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_error: Option<String>,
 }
 
 /// One repository's snapshots, newest first, each with the rules that keep it.

@@ -5,6 +5,8 @@
 //!   Mirrors are only ever fetched into and never repacked or garbage-collected, so each fetch adds
 //!   at most one new immutable, self-contained pack file `objects/pack/pack-<hash>.pack` (+ `.idx`).
 //! * [`list_packs()`] lists those packs so the archive can store each one exactly once.
+//! * [`Consolidation`] writes one pack of what a set of tips reaches (prune), and
+//!   [`compact_mirror()`] replaces a mirror's pack chain with it.
 //! * [`restore_bare()`] rebuilds a bare repository from archived packs and a ref listing.
 //! * [`lfs`] finds the Git LFS pointers among a pack's blobs.
 //! * [`push()`] sends a snapshot's packs and refs to a repository over smart HTTP (see
@@ -17,6 +19,7 @@
 //!
 //! Callers must not run two operations on the same mirror concurrently.
 
+mod consolidate;
 mod delta;
 mod error;
 mod fetch;
@@ -34,6 +37,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use consolidate::{compact_mirror, ConsolidatedPack, Consolidation};
 pub use error::GitError;
 pub use fetch::{fetch_mirror, list_packs};
 pub(crate) use fetch::{remove_leftovers, sync_file, sync_tree};

@@ -99,6 +99,49 @@ impl Reposafe {
         }
     }
 
+    /// Grants the test account `workspace` on the server and adds a Cloud connection
+    /// for it with the account's API token.
+    pub fn connect_cloud_with_token(&self, server: &CloudServer, workspace: &str) {
+        server.add_api_token("acct-1", EMAIL, API_TOKEN);
+        server.grant("acct-1", workspace);
+        let tok = self
+            .secret_file("token.txt", API_TOKEN)
+            .display()
+            .to_string();
+        self.add_cloud(
+            server,
+            workspace,
+            &["--api-token-email", EMAIL, "--api-token-file", &tok],
+        )
+        .ok();
+    }
+
+    /// Runs `reposafe ARGS` and kills it with SIGKILL after `delay` unless it finished
+    /// first: `None`, or how long it took.
+    pub fn killed_after(
+        &self,
+        args: &[&str],
+        delay: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let mut child = self
+            .cmd(args)
+            .env("REPOSAFE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start reposafe");
+        let start = std::time::Instant::now();
+        while start.elapsed() < delay {
+            if child.try_wait().expect("wait").is_some() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+        None
+    }
+
     /// Adds a Cloud connection named after the workspace, pointing at the test server.
     pub fn add_cloud(&self, server: &CloudServer, workspace: &str, cred_args: &[&str]) -> Run {
         let args = cloud_add_args(server, &["--workspace", workspace], cred_args);

@@ -279,6 +279,8 @@ pub fn restore_all(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(source) = sources.get(i) else { break };
                 (opts.started)(&source.full_name);
+                // Prune's sweep waits while this repository's snapshot is read.
+                let _archive = writer.ctx.gate.shared();
                 // A panic fails this repository alone, with its message.
                 let report = crate::engine::jobs::catch_panic(
                     &format!("restoring {}", source.full_name),

@@ -40,7 +40,7 @@ pub(crate) use files::{remove_leftovers, sync_file, sync_tree};
 pub(crate) use mirror::{init_bare, open_mirror};
 #[cfg(test)]
 pub(crate) use recover::forget_prepared;
-pub(crate) use refs::set_refs;
+pub(crate) use refs::{local_refs, set_refs};
 pub(in crate::git) use transport::{http_client, validate_header_value};
 
 use super::{

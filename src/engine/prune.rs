@@ -1,0 +1,333 @@
+//! `prune`: gives back the space of forgotten snapshots.
+//!
+//! Two steps (the design is in `docs/ARCHITECTURE.md`, "Retention, forget and prune"):
+//!
+//! 1. **Consolidate** each repository history whose snapshots name more than one pack
+//!    (or that `forget` just thinned): under the repository's lock (its backups wait),
+//!    one pack of exactly what the kept snapshots' refs reach is written from their packs
+//!    (the mirror's copies when it has them, else the archived ones) with
+//!    [`git::Consolidation`], stored as a blob, and every kept manifest of the history is
+//!    rewritten in place to name it (same id, same refs). The mirror gets the same pack
+//!    and drops the ones it replaces. The git part and the wiki part are done alike.
+//! 2. **Sweep**, with every backup, restore, export and check of this process kept out
+//!    ([`super::ArchiveGate`]): every blob no manifest names, directly or through an
+//!    index blob, is deleted, then the accelerator entries naming deleted blobs.
+//!
+//! New data is always durable before old data goes, so a kill at any point leaves every
+//! kept snapshot restorable: before a manifest's rewrite it names the old packs, which
+//! only the sweep removes, and the sweep removes only what no manifest names. With
+//! `dry_run` nothing is written and the report says what would be consolidated and swept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use gix::hash::ObjectId;
+
+use super::service::{PruneReport, PruneRequest, PrunedHistory};
+use super::{Context, EngineError};
+use crate::archive::{BlobId, FileKind, GitPart, RepoIdentity, Snapshot};
+use crate::git::{self, RefEntry, RefTarget};
+
+/// Prunes the whole archive: consolidates every history with a pack chain, then sweeps.
+pub fn prune(ctx: &Context, req: &PruneRequest) -> Result<PruneReport, EngineError> {
+    let histories: Vec<RepoIdentity> = ctx
+        .archive
+        .histories()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    prune_histories(ctx, &histories, &BTreeSet::new(), req.dry_run)
+}
+
+/// Consolidates `histories` (those in `thinned`, by history directory, even when they
+/// have a single pack: `forget` removed snapshots whose objects it may hold), then sweeps
+/// the whole archive.
+pub fn prune_histories(
+    ctx: &Context,
+    histories: &[RepoIdentity],
+    thinned: &BTreeSet<String>,
+    dry_run: bool,
+) -> Result<PruneReport, EngineError> {
+    let started = Instant::now();
+    let mut report = PruneReport {
+        dry_run,
+        archive_bytes_before: ctx.archive.disk_usage()?,
+        ..Default::default()
+    };
+    for repo in histories {
+        let force = thinned.contains(&repo.dir_name());
+        report
+            .histories
+            .extend(consolidate_history(ctx, repo, force, dry_run)?);
+    }
+    sweep(ctx, dry_run, &mut report)?;
+    report.archive_bytes_after = if dry_run {
+        report
+            .archive_bytes_before
+            .saturating_sub(report.bytes_freed)
+    } else {
+        ctx.archive.disk_usage()?
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Which git part of a snapshot: the repository or its wiki.
+#[derive(Clone, Copy)]
+enum Part {
+    Git,
+    Wiki,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Git => "git",
+            Part::Wiki => "wiki",
+        }
+    }
+
+    fn of(self, snap: &Snapshot) -> Option<&GitPart> {
+        match self {
+            Part::Git => Some(&snap.git),
+            Part::Wiki => snap.wiki.as_ref(),
+        }
+    }
+
+    fn of_mut(self, snap: &mut Snapshot) -> Option<&mut GitPart> {
+        match self {
+            Part::Git => Some(&mut snap.git),
+            Part::Wiki => snap.wiki.as_mut(),
+        }
+    }
+
+    /// The bare mirror this part is fetched into.
+    fn mirror(self, ctx: &Context, repo: &RepoIdentity) -> PathBuf {
+        let mirror = ctx.mirror_dir(repo);
+        match self {
+            Part::Git => mirror,
+            Part::Wiki => mirror.with_extension("wiki.git"),
+        }
+    }
+}
+
+/// Consolidates both git parts of one history, under its repository lock.
+fn consolidate_history(
+    ctx: &Context,
+    repo: &RepoIdentity,
+    force: bool,
+    dry_run: bool,
+) -> Result<Vec<PrunedHistory>, EngineError> {
+    let _repo_lock = lock(ctx, repo)?;
+    let mut out = Vec::new();
+    for part in [Part::Git, Part::Wiki] {
+        // Re-read per part: the git part's rewrite changed the manifests.
+        let snaps = ctx.archive.snapshots_of(repo)?;
+        if let Some(done) = consolidate_part(ctx, repo, &snaps, part, force, dry_run)? {
+            out.push(done);
+        }
+    }
+    Ok(out)
+}
+
+/// Takes the repository's backup lock, waiting for a backup of it to finish.
+fn lock(ctx: &Context, repo: &RepoIdentity) -> Result<super::repo_lock::RepoGuard, EngineError> {
+    use super::repo_lock::{acquire, Wait, MAX_WAIT};
+    let never = AtomicBool::new(false);
+    let wait = Wait {
+        interrupt: &never,
+        deadline: None,
+        max_wait: MAX_WAIT,
+        on_wait: &|| tracing::info!(repository = %repo.full_name, "prune waits for a backup of it"),
+    };
+    acquire(&ctx.mirror_dir(repo), &wait).map_err(|why| {
+        EngineError::Conflict(format!(
+            "{}: a backup of it held the repository for too long ({why:?}); prune it later",
+            repo.full_name
+        ))
+    })
+}
+
+/// The packs a part's snapshots name together, in first-use order.
+fn pack_chain(snaps: &[Snapshot], part: Part) -> Vec<BlobId> {
+    let mut seen = BTreeSet::new();
+    snaps
+        .iter()
+        .filter_map(|s| part.of(s))
+        .flat_map(|p| p.packs.iter())
+        .filter(|id| seen.insert(**id))
+        .copied()
+        .collect()
+}
+
+/// Writes one pack of what a part's kept refs reach and rewrites the manifests to name
+/// it; `None` when there is nothing to do (no such part, or a single pack not thinned).
+fn consolidate_part(
+    ctx: &Context,
+    repo: &RepoIdentity,
+    snaps: &[Snapshot],
+    part: Part,
+    force: bool,
+    dry_run: bool,
+) -> Result<Option<PrunedHistory>, EngineError> {
+    let chain = pack_chain(snaps, part);
+    if chain.is_empty() || (chain.len() == 1 && !force) {
+        return Ok(None);
+    }
+    let mut done = PrunedHistory {
+        repository: repo.full_name.clone(),
+        connection: repo.connection.clone(),
+        part: part.name().to_string(),
+        snapshots: snaps.iter().filter(|s| part.of(s).is_some()).count(),
+        packs_before: chain.len(),
+        bytes_before: stored_sizes(ctx, &chain)?,
+        ..Default::default()
+    };
+    if dry_run {
+        return Ok(Some(done));
+    }
+    let mirror = part.mirror(ctx, repo);
+    let mirror_packs = mirror_packs_in_chain(ctx, &mirror, &chain)?;
+    let scratch = ctx.data_dir().join("tmp");
+    let mut sources = git::Consolidation::new(&scratch)?;
+    let never = AtomicBool::new(false);
+    for blob in &chain {
+        match mirror_packs.get(blob) {
+            Some((_, path)) => sources.add_pack_file(path)?,
+            None => sources.add_pack_stream(ctx.archive.open_blob(blob)?, &never)?,
+        }
+    }
+    let tips = kept_tips(ctx, snaps, part)?;
+    let out_dir = tempfile::Builder::new()
+        .prefix(".reposafe-consolidated-")
+        .tempdir_in(&scratch)
+        .map_err(|e| EngineError::DataDir {
+            path: scratch.clone(),
+            reason: e.to_string(),
+        })?;
+    let pack = sources.write(&tips, out_dir.path(), &never)?;
+    drop(sources);
+    let file = std::fs::File::open(&pack.path).map_err(|e| EngineError::DataDir {
+        path: pack.path.clone(),
+        reason: e.to_string(),
+    })?;
+    let stored = ctx.archive.put_reader(file)?;
+    ctx.archive.record_pack(&pack.pack_hash, &stored.id)?;
+    for snap in snaps {
+        let mut new = snap.clone();
+        let Some(git_part) = part.of_mut(&mut new) else {
+            continue;
+        };
+        if git_part.packs == [stored.id] {
+            continue;
+        }
+        git_part.packs = vec![stored.id];
+        if let Part::Git = part {
+            new.stats.pack_bytes = pack.size;
+        }
+        ctx.archive.rewrite_snapshot(&new)?;
+    }
+    let replaced: BTreeSet<String> = mirror_packs.values().map(|(h, _)| h.clone()).collect();
+    if mirror.is_dir() {
+        done.mirror_packs_removed = git::compact_mirror(&mirror, &pack, &replaced)?;
+    }
+    done.objects_before = pack.source_objects;
+    done.objects_after = pack.objects;
+    done.bytes_after = stored_sizes(ctx, &[stored.id])?;
+    done.recompressed = pack.recompressed;
+    Ok(Some(done))
+}
+
+/// Stored bytes of these blobs together.
+fn stored_sizes(ctx: &Context, blobs: &[BlobId]) -> Result<u64, EngineError> {
+    let mut total = 0;
+    for b in blobs {
+        total += ctx.archive.stored_size(b)?.unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// The mirror's packs that are archived as one of `chain`'s blobs: blob → (pack hash,
+/// path). Empty when there is no mirror.
+fn mirror_packs_in_chain(
+    ctx: &Context,
+    mirror: &Path,
+    chain: &[BlobId],
+) -> Result<BTreeMap<BlobId, (String, PathBuf)>, EngineError> {
+    if !mirror.is_dir() {
+        return Ok(BTreeMap::new());
+    }
+    let wanted: BTreeSet<&BlobId> = chain.iter().collect();
+    let mut out = BTreeMap::new();
+    for pack in git::list_packs(mirror)? {
+        if let Some(blob) = ctx.archive.pack_blob(&pack.pack_hash)? {
+            if wanted.contains(&blob) {
+                out.insert(blob, (pack.pack_hash, pack.path));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every object the part's refs point to, over all its snapshots.
+fn kept_tips(ctx: &Context, snaps: &[Snapshot], part: Part) -> Result<Vec<ObjectId>, EngineError> {
+    let mut refs_blobs = BTreeSet::new();
+    let mut tips = BTreeSet::new();
+    for snap in snaps {
+        let Some(p) = part.of(snap) else { continue };
+        if !refs_blobs.insert(p.refs) {
+            continue;
+        }
+        let refs: Vec<RefEntry> = ctx.archive.read_json(&p.refs)?;
+        for r in refs {
+            if let RefTarget::Object(hex) = &r.target {
+                let id = ObjectId::from_hex(hex.as_bytes()).map_err(|e| {
+                    EngineError::Internal(format!(
+                        "snapshot {} names ref {} with an invalid object id {hex:?}: {e}",
+                        snap.id, r.name
+                    ))
+                })?;
+                tips.insert(id);
+            }
+        }
+    }
+    Ok(tips.into_iter().collect())
+}
+
+/// Deletes every blob no manifest names, and accelerator entries naming deleted or
+/// absent blobs, with the archive closed to every other user of this process.
+fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), EngineError> {
+    let _alone = ctx.gate.exclusive();
+    let referenced = super::check::referenced_blobs(&ctx.archive)?;
+    let mut gone: BTreeSet<BlobId> = BTreeSet::new();
+    for (id, size) in ctx.archive.list_blobs()? {
+        if referenced.contains(&id) {
+            continue;
+        }
+        if !dry_run {
+            ctx.archive.delete_blob(&id)?;
+        }
+        gone.insert(id);
+        report.blobs_removed += 1;
+        report.bytes_freed += size;
+    }
+    for kind in [FileKind::PackIndex, FileKind::LfsIndex] {
+        for (key, blob) in ctx.archive.index_entries(kind)? {
+            let stale = match &blob {
+                Ok(id) => {
+                    gone.contains(id) || (!referenced.contains(id) && !ctx.archive.has_blob(id))
+                }
+                Err(_) => true,
+            };
+            if stale {
+                if !dry_run {
+                    ctx.archive.delete_index_entry(kind, &key)?;
+                }
+                report.index_entries_removed += 1;
+            }
+        }
+    }
+    Ok(())
+}

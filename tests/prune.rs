@@ -1,0 +1,277 @@
+//! Prune (issue 15): forgetting snapshots and pruning gives their space back, every
+//! kept snapshot still restores ref for ref and `fsck`-clean, the mirror keeps one pack,
+//! later backups build on the consolidated pack — and a `kill -9` at any moment of a
+//! prune leaves every kept snapshot restorable.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const WS: &str = "acme";
+
+/// A source repository with a work clone to push from.
+struct Source {
+    full_name: String,
+    bare: PathBuf,
+    work: PathBuf,
+}
+
+impl Source {
+    /// Commits `bytes` as `file` on the checked-out branch and pushes it.
+    fn push_file(&self, file: &str, bytes: &[u8]) {
+        std::fs::write(self.work.join(file), bytes).expect("write");
+        gitutil::git(&self.work, &["add", "-A"]);
+        gitutil::git(&self.work, &["commit", "--quiet", "-m", file]);
+        gitutil::git(&self.work, &["push", "--quiet", "origin", "HEAD"]);
+    }
+}
+
+/// A Cloud test server with one repository, and a data dir connected to it.
+fn setup(rs: &Reposafe, scratch: &Path) -> (CloudServer, Source) {
+    let server = CloudServer::start();
+    let repos = gitutil::make_workspace_fixture(&server, WS, 2, &scratch.join("src"));
+    rs.connect_cloud_with_token(&server, WS);
+    let (slug, bare) = repos
+        .into_iter()
+        .find(|(s, _)| s != "empty-repo")
+        .expect("a repository with commits");
+    let work = scratch.join("work");
+    gitutil::git(
+        scratch,
+        &["clone", "--quiet", &bare.display().to_string(), "work"],
+    );
+    let source = Source {
+        full_name: format!("{WS}/{slug}"),
+        bare,
+        work,
+    };
+    (server, source)
+}
+
+/// Backs up and returns the new snapshot's id with the source's refs at that moment.
+fn backup(rs: &Reposafe, source: &Source) -> (String, BTreeMap<String, String>) {
+    rs.run(&["backup", WS]).ok();
+    let ids = snapshot_ids(rs, &source.full_name);
+    let newest = ids.last().expect("a snapshot").clone();
+    (newest, gitutil::refs_of(&source.bare))
+}
+
+/// Snapshot ids of a repository, oldest first.
+fn snapshot_ids(rs: &Reposafe, repo: &str) -> Vec<String> {
+    let run = rs.run(&["snapshots", repo, "--json"]).ok();
+    let list: serde_json::Value = serde_json::from_str(&run.stdout).expect("snapshots --json");
+    let mut out: Vec<(String, String)> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| {
+            (
+                s["taken_at"].as_str().expect("taken_at").to_string(),
+                s["id"].as_str().expect("id").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Restores snapshot `id` and checks it: `fsck --full` clean and exactly `refs`.
+fn restores_as(rs: &Reposafe, repo: &str, id: &str, refs: &BTreeMap<String, String>, to: &Path) {
+    let t = to.display().to_string();
+    rs.run(&["restore", repo, "--snapshot", id, "--to", &t])
+        .ok();
+    gitutil::fsck(to);
+    assert_eq!(
+        &gitutil::refs_of(to),
+        refs,
+        "snapshot {id} restores its refs"
+    );
+    std::fs::remove_dir_all(to).expect("remove restore");
+}
+
+fn archive_bytes(rs: &Reposafe) -> u64 {
+    files_under(&rs.data_dir().join("archive"))
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// The `.pack` files of the repository's mirror.
+fn mirror_packs(rs: &Reposafe) -> usize {
+    let mirrors = rs.data_dir().join("mirrors");
+    files_under(&mirrors)
+        .iter()
+        .filter(|p| !p.to_string_lossy().contains(".wiki.git/"))
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .count()
+}
+
+#[test]
+fn prune_frees_forgotten_snapshots_space_and_every_kept_snapshot_still_restores() {
+    let rs = Reposafe::new();
+    let scratch = TempDir::new("reposafe-prune");
+    let (_server, source) = setup(&rs, scratch.path());
+    let repo = source.full_name.clone();
+    let mut refs_of: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let record = |refs_of: &mut BTreeMap<_, _>, (id, refs): (String, BTreeMap<String, String>)| {
+        refs_of.insert(id.clone(), refs);
+        id
+    };
+    record(&mut refs_of, backup(&rs, &source));
+    // 1 MiB nobody will need after it is forgotten: pushed on a branch, then deleted.
+    gitutil::git(&source.work, &["checkout", "--quiet", "-b", "junk"]);
+    source.push_file("junk.bin", &gitutil::pseudo_random_bytes(7, 1 << 20));
+    record(&mut refs_of, backup(&rs, &source));
+    gitutil::git(&source.work, &["checkout", "--quiet", "-"]);
+    gitutil::git(
+        &source.work,
+        &["push", "--quiet", "origin", "--delete", "junk"],
+    );
+    source.push_file("a.txt", b"a\n");
+    let third = record(&mut refs_of, backup(&rs, &source));
+    source.push_file("b.txt", b"b\n");
+    let fourth = record(&mut refs_of, backup(&rs, &source));
+    assert_eq!(snapshot_ids(&rs, &repo).len(), 4);
+    assert!(mirror_packs(&rs) >= 3, "one pack per fetch before prune");
+    let before = archive_bytes(&rs);
+
+    // A dry run changes nothing and says what it would do.
+    let dry = rs.run(&["prune", "--dry-run"]).ok();
+    assert!(dry.stdout.contains("would consolidate"), "{}", dry.stdout);
+    assert_eq!(archive_bytes(&rs), before);
+
+    let run = rs
+        .run(&["forget", &repo, "--keep-last", "2", "--prune", "--json"])
+        .ok();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(report["removed"], 2, "{report}");
+    let pruned = &report["prune"];
+    assert_eq!(pruned["histories"][0]["part"], "git", "{report}");
+    assert!(
+        pruned["bytes_freed"].as_u64().expect("freed") > 900 << 10,
+        "{report}"
+    );
+    let after = archive_bytes(&rs);
+    assert!(
+        after + (900 << 10) < before,
+        "archive {before} → {after} bytes: the junk's space came back"
+    );
+    assert_eq!(
+        mirror_packs(&rs),
+        1,
+        "the mirror keeps the consolidated pack only"
+    );
+    let restore_to = scratch.path().join("restored.git");
+    assert_eq!(
+        snapshot_ids(&rs, &repo),
+        vec![third.clone(), fourth.clone()]
+    );
+    for id in [&third, &fourth] {
+        restores_as(&rs, &repo, id, &refs_of[id], &restore_to);
+    }
+    let check = rs.run(&["check", "--read-data"]).ok();
+    assert!(check.stdout.contains("all intact"), "{}", check.all());
+    assert!(!check.all().contains("warning"), "{}", check.all());
+
+    // Backups go on from the consolidated pack: the next one adds one small pack.
+    source.push_file("c.txt", b"c\n");
+    let fifth = record(&mut refs_of, backup(&rs, &source));
+    assert_eq!(mirror_packs(&rs), 2);
+    restores_as(&rs, &repo, &fifth, &refs_of[&fifth], &restore_to);
+    // A prune with nothing forgotten still shortens the chain, and frees nothing needed.
+    let again = rs.run(&["prune", "--json"]).ok();
+    let again: serde_json::Value = serde_json::from_str(&again.stdout).expect("json");
+    assert_eq!(
+        again["histories"].as_array().map(Vec::len),
+        Some(1),
+        "{again}"
+    );
+    assert_eq!(mirror_packs(&rs), 1);
+    for id in [&third, &fourth, &fifth] {
+        restores_as(&rs, &repo, id, &refs_of[id], &restore_to);
+    }
+    let idle = rs.run(&["prune", "--json"]).ok();
+    let idle: serde_json::Value = serde_json::from_str(&idle.stdout).expect("json");
+    assert_eq!(idle["blobs_removed"], 0, "{idle}");
+    assert_eq!(
+        idle["histories"].as_array().map(Vec::len),
+        Some(0),
+        "{idle}"
+    );
+    let log = rs.run(&["audit"]).ok();
+    assert!(log.stdout.contains("archive.prune"), "{}", log.stdout);
+}
+
+#[test]
+fn a_prune_killed_at_any_moment_leaves_every_kept_snapshot_restorable() {
+    let rs = Reposafe::new();
+    let scratch = TempDir::new("reposafe-prune-kill");
+    let (_server, source) = setup(&rs, scratch.path());
+    let repo = source.full_name.clone();
+    let restore_to = scratch.path().join("restored.git");
+    let mut refs_of: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    // Enough objects (a few thousand files over a few dozen commits) for a prune to last
+    // long enough to be killed in each of its steps.
+    for commit in 0..40 {
+        for f in 0..60 {
+            let dir = source.work.join(format!("d{}", f % 12));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let text = format!("file {f} of commit {commit}\n").repeat(20);
+            std::fs::write(dir.join(format!("c{commit}-f{f}.txt")), text).expect("write");
+        }
+        gitutil::git(&source.work, &["add", "-A"]);
+        gitutil::git(
+            &source.work,
+            &["commit", "--quiet", "-m", &format!("bulk {commit}")],
+        );
+    }
+    gitutil::git(&source.work, &["push", "--quiet", "origin", "HEAD"]);
+    // How long a whole prune takes here (process start included): round 0 lets it
+    // finish, the others kill it at a point spread from its start to just past its end.
+    let mut full = Duration::from_secs(3600);
+    let (mut killed, mut finished) = (0, 0);
+    for round in 0..14u64 {
+        let delay = if round == 0 {
+            full
+        } else {
+            full.mul_f64((round as f64 - 0.5) / 12.0)
+        };
+        // Two new snapshots with some incompressible data, then the oldest forgotten:
+        // the chain to consolidate is several packs long every round.
+        for i in 0..2 {
+            let name = format!("r{round}-{i}.bin");
+            source.push_file(
+                &name,
+                &gitutil::pseudo_random_bytes(round * 2 + i, 96 << 10),
+            );
+            let (id, refs) = backup(&rs, &source);
+            refs_of.insert(id, refs);
+        }
+        rs.run(&["forget", &repo, "--keep-last", "3"]).ok();
+        match rs.killed_after(&["prune"], delay) {
+            None => killed += 1,
+            Some(took) => {
+                finished += 1;
+                full = took;
+            }
+        }
+        for id in snapshot_ids(&rs, &repo) {
+            restores_as(&rs, &repo, &id, &refs_of[&id], &restore_to);
+        }
+        let check = rs.run(&["check"]);
+        assert_eq!(check.code, 0, "round {round}: {}", check.all());
+    }
+    println!("a whole prune took {full:?}; {killed} killed, {finished} finished");
+    assert!(killed >= 6, "{killed} prunes killed, {finished} finished");
+    // A prune that runs to its end after all that leaves a clean, whole archive.
+    rs.run(&["prune"]).ok();
+    let check = rs.run(&["check", "--read-data"]).ok();
+    assert!(check.stdout.contains("all intact"), "{}", check.all());
+    for id in snapshot_ids(&rs, &repo) {
+        restores_as(&rs, &repo, &id, &refs_of[&id], &restore_to);
+    }
+    assert_eq!(mirror_packs(&rs), 1);
+}
