@@ -13,82 +13,12 @@
 
 use reposafe_testkit::gitutil;
 use reposafe_testkit::{CloudServer, RepoMeta, TempDir};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
 mod common;
 
 use common::*;
-
-/// A repository of `commits` commits made with `git fast-import`, repacked like a
-/// server's repository.
-fn large_repo(dir: &Path, commits: usize) -> PathBuf {
-    let bare = dir.join("large.git");
-    gitutil::init_bare(&bare);
-    let mut child = fast_import(&bare);
-    let random_mb = env_usize("BENCH_LARGE_MB", 0);
-    {
-        let stdin = child.stdin.as_mut().expect("stdin");
-        let mut w = std::io::BufWriter::new(stdin);
-        for i in 0..commits {
-            // Ten files; each commit rewrites one, with some churn, plus a new small file every 50.
-            let file = i % 10;
-            let mut content = String::new();
-            for line in 0..40 {
-                content.push_str(&format!(
-                    "file {file} line {line} value {}\n",
-                    (i / 10 + line * 7) % 1000
-                ));
-            }
-            let msg = format!("commit {i}\n");
-            writeln!(w, "commit refs/heads/main\nmark :{}", i + 1).unwrap();
-            writeln!(
-                w,
-                "committer Bench <bench@acme.test> {} +0000",
-                1_700_000_000 + i
-            )
-            .unwrap();
-            writeln!(w, "data {}\n{}", msg.len(), msg).unwrap();
-            writeln!(
-                w,
-                "M 644 inline src/file{file}.txt\ndata {}\n{}",
-                content.len(),
-                content
-            )
-            .unwrap();
-            if i % 50 == 0 {
-                let extra = format!("extra {i}\n");
-                writeln!(
-                    w,
-                    "M 644 inline extra/{i}.txt\ndata {}\n{}",
-                    extra.len(),
-                    extra
-                )
-                .unwrap();
-            }
-            if i < random_mb {
-                // Incompressible content, 1 MiB per commit, to reach a large pack.
-                let blob = gitutil::pseudo_random_bytes(i as u64 + 1, 1 << 20);
-                writeln!(w, "M 644 inline blobs/{i}.bin\ndata {}", blob.len()).unwrap();
-                w.write_all(&blob).unwrap();
-                writeln!(w).unwrap();
-            }
-            if i % 5000 == 0 {
-                writeln!(w, "reset refs/tags/t{i}\nfrom :{}\n", i + 1).unwrap();
-            }
-        }
-        w.flush().unwrap();
-    }
-    assert!(child.wait().expect("fast-import").success());
-    gitutil::git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
-    gitutil::git(
-        &bare,
-        &["repack", "-a", "-d", "-q", "--window=10", "--depth=50"],
-    );
-    bare
-}
 
 fn bench_unchanged_workspace() -> String {
     let n = env_usize("BENCH_REPOS", 100);
@@ -188,7 +118,7 @@ fn bench_large_repo() -> String {
     let server = CloudServer::start();
     let src = TempDir::new("bench-large");
     let t = Instant::now();
-    let bare = large_repo(src.path(), commits);
+    let bare = large_repo(src.path(), commits, env_usize("BENCH_LARGE_MB", 0));
     let pack = packs_size(&bare);
     eprintln!(
         "large repository: {commits} commits, {:.1} MiB pack, made in {:.1} s",
@@ -251,7 +181,7 @@ fn bench_daily_snapshots() -> String {
     let days = env_usize("BENCH_DAYS", 10);
     let server = CloudServer::start();
     let src = TempDir::new("bench-daily");
-    let bare = large_repo(src.path(), env_usize("BENCH_DAILY_COMMITS", 5_000));
+    let bare = large_repo(src.path(), env_usize("BENCH_DAILY_COMMITS", 5_000), 0);
     server.add_workspace("daily");
     server.add_repo("daily", "repo", &bare, RepoMeta::default());
     server.add_api_token("bench", EMAIL, TOKEN);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use reposafe_testkit::CloudServer;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -198,4 +199,71 @@ pub fn fast_import(bare: &Path) -> std::process::Child {
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("fast-import")
+}
+
+/// A repository of `commits` commits made with `git fast-import` (the first `random_mb`
+/// commits also add 1 MiB of incompressible data each), repacked like a server's repository.
+pub fn large_repo(dir: &Path, commits: usize, random_mb: usize) -> PathBuf {
+    let bare = dir.join("large.git");
+    reposafe_testkit::gitutil::init_bare(&bare);
+    let mut child = fast_import(&bare);
+    {
+        let stdin = child.stdin.as_mut().expect("stdin");
+        let mut w = std::io::BufWriter::new(stdin);
+        for i in 0..commits {
+            // Ten files; each commit rewrites one, with some churn, plus a new small file every 50.
+            let file = i % 10;
+            let mut content = String::new();
+            for line in 0..40 {
+                content.push_str(&format!(
+                    "file {file} line {line} value {}\n",
+                    (i / 10 + line * 7) % 1000
+                ));
+            }
+            let msg = format!("commit {i}\n");
+            writeln!(w, "commit refs/heads/main\nmark :{}", i + 1).unwrap();
+            writeln!(
+                w,
+                "committer Bench <bench@acme.test> {} +0000",
+                1_700_000_000 + i
+            )
+            .unwrap();
+            writeln!(w, "data {}\n{}", msg.len(), msg).unwrap();
+            writeln!(
+                w,
+                "M 644 inline src/file{file}.txt\ndata {}\n{}",
+                content.len(),
+                content
+            )
+            .unwrap();
+            if i % 50 == 0 {
+                let extra = format!("extra {i}\n");
+                writeln!(
+                    w,
+                    "M 644 inline extra/{i}.txt\ndata {}\n{}",
+                    extra.len(),
+                    extra
+                )
+                .unwrap();
+            }
+            if i < random_mb {
+                // Incompressible content, 1 MiB per commit, to reach a large pack.
+                let blob = reposafe_testkit::gitutil::pseudo_random_bytes(i as u64 + 1, 1 << 20);
+                writeln!(w, "M 644 inline blobs/{i}.bin\ndata {}", blob.len()).unwrap();
+                w.write_all(&blob).unwrap();
+                writeln!(w).unwrap();
+            }
+            if i % 5000 == 0 {
+                writeln!(w, "reset refs/tags/t{i}\nfrom :{}\n", i + 1).unwrap();
+            }
+        }
+        w.flush().unwrap();
+    }
+    assert!(child.wait().expect("fast-import").success());
+    reposafe_testkit::gitutil::git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+    reposafe_testkit::gitutil::git(
+        &bare,
+        &["repack", "-a", "-d", "-q", "--window=10", "--depth=50"],
+    );
+    bare
 }

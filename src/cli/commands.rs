@@ -96,7 +96,8 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
                 subset_percent: args.subset,
             })?;
             output::check(&report);
-            return Ok(if report.damaged.is_empty() { 0 } else { 1 });
+            let whole = report.damaged.is_empty() && report.incomplete.is_empty();
+            return Ok(if whole { 0 } else { 1 });
         }
         Command::Notifications(args) => return super::notifications::execute(service, args),
         Command::Audit(args) => {

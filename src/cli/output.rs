@@ -554,12 +554,31 @@ pub fn check(r: &CheckReport) {
             crate::fmt::human_bytes(r.bytes_read)
         ),
     };
+    for i in &r.incomplete {
+        eprintln!(
+            "snapshot {} of {} ({}): its packs lack what its refs reach, it does not restore: {}",
+            i.snapshot, i.repository, i.part, i.error
+        );
+    }
+    if r.snapshots_walked > 0 {
+        println!(
+            "walked the refs of {} snapshot parts through their packs: {}",
+            r.snapshots_walked,
+            if r.incomplete.is_empty() {
+                "every object they reach is there".to_string()
+            } else {
+                format!("{} incomplete", r.incomplete.len())
+            }
+        );
+    }
     println!(
         "checked {} snapshots, {} blobs {read}: {}",
         r.snapshots,
         r.blobs,
-        if r.damaged.is_empty() {
+        if r.damaged.is_empty() && r.incomplete.is_empty() {
             "all intact".to_string()
+        } else if r.damaged.is_empty() {
+            format!("{} snapshot parts incomplete", r.incomplete.len())
         } else {
             format!(
                 "{} damaged, affecting {} snapshots",

@@ -76,6 +76,11 @@ pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineErr
         read_data(archive, &mut needed, &indexes, subset, &mut report);
     }
     report.index_warnings = index_warnings(archive)?;
+    if req.read_data && req.subset_percent.is_none() {
+        let damaged: BTreeSet<BlobId> = needed.damage.keys().copied().collect();
+        (report.incomplete, report.snapshots_walked) =
+            super::check_reach::walk_snapshots(ctx, &snaps, &damaged)?;
+    }
     report.damaged = damage_list(&snaps, &needed);
     report.affected = affected(&snaps, &needed);
     Ok(report)

@@ -19,6 +19,7 @@ mod backup_git;
 mod backup_lfs;
 mod backup_metadata;
 mod check;
+mod check_reach;
 mod connections;
 pub mod credentials;
 pub mod daemon;

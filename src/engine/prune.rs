@@ -76,20 +76,20 @@ pub fn prune_histories(
 
 /// Which git part of a snapshot: the repository or its wiki.
 #[derive(Clone, Copy)]
-enum Part {
+pub(super) enum Part {
     Git,
     Wiki,
 }
 
 impl Part {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Part::Git => "git",
             Part::Wiki => "wiki",
         }
     }
 
-    fn of(self, snap: &Snapshot) -> Option<&GitPart> {
+    pub(super) fn of(self, snap: &Snapshot) -> Option<&GitPart> {
         match self {
             Part::Git => Some(&snap.git),
             Part::Wiki => snap.wiki.as_ref(),
@@ -271,8 +271,12 @@ fn mirror_packs_in_chain(
     Ok(out)
 }
 
-/// Every object the part's refs point to, over all its snapshots.
-fn kept_tips(ctx: &Context, snaps: &[Snapshot], part: Part) -> Result<Vec<ObjectId>, EngineError> {
+/// Every object the part's refs point to, over all these snapshots.
+pub(super) fn kept_tips(
+    ctx: &Context,
+    snaps: &[Snapshot],
+    part: Part,
+) -> Result<Vec<ObjectId>, EngineError> {
     let mut refs_blobs = BTreeSet::new();
     let mut tips = BTreeSet::new();
     for snap in snaps {

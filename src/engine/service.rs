@@ -632,6 +632,21 @@ pub struct CheckReport {
     pub affected: Vec<AffectedSnapshot>,
     /// Accelerator index entries naming a missing blob (not damage to any snapshot).
     pub index_warnings: Vec<String>,
+    /// With `read_data` (all of it): snapshot parts whose refs were walked through their
+    /// packs, and those whose refs reach an object their packs lack (not restorable).
+    #[serde(default)]
+    pub snapshots_walked: usize,
+    #[serde(default)]
+    pub incomplete: Vec<IncompleteSnapshot>,
+}
+
+/// A snapshot part (`git` or `wiki`) whose packs lack an object its refs reach.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IncompleteSnapshot {
+    pub snapshot: String,
+    pub repository: String,
+    pub part: String,
+    pub error: String,
 }
 
 /// A missing or damaged blob.

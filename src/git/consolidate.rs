@@ -132,29 +132,11 @@ impl Consolidation {
         out_dir: &Path,
         interrupt: &AtomicBool,
     ) -> Result<ConsolidatedPack, GitError> {
-        let repo = open_mirror(self.dir.path())?;
-        let inputs = walk_inputs(&repo, self.dir.path(), tips)?;
-        let mut db = (*repo.objects).clone();
-        // Pack generation addresses entries by pack id and offset: the packs must stay
-        // loaded for the whole run.
-        db.prevent_pack_unload();
+        let (repo, db, counts) = self.count(tips, interrupt)?;
         let source_objects = source_object_count(&repo);
         let failed = |what: &str, err: gix::Error| {
             GitError::repo(self.dir.path(), format!("{what}: {}", chain(&err)))
         };
-        let (counts, _) = output::count::objects(
-            db.clone(),
-            Box::new(inputs.into_iter().map(Ok)),
-            &gix::utils::progress::Discard,
-            interrupt,
-            output::count::objects::Options {
-                thread_limit: None,
-                chunk_size: 50,
-                input_object_expansion:
-                    output::count::objects::ObjectExpansion::TreeAdditionsComparedToAncestor,
-            },
-        )
-        .map_err(|e| failed("could not count the objects to keep", e))?;
         let objects = counts.len() as u32;
         fs::create_dir_all(out_dir).map_err(|e| GitError::io("create directory", out_dir, e))?;
         let mut raw = tempfile::Builder::new()
@@ -198,6 +180,63 @@ impl Consolidation {
             copied: stats.objects_copied_from_pack as u64,
             recompressed: stats.decoded_and_recompressed_objects as u64,
         })
+    }
+}
+
+impl Consolidation {
+    /// How many objects `tips` reach, failing with [`GitError::MissingObject`] naming the
+    /// first one the added packs lack (`check --read-data`: do a snapshot's packs hold
+    /// everything its refs need?).
+    pub fn reachable(&self, tips: &[ObjectId], interrupt: &AtomicBool) -> Result<u64, GitError> {
+        let (_, _, counts) = self.count(tips, interrupt)?;
+        let missing = counts.iter().find(|c| {
+            !matches!(
+                c.entry_pack_location,
+                gix_pack::data::output::count::PackLocation::LookedUp(Some(_))
+            )
+        });
+        match missing {
+            Some(c) => Err(GitError::MissingObject {
+                name: "(an object the refs reach)".into(),
+                oid: c.id.to_string(),
+                path: self.dir.path().to_path_buf(),
+            }),
+            None => Ok(counts.len() as u64),
+        }
+    }
+
+    /// Every object `tips` reach, each with where it is stored, and the odb they were
+    /// counted in (its packs held loaded).
+    fn count(
+        &self,
+        tips: &[ObjectId],
+        interrupt: &AtomicBool,
+    ) -> Result<(gix::Repository, gix::odb::Handle, Vec<output::Count>), GitError> {
+        let repo = open_mirror(self.dir.path())?;
+        let inputs = walk_inputs(&repo, self.dir.path(), tips)?;
+        let mut db = (*repo.objects).clone();
+        // Pack generation addresses entries by pack id and offset: the packs must stay
+        // loaded for the whole run.
+        db.prevent_pack_unload();
+        let (counts, _) = output::count::objects(
+            db.clone(),
+            Box::new(inputs.into_iter().map(Ok)),
+            &gix::utils::progress::Discard,
+            interrupt,
+            output::count::objects::Options {
+                thread_limit: None,
+                chunk_size: 50,
+                input_object_expansion:
+                    output::count::objects::ObjectExpansion::TreeAdditionsComparedToAncestor,
+            },
+        )
+        .map_err(|e| {
+            GitError::repo(
+                self.dir.path(),
+                format!("could not walk what the refs reach: {}", chain(&e)),
+            )
+        })?;
+        Ok((repo, db, counts))
     }
 }
 
