@@ -298,6 +298,8 @@ fn an_admin_sets_up_and_runs_a_plan_from_the_dashboard() {
         ("keep_monthly", "12"),
         ("keep_within", "2w"),
         ("keep_deleted_for", "1y"),
+        ("check_every", "7d"),
+        ("check_subset", "10"),
     ]);
 
     // Save it, run it now: the job page follows it to the end.
@@ -311,6 +313,13 @@ fn an_admin_sets_up_and_runs_a_plan_from_the_dashboard() {
     );
     assert!(
         saved.body.contains("kept 1y, then the same rules"),
+        "{}",
+        saved.body
+    );
+    assert!(
+        saved
+            .body
+            .contains("Check: every 7d, 10% read back; last -"),
         "{}",
         saved.body
     );
@@ -341,8 +350,11 @@ fn an_admin_sets_up_and_runs_a_plan_from_the_dashboard() {
     };
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["progress"]["repos_total"], 2, "{job}");
-    assert_eq!(
-        job["progress"]["notice"], "retention: 0 snapshots removed, 2 kept",
+    // The plan's retention and its first check (10% of the blobs read back) ran.
+    let notice = job["progress"]["notice"].as_str().unwrap_or("");
+    assert!(
+        notice.starts_with("retention: 0 snapshots removed, 2 kept; check: 2 snapshots")
+            && notice.ends_with("read back: all intact"),
         "{job}"
     );
 

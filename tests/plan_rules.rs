@@ -82,6 +82,8 @@ fn spec(name: &str) -> PlanSpec {
         metadata_every: None,
         retention: None,
         keep_deleted_for: None,
+        check_every: None,
+        check_subset: None,
     }
 }
 

@@ -322,3 +322,67 @@ fn check_read_data_walks_each_snapshots_refs_through_its_packs() {
         deep.all()
     );
 }
+
+#[test]
+fn a_plan_checks_the_archive_on_its_schedule_and_fails_its_job_on_damage() {
+    let rs = Reposafe::new();
+    let scratch = TempDir::new("reposafe-plan-check");
+    let (_server, source) = setup(&rs, scratch.path());
+    let add = |subset: &str| {
+        let args = [
+            "plan",
+            "add",
+            "nightly",
+            "--connection",
+            WS,
+            "--check-every",
+            "1s",
+        ];
+        rs.run(&[&args[..], &["--check-subset", subset]].concat())
+    };
+    let bad = add("0%");
+    assert_ne!(bad.code, 0);
+    assert!(bad.all().contains("check_subset"), "{}", bad.all());
+    add("100%").ok();
+    let run = |rs: &Reposafe| -> serde_json::Value {
+        let out = rs.run(&["run", "--plan", "nightly", "--json"]);
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()))
+    };
+    let first = run(&rs);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let notice = first["progress"]["notice"].as_str().unwrap_or("");
+    assert!(
+        notice.contains("check: ") && notice.contains("all intact"),
+        "{first}"
+    );
+    // A run within check_every does not check again.
+    let second = run(&rs);
+    assert!(
+        !second["progress"]["notice"]
+            .as_str()
+            .unwrap_or("")
+            .contains("check"),
+        "{second}"
+    );
+
+    // Damage: a stored pack loses a byte. The next due check fails the job (which notifies).
+    let pack = files_under(&rs.data_dir().join("archive/blobs"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a blob");
+    let mut bytes = std::fs::read(&pack).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&pack, bytes).expect("write");
+    std::thread::sleep(Duration::from_millis(1100));
+    source.push_file("more.txt", b"more\n");
+    let damaged = run(&rs);
+    assert_eq!(damaged["state"], "failed", "{damaged}");
+    let error = damaged["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("the archive check found damage: 1 blobs damaged"),
+        "{damaged}"
+    );
+    let shown = rs.run(&["plan", "show", "nightly"]).ok();
+    assert!(shown.stdout.contains("last_check"), "{}", shown.stdout);
+}

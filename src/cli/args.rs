@@ -151,6 +151,14 @@ pub struct CheckArgs {
     pub subset: Option<f64>,
 }
 
+/// `10%` or `10` → 10 (a plan's check: whole percentages).
+fn parse_whole_percent(s: &str) -> Result<u32, String> {
+    s.trim()
+        .trim_end_matches('%')
+        .parse::<u32>()
+        .map_err(|_| format!("`{s}` is not a whole percentage, e.g. 10%"))
+}
+
 /// `10%` or `10` → 10.0.
 fn parse_percent(s: &str) -> Result<f64, String> {
     let n = s.trim().trim_end_matches('%');
@@ -262,6 +270,14 @@ pub struct PlanAddArgs {
     /// Snapshots kept after each successful run of the plan (none given: all kept).
     #[command(flatten)]
     pub keep: KeepArgs,
+    /// Check the archive after a successful run when the last check is this long ago
+    /// (e.g. 7d); damage fails the job, which notifies.
+    #[arg(long, value_name = "DURATION")]
+    pub check_every: Option<String>,
+    /// The share of blobs that check reads back, e.g. `10%` (default: the structure
+    /// only; `100%`: everything, and every snapshot's refs walked).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_whole_percent)]
+    pub check_subset: Option<u32>,
 }
 
 #[derive(Args, Debug)]

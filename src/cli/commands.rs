@@ -309,6 +309,8 @@ fn spec_of(a: PlanAddArgs) -> Result<PlanSpec> {
         metadata_every: a.metadata_every,
         retention: policy_of(&a.keep)?,
         keep_deleted_for: a.keep.keep_deleted_for,
+        check_every: a.check_every,
+        check_subset: a.check_subset,
     })
 }
 

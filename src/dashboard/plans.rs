@@ -78,6 +78,8 @@ fn new_page(ctx: &Ctx) -> Outcome {
         metadata_every: None,
         retention: None,
         keep_deleted_for: None,
+        check_every: None,
+        check_subset: None,
     };
     form_page(ctx, "New plan", &spec, None, None)
 }
@@ -113,6 +115,10 @@ fn plan_actions(ctx: &Ctx, p: &Plan) -> Markup {
         p.muted #plan-retention { "Retention: " (crate::engine::retention::describe(p.spec.retention.as_ref()))
             " · gone repositories: " (p.spec.keep_deleted_for.as_deref().map_or("kept forever".to_string(), |d| format!("kept {d}, then the same rules")))
             }
+        p.muted #plan-check { "Check: " (match &p.spec.check_every {
+                None => "none".to_string(),
+                Some(every) => format!("every {every}, {}; last {}", p.spec.check_subset.map_or("structure only".to_string(), |s| format!("{s}% read back")), when(p.status.last_check)),
+            }) }
         p.muted { "Last success " (when(p.status.last_success)) " · last job "
             @if let Some(j) = p.status.last_job { a href={ "/jobs/" (j) } { (j) } } @else { "-" } }
     }
@@ -139,7 +145,27 @@ fn keep_fieldset(spec: &PlanSpec) -> Markup {
             p { label for="keep_within" { "Within" } input #keep_within type="text" name="keep_within" value=(within) placeholder="e.g. 30d: all snapshots that recent"; }
             p { label for="keep_deleted_for" { "Repositories gone from Bitbucket" } input #keep_deleted_for type="text" name="keep_deleted_for" value=(deleted) placeholder="e.g. 1y (empty: kept forever)"; }
         }
+        fieldset #check {
+            legend { "Check the archive (after a successful run)" }
+            p { label for="check_every" { "Every" } input #check_every type="text" name="check_every" value=(spec.check_every.clone().unwrap_or_default()) placeholder="e.g. 7d (empty: never)"; }
+            p { label for="check_subset" { "Read back (%)" } input #check_subset type="text" name="check_subset" value=[spec.check_subset] placeholder="e.g. 10 (empty: structure only; 100: everything)"; }
+        }
     }
+}
+
+/// The share of blobs a plan's check reads back (`None`: none given).
+fn subset_of(f: &super::form::Form) -> Result<Option<u32>, PageError> {
+    f.get("check_subset")
+        .map(|v| {
+            v.trim()
+                .trim_end_matches('%')
+                .parse::<u32>()
+                .map_err(|_| PageError::Field {
+                    field: "check_subset".into(),
+                    message: format!("{v:?} is not a whole percentage"),
+                })
+        })
+        .transpose()
 }
 
 /// The retention rules the form holds (`None`: none given).
@@ -308,6 +334,8 @@ fn spec_of(ctx: &Ctx, existing: Option<&PlanSpec>) -> Result<PlanSpec, PageError
         metadata_every: opt("metadata_every"),
         retention: retention_of(f)?,
         keep_deleted_for: opt("keep_deleted_for"),
+        check_every: opt("check_every"),
+        check_subset: subset_of(f)?,
     })
 }
 
@@ -360,6 +388,8 @@ fn partial_spec(ctx: &Ctx) -> PlanSpec {
         metadata_every: ctx.form.get("metadata_every").map(str::to_string),
         retention: retention_of(ctx.form).ok().flatten(),
         keep_deleted_for: ctx.form.get("keep_deleted_for").map(str::to_string),
+        check_every: ctx.form.get("check_every").map(str::to_string),
+        check_subset: subset_of(ctx.form).ok().flatten(),
     };
     if s.include.is_empty() {
         s.include = vec!["*".into()];

@@ -133,6 +133,8 @@ mod tests {
             metadata_every: None,
             retention: None,
             keep_deleted_for: None,
+            check_every: None,
+            check_subset: None,
         }
     }
 

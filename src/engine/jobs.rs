@@ -516,15 +516,32 @@ impl Jobs {
         };
         // The plan's status is written before the job shows as finished, so whoever
         // sees the job end also sees the plan's last run and last success.
+        let mut check_failure: Option<String> = None;
+        let fail_check = |j: &mut Job, failure: &Option<String>| {
+            if let Some(f) = failure {
+                j.state = JobState::Failed;
+                j.error = Some(f.clone());
+            }
+        };
         if let Some(mut ended) = live.snapshot() {
             finish(&mut ended);
-            if let Some(note) = self.apply_retention(&ended) {
+            let mut notes: Vec<String> = self.apply_retention(&ended).into_iter().collect();
+            if let Some((note, failure)) = self.scheduled_check(&ended) {
+                notes.push(note);
+                check_failure = failure;
+            }
+            if !notes.is_empty() {
+                let note = notes.join("; ");
                 live.update(|j| j.progress.notice = Some(note.clone()));
                 ended.progress.notice = Some(note);
             }
+            fail_check(&mut ended, &check_failure);
             self.record_in_plan(&ended);
         }
-        live.update(finish);
+        live.update(|j| {
+            finish(j);
+            fail_check(j, &check_failure);
+        });
         self.persist(live, true);
         if let Some(j) = live.snapshot() {
             self.queue_resume(&j);
@@ -535,15 +552,7 @@ impl Jobs {
     /// After a plan's successful run, its retention (before the job shows as finished,
     /// so whoever sees it end sees the snapshots that are left); the job's notice.
     fn apply_retention(&self, job: &Job) -> Option<String> {
-        let JobKind::Backup {
-            plan: Some(plan), ..
-        } = &job.kind
-        else {
-            return None;
-        };
-        if job.state != JobState::Succeeded {
-            return None;
-        }
+        let plan = succeeded_plan(job)?;
         match super::forget::after_plan_run(&self.ctx, plan, job.id) {
             Ok(None) => None,
             Ok(Some(r)) => Some(format!(
@@ -565,6 +574,58 @@ impl Jobs {
                 Some(format!("retention not applied: {e}"))
             }
         }
+    }
+
+    /// After a plan's successful run, its scheduled check (`check_every` passed since the
+    /// last one): the job's notice, and the job's failure when the archive is damaged
+    /// (the job then fails, which notifies).
+    fn scheduled_check(&self, job: &Job) -> Option<(String, Option<String>)> {
+        let plan = succeeded_plan(job)?;
+        let p = self.ctx.state.plan(plan).ok()?;
+        let (every, req) = match plans::check_of(&p.spec) {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => return Some((format!("check not run: {e}"), None)),
+        };
+        let now = OffsetDateTime::now_utc();
+        let due = p
+            .status
+            .last_check
+            .is_none_or(|t| now - t >= time::Duration::seconds(every as i64));
+        if !due {
+            return None;
+        }
+        let checked = super::check::check(&self.ctx, &req);
+        if let Err(e) = self
+            .ctx
+            .state
+            .update_plan(plan, |p| p.status.last_check = Some(now))
+        {
+            tracing::warn!("plan {plan}: cannot record its check: {e}");
+        }
+        Some(match checked {
+            Ok(r) if r.damaged.is_empty() && r.incomplete.is_empty() => (
+                format!(
+                    "check: {} snapshots, {} blobs present, {} read back: all intact",
+                    r.snapshots, r.blobs, r.blobs_read
+                ),
+                None,
+            ),
+            Ok(r) => {
+                let failure = format!(
+                    "the archive check found damage: {} blobs damaged, {} snapshots affected, {} \
+                     snapshot parts incomplete; run `reposafe check --read-data` for details",
+                    r.damaged.len(),
+                    r.affected.len(),
+                    r.incomplete.len()
+                );
+                (failure.clone(), Some(failure))
+            }
+            Err(e) => {
+                let failure = format!("the archive check could not run: {e}");
+                (failure.clone(), Some(failure))
+            }
+        })
     }
 
     /// Records a plan's job as its last run (and last success when it succeeded).
@@ -1150,6 +1211,17 @@ pub(crate) mod faults {
         if armed {
             panic!("injected fault at {key}");
         }
+    }
+}
+
+/// The plan a job ran, when it was a plan's backup that succeeded (what runs the plan's
+/// retention and check).
+fn succeeded_plan(job: &Job) -> Option<&str> {
+    match &job.kind {
+        JobKind::Backup {
+            plan: Some(plan), ..
+        } if job.state == JobState::Succeeded => Some(plan),
+        _ => None,
     }
 }
 

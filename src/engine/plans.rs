@@ -149,6 +149,7 @@ pub fn validate(ctx: &Context, spec: &PlanSpec) -> Result<(), EngineError> {
     }
     metadata_cadence(spec)?;
     retention_of(spec)?;
+    check_of(spec)?;
     Ok(())
 }
 
@@ -172,6 +173,39 @@ pub fn retention_of(
         )),
         Some(p) => Ok(Some((p.clone(), grace))),
     }
+}
+
+/// The plan's scheduled check: how often (seconds) and what it asks; `None` without
+/// `check_every`. A subset outside (0, 100] or `check_subset` alone is refused by name.
+pub fn check_of(
+    spec: &PlanSpec,
+) -> Result<Option<(u64, super::service::CheckRequest)>, EngineError> {
+    let Some(every) = spec.check_every.as_deref() else {
+        return match spec.check_subset {
+            None => Ok(None),
+            Some(_) => Err(field(
+                "check_subset",
+                "needs check_every (how often the plan checks the archive)".to_string(),
+            )),
+        };
+    };
+    let secs = super::retention::parse_duration(every).map_err(|e| field("check_every", e))?;
+    let req = match spec.check_subset {
+        None => super::service::CheckRequest::default(),
+        Some(p @ 1..=100) => super::service::CheckRequest {
+            read_data: true,
+            subset_percent: (p < 100).then_some(f64::from(p)),
+        },
+        Some(p) => {
+            return Err(field(
+                "check_subset",
+                format!(
+                    "{p}% is not a share of the archive: give a whole percentage from 1 to 100"
+                ),
+            ))
+        }
+    };
+    Ok(Some((secs, req)))
 }
 
 /// How often a plan reads metadata (`metadata_every`).
@@ -222,6 +256,7 @@ pub fn create_plan(ctx: &Context, spec: PlanSpec) -> Result<Plan, EngineError> {
             members: None,
             last_job: None,
             last_success: None,
+            last_check: None,
         },
     };
     ctx.state.add_plan(&plan)?;

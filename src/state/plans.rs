@@ -71,6 +71,14 @@ pub struct PlanSpec {
     /// it (`90d`, `1y`); none: never — a gone repository keeps all its snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_deleted_for: Option<String>,
+    /// Check the archive after a successful run when the last check is this long ago
+    /// (`7d`, `1d`); none: the plan runs no check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_every: Option<String>,
+    /// With `check_every`: the share of blobs read back and re-hashed (percent, in
+    /// 1 to 100; 100 also walks every snapshot's refs); none: the structure only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_subset: Option<u32>,
 }
 
 /// How many snapshots of each kind to keep after a run (restic's rules; applied by
@@ -113,6 +121,9 @@ pub struct PlanStatus {
     pub last_job: Option<u64>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_success: Option<OffsetDateTime>,
+    /// When the plan's scheduled check last ran (`check_every`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_check: Option<OffsetDateTime>,
 }
 
 /// A stored plan.
