@@ -386,3 +386,76 @@ fn a_plan_checks_the_archive_on_its_schedule_and_fails_its_job_on_damage() {
     let shown = rs.run(&["plan", "show", "nightly"]).ok();
     assert!(shown.stdout.contains("last_check"), "{}", shown.stdout);
 }
+
+#[test]
+fn prune_consolidates_the_wiki_too_and_keeps_lfs_objects_the_kept_snapshots_need() {
+    let rs = Reposafe::new();
+    let scratch = TempDir::new("reposafe-prune-wiki");
+    let server = CloudServer::start();
+    let repo = lfs_and_wiki_repo(&server, WS, "app", scratch.path());
+    rs.connect_cloud_with_token(&server, WS);
+    let wiki_work = scratch.path().join("wiki-work");
+    gitutil::git(
+        scratch.path(),
+        &[
+            "clone",
+            "--quiet",
+            &repo.wiki_bare.display().to_string(),
+            "wiki-work",
+        ],
+    );
+    for round in 0..3 {
+        if round > 0 {
+            std::fs::write(
+                wiki_work.join(format!("Page{round}.md")),
+                format!("# {round}\n"),
+            )
+            .expect("write");
+            gitutil::git(&wiki_work, &["add", "-A"]);
+            gitutil::git(&wiki_work, &["commit", "--quiet", "-m", "page"]);
+            gitutil::git(&wiki_work, &["push", "--quiet", "origin", "HEAD"]);
+        }
+        rs.run(&["backup", WS]).ok();
+    }
+    let run = rs
+        .run(&[
+            "forget",
+            "acme/app",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--json",
+        ])
+        .ok();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let parts: Vec<&str> = report["prune"]["histories"]
+        .as_array()
+        .expect("histories")
+        .iter()
+        .filter_map(|h| h["part"].as_str())
+        .collect();
+    assert!(parts.contains(&"wiki"), "{report}");
+    let to = scratch.path().join("app.git");
+    rs.run(&["restore", "acme/app", "--to", &to.display().to_string()])
+        .ok();
+    gitutil::fsck(&to);
+    assert_eq!(gitutil::refs_of(&to), gitutil::refs_of(&repo.bare));
+    let wiki_to = scratch.path().join("app.wiki.git");
+    gitutil::fsck(&wiki_to);
+    assert_eq!(
+        gitutil::refs_of(&wiki_to),
+        gitutil::refs_of(&repo.wiki_bare)
+    );
+    // The LFS objects the kept snapshot names are still there, byte for byte.
+    for content in repo.lfs_files.values() {
+        let oid = reposafe_testkit::lfs::sha256_hex(content);
+        let path = to
+            .join("lfs/objects")
+            .join(&oid[..2])
+            .join(&oid[2..4])
+            .join(&oid);
+        assert_eq!(&std::fs::read(&path).expect("lfs object"), content);
+    }
+    let check = rs.run(&["check", "--read-data"]).ok();
+    assert!(check.stdout.contains("all intact"), "{}", check.all());
+}
