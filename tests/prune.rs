@@ -459,3 +459,87 @@ fn prune_consolidates_the_wiki_too_and_keeps_lfs_objects_the_kept_snapshots_need
     let check = rs.run(&["check", "--read-data"]).ok();
     assert!(check.stdout.contains("all intact"), "{}", check.all());
 }
+
+#[test]
+fn a_history_with_a_damaged_pack_is_not_consolidated_and_does_not_stop_the_others() {
+    let rs = Reposafe::new();
+    let scratch = TempDir::new("reposafe-prune-damaged");
+    let server = CloudServer::start();
+    let repos = gitutil::make_workspace_fixture(&server, WS, 3, &scratch.path().join("src"));
+    rs.connect_cloud_with_token(&server, WS);
+    let with_commits: Vec<&(String, PathBuf)> =
+        repos.iter().filter(|(s, _)| s != "empty-repo").collect();
+    for round in 0..2 {
+        if round > 0 {
+            for (_, bare) in &with_commits {
+                let work = scratch
+                    .path()
+                    .join(format!("w{}", bare.display().to_string().len()));
+                let _ = std::fs::remove_dir_all(&work);
+                gitutil::git(
+                    scratch.path(),
+                    &[
+                        "clone",
+                        "--quiet",
+                        &bare.display().to_string(),
+                        &work.display().to_string(),
+                    ],
+                );
+                std::fs::write(work.join("more.txt"), "more\n").expect("write");
+                gitutil::git(&work, &["add", "-A"]);
+                gitutil::git(&work, &["commit", "--quiet", "-m", "more"]);
+                gitutil::git(&work, &["push", "--quiet", "origin", "HEAD"]);
+            }
+        }
+        rs.run(&["backup", WS]).ok();
+    }
+    // The first repository's oldest pack loses a byte.
+    let damaged_repo = format!("{WS}/{}", with_commits[0].0);
+    let manifest = files_under(&rs.data_dir().join("archive/snapshots"))
+        .into_iter()
+        .map(|p| {
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p).expect("read"))
+                .expect("json")
+        })
+        .find(|m| m["repository"]["full_name"] == damaged_repo.as_str())
+        .expect("a manifest");
+    let pack = manifest["parts"]["git"]["packs"][0]
+        .as_str()
+        .expect("pack")
+        .to_string();
+    let blob = rs
+        .data_dir()
+        .join("archive/blobs")
+        .join(&pack[..2])
+        .join(&pack);
+    let mut bytes = std::fs::read(&blob).expect("blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).expect("write");
+    // Without the mirrors (a cache), prune reads every pack from the archive.
+    std::fs::remove_dir_all(rs.data_dir().join("mirrors")).expect("rm mirrors");
+
+    let run = rs.run(&["prune"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "{damaged_repo} (connection {WS}): not consolidated"
+        )),
+        "{}",
+        run.all()
+    );
+    let other = format!("{WS}/{}", with_commits[1].0);
+    assert!(
+        run.stdout
+            .contains(&format!("{other} ({WS}, git): 2 packs")),
+        "{}",
+        run.all()
+    );
+    // The damaged history keeps what its manifests name: the blob is still there.
+    assert!(blob.exists());
+    let to = scratch.path().join("other.git");
+    rs.run(&["restore", &other, "--to", &to.display().to_string()])
+        .ok();
+    gitutil::fsck(&to);
+    assert_eq!(gitutil::refs_of(&to), gitutil::refs_of(&with_commits[1].1));
+}

@@ -89,6 +89,7 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
             } else {
                 output::pruned(&report);
             }
+            return Ok(if report.failed.is_empty() { 0 } else { 1 });
         }
         Command::Check(args) => {
             let report = service.check(CheckRequest {

@@ -655,6 +655,9 @@ pub fn pruned(r: &crate::engine::service::PruneReport) {
             );
         }
     }
+    for f in &r.failed {
+        eprintln!("{f}");
+    }
     let verb = if r.dry_run { "would free" } else { "freed" };
     println!(
         "{} histories consolidated; {verb} {} in {} blobs; archive {} → {} ({:.1} s)",

@@ -561,8 +561,15 @@ impl Jobs {
                 r.kept,
                 match (&r.prune, &r.prune_error) {
                     (_, Some(e)) => format!("; prune failed: {e}"),
-                    (Some(p), None) =>
-                        format!("; prune freed {}", crate::fmt::human_bytes(p.bytes_freed)),
+                    (Some(p), None) => format!(
+                        "; prune freed {}{}",
+                        crate::fmt::human_bytes(p.bytes_freed),
+                        if p.failed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", p.failed.join("; "))
+                        }
+                    ),
                     (None, None) => String::new(),
                 }
             )),

@@ -58,9 +58,15 @@ pub fn prune_histories(
     };
     for repo in histories {
         let force = thinned.contains(&repo.dir_name());
-        report
-            .histories
-            .extend(consolidate_history(ctx, repo, force, dry_run)?);
+        // One history that cannot be consolidated (a damaged pack) keeps its packs and
+        // does not stop the others; the sweep never takes what its manifests name.
+        match consolidate_history(ctx, repo, force, dry_run) {
+            Ok(done) => report.histories.extend(done),
+            Err(e) => report.failed.push(format!(
+                "{} (connection {}): not consolidated: {e}",
+                repo.full_name, repo.connection
+            )),
+        }
     }
     sweep(ctx, dry_run, &mut report)?;
     report.archive_bytes_after = if dry_run {

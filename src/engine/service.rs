@@ -516,6 +516,9 @@ pub struct PruneReport {
     pub dry_run: bool,
     /// Each history part whose packs were consolidated into one.
     pub histories: Vec<PrunedHistory>,
+    /// Histories that could not be consolidated (they keep their packs), and why.
+    #[serde(default)]
+    pub failed: Vec<String>,
     /// Blobs no snapshot named, deleted, and their stored bytes.
     pub blobs_removed: usize,
     pub bytes_freed: u64,

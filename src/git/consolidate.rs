@@ -138,6 +138,7 @@ impl Consolidation {
             GitError::repo(self.dir.path(), format!("{what}: {}", chain(&err)))
         };
         let objects = counts.len() as u32;
+        let wanted: Vec<ObjectId> = counts.iter().map(|c| c.id).collect();
         fs::create_dir_all(out_dir).map_err(|e| GitError::io("create directory", out_dir, e))?;
         let mut raw = tempfile::Builder::new()
             .prefix(".tmp-consolidated-")
@@ -168,6 +169,7 @@ impl Consolidation {
             err => GitError::repo(out_dir, format!("consolidated pack is invalid: {err}")),
         })?
         .ok_or_else(|| GitError::repo(out_dir, "there is nothing to keep: no objects"))?;
+        verify_holds(&received.pack_path, &wanted)?;
         let size = fs::metadata(&received.pack_path)
             .map_err(|e| GitError::io("read metadata of", &received.pack_path, e))?
             .len();
@@ -279,6 +281,22 @@ fn walk_inputs(
         }
     }
     Ok(inputs.into_iter().collect())
+}
+
+/// Checks that the written pack's index (computed from the objects' content) names
+/// every object that was to be kept: a source pack whose entry inflates to other bytes
+/// than its id says (damage a checksum did not catch) would otherwise slip through.
+fn verify_holds(pack: &Path, wanted: &[ObjectId]) -> Result<(), GitError> {
+    let idx_path = pack.with_extension("idx");
+    let index = gix_pack::index::File::at(&idx_path, gix::hash::Kind::Sha1)
+        .map_err(|e| GitError::repo(&idx_path, format!("cannot read the pack index: {e}")))?;
+    match wanted.iter().find(|id| index.lookup(**id).is_none()) {
+        None => Ok(()),
+        Some(id) => Err(GitError::repo(
+            pack,
+            format!("the consolidated pack lacks object {id}: a source pack is damaged"),
+        )),
+    }
 }
 
 /// Objects in the scratch repository's packs (for the report; 0 when unknown).
