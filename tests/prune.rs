@@ -273,7 +273,11 @@ fn a_prune_killed_at_any_moment_leaves_every_kept_snapshot_restorable() {
     for id in snapshot_ids(&rs, &repo) {
         restores_as(&rs, &repo, &id, &refs_of[&id], &restore_to);
     }
-    assert_eq!(mirror_packs(&rs), 1);
+    let mirror_files = files_under(&rs.data_dir().join("mirrors"));
+    assert_eq!(mirror_packs(&rs), 1, "{mirror_files:?}");
+    // What killed prunes left in their scratch space is gone once the data dir is reopened.
+    let leftovers: Vec<PathBuf> = files_under(&rs.data_dir().join("tmp"));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

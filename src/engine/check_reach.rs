@@ -57,7 +57,7 @@ fn walk_part(
     walked: &mut usize,
 ) -> Result<(), EngineError> {
     let never = AtomicBool::new(false);
-    let scratch = ctx.data_dir().join("tmp");
+    let scratch = ctx.scratch_dir("check");
     let mut loaded: Option<Loaded> = None;
     let mut done: BTreeSet<(BlobId, Vec<BlobId>)> = BTreeSet::new();
     for snap in history {

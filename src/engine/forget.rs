@@ -280,7 +280,11 @@ pub fn after_plan_run(
         // The space of what the plan's retention let go comes back at once; a prune
         // that fails leaves the forget done (the next prune catches up).
         let pruned = match prune_thinned(ctx, &histories, &report) {
-            Ok(p) => format!("prune freed {} bytes", p.bytes_freed),
+            Ok(p) => {
+                let freed = format!("prune freed {} bytes", p.bytes_freed);
+                report.prune = Some(p);
+                freed
+            }
             Err(e) => {
                 let e = e.to_string();
                 report.prune_error = Some(e.clone());

@@ -106,6 +106,10 @@ impl Context {
         // Never a new key over sealed credentials, never the other mode's secret.
         let vault = Vault::open_checked(data_dir, &data_dir::sealed_credentials(&state)?)?;
         let archive = Archive::open_or_create(&data_dir.join("archive"))?;
+        // Leftovers of a killed prune or check (their scratch repositories).
+        for operation in ["prune", "check"] {
+            let _ = std::fs::remove_dir_all(data_dir.join("tmp").join(operation));
+        }
         // `REPOSAFE_COMPONENT_CACHE` shares one compiled-component cache between data
         // dirs (the test suite uses it so each provider is compiled once per run).
         let component_cache = std::env::var_os("REPOSAFE_COMPONENT_CACHE")
@@ -138,6 +142,13 @@ impl Context {
     /// daemon at start: the data dir's lock says no other process writes).
     pub fn clean_archive_tmp(&self) -> Result<usize, EngineError> {
         Ok(self.archive.clean_tmp()?)
+    }
+
+    /// Scratch space of an operation (`prune`, `check`) under `<data>/tmp/`: it holds
+    /// only temporary directories, and whatever a killed process left there is removed
+    /// when the data dir is next opened (one process has it at a time).
+    pub(crate) fn scratch_dir(&self, operation: &str) -> PathBuf {
+        self.data_dir.join("tmp").join(operation)
     }
 
     /// Where a repository's bare mirror lives.

@@ -179,7 +179,10 @@ fn consolidate_part(
     dry_run: bool,
 ) -> Result<Option<PrunedHistory>, EngineError> {
     let chain = pack_chain(snaps, part);
-    if chain.is_empty() || (chain.len() == 1 && !force) {
+    let mirror = part.mirror(ctx, repo);
+    if chain.is_empty()
+        || (chain.len() == 1 && !force && mirror_is_compact(ctx, &mirror, &chain[0])?)
+    {
         return Ok(None);
     }
     let mut done = PrunedHistory {
@@ -194,9 +197,8 @@ fn consolidate_part(
     if dry_run {
         return Ok(Some(done));
     }
-    let mirror = part.mirror(ctx, repo);
     let mirror_packs = mirror_packs_in_chain(ctx, &mirror, &chain)?;
-    let scratch = ctx.data_dir().join("tmp");
+    let scratch = ctx.scratch_dir("prune");
     let mut sources = git::Consolidation::new(&scratch)?;
     let never = AtomicBool::new(false);
     for blob in &chain {
@@ -244,6 +246,24 @@ fn consolidate_part(
     done.bytes_after = stored_sizes(ctx, &[stored.id])?;
     done.recompressed = pack.recompressed;
     Ok(Some(done))
+}
+
+/// Whether the mirror (if any) holds just the one pack the history names: else a
+/// prune killed while compacting it left old packs (or half-removed ones) beside the
+/// consolidated one.
+fn mirror_is_compact(ctx: &Context, mirror: &Path, pack: &BlobId) -> Result<bool, EngineError> {
+    if !mirror.is_dir() {
+        return Ok(true);
+    }
+    if !git::strays(mirror)?.is_empty() {
+        return Ok(false);
+    }
+    let packs = git::list_packs(mirror)?;
+    Ok(match packs.as_slice() {
+        [] => true,
+        [only] => ctx.archive.pack_blob(&only.pack_hash)?.as_ref() == Some(pack),
+        _ => false,
+    })
 }
 
 /// Stored bytes of these blobs together.

@@ -353,6 +353,9 @@ pub fn compact_mirror(
     replaced: &BTreeSet<String>,
 ) -> Result<usize, GitError> {
     let dir = mirror.join("objects").join("pack");
+    for stray in strays(mirror)? {
+        fs::remove_file(&stray).map_err(|e| GitError::io("remove", &stray, e))?;
+    }
     install_pack(&dir, pack)?;
     let holds_all = holds_every_ref_target(mirror, pack)?;
     let mut removed = 0;
@@ -371,6 +374,35 @@ pub fn compact_mirror(
         removed += 1;
     }
     Ok(removed)
+}
+
+/// What an interrupted compaction can leave in a mirror's pack directory: a `.pack`
+/// whose `.idx` is gone (or not there yet) and half-copied `.tmp-compact-*` files. Only
+/// call under the repository's lock (no fetch is writing a pack meanwhile).
+pub fn strays(mirror: &Path) -> Result<Vec<PathBuf>, GitError> {
+    let dir = mirror.join("objects").join("pack");
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(GitError::io("list packs in", &dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| GitError::io("list packs in", &dir, e))?
+            .path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stray_pack = name.starts_with("pack-")
+            && name.ends_with(".pack")
+            && !path.with_extension("idx").exists();
+        if stray_pack || name.starts_with(".tmp-compact-") {
+            out.push(path);
+        }
+    }
+    Ok(out)
 }
 
 /// Copies the pack and its index into `dir` (index last), each durable before renamed.

@@ -37,7 +37,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use consolidate::{compact_mirror, ConsolidatedPack, Consolidation};
+pub use consolidate::{compact_mirror, strays, ConsolidatedPack, Consolidation};
 pub use error::GitError;
 pub use fetch::{fetch_mirror, list_packs};
 pub(crate) use fetch::{remove_leftovers, sync_file, sync_tree};
