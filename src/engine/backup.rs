@@ -661,7 +661,7 @@ fn backup_wiki(
     stored: &mut backup_git::Stored,
 ) -> Result<Option<GitPart>, EngineError> {
     let url = allowed_url(target.gate, &format!("{} (wiki)", target.repo), url)?;
-    let wiki_mirror = target.mirror.with_extension("wiki.git");
+    let wiki_mirror = Context::wiki_mirror_dir(target.mirror);
     let mut attempts = 0;
     let fetched = target.fetch(&wiki_mirror, url.as_str(), &mut attempts)?;
     if fetched.refs.is_empty() {

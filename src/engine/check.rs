@@ -55,11 +55,7 @@ pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineErr
     let _archive = ctx.gate.shared();
     let archive = &ctx.archive;
     let snaps = archive.all_snapshots()?;
-    let mut needed = Needed::default();
-    let mut indexes = IndexCache::default();
-    for (i, s) in snaps.iter().enumerate() {
-        collect(archive, &mut indexes, &mut needed, i, s);
-    }
+    let (mut needed, indexes) = needed_by(archive, &snaps);
     for id in needed.uses.keys() {
         if !needed.damage.contains_key(id) && !archive.has_blob(id) {
             needed.damage.insert(*id, "missing".to_string());
@@ -90,12 +86,7 @@ pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineErr
 /// (LFS, metadata): what prune's sweep must keep. Fails, naming it, when an index blob
 /// cannot be read — what it names is then unknown, so nothing may be swept.
 pub(super) fn referenced_blobs(archive: &Archive) -> Result<BTreeSet<BlobId>, EngineError> {
-    let snaps = archive.all_snapshots()?;
-    let mut needed = Needed::default();
-    let mut indexes = IndexCache::default();
-    for (i, s) in snaps.iter().enumerate() {
-        collect(archive, &mut indexes, &mut needed, i, s);
-    }
+    let (needed, _) = needed_by(archive, &archive.all_snapshots()?);
     if let Some((id, error)) = needed.damage.iter().next() {
         return Err(EngineError::Conflict(format!(
             "index blob {id} cannot be read ({error}): the blobs it names are unknown, so \
@@ -129,6 +120,17 @@ impl IndexCache {
     fn holds(&self, id: &BlobId) -> bool {
         self.lfs.contains_key(id) || self.metadata.contains_key(id)
     }
+}
+
+/// Every blob `snaps` need, with its uses (index blobs read once each, unreadable ones
+/// recorded as damage).
+fn needed_by(archive: &Archive, snaps: &[Snapshot]) -> (Needed, IndexCache) {
+    let mut needed = Needed::default();
+    let mut indexes = IndexCache::default();
+    for (i, s) in snaps.iter().enumerate() {
+        collect(archive, &mut indexes, &mut needed, i, s);
+    }
+    (needed, indexes)
 }
 
 /// Adds snapshot `i`'s blobs, reading its index blobs for the blobs they name.

@@ -157,6 +157,11 @@ impl Context {
             .join("mirrors")
             .join(format!("{}.git", repo.dir_name()))
     }
+
+    /// Where the bare mirror of a repository's wiki lives (beside the repository's).
+    pub fn wiki_mirror_dir(mirror: &Path) -> PathBuf {
+        mirror.with_extension("wiki.git")
+    }
 }
 
 /// What can go wrong in a job. Messages name the thing that is wrong and never

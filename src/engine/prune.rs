@@ -114,7 +114,7 @@ impl Part {
         let mirror = ctx.mirror_dir(repo);
         match self {
             Part::Git => mirror,
-            Part::Wiki => mirror.with_extension("wiki.git"),
+            Part::Wiki => Context::wiki_mirror_dir(&mirror),
         }
     }
 }
@@ -204,7 +204,7 @@ fn consolidate_part(
     for blob in &chain {
         match mirror_packs.get(blob) {
             Some((_, path)) => sources.add_pack_file(path)?,
-            None => sources.add_pack_stream(ctx.archive.open_blob(blob)?, &never)?,
+            None => sources.add_pack_stream(ctx.archive.open_blob(blob)?)?,
         }
     }
     let tips = kept_tips(ctx, snaps, part)?;
@@ -331,7 +331,6 @@ pub(super) fn kept_tips(
 fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), EngineError> {
     let _alone = ctx.gate.exclusive();
     let referenced = super::check::referenced_blobs(&ctx.archive)?;
-    let mut gone: BTreeSet<BlobId> = BTreeSet::new();
     for (id, size) in ctx.archive.list_blobs()? {
         if referenced.contains(&id) {
             continue;
@@ -339,18 +338,14 @@ fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), E
         if !dry_run {
             ctx.archive.delete_blob(&id)?;
         }
-        gone.insert(id);
         report.blobs_removed += 1;
         report.bytes_freed += size;
     }
+    // Every blob no manifest names is gone now (or was never there), so an entry naming
+    // one is stale; an entry naming a needed but missing blob stays for `check` to report.
     for kind in [FileKind::PackIndex, FileKind::LfsIndex] {
         for (key, blob) in ctx.archive.index_entries(kind)? {
-            let stale = match &blob {
-                Ok(id) => {
-                    gone.contains(id) || (!referenced.contains(id) && !ctx.archive.has_blob(id))
-                }
-                Err(_) => true,
-            };
+            let stale = blob.map_or(true, |id| !referenced.contains(&id));
             if stale {
                 if !dry_run {
                     ctx.archive.delete_index_entry(kind, &key)?;

@@ -100,24 +100,8 @@ impl Consolidation {
     }
 
     /// Adds a pack from a stream (an archived pack), indexing it in bounded memory.
-    pub fn add_pack_stream(
-        &mut self,
-        pack: impl Read + Send,
-        interrupt: &AtomicBool,
-    ) -> Result<(), GitError> {
-        let index = self.packs;
-        let mut reader = BufReader::with_capacity(64 << 10, pack);
-        receive_pack(
-            &mut reader,
-            &self.pack_dir(),
-            None::<gix::objs::find::Never>,
-            gix::hash::Kind::Sha1,
-            interrupt,
-        )
-        .map_err(|err| GitError::InvalidPack {
-            index,
-            message: err.to_string(),
-        })?;
+    pub fn add_pack_stream(&mut self, pack: impl Read + Send + 'static) -> Result<(), GitError> {
+        super::restore::write_pack(Box::new(pack), &self.pack_dir(), self.packs)?;
         self.packs += 1;
         Ok(())
     }
@@ -287,9 +271,7 @@ fn walk_inputs(
 /// every object that was to be kept: a source pack whose entry inflates to other bytes
 /// than its id says (damage a checksum did not catch) would otherwise slip through.
 fn verify_holds(pack: &Path, wanted: &[ObjectId]) -> Result<(), GitError> {
-    let idx_path = pack.with_extension("idx");
-    let index = gix_pack::index::File::at(&idx_path, gix::hash::Kind::Sha1)
-        .map_err(|e| GitError::repo(&idx_path, format!("cannot read the pack index: {e}")))?;
+    let index = open_index(pack)?;
     match wanted.iter().find(|id| index.lookup(**id).is_none()) {
         None => Ok(()),
         Some(id) => Err(GitError::repo(
@@ -297,6 +279,13 @@ fn verify_holds(pack: &Path, wanted: &[ObjectId]) -> Result<(), GitError> {
             format!("the consolidated pack lacks object {id}: a source pack is damaged"),
         )),
     }
+}
+
+/// The `.idx` beside a `.pack`, opened for lookups.
+fn open_index(pack: &Path) -> Result<gix_pack::index::File, GitError> {
+    let idx_path = pack.with_extension("idx");
+    gix_pack::index::File::at(&idx_path, gix::hash::Kind::Sha1)
+        .map_err(|e| GitError::repo(&idx_path, format!("cannot read the pack index: {e}")))
 }
 
 /// Objects in the scratch repository's packs (for the report; 0 when unknown).
@@ -422,16 +411,15 @@ fn install_pack(dir: &Path, pack: &ConsolidatedPack) -> Result<(), GitError> {
         sync_file(&tmp)?;
         fs::rename(&tmp, to).map_err(|e| GitError::io("rename", &tmp, e))?;
     }
-    super::sync_tree(dir)
+    // Each file was synced before its rename: the directory entries are what is left.
+    sync_file(dir)
 }
 
 /// Whether every object a `refs/*` ref of the mirror points to is in `pack`.
 fn holds_every_ref_target(mirror: &Path, pack: &ConsolidatedPack) -> Result<bool, GitError> {
     let repo = open_mirror(mirror)?;
     let refs = super::fetch::local_refs(&repo, mirror)?;
-    let idx_path = pack.path.with_extension("idx");
-    let index = gix_pack::index::File::at(&idx_path, gix::hash::Kind::Sha1)
-        .map_err(|e| GitError::repo(&idx_path, format!("cannot read the pack index: {e}")))?;
+    let index = open_index(&pack.path)?;
     Ok(refs.values().all(|target| match target {
         super::RefTarget::Object(hex) => {
             ObjectId::from_hex(hex.as_bytes()).is_ok_and(|id| index.lookup(id).is_some())

@@ -194,7 +194,13 @@ fn default_head(refs: &[RefEntry]) -> Option<String> {
 }
 
 /// Stream one pack into `pack_dir` and build its index, in memory independent of the pack size.
-fn write_pack(pack: Box<dyn Read + Send>, pack_dir: &Path, index: usize) -> Result<(), GitError> {
+/// Writes one archived pack into `pack_dir` byte for byte and indexes it (a restore, and
+/// prune's scratch repositories).
+pub(super) fn write_pack(
+    pack: Box<dyn Read + Send>,
+    pack_dir: &Path,
+    index: usize,
+) -> Result<(), GitError> {
     let mut reader = BufReader::with_capacity(64 * 1024, pack);
     let never_interrupt = AtomicBool::new(false);
     // Restored packs are written exactly as archived: no thin-pack completion, which would
