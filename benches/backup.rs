@@ -113,6 +113,9 @@ fn bench_unchanged_workspace() -> String {
     )
 }
 
+/// Rounds of the large-repository benchmark (plain and encrypted backups alternate).
+const ROUNDS: usize = 3;
+
 fn bench_large_repo() -> String {
     let commits = env_usize("BENCH_COMMITS", 50_000);
     let server = CloudServer::start();
@@ -133,7 +136,9 @@ fn bench_large_repo() -> String {
 
     let mut git_times = Vec::new();
     let mut ours = Vec::new();
-    for round in 0..2 {
+    let mut encrypted = Vec::new();
+    let (mut enc_bytes, mut plain_bytes) = (0, 0);
+    for round in 0..ROUNDS {
         let out = TempDir::new("bench-clone");
         let g = timed(
             gitutil::git_command(out.path())
@@ -148,21 +153,35 @@ fn bench_large_repo() -> String {
         add_connection(&server, data.path(), "big", files.path());
         let r = timed(reposafe(data.path()).args(["backup", "big"]));
         ours.push(r);
+        // The same backup into an encrypted archive (issue 15: encryption at rest).
+        let enc_data = TempDir::new("bench-data-encrypted");
+        timed(reposafe(enc_data.path()).args(["archive", "init", "--encrypt"]));
+        add_connection(&server, enc_data.path(), "big", files.path());
+        encrypted.push(timed(reposafe(enc_data.path()).args(["backup", "big"])));
+        enc_bytes = archive_size(enc_data.path());
+        plain_bytes = archive_size(data.path());
         eprintln!(
-            "round {round}: git {:.2} s, reposafe {:.2} s",
-            git_times[round].secs, ours[round].secs
+            "round {round}: git {:.2} s, reposafe {:.2} s, encrypted {:.2} s",
+            git_times[round].secs, ours[round].secs, encrypted[round].secs
         );
     }
     let best = |v: &[Timed]| v.iter().map(|t| t.secs).fold(f64::INFINITY, f64::min);
     let rss = ours.iter().map(|t| t.max_rss_kib).max().unwrap_or(0);
     let git_rss = git_times.iter().map(|t| t.max_rss_kib).max().unwrap_or(0);
     let ratio = best(&ours) / best(&git_times);
+    let enc_ratio = best(&encrypted) / best(&ours);
+    let enc_rss = encrypted.iter().map(|t| t.max_rss_kib).max().unwrap_or(0);
     let _ = &ours[0].stdout;
     format!(
         "## Large repository ({commits} commits, {:.1} MiB pack)\n\
-         git clone --mirror: {:.2} s (best of 2), peak RSS {:.0} MiB\n\
-         reposafe backup:    {:.2} s (best of 2), peak RSS {:.0} MiB\n\
+         git clone --mirror: {:.2} s (best of {ROUNDS}), peak RSS {:.0} MiB\n\
+         reposafe backup:    {:.2} s (best of {ROUNDS}), peak RSS {:.0} MiB\n\
          ratio: {ratio:.2}x (target <= 1.3x); RSS target < 300 MiB\n\
+         {}\n\
+         ## Encryption at rest (same repository, `archive init --encrypt`)\n\
+         reposafe backup, encrypted archive: {:.2} s (best of {ROUNDS}), peak RSS {:.0} MiB\n\
+         archive: {:.1} MiB encrypted vs {:.1} MiB plain\n\
+         cost: {enc_ratio:.3}x the plain backup's time (target <= 1.15x)\n\
          {}\n",
         pack as f64 / 1048576.0,
         best(&git_times),
@@ -170,6 +189,15 @@ fn bench_large_repo() -> String {
         best(&ours),
         rss as f64 / 1024.0,
         if ratio <= 1.3 && rss < 300 * 1024 {
+            "PASS"
+        } else {
+            "FAIL"
+        },
+        best(&encrypted),
+        enc_rss as f64 / 1024.0,
+        enc_bytes as f64 / 1048576.0,
+        plain_bytes as f64 / 1048576.0,
+        if enc_ratio <= 1.15 && enc_rss < 300 * 1024 {
             "PASS"
         } else {
             "FAIL"

@@ -398,6 +398,11 @@ fn an_admin_sets_up_and_runs_a_plan_from_the_dashboard() {
     let home = b.get("/");
     assert!(home.body.contains("data-plan=\"nightly\""), "{}", home.body);
     assert!(home.body.contains("id=\"dedup\""));
+    assert!(
+        home.body.contains("not encrypted"),
+        "the overview says whether the archive is encrypted: {}",
+        home.body
+    );
     assert_eq!(b.get("/plans/nope").status, 404);
 
     // Delete asks first (data-confirm) and keeps the snapshots.

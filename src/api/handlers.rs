@@ -283,6 +283,9 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route(M::POST, "/api/v1/forget", |api, _, req| {
             call_with(api, req, OK, |s, b: ForgetRequest| s.forget(b))
         }),
+        route(M::GET, "/api/v1/archive", |api, _, _| {
+            call(api, OK, |s| s.archive())
+        }),
         route(M::POST, "/api/v1/prune", |api, _, req| {
             call_with(api, req, OK, |s, b: PruneRequest| s.prune(b))
         }),

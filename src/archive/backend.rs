@@ -26,6 +26,8 @@ pub enum FileKind {
     PackIndex,
     /// An LFS index entry: id = the LFS object's sha256 (64 lowercase hex digits).
     LfsIndex,
+    /// A sealed copy of an encrypted archive's key: id = a name (letters, digits, `-`, `_`).
+    Key,
 }
 
 /// Longest id component accepted; ids are hashes and timestamps, far shorter.
@@ -51,6 +53,7 @@ impl FileKind {
                 Some((dir, name)) => is_component(dir) && is_component(name),
                 None => false,
             },
+            FileKind::Key => is_component(id),
             FileKind::PackIndex => {
                 !id.is_empty()
                     && id.len() <= MAX_COMPONENT

@@ -6,8 +6,14 @@
 //! as u64 little-endian) followed by the body. Whether zstd pays is measured per blob on its first
 //! MiB: git packs are already zlib-compressed and are usually stored as they are.
 //! Every read re-hashes the content and fails if it does not match its id.
+//!
+//! In an encrypted archive the id is BLAKE3 *keyed* with the archive's blob id key,
+//! and the file is a 12-byte header (`RSE1` and the content length) followed by an
+//! age stream (see `crypt.rs`) holding the codec byte and the body: content and
+//! compression are hidden, the length is not (the file's size tells it anyway).
 
 use super::backend::{FileKind, Source};
+use super::crypt::{ArchiveKey, Sink};
 use super::{io_err, Archive, ArchiveError};
 use std::fmt;
 use std::fs::File;
@@ -16,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"RSB1";
 const HEADER_LEN: usize = 13;
+/// The magic of an encrypted blob, followed by the content length (u64 LE).
+const SEALED_MAGIC: &[u8; 4] = b"RSE1";
 const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 /// How much of a blob is test-compressed to decide whether zstd pays.
@@ -38,7 +46,7 @@ impl BlobId {
         Ok(BlobId(arr))
     }
 
-    /// The id of `content`.
+    /// The id of `content` in a plain archive (see [`Archive::blob_id_of`]).
     pub fn of(content: &[u8]) -> BlobId {
         BlobId(*blake3::hash(content).as_bytes())
     }
@@ -126,45 +134,94 @@ fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> 
     Ok(filled)
 }
 
+/// What [`encode_blob`] wrote.
+struct Encoded {
+    id: BlobId,
+    len: u64,
+    stored: u64,
+    compressed: bool,
+}
+
 /// Writes `source` to `file` as an encoded blob (header, then the body, zstd when it
-/// pays on the first MiB) in constant memory. Returns (id, length, stored bytes,
-/// compressed). Errors name `tmp`.
+/// pays on the first MiB, encrypted to `key` when given) in constant memory. Errors
+/// name `tmp`.
 fn encode_blob(
     source: &mut dyn Read,
     file: &mut File,
     tmp: &Path,
-) -> Result<(BlobId, u64, u64, bool), ArchiveError> {
+    key: Option<&ArchiveKey>,
+) -> Result<Encoded, ArchiveError> {
     let mut sample = vec![0u8; SAMPLE_LEN];
     let n = read_full(source, &mut sample).map_err(io_err(tmp))?;
     sample.truncate(n);
     let compress = zstd_pays(&sample);
+    let codec = if compress { CODEC_ZSTD } else { CODEC_STORED };
 
     let mut out = CountingWriter {
         inner: BufWriter::with_capacity(1 << 16, &mut *file),
         count: 0,
     };
     // Header with a placeholder length, patched below.
-    out.write_all(MAGIC).map_err(io_err(tmp))?;
-    out.write_all(&[if compress { CODEC_ZSTD } else { CODEC_STORED }])
-        .map_err(io_err(tmp))?;
-    out.write_all(&[0u8; 8]).map_err(io_err(tmp))?;
-
-    let mut hasher = blake3::Hasher::new();
-    let mut len = 0u64;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut body: Box<dyn Write> = if compress {
-        Box::new(
-            zstd::Encoder::new(&mut out, ZSTD_LEVEL)
-                .map_err(io_err(tmp))?
-                .auto_finish(),
-        )
-    } else {
-        Box::new(&mut out)
+    let len_offset = match key {
+        None => {
+            out.write_all(MAGIC).map_err(io_err(tmp))?;
+            out.write_all(&[codec]).map_err(io_err(tmp))?;
+            5
+        }
+        Some(_) => {
+            out.write_all(SEALED_MAGIC).map_err(io_err(tmp))?;
+            4
+        }
     };
+    out.write_all(&[0u8; 8]).map_err(io_err(tmp))?;
+    let mut sink = match key {
+        None => Sink::Plain(&mut out),
+        Some(k) => {
+            let mut sealed = k.encrypt_to(&mut out).map_err(io_err(tmp))?;
+            sealed.write_all(&[codec]).map_err(io_err(tmp))?;
+            Sink::Sealed(sealed)
+        }
+    };
+    let mut hasher = key.map_or_else(blake3::Hasher::new, ArchiveKey::hasher);
+    let len = if compress {
+        let mut z = zstd::Encoder::new(&mut sink, ZSTD_LEVEL).map_err(io_err(tmp))?;
+        let len = copy_hashing(sample, source, &mut z, &mut hasher, tmp)?;
+        z.finish().map_err(io_err(tmp))?;
+        len
+    } else {
+        copy_hashing(sample, source, &mut sink, &mut hasher, tmp)?
+    };
+    sink.finish().map_err(io_err(tmp))?;
+    let stored = out.count;
+    let file = out
+        .inner
+        .into_inner()
+        .map_err(|e| io_err(tmp)(e.into_error()))?;
+    file.seek(SeekFrom::Start(len_offset))
+        .map_err(io_err(tmp))?;
+    file.write_all(&len.to_le_bytes()).map_err(io_err(tmp))?;
+    Ok(Encoded {
+        id: BlobId(*hasher.finalize().as_bytes()),
+        len,
+        stored,
+        compressed: compress,
+    })
+}
+
+/// Writes `sample` and then the rest of `source` to `body`, hashing all of it;
+/// returns the length.
+fn copy_hashing(
+    sample: Vec<u8>,
+    source: &mut dyn Read,
+    body: &mut dyn Write,
+    hasher: &mut blake3::Hasher,
+    tmp: &Path,
+) -> Result<u64, ArchiveError> {
     hasher.update(&sample);
-    len += sample.len() as u64;
+    let mut len = sample.len() as u64;
     body.write_all(&sample).map_err(io_err(tmp))?;
     drop(sample);
+    let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = match source.read(&mut buf) {
             Ok(0) => break,
@@ -177,15 +234,7 @@ fn encode_blob(
         body.write_all(&buf[..n]).map_err(io_err(tmp))?;
     }
     body.flush().map_err(io_err(tmp))?;
-    drop(body);
-    let stored = out.count;
-    let file = out
-        .inner
-        .into_inner()
-        .map_err(|e| io_err(tmp)(e.into_error()))?;
-    file.seek(SeekFrom::Start(5)).map_err(io_err(tmp))?;
-    file.write_all(&len.to_le_bytes()).map_err(io_err(tmp))?;
-    Ok((BlobId(*hasher.finalize().as_bytes()), len, stored, compress))
+    Ok(len)
 }
 
 impl Archive {
@@ -243,9 +292,17 @@ impl Archive {
         Ok(())
     }
 
+    /// The id `content` has in this archive: its BLAKE3, keyed in an encrypted archive.
+    pub fn blob_id_of(&self, content: &[u8]) -> BlobId {
+        match &self.key {
+            Some(k) => BlobId(*k.hasher().update(content).finalize().as_bytes()),
+            None => BlobId::of(content),
+        }
+    }
+
     /// Stores a small blob held in memory.
     pub fn put_bytes(&self, content: &[u8]) -> Result<PutOutcome, ArchiveError> {
-        let id = BlobId::of(content);
+        let id = self.blob_id_of(content);
         if self.has_blob(&id) {
             return Ok(PutOutcome {
                 id,
@@ -263,7 +320,17 @@ impl Archive {
         let mut tmp = self.backend.temp_file()?;
         let tmp_path = tmp.path().to_path_buf();
         // On error `tmp` is dropped, which removes it.
-        let (id, len, stored, compressed) = encode_blob(&mut source, tmp.as_file_mut(), &tmp_path)?;
+        let Encoded {
+            id,
+            len,
+            stored,
+            compressed,
+        } = encode_blob(
+            &mut source,
+            tmp.as_file_mut(),
+            &tmp_path,
+            self.key.as_deref(),
+        )?;
         if self.has_blob(&id) {
             return Ok(PutOutcome {
                 id,
@@ -293,44 +360,66 @@ impl Archive {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut file = BufReader::with_capacity(1 << 16, file);
-        let mut header = [0u8; HEADER_LEN];
-        file.read_exact(&mut header)
-            .map_err(|_| ArchiveError::CorruptBlob {
-                id: *id,
-                path: path.clone(),
-                reason: "truncated header".into(),
-            })?;
-        if &header[..4] != MAGIC {
-            return Err(ArchiveError::CorruptBlob {
-                id: *id,
-                path,
-                reason: "bad magic".into(),
-            });
-        }
-        let mut len_bytes = [0u8; 8];
-        len_bytes.copy_from_slice(&header[5..13]);
-        let expected_len = u64::from_le_bytes(len_bytes);
-        let inner: Box<dyn Read + Send> = match header[4] {
-            CODEC_STORED => Box::new(file),
-            CODEC_ZSTD => Box::new(zstd::Decoder::with_buffer(file).map_err(io_err(&path))?),
-            other => {
-                return Err(ArchiveError::CorruptBlob {
-                    id: *id,
-                    path,
-                    reason: format!("unknown codec {other}"),
-                })
-            }
+        let file = BufReader::with_capacity(1 << 16, file);
+        let corrupt = |reason: String| ArchiveError::CorruptBlob {
+            id: *id,
+            path: path.clone(),
+            reason,
         };
+        let (inner, expected_len) = self.decode(file).map_err(corrupt)?;
         Ok(BlobReader {
             inner,
-            hasher: blake3::Hasher::new(),
+            hasher: self
+                .key
+                .as_deref()
+                .map_or_else(blake3::Hasher::new, ArchiveKey::hasher),
             id: *id,
             read: 0,
             expected_len,
             path,
             done: false,
         })
+    }
+
+    /// Reads a blob file's header and returns a reader of its content (decrypted and
+    /// decompressed, not yet verified) and the content length the header gives. A
+    /// plain blob in an encrypted archive, or the other way round, is refused.
+    fn decode(
+        &self,
+        mut file: BufReader<Box<dyn Read + Send>>,
+    ) -> Result<(Box<dyn Read + Send>, u64), String> {
+        let mut magic = [0u8; 4];
+        file.read_exact(&mut magic)
+            .map_err(|_| "truncated header".to_string())?;
+        let mut head = [0u8; HEADER_LEN - 4];
+        let (codec, len, body): (u8, u64, Box<dyn Read + Send>) = match (&magic, &self.key) {
+            (MAGIC, None) => {
+                file.read_exact(&mut head)
+                    .map_err(|_| "truncated header".to_string())?;
+                let len = u64::from_le_bytes(head[1..].try_into().unwrap_or_default());
+                (head[0], len, Box::new(file))
+            }
+            (SEALED_MAGIC, Some(key)) => {
+                file.read_exact(&mut head[1..])
+                    .map_err(|_| "truncated header".to_string())?;
+                let len = u64::from_le_bytes(head[1..].try_into().unwrap_or_default());
+                let mut stream = key.decrypt_from(file)?;
+                let mut codec = [0u8; 1];
+                stream
+                    .read_exact(&mut codec)
+                    .map_err(|e| format!("cannot decrypt with the archive key: {e}"))?;
+                (codec[0], len, Box::new(stream))
+            }
+            (MAGIC, Some(_)) => return Err("a plain blob in an encrypted archive".into()),
+            (SEALED_MAGIC, None) => return Err("an encrypted blob in a plain archive".into()),
+            _ => return Err("bad magic".into()),
+        };
+        let content: Box<dyn Read + Send> = match codec {
+            CODEC_STORED => body,
+            CODEC_ZSTD => Box::new(zstd::Decoder::new(body).map_err(|e| e.to_string())?),
+            other => return Err(format!("unknown codec {other}")),
+        };
+        Ok((content, len))
     }
 
     /// Reads a whole blob into memory, verified. For small blobs only.

@@ -1,6 +1,7 @@
 //! [`LocalBackend`]: an archive in a local directory, in the layout of
 //! `docs/ARCHITECTURE.md` (`FORMAT`, `blobs/<2 hex>/<64 hex>`,
-//! `snapshots/<repo-dir>/<id>.json`, `index/packs/<pack hash>`, `index/lfs/<sha256>`, `tmp/`).
+//! `snapshots/<repo-dir>/<id>.json`, `index/packs/<pack hash>`, `index/lfs/<sha256>`,
+//! `keys/<name>` in an encrypted archive, `tmp/`).
 //!
 //! Every write goes to a file under `tmp/` (same file system as its target), is
 //! fsynced, renamed into place, and its directory fsynced; `create_new` renames
@@ -177,6 +178,11 @@ impl LocalBackend {
                     None => self.scan_two_levels(&base, sizes, |d| d.starts_with(prefix), id_of)?,
                 }
             }
+            FileKind::Key => Self::entries(&self.root.join("keys"), sizes)?
+                .into_iter()
+                .filter(|(_, _, is_dir)| !is_dir)
+                .map(|(name, size, _)| (name, size))
+                .collect(),
             FileKind::PackIndex | FileKind::LfsIndex => {
                 Self::entries(&index_dir(&self.root, kind), sizes)?
                     .into_iter()
@@ -279,11 +285,12 @@ impl Backend for LocalBackend {
                     .join(format!("{name}{SNAPSHOT_EXT}"))
             }
             FileKind::PackIndex | FileKind::LfsIndex => index_dir(&self.root, kind).join(id),
+            FileKind::Key => self.root.join("keys").join(id),
         }
     }
 
     /// Empty: the directory is absent, empty, or holds only the empty directories
-    /// `init` creates (as left by a creator stopped before it wrote `FORMAT`).
+    /// `init` creates and `keys/` (as left by a creator stopped before it wrote `FORMAT`).
     fn is_empty(&self) -> Result<bool, BackendError> {
         let empty_dir = |p: &Path| Self::entries(p, false).map(|e| e.is_empty());
         for (name, _, is_dir) in Self::entries(&self.root, false)? {
@@ -291,6 +298,9 @@ impl Backend for LocalBackend {
             let empty_layout_dir = is_dir
                 && match name.as_str() {
                     "blobs" | "snapshots" | "tmp" => empty_dir(&sub)?,
+                    // Key files without a FORMAT are a creation that was interrupted:
+                    // nothing was encrypted to them, and the next creation removes them.
+                    "keys" => true,
                     "index" => {
                         let mut only_empty_indexes = true;
                         for (inner, _, inner_is_dir) in Self::entries(&sub, false)? {

@@ -46,7 +46,8 @@ impl Backend for MemoryBackend {
     }
 
     fn is_empty(&self) -> Result<bool, BackendError> {
-        Ok(self.files().is_empty())
+        // Key files without a FORMAT: an interrupted creation (as `LocalBackend`).
+        Ok(self.files().keys().all(|(kind, _)| *kind == FileKind::Key))
     }
 
     fn init(&self) -> Result<(), BackendError> {

@@ -7,10 +7,13 @@
 //! atomically by the backend, and a snapshot manifest is written only after every blob
 //! it names is durable, so a kill at any moment leaves every earlier snapshot readable
 //! and no half snapshot visible. Nothing in here knows about git or Bitbucket: the
-//! engine decides what a blob holds (a git pack, a refs list).
+//! engine decides what a blob holds (a git pack, a refs list). An archive may be
+//! encrypted (`crypt.rs`): then every blob and manifest is age-encrypted to its key,
+//! blob ids and index names are keyed, and opening it takes the key.
 
 mod backend;
 mod blob;
+mod crypt;
 mod local;
 #[cfg(test)]
 mod memory;
@@ -19,6 +22,7 @@ mod snapshot;
 
 pub use backend::{Backend, BackendError, FileKind, Source};
 pub use blob::{BlobId, BlobReader, PutOutcome};
+pub use crypt::{ArchiveKey, NotAKey};
 pub use local::LocalBackend;
 pub use parts::{
     canonical_json, GitPart, LfsIndexEntry, LfsPart, MetadataIndex, MetadataItem, MetadataKindPart,
@@ -37,6 +41,9 @@ use std::sync::Arc;
 pub const FORMAT_VERSION: u32 = 2;
 /// The oldest format this version reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
+/// The format of an encrypted archive (`reposafe-archive 3 encrypted <recipient>`):
+/// versions that cannot decrypt refuse it instead of misreading its files.
+pub const ENCRYPTED_FORMAT_VERSION: u32 = 3;
 const FORMAT_MAGIC: &str = "reposafe-archive";
 
 /// What can go wrong reading or writing an archive. Every message names the file.
@@ -50,8 +57,18 @@ pub enum ArchiveError {
     },
     #[error("{path} is not a reposafe archive (missing or unreadable FORMAT file)")]
     NotAnArchive { path: PathBuf },
-    #[error("archive at {path} has format {found}, this reposafe reads formats {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}; upgrade reposafe")]
+    #[error("archive at {path} has format {found}, this reposafe reads formats {OLDEST_FORMAT_VERSION} to {ENCRYPTED_FORMAT_VERSION}; upgrade reposafe")]
     UnsupportedFormat { path: PathBuf, found: String },
+    /// The archive is encrypted and was opened without its key, or the other way round.
+    #[error("archive at {path}: {reason}")]
+    Encryption { path: PathBuf, reason: String },
+    /// A key that is not this archive's.
+    #[error("that key does not open the archive at {path}: it is the key of {found}, the archive's recipient is {expected}")]
+    WrongKey {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("blob {id} is missing from the archive ({path})")]
     MissingBlob { id: BlobId, path: PathBuf },
     #[error("blob {id} is corrupt: {reason} ({path})")]
@@ -83,12 +100,15 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_
 #[derive(Clone)]
 pub struct Archive {
     backend: Arc<dyn Backend>,
+    /// The key of an encrypted archive; `None` for a plain one.
+    key: Option<Arc<ArchiveKey>>,
 }
 
 impl fmt::Debug for Archive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Archive")
             .field("location", &self.backend.root_location())
+            .field("encrypted", &self.key.is_some())
             .finish()
     }
 }
@@ -99,6 +119,24 @@ impl From<BackendError> for ArchiveError {
             path: e.location,
             source: e.source,
         }
+    }
+}
+
+/// What a store holds, read from its `FORMAT` before opening it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveLayout {
+    /// Nothing yet: an archive may be created in it.
+    Empty,
+    /// A plain archive of this format.
+    Plain { format: u32 },
+    /// An encrypted archive whose key has this public recipient (`age1…`).
+    Encrypted { recipient: String },
+}
+
+fn format_line(recipient: Option<&str>) -> String {
+    match recipient {
+        None => format!("{FORMAT_MAGIC} {FORMAT_VERSION}\n"),
+        Some(r) => format!("{FORMAT_MAGIC} {ENCRYPTED_FORMAT_VERSION} encrypted {r}\n"),
     }
 }
 
@@ -114,13 +152,52 @@ impl Archive {
         Self::open_on(Arc::new(LocalBackend::new(root)))
     }
 
-    /// Opens the archive stored in `backend`, creating an empty one if the store is empty.
+    /// Reads what `backend` holds: nothing, a plain archive or an encrypted one.
+    pub fn inspect_on(backend: &dyn Backend) -> Result<ArchiveLayout, ArchiveError> {
+        let not_an_archive = || ArchiveError::NotAnArchive {
+            path: backend.root_location(),
+        };
+        let bytes = match backend.read(FileKind::Format, "") {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && backend.is_empty()? => {
+                return Ok(ArchiveLayout::Empty)
+            }
+            Err(_) => return Err(not_an_archive()),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| not_an_archive())?;
+        let mut words = text.split_whitespace();
+        if words.next() != Some(FORMAT_MAGIC) {
+            return Err(not_an_archive());
+        }
+        let version = words.next().unwrap_or("");
+        let unsupported = || ArchiveError::UnsupportedFormat {
+            path: backend.root_location(),
+            found: version.to_string(),
+        };
+        match version.parse::<u32>() {
+            Ok(v) if (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&v) => {
+                Ok(ArchiveLayout::Plain { format: v })
+            }
+            Ok(ENCRYPTED_FORMAT_VERSION) => match (words.next(), words.next()) {
+                (Some("encrypted"), Some(r)) if r.starts_with("age1") => {
+                    Ok(ArchiveLayout::Encrypted {
+                        recipient: r.to_string(),
+                    })
+                }
+                _ => Err(unsupported()),
+            },
+            _ => Err(unsupported()),
+        }
+    }
+
+    /// Opens the archive stored in `backend`, creating an empty plain one if the store
+    /// is empty. An encrypted archive needs [`Archive::open_encrypted_on`].
     pub fn open_or_create_on(backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
-        if backend.is_empty()? {
+        if Self::inspect_on(backend.as_ref())? == ArchiveLayout::Empty {
             backend.init()?;
-            let format = format!("{FORMAT_MAGIC} {FORMAT_VERSION}\n");
-            match backend.create_new(FileKind::Format, "", format.as_bytes()) {
-                Ok(()) => return Ok(Archive { backend }),
+            Self::remove_key_files(backend.as_ref())?;
+            match backend.create_new(FileKind::Format, "", format_line(None).as_bytes()) {
+                Ok(()) => return Ok(Archive { backend, key: None }),
                 // Another process created it meanwhile: check what it wrote.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),
@@ -129,37 +206,158 @@ impl Archive {
         Self::open_on(backend)
     }
 
-    /// Opens the existing archive stored in `backend`, checking its format version.
+    /// Opens the existing plain archive stored in `backend`, checking its format version.
     pub fn open_on(backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
-        let not_an_archive = || ArchiveError::NotAnArchive {
-            path: backend.root_location(),
-        };
-        let bytes = backend
-            .read(FileKind::Format, "")
-            .map_err(|_| not_an_archive())?;
-        let text = String::from_utf8(bytes).map_err(|_| not_an_archive())?;
-        let mut parts = text.split_whitespace();
-        if parts.next() != Some(FORMAT_MAGIC) {
-            return Err(not_an_archive());
-        }
-        let version = parts.next().unwrap_or("");
-        let readable = OLDEST_FORMAT_VERSION..=FORMAT_VERSION;
-        match version.parse::<u32>() {
-            Ok(v) if readable.contains(&v) => {
+        match Self::inspect_on(backend.as_ref())? {
+            ArchiveLayout::Empty => Err(ArchiveError::NotAnArchive {
+                path: backend.root_location(),
+            }),
+            ArchiveLayout::Plain { format } => {
                 backend.init()?;
-                if v < FORMAT_VERSION {
+                if format < FORMAT_VERSION {
                     // Older reposafe versions must refuse the format-2 manifests
                     // written from now on, instead of misreading them.
-                    let format = format!("{FORMAT_MAGIC} {FORMAT_VERSION}\n");
-                    backend.write(FileKind::Format, "", Source::Bytes(format.as_bytes()))?;
+                    let line = format_line(None);
+                    backend.write(FileKind::Format, "", Source::Bytes(line.as_bytes()))?;
                 }
-                Ok(Archive { backend })
+                Ok(Archive { backend, key: None })
             }
-            _ => Err(ArchiveError::UnsupportedFormat {
+            ArchiveLayout::Encrypted { recipient } => Err(ArchiveError::Encryption {
                 path: backend.root_location(),
-                found: version.to_string(),
+                reason: format!("it is encrypted (to {recipient}) and needs its key to open"),
             }),
         }
+    }
+
+    /// Opens the encrypted archive stored in `backend` with its key, checked against
+    /// the recipient its `FORMAT` names.
+    pub fn open_encrypted_on(
+        backend: Arc<dyn Backend>,
+        key: ArchiveKey,
+    ) -> Result<Archive, ArchiveError> {
+        match Self::inspect_on(backend.as_ref())? {
+            ArchiveLayout::Encrypted { recipient } if recipient == key.recipient() => {
+                backend.init()?;
+                Ok(Archive {
+                    backend,
+                    key: Some(Arc::new(key)),
+                })
+            }
+            ArchiveLayout::Encrypted { recipient } => Err(ArchiveError::WrongKey {
+                path: backend.root_location(),
+                found: key.recipient(),
+                expected: recipient,
+            }),
+            _ => Err(ArchiveError::Encryption {
+                path: backend.root_location(),
+                reason: "it is not an encrypted archive".into(),
+            }),
+        }
+    }
+
+    /// Creates an encrypted archive in `backend` with `key`, storing the sealed copies
+    /// of the key `sealed` (name, bytes) first and `FORMAT` last, so an interrupted
+    /// creation leaves a store that still counts as empty. The store must be empty or
+    /// hold a plain archive without any data (as a first start of the daemon leaves it).
+    pub fn create_encrypted_on(
+        backend: Arc<dyn Backend>,
+        key: ArchiveKey,
+        sealed: &[(String, Vec<u8>)],
+    ) -> Result<Archive, ArchiveError> {
+        let location = backend.root_location();
+        match Self::inspect_on(backend.as_ref())? {
+            ArchiveLayout::Empty => {}
+            ArchiveLayout::Plain { .. } if !Self::holds_data(backend.as_ref())? => {}
+            ArchiveLayout::Plain { .. } => {
+                return Err(ArchiveError::Encryption {
+                    path: location,
+                    reason: "it already holds a plain archive with backups; encryption is chosen when an archive is created".into(),
+                })
+            }
+            ArchiveLayout::Encrypted { .. } => {
+                return Err(ArchiveError::Encryption {
+                    path: location,
+                    reason: "it already holds an encrypted archive".into(),
+                })
+            }
+        }
+        if sealed.is_empty() {
+            return Err(ArchiveError::Encryption {
+                path: location,
+                reason: "an encrypted archive needs at least one sealed copy of its key".into(),
+            });
+        }
+        backend.init()?;
+        Self::remove_key_files(backend.as_ref())?;
+        for (name, bytes) in sealed {
+            backend.create_new(FileKind::Key, name, bytes)?;
+        }
+        let line = format_line(Some(&key.recipient()));
+        backend.write(FileKind::Format, "", Source::Bytes(line.as_bytes()))?;
+        Ok(Archive {
+            backend,
+            key: Some(Arc::new(key)),
+        })
+    }
+
+    /// Whether the store holds any blob, manifest or index entry.
+    fn holds_data(backend: &dyn Backend) -> Result<bool, ArchiveError> {
+        for kind in [
+            FileKind::Blob,
+            FileKind::Snapshot,
+            FileKind::PackIndex,
+            FileKind::LfsIndex,
+        ] {
+            if !backend.list(kind, "")?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn remove_key_files(backend: &dyn Backend) -> Result<(), ArchiveError> {
+        for name in backend.list(FileKind::Key, "")? {
+            backend.delete(FileKind::Key, &name)?;
+        }
+        Ok(())
+    }
+
+    /// The sealed copies of an encrypted archive's key in `backend`: (name, bytes).
+    pub fn key_files_on(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
+        backend
+            .list(FileKind::Key, "")?
+            .into_iter()
+            .map(|name| {
+                let bytes = backend.read(FileKind::Key, &name)?;
+                Ok((name, bytes))
+            })
+            .collect()
+    }
+
+    /// The names of the sealed copies of this archive's key.
+    pub fn key_file_names(&self) -> Result<Vec<String>, ArchiveError> {
+        Ok(self.backend.list(FileKind::Key, "")?)
+    }
+
+    /// Stores another sealed copy of the key under a new name (never replacing one).
+    pub fn add_key_file(&self, name: &str, sealed: &[u8]) -> Result<(), ArchiveError> {
+        if self.key.is_none() {
+            return Err(ArchiveError::Encryption {
+                path: self.location(),
+                reason: "it is not encrypted; it has no key to add a copy of".into(),
+            });
+        }
+        Ok(self.backend.create_new(FileKind::Key, name, sealed)?)
+    }
+
+    /// The key of an encrypted archive.
+    pub fn key(&self) -> Option<&ArchiveKey> {
+        self.key.as_deref()
+    }
+
+    /// Where the archive is (a directory, a bucket URL).
+    pub fn location(&self) -> PathBuf {
+        self.backend.root_location()
     }
 
     /// Total stored bytes of blobs and snapshot manifests (what the archive costs).
@@ -192,8 +390,9 @@ impl Archive {
         self.record_index(FileKind::PackIndex, pack_hash, id)
     }
 
-    /// Every entry of an accelerator index (`index/packs/`, `index/lfs/`): its key and
-    /// the blob it names (or why that could not be read).
+    /// Every entry of an accelerator index (`index/packs/`, `index/lfs/`): its stored
+    /// name (keyed in an encrypted archive) and the blob it names (or why that could
+    /// not be read).
     pub fn index_entries(&self, kind: FileKind) -> Result<Vec<IndexEntry>, ArchiveError> {
         let keys = self.backend.list(kind, "")?;
         Ok(keys
@@ -209,7 +408,8 @@ impl Archive {
             .collect())
     }
 
-    /// Removes an accelerator index entry (prune, when its blob is gone).
+    /// Removes an accelerator index entry by its stored name, as [`Archive::index_entries`]
+    /// lists it (prune, when its blob is gone).
     pub fn delete_index_entry(&self, kind: FileKind, key: &str) -> Result<(), ArchiveError> {
         self.backend.delete(kind, key)?;
         Ok(())
@@ -225,7 +425,7 @@ impl Archive {
         if !kind.is_valid_id(key) {
             return Ok(None);
         }
-        match self.backend.read(kind, key) {
+        match self.backend.read(kind, &self.index_name(kind, key)) {
             Ok(bytes) => {
                 let id = BlobId::parse(String::from_utf8_lossy(&bytes).trim())?;
                 Ok(self.has_blob(&id).then_some(id))
@@ -246,9 +446,21 @@ impl Archive {
             return Err(ArchiveError::InvalidBlobId(key.to_string()));
         }
         let hex = id.to_hex();
-        self.backend
-            .write(kind, key, Source::Bytes(hex.as_bytes()))?;
+        self.backend.write(
+            kind,
+            &self.index_name(kind, key),
+            Source::Bytes(hex.as_bytes()),
+        )?;
         Ok(())
+    }
+
+    /// The stored name of an index entry for `key`: the key itself, or in an
+    /// encrypted archive a keyed hash of it (names then reveal no pack hash or oid).
+    fn index_name(&self, kind: FileKind, key: &str) -> String {
+        match &self.key {
+            Some(k) => k.index_name(kind, key),
+            None => key.to_string(),
+        }
     }
 }
 

@@ -16,7 +16,6 @@ use super::{Archive, ArchiveError, BlobId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
 use time::OffsetDateTime;
 
 /// A snapshot's id: `<UTC time as YYYYMMDDTHHMMSSZ>-<8 hex digits>`.
@@ -324,11 +323,8 @@ impl Archive {
     /// [`Archive::rewrite_snapshot`]). Returns the manifest's size in bytes.
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<u64, ArchiveError> {
         self.require_blobs(snap.blobs())?;
-        let bytes = serde_json::to_vec(snap).map_err(|e| ArchiveError::CorruptSnapshot {
-            path: PathBuf::from(snap.id.as_str()),
-            reason: e.to_string(),
-        })?;
         let mid = manifest_id(&snap.repository.dir_name(), &snap.id);
+        let bytes = self.encode_manifest(snap, &mid)?;
         match self.backend.create_new(FileKind::Snapshot, &mid, &bytes) {
             Ok(()) => Ok(bytes.len() as u64),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -356,10 +352,7 @@ impl Archive {
             });
         }
         self.require_blobs(new.blobs())?;
-        let bytes = serde_json::to_vec(new).map_err(|e| ArchiveError::CorruptSnapshot {
-            path: PathBuf::from(new.id.as_str()),
-            reason: e.to_string(),
-        })?;
+        let bytes = self.encode_manifest(new, &mid)?;
         self.backend
             .write(FileKind::Snapshot, &mid, super::Source::Bytes(&bytes))?;
         Ok(bytes.len() as u64)
@@ -372,13 +365,32 @@ impl Archive {
         Ok(())
     }
 
-    /// Reads one manifest by its backend id.
+    /// A manifest as stored: JSON, encrypted to the archive's key when it has one.
+    fn encode_manifest(&self, snap: &Snapshot, mid: &str) -> Result<Vec<u8>, ArchiveError> {
+        let corrupt = |reason: String| ArchiveError::CorruptSnapshot {
+            path: self.backend.location(FileKind::Snapshot, mid),
+            reason,
+        };
+        let json = serde_json::to_vec(snap).map_err(|e| corrupt(e.to_string()))?;
+        match &self.key {
+            Some(key) => key.encrypt(&json).map_err(|e| corrupt(e.to_string())),
+            None => Ok(json),
+        }
+    }
+
+    /// Reads one manifest by its backend id (decrypting it in an encrypted archive,
+    /// where a plain manifest is refused).
     fn read_manifest(&self, mid: &str) -> Result<Snapshot, ArchiveError> {
         let bytes = self.backend.read(FileKind::Snapshot, mid)?;
-        serde_json::from_slice(&bytes).map_err(|e| ArchiveError::CorruptSnapshot {
+        let corrupt = |reason: String| ArchiveError::CorruptSnapshot {
             path: self.backend.location(FileKind::Snapshot, mid),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let json = match &self.key {
+            Some(key) => key.decrypt(&bytes).map_err(corrupt)?,
+            None => bytes,
+        };
+        serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
     }
 
     /// Reads the manifests with these backend ids, oldest first.
@@ -427,6 +439,11 @@ impl Archive {
             }
         }
         Ok(best)
+    }
+
+    /// How many snapshots the archive holds (counts manifests; reads none).
+    pub fn snapshot_count(&self) -> Result<usize, ArchiveError> {
+        Ok(self.backend.list(FileKind::Snapshot, "")?.len())
     }
 
     /// Every snapshot in the archive, oldest first (disaster recovery: needs no state).

@@ -10,12 +10,25 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-/// Runs `test` on a fresh local archive and on a fresh in-memory archive.
+/// Runs `test` on a fresh local archive and on a fresh in-memory archive, each plain
+/// and encrypted.
 fn on_each_backend(test: impl Fn(&Archive)) {
     let dir = tmp();
     test(&Archive::open_or_create(dir.path()).expect("local archive"));
     let memory = Arc::new(MemoryBackend::default());
     test(&Archive::open_or_create_on(memory).expect("memory archive"));
+    let dir = tmp();
+    test(&encrypted(Arc::new(LocalBackend::new(dir.path()))));
+    test(&encrypted(Arc::new(MemoryBackend::default())));
+}
+
+/// A new encrypted archive in `backend`, its key "sealed" as plain text (the engine
+/// seals it; the archive only stores the bytes).
+fn encrypted(backend: Arc<dyn Backend>) -> Archive {
+    use age::secrecy::ExposeSecret;
+    let key = ArchiveKey::generate();
+    let sealed = key.secret_text().expose_secret().as_bytes().to_vec();
+    Archive::create_encrypted_on(backend, key, &[("test".into(), sealed)]).expect("encrypted")
 }
 
 /// Flips the last stored byte of a blob, through the backend.
@@ -497,4 +510,204 @@ fn canonical_json_sorts_keys_and_drops_whitespace() {
     let a = canonical_json(r#"{ "b": 1, "a": {"d": [ {"z":1,"y":2} ], "c": null} }"#).unwrap();
     assert_eq!(a, br#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#);
     assert!(canonical_json("{not json").is_err());
+}
+
+/// Every file of an encrypted archive, read straight from the backend.
+fn stored_files(a: &Archive) -> Vec<(FileKind, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for kind in [
+        FileKind::Format,
+        FileKind::Blob,
+        FileKind::Snapshot,
+        FileKind::PackIndex,
+        FileKind::LfsIndex,
+        FileKind::Key,
+    ] {
+        for id in a.backend.list(kind, "").expect("list") {
+            let bytes = a.backend.read(kind, &id).expect("read");
+            out.push((kind, id, bytes));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Blobs, manifests and index names of an encrypted archive show nothing of what they
+/// hold: the same content stored plainly is found, encrypted it is not; ids and index
+/// names differ from a plain archive's and from another encrypted archive's.
+#[test]
+fn an_encrypted_archive_stores_no_plaintext_and_keyed_names() {
+    let marker = b"MARKER-6f1d-plaintext-that-must-not-leak";
+    let content = [&marker[..], &b" and some more text ".repeat(500)].concat();
+    let plain = Archive::open_or_create_on(Arc::new(MemoryBackend::default())).unwrap();
+    let (one, two) = (
+        encrypted(Arc::new(MemoryBackend::default())),
+        encrypted(Arc::new(MemoryBackend::default())),
+    );
+    let mut ids = Vec::new();
+    for a in [&plain, &one, &two] {
+        let put = a.put_bytes(&content).unwrap();
+        let raw = a.put_bytes(marker).unwrap();
+        assert!(!raw.compressed, "a short blob is stored as it is");
+        a.record_pack("abcdef0123", &put.id).unwrap();
+        let repo = RepoIdentity {
+            connection: "acme".into(),
+            connection_id: "0123456789abcdef".into(),
+            provider: "bitbucket-cloud".into(),
+            repo_id: "{1}".into(),
+            full_name: "acme/MARKER-6f1d-plaintext-that-must-not-leak".into(),
+        };
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        a.write_snapshot(&Snapshot {
+            format: FORMAT_VERSION,
+            id: SnapshotId::new(at),
+            repository: repo.clone(),
+            taken_at: at,
+            git: GitPart {
+                refs: raw.id,
+                ref_count: 1,
+                packs: vec![put.id],
+            },
+            wiki: None,
+            lfs: None,
+            metadata: None,
+            main_branch: Some("MARKER-6f1d-plaintext-that-must-not-leak".into()),
+            stats: SnapshotStats::default(),
+        })
+        .unwrap();
+        // Everything reads back.
+        assert_eq!(a.read_blob(&put.id).unwrap(), content);
+        assert_eq!(a.pack_blob("abcdef0123").unwrap(), Some(put.id));
+        assert_eq!(a.snapshots_of(&repo).unwrap().len(), 1);
+        ids.push(put.id);
+    }
+    let leaks = |a: &Archive| {
+        stored_files(a)
+            .into_iter()
+            .filter(|(_, id, bytes)| contains(bytes, marker) || id.contains("abcdef0123"))
+            .map(|(kind, id, _)| format!("{kind:?} {id}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        leaks(&plain).len(),
+        4,
+        "the plain archive shows it: {:?}",
+        leaks(&plain)
+    );
+    assert!(leaks(&one).is_empty(), "{:?}", leaks(&one));
+    assert!(leaks(&two).is_empty(), "{:?}", leaks(&two));
+    assert_eq!(ids[0], BlobId::of(&content));
+    assert!(ids[1] != ids[0] && ids[2] != ids[0] && ids[1] != ids[2]);
+    assert_eq!(one.blob_id_of(&content), ids[1]);
+}
+
+/// An encrypted archive opens only with its key: without one the error says it is
+/// encrypted, another key is named as not the archive's, and a store with data is
+/// never turned into an encrypted archive.
+#[test]
+fn an_encrypted_archive_opens_only_with_its_key() {
+    use age::secrecy::ExposeSecret;
+    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+    let key = ArchiveKey::generate();
+    let text = key.secret_text();
+    let recipient = key.recipient();
+    let a =
+        Archive::create_encrypted_on(memory.clone(), key, &[("vault".into(), b"sealed".to_vec())])
+            .unwrap();
+    let id = a.put_bytes(b"content").unwrap().id;
+    assert_eq!(
+        Archive::inspect_on(memory.as_ref()).unwrap(),
+        ArchiveLayout::Encrypted {
+            recipient: recipient.clone()
+        }
+    );
+    let err = Archive::open_on(memory.clone()).unwrap_err();
+    assert!(err.to_string().contains("encrypted"), "{err}");
+    let err = Archive::open_encrypted_on(memory.clone(), ArchiveKey::generate()).unwrap_err();
+    assert!(matches!(err, ArchiveError::WrongKey { .. }), "{err}");
+    assert!(err.to_string().contains(&recipient), "{err}");
+    let again = Archive::open_encrypted_on(
+        memory.clone(),
+        ArchiveKey::parse(text.expose_secret()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(again.read_blob(&id).unwrap(), b"content");
+    assert_eq!(again.key_file_names().unwrap(), ["vault"]);
+    again.add_key_file("passphrase-1", b"other").unwrap();
+    assert!(again.add_key_file("vault", b"x").is_err(), "never replaced");
+    let err =
+        Archive::create_encrypted_on(memory, ArchiveKey::generate(), &[("k".into(), vec![1])])
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("already holds an encrypted"),
+        "{err}"
+    );
+
+    // A plain archive: empty, it may become encrypted; with a blob, never.
+    let plain: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+    let p = Archive::open_or_create_on(plain.clone()).unwrap();
+    assert!(p.add_key_file("k", b"x").is_err());
+    p.put_bytes(b"data").unwrap();
+    let err = Archive::create_encrypted_on(
+        plain.clone(),
+        ArchiveKey::generate(),
+        &[("k".into(), vec![1])],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("plain archive with backups"),
+        "{err}"
+    );
+    assert!(Archive::open_on(plain).is_ok());
+    let empty: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+    Archive::open_or_create_on(empty.clone()).unwrap();
+    Archive::create_encrypted_on(
+        empty.clone(),
+        ArchiveKey::generate(),
+        &[("k".into(), vec![1])],
+    )
+    .unwrap();
+    assert!(matches!(
+        Archive::inspect_on(empty.as_ref()).unwrap(),
+        ArchiveLayout::Encrypted { .. }
+    ));
+}
+
+/// Tampering shows: a flipped byte in an encrypted blob or manifest fails its read, and
+/// a plain blob planted in an encrypted archive is refused.
+#[test]
+fn tampered_or_planted_files_in_an_encrypted_archive_are_refused() {
+    let dir = tmp();
+    let a = encrypted(Arc::new(LocalBackend::new(dir.path())));
+    let id = a.put_bytes(&b"abc".repeat(10_000)).unwrap().id;
+    let mut bytes = a.backend.read(FileKind::Blob, &id.to_hex()).unwrap();
+    bytes[200] ^= 1;
+    a.backend
+        .write(FileKind::Blob, &id.to_hex(), Source::Bytes(&bytes))
+        .unwrap();
+    let err = a.verify_blob(&id).unwrap_err();
+    assert!(matches!(err, ArchiveError::CorruptBlob { .. }), "{err}");
+    let plain_dir = tmp();
+    let plain = Archive::open_or_create(plain_dir.path()).unwrap();
+    let planted = plain.put_bytes(b"planted").unwrap().id;
+    let planted_bytes = plain
+        .backend
+        .read(FileKind::Blob, &planted.to_hex())
+        .unwrap();
+    a.backend
+        .write(
+            FileKind::Blob,
+            &planted.to_hex(),
+            Source::Bytes(&planted_bytes),
+        )
+        .unwrap();
+    let err = a.read_blob(&planted).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("plain blob in an encrypted archive"),
+        "{err}"
+    );
 }

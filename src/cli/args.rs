@@ -69,6 +69,59 @@ pub enum Command {
     Notifications(super::notifications::NotificationsArgs),
     /// The audit log: who changed what, newest first.
     Audit(AuditArgs),
+    /// The archive: create it encrypted, show where it is and what protects it, its keys.
+    #[command(subcommand)]
+    Archive(ArchiveCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ArchiveCmd {
+    /// Create the data dir's archive. With --encrypt, every blob and manifest is
+    /// encrypted (age) to a new archive key, sealed to this data dir's vault. Only an
+    /// archive without backups can be made encrypted; stop the daemon first.
+    Init(ArchiveInitArgs),
+    /// Where the archive is, whether it is encrypted, which sealed keys open it.
+    Show {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The key of an encrypted archive: add a passphrase that opens it, or export it.
+    #[command(subcommand)]
+    Key(ArchiveKeyCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveInitArgs {
+    /// Encrypt the archive. Losing every key (the data dir's vault.key, the passphrases,
+    /// an exported key) makes the backups unreadable: export the key and keep it safe.
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Also seal the archive key with the passphrase in this file (`-` for standard
+    /// input), so the archive opens without this data dir (REPOSAFE_ARCHIVE_PASSPHRASE).
+    #[arg(long, value_name = "FILE", requires = "encrypt")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ArchiveKeyCmd {
+    /// Seal the archive key with one more passphrase (opens the archive through
+    /// REPOSAFE_ARCHIVE_PASSPHRASE, e.g. on a new appliance without this data dir).
+    Add {
+        /// The passphrase, in this file (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: PathBuf,
+    },
+    /// Write the archive key to a new file (mode 0600) for safekeeping; it opens the
+    /// archive through REPOSAFE_ARCHIVE_KEY_FILE. Whoever holds it can read every backup.
+    Export {
+        /// The file to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// Retention rules (restic's), for `forget` and a plan.

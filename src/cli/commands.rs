@@ -101,6 +101,7 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
             return Ok(if whole { 0 } else { 1 });
         }
         Command::Notifications(args) => return super::notifications::execute(service, args),
+        Command::Archive(cmd) => return super::archive::execute(service, cmd),
         Command::Audit(args) => {
             let entries = service.audit(AuditQuery {
                 limit: args.limit,

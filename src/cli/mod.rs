@@ -3,6 +3,7 @@
 //! runs the command through it and prints the report. The only place (with `main`)
 //! that uses `anyhow`.
 
+mod archive;
 mod args;
 mod commands;
 mod config;
@@ -81,6 +82,15 @@ fn run(cli: Cli, file: &config::FileConfig) -> Result<i32> {
     if let Command::Serve(args) = cli.command {
         return serve::run(&data_dir, args, file);
     }
+    // Creating the archive and its keys work on the data dir itself, never through a
+    // daemon's API (a key never crosses it).
+    let command = match cli.command {
+        Command::Archive(cmd) => match archive::run_local(&data_dir, cmd)? {
+            archive::Outcome::Done(code) => return Ok(code),
+            archive::Outcome::Service(cmd) => Command::Archive(cmd),
+        },
+        other => other,
+    };
     // With a daemon on the data dir, every command goes through its API; without
     // one, the engine runs here. Both are the same `Service`.
     let service: Box<dyn Service> = match remote::Remote::discover(&data_dir)? {
@@ -95,5 +105,5 @@ fn run(cli: Cli, file: &config::FileConfig) -> Result<i32> {
             Box::new(local)
         }
     };
-    commands::execute(service.as_ref(), cli.command)
+    commands::execute(service.as_ref(), command)
 }

@@ -805,3 +805,21 @@ pub fn audit(entries: &[crate::engine::service::AuditEntry]) {
         );
     }
 }
+
+pub fn archive(info: &crate::engine::service::ArchiveInfo) {
+    println!("archive: {}", info.location);
+    match &info.recipient {
+        Some(recipient) if info.encrypted => {
+            println!("encrypted: yes (age, to {recipient})");
+            for k in &info.keys {
+                println!("  key {}: opened by {}", k.name, k.opens_with);
+            }
+        }
+        _ => println!("encrypted: no"),
+    }
+    println!(
+        "{} snapshot(s), {} stored",
+        info.snapshots,
+        crate::fmt::human_bytes(info.stored_bytes)
+    );
+}

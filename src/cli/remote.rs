@@ -441,6 +441,10 @@ impl Service for Remote {
         self.post("/api/v1/forget", &req)
     }
 
+    fn archive(&self) -> Result<ArchiveInfo, EngineError> {
+        self.get("/api/v1/archive")
+    }
+
     fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError> {
         self.post("/api/v1/prune", &req)
     }

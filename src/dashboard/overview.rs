@@ -28,7 +28,8 @@ fn overview(ctx: &Ctx) -> Outcome {
             }
         }
         div.cards {
-            div.card #archive-size { "Archive" b { (human_bytes(o.archive_bytes)) } span.muted { (o.snapshots) " snapshots" } }
+            div.card #archive-size { "Archive" b { (human_bytes(o.archive_bytes)) } span.muted { (o.snapshots) " snapshots" }
+                span.muted #archive-encryption { @if o.archive_encrypted { "encrypted (age)" } @else { "not encrypted" } } }
             div.card #dedup { "Deduplication" b { @if let Some(r) = ratio { (format!("{r:.1}×")) } @else { "-" } }
                 span.muted { (human_bytes(o.logical_bytes)) " of packs kept as " (human_bytes(o.archive_bytes)) } }
             div.card { "Connections" b { (o.connections) } a href="/connections" { "manage" } }

@@ -538,6 +538,13 @@ impl Jobs {
             fail_check(&mut ended, &check_failure);
             self.record_in_plan(&ended);
         }
+        // Stored before it shows as finished: whoever sees the job end live finds the
+        // same ending in the state database.
+        if let Some(mut ended) = live.snapshot() {
+            finish(&mut ended);
+            fail_check(&mut ended, &check_failure);
+            store_ending(&self.ctx, live, &ended);
+        }
         live.update(|j| {
             finish(j);
             fail_check(j, &check_failure);
@@ -1033,6 +1040,17 @@ fn persist(ctx: &Context, live: &LiveJob, force: bool) {
         if let Err(e) = ctx.state.put_job(&j) {
             tracing::warn!("job {}: cannot store its progress: {e}", j.id);
         }
+    }
+}
+
+/// Stores a job's ending before the live record shows it, under the lock of [`persist`]
+/// (so a periodic store of the running record cannot come after it).
+fn store_ending(ctx: &Context, live: &LiveJob, ended: &Job) {
+    let mut last = live.last_persist.lock().unwrap_or_else(|p| p.into_inner());
+    // The running record is not stored again over the ending until the live one changes.
+    *last = (Instant::now(), live.version.load(Ordering::SeqCst));
+    if let Err(e) = ctx.state.put_job(ended) {
+        tracing::warn!("job {}: cannot store its ending: {e}", ended.id);
     }
 }
 

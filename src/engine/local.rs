@@ -640,6 +640,10 @@ impl Service for LocalService {
         Ok(report)
     }
 
+    fn archive(&self) -> Result<ArchiveInfo, EngineError> {
+        super::archive_keys::archive_info(&self.ctx().archive)
+    }
+
     fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError> {
         let report = super::prune::prune(self.ctx(), &req)?;
         if !req.dry_run {

@@ -13,6 +13,7 @@
 //! snapshot's parts and documents back, `export` writes all of it out as plain files.
 
 mod archive_gate;
+pub mod archive_keys;
 pub mod audit;
 pub mod backup;
 mod backup_git;
@@ -105,7 +106,7 @@ impl Context {
         let state = Arc::new(State::open(data_dir)?);
         // Never a new key over sealed credentials, never the other mode's secret.
         let vault = Vault::open_checked(data_dir, &data_dir::sealed_credentials(&state)?)?;
-        let archive = Archive::open_or_create(&data_dir.join("archive"))?;
+        let archive = archive_keys::open_archive(data_dir, &vault)?;
         // Leftovers of a killed prune or check (their scratch repositories).
         for operation in ["prune", "check"] {
             let _ = std::fs::remove_dir_all(data_dir.join("tmp").join(operation));
@@ -251,6 +252,8 @@ impl EngineError {
             EngineError::State(S::ConnectionExists(_) | S::PlanExists(_)) => ErrorKind::Conflict,
             EngineError::Vault(V::Invalid(_) | V::UnknownKind) => ErrorKind::Invalid,
             EngineError::Archive(A::SnapshotNotFound { .. }) => ErrorKind::NotFound,
+            EngineError::Archive(A::Encryption { .. }) => ErrorKind::Conflict,
+            EngineError::Archive(A::WrongKey { .. }) => ErrorKind::Invalid,
             EngineError::Archive(A::InvalidSnapshotId(_) | A::InvalidBlobId(_)) => {
                 ErrorKind::Invalid
             }

@@ -23,6 +23,9 @@ const TOTALS_TTL: Duration = Duration::from_secs(60);
 pub struct Overview {
     pub data_dir: String,
     pub archive_bytes: u64,
+    /// Whether the archive is encrypted at rest.
+    #[serde(default)]
+    pub archive_encrypted: bool,
     pub version: String,
     /// What the snapshots' packs add up to, uncompressed and counted once per
     /// snapshot: what keeping every snapshot as a full copy would take.
@@ -132,6 +135,7 @@ pub fn overview(
     Ok(Overview {
         data_dir: ctx.data_dir.display().to_string(),
         archive_bytes,
+        archive_encrypted: ctx.archive.key().is_some(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         logical_bytes,
         snapshots,

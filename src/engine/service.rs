@@ -115,6 +115,9 @@ pub trait Service: Send + Sync {
     /// into one pack of what its kept snapshots reach, then deletes every blob no
     /// snapshot names (or, `dry_run`, says what it would do).
     fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError>;
+    /// Where the archive is, whether it is encrypted (and which sealed keys open it),
+    /// and what it holds. Never a secret.
+    fn archive(&self) -> Result<ArchiveInfo, EngineError>;
     /// Which of a repository's snapshots the retention of the plan that backs it up
     /// keeps, and by which rule (nothing is removed); `None` without such a plan.
     fn retention_view(&self, req: RetentionQuery) -> Result<Option<RetentionView>, EngineError>;
@@ -508,6 +511,32 @@ pub struct PruneRequest {
     /// Say what would be consolidated and freed; change nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// The archive as `archive show` prints it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    /// Where it is (a directory).
+    pub location: String,
+    /// Whether blobs and manifests are encrypted (chosen when the archive was created).
+    pub encrypted: bool,
+    /// The public recipient (`age1…`) of its key, when encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// The sealed copies of its key (`keys/<name>`), when encrypted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<ArchiveKeyInfo>,
+    pub snapshots: usize,
+    /// Bytes of blobs and manifests.
+    pub stored_bytes: u64,
+}
+
+/// One sealed copy of an encrypted archive's key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ArchiveKeyInfo {
+    pub name: String,
+    /// What opens it.
+    pub opens_with: String,
 }
 
 /// What `prune` did (or would do).

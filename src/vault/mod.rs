@@ -350,6 +350,36 @@ impl Vault {
         })
     }
 
+    /// Opens the vault of a data dir without creating anything: passphrase mode when
+    /// `REPOSAFE_PASSPHRASE` is set, else the existing `vault.key` (an error naming it
+    /// when it is absent). For commands that must not change a data dir in use.
+    pub fn open_existing(data_dir: &Path) -> Result<Vault, VaultError> {
+        let passphrase = passphrase_from_env();
+        let key_file = data_dir.join(KEY_FILE);
+        if passphrase.is_none() && !key_file.exists() {
+            return Err(VaultError::Io {
+                path: key_file,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no vault key in this data dir (and REPOSAFE_PASSPHRASE is not set)",
+                ),
+            });
+        }
+        Self::open_with(data_dir, passphrase)
+    }
+
+    /// A short public name of the vault's key: 16 hex digits of the BLAKE3 of its
+    /// public key; `None` in passphrase mode (a passphrase has no public part to name).
+    pub fn key_label(&self) -> Option<String> {
+        match &self.key {
+            Key::Identity(id) => {
+                let public = id.to_public().to_string();
+                Some(blake3::hash(public.as_bytes()).to_hex()[..16].to_string())
+            }
+            Key::Passphrase(_) => None,
+        }
+    }
+
     /// Opens the vault of a data dir whose database holds the credentials `stored`
     /// (sealed), refusing what would lose or mix them: a missing `vault.key` while
     /// credentials are sealed to it (no new key is generated), the passphrase mode

@@ -1,0 +1,296 @@
+//! The data dir's archive as a whole: opening it (unlocking an encrypted one),
+//! creating it encrypted (`archive init --encrypt`), its sealed keys (`archive key
+//! add`, `archive key export`) and what `archive show` prints.
+//!
+//! An encrypted archive's key is stored in the archive only sealed (`keys/<name>`):
+//! - `vault-<label>`: to the data dir's vault key (`vault.key`; `label` names its
+//!   public key), so the data dir opens its archive with nothing else;
+//! - `vault-passphrase-<n>`: with the vault's passphrase, when the vault is in
+//!   passphrase mode (`REPOSAFE_PASSPHRASE`);
+//! - `passphrase-<n>`: with an archive passphrase (age scrypt), so the archive opens
+//!   without the data dir: `REPOSAFE_ARCHIVE_PASSPHRASE`.
+//!
+//! The key exported by `archive key export` opens it too (`REPOSAFE_ARCHIVE_KEY_FILE`).
+//! Opened by a passphrase or an exported key, the archive gets a copy sealed to this
+//! data dir's vault, so the next start needs neither.
+
+use super::service::{ArchiveInfo, ArchiveKeyInfo};
+use super::EngineError;
+use crate::archive::{Archive, ArchiveKey, ArchiveLayout, Backend, LocalBackend};
+use crate::vault::Vault;
+use secrecy::{ExposeSecret, SecretString};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A passphrase that opens the archive (one added by `init --passphrase-file` or `key add`).
+pub const ARCHIVE_PASSPHRASE_ENV: &str = "REPOSAFE_ARCHIVE_PASSPHRASE";
+/// A file written by `archive key export`.
+pub const ARCHIVE_KEY_FILE_ENV: &str = "REPOSAFE_ARCHIVE_KEY_FILE";
+
+const VAULT_PREFIX: &str = "vault-";
+const VAULT_PASSPHRASE_PREFIX: &str = "vault-passphrase-";
+const PASSPHRASE_PREFIX: &str = "passphrase-";
+
+/// What to create with [`init_archive`].
+#[derive(Debug, Default)]
+pub struct ArchiveInit {
+    /// Encrypt the archive (its key sealed to the vault).
+    pub encrypt: bool,
+    /// Also seal the key with this passphrase, to open the archive without the data dir.
+    pub passphrase: Option<SecretString>,
+}
+
+fn archive_backend(data_dir: &Path) -> Arc<dyn Backend> {
+    Arc::new(LocalBackend::new(data_dir.join("archive")))
+}
+
+fn env_secret(name: &str) -> Option<SecretString> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+}
+
+/// A fresh name for a key file: the prefix and 8 random hex digits.
+fn new_key_name(prefix: &str) -> String {
+    format!("{prefix}{:08x}", rand::random::<u32>())
+}
+
+/// The name of the key file sealed to `vault`.
+fn vault_key_name(vault: &Vault) -> String {
+    match vault.key_label() {
+        Some(label) => format!("{VAULT_PREFIX}{label}"),
+        None => new_key_name(VAULT_PASSPHRASE_PREFIX),
+    }
+}
+
+/// Whether `name` is a key file `vault` opens.
+fn sealed_to(vault: &Vault, name: &str) -> bool {
+    match vault.key_label() {
+        Some(label) => name == format!("{VAULT_PREFIX}{label}"),
+        None => name.starts_with(VAULT_PASSPHRASE_PREFIX),
+    }
+}
+
+/// The key sealed to `vault`, a copy the archive stores.
+fn seal_to_vault(vault: &Vault, key: &ArchiveKey) -> Result<(String, Vec<u8>), EngineError> {
+    Ok((
+        vault_key_name(vault),
+        vault.seal_secret(&key.secret_text())?,
+    ))
+}
+
+/// The key sealed with a passphrase (age scrypt).
+fn seal_with_passphrase(
+    passphrase: &SecretString,
+    key: &ArchiveKey,
+) -> Result<(String, Vec<u8>), EngineError> {
+    let recipient = age::scrypt::Recipient::new(passphrase.clone());
+    let sealed = age::encrypt(&recipient, key.secret_text().expose_secret().as_bytes())
+        .map_err(|e| EngineError::Internal(format!("cannot seal the archive key: {e}")))?;
+    Ok((new_key_name(PASSPHRASE_PREFIX), sealed))
+}
+
+fn parse_key(text: &str, what: &str) -> Result<ArchiveKey, EngineError> {
+    ArchiveKey::parse(text).map_err(|e| EngineError::Invalid(format!("{what}: {e}")))
+}
+
+/// Opens the data dir's archive, creating an empty plain one when there is none. An
+/// encrypted archive is unlocked with the vault, else `REPOSAFE_ARCHIVE_KEY_FILE` or
+/// `REPOSAFE_ARCHIVE_PASSPHRASE` (and then given a copy of its key sealed to the vault).
+pub(crate) fn open_archive(data_dir: &Path, vault: &Vault) -> Result<Archive, EngineError> {
+    let backend = archive_backend(data_dir);
+    match Archive::inspect_on(backend.as_ref())? {
+        ArchiveLayout::Encrypted { .. } => unlock(backend, vault),
+        ArchiveLayout::Empty | ArchiveLayout::Plain { .. } => {
+            Ok(Archive::open_or_create_on(backend)?)
+        }
+    }
+}
+
+/// Opens an encrypted archive with the first of its sealed keys this process can open.
+fn unlock(backend: Arc<dyn Backend>, vault: &Vault) -> Result<Archive, EngineError> {
+    let files = Archive::key_files_on(backend.as_ref())?;
+    for (name, sealed) in files.iter().filter(|(n, _)| sealed_to(vault, n)) {
+        match vault.unseal_secret(sealed) {
+            Ok(text) => {
+                let key = parse_key(text.expose_secret(), &format!("archive key file {name}"))?;
+                return Ok(Archive::open_encrypted_on(backend, key)?);
+            }
+            Err(e) => tracing::warn!("archive key file {name} does not open with the vault: {e}"),
+        }
+    }
+    let key = key_from_environment(&files)?.ok_or_else(|| locked(&backend, files.len()))?;
+    let archive = Archive::open_encrypted_on(backend, key)?;
+    if let Some(key) = archive.key() {
+        let (name, sealed) = seal_to_vault(vault, key)?;
+        match archive.add_key_file(&name, &sealed) {
+            Ok(()) => tracing::info!("archive key sealed to this data dir's vault as keys/{name}"),
+            Err(e) => tracing::warn!("cannot seal the archive key to this data dir's vault: {e}"),
+        }
+    }
+    Ok(archive)
+}
+
+/// The key from `REPOSAFE_ARCHIVE_KEY_FILE`, else from a `passphrase-*` key file that
+/// `REPOSAFE_ARCHIVE_PASSPHRASE` opens; `None` when neither is set.
+fn key_from_environment(files: &[(String, Vec<u8>)]) -> Result<Option<ArchiveKey>, EngineError> {
+    if let Some(path) = std::env::var_os(ARCHIVE_KEY_FILE_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            EngineError::Invalid(format!(
+                "{ARCHIVE_KEY_FILE_ENV}={}: cannot read it: {e}",
+                path.display()
+            ))
+        })?;
+        let what = format!("{ARCHIVE_KEY_FILE_ENV}={}", path.display());
+        return parse_key(&text, &what).map(Some);
+    }
+    let Some(passphrase) = env_secret(ARCHIVE_PASSPHRASE_ENV) else {
+        return Ok(None);
+    };
+    let identity = age::scrypt::Identity::new(passphrase);
+    let candidates: Vec<_> = files
+        .iter()
+        .filter(|(n, _)| n.starts_with(PASSPHRASE_PREFIX))
+        .collect();
+    for (name, sealed) in &candidates {
+        if let Ok(text) = age::decrypt(&identity, sealed) {
+            let text = String::from_utf8_lossy(&text);
+            return parse_key(&text, &format!("archive key file {name}")).map(Some);
+        }
+    }
+    Err(EngineError::Invalid(format!(
+        "{ARCHIVE_PASSPHRASE_ENV} opens none of the archive's {} passphrase key file(s): check the passphrase",
+        candidates.len()
+    )))
+}
+
+fn locked(backend: &Arc<dyn Backend>, keys: usize) -> EngineError {
+    EngineError::Invalid(format!(
+        "the archive at {} is encrypted and this data dir's vault opens none of its {keys} key file(s): \
+         set {ARCHIVE_PASSPHRASE_ENV} to a passphrase added with `reposafe archive key add`, \
+         or {ARCHIVE_KEY_FILE_ENV} to a key written by `reposafe archive key export` \
+         (without one of them the archive cannot be read)",
+        backend.root_location().display()
+    ))
+}
+
+/// Creates the data dir's archive: encrypted when asked (the key sealed to the vault,
+/// and with the passphrase when one is given). Refuses an archive that holds backups
+/// (encryption is chosen at creation) and a data dir another process uses.
+pub fn init_archive(data_dir: &Path, req: ArchiveInit) -> Result<ArchiveInfo, EngineError> {
+    if req.passphrase.is_some() && !req.encrypt {
+        return Err(EngineError::Invalid(
+            "a passphrase is for an encrypted archive: add --encrypt".into(),
+        ));
+    }
+    super::data_dir::private_umask();
+    std::fs::create_dir_all(data_dir).map_err(|e| EngineError::DataDir {
+        path: data_dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    // Holding the state database keeps every other reposafe process out meanwhile.
+    let state = crate::state::State::open(data_dir)?;
+    let vault = Vault::open_checked(data_dir, &super::data_dir::sealed_credentials(&state)?)?;
+    let backend = archive_backend(data_dir);
+    let archive = if req.encrypt {
+        if let ArchiveLayout::Encrypted { recipient } = Archive::inspect_on(backend.as_ref())? {
+            return Err(EngineError::Conflict(format!(
+                "the archive at {} is encrypted already (to {recipient})",
+                backend.root_location().display()
+            )));
+        }
+        let key = ArchiveKey::generate();
+        let mut sealed = vec![seal_to_vault(&vault, &key)?];
+        if let Some(p) = &req.passphrase {
+            sealed.push(seal_with_passphrase(p, &key)?);
+        }
+        Archive::create_encrypted_on(backend, key, &sealed)?
+    } else {
+        open_archive(data_dir, &vault)?
+    };
+    archive_info(&archive)
+}
+
+/// Opens the archive of a data dir that may be in use (by the daemon) to work on its
+/// keys: nothing else is created or changed.
+fn open_for_keys(data_dir: &Path) -> Result<Archive, EngineError> {
+    let vault = Vault::open_existing(data_dir)?;
+    let backend = archive_backend(data_dir);
+    match Archive::inspect_on(backend.as_ref())? {
+        ArchiveLayout::Encrypted { .. } => unlock(backend, &vault),
+        _ => Err(EngineError::Invalid(format!(
+            "the archive at {} is not encrypted: it has no key (encryption is chosen when an archive is created: `reposafe archive init --encrypt`)",
+            backend.root_location().display()
+        ))),
+    }
+}
+
+/// Seals the archive key with one more passphrase; returns the new key file's name.
+pub fn add_passphrase_key(
+    data_dir: &Path,
+    passphrase: &SecretString,
+) -> Result<String, EngineError> {
+    let archive = open_for_keys(data_dir)?;
+    let key = archive
+        .key()
+        .ok_or_else(|| EngineError::Internal("an unlocked archive without its key".into()))?;
+    let (name, sealed) = seal_with_passphrase(passphrase, key)?;
+    archive.add_key_file(&name, &sealed)?;
+    Ok(name)
+}
+
+/// Writes the archive key to a new file `out` (mode 0600, never replacing a file), for
+/// safekeeping away from the appliance. Returns the archive's recipient.
+pub fn export_key(data_dir: &Path, out: &Path) -> Result<String, EngineError> {
+    use std::io::Write;
+    let archive = open_for_keys(data_dir)?;
+    let key = archive
+        .key()
+        .ok_or_else(|| EngineError::Internal("an unlocked archive without its key".into()))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let io = |e: std::io::Error| EngineError::Invalid(format!("{}: {e}", out.display()));
+    let mut f = opts.open(out).map_err(io)?;
+    f.write_all(key.secret_text().expose_secret().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io)?;
+    Ok(key.recipient())
+}
+
+/// Where the archive is, whether it is encrypted and with which keys, and what it holds.
+pub(crate) fn archive_info(archive: &Archive) -> Result<ArchiveInfo, EngineError> {
+    let keys = archive
+        .key_file_names()?
+        .into_iter()
+        .map(|name| {
+            let opens_with = if name.starts_with(VAULT_PASSPHRASE_PREFIX) {
+                "the vault's passphrase (REPOSAFE_PASSPHRASE)"
+            } else if name.starts_with(VAULT_PREFIX) {
+                "a data dir's vault.key"
+            } else if name.starts_with(PASSPHRASE_PREFIX) {
+                "an archive passphrase (REPOSAFE_ARCHIVE_PASSPHRASE)"
+            } else {
+                "unknown"
+            };
+            ArchiveKeyInfo {
+                name,
+                opens_with: opens_with.into(),
+            }
+        })
+        .collect();
+    Ok(ArchiveInfo {
+        location: archive.location().display().to_string(),
+        encrypted: archive.key().is_some(),
+        recipient: archive.key().map(ArchiveKey::recipient),
+        keys,
+        snapshots: archive.snapshot_count()?,
+        stored_bytes: archive.disk_usage()?,
+    })
+}
