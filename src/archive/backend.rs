@@ -28,6 +28,8 @@ pub enum FileKind {
     LfsIndex,
     /// A sealed copy of an encrypted archive's key: id = a name (letters, digits, `-`, `_`).
     Key,
+    /// A lease of an archive shared by several appliances (object storage): id = a name.
+    Lock,
 }
 
 /// Longest id component accepted; ids are hashes and timestamps, far shorter.
@@ -53,7 +55,7 @@ impl FileKind {
                 Some((dir, name)) => is_component(dir) && is_component(name),
                 None => false,
             },
-            FileKind::Key => is_component(id),
+            FileKind::Key | FileKind::Lock => is_component(id),
             FileKind::PackIndex => {
                 !id.is_empty()
                     && id.len() <= MAX_COMPONENT
@@ -198,4 +200,107 @@ pub trait Backend: Send + Sync {
     /// Removes leftovers of interrupted writers; returns how many. Call only when no
     /// writer is running.
     fn clean_tmp(&self) -> Result<usize, BackendError>;
+
+    /// Whether other processes (other appliances) may use the store at the same time,
+    /// so that prune must take a lease in it (object storage), not only a lock in
+    /// this process.
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+/// The archive's layout as relative `/`-separated paths, shared by every backend that
+/// stores files by path (the local directory, an object store's keys): `FORMAT`,
+/// `blobs/<2 hex>/<64 hex>`, `snapshots/<repo-dir>/<id>.json`, `index/packs/<hash>`,
+/// `index/lfs/<sha256>`, `keys/<name>`.
+pub(crate) mod layout {
+    use super::FileKind;
+
+    pub const SNAPSHOT_EXT: &str = ".json";
+
+    /// The directory (relative) holding every file of `kind`; empty for `Format`.
+    pub fn kind_dir(kind: FileKind) -> &'static str {
+        match kind {
+            FileKind::Format => "",
+            FileKind::Blob => "blobs",
+            FileKind::Snapshot => "snapshots",
+            FileKind::PackIndex => "index/packs",
+            FileKind::LfsIndex => "index/lfs",
+            FileKind::Key => "keys",
+            FileKind::Lock => "locks",
+        }
+    }
+
+    /// The relative path of a file (the id is not checked).
+    pub fn path_of(kind: FileKind, id: &str) -> String {
+        match kind {
+            FileKind::Format => "FORMAT".into(),
+            FileKind::Blob => format!("blobs/{}/{id}", id.get(..2).unwrap_or("")),
+            FileKind::Snapshot => {
+                let (dir, name) = id.split_once('/').unwrap_or(("", id));
+                format!("snapshots/{dir}/{name}{SNAPSHOT_EXT}")
+            }
+            _ => format!("{}/{id}", kind_dir(kind)),
+        }
+    }
+
+    /// The directory (relative) to list for the ids of `kind` starting with `prefix`:
+    /// as deep as the prefix allows.
+    pub fn list_dir(kind: FileKind, prefix: &str) -> String {
+        match kind {
+            FileKind::Blob if prefix.len() >= 2 => format!("blobs/{}", &prefix[..2]),
+            FileKind::Snapshot => match prefix.split_once('/') {
+                Some((dir, _)) => format!("snapshots/{dir}"),
+                None => "snapshots".into(),
+            },
+            _ => kind_dir(kind).into(),
+        }
+    }
+
+    /// The id of the file at relative path `rel` if it is a well-formed file of `kind`.
+    pub fn id_of(kind: FileKind, rel: &str) -> Option<String> {
+        let id = match kind {
+            FileKind::Format => (rel == "FORMAT").then(String::new)?,
+            FileKind::Blob => {
+                let (dir, name) = rel.strip_prefix("blobs/")?.split_once('/')?;
+                name.starts_with(dir).then(|| name.to_string())?
+            }
+            FileKind::Snapshot => {
+                let (dir, file) = rel.strip_prefix("snapshots/")?.split_once('/')?;
+                format!("{dir}/{}", file.strip_suffix(SNAPSHOT_EXT)?)
+            }
+            _ => rel
+                .strip_prefix(kind_dir(kind))?
+                .strip_prefix('/')?
+                .to_string(),
+        };
+        kind.is_valid_id(&id).then_some(id)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn paths_and_ids_round_trip() {
+            let blob = "ab".repeat(32);
+            let cases = [
+                (FileKind::Format, String::new()),
+                (FileKind::Blob, blob.clone()),
+                (FileKind::Snapshot, "00ff/20260101T000000Z-0000abcd".into()),
+                (FileKind::PackIndex, "0123abcd".into()),
+                (FileKind::LfsIndex, blob.clone()),
+                (FileKind::Key, "vault-1".into()),
+                (FileKind::Lock, "use-0123".into()),
+            ];
+            for (kind, id) in cases {
+                let rel = path_of(kind, &id);
+                assert_eq!(id_of(kind, &rel), Some(id.clone()), "{kind:?} {rel}");
+                assert!(rel.starts_with(&list_dir(kind, &id)), "{kind:?} {rel}");
+            }
+            assert_eq!(id_of(FileKind::Blob, &format!("blobs/cd/{blob}")), None);
+            assert_eq!(id_of(FileKind::Snapshot, "snapshots/x/y.tmp"), None);
+            assert_eq!(id_of(FileKind::Key, "keys/../x"), None);
+        }
+    }
 }

@@ -28,6 +28,8 @@ const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 /// How much of a blob is test-compressed to decide whether zstd pays.
 const SAMPLE_LEN: usize = 1 << 20;
+/// Blobs up to this size are kept in the small-blob cache, when there is one.
+const SMALL_BLOB: usize = 256 << 10;
 /// zstd must save at least this share of the sample to be used.
 const MIN_SAVING: f64 = 0.10;
 const ZSTD_LEVEL: i32 = 3;
@@ -121,7 +123,7 @@ fn zstd_pays(sample: &[u8]) -> bool {
 }
 
 /// Reads until `buf` is full or the stream ends; returns bytes read.
-fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {
@@ -300,9 +302,37 @@ impl Archive {
         }
     }
 
+    /// The cached copy of a small blob, if there is one that hashes to `id`.
+    fn cached(&self, id: &BlobId) -> Option<Vec<u8>> {
+        let path = self.small_blobs.as_ref()?.join(id.to_hex());
+        let bytes = std::fs::read(path).ok()?;
+        (self.blob_id_of(&bytes) == *id).then_some(bytes)
+    }
+
+    /// Keeps a copy of a small blob (best effort: written whole, then renamed).
+    fn cache(&self, id: &BlobId, content: &[u8]) {
+        let Some(dir) = &self.small_blobs else { return };
+        if content.len() > SMALL_BLOB || dir.join(id.to_hex()).exists() {
+            return;
+        }
+        let tmp = dir.join(format!("{}.tmp-{}", id.to_hex(), std::process::id()));
+        let kept = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, content))
+            .and_then(|()| std::fs::rename(&tmp, dir.join(id.to_hex())));
+        if kept.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
     /// Stores a small blob held in memory.
     pub fn put_bytes(&self, content: &[u8]) -> Result<PutOutcome, ArchiveError> {
         let id = self.blob_id_of(content);
+        let outcome = self.put_bytes_as(content, id)?;
+        self.cache(&id, content);
+        Ok(outcome)
+    }
+
+    fn put_bytes_as(&self, content: &[u8], id: BlobId) -> Result<PutOutcome, ArchiveError> {
         if self.has_blob(&id) {
             return Ok(PutOutcome {
                 id,
@@ -424,6 +454,15 @@ impl Archive {
 
     /// Reads a whole blob into memory, verified. For small blobs only.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>, ArchiveError> {
+        if let Some(bytes) = self.cached(id) {
+            return Ok(bytes);
+        }
+        let bytes = self.read_blob_stored(id)?;
+        self.cache(id, &bytes);
+        Ok(bytes)
+    }
+
+    fn read_blob_stored(&self, id: &BlobId) -> Result<Vec<u8>, ArchiveError> {
         let path = self.blob_location(id);
         let reader = self.open_blob(id)?;
         super::read_all(reader, &path).map_err(|e| match e {

@@ -9,7 +9,7 @@
 //! directory is made by [`create_dir_synced`], which fsyncs the parent of each
 //! directory it creates, so no new entry up to the archive root is lost in a crash.
 
-use super::backend::{Backend, BackendError, FileKind, Source};
+use super::backend::{layout, Backend, BackendError, FileKind, Source};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -178,11 +178,13 @@ impl LocalBackend {
                     None => self.scan_two_levels(&base, sizes, |d| d.starts_with(prefix), id_of)?,
                 }
             }
-            FileKind::Key => Self::entries(&self.root.join("keys"), sizes)?
-                .into_iter()
-                .filter(|(_, _, is_dir)| !is_dir)
-                .map(|(name, size, _)| (name, size))
-                .collect(),
+            FileKind::Key | FileKind::Lock => {
+                Self::entries(&self.root.join(layout::kind_dir(kind)), sizes)?
+                    .into_iter()
+                    .filter(|(_, _, is_dir)| !is_dir)
+                    .map(|(name, size, _)| (name, size))
+                    .collect()
+            }
             FileKind::PackIndex | FileKind::LfsIndex => {
                 Self::entries(&index_dir(&self.root, kind), sizes)?
                     .into_iter()
@@ -270,23 +272,7 @@ impl Backend for LocalBackend {
     }
 
     fn location(&self, kind: FileKind, id: &str) -> PathBuf {
-        match kind {
-            FileKind::Format => self.root.join("FORMAT"),
-            FileKind::Blob => self
-                .root
-                .join("blobs")
-                .join(id.get(..2).unwrap_or(""))
-                .join(id),
-            FileKind::Snapshot => {
-                let (dir, name) = id.split_once('/').unwrap_or(("", id));
-                self.root
-                    .join("snapshots")
-                    .join(dir)
-                    .join(format!("{name}{SNAPSHOT_EXT}"))
-            }
-            FileKind::PackIndex | FileKind::LfsIndex => index_dir(&self.root, kind).join(id),
-            FileKind::Key => self.root.join("keys").join(id),
-        }
+        self.root.join(layout::path_of(kind, id))
     }
 
     /// Empty: the directory is absent, empty, or holds only the empty directories
@@ -300,7 +286,7 @@ impl Backend for LocalBackend {
                     "blobs" | "snapshots" | "tmp" => empty_dir(&sub)?,
                     // Key files without a FORMAT are a creation that was interrupted:
                     // nothing was encrypted to them, and the next creation removes them.
-                    "keys" => true,
+                    "keys" | "locks" => true,
                     "index" => {
                         let mut only_empty_indexes = true;
                         for (inner, _, inner_is_dir) in Self::entries(&sub, false)? {

@@ -47,7 +47,10 @@ impl Backend for MemoryBackend {
 
     fn is_empty(&self) -> Result<bool, BackendError> {
         // Key files without a FORMAT: an interrupted creation (as `LocalBackend`).
-        Ok(self.files().keys().all(|(kind, _)| *kind == FileKind::Key))
+        Ok(self
+            .files()
+            .keys()
+            .all(|(kind, _)| matches!(kind, FileKind::Key | FileKind::Lock)))
     }
 
     fn init(&self) -> Result<(), BackendError> {

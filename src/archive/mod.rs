@@ -18,6 +18,7 @@ mod local;
 #[cfg(test)]
 mod memory;
 mod parts;
+mod s3;
 mod snapshot;
 
 pub use backend::{Backend, BackendError, FileKind, Source};
@@ -28,6 +29,7 @@ pub use parts::{
     canonical_json, GitPart, LfsIndexEntry, LfsPart, MetadataIndex, MetadataItem, MetadataKindPart,
     MetadataPart, MissingKind, MissingLfsObject, StoredFile,
 };
+pub use s3::{S3Backend, S3Config};
 pub use snapshot::{RepoIdentity, Snapshot, SnapshotId, SnapshotStats};
 
 use std::fmt;
@@ -102,6 +104,8 @@ pub struct Archive {
     backend: Arc<dyn Backend>,
     /// The key of an encrypted archive; `None` for a plain one.
     key: Option<Arc<ArchiveKey>>,
+    /// A local copy of small blobs read or written (see [`Archive::with_small_blob_cache`]).
+    small_blobs: Option<PathBuf>,
 }
 
 impl fmt::Debug for Archive {
@@ -193,22 +197,43 @@ impl Archive {
     /// Opens the archive stored in `backend`, creating an empty plain one if the store
     /// is empty. An encrypted archive needs [`Archive::open_encrypted_on`].
     pub fn open_or_create_on(backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
-        if Self::inspect_on(backend.as_ref())? == ArchiveLayout::Empty {
-            backend.init()?;
-            Self::remove_key_files(backend.as_ref())?;
-            match backend.create_new(FileKind::Format, "", format_line(None).as_bytes()) {
-                Ok(()) => return Ok(Archive { backend, key: None }),
-                // Another process created it meanwhile: check what it wrote.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e.into()),
-            }
+        let layout = Self::inspect_on(backend.as_ref())?;
+        if layout != ArchiveLayout::Empty {
+            return Self::open_layout(backend, layout);
         }
-        Self::open_on(backend)
+        backend.init()?;
+        Self::remove_key_files(backend.as_ref())?;
+        match backend.create_new(FileKind::Format, "", format_line(None).as_bytes()) {
+            Ok(()) => Ok(Archive {
+                backend,
+                key: None,
+                small_blobs: None,
+            }),
+            // Another process created it meanwhile: check what it wrote.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::open_on(backend),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Opens the existing plain archive stored in `backend`, checking its format version.
     pub fn open_on(backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
-        match Self::inspect_on(backend.as_ref())? {
+        let layout = Self::inspect_on(backend.as_ref())?;
+        Self::open_layout(backend, layout)
+    }
+
+    /// Opens a plain archive whose `FORMAT` was read as `layout` (by [`Archive::inspect_on`]).
+    pub fn open_plain_on(
+        backend: Arc<dyn Backend>,
+        layout: ArchiveLayout,
+    ) -> Result<Archive, ArchiveError> {
+        Self::open_layout(backend, layout)
+    }
+
+    fn open_layout(
+        backend: Arc<dyn Backend>,
+        layout: ArchiveLayout,
+    ) -> Result<Archive, ArchiveError> {
+        match layout {
             ArchiveLayout::Empty => Err(ArchiveError::NotAnArchive {
                 path: backend.root_location(),
             }),
@@ -220,7 +245,11 @@ impl Archive {
                     let line = format_line(None);
                     backend.write(FileKind::Format, "", Source::Bytes(line.as_bytes()))?;
                 }
-                Ok(Archive { backend, key: None })
+                Ok(Archive {
+                    backend,
+                    key: None,
+                    small_blobs: None,
+                })
             }
             ArchiveLayout::Encrypted { recipient } => Err(ArchiveError::Encryption {
                 path: backend.root_location(),
@@ -241,6 +270,7 @@ impl Archive {
                 Ok(Archive {
                     backend,
                     key: Some(Arc::new(key)),
+                    small_blobs: None,
                 })
             }
             ArchiveLayout::Encrypted { recipient } => Err(ArchiveError::WrongKey {
@@ -297,6 +327,7 @@ impl Archive {
         Ok(Archive {
             backend,
             key: Some(Arc::new(key)),
+            small_blobs: None,
         })
     }
 
@@ -348,6 +379,64 @@ impl Archive {
             });
         }
         Ok(self.backend.create_new(FileKind::Key, name, sealed)?)
+    }
+
+    /// Keeps a local copy of every small blob (index blobs, refs lists, documents)
+    /// read or written in `dir`, so reading one again costs no request to an object
+    /// store. The copies are checked against their ids when read: a stale or damaged
+    /// one is read from the archive again.
+    pub fn with_small_blob_cache(mut self, dir: PathBuf) -> Archive {
+        self.small_blobs = Some(dir);
+        self
+    }
+
+    /// Whether other appliances may use this archive at once (object storage).
+    pub fn is_shared(&self) -> bool {
+        self.backend.is_shared()
+    }
+
+    /// Every lease file: (name, content).
+    pub fn leases(&self) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
+        let mut out = Vec::new();
+        for name in self.backend.list(FileKind::Lock, "")? {
+            match self.backend.read(FileKind::Lock, &name) {
+                Ok(bytes) => out.push((name, bytes)),
+                // Released between the listing and the read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a lease file unless one of that name exists; whether it was created.
+    pub fn create_lease(&self, name: &str, content: &[u8]) -> Result<bool, ArchiveError> {
+        match self.backend.create_new(FileKind::Lock, name, content) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes (renews) a lease file.
+    pub fn write_lease(&self, name: &str, content: &[u8]) -> Result<(), ArchiveError> {
+        Ok(self
+            .backend
+            .write(FileKind::Lock, name, Source::Bytes(content))?)
+    }
+
+    /// Reads a lease file, `None` when there is none.
+    pub fn read_lease(&self, name: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
+        match self.backend.read(FileKind::Lock, name) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a lease file.
+    pub fn delete_lease(&self, name: &str) -> Result<(), ArchiveError> {
+        Ok(self.backend.delete(FileKind::Lock, name)?)
     }
 
     /// The key of an encrypted archive.

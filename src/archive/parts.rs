@@ -136,6 +136,29 @@ impl Archive {
         self.put_bytes(&bytes)
     }
 
+    /// [`put_json`](Self::put_json), skipping the store (no request to an object store)
+    /// when `value` equals `present`, a value already in the archive (the previous
+    /// snapshot's): its bytes, and so its id, are the same.
+    pub fn put_json_unless<T: Serialize + PartialEq>(
+        &self,
+        value: &T,
+        present: Option<&T>,
+    ) -> Result<PutOutcome, ArchiveError> {
+        if present != Some(value) {
+            return self.put_json(value);
+        }
+        let bytes = serde_json::to_vec(value).map_err(|e| ArchiveError::Io {
+            path: "(json)".into(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        Ok(PutOutcome {
+            id: self.blob_id_of(&bytes),
+            len: bytes.len() as u64,
+            stored_bytes: 0,
+            compressed: false,
+        })
+    }
+
     /// Reads a JSON blob written by [`put_json`](Self::put_json).
     pub fn read_json<T: DeserializeOwned>(&self, id: &BlobId) -> Result<T, ArchiveError> {
         let bytes = self.read_blob(id)?;

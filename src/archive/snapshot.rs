@@ -326,7 +326,10 @@ impl Archive {
         let mid = manifest_id(&snap.repository.dir_name(), &snap.id);
         let bytes = self.encode_manifest(snap, &mid)?;
         match self.backend.create_new(FileKind::Snapshot, &mid, &bytes) {
-            Ok(()) => Ok(bytes.len() as u64),
+            Ok(()) => {
+                self.cache_manifest(&mid, bytes.len() as u64, snap);
+                Ok(bytes.len() as u64)
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 Err(ArchiveError::SnapshotExists {
                     id: snap.id.to_string(),
@@ -355,6 +358,7 @@ impl Archive {
         let bytes = self.encode_manifest(new, &mid)?;
         self.backend
             .write(FileKind::Snapshot, &mid, super::Source::Bytes(&bytes))?;
+        self.cache_manifest(&mid, bytes.len() as u64, new);
         Ok(bytes.len() as u64)
     }
 
@@ -416,21 +420,21 @@ impl Archive {
         repo: &RepoIdentity,
     ) -> Result<Option<Snapshot>, ArchiveError> {
         let prefix = format!("{}/", repo.dir_name());
-        let names: Vec<String> = self
+        let names: Vec<(String, u64)> = self
             .backend
-            .list(FileKind::Snapshot, &prefix)?
+            .list_with_size(FileKind::Snapshot, &prefix)?
             .into_iter()
-            .filter_map(|mid| mid.strip_prefix(&prefix).map(str::to_string))
-            .filter(|name| SnapshotId::parse(name).is_ok())
+            .filter_map(|(mid, size)| Some((mid.strip_prefix(&prefix)?.to_string(), size)))
+            .filter(|(name, _)| SnapshotId::parse(name).is_ok())
             .collect();
-        let Some(newest) = names.iter().max() else {
+        let Some((newest, _)) = names.iter().max() else {
             return Ok(None);
         };
         // Several snapshots can share a second; compare their recorded times.
         let second = newest[..16].to_string();
         let mut best: Option<Snapshot> = None;
-        for name in names.iter().filter(|n| n.starts_with(&second)) {
-            let snap = self.read_manifest(&format!("{prefix}{name}"))?;
+        for (name, size) in names.iter().filter(|(n, _)| n.starts_with(&second)) {
+            let snap = self.read_manifest_sized(&format!("{prefix}{name}"), *size)?;
             if best
                 .as_ref()
                 .is_none_or(|b| (snap.taken_at, &snap.id) > (b.taken_at, &b.id))
@@ -439,6 +443,46 @@ impl Archive {
             }
         }
         Ok(best)
+    }
+
+    /// Reads a manifest whose stored size is `size`, from the small-blob cache when it
+    /// holds a copy of that manifest of that size (a manifest is replaced only by
+    /// prune's rewrite, whose size differs when its packs do; a copy that is stale all
+    /// the same only makes the next backup compare against older packs and write a
+    /// snapshot it could have skipped).
+    fn read_manifest_sized(&self, mid: &str, size: u64) -> Result<Snapshot, ArchiveError> {
+        let Some(dir) = &self.small_blobs else {
+            return self.read_manifest(mid);
+        };
+        let copy = dir
+            .join("manifests")
+            .join(format!("{}-{size}.json", mid.replace('/', "_")));
+        if let Some(snap) = std::fs::read(&copy)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok())
+        {
+            return Ok(snap);
+        }
+        let snap = self.read_manifest(mid)?;
+        self.cache_manifest(mid, size, &snap);
+        Ok(snap)
+    }
+
+    /// Keeps a copy of a manifest of stored size `size` (best effort).
+    fn cache_manifest(&self, mid: &str, size: u64, snap: &Snapshot) {
+        let Some(dir) = &self.small_blobs else { return };
+        let dir = dir.join("manifests");
+        let copy = dir.join(format!("{}-{size}.json", mid.replace('/', "_")));
+        let Ok(json) = serde_json::to_vec(snap) else {
+            return;
+        };
+        let tmp = copy.with_extension(format!("tmp-{}", std::process::id()));
+        let kept = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&tmp, json))
+            .and_then(|()| std::fs::rename(&tmp, &copy));
+        if kept.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 
     /// How many snapshots the archive holds (counts manifests; reads none).

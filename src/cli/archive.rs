@@ -5,6 +5,7 @@
 use super::args::{ArchiveCmd, ArchiveInitArgs, ArchiveKeyCmd};
 use super::{output, read_secret, remote};
 use crate::engine::archive_keys::{self, ArchiveInit};
+use crate::engine::archive_location::S3Location;
 use crate::engine::Service;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -57,18 +58,35 @@ fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {
         Some(f) => Some(read_secret(f, "passphrase")?),
         None => None,
     };
-    let info = archive_keys::init_archive(
+    let secret_access_key = match &args.secret_access_key_file {
+        Some(f) => Some(read_secret(f, "secret access key")?),
+        None => None,
+    };
+    let location = args.location.map(|url| S3Location {
+        url,
+        endpoint: args.endpoint,
+        region: args.region,
+        path_style: args.path_style,
+        access_key_id: args.access_key_id,
+        secret_access_key,
+    });
+    let report = archive_keys::init_archive(
         data_dir,
         ArchiveInit {
+            location,
             encrypt: args.encrypt,
             passphrase,
         },
     )?;
+    let info = &report.archive;
     if args.json {
-        output::json(&info)?;
+        output::json(&report)?;
     } else {
-        output::archive(&info);
-        if info.encrypted {
+        if !report.created && info.snapshots > 0 {
+            println!("attached to the existing archive");
+        }
+        output::archive(info);
+        if report.created && info.encrypted {
             println!(
                 "Losing every key makes the archive unreadable. Export the key now and keep \
                  it safe: reposafe archive key export --out FILE"

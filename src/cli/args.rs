@@ -93,6 +93,26 @@ pub enum ArchiveCmd {
 
 #[derive(Args, Debug)]
 pub struct ArchiveInitArgs {
+    /// Keep the archive in an S3-compatible bucket: s3://BUCKET/PREFIX. An archive
+    /// already there is attached (never overwritten). Default: the data dir's archive.
+    #[arg(value_name = "LOCATION")]
+    pub location: Option<String>,
+    /// The S3 endpoint, e.g. https://s3.example:9000 (default: AWS).
+    #[arg(long, value_name = "URL", requires = "location")]
+    pub endpoint: Option<String>,
+    /// The S3 region [default: us-east-1].
+    #[arg(long, requires = "location")]
+    pub region: Option<String>,
+    /// Path-style requests (ENDPOINT/BUCKET/KEY), as MinIO, Ceph and SeaweedFS expect.
+    #[arg(long, requires = "location")]
+    pub path_style: bool,
+    /// The access key id (with --secret-access-key-file; without both, the AWS
+    /// environment variables are used).
+    #[arg(long, value_name = "ID", requires = "location")]
+    pub access_key_id: Option<String>,
+    /// A file holding the secret access key (`-` for standard input); sealed in the vault.
+    #[arg(long, value_name = "FILE", requires = "location")]
+    pub secret_access_key_file: Option<PathBuf>,
     /// Encrypt the archive. Losing every key (the data dir's vault.key, the passphrases,
     /// an exported key) makes the backups unreadable: export the key and keep it safe.
     #[arg(long)]

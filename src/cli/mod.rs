@@ -35,10 +35,26 @@ pub fn main() -> i32 {
     match run(cli, &file) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             1
         }
     }
+}
+
+/// An error with its causes, leaving out a cause whose text the message before it
+/// already holds (many errors show their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn init_logging(verbose: u8, configured: Option<&str>) {

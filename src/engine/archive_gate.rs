@@ -10,21 +10,104 @@
 //! Nothing holds the gate shared while taking it again, so a waiting sweep (which
 //! goes first: the lock prefers writers) never deadlocks anyone.
 
+//!
+//! An archive in object storage may be used by other appliances too: there the gate
+//! also takes the leases of `archive_lease` (a `use-` lease while shared, the `prune`
+//! lease while exclusive), so the sweep waits for them as well.
+
+use super::archive_lease::{Lease, PruneGuard, UseGuard};
+use super::EngineError;
+use crate::archive::Archive;
+use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The gate (one per [`super::Context`]).
-#[derive(Debug, Default)]
-pub struct ArchiveGate(RwLock<()>);
+#[derive(Default)]
+pub struct ArchiveGate {
+    lock: RwLock<()>,
+    /// For an archive other appliances may share.
+    lease: Option<Lease>,
+}
+
+impl std::fmt::Debug for ArchiveGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveGate")
+            .field("shared_archive", &self.lease.is_some())
+            .finish()
+    }
+}
+
+/// Held while using the archive's blobs.
+pub struct SharedGuard<'a> {
+    _use: Option<UseGuard>,
+    _read: RwLockReadGuard<'a, ()>,
+}
+
+/// Held by the sweep.
+pub struct ExclusiveGuard<'a> {
+    _prune: Option<PruneGuard>,
+    _write: RwLockWriteGuard<'a, ()>,
+}
 
 impl ArchiveGate {
-    /// Held while using the archive's blobs; many at once.
-    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
-        // The guarded value is `()`: a panic while it was held leaves nothing broken.
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+    /// The gate of `archive`, used by the appliance of `data_dir`: with leases when
+    /// the archive is in shared storage.
+    pub fn for_archive(archive: &Archive, data_dir: &Path) -> Result<ArchiveGate, EngineError> {
+        let lease = if archive.is_shared() {
+            Some(Lease::new(archive.clone(), appliance_id(data_dir)?))
+        } else {
+            None
+        };
+        Ok(ArchiveGate {
+            lock: RwLock::new(()),
+            lease,
+        })
     }
 
-    /// Held by the sweep, alone.
-    pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
+    /// Held while using the archive's blobs; many at once. In shared storage it waits
+    /// while another appliance prunes.
+    pub fn shared(&self) -> Result<SharedGuard<'_>, EngineError> {
+        let use_guard = match &self.lease {
+            Some(lease) => Some(lease.enter()?),
+            None => None,
+        };
+        // The guarded value is `()`: a panic while it was held leaves nothing broken.
+        let read = self.lock.read().unwrap_or_else(|p| p.into_inner());
+        Ok(SharedGuard {
+            _use: use_guard,
+            _read: read,
+        })
     }
+
+    /// Held by the sweep, alone: in this process, and in shared storage among every
+    /// appliance (a conflict when another prunes or keeps using the archive).
+    pub fn exclusive(&self) -> Result<ExclusiveGuard<'_>, EngineError> {
+        let write = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        let prune = match &self.lease {
+            Some(lease) => Some(lease.prune()?),
+            None => None,
+        };
+        Ok(ExclusiveGuard {
+            _prune: prune,
+            _write: write,
+        })
+    }
+}
+
+/// This appliance's id: 16 random hex digits in `<data>/appliance-id`, made once.
+fn appliance_id(data_dir: &Path) -> Result<String, EngineError> {
+    let path = data_dir.join("appliance-id");
+    let io = |e: std::io::Error| EngineError::DataDir {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    std::fs::write(&path, format!("{id}\n")).map_err(io)?;
+    Ok(id)
 }

@@ -14,9 +14,10 @@
 //! Opened by a passphrase or an exported key, the archive gets a copy sealed to this
 //! data dir's vault, so the next start needs neither.
 
+use super::archive_location::{self, S3Location};
 use super::service::{ArchiveInfo, ArchiveKeyInfo};
 use super::EngineError;
-use crate::archive::{Archive, ArchiveKey, ArchiveLayout, Backend, LocalBackend};
+use crate::archive::{Archive, ArchiveKey, ArchiveLayout, Backend, FileKind};
 use crate::vault::Vault;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
@@ -34,14 +35,21 @@ const PASSPHRASE_PREFIX: &str = "passphrase-";
 /// What to create with [`init_archive`].
 #[derive(Debug, Default)]
 pub struct ArchiveInit {
+    /// An S3 bucket to keep the archive in (created there, or attached when one is
+    /// there already); `None`: the data dir's current archive.
+    pub location: Option<S3Location>,
     /// Encrypt the archive (its key sealed to the vault).
     pub encrypt: bool,
     /// Also seal the key with this passphrase, to open the archive without the data dir.
     pub passphrase: Option<SecretString>,
 }
 
-fn archive_backend(data_dir: &Path) -> Arc<dyn Backend> {
-    Arc::new(LocalBackend::new(data_dir.join("archive")))
+/// What [`init_archive`] did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ArchiveInitReport {
+    /// A new archive was made (else an existing one was attached, or kept).
+    pub created: bool,
+    pub archive: ArchiveInfo,
 }
 
 fn env_secret(name: &str) -> Option<SecretString> {
@@ -99,12 +107,11 @@ fn parse_key(text: &str, what: &str) -> Result<ArchiveKey, EngineError> {
 /// encrypted archive is unlocked with the vault, else `REPOSAFE_ARCHIVE_KEY_FILE` or
 /// `REPOSAFE_ARCHIVE_PASSPHRASE` (and then given a copy of its key sealed to the vault).
 pub(crate) fn open_archive(data_dir: &Path, vault: &Vault) -> Result<Archive, EngineError> {
-    let backend = archive_backend(data_dir);
+    let backend = archive_location::backend(data_dir, vault)?;
     match Archive::inspect_on(backend.as_ref())? {
         ArchiveLayout::Encrypted { .. } => unlock(backend, vault),
-        ArchiveLayout::Empty | ArchiveLayout::Plain { .. } => {
-            Ok(Archive::open_or_create_on(backend)?)
-        }
+        ArchiveLayout::Empty => Ok(Archive::open_or_create_on(backend)?),
+        layout @ ArchiveLayout::Plain { .. } => Ok(Archive::open_plain_on(backend, layout)?),
     }
 }
 
@@ -177,9 +184,11 @@ fn locked(backend: &Arc<dyn Backend>, keys: usize) -> EngineError {
 }
 
 /// Creates the data dir's archive: encrypted when asked (the key sealed to the vault,
-/// and with the passphrase when one is given). Refuses an archive that holds backups
-/// (encryption is chosen at creation) and a data dir another process uses.
-pub fn init_archive(data_dir: &Path, req: ArchiveInit) -> Result<ArchiveInfo, EngineError> {
+/// and with the passphrase when one is given), in an S3 bucket when one is named (an
+/// archive already there is attached, never overwritten). Refuses to encrypt an archive
+/// that holds backups (encryption is chosen at creation), to leave behind a current
+/// archive with snapshots for another location, and a data dir another process uses.
+pub fn init_archive(data_dir: &Path, req: ArchiveInit) -> Result<ArchiveInitReport, EngineError> {
     if req.passphrase.is_some() && !req.encrypt {
         return Err(EngineError::Invalid(
             "a passphrase is for an encrypted archive: add --encrypt".into(),
@@ -193,31 +202,81 @@ pub fn init_archive(data_dir: &Path, req: ArchiveInit) -> Result<ArchiveInfo, En
     // Holding the state database keeps every other reposafe process out meanwhile.
     let state = crate::state::State::open(data_dir)?;
     let vault = Vault::open_checked(data_dir, &super::data_dir::sealed_credentials(&state)?)?;
-    let backend = archive_backend(data_dir);
-    let archive = if req.encrypt {
-        if let ArchiveLayout::Encrypted { recipient } = Archive::inspect_on(backend.as_ref())? {
-            return Err(EngineError::Conflict(format!(
-                "the archive at {} is encrypted already (to {recipient})",
-                backend.root_location().display()
-            )));
+    let current = archive_location::backend(data_dir, &vault)?;
+    let (backend, s3) = match &req.location {
+        Some(loc) => {
+            let config = archive_location::s3_config(loc)?;
+            let s3 = archive_location::s3_backend(data_dir, config.clone())?;
+            s3.check_bucket()
+                .map_err(crate::archive::ArchiveError::from)?;
+            let backend: Arc<dyn Backend> = s3;
+            refuse_leaving_backups(current.as_ref(), backend.as_ref())?;
+            (backend, Some(config))
         }
+        None => (current, None),
+    };
+    let layout = Archive::inspect_on(backend.as_ref())?;
+    let encrypted = matches!(layout, ArchiveLayout::Encrypted { .. });
+    let created = layout == ArchiveLayout::Empty || (req.encrypt && !encrypted);
+    let archive = if req.encrypt && !encrypted {
         let key = ArchiveKey::generate();
         let mut sealed = vec![seal_to_vault(&vault, &key)?];
         if let Some(p) = &req.passphrase {
             sealed.push(seal_with_passphrase(p, &key)?);
         }
         Archive::create_encrypted_on(backend, key, &sealed)?
+    } else if encrypted && req.encrypt && s3.is_none() {
+        let ArchiveLayout::Encrypted { recipient } = layout else {
+            return Err(EngineError::Internal(
+                "an encrypted layout without a recipient".into(),
+            ));
+        };
+        return Err(EngineError::Conflict(format!(
+            "the archive at {} is encrypted already (to {recipient})",
+            backend.root_location().display()
+        )));
+    } else if encrypted {
+        unlock(backend, &vault)?
     } else {
-        open_archive(data_dir, &vault)?
+        Archive::open_or_create_on(backend)?
     };
-    archive_info(&archive)
+    if let Some(config) = &s3 {
+        archive_location::save(data_dir, &vault, config)?;
+    }
+    Ok(ArchiveInitReport {
+        created,
+        archive: archive_info(&archive)?,
+    })
+}
+
+/// Refuses to move the data dir to `target` while its current archive (elsewhere)
+/// holds snapshots: they would no longer be seen by restores.
+fn refuse_leaving_backups(current: &dyn Backend, target: &dyn Backend) -> Result<(), EngineError> {
+    if current.root_location() == target.root_location()
+        || Archive::inspect_on(current)? == ArchiveLayout::Empty
+    {
+        return Ok(());
+    }
+    let snapshots = current
+        .list(FileKind::Snapshot, "")
+        .map_err(crate::archive::ArchiveError::from)?
+        .len();
+    if snapshots == 0 {
+        return Ok(());
+    }
+    Err(EngineError::Conflict(format!(
+        "this data dir's archive at {} holds {snapshots} snapshot(s); it stays where it is \
+         (moving an archive is `archive copy`, not built yet). Use a new data dir for {}",
+        current.root_location().display(),
+        target.root_location().display()
+    )))
 }
 
 /// Opens the archive of a data dir that may be in use (by the daemon) to work on its
 /// keys: nothing else is created or changed.
 fn open_for_keys(data_dir: &Path) -> Result<Archive, EngineError> {
     let vault = Vault::open_existing(data_dir)?;
-    let backend = archive_backend(data_dir);
+    let backend = archive_location::backend(data_dir, &vault)?;
     match Archive::inspect_on(backend.as_ref())? {
         ArchiveLayout::Encrypted { .. } => unlock(backend, &vault),
         _ => Err(EngineError::Invalid(format!(

@@ -347,8 +347,14 @@ pub fn backup_connection(
                         // sweep waits until its manifest names the blobs it stored or
                         // found (taken after the repository's lock, as prune does).
                         Ok(_held) => match super::jobs::guard_repository(&repo.full_name, || {
-                            let _archive = ctx.gate.shared();
-                            backup_repository(ctx, &job, repo, repo_gate, &mut attempts)
+                            match ctx.gate.shared() {
+                                Ok(_archive) => {
+                                    backup_repository(ctx, &job, repo, repo_gate, &mut attempts)
+                                }
+                                Err(e) => Ok(RepoOutcome::Failed {
+                                    reason: e.to_string(),
+                                }),
+                            }
                         }) {
                             Ok(o) => o,
                             Err(e) => RepoOutcome::Failed {
@@ -525,7 +531,7 @@ fn backup_repository(
     };
     let fetched = target.fetch(&mirror, clone_url.as_str(), attempts)?;
     let mut stored = backup_git::Stored::default();
-    let git = stored.archive_git(ctx, &fetched)?;
+    let git = stored.archive_git(ctx, &fetched, &mirror, previous.as_ref().map(|p| &p.git))?;
 
     let mut parts = OtherParts::default();
     let session = job.session_for(gate);
@@ -591,7 +597,12 @@ fn backup_other_parts(
             ));
             continue;
         }
-        match backup_wiki(target, &extra.url, stored) {
+        match backup_wiki(
+            target,
+            &extra.url,
+            stored,
+            previous.and_then(|p| p.wiki.as_ref()),
+        ) {
             Ok(wiki) => parts.wiki = wiki,
             // The wiki is on but was never written: there is nothing to back up.
             Err(EngineError::Git(git::GitError::NotFound { .. })) => {}
@@ -659,6 +670,7 @@ fn backup_wiki(
     target: &backup_git::FetchTarget<'_>,
     url: &str,
     stored: &mut backup_git::Stored,
+    previous: Option<&GitPart>,
 ) -> Result<Option<GitPart>, EngineError> {
     let url = allowed_url(target.gate, &format!("{} (wiki)", target.repo), url)?;
     let wiki_mirror = Context::wiki_mirror_dir(target.mirror);
@@ -667,7 +679,9 @@ fn backup_wiki(
     if fetched.refs.is_empty() {
         return Ok(None);
     }
-    stored.archive_git(target.ctx, &fetched).map(Some)
+    stored
+        .archive_git(target.ctx, &fetched, &wiki_mirror, previous)
+        .map(Some)
 }
 
 /// Writes the snapshot of a repository's parts, unless every part equals the newest

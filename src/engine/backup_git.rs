@@ -103,15 +103,26 @@ pub(super) struct Stored {
 impl Stored {
     /// Archives every pack of a fetched mirror that is not archived yet (usually the one
     /// pack this fetch produced; after a crash also earlier ones) and its refs.
+    ///
+    /// When the refs equal `previous`'s and every pack is one `previous` names (known
+    /// from the mirror's record of archived packs), nothing is looked up in the archive:
+    /// an unchanged repository costs no request to an object store.
     pub fn archive_git(
         &mut self,
         ctx: &Context,
         fetched: &git::FetchOutcome,
+        mirror: &Path,
+        previous: Option<&GitPart>,
     ) -> Result<GitPart, EngineError> {
+        let refs_json = serde_json::to_vec(&fetched.refs)
+            .map_err(|e| EngineError::Internal(format!("cannot encode refs: {e}")))?;
+        let mut known = ArchivedPacks::load(mirror);
+        if let Some(part) = previous.and_then(|p| known.unchanged(ctx, fetched, &refs_json, p)) {
+            self.note_packs(fetched, &part.packs);
+            return Ok(part);
+        }
         let mut packs: Vec<BlobId> = Vec::with_capacity(fetched.packs.len());
-        let mut paths = Vec::with_capacity(fetched.packs.len());
         for pack in &fetched.packs {
-            self.pack_bytes += pack.size;
             let id = match ctx.archive.pack_blob(&pack.pack_hash)? {
                 Some(id) => id,
                 None => {
@@ -126,14 +137,11 @@ impl Stored {
                     out.id
                 }
             };
-            paths.push((pack.path.clone(), id));
+            known.insert(&pack.pack_hash, id);
             packs.push(id);
         }
-        if self.repo_packs.is_empty() {
-            self.repo_packs = paths;
-        }
-        let refs_json = serde_json::to_vec(&fetched.refs)
-            .map_err(|e| EngineError::Internal(format!("cannot encode refs: {e}")))?;
+        known.save(mirror);
+        self.note_packs(fetched, &packs);
         let refs_put = ctx.archive.put_bytes(&refs_json)?;
         self.new_bytes += refs_put.stored_bytes;
         Ok(GitPart {
@@ -141,6 +149,100 @@ impl Stored {
             ref_count: fetched.refs.len() as u32,
             packs,
         })
+    }
+
+    /// Counts the fetched packs and, for the repository's own mirror (the first git
+    /// part archived), remembers them with their blobs.
+    fn note_packs(&mut self, fetched: &git::FetchOutcome, blobs: &[BlobId]) {
+        self.pack_bytes += fetched.packs.iter().map(|p| p.size).sum::<u64>();
+        if self.repo_packs.is_empty() {
+            self.repo_packs = fetched
+                .packs
+                .iter()
+                .zip(blobs)
+                .map(|(p, id)| (p.path.clone(), *id))
+                .collect();
+        }
+    }
+}
+
+/// The mirror's record of which blob holds each of its packs (`reposafe-packs` in the
+/// mirror, lines `<pack hash> <blob id>`): a cache, only ever trusted for packs the
+/// previous snapshot names, rebuilt from the archive's pack index when absent.
+#[derive(Default)]
+struct ArchivedPacks {
+    blobs: std::collections::BTreeMap<String, BlobId>,
+    changed: bool,
+}
+
+impl ArchivedPacks {
+    const FILE: &'static str = "reposafe-packs";
+
+    fn load(mirror: &Path) -> ArchivedPacks {
+        let text = std::fs::read_to_string(mirror.join(Self::FILE)).unwrap_or_default();
+        let blobs = text
+            .lines()
+            .filter_map(|l| {
+                let (hash, blob) = l.split_once(' ')?;
+                Some((hash.to_string(), BlobId::parse(blob).ok()?))
+            })
+            .collect();
+        ArchivedPacks {
+            blobs,
+            changed: false,
+        }
+    }
+
+    fn insert(&mut self, pack_hash: &str, id: BlobId) {
+        if self.blobs.insert(pack_hash.to_string(), id) != Some(id) {
+            self.changed = true;
+        }
+    }
+
+    /// Written whole and renamed into place; a failure only costs lookups next time.
+    fn save(&self, mirror: &Path) {
+        if !self.changed || !mirror.is_dir() {
+            return;
+        }
+        let text: String = self
+            .blobs
+            .iter()
+            .map(|(hash, id)| format!("{hash} {id}\n"))
+            .collect();
+        let tmp = mirror.join(format!("{}.tmp", Self::FILE));
+        let written = std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, mirror.join(Self::FILE)));
+        if let Err(e) = written {
+            tracing::debug!(
+                "cannot record the archived packs of {}: {e}",
+                mirror.display()
+            );
+        }
+    }
+
+    /// `previous` itself when the fetched refs encode to its refs blob and each fetched
+    /// pack is recorded with a blob `previous` names.
+    fn unchanged(
+        &self,
+        ctx: &Context,
+        fetched: &git::FetchOutcome,
+        refs_json: &[u8],
+        previous: &GitPart,
+    ) -> Option<GitPart> {
+        if ctx.archive.blob_id_of(refs_json) != previous.refs {
+            return None;
+        }
+        let packs = fetched
+            .packs
+            .iter()
+            .map(|p| {
+                self.blobs
+                    .get(&p.pack_hash)
+                    .filter(|id| previous.packs.contains(id))
+                    .copied()
+            })
+            .collect::<Option<Vec<BlobId>>>()?;
+        (packs == previous.packs).then(|| previous.clone())
     }
 }
 

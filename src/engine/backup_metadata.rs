@@ -103,7 +103,7 @@ impl MetadataRun<'_> {
         }
         let scope = self
             .scopes
-            .get(&self.repo.scope, || self.read_scope(new_bytes));
+            .get(&self.repo.scope, || self.read_scope(previous, new_bytes));
         for (name, k) in scope.kinds {
             part.kinds.entry(name).or_insert(k);
         }
@@ -112,7 +112,9 @@ impl MetadataRun<'_> {
     }
 
     /// Reads every kind of the repository's scope (not incremental: few, small items).
-    fn read_scope(&self, new_bytes: &mut u64) -> ScopeKinds {
+    /// `previous`: the repository's previous metadata, which holds the scope's kinds
+    /// too (documents found unchanged there are not stored again).
+    fn read_scope(&self, previous: Option<&MetadataPart>, new_bytes: &mut u64) -> ScopeKinds {
         let scope = &self.repo.scope;
         let mut out = ScopeKinds::default();
         let kinds = match self.session.describe_scope(scope) {
@@ -130,7 +132,10 @@ impl MetadataRun<'_> {
             let stored = listed
                 .map_err(|e| missing_kind(&kind.name, &e))
                 .and_then(|docs| {
-                    self.store_kind(&kind.name, docs, None, None, new_bytes)
+                    let prev = previous
+                        .and_then(|p| p.kinds.get(&kind.name))
+                        .and_then(|k| self.ctx.archive.read_json::<MetadataIndex>(&k.index).ok());
+                    self.store_kind(&kind.name, docs, None, prev.as_ref(), new_bytes)
                         .map_err(|e| MissingKind {
                             kind: kind.name.clone(),
                             reason: e.to_string(),
@@ -200,11 +205,19 @@ impl MetadataRun<'_> {
                     self.repo.full_name, doc.id
                 ))
             })?;
-            let put = archive.put_bytes(&json)?;
-            *new_bytes += put.stored_bytes;
+            // A document as the previous index holds it is in the archive already.
+            let id = archive.blob_id_of(&json);
+            let known = before.get(doc.id.as_str()).is_some_and(|p| p.blob == id);
+            let put_id = if known {
+                id
+            } else {
+                let put = archive.put_bytes(&json)?;
+                *new_bytes += put.stored_bytes;
+                put.id
+            };
             let reuse = before
                 .get(doc.id.as_str())
-                .filter(|p| p.blob == put.id && p.files.len() == doc.files.len());
+                .filter(|p| p.blob == put_id && p.files.len() == doc.files.len());
             let files = match reuse {
                 Some(p) => p.files.clone(),
                 None => self.download_files(kind, &doc, new_bytes, &mut missing),
@@ -212,7 +225,7 @@ impl MetadataRun<'_> {
             let item = MetadataItem {
                 id: doc.id,
                 updated_on: doc.updated_on,
-                blob: put.id,
+                blob: put_id,
                 files,
             };
             items.insert(item.id.clone(), item);
@@ -222,7 +235,7 @@ impl MetadataRun<'_> {
             high_water: high_water(items.values()),
             items: items.into_values().collect(),
         };
-        let put = archive.put_json(&index)?;
+        let put = archive.put_json_unless(&index, previous)?;
         *new_bytes += put.stored_bytes;
         let part = MetadataKindPart {
             index: put.id,

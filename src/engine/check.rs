@@ -52,7 +52,7 @@ impl Needed {
 pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineError> {
     let subset = subset_fraction(req)?;
     // Prune's sweep waits: a blob it deletes would show as damage.
-    let _archive = ctx.gate.shared();
+    let _archive = ctx.gate.shared()?;
     let archive = &ctx.archive;
     let snaps = archive.all_snapshots()?;
     let (mut needed, indexes) = needed_by(archive, &snaps);

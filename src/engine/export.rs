@@ -120,7 +120,7 @@ pub fn export(ctx: &Context, req: &ExportRequest) -> Result<ExportReport, Engine
     refuse_data_dir_overlap(&ctx.data_dir, to, "export target")?;
     require_empty(to)?;
     // Prune's sweep waits while the snapshot is read.
-    let _archive = ctx.gate.shared();
+    let _archive = ctx.gate.shared()?;
     let snap = pick_snapshot(
         ctx,
         &req.repository,

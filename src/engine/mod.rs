@@ -14,6 +14,8 @@
 
 mod archive_gate;
 pub mod archive_keys;
+mod archive_lease;
+pub mod archive_location;
 pub mod audit;
 pub mod backup;
 mod backup_git;
@@ -106,7 +108,12 @@ impl Context {
         let state = Arc::new(State::open(data_dir)?);
         // Never a new key over sealed credentials, never the other mode's secret.
         let vault = Vault::open_checked(data_dir, &data_dir::sealed_credentials(&state)?)?;
-        let archive = archive_keys::open_archive(data_dir, &vault)?;
+        let mut archive = archive_keys::open_archive(data_dir, &vault)?;
+        if archive.is_shared() {
+            // Index blobs read again by every backup cost no requests to the store.
+            archive = archive.with_small_blob_cache(data_dir.join("cache").join("blobs"));
+        }
+        let gate = archive_gate::ArchiveGate::for_archive(&archive, data_dir)?;
         // Leftovers of a killed prune or check (their scratch repositories).
         for operation in ["prune", "check"] {
             let _ = std::fs::remove_dir_all(data_dir.join("tmp").join(operation));
@@ -130,7 +137,7 @@ impl Context {
             providers,
             retry: RetryPolicy::from_env(),
             oauth: oauth::PendingFlows::default(),
-            gate: archive_gate::ArchiveGate::default(),
+            gate,
         })
     }
 

@@ -329,7 +329,7 @@ pub(super) fn kept_tips(
 /// Deletes every blob no manifest names, and accelerator entries naming deleted or
 /// absent blobs, with the archive closed to every other user of this process.
 fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), EngineError> {
-    let _alone = ctx.gate.exclusive();
+    let _alone = ctx.gate.exclusive()?;
     let referenced = super::check::referenced_blobs(&ctx.archive)?;
     for (id, size) in ctx.archive.list_blobs()? {
         if referenced.contains(&id) {

@@ -357,7 +357,7 @@ pub fn restore(
 ) -> Result<RestoreReport, EngineError> {
     refuse_data_dir_overlap(&ctx.data_dir, target, "restore target")?;
     // Prune's sweep waits while the snapshot is read.
-    let _archive = ctx.gate.shared();
+    let _archive = ctx.gate.shared()?;
     let snap = choose(ctx, repo, choice)?;
     let wiki_to = snap.wiki.as_ref().map(|_| wiki_target(target));
     if let Some(wiki_to) = &wiki_to {

@@ -280,15 +280,17 @@ pub fn restore_all(
                 let Some(source) = sources.get(i) else { break };
                 (opts.started)(&source.full_name);
                 // Prune's sweep waits while this repository's snapshot is read.
-                let _archive = writer.ctx.gate.shared();
-                // A panic fails this repository alone, with its message.
-                let report = crate::engine::jobs::catch_panic(
-                    &format!("restoring {}", source.full_name),
-                    || writer.restore(source, choice, opts),
-                )
-                .unwrap_or_else(|reason| {
-                    writer.failed_before(source, None, EngineError::Internal(reason))
-                });
+                let report = match writer.ctx.gate.shared() {
+                    // A panic fails this repository alone, with its message.
+                    Ok(_archive) => crate::engine::jobs::catch_panic(
+                        &format!("restoring {}", source.full_name),
+                        || writer.restore(source, choice, opts),
+                    )
+                    .unwrap_or_else(|reason| {
+                        writer.failed_before(source, None, EngineError::Internal(reason))
+                    }),
+                    Err(e) => writer.failed_before(source, None, e),
+                };
                 (opts.finished)(&report);
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(report);
             });

@@ -1,0 +1,629 @@
+//! [`S3Backend`]: an archive in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW,
+//! SeaweedFS, …) through the `object_store` crate, under `s3://<bucket>/<prefix>/` in
+//! the same layout as a local archive (`backend::layout`).
+//!
+//! The contract of [`Backend`] maps onto S3 directly: an object appears whole or not
+//! at all (a single PUT, or a multipart upload completed in one step; an interrupted
+//! one stays invisible); `create_new` is a PUT with `If-None-Match: *` (412 →
+//! `AlreadyExists`); reads stream. Files up to [`SINGLE_PUT_MAX`] go up in one PUT,
+//! larger ones as multipart uploads of [`PART_SIZE`] parts, at most two in flight,
+//! so memory stays bounded whatever the size. `object_store` retries 5xx, 429 and
+//! timeouts with backoff.
+//!
+//! `object_store` is async; the archive is not. The backend owns a small tokio runtime
+//! and hands each request to it, waiting on a channel, so it can be called from any
+//! thread (a job's worker, the API's blocking pool) without nesting runtimes.
+
+use super::backend::{layout, Backend, BackendError, FileKind, Source};
+use super::blob::read_full;
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as StorePath;
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use secrecy::{ExposeSecret, SecretString};
+use std::future::Future;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// Files up to this size are stored with one PUT; larger ones as multipart uploads.
+const SINGLE_PUT_MAX: usize = 8 << 20;
+/// The part size of multipart uploads (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 16 << 20;
+/// Parts uploading at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Chunks a streaming read buffers ahead of its reader.
+const READ_AHEAD: usize = 8;
+
+/// Where an S3 archive is and how to reach it.
+#[derive(Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    /// E.g. `https://s3.example:9000`; AWS when absent.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO and SeaweedFS expect.
+    pub path_style: bool,
+    /// Static credentials; absent: the AWS environment variables.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("url", &self.url())
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// Parses `s3://BUCKET[/PREFIX]` into (bucket, prefix), naming what is wrong.
+    pub fn parse_url(url: &str) -> Result<(String, String), String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url:?} is not an s3:// URL (s3://BUCKET/PREFIX)"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(format!(
+                "{url:?}: the bucket name {bucket:?} must be 3 to 63 lowercase letters, digits, '-' or '.'"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        let prefix_ok = prefix.split('/').all(|part| {
+            prefix.is_empty()
+                || (!part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        });
+        if !prefix_ok {
+            return Err(format!(
+                "{url:?}: the prefix {prefix:?} may hold letters, digits, '-', '_', '.' and '/' between names"
+            ));
+        }
+        Ok((bucket.to_string(), prefix.to_string()))
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    /// Where requests go, for messages.
+    pub fn endpoint_name(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| "AWS S3".to_string())
+    }
+}
+
+/// An archive in an S3 bucket. Cheap to share; requests run on its own runtime.
+pub struct S3Backend {
+    config: S3Config,
+    store: Arc<AmazonS3>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Where temporary files are built before an upload (the data dir's `tmp/s3`).
+    scratch: PathBuf,
+    /// Requests made (each call to the store; a listing or upload of many parts counts once).
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for S3Backend {
+    fn drop(&mut self) {
+        tracing::info!(
+            "object store: {} requests to {}",
+            self.requests.load(std::sync::atomic::Ordering::Relaxed),
+            self.config.url()
+        );
+        // Dropping a runtime inside another one panics; let it wind down on its own.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl S3Backend {
+    /// A backend for `config`, building temporary files in `scratch`. Nothing is sent
+    /// until it is used ([`Backend::init`] checks the bucket answers).
+    pub fn new(config: S3Config, scratch: PathBuf) -> Result<S3Backend, BackendError> {
+        let location = PathBuf::from(config.url());
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_virtual_hosted_style_request(!config.path_style)
+            .with_retry(RetryConfig {
+                max_retries: 6,
+                retry_timeout: Duration::from_secs(120),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout_disabled()
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_read_timeout(Duration::from_secs(120))
+                    .with_allow_http(true),
+            );
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        builder = builder.with_region(config.region.as_deref().unwrap_or("us-east-1"));
+        if let Some(id) = &config.access_key_id {
+            builder = builder.with_access_key_id(id);
+        }
+        if let Some(secret) = &config.secret_access_key {
+            builder = builder.with_secret_access_key(secret.expose_secret());
+        }
+        let store = builder
+            .build()
+            .map_err(|e| BackendError::new(&location, io::Error::other(e.to_string())))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("reposafe-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::new(&location, e))?;
+        Ok(S3Backend {
+            config,
+            store: Arc::new(store),
+            runtime: Some(runtime),
+            scratch,
+            requests: Default::default(),
+        })
+    }
+
+    /// Checks that the bucket answers with these credentials (one listing request):
+    /// a missing bucket or refused credentials fail here, naming the endpoint.
+    pub fn check_bucket(&self) -> Result<(), BackendError> {
+        let store = self.store.clone();
+        let prefix = StorePath::from(self.config.prefix.as_str());
+        let answer = self
+            .run("list bucket", async move {
+                store.list_with_delimiter(Some(&prefix)).await
+            })
+            .map_err(|e| BackendError::new(self.root_location(), e))?;
+        answer
+            .map(drop)
+            .map_err(|e| BackendError::new(self.root_location(), self.io_error(e)))
+    }
+
+    /// Runs `fut` on the backend's runtime and waits for it (from any thread).
+    fn run<T: Send + 'static>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> io::Result<T> {
+        tracing::trace!("object store request: {what}");
+        let Some(rt) = &self.runtime else {
+            return Err(io::Error::other("the S3 client is shut down"));
+        };
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| io::Error::other("the S3 request was dropped"))
+    }
+
+    fn key(&self, rel: &str) -> StorePath {
+        if self.config.prefix.is_empty() {
+            StorePath::from(rel)
+        } else {
+            StorePath::from(format!("{}/{rel}", self.config.prefix))
+        }
+    }
+
+    /// The key relative to the archive's prefix.
+    fn relative<'a>(&self, key: &'a str) -> Option<&'a str> {
+        if self.config.prefix.is_empty() {
+            Some(key)
+        } else {
+            key.strip_prefix(self.config.prefix.as_str())?
+                .strip_prefix('/')
+        }
+    }
+
+    fn err(&self, kind: FileKind, id: &str) -> impl Fn(object_store::Error) -> BackendError + '_ {
+        let location = self.location(kind, id);
+        move |e| BackendError::new(location.clone(), self.io_error(e))
+    }
+
+    /// An `object_store` error as an I/O error of the matching kind, naming the
+    /// endpoint and what to fix where the S3 error code tells it.
+    fn io_error(&self, e: object_store::Error) -> io::Error {
+        use object_store::Error as E;
+        let text = e.to_string();
+        let code = s3_error_code(&text);
+        let endpoint = self.config.endpoint_name();
+        let bucket = &self.config.bucket;
+        let (kind, message) = match (code, &e) {
+            (Some("NoSuchBucket"), _) => (
+                io::ErrorKind::NotFound,
+                format!("the bucket {bucket} does not exist (create it, or check the bucket name and --endpoint)"),
+            ),
+            (Some(c @ ("SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied")), _)
+            | (Some(c), E::PermissionDenied { .. } | E::Unauthenticated { .. }) => (
+                io::ErrorKind::PermissionDenied,
+                format!("the credentials were refused ({c}): check the access key id and secret access key, and that they may use the bucket {bucket}"),
+            ),
+            (Some(c @ "RequestTimeTooSkewed"), _) => (
+                io::ErrorKind::PermissionDenied,
+                format!("this machine's clock differs too much from the server's ({c}): set the time, e.g. with NTP"),
+            ),
+            (Some(c @ "NotImplemented"), _) | (Some(c), E::NotImplemented { .. }) => (
+                io::ErrorKind::Unsupported,
+                format!("the store does not support a request reposafe needs ({c}); it must support conditional writes (If-None-Match)"),
+            ),
+            (_, E::NotFound { .. }) => (io::ErrorKind::NotFound, "not found".to_string()),
+            (_, E::AlreadyExists { .. } | E::Precondition { .. }) => {
+                (io::ErrorKind::AlreadyExists, "already exists".to_string())
+            }
+            (_, E::PermissionDenied { .. } | E::Unauthenticated { .. }) => (
+                io::ErrorKind::PermissionDenied,
+                format!("access refused: check the access key id and secret access key, and that they may use the bucket {bucket}"),
+            ),
+            (Some(c), _) => (io::ErrorKind::Other, format!("S3 error {c}")),
+            (None, _) => (io::ErrorKind::Other, text.chars().take(300).collect()),
+        };
+        io::Error::new(kind, format!("{endpoint}: {message}"))
+    }
+
+    fn put(
+        &self,
+        kind: FileKind,
+        id: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<(), BackendError> {
+        let store = self.store.clone();
+        let key = self.key(&layout::path_of(kind, id));
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        self.run(&format!("put {key}"), async move {
+            store.put_opts(&key, PutPayload::from(bytes), opts).await
+        })
+        .map_err(|e| BackendError::new(self.location(kind, id), e))?
+        .map(drop)
+        .map_err(self.err(kind, id))
+    }
+
+    /// Uploads `first` and the rest of `source` as a multipart upload; aborted (nothing
+    /// stored) if the source or a part fails.
+    fn put_multipart(
+        &self,
+        kind: FileKind,
+        id: &str,
+        first: Vec<u8>,
+        source: &mut dyn Read,
+    ) -> Result<(), BackendError> {
+        let store = self.store.clone();
+        let key = self.key(&layout::path_of(kind, id));
+        let at = |e: io::Error| BackendError::new(self.location(kind, id), e);
+        let upload = self
+            .run(
+                "multipart start",
+                async move { store.put_multipart(&key).await },
+            )
+            .map_err(at)?
+            .map_err(self.err(kind, id))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut chunk = first;
+        loop {
+            if !chunk.is_empty() {
+                let sent = self.run("multipart part", async move {
+                    let ready = writer.wait_for_capacity(PARTS_IN_FLIGHT).await;
+                    writer.write(&chunk);
+                    (writer, ready)
+                });
+                let (w, ready) = sent.map_err(at)?;
+                writer = w;
+                if let Err(e) = ready {
+                    let _ = self.run("multipart abort", writer.abort());
+                    return Err(self.err(kind, id)(e));
+                }
+            }
+            chunk = vec![0u8; PART_SIZE];
+            let n = match read_full(source, &mut chunk) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = self.run("multipart abort", writer.abort());
+                    return Err(at(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+        }
+        self.run("multipart finish", writer.finish())
+            .map_err(at)?
+            .map(drop)
+            .map_err(self.err(kind, id))
+    }
+
+    /// Lists every object under the relative directory `dir` (recursively): (relative key, size).
+    fn list_dir(&self, dir: &str) -> Result<Vec<(String, u64)>, BackendError> {
+        let store = self.store.clone();
+        let prefix = if dir.is_empty() {
+            (!self.config.prefix.is_empty()).then(|| StorePath::from(self.config.prefix.as_str()))
+        } else {
+            Some(self.key(dir))
+        };
+        let listed = self
+            .run(&format!("list {dir}"), async move {
+                let mut out = Vec::new();
+                let mut stream = store.list(prefix.as_ref());
+                while let Some(meta) = stream.next().await {
+                    let meta = meta?;
+                    out.push((meta.location.to_string(), meta.size));
+                }
+                Ok::<_, object_store::Error>(out)
+            })
+            .map_err(|e| BackendError::new(self.root_location(), e))?
+            .map_err(|e| BackendError::new(self.root_location(), self.io_error(e)))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|(key, size)| Some((self.relative(&key)?.to_string(), size)))
+            .collect())
+    }
+}
+
+/// The S3 error code (`<Code>NoSuchBucket</Code>`) in an error's text, if any.
+fn s3_error_code(text: &str) -> Option<&str> {
+    let start = text.find("<Code>")? + "<Code>".len();
+    let len = text[start..].find("</Code>")?;
+    Some(&text[start..start + len])
+}
+
+/// A streaming read: chunks arrive from the runtime through a bounded channel.
+struct StreamReader {
+    chunks: mpsc::Receiver<io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+impl Backend for S3Backend {
+    fn root_location(&self) -> PathBuf {
+        PathBuf::from(self.config.url())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn location(&self, kind: FileKind, id: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "{}/{}",
+            self.config.url(),
+            layout::path_of(kind, id)
+        ))
+    }
+
+    /// Empty: nothing under the prefix but key files (an interrupted creation) and leases.
+    fn is_empty(&self) -> Result<bool, BackendError> {
+        Ok(self
+            .list_dir("")?
+            .iter()
+            .all(|(rel, _)| rel.starts_with("keys/") || rel.starts_with("locks/")))
+    }
+
+    /// Prepares the scratch directory (no request: [`S3Backend::check_bucket`] is
+    /// what `archive init` asks of the bucket).
+    fn init(&self) -> Result<(), BackendError> {
+        std::fs::create_dir_all(&self.scratch).map_err(|e| BackendError::new(&self.scratch, e))
+    }
+
+    fn list_with_size(
+        &self,
+        kind: FileKind,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, BackendError> {
+        let dir = layout::list_dir(kind, prefix);
+        let mut out: Vec<(String, u64)> = if kind == FileKind::Format {
+            self.list_dir("")?
+                .into_iter()
+                .filter(|(rel, _)| rel == "FORMAT")
+                .map(|(_, size)| (String::new(), size))
+                .collect()
+        } else {
+            self.list_dir(&dir)?
+                .into_iter()
+                .filter_map(|(rel, size)| Some((layout::id_of(kind, &rel)?, size)))
+                .collect()
+        };
+        out.retain(|(id, _)| id.starts_with(prefix));
+        out.sort();
+        Ok(out)
+    }
+
+    fn exists(&self, kind: FileKind, id: &str) -> Result<bool, BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let store = self.store.clone();
+        let key = self.key(&layout::path_of(kind, id));
+        match self
+            .run(
+                &format!("head {key}"),
+                async move { store.head(&key).await },
+            )
+            .map_err(|e| BackendError::new(self.location(kind, id), e))?
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(kind, id)(e)),
+        }
+    }
+
+    fn open_read(&self, kind: FileKind, id: &str) -> Result<Box<dyn Read + Send>, BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let store = self.store.clone();
+        let key = self.key(&layout::path_of(kind, id));
+        let got = self
+            .run(&format!("get {key}"), async move { store.get(&key).await })
+            .map_err(|e| BackendError::new(self.location(kind, id), e))?
+            .map_err(self.err(kind, id))?;
+        let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
+        let endpoint = self.config.endpoint_name();
+        if let Some(rt) = &self.runtime {
+            rt.spawn_blocking(move || {
+                let handle = tokio::runtime::Handle::current();
+                let mut stream = got.into_stream();
+                while let Some(chunk) = handle.block_on(stream.next()) {
+                    let chunk = chunk.map_err(|e| io::Error::other(format!("{endpoint}: {e}")));
+                    let failed = chunk.is_err();
+                    if tx.send(chunk).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Box::new(StreamReader {
+            chunks: rx,
+            current: bytes::Bytes::new(),
+        }))
+    }
+
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile, BackendError> {
+        std::fs::create_dir_all(&self.scratch).map_err(|e| BackendError::new(&self.scratch, e))?;
+        tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .suffix(".tmp")
+            .tempfile_in(&self.scratch)
+            .map_err(|e| BackendError::new(&self.scratch, e))
+    }
+
+    fn write(&self, kind: FileKind, id: &str, source: Source<'_>) -> Result<(), BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let at = |e: io::Error| BackendError::new(self.location(kind, id), e);
+        let mut file;
+        let reader: &mut dyn Read = match source {
+            Source::Bytes(bytes) => return self.put(kind, id, bytes.to_vec(), PutMode::Overwrite),
+            Source::Reader(r) => r,
+            Source::TempFile(t) => {
+                file = t.reopen().map_err(at)?;
+                &mut file
+            }
+        };
+        let mut first = vec![0u8; SINGLE_PUT_MAX + 1];
+        let n = read_full(reader, &mut first).map_err(at)?;
+        first.truncate(n);
+        if n <= SINGLE_PUT_MAX {
+            self.put(kind, id, first, PutMode::Overwrite)
+        } else {
+            self.put_multipart(kind, id, first, reader)
+        }
+    }
+
+    fn create_new(&self, kind: FileKind, id: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        self.put(kind, id, bytes.to_vec(), PutMode::Create)
+    }
+
+    fn delete(&self, kind: FileKind, id: &str) -> Result<(), BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let store = self.store.clone();
+        let key = self.key(&layout::path_of(kind, id));
+        match self
+            .run(
+                &format!("delete {key}"),
+                async move { store.delete(&key).await },
+            )
+            .map_err(|e| BackendError::new(self.location(kind, id), e))?
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(kind, id)(e)),
+        }
+    }
+
+    /// Removes leftover temporary files in the scratch directory. An interrupted
+    /// multipart upload stays invisible in the bucket (a lifecycle rule that aborts
+    /// incomplete uploads after a day reclaims its parts).
+    fn clean_tmp(&self) -> Result<usize, BackendError> {
+        let mut n = 0;
+        let entries = match std::fs::read_dir(&self.scratch) {
+            Ok(it) => it,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(BackendError::new(&self.scratch, e)),
+        };
+        for entry in entries {
+            let path = entry
+                .map_err(|e| BackendError::new(&self.scratch, e))?
+                .path();
+            std::fs::remove_file(&path).map_err(|e| BackendError::new(&path, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::S3Config;
+
+    #[test]
+    fn s3_urls_are_parsed_and_bad_ones_named() {
+        assert_eq!(
+            S3Config::parse_url("s3://backups/reposafe/main/").unwrap(),
+            ("backups".to_string(), "reposafe/main".to_string())
+        );
+        assert_eq!(
+            S3Config::parse_url("s3://backups").unwrap(),
+            ("backups".to_string(), String::new())
+        );
+        for bad in [
+            "http://x/y",
+            "s3://B/x",
+            "s3://ab",
+            "s3://okay/../x",
+            "s3://okay/a b",
+        ] {
+            let e = S3Config::parse_url(bad).unwrap_err();
+            assert!(e.contains(bad.trim_end_matches('/')), "{e}");
+        }
+    }
+}

