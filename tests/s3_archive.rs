@@ -169,6 +169,35 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
         "{}",
         moved.all()
     );
+
+    // `check --read-data` reads the bucket, not the data dir's copies of small blobs:
+    // an LFS index damaged in the bucket is found although a good copy is cached.
+    use reposafe::archive::{Backend, FileKind, Source};
+    let read = TempDir::new("reposafe-s3-damage");
+    let store = bucket(&weed, "appliance-1", read.path());
+    let index = store
+        .list(FileKind::Blob, "")
+        .expect("list")
+        .into_iter()
+        .find(|id| {
+            // "RSB1", the codec (0 stored, 1 zstd), the length, the body.
+            let bytes = store.read(FileKind::Blob, id).expect("read");
+            let body = match bytes.get(4) {
+                Some(1) => zstd::decode_all(&bytes[13..]).unwrap_or_default(),
+                _ => bytes[13.min(bytes.len())..].to_vec(),
+            };
+            body.len() < 4096 && body.windows(6).any(|w| w == b"\"oid\":")
+        })
+        .expect("an LFS index blob");
+    let mut bytes = store.read(FileKind::Blob, &index).expect("read");
+    let last = bytes.len() - 2;
+    bytes[last] ^= 1;
+    store
+        .write(FileKind::Blob, &index, Source::Bytes(&bytes))
+        .expect("damage");
+    let check = rs.run(&["check", "--read-data"]);
+    assert_ne!(check.code, 0, "damage found: {}", check.all());
+    assert!(check.all().contains(&index), "{}", check.all());
 }
 
 #[test]
@@ -198,6 +227,28 @@ fn an_encrypted_archive_on_s3_backs_up_and_restores() {
     // The repository's name is in no object of the archive.
     let named = objects_holding(&weed, "encrypted", "acme/docs");
     assert!(named.is_empty(), "{named:?}");
+
+    // A FORMAT changed in the bucket to plain is refused, not written to in clear.
+    {
+        use reposafe::archive::{Backend, FileKind, Source};
+        let read = TempDir::new("reposafe-s3-format");
+        let store = bucket(&weed, "encrypted", read.path());
+        let original = store.read(FileKind::Format, "").expect("format");
+        store
+            .write(FileKind::Format, "", Source::Bytes(b"reposafe-archive 2\n"))
+            .expect("downgrade");
+        let refused = rs.run(&["archive", "show"]);
+        assert_ne!(refused.code, 0);
+        assert!(
+            refused.all().contains("now says otherwise"),
+            "{}",
+            refused.all()
+        );
+        store
+            .write(FileKind::Format, "", Source::Bytes(&original))
+            .expect("restore format");
+        rs.run(&["archive", "show"]).ok();
+    }
 
     // Another appliance opens it with the passphrase only.
     let fresh = Reposafe::new();

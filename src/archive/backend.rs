@@ -201,6 +201,26 @@ pub trait Backend: Send + Sync {
     /// writer is running.
     fn clean_tmp(&self) -> Result<usize, BackendError>;
 
+    /// The version of a file (an object store's ETag), `None` when the store has no
+    /// such thing or the file is absent. Changes whenever the file is replaced.
+    fn version(&self, _kind: FileKind, _id: &str) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
+
+    /// Ids of `kind` starting with `prefix`, with their sizes and versions (see
+    /// [`Backend::version`]), sorted by id.
+    fn list_with_version(
+        &self,
+        kind: FileKind,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, Option<String>)>, BackendError> {
+        Ok(self
+            .list_with_size(kind, prefix)?
+            .into_iter()
+            .map(|(id, size)| (id, size, None))
+            .collect())
+    }
+
     /// Whether other processes (other appliances) may use the store at the same time,
     /// so that prune must take a lease in it (object storage), not only a lock in
     /// this process.

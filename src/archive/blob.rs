@@ -284,7 +284,8 @@ impl Archive {
         ids: impl IntoIterator<Item = &'a BlobId>,
     ) -> Result<(), ArchiveError> {
         for id in ids {
-            if !self.has_blob(id) {
+            // A failure to ask (a network error) is that error, not "missing".
+            if !self.backend.exists(FileKind::Blob, &id.to_hex())? {
                 return Err(ArchiveError::MissingBlob {
                     id: *id,
                     path: self.blob_location(id),

@@ -166,7 +166,9 @@ impl Archive {
             Err(e) if e.kind() == io::ErrorKind::NotFound && backend.is_empty()? => {
                 return Ok(ArchiveLayout::Empty)
             }
-            Err(_) => return Err(not_an_archive()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_an_archive()),
+            // Refused credentials, a network failure: say that, not "not an archive".
+            Err(e) => return Err(e.into()),
         };
         let text = String::from_utf8(bytes).map_err(|_| not_an_archive())?;
         let mut words = text.split_whitespace();
@@ -202,7 +204,9 @@ impl Archive {
             return Self::open_layout(backend, layout);
         }
         backend.init()?;
-        Self::remove_key_files(backend.as_ref())?;
+        if !backend.is_shared() {
+            Self::remove_key_files(backend.as_ref())?;
+        }
         match backend.create_new(FileKind::Format, "", format_line(None).as_bytes()) {
             Ok(()) => Ok(Archive {
                 backend,
@@ -295,8 +299,16 @@ impl Archive {
         sealed: &[(String, Vec<u8>)],
     ) -> Result<Archive, ArchiveError> {
         let location = backend.root_location();
-        match Self::inspect_on(backend.as_ref())? {
+        let layout = Self::inspect_on(backend.as_ref())?;
+        match &layout {
             ArchiveLayout::Empty => {}
+            // Another appliance may have this plain archive open: never convert it.
+            ArchiveLayout::Plain { .. } if backend.is_shared() => {
+                return Err(ArchiveError::Encryption {
+                    path: location,
+                    reason: "it already holds a plain archive (in shared storage one is never converted)".into(),
+                })
+            }
             ArchiveLayout::Plain { .. } if !Self::holds_data(backend.as_ref())? => {}
             ArchiveLayout::Plain { .. } => {
                 return Err(ArchiveError::Encryption {
@@ -318,12 +330,27 @@ impl Archive {
             });
         }
         backend.init()?;
-        Self::remove_key_files(backend.as_ref())?;
+        if !backend.is_shared() {
+            Self::remove_key_files(backend.as_ref())?;
+        }
         for (name, bytes) in sealed {
             backend.create_new(FileKind::Key, name, bytes)?;
         }
         let line = format_line(Some(&key.recipient()));
-        backend.write(FileKind::Format, "", Source::Bytes(line.as_bytes()))?;
+        if layout == ArchiveLayout::Empty {
+            // Only if no one created an archive here meanwhile.
+            match backend.create_new(FileKind::Format, "", line.as_bytes()) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(ArchiveError::Encryption {
+                        path: location,
+                        reason: "another process created an archive here meanwhile; run `archive init` again to attach to it".into(),
+                    })
+                }
+                other => other?,
+            }
+        } else {
+            backend.write(FileKind::Format, "", Source::Bytes(line.as_bytes()))?;
+        }
         Ok(Archive {
             backend,
             key: Some(Arc::new(key)),
@@ -388,6 +415,15 @@ impl Archive {
     pub fn with_small_blob_cache(mut self, dir: PathBuf) -> Archive {
         self.small_blobs = Some(dir);
         self
+    }
+
+    /// The same archive without the small-blob cache: every read goes to the store
+    /// (`check` verifies the archive, not a local copy).
+    pub fn without_cache(&self) -> Archive {
+        Archive {
+            small_blobs: None,
+            ..self.clone()
+        }
     }
 
     /// Whether other appliances may use this archive at once (object storage).

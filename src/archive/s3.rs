@@ -6,7 +6,7 @@
 //! at all (a single PUT, or a multipart upload completed in one step; an interrupted
 //! one stays invisible); `create_new` is a PUT with `If-None-Match: *` (412 →
 //! `AlreadyExists`); reads stream. Files up to [`SINGLE_PUT_MAX`] go up in one PUT,
-//! larger ones as multipart uploads of [`PART_SIZE`] parts, at most two in flight,
+//! larger ones as multipart uploads of [`PART_SIZE`] parts, at most [`PARTS_IN_FLIGHT`] in flight,
 //! so memory stays bounded whatever the size. `object_store` retries 5xx, 429 and
 //! timeouts with backoff.
 //!
@@ -36,8 +36,10 @@ const SINGLE_PUT_MAX: usize = 8 << 20;
 const PART_SIZE: usize = 16 << 20;
 /// Parts uploading at once.
 const PARTS_IN_FLIGHT: usize = 4;
-/// Chunks a streaming read buffers ahead of its reader.
-const READ_AHEAD: usize = 8;
+/// Batches a streaming read buffers ahead of its reader.
+const READ_AHEAD: usize = 4;
+/// The size of a streaming read's batches.
+const READ_BATCH: usize = 1 << 20;
 
 /// Where an S3 archive is and how to reach it.
 #[derive(Clone)]
@@ -114,7 +116,7 @@ impl S3Config {
     pub fn endpoint_name(&self) -> String {
         self.endpoint
             .clone()
-            .unwrap_or_else(|| "AWS S3".to_string())
+            .unwrap_or_else(|| "the S3 endpoint (AWS, or AWS_ENDPOINT)".to_string())
     }
 }
 
@@ -374,6 +376,18 @@ impl S3Backend {
 
     /// Lists every object under the relative directory `dir` (recursively): (relative key, size).
     fn list_dir(&self, dir: &str) -> Result<Vec<(String, u64)>, BackendError> {
+        Ok(self
+            .list_dir_versions(dir)?
+            .into_iter()
+            .map(|(rel, size, _)| (rel, size))
+            .collect())
+    }
+
+    /// [`S3Backend::list_dir`] with each object's ETag.
+    fn list_dir_versions(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<(String, u64, Option<String>)>, BackendError> {
         let store = self.store.clone();
         let prefix = if dir.is_empty() {
             (!self.config.prefix.is_empty()).then(|| StorePath::from(self.config.prefix.as_str()))
@@ -386,7 +400,7 @@ impl S3Backend {
                 let mut stream = store.list(prefix.as_ref());
                 while let Some(meta) = stream.next().await {
                     let meta = meta?;
-                    out.push((meta.location.to_string(), meta.size));
+                    out.push((meta.location.to_string(), meta.size, meta.e_tag));
                 }
                 Ok::<_, object_store::Error>(out)
             })
@@ -394,7 +408,7 @@ impl S3Backend {
             .map_err(|e| BackendError::new(self.root_location(), self.io_error(e)))?;
         Ok(listed
             .into_iter()
-            .filter_map(|(key, size)| Some((self.relative(&key)?.to_string(), size)))
+            .filter_map(|(key, size, tag)| Some((self.relative(&key)?.to_string(), size, tag)))
             .collect())
     }
 }
@@ -435,6 +449,38 @@ impl Backend for S3Backend {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn version(&self, kind: FileKind, id: &str) -> Result<Option<String>, BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let store = self.store.clone();
+        let key = self.key(&layout::path_of(kind, id));
+        match self
+            .run(
+                &format!("head {key}"),
+                async move { store.head(&key).await },
+            )
+            .map_err(|e| BackendError::new(self.location(kind, id), e))?
+        {
+            Ok(meta) => Ok(meta.e_tag),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(kind, id)(e)),
+        }
+    }
+
+    fn list_with_version(
+        &self,
+        kind: FileKind,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, Option<String>)>, BackendError> {
+        let mut out: Vec<_> = self
+            .list_dir_versions(&layout::list_dir(kind, prefix))?
+            .into_iter()
+            .filter_map(|(rel, size, tag)| Some((layout::id_of(kind, &rel)?, size, tag)))
+            .filter(|(id, _, _)| id.starts_with(prefix))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     fn location(&self, kind: FileKind, id: &str) -> PathBuf {
@@ -513,11 +559,30 @@ impl Backend for S3Backend {
             rt.spawn_blocking(move || {
                 let handle = tokio::runtime::Handle::current();
                 let mut stream = got.into_stream();
-                while let Some(chunk) = handle.block_on(stream.next()) {
-                    let chunk = chunk.map_err(|e| io::Error::other(format!("{endpoint}: {e}")));
-                    let failed = chunk.is_err();
-                    if tx.send(chunk).is_err() || failed {
-                        break;
+                // The body arrives in small frames: hand it over in batches of about
+                // READ_BATCH, so the reader's thread is woken once per batch.
+                let mut batch = bytes::BytesMut::new();
+                loop {
+                    let next = handle.block_on(stream.next());
+                    let end = match next {
+                        Some(Ok(chunk)) => {
+                            batch.extend_from_slice(&chunk);
+                            if batch.len() < READ_BATCH {
+                                continue;
+                            }
+                            false
+                        }
+                        Some(Err(e)) => {
+                            let _ = tx.send(Err(io::Error::other(format!("{endpoint}: {e}"))));
+                            return;
+                        }
+                        None => true,
+                    };
+                    if !batch.is_empty() && tx.send(Ok(batch.split().freeze())).is_err() {
+                        return;
+                    }
+                    if end {
+                        return;
                     }
                 }
             });
@@ -549,10 +614,12 @@ impl Backend for S3Backend {
                 &mut file
             }
         };
-        let mut first = vec![0u8; SINGLE_PUT_MAX + 1];
-        let n = read_full(reader, &mut first).map_err(at)?;
-        first.truncate(n);
-        if n <= SINGLE_PUT_MAX {
+        let mut first = Vec::new();
+        reader
+            .take(SINGLE_PUT_MAX as u64 + 1)
+            .read_to_end(&mut first)
+            .map_err(at)?;
+        if first.len() <= SINGLE_PUT_MAX {
             self.put(kind, id, first, PutMode::Overwrite)
         } else {
             self.put_multipart(kind, id, first, reader)

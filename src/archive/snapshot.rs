@@ -16,6 +16,7 @@ use super::{Archive, ArchiveError, BlobId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use time::OffsetDateTime;
 
 /// A snapshot's id: `<UTC time as YYYYMMDDTHHMMSSZ>-<8 hex digits>`.
@@ -327,7 +328,7 @@ impl Archive {
         let bytes = self.encode_manifest(snap, &mid)?;
         match self.backend.create_new(FileKind::Snapshot, &mid, &bytes) {
             Ok(()) => {
-                self.cache_manifest(&mid, bytes.len() as u64, snap);
+                self.cache_written(&mid, snap);
                 Ok(bytes.len() as u64)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -358,7 +359,7 @@ impl Archive {
         let bytes = self.encode_manifest(new, &mid)?;
         self.backend
             .write(FileKind::Snapshot, &mid, super::Source::Bytes(&bytes))?;
-        self.cache_manifest(&mid, bytes.len() as u64, new);
+        self.cache_written(&mid, new);
         Ok(bytes.len() as u64)
     }
 
@@ -420,11 +421,11 @@ impl Archive {
         repo: &RepoIdentity,
     ) -> Result<Option<Snapshot>, ArchiveError> {
         let prefix = format!("{}/", repo.dir_name());
-        let names: Vec<(String, u64)> = self
+        let names: Vec<(String, Option<String>)> = self
             .backend
-            .list_with_size(FileKind::Snapshot, &prefix)?
+            .list_with_version(FileKind::Snapshot, &prefix)?
             .into_iter()
-            .filter_map(|(mid, size)| Some((mid.strip_prefix(&prefix)?.to_string(), size)))
+            .filter_map(|(mid, _, version)| Some((mid.strip_prefix(&prefix)?.to_string(), version)))
             .filter(|(name, _)| SnapshotId::parse(name).is_ok())
             .collect();
         let Some((newest, _)) = names.iter().max() else {
@@ -433,8 +434,9 @@ impl Archive {
         // Several snapshots can share a second; compare their recorded times.
         let second = newest[..16].to_string();
         let mut best: Option<Snapshot> = None;
-        for (name, size) in names.iter().filter(|(n, _)| n.starts_with(&second)) {
-            let snap = self.read_manifest_sized(&format!("{prefix}{name}"), *size)?;
+        for (name, version) in names.iter().filter(|(n, _)| n.starts_with(&second)) {
+            let snap =
+                self.read_manifest_version(&format!("{prefix}{name}"), version.as_deref())?;
             if best
                 .as_ref()
                 .is_none_or(|b| (snap.taken_at, &snap.id) > (b.taken_at, &b.id))
@@ -445,18 +447,17 @@ impl Archive {
         Ok(best)
     }
 
-    /// Reads a manifest whose stored size is `size`, from the small-blob cache when it
-    /// holds a copy of that manifest of that size (a manifest is replaced only by
-    /// prune's rewrite, whose size differs when its packs do; a copy that is stale all
-    /// the same only makes the next backup compare against older packs and write a
-    /// snapshot it could have skipped).
-    fn read_manifest_sized(&self, mid: &str, size: u64) -> Result<Snapshot, ArchiveError> {
-        let Some(dir) = &self.small_blobs else {
+    /// Reads a manifest whose stored version (an object store's ETag) is `version`,
+    /// from the small-blob cache when it holds a copy of that version: a rewrite by
+    /// prune (from any appliance) gives the manifest a new version.
+    fn read_manifest_version(
+        &self,
+        mid: &str,
+        version: Option<&str>,
+    ) -> Result<Snapshot, ArchiveError> {
+        let Some(copy) = self.manifest_copy(mid, version) else {
             return self.read_manifest(mid);
         };
-        let copy = dir
-            .join("manifests")
-            .join(format!("{}-{size}.json", mid.replace('/', "_")));
         if let Some(snap) = std::fs::read(&copy)
             .ok()
             .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok())
@@ -464,24 +465,44 @@ impl Archive {
             return Ok(snap);
         }
         let snap = self.read_manifest(mid)?;
-        self.cache_manifest(mid, size, &snap);
+        self.cache_manifest(mid, version, &snap);
         Ok(snap)
     }
 
-    /// Keeps a copy of a manifest of stored size `size` (best effort).
-    fn cache_manifest(&self, mid: &str, size: u64, snap: &Snapshot) {
-        let Some(dir) = &self.small_blobs else { return };
-        let dir = dir.join("manifests");
-        let copy = dir.join(format!("{}-{size}.json", mid.replace('/', "_")));
+    /// Where the cached copy of a manifest version lives, when there is a cache and a version.
+    fn manifest_copy(&self, mid: &str, version: Option<&str>) -> Option<PathBuf> {
+        let dir = self.small_blobs.as_ref()?;
+        let tag = blake3::hash(version?.as_bytes()).to_hex();
+        Some(
+            dir.join("manifests")
+                .join(format!("{}-{}.json", mid.replace('/', "_"), &tag[..16])),
+        )
+    }
+
+    /// Keeps a copy of a manifest version (best effort).
+    fn cache_manifest(&self, mid: &str, version: Option<&str>, snap: &Snapshot) {
+        let Some(copy) = self.manifest_copy(mid, version) else {
+            return;
+        };
         let Ok(json) = serde_json::to_vec(snap) else {
             return;
         };
         let tmp = copy.with_extension(format!("tmp-{}", std::process::id()));
-        let kept = std::fs::create_dir_all(&dir)
+        let kept = std::fs::create_dir_all(copy.parent().unwrap_or(&copy))
             .and_then(|()| std::fs::write(&tmp, json))
             .and_then(|()| std::fs::rename(&tmp, &copy));
         if kept.is_err() {
             let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// Caches a manifest just written (asking the store for its version).
+    fn cache_written(&self, mid: &str, snap: &Snapshot) {
+        if self.small_blobs.is_none() {
+            return;
+        }
+        if let Ok(Some(version)) = self.backend.version(FileKind::Snapshot, mid) {
+            self.cache_manifest(mid, Some(&version), snap);
         }
     }
 

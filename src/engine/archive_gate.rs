@@ -54,7 +54,8 @@ impl ArchiveGate {
     /// the archive is in shared storage.
     pub fn for_archive(archive: &Archive, data_dir: &Path) -> Result<ArchiveGate, EngineError> {
         let lease = if archive.is_shared() {
-            Some(Lease::new(archive.clone(), appliance_id(data_dir)?))
+            let me = format!("{}.{:08x}", appliance_id(data_dir)?, rand::random::<u32>());
+            Some(Lease::new(archive.clone(), me))
         } else {
             None
         };
@@ -82,11 +83,12 @@ impl ArchiveGate {
     /// Held by the sweep, alone: in this process, and in shared storage among every
     /// appliance (a conflict when another prunes or keeps using the archive).
     pub fn exclusive(&self) -> Result<ExclusiveGuard<'_>, EngineError> {
-        let write = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        // Other appliances first (that wait may be long), then this process's users.
         let prune = match &self.lease {
             Some(lease) => Some(lease.prune()?),
             None => None,
         };
+        let write = self.lock.write().unwrap_or_else(|p| p.into_inner());
         Ok(ExclusiveGuard {
             _prune: prune,
             _write: write,

@@ -108,10 +108,33 @@ fn parse_key(text: &str, what: &str) -> Result<ArchiveKey, EngineError> {
 /// `REPOSAFE_ARCHIVE_PASSPHRASE` (and then given a copy of its key sealed to the vault).
 pub(crate) fn open_archive(data_dir: &Path, vault: &Vault) -> Result<Archive, EngineError> {
     let backend = archive_location::backend(data_dir, vault)?;
-    match Archive::inspect_on(backend.as_ref())? {
+    let layout = Archive::inspect_on(backend.as_ref())?;
+    refuse_downgrade(data_dir, &backend, &layout)?;
+    match layout {
         ArchiveLayout::Encrypted { .. } => unlock(backend, vault),
         ArchiveLayout::Empty => Ok(Archive::open_or_create_on(backend)?),
         layout @ ArchiveLayout::Plain { .. } => Ok(Archive::open_plain_on(backend, layout)?),
+    }
+}
+
+/// Refuses an archive recorded as encrypted that now reads as plain or as encrypted to
+/// another key: someone with access to the bucket changed it, and writing on would
+/// store plaintext (or lock this data dir out).
+fn refuse_downgrade(
+    data_dir: &Path,
+    backend: &Arc<dyn Backend>,
+    layout: &ArchiveLayout,
+) -> Result<(), EngineError> {
+    let Some(expected) = archive_location::encrypted_to(data_dir)? else {
+        return Ok(());
+    };
+    match layout {
+        ArchiveLayout::Encrypted { recipient } if *recipient == expected => Ok(()),
+        _ => Err(EngineError::Conflict(format!(
+            "the archive at {} was encrypted to {expected} when this data dir attached to it, but its FORMAT now says otherwise: \
+             someone with access to the store changed it; reposafe does not write to it (check the bucket)",
+            backend.root_location().display()
+        ))),
     }
 }
 
@@ -167,10 +190,14 @@ fn key_from_environment(files: &[(String, Vec<u8>)]) -> Result<Option<ArchiveKey
             return parse_key(&text, &format!("archive key file {name}")).map(Some);
         }
     }
-    Err(EngineError::Invalid(format!(
-        "{ARCHIVE_PASSPHRASE_ENV} opens none of the archive's {} passphrase key file(s): check the passphrase",
-        candidates.len()
-    )))
+    Err(EngineError::Invalid(if candidates.is_empty() {
+        format!("{ARCHIVE_PASSPHRASE_ENV} is set, but the archive has no passphrase key (add one with `reposafe archive key add` where the archive opens)")
+    } else {
+        format!(
+            "{ARCHIVE_PASSPHRASE_ENV} opens none of the archive's {} passphrase key file(s): check the passphrase",
+            candidates.len()
+        )
+    }))
 }
 
 fn locked(backend: &Arc<dyn Backend>, keys: usize) -> EngineError {
@@ -207,8 +234,7 @@ pub fn init_archive(data_dir: &Path, req: ArchiveInit) -> Result<ArchiveInitRepo
         Some(loc) => {
             let config = archive_location::s3_config(loc)?;
             let s3 = archive_location::s3_backend(data_dir, config.clone())?;
-            s3.check_bucket()
-                .map_err(crate::archive::ArchiveError::from)?;
+            archive_location::check_store(&s3)?;
             let backend: Arc<dyn Backend> = s3;
             refuse_leaving_backups(current.as_ref(), backend.as_ref())?;
             (backend, Some(config))
@@ -241,7 +267,12 @@ pub fn init_archive(data_dir: &Path, req: ArchiveInit) -> Result<ArchiveInitRepo
         Archive::open_or_create_on(backend)?
     };
     if let Some(config) = &s3 {
-        archive_location::save(data_dir, &vault, config)?;
+        archive_location::save(
+            data_dir,
+            &vault,
+            config,
+            archive.key().map(ArchiveKey::recipient),
+        )?;
     }
     Ok(ArchiveInitReport {
         created,

@@ -2,10 +2,10 @@
 //! (the in-process half is `archive_gate`).
 //!
 //! Two kinds of lease file live in the archive's `locks/`:
-//! - `use-<appliance>`: this appliance is using the archive's blobs (a backup between
-//!   finding a blob and naming it in a manifest, a restore, a check). One per
-//!   appliance, held while any of its users is and [`LINGER`] after the last (so a
-//!   job going from repository to repository costs no requests), renewed while held,
+//! - `use-<holder>`: this process is using the archive's blobs (a backup between
+//!   finding a blob and naming it in a manifest, a consolidation, a restore, a check).
+//!   One per process, held while any of its users is and [`LINGER`] after the last (so
+//!   a job going from repository to repository costs no requests), renewed while held,
 //!   released when the process closes the archive.
 //! - `prune`: one appliance is sweeping. Created only if absent (`If-None-Match`), so
 //!   one appliance wins; renewed while held; taken over only once expired.
@@ -15,18 +15,23 @@
 //! order (S3 is strongly consistent), so of a user and a pruner starting together at
 //! least one sees the other: the user waits until the prune is over, or the pruner
 //! waits until the user is done (at most [`WAIT_FOR_USERS`], then it gives up and
-//! deletes nothing). A lease expires [`TTL`] after its last renewal, so an appliance
-//! that died holding one blocks the others for at most that long.
+//! deletes nothing). A process that holds its lease still looks for a pruner every
+//! [`RECHECK`] when a new user comes, and lets it in once its current users are done.
+//! A lease expires [`TTL`] after its last renewal, so an appliance that died holding
+//! one blocks the others for at most that long. Holders are named
+//! `<appliance id>.<process nonce>`: a copied data dir is another holder, and a prune
+//! lease left by this appliance's previous process is taken over at once.
 
 use super::EngineError;
 use crate::archive::Archive;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-/// How long a lease lasts after its last renewal.
-const TTL: Duration = Duration::from_secs(600);
+/// How long a lease lasts after its last renewal, by the writer's clock. Object stores
+/// refuse requests signed more than 15 minutes off their time, so with 30 minutes a
+/// lease renewed every 2 minutes stays valid to every appliance the store accepts.
+const TTL: Duration = Duration::from_secs(1800);
 /// How often a held lease is renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(120);
 /// How often a waiting user or pruner looks again.
@@ -37,6 +42,8 @@ const WAIT_FOR_USERS: Duration = Duration::from_secs(1800);
 const LINGER: Duration = Duration::from_secs(30);
 /// How often the lease thread wakes.
 const TICK: Duration = Duration::from_secs(5);
+/// How often a process holding its `use-` lease looks for a pruner as users come.
+const RECHECK: Duration = Duration::from_secs(30);
 
 const PRUNE: &str = "prune";
 
@@ -66,17 +73,23 @@ fn valid_holder(bytes: &[u8]) -> Option<String> {
     (r.expires > now()).then_some(r.holder)
 }
 
-/// This appliance's leases on one shared archive.
+/// The appliance part of a holder's name.
+fn appliance_of(holder: &str) -> &str {
+    holder.split('.').next().unwrap_or(holder)
+}
+
+/// This process's leases on one shared archive.
 pub(crate) struct Lease {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     archive: Archive,
-    /// This appliance's id (`<data>/appliance-id`).
+    /// This process: `<appliance id>.<nonce>`.
     me: String,
     users: Mutex<Users>,
-    pruning: AtomicBool,
+    /// Whether this process holds `prune`; its lock orders renewal against release.
+    pruning: Mutex<bool>,
 }
 
 /// This process's use of the archive.
@@ -84,16 +97,28 @@ struct Users {
     count: usize,
     /// Whether the `use-` lease file is written (and not yet released).
     held: bool,
+    /// When it was last written successfully.
+    renewed: Instant,
+    /// When a pruner was last looked for (`None`: look at the next user).
+    prune_checked: Option<Instant>,
     /// When the count last fell to zero.
     idle_since: Option<Instant>,
 }
 
 impl Inner {
     fn use_name(&self) -> String {
-        format!("use-{}", self.me)
+        format!("use-{}", self.me.replace('.', "-"))
     }
 
-    /// Renews what this appliance holds and releases an idle `use-` lease, until the
+    fn lock_users(&self) -> MutexGuard<'_, Users> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_pruning(&self) -> MutexGuard<'_, bool> {
+        self.pruning.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews what this process holds and releases an idle `use-` lease, until the
     /// lease is dropped.
     fn renew_until_dropped(weak: Weak<Inner>) {
         let mut renewed = Instant::now();
@@ -105,22 +130,26 @@ impl Inner {
                 renewed = Instant::now();
             }
             {
-                let mut users = inner.users.lock().unwrap_or_else(|p| p.into_inner());
+                let mut users = inner.lock_users();
                 let idle = users.idle_since.is_some_and(|t| t.elapsed() >= LINGER);
                 if users.held && users.count == 0 && idle {
                     inner.release_use(&mut users);
                 } else if users.held && renew {
-                    if let Err(e) = inner
+                    match inner
                         .archive
                         .write_lease(&inner.use_name(), &record(&inner.me))
                     {
-                        tracing::warn!("cannot renew the archive use lease: {e}");
+                        Ok(()) => users.renewed = Instant::now(),
+                        Err(e) => tracing::warn!("cannot renew the archive use lease: {e}"),
                     }
                 }
             }
-            if renew && inner.pruning.load(Ordering::SeqCst) {
-                if let Err(e) = inner.archive.write_lease(PRUNE, &record(&inner.me)) {
-                    tracing::warn!("cannot renew the prune lease: {e}");
+            if renew {
+                let pruning = inner.lock_pruning();
+                if *pruning {
+                    if let Err(e) = inner.archive.write_lease(PRUNE, &record(&inner.me)) {
+                        tracing::warn!("cannot renew the prune lease: {e}");
+                    }
                 }
             }
         }
@@ -133,16 +162,25 @@ impl Inner {
         }
     }
 
-    /// Who else holds `prune`, if anyone.
+    /// Who else holds a valid `prune`, if anyone (this appliance's earlier process
+    /// does not count: one process has a data dir at a time).
     fn other_pruner(&self) -> Result<Option<String>, EngineError> {
         let holder = self
             .archive
             .read_lease(PRUNE)?
             .and_then(|b| valid_holder(&b));
-        Ok(holder.filter(|h| *h != self.me))
+        Ok(holder.filter(|h| appliance_of(h) != appliance_of(&self.me)))
     }
 
-    /// Other appliances whose `use-` lease is valid.
+    /// The current holder of `prune`, valid or not.
+    fn prune_holder(&self) -> Result<Option<String>, EngineError> {
+        Ok(self
+            .archive
+            .read_lease(PRUNE)?
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok().map(|r| r.holder)))
+    }
+
+    /// Other processes whose `use-` lease is valid.
     fn other_users(&self) -> Result<Vec<String>, EngineError> {
         let mine = self.use_name();
         Ok(self
@@ -162,7 +200,7 @@ pub(crate) struct UseGuard {
 
 impl Drop for UseGuard {
     fn drop(&mut self) {
-        let mut users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
+        let mut users = self.inner.lock_users();
         users.count = users.count.saturating_sub(1);
         if users.count == 0 {
             users.idle_since = Some(Instant::now());
@@ -170,37 +208,45 @@ impl Drop for UseGuard {
     }
 }
 
+/// Held while this process prunes (see [`Lease::prune`]).
+pub(crate) struct PruneGuard {
+    inner: Arc<Inner>,
+    /// Whether the lease is this process's to delete when done.
+    release: bool,
+}
+
+impl Drop for PruneGuard {
+    fn drop(&mut self) {
+        let mut pruning = self.inner.lock_pruning();
+        *pruning = false;
+        if !self.release {
+            return;
+        }
+        // Only our own lease: one taken over meanwhile is the taker's.
+        match self.inner.prune_holder() {
+            Ok(Some(holder)) if holder != self.inner.me => {}
+            _ => {
+                if let Err(e) = self.inner.archive.delete_lease(PRUNE) {
+                    tracing::warn!("cannot release the prune lease: {e}");
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Lease {
     /// The archive is closed (the process ends): nothing of it is in use any more.
     fn drop(&mut self) {
-        let mut users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
+        let mut users = self.inner.lock_users();
         if users.held {
             self.inner.release_use(&mut users);
         }
     }
 }
 
-/// Held while this appliance prunes (see [`Lease::prune`]).
-pub(crate) struct PruneGuard {
-    inner: Arc<Inner>,
-    /// Whether the lease is this appliance's to delete when done.
-    release: bool,
-}
-
-impl Drop for PruneGuard {
-    fn drop(&mut self) {
-        self.inner.pruning.store(false, Ordering::SeqCst);
-        if !self.release {
-            return;
-        }
-        if let Err(e) = self.inner.archive.delete_lease(PRUNE) {
-            tracing::warn!("cannot release the prune lease: {e}");
-        }
-    }
-}
-
 impl Lease {
-    /// Leases of appliance `me` on `archive` (nothing is written until used).
+    /// Leases of process `me` (`<appliance id>.<nonce>`) on `archive`; nothing is
+    /// written until used.
     pub(crate) fn new(archive: Archive, me: String) -> Lease {
         let inner = Arc::new(Inner {
             archive,
@@ -208,9 +254,11 @@ impl Lease {
             users: Mutex::new(Users {
                 count: 0,
                 held: false,
+                renewed: Instant::now(),
+                prune_checked: None,
                 idle_since: None,
             }),
-            pruning: AtomicBool::new(false),
+            pruning: Mutex::new(false),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -220,28 +268,53 @@ impl Lease {
         Lease { inner }
     }
 
-    /// Marks this appliance as using the archive, waiting while another prunes.
+    /// Marks this process as using the archive, waiting while another appliance prunes.
     pub(crate) fn enter(&self) -> Result<UseGuard, EngineError> {
         let inner = &self.inner;
-        let mut users = inner.users.lock().unwrap_or_else(|p| p.into_inner());
-        // While the lease stays written, a pruner that started meanwhile waits for it.
-        if !users.held {
-            let mut told = false;
-            loop {
+        let mut told = false;
+        let mut users = inner.lock_users();
+        loop {
+            // A lease renewed lately is valid to everyone: a pruner that started
+            // meanwhile waits for it. Look for one now and then all the same, so new
+            // users wait for it instead of keeping it out for ever.
+            let fresh = users.held && users.renewed.elapsed() < TTL / 2;
+            let checked_lately = users.prune_checked.is_some_and(|t| t.elapsed() < RECHECK);
+            if fresh && checked_lately {
+                break;
+            }
+            if !fresh {
                 inner
                     .archive
                     .write_lease(&inner.use_name(), &record(&inner.me))?;
-                let Some(pruner) = inner.other_pruner()? else {
-                    break;
-                };
-                inner.archive.delete_lease(&inner.use_name())?;
-                if !told {
-                    tracing::info!("appliance {pruner} is pruning the archive: waiting");
-                    told = true;
-                }
-                std::thread::sleep(POLL);
+                users.held = true;
+                users.renewed = Instant::now();
             }
-            users.held = true;
+            users.prune_checked = Some(Instant::now());
+            let pruner = match inner.other_pruner() {
+                Ok(p) => p,
+                Err(e) => {
+                    if users.count == 0 {
+                        inner.release_use(&mut users);
+                    }
+                    return Err(e);
+                }
+            };
+            let Some(pruner) = pruner else { break };
+            // Step aside once this process's current users are done.
+            if users.count == 0 && users.held {
+                inner.release_use(&mut users);
+            }
+            if !told {
+                tracing::info!(
+                    "appliance {} is pruning the archive: waiting",
+                    appliance_of(&pruner)
+                );
+                told = true;
+            }
+            users.prune_checked = None;
+            drop(users);
+            std::thread::sleep(POLL);
+            users = inner.lock_users();
         }
         users.count += 1;
         users.idle_since = None;
@@ -250,7 +323,7 @@ impl Lease {
         })
     }
 
-    /// Takes the prune lease and waits until no other appliance uses the archive.
+    /// Takes the prune lease and waits until no other process uses the archive.
     /// Another appliance pruning, or users that stay past [`WAIT_FOR_USERS`], is a
     /// conflict: nothing is deleted.
     pub(crate) fn prune(&self) -> Result<PruneGuard, EngineError> {
@@ -262,25 +335,27 @@ impl Lease {
         if !inner.archive.create_lease(PRUNE, &record(&inner.me))? {
             if let Some(holder) = inner.other_pruner()? {
                 return Err(EngineError::Conflict(format!(
-                    "appliance {holder} is pruning this archive; try again when it is done"
+                    "appliance {} is pruning this archive; try again when it is done",
+                    appliance_of(&holder)
                 )));
             }
-            // Expired (or ours from before a restart): take it over.
+            // Expired, or left by this appliance's previous process: take it over.
             inner.archive.write_lease(PRUNE, &record(&inner.me))?;
         }
+        *inner.lock_pruning() = true;
         let mut guard = PruneGuard {
             inner: inner.clone(),
             release: true,
         };
-        inner.pruning.store(true, Ordering::SeqCst);
         // Two appliances taking over an expired lease at once: the later write wins,
         // and the other sees it here and backs off (leaving the lease to the winner).
         std::thread::sleep(Duration::from_millis(200));
-        if let Some(holder) = inner.other_pruner()? {
+        if inner.prune_holder()?.as_deref() != Some(inner.me.as_str()) {
             guard.release = false;
-            return Err(EngineError::Conflict(format!(
-                "appliance {holder} took the prune lease of this archive; try again when it is done"
-            )));
+            return Err(EngineError::Conflict(
+                "another appliance took the prune lease of this archive; try again when it is done"
+                    .into(),
+            ));
         }
         let start = Instant::now();
         loop {
@@ -289,9 +364,10 @@ impl Lease {
                 return Ok(guard);
             }
             if start.elapsed() >= wait {
+                let names: Vec<&str> = users.iter().map(|u| appliance_of(u)).collect();
                 return Err(EngineError::Conflict(format!(
                     "appliance(s) {} kept using this archive for {} s; prune deleted nothing, try again later",
-                    users.join(", "),
+                    names.join(", "),
                     wait.as_secs()
                 )));
             }
@@ -313,8 +389,8 @@ mod tests {
         let b = Archive::open(dir.path()).expect("archive");
         (
             dir,
-            Lease::new(a, "aaaa".into()),
-            Lease::new(b, "bbbb".into()),
+            Lease::new(a, "aaaa.1".into()),
+            Lease::new(b, "bbbb.1".into()),
         )
     }
 
@@ -363,7 +439,7 @@ mod tests {
     fn an_expired_prune_lease_is_taken_over() {
         let (_dir, a, b) = two_appliances();
         let stale = serde_json::to_vec(&Record {
-            holder: "aaaa".into(),
+            holder: "aaaa.0".into(),
             expires: now() - 1,
         })
         .expect("json");
@@ -375,7 +451,7 @@ mod tests {
             .read_lease(PRUNE)
             .expect("read")
             .expect("held");
-        assert_eq!(valid_holder(&held).as_deref(), Some("bbbb"));
+        assert_eq!(valid_holder(&held).as_deref(), Some("bbbb.1"));
         drop(guard);
     }
 }

@@ -44,6 +44,10 @@ struct StoredLocation {
     /// The secret access key sealed by the vault, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secret_access_key_sealed: Option<String>,
+    /// The recipient of the archive's key when it is encrypted: opening it any other
+    /// way (a `FORMAT` changed in the bucket to plain) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encrypted_to: Option<String>,
 }
 
 fn location_file(data_dir: &Path) -> PathBuf {
@@ -62,7 +66,17 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         message,
     })?;
     if let Some(e) = &loc.endpoint {
-        let ok = url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        let parsed = url::Url::parse(e).ok();
+        if parsed
+            .as_ref()
+            .is_some_and(|u| !u.username().is_empty() || u.password().is_some())
+        {
+            return Err(EngineError::Field {
+                field: "endpoint".into(),
+                message: "the endpoint URL must not hold credentials: use --access-key-id and --secret-access-key-file".into(),
+            });
+        }
+        let ok = parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https"));
         if !ok {
             return Err(EngineError::Field {
                 field: "endpoint".into(),
@@ -93,12 +107,33 @@ pub(crate) fn s3_backend(data_dir: &Path, config: S3Config) -> Result<Arc<S3Back
     Ok(Arc::new(backend))
 }
 
-/// The data dir's archive backend: the recorded S3 location, else `<data>/archive/`.
-pub(crate) fn backend(data_dir: &Path, vault: &Vault) -> Result<Arc<dyn Backend>, EngineError> {
+/// Checks a store before an archive is created or attached there: the bucket answers
+/// with these credentials, and it honours `If-None-Match` (a second create of the same
+/// object must fail: manifests and the prune lease rely on it).
+pub(crate) fn check_store(s3: &S3Backend) -> Result<(), EngineError> {
+    use crate::archive::{ArchiveError, FileKind};
+    s3.check_bucket().map_err(ArchiveError::from)?;
+    let probe = format!("probe-{:08x}", rand::random::<u32>());
+    s3.create_new(FileKind::Lock, &probe, b"probe")
+        .map_err(ArchiveError::from)?;
+    let second = s3.create_new(FileKind::Lock, &probe, b"probe");
+    let _ = s3.delete(FileKind::Lock, &probe);
+    match second {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(ArchiveError::from(e).into()),
+        Ok(()) => Err(EngineError::Invalid(format!(
+            "{}: the store ignores conditional writes (If-None-Match): reposafe needs them so that no manifest or lease is overwritten; use a store that supports them",
+            s3.root_location().display()
+        ))),
+    }
+}
+
+/// The recorded location, `None` for the default directory.
+fn stored(data_dir: &Path) -> Result<Option<StoredLocation>, EngineError> {
     let path = location_file(data_dir);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(local_backend(data_dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(EngineError::DataDir {
                 path,
@@ -106,11 +141,29 @@ pub(crate) fn backend(data_dir: &Path, vault: &Vault) -> Result<Arc<dyn Backend>
             })
         }
     };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| EngineError::DataDir {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// The recipient the recorded archive was encrypted to, if it was.
+pub(crate) fn encrypted_to(data_dir: &Path) -> Result<Option<String>, EngineError> {
+    Ok(stored(data_dir)?.and_then(|s| s.encrypted_to))
+}
+
+/// The data dir's archive backend: the recorded S3 location, else `<data>/archive/`.
+pub(crate) fn backend(data_dir: &Path, vault: &Vault) -> Result<Arc<dyn Backend>, EngineError> {
+    let Some(stored) = stored(data_dir)? else {
+        return Ok(local_backend(data_dir));
+    };
+    let path = location_file(data_dir);
     let bad = |reason: String| EngineError::DataDir {
         path: path.clone(),
         reason,
     };
-    let stored: StoredLocation = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let secret = match &stored.secret_access_key_sealed {
         Some(hex_text) => {
             let sealed = hex::decode(hex_text).map_err(|e| bad(format!("sealed secret: {e}")))?;
@@ -129,8 +182,14 @@ pub(crate) fn backend(data_dir: &Path, vault: &Vault) -> Result<Arc<dyn Backend>
     Ok(s3_backend(data_dir, config)?)
 }
 
-/// Records an S3 location (the secret sealed by `vault`), replacing the file atomically.
-pub(crate) fn save(data_dir: &Path, vault: &Vault, config: &S3Config) -> Result<(), EngineError> {
+/// Records an S3 location (the secret sealed by `vault`) and the recipient of the
+/// archive there when it is encrypted, replacing the file atomically.
+pub(crate) fn save(
+    data_dir: &Path,
+    vault: &Vault,
+    config: &S3Config,
+    encrypted_to: Option<String>,
+) -> Result<(), EngineError> {
     let sealed = match &config.secret_access_key {
         Some(secret) => Some(hex::encode(vault.seal_secret(secret)?)),
         None => None,
@@ -142,6 +201,7 @@ pub(crate) fn save(data_dir: &Path, vault: &Vault, config: &S3Config) -> Result<
         path_style: config.path_style,
         access_key_id: config.access_key_id.clone(),
         secret_access_key_sealed: sealed,
+        encrypted_to,
     };
     let path = location_file(data_dir);
     let io = |e: std::io::Error| EngineError::DataDir {

@@ -53,12 +53,20 @@ pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineErr
     let subset = subset_fraction(req)?;
     // Prune's sweep waits: a blob it deletes would show as damage.
     let _archive = ctx.gate.shared()?;
-    let archive = &ctx.archive;
+    // The archive itself, not a local copy of its small blobs.
+    let uncached = ctx.archive.without_cache();
+    let archive = &uncached;
     let snaps = archive.all_snapshots()?;
     let (mut needed, indexes) = needed_by(archive, &snaps);
     for id in needed.uses.keys() {
-        if !needed.damage.contains_key(id) && !archive.has_blob(id) {
-            needed.damage.insert(*id, "missing".to_string());
+        if !needed.damage.contains_key(id) {
+            match archive.require_blobs([id]) {
+                Ok(()) => {}
+                Err(ArchiveError::MissingBlob { .. }) => {
+                    needed.damage.insert(*id, "missing".to_string());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     let mut report = CheckReport {

@@ -119,7 +119,8 @@ impl Part {
     }
 }
 
-/// Consolidates both git parts of one history, under its repository lock.
+/// Consolidates both git parts of one history, under its repository lock and the
+/// archive gate (shared).
 fn consolidate_history(
     ctx: &Context,
     repo: &RepoIdentity,
@@ -127,6 +128,9 @@ fn consolidate_history(
     dry_run: bool,
 ) -> Result<Vec<PrunedHistory>, EngineError> {
     let _repo_lock = lock(ctx, repo)?;
+    // Its new pack is stored before a manifest names it: a sweep (this process's, or
+    // another appliance's on a shared archive) must wait, as for a backup.
+    let _archive = ctx.gate.shared()?;
     let mut out = Vec::new();
     for part in [Part::Git, Part::Wiki] {
         // Re-read per part: the git part's rewrite changed the manifests.
