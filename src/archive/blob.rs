@@ -310,18 +310,12 @@ impl Archive {
         (self.blob_id_of(&bytes) == *id).then_some(bytes)
     }
 
-    /// Keeps a copy of a small blob (best effort: written whole, then renamed).
+    /// Keeps a copy of a small blob (best effort).
     fn cache(&self, id: &BlobId, content: &[u8]) {
         let Some(dir) = &self.small_blobs else { return };
-        if content.len() > SMALL_BLOB || dir.join(id.to_hex()).exists() {
-            return;
-        }
-        let tmp = dir.join(format!("{}.tmp-{}", id.to_hex(), std::process::id()));
-        let kept = std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&tmp, content))
-            .and_then(|()| std::fs::rename(&tmp, dir.join(id.to_hex())));
-        if kept.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        let path = dir.join(id.to_hex());
+        if content.len() <= SMALL_BLOB && !path.exists() {
+            super::keep_copy(&path, content);
         }
     }
 

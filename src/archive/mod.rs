@@ -201,7 +201,7 @@ impl Archive {
     pub fn open_or_create_on(backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
         let layout = Self::inspect_on(backend.as_ref())?;
         if layout != ArchiveLayout::Empty {
-            return Self::open_layout(backend, layout);
+            return Self::open_plain_on(backend, layout);
         }
         backend.init()?;
         if !backend.is_shared() {
@@ -222,18 +222,11 @@ impl Archive {
     /// Opens the existing plain archive stored in `backend`, checking its format version.
     pub fn open_on(backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
         let layout = Self::inspect_on(backend.as_ref())?;
-        Self::open_layout(backend, layout)
+        Self::open_plain_on(backend, layout)
     }
 
     /// Opens a plain archive whose `FORMAT` was read as `layout` (by [`Archive::inspect_on`]).
     pub fn open_plain_on(
-        backend: Arc<dyn Backend>,
-        layout: ArchiveLayout,
-    ) -> Result<Archive, ArchiveError> {
-        Self::open_layout(backend, layout)
-    }
-
-    fn open_layout(
         backend: Arc<dyn Backend>,
         layout: ArchiveLayout,
     ) -> Result<Archive, ArchiveError> {
@@ -592,6 +585,19 @@ impl Archive {
 /// An accelerator index entry: its key and the blob it names (or why that could not
 /// be read).
 pub type IndexEntry = (String, Result<BlobId, ArchiveError>);
+
+/// Writes a local cache file whole (a temporary file renamed into place), best effort:
+/// a cache that cannot be written only costs a read from the store next time.
+pub(crate) fn keep_copy(path: &Path, content: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let kept = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, content))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if kept.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
 
 /// Reads a whole stream, for small blobs such as refs lists.
 pub(crate) fn read_all(mut r: impl Read, path: &Path) -> Result<Vec<u8>, ArchiveError> {

@@ -374,6 +374,28 @@ impl S3Backend {
             .map_err(self.err(kind, id))
     }
 
+    /// An object's metadata (one `HEAD`), `None` when it is absent.
+    fn head(
+        &self,
+        kind: FileKind,
+        id: &str,
+    ) -> Result<Option<object_store::ObjectMeta>, BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let store = self.store.clone();
+        let key = self.key(&layout::path_of(kind, id));
+        match self
+            .run(
+                &format!("head {key}"),
+                async move { store.head(&key).await },
+            )
+            .map_err(|e| BackendError::new(self.location(kind, id), e))?
+        {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(kind, id)(e)),
+        }
+    }
+
     /// Lists every object under the relative directory `dir` (recursively): (relative key, size).
     fn list_dir(&self, dir: &str) -> Result<Vec<(String, u64)>, BackendError> {
         Ok(self
@@ -452,20 +474,7 @@ impl Backend for S3Backend {
     }
 
     fn version(&self, kind: FileKind, id: &str) -> Result<Option<String>, BackendError> {
-        kind.check_id(id, || self.location(kind, id))?;
-        let store = self.store.clone();
-        let key = self.key(&layout::path_of(kind, id));
-        match self
-            .run(
-                &format!("head {key}"),
-                async move { store.head(&key).await },
-            )
-            .map_err(|e| BackendError::new(self.location(kind, id), e))?
-        {
-            Ok(meta) => Ok(meta.e_tag),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err(kind, id)(e)),
-        }
+        Ok(self.head(kind, id)?.and_then(|meta| meta.e_tag))
     }
 
     fn list_with_version(
@@ -510,39 +519,15 @@ impl Backend for S3Backend {
         kind: FileKind,
         prefix: &str,
     ) -> Result<Vec<(String, u64)>, BackendError> {
-        let dir = layout::list_dir(kind, prefix);
-        let mut out: Vec<(String, u64)> = if kind == FileKind::Format {
-            self.list_dir("")?
-                .into_iter()
-                .filter(|(rel, _)| rel == "FORMAT")
-                .map(|(_, size)| (String::new(), size))
-                .collect()
-        } else {
-            self.list_dir(&dir)?
-                .into_iter()
-                .filter_map(|(rel, size)| Some((layout::id_of(kind, &rel)?, size)))
-                .collect()
-        };
-        out.retain(|(id, _)| id.starts_with(prefix));
-        out.sort();
-        Ok(out)
+        Ok(self
+            .list_with_version(kind, prefix)?
+            .into_iter()
+            .map(|(id, size, _)| (id, size))
+            .collect())
     }
 
     fn exists(&self, kind: FileKind, id: &str) -> Result<bool, BackendError> {
-        kind.check_id(id, || self.location(kind, id))?;
-        let store = self.store.clone();
-        let key = self.key(&layout::path_of(kind, id));
-        match self
-            .run(
-                &format!("head {key}"),
-                async move { store.head(&key).await },
-            )
-            .map_err(|e| BackendError::new(self.location(kind, id), e))?
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.err(kind, id)(e)),
-        }
+        Ok(self.head(kind, id)?.is_some())
     }
 
     fn open_read(&self, kind: FileKind, id: &str) -> Result<Box<dyn Read + Send>, BackendError> {

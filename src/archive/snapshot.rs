@@ -481,18 +481,9 @@ impl Archive {
 
     /// Keeps a copy of a manifest version (best effort).
     fn cache_manifest(&self, mid: &str, version: Option<&str>, snap: &Snapshot) {
-        let Some(copy) = self.manifest_copy(mid, version) else {
-            return;
-        };
-        let Ok(json) = serde_json::to_vec(snap) else {
-            return;
-        };
-        let tmp = copy.with_extension(format!("tmp-{}", std::process::id()));
-        let kept = std::fs::create_dir_all(copy.parent().unwrap_or(&copy))
-            .and_then(|()| std::fs::write(&tmp, json))
-            .and_then(|()| std::fs::rename(&tmp, &copy));
-        if kept.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if let (Some(copy), Ok(json)) = (self.manifest_copy(mid, version), serde_json::to_vec(snap))
+        {
+            super::keep_copy(&copy, &json);
         }
     }
 

@@ -209,15 +209,7 @@ impl ArchivedPacks {
             .iter()
             .map(|(hash, id)| format!("{hash} {id}\n"))
             .collect();
-        let tmp = mirror.join(format!("{}.tmp", Self::FILE));
-        let written = std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, mirror.join(Self::FILE)));
-        if let Err(e) = written {
-            tracing::debug!(
-                "cannot record the archived packs of {}: {e}",
-                mirror.display()
-            );
-        }
+        crate::archive::keep_copy(&mirror.join(Self::FILE), text.as_bytes());
     }
 
     /// `previous` itself when the fetched refs encode to its refs blob and each fetched
