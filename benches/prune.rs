@@ -3,12 +3,12 @@
 //!
 //! 1. A year of daily backups: a repository gets small pushes every day (one force-push
 //!    that drops a third of the year's work, one `git gc` upstream), each day is backed up
-//!    and then `forget --keep-last 19 --prune` runs, as a plan with retention does (19 =
-//!    7 daily + 12 monthly: all backups here are taken on one calendar day, so the count
-//!    stands in for the calendar rules). Measured: the archive against a fresh full backup
-//!    of what the kept snapshots reach (target ≤ 1.15×), the backup time of the last days
-//!    against days 2–4 (the mirror stays short: ≤ 1.2×), prune's peak RSS (< 300 MB), and
-//!    every kept snapshot restored ref for ref and `fsck`-clean.
+//!    dated that day of 2025 (`backup --time`) and then `forget --keep-daily 7
+//!    --keep-monthly 12 --prune` runs, as a plan with retention does. Measured: the
+//!    archive against a fresh full backup of what the kept snapshots reach (their refs,
+//!    restored and gathered in one repository; target ≤ 1.15×), the backup time of the
+//!    last days against days 2–4 (the mirror stays short: ≤ 1.2×), prune's peak RSS
+//!    (< 300 MB), and every kept snapshot restored ref for ref and `fsck`-clean.
 //! 2. Prune of a large repository (default 100 MiB of packs in four fetches) against
 //!    `git repack -a -d` of the same four packs (target ≤ 2×), and its peak RSS.
 //!
@@ -24,8 +24,15 @@ mod common;
 
 use common::*;
 
-/// What `KEEP` snapshots stand for: 7 daily + 12 monthly.
-const KEEP: usize = 19;
+/// The retention rules applied after each day's backup.
+const RULES: [&str; 4] = ["--keep-daily", "7", "--keep-monthly", "12"];
+
+/// Midday of day `day` (0-based) of 2025, as `backup --time` takes it.
+fn day_of_2025(day: usize) -> String {
+    let first = time::Date::from_calendar_date(2025, time::Month::January, 1).expect("date");
+    let date = first + time::Duration::days(day as i64);
+    format!("{date}T12:00Z")
+}
 
 /// Snapshot ids of the only repository of `data`, oldest first.
 fn snapshot_ids(data: &Path, repo: &str) -> Vec<String> {
@@ -75,7 +82,7 @@ fn mean(secs: &[f64]) -> f64 {
 }
 
 fn bench_year_of_daily_backups() -> String {
-    let days = env_usize("BENCH_PRUNE_DAYS", 365).max(8);
+    let days = env_usize("BENCH_PRUNE_DAYS", 365).clamp(8, 365);
     let server = CloudServer::start();
     let src = TempDir::new("bench-year");
     let bare = large_repo(src.path(), env_usize("BENCH_PRUNE_COMMITS", 5_000), 0);
@@ -106,15 +113,18 @@ fn bench_year_of_daily_backups() -> String {
         }
         small_changes(&w, day, 3);
         gitutil::git(&w, &["push", "--quiet", "--force", "origin", "main"]);
-        backup_secs.push(timed(reposafe(data.path()).args(["backup", "year"])).secs);
+        let at = day_of_2025(day);
+        backup_secs.push(timed(reposafe(data.path()).args(["backup", "year", "--time", &at])).secs);
         let ids = snapshot_ids(data.path(), repo);
         refs_of.insert(
             ids.last().expect("snapshot").clone(),
             gitutil::refs_of(&bare),
         );
-        let keep = KEEP.to_string();
-        let t =
-            timed(reposafe(data.path()).args(["forget", repo, "--keep-last", &keep, "--prune"]));
+        let t = timed(
+            reposafe(data.path())
+                .args(["forget", repo, "--prune"])
+                .args(RULES),
+        );
         prune_secs += t.secs;
         prune_rss = prune_rss.max(t.max_rss_kib);
     }
@@ -132,9 +142,12 @@ fn bench_year_of_daily_backups() -> String {
                 .unwrap_or(0)
         })
         .sum::<usize>();
-    // Every kept snapshot restores to the refs the source had when it was taken.
+    // Every kept snapshot restores to the refs the source had when it was taken; the
+    // restored repositories are gathered into one (refs/kept/<i>/…) for the fresh backup.
     let kept = snapshot_ids(data.path(), repo);
     let restores = TempDir::new("bench-restores");
+    let union = restores.path().join("union.git");
+    gitutil::init_bare(&union);
     for (i, id) in kept.iter().enumerate() {
         let to = restores.path().join(format!("r{i}.git"));
         let out = reposafe(data.path())
@@ -149,12 +162,23 @@ fn bench_year_of_daily_backups() -> String {
         );
         gitutil::fsck(&to);
         assert_eq!(gitutil::refs_of(&to), refs_of[id], "snapshot {id}");
+        gitutil::git(
+            &union,
+            &[
+                "fetch",
+                "--quiet",
+                &to.display().to_string(),
+                &format!("+refs/*:refs/kept/{i}/*"),
+            ],
+        );
     }
-    // A fresh full backup of what the kept snapshots reach (the newest 19 all follow
-    // the force-push, so the source as it is now).
+    // A fresh full backup of what the kept snapshots reach: the gathered repository.
+    server.add_workspace("kept");
+    server.add_repo("kept", "repo", &union, RepoMeta::default());
+    server.grant("bench", "kept");
     let fresh = TempDir::new("bench-fresh");
-    add_connection(&server, fresh.path(), "year", files.path());
-    timed(reposafe(fresh.path()).args(["backup", "year"]));
+    add_connection(&server, fresh.path(), "kept", files.path());
+    timed(reposafe(fresh.path()).args(["backup", "kept"]));
     let fresh_size = archive_size(fresh.path());
     let size_ratio = archive as f64 / fresh_size as f64;
     let early = mean(&backup_secs[1..4]);
@@ -163,7 +187,7 @@ fn bench_year_of_daily_backups() -> String {
     let rss_mb = prune_rss as f64 / 1024.0;
     let pass = size_ratio <= 1.15 && fetch_ratio <= 1.2 && rss_mb < 300.0;
     format!(
-        "## {days} daily backups, each followed by forget --keep-last {KEEP} --prune\n\
+        "## {days} daily backups, each followed by forget --keep-daily 7 --keep-monthly 12 --prune\n\
          archive after the last prune: {:.2} MiB in {} snapshots; a fresh full backup of what \
          they reach: {:.2} MiB; ratio {size_ratio:.3}x (target <= 1.15x)\n\
          mirror packs after the last prune: {mirror_packs}\n\

@@ -547,3 +547,79 @@ fn a_history_with_a_damaged_pack_is_not_consolidated_and_does_not_stop_the_other
     gitutil::fsck(&to);
     assert_eq!(gitutil::refs_of(&to), gitutil::refs_of(&with_commits[1].1));
 }
+
+#[test]
+fn backup_time_dates_snapshots_so_calendar_rules_keep_one_per_day_and_month() {
+    let rs = Reposafe::new();
+    let scratch = TempDir::new("reposafe-backup-time");
+    let (_server, source) = setup(&rs, scratch.path());
+    let repo = source.full_name.clone();
+    let days = [
+        "2026-01-01T09:00Z",
+        "2026-01-02T09:00Z",
+        "2026-01-03T09:00Z",
+        "2026-02-10T09:00Z",
+        "2026-03-05T09:00Z",
+    ];
+    let mut id_of_day = BTreeMap::new();
+    for (i, day) in days.iter().enumerate() {
+        source.push_file("daily.txt", format!("day {i}\n").as_bytes());
+        rs.run(&["backup", WS, "--time", day]).ok();
+        let newest = snapshot_ids(&rs, &repo).last().expect("a snapshot").clone();
+        id_of_day.insert(*day, newest);
+    }
+    // Each snapshot carries the time it was given, in its id and its taken_at.
+    let run = rs.run(&["snapshots", &repo, "--json"]).ok();
+    let list: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let taken: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["taken_at"].as_str().expect("taken_at"))
+        .collect();
+    for day in days {
+        let rfc = format!("{}:00Z", day.trim_end_matches('Z'));
+        assert!(taken.contains(&rfc.as_str()), "{rfc} in {taken:?}");
+        let compact = day.replace(['-', ':'], "").replace("Z", "00Z");
+        assert!(id_of_day[day].starts_with(&compact), "{}", id_of_day[day]);
+    }
+
+    // A time not after the newest snapshot fails the repository, naming both times.
+    source.push_file("daily.txt", b"late\n");
+    let older = rs.run(&["backup", WS, "--time", "2026-02-01T00:00Z"]);
+    assert_ne!(older.code, 0, "{}", older.all());
+    assert!(
+        older.all().contains("is not after its newest snapshot"),
+        "{}",
+        older.all()
+    );
+    let future = rs.run(&["backup", WS, "--time", "2999-01-01T00:00Z"]);
+    assert_ne!(future.code, 0);
+    assert!(
+        future.all().contains("is in the future"),
+        "{}",
+        future.all()
+    );
+    let typo = rs.run(&["backup", WS, "--time", "yesterday"]);
+    assert_ne!(typo.code, 0);
+    assert!(
+        typo.all().contains("--time: \"yesterday\" is not a time"),
+        "{}",
+        typo.all()
+    );
+    assert_eq!(
+        snapshot_ids(&rs, &repo).len(),
+        days.len(),
+        "nothing written"
+    );
+
+    // 2 daily + 3 monthly: Mar 5 and Feb 10 (days), and Jan 3 (January's newest).
+    rs.run(&["forget", &repo, "--keep-daily", "2", "--keep-monthly", "3"])
+        .ok();
+    let kept: Vec<String> = snapshot_ids(&rs, &repo);
+    let want: Vec<String> = [days[2], days[3], days[4]]
+        .iter()
+        .map(|d| id_of_day[d].clone())
+        .collect();
+    assert_eq!(kept, want);
+}

@@ -710,6 +710,11 @@ pub struct BackupArgs {
     /// Repositories fetched in parallel.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// Date the new snapshots this time instead of now, as restic's `backup --time`
+    /// (UTC unless an offset is given: 2026-11-20T10:00Z, 2026-11-20T10:00:00+01:00).
+    /// It must be in the past and after each repository's newest snapshot.
+    #[arg(long)]
+    pub time: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -855,9 +860,8 @@ pub fn parse_time(s: &str) -> Result<time::OffsetDateTime> {
         }
     }
     Err(anyhow::anyhow!(
-        "--at {s:?} is not a time; use e.g. 2026-11-20T10:00Z, 2026-11-20T10:00:00+01:00 or 2026-11-20"
+        "{s:?} is not a time; use e.g. 2026-11-20T10:00Z, 2026-11-20T10:00:00+01:00 or 2026-11-20"
     ))
-    .context("invalid --at")
 }
 
 #[cfg(test)]
@@ -885,6 +889,6 @@ mod tests {
         assert!(parse_time("yesterday")
             .unwrap_err()
             .to_string()
-            .contains("--at"));
+            .contains("\"yesterday\" is not a time"));
     }
 }

@@ -409,6 +409,11 @@ fn backup(service: &dyn Service, args: BackupArgs) -> Result<i32> {
         all: args.all,
         repositories: args.repo,
         parallel: Some(args.parallel),
+        taken_at: args
+            .time
+            .as_deref()
+            .map(|t| parse_time(t).context("--time"))
+            .transpose()?,
     };
     let observer = CliObserver::default();
     let reports = service.backup(req, &observer);
@@ -430,7 +435,11 @@ fn restore(service: &dyn Service, args: RestoreArgs) -> Result<i32> {
     if args.at.is_some() && args.snapshot.is_some() {
         bail!("give either --at or --snapshot, not both");
     }
-    let at = args.at.as_deref().map(parse_time).transpose()?;
+    let at = args
+        .at
+        .as_deref()
+        .map(|t| parse_time(t).context("--at"))
+        .transpose()?;
     if let Some(connection) = args.to_connection {
         let req = RestoreRequest {
             repository: args.repository.unwrap_or_default(),
@@ -487,7 +496,11 @@ type Choice = (
 
 /// Repository, connection, snapshot id and time of `show`/`export`.
 fn snapshot_choice(args: SnapshotArgs) -> Result<Choice> {
-    let at = args.at.as_deref().map(parse_time).transpose()?;
+    let at = args
+        .at
+        .as_deref()
+        .map(|t| parse_time(t).context("--at"))
+        .transpose()?;
     Ok((args.repository, args.connection, args.snapshot, at))
 }
 

@@ -348,6 +348,12 @@ impl Service for Remote {
         req: BackupRequest,
         observer: &dyn Observer,
     ) -> Result<Vec<BackupReport>, EngineError> {
+        if req.taken_at.is_some() {
+            return Err(EngineError::Field {
+                field: "time".into(),
+                message: "the daemon runs backups as jobs dated when they run; stop it (or use another data dir) to back up with --time".into(),
+            });
+        }
         let names = backup_targets(&req, self)?;
         let mut reports = Vec::new();
         for name in names {

@@ -77,6 +77,9 @@ pub struct BackupOptions {
     pub additional_credentials: Vec<String>,
     /// How often repositories' metadata is read (a plan's `metadata_every`).
     pub metadata: MetadataCadence,
+    /// The time new snapshots are dated (`backup --time`, as restic's): in the past,
+    /// and after each repository's newest snapshot. Now when absent.
+    pub taken_at: Option<OffsetDateTime>,
 }
 
 /// How often a backup reads repositories' metadata: API requests are the scarce
@@ -107,6 +110,7 @@ impl Default for BackupOptions {
             retry_base: Duration::from_secs(2),
             additional_credentials: Vec::new(),
             metadata: MetadataCadence::EveryRun,
+            taken_at: None,
         }
     }
 }
@@ -198,6 +202,7 @@ pub fn backup_connection(
     opts: &BackupOptions,
 ) -> Result<BackupReport, EngineError> {
     let started = Instant::now();
+    check_taken_at(opts.taken_at)?;
     let conn = ctx.state.connection(connection)?;
     let cred = ctx
         .vault
@@ -520,6 +525,7 @@ fn backup_repository(
     let ident = identity(job.conn, repo);
     let mirror = ctx.mirror_dir(&ident);
     let previous = ctx.archive.latest_snapshot_of(&ident)?;
+    check_after_previous(job.opts.taken_at, previous.as_ref(), &repo.full_name)?;
     let target = backup_git::FetchTarget {
         ctx,
         conn: job.conn,
@@ -562,7 +568,43 @@ fn backup_repository(
         parts,
         stored,
         fetched.bytes_received,
+        job.opts.taken_at,
     )
+}
+
+/// Refuses a `--time` in the future: later backups would be ordered before it.
+fn check_taken_at(taken_at: Option<OffsetDateTime>) -> Result<(), EngineError> {
+    match taken_at {
+        Some(at) if at > OffsetDateTime::now_utc() => Err(EngineError::Field {
+            field: "time".into(),
+            message: format!(
+                "{} is in the future; a backup can be dated now or earlier",
+                crate::fmt::fmt_time(at)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a `--time` not after the repository's newest snapshot: a repository's
+/// snapshots are ordered by the time they were taken.
+fn check_after_previous(
+    taken_at: Option<OffsetDateTime>,
+    previous: Option<&Snapshot>,
+    repo: &str,
+) -> Result<(), EngineError> {
+    match (taken_at, previous) {
+        (Some(at), Some(prev)) if at <= prev.taken_at => Err(EngineError::Field {
+            field: "time".into(),
+            message: format!(
+                "{repo}: {} is not after its newest snapshot {} (taken {}); snapshots of a repository are dated in order",
+                crate::fmt::fmt_time(at),
+                prev.id,
+                crate::fmt::fmt_time(prev.taken_at)
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// What a repository holds besides git, as backed up by this run.
@@ -696,6 +738,7 @@ fn finish_snapshot(
     parts: OtherParts,
     stored: backup_git::Stored,
     fetched_bytes: u64,
+    taken_at: Option<OffsetDateTime>,
 ) -> Result<RepoOutcome, EngineError> {
     let outcome = |id: String, new_bytes: u64| {
         if parts.missing.is_empty() {
@@ -726,7 +769,7 @@ fn finish_snapshot(
             return Ok(outcome(prev.id.to_string(), 0));
         }
     }
-    let now = OffsetDateTime::now_utc();
+    let now = taken_at.unwrap_or_else(OffsetDateTime::now_utc);
     let mut snap = Snapshot {
         format: FORMAT_VERSION,
         id: SnapshotId::new(now),

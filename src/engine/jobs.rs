@@ -781,6 +781,7 @@ impl Jobs {
                     Some(p) => plans::metadata_cadence(&p.spec)?,
                     None => MetadataCadence::EveryRun,
                 },
+                taken_at: None,
             };
             match backup_connection(&self.ctx, &target.connection, &opts) {
                 Ok(report) => {

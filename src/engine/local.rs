@@ -505,6 +505,7 @@ impl Service for LocalService {
                 only: req.repositories.clone(),
                 progress: observer.backup_progress(&name),
                 interrupt: observer.interrupt(),
+                taken_at: req.taken_at,
                 ..Default::default()
             };
             let report = backup_connection(self.ctx(), &name, &opts).map_err(|e| {

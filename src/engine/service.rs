@@ -426,6 +426,9 @@ pub struct BackupRequest {
     pub all: bool,
     pub repositories: Vec<String>,
     pub parallel: Option<usize>,
+    /// Date the new snapshots this time instead of now (`backup --time`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub taken_at: Option<OffsetDateTime>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
