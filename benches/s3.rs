@@ -38,7 +38,9 @@ fn large(weed: &Weed) -> String {
             init_s3(weed, data.path(), files.path(), prefix);
         }
         add_connection(&server, data.path(), "big", files.path());
+        let server_cpu = weed.cpu_secs();
         let backup = timed(reposafe(data.path()).args(["backup", "big"]));
+        let server_cpu = weed.cpu_secs() - server_cpu;
         let to = TempDir::new("bench-s3-restore");
         let restore = timed(
             reposafe(data.path())
@@ -57,7 +59,7 @@ fn large(weed: &Weed) -> String {
             restore.secs,
             restore.max_rss_kib / 1024
         );
-        rows.push((backup, restore));
+        rows.push((backup, restore, server_cpu));
     }
     let (local, s3) = (&rows[0], &rows[1]);
     let backup_ratio = s3.0.secs / local.0.secs;
@@ -69,12 +71,18 @@ fn large(weed: &Weed) -> String {
     format!(
         "## Large repository to S3 ({:.0} MiB pack; SeaweedFS on this machine)\n\
          backup:  local {:.2} s, S3 {:.2} s: {backup_ratio:.2}x (target <= 1.3x: {})\n\
+         CPU during the backup: reposafe local {:.2} s, S3 {:.2} s; the S3 server {:.2} s \
+         (of {:.2} s wall x 2 cores)\n\
          restore: local {:.2} s, S3 {:.2} s: {restore_ratio:.2}x (target <= 1.3x: {})\n\
          peak RSS on S3: backup {} MiB, restore {} MiB (target < 300 MiB)\n{}\n",
         pack as f64 / 1048576.0,
         local.0.secs,
         s3.0.secs,
         met(backup_ratio),
+        local.0.cpu_secs,
+        s3.0.cpu_secs,
+        s3.2,
+        s3.0.secs,
         local.1.secs,
         s3.1.secs,
         met(restore_ratio),

@@ -22,6 +22,8 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 pub struct Timed {
     pub secs: f64,
     pub max_rss_kib: u64,
+    /// User + system CPU time of the command.
+    pub cpu_secs: f64,
     pub stdout: String,
 }
 
@@ -36,7 +38,7 @@ pub fn timed(cmd: &mut Command) -> Timed {
         .collect();
     let mut c = Command::new("/usr/bin/time");
     c.arg("-f")
-        .arg("%M")
+        .arg("%M %U %S")
         .arg("-o")
         .arg(&rss_file)
         .arg(prog)
@@ -58,15 +60,24 @@ pub fn timed(cmd: &mut Command) -> Timed {
     let secs = t.elapsed().as_secs_f64();
     assert!(out.status.success(), "command failed: {:?}", c);
     let rss = std::fs::read_to_string(&rss_file).unwrap_or_default();
-    let max_rss_kib = rss
+    // The last line is "<max RSS KiB> <user s> <system s>" (earlier ones may be notes).
+    let fields: Vec<f64> = rss
         .lines()
         .rev()
-        .find_map(|l| l.trim().parse().ok())
-        .unwrap_or(0);
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect::<Vec<f64>>()
+        })
+        .find(|f| f.len() == 3)
+        .unwrap_or_default();
+    let max_rss_kib = fields.first().copied().unwrap_or(0.0) as u64;
+    let cpu_secs = fields.iter().skip(1).sum();
     let _ = std::fs::remove_file(&rss_file);
     Timed {
         secs,
         max_rss_kib,
+        cpu_secs,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     }
 }

@@ -161,6 +161,15 @@ impl S3Backend {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
             .with_virtual_hosted_style_request(!config.path_style)
+            // Over TLS the body is protected in transit (and every blob is checked
+            // against its id when read), so it is not hashed for the signature, as
+            // the AWS SDKs do; over plain http the signature covers it.
+            .with_unsigned_payload(
+                config
+                    .endpoint
+                    .as_deref()
+                    .is_none_or(|e| e.starts_with("https://")),
+            )
             .with_retry(RetryConfig {
                 max_retries: 6,
                 retry_timeout: Duration::from_secs(120),

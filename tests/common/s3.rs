@@ -91,7 +91,6 @@ impl Weed {
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
-                "-master.volumeSizeLimitMB=64",
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -131,6 +130,23 @@ impl Weed {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// CPU time (user + system) the server has used so far, from `/proc`.
+    #[allow(dead_code)]
+    pub fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): utime and stime are
+        // the 12th and 13th, in clock ticks (100 a second on Linux).
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: Vec<u64> = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        ticks.iter().sum::<u64>() as f64 / 100.0
     }
 
     pub fn log(&self) -> String {
