@@ -84,6 +84,7 @@ fn spec(name: &str) -> PlanSpec {
         keep_deleted_for: None,
         check_every: None,
         check_subset: None,
+        copy_to: None,
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod backend;
 mod blob;
+mod copy;
 mod crypt;
 mod local;
 #[cfg(test)]
@@ -23,6 +24,7 @@ mod snapshot;
 
 pub use backend::{Backend, BackendError, FileKind, Source};
 pub use blob::{BlobId, BlobReader, PutOutcome};
+pub use copy::{CopyJournal, CopyProgress, CopyTally};
 pub use crypt::{ArchiveKey, NotAKey};
 pub use local::LocalBackend;
 pub use parts::{
@@ -85,6 +87,9 @@ pub enum ArchiveError {
     SnapshotExists { id: String, path: PathBuf },
     #[error("snapshot manifest {path} is unreadable: {reason}")]
     CorruptSnapshot { path: PathBuf, reason: String },
+    /// A copy of the archive (`archive copy`) that cannot go on.
+    #[error("cannot copy the archive to {path}: {reason}")]
+    Copy { path: PathBuf, reason: String },
     #[error("invalid blob id {0:?}: expected 64 hex digits")]
     InvalidBlobId(String),
     #[error("invalid snapshot id {0:?}")]

@@ -385,8 +385,17 @@ impl Archive {
 
     /// Reads one manifest by its backend id (decrypting it in an encrypted archive,
     /// where a plain manifest is refused).
-    fn read_manifest(&self, mid: &str) -> Result<Snapshot, ArchiveError> {
+    pub(super) fn read_manifest(&self, mid: &str) -> Result<Snapshot, ArchiveError> {
         let bytes = self.backend.read(FileKind::Snapshot, mid)?;
+        self.decode_manifest(mid, bytes)
+    }
+
+    /// Decodes manifest `mid` as stored (`bytes`).
+    pub(super) fn decode_manifest(
+        &self,
+        mid: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Snapshot, ArchiveError> {
         let corrupt = |reason: String| ArchiveError::CorruptSnapshot {
             path: self.backend.location(FileKind::Snapshot, mid),
             reason,

@@ -1,14 +1,15 @@
-//! `reposafe archive …`: `init` and `key` run on the data dir in this process (they
-//! create the archive or handle its key, which never crosses the API); `show` goes
-//! through the service like every other command.
+//! `reposafe archive …`: `init`, `key` and `copy` run on the data dir in this process
+//! (they create the archive, handle its key, which never crosses the API, or take S3
+//! credentials); `show` goes through the service like every other command.
 
-use super::args::{ArchiveCmd, ArchiveInitArgs, ArchiveKeyCmd};
+use super::args::{ArchiveCmd, ArchiveCopyArgs, ArchiveInitArgs, ArchiveKeyCmd, S3Args};
 use super::{output, read_secret, remote};
+use crate::engine::archive_copy::{self, ArchiveCopy, CopyDestination};
 use crate::engine::archive_keys::{self, ArchiveInit};
 use crate::engine::archive_location::S3Location;
 use crate::engine::Service;
 use anyhow::{bail, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What [`run_local`] left to do.
 pub enum Outcome {
@@ -22,6 +23,7 @@ pub enum Outcome {
 pub fn run_local(data_dir: &Path, cmd: ArchiveCmd) -> Result<Outcome> {
     match cmd {
         ArchiveCmd::Init(args) => init(data_dir, args).map(Outcome::Done),
+        ArchiveCmd::Copy(args) => copy(data_dir, args).map(Outcome::Done),
         ArchiveCmd::Key(ArchiveKeyCmd::Add { passphrase_file }) => {
             let passphrase = read_secret(&passphrase_file, "passphrase")?;
             let name = archive_keys::add_passphrase_key(data_dir, &passphrase)?;
@@ -46,30 +48,51 @@ pub fn run_local(data_dir: &Path, cmd: ArchiveCmd) -> Result<Outcome> {
     }
 }
 
-fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {
+/// Refuses to run `archive <command>` beside a daemon serving `data_dir`.
+fn refuse_beside_daemon(data_dir: &Path, command: &str) -> Result<()> {
     if remote::Remote::discover(data_dir)?.is_some() {
         bail!(
             "a reposafe daemon serves {}: stop it first (e.g. `systemctl stop reposafe`), run \
-             `reposafe archive init` and start it again",
+             `reposafe archive {command}` and start it again",
             data_dir.display()
         );
     }
+    Ok(())
+}
+
+/// The S3 location `url` with `s3`'s options; `None` (and no option given) for a
+/// location that is not `s3://…`.
+fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
+    let Some(url) = url.filter(|u| u.starts_with("s3://")) else {
+        if s3.any() {
+            bail!("--endpoint, --region, --path-style and the keys are for an s3://BUCKET/PREFIX location");
+        }
+        return Ok(None);
+    };
+    let secret_access_key = match &s3.secret_access_key_file {
+        Some(f) => Some(read_secret(f, "secret access key")?),
+        None => None,
+    };
+    Ok(Some(S3Location {
+        url,
+        endpoint: s3.endpoint,
+        region: s3.region,
+        path_style: s3.path_style,
+        access_key_id: s3.access_key_id,
+        secret_access_key,
+    }))
+}
+
+fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {
+    refuse_beside_daemon(data_dir, "init")?;
     let passphrase = match &args.passphrase_file {
         Some(f) => Some(read_secret(f, "passphrase")?),
         None => None,
     };
-    let secret_access_key = match &args.secret_access_key_file {
-        Some(f) => Some(read_secret(f, "secret access key")?),
-        None => None,
-    };
-    let location = args.location.map(|url| S3Location {
-        url,
-        endpoint: args.endpoint,
-        region: args.region,
-        path_style: args.path_style,
-        access_key_id: args.access_key_id,
-        secret_access_key,
-    });
+    if let Some(other) = args.location.as_deref().filter(|l| !l.starts_with("s3://")) {
+        bail!("{other:?} is not an s3://BUCKET/PREFIX location (the default archive is the data dir's archive/)");
+    }
+    let location = s3_location(args.location, args.s3)?;
     let report = archive_keys::init_archive(
         data_dir,
         ArchiveInit {
@@ -108,8 +131,38 @@ pub fn execute(service: &dyn Service, cmd: ArchiveCmd) -> Result<i32> {
             }
             Ok(0)
         }
-        ArchiveCmd::Init(_) | ArchiveCmd::Key(_) => {
-            bail!("internal: `archive init` and `archive key` run on the data dir")
+        ArchiveCmd::Init(_) | ArchiveCmd::Key(_) | ArchiveCmd::Copy(_) => {
+            bail!("internal: `archive init`, `key` and `copy` run on the data dir")
         }
     }
+}
+
+fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
+    refuse_beside_daemon(data_dir, "copy")?;
+    let to = match (args.target, args.to) {
+        (Some(name), _) => {
+            if args.s3.any() {
+                bail!("the S3 options of a saved target are saved with it: give only --target");
+            }
+            CopyDestination::Saved(name)
+        }
+        (None, to) => match s3_location(to.clone(), args.s3)? {
+            Some(loc) => CopyDestination::S3(loc),
+            None => CopyDestination::Directory(PathBuf::from(to.unwrap_or_default())),
+        },
+    };
+    let req = ArchiveCopy {
+        to,
+        save_as: args.save_as,
+    };
+    let bar = super::progress::CopyBar::new();
+    let report = archive_copy::copy_archive(data_dir, req, &bar);
+    bar.finish();
+    let report = report?;
+    if args.json {
+        output::json(&report)?;
+    } else {
+        output::archive_copy(&report);
+    }
+    Ok(0)
 }

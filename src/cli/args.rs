@@ -89,6 +89,11 @@ pub enum ArchiveCmd {
     /// The key of an encrypted archive: add a passphrase that opens it, or export it.
     #[command(subcommand)]
     Key(ArchiveKeyCmd),
+    /// Copy the archive to an S3 bucket or a directory, verifying every blob there;
+    /// run it again to resume or to bring the copy up to date (nothing is deleted
+    /// there). To move the archive, copy it and then `archive init` the copy. Stop the
+    /// daemon first.
+    Copy(ArchiveCopyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -97,22 +102,8 @@ pub struct ArchiveInitArgs {
     /// already there is attached (never overwritten). Default: the data dir's archive.
     #[arg(value_name = "LOCATION")]
     pub location: Option<String>,
-    /// The S3 endpoint, e.g. https://s3.example:9000 (default: AWS).
-    #[arg(long, value_name = "URL", requires = "location")]
-    pub endpoint: Option<String>,
-    /// The S3 region [default: us-east-1].
-    #[arg(long, requires = "location")]
-    pub region: Option<String>,
-    /// Path-style requests (ENDPOINT/BUCKET/KEY), as MinIO, Ceph and SeaweedFS expect.
-    #[arg(long, requires = "location")]
-    pub path_style: bool,
-    /// The access key id (with --secret-access-key-file; without both, the AWS
-    /// environment variables are used).
-    #[arg(long, value_name = "ID", requires = "location")]
-    pub access_key_id: Option<String>,
-    /// A file holding the secret access key (`-` for standard input); sealed in the vault.
-    #[arg(long, value_name = "FILE", requires = "location")]
-    pub secret_access_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Encrypt the archive. Losing every key (the data dir's vault.key, the passphrases,
     /// an exported key) makes the backups unreadable: export the key and keep it safe.
     #[arg(long)]
@@ -122,6 +113,58 @@ pub struct ArchiveInitArgs {
     #[arg(long, value_name = "FILE", requires = "encrypt")]
     pub passphrase_file: Option<PathBuf>,
     /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How to reach an S3 location (`archive init s3://…`, `archive copy --to s3://…`).
+#[derive(Args, Debug, Default)]
+pub struct S3Args {
+    /// The S3 endpoint, e.g. https://s3.example:9000 (default: AWS).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The S3 region [default: us-east-1].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Path-style requests (ENDPOINT/BUCKET/KEY), as MinIO, Ceph and SeaweedFS expect.
+    #[arg(long)]
+    pub path_style: bool,
+    /// The access key id (with --secret-access-key-file; without both, the AWS
+    /// environment variables are used).
+    #[arg(long, value_name = "ID")]
+    pub access_key_id: Option<String>,
+    /// A file holding the secret access key (`-` for standard input); sealed in the vault.
+    #[arg(long, value_name = "FILE")]
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+impl S3Args {
+    /// Whether any S3 option was given.
+    pub fn any(&self) -> bool {
+        self.endpoint.is_some()
+            || self.region.is_some()
+            || self.path_style
+            || self.access_key_id.is_some()
+            || self.secret_access_key_file.is_some()
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveCopyArgs {
+    /// Where to copy the archive: s3://BUCKET/PREFIX or a directory (absent, empty, or
+    /// an earlier copy, which is brought up to date).
+    #[arg(long, value_name = "LOCATION", required_unless_present = "target")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Save the destination (with its S3 options, the secret sealed in the vault) under
+    /// this name, for `--target NAME` and plans' `--copy-to NAME`.
+    #[arg(long, value_name = "NAME", requires = "to")]
+    pub save_as: Option<String>,
+    /// Copy to a destination saved with --save-as.
+    #[arg(long, value_name = "NAME", conflicts_with = "to")]
+    pub target: Option<String>,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -351,6 +394,10 @@ pub struct PlanAddArgs {
     /// only; `100%`: everything, and every snapshot's refs walked).
     #[arg(long, value_name = "PERCENT", value_parser = parse_whole_percent)]
     pub check_subset: Option<u32>,
+    /// Copy the archive after each successful run to this saved copy target (see
+    /// `archive copy --save-as`); a failed copy fails the job, which notifies.
+    #[arg(long, value_name = "NAME")]
+    pub copy_to: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -313,6 +313,7 @@ fn spec_of(a: PlanAddArgs) -> Result<PlanSpec> {
         keep_deleted_for: a.keep.keep_deleted_for,
         check_every: a.check_every,
         check_subset: a.check_subset,
+        copy_to: a.copy_to,
     })
 }
 

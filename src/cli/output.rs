@@ -205,6 +205,9 @@ pub fn plan(p: &Plan) {
         if s.enabled { "" } else { "  DISABLED" },
         p.status.last_success.map(fmt_time).unwrap_or_else(|| "-".into())
     );
+    if let Some(target) = &s.copy_to {
+        println!("  copies the archive to {target} after each successful run");
+    }
 }
 
 pub fn jobs(jobs: &[Job]) {
@@ -821,5 +824,25 @@ pub fn archive(info: &crate::engine::service::ArchiveInfo) {
         "{} snapshot(s), {} stored",
         info.snapshots,
         crate::fmt::human_bytes(info.stored_bytes)
+    );
+    for t in &info.copy_targets {
+        println!("copy target {}: {}", t.name, t.location);
+    }
+}
+
+pub fn archive_copy(report: &crate::engine::archive_copy::ArchiveCopyReport) {
+    let t = &report.tally;
+    println!("copied {} to {}", report.from, report.to);
+    println!(
+        "blobs: {} copied ({}), {} there already and read back, {} verified by an earlier copy, {} damaged there and written again",
+        t.blobs_copied,
+        crate::fmt::human_bytes(t.bytes_copied),
+        t.blobs_checked,
+        t.blobs_verified_before,
+        t.blobs_repaired
+    );
+    println!(
+        "snapshots: {} copied, {} there already; {} index entries and key files copied; {:.1} s",
+        t.snapshots_copied, t.snapshots_present, t.other_files_copied, report.seconds
     );
 }

@@ -162,3 +162,42 @@ impl JobBar {
         self.bar.finish_and_clear();
     }
 }
+
+/// The bar of `archive copy`: blobs and bytes copied or checked.
+pub struct CopyBar {
+    bar: ProgressBar,
+}
+
+impl CopyBar {
+    pub fn new() -> CopyBar {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("copy [{bar:30}] {bytes}/{total_bytes} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        CopyBar { bar }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Default for CopyBar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl crate::engine::archive_copy::CopyProgress for CopyBar {
+    fn planned(&self, blobs: u64, bytes: u64) {
+        self.bar.set_length(bytes);
+        self.bar
+            .set_message(format!("{blobs} blob(s) to copy or check"));
+    }
+
+    fn blob_done(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+}

@@ -80,6 +80,7 @@ fn new_page(ctx: &Ctx) -> Outcome {
         keep_deleted_for: None,
         check_every: None,
         check_subset: None,
+        copy_to: None,
     };
     form_page(ctx, "New plan", &spec, None, None)
 }
@@ -119,6 +120,7 @@ fn plan_actions(ctx: &Ctx, p: &Plan) -> Markup {
                 None => "none".to_string(),
                 Some(every) => format!("every {every}, {}; last {}", p.spec.check_subset.map_or("structure only".to_string(), |s| format!("{s}% read back")), when(p.status.last_check)),
             }) }
+        p.muted #plan-copy { "Copy: " (p.spec.copy_to.as_deref().map_or("none".to_string(), |t| format!("to copy target {t} after each successful run"))) }
         p.muted { "Last success " (when(p.status.last_success)) " · last job "
             @if let Some(j) = p.status.last_job { a href={ "/jobs/" (j) } { (j) } } @else { "-" } }
     }
@@ -149,6 +151,10 @@ fn keep_fieldset(spec: &PlanSpec) -> Markup {
             legend { "Check the archive (after a successful run)" }
             p { label for="check_every" { "Every" } input #check_every type="text" name="check_every" value=(spec.check_every.clone().unwrap_or_default()) placeholder="e.g. 7d (empty: never)"; }
             p { label for="check_subset" { "Read back (%)" } input #check_subset type="text" name="check_subset" value=[spec.check_subset] placeholder="e.g. 10 (empty: structure only; 100: everything)"; }
+        }
+        fieldset #copy {
+            legend { "Copy the archive (after a successful run)" }
+            p { label for="copy_to" { "To the saved copy target" } input #copy_to type="text" name="copy_to" value=(spec.copy_to.clone().unwrap_or_default()) placeholder="a name saved by `reposafe archive copy --save-as` (empty: no copy)"; }
         }
     }
 }
@@ -336,6 +342,7 @@ fn spec_of(ctx: &Ctx, existing: Option<&PlanSpec>) -> Result<PlanSpec, PageError
         keep_deleted_for: opt("keep_deleted_for"),
         check_every: opt("check_every"),
         check_subset: subset_of(f)?,
+        copy_to: opt("copy_to"),
     })
 }
 
@@ -390,6 +397,7 @@ fn partial_spec(ctx: &Ctx) -> PlanSpec {
         keep_deleted_for: ctx.form.get("keep_deleted_for").map(str::to_string),
         check_every: ctx.form.get("check_every").map(str::to_string),
         check_subset: subset_of(ctx.form).ok().flatten(),
+        copy_to: ctx.form.get("copy_to").map(str::to_string),
     };
     if s.include.is_empty() {
         s.include = vec!["*".into()];

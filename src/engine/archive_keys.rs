@@ -276,29 +276,46 @@ pub fn init_archive(data_dir: &Path, req: ArchiveInit) -> Result<ArchiveInitRepo
     }
     Ok(ArchiveInitReport {
         created,
-        archive: archive_info(&archive)?,
+        archive: archive_info(&archive, data_dir)?,
     })
 }
 
 /// Refuses to move the data dir to `target` while its current archive (elsewhere)
-/// holds snapshots: they would no longer be seen by restores.
+/// holds snapshots `target` lacks: they would no longer be seen by restores. A
+/// `target` holding all of them (a copy made by `archive copy`) is fine; the current
+/// archive is left where it is.
 fn refuse_leaving_backups(current: &dyn Backend, target: &dyn Backend) -> Result<(), EngineError> {
     if current.root_location() == target.root_location()
         || Archive::inspect_on(current)? == ArchiveLayout::Empty
     {
         return Ok(());
     }
-    let snapshots = current
-        .list(FileKind::Snapshot, "")
-        .map_err(crate::archive::ArchiveError::from)?
-        .len();
-    if snapshots == 0 {
+    let listed = |b: &dyn Backend| -> Result<std::collections::HashSet<String>, EngineError> {
+        Ok(b.list(FileKind::Snapshot, "")
+            .map_err(crate::archive::ArchiveError::from)?
+            .into_iter()
+            .collect())
+    };
+    let mine = listed(current)?;
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let there = if Archive::inspect_on(target)? == ArchiveLayout::Empty {
+        Default::default()
+    } else {
+        listed(target)?
+    };
+    let missing = mine.difference(&there).count();
+    if missing == 0 {
         return Ok(());
     }
     Err(EngineError::Conflict(format!(
-        "this data dir's archive at {} holds {snapshots} snapshot(s); it stays where it is \
-         (moving an archive is `archive copy`, not built yet). Use a new data dir for {}",
+        "this data dir's archive at {} holds {} snapshot(s), {missing} of them not at {}; \
+         copy it there first (`reposafe archive copy --to {}` with the same S3 options), \
+         then run this again",
         current.root_location().display(),
+        mine.len(),
+        target.root_location().display(),
         target.root_location().display()
     )))
 }
@@ -355,7 +372,7 @@ pub fn export_key(data_dir: &Path, out: &Path) -> Result<String, EngineError> {
 }
 
 /// Where the archive is, whether it is encrypted and with which keys, and what it holds.
-pub(crate) fn archive_info(archive: &Archive) -> Result<ArchiveInfo, EngineError> {
+pub(crate) fn archive_info(archive: &Archive, data_dir: &Path) -> Result<ArchiveInfo, EngineError> {
     let keys = archive
         .key_file_names()?
         .into_iter()
@@ -382,5 +399,6 @@ pub(crate) fn archive_info(archive: &Archive) -> Result<ArchiveInfo, EngineError
         keys,
         snapshots: archive.snapshot_count()?,
         stored_bytes: archive.disk_usage()?,
+        copy_targets: super::archive_copy::saved_targets(data_dir)?,
     })
 }

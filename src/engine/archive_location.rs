@@ -27,10 +27,11 @@ pub struct S3Location {
     pub secret_access_key: Option<SecretString>,
 }
 
-/// `archive-location.json`.
+/// An S3 location as recorded on disk (`archive-location.json`, a saved copy target):
+/// the secret access key sealed by the vault.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StoredLocation {
+pub(crate) struct StoredLocation {
     /// `s3://bucket/prefix`.
     url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,27 +160,79 @@ pub(crate) fn backend(data_dir: &Path, vault: &Vault) -> Result<Arc<dyn Backend>
     let Some(stored) = stored(data_dir)? else {
         return Ok(local_backend(data_dir));
     };
-    let path = location_file(data_dir);
-    let bad = |reason: String| EngineError::DataDir {
-        path: path.clone(),
-        reason,
-    };
-    let secret = match &stored.secret_access_key_sealed {
-        Some(hex_text) => {
-            let sealed = hex::decode(hex_text).map_err(|e| bad(format!("sealed secret: {e}")))?;
-            Some(vault.unseal_secret(&sealed)?)
-        }
-        None => None,
-    };
-    let config = s3_config(&S3Location {
-        url: stored.url,
-        endpoint: stored.endpoint,
-        region: stored.region,
-        path_style: stored.path_style,
-        access_key_id: stored.access_key_id,
-        secret_access_key: secret,
-    })?;
+    let config = stored.open(vault, &location_file(data_dir))?;
     Ok(s3_backend(data_dir, config)?)
+}
+
+impl StoredLocation {
+    /// The record of `config`, its secret sealed by `vault`.
+    pub(crate) fn seal(
+        vault: &Vault,
+        config: &S3Config,
+        encrypted_to: Option<String>,
+    ) -> Result<StoredLocation, EngineError> {
+        let sealed = match &config.secret_access_key {
+            Some(secret) => Some(hex::encode(vault.seal_secret(secret)?)),
+            None => None,
+        };
+        Ok(StoredLocation {
+            url: config.url(),
+            endpoint: config.endpoint.clone(),
+            region: config.region.clone(),
+            path_style: config.path_style,
+            access_key_id: config.access_key_id.clone(),
+            secret_access_key_sealed: sealed,
+            encrypted_to,
+        })
+    }
+
+    /// The configuration recorded (read from `path`, named in errors), the secret
+    /// unsealed by `vault`.
+    pub(crate) fn open(self, vault: &Vault, path: &Path) -> Result<S3Config, EngineError> {
+        let secret = match &self.secret_access_key_sealed {
+            Some(hex_text) => {
+                let sealed = hex::decode(hex_text).map_err(|e| EngineError::DataDir {
+                    path: path.to_path_buf(),
+                    reason: format!("sealed secret: {e}"),
+                })?;
+                Some(vault.unseal_secret(&sealed)?)
+            }
+            None => None,
+        };
+        s3_config(&S3Location {
+            url: self.url,
+            endpoint: self.endpoint,
+            region: self.region,
+            path_style: self.path_style,
+            access_key_id: self.access_key_id,
+            secret_access_key: secret,
+        })
+    }
+
+    /// `s3://bucket/prefix`.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Writes `value` as JSON to `path` (mode 0600 by the data dir's umask), replacing the
+/// file atomically.
+pub(crate) fn write_json_atomically(
+    path: &Path,
+    value: &impl Serialize,
+) -> Result<(), EngineError> {
+    let io = |e: std::io::Error| EngineError::DataDir {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|e| EngineError::Internal(format!("{}: {e}", path.display())))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, &json).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 /// Records an S3 location (the secret sealed by `vault`) and the recipient of the
@@ -190,29 +243,6 @@ pub(crate) fn save(
     config: &S3Config,
     encrypted_to: Option<String>,
 ) -> Result<(), EngineError> {
-    let sealed = match &config.secret_access_key {
-        Some(secret) => Some(hex::encode(vault.seal_secret(secret)?)),
-        None => None,
-    };
-    let stored = StoredLocation {
-        url: config.url(),
-        endpoint: config.endpoint.clone(),
-        region: config.region.clone(),
-        path_style: config.path_style,
-        access_key_id: config.access_key_id.clone(),
-        secret_access_key_sealed: sealed,
-        encrypted_to,
-    };
-    let path = location_file(data_dir);
-    let io = |e: std::io::Error| EngineError::DataDir {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    let json = serde_json::to_vec_pretty(&stored)
-        .map_err(|e| EngineError::Internal(format!("archive location: {e}")))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(data_dir).map_err(io)?;
-    std::io::Write::write_all(&mut tmp, &json).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(&path).map_err(|e| io(e.error))?;
-    Ok(())
+    let stored = StoredLocation::seal(vault, config, encrypted_to)?;
+    write_json_atomically(&location_file(data_dir), &stored)
 }

@@ -135,6 +135,7 @@ mod tests {
             keep_deleted_for: None,
             check_every: None,
             check_subset: None,
+            copy_to: None,
         }
     }
 

@@ -530,6 +530,10 @@ impl Jobs {
                 notes.push(note);
                 check_failure = failure;
             }
+            if let Some((note, failure)) = self.copy_after_run(live, &ended) {
+                notes.push(note);
+                check_failure = check_failure.or(failure);
+            }
             if !notes.is_empty() {
                 let note = notes.join("; ");
                 live.update(|j| j.progress.notice = Some(note.clone()));
@@ -640,6 +644,40 @@ impl Jobs {
                 (failure.clone(), Some(failure))
             }
         })
+    }
+
+    /// After a plan's successful run, its copy of the archive to a saved target
+    /// (`copy_to`, shown live as the job's notice): the job's notice, and the job's
+    /// failure when the copy fails (the job then fails, which notifies).
+    fn copy_after_run(&self, live: &LiveJob, job: &Job) -> Option<(String, Option<String>)> {
+        let plan = succeeded_plan(job)?;
+        let target = self.ctx.state.plan(plan).ok()?.spec.copy_to?;
+        let progress = JobCopyProgress {
+            live,
+            target: &target,
+            total: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+        };
+        Some(
+            match super::archive_copy::copy_to_saved(&self.ctx, &target, &progress) {
+                Ok(r) => (
+                    format!(
+                        "copy to {target} ({}): {} blobs ({}) copied, {} snapshots copied, {} there already",
+                        r.to,
+                        r.tally.blobs_copied + r.tally.blobs_repaired,
+                        crate::fmt::human_bytes(r.tally.bytes_copied),
+                        r.tally.snapshots_copied,
+                        r.tally.snapshots_present
+                    ),
+                    None,
+                ),
+                Err(e) => {
+                    tracing::warn!("plan {plan}: the copy to {target} after job {} failed: {e}", job.id);
+                    let failure = format!("the copy of the archive to {target} failed: {e}");
+                    (failure.clone(), Some(failure))
+                }
+            },
+        )
     }
 
     /// Records a plan's job as its last run (and last success when it succeeded).
@@ -1242,6 +1280,33 @@ pub(crate) mod faults {
 
 /// The plan a job ran, when it was a plan's backup that succeeded (what runs the plan's
 /// retention and check).
+/// A plan's copy of the archive, shown as its job's notice.
+struct JobCopyProgress<'a> {
+    live: &'a LiveJob,
+    target: &'a str,
+    total: AtomicU64,
+    done: AtomicU64,
+}
+
+impl super::archive_copy::CopyProgress for JobCopyProgress<'_> {
+    fn planned(&self, _blobs: u64, bytes: u64) {
+        self.total.store(bytes, Ordering::SeqCst);
+        self.blob_done(0);
+    }
+
+    fn blob_done(&self, bytes: u64) {
+        let done = self.done.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        let total = self.total.load(Ordering::SeqCst);
+        let note = format!(
+            "copying the archive to {}: {} of {}",
+            self.target,
+            crate::fmt::human_bytes(done),
+            crate::fmt::human_bytes(total)
+        );
+        self.live.update(|j| j.progress.notice = Some(note));
+    }
+}
+
 fn succeeded_plan(job: &Job) -> Option<&str> {
     match &job.kind {
         JobKind::Backup {

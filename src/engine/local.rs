@@ -642,7 +642,7 @@ impl Service for LocalService {
     }
 
     fn archive(&self) -> Result<ArchiveInfo, EngineError> {
-        super::archive_keys::archive_info(&self.ctx().archive)
+        super::archive_keys::archive_info(&self.ctx().archive, &self.ctx().data_dir)
     }
 
     fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError> {

@@ -12,6 +12,7 @@
 //! packs and refs (with its LFS objects, and its wiki beside it); `show` reads a
 //! snapshot's parts and documents back, `export` writes all of it out as plain files.
 
+pub mod archive_copy;
 mod archive_gate;
 pub mod archive_keys;
 mod archive_lease;
@@ -259,7 +260,7 @@ impl EngineError {
             EngineError::State(S::ConnectionExists(_) | S::PlanExists(_)) => ErrorKind::Conflict,
             EngineError::Vault(V::Invalid(_) | V::UnknownKind) => ErrorKind::Invalid,
             EngineError::Archive(A::SnapshotNotFound { .. }) => ErrorKind::NotFound,
-            EngineError::Archive(A::Encryption { .. }) => ErrorKind::Conflict,
+            EngineError::Archive(A::Encryption { .. } | A::Copy { .. }) => ErrorKind::Conflict,
             EngineError::Archive(A::WrongKey { .. }) => ErrorKind::Invalid,
             EngineError::Archive(A::InvalidSnapshotId(_) | A::InvalidBlobId(_)) => {
                 ErrorKind::Invalid

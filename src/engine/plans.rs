@@ -150,6 +150,14 @@ pub fn validate(ctx: &Context, spec: &PlanSpec) -> Result<(), EngineError> {
     metadata_cadence(spec)?;
     retention_of(spec)?;
     check_of(spec)?;
+    if let Some(target) = &spec.copy_to {
+        if !super::archive_copy::target_exists(&ctx.data_dir, target) {
+            return Err(field(
+                "copy_to",
+                format!("no copy target named {target:?}: save one with `reposafe archive copy --to LOCATION --save-as {target}`"),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -532,6 +532,9 @@ pub struct ArchiveInfo {
     pub snapshots: usize,
     /// Bytes of blobs and manifests.
     pub stored_bytes: u64,
+    /// Copy targets saved by `archive copy --save-as` (names and locations only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_targets: Vec<super::archive_copy::CopyTargetInfo>,
 }
 
 /// One sealed copy of an encrypted archive's key.

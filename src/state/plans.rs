@@ -79,6 +79,10 @@ pub struct PlanSpec {
     /// 1 to 100; 100 also walks every snapshot's refs); none: the structure only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_subset: Option<u32>,
+    /// A saved copy target (`archive copy --save-as NAME`) the archive is copied to
+    /// after each successful run (a second copy, the 3-2-1 rule); none: no copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_to: Option<String>,
 }
 
 /// How many snapshots of each kind to keep after a run (restic's rules; applied by

@@ -1,0 +1,365 @@
+//! `reposafe archive copy --to` (issue 16): the archive copied into a real S3 server
+//! (SeaweedFS) and into a directory, every blob verified there; a repeated copy brings
+//! only what is new, a damaged or missing blob in the copy is found and written again,
+//! a copy killed midway resumes; the copy restores on a fresh appliance, ref for ref
+//! and `fsck`-clean; and the data dir moves to its copy with `archive init`.
+
+mod common;
+
+use common::s3::Weed;
+use common::*;
+use std::path::Path;
+
+const WS: &str = "acme";
+const BUCKET: &str = "reposafe-copies";
+
+fn restores(rs: &Reposafe, repo: &str, bare: &Path, to: &Path) {
+    rs.run(&["restore", repo, "--to", &to.display().to_string()])
+        .ok();
+    gitutil::fsck(to);
+    assert_eq!(
+        gitutil::refs_of(to),
+        gitutil::refs_of(bare),
+        "{repo} restored ref for ref"
+    );
+    std::fs::remove_dir_all(to).expect("remove restore");
+    let _ = std::fs::remove_dir_all(to.with_extension("wiki"));
+}
+
+/// `reposafe <command> s3://BUCKET/<prefix> <S3 options>` with `extra` after it.
+fn with_s3(rs: &Reposafe, weed: &Weed, command: &[&str], prefix: &str, extra: &[&str]) -> Run {
+    let url = format!("s3://{BUCKET}/{prefix}");
+    // init_args is `archive init URL --endpoint …`: keep its options.
+    let options: Vec<String> = weed
+        .init_args(&url, rs.files.path())
+        .into_iter()
+        .skip(3)
+        .collect();
+    let mut args: Vec<&str> = command.to_vec();
+    args.push(&url);
+    args.extend(options.iter().map(String::as_str));
+    args.extend(extra);
+    rs.run(&args)
+}
+
+fn copy_report(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.all()))
+}
+
+fn new_commit(bare: &Path, message: &str) {
+    let head = gitutil::git(bare, &["symbolic-ref", "HEAD"])
+        .trim()
+        .to_string();
+    let commit = gitutil::git(
+        bare,
+        &["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", message],
+    );
+    gitutil::git(bare, &["update-ref", &head, commit.trim()]);
+}
+
+/// The raw store of the copy at `s3://BUCKET/<prefix>`.
+fn bucket(weed: &Weed, prefix: &str, scratch: &Path) -> reposafe::archive::S3Backend {
+    use reposafe::archive::{S3Backend, S3Config};
+    S3Backend::new(
+        S3Config {
+            bucket: BUCKET.into(),
+            prefix: prefix.into(),
+            endpoint: Some(weed.endpoint.clone()),
+            region: None,
+            path_style: true,
+            access_key_id: Some(common::s3::ACCESS_KEY_ID.into()),
+            secret_access_key: Some(common::s3::SECRET_ACCESS_KEY.to_string().into()),
+        },
+        scratch.to_path_buf(),
+    )
+    .expect("backend")
+}
+
+#[test]
+fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_it() {
+    use reposafe::archive::{Backend, FileKind, Source};
+    let weed = Weed::start();
+    weed.create_bucket(BUCKET);
+    let scratch = TempDir::new("reposafe-copy");
+    let server = CloudServer::start();
+    let docs = lfs_and_wiki_repo(&server, WS, "docs", &scratch.path().join("docs"));
+    let rs = Reposafe::new();
+    rs.connect_cloud_with_token(&server, WS);
+    rs.run(&["backup", WS]).ok();
+    new_commit(&docs.bare, "second");
+    rs.run(&["backup", WS]).ok();
+    let local_blobs = std::fs::read_dir(rs.data_dir().join("archive/blobs"))
+        .expect("blobs")
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).expect("fan-out").count())
+        .sum::<usize>() as u64;
+
+    // Moving the data dir to an empty bucket is refused: its snapshots are not there.
+    let early = with_s3(&rs, &weed, &["archive", "init"], "copy", &[]);
+    assert_ne!(early.code, 0);
+    assert!(early.all().contains("2 of them not at"), "{}", early.all());
+    assert!(early.all().contains("archive copy --to"), "{}", early.all());
+
+    // The first copy brings every blob and both snapshots.
+    let first = with_s3(
+        &rs,
+        &weed,
+        &["archive", "copy", "--to"],
+        "copy",
+        &["--json"],
+    )
+    .ok();
+    let first = copy_report(&first);
+    assert_eq!(first["blobs_copied"], local_blobs, "{first}");
+    assert_eq!(first["snapshots_copied"], 2, "{first}");
+    assert_eq!(first["blobs_repaired"], 0, "{first}");
+
+    // A fresh appliance attached to the copy restores and checks it clean.
+    let to = scratch.path().join("restored");
+    let fresh = Reposafe::new();
+    let attached = with_s3(&fresh, &weed, &["archive", "init"], "copy", &[]).ok();
+    assert!(attached.stdout.contains("attached"), "{}", attached.stdout);
+    restores(&fresh, "acme/docs", &docs.bare, &to);
+    fresh.run(&["check", "--read-data"]).ok();
+
+    // One more backup, copied again: only what is new travels, nothing is read back twice.
+    new_commit(&docs.bare, "third");
+    rs.run(&["backup", WS]).ok();
+    let again = with_s3(
+        &rs,
+        &weed,
+        &["archive", "copy", "--to"],
+        "copy",
+        &["--json"],
+    )
+    .ok();
+    let again = copy_report(&again);
+    assert_eq!(again["snapshots_copied"], 1, "{again}");
+    assert_eq!(again["snapshots_present"], 2, "{again}");
+    assert_eq!(again["blobs_verified_before"], local_blobs, "{again}");
+    assert_eq!(again["blobs_checked"], 0, "{again}");
+
+    // Damage in the copy: one blob removed, one overwritten. Without the journal (a
+    // copy from another data dir would have none), both are found and written again.
+    let raw_scratch = TempDir::new("reposafe-copy-raw");
+    let store = bucket(&weed, "copy", raw_scratch.path());
+    let ids = store.list(FileKind::Blob, "").expect("list");
+    store.delete(FileKind::Blob, &ids[0]).expect("delete");
+    store
+        .write(FileKind::Blob, &ids[1], Source::Bytes(b"not the blob"))
+        .expect("overwrite");
+    std::fs::remove_dir_all(rs.data_dir().join("copies")).expect("forget the journal");
+    let mended = with_s3(
+        &rs,
+        &weed,
+        &["archive", "copy", "--to"],
+        "copy",
+        &["--json"],
+    )
+    .ok();
+    let mended = copy_report(&mended);
+    assert_eq!(mended["blobs_copied"], 1, "{mended}");
+    assert_eq!(mended["blobs_repaired"], 1, "{mended}");
+    assert_eq!(mended["blobs_checked"], ids.len() as u64 - 2, "{mended}");
+    fresh.run(&["check", "--read-data"]).ok();
+
+    // Now the data dir moves to its copy; the old archive stays on disk.
+    let moved = with_s3(&rs, &weed, &["archive", "init"], "copy", &[]).ok();
+    assert!(moved.stdout.contains("attached"), "{}", moved.all());
+    let shown = rs.run(&["archive", "show", "--json"]).ok();
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    assert_eq!(shown["location"], format!("s3://{BUCKET}/copy"), "{shown}");
+    assert_eq!(shown["snapshots"], 3, "{shown}");
+    assert!(rs.data_dir().join("archive/FORMAT").exists());
+    restores(&rs, "acme/docs", &docs.bare, &to);
+}
+
+#[test]
+fn a_copy_killed_midway_resumes_and_an_encrypted_copy_in_a_directory_opens_elsewhere() {
+    let scratch = TempDir::new("reposafe-copy-dir");
+    let server = CloudServer::start();
+    let docs = lfs_and_wiki_repo(&server, WS, "docs", &scratch.path().join("docs"));
+    // Enough blobs for a kill to land in the middle: 30 repositories.
+    gitutil::make_workspace_fixture(&server, WS, 30, &scratch.path().join("many"));
+    let rs = Reposafe::new();
+    let passphrase = rs.secret_file("passphrase", "correct horse battery staple");
+    rs.run(&[
+        "archive",
+        "init",
+        "--encrypt",
+        "--passphrase-file",
+        &passphrase.display().to_string(),
+    ])
+    .ok();
+    rs.connect_cloud_with_token(&server, WS);
+    rs.run(&["backup", WS]).ok();
+
+    // Refused: a copy inside the data dir, and a directory holding another archive.
+    let inside = rs.data_dir().join("copy");
+    let refused = rs.run(&["archive", "copy", "--to", &inside.display().to_string()]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.all().contains("inside the data dir"),
+        "{}",
+        refused.all()
+    );
+    let other = Reposafe::new();
+    other.run(&["archive", "show"]).ok();
+    let other_archive = other.data_dir().join("archive");
+    let refused = rs.run(&[
+        "archive",
+        "copy",
+        "--to",
+        &other_archive.display().to_string(),
+    ]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .all()
+            .contains("holds another archive (not encrypted)"),
+        "{}",
+        refused.all()
+    );
+
+    // Killed at several moments, then run to its end: a complete, verified copy.
+    let target = scratch.path().join("copy");
+    let to = target.display().to_string();
+    let mut killed = 0;
+    for ms in [30, 60, 120] {
+        let finished = rs.killed_after(
+            &["archive", "copy", "--to", &to],
+            std::time::Duration::from_millis(ms),
+        );
+        killed += usize::from(finished.is_none());
+    }
+    assert!(killed > 0, "no copy was killed before its end");
+    let done = rs.run(&["archive", "copy", "--to", &to, "--json"]).ok();
+    let done = copy_report(&done);
+    assert_eq!(done["blobs_repaired"], 0, "{done}");
+    let snapshots = rs.run(&["archive", "show", "--json"]).ok();
+    let snapshots: serde_json::Value = serde_json::from_str(&snapshots.stdout).expect("json");
+    assert_eq!(
+        done["snapshots_copied"].as_u64().unwrap_or(0)
+            + done["snapshots_present"].as_u64().unwrap_or(0),
+        snapshots["snapshots"].as_u64().expect("count"),
+        "{done}"
+    );
+    assert_eq!(
+        std::fs::read(target.join("FORMAT")).expect("FORMAT"),
+        std::fs::read(rs.data_dir().join("archive/FORMAT")).expect("FORMAT")
+    );
+
+    // A fresh data dir whose archive is the copy opens it with the passphrase only.
+    let fresh = Reposafe::new();
+    std::fs::create_dir_all(fresh.data_dir()).expect("data dir");
+    std::fs::rename(&target, fresh.data_dir().join("archive")).expect("move the copy in");
+    let locked = fresh.run(&["snapshots", "acme/docs"]);
+    assert_ne!(locked.code, 0, "{}", locked.all());
+    let listed = fresh
+        .cmd(&["check", "--read-data"])
+        .env(
+            "REPOSAFE_ARCHIVE_PASSPHRASE",
+            "correct horse battery staple",
+        )
+        .output()
+        .expect("check");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    restores(
+        &fresh,
+        "acme/docs",
+        &docs.bare,
+        &scratch.path().join("r.git"),
+    );
+}
+
+#[test]
+fn a_plan_copies_the_archive_to_its_saved_target_after_each_successful_run() {
+    let scratch = TempDir::new("reposafe-copy-plan");
+    let server = CloudServer::start();
+    let docs = lfs_and_wiki_repo(&server, WS, "docs", &scratch.path().join("docs"));
+    let rs = Reposafe::new();
+    rs.connect_cloud_with_token(&server, WS);
+    let offsite = scratch.path().join("offsite");
+    let to = offsite.display().to_string();
+
+    // A plan naming a target nobody saved is refused, naming how to save one.
+    let refused = rs.run(&[
+        "plan",
+        "add",
+        "nightly",
+        "--connection",
+        WS,
+        "--copy-to",
+        "offsite",
+    ]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.all().contains("no copy target named \"offsite\""),
+        "{}",
+        refused.all()
+    );
+    rs.run(&["archive", "copy", "--to", &to, "--save-as", "offsite"])
+        .ok();
+    let shown = rs.run(&["archive", "show", "--json"]).ok();
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    assert_eq!(shown["copy_targets"][0]["name"], "offsite", "{shown}");
+    assert_eq!(shown["copy_targets"][0]["location"], to.as_str(), "{shown}");
+    rs.run(&[
+        "plan",
+        "add",
+        "nightly",
+        "--connection",
+        WS,
+        "--copy-to",
+        "offsite",
+    ])
+    .ok();
+
+    for round in 0..2 {
+        if round > 0 {
+            new_commit(&docs.bare, "more");
+        }
+        let run = rs.run(&["run", "--plan", "nightly", "--json"]).ok();
+        let job: serde_json::Value = serde_json::from_str(&run.stdout).expect("job json");
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let notice = job["progress"]["notice"].as_str().unwrap_or("");
+        assert!(notice.contains("copy to offsite"), "{job}");
+        assert!(notice.contains("1 snapshots copied"), "{job}");
+    }
+    // The copy, in a fresh data dir of its own, restores the newest snapshot.
+    let snapshots_there = std::fs::read_dir(offsite.join("snapshots"))
+        .expect("snapshots")
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).expect("history").count())
+        .sum::<usize>();
+    assert_eq!(snapshots_there, 2);
+    let fresh = Reposafe::new();
+    std::fs::create_dir_all(fresh.data_dir()).expect("data dir");
+    let copied = scratch.path().join("copied");
+    let status = std::process::Command::new("cp")
+        .args(["-a", &to, &copied.display().to_string()])
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    std::fs::rename(&copied, fresh.data_dir().join("archive")).expect("move in");
+    restores(&fresh, "acme/docs", &docs.bare, &scratch.path().join("r"));
+
+    // A copy that fails fails the job (which notifies), and says why.
+    std::fs::remove_dir_all(&offsite).expect("remove the copy");
+    std::fs::write(&offsite, b"not a directory").expect("a file in its place");
+    new_commit(&docs.bare, "again");
+    let run = rs.run(&["run", "--plan", "nightly", "--json"]);
+    let job: serde_json::Value = serde_json::from_str(&run.stdout).expect("job json");
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the copy of the archive to offsite failed"),
+        "{job}"
+    );
+}
