@@ -13,19 +13,6 @@ use std::path::Path;
 const WS: &str = "acme";
 const BUCKET: &str = "reposafe-copies";
 
-fn restores(rs: &Reposafe, repo: &str, bare: &Path, to: &Path) {
-    rs.run(&["restore", repo, "--to", &to.display().to_string()])
-        .ok();
-    gitutil::fsck(to);
-    assert_eq!(
-        gitutil::refs_of(to),
-        gitutil::refs_of(bare),
-        "{repo} restored ref for ref"
-    );
-    std::fs::remove_dir_all(to).expect("remove restore");
-    let _ = std::fs::remove_dir_all(to.with_extension("wiki"));
-}
-
 /// `reposafe <command> s3://BUCKET/<prefix> <S3 options>` with `extra` after it.
 fn with_s3(rs: &Reposafe, weed: &Weed, command: &[&str], prefix: &str, extra: &[&str]) -> Run {
     let url = format!("s3://{BUCKET}/{prefix}");
@@ -46,33 +33,9 @@ fn copy_report(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.all()))
 }
 
-fn new_commit(bare: &Path, message: &str) {
-    let head = gitutil::git(bare, &["symbolic-ref", "HEAD"])
-        .trim()
-        .to_string();
-    let commit = gitutil::git(
-        bare,
-        &["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", message],
-    );
-    gitutil::git(bare, &["update-ref", &head, commit.trim()]);
-}
-
-/// The raw store of the copy at `s3://BUCKET/<prefix>`.
+/// The archive at `s3://BUCKET/<prefix>`, raw.
 fn bucket(weed: &Weed, prefix: &str, scratch: &Path) -> reposafe::archive::S3Backend {
-    use reposafe::archive::{S3Backend, S3Config};
-    S3Backend::new(
-        S3Config {
-            bucket: BUCKET.into(),
-            prefix: prefix.into(),
-            endpoint: Some(weed.endpoint.clone()),
-            region: None,
-            path_style: true,
-            access_key_id: Some(common::s3::ACCESS_KEY_ID.into()),
-            secret_access_key: Some(common::s3::SECRET_ACCESS_KEY.to_string().into()),
-        },
-        scratch.to_path_buf(),
-    )
-    .expect("backend")
+    weed.store(BUCKET, prefix, scratch)
 }
 
 #[test]
@@ -86,7 +49,7 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
     let rs = Reposafe::new();
     rs.connect_cloud_with_token(&server, WS);
     rs.run(&["backup", WS]).ok();
-    new_commit(&docs.bare, "second");
+    commit_on_head(&docs.bare, "second");
     rs.run(&["backup", WS]).ok();
     let local_blobs = std::fs::read_dir(rs.data_dir().join("archive/blobs"))
         .expect("blobs")
@@ -119,11 +82,11 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
     let fresh = Reposafe::new();
     let attached = with_s3(&fresh, &weed, &["archive", "init"], "copy", &[]).ok();
     assert!(attached.stdout.contains("attached"), "{}", attached.stdout);
-    restores(&fresh, "acme/docs", &docs.bare, &to);
+    restores_as_source(&fresh, "acme/docs", &docs.bare, &to);
     fresh.run(&["check", "--read-data"]).ok();
 
     // One more backup, copied again: only what is new travels, nothing is read back twice.
-    new_commit(&docs.bare, "third");
+    commit_on_head(&docs.bare, "third");
     rs.run(&["backup", WS]).ok();
     let again = with_s3(
         &rs,
@@ -171,7 +134,7 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
     assert_eq!(shown["location"], format!("s3://{BUCKET}/copy"), "{shown}");
     assert_eq!(shown["snapshots"], 3, "{shown}");
     assert!(rs.data_dir().join("archive/FORMAT").exists());
-    restores(&rs, "acme/docs", &docs.bare, &to);
+    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
 }
 
 #[test]
@@ -268,7 +231,7 @@ fn a_copy_killed_midway_resumes_and_an_encrypted_copy_in_a_directory_opens_elsew
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-    restores(
+    restores_as_source(
         &fresh,
         "acme/docs",
         &docs.bare,
@@ -321,7 +284,7 @@ fn a_plan_copies_the_archive_to_its_saved_target_after_each_successful_run() {
 
     for round in 0..2 {
         if round > 0 {
-            new_commit(&docs.bare, "more");
+            commit_on_head(&docs.bare, "more");
         }
         let run = rs.run(&["run", "--plan", "nightly", "--json"]).ok();
         let job: serde_json::Value = serde_json::from_str(&run.stdout).expect("job json");
@@ -346,12 +309,12 @@ fn a_plan_copies_the_archive_to_its_saved_target_after_each_successful_run() {
         .expect("cp");
     assert!(status.success());
     std::fs::rename(&copied, fresh.data_dir().join("archive")).expect("move in");
-    restores(&fresh, "acme/docs", &docs.bare, &scratch.path().join("r"));
+    restores_as_source(&fresh, "acme/docs", &docs.bare, &scratch.path().join("r"));
 
     // A copy that fails fails the job (which notifies), and says why.
     std::fs::remove_dir_all(&offsite).expect("remove the copy");
     std::fs::write(&offsite, b"not a directory").expect("a file in its place");
-    new_commit(&docs.bare, "again");
+    commit_on_head(&docs.bare, "again");
     let run = rs.run(&["run", "--plan", "nightly", "--json"]);
     let job: serde_json::Value = serde_json::from_str(&run.stdout).expect("job json");
     assert_eq!(job["state"], "failed", "{job}");
@@ -362,4 +325,67 @@ fn a_plan_copies_the_archive_to_its_saved_target_after_each_successful_run() {
             .contains("the copy of the archive to offsite failed"),
         "{job}"
     );
+}
+
+/// Blob file names (ids) under an archive directory.
+fn blob_files(archive: &Path) -> std::collections::BTreeMap<String, std::path::PathBuf> {
+    files_under(&archive.join("blobs"))
+        .into_iter()
+        .filter_map(|p| Some((p.file_name()?.to_str()?.to_string(), p)))
+        .collect()
+}
+
+#[test]
+fn a_damaged_blob_in_the_source_keeps_only_its_snapshot_out_of_the_copy() {
+    let scratch = TempDir::new("reposafe-copy-damage");
+    let server = CloudServer::start();
+    let repos = gitutil::make_workspace_fixture(&server, WS, 3, &scratch.path().join("src"));
+    let rs = Reposafe::new();
+    rs.connect_cloud_with_token(&server, WS);
+    rs.run(&["backup", WS]).ok();
+    let copy = scratch.path().join("copy");
+    let to = copy.display().to_string();
+    rs.run(&["archive", "copy", "--to", &to]).ok();
+
+    // Two repositories change; one blob of the new backups is damaged in the source.
+    let changed: Vec<&(String, std::path::PathBuf)> = repos
+        .iter()
+        .filter(|(slug, _)| slug != "empty-repo")
+        .take(2)
+        .collect();
+    for (_, bare) in &changed {
+        commit_on_head(bare, "a change");
+    }
+    rs.run(&["backup", WS]).ok();
+    let source = blob_files(&rs.data_dir().join("archive"));
+    let there = blob_files(&copy);
+    let new: Vec<&String> = source
+        .keys()
+        .filter(|id| !there.contains_key(*id))
+        .collect();
+    assert!(new.len() >= 2, "{new:?}");
+    std::fs::write(&source[new[0]], b"rotted").expect("damage a source blob");
+
+    let run = rs.run(&["archive", "copy", "--to", &to, "--json"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let report = copy_report(&run);
+    let failed: Vec<&str> = report["failed"]
+        .as_array()
+        .expect("failed")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        failed.iter().any(|f| f.contains(new[0].as_str())),
+        "{failed:?}"
+    );
+    assert!(
+        failed.iter().any(|f| f.starts_with("snapshot ")),
+        "{report}"
+    );
+    // The other repository's new snapshot went; the damaged one's did not.
+    assert_eq!(report["snapshots_copied"], 1, "{report}");
+    // The copy holds no blob that does not read back: no damaged bytes were copied.
+    let copied = blob_files(&copy);
+    assert!(!copied.contains_key(new[0].as_str()));
 }

@@ -30,19 +30,6 @@ fn server(scratch: &Path) -> (CloudServer, LfsWikiRepo, std::path::PathBuf) {
     (server, docs, big)
 }
 
-fn restores(rs: &Reposafe, repo: &str, bare: &Path, to: &Path) {
-    rs.run(&["restore", repo, "--to", &to.display().to_string()])
-        .ok();
-    gitutil::fsck(to);
-    assert_eq!(
-        gitutil::refs_of(to),
-        gitutil::refs_of(bare),
-        "{repo} restored ref for ref"
-    );
-    std::fs::remove_dir_all(to).expect("remove restore");
-    let _ = std::fs::remove_dir_all(to.with_extension("wiki"));
-}
-
 fn init(rs: &Reposafe, weed: &Weed, url: &str, extra: &[&str]) -> Run {
     let mut args = weed.init_args(url, rs.files.path());
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -50,23 +37,9 @@ fn init(rs: &Reposafe, weed: &Weed, url: &str, extra: &[&str]) -> Run {
     rs.run(&args)
 }
 
-/// The archive at `s3://BUCKET/<prefix>` as the product's own backend sees it (raw
-/// objects, nothing decrypted).
+/// The archive at `s3://BUCKET/<prefix>`, raw.
 fn bucket(weed: &Weed, prefix: &str, scratch: &Path) -> reposafe::archive::S3Backend {
-    use reposafe::archive::{S3Backend, S3Config};
-    S3Backend::new(
-        S3Config {
-            bucket: BUCKET.into(),
-            prefix: prefix.into(),
-            endpoint: Some(weed.endpoint.clone()),
-            region: None,
-            path_style: true,
-            access_key_id: Some(common::s3::ACCESS_KEY_ID.into()),
-            secret_access_key: Some(common::s3::SECRET_ACCESS_KEY.to_string().into()),
-        },
-        scratch.to_path_buf(),
-    )
-    .expect("backend")
+    weed.store(BUCKET, prefix, scratch)
 }
 
 /// The objects of the archive at `s3://BUCKET/<prefix>` that hold `needle`, read raw
@@ -93,17 +66,6 @@ fn objects_holding(weed: &Weed, prefix: &str, needle: &str) -> Vec<String> {
     found
 }
 
-fn new_commit(bare: &Path, message: &str) {
-    let head = gitutil::git(bare, &["symbolic-ref", "HEAD"])
-        .trim()
-        .to_string();
-    let commit = gitutil::git(
-        bare,
-        &["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", message],
-    );
-    gitutil::git(bare, &["update-ref", &head, commit.trim()]);
-}
-
 #[test]
 fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_bucket_alone() {
     let weed = Weed::start();
@@ -117,16 +79,16 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
     assert!(made.stdout.contains(&url), "{}", made.stdout);
     rs.connect_cloud_with_token(&server, WS);
     rs.run(&["backup", WS]).ok();
-    new_commit(&docs.bare, "second");
+    commit_on_head(&docs.bare, "second");
     rs.run(&["backup", WS]).ok();
     let to = scratch.path().join("restored");
-    restores(&rs, "acme/docs", &docs.bare, &to);
-    restores(&rs, "acme/big", &big, &to);
+    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
+    restores_as_source(&rs, "acme/big", &big, &to);
     let check = rs.run(&["check", "--read-data"]).ok();
     assert!(!check.all().contains("damaged"), "{}", check.all());
     rs.run(&["forget", "--all", "--keep-last", "1", "--prune"])
         .ok();
-    restores(&rs, "acme/docs", &docs.bare, &to);
+    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
     let local = files_under(&rs.data_dir().join("archive"));
     assert!(
         local.is_empty(),
@@ -158,8 +120,8 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
     assert!(attached.stdout.contains("attached"), "{}", attached.stdout);
     let listed = fresh.run(&["snapshots", "acme/docs"]).ok();
     assert!(!listed.stdout.trim().is_empty(), "{}", listed.stdout);
-    restores(&fresh, "acme/docs", &docs.bare, &to);
-    restores(&fresh, "acme/big", &big, &to);
+    restores_as_source(&fresh, "acme/docs", &docs.bare, &to);
+    restores_as_source(&fresh, "acme/big", &big, &to);
 
     // An archive with snapshots is never left behind for another location.
     let moved = init(&rs, &weed, &format!("s3://{BUCKET}/elsewhere"), &[]);
@@ -223,7 +185,7 @@ fn an_encrypted_archive_on_s3_backs_up_and_restores() {
     assert!(made.stdout.contains("encrypted: yes"), "{}", made.stdout);
     rs.connect_cloud_with_token(&server, WS);
     rs.run(&["backup", WS]).ok();
-    restores(&rs, "acme/docs", &docs.bare, &scratch.path().join("r"));
+    restores_as_source(&rs, "acme/docs", &docs.bare, &scratch.path().join("r"));
     // The repository's name is in no object of the archive.
     let named = objects_holding(&weed, "encrypted", "acme/docs");
     assert!(named.is_empty(), "{named:?}");
@@ -270,7 +232,7 @@ fn an_encrypted_archive_on_s3_backs_up_and_restores() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    restores(&fresh, "acme/docs", &docs.bare, &scratch.path().join("r"));
+    restores_as_source(&fresh, "acme/docs", &docs.bare, &scratch.path().join("r"));
 }
 
 #[test]
@@ -359,7 +321,7 @@ fn a_kill_in_the_middle_of_an_upload_leaves_no_half_snapshot() {
         assert_eq!(check.code, 0, "after a kill at {delay:?}: {}", check.all());
     }
     rs.run(&["backup", WS]).ok();
-    restores(&rs, "acme/big", &big, &scratch.path().join("r"));
+    restores_as_source(&rs, "acme/big", &big, &scratch.path().join("r"));
 }
 
 /// Two appliances on one bucket prefix, each backing up its own connection, prune at
@@ -379,7 +341,7 @@ fn two_appliances_pruning_one_bucket_at_once_lose_nothing() {
         rs.connect_cloud_with_token(&server, WS);
         rs.run(&["backup", WS]).ok();
     }
-    new_commit(&docs.bare, "second");
+    commit_on_head(&docs.bare, "second");
     for rs in [&a, &b] {
         rs.run(&["backup", WS]).ok();
         rs.run(&["forget", "--all", "--keep-last", "1"]).ok();
@@ -405,8 +367,8 @@ fn two_appliances_pruning_one_bucket_at_once_lose_nothing() {
     for rs in [&a, &b] {
         let check = rs.run(&["check", "--read-data"]).ok();
         assert!(!check.all().contains("damaged"), "{}", check.all());
-        restores(rs, "acme/docs", &docs.bare, &scratch.path().join("r"));
-        restores(rs, "acme/big", &big, &scratch.path().join("r"));
+        restores_as_source(rs, "acme/docs", &docs.bare, &scratch.path().join("r"));
+        restores_as_source(rs, "acme/big", &big, &scratch.path().join("r"));
     }
     // Every lease is released once the commands are done.
     let read = TempDir::new("reposafe-s3-leases");
@@ -417,4 +379,50 @@ fn two_appliances_pruning_one_bucket_at_once_lose_nothing() {
     )
     .expect("list");
     assert!(leases.is_empty(), "{leases:?}");
+}
+
+/// Credentials from the standard AWS environment variables (what the systemd unit's
+/// optional `EnvironmentFile=/etc/reposafe/s3.env` gives the daemon): nothing about them
+/// is recorded in the data dir, and every command works with them.
+#[test]
+fn s3_credentials_from_the_environment_are_used_and_never_recorded() {
+    let weed = Weed::start();
+    weed.create_bucket(BUCKET);
+    let scratch = TempDir::new("reposafe-s3-env");
+    let (server, docs, _big) = server(scratch.path());
+    let rs = Reposafe::new();
+    let with_env = |args: &[&str]| {
+        let out = rs
+            .cmd(args)
+            .env("AWS_ACCESS_KEY_ID", common::s3::ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", common::s3::SECRET_ACCESS_KEY)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Connected before the archive moves to the bucket (every command after needs it).
+    rs.connect_cloud_with_token(&server, WS);
+    let url = format!("s3://{BUCKET}/from-env");
+    with_env(&[
+        "archive",
+        "init",
+        &url,
+        "--endpoint",
+        &weed.endpoint,
+        "--path-style",
+    ]);
+    let recorded =
+        std::fs::read_to_string(rs.data_dir().join("archive-location.json")).expect("location");
+    assert!(!recorded.contains("secret"), "{recorded}");
+    assert!(!recorded.contains(common::s3::ACCESS_KEY_ID), "{recorded}");
+    with_env(&["backup", WS]);
+    let to = scratch.path().join("r");
+    with_env(&["restore", "acme/docs", "--to", &to.display().to_string()]);
+    gitutil::fsck(&to);
+    assert_eq!(gitutil::refs_of(&to), gitutil::refs_of(&docs.bare));
+    assert_not_on_disk(rs.data_dir(), common::s3::SECRET_ACCESS_KEY);
 }

@@ -5,36 +5,47 @@
 //!
 //! Order makes an interrupted copy harmless and resumable: the key files, then
 //! `FORMAT` (the destination is an archive from then on), then blobs and index entries,
-//! and the manifests last — each only once the destination holds every blob it names,
-//! so a snapshot is never visible there half copied. The set of manifests is fixed
-//! before the blobs are listed: a backup adding a snapshot to the source meanwhile
-//! wrote its blobs first, so every listed manifest's blobs are in the listing (the
-//! caller keeps prune away with the archive gate). Nothing is ever deleted from the
-//! destination; a file already there is kept (content-addressed blobs are checked,
-//! a damaged one is written again).
+//! and the manifests last — each only once the destination holds every blob it needs
+//! (directly, and through its LFS and metadata index blobs), so a snapshot is never
+//! visible there half copied. A blob the destination has is replaced only when it does
+//! not read back as its id *and* the source's copy does; nothing is ever deleted there.
+//!
+//! The caller's [`CopySession`] keeps prune's sweep away from the source while each blob
+//! or manifest is copied (never for the whole copy: a prune, and the backups queued
+//! behind it, wait for one blob at most). A blob swept meanwhile is skipped; a manifest
+//! rewritten meanwhile (consolidation) brings the blobs it names then. Failures are
+//! counted per blob and per snapshot: the rest is still copied, and the tally names them.
 
 use super::{format_line, Archive, ArchiveError, ArchiveLayout, Backend, BlobId, FileKind};
 use super::{Snapshot, Source};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Blobs checked in the destination by an earlier copy to it, so a resumed or repeated
-/// copy does not read them back again.
-pub trait CopyJournal: Sync {
+/// Blob failures after which a copy stops trying the rest (the store is likely down).
+const MAX_FAILURES: usize = 20;
+/// Blobs above this stored size are copied one at a time (each holds multipart buffers).
+const LARGE_BLOB: u64 = 8 << 20;
+
+/// What a copy needs from its caller.
+pub trait CopySession: Sync {
+    /// Whether an earlier copy read the destination's copy of `id` back and it matched.
     fn is_verified(&self, id: &BlobId) -> bool;
     /// Records that the destination's copy of `id` was read back and matched.
     fn verified(&self, id: &BlobId);
-}
-
-/// Progress of a copy.
-pub trait CopyProgress: Sync {
     /// What is left to do: blobs to copy or check and their stored bytes.
     fn planned(&self, blobs: u64, bytes: u64);
-    /// One blob of `bytes` copied (or checked).
+    /// One blob of `bytes` copied or checked.
     fn blob_done(&self, bytes: u64);
+    /// Runs `work` while prune's sweep is kept away from the source.
+    fn guarded(
+        &self,
+        work: &mut dyn FnMut() -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError>;
+    /// Whether the copy should stop now (a cancelled job, a daemon shutting down).
+    fn cancelled(&self) -> bool;
 }
 
 /// What a copy did.
@@ -42,11 +53,11 @@ pub trait CopyProgress: Sync {
 pub struct CopyTally {
     /// Blobs written to the destination and verified there.
     pub blobs_copied: u64,
-    /// Their stored bytes.
+    /// Stored bytes written (copied and repaired blobs).
     pub bytes_copied: u64,
     /// Blobs the destination had, read back and verified now.
     pub blobs_checked: u64,
-    /// Damaged blobs the destination had, written again.
+    /// Blobs the destination had that did not read back as their id, written again.
     pub blobs_repaired: u64,
     /// Blobs the destination had that an earlier copy verified.
     pub blobs_verified_before: u64,
@@ -54,55 +65,70 @@ pub struct CopyTally {
     pub snapshots_copied: u64,
     /// Snapshot manifests the destination had already.
     pub snapshots_present: u64,
-    /// Pack and LFS index entries and key files written.
-    pub other_files_copied: u64,
+    /// Pack and LFS index entries written.
+    pub index_entries_copied: u64,
+    /// What could not be copied (a blob, a snapshot), with the reason; the snapshots
+    /// named here are not in the destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 /// One blob to bring to the destination.
 struct BlobTask {
     id: BlobId,
     stored: u64,
-    /// In the destination already: check it, copy only if damaged.
+    /// In the destination already: check it, write it only if damaged.
     present: bool,
+}
+
+/// How one blob was brought to the destination.
+enum Brought {
+    Copied,
+    Checked,
+    Repaired,
+    /// Gone from the source since it was listed (swept by a prune).
+    Vanished,
+}
+
+/// One copy in progress.
+struct Copier<'a> {
+    source: &'a Archive,
+    dest: &'a Archive,
+    session: &'a dyn CopySession,
+    /// Held while a large blob is copied.
+    large: Mutex<()>,
 }
 
 impl Archive {
     /// Opens `backend` as the destination of a copy of this archive: an empty store is
     /// made an archive of the same kind (the key files first, then the same `FORMAT`);
-    /// a store holding an archive must be of the same kind — plain, or encrypted to this
-    /// archive's key — else nothing is written and the error says what is there.
+    /// a store holding an archive must be of the same kind — plain (its `FORMAT` brought
+    /// to this version's), or encrypted to this archive's key — else nothing is written
+    /// and the error says what is there.
     pub fn copy_target(&self, backend: Arc<dyn Backend>) -> Result<Archive, ArchiveError> {
         let target = Archive {
             backend: backend.clone(),
             key: self.key.clone(),
             small_blobs: None,
         };
-        if backend.root_location() == self.backend.root_location() {
-            return Err(ArchiveError::Copy {
-                path: backend.root_location(),
-                reason: "it is the archive itself".into(),
-            });
-        }
         let recipient = self.key.as_ref().map(|k| k.recipient());
-        match (Archive::inspect_on(backend.as_ref())?, &recipient) {
-            (ArchiveLayout::Empty, _) => {
-                backend.init()?;
-                self.copy_key_files(&target)?;
-                let line = format_line(recipient.as_deref());
-                match backend.create_new(FileKind::Format, "", line.as_bytes()) {
-                    Ok(()) => Ok(target),
-                    // Another copy created it meanwhile: check what it wrote.
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        self.copy_target(backend)
-                    }
-                    Err(e) => Err(e.into()),
+        let mut layout = Archive::inspect_on(backend.as_ref())?;
+        if layout == ArchiveLayout::Empty {
+            backend.init()?;
+            self.copy_key_files(&target)?;
+            let line = format_line(recipient.as_deref());
+            match backend.create_new(FileKind::Format, "", line.as_bytes()) {
+                Ok(()) => return Ok(target),
+                // Another copy created it meanwhile: check what it wrote.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    layout = Archive::inspect_on(backend.as_ref())?;
                 }
+                Err(e) => return Err(e.into()),
             }
-            (ArchiveLayout::Plain { .. }, None) => {
-                backend.init()?;
-                Ok(target)
-            }
-            (ArchiveLayout::Encrypted { recipient: there }, Some(mine)) if &there == mine => {
+        }
+        match (&layout, &recipient) {
+            (ArchiveLayout::Plain { .. }, None) => Archive::open_plain_on(backend, layout),
+            (ArchiveLayout::Encrypted { recipient: there }, Some(mine)) if there == mine => {
                 backend.init()?;
                 Ok(target)
             }
@@ -110,13 +136,11 @@ impl Archive {
                 path: backend.root_location(),
                 reason: format!(
                     "it holds another archive ({}), and this one is {}; copy into an empty location",
-                    describe(&there),
-                    describe(&match recipient {
-                        Some(recipient) => ArchiveLayout::Encrypted { recipient },
-                        None => ArchiveLayout::Plain {
-                            format: super::FORMAT_VERSION,
-                        },
-                    })
+                    describe(there),
+                    match &recipient {
+                        Some(r) => format!("encrypted to {r}"),
+                        None => "not encrypted".into(),
+                    }
                 ),
             }),
         }
@@ -127,55 +151,38 @@ impl Archive {
     pub fn copy_to(
         &self,
         dest: &Archive,
-        journal: &dyn CopyJournal,
-        progress: &dyn CopyProgress,
+        session: &dyn CopySession,
         workers: usize,
     ) -> Result<CopyTally, ArchiveError> {
-        let mut tally = CopyTally {
-            other_files_copied: self.copy_key_files(dest)?,
-            ..CopyTally::default()
+        self.copy_key_files(dest)?;
+        let copier = Copier {
+            source: self,
+            dest,
+            session,
+            large: Mutex::new(()),
         };
-        // The manifests first: every blob they name is in the listing that follows.
         let manifests = self.backend.list(FileKind::Snapshot, "")?;
-        let tasks = self.blob_tasks(dest, journal, &mut tally)?;
-        progress.planned(
+        let mut tally = CopyTally::default();
+        let tasks = copier.blob_tasks(&mut tally)?;
+        session.planned(
             tasks.len() as u64,
             tasks.iter().map(|t| t.stored).sum::<u64>(),
         );
-        let done = Mutex::new(CopyTally::default());
-        self.run_blob_tasks(dest, &tasks, journal, progress, &done, workers)?;
-        let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-        tally.blobs_copied = done.blobs_copied;
-        tally.bytes_copied = done.bytes_copied;
-        tally.blobs_checked = done.blobs_checked;
-        tally.blobs_repaired = done.blobs_repaired;
+        copier.run_blob_tasks(&tasks, workers, &mut tally);
+        copier.stop_if_cancelled()?;
         for kind in [FileKind::PackIndex, FileKind::LfsIndex] {
-            tally.other_files_copied += self.copy_missing_files(dest, kind)?;
+            tally.index_entries_copied += self.copy_missing_files(dest, kind)?;
         }
-        let in_dest: HashSet<String> = dest.backend.list(FileKind::Blob, "")?.into_iter().collect();
-        let present: HashSet<String> = dest
-            .backend
-            .list(FileKind::Snapshot, "")?
-            .into_iter()
-            .collect();
-        for mid in manifests {
-            if present.contains(&mid) {
-                tally.snapshots_present += 1;
-                continue;
-            }
-            self.copy_manifest(dest, &mid, &in_dest)?;
-            tally.snapshots_copied += 1;
-        }
+        copier.copy_manifests(&manifests, &mut tally)?;
         Ok(tally)
     }
 
-    /// Key files of this archive that `dest` lacks, written there; their number. A key
-    /// file of the same name with other content is refused.
-    fn copy_key_files(&self, dest: &Archive) -> Result<u64, ArchiveError> {
-        let mut copied = 0;
+    /// Key files of this archive that `dest` lacks, written there. A key file of the
+    /// same name with other content is refused.
+    fn copy_key_files(&self, dest: &Archive) -> Result<(), ArchiveError> {
         for (name, bytes) in Archive::key_files_on(self.backend.as_ref())? {
             match dest.backend.create_new(FileKind::Key, &name, &bytes) {
-                Ok(()) => copied += 1,
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if dest.backend.read(FileKind::Key, &name)? != bytes {
                         return Err(ArchiveError::Copy {
@@ -187,22 +194,69 @@ impl Archive {
                 Err(e) => return Err(e.into()),
             }
         }
+        Ok(())
+    }
+
+    /// Files of `kind` this archive has and `dest` lacks, copied; their number. One
+    /// removed from the source since it was listed (by a prune) is skipped.
+    fn copy_missing_files(&self, dest: &Archive, kind: FileKind) -> Result<u64, ArchiveError> {
+        let there: HashSet<String> = dest.backend.list(kind, "")?.into_iter().collect();
+        let mut copied = 0;
+        for id in self.backend.list(kind, "")? {
+            if there.contains(&id) {
+                continue;
+            }
+            match self.backend.read(kind, &id) {
+                Ok(bytes) => dest.backend.write(kind, &id, Source::Bytes(&bytes))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+            copied += 1;
+        }
         Ok(copied)
     }
 
-    /// The blobs to copy (absent from `dest`) or check (present, not verified before).
-    fn blob_tasks(
+    /// Every blob `snap` needs: those it names, and those its index blobs name (read
+    /// once per copy, kept in `indexes`).
+    fn blobs_needed(
         &self,
-        dest: &Archive,
-        journal: &dyn CopyJournal,
-        tally: &mut CopyTally,
-    ) -> Result<Vec<BlobTask>, ArchiveError> {
-        let there: HashSet<String> = dest.backend.list(FileKind::Blob, "")?.into_iter().collect();
+        snap: &Snapshot,
+        indexes: &mut HashMap<BlobId, Vec<BlobId>>,
+    ) -> Result<Vec<BlobId>, ArchiveError> {
+        let mut needed: Vec<BlobId> = snap.blobs().copied().collect();
+        let lfs = snap.lfs.iter().map(|l| (l.index, true));
+        let meta = snap
+            .metadata
+            .iter()
+            .flat_map(|m| m.kinds.values().map(|k| (k.index, false)));
+        for (index, is_lfs) in lfs.chain(meta) {
+            let named = match indexes.entry(index) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.blobs_named_by_index(&index, is_lfs)?)
+                }
+            };
+            needed.extend(named.iter().copied());
+        }
+        Ok(needed)
+    }
+}
+
+impl Copier<'_> {
+    /// The blobs to copy (absent from the destination) or check (present, not verified
+    /// before).
+    fn blob_tasks(&self, tally: &mut CopyTally) -> Result<Vec<BlobTask>, ArchiveError> {
+        let there: HashSet<String> = self
+            .dest
+            .backend
+            .list(FileKind::Blob, "")?
+            .into_iter()
+            .collect();
         let mut tasks = Vec::new();
-        for (hex, stored) in self.backend.list_with_size(FileKind::Blob, "")? {
+        for (hex, stored) in self.source.backend.list_with_size(FileKind::Blob, "")? {
             let id = BlobId::parse(&hex)?;
             let present = there.contains(&hex);
-            if present && journal.is_verified(&id) {
+            if present && self.session.is_verified(&id) {
                 tally.blobs_verified_before += 1;
                 continue;
             }
@@ -215,163 +269,229 @@ impl Archive {
         Ok(tasks)
     }
 
-    /// Runs `tasks` on `workers` threads; the first error stops them all.
-    fn run_blob_tasks(
-        &self,
-        dest: &Archive,
-        tasks: &[BlobTask],
-        journal: &dyn CopyJournal,
-        progress: &dyn CopyProgress,
-        done: &Mutex<CopyTally>,
-        workers: usize,
-    ) -> Result<(), ArchiveError> {
+    /// Runs `tasks` on `workers` threads, counting what happened in `tally`; stops early
+    /// when cancelled or after [`MAX_FAILURES`] failures.
+    fn run_blob_tasks(&self, tasks: &[BlobTask], workers: usize, tally: &mut CopyTally) {
         let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let first_error: Mutex<Option<ArchiveError>> = Mutex::new(None);
+        let stop = AtomicBool::new(false);
+        let shared = Mutex::new(std::mem::take(tally));
         std::thread::scope(|scope| {
             for _ in 0..workers.clamp(1, 16) {
                 scope.spawn(|| {
-                    while !failed.load(Ordering::SeqCst) {
+                    while !stop.load(Ordering::SeqCst) && !self.session.cancelled() {
                         let Some(task) = tasks.get(next.fetch_add(1, Ordering::SeqCst)) else {
                             break;
                         };
-                        match self.bring_blob(dest, task) {
-                            Ok(outcome) => {
-                                journal.verified(&task.id);
-                                progress.blob_done(task.stored);
-                                if let Ok(mut d) = done.lock() {
-                                    outcome.count(task, &mut d);
-                                }
-                            }
-                            Err(e) => {
-                                failed.store(true, Ordering::SeqCst);
-                                if let Ok(mut slot) = first_error.lock() {
-                                    slot.get_or_insert(e);
-                                }
-                            }
+                        let brought = self.guarded_blob(task);
+                        let mut t = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        count(task, brought, &mut t);
+                        if t.failed.len() >= MAX_FAILURES {
+                            stop.store(true, Ordering::SeqCst);
                         }
+                        drop(t);
+                        self.session.blob_done(task.stored);
                     }
                 });
             }
         });
-        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        *tally = shared.into_inner().unwrap_or_else(|p| p.into_inner());
     }
 
-    /// Brings one blob to `dest` verified: a present one is read back, and written
-    /// again if damaged; an absent one is copied and read back (once more on a
-    /// mismatch, then the source itself is checked and named if it is the damaged one).
-    fn bring_blob(&self, dest: &Archive, task: &BlobTask) -> Result<BlobOutcome, ArchiveError> {
-        if task.present && dest.verify_blob(&task.id).is_ok() {
-            return Ok(BlobOutcome::Checked);
+    /// [`Copier::bring_blob`] with the source guarded, a large blob one at a time;
+    /// journaled when it reads back in the destination.
+    fn guarded_blob(&self, task: &BlobTask) -> Result<Brought, ArchiveError> {
+        let _large = (task.stored > LARGE_BLOB)
+            .then(|| self.large.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut brought = None;
+        self.session.guarded(&mut || {
+            brought = Some(self.bring_blob(task)?);
+            Ok(())
+        })?;
+        let brought = brought.ok_or_else(|| ArchiveError::Copy {
+            path: self.dest.blob_location(&task.id),
+            reason: "the copy of a blob did not run".into(),
+        })?;
+        if !matches!(brought, Brought::Vanished) {
+            self.session.verified(&task.id);
         }
-        let mut last = None;
-        for _ in 0..2 {
-            self.copy_raw(dest, FileKind::Blob, &task.id.to_hex())?;
-            match dest.verify_blob(&task.id) {
-                Ok(_) => {
-                    return Ok(if task.present {
-                        BlobOutcome::Repaired
-                    } else {
-                        BlobOutcome::Copied
-                    })
-                }
-                Err(e) => last = Some(e),
+        Ok(brought)
+    }
+
+    /// Brings one blob to the destination, verified there. A present one that reads
+    /// back is kept; otherwise (damaged, or absent) the source's copy is written — a
+    /// present one only once the source's copy is checked, so a good copy is never
+    /// replaced by a bad one — and read back, once more on a mismatch.
+    fn bring_blob(&self, task: &BlobTask) -> Result<Brought, ArchiveError> {
+        if task.present {
+            if self.dest.verify_blob(&task.id).is_ok() {
+                return Ok(Brought::Checked);
+            }
+            match self.source.verify_blob(&task.id) {
+                Ok(_) => {}
+                Err(ArchiveError::MissingBlob { .. }) => return Ok(Brought::Vanished),
+                Err(e) => return Err(e),
             }
         }
-        if let Err(e) = self.verify_blob(&task.id) {
-            return Err(ArchiveError::Copy {
-                path: self.blob_location(&task.id),
-                reason: format!(
-                    "blob {} is damaged in the archive being copied ({e}); run `reposafe check --read-data` to see what it affects",
-                    task.id
-                ),
-            });
+        let mut mismatch = None;
+        for _ in 0..2 {
+            if !self.copy_raw(&task.id)? {
+                return Ok(Brought::Vanished);
+            }
+            match self.dest.verify_blob(&task.id) {
+                Ok(_) if task.present => return Ok(Brought::Repaired),
+                Ok(_) => return Ok(Brought::Copied),
+                Err(e) => mismatch = Some(e),
+            }
         }
-        Err(last.unwrap_or_else(|| ArchiveError::Copy {
-            path: dest.blob_location(&task.id),
+        // Written twice and still wrong: the source's copy is the damaged one (the
+        // error names it), or the destination does not store what it is given. A blob
+        // that was not there before is taken away again: nothing in the copy may name it.
+        if !task.present {
+            self.dest
+                .backend
+                .delete(FileKind::Blob, &task.id.to_hex())?;
+        }
+        self.source.verify_blob(&task.id)?;
+        Err(mismatch.unwrap_or_else(|| ArchiveError::Copy {
+            path: self.dest.blob_location(&task.id),
             reason: "the copy does not read back as written".into(),
         }))
     }
 
-    /// Streams one stored file as it is to `dest` (replacing what is there).
-    fn copy_raw(&self, dest: &Archive, kind: FileKind, id: &str) -> Result<(), ArchiveError> {
-        let mut reader = self.backend.open_read(kind, id)?;
-        dest.backend.write(kind, id, Source::Reader(&mut reader))?;
+    /// Streams a blob as it is stored to the destination (replacing what is there);
+    /// `false` when the source no longer has it.
+    fn copy_raw(&self, id: &BlobId) -> Result<bool, ArchiveError> {
+        let hex = id.to_hex();
+        let mut reader = match self.source.backend.open_read(FileKind::Blob, &hex) {
+            Ok(reader) => reader,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        self.dest
+            .backend
+            .write(FileKind::Blob, &hex, Source::Reader(&mut reader))?;
+        Ok(true)
+    }
+
+    fn stop_if_cancelled(&self) -> Result<(), ArchiveError> {
+        if self.session.cancelled() {
+            return Err(ArchiveError::Copy {
+                path: self.dest.location(),
+                reason: "cancelled; what was copied stays, and a new copy resumes".into(),
+            });
+        }
         Ok(())
     }
 
-    /// Files of `kind` this archive has and `dest` lacks, copied; their number.
-    fn copy_missing_files(&self, dest: &Archive, kind: FileKind) -> Result<u64, ArchiveError> {
-        let there: HashSet<String> = dest.backend.list(kind, "")?.into_iter().collect();
-        let mut copied = 0;
-        for id in self.backend.list(kind, "")? {
-            if !there.contains(&id) {
-                let bytes = self.backend.read(kind, &id)?;
-                dest.backend.write(kind, &id, Source::Bytes(&bytes))?;
-                copied += 1;
+    /// Writes each of `manifests` the destination lacks (see [`Copier::copy_manifest`]);
+    /// one that cannot be is named in `tally.failed` and the others still go.
+    fn copy_manifests(
+        &self,
+        manifests: &[String],
+        tally: &mut CopyTally,
+    ) -> Result<(), ArchiveError> {
+        let present: HashSet<String> = self
+            .dest
+            .backend
+            .list(FileKind::Snapshot, "")?
+            .into_iter()
+            .collect();
+        let mut in_dest: HashSet<BlobId> = self
+            .dest
+            .backend
+            .list(FileKind::Blob, "")?
+            .iter()
+            .filter_map(|hex| BlobId::parse(hex).ok())
+            .collect();
+        let mut indexes = HashMap::new();
+        for mid in manifests {
+            self.stop_if_cancelled()?;
+            if present.contains(mid) {
+                tally.snapshots_present += 1;
+                continue;
+            }
+            let mut copied = false;
+            let done = self.session.guarded(&mut || {
+                copied = self.copy_manifest(mid, &mut in_dest, &mut indexes)?;
+                Ok(())
+            });
+            match done {
+                Ok(()) if copied => tally.snapshots_copied += 1,
+                Ok(()) => {}
+                Err(e) => tally.failed.push(format!("snapshot {mid}: {e}")),
             }
         }
-        Ok(copied)
+        Ok(())
     }
 
-    /// Writes manifest `mid` to `dest` once `dest` holds every blob it names (`in_dest`),
-    /// then reads it back there.
+    /// Writes manifest `mid` to the destination once it holds every blob the snapshot
+    /// needs (those missing, e.g. named by a consolidation since the listing, are
+    /// brought now), then reads it back there. `false`: the source no longer has it
+    /// (forgotten since the listing).
     fn copy_manifest(
         &self,
-        dest: &Archive,
         mid: &str,
-        in_dest: &HashSet<String>,
-    ) -> Result<(), ArchiveError> {
-        let bytes = self.backend.read(FileKind::Snapshot, mid)?;
-        let snap: Snapshot = self.decode_manifest(mid, bytes.clone())?;
-        if let Some(missing) = snap.blobs().find(|b| !in_dest.contains(&b.to_hex())) {
-            return Err(ArchiveError::Copy {
-                path: dest.blob_location(missing),
-                reason: format!(
-                    "snapshot {} names blob {missing}, which the copy lacks (it is missing from the archive being copied too: run `reposafe check`)",
-                    snap.id
-                ),
-            });
+        in_dest: &mut HashSet<BlobId>,
+        indexes: &mut HashMap<BlobId, Vec<BlobId>>,
+    ) -> Result<bool, ArchiveError> {
+        let bytes = match self.source.backend.read(FileKind::Snapshot, mid) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let snap: Snapshot = self.source.decode_manifest(mid, bytes.clone())?;
+        for id in self.source.blobs_needed(&snap, indexes)? {
+            if in_dest.contains(&id) {
+                continue;
+            }
+            let task = BlobTask {
+                id,
+                stored: 0,
+                present: false,
+            };
+            if let Brought::Vanished = self.bring_blob(&task)? {
+                return Err(ArchiveError::MissingBlob {
+                    id,
+                    path: self.source.blob_location(&id),
+                });
+            }
+            self.session.verified(&id);
+            in_dest.insert(id);
         }
-        match dest.backend.create_new(FileKind::Snapshot, mid, &bytes) {
+        match self
+            .dest
+            .backend
+            .create_new(FileKind::Snapshot, mid, &bytes)
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.into()),
         }
-        let copied = dest.read_manifest(mid)?;
+        let copied = self.dest.read_manifest(mid)?;
         if copied.id != snap.id {
             return Err(ArchiveError::Copy {
-                path: dest.backend.location(FileKind::Snapshot, mid),
+                path: self.dest.backend.location(FileKind::Snapshot, mid),
                 reason: format!("it reads back as snapshot {}, not {}", copied.id, snap.id),
             });
         }
-        Ok(())
+        Ok(true)
     }
 }
 
-/// How one blob was brought to the destination.
-enum BlobOutcome {
-    Copied,
-    Checked,
-    Repaired,
-}
-
-impl BlobOutcome {
-    fn count(&self, task: &BlobTask, tally: &mut CopyTally) {
-        match self {
-            BlobOutcome::Copied => {
-                tally.blobs_copied += 1;
-                tally.bytes_copied += task.stored;
-            }
-            BlobOutcome::Checked => tally.blobs_checked += 1,
-            BlobOutcome::Repaired => {
-                tally.blobs_repaired += 1;
-                tally.bytes_copied += task.stored;
-            }
+/// Adds how one blob went to `tally`.
+fn count(task: &BlobTask, brought: Result<Brought, ArchiveError>, tally: &mut CopyTally) {
+    match brought {
+        Ok(Brought::Copied) => {
+            tally.blobs_copied += 1;
+            tally.bytes_copied += task.stored;
         }
+        Ok(Brought::Checked) => tally.blobs_checked += 1,
+        Ok(Brought::Repaired) => {
+            tally.blobs_repaired += 1;
+            tally.bytes_copied += task.stored;
+        }
+        Ok(Brought::Vanished) => {}
+        Err(e) => tally.failed.push(format!("blob {}: {e}", task.id)),
     }
 }
 

@@ -283,10 +283,12 @@ impl Backend for LocalBackend {
             let sub = self.root.join(&name);
             let empty_layout_dir = is_dir
                 && match name.as_str() {
-                    "blobs" | "snapshots" | "tmp" => empty_dir(&sub)?,
+                    "blobs" | "snapshots" => empty_dir(&sub)?,
                     // Key files without a FORMAT are a creation that was interrupted:
                     // nothing was encrypted to them, and the next creation removes them.
-                    "keys" | "locks" => true,
+                    // Temporary files are never content (a creation or copy killed
+                    // before its FORMAT leaves them).
+                    "keys" | "locks" | "tmp" => true,
                     "index" => {
                         let mut only_empty_indexes = true;
                         for (inner, _, inner_is_dir) in Self::entries(&sub, false)? {

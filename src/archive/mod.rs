@@ -24,7 +24,7 @@ mod snapshot;
 
 pub use backend::{Backend, BackendError, FileKind, Source};
 pub use blob::{BlobId, BlobReader, PutOutcome};
-pub use copy::{CopyJournal, CopyProgress, CopyTally};
+pub use copy::{CopySession, CopyTally};
 pub use crypt::{ArchiveKey, NotAKey};
 pub use local::LocalBackend;
 pub use parts::{

@@ -199,3 +199,28 @@ fn sort_keys(v: serde_json::Value) -> serde_json::Value {
         other => other,
     }
 }
+
+impl Archive {
+    /// The blobs an index blob names: an LFS index's objects, or a metadata index's
+    /// documents and their files (`lfs` says which kind `index` is).
+    pub fn blobs_named_by_index(
+        &self,
+        index: &BlobId,
+        lfs: bool,
+    ) -> Result<Vec<BlobId>, ArchiveError> {
+        Ok(if lfs {
+            self.read_json::<Vec<LfsIndexEntry>>(index)?
+                .into_iter()
+                .map(|e| e.blob)
+                .collect()
+        } else {
+            self.read_json::<MetadataIndex>(index)?
+                .items
+                .into_iter()
+                .flat_map(|item| {
+                    std::iter::once(item.blob).chain(item.files.into_iter().map(|f| f.blob))
+                })
+                .collect()
+        })
+    }
+}

@@ -63,6 +63,12 @@ fn refuse_beside_daemon(data_dir: &Path, command: &str) -> Result<()> {
 /// The S3 location `url` with `s3`'s options; `None` (and no option given) for a
 /// location that is not `s3://…`.
 fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
+    if let Some(other) = url
+        .as_deref()
+        .filter(|u| u.contains("://") && !u.starts_with("s3://"))
+    {
+        bail!("{other:?} is not a location: give s3://BUCKET/PREFIX or a directory");
+    }
     let Some(url) = url.filter(|u| u.starts_with("s3://")) else {
         if s3.any() {
             bail!("--endpoint, --region, --path-style and the keys are for an s3://BUCKET/PREFIX location");
@@ -164,5 +170,5 @@ fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
     } else {
         output::archive_copy(&report);
     }
-    Ok(0)
+    Ok(if report.tally.failed.is_empty() { 0 } else { 1 })
 }

@@ -834,15 +834,19 @@ pub fn archive_copy(report: &crate::engine::archive_copy::ArchiveCopyReport) {
     let t = &report.tally;
     println!("copied {} to {}", report.from, report.to);
     println!(
-        "blobs: {} copied ({}), {} there already and read back, {} verified by an earlier copy, {} damaged there and written again",
+        "blobs: {} copied, {} damaged there and written again ({} in all); {} there already \
+         and read back, {} verified by an earlier copy",
         t.blobs_copied,
+        t.blobs_repaired,
         crate::fmt::human_bytes(t.bytes_copied),
         t.blobs_checked,
-        t.blobs_verified_before,
-        t.blobs_repaired
+        t.blobs_verified_before
     );
     println!(
-        "snapshots: {} copied, {} there already; {} index entries and key files copied; {:.1} s",
-        t.snapshots_copied, t.snapshots_present, t.other_files_copied, report.seconds
+        "snapshots: {} copied, {} there already; {} index entries copied; {:.1} s",
+        t.snapshots_copied, t.snapshots_present, t.index_entries_copied, report.seconds
     );
+    for failure in &t.failed {
+        println!("not copied: {failure}");
+    }
 }

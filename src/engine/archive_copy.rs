@@ -1,11 +1,11 @@
 //! `reposafe archive copy --to LOCATION`: a verified, resumable copy of the data dir's
 //! archive into an S3 bucket or a directory — to move the archive (then `archive init`
 //! the copy) or to keep a second one (3-2-1). The copying itself is
-//! [`Archive::copy_to`]; this module opens both ends, keeps prune away from the source
-//! (the archive gate) and, on shared storage, from the destination (a `use-` lease),
-//! and keeps the journal of blobs verified in each destination
-//! (`<data>/copies/<hash of the destination>.verified`) so that a resumed or repeated
-//! copy reads back only what it has not checked yet.
+//! [`Archive::copy_to`]; this module opens both ends, holds a `use-` lease on a shared
+//! destination (so another appliance's prune there waits), keeps prune away from the
+//! source one blob at a time (the archive gate), and keeps the journal of blobs verified
+//! in each destination (`<data>/copies/<hash of the destination>.verified`) so that a
+//! resumed or repeated copy reads back only what it has not checked yet.
 //!
 //! A destination can be saved under a name (`--save-as NAME`:
 //! `<data>/copy-targets/NAME.json`, its S3 secret sealed by the vault like the
@@ -15,8 +15,9 @@
 use super::archive_gate::ArchiveGate;
 use super::archive_location::{self, S3Location, StoredLocation};
 use super::{Context, EngineError};
-pub use crate::archive::CopyProgress;
-use crate::archive::{Archive, Backend, BlobId, CopyJournal, CopyTally, LocalBackend};
+use crate::archive::{
+    Archive, ArchiveError, Backend, BlobId, CopySession, CopyTally, LocalBackend, S3Config,
+};
 use crate::vault::Vault;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -29,6 +30,18 @@ use std::time::Instant;
 const WORKERS: usize = 4;
 
 const TARGETS_DIR: &str = "copy-targets";
+
+/// What a copy reports as it goes (a CLI bar, a job's notice).
+pub trait CopyProgress: Sync {
+    /// What is left to do: blobs to copy or check and their stored bytes.
+    fn planned(&self, blobs: u64, bytes: u64);
+    /// One blob of `bytes` copied or checked.
+    fn blob_done(&self, bytes: u64);
+    /// Whether to stop (a cancelled job); what was copied stays, a new copy resumes.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
 
 /// Where `archive copy` writes.
 #[derive(Debug)]
@@ -47,6 +60,16 @@ pub struct ArchiveCopy {
     pub to: CopyDestination,
     /// Save the destination under this name (for `--target` and plans' `copy_to`).
     pub save_as: Option<String>,
+}
+
+/// What [`copy_archive`] did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArchiveCopyReport {
+    pub from: String,
+    pub to: String,
+    #[serde(flatten)]
+    pub tally: CopyTally,
+    pub seconds: f64,
 }
 
 /// A saved copy target as `archive show` lists it (never its secret).
@@ -71,16 +94,21 @@ impl SavedTarget {
             SavedTarget::S3 { location } => location.url().to_string(),
         }
     }
+
+    fn identity(&self) -> String {
+        match self {
+            SavedTarget::Directory { path } => path.display().to_string(),
+            SavedTarget::S3 { location } => location.identity(),
+        }
+    }
 }
 
-/// What [`copy_archive`] did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ArchiveCopyReport {
-    pub from: String,
-    pub to: String,
-    #[serde(flatten)]
-    pub tally: CopyTally,
-    pub seconds: f64,
+/// A destination opened: its backend, what tells it from other locations, and its
+/// record for saving under a name.
+struct Destination {
+    backend: Arc<dyn Backend>,
+    identity: String,
+    record: SavedTarget,
 }
 
 /// Copies the data dir's archive to `req.to`; see the module documentation. The data
@@ -91,26 +119,30 @@ pub fn copy_archive(
     progress: &dyn CopyProgress,
 ) -> Result<ArchiveCopyReport, EngineError> {
     if let Some(name) = &req.save_as {
-        check_target_name(name)?;
+        check_target_name(name, "save_as")?;
     }
     super::data_dir::private_umask();
     // Holding the state database keeps every other reposafe process (and its prune) out.
     let state = crate::state::State::open(data_dir)?;
     let vault = Vault::open_checked(data_dir, &super::data_dir::sealed_credentials(&state)?)?;
-    let (backend, record) = destination(data_dir, &vault, req.to)?;
+    let to = destination(data_dir, &vault, req.to)?;
+    if let Some(name) = &req.save_as {
+        refuse_renaming(data_dir, name, &to)?;
+    }
     let source = super::archive_keys::open_archive(data_dir, &vault)?;
     let source_gate = ArchiveGate::for_archive(&source, data_dir)?;
-    // Checked (and made an archive when empty) before it is saved under a name.
-    let dest = source.copy_target(backend)?;
-    if let (Some(name), Some(record)) = (&req.save_as, &record) {
-        let path = target_file(data_dir, name);
-        std::fs::create_dir_all(data_dir.join(TARGETS_DIR)).map_err(|e| EngineError::DataDir {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        archive_location::write_json_atomically(&path, record)?;
+    let dest = open_destination(data_dir, &source, &to)?;
+    if let Some(name) = &req.save_as {
+        save_target(data_dir, name, &to.record)?;
     }
-    run_copy(data_dir, &source, &source_gate, &dest, progress)
+    run_copy(
+        data_dir,
+        &source,
+        &source_gate,
+        &dest,
+        &to.identity,
+        progress,
+    )
 }
 
 /// Copies the archive of a running appliance (`ctx`) to the saved target `name` (a
@@ -120,31 +152,60 @@ pub(crate) fn copy_to_saved(
     name: &str,
     progress: &dyn CopyProgress,
 ) -> Result<ArchiveCopyReport, EngineError> {
-    let (backend, _) = destination(
+    let to = destination(
         &ctx.data_dir,
         &ctx.vault,
         CopyDestination::Saved(name.to_string()),
     )?;
     let source = ctx.archive.without_cache();
-    let dest = source.copy_target(backend)?;
-    run_copy(&ctx.data_dir, &source, &ctx.gate, &dest, progress)
+    let dest = open_destination(&ctx.data_dir, &source, &to)?;
+    run_copy(
+        &ctx.data_dir,
+        &source,
+        &ctx.gate,
+        &dest,
+        &to.identity,
+        progress,
+    )
 }
 
-/// Copies `source` (prune kept away by `source_gate`) to `dest`.
+/// The destination as an archive, refused when it is the data dir's archive itself.
+fn open_destination(
+    data_dir: &Path,
+    source: &Archive,
+    to: &Destination,
+) -> Result<Archive, EngineError> {
+    if archive_location::current_identity(data_dir)? == to.identity {
+        return Err(EngineError::Field {
+            field: "to".into(),
+            message: format!("{} is this data dir's archive itself", to.identity),
+        });
+    }
+    Ok(source.copy_target(to.backend.clone())?)
+}
+
+/// Copies `source` (its sweep kept away by `source_gate`, blob by blob) to `dest`,
+/// holding a `use-` lease on `dest` when it is shared.
 fn run_copy(
     data_dir: &Path,
     source: &Archive,
     source_gate: &ArchiveGate,
     dest: &Archive,
+    identity: &str,
     progress: &dyn CopyProgress,
 ) -> Result<ArchiveCopyReport, EngineError> {
     let started = Instant::now();
-    let _source_use = source_gate.shared()?;
+    // The destination's lease first: that wait (another appliance pruning there) holds
+    // nothing of the source.
     let dest_gate = ArchiveGate::for_archive(dest, data_dir)?;
     let _dest_use = dest_gate.shared()?;
-    let journal = Journal::open(data_dir, &dest.location())?;
-    let tally = source.copy_to(dest, &journal, progress, WORKERS)?;
-    journal.flush()?;
+    let session = Session {
+        journal: Journal::open(data_dir, identity)?,
+        progress,
+        gate: source_gate,
+    };
+    let tally = source.copy_to(dest, &session, WORKERS)?;
+    session.journal.flush()?;
     Ok(ArchiveCopyReport {
         from: source.location().display().to_string(),
         to: dest.location().display().to_string(),
@@ -153,23 +214,56 @@ fn run_copy(
     })
 }
 
-/// Whether a copy target of this name is saved.
-pub(crate) fn target_exists(data_dir: &Path, name: &str) -> bool {
-    check_target_name(name).is_ok() && target_file(data_dir, name).is_file()
+/// What [`Archive::copy_to`] is given: the journal, the progress, the source's gate.
+struct Session<'a> {
+    journal: Journal,
+    progress: &'a dyn CopyProgress,
+    gate: &'a ArchiveGate,
 }
 
-/// The saved copy targets, by name.
-pub(crate) fn saved_targets(data_dir: &Path) -> Result<Vec<CopyTargetInfo>, EngineError> {
-    let dir = data_dir.join(TARGETS_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(EngineError::DataDir {
-                path: dir,
-                reason: e.to_string(),
-            })
-        }
+impl CopySession for Session<'_> {
+    fn is_verified(&self, id: &BlobId) -> bool {
+        self.journal.verified.contains(id)
+    }
+
+    fn verified(&self, id: &BlobId) {
+        self.journal.append(id);
+    }
+
+    fn planned(&self, blobs: u64, bytes: u64) {
+        self.progress.planned(blobs, bytes);
+    }
+
+    fn blob_done(&self, bytes: u64) {
+        self.progress.blob_done(bytes);
+    }
+
+    fn guarded(
+        &self,
+        work: &mut dyn FnMut() -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        let _use = self.gate.shared().map_err(|e| ArchiveError::Copy {
+            path: PathBuf::from("the archive being copied"),
+            reason: e.to_string(),
+        })?;
+        work()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.progress.cancelled()
+    }
+}
+
+/// Whether a copy target of this name is saved.
+pub(crate) fn target_exists(data_dir: &Path, name: &str) -> bool {
+    check_target_name(name, "copy_to").is_ok() && target_file(data_dir, name).is_file()
+}
+
+/// The saved copy targets, by name (a file that cannot be read is skipped, with a
+/// warning in the log).
+pub(crate) fn saved_targets(data_dir: &Path) -> Vec<CopyTargetInfo> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(TARGETS_DIR)) else {
+        return Vec::new();
     };
     let mut targets = Vec::new();
     for entry in entries.flatten() {
@@ -177,21 +271,23 @@ pub(crate) fn saved_targets(data_dir: &Path) -> Result<Vec<CopyTargetInfo>, Engi
         let Some(name) = file.strip_suffix(".json") else {
             continue;
         };
-        let saved = read_target(data_dir, name)?;
-        targets.push(CopyTargetInfo {
-            name: name.to_string(),
-            location: saved.location(),
-        });
+        match read_target(data_dir, name) {
+            Ok(saved) => targets.push(CopyTargetInfo {
+                name: name.to_string(),
+                location: saved.location(),
+            }),
+            Err(e) => tracing::warn!("copy target {name}: {e}"),
+        }
     }
     targets.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(targets)
+    targets
 }
 
 fn target_file(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join(TARGETS_DIR).join(format!("{name}.json"))
 }
 
-fn check_target_name(name: &str) -> Result<(), EngineError> {
+fn check_target_name(name: &str, field: &str) -> Result<(), EngineError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -201,14 +297,14 @@ fn check_target_name(name: &str) -> Result<(), EngineError> {
         Ok(())
     } else {
         Err(EngineError::Field {
-            field: "copy_target".into(),
+            field: field.into(),
             message: format!("{name:?} is not a copy target name: 1 to 64 letters, digits, - or _"),
         })
     }
 }
 
 fn read_target(data_dir: &Path, name: &str) -> Result<SavedTarget, EngineError> {
-    check_target_name(name)?;
+    check_target_name(name, "target")?;
     let path = target_file(data_dir, name);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -230,43 +326,78 @@ fn read_target(data_dir: &Path, name: &str) -> Result<SavedTarget, EngineError> 
     })
 }
 
-/// The backend of a destination (a bucket is checked to answer and to honour
-/// conditional writes first), and its record for saving under a name.
+/// Refuses to save `name` for `to` when it is saved for another location (plans
+/// copying to it would go elsewhere without a word). The same location may be saved
+/// again (new credentials).
+fn refuse_renaming(data_dir: &Path, name: &str, to: &Destination) -> Result<(), EngineError> {
+    if !target_file(data_dir, name).exists() {
+        return Ok(());
+    }
+    let saved = read_target(data_dir, name)?;
+    if saved.identity() == to.identity {
+        return Ok(());
+    }
+    Err(EngineError::Conflict(format!(
+        "copy target {name} is saved for {}; choose another name, or remove {} first",
+        saved.location(),
+        target_file(data_dir, name).display()
+    )))
+}
+
+fn save_target(data_dir: &Path, name: &str, record: &SavedTarget) -> Result<(), EngineError> {
+    let path = target_file(data_dir, name);
+    std::fs::create_dir_all(data_dir.join(TARGETS_DIR)).map_err(|e| EngineError::DataDir {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    archive_location::write_json_atomically(&path, record)
+}
+
+/// Opens a destination (a bucket is checked to answer and to honour conditional writes
+/// first).
 fn destination(
     data_dir: &Path,
     vault: &Vault,
     to: CopyDestination,
-) -> Result<(Arc<dyn Backend>, Option<SavedTarget>), EngineError> {
+) -> Result<Destination, EngineError> {
     match to {
         CopyDestination::S3(loc) => {
             let config = archive_location::s3_config(&loc)?;
-            let s3 = archive_location::s3_backend(data_dir, config.clone())?;
-            archive_location::check_store(&s3)?;
-            let location = StoredLocation::seal(vault, &config, None)?;
-            Ok((s3, Some(SavedTarget::S3 { location })))
+            let record = SavedTarget::S3 {
+                location: StoredLocation::seal(vault, &config, None)?,
+            };
+            s3_destination(data_dir, config, record)
         }
-        CopyDestination::Directory(dir) => {
-            let path = copy_directory(data_dir, &dir)?;
-            let backend = Arc::new(LocalBackend::new(path.clone()));
-            Ok((backend, Some(SavedTarget::Directory { path })))
-        }
+        CopyDestination::Directory(dir) => directory_destination(data_dir, &dir),
         CopyDestination::Saved(name) => match read_target(data_dir, &name)? {
-            SavedTarget::Directory { path } => Ok((
-                Arc::new(LocalBackend::new(copy_directory(data_dir, &path)?)),
-                None,
-            )),
+            SavedTarget::Directory { path } => directory_destination(data_dir, &path),
             SavedTarget::S3 { location } => {
                 let config = location.open(vault, &target_file(data_dir, &name))?;
-                let s3 = archive_location::s3_backend(data_dir, config)?;
-                archive_location::check_store(&s3)?;
-                Ok((s3, None))
+                let record = SavedTarget::S3 { location };
+                s3_destination(data_dir, config, record)
             }
         },
     }
 }
 
-/// `dir` made absolute, refused inside the data dir.
-fn copy_directory(data_dir: &Path, dir: &Path) -> Result<PathBuf, EngineError> {
+fn s3_destination(
+    data_dir: &Path,
+    config: S3Config,
+    record: SavedTarget,
+) -> Result<Destination, EngineError> {
+    let identity = archive_location::identity_of(&config.url(), config.endpoint.as_deref());
+    let s3 = archive_location::s3_backend(data_dir, config)?;
+    archive_location::check_store(&s3)?;
+    Ok(Destination {
+        backend: s3,
+        identity,
+        record,
+    })
+}
+
+/// A directory destination: made absolute, refused inside the data dir (also through a
+/// symbolic link).
+fn directory_destination(data_dir: &Path, dir: &Path) -> Result<Destination, EngineError> {
     let field = |message: String| EngineError::Field {
         field: "to".into(),
         message,
@@ -276,16 +407,38 @@ fn copy_directory(data_dir: &Path, dir: &Path) -> Result<PathBuf, EngineError> {
     }
     let absolute =
         std::path::absolute(dir).map_err(|e| field(format!("{}: {e}", dir.display())))?;
-    let data =
-        std::path::absolute(data_dir).map_err(|e| field(format!("{}: {e}", data_dir.display())))?;
-    if absolute.starts_with(&data) {
+    let data = std::fs::canonicalize(data_dir)
+        .map_err(|e| field(format!("{}: {e}", data_dir.display())))?;
+    if resolved(&absolute).starts_with(&data) {
         return Err(field(format!(
             "{} is inside the data dir {}; a copy belongs elsewhere (another disk)",
             absolute.display(),
             data.display()
         )));
     }
-    Ok(absolute)
+    Ok(Destination {
+        backend: Arc::new(LocalBackend::new(absolute.clone())),
+        identity: absolute.display().to_string(),
+        record: SavedTarget::Directory { path: absolute },
+    })
+}
+
+/// `path` with its deepest existing ancestor's symbolic links resolved.
+fn resolved(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+    let mut out = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    out.extend(rest.iter().rev());
+    out
 }
 
 /// The blobs verified in one destination, kept in `<data>/copies/`.
@@ -296,9 +449,9 @@ struct Journal {
 }
 
 impl Journal {
-    fn open(data_dir: &Path, destination: &Path) -> Result<Journal, EngineError> {
+    fn open(data_dir: &Path, identity: &str) -> Result<Journal, EngineError> {
         let dir = data_dir.join("copies");
-        let name = blake3::hash(destination.to_string_lossy().as_bytes()).to_hex();
+        let name = blake3::hash(identity.as_bytes()).to_hex();
         let path = dir.join(format!("{}.verified", &name[..16]));
         let io = |e: std::io::Error| EngineError::DataDir {
             path: path.clone(),
@@ -325,23 +478,17 @@ impl Journal {
         })
     }
 
+    /// Best effort: a lost line only means the blob is read back once more.
+    fn append(&self, id: &BlobId) {
+        let mut out = self.appended.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{}", id.to_hex());
+    }
+
     fn flush(&self) -> Result<(), EngineError> {
         let mut out = self.appended.lock().unwrap_or_else(|p| p.into_inner());
         out.flush().map_err(|e| EngineError::DataDir {
             path: self.path.clone(),
             reason: e.to_string(),
         })
-    }
-}
-
-impl CopyJournal for Journal {
-    fn is_verified(&self, id: &BlobId) -> bool {
-        self.verified.contains(id)
-    }
-
-    fn verified(&self, id: &BlobId) {
-        // Best effort: a lost line only means the blob is read back once more.
-        let mut out = self.appended.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(out, "{}", id.to_hex());
     }
 }

@@ -188,7 +188,7 @@ impl StoredLocation {
 
     /// The configuration recorded (read from `path`, named in errors), the secret
     /// unsealed by `vault`.
-    pub(crate) fn open(self, vault: &Vault, path: &Path) -> Result<S3Config, EngineError> {
+    pub(crate) fn open(&self, vault: &Vault, path: &Path) -> Result<S3Config, EngineError> {
         let secret = match &self.secret_access_key_sealed {
             Some(hex_text) => {
                 let sealed = hex::decode(hex_text).map_err(|e| EngineError::DataDir {
@@ -200,11 +200,11 @@ impl StoredLocation {
             None => None,
         };
         s3_config(&S3Location {
-            url: self.url,
-            endpoint: self.endpoint,
-            region: self.region,
+            url: self.url.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
             path_style: self.path_style,
-            access_key_id: self.access_key_id,
+            access_key_id: self.access_key_id.clone(),
             secret_access_key: secret,
         })
     }
@@ -213,6 +213,32 @@ impl StoredLocation {
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
+
+    /// What tells this location from another: the URL and the endpoint (one bucket name
+    /// may exist at several providers).
+    pub(crate) fn identity(&self) -> String {
+        identity_of(&self.url, self.endpoint.as_deref())
+    }
+}
+
+/// The identity of `s3://bucket/prefix` at `endpoint` (AWS when none).
+pub(crate) fn identity_of(url: &str, endpoint: Option<&str>) -> String {
+    format!("{url} at {}", endpoint.unwrap_or("AWS"))
+}
+
+/// The identity of the data dir's archive location (see [`StoredLocation::identity`];
+/// the absolute directory for `<data>/archive/`).
+pub(crate) fn current_identity(data_dir: &Path) -> Result<String, EngineError> {
+    Ok(match stored(data_dir)? {
+        Some(s) => s.identity(),
+        None => std::path::absolute(data_dir.join("archive"))
+            .map_err(|e| EngineError::DataDir {
+                path: data_dir.to_path_buf(),
+                reason: e.to_string(),
+            })?
+            .display()
+            .to_string(),
+    })
 }
 
 /// Writes `value` as JSON to `path` (mode 0600 by the data dir's umask), replacing the

@@ -646,33 +646,39 @@ impl Jobs {
         })
     }
 
-    /// After a plan's successful run, its copy of the archive to a saved target
-    /// (`copy_to`, shown live as the job's notice): the job's notice, and the job's
-    /// failure when the copy fails (the job then fails, which notifies).
+    /// After a plan's run that wrote snapshots (succeeded or partial), its copy of the
+    /// archive to a saved target (`copy_to`, shown live as the job's notice): the job's
+    /// notice, and the job's failure when the copy fails or leaves something out (the
+    /// job then fails, which notifies).
     fn copy_after_run(&self, live: &LiveJob, job: &Job) -> Option<(String, Option<String>)> {
-        let plan = succeeded_plan(job)?;
+        let plan = plan_with_snapshots(job)?;
         let target = self.ctx.state.plan(plan).ok()?.spec.copy_to?;
         let progress = JobCopyProgress {
             live,
+            stopping: &self.stopping,
             target: &target,
             total: AtomicU64::new(0),
             done: AtomicU64::new(0),
         };
         Some(
             match super::archive_copy::copy_to_saved(&self.ctx, &target, &progress) {
-                Ok(r) => (
-                    format!(
-                        "copy to {target} ({}): {} blobs ({}) copied, {} snapshots copied, {} there already",
-                        r.to,
-                        r.tally.blobs_copied + r.tally.blobs_repaired,
-                        crate::fmt::human_bytes(r.tally.bytes_copied),
-                        r.tally.snapshots_copied,
-                        r.tally.snapshots_present
-                    ),
-                    None,
-                ),
+                Ok(r) if r.tally.failed.is_empty() => (copy_note(&target, &r), None),
+                Ok(r) => {
+                    let failure = format!(
+                        "the copy of the archive to {target} left {} thing(s) out: {}",
+                        r.tally.failed.len(),
+                        r.tally.failed.join("; ")
+                    );
+                    (
+                        format!("{}; {failure}", copy_note(&target, &r)),
+                        Some(failure),
+                    )
+                }
                 Err(e) => {
-                    tracing::warn!("plan {plan}: the copy to {target} after job {} failed: {e}", job.id);
+                    tracing::warn!(
+                        "plan {plan}: the copy to {target} after job {} failed: {e}",
+                        job.id
+                    );
                     let failure = format!("the copy of the archive to {target} failed: {e}");
                     (failure.clone(), Some(failure))
                 }
@@ -1278,11 +1284,23 @@ pub(crate) mod faults {
     }
 }
 
-/// The plan a job ran, when it was a plan's backup that succeeded (what runs the plan's
-/// retention and check).
-/// A plan's copy of the archive, shown as its job's notice.
+/// What a plan's copy did, for its job's notice.
+fn copy_note(target: &str, r: &super::archive_copy::ArchiveCopyReport) -> String {
+    format!(
+        "copy to {target} ({}): {} blobs ({}) copied, {} snapshots copied, {} there already",
+        r.to,
+        r.tally.blobs_copied + r.tally.blobs_repaired,
+        crate::fmt::human_bytes(r.tally.bytes_copied),
+        r.tally.snapshots_copied,
+        r.tally.snapshots_present
+    )
+}
+
+/// A plan's copy of the archive, shown as its job's notice; stops when the job is
+/// cancelled or the daemon shuts down.
 struct JobCopyProgress<'a> {
     live: &'a LiveJob,
+    stopping: &'a AtomicBool,
     target: &'a str,
     total: AtomicU64,
     done: AtomicU64,
@@ -1305,8 +1323,25 @@ impl super::archive_copy::CopyProgress for JobCopyProgress<'_> {
         );
         self.live.update(|j| j.progress.notice = Some(note));
     }
+
+    fn cancelled(&self) -> bool {
+        self.live.cancel.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst)
+    }
 }
 
+/// The plan a job ran, when it was a plan's backup that ended with snapshots written:
+/// succeeded, or partial (what a copy after the run takes).
+fn plan_with_snapshots(job: &Job) -> Option<&str> {
+    match &job.kind {
+        JobKind::Backup {
+            plan: Some(plan), ..
+        } if matches!(job.state, JobState::Succeeded | JobState::Partial) => Some(plan),
+        _ => None,
+    }
+}
+
+/// The plan a job ran, when it was a plan's backup that succeeded (what runs the plan's
+/// retention and check).
 fn succeeded_plan(job: &Job) -> Option<&str> {
     match &job.kind {
         JobKind::Backup {

@@ -17,6 +17,9 @@ use time::OffsetDateTime;
 const RECENT_JOBS: usize = 50;
 /// How long the archive totals (a read of every manifest) are reused.
 const TOTALS_TTL: Duration = Duration::from_secs(60);
+/// How long the totals of an archive in object storage are reused, its size included:
+/// measuring it lists every object of the archive (a request per thousand).
+const SHARED_TOTALS_TTL: Duration = Duration::from_secs(900);
 
 /// The data dir at a glance.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -106,8 +109,7 @@ pub fn overview(
     now: OffsetDateTime,
 ) -> Result<Overview, EngineError> {
     let repos = ctx.state.repositories(None)?;
-    let archive_bytes = ctx.archive.disk_usage()?;
-    let (logical_bytes, snapshots) = archive_totals(ctx, cache, archive_bytes)?;
+    let (archive_bytes, logical_bytes, snapshots) = archive_totals(ctx, cache)?;
     let jobs = ctx.state.jobs(RECENT_JOBS)?;
     let mut warnings: Vec<String> = ctx
         .providers
@@ -152,15 +154,20 @@ pub fn overview(
     })
 }
 
-fn archive_totals(
-    ctx: &Context,
-    cache: &TotalsCache,
-    archive_bytes: u64,
-) -> Result<(u64, u64), EngineError> {
+/// The archive's size, the logical bytes its snapshots hold and their number, from
+/// `cache` while fresh: a local archive is measured on every call (re-read when its size
+/// changed), one in object storage at most every [`SHARED_TOTALS_TTL`].
+fn archive_totals(ctx: &Context, cache: &TotalsCache) -> Result<(u64, u64, u64), EngineError> {
     let mut guard = cache.0.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = *guard {
+        if ctx.archive.is_shared() && c.at.elapsed() < SHARED_TOTALS_TTL {
+            return Ok((c.archive_bytes, c.logical, c.snapshots));
+        }
+    }
+    let archive_bytes = ctx.archive.disk_usage()?;
+    if let Some(c) = *guard {
         if c.archive_bytes == archive_bytes && c.at.elapsed() < TOTALS_TTL {
-            return Ok((c.logical, c.snapshots));
+            return Ok((archive_bytes, c.logical, c.snapshots));
         }
     }
     let mut logical = 0u64;
@@ -177,7 +184,7 @@ fn archive_totals(
         logical,
         snapshots: count,
     });
-    Ok((logical, count))
+    Ok((archive_bytes, logical, count))
 }
 
 fn plan_glance(plan: &Plan, jobs: &[Job], now: OffsetDateTime) -> PlanGlance {

@@ -380,3 +380,32 @@ pub fn write_requests(server: &CloudServer) -> Vec<String> {
         .map(|r| format!("{} {}", r.method, r.path))
         .collect()
 }
+
+/// Restores `repo` into `to` and checks it `fsck`-clean and ref for ref equal to
+/// `bare`; then removes `to` (and the wiki restored beside it).
+#[allow(dead_code)]
+pub fn restores_as_source(rs: &Reposafe, repo: &str, bare: &Path, to: &Path) {
+    rs.run(&["restore", repo, "--to", &to.display().to_string()])
+        .ok();
+    gitutil::fsck(to);
+    assert_eq!(
+        gitutil::refs_of(to),
+        gitutil::refs_of(bare),
+        "{repo} restored ref for ref"
+    );
+    std::fs::remove_dir_all(to).expect("remove restore");
+    let _ = std::fs::remove_dir_all(to.with_extension("wiki"));
+}
+
+/// A new commit (same tree) on the checked-out branch of the bare repository `bare`.
+#[allow(dead_code)]
+pub fn commit_on_head(bare: &Path, message: &str) {
+    let head = gitutil::git(bare, &["symbolic-ref", "HEAD"])
+        .trim()
+        .to_string();
+    let commit = gitutil::git(
+        bare,
+        &["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", message],
+    );
+    gitutil::git(bare, &["update-ref", &head, commit.trim()]);
+}

@@ -149,6 +149,31 @@ impl Weed {
         ticks.iter().sum::<u64>() as f64 / 100.0
     }
 
+    /// The archive at `s3://<bucket>/<prefix>` on this server as the product's own
+    /// backend sees it (raw objects, nothing decrypted).
+    #[allow(dead_code)]
+    pub fn store(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        scratch: &Path,
+    ) -> reposafe::archive::S3Backend {
+        use reposafe::archive::{S3Backend, S3Config};
+        S3Backend::new(
+            S3Config {
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+                endpoint: Some(self.endpoint.clone()),
+                region: None,
+                path_style: true,
+                access_key_id: Some(ACCESS_KEY_ID.into()),
+                secret_access_key: Some(SECRET_ACCESS_KEY.to_string().into()),
+            },
+            scratch.to_path_buf(),
+        )
+        .expect("backend")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
     }
