@@ -17,7 +17,7 @@ use crate::engine::service::{
 use crate::engine::service::{
     CheckRequest, ForgetRequest, PruneRequest, RegisterWebhook, RetentionQuery, SetNotifications,
 };
-use crate::engine::{LocalService, Service};
+use crate::engine::{LocalService, Quiet, Service};
 use crate::state::PlanSpec;
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
@@ -281,13 +281,13 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
             call_with(api, req, OK, |s, b: CheckRequest| s.check(b))
         }),
         route(M::POST, "/api/v1/forget", |api, _, req| {
-            call_with(api, req, OK, |s, b: ForgetRequest| s.forget(b))
+            call_with(api, req, OK, |s, b: ForgetRequest| s.forget(b, &Quiet))
         }),
         route(M::GET, "/api/v1/archive", |api, _, _| {
             call(api, OK, |s| s.archive())
         }),
         route(M::POST, "/api/v1/prune", |api, _, req| {
-            call_with(api, req, OK, |s, b: PruneRequest| s.prune(b))
+            call_with(api, req, OK, |s, b: PruneRequest| s.prune(b, &Quiet))
         }),
         route(M::POST, "/api/v1/retention", |api, _, req| {
             call_with(api, req, OK, |s, b: RetentionQuery| s.retention_view(b))

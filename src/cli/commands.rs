@@ -73,7 +73,10 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
         }
         Command::Forget(args) => {
             let json = args.json;
-            let report = service.forget(forget_request(args)?)?;
+            let observer = CliObserver::default();
+            let report = service.forget(forget_request(args)?, &observer);
+            observer.finish();
+            let report = report?;
             if json {
                 output::json(&report)?;
             } else {
@@ -81,9 +84,15 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
             }
         }
         Command::Prune(args) => {
-            let report = service.prune(PruneRequest {
-                dry_run: args.dry_run,
-            })?;
+            let observer = CliObserver::default();
+            let report = service.prune(
+                PruneRequest {
+                    dry_run: args.dry_run,
+                },
+                &observer,
+            );
+            observer.finish();
+            let report = report?;
             if args.json {
                 output::json(&report)?;
             } else {

@@ -70,6 +70,7 @@ impl Progress for Bars {
 pub struct CliObserver {
     job_bar: Mutex<Option<JobBar>>,
     backup_bars: Mutex<Vec<Arc<Bars>>>,
+    prune_bar: Mutex<Option<Arc<PruneBar>>>,
 }
 
 impl CliObserver {
@@ -82,6 +83,11 @@ impl CliObserver {
         }
         if let Ok(mut bars) = self.backup_bars.lock() {
             bars.drain(..).for_each(|b| b.finish());
+        }
+        if let Ok(mut bar) = self.prune_bar.lock() {
+            if let Some(b) = bar.take() {
+                b.bar.finish_and_clear();
+            }
         }
     }
 }
@@ -102,6 +108,14 @@ impl Observer for CliObserver {
             return bar;
         }
         Arc::new(crate::engine::backup::NoProgress)
+    }
+
+    fn prune_progress(&self) -> Arc<dyn crate::engine::prune::PruneProgress> {
+        let bar = Arc::new(PruneBar::new());
+        if let Ok(mut slot) = self.prune_bar.lock() {
+            *slot = Some(bar.clone());
+        }
+        bar
     }
 
     /// Ctrl-C simply ends the process: every write is crash-safe, so nothing
@@ -199,5 +213,43 @@ impl crate::engine::archive_copy::CopyProgress for CopyBar {
 
     fn blob_done(&self, bytes: u64) {
         self.bar.inc(bytes);
+    }
+}
+
+/// The bar of a prune: histories consolidated, then the sweep.
+pub struct PruneBar {
+    bar: ProgressBar,
+}
+
+impl PruneBar {
+    fn new() -> PruneBar {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("prune [{bar:30}] {pos}/{len} histories {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        PruneBar { bar }
+    }
+}
+
+impl crate::engine::prune::PruneProgress for PruneBar {
+    fn histories(&self, n: usize) {
+        self.bar.set_length(n as u64);
+    }
+
+    fn history(&self, full_name: &str) {
+        if self.bar.message().is_empty() {
+            self.bar.set_position(0);
+        } else {
+            self.bar.inc(1);
+        }
+        self.bar.set_message(format!("consolidating {full_name}"));
+    }
+
+    fn sweeping(&self) {
+        self.bar.set_position(self.bar.length().unwrap_or(0));
+        self.bar
+            .set_message("removing blobs no snapshot names".to_string());
     }
 }

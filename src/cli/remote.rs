@@ -443,7 +443,12 @@ impl Service for Remote {
         self.post("/api/v1/check", &req)
     }
 
-    fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError> {
+    /// The daemon prunes; its progress is not streamed (the report comes at the end).
+    fn forget(
+        &self,
+        req: ForgetRequest,
+        _observer: &dyn Observer,
+    ) -> Result<ForgetReport, EngineError> {
         self.post("/api/v1/forget", &req)
     }
 
@@ -451,7 +456,11 @@ impl Service for Remote {
         self.get("/api/v1/archive")
     }
 
-    fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError> {
+    fn prune(
+        &self,
+        req: PruneRequest,
+        _observer: &dyn Observer,
+    ) -> Result<PruneReport, EngineError> {
         self.post("/api/v1/prune", &req)
     }
 

@@ -24,7 +24,11 @@ use crate::scheduler::Zone;
 use crate::state::{Actor, RepoRecord, StateError};
 
 /// Applies the request's policy (see the module doc).
-pub fn forget(ctx: &Context, req: &ForgetRequest) -> Result<ForgetReport, EngineError> {
+pub fn forget(
+    ctx: &Context,
+    req: &ForgetRequest,
+    progress: &dyn super::prune::PruneProgress,
+) -> Result<ForgetReport, EngineError> {
     if req.policy.is_empty() {
         return Err(EngineError::Field {
             field: "policy".into(),
@@ -47,7 +51,7 @@ pub fn forget(ctx: &Context, req: &ForgetRequest) -> Result<ForgetReport, Engine
     };
     let mut report = forget_histories(ctx, &histories, &rules)?;
     if req.prune {
-        report.prune = Some(prune_thinned(ctx, &histories, &report)?);
+        report.prune = Some(prune_thinned(ctx, &histories, &report, progress)?);
     }
     Ok(report)
 }
@@ -58,6 +62,7 @@ fn prune_thinned(
     ctx: &Context,
     histories: &[RepoIdentity],
     report: &ForgetReport,
+    progress: &dyn super::prune::PruneProgress,
 ) -> Result<super::service::PruneReport, EngineError> {
     let thinned: Vec<RepoIdentity> = histories
         .iter()
@@ -66,7 +71,7 @@ fn prune_thinned(
         .map(|(id, _)| id.clone())
         .collect();
     let dirs = thinned.iter().map(RepoIdentity::dir_name).collect();
-    super::prune::prune_histories(ctx, &thinned, &dirs, report.dry_run)
+    super::prune::prune_histories(ctx, &thinned, &dirs, report.dry_run, progress)
 }
 
 /// A policy and how it is applied.
@@ -279,7 +284,7 @@ pub fn after_plan_run(
     if report.removed > 0 {
         // The space of what the plan's retention let go comes back at once; a prune
         // that fails leaves the forget done (the next prune catches up).
-        let pruned = match prune_thinned(ctx, &histories, &report) {
+        let pruned = match prune_thinned(ctx, &histories, &report, &super::prune::NoPruneProgress) {
             Ok(p) => {
                 let freed = format!("prune freed {} bytes", p.bytes_freed);
                 report.prune = Some(p);

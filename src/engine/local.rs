@@ -627,8 +627,12 @@ impl Service for LocalService {
         super::forget::plan_view(self.ctx(), &req.connection, &req.repository)
     }
 
-    fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError> {
-        let report = super::forget::forget(self.ctx(), &req)?;
+    fn forget(
+        &self,
+        req: ForgetRequest,
+        observer: &dyn Observer,
+    ) -> Result<ForgetReport, EngineError> {
+        let report = super::forget::forget(self.ctx(), &req, observer.prune_progress().as_ref())?;
         if !req.dry_run && report.removed > 0 {
             let object = req
                 .repository
@@ -645,8 +649,12 @@ impl Service for LocalService {
         super::archive_keys::archive_info(&self.ctx().archive, &self.ctx().data_dir)
     }
 
-    fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError> {
-        let report = super::prune::prune(self.ctx(), &req)?;
+    fn prune(
+        &self,
+        req: PruneRequest,
+        observer: &dyn Observer,
+    ) -> Result<PruneReport, EngineError> {
+        let report = super::prune::prune(self.ctx(), &req, observer.prune_progress().as_ref())?;
         if !req.dry_run {
             let detail = format!(
                 "{} histories consolidated, {} blobs ({} bytes) freed",

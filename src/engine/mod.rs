@@ -40,7 +40,7 @@ pub mod oauth;
 pub mod overview;
 pub mod plan_preview;
 pub mod plans;
-mod prune;
+pub mod prune;
 mod repo_lock;
 mod restore;
 pub mod restore_into;

@@ -31,15 +31,33 @@ use crate::archive::{BlobId, FileKind, GitPart, RepoIdentity, Snapshot};
 use crate::git::{self, RefEntry, RefTarget};
 
 /// Prunes the whole archive: consolidates every history with a pack chain, then sweeps.
-pub fn prune(ctx: &Context, req: &PruneRequest) -> Result<PruneReport, EngineError> {
+pub fn prune(
+    ctx: &Context,
+    req: &PruneRequest,
+    progress: &dyn PruneProgress,
+) -> Result<PruneReport, EngineError> {
     let histories: Vec<RepoIdentity> = ctx
         .archive
         .histories()?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    prune_histories(ctx, &histories, &BTreeSet::new(), req.dry_run)
+    prune_histories(ctx, &histories, &BTreeSet::new(), req.dry_run, progress)
 }
+
+/// What a prune reports as it goes (a CLI bar); every method does nothing by default.
+pub trait PruneProgress: Sync {
+    /// `n` histories are to be consolidated.
+    fn histories(&self, _n: usize) {}
+    /// Consolidating this history (`full_name`).
+    fn history(&self, _full_name: &str) {}
+    /// Consolidation is over; the sweep of unnamed blobs begins.
+    fn sweeping(&self) {}
+}
+
+/// A prune that shows nothing.
+pub struct NoPruneProgress;
+impl PruneProgress for NoPruneProgress {}
 
 /// Consolidates `histories` (those in `thinned`, by history directory, even when they
 /// have a single pack: `forget` removed snapshots whose objects it may hold), then sweeps
@@ -49,6 +67,7 @@ pub fn prune_histories(
     histories: &[RepoIdentity],
     thinned: &BTreeSet<String>,
     dry_run: bool,
+    progress: &dyn PruneProgress,
 ) -> Result<PruneReport, EngineError> {
     let started = Instant::now();
     let mut report = PruneReport {
@@ -56,7 +75,9 @@ pub fn prune_histories(
         archive_bytes_before: ctx.archive.disk_usage()?,
         ..Default::default()
     };
+    progress.histories(histories.len());
     for repo in histories {
+        progress.history(&repo.full_name);
         let force = thinned.contains(&repo.dir_name());
         // One history that cannot be consolidated (a damaged pack) keeps its packs and
         // does not stop the others; the sweep never takes what its manifests name.
@@ -68,6 +89,7 @@ pub fn prune_histories(
             )),
         }
     }
+    progress.sweeping();
     sweep(ctx, dry_run, &mut report)?;
     report.archive_bytes_after = if dry_run {
         report
@@ -359,4 +381,42 @@ fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), E
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::snapshot_fixture::{Fixture, Parts};
+    use std::sync::Mutex;
+
+    /// Everything a prune reported, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl PruneProgress for Recorded {
+        fn histories(&self, n: usize) {
+            self.0.lock().expect("lock").push(format!("histories {n}"));
+        }
+        fn history(&self, full_name: &str) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("history {full_name}"));
+        }
+        fn sweeping(&self) {
+            self.0.lock().expect("lock").push("sweeping".into());
+        }
+    }
+
+    #[test]
+    fn a_prune_reports_each_history_then_the_sweep() {
+        let f = Fixture::new();
+        f.write(1_700_000_000, Parts::default());
+        let recorded = Recorded::default();
+        prune(&f.ctx, &PruneRequest { dry_run: true }, &recorded).expect("prune");
+        assert_eq!(
+            *recorded.0.lock().expect("lock"),
+            vec!["histories 1", "history ws/app", "sweeping"]
+        );
+    }
 }

@@ -110,11 +110,16 @@ pub trait Service: Send + Sync {
     fn check(&self, req: CheckRequest) -> Result<CheckReport, EngineError>;
     /// Removes the snapshots a retention policy does not keep (or, `dry_run`, says
     /// which it would).
-    fn forget(&self, req: ForgetRequest) -> Result<ForgetReport, EngineError>;
+    fn forget(
+        &self,
+        req: ForgetRequest,
+        observer: &dyn Observer,
+    ) -> Result<ForgetReport, EngineError>;
     /// Gives back the space of forgotten snapshots: consolidates each history's packs
     /// into one pack of what its kept snapshots reach, then deletes every blob no
     /// snapshot names (or, `dry_run`, says what it would do).
-    fn prune(&self, req: PruneRequest) -> Result<PruneReport, EngineError>;
+    fn prune(&self, req: PruneRequest, observer: &dyn Observer)
+        -> Result<PruneReport, EngineError>;
     /// Where the archive is, whether it is encrypted (and which sealed keys open it),
     /// and what it holds. Never a secret.
     fn archive(&self) -> Result<ArchiveInfo, EngineError>;
@@ -189,6 +194,10 @@ pub trait Observer: Sync {
     /// A flag that stops in-process work early when set (Ctrl-C).
     fn interrupt(&self) -> Arc<AtomicBool> {
         Arc::new(AtomicBool::new(false))
+    }
+    /// Where a prune run in this process reports its progress.
+    fn prune_progress(&self) -> Arc<dyn super::prune::PruneProgress> {
+        Arc::new(super::prune::NoPruneProgress)
     }
 }
 
