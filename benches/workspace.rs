@@ -21,6 +21,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::s3::cpu_secs;
 use common::{gitutil, wait_for_daemon, CloudServer, Reposafe, TempDir};
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -64,23 +65,6 @@ fn rss_of(pid: u32) -> Option<(u64, u64)> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// CPU time (user + system) a process has used so far, in seconds (`/proc/<pid>/stat`,
-/// clock ticks of 1/100 s).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// A `reposafe serve` on the data dir, with an RSS sampler.

@@ -7,8 +7,10 @@
 //! `FORMAT` (the destination is an archive from then on), then blobs and index entries,
 //! and the manifests last — each only once the destination holds every blob it needs
 //! (directly, and through its LFS and metadata index blobs), so a snapshot is never
-//! visible there half copied. A blob the destination has is replaced only when it does
-//! not read back as its id *and* the source's copy does; nothing is ever deleted there.
+//! visible there half copied: a blob counts as there only once it was read back in this
+//! copy, or by an earlier one (the caller's journal). A blob the destination has is
+//! replaced only when it does not read back as its id *and* the source's copy does;
+//! nothing is ever deleted there.
 //!
 //! The caller's [`CopySession`] keeps prune's sweep away from the source while each blob
 //! or manifest is copied (never for the whole copy: a prune, and the backups queued
@@ -97,6 +99,45 @@ struct Copier<'a> {
     session: &'a dyn CopySession,
     /// Held while a large blob is copied.
     large: Mutex<()>,
+    /// The destination's blobs when the copy began (there, not necessarily whole).
+    listed: HashSet<BlobId>,
+    /// Blobs read back in the destination by this copy.
+    verified_now: Mutex<HashSet<BlobId>>,
+    /// Blobs that could not be brought: a snapshot needing one is left out.
+    failed_ids: Mutex<HashSet<BlobId>>,
+}
+
+/// How a blob reads back.
+enum ReadBack {
+    Good,
+    /// Absent, or not its id's content (the error says which).
+    Damaged(ArchiveError),
+}
+
+/// Reads blob `id` of `archive` through, hashing it: a failure to read (the network,
+/// the disk) is an error, not damage.
+fn read_back(archive: &Archive, id: &BlobId) -> Result<ReadBack, ArchiveError> {
+    let mut reader = match archive.open_blob(id) {
+        Ok(reader) => reader,
+        Err(e @ (ArchiveError::MissingBlob { .. } | ArchiveError::CorruptBlob { .. })) => {
+            return Ok(ReadBack::Damaged(e))
+        }
+        Err(e) => return Err(e),
+    };
+    match io::copy(&mut reader, &mut io::sink()) {
+        Ok(_) => Ok(ReadBack::Good),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Ok(ReadBack::Damaged(ArchiveError::CorruptBlob {
+                id: *id,
+                path: archive.blob_location(id),
+                reason: e.to_string(),
+            }))
+        }
+        Err(e) => Err(ArchiveError::Io {
+            path: archive.blob_location(id),
+            source: e,
+        }),
+    }
 }
 
 impl Archive {
@@ -155,23 +196,38 @@ impl Archive {
         workers: usize,
     ) -> Result<CopyTally, ArchiveError> {
         self.copy_key_files(dest)?;
+        let manifests = self.backend.list(FileKind::Snapshot, "")?;
+        let listed: HashSet<BlobId> = dest
+            .backend
+            .list(FileKind::Blob, "")?
+            .iter()
+            .filter_map(|hex| BlobId::parse(hex).ok())
+            .collect();
         let copier = Copier {
             source: self,
             dest,
             session,
             large: Mutex::new(()),
+            listed,
+            verified_now: Mutex::new(HashSet::new()),
+            failed_ids: Mutex::new(HashSet::new()),
         };
-        let manifests = self.backend.list(FileKind::Snapshot, "")?;
         let mut tally = CopyTally::default();
         let tasks = copier.blob_tasks(&mut tally)?;
         session.planned(
             tasks.len() as u64,
             tasks.iter().map(|t| t.stored).sum::<u64>(),
         );
-        copier.run_blob_tasks(&tasks, workers, &mut tally);
+        let stopped = copier.run_blob_tasks(&tasks, workers, &mut tally);
         copier.stop_if_cancelled()?;
+        if stopped {
+            tally.failed.push(format!(
+                "stopped after {MAX_FAILURES} blobs failed: no snapshot was copied (is the destination reachable?)"
+            ));
+            return Ok(tally);
+        }
         for kind in [FileKind::PackIndex, FileKind::LfsIndex] {
-            tally.index_entries_copied += self.copy_missing_files(dest, kind)?;
+            tally.index_entries_copied += self.copy_missing_files(dest, kind, &mut tally.failed)?;
         }
         copier.copy_manifests(&manifests, &mut tally)?;
         Ok(tally)
@@ -198,20 +254,29 @@ impl Archive {
     }
 
     /// Files of `kind` this archive has and `dest` lacks, copied; their number. One
-    /// removed from the source since it was listed (by a prune) is skipped.
-    fn copy_missing_files(&self, dest: &Archive, kind: FileKind) -> Result<u64, ArchiveError> {
+    /// removed from the source since it was listed (by a prune) is skipped; one that
+    /// cannot be copied is named in `failed` (index entries only speed up backups).
+    fn copy_missing_files(
+        &self,
+        dest: &Archive,
+        kind: FileKind,
+        failed: &mut Vec<String>,
+    ) -> Result<u64, ArchiveError> {
         let there: HashSet<String> = dest.backend.list(kind, "")?.into_iter().collect();
         let mut copied = 0;
         for id in self.backend.list(kind, "")? {
             if there.contains(&id) {
                 continue;
             }
-            match self.backend.read(kind, &id) {
-                Ok(bytes) => dest.backend.write(kind, &id, Source::Bytes(&bytes))?,
+            let written = match self.backend.read(kind, &id) {
+                Ok(bytes) => dest.backend.write(kind, &id, Source::Bytes(&bytes)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) => copied += 1,
+                Err(e) => failed.push(format!("{kind:?} {id}: {e}")),
             }
-            copied += 1;
         }
         Ok(copied)
     }
@@ -244,18 +309,14 @@ impl Archive {
 
 impl Copier<'_> {
     /// The blobs to copy (absent from the destination) or check (present, not verified
-    /// before).
+    /// before). A stored file whose name is no blob id is not a blob: left alone.
     fn blob_tasks(&self, tally: &mut CopyTally) -> Result<Vec<BlobTask>, ArchiveError> {
-        let there: HashSet<String> = self
-            .dest
-            .backend
-            .list(FileKind::Blob, "")?
-            .into_iter()
-            .collect();
         let mut tasks = Vec::new();
         for (hex, stored) in self.source.backend.list_with_size(FileKind::Blob, "")? {
-            let id = BlobId::parse(&hex)?;
-            let present = there.contains(&hex);
+            let Ok(id) = BlobId::parse(&hex) else {
+                continue;
+            };
+            let present = self.listed.contains(&id);
             if present && self.session.is_verified(&id) {
                 tally.blobs_verified_before += 1;
                 continue;
@@ -270,8 +331,8 @@ impl Copier<'_> {
     }
 
     /// Runs `tasks` on `workers` threads, counting what happened in `tally`; stops early
-    /// when cancelled or after [`MAX_FAILURES`] failures.
-    fn run_blob_tasks(&self, tasks: &[BlobTask], workers: usize, tally: &mut CopyTally) {
+    /// when cancelled or after [`MAX_FAILURES`] failures (then `true`).
+    fn run_blob_tasks(&self, tasks: &[BlobTask], workers: usize, tally: &mut CopyTally) -> bool {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let shared = Mutex::new(std::mem::take(tally));
@@ -295,6 +356,7 @@ impl Copier<'_> {
             }
         });
         *tally = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+        stop.load(Ordering::SeqCst)
     }
 
     /// [`Copier::bring_blob`] with the source guarded, a large blob one at a time;
@@ -303,33 +365,57 @@ impl Copier<'_> {
         let _large = (task.stored > LARGE_BLOB)
             .then(|| self.large.lock().unwrap_or_else(|p| p.into_inner()));
         let mut brought = None;
-        self.session.guarded(&mut || {
+        let guarded = self.session.guarded(&mut || {
             brought = Some(self.bring_blob(task)?);
             Ok(())
-        })?;
-        let brought = brought.ok_or_else(|| ArchiveError::Copy {
-            path: self.dest.blob_location(&task.id),
-            reason: "the copy of a blob did not run".into(),
-        })?;
-        if !matches!(brought, Brought::Vanished) {
-            self.session.verified(&task.id);
+        });
+        let brought = guarded.and_then(|()| {
+            brought.ok_or_else(|| ArchiveError::Copy {
+                path: self.dest.blob_location(&task.id),
+                reason: "the copy of a blob did not run".into(),
+            })
+        });
+        match &brought {
+            Ok(Brought::Vanished) => {}
+            Ok(_) => self.mark_verified(&task.id),
+            Err(_) => {
+                let mut failed = self.failed_ids.lock().unwrap_or_else(|p| p.into_inner());
+                failed.insert(task.id);
+            }
         }
-        Ok(brought)
+        brought
+    }
+
+    /// `id` read back in the destination: journaled, and good for the manifests.
+    fn mark_verified(&self, id: &BlobId) {
+        self.session.verified(id);
+        let mut now = self.verified_now.lock().unwrap_or_else(|p| p.into_inner());
+        now.insert(*id);
+    }
+
+    /// Whether the destination's `id` is known whole: read back by this copy, or by an
+    /// earlier one (and still listed).
+    fn known_whole(&self, id: &BlobId) -> bool {
+        let now = self.verified_now.lock().unwrap_or_else(|p| p.into_inner());
+        now.contains(id) || (self.listed.contains(id) && self.session.is_verified(id))
     }
 
     /// Brings one blob to the destination, verified there. A present one that reads
     /// back is kept; otherwise (damaged, or absent) the source's copy is written — a
-    /// present one only once the source's copy is checked, so a good copy is never
-    /// replaced by a bad one — and read back, once more on a mismatch.
+    /// present one only once the source's copy reads back, so a good copy is never
+    /// replaced by a bad one — and read back, once more on a mismatch. A read that fails
+    /// (the network, a disk) is an error and changes nothing.
     fn bring_blob(&self, task: &BlobTask) -> Result<Brought, ArchiveError> {
         if task.present {
-            if self.dest.verify_blob(&task.id).is_ok() {
+            if let ReadBack::Good = read_back(self.dest, &task.id)? {
                 return Ok(Brought::Checked);
             }
-            match self.source.verify_blob(&task.id) {
-                Ok(_) => {}
-                Err(ArchiveError::MissingBlob { .. }) => return Ok(Brought::Vanished),
-                Err(e) => return Err(e),
+            match read_back(self.source, &task.id)? {
+                ReadBack::Good => {}
+                ReadBack::Damaged(ArchiveError::MissingBlob { .. }) => {
+                    return Ok(Brought::Vanished)
+                }
+                ReadBack::Damaged(e) => return Err(e),
             }
         }
         let mut mismatch = None;
@@ -337,21 +423,18 @@ impl Copier<'_> {
             if !self.copy_raw(&task.id)? {
                 return Ok(Brought::Vanished);
             }
-            match self.dest.verify_blob(&task.id) {
-                Ok(_) if task.present => return Ok(Brought::Repaired),
-                Ok(_) => return Ok(Brought::Copied),
-                Err(e) => mismatch = Some(e),
+            match read_back(self.dest, &task.id)? {
+                ReadBack::Good if task.present => return Ok(Brought::Repaired),
+                ReadBack::Good => return Ok(Brought::Copied),
+                ReadBack::Damaged(e) => mismatch = Some(e),
             }
         }
-        // Written twice and still wrong: the source's copy is the damaged one (the
-        // error names it), or the destination does not store what it is given. A blob
-        // that was not there before is taken away again: nothing in the copy may name it.
-        if !task.present {
-            self.dest
-                .backend
-                .delete(FileKind::Blob, &task.id.to_hex())?;
+        // Written twice and still not its content: the source's copy is damaged (the
+        // error names it), or the destination does not keep what it is given. What was
+        // written stays, named by no snapshot of the copy, and is checked next time.
+        if let ReadBack::Damaged(e) = read_back(self.source, &task.id)? {
+            return Err(e);
         }
-        self.source.verify_blob(&task.id)?;
         Err(mismatch.unwrap_or_else(|| ArchiveError::Copy {
             path: self.dest.blob_location(&task.id),
             reason: "the copy does not read back as written".into(),
@@ -375,9 +458,8 @@ impl Copier<'_> {
 
     fn stop_if_cancelled(&self) -> Result<(), ArchiveError> {
         if self.session.cancelled() {
-            return Err(ArchiveError::Copy {
+            return Err(ArchiveError::CopyCancelled {
                 path: self.dest.location(),
-                reason: "cancelled; what was copied stays, and a new copy resumes".into(),
             });
         }
         Ok(())
@@ -396,13 +478,6 @@ impl Copier<'_> {
             .list(FileKind::Snapshot, "")?
             .into_iter()
             .collect();
-        let mut in_dest: HashSet<BlobId> = self
-            .dest
-            .backend
-            .list(FileKind::Blob, "")?
-            .iter()
-            .filter_map(|hex| BlobId::parse(hex).ok())
-            .collect();
         let mut indexes = HashMap::new();
         for mid in manifests {
             self.stop_if_cancelled()?;
@@ -412,7 +487,7 @@ impl Copier<'_> {
             }
             let mut copied = false;
             let done = self.session.guarded(&mut || {
-                copied = self.copy_manifest(mid, &mut in_dest, &mut indexes)?;
+                copied = self.copy_manifest(mid, &mut indexes)?;
                 Ok(())
             });
             match done {
@@ -424,14 +499,14 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// Writes manifest `mid` to the destination once it holds every blob the snapshot
-    /// needs (those missing, e.g. named by a consolidation since the listing, are
-    /// brought now), then reads it back there. `false`: the source no longer has it
-    /// (forgotten since the listing).
+    /// Writes manifest `mid` to the destination once every blob the snapshot needs is
+    /// known whole there (those not yet, e.g. named by a consolidation since the
+    /// listing, are brought now; one that failed already leaves the snapshot out), then
+    /// reads it back there. `false`: the source no longer has it (forgotten since the
+    /// listing).
     fn copy_manifest(
         &self,
         mid: &str,
-        in_dest: &mut HashSet<BlobId>,
         indexes: &mut HashMap<BlobId, Vec<BlobId>>,
     ) -> Result<bool, ArchiveError> {
         let bytes = match self.source.backend.read(FileKind::Snapshot, mid) {
@@ -441,13 +516,21 @@ impl Copier<'_> {
         };
         let snap: Snapshot = self.source.decode_manifest(mid, bytes.clone())?;
         for id in self.source.blobs_needed(&snap, indexes)? {
-            if in_dest.contains(&id) {
+            if self.known_whole(&id) {
                 continue;
             }
+            let failed = self.failed_ids.lock().unwrap_or_else(|p| p.into_inner());
+            if failed.contains(&id) {
+                return Err(ArchiveError::Copy {
+                    path: self.dest.blob_location(&id),
+                    reason: format!("it needs blob {id}, which could not be copied"),
+                });
+            }
+            drop(failed);
             let task = BlobTask {
                 id,
                 stored: 0,
-                present: false,
+                present: self.listed.contains(&id),
             };
             if let Brought::Vanished = self.bring_blob(&task)? {
                 return Err(ArchiveError::MissingBlob {
@@ -455,8 +538,7 @@ impl Copier<'_> {
                     path: self.source.blob_location(&id),
                 });
             }
-            self.session.verified(&id);
-            in_dest.insert(id);
+            self.mark_verified(&id);
         }
         match self
             .dest

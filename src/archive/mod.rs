@@ -90,6 +90,9 @@ pub enum ArchiveError {
     /// A copy of the archive (`archive copy`) that cannot go on.
     #[error("cannot copy the archive to {path}: {reason}")]
     Copy { path: PathBuf, reason: String },
+    /// A copy stopped on request; what was copied stays, and the next copy resumes.
+    #[error("the copy to {path} was stopped; what was copied stays, and the next copy resumes")]
+    CopyCancelled { path: PathBuf },
     #[error("invalid blob id {0:?}: expected 64 hex digits")]
     InvalidBlobId(String),
     #[error("invalid snapshot id {0:?}")]

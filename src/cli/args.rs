@@ -394,7 +394,8 @@ pub struct PlanAddArgs {
     /// only; `100%`: everything, and every snapshot's refs walked).
     #[arg(long, value_name = "PERCENT", value_parser = parse_whole_percent)]
     pub check_subset: Option<u32>,
-    /// Copy the archive after each successful run to this saved copy target (see
+    /// Copy the archive after each run that backed something up (succeeded or partial)
+    /// to this saved copy target (see
     /// `archive copy --save-as`); a failed copy fails the job, which notifies.
     #[arg(long, value_name = "NAME")]
     pub copy_to: Option<String>,

@@ -20,10 +20,11 @@ use crate::archive::{
 };
 use crate::vault::Vault;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// Blobs copied at once.
@@ -195,6 +196,9 @@ fn run_copy(
     progress: &dyn CopyProgress,
 ) -> Result<ArchiveCopyReport, EngineError> {
     let started = Instant::now();
+    // One copy to a destination at a time in this process (two plans may share one).
+    let one_at_a_time = destination_lock(identity);
+    let _only_copy = one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
     // The destination's lease first: that wait (another appliance pruning there) holds
     // nothing of the source.
     let dest_gate = ArchiveGate::for_archive(dest, data_dir)?;
@@ -203,9 +207,13 @@ fn run_copy(
         journal: Journal::open(data_dir, identity)?,
         progress,
         gate: source_gate,
+        source_location: source.location(),
     };
     let tally = source.copy_to(dest, &session, WORKERS)?;
-    session.journal.flush()?;
+    if let Err(e) = session.journal.flush() {
+        // The copy is whole; only the record that spares a re-read is short.
+        tracing::warn!("{e}");
+    }
     Ok(ArchiveCopyReport {
         from: source.location().display().to_string(),
         to: dest.location().display().to_string(),
@@ -214,11 +222,22 @@ fn run_copy(
     })
 }
 
+/// The lock that keeps copies to the destination `identity` one at a time.
+fn destination_lock(identity: &str) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    locks.entry(identity.to_string()).or_default().clone()
+}
+
 /// What [`Archive::copy_to`] is given: the journal, the progress, the source's gate.
 struct Session<'a> {
     journal: Journal,
     progress: &'a dyn CopyProgress,
     gate: &'a ArchiveGate,
+    source_location: PathBuf,
 }
 
 impl CopySession for Session<'_> {
@@ -243,8 +262,8 @@ impl CopySession for Session<'_> {
         work: &mut dyn FnMut() -> Result<(), ArchiveError>,
     ) -> Result<(), ArchiveError> {
         let _use = self.gate.shared().map_err(|e| ArchiveError::Copy {
-            path: PathBuf::from("the archive being copied"),
-            reason: e.to_string(),
+            path: self.source_location.clone(),
+            reason: format!("cannot keep prune away from the archive being copied: {e}"),
         })?;
         work()
     }

@@ -5,7 +5,8 @@
 //! an export or a check reads blobs that a manifest named when it started. So while
 //! the sweep runs, none of those may: each holds the gate **shared** for its work on
 //! one repository (a backup) or for its whole run (restore, export, check), and the
-//! sweep holds it **exclusive**. The data dir is used by one process (its state
+//! sweep holds it **exclusive**. An `archive copy` holds it shared for each blob and
+//! manifest it copies. The data dir is used by one process (its state
 //! database is locked), so a lock in this process covers every user of the archive.
 //! Nothing holds the gate shared while taking it again, so a waiting sweep (which
 //! goes first: the lock prefers writers) never deadlocks anyone.

@@ -221,9 +221,17 @@ impl StoredLocation {
     }
 }
 
-/// The identity of `s3://bucket/prefix` at `endpoint` (AWS when none).
+/// The identity of `s3://bucket/prefix` at `endpoint` (AWS when none), the endpoint
+/// as a URL parser writes it (lower-case host, no default port, no trailing `/`), so
+/// two spellings of one endpoint are one location.
 pub(crate) fn identity_of(url: &str, endpoint: Option<&str>) -> String {
-    format!("{url} at {}", endpoint.unwrap_or("AWS"))
+    let endpoint = match endpoint {
+        None => "AWS".to_string(),
+        Some(e) => url::Url::parse(e)
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .unwrap_or_else(|_| e.trim_end_matches('/').to_string()),
+    };
+    format!("{} at {endpoint}", url.trim_end_matches('/'))
 }
 
 /// The identity of the data dir's archive location (see [`StoredLocation::identity`];

@@ -653,6 +653,12 @@ impl Jobs {
     fn copy_after_run(&self, live: &LiveJob, job: &Job) -> Option<(String, Option<String>)> {
         let plan = plan_with_snapshots(job)?;
         let target = self.ctx.state.plan(plan).ok()?.spec.copy_to?;
+        if live.cancel.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst) {
+            return Some((
+                format!("copy to {target} not started: the job was stopped"),
+                None,
+            ));
+        }
         let progress = JobCopyProgress {
             live,
             stopping: &self.stopping,
@@ -665,15 +671,31 @@ impl Jobs {
                 Ok(r) if r.tally.failed.is_empty() => (copy_note(&target, &r), None),
                 Ok(r) => {
                     let failure = format!(
-                        "the copy of the archive to {target} left {} thing(s) out: {}",
+                        "the copy of the archive to {target} left {} thing(s) out: {}{}",
                         r.tally.failed.len(),
-                        r.tally.failed.join("; ")
+                        r.tally
+                            .failed
+                            .iter()
+                            .take(5)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        if r.tally.failed.len() > 5 {
+                            "; …"
+                        } else {
+                            ""
+                        }
                     );
                     (
                         format!("{}; {failure}", copy_note(&target, &r)),
                         Some(failure),
                     )
                 }
+                // Stopped with the job (or the daemon): what was copied stays, the
+                // backup stands, and the next run resumes the copy.
+                Err(
+                    e @ EngineError::Archive(crate::archive::ArchiveError::CopyCancelled { .. }),
+                ) => (e.to_string(), None),
                 Err(e) => {
                     tracing::warn!(
                         "plan {plan}: the copy to {target} after job {} failed: {e}",
@@ -1329,8 +1351,8 @@ impl super::archive_copy::CopyProgress for JobCopyProgress<'_> {
     }
 }
 
-/// The plan a job ran, when it was a plan's backup that ended with snapshots written:
-/// succeeded, or partial (what a copy after the run takes).
+/// The plan a job ran, when it was a plan's backup that succeeded or ended partial
+/// (some repositories backed up): what a copy after the run takes.
 fn plan_with_snapshots(job: &Job) -> Option<&str> {
     match &job.kind {
         JobKind::Backup {

@@ -260,7 +260,9 @@ impl EngineError {
             EngineError::State(S::ConnectionExists(_) | S::PlanExists(_)) => ErrorKind::Conflict,
             EngineError::Vault(V::Invalid(_) | V::UnknownKind) => ErrorKind::Invalid,
             EngineError::Archive(A::SnapshotNotFound { .. }) => ErrorKind::NotFound,
-            EngineError::Archive(A::Encryption { .. } | A::Copy { .. }) => ErrorKind::Conflict,
+            EngineError::Archive(
+                A::Encryption { .. } | A::Copy { .. } | A::CopyCancelled { .. },
+            ) => ErrorKind::Conflict,
             EngineError::Archive(A::WrongKey { .. }) => ErrorKind::Invalid,
             EngineError::Archive(A::InvalidSnapshotId(_) | A::InvalidBlobId(_)) => {
                 ErrorKind::Invalid

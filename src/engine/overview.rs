@@ -88,9 +88,11 @@ pub struct FailingRepository {
     pub reason: String,
 }
 
-/// Archive totals (logical bytes, snapshot count), reused for [`TOTALS_TTL`]
-/// while the archive's size on disk (the key) stays the same: a new snapshot
-/// shows at once, an unchanged archive is not read again on every page view.
+/// Archive totals (size, logical bytes, snapshot count). A local archive's are reused
+/// for [`TOTALS_TTL`] while its size on disk (the key) stays the same: a new snapshot
+/// shows at once, an unchanged archive is not read again on every page view. An
+/// archive in object storage is measured at most every [`SHARED_TOTALS_TTL`], and the
+/// last totals stand in while the store cannot be reached.
 #[derive(Default)]
 pub struct TotalsCache(Mutex<Option<CachedTotals>>);
 
@@ -164,7 +166,14 @@ fn archive_totals(ctx: &Context, cache: &TotalsCache) -> Result<(u64, u64, u64),
             return Ok((c.archive_bytes, c.logical, c.snapshots));
         }
     }
-    let archive_bytes = ctx.archive.disk_usage()?;
+    let archive_bytes = match (ctx.archive.disk_usage(), *guard) {
+        (Ok(bytes), _) => bytes,
+        (Err(e), Some(c)) if ctx.archive.is_shared() => {
+            tracing::warn!("the archive's size could not be measured, showing the last: {e}");
+            return Ok((c.archive_bytes, c.logical, c.snapshots));
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     if let Some(c) = *guard {
         if c.archive_bytes == archive_bytes && c.at.elapsed() < TOTALS_TTL {
             return Ok((archive_bytes, c.logical, c.snapshots));

@@ -80,7 +80,8 @@ pub struct PlanSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_subset: Option<u32>,
     /// A saved copy target (`archive copy --save-as NAME`) the archive is copied to
-    /// after each successful run (a second copy, the 3-2-1 rule); none: no copy.
+    /// after each run that backed something up (succeeded or partial; a second copy,
+    /// the 3-2-1 rule); none: no copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_to: Option<String>,
 }

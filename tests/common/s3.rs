@@ -132,21 +132,10 @@ impl Weed {
         }
     }
 
-    /// CPU time (user + system) the server has used so far, from `/proc`.
+    /// CPU time (user + system) the server has used so far.
     #[allow(dead_code)]
     pub fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which is in parentheses): utime and stime are
-        // the 12th and 13th, in clock ticks (100 a second on Linux).
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let ticks: Vec<u64> = after
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        ticks.iter().sum::<u64>() as f64 / 100.0
+        cpu_secs(self.child.id())
     }
 
     /// The archive at `s3://<bucket>/<prefix>` on this server as the product's own
@@ -243,4 +232,22 @@ impl Drop for Weed {
             }
         }
     }
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds
+/// (`/proc/<pid>/stat`, clock ticks of 1/100 s).
+#[allow(dead_code)]
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
