@@ -29,6 +29,12 @@ fn with_s3(rs: &Reposafe, weed: &Weed, command: &[&str], prefix: &str, extra: &[
     rs.run(&args)
 }
 
+/// `archive copy --to s3://BUCKET/copy --json`, which must succeed: its report.
+fn copy_to_bucket(rs: &Reposafe, weed: &Weed) -> serde_json::Value {
+    let run = with_s3(rs, weed, &["archive", "copy", "--to"], "copy", &["--json"]).ok();
+    copy_report(&run)
+}
+
 fn copy_report(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.all()))
 }
@@ -64,15 +70,7 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
     assert!(early.all().contains("archive copy --to"), "{}", early.all());
 
     // The first copy brings every blob and both snapshots.
-    let first = with_s3(
-        &rs,
-        &weed,
-        &["archive", "copy", "--to"],
-        "copy",
-        &["--json"],
-    )
-    .ok();
-    let first = copy_report(&first);
+    let first = copy_to_bucket(&rs, &weed);
     assert_eq!(first["blobs_copied"], local_blobs, "{first}");
     assert_eq!(first["snapshots_copied"], 2, "{first}");
     assert_eq!(first["blobs_repaired"], 0, "{first}");
@@ -88,15 +86,7 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
     // One more backup, copied again: only what is new travels, nothing is read back twice.
     commit_on_head(&docs.bare, "third");
     rs.run(&["backup", WS]).ok();
-    let again = with_s3(
-        &rs,
-        &weed,
-        &["archive", "copy", "--to"],
-        "copy",
-        &["--json"],
-    )
-    .ok();
-    let again = copy_report(&again);
+    let again = copy_to_bucket(&rs, &weed);
     assert_eq!(again["snapshots_copied"], 1, "{again}");
     assert_eq!(again["snapshots_present"], 2, "{again}");
     assert_eq!(again["blobs_verified_before"], local_blobs, "{again}");
@@ -112,15 +102,7 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
         .write(FileKind::Blob, &ids[1], Source::Bytes(b"not the blob"))
         .expect("overwrite");
     std::fs::remove_dir_all(rs.data_dir().join("copies")).expect("forget the journal");
-    let mended = with_s3(
-        &rs,
-        &weed,
-        &["archive", "copy", "--to"],
-        "copy",
-        &["--json"],
-    )
-    .ok();
-    let mended = copy_report(&mended);
+    let mended = copy_to_bucket(&rs, &weed);
     assert_eq!(mended["blobs_copied"], 1, "{mended}");
     assert_eq!(mended["blobs_repaired"], 1, "{mended}");
     assert_eq!(mended["blobs_checked"], ids.len() as u64 - 2, "{mended}");

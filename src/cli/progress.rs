@@ -2,7 +2,7 @@
 
 use crate::engine::{backup::Progress, Observer, RepoOutcome, RepoResult};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One bar for the repositories of a job, plus a line for notices.
@@ -14,12 +14,9 @@ pub struct Bars {
 impl Bars {
     pub fn new(connection: &str) -> Bars {
         let multi = MultiProgress::new();
-        let repos = multi.add(ProgressBar::new(0));
-        repos.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} repositories {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        let repos = multi.add(bar_with(
+            "{prefix} [{bar:30}] {pos}/{len} repositories {wide_msg}",
+        ));
         repos.set_prefix(connection.to_string());
         repos.set_message("listing repositories...");
         Bars {
@@ -133,12 +130,7 @@ pub struct JobBar {
 
 impl JobBar {
     pub fn new(label: &str) -> JobBar {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} repositories {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        let bar = bar_with("{prefix} [{bar:30}] {pos}/{len} repositories {wide_msg}");
         bar.set_prefix(label.to_string());
         bar.set_message("queued");
         JobBar {
@@ -184,13 +176,9 @@ pub struct CopyBar {
 
 impl CopyBar {
     pub fn new() -> CopyBar {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("copy [{bar:30}] {bytes}/{total_bytes} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        CopyBar { bar }
+        CopyBar {
+            bar: bar_with("copy [{bar:30}] {bytes}/{total_bytes} {msg}"),
+        }
     }
 
     pub fn finish(&self) {
@@ -219,17 +207,16 @@ impl crate::engine::archive_copy::CopyProgress for CopyBar {
 /// The bar of a prune: histories consolidated, then the sweep.
 pub struct PruneBar {
     bar: ProgressBar,
+    /// Whether a history was named already (the next one means it is done).
+    started: AtomicBool,
 }
 
 impl PruneBar {
     fn new() -> PruneBar {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("prune [{bar:30}] {pos}/{len} histories {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        PruneBar { bar }
+        PruneBar {
+            bar: bar_with("prune [{bar:30}] {pos}/{len} histories {wide_msg}"),
+            started: AtomicBool::new(false),
+        }
     }
 }
 
@@ -239,9 +226,7 @@ impl crate::engine::prune::PruneProgress for PruneBar {
     }
 
     fn history(&self, full_name: &str) {
-        if self.bar.message().is_empty() {
-            self.bar.set_position(0);
-        } else {
+        if self.started.swap(true, Ordering::SeqCst) {
             self.bar.inc(1);
         }
         self.bar.set_message(format!("consolidating {full_name}"));
@@ -252,4 +237,18 @@ impl crate::engine::prune::PruneProgress for PruneBar {
         self.bar
             .set_message("removing blobs no snapshot names".to_string());
     }
+}
+
+/// The style of every bar: `template`, drawn `[==>  ]`.
+fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// A bar of unknown length yet, in `template`'s style.
+fn bar_with(template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(bar_style(template));
+    bar
 }

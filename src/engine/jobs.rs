@@ -710,10 +710,7 @@ impl Jobs {
 
     /// Records a plan's job as its last run (and last success when it succeeded).
     fn record_in_plan(&self, job: &Job) {
-        let JobKind::Backup {
-            plan: Some(plan), ..
-        } = &job.kind
-        else {
+        let Some(plan) = plan_of(job) else {
             return;
         };
         let ok = matches!(job.state, JobState::Succeeded);
@@ -734,10 +731,7 @@ impl Jobs {
     /// Queues a resume job at the next window opening for the repositories a plan's
     /// window cut off.
     fn queue_resume(&self, job: &Job) {
-        let JobKind::Backup {
-            plan: Some(plan), ..
-        } = &job.kind
-        else {
+        let Some(plan) = plan_of(job) else {
             return;
         };
         if job.deferred.is_empty() || self.stopping.load(Ordering::SeqCst) {
@@ -761,7 +755,7 @@ impl Jobs {
         let open = window.next_open(now, &schedule);
         match self.submit(
             JobKind::Backup {
-                plan: Some(plan.clone()),
+                plan: Some(plan.to_string()),
                 targets: job.deferred.clone(),
             },
             Trigger::Resume,
@@ -1351,26 +1345,26 @@ impl super::archive_copy::CopyProgress for JobCopyProgress<'_> {
     }
 }
 
-/// The plan a job ran, when it was a plan's backup that succeeded or ended partial
-/// (some repositories backed up): what a copy after the run takes.
-fn plan_with_snapshots(job: &Job) -> Option<&str> {
+/// The plan a job ran, when it was a plan's backup.
+fn plan_of(job: &Job) -> Option<&str> {
     match &job.kind {
         JobKind::Backup {
             plan: Some(plan), ..
-        } if matches!(job.state, JobState::Succeeded | JobState::Partial) => Some(plan),
+        } => Some(plan),
         _ => None,
     }
+}
+
+/// The plan a job ran, when it was a plan's backup that succeeded or ended partial
+/// (some repositories backed up): what a copy after the run takes.
+fn plan_with_snapshots(job: &Job) -> Option<&str> {
+    plan_of(job).filter(|_| matches!(job.state, JobState::Succeeded | JobState::Partial))
 }
 
 /// The plan a job ran, when it was a plan's backup that succeeded (what runs the plan's
 /// retention and check).
 fn succeeded_plan(job: &Job) -> Option<&str> {
-    match &job.kind {
-        JobKind::Backup {
-            plan: Some(plan), ..
-        } if job.state == JobState::Succeeded => Some(plan),
-        _ => None,
-    }
+    plan_of(job).filter(|_| job.state == JobState::Succeeded)
 }
 
 #[cfg(test)]
