@@ -426,3 +426,58 @@ fn s3_credentials_from_the_environment_are_used_and_never_recorded() {
     assert_eq!(gitutil::refs_of(&to), gitutil::refs_of(&docs.bare));
     assert_not_on_disk(rs.data_dir(), common::s3::SECRET_ACCESS_KEY);
 }
+
+/// The prune lease's conditional writes on the real server: created once
+/// (`If-None-Match`), replaced only while unchanged (`If-Match`), so of two appliances
+/// taking over the same expired lease one wins, and a removed lease is not recreated
+/// by a late renewal.
+#[test]
+fn the_store_replaces_a_lease_only_while_it_is_unchanged() {
+    use reposafe::archive::{Backend, FileKind};
+    let weed = Weed::start();
+    weed.create_bucket(BUCKET);
+    let scratch = TempDir::new("reposafe-s3-if-match");
+    let store = bucket(&weed, "leases", scratch.path());
+    let first = store
+        .create_versioned(FileKind::Lock, "prune", b"one")
+        .expect("created");
+    let again = store.create_versioned(FileKind::Lock, "prune", b"two");
+    assert_eq!(
+        again.err().map(|e| e.kind()),
+        Some(std::io::ErrorKind::AlreadyExists)
+    );
+    let (bytes, read) = store
+        .read_versioned(FileKind::Lock, "prune")
+        .expect("read")
+        .expect("there");
+    assert_eq!(
+        (bytes.as_slice(), read.as_str()),
+        (&b"one"[..], first.as_str())
+    );
+    let taken = store
+        .replace_if(FileKind::Lock, "prune", b"taker one", &first)
+        .expect("replace")
+        .expect("the first taker wins");
+    assert_ne!(taken, first);
+    let second = store
+        .replace_if(FileKind::Lock, "prune", b"taker two", &first)
+        .expect("replace");
+    assert_eq!(second, None, "the second taker of the same version loses");
+    assert_eq!(
+        store.read(FileKind::Lock, "prune").expect("read"),
+        b"taker one"
+    );
+    store
+        .replace_if(FileKind::Lock, "prune", b"renewed", &taken)
+        .expect("replace")
+        .expect("the holder renews its own version");
+    store.delete(FileKind::Lock, "prune").expect("delete");
+    let late = store
+        .replace_if(FileKind::Lock, "prune", b"late", &taken)
+        .expect("replace");
+    assert_eq!(late, None, "a removed lease is not recreated");
+    assert!(store
+        .read_versioned(FileKind::Lock, "prune")
+        .expect("read")
+        .is_none());
+}

@@ -207,6 +207,41 @@ pub trait Backend: Send + Sync {
         Ok(None)
     }
 
+    /// Stores a file only if none of that kind and id exists, like
+    /// [`Backend::create_new`], and returns its version for [`Backend::replace_if`].
+    /// Only stores shared by several appliances need it (the prune lease); the default
+    /// is `Unsupported`.
+    fn create_versioned(
+        &self,
+        kind: FileKind,
+        id: &str,
+        _bytes: &[u8],
+    ) -> Result<String, BackendError> {
+        Err(unsupported(self.location(kind, id)))
+    }
+
+    /// A whole (small) file with its version, `None` when it is absent.
+    fn read_versioned(
+        &self,
+        kind: FileKind,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, BackendError> {
+        Err(unsupported(self.location(kind, id)))
+    }
+
+    /// Replaces a file only while its version is still `version` (an object store's
+    /// `If-Match`), as one atomic step: the new version, or `None` when the file was
+    /// replaced or removed meanwhile (nothing is written then).
+    fn replace_if(
+        &self,
+        kind: FileKind,
+        id: &str,
+        _bytes: &[u8],
+        _version: &str,
+    ) -> Result<Option<String>, BackendError> {
+        Err(unsupported(self.location(kind, id)))
+    }
+
     /// Ids of `kind` starting with `prefix`, with their sizes and versions (see
     /// [`Backend::version`]), sorted by id.
     fn list_with_version(
@@ -227,6 +262,17 @@ pub trait Backend: Send + Sync {
     fn is_shared(&self) -> bool {
         false
     }
+}
+
+/// The error of a versioned operation on a store without versions.
+fn unsupported(location: PathBuf) -> BackendError {
+    BackendError::new(
+        location,
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this store keeps no file versions (conditional replace)",
+        ),
+    )
 }
 
 /// The archive's layout as relative `/`-separated paths, shared by every backend that

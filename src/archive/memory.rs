@@ -36,6 +36,11 @@ impl MemoryBackend {
     }
 }
 
+/// A file's version: a hash of its content, as an object store's ETag of a single PUT.
+fn version_of(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
 impl Backend for MemoryBackend {
     fn root_location(&self) -> PathBuf {
         PathBuf::from("memory:")
@@ -111,6 +116,46 @@ impl Backend for MemoryBackend {
                 v.insert(bytes.into());
                 Ok(())
             }
+        }
+    }
+
+    fn create_versioned(
+        &self,
+        kind: FileKind,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<String, BackendError> {
+        self.create_new(kind, id, bytes)?;
+        Ok(version_of(bytes))
+    }
+
+    fn read_versioned(
+        &self,
+        kind: FileKind,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, BackendError> {
+        let key = self.checked(kind, id)?;
+        Ok(self
+            .files()
+            .get(&key)
+            .map(|data| (data.to_vec(), version_of(data))))
+    }
+
+    fn replace_if(
+        &self,
+        kind: FileKind,
+        id: &str,
+        bytes: &[u8],
+        version: &str,
+    ) -> Result<Option<String>, BackendError> {
+        let key = self.checked(kind, id)?;
+        let mut files = self.files();
+        match files.get_mut(&key) {
+            Some(data) if version_of(data) == version => {
+                *data = bytes.into();
+                Ok(Some(version_of(bytes)))
+            }
+            _ => Ok(None),
         }
     }
 

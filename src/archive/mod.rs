@@ -17,7 +17,7 @@ mod copy;
 mod crypt;
 mod local;
 #[cfg(test)]
-mod memory;
+pub(crate) mod memory;
 mod parts;
 mod s3;
 mod snapshot;
@@ -446,13 +446,35 @@ impl Archive {
         Ok(out)
     }
 
-    /// Creates a lease file unless one of that name exists; whether it was created.
-    pub fn create_lease(&self, name: &str, content: &[u8]) -> Result<bool, ArchiveError> {
-        match self.backend.create_new(FileKind::Lock, name, content) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+    /// Creates a lease file unless one of that name exists: its version when created,
+    /// `None` when one exists.
+    pub fn create_lease(&self, name: &str, content: &[u8]) -> Result<Option<String>, ArchiveError> {
+        match self.backend.create_versioned(FileKind::Lock, name, content) {
+            Ok(version) => Ok(Some(version)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Replaces a lease file only while its version is still `version` (`If-Match`):
+    /// the new version, or `None` when another writer replaced or removed it.
+    pub fn replace_lease(
+        &self,
+        name: &str,
+        content: &[u8],
+        version: &str,
+    ) -> Result<Option<String>, ArchiveError> {
+        Ok(self
+            .backend
+            .replace_if(FileKind::Lock, name, content, version)?)
+    }
+
+    /// Reads a lease file with its version, `None` when there is none.
+    pub fn read_lease_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, ArchiveError> {
+        Ok(self.backend.read_versioned(FileKind::Lock, name)?)
     }
 
     /// Writes (renews) a lease file.

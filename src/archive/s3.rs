@@ -315,6 +315,20 @@ impl S3Backend {
         bytes: Vec<u8>,
         mode: PutMode,
     ) -> Result<(), BackendError> {
+        self.put_with_result(kind, id, bytes, mode)?
+            .map(drop)
+            .map_err(self.err(kind, id))
+    }
+
+    /// One PUT; the store's answer as it is (a refused condition is `Precondition` or
+    /// `AlreadyExists`).
+    fn put_with_result(
+        &self,
+        kind: FileKind,
+        id: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<Result<object_store::PutResult, object_store::Error>, BackendError> {
         let store = self.store.clone();
         let key = self.key(&layout::path_of(kind, id));
         let opts = PutOptions {
@@ -324,9 +338,28 @@ impl S3Backend {
         self.run(&format!("put {key}"), async move {
             store.put_opts(&key, PutPayload::from(bytes), opts).await
         })
-        .map_err(|e| BackendError::new(self.location(kind, id), e))?
-        .map(drop)
-        .map_err(self.err(kind, id))
+        .map_err(|e| BackendError::new(self.location(kind, id), e))
+    }
+
+    /// The ETag a store answered with; a store that gives none cannot hold a lease.
+    fn e_tag_of(
+        &self,
+        kind: FileKind,
+        id: &str,
+        e_tag: Option<String>,
+    ) -> Result<String, BackendError> {
+        e_tag.ok_or_else(|| {
+            BackendError::new(
+                self.location(kind, id),
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "{}: the store gave no ETag for a write; reposafe needs ETags for conditional writes (If-Match)",
+                        self.config.endpoint_name()
+                    ),
+                ),
+            )
+        })
     }
 
     /// Uploads `first` and the rest of `source` as a multipart upload; aborted (nothing
@@ -623,6 +656,60 @@ impl Backend for S3Backend {
     fn create_new(&self, kind: FileKind, id: &str, bytes: &[u8]) -> Result<(), BackendError> {
         kind.check_id(id, || self.location(kind, id))?;
         self.put(kind, id, bytes.to_vec(), PutMode::Create)
+    }
+
+    fn create_versioned(
+        &self,
+        kind: FileKind,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<String, BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let put = self
+            .put_with_result(kind, id, bytes.to_vec(), PutMode::Create)?
+            .map_err(self.err(kind, id))?;
+        self.e_tag_of(kind, id, put.e_tag)
+    }
+
+    fn read_versioned(
+        &self,
+        kind: FileKind,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let store = self.store.clone();
+        let key = self.key(&layout::path_of(kind, id));
+        let got = self
+            .run(&format!("get {key}"), async move {
+                let got = store.get(&key).await?;
+                let e_tag = got.meta.e_tag.clone();
+                Ok((got.bytes().await?, e_tag))
+            })
+            .map_err(|e| BackendError::new(self.location(kind, id), e))?;
+        match got {
+            Ok((bytes, e_tag)) => Ok(Some((bytes.to_vec(), self.e_tag_of(kind, id, e_tag)?))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(kind, id)(e)),
+        }
+    }
+
+    fn replace_if(
+        &self,
+        kind: FileKind,
+        id: &str,
+        bytes: &[u8],
+        version: &str,
+    ) -> Result<Option<String>, BackendError> {
+        kind.check_id(id, || self.location(kind, id))?;
+        let mode = PutMode::Update(object_store::UpdateVersion {
+            e_tag: Some(version.to_string()),
+            version: None,
+        });
+        match self.put_with_result(kind, id, bytes.to_vec(), mode)? {
+            Ok(put) => Ok(Some(self.e_tag_of(kind, id, put.e_tag)?)),
+            Err(object_store::Error::Precondition { .. }) => Ok(None),
+            Err(e) => Err(self.err(kind, id)(e)),
+        }
     }
 
     fn delete(&self, kind: FileKind, id: &str) -> Result<(), BackendError> {

@@ -46,8 +46,19 @@ pub struct SharedGuard<'a> {
 
 /// Held by the sweep.
 pub struct ExclusiveGuard<'a> {
-    _prune: Option<PruneGuard>,
+    prune: Option<PruneGuard>,
     _write: RwLockWriteGuard<'a, ()>,
+}
+
+impl ExclusiveGuard<'_> {
+    /// Whether the sweep may still delete: in shared storage, whether this process
+    /// still holds the prune lease (a conflict once another appliance took it over).
+    pub fn still_held(&self) -> Result<(), EngineError> {
+        match &self.prune {
+            Some(prune) => prune.still_held(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl ArchiveGate {
@@ -91,7 +102,7 @@ impl ArchiveGate {
         };
         let write = self.lock.write().unwrap_or_else(|p| p.into_inner());
         Ok(ExclusiveGuard {
-            _prune: prune,
+            prune,
             _write: write,
         })
     }

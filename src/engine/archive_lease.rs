@@ -8,7 +8,12 @@
 //!   a job going from repository to repository costs no requests), renewed while held,
 //!   released when the process closes the archive.
 //! - `prune`: one appliance is sweeping. Created only if absent (`If-None-Match`), so
-//!   one appliance wins; renewed while held; taken over only once expired.
+//!   one appliance wins; renewed while held, and taken over only once expired, both
+//!   only while the file is still the version the writer read (`If-Match`). So of two
+//!   appliances taking over an expired lease one wins, and a pruner that stalled past
+//!   the expiry while another took over learns it at its next renewal: the sweep asks
+//!   [`PruneGuard::still_held`] before every deletion, which renews first when the
+//!   last renewal is older than [`RENEW_EVERY`], and stops deleting once it is lost.
 //!
 //! A user writes its `use-` lease *before* it looks for `prune`, and a pruner creates
 //! `prune` *before* it looks for `use-` leases. Object stores read their own writes in
@@ -25,7 +30,7 @@
 use super::EngineError;
 use crate::archive::Archive;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// How long a lease lasts after its last renewal, by the writer's clock. Object stores
@@ -88,8 +93,34 @@ struct Inner {
     /// This process: `<appliance id>.<nonce>`.
     me: String,
     users: Mutex<Users>,
-    /// Whether this process holds `prune`; its lock orders renewal against release.
-    pruning: Mutex<bool>,
+    /// This process's hold of `prune`, if any; its lock orders renewal against release.
+    pruning: Mutex<Option<PruneHold>>,
+    /// Signalled when this process lets go of `prune` (its prunes take turns).
+    prune_done: Condvar,
+}
+
+/// This process's hold of the `prune` lease.
+struct PruneHold {
+    /// The lease file's version as this process last wrote it (its `If-Match`).
+    version: String,
+    /// When it was last written successfully.
+    renewed: Instant,
+    /// Another appliance replaced it (this process stalled past its expiry):
+    /// nothing more may be deleted.
+    lost: bool,
+}
+
+fn lost_error() -> EngineError {
+    EngineError::Conflict(
+        "another appliance took over the prune lease of this archive (this prune stalled past its expiry): it deleted nothing more; run prune again".into(),
+    )
+}
+
+fn pruning_error(holder: &str) -> EngineError {
+    EngineError::Conflict(format!(
+        "appliance {} is pruning this archive; try again when it is done",
+        appliance_of(holder)
+    ))
 }
 
 /// This process's use of the archive.
@@ -114,8 +145,59 @@ impl Inner {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_pruning(&self) -> MutexGuard<'_, bool> {
+    fn lock_pruning(&self) -> MutexGuard<'_, Option<PruneHold>> {
         self.pruning.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews `prune` while it is still the version this process wrote; marks the
+    /// hold lost when another appliance replaced or removed it.
+    fn renew_prune(&self, hold: &mut PruneHold) -> Result<(), EngineError> {
+        match self
+            .archive
+            .replace_lease(PRUNE, &record(&self.me), &hold.version)?
+        {
+            Some(version) => {
+                hold.version = version;
+                hold.renewed = Instant::now();
+            }
+            None => {
+                tracing::warn!("{}", lost_error());
+                hold.lost = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `prune`, or takes it over when it expired or was left by this
+    /// appliance's previous process: its version. Both writes are conditional, so of
+    /// two appliances taking it at once one wins and the other gets a conflict.
+    fn take_prune(&self) -> Result<String, EngineError> {
+        // A lease released between the create and the read: try again, a few times.
+        for _ in 0..3 {
+            if let Some(version) = self.archive.create_lease(PRUNE, &record(&self.me))? {
+                return Ok(version);
+            }
+            let Some((bytes, version)) = self.archive.read_lease_versioned(PRUNE)? else {
+                continue;
+            };
+            let holder = valid_holder(&bytes);
+            if let Some(holder) = holder.filter(|h| appliance_of(h) != appliance_of(&self.me)) {
+                return Err(pruning_error(&holder));
+            }
+            return match self
+                .archive
+                .replace_lease(PRUNE, &record(&self.me), &version)?
+            {
+                Some(version) => Ok(version),
+                None => Err(EngineError::Conflict(
+                    "another appliance took the prune lease of this archive; try again when it is done"
+                        .into(),
+                )),
+            };
+        }
+        Err(EngineError::Conflict(
+            "the prune lease of this archive keeps changing; try again later".into(),
+        ))
     }
 
     /// Renews what this process holds and releases an idle `use-` lease, until the
@@ -145,9 +227,9 @@ impl Inner {
                 }
             }
             if renew {
-                let pruning = inner.lock_pruning();
-                if *pruning {
-                    if let Err(e) = inner.archive.write_lease(PRUNE, &record(&inner.me)) {
+                let mut pruning = inner.lock_pruning();
+                if let Some(hold) = pruning.as_mut().filter(|h| !h.lost) {
+                    if let Err(e) = inner.renew_prune(hold) {
                         tracing::warn!("cannot renew the prune lease: {e}");
                     }
                 }
@@ -170,14 +252,6 @@ impl Inner {
             .read_lease(PRUNE)?
             .and_then(|b| valid_holder(&b));
         Ok(holder.filter(|h| appliance_of(h) != appliance_of(&self.me)))
-    }
-
-    /// The current holder of `prune`, valid or not.
-    fn prune_holder(&self) -> Result<Option<String>, EngineError> {
-        Ok(self
-            .archive
-            .read_lease(PRUNE)?
-            .and_then(|b| serde_json::from_slice::<Record>(&b).ok().map(|r| r.holder)))
     }
 
     /// Other processes whose `use-` lease is valid.
@@ -211,25 +285,46 @@ impl Drop for UseGuard {
 /// Held while this process prunes (see [`Lease::prune`]).
 pub(crate) struct PruneGuard {
     inner: Arc<Inner>,
-    /// Whether the lease is this process's to delete when done.
-    release: bool,
+}
+
+impl PruneGuard {
+    /// Whether this process still holds `prune`, so the sweep may delete. A hold not
+    /// renewed for [`RENEW_EVERY`] (the process stalled, or the store was unreachable)
+    /// is renewed first, conditionally: that is where a stalled pruner learns that
+    /// another appliance took the lease over.
+    pub(crate) fn still_held(&self) -> Result<(), EngineError> {
+        let mut pruning = self.inner.lock_pruning();
+        let Some(hold) = pruning.as_mut() else {
+            return Err(lost_error());
+        };
+        if !hold.lost && hold.renewed.elapsed() >= RENEW_EVERY {
+            self.inner.renew_prune(hold)?;
+        }
+        if hold.lost {
+            Err(lost_error())
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Drop for PruneGuard {
     fn drop(&mut self) {
         let mut pruning = self.inner.lock_pruning();
-        *pruning = false;
-        if !self.release {
-            return;
-        }
+        let hold = pruning.take();
+        self.inner.prune_done.notify_all();
         // Only our own lease: one taken over meanwhile is the taker's.
-        match self.inner.prune_holder() {
-            Ok(Some(holder)) if holder != self.inner.me => {}
-            _ => {
+        let Some(hold) = hold.filter(|h| !h.lost) else {
+            return;
+        };
+        match self.inner.archive.read_lease_versioned(PRUNE) {
+            Ok(Some((_, version))) if version == hold.version => {
                 if let Err(e) = self.inner.archive.delete_lease(PRUNE) {
                     tracing::warn!("cannot release the prune lease: {e}");
                 }
             }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot release the prune lease: {e}"),
         }
     }
 }
@@ -258,7 +353,8 @@ impl Lease {
                 prune_checked: None,
                 idle_since: None,
             }),
-            pruning: Mutex::new(false),
+            pruning: Mutex::new(None),
+            prune_done: Condvar::new(),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -332,33 +428,27 @@ impl Lease {
 
     fn prune_within(&self, wait: Duration) -> Result<PruneGuard, EngineError> {
         let inner = &self.inner;
-        if !inner.archive.create_lease(PRUNE, &record(&inner.me))? {
-            if let Some(holder) = inner.other_pruner()? {
-                return Err(EngineError::Conflict(format!(
-                    "appliance {} is pruning this archive; try again when it is done",
-                    appliance_of(&holder)
-                )));
-            }
-            // Expired, or left by this appliance's previous process: take it over.
-            inner.archive.write_lease(PRUNE, &record(&inner.me))?;
+        // This process's prunes take turns (a sweep waits for the one before it).
+        let mut pruning = inner.lock_pruning();
+        while pruning.is_some() {
+            pruning = inner
+                .prune_done
+                .wait(pruning)
+                .unwrap_or_else(|p| p.into_inner());
         }
-        *inner.lock_pruning() = true;
-        let mut guard = PruneGuard {
+        let version = inner.take_prune()?;
+        *pruning = Some(PruneHold {
+            version,
+            renewed: Instant::now(),
+            lost: false,
+        });
+        drop(pruning);
+        let guard = PruneGuard {
             inner: inner.clone(),
-            release: true,
         };
-        // Two appliances taking over an expired lease at once: the later write wins,
-        // and the other sees it here and backs off (leaving the lease to the winner).
-        std::thread::sleep(Duration::from_millis(200));
-        if inner.prune_holder()?.as_deref() != Some(inner.me.as_str()) {
-            guard.release = false;
-            return Err(EngineError::Conflict(
-                "another appliance took the prune lease of this archive; try again when it is done"
-                    .into(),
-            ));
-        }
         let start = Instant::now();
         loop {
+            guard.still_held()?;
             let users = inner.other_users()?;
             if users.is_empty() {
                 return Ok(guard);
@@ -379,33 +469,42 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::memory::MemoryBackend;
     use crate::archive::{Backend, FileKind};
 
-    /// Two appliances on one store (a local directory stands in for the bucket: the
-    /// protocol needs only create-if-absent, write, read, list and delete).
-    fn two_appliances() -> (tempfile::TempDir, Lease, Lease) {
-        let dir = tempfile::tempdir().expect("tmp");
-        let a = Archive::open_or_create(dir.path()).expect("archive");
-        let b = Archive::open(dir.path()).expect("archive");
+    /// Two appliances on one store (the in-memory backend stands in for the bucket:
+    /// the protocol needs create-if-absent, replace-if-unchanged, write, read, list
+    /// and delete).
+    fn two_appliances() -> (Arc<MemoryBackend>, Lease, Lease) {
+        let store = Arc::new(MemoryBackend::default());
+        let a = Archive::open_or_create_on(store.clone()).expect("archive");
+        let b = Archive::open_on(store.clone()).expect("archive");
         (
-            dir,
+            store,
             Lease::new(a, "aaaa.1".into()),
             Lease::new(b, "bbbb.1".into()),
         )
     }
 
+    fn stale_record(holder: &str) -> Vec<u8> {
+        serde_json::to_vec(&Record {
+            holder: holder.into(),
+            expires: now() - 1,
+        })
+        .expect("json")
+    }
+
     #[test]
     fn a_prune_waits_for_another_appliances_user_and_one_pruner_wins() {
-        let (dir, a, b) = two_appliances();
+        let (store, a, b) = two_appliances();
         let using = a.enter().expect("a uses the archive");
         let waited = b.prune_within(Duration::from_secs(3));
         let err = waited
             .err()
             .expect("b's prune gives up while a uses the archive");
         assert!(err.to_string().contains("aaaa"), "{err}");
-        let local = crate::archive::LocalBackend::new(dir.path());
         assert!(
-            !local.exists(FileKind::Lock, PRUNE).expect("exists"),
+            !store.exists(FileKind::Lock, PRUNE).expect("exists"),
             "a prune that gave up leaves no lease"
         );
         drop(using);
@@ -430,28 +529,106 @@ mod tests {
         let waited = waiter.join().expect("join");
         assert!(waited >= Duration::from_secs(2), "a waited {waited:?}");
         assert!(
-            local.list(FileKind::Lock, "").expect("list").is_empty(),
+            store.list(FileKind::Lock, "").expect("list").is_empty(),
             "every lease released"
         );
     }
 
     #[test]
-    fn an_expired_prune_lease_is_taken_over() {
-        let (_dir, a, b) = two_appliances();
-        let stale = serde_json::to_vec(&Record {
-            holder: "aaaa.0".into(),
-            expires: now() - 1,
-        })
-        .expect("json");
-        assert!(a.inner.archive.create_lease(PRUNE, &stale).expect("create"));
-        let guard = b.prune_within(Duration::from_secs(1)).expect("taken over");
-        let held = b
+    fn an_expired_prune_lease_is_taken_over_by_one_appliance_only() {
+        let (store, a, b) = two_appliances();
+        let c = Lease::new(
+            Archive::open_on(store.clone()).expect("archive"),
+            "cccc.1".into(),
+        );
+        assert!(a
             .inner
             .archive
-            .read_lease(PRUNE)
+            .create_lease(PRUNE, &stale_record("aaaa.0"))
+            .expect("create")
+            .is_some());
+        // b and c both read the expired lease; b replaces it first.
+        let (_, read_by_c) = c
+            .inner
+            .archive
+            .read_lease_versioned(PRUNE)
             .expect("read")
-            .expect("held");
+            .expect("there");
+        let guard = b.prune_within(Duration::from_secs(1)).expect("taken over");
+        let lost_race = c
+            .inner
+            .archive
+            .replace_lease(PRUNE, &record("cccc.1"), &read_by_c)
+            .expect("replace");
+        assert_eq!(lost_race, None, "c's takeover of the version it read fails");
+        let err = c
+            .prune_within(Duration::from_secs(1))
+            .err()
+            .expect("b prunes");
+        assert!(err.to_string().contains("bbbb is pruning"), "{err}");
+        let held = store.read(FileKind::Lock, PRUNE).expect("held");
         assert_eq!(valid_holder(&held).as_deref(), Some("bbbb.1"));
         drop(guard);
+        assert!(!store.exists(FileKind::Lock, PRUNE).expect("exists"));
+    }
+
+    #[test]
+    fn a_pruner_that_stalled_past_the_expiry_learns_it_lost_the_lease_and_stops() {
+        let (store, a, b) = two_appliances();
+        let guard = a.prune_within(Duration::from_secs(1)).expect("a prunes");
+        guard.still_held().expect("held while renewed");
+        // a stalls past the expiry: its lease is expired when b looks.
+        let (_, version) = store
+            .read_versioned(FileKind::Lock, PRUNE)
+            .expect("read")
+            .expect("there");
+        store
+            .replace_if(FileKind::Lock, PRUNE, &stale_record("aaaa.1"), &version)
+            .expect("age")
+            .expect("replaced");
+        let b_guard = b
+            .prune_within(Duration::from_secs(1))
+            .expect("b takes over");
+        // a wakes: its next check renews conditionally and finds the lease gone.
+        if let Some(hold) = a.inner.lock_pruning().as_mut() {
+            hold.renewed = Instant::now()
+                .checked_sub(RENEW_EVERY)
+                .expect("uptime past two minutes");
+        }
+        let err = guard.still_held().expect_err("lost");
+        assert!(
+            err.to_string().contains("took over the prune lease"),
+            "{err}"
+        );
+        assert!(guard.still_held().is_err(), "stays lost");
+        drop(guard);
+        let held = store.read(FileKind::Lock, PRUNE).expect("b's lease stays");
+        assert_eq!(valid_holder(&held).as_deref(), Some("bbbb.1"));
+        b_guard.still_held().expect("b holds it");
+        drop(b_guard);
+        assert!(!store.exists(FileKind::Lock, PRUNE).expect("exists"));
+    }
+
+    #[test]
+    fn one_processs_prunes_take_turns() {
+        let (_store, a, _b) = two_appliances();
+        let a = Arc::new(a);
+        let first = a.prune_within(Duration::from_secs(1)).expect("first");
+        let second = {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let guard = a.prune_within(Duration::from_secs(1)).expect("second");
+                guard.still_held().expect("held");
+                t.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        first
+            .still_held()
+            .expect("the first is not taken over by the second");
+        drop(first);
+        let waited = second.join().expect("join");
+        assert!(waited >= Duration::from_millis(400), "waited {waited:?}");
     }
 }

@@ -110,22 +110,49 @@ pub(crate) fn s3_backend(data_dir: &Path, config: S3Config) -> Result<Arc<S3Back
 
 /// Checks a store before an archive is created or attached there: the bucket answers
 /// with these credentials, and it honours `If-None-Match` (a second create of the same
-/// object must fail: manifests and the prune lease rely on it).
+/// object must fail: manifests and the prune lease rely on it) and `If-Match` (a
+/// replace of a version that is no longer current must fail: the prune lease's renewal
+/// and takeover rely on it).
 pub(crate) fn check_store(s3: &S3Backend) -> Result<(), EngineError> {
     use crate::archive::{ArchiveError, FileKind};
     s3.check_bucket().map_err(ArchiveError::from)?;
     let probe = format!("probe-{:08x}", rand::random::<u32>());
-    s3.create_new(FileKind::Lock, &probe, b"probe")
+    let version = s3
+        .create_versioned(FileKind::Lock, &probe, b"probe")
         .map_err(ArchiveError::from)?;
-    let second = s3.create_new(FileKind::Lock, &probe, b"probe");
+    let honoured = probe_conditions(s3, &probe, &version);
     let _ = s3.delete(FileKind::Lock, &probe);
-    match second {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(ArchiveError::from(e).into()),
-        Ok(()) => Err(EngineError::Invalid(format!(
-            "{}: the store ignores conditional writes (If-None-Match): reposafe needs them so that no manifest or lease is overwritten; use a store that supports them",
+    honoured
+}
+
+/// Whether the store honours both conditions on the object `probe` (just created,
+/// at `version`).
+fn probe_conditions(s3: &S3Backend, probe: &str, version: &str) -> Result<(), EngineError> {
+    use crate::archive::{ArchiveError, FileKind};
+    let ignored = |condition: &str| {
+        EngineError::Invalid(format!(
+            "{}: the store ignores conditional writes ({condition}): reposafe needs them so that no manifest or lease is overwritten; use a store that supports them",
             s3.root_location().display()
-        ))),
+        ))
+    };
+    match s3.create_new(FileKind::Lock, probe, b"again") {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(ArchiveError::from(e).into()),
+        Ok(()) => return Err(ignored("If-None-Match")),
+    }
+    let stale = "\"00000000000000000000000000000000\"";
+    let replaced_stale = s3
+        .replace_if(FileKind::Lock, probe, b"stale", stale)
+        .map_err(ArchiveError::from)?;
+    if replaced_stale.is_some() {
+        return Err(ignored("If-Match"));
+    }
+    let renewed = s3
+        .replace_if(FileKind::Lock, probe, b"renewed", version)
+        .map_err(ArchiveError::from)?;
+    match renewed {
+        Some(_) => Ok(()),
+        None => Err(ignored("If-Match: it refused the current version")),
     }
 }
 

@@ -355,13 +355,14 @@ pub(super) fn kept_tips(
 /// Deletes every blob no manifest names, and accelerator entries naming deleted or
 /// absent blobs, with the archive closed to every other user of this process.
 fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), EngineError> {
-    let _alone = ctx.gate.exclusive()?;
+    let alone = ctx.gate.exclusive()?;
     let referenced = super::check::referenced_blobs(&ctx.archive)?;
     for (id, size) in ctx.archive.list_blobs()? {
         if referenced.contains(&id) {
             continue;
         }
         if !dry_run {
+            alone.still_held()?;
             ctx.archive.delete_blob(&id)?;
         }
         report.blobs_removed += 1;
@@ -374,6 +375,7 @@ fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), E
             let stale = blob.map_or(true, |id| !referenced.contains(&id));
             if stale {
                 if !dry_run {
+                    alone.still_held()?;
                     ctx.archive.delete_index_entry(kind, &key)?;
                 }
                 report.index_entries_removed += 1;
