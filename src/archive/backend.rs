@@ -256,6 +256,12 @@ pub trait Backend: Send + Sync {
             .collect())
     }
 
+    /// Whether writes go over a network (object storage): a file is then better hashed
+    /// first and streamed up than encoded into a temporary copy and uploaded after.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// Whether other processes (other appliances) may use the store at the same time,
     /// so that prune must take a lease in it (object storage), not only a lock in
     /// this process.

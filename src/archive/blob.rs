@@ -14,6 +14,7 @@
 
 use super::backend::{FileKind, Source};
 use super::crypt::{ArchiveKey, Sink};
+use super::pipe::{pipe, PipeWriter};
 use super::{io_err, Archive, ArchiveError};
 use std::fmt;
 use std::fs::File;
@@ -28,6 +29,8 @@ const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 /// How much of a blob is test-compressed to decide whether zstd pays.
 const SAMPLE_LEN: usize = 1 << 20;
+/// Chunks of 1 MiB between a file's encoder and its upload.
+const PIPE_DEPTH: usize = 8;
 /// Blobs up to this size are kept in the small-blob cache, when there is one.
 const SMALL_BLOB: usize = 256 << 10;
 /// zstd must save at least this share of the sample to be used.
@@ -153,47 +156,14 @@ fn encode_blob(
     tmp: &Path,
     key: Option<&ArchiveKey>,
 ) -> Result<Encoded, ArchiveError> {
-    let mut sample = vec![0u8; SAMPLE_LEN];
-    let n = read_full(source, &mut sample).map_err(io_err(tmp))?;
-    sample.truncate(n);
-    let compress = zstd_pays(&sample);
-    let codec = if compress { CODEC_ZSTD } else { CODEC_STORED };
-
+    let (sample, compress) = sample_of(source, tmp)?;
     let mut out = CountingWriter {
         inner: BufWriter::with_capacity(1 << 16, &mut *file),
         count: 0,
     };
     // Header with a placeholder length, patched below.
-    let len_offset = match key {
-        None => {
-            out.write_all(MAGIC).map_err(io_err(tmp))?;
-            out.write_all(&[codec]).map_err(io_err(tmp))?;
-            5
-        }
-        Some(_) => {
-            out.write_all(SEALED_MAGIC).map_err(io_err(tmp))?;
-            4
-        }
-    };
-    out.write_all(&[0u8; 8]).map_err(io_err(tmp))?;
-    let mut sink = match key {
-        None => Sink::Plain(&mut out),
-        Some(k) => {
-            let mut sealed = k.encrypt_to(&mut out).map_err(io_err(tmp))?;
-            sealed.write_all(&[codec]).map_err(io_err(tmp))?;
-            Sink::Sealed(sealed)
-        }
-    };
-    let mut hasher = key.map_or_else(blake3::Hasher::new, ArchiveKey::hasher);
-    let len = if compress {
-        let mut z = zstd::Encoder::new(&mut sink, ZSTD_LEVEL).map_err(io_err(tmp))?;
-        let len = copy_hashing(sample, source, &mut z, &mut hasher, tmp)?;
-        z.finish().map_err(io_err(tmp))?;
-        len
-    } else {
-        copy_hashing(sample, source, &mut sink, &mut hasher, tmp)?
-    };
-    sink.finish().map_err(io_err(tmp))?;
+    let len_offset = write_header(&mut out, key, compress, 0).map_err(io_err(tmp))?;
+    let (id, len) = write_body(&mut out, key, compress, sample, source, tmp)?;
     let stored = out.count;
     let file = out
         .inner
@@ -203,11 +173,126 @@ fn encode_blob(
         .map_err(io_err(tmp))?;
     file.write_all(&len.to_le_bytes()).map_err(io_err(tmp))?;
     Ok(Encoded {
-        id: BlobId(*hasher.finalize().as_bytes()),
+        id,
         len,
         stored,
         compressed: compress,
     })
+}
+
+/// The first MiB of `source`, and whether zstd pays on it.
+fn sample_of(source: &mut dyn Read, at: &Path) -> Result<(Vec<u8>, bool), ArchiveError> {
+    let mut sample = vec![0u8; SAMPLE_LEN];
+    let n = read_full(source, &mut sample).map_err(io_err(at))?;
+    sample.truncate(n);
+    let compress = zstd_pays(&sample);
+    Ok((sample, compress))
+}
+
+/// Writes a blob's header: `RSB1`, the codec and `len`, or in an encrypted archive
+/// `RSE1` and `len`. Returns the offset of the length.
+fn write_header(
+    out: &mut dyn Write,
+    key: Option<&ArchiveKey>,
+    compress: bool,
+    len: u64,
+) -> io::Result<u64> {
+    let offset = match key {
+        None => {
+            out.write_all(MAGIC)?;
+            out.write_all(&[codec_of(compress)])?;
+            5
+        }
+        Some(_) => {
+            out.write_all(SEALED_MAGIC)?;
+            4
+        }
+    };
+    out.write_all(&len.to_le_bytes())?;
+    Ok(offset)
+}
+
+fn codec_of(compress: bool) -> u8 {
+    if compress {
+        CODEC_ZSTD
+    } else {
+        CODEC_STORED
+    }
+}
+
+/// Writes a blob's body after its header: `sample` and then the rest of `source`,
+/// zstd-compressed when `compress`, in an age stream (after the codec byte) when `key`
+/// is given. Returns the content's id and length.
+fn write_body(
+    out: &mut dyn Write,
+    key: Option<&ArchiveKey>,
+    compress: bool,
+    sample: Vec<u8>,
+    source: &mut dyn Read,
+    at: &Path,
+) -> Result<(BlobId, u64), ArchiveError> {
+    let mut sink = match key {
+        None => Sink::Plain(out),
+        Some(k) => {
+            let mut sealed = k.encrypt_to(out).map_err(io_err(at))?;
+            sealed
+                .write_all(&[codec_of(compress)])
+                .map_err(io_err(at))?;
+            Sink::Sealed(sealed)
+        }
+    };
+    let mut hasher = key.map_or_else(blake3::Hasher::new, ArchiveKey::hasher);
+    let len = if compress {
+        let mut z = zstd::Encoder::new(&mut sink, ZSTD_LEVEL).map_err(io_err(at))?;
+        let len = copy_hashing(sample, source, &mut z, &mut hasher, at)?;
+        z.finish().map_err(io_err(at))?;
+        len
+    } else {
+        copy_hashing(sample, source, &mut sink, &mut hasher, at)?
+    };
+    sink.finish().map_err(io_err(at))?;
+    Ok((BlobId(*hasher.finalize().as_bytes()), len))
+}
+
+/// Encodes the file at `path` into `pipe` (see [`Archive::put_file`]), ending the
+/// stream only when its content still hashes to `id` with length `len`, else failing
+/// it. Returns the bytes written and whether they are compressed.
+fn encode_into_pipe(
+    mut pipe: PipeWriter,
+    key: Option<&ArchiveKey>,
+    file: &mut File,
+    path: &Path,
+    (id, len): (BlobId, u64),
+) -> Result<(u64, bool), ArchiveError> {
+    let mut out = CountingWriter {
+        inner: &mut pipe,
+        count: 0,
+    };
+    let mut compressed = false;
+    let encoded = sample_of(file, path).and_then(|(sample, compress)| {
+        compressed = compress;
+        write_header(&mut out, key, compress, len).map_err(io_err(path))?;
+        write_body(&mut out, key, compress, sample, file, path)
+    });
+    let stored = out.count;
+    let outcome = match encoded {
+        Ok(got) if got == (id, len) => Ok((stored, compressed)),
+        Ok(_) => Err(io_err(path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the file changed while it was stored; nothing was stored",
+        ))),
+        Err(e) => Err(e),
+    };
+    match &outcome {
+        Ok(_) => pipe.finish().map_err(io_err(path))?,
+        Err(e) => pipe.fail(io::Error::other(e.to_string())),
+    }
+    outcome
+}
+
+/// Whether an encoder failed only because the upload it fed stopped.
+fn upload_stopped(e: &ArchiveError) -> bool {
+    matches!(e, ArchiveError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
 }
 
 /// Writes `sample` and then the rest of `source` to `body`, hashing all of it;
@@ -374,6 +459,76 @@ impl Archive {
         })
     }
 
+    /// Stores the file at `path` (a pack) as a blob. To a backend that uploads (object
+    /// storage, [`super::Backend::is_remote`]) the file is hashed first, so a blob
+    /// already stored costs no upload, and is then encoded straight into the upload,
+    /// whose parts go up while the rest is encoded: no temporary copy, and the upload
+    /// overlaps the encoding. The content is hashed again as it is encoded; if it
+    /// changed, the upload is abandoned and nothing is stored.
+    pub fn put_file(&self, path: &Path) -> Result<PutOutcome, ArchiveError> {
+        let open = || File::open(path).map_err(io_err(path));
+        if !self.backend.is_remote() {
+            return self.put_reader(open()?);
+        }
+        let (id, len) = self.hash_file(&mut open()?, path)?;
+        if self.has_blob(&id) {
+            return Ok(PutOutcome {
+                id,
+                len,
+                stored_bytes: 0,
+                compressed: false,
+            });
+        }
+        let mut file = open()?;
+        let (writer, mut reader) = pipe(PIPE_DEPTH);
+        let key = self.key.as_deref();
+        let (written, encoded) = std::thread::scope(|scope| {
+            let encoder =
+                scope.spawn(move || encode_into_pipe(writer, key, &mut file, path, (id, len)));
+            let written =
+                self.backend
+                    .write(FileKind::Blob, &id.to_hex(), Source::Reader(&mut reader));
+            // Unblocks the encoder when the upload stopped early.
+            drop(reader);
+            let encoded = encoder.join().unwrap_or_else(|_| {
+                Err(io_err(path)(io::Error::other(
+                    "the encoder panicked; nothing was stored",
+                )))
+            });
+            (written, encoded)
+        });
+        match (written, encoded) {
+            (Ok(()), Ok((stored, compressed))) => Ok(PutOutcome {
+                id,
+                len,
+                stored_bytes: stored,
+                compressed,
+            }),
+            (Err(e), Err(encoder)) if upload_stopped(&encoder) => Err(e.into()),
+            (_, Err(encoder)) => Err(encoder),
+            (Err(e), Ok(_)) => Err(e.into()),
+        }
+    }
+
+    /// The id and length the content of `file` has in this archive.
+    fn hash_file(&self, file: &mut File, path: &Path) -> Result<(BlobId, u64), ArchiveError> {
+        let mut hasher = self
+            .key
+            .as_deref()
+            .map_or_else(blake3::Hasher::new, ArchiveKey::hasher);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = read_full(file, &mut buf).map_err(io_err(path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        Ok((BlobId(*hasher.finalize().as_bytes()), len))
+    }
+
     /// Opens a blob for streaming; the reader fails with `InvalidData` at the end if the
     /// content does not hash to `id` or has the wrong length.
     pub fn open_blob(&self, id: &BlobId) -> Result<BlobReader, ArchiveError> {
@@ -534,5 +689,44 @@ impl Read for BlobReader {
         self.hasher.update(&buf[..n]);
         self.read += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that changed after it was hashed (so its id would be wrong) ends its
+    /// upload with an error: the backend never sees the end of the stream, so it
+    /// stores nothing.
+    #[test]
+    fn a_file_that_changed_since_it_was_hashed_ends_its_upload_with_an_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("pack");
+        let data = vec![42u8; 3 << 20];
+        std::fs::write(&path, &data).expect("write");
+        let (writer, mut reader) = pipe(2);
+        let upload = std::thread::spawn(move || reader.read_to_end(&mut Vec::new()));
+        let hashed_before = BlobId::of(b"what the file held when it was hashed");
+        let mut file = File::open(&path).expect("open");
+        let err = encode_into_pipe(writer, None, &mut file, &path, (hashed_before, 3 << 20))
+            .expect_err("changed");
+        assert!(
+            err.to_string().contains("changed while it was stored"),
+            "{err}"
+        );
+        let seen = upload.join().expect("join");
+        assert!(seen.is_err(), "the upload saw an end: {seen:?}");
+
+        let (writer, mut reader) = pipe(2);
+        let upload = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).map(|_| all.len())
+        });
+        let mut file = File::open(&path).expect("open");
+        let (stored, _) =
+            encode_into_pipe(writer, None, &mut file, &path, (BlobId::of(&data), 3 << 20))
+                .expect("unchanged");
+        assert_eq!(upload.join().expect("join").expect("read") as u64, stored);
     }
 }

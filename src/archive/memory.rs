@@ -15,9 +15,20 @@ type Files = BTreeMap<(FileKind, String), Arc<[u8]>>;
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBackend {
     files: Mutex<Files>,
+    /// Whether it presents itself as a store over a network ([`Backend::is_remote`]).
+    remote: bool,
 }
 
 impl MemoryBackend {
+    /// A backend that presents itself as object storage, so files are stored the way
+    /// they are uploaded there.
+    pub(crate) fn remote() -> MemoryBackend {
+        MemoryBackend {
+            remote: true,
+            ..MemoryBackend::default()
+        }
+    }
+
     fn files(&self) -> MutexGuard<'_, Files> {
         // A panicking test thread cannot leave a half-inserted entry: recover the map.
         self.files.lock().unwrap_or_else(|e| e.into_inner())
@@ -44,6 +55,10 @@ fn version_of(data: &[u8]) -> String {
 impl Backend for MemoryBackend {
     fn root_location(&self) -> PathBuf {
         PathBuf::from("memory:")
+    }
+
+    fn is_remote(&self) -> bool {
+        self.remote
     }
 
     fn location(&self, kind: FileKind, id: &str) -> PathBuf {

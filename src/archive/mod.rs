@@ -19,6 +19,7 @@ mod local;
 #[cfg(test)]
 pub(crate) mod memory;
 mod parts;
+mod pipe;
 mod s3;
 mod snapshot;
 

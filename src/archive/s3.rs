@@ -515,6 +515,10 @@ impl Backend for S3Backend {
         true
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn version(&self, kind: FileKind, id: &str) -> Result<Option<String>, BackendError> {
         Ok(self.head(kind, id)?.and_then(|meta| meta.e_tag))
     }

@@ -126,12 +126,7 @@ impl Stored {
             let id = match ctx.archive.pack_blob(&pack.pack_hash)? {
                 Some(id) => id,
                 None => {
-                    let file =
-                        std::fs::File::open(&pack.path).map_err(|e| EngineError::DataDir {
-                            path: pack.path.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    let out = ctx.archive.put_reader(file)?;
+                    let out = ctx.archive.put_file(&pack.path)?;
                     ctx.archive.record_pack(&pack.pack_hash, &out.id)?;
                     self.new_bytes += out.stored_bytes;
                     out.id

@@ -243,11 +243,7 @@ fn consolidate_part(
         })?;
     let pack = sources.write(&tips, out_dir.path(), &never)?;
     drop(sources);
-    let file = std::fs::File::open(&pack.path).map_err(|e| EngineError::DataDir {
-        path: pack.path.clone(),
-        reason: e.to_string(),
-    })?;
-    let stored = ctx.archive.put_reader(file)?;
+    let stored = ctx.archive.put_file(&pack.path)?;
     ctx.archive.record_pack(&pack.pack_hash, &stored.id)?;
     for snap in snaps {
         let mut new = snap.clone();
