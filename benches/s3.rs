@@ -71,6 +71,7 @@ fn large(weed: &Weed) -> String {
     }
     let (local, s3) = (&rows[0], &rows[1]);
     let copy = copy.expect("the copy ran");
+    let (upload_secs, upload_cpu) = bare_upload(weed, &bare);
     let backup_ratio = s3.0.secs / local.0.secs;
     let restore_ratio = s3.1.secs / local.1.secs;
     let rss = s3.0.max_rss_kib.max(s3.1.max_rss_kib);
@@ -82,6 +83,9 @@ fn large(weed: &Weed) -> String {
          backup:  local {:.2} s, S3 {:.2} s: {backup_ratio:.2}x (target <= 1.3x: {})\n\
          CPU during the backup: reposafe local {:.2} s, S3 {:.2} s; the S3 server {:.2} s \
          (of {:.2} s wall x 2 cores)\n\
+         a bare upload of the source's pack file(s) with the same S3 client, nothing else: \
+         {upload_secs:.2} s (the S3 server {upload_cpu:.2} CPU-s); S3 backup - local backup = \
+         {:.2} s\n\
          restore: local {:.2} s, S3 {:.2} s: {restore_ratio:.2}x (target <= 1.3x: {})\n\
          peak RSS on S3: backup {} MiB, restore {} MiB (target < 300 MiB)\n\
          archive copy of the local archive to S3 (every blob read back there): {:.2} s, \
@@ -94,6 +98,7 @@ fn large(weed: &Weed) -> String {
         s3.0.cpu_secs,
         s3.2,
         s3.0.secs,
+        s3.0.secs - local.0.secs,
         local.1.secs,
         s3.1.secs,
         met(restore_ratio),
@@ -108,6 +113,29 @@ fn large(weed: &Weed) -> String {
             "FAIL"
         }
     )
+}
+
+/// Uploads the pack files of `bare` to the bucket with the product's S3 client and
+/// nothing else (no git, no encoding): the floor under what a backup to S3 adds to
+/// a local one. Returns the wall time and the server's CPU seconds.
+fn bare_upload(weed: &Weed, bare: &Path) -> (f64, f64) {
+    use reposafe::archive::{Backend, FileKind, Source};
+    let scratch = TempDir::new("bench-s3-bare");
+    let store = weed.store(BUCKET, "bare", scratch.path());
+    let packs: Vec<_> = std::fs::read_dir(bare.join("objects/pack"))
+        .expect("pack dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect();
+    let server_cpu = weed.cpu_secs();
+    let start = std::time::Instant::now();
+    for (n, pack) in packs.iter().enumerate() {
+        let mut file = std::fs::File::open(pack).expect("open pack");
+        store
+            .write(FileKind::Blob, &format!("{n:064x}"), Source::Reader(&mut file))
+            .expect("bare upload");
+    }
+    (start.elapsed().as_secs_f64(), weed.cpu_secs() - server_cpu)
 }
 
 /// The requests the run's S3 client reports (`object store: N requests`, logged at info).
