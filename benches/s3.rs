@@ -132,7 +132,11 @@ fn bare_upload(weed: &Weed, bare: &Path) -> (f64, f64) {
     for (n, pack) in packs.iter().enumerate() {
         let mut file = std::fs::File::open(pack).expect("open pack");
         store
-            .write(FileKind::Blob, &format!("{n:064x}"), Source::Reader(&mut file))
+            .write(
+                FileKind::Blob,
+                &format!("{n:064x}"),
+                Source::Reader(&mut file),
+            )
             .expect("bare upload");
     }
     (start.elapsed().as_secs_f64(), weed.cpu_secs() - server_cpu)

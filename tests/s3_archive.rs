@@ -481,3 +481,97 @@ fn the_store_replaces_a_lease_only_while_it_is_unchanged() {
         .expect("read")
         .is_none());
 }
+
+/// Keys from the config file's `[s3]` table (`--config`), and from the AWS shared
+/// credentials file (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_PROFILE`): the archive is set
+/// up without keys, every command finds them there, a profile asked for but absent is
+/// named, and nothing of the keys is recorded in the data dir.
+#[test]
+fn s3_keys_from_the_config_file_or_the_aws_credentials_file_are_used_and_never_recorded() {
+    use std::os::unix::fs::PermissionsExt;
+    let weed = Weed::start();
+    weed.create_bucket(BUCKET);
+    let scratch = TempDir::new("reposafe-s3-config-keys");
+    let (server, docs, _big) = server(scratch.path());
+    let rs = Reposafe::new();
+    let files = TempDir::new("reposafe-s3-config-files");
+    let secret_file = files.path().join("s3-secret");
+    std::fs::write(&secret_file, format!("{}\n", common::s3::SECRET_ACCESS_KEY)).expect("secret");
+    let config = files.path().join("reposafe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[s3]\naccess_key_id = {:?}\nsecret_access_key_file = {:?}\n",
+            common::s3::ACCESS_KEY_ID,
+            secret_file.display().to_string()
+        ),
+    )
+    .expect("config");
+    let credentials = files.path().join("aws-credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            common::s3::ACCESS_KEY_ID,
+            common::s3::SECRET_ACCESS_KEY
+        ),
+    )
+    .expect("credentials");
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let absent = files.path().join("no-credentials");
+    // No AWS variables: the keys come from where each run says.
+    let run = |args: &[&str], credentials_file: &Path, profile: Option<&str>| {
+        let mut cmd = rs.cmd(args);
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("AWS_SHARED_CREDENTIALS_FILE", credentials_file);
+        match profile {
+            Some(p) => cmd.env("AWS_PROFILE", p),
+            None => cmd.env_remove("AWS_PROFILE"),
+        };
+        let out = cmd.output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stderr)
+    };
+    rs.connect_cloud_with_token(&server, WS);
+    let url = format!("s3://{BUCKET}/from-config");
+    let config_arg = config.display().to_string();
+    let init = [
+        "--config",
+        &config_arg,
+        "archive",
+        "init",
+        &url,
+        "--endpoint",
+        &weed.endpoint,
+        "--path-style",
+    ];
+    let (ok, err) = run(&init, &absent, None);
+    assert!(ok, "init with the config file's keys: {err}");
+    let (ok, err) = run(&["--config", &config_arg, "backup", WS], &absent, None);
+    assert!(ok, "backup with the config file's keys: {err}");
+    // The same archive, the keys now from the AWS credentials file only.
+    let to = scratch.path().join("r");
+    let restore = ["restore", "acme/docs", "--to", &to.display().to_string()];
+    let (ok, _) = run(&restore, &absent, None);
+    assert!(!ok, "without any keys the store refuses");
+    let (ok, err) = run(&restore, &credentials, None);
+    assert!(ok, "restore with the credentials file's keys: {err}");
+    gitutil::fsck(&to);
+    assert_eq!(gitutil::refs_of(&to), gitutil::refs_of(&docs.bare));
+    let (ok, err) = run(&["snapshots", "acme/docs"], &credentials, Some("nightly"));
+    assert!(!ok, "a profile asked for but absent fails");
+    assert!(
+        err.contains("AWS_PROFILE is nightly") && err.contains("aws-credentials"),
+        "{err}"
+    );
+    let recorded =
+        std::fs::read_to_string(rs.data_dir().join("archive-location.json")).expect("location");
+    assert!(!recorded.contains(common::s3::ACCESS_KEY_ID), "{recorded}");
+    assert_not_on_disk(rs.data_dir(), common::s3::SECRET_ACCESS_KEY);
+}

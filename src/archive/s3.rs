@@ -55,6 +55,8 @@ pub struct S3Config {
     /// Static credentials; absent: the AWS environment variables.
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<SecretString>,
+    /// With temporary static credentials, their session token.
+    pub session_token: Option<SecretString>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -191,6 +193,9 @@ impl S3Backend {
         }
         if let Some(secret) = &config.secret_access_key {
             builder = builder.with_secret_access_key(secret.expose_secret());
+        }
+        if let Some(token) = &config.session_token {
+            builder = builder.with_token(token.expose_secret());
         }
         let store = builder
             .build()

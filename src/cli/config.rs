@@ -2,7 +2,9 @@
 //! `/etc/reposafe/reposafe.toml`), each key overridable by a flag or its
 //! `REPOSAFE_<KEY>` environment variable. Precedence: flag/env, file, default.
 
-use anyhow::{Context as _, Result};
+use crate::engine::s3_keys::S3Keys;
+use anyhow::{bail, Context as _, Result};
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,20 @@ pub struct FileConfig {
     pub notifications: Option<crate::notify::NotificationSettings>,
     /// Seconds a push webhook waits for more pushes before the backup is queued.
     pub hook_delay_secs: Option<u64>,
+    /// `[s3]`: the keys of the object store, for an archive or copy target set up
+    /// without its own (see `engine::s3_keys` for the order of sources).
+    pub s3: Option<S3FileKeys>,
+}
+
+/// The `[s3]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3FileKeys {
+    pub access_key_id: Option<String>,
+    /// Inline: only in a file others cannot read.
+    pub secret_access_key: Option<SecretString>,
+    /// A file holding the secret access key (one line).
+    pub secret_access_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -33,10 +49,51 @@ impl FileConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
+        let config: FileConfig = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!("config file {}: {}", path.display(), e.to_string().trim())
-        })
+        })?;
+        let inline_secret = config
+            .s3
+            .as_ref()
+            .is_some_and(|s3| s3.secret_access_key.is_some());
+        if inline_secret && readable_by_others(path)? {
+            bail!(
+                "config file {}: [s3] secret_access_key is in a file everyone can read; run `chmod o-r {}`, or use secret_access_key_file",
+                path.display(),
+                path.display()
+            );
+        }
+        Ok(config)
     }
+
+    /// The keys of `[s3]`, checked: an access key id with exactly one of the secret
+    /// and the secret's file. `None` without the table.
+    pub fn s3_keys(&self) -> Result<Option<S3Keys>> {
+        let Some(s3) = &self.s3 else { return Ok(None) };
+        let Some(access_key_id) = s3.access_key_id.clone() else {
+            bail!("config file: [s3] needs access_key_id");
+        };
+        let secret_access_key = match (&s3.secret_access_key, &s3.secret_access_key_file) {
+            (Some(secret), None) => secret.clone(),
+            (None, Some(file)) => super::read_secret(file, "[s3] secret access key")?,
+            _ => {
+                bail!("config file: [s3] needs one of secret_access_key and secret_access_key_file")
+            }
+        };
+        Ok(Some(S3Keys {
+            access_key_id,
+            secret_access_key,
+            session_token: None,
+        }))
+    }
+}
+
+/// Whether users other than the owner and group may read the file.
+fn readable_by_others(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    Ok(meta.permissions().mode() & 0o004 != 0)
 }
 
 #[cfg(test)]
@@ -62,6 +119,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("absent.toml"), "{e}");
+    }
+
+    #[test]
+    fn s3_keys_are_read_from_the_table_and_an_inline_secret_only_from_a_private_file() {
+        use secrecy::ExposeSecret;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let secret_file = dir.path().join("s3-secret");
+        std::fs::write(&secret_file, "from-a-file\n").unwrap();
+        std::fs::write(
+            &f,
+            format!(
+                "[s3]\naccess_key_id = \"AKIA1\"\nsecret_access_key_file = {:?}\n",
+                secret_file.display().to_string()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let keys = FileConfig::load(Some(&f))
+            .unwrap()
+            .s3_keys()
+            .unwrap()
+            .unwrap();
+        assert_eq!(keys.access_key_id, "AKIA1");
+        assert_eq!(keys.secret_access_key.expose_secret(), "from-a-file");
+
+        std::fs::write(
+            &f,
+            "[s3]\naccess_key_id = \"AKIA2\"\nsecret_access_key = \"inline-s3cr3t\"\n",
+        )
+        .unwrap();
+        let e = FileConfig::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("chmod o-r"), "{e}");
+        assert!(!e.contains("inline-s3cr3t"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let config = FileConfig::load(Some(&f)).unwrap();
+        assert!(!format!("{config:?}").contains("inline-s3cr3t"));
+        let keys = config.s3_keys().unwrap().unwrap();
+        assert_eq!(keys.secret_access_key.expose_secret(), "inline-s3cr3t");
+
+        for (table, wanted) in [
+            ("[s3]\nsecret_access_key = \"x\"\n", "access_key_id"),
+            ("[s3]\naccess_key_id = \"A\"\n", "one of"),
+            (
+                "[s3]\naccess_key_id = \"A\"\nsecret_key = \"x\"\n",
+                "secret_key",
+            ),
+        ] {
+            std::fs::write(&f, table).unwrap();
+            let e = FileConfig::load(Some(&f))
+                .and_then(|c| c.s3_keys())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(wanted), "{table}: {e}");
+        }
     }
 
     #[test]

@@ -32,6 +32,14 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.verbose, file.log.as_deref());
+    match file.s3_keys() {
+        Ok(Some(keys)) => crate::engine::s3_keys::use_configured_keys(keys),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    }
     match run(cli, &file) {
         Ok(code) => code,
         Err(e) => {

@@ -87,7 +87,7 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
     }
     if loc.access_key_id.is_some() != loc.secret_access_key.is_some() {
         return Err(EngineError::Invalid(
-            "give both --access-key-id and --secret-access-key-file, or neither (the AWS environment variables are used then)".into(),
+            "give both --access-key-id and --secret-access-key-file, or neither (the keys then come from the AWS environment variables, the config file's [s3] table or the AWS credentials file)".into(),
         ));
     }
     Ok(S3Config {
@@ -98,11 +98,14 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         path_style: loc.path_style,
         access_key_id: loc.access_key_id.clone(),
         secret_access_key: loc.secret_access_key.clone(),
+        session_token: None,
     })
 }
 
-/// A backend for an S3 configuration, its temporary files under `<data>/tmp/s3`.
+/// A backend for an S3 configuration, its temporary files under `<data>/tmp/s3`;
+/// without keys of its own it gets them as `s3_keys` says.
 pub(crate) fn s3_backend(data_dir: &Path, config: S3Config) -> Result<Arc<S3Backend>, EngineError> {
+    let config = super::s3_keys::with_default_keys(config)?;
     let scratch = data_dir.join("tmp").join("s3");
     let backend = S3Backend::new(config, scratch).map_err(crate::archive::ArchiveError::from)?;
     Ok(Arc::new(backend))

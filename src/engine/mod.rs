@@ -45,6 +45,7 @@ mod repo_lock;
 mod restore;
 pub mod restore_into;
 pub mod retention;
+pub mod s3_keys;
 pub mod service;
 pub mod show;
 #[cfg(test)]

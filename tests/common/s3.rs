@@ -150,6 +150,7 @@ impl Weed {
         use reposafe::archive::{S3Backend, S3Config};
         S3Backend::new(
             S3Config {
+                session_token: None,
                 bucket: bucket.into(),
                 prefix: prefix.into(),
                 endpoint: Some(self.endpoint.clone()),

@@ -1,0 +1,189 @@
+//! Where the keys of an S3 store come from when its location records none (an archive
+//! or copy target set up without `--access-key-id`), in this order:
+//!
+//! 1. the AWS environment variables (`AWS_ACCESS_KEY_ID`, …; for the packaged service
+//!    `/etc/reposafe/s3.env`), read by the S3 client itself;
+//! 2. the config file's `[s3]` table, handed over once by the binary
+//!    ([`use_configured_keys`]);
+//! 3. the AWS shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
+//!    `~/.aws/credentials`), profile `AWS_PROFILE` or `default`;
+//! 4. the S3 client's own remaining sources (web identity, container and instance
+//!    credentials).
+//!
+//! Keys given at `archive init` (sealed in the vault) come before all of these. Nothing
+//! found here is ever written to the data dir.
+
+use super::EngineError;
+use crate::archive::S3Config;
+use secrecy::SecretString;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Static keys of an S3 store.
+#[derive(Clone)]
+pub struct S3Keys {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    /// A temporary credential's session token.
+    pub session_token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Keys")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+static CONFIGURED: OnceLock<S3Keys> = OnceLock::new();
+
+/// The keys of the config file's `[s3]` table, for every store whose location
+/// records none. Set once, by the binary, before any store is opened.
+pub fn use_configured_keys(keys: S3Keys) {
+    let _ = CONFIGURED.set(keys);
+}
+
+/// `config` with the keys it should use: its own, else none when the AWS environment
+/// variables give them (the client reads those), else the config file's, else the
+/// shared credentials file's.
+pub(crate) fn with_default_keys(config: S3Config) -> Result<S3Config, EngineError> {
+    if config.access_key_id.is_some() || env_has_keys() {
+        return Ok(config);
+    }
+    let keys = match CONFIGURED.get() {
+        Some(keys) => Some(keys.clone()),
+        None => shared_file_keys()?,
+    };
+    Ok(match keys {
+        Some(keys) => S3Config {
+            access_key_id: Some(keys.access_key_id),
+            secret_access_key: Some(keys.secret_access_key),
+            session_token: keys.session_token,
+            ..config
+        },
+        None => config,
+    })
+}
+
+fn env_has_keys() -> bool {
+    std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty())
+}
+
+/// The shared credentials file and the profile to read, and whether the profile was
+/// asked for (`AWS_PROFILE`): then a missing profile is an error, not "no keys".
+fn shared_file() -> Option<(PathBuf, String, bool)> {
+    let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".aws/credentials"),
+    };
+    let asked = std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty());
+    let profile = asked.clone().unwrap_or_else(|| "default".into());
+    Some((path, profile, asked.is_some()))
+}
+
+/// The keys of the shared credentials file's profile, `None` when there is no file
+/// or (unless asked for) no such profile.
+fn shared_file_keys() -> Result<Option<S3Keys>, EngineError> {
+    let Some((path, profile, asked)) = shared_file() else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !asked => return Ok(None),
+        Err(e) => {
+            return Err(EngineError::Invalid(format!(
+                "cannot read the AWS credentials file {} (profile {profile}): {e}",
+                path.display()
+            )))
+        }
+    };
+    let keys = profile_keys(&text, &profile).map_err(|reason| {
+        EngineError::Invalid(format!(
+            "the AWS credentials file {}, profile {profile}: {reason}",
+            path.display()
+        ))
+    })?;
+    if keys.is_none() && asked {
+        return Err(EngineError::Invalid(format!(
+            "AWS_PROFILE is {profile}, but the AWS credentials file {} has no such profile",
+            path.display()
+        )));
+    }
+    Ok(keys)
+}
+
+/// The keys of `[profile]` in a shared credentials file's text (INI: `[name]`
+/// sections of `key = value` lines, `#` and `;` comments); `None` when the profile
+/// is not there. A profile without both keys is an error naming the missing one.
+fn profile_keys(text: &str, profile: &str) -> Result<Option<S3Keys>, String> {
+    let mut in_profile = false;
+    let mut found = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = name.trim() == profile;
+            found |= in_profile;
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        match key.trim().to_ascii_lowercase().as_str() {
+            "aws_access_key_id" => id = Some(value),
+            "aws_secret_access_key" => secret = Some(SecretString::from(value)),
+            "aws_session_token" => token = Some(SecretString::from(value)),
+            _ => {}
+        }
+    }
+    if !found {
+        return Ok(None);
+    }
+    match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Some(S3Keys {
+            access_key_id,
+            secret_access_key,
+            session_token: token,
+        })),
+        (None, _) => Err("it has no aws_access_key_id".into()),
+        (_, None) => Err("it has no aws_secret_access_key".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn a_profile_of_the_shared_credentials_file_is_read_and_a_partial_one_named() {
+        let text =
+            "# keys\n[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key=s3cr3t\n\n\
+                    [ci]\n; temporary\naws_access_key_id = AKIACI\naws_secret_access_key = other\n\
+                    aws_session_token = tok\nregion = eu-west-1\n[broken]\naws_access_key_id = X\n";
+        let default = profile_keys(text, "default").expect("ok").expect("there");
+        assert_eq!(default.access_key_id, "AKIADEFAULT");
+        assert_eq!(default.secret_access_key.expose_secret(), "s3cr3t");
+        assert!(default.session_token.is_none());
+        let ci = profile_keys(text, "ci").expect("ok").expect("there");
+        assert_eq!(ci.access_key_id, "AKIACI");
+        assert_eq!(
+            ci.session_token.as_ref().map(|t| t.expose_secret()),
+            Some("tok")
+        );
+        assert!(profile_keys(text, "absent").expect("ok").is_none());
+        let err = profile_keys(text, "broken").expect_err("partial");
+        assert!(err.contains("aws_secret_access_key"), "{err}");
+        assert!(
+            !format!("{default:?}").contains("s3cr3t"),
+            "Debug shows no secret"
+        );
+    }
+}
