@@ -117,6 +117,27 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
     assert_eq!(shown["snapshots"], 3, "{shown}");
     assert!(rs.data_dir().join("archive/FORMAT").exists());
     restores_as_source(&rs, "acme/docs", &docs.bare, &to);
+
+    // And back: the bucket copied into the `archive/` of a new data dir, which then
+    // holds every snapshot, checks clean and restores.
+    let back = Reposafe::new();
+    let local_copy = back.data_dir().join("archive");
+    let copied = rs
+        .run(&[
+            "archive",
+            "copy",
+            "--to",
+            &local_copy.display().to_string(),
+            "--json",
+        ])
+        .ok();
+    let copied: serde_json::Value = serde_json::from_str(&copied.stdout).expect("json");
+    assert_eq!(copied["snapshots_copied"], 3, "{copied}");
+    let shown = back.run(&["archive", "show", "--json"]).ok();
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    assert_eq!(shown["snapshots"], 3, "{shown}");
+    back.run(&["check", "--read-data"]).ok();
+    restores_as_source(&back, "acme/docs", &docs.bare, &scratch.path().join("back"));
 }
 
 #[test]
