@@ -623,3 +623,84 @@ fn backup_time_dates_snapshots_so_calendar_rules_keep_one_per_day_and_month() {
         .collect();
     assert_eq!(kept, want);
 }
+
+/// Through a running daemon, `prune` and `forget --prune` are followed as they go: the
+/// API streams the prune's steps as Server-Sent Events (`Accept: text/event-stream`)
+/// and ends with the report, which the CLI prints as it would without a daemon; a
+/// client that does not ask gets one JSON answer, as before.
+#[test]
+fn a_prune_through_the_daemon_streams_its_progress_and_ends_with_its_report() {
+    let rs = Reposafe::new();
+    let scratch = TempDir::new("reposafe-prune-daemon");
+    let (_server, source) = setup(&rs, scratch.path());
+    let repo = source.full_name.clone();
+    backup(&rs, &source);
+    source.push_file("a.txt", b"a\n");
+    backup(&rs, &source);
+    source.push_file("b.txt", b"b\n");
+    let (newest, refs) = backup(&rs, &source);
+    let local_dry = rs.run(&["prune", "--dry-run", "--json"]).ok();
+    let local_dry: serde_json::Value = serde_json::from_str(&local_dry.stdout).expect("json");
+
+    let log = scratch.path().join("daemon.log");
+    let (mut daemon, url, token) = start_logged_daemon(&rs, &log);
+    let http = api_client();
+    let streamed = http
+        .post(format!("{url}/api/v1/prune"))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .json(&serde_json::json!({"dry_run": true}))
+        .send()
+        .expect("prune");
+    assert_eq!(
+        streamed.headers()["content-type"],
+        "text/event-stream",
+        "{streamed:?}"
+    );
+    let events = streamed.text().expect("events");
+    let steps = [
+        "event: progress\ndata: {\"histories\":".to_string(),
+        format!("event: progress\ndata: {{\"history\":\"{repo}\"}}\n"),
+        "event: progress\ndata: \"sweeping\"\n".to_string(),
+        "event: end\ndata: {".to_string(),
+    ];
+    let mut at = 0;
+    for step in &steps {
+        let found = events[at..].find(step.as_str());
+        assert!(found.is_some(), "{step:?} after byte {at} of:\n{events}");
+        at += found.unwrap_or(0) + step.len();
+    }
+    let end = events
+        .split("event: end\ndata: ")
+        .nth(1)
+        .expect("an end event");
+    let report: serde_json::Value = serde_json::from_str(end.trim()).expect("report");
+    assert_eq!(report["histories"], local_dry["histories"], "{report}");
+    assert_eq!(report["dry_run"], true);
+    // Without asking for events: one JSON answer.
+    let plain: serde_json::Value = http
+        .post(format!("{url}/api/v1/prune"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"dry_run": true}))
+        .send()
+        .expect("prune")
+        .json()
+        .expect("json");
+    assert_eq!(plain["histories"], local_dry["histories"], "{plain}");
+
+    // The CLI through the daemon: forget and prune, reported as without it.
+    let forgot = rs
+        .run(&["forget", &repo, "--keep-last", "1", "--prune", "--json"])
+        .ok();
+    let forgot: serde_json::Value = serde_json::from_str(&forgot.stdout).expect("json");
+    assert_eq!(forgot["removed"], 2, "{forgot}");
+    assert_eq!(
+        forgot["prune"]["histories"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let again = rs.run(&["prune"]).ok();
+    assert!(again.stdout.contains("freed"), "{}", again.all());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    restores_as(&rs, &repo, &newest, &refs, &scratch.path().join("r"));
+}

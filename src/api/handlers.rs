@@ -10,6 +10,7 @@ use super::{
     ApiError, ChannelBody, ReqBody,
 };
 use crate::engine::audit::{Actor, AuditQuery};
+use crate::engine::prune::{PruneEvents, PruneProgress};
 use crate::engine::service::{
     AddConnection, AddCredential, EditConnection, ExportRequest, OAuthBegin, OAuthFinish,
     RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
@@ -17,7 +18,7 @@ use crate::engine::service::{
 use crate::engine::service::{
     CheckRequest, ForgetRequest, PruneRequest, RegisterWebhook, RetentionQuery, SetNotifications,
 };
-use crate::engine::{LocalService, Quiet, Service};
+use crate::engine::{LocalService, Observer, Quiet, Service};
 use crate::state::PlanSpec;
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
@@ -101,6 +102,79 @@ fn call_with<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 'static
         let v = blocking(move || Ok(f(&service, body)?)).await?;
         Ok(json_response(status, &v))
     })
+}
+
+/// A long call (a prune, a forget that prunes) followed as it goes when the client
+/// asks for Server-Sent Events (`Accept: text/event-stream`): `progress` events, then
+/// `end` with the report or `error` with the error body. Otherwise one JSON answer.
+fn call_following<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 'static>(
+    api: Arc<Api>,
+    req: Request<ReqBody>,
+    f: impl FnOnce(&LocalService, B, &dyn Observer) -> Result<T, crate::engine::EngineError>
+        + Send
+        + 'static,
+) -> Pending {
+    if !wants_events(&req) {
+        return call_with(api, req, OK, move |s, b| f(s, b, &Quiet));
+    }
+    Box::pin(async move {
+        require_json(&req)?;
+        let service = acting(&api);
+        let body: B = decode(&read_body(&api, req).await?)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        tokio::task::spawn_blocking(move || {
+            let observer = Streamed { tx: tx.clone() };
+            let last = match f(&service, body, &observer) {
+                Ok(report) => sse("end", &report),
+                Err(e) => sse("error", &ApiError::from(e).body()),
+            };
+            // A client gone meanwhile: the work is done all the same.
+            let _ = tx.blocking_send(last);
+        });
+        Ok(event_stream(rx))
+    })
+}
+
+/// Whether the client asked for Server-Sent Events.
+fn wants_events(req: &Request<ReqBody>) -> bool {
+    req.headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// An observer that streams a prune's progress as `progress` events.
+struct Streamed {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+}
+
+impl Observer for Streamed {
+    fn prune_progress(&self) -> Arc<dyn PruneProgress> {
+        let tx = self.tx.clone();
+        Arc::new(PruneEvents(move |event| {
+            let _ = tx.blocking_send(sse("progress", &event));
+        }))
+    }
+}
+
+/// One Server-Sent Event with `data` as JSON.
+fn sse(event: &str, data: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(data).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+}
+
+/// A response streaming the events sent to `rx`.
+fn event_stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<ApiBody> {
+    let mut r = Response::new(ChannelBody::new(rx).boxed());
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut().insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    r
 }
 
 const OK: StatusCode = StatusCode::OK;
@@ -281,13 +355,13 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
             call_with(api, req, OK, |s, b: CheckRequest| s.check(b))
         }),
         route(M::POST, "/api/v1/forget", |api, _, req| {
-            call_with(api, req, OK, |s, b: ForgetRequest| s.forget(b, &Quiet))
+            call_following(api, req, |s, b: ForgetRequest, o| s.forget(b, o))
         }),
         route(M::GET, "/api/v1/archive", |api, _, _| {
             call(api, OK, |s| s.archive())
         }),
         route(M::POST, "/api/v1/prune", |api, _, req| {
-            call_with(api, req, OK, |s, b: PruneRequest| s.prune(b, &Quiet))
+            call_following(api, req, |s, b: PruneRequest, o| s.prune(b, o))
         }),
         route(M::POST, "/api/v1/retention", |api, _, req| {
             call_with(api, req, OK, |s, b: RetentionQuery| s.retention_view(b))
@@ -558,11 +632,7 @@ async fn events(api: Arc<Api>, id: u64) -> Reply {
             let json = serde_json::to_string(&job).unwrap_or_default();
             if json != last {
                 let event = if job.is_finished() { "end" } else { "progress" };
-                if tx
-                    .send(Bytes::from(format!("event: {event}\ndata: {json}\n\n")))
-                    .await
-                    .is_err()
-                {
+                if tx.send(sse(event, &job)).await.is_err() {
                     return;
                 }
                 last = json;
@@ -578,16 +648,7 @@ async fn events(api: Arc<Api>, id: u64) -> Reply {
             }
         }
     });
-    let mut r = Response::new(ChannelBody::new(rx).boxed());
-    r.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("text/event-stream"),
-    );
-    r.headers_mut().insert(
-        "cache-control",
-        hyper::header::HeaderValue::from_static("no-cache"),
-    );
-    Ok(r)
+    Ok(event_stream(rx))
 }
 
 /// An HTML page: never cached, never framed.

@@ -172,23 +172,28 @@ pub fn reply(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Respons
     r
 }
 
-pub(crate) fn error_response(e: ApiError) -> Response<ApiBody> {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        error: &'a str,
-        /// The error's class, so a client can rebuild it (see `engine::ErrorKind`).
-        kind: ErrorKind,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        field: Option<&'a str>,
+/// The JSON body of an error answer.
+#[derive(Serialize)]
+pub(crate) struct ErrorBody<'a> {
+    error: &'a str,
+    /// The error's class, so a client can rebuild it (see `engine::ErrorKind`).
+    kind: ErrorKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub(crate) fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: &self.message,
+            kind: kind_of(self.status),
+            field: self.field.as_deref(),
+        }
     }
-    json_response(
-        e.status,
-        &Body {
-            error: &e.message,
-            kind: kind_of(e.status),
-            field: e.field.as_deref(),
-        },
-    )
+}
+
+pub(crate) fn error_response(e: ApiError) -> Response<ApiBody> {
+    json_response(e.status, &e.body())
 }
 
 /// A streaming body fed from a channel (Server-Sent Events).

@@ -10,6 +10,7 @@
 use super::serve::DAEMON_FILE;
 use crate::api::TOKEN_FILE;
 use crate::engine::credentials::CredentialView;
+use crate::engine::prune::PruneEvent;
 use crate::engine::service::*;
 use crate::engine::{
     backup_report_from_jobs, backup_targets, follow_job, restore_into::RestoredInto,
@@ -17,7 +18,7 @@ use crate::engine::{
 };
 use crate::state::{Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
 use anyhow::{Context as _, Result};
-use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -108,31 +109,114 @@ impl Remote {
     /// Sends a request and decodes the answer; an error answer becomes the engine
     /// error it was on the daemon (its class, text and field).
     fn send<T: DeserializeOwned>(&self, rb: RequestBuilder, what: &str) -> Result<T, EngineError> {
-        let resp = rb.send().map_err(|e| {
+        let resp = self.sent(rb, what)?;
+        answer(resp, what)
+    }
+
+    fn sent(&self, rb: RequestBuilder, what: &str) -> Result<Response, EngineError> {
+        rb.send().map_err(|e| {
             EngineError::Internal(format!(
                 "{what}: the daemon at {} did not answer: {e}",
                 self.base
             ))
-        })?;
-        let status = resp.status();
-        let text = resp.text().unwrap_or_default();
-        if !status.is_success() {
-            return Err(match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(b) => EngineError::Remote {
-                    kind: b.kind.unwrap_or(ErrorKind::Internal),
-                    message: b.error,
-                    field: b.field,
-                },
-                Err(_) => EngineError::Internal(format!(
-                    "{what}: HTTP {} from the daemon: {text}",
-                    status.as_u16()
-                )),
-            });
-        }
-        serde_json::from_str(&text)
-            .map_err(|e| EngineError::Internal(format!("{what}: unexpected answer: {e}")))
+        })
     }
 
+    /// POSTs a long call (a prune) and follows it: the daemon streams its progress as
+    /// Server-Sent Events, handed to `on_progress` as they come, and ends with the
+    /// report or the error. No time limit: the call lasts as long as the work.
+    fn post_following<T: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        on_progress: impl Fn(E),
+    ) -> Result<T, EngineError> {
+        let what = format!("POST {path}");
+        let rb = self
+            .req(Method::POST, path)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(LONG_WORK)
+            .json(body);
+        let resp = self.sent(rb, &what)?;
+        let streamed = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !streamed || !resp.status().is_success() {
+            return answer(resp, &what);
+        }
+        follow_events(std::io::BufReader::new(resp), &what, on_progress)
+    }
+}
+
+/// The time limit of a request answered when long work is done (a week: the work,
+/// not the client, decides).
+const LONG_WORK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Reads Server-Sent Events until `end` (the report) or `error` (the daemon's error),
+/// handing each `progress` event to `on_progress`.
+fn follow_events<T: DeserializeOwned, E: DeserializeOwned>(
+    stream: impl std::io::BufRead,
+    what: &str,
+    on_progress: impl Fn(E),
+) -> Result<T, EngineError> {
+    let mut event = String::new();
+    for line in stream.lines() {
+        let line = line.map_err(|e| {
+            EngineError::Internal(format!("{what}: the daemon's answer broke off: {e}"))
+        })?;
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_string();
+            continue;
+        }
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        match event.as_str() {
+            "progress" => {
+                if let Ok(step) = serde_json::from_str(data) {
+                    on_progress(step);
+                }
+            }
+            "end" => {
+                return serde_json::from_str(data)
+                    .map_err(|e| EngineError::Internal(format!("{what}: unexpected answer: {e}")))
+            }
+            "error" => return Err(remote_error(data, what, "error event")),
+            _ => {}
+        }
+    }
+    Err(EngineError::Internal(format!(
+        "{what}: the daemon stopped answering before the work was done; it may still be running (see its log)"
+    )))
+}
+
+/// An error answer as the engine error it was on the daemon (its class, text and field).
+fn remote_error(text: &str, what: &str, status: &str) -> EngineError {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(b) => EngineError::Remote {
+            kind: b.kind.unwrap_or(ErrorKind::Internal),
+            message: b.error,
+            field: b.field,
+        },
+        Err(_) => EngineError::Internal(format!("{what}: {status} from the daemon: {text}")),
+    }
+}
+
+/// Decodes a daemon's answer; an error answer becomes the engine error it was there.
+fn answer<T: DeserializeOwned>(resp: Response, what: &str) -> Result<T, EngineError> {
+    let status = resp.status();
+    let text = resp.text().unwrap_or_default();
+    if !status.is_success() {
+        let status = format!("HTTP {}", status.as_u16());
+        return Err(remote_error(&text, what, &status));
+    }
+    serde_json::from_str(&text)
+        .map_err(|e| EngineError::Internal(format!("{what}: unexpected answer: {e}")))
+}
+
+impl Remote {
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, EngineError> {
         self.send(self.req(Method::GET, path), &format!("GET {path}"))
     }
@@ -153,6 +237,16 @@ impl Remote {
         body: &impl Serialize,
     ) -> Result<T, EngineError> {
         self.call(Method::POST, path, body)
+    }
+
+    /// A POST answered when long work is done: without the client's 10-minute limit.
+    fn post_unlimited<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, EngineError> {
+        let rb = self.req(Method::POST, path).timeout(LONG_WORK).json(body);
+        self.send(rb, &format!("POST {path}"))
     }
 
     fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, EngineError> {
@@ -440,28 +534,36 @@ impl Service for Remote {
     }
 
     fn check(&self, req: CheckRequest) -> Result<CheckReport, EngineError> {
-        self.post("/api/v1/check", &req)
+        // A check that reads every blob takes as long as the archive is big.
+        self.post_unlimited("/api/v1/check", &req)
     }
 
-    /// The daemon prunes; its progress is not streamed (the report comes at the end).
+    /// The daemon forgets (and prunes), streaming a prune's progress to `observer`.
     fn forget(
         &self,
         req: ForgetRequest,
-        _observer: &dyn Observer,
+        observer: &dyn Observer,
     ) -> Result<ForgetReport, EngineError> {
-        self.post("/api/v1/forget", &req)
+        let progress = observer.prune_progress();
+        self.post_following("/api/v1/forget", &req, |step: PruneEvent| {
+            step.report_to(progress.as_ref())
+        })
     }
 
     fn archive(&self) -> Result<ArchiveInfo, EngineError> {
         self.get("/api/v1/archive")
     }
 
+    /// The daemon prunes, streaming its progress to `observer`.
     fn prune(
         &self,
         req: PruneRequest,
-        _observer: &dyn Observer,
+        observer: &dyn Observer,
     ) -> Result<PruneReport, EngineError> {
-        self.post("/api/v1/prune", &req)
+        let progress = observer.prune_progress();
+        self.post_following("/api/v1/prune", &req, |step: PruneEvent| {
+            step.report_to(progress.as_ref())
+        })
     }
 
     fn retention_view(&self, req: RetentionQuery) -> Result<Option<RetentionView>, EngineError> {
@@ -487,13 +589,8 @@ impl Service for Remote {
 
     fn export(&self, req: ExportRequest) -> Result<ExportReport, EngineError> {
         // The daemon answers when the export is written, which takes as long as the
-        // snapshot is big: no 10-minute limit on this request.
-        let path = "/api/v1/export";
-        let rb = self
-            .req(Method::POST, path)
-            .timeout(Duration::from_secs(7 * 24 * 3600))
-            .json(&req);
-        self.send(rb, &format!("POST {path}"))
+        // snapshot is big.
+        self.post_unlimited("/api/v1/export", &req)
     }
 
     // issue 14 (lead)
@@ -609,4 +706,41 @@ impl Remote {
 fn rfc3339(at: time::OffsetDateTime) -> Result<String, EngineError> {
     at.format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| EngineError::Internal(format!("cannot format a time: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_followed_call_hands_over_its_steps_then_ends_with_the_report_or_the_error() {
+        let steps = Mutex::new(Vec::new());
+        let stream = "event: progress\ndata: {\"histories\":2}\n\n\
+                      event: progress\ndata: \"sweeping\"\n\n\
+                      event: end\ndata: {\"n\":7}\n\n";
+        let end: serde_json::Value =
+            follow_events(stream.as_bytes(), "POST /p", |s: PruneEvent| {
+                steps.lock().expect("steps").push(s)
+            })
+            .expect("end");
+        assert_eq!(end["n"], 7);
+        assert_eq!(
+            *steps.lock().expect("steps"),
+            [PruneEvent::Histories(2), PruneEvent::Sweeping]
+        );
+
+        let failed =
+            "event: error\ndata: {\"error\":\"appliance x is pruning\",\"kind\":\"conflict\"}\n\n";
+        let err =
+            follow_events::<serde_json::Value, PruneEvent>(failed.as_bytes(), "POST /p", |_| {})
+                .expect_err("error");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(err.to_string().contains("appliance x is pruning"), "{err}");
+
+        let cut = "event: progress\ndata: \"sweeping\"\n\n";
+        let err = follow_events::<serde_json::Value, PruneEvent>(cut.as_bytes(), "POST /p", |_| {})
+            .expect_err("cut");
+        assert!(err.to_string().contains("may still be running"), "{err}");
+    }
 }

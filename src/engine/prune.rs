@@ -59,6 +59,42 @@ pub trait PruneProgress: Sync {
 pub struct NoPruneProgress;
 impl PruneProgress for NoPruneProgress {}
 
+/// One step of a prune's progress as data: what the daemon streams to a CLI that
+/// prunes through it (`POST /api/v1/prune` with `Accept: text/event-stream`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneEvent {
+    Histories(usize),
+    History(String),
+    Sweeping,
+}
+
+impl PruneEvent {
+    /// Hands the step to `progress`.
+    pub fn report_to(self, progress: &dyn PruneProgress) {
+        match self {
+            PruneEvent::Histories(n) => progress.histories(n),
+            PruneEvent::History(name) => progress.history(&name),
+            PruneEvent::Sweeping => progress.sweeping(),
+        }
+    }
+}
+
+/// A [`PruneProgress`] that hands each step to a function as a [`PruneEvent`].
+pub struct PruneEvents<F>(pub F);
+
+impl<F: Fn(PruneEvent) + Sync> PruneProgress for PruneEvents<F> {
+    fn histories(&self, n: usize) {
+        (self.0)(PruneEvent::Histories(n))
+    }
+    fn history(&self, full_name: &str) {
+        (self.0)(PruneEvent::History(full_name.to_string()))
+    }
+    fn sweeping(&self) {
+        (self.0)(PruneEvent::Sweeping)
+    }
+}
+
 /// Consolidates `histories` (those in `thinned`, by history directory, even when they
 /// have a single pack: `forget` removed snapshots whose objects it may hold), then sweeps
 /// the whole archive.
