@@ -399,3 +399,102 @@ fn a_damaged_blob_in_the_source_keeps_only_its_snapshot_out_of_the_copy() {
     std::fs::rename(&copy, fresh.data_dir().join("archive")).expect("move the copy in");
     fresh.run(&["check", "--read-data"]).ok();
 }
+
+/// Beside a running daemon, `archive copy` goes through it: to a directory (saved with
+/// `--save-as`) and to the saved target, followed on a bar from the daemon's event
+/// stream, reported and audited as without a daemon; an S3 location with its keys is
+/// refused there, naming what to do instead.
+#[test]
+fn a_copy_beside_the_daemon_goes_through_it_to_a_saved_target_or_a_directory() {
+    let scratch = TempDir::new("reposafe-copy-daemon");
+    let server = CloudServer::start();
+    let docs = lfs_and_wiki_repo(&server, WS, "docs", &scratch.path().join("docs"));
+    let rs = Reposafe::new();
+    rs.connect_cloud_with_token(&server, WS);
+    rs.run(&["backup", WS]).ok();
+    let log = scratch.path().join("daemon.log");
+    let (mut daemon, url, token) = start_logged_daemon(&rs, &log);
+
+    let s3 = rs.run(&["archive", "copy", "--to", "s3://bucket/x", "--path-style"]);
+    assert_ne!(s3.code, 0);
+    assert!(s3.all().contains("--target NAME"), "{}", s3.all());
+    // A relative directory is the caller's, not the daemon's.
+    let first = rs
+        .cmd(&[
+            "archive",
+            "copy",
+            "--to",
+            "offsite",
+            "--save-as",
+            "offsite",
+            "--json",
+        ])
+        .current_dir(scratch.path())
+        .output()
+        .expect("copy");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).expect("json");
+    assert_eq!(first["snapshots_copied"], 1, "{first}");
+    assert!(scratch.path().join("offsite/FORMAT").exists());
+
+    commit_on_head(&docs.bare, "second");
+    rs.run(&["backup", WS]).ok();
+    let http = api_client();
+    let events = http
+        .post(format!("{url}/api/v1/archive/copy"))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .json(&serde_json::json!({"target": "offsite"}))
+        .send()
+        .expect("copy")
+        .text()
+        .expect("events");
+    assert!(
+        events.contains("event: progress\ndata: {\"planned\":{\"blobs\":"),
+        "{events}"
+    );
+    let end = events
+        .split("event: end\ndata: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("an end event: {events}"));
+    let second: serde_json::Value = serde_json::from_str(end.trim()).expect("report");
+    assert_eq!(second["snapshots_copied"], 1, "{second}");
+    assert_eq!(second["snapshots_present"], 1, "{second}");
+    let both = rs
+        .run(&["archive", "copy", "--target", "offsite", "--json"])
+        .ok();
+    let both: serde_json::Value = serde_json::from_str(&both.stdout).expect("json");
+    assert_eq!(both["snapshots_copied"], 0, "{both}");
+    assert_eq!(both["snapshots_present"], 2, "{both}");
+    let audit = rs.run(&["audit", "--json"]).ok();
+    assert!(audit.stdout.contains("archive.copy"), "{}", audit.stdout);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+
+    // The copy holds both snapshots and restores on a fresh appliance.
+    let fresh = Reposafe::new();
+    let copied = fresh.data_dir().join("archive");
+    std::fs::create_dir_all(fresh.data_dir()).expect("data dir");
+    copy_dir(&scratch.path().join("offsite"), &copied);
+    let shown = fresh.run(&["archive", "show", "--json"]).ok();
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    assert_eq!(shown["snapshots"], 2, "{shown}");
+    restores_as_source(&fresh, "acme/docs", &docs.bare, &scratch.path().join("r"));
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}

@@ -9,6 +9,7 @@ use super::{
     blocking, decode, error_response, json_response, read_body, reply, require_json, Api, ApiBody,
     ApiError, ChannelBody, ReqBody,
 };
+use crate::engine::archive_copy::{CopyEvents, CopyProgress};
 use crate::engine::audit::{Actor, AuditQuery};
 use crate::engine::prune::{PruneEvents, PruneProgress};
 use crate::engine::service::{
@@ -16,7 +17,8 @@ use crate::engine::service::{
     RestoreRequest, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
 };
 use crate::engine::service::{
-    CheckRequest, ForgetRequest, PruneRequest, RegisterWebhook, RetentionQuery, SetNotifications,
+    CheckRequest, CopyRequest, ForgetRequest, PruneRequest, RegisterWebhook, RetentionQuery,
+    SetNotifications,
 };
 use crate::engine::{LocalService, Observer, Quiet, Service};
 use crate::state::PlanSpec;
@@ -143,17 +145,28 @@ fn wants_events(req: &Request<ReqBody>) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
-/// An observer that streams a prune's progress as `progress` events.
+/// An observer that streams a prune's or a copy's progress as `progress` events.
 struct Streamed {
     tx: tokio::sync::mpsc::Sender<Bytes>,
 }
 
+impl Streamed {
+    /// Sends one `progress` event (a client gone meanwhile misses it).
+    fn sender<E: Serialize>(&self) -> impl Fn(E) + Send + Sync + 'static {
+        let tx = self.tx.clone();
+        move |event| {
+            let _ = tx.blocking_send(sse("progress", &event));
+        }
+    }
+}
+
 impl Observer for Streamed {
     fn prune_progress(&self) -> Arc<dyn PruneProgress> {
-        let tx = self.tx.clone();
-        Arc::new(PruneEvents(move |event| {
-            let _ = tx.blocking_send(sse("progress", &event));
-        }))
+        Arc::new(PruneEvents(self.sender()))
+    }
+
+    fn copy_progress(&self) -> Arc<dyn CopyProgress> {
+        Arc::new(CopyEvents::new(self.sender()))
     }
 }
 
@@ -359,6 +372,9 @@ pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(|| {
         }),
         route(M::GET, "/api/v1/archive", |api, _, _| {
             call(api, OK, |s| s.archive())
+        }),
+        route(M::POST, "/api/v1/archive/copy", |api, _, req| {
+            call_following(api, req, |s, b: CopyRequest, o| s.copy_archive(b, o))
         }),
         route(M::POST, "/api/v1/prune", |api, _, req| {
             call_following(api, req, |s, b: PruneRequest, o| s.prune(b, o))

@@ -1,15 +1,20 @@
-//! `reposafe archive …`: `init`, `key` and `copy` run on the data dir in this process
-//! (they create the archive, handle its key, which never crosses the API, or take S3
-//! credentials); `show` goes through the service like every other command.
+//! `reposafe archive …`: `init` and `key` run on the data dir in this process (they
+//! create the archive or handle its key, which never crosses the API); `copy` too,
+//! unless a daemon serves the data dir: then the daemon copies, to a saved target or a
+//! directory (S3 keys are given to `copy` with the daemon stopped, once, to save a
+//! target); `show` goes through the service like every other command.
 
 use super::args::{ArchiveCmd, ArchiveCopyArgs, ArchiveInitArgs, ArchiveKeyCmd, S3Args};
 use super::{output, read_secret, remote};
 use crate::engine::archive_copy::{self, ArchiveCopy, CopyDestination};
+use crate::engine::archive_copy::{ArchiveCopyReport, CopyProgress};
 use crate::engine::archive_keys::{self, ArchiveInit};
 use crate::engine::archive_location::S3Location;
-use crate::engine::Service;
-use anyhow::{bail, Result};
+use crate::engine::service::CopyRequest;
+use crate::engine::{Observer, Service};
+use anyhow::{bail, Context as _, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What [`run_local`] left to do.
 pub enum Outcome {
@@ -144,7 +149,9 @@ pub fn execute(service: &dyn Service, cmd: ArchiveCmd) -> Result<i32> {
 }
 
 fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
-    refuse_beside_daemon(data_dir, "copy")?;
+    if let Some(daemon) = remote::Remote::discover(data_dir)? {
+        return copy_through(&daemon, args);
+    }
     let to = match (args.target, args.to) {
         (Some(name), _) => {
             if args.s3.any() {
@@ -164,11 +171,51 @@ fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
     let bar = super::progress::CopyBar::new();
     let report = archive_copy::copy_archive(data_dir, req, &bar);
     bar.finish();
-    let report = report?;
-    if args.json {
-        output::json(&report)?;
+    print_copy(&report?, args.json)
+}
+
+/// `archive copy` beside a running daemon, which copies: to a saved target or a
+/// directory.
+fn copy_through(daemon: &dyn Service, args: ArchiveCopyArgs) -> Result<i32> {
+    let to_s3 = args.to.as_deref().is_some_and(|to| to.starts_with("s3://"));
+    if to_s3 || args.s3.any() {
+        bail!(
+            "a reposafe daemon serves this data dir: through it, copy to a saved target \
+             (--target NAME) or a directory. To save an S3 location with its keys, stop the \
+             daemon and run `reposafe archive copy --to s3://… --save-as NAME` once"
+        );
+    }
+    // The daemon runs elsewhere: a relative directory is this shell's.
+    let to = args
+        .to
+        .map(|dir| std::path::absolute(&dir).with_context(|| format!("--to {dir}")))
+        .transpose()?;
+    let req = CopyRequest {
+        target: args.target,
+        to,
+        save_as: args.save_as,
+    };
+    let bar = Arc::new(super::progress::CopyBar::new());
+    let report = daemon.copy_archive(req, &CopyBarObserver(bar.clone()));
+    bar.finish();
+    print_copy(&report?, args.json)
+}
+
+/// Shows a copy the daemon runs on a bar.
+struct CopyBarObserver(Arc<super::progress::CopyBar>);
+
+impl Observer for CopyBarObserver {
+    fn copy_progress(&self) -> Arc<dyn CopyProgress> {
+        self.0.clone()
+    }
+}
+
+/// Prints a copy's report; the exit code: 1 when something was left out.
+fn print_copy(report: &ArchiveCopyReport, json: bool) -> Result<i32> {
+    if json {
+        output::json(report)?;
     } else {
-        output::archive_copy(&report);
+        output::archive_copy(report);
     }
     Ok(if report.tally.failed.is_empty() { 0 } else { 1 })
 }

@@ -9,6 +9,7 @@
 
 use super::serve::DAEMON_FILE;
 use crate::api::TOKEN_FILE;
+use crate::engine::archive_copy::CopyEvent;
 use crate::engine::credentials::CredentialView;
 use crate::engine::prune::PruneEvent;
 use crate::engine::service::*;
@@ -552,6 +553,18 @@ impl Service for Remote {
 
     fn archive(&self) -> Result<ArchiveInfo, EngineError> {
         self.get("/api/v1/archive")
+    }
+
+    /// The daemon copies, streaming its progress to `observer`.
+    fn copy_archive(
+        &self,
+        req: CopyRequest,
+        observer: &dyn Observer,
+    ) -> Result<ArchiveCopyReport, EngineError> {
+        let progress = observer.copy_progress();
+        self.post_following("/api/v1/archive/copy", &req, |step: CopyEvent| {
+            step.report_to(progress.as_ref())
+        })
     }
 
     /// The daemon prunes, streaming its progress to `observer`.

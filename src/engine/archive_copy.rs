@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Blobs copied at once.
 const WORKERS: usize = 4;
@@ -41,6 +41,74 @@ pub trait CopyProgress: Sync {
     /// Whether to stop (a cancelled job); what was copied stays, a new copy resumes.
     fn cancelled(&self) -> bool {
         false
+    }
+}
+
+/// A copy that shows nothing.
+pub struct NoCopyProgress;
+impl CopyProgress for NoCopyProgress {
+    fn planned(&self, _blobs: u64, _bytes: u64) {}
+    fn blob_done(&self, _bytes: u64) {}
+}
+
+/// A copy's progress as data: what the daemon streams to a CLI that copies through it
+/// (`POST /api/v1/archive/copy` with `Accept: text/event-stream`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyEvent {
+    Planned {
+        blobs: u64,
+        bytes: u64,
+    },
+    /// Stored bytes of the blobs copied or checked since the last event.
+    Copied {
+        bytes: u64,
+    },
+}
+
+impl CopyEvent {
+    /// Hands the event to `progress`.
+    pub fn report_to(self, progress: &dyn CopyProgress) {
+        match self {
+            CopyEvent::Planned { blobs, bytes } => progress.planned(blobs, bytes),
+            CopyEvent::Copied { bytes } => progress.blob_done(bytes),
+        }
+    }
+}
+
+/// A [`CopyProgress`] that hands its steps to a function as [`CopyEvent`]s, the
+/// copied bytes gathered over [`CopyEvents::EVERY`] (a blob at a time would be
+/// thousands of events).
+pub struct CopyEvents<F> {
+    send: F,
+    /// Bytes not sent yet, and when the last event went.
+    pending: Mutex<(u64, Instant)>,
+}
+
+impl<F: Fn(CopyEvent) + Sync> CopyEvents<F> {
+    const EVERY: Duration = Duration::from_millis(250);
+
+    pub fn new(send: F) -> CopyEvents<F> {
+        CopyEvents {
+            send,
+            pending: Mutex::new((0, Instant::now())),
+        }
+    }
+}
+
+impl<F: Fn(CopyEvent) + Sync> CopyProgress for CopyEvents<F> {
+    fn planned(&self, blobs: u64, bytes: u64) {
+        (self.send)(CopyEvent::Planned { blobs, bytes })
+    }
+
+    fn blob_done(&self, bytes: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.0 += bytes;
+        if pending.1.elapsed() >= Self::EVERY {
+            let bytes = std::mem::take(&mut pending.0);
+            pending.1 = Instant::now();
+            (self.send)(CopyEvent::Copied { bytes });
+        }
     }
 }
 
@@ -153,13 +221,34 @@ pub(crate) fn copy_to_saved(
     name: &str,
     progress: &dyn CopyProgress,
 ) -> Result<ArchiveCopyReport, EngineError> {
-    let to = destination(
-        &ctx.data_dir,
-        &ctx.vault,
+    copy_in_process(
+        ctx,
         CopyDestination::Saved(name.to_string()),
-    )?;
+        None,
+        progress,
+    )
+}
+
+/// Copies the archive of a running appliance (`ctx`) to `to` (asked through its API,
+/// or a plan's `copy_to`), saving the destination as `save_as` when given.
+pub(crate) fn copy_in_process(
+    ctx: &Context,
+    to: CopyDestination,
+    save_as: Option<&str>,
+    progress: &dyn CopyProgress,
+) -> Result<ArchiveCopyReport, EngineError> {
+    if let Some(name) = save_as {
+        check_target_name(name, "save_as")?;
+    }
+    let to = destination(&ctx.data_dir, &ctx.vault, to)?;
+    if let Some(name) = save_as {
+        refuse_renaming(&ctx.data_dir, name, &to)?;
+    }
     let source = ctx.archive.without_cache();
     let dest = open_destination(&ctx.data_dir, &source, &to)?;
+    if let Some(name) = save_as {
+        save_target(&ctx.data_dir, name, &to.record)?;
+    }
     run_copy(
         &ctx.data_dir,
         &source,

@@ -649,6 +649,48 @@ impl Service for LocalService {
         super::archive_keys::archive_info(&self.ctx().archive, &self.ctx().data_dir)
     }
 
+    fn copy_archive(
+        &self,
+        req: CopyRequest,
+        observer: &dyn Observer,
+    ) -> Result<ArchiveCopyReport, EngineError> {
+        use super::archive_copy::{copy_in_process, CopyDestination};
+        let to = match (req.target, req.to) {
+            (Some(name), None) if req.save_as.is_none() => CopyDestination::Saved(name),
+            (Some(_), None) => {
+                return Err(EngineError::Field {
+                    field: "save_as".into(),
+                    message: "a saved target is saved already: give save_as with a directory"
+                        .into(),
+                })
+            }
+            (None, Some(dir)) => CopyDestination::Directory(dir),
+            _ => {
+                return Err(EngineError::Field {
+                    field: "to".into(),
+                    message: "give a saved target (`target`) or a directory (`to`), not both"
+                        .into(),
+                })
+            }
+        };
+        let object = match &to {
+            CopyDestination::Saved(name) => name.clone(),
+            CopyDestination::Directory(dir) => dir.display().to_string(),
+            CopyDestination::S3(loc) => loc.url.clone(),
+        };
+        let progress = observer.copy_progress();
+        let report = copy_in_process(self.ctx(), to, req.save_as.as_deref(), progress.as_ref())?;
+        let detail = format!(
+            "{} snapshots and {} blobs copied, {} blobs repaired, {} left out",
+            report.tally.snapshots_copied,
+            report.tally.blobs_copied,
+            report.tally.blobs_repaired,
+            report.tally.failed.len()
+        );
+        self.record("archive.copy", &object, Some(&detail));
+        Ok(report)
+    }
+
     fn prune(
         &self,
         req: PruneRequest,

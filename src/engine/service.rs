@@ -7,6 +7,7 @@
 //! `dyn Service` and never reach the state or the archive themselves, so a command
 //! gives the same answer whichever way it travels.
 
+pub use super::archive_copy::ArchiveCopyReport;
 pub use super::audit::{Actor, AuditEntry, AuditQuery};
 use super::backup::{BackupReport, Progress};
 use super::credentials::CredentialView;
@@ -123,6 +124,14 @@ pub trait Service: Send + Sync {
     /// Where the archive is, whether it is encrypted (and which sealed keys open it),
     /// and what it holds. Never a secret.
     fn archive(&self) -> Result<ArchiveInfo, EngineError>;
+    /// Copies the archive of a running appliance to a saved target or a directory
+    /// (`archive copy` beside the daemon), verifying every blob there; the copy's
+    /// progress goes to `observer`.
+    fn copy_archive(
+        &self,
+        req: CopyRequest,
+        observer: &dyn Observer,
+    ) -> Result<ArchiveCopyReport, EngineError>;
     /// Which of a repository's snapshots the retention of the plan that backs it up
     /// keeps, and by which rule (nothing is removed); `None` without such a plan.
     fn retention_view(&self, req: RetentionQuery) -> Result<Option<RetentionView>, EngineError>;
@@ -198,6 +207,10 @@ pub trait Observer: Sync {
     /// Where a prune run in this process reports its progress.
     fn prune_progress(&self) -> Arc<dyn super::prune::PruneProgress> {
         Arc::new(super::prune::NoPruneProgress)
+    }
+    /// Where an archive copy run in this process reports its progress.
+    fn copy_progress(&self) -> Arc<dyn super::archive_copy::CopyProgress> {
+        Arc::new(super::archive_copy::NoCopyProgress)
     }
 }
 
@@ -514,6 +527,22 @@ pub struct ForgetRequest {
     /// snapshots and sweep what no snapshot names.
     #[serde(default)]
     pub prune: bool,
+}
+
+/// `archive copy` through a running appliance: to a target saved by an earlier
+/// `archive copy --save-as` (its keys stay in the appliance), or to a directory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRequest {
+    /// A saved target's name.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// A directory (absent, empty, or holding an earlier copy).
+    #[serde(default)]
+    pub to: Option<std::path::PathBuf>,
+    /// Save the directory under this name (for `--target` and plans' `copy_to`).
+    #[serde(default)]
+    pub save_as: Option<String>,
 }
 
 /// `prune`: the whole archive.
