@@ -464,6 +464,16 @@ fn a_copy_beside_the_daemon_goes_through_it_to_a_saved_target_or_a_directory() {
     let second: serde_json::Value = serde_json::from_str(end.trim()).expect("report");
     assert_eq!(second["snapshots_copied"], 1, "{second}");
     assert_eq!(second["snapshots_present"], 1, "{second}");
+    // The daemon's own working directory is nobody's business: a relative path is refused.
+    let relative = http
+        .post(format!("{url}/api/v1/archive/copy"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": "offsite"}))
+        .send()
+        .expect("copy");
+    assert_eq!(relative.status().as_u16(), 400);
+    let refusal: serde_json::Value = relative.json().expect("json");
+    assert_eq!(refusal["field"], "to", "{refusal}");
     let both = rs
         .run(&["archive", "copy", "--target", "offsite", "--json"])
         .ok();

@@ -124,17 +124,44 @@ fn call_following<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 's
         let service = acting(&api);
         let body: B = decode(&read_body(&api, req).await?)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-        tokio::task::spawn_blocking(move || {
-            let observer = Streamed { tx: tx.clone() };
-            let last = match f(&service, body, &observer) {
-                Ok(report) => sse("end", &report),
-                Err(e) => sse("error", &ApiError::from(e).body()),
-            };
-            // A client gone meanwhile: the work is done all the same.
-            let _ = tx.blocking_send(last);
+        let observer = Streamed { tx: tx.clone() };
+        let work = tokio::task::spawn_blocking(move || match f(&service, body, &observer) {
+            Ok(report) => sse("end", &report),
+            Err(e) => sse("error", &ApiError::from(e).body()),
         });
+        tokio::spawn(finish_stream(work, tx));
         Ok(event_stream(rx))
     })
+}
+
+/// How often a followed call that reports nothing says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Sends a comment line every [`HEARTBEAT`] while `work` runs (a prune waiting for
+/// other appliances may report nothing for a long time), then its last event; a
+/// call that panicked ends with an `error` event, never silently.
+async fn finish_stream(
+    mut work: tokio::task::JoinHandle<Bytes>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.tick().await;
+    let last = loop {
+        tokio::select! {
+            done = &mut work => break done.unwrap_or_else(|_| {
+                let e = ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error: the call stopped unexpectedly (see the daemon's log)",
+                );
+                sse("error", &e.body())
+            }),
+            _ = beat.tick() => {
+                // A client gone meanwhile: the work is done all the same.
+                let _ = tx.send(Bytes::from_static(b": alive\n\n")).await;
+            }
+        }
+    };
+    let _ = tx.send(last).await;
 }
 
 /// Whether the client asked for Server-Sent Events.

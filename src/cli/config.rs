@@ -2,7 +2,7 @@
 //! `/etc/reposafe/reposafe.toml`), each key overridable by a flag or its
 //! `REPOSAFE_<KEY>` environment variable. Precedence: flag/env, file, default.
 
-use crate::engine::s3_keys::S3Keys;
+use crate::engine::s3_keys::{ConfiguredKeys, ConfiguredSecret};
 use anyhow::{bail, Context as _, Result};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -28,6 +28,9 @@ pub struct FileConfig {
     /// `[s3]`: the keys of the object store, for an archive or copy target set up
     /// without its own (see `engine::s3_keys` for the order of sources).
     pub s3: Option<S3FileKeys>,
+    /// The file read (for messages).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// The `[s3]` table.
@@ -49,9 +52,16 @@ impl FileConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let config: FileConfig = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("config file {}: {}", path.display(), e.to_string().trim())
+        // The parser's own text quotes the line, which may hold a secret: the message
+        // and the line number only.
+        let mut config: FileConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            anyhow::anyhow!("config file {}: {}{at}", path.display(), e.message().trim())
         })?;
+        config.path = Some(path.to_path_buf());
         let inline_secret = config
             .s3
             .as_ref()
@@ -67,23 +77,27 @@ impl FileConfig {
     }
 
     /// The keys of `[s3]`, checked: an access key id with exactly one of the secret
-    /// and the secret's file. `None` without the table.
-    pub fn s3_keys(&self) -> Result<Option<S3Keys>> {
+    /// and the secret's file (read when a store first needs it). `None` without the
+    /// table.
+    pub fn s3_keys(&self) -> Result<Option<ConfiguredKeys>> {
         let Some(s3) = &self.s3 else { return Ok(None) };
+        let file = self
+            .path
+            .as_deref()
+            .map_or_else(String::new, |p| format!(" {}", p.display()));
         let Some(access_key_id) = s3.access_key_id.clone() else {
-            bail!("config file: [s3] needs access_key_id");
+            bail!("config file{file}: [s3] needs access_key_id");
         };
-        let secret_access_key = match (&s3.secret_access_key, &s3.secret_access_key_file) {
-            (Some(secret), None) => secret.clone(),
-            (None, Some(file)) => super::read_secret(file, "[s3] secret access key")?,
-            _ => {
-                bail!("config file: [s3] needs one of secret_access_key and secret_access_key_file")
-            }
+        let secret = match (&s3.secret_access_key, &s3.secret_access_key_file) {
+            (Some(secret), None) => ConfiguredSecret::Inline(secret.clone()),
+            (None, Some(path)) => ConfiguredSecret::File(path.clone()),
+            _ => bail!(
+                "config file{file}: [s3] needs one of secret_access_key and secret_access_key_file"
+            ),
         };
-        Ok(Some(S3Keys {
+        Ok(Some(ConfiguredKeys {
             access_key_id,
-            secret_access_key,
-            session_token: None,
+            secret,
         }))
     }
 }
@@ -144,7 +158,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(keys.access_key_id, "AKIA1");
-        assert_eq!(keys.secret_access_key.expose_secret(), "from-a-file");
+        let secret = keys.secret_access_key().unwrap();
+        assert_eq!(secret.expose_secret(), "from-a-file");
 
         std::fs::write(
             &f,
@@ -158,7 +173,20 @@ mod tests {
         let config = FileConfig::load(Some(&f)).unwrap();
         assert!(!format!("{config:?}").contains("inline-s3cr3t"));
         let keys = config.s3_keys().unwrap().unwrap();
-        assert_eq!(keys.secret_access_key.expose_secret(), "inline-s3cr3t");
+        let secret = keys.secret_access_key().unwrap();
+        assert_eq!(secret.expose_secret(), "inline-s3cr3t");
+        // A typo never quotes the secret back.
+        std::fs::write(
+            &f,
+            "[s3]\naccess_key_id = \"A\"\nsecret_acess_key = \"inline-s3cr3t\"\n",
+        )
+        .unwrap();
+        let e = FileConfig::load(Some(&f)).unwrap_err().to_string();
+        assert!(
+            e.contains("secret_acess_key") && e.contains("line 3"),
+            "{e}"
+        );
+        assert!(!e.contains("inline-s3cr3t"), "{e}");
 
         for (table, wanted) in [
             ("[s3]\nsecret_access_key = \"x\"\n", "access_key_id"),

@@ -495,7 +495,7 @@ fn s3_destination(
 ) -> Result<Destination, EngineError> {
     let identity = archive_location::identity_of(&config.url(), config.endpoint.as_deref());
     let s3 = archive_location::s3_backend(data_dir, config)?;
-    archive_location::check_store(&s3)?;
+    archive_location::check_copy_store(&s3)?;
     Ok(Destination {
         backend: s3,
         identity,

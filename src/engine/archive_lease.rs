@@ -103,16 +103,41 @@ struct Inner {
 struct PruneHold {
     /// The lease file's version as this process last wrote it (its `If-Match`).
     version: String,
-    /// When it was last written successfully.
-    renewed: Instant,
-    /// Another appliance replaced it (this process stalled past its expiry):
-    /// nothing more may be deleted.
+    /// When it was last written successfully, in Unix seconds: the wall clock, which
+    /// goes on while the host is suspended (the monotonic clock stands still then).
+    written: i64,
+    /// The lease ran out (this process stalled near or past its expiry) or another
+    /// appliance replaced it: nothing more may be deleted.
     lost: bool,
+}
+
+/// How long before its expiry a hold no longer counts: from its expiry on, other
+/// appliances' backups no longer wait for it, and another appliance may take it over.
+const EXPIRY_MARGIN: i64 = 300;
+
+impl PruneHold {
+    fn new(version: String, written: i64) -> PruneHold {
+        PruneHold {
+            version,
+            written,
+            lost: false,
+        }
+    }
+
+    /// Whether the lease is (nearly) expired by the last write that went through.
+    fn expired(&self) -> bool {
+        now() >= self.written + TTL.as_secs() as i64 - EXPIRY_MARGIN
+    }
+
+    /// Whether it is time to renew.
+    fn due(&self) -> bool {
+        now() - self.written >= RENEW_EVERY.as_secs() as i64
+    }
 }
 
 fn lost_error() -> EngineError {
     EngineError::Conflict(
-        "another appliance took over the prune lease of this archive (this prune stalled past its expiry): it deleted nothing more; run prune again".into(),
+        "the prune lease of this archive ran out or another appliance took it over (this prune stalled past its expiry): it deleted nothing more; run prune again".into(),
     )
 }
 
@@ -150,15 +175,27 @@ impl Inner {
     }
 
     /// Renews `prune` while it is still the version this process wrote; marks the
-    /// hold lost when another appliance replaced or removed it.
+    /// hold lost when it (nearly) expired first — other appliances' backups went
+    /// ahead meanwhile, whoever holds the file now — or another appliance replaced or
+    /// removed it.
     fn renew_prune(&self, hold: &mut PruneHold) -> Result<(), EngineError> {
-        match self
+        if hold.expired() {
+            tracing::warn!("{}", lost_error());
+            hold.lost = true;
+            return Ok(());
+        }
+        let written = now();
+        let renewed = match self
             .archive
             .replace_lease(PRUNE, &record(&self.me), &hold.version)?
         {
+            Some(version) => Some(version),
+            None => self.mine_now()?,
+        };
+        match renewed {
             Some(version) => {
                 hold.version = version;
-                hold.renewed = Instant::now();
+                hold.written = written;
             }
             None => {
                 tracing::warn!("{}", lost_error());
@@ -166,6 +203,19 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// The version of `prune` when it names this process as its holder: a
+    /// conditional write that was retried after its first try went through is
+    /// refused (412), yet the file is this process's.
+    fn mine_now(&self) -> Result<Option<String>, EngineError> {
+        Ok(self
+            .archive
+            .read_lease_versioned(PRUNE)?
+            .and_then(|(bytes, version)| {
+                let r: Record = serde_json::from_slice(&bytes).ok()?;
+                (r.holder == self.me).then_some(version)
+            }))
     }
 
     /// Creates `prune`, or takes it over when it expired or was left by this
@@ -184,10 +234,14 @@ impl Inner {
             if let Some(holder) = holder.filter(|h| appliance_of(h) != appliance_of(&self.me)) {
                 return Err(pruning_error(&holder));
             }
-            return match self
+            let taken = match self
                 .archive
                 .replace_lease(PRUNE, &record(&self.me), &version)?
             {
+                Some(version) => Some(version),
+                None => self.mine_now()?,
+            };
+            return match taken {
                 Some(version) => Ok(version),
                 None => Err(EngineError::Conflict(
                     "another appliance took the prune lease of this archive; try again when it is done"
@@ -297,8 +351,11 @@ impl PruneGuard {
         let Some(hold) = pruning.as_mut() else {
             return Err(lost_error());
         };
-        if !hold.lost && hold.renewed.elapsed() >= RENEW_EVERY {
+        if !hold.lost && hold.due() {
             self.inner.renew_prune(hold)?;
+        }
+        if hold.expired() {
+            hold.lost = true;
         }
         if hold.lost {
             Err(lost_error())
@@ -311,19 +368,16 @@ impl PruneGuard {
 impl Drop for PruneGuard {
     fn drop(&mut self) {
         let mut pruning = self.inner.lock_pruning();
-        let hold = pruning.take();
+        pruning.take();
         self.inner.prune_done.notify_all();
-        // Only our own lease: one taken over meanwhile is the taker's.
-        let Some(hold) = hold.filter(|h| !h.lost) else {
-            return;
-        };
-        match self.inner.archive.read_lease_versioned(PRUNE) {
-            Ok(Some((_, version))) if version == hold.version => {
+        // Only while it names this process: one taken over meanwhile is the taker's.
+        match self.inner.mine_now() {
+            Ok(Some(_)) => {
                 if let Err(e) = self.inner.archive.delete_lease(PRUNE) {
                     tracing::warn!("cannot release the prune lease: {e}");
                 }
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!("cannot release the prune lease: {e}"),
         }
     }
@@ -436,12 +490,9 @@ impl Lease {
                 .wait(pruning)
                 .unwrap_or_else(|p| p.into_inner());
         }
+        let written = now();
         let version = inner.take_prune()?;
-        *pruning = Some(PruneHold {
-            version,
-            renewed: Instant::now(),
-            lost: false,
-        });
+        *pruning = Some(PruneHold::new(version, written));
         drop(pruning);
         let guard = PruneGuard {
             inner: inner.clone(),
@@ -591,13 +642,11 @@ mod tests {
             .expect("b takes over");
         // a wakes: its next check renews conditionally and finds the lease gone.
         if let Some(hold) = a.inner.lock_pruning().as_mut() {
-            hold.renewed = Instant::now()
-                .checked_sub(RENEW_EVERY)
-                .expect("uptime past two minutes");
+            hold.written -= RENEW_EVERY.as_secs() as i64;
         }
         let err = guard.still_held().expect_err("lost");
         assert!(
-            err.to_string().contains("took over the prune lease"),
+            err.to_string().contains("another appliance took it over"),
             "{err}"
         );
         assert!(guard.still_held().is_err(), "stays lost");
@@ -630,5 +679,51 @@ mod tests {
         drop(first);
         let waited = second.join().expect("join");
         assert!(waited >= Duration::from_millis(400), "waited {waited:?}");
+    }
+
+    #[test]
+    fn a_pruner_stalled_past_the_expiry_stops_even_when_nobody_took_the_lease_over() {
+        let (store, a, _b) = two_appliances();
+        let guard = a.prune_within(Duration::from_secs(1)).expect("a prunes");
+        // The host was suspended for half an hour: the file still names a, but other
+        // appliances' backups went ahead once it expired.
+        if let Some(hold) = a.inner.lock_pruning().as_mut() {
+            hold.written -= TTL.as_secs() as i64;
+        }
+        let err = guard.still_held().expect_err("ran out");
+        assert!(err.to_string().contains("ran out"), "{err}");
+        drop(guard);
+        assert!(
+            !store.exists(FileKind::Lock, PRUNE).expect("exists"),
+            "its own file is released all the same"
+        );
+    }
+
+    #[test]
+    fn a_renewal_whose_first_try_went_through_keeps_the_lease() {
+        let (store, a, _b) = two_appliances();
+        let guard = a.prune_within(Duration::from_secs(1)).expect("a prunes");
+        // The store took the renewal, its answer was lost, the retry got 412: the
+        // process still knows the version before.
+        if let Some(hold) = a.inner.lock_pruning().as_mut() {
+            let (_, current) = store
+                .read_versioned(FileKind::Lock, PRUNE)
+                .expect("read")
+                .expect("there");
+            let later = serde_json::to_vec(&Record {
+                holder: "aaaa.1".into(),
+                expires: now() + TTL.as_secs() as i64 + 60,
+            })
+            .expect("json");
+            let renewed = store
+                .replace_if(FileKind::Lock, PRUNE, &later, &current)
+                .expect("replace")
+                .expect("renewed");
+            assert_ne!(renewed, hold.version);
+            hold.written -= RENEW_EVERY.as_secs() as i64;
+        }
+        guard.still_held().expect("still a's");
+        drop(guard);
+        assert!(!store.exists(FileKind::Lock, PRUNE).expect("exists"));
     }
 }

@@ -117,20 +117,35 @@ pub(crate) fn s3_backend(data_dir: &Path, config: S3Config) -> Result<Arc<S3Back
 /// replace of a version that is no longer current must fail: the prune lease's renewal
 /// and takeover rely on it).
 pub(crate) fn check_store(s3: &S3Backend) -> Result<(), EngineError> {
+    check_conditions(s3, true)
+}
+
+/// [`check_store`] for the destination of a copy, which only creates there (its
+/// manifests): `If-None-Match` is all it needs.
+pub(crate) fn check_copy_store(s3: &S3Backend) -> Result<(), EngineError> {
+    check_conditions(s3, false)
+}
+
+fn check_conditions(s3: &S3Backend, if_match: bool) -> Result<(), EngineError> {
     use crate::archive::{ArchiveError, FileKind};
     s3.check_bucket().map_err(ArchiveError::from)?;
     let probe = format!("probe-{:08x}", rand::random::<u32>());
     let version = s3
         .create_versioned(FileKind::Lock, &probe, b"probe")
         .map_err(ArchiveError::from)?;
-    let honoured = probe_conditions(s3, &probe, &version);
+    let honoured = probe_conditions(s3, &probe, &version, if_match);
     let _ = s3.delete(FileKind::Lock, &probe);
     honoured
 }
 
 /// Whether the store honours both conditions on the object `probe` (just created,
 /// at `version`).
-fn probe_conditions(s3: &S3Backend, probe: &str, version: &str) -> Result<(), EngineError> {
+fn probe_conditions(
+    s3: &S3Backend,
+    probe: &str,
+    version: &str,
+    if_match: bool,
+) -> Result<(), EngineError> {
     use crate::archive::{ArchiveError, FileKind};
     let ignored = |condition: &str| {
         EngineError::Invalid(format!(
@@ -142,6 +157,9 @@ fn probe_conditions(s3: &S3Backend, probe: &str, version: &str) -> Result<(), En
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(ArchiveError::from(e).into()),
         Ok(()) => return Err(ignored("If-None-Match")),
+    }
+    if !if_match {
+        return Ok(());
     }
     let stale = "\"00000000000000000000000000000000\"";
     let replaced_stale = s3

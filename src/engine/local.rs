@@ -258,6 +258,15 @@ pub fn backup_targets(
     Ok(names)
 }
 
+/// Whether a failed forget or prune may have changed the archive before it stopped
+/// (a refused request changed nothing).
+fn may_have_changed(e: &EngineError) -> bool {
+    !matches!(
+        e.kind(),
+        super::ErrorKind::Invalid | super::ErrorKind::NotFound
+    )
+}
+
 impl Service for LocalService {
     fn overview(&self) -> Result<Overview, EngineError> {
         super::overview::overview(self.ctx(), &self.totals, time::OffsetDateTime::now_utc())
@@ -632,13 +641,19 @@ impl Service for LocalService {
         req: ForgetRequest,
         observer: &dyn Observer,
     ) -> Result<ForgetReport, EngineError> {
-        let report = super::forget::forget(self.ctx(), &req, observer.prune_progress().as_ref())?;
+        let object = req
+            .repository
+            .clone()
+            .or_else(|| req.connection.clone())
+            .unwrap_or_else(|| "all".into());
+        let report = super::forget::forget(self.ctx(), &req, observer.prune_progress().as_ref())
+            .inspect_err(|e| {
+                if !req.dry_run && may_have_changed(e) {
+                    // It may have removed manifests (or its prune blobs) before it stopped.
+                    self.record("snapshots.forget", &object, Some(&format!("failed: {e}")));
+                }
+            })?;
         if !req.dry_run && report.removed > 0 {
-            let object = req
-                .repository
-                .clone()
-                .or_else(|| req.connection.clone())
-                .unwrap_or_else(|| "all".into());
             let detail = format!("{} snapshots removed, {} kept", report.removed, report.kept);
             self.record("snapshots.forget", &object, Some(&detail));
         }
@@ -664,7 +679,16 @@ impl Service for LocalService {
                         .into(),
                 })
             }
-            (None, Some(dir)) => CopyDestination::Directory(dir),
+            (None, Some(dir)) if dir.is_absolute() => CopyDestination::Directory(dir),
+            (None, Some(dir)) => {
+                return Err(EngineError::Field {
+                    field: "to".into(),
+                    message: format!(
+                        "{} is not an absolute directory path: the daemon copies to a directory given as /path/to/dir, or to an S3 location through a saved target",
+                        dir.display()
+                    ),
+                })
+            }
             _ => {
                 return Err(EngineError::Field {
                     field: "to".into(),
@@ -696,7 +720,13 @@ impl Service for LocalService {
         req: PruneRequest,
         observer: &dyn Observer,
     ) -> Result<PruneReport, EngineError> {
-        let report = super::prune::prune(self.ctx(), &req, observer.prune_progress().as_ref())?;
+        let report = super::prune::prune(self.ctx(), &req, observer.prune_progress().as_ref())
+            .inspect_err(|e| {
+                if !req.dry_run && may_have_changed(e) {
+                    // It may have deleted blobs before it stopped.
+                    self.record("archive.prune", "all", Some(&format!("failed: {e}")));
+                }
+            })?;
         if !req.dry_run {
             let detail = format!(
                 "{} histories consolidated, {} blobs ({} bytes) freed",

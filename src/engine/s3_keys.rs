@@ -36,11 +36,57 @@ impl std::fmt::Debug for S3Keys {
     }
 }
 
-static CONFIGURED: OnceLock<S3Keys> = OnceLock::new();
+/// The config file's `[s3]` keys as written there.
+#[derive(Debug)]
+pub struct ConfiguredKeys {
+    pub access_key_id: String,
+    pub secret: ConfiguredSecret,
+}
+
+/// Where the config file's secret access key is.
+pub enum ConfiguredSecret {
+    Inline(SecretString),
+    /// A file holding it (one line), read when a store first needs it.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for ConfiguredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfiguredSecret::Inline(_) => f.write_str("Inline(..)"),
+            ConfiguredSecret::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl ConfiguredKeys {
+    /// The secret access key, read from its file when it is in one.
+    pub fn secret_access_key(&self) -> Result<SecretString, EngineError> {
+        match &self.secret {
+            ConfiguredSecret::Inline(secret) => Ok(secret.clone()),
+            ConfiguredSecret::File(path) => {
+                let bad = |reason: String| {
+                    EngineError::Invalid(format!(
+                        "the config file's [s3] secret_access_key_file {}: {reason}",
+                        path.display()
+                    ))
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+                let secret = text.trim_end_matches(['\n', '\r']);
+                if secret.trim().is_empty() {
+                    return Err(bad("it is empty".into()));
+                }
+                Ok(SecretString::from(secret.to_string()))
+            }
+        }
+    }
+}
+
+static CONFIGURED: OnceLock<ConfiguredKeys> = OnceLock::new();
 
 /// The keys of the config file's `[s3]` table, for every store whose location
 /// records none. Set once, by the binary, before any store is opened.
-pub fn use_configured_keys(keys: S3Keys) {
+pub fn use_configured_keys(keys: ConfiguredKeys) {
     let _ = CONFIGURED.set(keys);
 }
 
@@ -52,7 +98,11 @@ pub(crate) fn with_default_keys(config: S3Config) -> Result<S3Config, EngineErro
         return Ok(config);
     }
     let keys = match CONFIGURED.get() {
-        Some(keys) => Some(keys.clone()),
+        Some(keys) => Some(S3Keys {
+            access_key_id: keys.access_key_id.clone(),
+            secret_access_key: keys.secret_access_key()?,
+            session_token: None,
+        }),
         None => shared_file_keys()?,
     };
     Ok(match keys {
@@ -98,12 +148,18 @@ fn shared_file_keys() -> Result<Option<S3Keys>, EngineError> {
             )))
         }
     };
-    let keys = profile_keys(&text, &profile).map_err(|reason| {
-        EngineError::Invalid(format!(
-            "the AWS credentials file {}, profile {profile}: {reason}",
-            path.display()
-        ))
-    })?;
+    let keys = match profile_keys(&text, &profile) {
+        Ok(keys) => keys,
+        // A profile without static keys (SSO, a credential process) is for the S3
+        // client's other sources, unless it was asked for.
+        Err(_) if !asked => None,
+        Err(reason) => {
+            return Err(EngineError::Invalid(format!(
+                "the AWS credentials file {}, profile {profile}: {reason}",
+                path.display()
+            )))
+        }
+    };
     if keys.is_none() && asked {
         return Err(EngineError::Invalid(format!(
             "AWS_PROFILE is {profile}, but the AWS credentials file {} has no such profile",
