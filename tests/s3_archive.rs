@@ -30,6 +30,13 @@ fn server(scratch: &Path) -> (CloudServer, LfsWikiRepo, std::path::PathBuf) {
     (server, docs, big)
 }
 
+/// A SeaweedFS server of this test's own with the bucket created.
+fn weed_with_bucket() -> Weed {
+    let weed = Weed::start();
+    weed.create_bucket(BUCKET);
+    weed
+}
+
 fn init(rs: &Reposafe, weed: &Weed, url: &str, extra: &[&str]) -> Run {
     let mut args = weed.init_args(url, rs.files.path());
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -68,8 +75,7 @@ fn objects_holding(weed: &Weed, prefix: &str, needle: &str) -> Vec<String> {
 
 #[test]
 fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_bucket_alone() {
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = weed_with_bucket();
     let scratch = TempDir::new("reposafe-s3");
     let (server, docs, big) = server(scratch.path());
     let url = format!("s3://{BUCKET}/appliance-1");
@@ -164,8 +170,7 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
 
 #[test]
 fn an_encrypted_archive_on_s3_backs_up_and_restores() {
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = weed_with_bucket();
     let scratch = TempDir::new("reposafe-s3-encrypted");
     let (server, docs, _big) = server(scratch.path());
     let url = format!("s3://{BUCKET}/encrypted");
@@ -237,8 +242,7 @@ fn an_encrypted_archive_on_s3_backs_up_and_restores() {
 
 #[test]
 fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = weed_with_bucket();
     let rs = Reposafe::new();
     let missing = init(&rs, &weed, "s3://no-such-bucket/x", &[]);
     assert_ne!(missing.code, 0);
@@ -298,8 +302,7 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
 
 #[test]
 fn a_kill_in_the_middle_of_an_upload_leaves_no_half_snapshot() {
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = weed_with_bucket();
     let scratch = TempDir::new("reposafe-s3-kill");
     let (server, _docs, big) = server(scratch.path());
     let rs = Reposafe::new();
@@ -329,8 +332,7 @@ fn a_kill_in_the_middle_of_an_upload_leaves_no_half_snapshot() {
 /// or is told another appliance prunes), and every snapshot of both still restores.
 #[test]
 fn two_appliances_pruning_one_bucket_at_once_lose_nothing() {
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = weed_with_bucket();
     let scratch = TempDir::new("reposafe-s3-two");
     let (server, docs, big) = server(scratch.path());
     let url = format!("s3://{BUCKET}/shared");
@@ -386,8 +388,7 @@ fn two_appliances_pruning_one_bucket_at_once_lose_nothing() {
 /// is recorded in the data dir, and every command works with them.
 #[test]
 fn s3_credentials_from_the_environment_are_used_and_never_recorded() {
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = weed_with_bucket();
     let scratch = TempDir::new("reposafe-s3-env");
     let (server, docs, _big) = server(scratch.path());
     let rs = Reposafe::new();
@@ -434,8 +435,7 @@ fn s3_credentials_from_the_environment_are_used_and_never_recorded() {
 #[test]
 fn the_store_replaces_a_lease_only_while_it_is_unchanged() {
     use reposafe::archive::{Backend, FileKind};
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = weed_with_bucket();
     let scratch = TempDir::new("reposafe-s3-if-match");
     let store = bucket(&weed, "leases", scratch.path());
     let first = store
@@ -489,8 +489,7 @@ fn the_store_replaces_a_lease_only_while_it_is_unchanged() {
 #[test]
 fn s3_keys_from_the_config_file_or_the_aws_credentials_file_are_used_and_never_recorded() {
     use std::os::unix::fs::PermissionsExt;
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = weed_with_bucket();
     let scratch = TempDir::new("reposafe-s3-config-keys");
     let (server, docs, _big) = server(scratch.path());
     let rs = Reposafe::new();

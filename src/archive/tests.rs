@@ -728,7 +728,10 @@ fn a_file_is_stored_whole_and_once_on(a: &Archive) {
     for (name, data) in [
         // Several pipe chunks, compressible (zstd) and not (stored).
         ("text", b"a line of a git pack\n".repeat(200_000)),
-        ("random", pseudo_random(3 << 20)),
+        (
+            "random",
+            reposafe_testkit::gitutil::pseudo_random_bytes(5, 3 << 20),
+        ),
         ("empty", Vec::new()),
     ] {
         let path = dir.path().join(name);
@@ -749,17 +752,4 @@ fn a_file_is_stored_whole_and_once_on(a: &Archive) {
     }
     let missing = a.put_file(&dir.path().join("none")).expect_err("missing");
     assert!(missing.to_string().contains("none"), "{missing}");
-}
-
-/// Bytes that do not compress.
-fn pseudo_random(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }

@@ -194,39 +194,15 @@ pub fn copy_archive(
     // Holding the state database keeps every other reposafe process (and its prune) out.
     let state = crate::state::State::open(data_dir)?;
     let vault = Vault::open_checked(data_dir, &super::data_dir::sealed_credentials(&state)?)?;
-    let to = destination(data_dir, &vault, req.to)?;
-    if let Some(name) = &req.save_as {
-        refuse_renaming(data_dir, name, &to)?;
-    }
     let source = super::archive_keys::open_archive(data_dir, &vault)?;
     let source_gate = ArchiveGate::for_archive(&source, data_dir)?;
-    let dest = open_destination(data_dir, &source, &to)?;
-    if let Some(name) = &req.save_as {
-        save_target(data_dir, name, &to.record)?;
-    }
-    run_copy(
+    let from = Origin {
         data_dir,
-        &source,
-        &source_gate,
-        &dest,
-        &to.identity,
-        progress,
-    )
-}
-
-/// Copies the archive of a running appliance (`ctx`) to the saved target `name` (a
-/// plan's `copy_to`).
-pub(crate) fn copy_to_saved(
-    ctx: &Context,
-    name: &str,
-    progress: &dyn CopyProgress,
-) -> Result<ArchiveCopyReport, EngineError> {
-    copy_in_process(
-        ctx,
-        CopyDestination::Saved(name.to_string()),
-        None,
-        progress,
-    )
+        vault: &vault,
+        archive: &source,
+        gate: &source_gate,
+    };
+    copy_from(&from, req.to, req.save_as.as_deref(), progress)
 }
 
 /// Copies the archive of a running appliance (`ctx`) to `to` (asked through its API,
@@ -237,22 +213,47 @@ pub(crate) fn copy_in_process(
     save_as: Option<&str>,
     progress: &dyn CopyProgress,
 ) -> Result<ArchiveCopyReport, EngineError> {
+    let source = ctx.archive.without_cache();
+    let from = Origin {
+        data_dir: &ctx.data_dir,
+        vault: &ctx.vault,
+        archive: &source,
+        gate: &ctx.gate,
+    };
+    copy_from(&from, to, save_as, progress)
+}
+
+/// The appliance a copy reads from.
+struct Origin<'a> {
+    data_dir: &'a Path,
+    vault: &'a Vault,
+    archive: &'a Archive,
+    gate: &'a ArchiveGate,
+}
+
+/// Copies `from`'s archive to `to`, saving the destination as `save_as` (after it
+/// opened, before anything is copied) when given.
+fn copy_from(
+    from: &Origin<'_>,
+    to: CopyDestination,
+    save_as: Option<&str>,
+    progress: &dyn CopyProgress,
+) -> Result<ArchiveCopyReport, EngineError> {
     if let Some(name) = save_as {
         check_target_name(name, "save_as")?;
     }
-    let to = destination(&ctx.data_dir, &ctx.vault, to)?;
+    let to = destination(from.data_dir, from.vault, to)?;
     if let Some(name) = save_as {
-        refuse_renaming(&ctx.data_dir, name, &to)?;
+        refuse_renaming(from.data_dir, name, &to)?;
     }
-    let source = ctx.archive.without_cache();
-    let dest = open_destination(&ctx.data_dir, &source, &to)?;
+    let dest = open_destination(from.data_dir, from.archive, &to)?;
     if let Some(name) = save_as {
-        save_target(&ctx.data_dir, name, &to.record)?;
+        save_target(from.data_dir, name, &to.record)?;
     }
     run_copy(
-        &ctx.data_dir,
-        &source,
-        &ctx.gate,
+        from.data_dir,
+        from.archive,
+        from.gate,
         &dest,
         &to.identity,
         progress,

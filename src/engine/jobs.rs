@@ -666,8 +666,9 @@ impl Jobs {
             total: AtomicU64::new(0),
             done: AtomicU64::new(0),
         };
+        let to = super::archive_copy::CopyDestination::Saved(target.clone());
         Some(
-            match super::archive_copy::copy_to_saved(&self.ctx, &target, &progress) {
+            match super::archive_copy::copy_in_process(&self.ctx, to, None, &progress) {
                 Ok(r) if r.tally.failed.is_empty() => (copy_note(&target, &r), None),
                 Ok(r) => {
                     let failure = format!(

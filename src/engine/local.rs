@@ -75,6 +75,18 @@ impl LocalService {
         audit::record(self.ctx(), &self.actor, action, object, detail);
     }
 
+    /// Records a forget or prune that failed after it may have changed the archive
+    /// (removed manifests, deleted blobs); a dry run or a refused request changed nothing.
+    fn record_failure(&self, dry_run: bool, action: &str, object: &str, e: &EngineError) {
+        let refused = matches!(
+            e.kind(),
+            super::ErrorKind::Invalid | super::ErrorKind::NotFound
+        );
+        if !dry_run && !refused {
+            self.record(action, object, Some(&format!("failed: {e}")));
+        }
+    }
+
     /// Records `action` on `object` when `result` is a success; hands it on.
     fn audited<T>(
         &self,
@@ -256,15 +268,6 @@ pub fn backup_targets(
         ));
     }
     Ok(names)
-}
-
-/// Whether a failed forget or prune may have changed the archive before it stopped
-/// (a refused request changed nothing).
-fn may_have_changed(e: &EngineError) -> bool {
-    !matches!(
-        e.kind(),
-        super::ErrorKind::Invalid | super::ErrorKind::NotFound
-    )
 }
 
 impl Service for LocalService {
@@ -647,12 +650,7 @@ impl Service for LocalService {
             .or_else(|| req.connection.clone())
             .unwrap_or_else(|| "all".into());
         let report = super::forget::forget(self.ctx(), &req, observer.prune_progress().as_ref())
-            .inspect_err(|e| {
-                if !req.dry_run && may_have_changed(e) {
-                    // It may have removed manifests (or its prune blobs) before it stopped.
-                    self.record("snapshots.forget", &object, Some(&format!("failed: {e}")));
-                }
-            })?;
+            .inspect_err(|e| self.record_failure(req.dry_run, "snapshots.forget", &object, e))?;
         if !req.dry_run && report.removed > 0 {
             let detail = format!("{} snapshots removed, {} kept", report.removed, report.kept);
             self.record("snapshots.forget", &object, Some(&detail));
@@ -721,12 +719,7 @@ impl Service for LocalService {
         observer: &dyn Observer,
     ) -> Result<PruneReport, EngineError> {
         let report = super::prune::prune(self.ctx(), &req, observer.prune_progress().as_ref())
-            .inspect_err(|e| {
-                if !req.dry_run && may_have_changed(e) {
-                    // It may have deleted blobs before it stopped.
-                    self.record("archive.prune", "all", Some(&format!("failed: {e}")));
-                }
-            })?;
+            .inspect_err(|e| self.record_failure(req.dry_run, "archive.prune", "all", e))?;
         if !req.dry_run {
             let detail = format!(
                 "{} histories consolidated, {} blobs ({} bytes) freed",
