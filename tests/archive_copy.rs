@@ -474,6 +474,25 @@ fn a_copy_beside_the_daemon_goes_through_it_to_a_saved_target_or_a_directory() {
     assert_eq!(relative.status().as_u16(), 400);
     let refusal: serde_json::Value = relative.json().expect("json");
     assert_eq!(refusal["field"], "to", "{refusal}");
+    // A directory holding something else is the user's to sort out, not a server fault.
+    let foreign = scratch.path().join("photos");
+    std::fs::create_dir_all(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("holiday.jpg"), b"not an archive").expect("write");
+    let refused = http
+        .post(format!("{url}/api/v1/archive/copy"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": foreign}))
+        .send()
+        .expect("copy");
+    assert_eq!(refused.status().as_u16(), 409);
+    let refusal: serde_json::Value = refused.json().expect("json");
+    let message = refusal["error"].as_str().unwrap_or_default();
+    assert!(message.contains("not a reposafe archive"), "{refusal}");
+    assert_eq!(
+        std::fs::read_dir(&foreign).expect("list").count(),
+        1,
+        "the refused copy wrote nothing there"
+    );
     let both = rs
         .run(&["archive", "copy", "--target", "offsite", "--json"])
         .ok();

@@ -300,6 +300,47 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
     );
 }
 
+/// A store that does not keep S3's promises about conditional writes is refused at
+/// `archive init`, naming the endpoint and the condition, and nothing is recorded.
+#[test]
+fn a_store_without_conditional_writes_is_refused_naming_the_condition() {
+    use common::s3_lax::{LaxS3, Laxity};
+    let rs = Reposafe::new();
+    let secret = rs.secret_file("s3-secret.txt", common::s3::SECRET_ACCESS_KEY);
+    for (laxity, condition) in [
+        (Laxity::IgnoresIfNoneMatch, "(If-None-Match)"),
+        (Laxity::IfMatchNotImplemented, "(If-Match)"),
+    ] {
+        let lax = LaxS3::start(laxity);
+        let refused = rs.run(&[
+            "archive",
+            "init",
+            "s3://lax/x",
+            "--endpoint",
+            &lax.endpoint,
+            "--path-style",
+            "--access-key-id",
+            common::s3::ACCESS_KEY_ID,
+            "--secret-access-key-file",
+            &secret.display().to_string(),
+        ]);
+        assert_ne!(refused.code, 0, "{laxity:?}: {}", refused.all());
+        let said = refused.all();
+        assert!(
+            said.contains(&format!("the store ignores conditional writes {condition}")),
+            "{laxity:?}: {said}"
+        );
+        assert!(said.contains(&lax.endpoint), "{laxity:?}: {said}");
+    }
+    let show = rs.run(&["archive", "show"]).ok();
+    assert!(
+        show.stdout
+            .contains(&rs.data_dir().join("archive").display().to_string()),
+        "{}",
+        show.stdout
+    );
+}
+
 #[test]
 fn a_kill_in_the_middle_of_an_upload_leaves_no_half_snapshot() {
     let weed = weed_with_bucket();

@@ -230,6 +230,11 @@ impl S3Backend {
             .map_err(|e| BackendError::new(self.root_location(), self.io_error(e)))
     }
 
+    /// The endpoint this backend talks to, for messages.
+    pub fn endpoint_name(&self) -> String {
+        self.config.endpoint_name()
+    }
+
     /// Runs `fut` on the backend's runtime and waits for it (from any thread).
     fn run<T: Send + 'static>(
         &self,
@@ -297,7 +302,7 @@ impl S3Backend {
             ),
             (Some(c @ "NotImplemented"), _) | (Some(c), E::NotImplemented { .. }) => (
                 io::ErrorKind::Unsupported,
-                format!("the store does not support a request reposafe needs ({c}); it must support conditional writes (If-None-Match)"),
+                format!("the store does not support a request reposafe needs ({c}); it must support conditional writes (If-None-Match and If-Match)"),
             ),
             (_, E::NotFound { .. }) => (io::ErrorKind::NotFound, "not found".to_string()),
             (_, E::AlreadyExists { .. } | E::Precondition { .. }) => {

@@ -120,7 +120,7 @@ fn plan_actions(ctx: &Ctx, p: &Plan) -> Markup {
                 None => "none".to_string(),
                 Some(every) => format!("every {every}, {}; last {}", p.spec.check_subset.map_or("structure only".to_string(), |s| format!("{s}% read back")), when(p.status.last_check)),
             }) }
-        p.muted #plan-copy { "Copy: " (p.spec.copy_to.as_deref().map_or("none".to_string(), |t| format!("to copy target {t} after each run that backed something up"))) }
+        p.muted #plan-copy { "Copy: " (p.spec.copy_to.as_deref().map_or("none".to_string(), |t| format!("to copy target {t} after each succeeded or partial run"))) }
         p.muted { "Last success " (when(p.status.last_success)) " · last job "
             @if let Some(j) = p.status.last_job { a href={ "/jobs/" (j) } { (j) } } @else { "-" } }
     }
@@ -153,7 +153,7 @@ fn keep_fieldset(spec: &PlanSpec) -> Markup {
             p { label for="check_subset" { "Read back (%)" } input #check_subset type="text" name="check_subset" value=[spec.check_subset] placeholder="e.g. 10 (empty: structure only; 100: everything)"; }
         }
         fieldset #copy {
-            legend { "Copy the archive (after a run that backed something up)" }
+            legend { "Copy the archive (after each succeeded or partial run)" }
             p { label for="copy_to" { "To the saved copy target" } input #copy_to type="text" name="copy_to" value=(spec.copy_to.clone().unwrap_or_default()) placeholder="a name saved by `reposafe archive copy --save-as` (empty: no copy)"; }
         }
     }

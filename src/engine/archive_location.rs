@@ -149,13 +149,22 @@ fn probe_conditions(
     use crate::archive::{ArchiveError, FileKind};
     let ignored = |condition: &str| {
         EngineError::Invalid(format!(
-            "{}: the store ignores conditional writes ({condition}): reposafe needs them so that no manifest or lease is overwritten; use a store that supports them",
-            s3.root_location().display()
+            "{} at {}: the store ignores conditional writes ({condition}): reposafe needs them so that no manifest or lease is overwritten; use a store that supports them",
+            s3.root_location().display(),
+            s3.endpoint_name()
         ))
+    };
+    // A store that answers a condition with "not implemented" (501) does not honour it.
+    let unsupported = |e: crate::archive::BackendError, condition: &str| {
+        if e.kind() == std::io::ErrorKind::Unsupported {
+            ignored(condition)
+        } else {
+            ArchiveError::from(e).into()
+        }
     };
     match s3.create_new(FileKind::Lock, probe, b"again") {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(ArchiveError::from(e).into()),
+        Err(e) => return Err(unsupported(e, "If-None-Match")),
         Ok(()) => return Err(ignored("If-None-Match")),
     }
     if !if_match {
@@ -164,13 +173,13 @@ fn probe_conditions(
     let stale = "\"00000000000000000000000000000000\"";
     let replaced_stale = s3
         .replace_if(FileKind::Lock, probe, b"stale", stale)
-        .map_err(ArchiveError::from)?;
+        .map_err(|e| unsupported(e, "If-Match"))?;
     if replaced_stale.is_some() {
         return Err(ignored("If-Match"));
     }
     let renewed = s3
         .replace_if(FileKind::Lock, probe, b"renewed", version)
-        .map_err(ArchiveError::from)?;
+        .map_err(|e| unsupported(e, "If-Match"))?;
     match renewed {
         Some(_) => Ok(()),
         None => Err(ignored("If-Match: it refused the current version")),

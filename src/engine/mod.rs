@@ -262,7 +262,11 @@ impl EngineError {
             EngineError::Vault(V::Invalid(_) | V::UnknownKind) => ErrorKind::Invalid,
             EngineError::Archive(A::SnapshotNotFound { .. }) => ErrorKind::NotFound,
             EngineError::Archive(
-                A::Encryption { .. } | A::Copy { .. } | A::CopyCancelled { .. },
+                A::Encryption { .. }
+                | A::Copy { .. }
+                | A::CopyCancelled { .. }
+                | A::NotAnArchive { .. }
+                | A::UnsupportedFormat { .. },
             ) => ErrorKind::Conflict,
             EngineError::Archive(A::WrongKey { .. }) => ErrorKind::Invalid,
             EngineError::Archive(A::InvalidSnapshotId(_) | A::InvalidBlobId(_)) => {
@@ -311,6 +315,12 @@ mod tests {
             (E::ProviderAnswer("invalid".into()), K::Provider),
             (E::State(StateError::NoSuchPlan("p".into())), K::NotFound),
             (E::State(StateError::PlanExists("p".into())), K::Conflict),
+            (
+                E::Archive(crate::archive::ArchiveError::NotAnArchive {
+                    path: "/srv/photos".into(),
+                }),
+                K::Conflict,
+            ),
             (
                 E::Vault(crate::vault::VaultError::Decrypt("invalid".into())),
                 K::Internal,
