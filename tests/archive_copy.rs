@@ -44,17 +44,30 @@ fn bucket(weed: &Weed, prefix: &str, scratch: &Path) -> reposafe::archive::S3Bac
     weed.store(BUCKET, prefix, scratch)
 }
 
-#[test]
-fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_it() {
-    use reposafe::archive::{Backend, FileKind, Source};
+/// A running SeaweedFS with the copies' bucket.
+fn weed_with_bucket() -> Weed {
     let weed = Weed::start();
     weed.create_bucket(BUCKET);
-    let scratch = TempDir::new("reposafe-copy");
+    weed
+}
+
+/// A Cloud server with `acme/docs` (LFS files and a wiki), and an appliance that backed
+/// it up once.
+fn backed_up_docs(scratch: &Path) -> (CloudServer, LfsWikiRepo, Reposafe) {
     let server = CloudServer::start();
-    let docs = lfs_and_wiki_repo(&server, WS, "docs", &scratch.path().join("docs"));
+    let docs = lfs_and_wiki_repo(&server, WS, "docs", &scratch.join("docs"));
     let rs = Reposafe::new();
     rs.connect_cloud_with_token(&server, WS);
     rs.run(&["backup", WS]).ok();
+    (server, docs, rs)
+}
+
+#[test]
+fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_it() {
+    use reposafe::archive::{Backend, FileKind, Source};
+    let weed = weed_with_bucket();
+    let scratch = TempDir::new("reposafe-copy");
+    let (_server, docs, rs) = backed_up_docs(scratch.path());
     commit_on_head(&docs.bare, "second");
     rs.run(&["backup", WS]).ok();
     let local_blobs = std::fs::read_dir(rs.data_dir().join("archive/blobs"))
@@ -402,22 +415,14 @@ fn a_damaged_blob_in_the_source_keeps_only_its_snapshot_out_of_the_copy() {
 
 /// Beside a running daemon, `archive copy` goes through it: to a directory (saved with
 /// `--save-as`) and to the saved target, followed on a bar from the daemon's event
-/// stream, reported and audited as without a daemon; an S3 location with its keys is
-/// refused there, naming what to do instead.
+/// stream, reported and audited as without a daemon.
 #[test]
 fn a_copy_beside_the_daemon_goes_through_it_to_a_saved_target_or_a_directory() {
     let scratch = TempDir::new("reposafe-copy-daemon");
-    let server = CloudServer::start();
-    let docs = lfs_and_wiki_repo(&server, WS, "docs", &scratch.path().join("docs"));
-    let rs = Reposafe::new();
-    rs.connect_cloud_with_token(&server, WS);
-    rs.run(&["backup", WS]).ok();
+    let (_server, docs, rs) = backed_up_docs(scratch.path());
     let log = scratch.path().join("daemon.log");
     let (mut daemon, url, token) = start_logged_daemon(&rs, &log);
 
-    let s3 = rs.run(&["archive", "copy", "--to", "s3://bucket/x", "--path-style"]);
-    assert_ne!(s3.code, 0);
-    assert!(s3.all().contains("--target NAME"), "{}", s3.all());
     // A relative directory is the caller's, not the daemon's.
     let first = rs
         .cmd(&[
@@ -509,6 +514,77 @@ fn a_copy_beside_the_daemon_goes_through_it_to_a_saved_target_or_a_directory() {
     let copied = fresh.data_dir().join("archive");
     std::fs::create_dir_all(fresh.data_dir()).expect("data dir");
     copy_dir(&scratch.path().join("offsite"), &copied);
+    let shown = fresh.run(&["archive", "show", "--json"]).ok();
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    assert_eq!(shown["snapshots"], 2, "{shown}");
+    restores_as_source(&fresh, "acme/docs", &docs.bare, &scratch.path().join("r"));
+}
+
+/// Beside a running daemon (as the package runs it), `archive copy --to s3://… --save-as`
+/// with keys goes through the daemon: the keys travel in the request and are sealed in
+/// its vault; the saved target then copies what is new; the secret is nowhere in the daemon's log, the audit or the data dir's files; the copy
+/// restores on a fresh appliance.
+#[test]
+fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() {
+    let weed = weed_with_bucket();
+    let scratch = TempDir::new("reposafe-copy-daemon-s3");
+    let (_server, docs, rs) = backed_up_docs(scratch.path());
+    let log = scratch.path().join("daemon.log");
+    let (mut daemon, url, token) = start_logged_daemon(&rs, &log);
+
+    let first = with_s3(
+        &rs,
+        &weed,
+        &["archive", "copy", "--to"],
+        "daemon",
+        &["--save-as", "offsite", "--json"],
+    )
+    .ok();
+    let first = copy_report(&first);
+    assert_eq!(first["snapshots_copied"], 1, "{first}");
+    assert_eq!(first["to"], format!("s3://{BUCKET}/daemon"), "{first}");
+    let saved = std::fs::read_to_string(rs.data_dir().join("copy-targets/offsite.json"))
+        .expect("the target is saved");
+    assert!(saved.contains("secret_access_key_sealed"), "{saved}");
+
+    commit_on_head(&docs.bare, "second");
+    rs.run(&["backup", WS]).ok();
+    let second = rs
+        .run(&["archive", "copy", "--target", "offsite", "--json"])
+        .ok();
+    let second = copy_report(&second);
+    assert_eq!(second["snapshots_copied"], 1, "{second}");
+    assert_eq!(second["snapshots_present"], 1, "{second}");
+    // One destination per request.
+    let http = api_client();
+    let both = http
+        .post(format!("{url}/api/v1/archive/copy"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": "/srv/x", "s3": {"url": format!("s3://{BUCKET}/y")}}))
+        .send()
+        .expect("copy");
+    assert_eq!(both.status().as_u16(), 400);
+    let audit = rs.run(&["audit", "--json"]).ok();
+    assert!(
+        audit.stdout.contains(&format!("s3://{BUCKET}/daemon")),
+        "{}",
+        audit.stdout
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+
+    let secret = common::s3::SECRET_ACCESS_KEY;
+    let said = std::fs::read_to_string(&log).expect("log");
+    assert!(!said.contains(secret), "the daemon logged the S3 secret");
+    assert!(
+        !audit.stdout.contains(secret),
+        "the audit holds the S3 secret"
+    );
+    assert_not_on_disk(rs.data_dir(), secret);
+
+    // The bucket alone restores both snapshots on a fresh appliance.
+    let fresh = Reposafe::new();
+    with_s3(&fresh, &weed, &["archive", "init"], "daemon", &[]).ok();
     let shown = fresh.run(&["archive", "show", "--json"]).ok();
     let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
     assert_eq!(shown["snapshots"], 2, "{shown}");

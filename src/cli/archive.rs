@@ -1,8 +1,9 @@
 //! `reposafe archive …`: `init` and `key` run on the data dir in this process (they
 //! create the archive or handle its key, which never crosses the API); `copy` too,
-//! unless a daemon serves the data dir: then the daemon copies, to a saved target or a
-//! directory (S3 keys are given to `copy` with the daemon stopped, once, to save a
-//! target); `show` goes through the service like every other command.
+//! unless a daemon serves the data dir: then the daemon copies (S3 keys read here
+//! travel to it in the request, as a connection's secret does, and are sealed there
+//! when the destination is saved); `show` goes through the service like every other
+//! command.
 
 use super::args::{ArchiveCmd, ArchiveCopyArgs, ArchiveInitArgs, ArchiveKeyCmd, S3Args};
 use super::{output, read_secret, remote};
@@ -149,9 +150,6 @@ pub fn execute(service: &dyn Service, cmd: ArchiveCmd) -> Result<i32> {
 }
 
 fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
-    if let Some(daemon) = remote::Remote::discover(data_dir)? {
-        return copy_through(&daemon, args);
-    }
     let to = match (args.target, args.to) {
         (Some(name), _) => {
             if args.s3.any() {
@@ -164,6 +162,9 @@ fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
             None => CopyDestination::Directory(PathBuf::from(to.unwrap_or_default())),
         },
     };
+    if let Some(daemon) = remote::Remote::discover(data_dir)? {
+        return copy_through(&daemon, to, args.save_as, args.json);
+    }
     let req = ArchiveCopy {
         to,
         save_as: args.save_as,
@@ -174,31 +175,31 @@ fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
     print_copy(&report?, args.json)
 }
 
-/// `archive copy` beside a running daemon, which copies: to a saved target or a
-/// directory.
-fn copy_through(daemon: &dyn Service, args: ArchiveCopyArgs) -> Result<i32> {
-    let to_s3 = args.to.as_deref().is_some_and(|to| to.starts_with("s3://"));
-    if to_s3 || args.s3.any() {
-        bail!(
-            "a reposafe daemon serves this data dir: through it, copy to a saved target \
-             (--target NAME) or a directory. To save an S3 location with its keys, stop the \
-             daemon and run `reposafe archive copy --to s3://… --save-as NAME` once"
-        );
-    }
-    // The daemon runs elsewhere: a relative directory is this shell's.
-    let to = args
-        .to
-        .map(|dir| std::path::absolute(&dir).with_context(|| format!("--to {dir}")))
-        .transpose()?;
-    let req = CopyRequest {
-        target: args.target,
-        to,
-        save_as: args.save_as,
+/// `archive copy` beside a running daemon, which copies.
+fn copy_through(
+    daemon: &dyn Service,
+    to: CopyDestination,
+    save_as: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    let mut req = CopyRequest {
+        save_as,
+        ..CopyRequest::default()
     };
+    match to {
+        CopyDestination::Saved(name) => req.target = Some(name),
+        // The daemon runs elsewhere: a relative directory is this shell's.
+        CopyDestination::Directory(dir) => {
+            let absolute =
+                std::path::absolute(&dir).with_context(|| format!("--to {}", dir.display()))?;
+            req.to = Some(absolute);
+        }
+        CopyDestination::S3(location) => req.s3 = Some(location),
+    }
     let bar = Arc::new(super::progress::CopyBar::new());
     let report = daemon.copy_archive(req, &CopyBarObserver(bar.clone()));
     bar.finish();
-    print_copy(&report?, args.json)
+    print_copy(&report?, json)
 }
 
 /// Shows a copy the daemon runs on a bar.

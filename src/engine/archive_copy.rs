@@ -205,6 +205,40 @@ pub fn copy_archive(
     copy_from(&from, req.to, req.save_as.as_deref(), progress)
 }
 
+/// The destination a copy request through the API names: exactly one of a saved
+/// target (not saved again), an absolute directory (the daemon's working directory is
+/// nobody's business) or an S3 location.
+pub(crate) fn requested_destination(
+    req: super::service::CopyRequest,
+) -> Result<CopyDestination, EngineError> {
+    let field = |field: &str, message: String| EngineError::Field {
+        field: field.into(),
+        message,
+    };
+    match (req.target, req.to, req.s3) {
+        (Some(_), None, None) if req.save_as.is_some() => Err(field(
+            "save_as",
+            "a saved target is saved already: give save_as with a directory or an S3 location"
+                .into(),
+        )),
+        (Some(name), None, None) => Ok(CopyDestination::Saved(name)),
+        (None, Some(dir), None) if dir.is_absolute() => Ok(CopyDestination::Directory(dir)),
+        (None, Some(dir), None) => Err(field(
+            "to",
+            format!(
+                "{} is not an absolute directory path: the daemon copies to a directory given as /path/to/dir",
+                dir.display()
+            ),
+        )),
+        (None, None, Some(location)) => Ok(CopyDestination::S3(location)),
+        _ => Err(field(
+            "to",
+            "give one destination: a saved target (`target`), a directory (`to`) or an S3 location (`s3`)"
+                .into(),
+        )),
+    }
+}
+
 /// Copies the archive of a running appliance (`ctx`) to `to` (asked through its API,
 /// or a plan's `copy_to`), saving the destination as `save_as` when given.
 pub(crate) fn copy_in_process(

@@ -14,16 +14,29 @@ use std::sync::Arc;
 
 const LOCATION_FILE: &str = "archive-location.json";
 
-/// An S3 location as `archive init` is given it.
-#[derive(Debug, Default)]
+/// An S3 location as `archive init` and `archive copy` are given it. It travels to a
+/// daemon in a copy request (`POST /api/v1/archive/copy`, field `s3`); its secret is
+/// write-only there, as a connection's, and its `Debug` is redacted.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct S3Location {
     /// `s3://BUCKET/PREFIX`.
     pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    #[serde(default)]
     pub path_style: bool,
-    /// Static credentials; without them, the AWS environment variables.
+    /// Static credentials; without them, the appliance's own key sources
+    /// ([`super::s3_keys`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::service::expose_optional_secret"
+    )]
     pub secret_access_key: Option<SecretString>,
 }
 

@@ -667,41 +667,16 @@ impl Service for LocalService {
         req: CopyRequest,
         observer: &dyn Observer,
     ) -> Result<ArchiveCopyReport, EngineError> {
-        use super::archive_copy::{copy_in_process, CopyDestination};
-        let to = match (req.target, req.to) {
-            (Some(name), None) if req.save_as.is_none() => CopyDestination::Saved(name),
-            (Some(_), None) => {
-                return Err(EngineError::Field {
-                    field: "save_as".into(),
-                    message: "a saved target is saved already: give save_as with a directory"
-                        .into(),
-                })
-            }
-            (None, Some(dir)) if dir.is_absolute() => CopyDestination::Directory(dir),
-            (None, Some(dir)) => {
-                return Err(EngineError::Field {
-                    field: "to".into(),
-                    message: format!(
-                        "{} is not an absolute directory path: the daemon copies to a directory given as /path/to/dir, or to an S3 location through a saved target",
-                        dir.display()
-                    ),
-                })
-            }
-            _ => {
-                return Err(EngineError::Field {
-                    field: "to".into(),
-                    message: "give a saved target (`target`) or a directory (`to`), not both"
-                        .into(),
-                })
-            }
-        };
+        use super::archive_copy::{copy_in_process, requested_destination, CopyDestination};
+        let save_as = req.save_as.clone();
+        let to = requested_destination(req)?;
         let object = match &to {
             CopyDestination::Saved(name) => name.clone(),
             CopyDestination::Directory(dir) => dir.display().to_string(),
             CopyDestination::S3(loc) => loc.url.clone(),
         };
         let progress = observer.copy_progress();
-        let report = copy_in_process(self.ctx(), to, req.save_as.as_deref(), progress.as_ref())?;
+        let report = copy_in_process(self.ctx(), to, save_as.as_deref(), progress.as_ref())?;
         let detail = format!(
             "{} snapshots and {} blobs copied, {} blobs repaired, {} left out",
             report.tally.snapshots_copied,

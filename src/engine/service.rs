@@ -282,6 +282,17 @@ pub(crate) fn expose_secret<S: Serializer>(s: &SecretString, ser: S) -> Result<S
     ser.serialize_str(s.expose_secret())
 }
 
+/// [`expose_secret`] for an optional secret (skipped when absent).
+pub(crate) fn expose_optional_secret<S: Serializer>(
+    s: &Option<SecretString>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => expose_secret(s, ser),
+        None => ser.serialize_none(),
+    }
+}
+
 impl CredentialInput {
     pub fn from_credential(c: Credential) -> CredentialInput {
         CredentialInput {
@@ -530,18 +541,22 @@ pub struct ForgetRequest {
 }
 
 /// `archive copy` through a running appliance: to a target saved by an earlier
-/// `archive copy --save-as` (its keys stay in the appliance), or to a directory.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `archive copy --save-as` (its keys stay in the appliance), to a directory, or to
+/// an S3 location (its keys, if given, sealed in the vault when it is saved).
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CopyRequest {
     /// A saved target's name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// A directory (absent, empty, or holding an earlier copy).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<std::path::PathBuf>,
-    /// Save the directory under this name (for `--target` and plans' `copy_to`).
-    #[serde(default)]
+    /// An S3 location (keys from the appliance's own sources when it names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<super::archive_location::S3Location>,
+    /// Save the destination under this name (for `--target` and plans' `copy_to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_as: Option<String>,
 }
 
