@@ -280,6 +280,24 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
         refused.all()
     );
 
+    // A clock an hour ahead (libfaketime): the store refuses every signature.
+    let args = weed.init_args(&format!("s3://{BUCKET}/x"), rs.files.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let skewed = rs
+        .cmd(&args)
+        .env("LD_PRELOAD", faketime_library())
+        .env("FAKETIME", "+1h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .expect("run reposafe");
+    let said = String::from_utf8_lossy(&skewed.stderr);
+    assert!(!skewed.status.success(), "{said}");
+    assert!(
+        said.contains("clock differs too much from the server's"),
+        "{said}"
+    );
+    assert!(said.contains(&weed.endpoint), "{said}");
+
     let bad_url = rs.run(&[
         "archive",
         "init",
@@ -298,6 +316,49 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
         "{}",
         show.stdout
     );
+}
+
+/// libfaketime, which `.ci/run` installs (Debian's `faketime`).
+fn faketime_library() -> &'static str {
+    let library = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        Path::new(library).exists(),
+        "{library} is missing: apt-get install faketime (as .ci/run does)"
+    );
+    library
+}
+
+/// A store that answers `503 SlowDown` now and then is retried: a backup and a restore
+/// through a proxy that refuses the first request of every other connection succeed
+/// as without it, ref for ref.
+#[test]
+fn a_store_answering_503_now_and_then_is_retried() {
+    let weed = weed_with_bucket();
+    let proxy = common::flaky::FlakyProxy::start(&weed.endpoint);
+    let scratch = TempDir::new("reposafe-s3-flaky");
+    let (server, docs, big) = server(scratch.path());
+    let rs = Reposafe::new();
+    let args: Vec<String> = weed
+        .init_args(&format!("s3://{BUCKET}/flaky"), rs.files.path())
+        .into_iter()
+        .map(|a| {
+            if a == weed.endpoint {
+                proxy.endpoint.clone()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    rs.run(&args).ok();
+    rs.connect_cloud_with_token(&server, WS);
+    rs.run(&["backup", WS]).ok();
+    let refused = proxy.refused();
+    assert!(refused >= 2, "the proxy refused {refused} requests");
+    let to = scratch.path().join("restored");
+    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
+    restores_as_source(&rs, "acme/big", &big, &to);
+    assert!(proxy.refused() > refused, "the restores met 503s too");
 }
 
 /// A store that does not keep S3's promises about conditional writes is refused at

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod flaky;
 pub mod s3;
 pub mod s3_lax;
 pub mod served;
