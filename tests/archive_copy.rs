@@ -130,6 +130,22 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
     assert_eq!(shown["snapshots"], 3, "{shown}");
     assert!(rs.data_dir().join("archive/FORMAT").exists());
     restores_as_source(&rs, "acme/docs", &docs.bare, &to);
+    // A copy onto the archive, inside it or around it is refused, and writes nothing.
+    for prefix in ["copy", "copy/inner"] {
+        let onto = with_s3(&rs, &weed, &["archive", "copy", "--to"], prefix, &[]);
+        assert_ne!(onto.code, 0, "{}", onto.all());
+        assert!(
+            onto.all().contains("this data dir's archive"),
+            "{}",
+            onto.all()
+        );
+    }
+    assert!(
+        bucket(&weed, "copy/inner", scratch.path())
+            .is_empty()
+            .expect("list"),
+        "the refused copy wrote nothing"
+    );
 
     // And back: the bucket copied into the `archive/` of a new data dir, which then
     // holds every snapshot, checks clean and restores.
@@ -564,9 +580,67 @@ fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() 
         .send()
         .expect("copy");
     assert_eq!(both.status().as_u16(), 400);
+    let both: serde_json::Value = both.json().expect("json");
+    assert_eq!(both["field"], "to", "{both}");
+    // The appliance lends its own keys to no location named in a request.
+    let keyless = http
+        .post(format!("{url}/api/v1/archive/copy"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"s3": {"url": format!("s3://{BUCKET}/y"), "endpoint": weed.endpoint, "path_style": true}}))
+        .send()
+        .expect("copy");
+    assert_eq!(keyless.status().as_u16(), 400);
+    let keyless: serde_json::Value = keyless.json().expect("json");
+    assert_eq!(keyless["field"], "s3", "{keyless}");
+    // From the command line, the keys of the shell it runs in go with the request…
+    let s3_options = [
+        "--endpoint",
+        weed.endpoint.as_str(),
+        "--path-style",
+        "--json",
+    ];
+    let to_env = format!("s3://{BUCKET}/from-env");
+    let no_credentials_file = scratch.path().join("no-aws-credentials");
+    let with_env = rs
+        .cmd(
+            &[
+                &["archive", "copy", "--to", to_env.as_str()][..],
+                &s3_options,
+            ]
+            .concat(),
+        )
+        .env("AWS_ACCESS_KEY_ID", common::s3::ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", common::s3::SECRET_ACCESS_KEY)
+        .output()
+        .expect("copy");
+    assert!(
+        with_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_env.stderr)
+    );
+    // …and without any, the command says what to give.
+    let without = rs
+        .cmd(
+            &[
+                &["archive", "copy", "--to", to_env.as_str()][..],
+                &s3_options,
+            ]
+            .concat(),
+        )
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &no_credentials_file)
+        .output()
+        .expect("copy");
+    let said = String::from_utf8_lossy(&without.stderr);
+    assert!(!without.status.success(), "{said}");
+    assert!(said.contains("no S3 keys for"), "{said}");
+    assert!(said.contains("--access-key-id"), "{said}");
     let audit = rs.run(&["audit", "--json"]).ok();
     assert!(
-        audit.stdout.contains(&format!("s3://{BUCKET}/daemon")),
+        audit
+            .stdout
+            .contains(&format!("s3://{BUCKET}/daemon at {}", weed.endpoint)),
         "{}",
         audit.stdout
     );

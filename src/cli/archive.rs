@@ -163,7 +163,7 @@ fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
         },
     };
     if let Some(daemon) = remote::Remote::discover(data_dir)? {
-        return copy_through(&daemon, to, args.save_as, args.json);
+        return copy_through(&daemon, with_keys_here(to)?, args.save_as, args.json);
     }
     let req = ArchiveCopy {
         to,
@@ -173,6 +173,36 @@ fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
     let report = archive_copy::copy_archive(data_dir, req, &bar);
     bar.finish();
     print_copy(&report?, args.json)
+}
+
+/// An S3 destination for the daemon, with the keys this shell would use when the
+/// command line gives none (the daemon never lends its own keys to a location named
+/// in a request).
+fn with_keys_here(to: CopyDestination) -> Result<CopyDestination> {
+    let CopyDestination::S3(mut location) = to else {
+        return Ok(to);
+    };
+    if location.access_key_id.is_some() {
+        return Ok(CopyDestination::S3(location));
+    }
+    let Some(keys) = crate::engine::s3_keys::static_keys_here()? else {
+        bail!(
+            "no S3 keys for {}: give --access-key-id and --secret-access-key-file (a daemon \
+             serves this data dir and copies there only with keys given with the request; \
+             here they may also come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the \
+             config file's [s3] table or the AWS credentials file)",
+            location.url
+        );
+    };
+    if keys.session_token.is_some() {
+        bail!(
+            "the S3 keys here are temporary (AWS_SESSION_TOKEN): give static keys with \
+             --access-key-id and --secret-access-key-file"
+        );
+    }
+    location.access_key_id = Some(keys.access_key_id);
+    location.secret_access_key = Some(keys.secret_access_key);
+    Ok(CopyDestination::S3(location))
 }
 
 /// `archive copy` beside a running daemon, which copies.

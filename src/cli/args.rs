@@ -91,8 +91,8 @@ pub enum ArchiveCmd {
     Key(ArchiveKeyCmd),
     /// Copy the archive to an S3 bucket or a directory, verifying every blob there;
     /// run it again to resume or to bring the copy up to date (nothing is deleted
-    /// there). To move the archive, copy it and then `archive init` the copy. Stop the
-    /// daemon first.
+    /// there). To move the archive, copy it and then `archive init` the copy. Beside a
+    /// running daemon, the daemon copies (S3 keys go to it with the request).
     Copy(ArchiveCopyArgs),
 }
 
@@ -130,7 +130,7 @@ pub struct S3Args {
     #[arg(long)]
     pub path_style: bool,
     /// The access key id (with --secret-access-key-file; without both, the AWS
-    /// environment variables are used).
+    /// environment variables, the config file's [s3] table or the AWS credentials file).
     #[arg(long, value_name = "ID")]
     pub access_key_id: Option<String>,
     /// A file holding the secret access key (`-` for standard input); sealed in the vault.

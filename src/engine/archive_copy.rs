@@ -230,6 +230,14 @@ pub(crate) fn requested_destination(
                 dir.display()
             ),
         )),
+        (None, None, Some(location))
+            if location.access_key_id.is_none() || location.secret_access_key.is_none() =>
+        {
+            Err(field(
+                "s3",
+                "give access_key_id and secret_access_key: the appliance lends its own S3 keys to no location named in a request (save a target with its keys once, then copy to `target`)".into(),
+            ))
+        }
         (None, None, Some(location)) => Ok(CopyDestination::S3(location)),
         _ => Err(field(
             "to",
@@ -300,10 +308,14 @@ fn open_destination(
     source: &Archive,
     to: &Destination,
 ) -> Result<Archive, EngineError> {
-    if archive_location::current_identity(data_dir)? == to.identity {
+    let current = archive_location::current_identity(data_dir)?;
+    if archive_location::overlapping(&current, &to.identity) {
         return Err(EngineError::Field {
             field: "to".into(),
-            message: format!("{} is this data dir's archive itself", to.identity),
+            message: format!(
+                "{} is this data dir's archive ({current}), or inside it, or holds it",
+                to.identity
+            ),
         });
     }
     Ok(source.copy_target(to.backend.clone())?)

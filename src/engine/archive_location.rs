@@ -304,6 +304,23 @@ pub(crate) fn identity_of(url: &str, endpoint: Option<&str>) -> String {
     format!("{} at {endpoint}", url.trim_end_matches('/'))
 }
 
+/// Whether two locations (identities as [`identity_of`] makes them, or absolute
+/// directories) are the same or one holds the other: the same endpoint and bucket, and
+/// one prefix a leading part of the other's.
+pub(crate) fn overlapping(a: &str, b: &str) -> bool {
+    fn parts(identity: &str) -> Option<(&str, Vec<&str>)> {
+        let (url, endpoint) = identity.strip_prefix("s3://")?.rsplit_once(" at ")?;
+        Some((endpoint, url.split('/').filter(|p| !p.is_empty()).collect()))
+    }
+    match (parts(a), parts(b)) {
+        (Some((endpoint_a, path_a)), Some((endpoint_b, path_b))) => {
+            let common = path_a.len().min(path_b.len());
+            endpoint_a == endpoint_b && path_a[..common] == path_b[..common]
+        }
+        _ => a == b,
+    }
+}
+
 /// The identity of the data dir's archive location (see [`StoredLocation::identity`];
 /// the absolute directory for `<data>/archive/`).
 pub(crate) fn current_identity(data_dir: &Path) -> Result<String, EngineError> {
@@ -349,4 +366,56 @@ pub(crate) fn save(
 ) -> Result<(), EngineError> {
     let stored = StoredLocation::seal(vault, config, encrypted_to)?;
     write_json_atomically(&location_file(data_dir), &stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{identity_of, overlapping};
+
+    /// A copy may not go onto the archive, inside it or around it: same endpoint and
+    /// bucket, one prefix leading the other.
+    #[test]
+    fn locations_overlap_when_one_prefix_leads_the_other_at_one_endpoint() {
+        let at = |url: &str, endpoint: Option<&str>| identity_of(url, endpoint);
+        let archive = at("s3://b/team/archive", Some("https://s3.example:9000/"));
+        for (other, expected) in [
+            (
+                at("s3://b/team/archive/", Some("https://s3.example:9000")),
+                true,
+            ),
+            (
+                at("s3://b/team/archive/copy", Some("https://s3.example:9000")),
+                true,
+            ),
+            (at("s3://b/team", Some("https://s3.example:9000")), true),
+            (at("s3://b", Some("https://s3.example:9000")), true),
+            (
+                at("s3://b/team/archive-2", Some("https://s3.example:9000")),
+                false,
+            ),
+            (at("s3://b/other", Some("https://s3.example:9000")), false),
+            (
+                at("s3://c/team/archive", Some("https://s3.example:9000")),
+                false,
+            ),
+            (
+                at("s3://b/team/archive", Some("https://other.example")),
+                false,
+            ),
+            (at("s3://b/team/archive", None), false),
+            ("/srv/copies".to_string(), false),
+        ] {
+            assert_eq!(
+                overlapping(&archive, &other),
+                expected,
+                "{archive} / {other}"
+            );
+            assert_eq!(
+                overlapping(&other, &archive),
+                expected,
+                "{other} / {archive}"
+            );
+        }
+        assert!(overlapping("/srv/archive", "/srv/archive"));
+    }
 }

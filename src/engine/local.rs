@@ -75,8 +75,9 @@ impl LocalService {
         audit::record(self.ctx(), &self.actor, action, object, detail);
     }
 
-    /// Records a forget or prune that failed after it may have changed the archive
-    /// (removed manifests, deleted blobs); a dry run or a refused request changed nothing.
+    /// Records a forget, prune or copy that failed after it may have changed something
+    /// (removed manifests, deleted blobs, written a copy); a dry run or a refused
+    /// request changed nothing.
     fn record_failure(&self, dry_run: bool, action: &str, object: &str, e: &EngineError) {
         let refused = matches!(
             e.kind(),
@@ -673,10 +674,13 @@ impl Service for LocalService {
         let object = match &to {
             CopyDestination::Saved(name) => name.clone(),
             CopyDestination::Directory(dir) => dir.display().to_string(),
-            CopyDestination::S3(loc) => loc.url.clone(),
+            CopyDestination::S3(loc) => {
+                super::archive_location::identity_of(&loc.url, loc.endpoint.as_deref())
+            }
         };
         let progress = observer.copy_progress();
-        let report = copy_in_process(self.ctx(), to, save_as.as_deref(), progress.as_ref())?;
+        let report = copy_in_process(self.ctx(), to, save_as.as_deref(), progress.as_ref())
+            .inspect_err(|e| self.record_failure(false, "archive.copy", &object, e))?;
         let detail = format!(
             "{} snapshots and {} blobs copied, {} blobs repaired, {} left out",
             report.tally.snapshots_copied,

@@ -97,14 +97,7 @@ pub(crate) fn with_default_keys(config: S3Config) -> Result<S3Config, EngineErro
     if config.access_key_id.is_some() || env_has_keys() {
         return Ok(config);
     }
-    let keys = match CONFIGURED.get() {
-        Some(keys) => Some(S3Keys {
-            access_key_id: keys.access_key_id.clone(),
-            secret_access_key: keys.secret_access_key()?,
-            session_token: None,
-        }),
-        None => shared_file_keys()?,
-    };
+    let keys = configured_or_shared_keys()?;
     Ok(match keys {
         Some(keys) => S3Config {
             access_key_id: Some(keys.access_key_id),
@@ -114,6 +107,38 @@ pub(crate) fn with_default_keys(config: S3Config) -> Result<S3Config, EngineErro
         },
         None => config,
     })
+}
+
+/// The static keys this process would use for a store whose location names none: the
+/// AWS environment variables', else the config file's `[s3]`, else the shared
+/// credentials file's profile; `None` when none of them holds static keys. For a
+/// command that hands an S3 location to the daemon with its keys: the daemon never
+/// lends its own keys to a location named in a request.
+pub fn static_keys_here() -> Result<Option<S3Keys>, EngineError> {
+    let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if env_has_keys() {
+        let secret = variable("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
+            EngineError::Invalid("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into())
+        })?;
+        return Ok(Some(S3Keys {
+            access_key_id: variable("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+            secret_access_key: SecretString::from(secret),
+            session_token: variable("AWS_SESSION_TOKEN").map(SecretString::from),
+        }));
+    }
+    configured_or_shared_keys()
+}
+
+/// The config file's `[s3]` keys, else the shared credentials file's.
+fn configured_or_shared_keys() -> Result<Option<S3Keys>, EngineError> {
+    match CONFIGURED.get() {
+        Some(keys) => Ok(Some(S3Keys {
+            access_key_id: keys.access_key_id.clone(),
+            secret_access_key: keys.secret_access_key()?,
+            session_token: None,
+        })),
+        None => shared_file_keys(),
+    }
 }
 
 fn env_has_keys() -> bool {

@@ -124,9 +124,9 @@ pub trait Service: Send + Sync {
     /// Where the archive is, whether it is encrypted (and which sealed keys open it),
     /// and what it holds. Never a secret.
     fn archive(&self) -> Result<ArchiveInfo, EngineError>;
-    /// Copies the archive of a running appliance to a saved target or a directory
-    /// (`archive copy` beside the daemon), verifying every blob there; the copy's
-    /// progress goes to `observer`.
+    /// Copies the archive of a running appliance to a saved target, a directory or an S3
+    /// location given with its keys (`archive copy` beside the daemon), verifying every
+    /// blob there; the copy's progress goes to `observer`.
     fn copy_archive(
         &self,
         req: CopyRequest,

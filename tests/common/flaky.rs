@@ -1,18 +1,26 @@
-//! A TCP proxy in front of a real S3 server that answers the first request of every
-//! other connection with `503 SlowDown`, as S3 does when a prefix is busy: what
-//! "a transient 5xx is retried" is tested against. The other connections are passed
-//! through byte for byte, so the client's signatures (which cover the `Host` it
-//! addressed, the proxy's) still check out at the server.
+//! An HTTP proxy in front of a real S3 server that answers every fourth request with
+//! `503 SlowDown`, as S3 does when a prefix is busy: what "a transient 5xx is retried"
+//! is tested against. Every other request goes to the server unchanged, on one
+//! server connection per client connection, so the client's signatures (which cover
+//! the `Host` it addressed, the proxy's) still check out there.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Requests seen, and those answered with 503 by method.
+#[derive(Default)]
+struct Tally {
+    requests: AtomicUsize,
+    refused: Mutex<HashMap<String, usize>>,
+}
 
 pub struct FlakyProxy {
     /// `http://127.0.0.1:<port>`: give this to the client instead of the server's.
     pub endpoint: String,
-    refused: Arc<AtomicUsize>,
+    tally: Arc<Tally>,
 }
 
 impl FlakyProxy {
@@ -22,80 +30,161 @@ impl FlakyProxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let refused = Arc::new(AtomicUsize::new(0));
-        let counted = refused.clone();
+        let tally = Arc::new(Tally::default());
+        let shared = tally.clone();
         std::thread::spawn(move || {
-            for (n, client) in listener.incoming().flatten().enumerate() {
+            for client in listener.incoming().flatten() {
                 let upstream = upstream.clone();
-                let refused = counted.clone();
-                std::thread::spawn(move || {
-                    if n % 2 == 0 {
-                        refuse_first_request(client);
-                        refused.fetch_add(1, Ordering::SeqCst);
-                    } else {
-                        pass_through(client, &upstream);
-                    }
-                });
+                let tally = shared.clone();
+                std::thread::spawn(move || serve(client, &upstream, &tally));
             }
         });
-        FlakyProxy { endpoint, refused }
+        FlakyProxy { endpoint, tally }
     }
 
-    /// How many requests were answered with 503 so far.
-    pub fn refused(&self) -> usize {
-        self.refused.load(Ordering::SeqCst)
+    /// How many requests of `method` were answered with 503 so far.
+    pub fn refused(&self, method: &str) -> usize {
+        let refused = self.tally.refused.lock().expect("lock");
+        refused.get(method).copied().unwrap_or(0)
     }
 }
 
-/// Reads the first request whole (so the client is not cut off while it sends), then
-/// answers it with 503 and closes the connection.
-fn refuse_first_request(client: TcpStream) {
-    let mut reader = BufReader::new(client.try_clone().expect("clone"));
-    let mut length = 0usize;
+/// A request or response head: its first line and headers, as received.
+struct Head {
+    raw: Vec<u8>,
+    first_line: String,
+    content_length: Option<u64>,
+    chunked: bool,
+}
+
+fn read_head(reader: &mut impl BufRead) -> Option<Head> {
+    let mut raw = Vec::new();
+    let mut first_line = String::new();
+    let (mut content_length, mut chunked) = (None, false);
     loop {
         let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
         }
-        let line = line.trim_end();
-        if line.is_empty() {
+        raw.extend_from_slice(line.as_bytes());
+        let text = line.trim_end();
+        if first_line.is_empty() {
+            first_line = text.to_string();
+            continue;
+        }
+        if text.is_empty() {
             break;
         }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
+        let (name, value) = text.split_once(':')?;
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        if name == "content-length" {
+            content_length = value.parse().ok();
+        }
+        if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
+            chunked = true;
+        }
+    }
+    Some(Head {
+        raw,
+        first_line,
+        content_length,
+        chunked,
+    })
+}
+
+/// The body that follows `head`, as received (chunked bodies with their framing).
+fn read_body(reader: &mut impl BufRead, head: &Head) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    if head.chunked {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line).ok()?;
+            body.extend_from_slice(size_line.as_bytes());
+            let size = u64::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+            // The chunk and its CRLF; the last (empty) chunk's trailer ends with a CRLF.
+            let mut chunk = Vec::new();
+            reader.take(size + 2).read_to_end(&mut chunk).ok()?;
+            body.extend_from_slice(&chunk);
+            if size == 0 {
+                return Some(body);
             }
         }
     }
-    let _ = std::io::copy(
-        &mut reader.by_ref().take(length as u64),
-        &mut std::io::sink(),
-    );
-    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-    let answer = format!(
-        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut client = client;
-    let _ = client.write_all(answer.as_bytes());
-    let _ = client.shutdown(Shutdown::Both);
+    let length = head.content_length.unwrap_or(0);
+    reader.take(length).read_to_end(&mut body).ok()?;
+    Some(body)
 }
 
-/// Copies bytes both ways between the client and the server until either side closes.
-fn pass_through(client: TcpStream, upstream: &str) {
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return;
-    };
-    let (mut client_in, mut server_out) = (
-        client.try_clone().expect("clone"),
-        server.try_clone().expect("clone"),
-    );
-    let upward = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut client_in, &mut server_out);
-        let _ = server_out.shutdown(Shutdown::Write);
-    });
-    let (mut server_in, mut client_out) = (server, client);
-    let _ = std::io::copy(&mut server_in, &mut client_out);
-    let _ = client_out.shutdown(Shutdown::Write);
-    let _ = upward.join();
+fn serve(client: TcpStream, upstream: &str, tally: &Tally) {
+    let mut from_client = BufReader::new(client.try_clone().expect("clone"));
+    let mut to_client = client;
+    let mut server: Option<(BufReader<TcpStream>, TcpStream)> = None;
+    while let Some(request) = read_head(&mut from_client) {
+        let Some(body) = read_body(&mut from_client, &request) else {
+            break;
+        };
+        let method = request
+            .first_line
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let answer = if tally.requests.fetch_add(1, Ordering::SeqCst) % 4 == 3 {
+            *tally
+                .refused
+                .lock()
+                .expect("lock")
+                .entry(method)
+                .or_default() += 1;
+            slow_down()
+        } else {
+            if server.is_none() {
+                let Ok(stream) = TcpStream::connect(upstream) else {
+                    break;
+                };
+                let reader = BufReader::new(stream.try_clone().expect("clone"));
+                server = Some((reader, stream));
+            }
+            let Some((from_server, to_server)) = server.as_mut() else {
+                break;
+            };
+            match forward(from_server, to_server, &request, &body, &method) {
+                Some(answer) => answer,
+                None => break,
+            }
+        };
+        if to_client.write_all(&answer).is_err() {
+            break;
+        }
+    }
+    let _ = to_client.shutdown(Shutdown::Both);
+}
+
+/// Sends one request to the server and reads its whole answer.
+fn forward(
+    from_server: &mut BufReader<TcpStream>,
+    to_server: &mut TcpStream,
+    request: &Head,
+    body: &[u8],
+    method: &str,
+) -> Option<Vec<u8>> {
+    to_server.write_all(&request.raw).ok()?;
+    to_server.write_all(body).ok()?;
+    let response = read_head(from_server)?;
+    let status = response.first_line.split(' ').nth(1).unwrap_or("");
+    let bodiless = method == "HEAD" || matches!(status, "204" | "304") || status.starts_with('1');
+    let mut answer = response.raw.clone();
+    if !bodiless {
+        answer.extend(read_body(from_server, &response)?);
+    }
+    Some(answer)
+}
+
+fn slow_down() -> Vec<u8> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    format!(
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
