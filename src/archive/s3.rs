@@ -160,7 +160,13 @@ impl S3Backend {
     /// until it is used ([`Backend::init`] checks the bucket answers).
     pub fn new(config: S3Config, scratch: PathBuf) -> Result<S3Backend, BackendError> {
         let location = PathBuf::from(config.url());
-        let mut builder = AmazonS3Builder::from_env()
+        // Keys of its own: none of this process's AWS variables but the endpoint (a
+        // session token there belongs to other keys).
+        let builder = match config.access_key_id {
+            Some(_) => AmazonS3Builder::new(),
+            None => AmazonS3Builder::from_env(),
+        };
+        let mut builder = builder
             .with_bucket_name(&config.bucket)
             .with_virtual_hosted_style_request(!config.path_style)
             // Over TLS the body is protected in transit (and every blob is checked
@@ -184,7 +190,16 @@ impl S3Backend {
                     .with_read_timeout(Duration::from_secs(120))
                     .with_allow_http(true),
             );
-        if let Some(endpoint) = &config.endpoint {
+        // `from_env` reads the AWS variables' endpoint itself; a store with keys of its
+        // own takes only that from the environment.
+        let endpoint = match (&config.endpoint, &config.access_key_id) {
+            (Some(endpoint), _) => Some(endpoint.clone()),
+            (None, Some(_)) => ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                .iter()
+                .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty())),
+            (None, None) => None,
+        };
+        if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint);
         }
         builder = builder.with_region(config.region.as_deref().unwrap_or("us-east-1"));

@@ -85,9 +85,16 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
         Some(f) => Some(read_secret(f, "secret access key")?),
         None => None,
     };
+    // The endpoint the AWS variables name, made explicit: it is recorded, and a store
+    // with keys of its own reads nothing from the environment.
+    let endpoint = s3.endpoint.or_else(|| {
+        ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    });
     Ok(Some(S3Location {
         url,
-        endpoint: s3.endpoint,
+        endpoint,
         region: s3.region,
         path_style: s3.path_style,
         access_key_id: s3.access_key_id,
@@ -182,7 +189,8 @@ fn with_keys_here(to: CopyDestination) -> Result<CopyDestination> {
     let CopyDestination::S3(mut location) = to else {
         return Ok(to);
     };
-    if location.access_key_id.is_some() {
+    // Keys given (both, or one: the engine then says to give both) are the ones used.
+    if location.access_key_id.is_some() || location.secret_access_key.is_some() {
         return Ok(CopyDestination::S3(location));
     }
     let Some(keys) = crate::engine::s3_keys::static_keys_here()? else {
@@ -196,8 +204,8 @@ fn with_keys_here(to: CopyDestination) -> Result<CopyDestination> {
     };
     if keys.session_token.is_some() {
         bail!(
-            "the S3 keys here are temporary (AWS_SESSION_TOKEN): give static keys with \
-             --access-key-id and --secret-access-key-file"
+            "the S3 keys here are temporary (they come with a session token): give static \
+             keys with --access-key-id and --secret-access-key-file"
         );
     }
     location.access_key_id = Some(keys.access_key_id);

@@ -288,7 +288,7 @@ fn copy_from(
     if let Some(name) = save_as {
         refuse_renaming(from.data_dir, name, &to)?;
     }
-    let dest = open_destination(from.data_dir, from.archive, &to)?;
+    let dest = open_destination(from.archive, &to)?;
     if let Some(name) = save_as {
         save_target(from.data_dir, name, &to.record)?;
     }
@@ -302,22 +302,22 @@ fn copy_from(
     )
 }
 
-/// The destination as an archive, refused when it is the data dir's archive itself.
-fn open_destination(
-    data_dir: &Path,
-    source: &Archive,
-    to: &Destination,
-) -> Result<Archive, EngineError> {
+/// Refuses a destination that is the data dir's archive, inside it or around it.
+fn refuse_the_archive_itself(data_dir: &Path, identity: &str) -> Result<(), EngineError> {
     let current = archive_location::current_identity(data_dir)?;
-    if archive_location::overlapping(&current, &to.identity) {
+    if archive_location::overlapping(&current, identity) {
         return Err(EngineError::Field {
             field: "to".into(),
             message: format!(
-                "{} is this data dir's archive ({current}), or inside it, or holds it",
-                to.identity
+                "{identity} is this data dir's archive ({current}), or inside it, or holds it"
             ),
         });
     }
+    Ok(())
+}
+
+/// The destination as an archive.
+fn open_destination(source: &Archive, to: &Destination) -> Result<Archive, EngineError> {
     Ok(source.copy_target(to.backend.clone())?)
 }
 
@@ -541,6 +541,8 @@ fn s3_destination(
     record: SavedTarget,
 ) -> Result<Destination, EngineError> {
     let identity = archive_location::identity_of(&config.url(), config.endpoint.as_deref());
+    // Before anything is sent there: the store check writes a probe.
+    refuse_the_archive_itself(data_dir, &identity)?;
     let s3 = archive_location::s3_backend(data_dir, config)?;
     archive_location::check_copy_store(&s3)?;
     Ok(Destination {
@@ -571,9 +573,11 @@ fn directory_destination(data_dir: &Path, dir: &Path) -> Result<Destination, Eng
             data.display()
         )));
     }
+    let identity = absolute.display().to_string();
+    refuse_the_archive_itself(data_dir, &identity)?;
     Ok(Destination {
         backend: Arc::new(LocalBackend::new(absolute.clone())),
-        identity: absolute.display().to_string(),
+        identity,
         record: SavedTarget::Directory { path: absolute },
     })
 }

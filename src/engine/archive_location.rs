@@ -28,8 +28,8 @@ pub struct S3Location {
     pub region: Option<String>,
     #[serde(default)]
     pub path_style: bool,
-    /// Static credentials; without them, the appliance's own key sources
-    /// ([`super::s3_keys`]).
+    /// Static credentials; without them, the key sources of [`super::s3_keys`] (not in
+    /// a copy request to a daemon, which must carry both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
     #[serde(
@@ -295,18 +295,24 @@ impl StoredLocation {
 /// as a URL parser writes it (lower-case host, no default port, no trailing `/`), so
 /// two spellings of one endpoint are one location.
 pub(crate) fn identity_of(url: &str, endpoint: Option<&str>) -> String {
-    let endpoint = match endpoint {
-        None => "AWS".to_string(),
-        Some(e) => url::Url::parse(e)
-            .map(|u| u.as_str().trim_end_matches('/').to_string())
-            .unwrap_or_else(|_| e.trim_end_matches('/').to_string()),
+    let parsed = endpoint.and_then(|e| url::Url::parse(e).ok());
+    // AWS's bucket names are global: every endpoint of it reaches the same bucket.
+    let aws = parsed
+        .as_ref()
+        .and_then(|u| u.host_str())
+        .is_some_and(|h| h == "amazonaws.com" || h.ends_with(".amazonaws.com"));
+    let endpoint = match (endpoint, parsed) {
+        (None, _) => "AWS".to_string(),
+        _ if aws => "AWS".to_string(),
+        (Some(_), Some(u)) => u.as_str().trim_end_matches('/').to_string(),
+        (Some(e), None) => e.trim_end_matches('/').to_string(),
     };
     format!("{} at {endpoint}", url.trim_end_matches('/'))
 }
 
 /// Whether two locations (identities as [`identity_of`] makes them, or absolute
 /// directories) are the same or one holds the other: the same endpoint and bucket, and
-/// one prefix a leading part of the other's.
+/// one prefix a leading part of the other's; or one directory inside the other.
 pub(crate) fn overlapping(a: &str, b: &str) -> bool {
     fn parts(identity: &str) -> Option<(&str, Vec<&str>)> {
         let (url, endpoint) = identity.strip_prefix("s3://")?.rsplit_once(" at ")?;
@@ -317,7 +323,8 @@ pub(crate) fn overlapping(a: &str, b: &str) -> bool {
             let common = path_a.len().min(path_b.len());
             endpoint_a == endpoint_b && path_a[..common] == path_b[..common]
         }
-        _ => a == b,
+        (None, None) => Path::new(a).starts_with(b) || Path::new(b).starts_with(a),
+        _ => false,
     }
 }
 
@@ -404,6 +411,7 @@ mod tests {
             ),
             (at("s3://b/team/archive", None), false),
             ("/srv/copies".to_string(), false),
+            ("/srv/team/archive".to_string(), false),
         ] {
             assert_eq!(
                 overlapping(&archive, &other),
@@ -417,5 +425,18 @@ mod tests {
             );
         }
         assert!(overlapping("/srv/archive", "/srv/archive"));
+        assert!(overlapping("/srv/data/archive", "/srv"));
+        assert!(overlapping("/srv/data/archive", "/srv/data/archive/x"));
+        assert!(!overlapping("/srv/data/archive", "/srv/data/archive-2"));
+        // Every AWS endpoint reaches the one global bucket namespace.
+        let aws = at("s3://b/team", None);
+        assert!(overlapping(
+            &aws,
+            &at("s3://b/team", Some("https://s3.eu-west-1.amazonaws.com"))
+        ));
+        assert!(overlapping(
+            &aws,
+            &at("s3://b", Some("https://s3.amazonaws.com/"))
+        ));
     }
 }

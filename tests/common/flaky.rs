@@ -55,12 +55,14 @@ struct Head {
     first_line: String,
     content_length: Option<u64>,
     chunked: bool,
+    /// `Connection: close`: the sender closes after this message.
+    closes: bool,
 }
 
 fn read_head(reader: &mut impl BufRead) -> Option<Head> {
     let mut raw = Vec::new();
     let mut first_line = String::new();
-    let (mut content_length, mut chunked) = (None, false);
+    let (mut content_length, mut chunked, mut closes) = (None, false, false);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).ok()? == 0 {
@@ -83,12 +85,16 @@ fn read_head(reader: &mut impl BufRead) -> Option<Head> {
         if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
             chunked = true;
         }
+        if name == "connection" && value.eq_ignore_ascii_case("close") {
+            closes = true;
+        }
     }
     Some(Head {
         raw,
         first_line,
         content_length,
         chunked,
+        closes,
     })
 }
 
@@ -138,17 +144,25 @@ fn serve(client: TcpStream, upstream: &str, tally: &Tally) {
                 .or_default() += 1;
             slow_down()
         } else {
-            if server.is_none() {
-                let Ok(stream) = TcpStream::connect(upstream) else {
+            // A server connection that closed (idle, or after `Connection: close`) is
+            // opened again, and the request sent once more: it never reached the server.
+            let mut answer = None;
+            for _ in 0..2 {
+                let Some((from_server, to_server)) = connected(&mut server, upstream) else {
                     break;
                 };
-                let reader = BufReader::new(stream.try_clone().expect("clone"));
-                server = Some((reader, stream));
+                match forward(from_server, to_server, &request, &body, &method) {
+                    Some((bytes, closes)) => {
+                        if closes {
+                            server = None;
+                        }
+                        answer = Some(bytes);
+                        break;
+                    }
+                    None => server = None,
+                }
             }
-            let Some((from_server, to_server)) = server.as_mut() else {
-                break;
-            };
-            match forward(from_server, to_server, &request, &body, &method) {
+            match answer {
                 Some(answer) => answer,
                 None => break,
             }
@@ -160,14 +174,28 @@ fn serve(client: TcpStream, upstream: &str, tally: &Tally) {
     let _ = to_client.shutdown(Shutdown::Both);
 }
 
-/// Sends one request to the server and reads its whole answer.
+/// The connection to the server, opened when there is none.
+fn connected<'a>(
+    server: &'a mut Option<(BufReader<TcpStream>, TcpStream)>,
+    upstream: &str,
+) -> Option<&'a mut (BufReader<TcpStream>, TcpStream)> {
+    if server.is_none() {
+        let stream = TcpStream::connect(upstream).ok()?;
+        let reader = BufReader::new(stream.try_clone().ok()?);
+        *server = Some((reader, stream));
+    }
+    server.as_mut()
+}
+
+/// Sends one request to the server and reads its whole answer; whether the server
+/// closes the connection after it.
 fn forward(
     from_server: &mut BufReader<TcpStream>,
     to_server: &mut TcpStream,
     request: &Head,
     body: &[u8],
     method: &str,
-) -> Option<Vec<u8>> {
+) -> Option<(Vec<u8>, bool)> {
     to_server.write_all(&request.raw).ok()?;
     to_server.write_all(body).ok()?;
     let response = read_head(from_server)?;
@@ -177,7 +205,7 @@ fn forward(
     if !bodiless {
         answer.extend(read_body(from_server, &response)?);
     }
-    Some(answer)
+    Some((answer, response.closes))
 }
 
 fn slow_down() -> Vec<u8> {
