@@ -191,8 +191,7 @@ fn unchanged(weed: &Weed) -> String {
 fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
+    let weed = Weed::start_with_bucket(BUCKET);
     let mut report = String::from("# reposafe benchmarks: the archive on S3\n\n");
     if want("unchanged") {
         report.push_str(&unchanged(&weed));

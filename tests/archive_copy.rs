@@ -16,12 +16,7 @@ const BUCKET: &str = "reposafe-copies";
 /// `reposafe <command> s3://BUCKET/<prefix> <S3 options>` with `extra` after it.
 fn with_s3(rs: &Reposafe, weed: &Weed, command: &[&str], prefix: &str, extra: &[&str]) -> Run {
     let url = format!("s3://{BUCKET}/{prefix}");
-    // init_args is `archive init URL --endpoint …`: keep its options.
-    let options: Vec<String> = weed
-        .init_args(&url, rs.files.path())
-        .into_iter()
-        .skip(3)
-        .collect();
+    let options = common::s3::s3_options(&weed.endpoint, rs.files.path());
     let mut args: Vec<&str> = command.to_vec();
     args.push(&url);
     args.extend(options.iter().map(String::as_str));
@@ -44,13 +39,6 @@ fn bucket(weed: &Weed, prefix: &str, scratch: &Path) -> reposafe::archive::S3Bac
     weed.store(BUCKET, prefix, scratch)
 }
 
-/// A running SeaweedFS with the copies' bucket.
-fn weed_with_bucket() -> Weed {
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
-    weed
-}
-
 /// A Cloud server with `acme/docs` (LFS files and a wiki), and an appliance that backed
 /// it up once.
 fn backed_up_docs(scratch: &Path) -> (CloudServer, LfsWikiRepo, Reposafe) {
@@ -65,7 +53,7 @@ fn backed_up_docs(scratch: &Path) -> (CloudServer, LfsWikiRepo, Reposafe) {
 #[test]
 fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_it() {
     use reposafe::archive::{Backend, FileKind, Source};
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-copy");
     let (_server, docs, rs) = backed_up_docs(scratch.path());
     commit_on_head(&docs.bare, "second");
@@ -130,7 +118,7 @@ fn a_copy_to_s3_is_verified_resumable_restores_alone_and_the_data_dir_moves_to_i
     assert_eq!(shown["snapshots"], 3, "{shown}");
     assert!(rs.data_dir().join("archive/FORMAT").exists());
     restores_as_source(&rs, "acme/docs", &docs.bare, &to);
-    // A copy onto the archive, inside it or around it is refused, and writes nothing.
+    // A copy onto the archive or inside it is refused, and writes nothing.
     for prefix in ["copy", "copy/inner"] {
         let onto = with_s3(&rs, &weed, &["archive", "copy", "--to"], prefix, &[]);
         assert_ne!(onto.code, 0, "{}", onto.all());
@@ -529,7 +517,7 @@ fn a_copy_beside_the_daemon_goes_through_it_to_a_saved_target_or_a_directory() {
     let fresh = Reposafe::new();
     let copied = fresh.data_dir().join("archive");
     std::fs::create_dir_all(fresh.data_dir()).expect("data dir");
-    copy_dir(&scratch.path().join("offsite"), &copied);
+    std::fs::rename(scratch.path().join("offsite"), &copied).expect("move the copy in");
     let shown = fresh.run(&["archive", "show", "--json"]).ok();
     let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
     assert_eq!(shown["snapshots"], 2, "{shown}");
@@ -538,11 +526,12 @@ fn a_copy_beside_the_daemon_goes_through_it_to_a_saved_target_or_a_directory() {
 
 /// Beside a running daemon (as the package runs it), `archive copy --to s3://… --save-as`
 /// with keys goes through the daemon: the keys travel in the request and are sealed in
-/// its vault; the saved target then copies what is new; the secret is nowhere in the daemon's log, the audit or the data dir's files; the copy
-/// restores on a fresh appliance.
+/// its vault; the saved target then copies what is new; the secret is nowhere in the
+/// daemon's log, the audit or the data dir's files; the copy restores on a fresh
+/// appliance.
 #[test]
 fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() {
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-copy-daemon-s3");
     let (_server, docs, rs) = backed_up_docs(scratch.path());
     let log = scratch.path().join("daemon.log");
@@ -663,17 +652,4 @@ fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() 
     let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
     assert_eq!(shown["snapshots"], 2, "{shown}");
     restores_as_source(&fresh, "acme/docs", &docs.bare, &scratch.path().join("r"));
-}
-
-/// Copies a directory tree.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }

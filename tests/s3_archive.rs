@@ -30,13 +30,6 @@ fn server(scratch: &Path) -> (CloudServer, LfsWikiRepo, std::path::PathBuf) {
     (server, docs, big)
 }
 
-/// A SeaweedFS server of this test's own with the bucket created.
-fn weed_with_bucket() -> Weed {
-    let weed = Weed::start();
-    weed.create_bucket(BUCKET);
-    weed
-}
-
 fn init(rs: &Reposafe, weed: &Weed, url: &str, extra: &[&str]) -> Run {
     let mut args = weed.init_args(url, rs.files.path());
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -75,7 +68,7 @@ fn objects_holding(weed: &Weed, prefix: &str, needle: &str) -> Vec<String> {
 
 #[test]
 fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_bucket_alone() {
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-s3");
     let (server, docs, big) = server(scratch.path());
     let url = format!("s3://{BUCKET}/appliance-1");
@@ -170,7 +163,7 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
 
 #[test]
 fn an_encrypted_archive_on_s3_backs_up_and_restores() {
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-s3-encrypted");
     let (server, docs, _big) = server(scratch.path());
     let url = format!("s3://{BUCKET}/encrypted");
@@ -242,7 +235,7 @@ fn an_encrypted_archive_on_s3_backs_up_and_restores() {
 
 #[test]
 fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let rs = Reposafe::new();
     let missing = init(&rs, &weed, "s3://no-such-bucket/x", &[]);
     assert_ne!(missing.code, 0);
@@ -337,24 +330,15 @@ fn faketime_library() -> std::path::PathBuf {
 /// without it, ref for ref.
 #[test]
 fn a_store_answering_503_now_and_then_is_retried() {
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let proxy = common::flaky::FlakyProxy::start(&weed.endpoint);
     let scratch = TempDir::new("reposafe-s3-flaky");
     let (server, docs, big) = server(scratch.path());
     let rs = Reposafe::new();
-    let args: Vec<String> = weed
-        .init_args(&format!("s3://{BUCKET}/flaky"), rs.files.path())
-        .into_iter()
-        .map(|a| {
-            if a == weed.endpoint {
-                proxy.endpoint.clone()
-            } else {
-                a
-            }
-        })
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    rs.run(&args).ok();
+    let url = format!("s3://{BUCKET}/flaky");
+    let args = common::s3::init_args_at(&proxy.endpoint, &url, rs.files.path());
+    rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
     rs.connect_cloud_with_token(&server, WS);
     rs.run(&["backup", WS]).ok();
     assert!(proxy.refused("PUT") >= 3, "uploads met 503s");
@@ -371,24 +355,13 @@ fn a_store_answering_503_now_and_then_is_retried() {
 fn a_store_without_conditional_writes_is_refused_naming_the_condition() {
     use common::s3_lax::{LaxS3, Laxity};
     let rs = Reposafe::new();
-    let secret = rs.secret_file("s3-secret.txt", common::s3::SECRET_ACCESS_KEY);
     for (laxity, condition) in [
         (Laxity::IgnoresIfNoneMatch, "(If-None-Match)"),
         (Laxity::IfMatchNotImplemented, "(If-Match)"),
     ] {
         let lax = LaxS3::start(laxity);
-        let refused = rs.run(&[
-            "archive",
-            "init",
-            "s3://lax/x",
-            "--endpoint",
-            &lax.endpoint,
-            "--path-style",
-            "--access-key-id",
-            common::s3::ACCESS_KEY_ID,
-            "--secret-access-key-file",
-            &secret.display().to_string(),
-        ]);
+        let args = common::s3::init_args_at(&lax.endpoint, "s3://lax/x", rs.files.path());
+        let refused = rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_ne!(refused.code, 0, "{laxity:?}: {}", refused.all());
         let said = refused.all();
         assert!(
@@ -408,7 +381,7 @@ fn a_store_without_conditional_writes_is_refused_naming_the_condition() {
 
 #[test]
 fn a_kill_in_the_middle_of_an_upload_leaves_no_half_snapshot() {
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-s3-kill");
     let (server, _docs, big) = server(scratch.path());
     let rs = Reposafe::new();
@@ -438,7 +411,7 @@ fn a_kill_in_the_middle_of_an_upload_leaves_no_half_snapshot() {
 /// or is told another appliance prunes), and every snapshot of both still restores.
 #[test]
 fn two_appliances_pruning_one_bucket_at_once_lose_nothing() {
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-s3-two");
     let (server, docs, big) = server(scratch.path());
     let url = format!("s3://{BUCKET}/shared");
@@ -494,7 +467,7 @@ fn two_appliances_pruning_one_bucket_at_once_lose_nothing() {
 /// is recorded in the data dir, and every command works with them.
 #[test]
 fn s3_credentials_from_the_environment_are_used_and_never_recorded() {
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-s3-env");
     let (server, docs, _big) = server(scratch.path());
     let rs = Reposafe::new();
@@ -541,7 +514,7 @@ fn s3_credentials_from_the_environment_are_used_and_never_recorded() {
 #[test]
 fn the_store_replaces_a_lease_only_while_it_is_unchanged() {
     use reposafe::archive::{Backend, FileKind};
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-s3-if-match");
     let store = bucket(&weed, "leases", scratch.path());
     let first = store
@@ -595,7 +568,7 @@ fn the_store_replaces_a_lease_only_while_it_is_unchanged() {
 #[test]
 fn s3_keys_from_the_config_file_or_the_aws_credentials_file_are_used_and_never_recorded() {
     use std::os::unix::fs::PermissionsExt;
-    let weed = weed_with_bucket();
+    let weed = Weed::start_with_bucket(BUCKET);
     let scratch = TempDir::new("reposafe-s3-config-keys");
     let (server, docs, _big) = server(scratch.path());
     let rs = Reposafe::new();

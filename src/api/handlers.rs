@@ -200,6 +200,11 @@ impl Observer for Streamed {
 /// One Server-Sent Event with `data` as JSON.
 fn sse(event: &str, data: &impl Serialize) -> Bytes {
     let json = serde_json::to_string(data).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    sse_json(event, &json)
+}
+
+/// One Server-Sent Event carrying `json`, already serialized.
+fn sse_json(event: &str, json: &str) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
 }
 
@@ -675,7 +680,7 @@ async fn events(api: Arc<Api>, id: u64) -> Reply {
             let json = serde_json::to_string(&job).unwrap_or_default();
             if json != last {
                 let event = if job.is_finished() { "end" } else { "progress" };
-                if tx.send(sse(event, &job)).await.is_err() {
+                if tx.send(sse_json(event, &json)).await.is_err() {
                     return;
                 }
                 last = json;

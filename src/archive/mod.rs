@@ -32,7 +32,7 @@ pub use parts::{
     canonical_json, GitPart, LfsIndexEntry, LfsPart, MetadataIndex, MetadataItem, MetadataKindPart,
     MetadataPart, MissingKind, MissingLfsObject, StoredFile,
 };
-pub use s3::{S3Backend, S3Config};
+pub use s3::{environment_endpoint, S3Backend, S3Config};
 pub use snapshot::{RepoIdentity, Snapshot, SnapshotId, SnapshotStats};
 
 use std::fmt;

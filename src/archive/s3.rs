@@ -155,6 +155,14 @@ impl Drop for S3Backend {
     }
 }
 
+/// The endpoint the AWS environment variables name (`AWS_ENDPOINT_URL`, else
+/// `AWS_ENDPOINT`), as `object_store` reads it.
+pub fn environment_endpoint() -> Option<String> {
+    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
 impl S3Backend {
     /// A backend for `config`, building temporary files in `scratch`. Nothing is sent
     /// until it is used ([`Backend::init`] checks the bucket answers).
@@ -194,9 +202,7 @@ impl S3Backend {
         // own takes only that from the environment.
         let endpoint = match (&config.endpoint, &config.access_key_id) {
             (Some(endpoint), _) => Some(endpoint.clone()),
-            (None, Some(_)) => ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
-                .iter()
-                .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty())),
+            (None, Some(_)) => environment_endpoint(),
             (None, None) => None,
         };
         if let Some(endpoint) = endpoint {

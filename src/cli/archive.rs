@@ -87,11 +87,9 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
     };
     // The endpoint the AWS variables name, made explicit: it is recorded, and a store
     // with keys of its own reads nothing from the environment.
-    let endpoint = s3.endpoint.or_else(|| {
-        ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
-            .iter()
-            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-    });
+    let endpoint = s3
+        .endpoint
+        .or_else(crate::engine::s3_keys::environment_endpoint);
     Ok(Some(S3Location {
         url,
         endpoint,

@@ -288,7 +288,7 @@ fn copy_from(
     if let Some(name) = save_as {
         refuse_renaming(from.data_dir, name, &to)?;
     }
-    let dest = open_destination(from.archive, &to)?;
+    let dest = from.archive.copy_target(to.backend.clone())?;
     if let Some(name) = save_as {
         save_target(from.data_dir, name, &to.record)?;
     }
@@ -314,11 +314,6 @@ fn refuse_the_archive_itself(data_dir: &Path, identity: &str) -> Result<(), Engi
         });
     }
     Ok(())
-}
-
-/// The destination as an archive.
-fn open_destination(source: &Archive, to: &Destination) -> Result<Archive, EngineError> {
-    Ok(source.copy_target(to.backend.clone())?)
 }
 
 /// Copies `source` (its sweep kept away by `source_gate`, blob by blob) to `dest`,

@@ -185,14 +185,7 @@ impl Inner {
             return Ok(());
         }
         let written = now();
-        let renewed = match self
-            .archive
-            .replace_lease(PRUNE, &record(&self.me), &hold.version)?
-        {
-            Some(version) => Some(version),
-            None => self.mine_now()?,
-        };
-        match renewed {
+        match self.replace_prune(&hold.version)? {
             Some(version) => {
                 hold.version = version;
                 hold.written = written;
@@ -203,6 +196,18 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Replaces `prune` at `version` with this process's record: its new version, or
+    /// `None` when another appliance's write came first.
+    fn replace_prune(&self, version: &str) -> Result<Option<String>, EngineError> {
+        match self
+            .archive
+            .replace_lease(PRUNE, &record(&self.me), version)?
+        {
+            Some(version) => Ok(Some(version)),
+            None => self.mine_now(),
+        }
     }
 
     /// The version of `prune` when it names this process as its holder: a
@@ -234,14 +239,7 @@ impl Inner {
             if let Some(holder) = holder.filter(|h| appliance_of(h) != appliance_of(&self.me)) {
                 return Err(pruning_error(&holder));
             }
-            let taken = match self
-                .archive
-                .replace_lease(PRUNE, &record(&self.me), &version)?
-            {
-                Some(version) => Some(version),
-                None => self.mine_now()?,
-            };
-            return match taken {
+            return match self.replace_prune(&version)? {
                 Some(version) => Ok(version),
                 None => Err(EngineError::Conflict(
                     "another appliance took the prune lease of this archive; try again when it is done"

@@ -646,12 +646,12 @@ impl Jobs {
         })
     }
 
-    /// After a plan's run that wrote snapshots (succeeded or partial), its copy of the
+    /// After a plan's run that succeeded or ended partial, its copy of the
     /// archive to a saved target (`copy_to`, shown live as the job's notice): the job's
     /// notice, and the job's failure when the copy fails or leaves something out (the
     /// job then fails, which notifies).
     fn copy_after_run(&self, live: &LiveJob, job: &Job) -> Option<(String, Option<String>)> {
-        let plan = plan_with_snapshots(job)?;
+        let plan = succeeded_or_partial_plan(job)?;
         let target = self.ctx.state.plan(plan).ok()?.spec.copy_to?;
         if live.cancel.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst) {
             return Some((
@@ -1358,7 +1358,7 @@ fn plan_of(job: &Job) -> Option<&str> {
 
 /// The plan a job ran, when it was a plan's backup that succeeded or ended partial
 /// (some repositories backed up): what a copy after the run takes.
-fn plan_with_snapshots(job: &Job) -> Option<&str> {
+fn succeeded_or_partial_plan(job: &Job) -> Option<&str> {
     plan_of(job).filter(|_| matches!(job.state, JobState::Succeeded | JobState::Partial))
 }
 

@@ -14,6 +14,7 @@
 //! found here is ever written to the data dir.
 
 use super::EngineError;
+pub use crate::archive::environment_endpoint;
 use crate::archive::S3Config;
 use secrecy::SecretString;
 use std::path::PathBuf;
@@ -116,12 +117,12 @@ pub(crate) fn with_default_keys(config: S3Config) -> Result<S3Config, EngineErro
 /// lends its own keys to a location named in a request.
 pub fn static_keys_here() -> Result<Option<S3Keys>, EngineError> {
     let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if env_has_keys() {
+    if let Some(access_key_id) = variable("AWS_ACCESS_KEY_ID") {
         let secret = variable("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
             EngineError::Invalid("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into())
         })?;
         return Ok(Some(S3Keys {
-            access_key_id: variable("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+            access_key_id,
             secret_access_key: SecretString::from(secret),
             session_token: variable("AWS_SESSION_TOKEN").map(SecretString::from),
         }));

@@ -49,6 +49,13 @@ pub struct Weed {
 }
 
 impl Weed {
+    /// [`Weed::start`] with `bucket` created.
+    pub fn start_with_bucket(bucket: &str) -> Weed {
+        let weed = Weed::start();
+        weed.create_bucket(bucket);
+        weed
+    }
+
     /// Starts a server and waits until its S3 gateway answers (about a second).
     pub fn start() -> Weed {
         let dir = TempDir::new("reposafe-weed");
@@ -183,24 +190,36 @@ impl Weed {
 
     /// The `archive init` arguments for `url` on this server, the secret in a file under `files`.
     pub fn init_args(&self, url: &str, files: &Path) -> Vec<String> {
-        let secret = files.join("s3-secret.txt");
-        std::fs::write(&secret, format!("{SECRET_ACCESS_KEY}\n")).expect("secret");
-        [
-            "archive",
-            "init",
-            url,
-            "--endpoint",
-            &self.endpoint,
-            "--path-style",
-            "--access-key-id",
-            ACCESS_KEY_ID,
-            "--secret-access-key-file",
-        ]
+        init_args_at(&self.endpoint, url, files)
+    }
+}
+
+/// The `archive init` arguments for `url` at `endpoint` with the test keys, the secret
+/// in a file under `files`.
+pub fn init_args_at(endpoint: &str, url: &str, files: &Path) -> Vec<String> {
+    ["archive", "init", url]
         .iter()
         .map(|s| s.to_string())
-        .chain([secret.display().to_string()])
+        .chain(s3_options(endpoint, files))
         .collect()
-    }
+}
+
+/// The S3 options for `endpoint` with the test keys, the secret in a file under `files`.
+pub fn s3_options(endpoint: &str, files: &Path) -> Vec<String> {
+    let secret = files.join("s3-secret.txt");
+    std::fs::write(&secret, format!("{SECRET_ACCESS_KEY}\n")).expect("secret");
+    [
+        "--endpoint",
+        endpoint,
+        "--path-style",
+        "--access-key-id",
+        ACCESS_KEY_ID,
+        "--secret-access-key-file",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([secret.display().to_string()])
+    .collect()
 }
 
 impl Drop for Weed {
