@@ -291,6 +291,25 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
     );
     assert!(said.contains(&weed.endpoint), "{said}");
 
+    // An endpoint where nothing listens: every retry is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nowhere = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let args = common::s3::init_args_at(&nowhere, &format!("s3://{BUCKET}/x"), rs.files.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let unreachable = rs.run(&args);
+    assert_ne!(unreachable.code, 0);
+    assert!(
+        unreachable
+            .all()
+            .contains(&format!("{nowhere}: cannot connect (Connection refused"))
+            && unreachable
+                .all()
+                .contains("check that the store is running"),
+        "{}",
+        unreachable.all()
+    );
+
     let bad_url = rs.run(&[
         "archive",
         "init",

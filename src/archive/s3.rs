@@ -307,6 +307,9 @@ impl S3Backend {
         let code = s3_error_code(&text);
         let endpoint = self.config.endpoint_name();
         let bucket = &self.config.bucket;
+        if let Some(message) = unanswered(&e) {
+            return io::Error::other(format!("{endpoint}: {message}"));
+        }
         let (kind, message) = match (code, &e) {
             (Some("NoSuchBucket"), _) => (
                 io::ErrorKind::NotFound,
@@ -506,6 +509,31 @@ impl S3Backend {
             .filter_map(|(key, size, tag)| Some((self.relative(&key)?.to_string(), size, tag)))
             .collect())
     }
+}
+
+/// What to say of a request the store never answered (every retry refused, timed out or
+/// unresolved), with the innermost cause ("Connection refused (os error 111)"); `None`
+/// for an error the store answered.
+fn unanswered(e: &object_store::Error) -> Option<String> {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut kind = None;
+    let mut cause = e.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(http) = err.downcast_ref::<HttpError>() {
+            kind = Some(http.kind());
+        }
+        cause = err.to_string();
+        source = err.source();
+    }
+    let what = match kind? {
+        HttpErrorKind::Connect => "cannot connect",
+        HttpErrorKind::Timeout => "the store did not answer in time",
+        _ => return None,
+    };
+    Some(format!(
+        "{what} ({cause}): check that the store is running and reachable from this machine, the endpoint, and for https that its certificate is trusted here"
+    ))
 }
 
 /// The S3 error code (`<Code>NoSuchBucket</Code>`) in an error's text, if any.
