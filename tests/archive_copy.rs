@@ -582,24 +582,19 @@ fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() 
     let keyless: serde_json::Value = keyless.json().expect("json");
     assert_eq!(keyless["field"], "s3", "{keyless}");
     // From the command line, the keys of the shell it runs in go with the request…
-    let s3_options = [
+    let to_env = format!("s3://{BUCKET}/from-env");
+    let copy_without_keys = [
+        "archive",
+        "copy",
+        "--to",
+        to_env.as_str(),
         "--endpoint",
         weed.endpoint.as_str(),
         "--path-style",
         "--json",
     ];
-    let to_env = format!("s3://{BUCKET}/from-env");
     let no_credentials_file = scratch.path().join("no-aws-credentials");
-    let with_env = rs
-        .cmd(
-            &[
-                &["archive", "copy", "--to", to_env.as_str()][..],
-                &s3_options,
-            ]
-            .concat(),
-        )
-        .env("AWS_ACCESS_KEY_ID", common::s3::ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", common::s3::SECRET_ACCESS_KEY)
+    let with_env = common::s3::with_test_keys(&mut rs.cmd(&copy_without_keys))
         .output()
         .expect("copy");
     assert!(
@@ -608,17 +603,7 @@ fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() 
         String::from_utf8_lossy(&with_env.stderr)
     );
     // …and without any, the command says what to give.
-    let without = rs
-        .cmd(
-            &[
-                &["archive", "copy", "--to", to_env.as_str()][..],
-                &s3_options,
-            ]
-            .concat(),
-        )
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("AWS_SHARED_CREDENTIALS_FILE", &no_credentials_file)
+    let without = common::s3::without_keys(&mut rs.cmd(&copy_without_keys), &no_credentials_file)
         .output()
         .expect("copy");
     let said = String::from_utf8_lossy(&without.stderr);

@@ -292,9 +292,7 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
     assert!(said.contains(&weed.endpoint), "{said}");
 
     // An endpoint where nothing listens: every retry is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let nowhere = format!("http://{}", closed.local_addr().expect("addr"));
-    drop(closed);
+    let nowhere = format!("http://127.0.0.1:{}", common::s3::free_port());
     let args = common::s3::init_args_at(&nowhere, &format!("s3://{BUCKET}/x"), rs.files.path());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let unreachable = rs.run(&args);
@@ -491,10 +489,7 @@ fn s3_credentials_from_the_environment_are_used_and_never_recorded() {
     let (server, docs, _big) = server(scratch.path());
     let rs = Reposafe::new();
     let with_env = |args: &[&str]| {
-        let out = rs
-            .cmd(args)
-            .env("AWS_ACCESS_KEY_ID", common::s3::ACCESS_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", common::s3::SECRET_ACCESS_KEY)
+        let out = common::s3::with_test_keys(&mut rs.cmd(args))
             .output()
             .expect("run");
         assert!(
@@ -619,18 +614,10 @@ fn s3_keys_from_the_config_file_or_the_aws_credentials_file_are_used_and_never_r
     // No AWS variables: the keys come from where each run says.
     let run = |args: &[&str], credentials_file: &Path, profile: Option<&str>| {
         let mut cmd = rs.cmd(args);
-        for var in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ] {
-            cmd.env_remove(var);
+        common::s3::without_keys(&mut cmd, credentials_file);
+        if let Some(p) = profile {
+            cmd.env("AWS_PROFILE", p);
         }
-        cmd.env("AWS_SHARED_CREDENTIALS_FILE", credentials_file);
-        match profile {
-            Some(p) => cmd.env("AWS_PROFILE", p),
-            None => cmd.env_remove("AWS_PROFILE"),
-        };
         let out = cmd.output().expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.success(), stderr)

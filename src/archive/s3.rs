@@ -7,8 +7,8 @@
 //! one stays invisible); `create_new` is a PUT with `If-None-Match: *` (412 →
 //! `AlreadyExists`); reads stream. Files up to [`SINGLE_PUT_MAX`] go up in one PUT,
 //! larger ones as multipart uploads of [`PART_SIZE`] parts, at most [`PARTS_IN_FLIGHT`] in flight,
-//! so memory stays bounded whatever the size. `object_store` retries 5xx, 429 and
-//! timeouts with backoff.
+//! so memory stays bounded whatever the size. `object_store` retries 5xx, 429, refused
+//! connections and timed-out idempotent requests with backoff.
 //!
 //! `object_store` is async; the archive is not. The backend owns a small tokio runtime
 //! and hands each request to it, waiting on a channel, so it can be called from any
@@ -169,10 +169,11 @@ impl S3Backend {
     pub fn new(config: S3Config, scratch: PathBuf) -> Result<S3Backend, BackendError> {
         let location = PathBuf::from(config.url());
         // Keys of its own: none of this process's AWS variables but the endpoint (a
-        // session token there belongs to other keys).
-        let builder = match config.access_key_id {
-            Some(_) => AmazonS3Builder::new(),
-            None => AmazonS3Builder::from_env(),
+        // session token there belongs to other keys); without, `from_env` reads them
+        // all, the endpoint too.
+        let (builder, environment_endpoint) = match config.access_key_id {
+            Some(_) => (AmazonS3Builder::new(), environment_endpoint()),
+            None => (AmazonS3Builder::from_env(), None),
         };
         let mut builder = builder
             .with_bucket_name(&config.bucket)
@@ -198,14 +199,7 @@ impl S3Backend {
                     .with_read_timeout(Duration::from_secs(120))
                     .with_allow_http(true),
             );
-        // `from_env` reads the AWS variables' endpoint itself; a store with keys of its
-        // own takes only that from the environment.
-        let endpoint = match (&config.endpoint, &config.access_key_id) {
-            (Some(endpoint), _) => Some(endpoint.clone()),
-            (None, Some(_)) => environment_endpoint(),
-            (None, None) => None,
-        };
-        if let Some(endpoint) = endpoint {
+        if let Some(endpoint) = config.endpoint.clone().or(environment_endpoint) {
             builder = builder.with_endpoint(endpoint);
         }
         builder = builder.with_region(config.region.as_deref().unwrap_or("us-east-1"));
@@ -516,17 +510,18 @@ impl S3Backend {
 /// for an error the store answered.
 fn unanswered(e: &object_store::Error) -> Option<String> {
     use object_store::client::{HttpError, HttpErrorKind};
-    let mut kind = None;
-    let mut cause = e.to_string();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(http) = err.downcast_ref::<HttpError>() {
-            kind = Some(http.kind());
-        }
-        cause = err.to_string();
-        source = err.source();
-    }
-    let what = match kind? {
+    let chain: Vec<&(dyn std::error::Error + 'static)> =
+        std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |err| {
+            err.source()
+        })
+        .collect();
+    let kind = chain
+        .iter()
+        .rev()
+        .find_map(|err| err.downcast_ref::<HttpError>())?
+        .kind();
+    let cause = chain.last()?.to_string();
+    let what = match kind {
         HttpErrorKind::Connect => "cannot connect",
         HttpErrorKind::Timeout => "the store did not answer in time",
         _ => return None,

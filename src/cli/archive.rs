@@ -168,7 +168,7 @@ fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
         },
     };
     if let Some(daemon) = remote::Remote::discover(data_dir)? {
-        return copy_through(&daemon, with_keys_here(to)?, args.save_as, args.json);
+        return copy_through(&daemon, to, args.save_as, args.json);
     }
     let req = ArchiveCopy {
         to,
@@ -183,13 +183,10 @@ fn copy(data_dir: &Path, args: ArchiveCopyArgs) -> Result<i32> {
 /// An S3 destination for the daemon, with the keys this shell would use when the
 /// command line gives none (the daemon never lends its own keys to a location named
 /// in a request).
-fn with_keys_here(to: CopyDestination) -> Result<CopyDestination> {
-    let CopyDestination::S3(mut location) = to else {
-        return Ok(to);
-    };
+fn with_keys_here(mut location: S3Location) -> Result<S3Location> {
     // Keys given (both, or one: the engine then says to give both) are the ones used.
     if location.access_key_id.is_some() || location.secret_access_key.is_some() {
-        return Ok(CopyDestination::S3(location));
+        return Ok(location);
     }
     let Some(keys) = crate::engine::s3_keys::static_keys_here()? else {
         bail!(
@@ -208,7 +205,7 @@ fn with_keys_here(to: CopyDestination) -> Result<CopyDestination> {
     }
     location.access_key_id = Some(keys.access_key_id);
     location.secret_access_key = Some(keys.secret_access_key);
-    Ok(CopyDestination::S3(location))
+    Ok(location)
 }
 
 /// `archive copy` beside a running daemon, which copies.
@@ -230,7 +227,7 @@ fn copy_through(
                 std::path::absolute(&dir).with_context(|| format!("--to {}", dir.display()))?;
             req.to = Some(absolute);
         }
-        CopyDestination::S3(location) => req.s3 = Some(location),
+        CopyDestination::S3(location) => req.s3 = Some(with_keys_here(location)?),
     }
     let bar = Arc::new(super::progress::CopyBar::new());
     let report = daemon.copy_archive(req, &CopyBarObserver(bar.clone()));

@@ -383,33 +383,38 @@ mod tests {
     /// bucket, one prefix leading the other.
     #[test]
     fn locations_overlap_when_one_prefix_leads_the_other_at_one_endpoint() {
-        let at = |url: &str, endpoint: Option<&str>| identity_of(url, endpoint);
-        let archive = at("s3://b/team/archive", Some("https://s3.example:9000/"));
+        let archive = identity_of("s3://b/team/archive", Some("https://s3.example:9000/"));
         for (other, expected) in [
             (
-                at("s3://b/team/archive/", Some("https://s3.example:9000")),
+                identity_of("s3://b/team/archive/", Some("https://s3.example:9000")),
                 true,
             ),
             (
-                at("s3://b/team/archive/copy", Some("https://s3.example:9000")),
+                identity_of("s3://b/team/archive/copy", Some("https://s3.example:9000")),
                 true,
             ),
-            (at("s3://b/team", Some("https://s3.example:9000")), true),
-            (at("s3://b", Some("https://s3.example:9000")), true),
             (
-                at("s3://b/team/archive-2", Some("https://s3.example:9000")),
-                false,
+                identity_of("s3://b/team", Some("https://s3.example:9000")),
+                true,
             ),
-            (at("s3://b/other", Some("https://s3.example:9000")), false),
+            (identity_of("s3://b", Some("https://s3.example:9000")), true),
             (
-                at("s3://c/team/archive", Some("https://s3.example:9000")),
+                identity_of("s3://b/team/archive-2", Some("https://s3.example:9000")),
                 false,
             ),
             (
-                at("s3://b/team/archive", Some("https://other.example")),
+                identity_of("s3://b/other", Some("https://s3.example:9000")),
                 false,
             ),
-            (at("s3://b/team/archive", None), false),
+            (
+                identity_of("s3://c/team/archive", Some("https://s3.example:9000")),
+                false,
+            ),
+            (
+                identity_of("s3://b/team/archive", Some("https://other.example")),
+                false,
+            ),
+            (identity_of("s3://b/team/archive", None), false),
             ("/srv/copies".to_string(), false),
             ("/srv/team/archive".to_string(), false),
         ] {
@@ -429,14 +434,14 @@ mod tests {
         assert!(overlapping("/srv/data/archive", "/srv/data/archive/x"));
         assert!(!overlapping("/srv/data/archive", "/srv/data/archive-2"));
         // Every AWS endpoint reaches the one global bucket namespace.
-        let aws = at("s3://b/team", None);
+        let aws = identity_of("s3://b/team", None);
         assert!(overlapping(
             &aws,
-            &at("s3://b/team", Some("https://s3.eu-west-1.amazonaws.com"))
+            &identity_of("s3://b/team", Some("https://s3.eu-west-1.amazonaws.com"))
         ));
         assert!(overlapping(
             &aws,
-            &at("s3://b", Some("https://s3.amazonaws.com/"))
+            &identity_of("s3://b", Some("https://s3.amazonaws.com/"))
         ));
     }
 }

