@@ -535,7 +535,9 @@ fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() 
     let scratch = TempDir::new("reposafe-copy-daemon-s3");
     let (_server, docs, rs) = backed_up_docs(scratch.path());
     let log = scratch.path().join("daemon.log");
-    let (mut daemon, url, token) = start_logged_daemon(&rs, &log);
+    // The service's environment names the store, as `/etc/reposafe/s3.env` may.
+    let (mut daemon, url, token) =
+        start_logged_daemon_with(&rs, &log, &[("AWS_ENDPOINT_URL", weed.endpoint.as_str())]);
 
     let first = with_s3(
         &rs,
@@ -581,6 +583,29 @@ fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() 
     assert_eq!(keyless.status().as_u16(), 400);
     let keyless: serde_json::Value = keyless.json().expect("json");
     assert_eq!(keyless["field"], "s3", "{keyless}");
+    // A request naming no endpoint goes where the service's environment points, and is
+    // saved, compared and audited as there (not as AWS).
+    let service_env = format!("s3://{BUCKET}/service-env");
+    let no_endpoint = http
+        .post(format!("{url}/api/v1/archive/copy"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"s3": {
+            "url": service_env,
+            "path_style": true,
+            "access_key_id": common::s3::ACCESS_KEY_ID,
+            "secret_access_key": common::s3::SECRET_ACCESS_KEY,
+        }, "save_as": "service-env"}))
+        .send()
+        .expect("copy");
+    assert_eq!(
+        no_endpoint.status().as_u16(),
+        200,
+        "{:?}",
+        no_endpoint.text()
+    );
+    let saved = std::fs::read_to_string(rs.data_dir().join("copy-targets/service-env.json"))
+        .expect("the target is saved");
+    assert!(saved.contains(&format!("{:?}", weed.endpoint)), "{saved}");
     // From the command line, the keys of the shell it runs in go with the request…
     let to_env = format!("s3://{BUCKET}/from-env");
     let copy_without_keys = [
@@ -615,6 +640,13 @@ fn an_s3_copy_beside_the_daemon_goes_through_it_and_its_keys_are_sealed_there() 
         audit
             .stdout
             .contains(&format!("s3://{BUCKET}/daemon at {}", weed.endpoint)),
+        "{}",
+        audit.stdout
+    );
+    assert!(
+        audit
+            .stdout
+            .contains(&format!("{service_env} at {}", weed.endpoint)),
         "{}",
         audit.stdout
     );

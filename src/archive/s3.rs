@@ -47,7 +47,8 @@ pub struct S3Config {
     pub bucket: String,
     /// Key prefix without leading or trailing `/`; may be empty.
     pub prefix: String,
-    /// E.g. `https://s3.example:9000`; AWS when absent.
+    /// E.g. `https://s3.example:9000`; when absent, the one the AWS variables name
+    /// ([`environment_endpoint`]), else AWS.
     pub endpoint: Option<String>,
     pub region: Option<String>,
     /// Path-style requests (`endpoint/bucket/key`), as MinIO and SeaweedFS expect.
@@ -166,14 +167,16 @@ pub fn environment_endpoint() -> Option<String> {
 impl S3Backend {
     /// A backend for `config`, building temporary files in `scratch`. Nothing is sent
     /// until it is used ([`Backend::init`] checks the bucket answers).
-    pub fn new(config: S3Config, scratch: PathBuf) -> Result<S3Backend, BackendError> {
+    pub fn new(mut config: S3Config, scratch: PathBuf) -> Result<S3Backend, BackendError> {
         let location = PathBuf::from(config.url());
-        // Keys of its own: none of this process's AWS variables but the endpoint (a
-        // session token there belongs to other keys); without, `from_env` reads them
-        // all, the endpoint too.
-        let (builder, environment_endpoint) = match config.access_key_id {
-            Some(_) => (AmazonS3Builder::new(), environment_endpoint()),
-            None => (AmazonS3Builder::from_env(), None),
+        // Settled once, here: requests, the payload signing below and every message
+        // then agree on where the store is.
+        config.endpoint = config.endpoint.or_else(environment_endpoint);
+        // Keys of its own: none of this process's AWS variables (a session token there
+        // belongs to other keys); without, `from_env` reads them all.
+        let builder = match config.access_key_id {
+            Some(_) => AmazonS3Builder::new(),
+            None => AmazonS3Builder::from_env(),
         };
         let mut builder = builder
             .with_bucket_name(&config.bucket)
@@ -199,7 +202,7 @@ impl S3Backend {
                     .with_read_timeout(Duration::from_secs(120))
                     .with_allow_http(true),
             );
-        if let Some(endpoint) = config.endpoint.clone().or(environment_endpoint) {
+        if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
         builder = builder.with_region(config.region.as_deref().unwrap_or("us-east-1"));

@@ -79,7 +79,8 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         field: "location".into(),
         message,
     })?;
-    if let Some(e) = &loc.endpoint {
+    let endpoint = settled(loc.endpoint.as_deref());
+    if let Some(e) = &endpoint {
         let parsed = url::Url::parse(e).ok();
         if parsed
             .as_ref()
@@ -94,7 +95,14 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         if !ok {
             return Err(EngineError::Field {
                 field: "endpoint".into(),
-                message: format!("{e:?} is not an http(s) URL, e.g. https://s3.example:9000"),
+                message: format!(
+                    "{e:?}{} is not an http(s) URL, e.g. https://s3.example:9000",
+                    if loc.endpoint.is_none() {
+                        " (from AWS_ENDPOINT_URL or AWS_ENDPOINT)"
+                    } else {
+                        ""
+                    }
+                ),
             });
         }
     }
@@ -106,7 +114,7 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
     Ok(S3Config {
         bucket,
         prefix,
-        endpoint: loc.endpoint.clone(),
+        endpoint,
         region: loc.region.clone(),
         path_style: loc.path_style,
         access_key_id: loc.access_key_id.clone(),
@@ -287,8 +295,25 @@ impl StoredLocation {
     /// What tells this location from another: the URL and the endpoint (one bucket name
     /// may exist at several providers).
     pub(crate) fn identity(&self) -> String {
-        identity_of(&self.url, self.endpoint.as_deref())
+        identity_of(&self.url, settled(self.endpoint.as_deref()).as_deref())
     }
+}
+
+impl S3Location {
+    /// What tells this location from another (see [`StoredLocation::identity`]).
+    pub(crate) fn identity(&self) -> String {
+        identity_of(&self.url, settled(self.endpoint.as_deref()).as_deref())
+    }
+}
+
+/// The endpoint requests for a location go to: the one given, else the one the AWS
+/// variables of this process name (as the S3 client reads them), else none (AWS). A
+/// location recorded without one (set up on AWS, or through a daemon whose service
+/// environment names the store) is then named, compared and signed as where it is.
+fn settled(endpoint: Option<&str>) -> Option<String> {
+    endpoint
+        .map(str::to_string)
+        .or_else(crate::archive::environment_endpoint)
 }
 
 /// The identity of `s3://bucket/prefix` at `endpoint` (AWS when none), the endpoint

@@ -674,9 +674,7 @@ impl Service for LocalService {
         let object = match &to {
             CopyDestination::Saved(name) => name.clone(),
             CopyDestination::Directory(dir) => dir.display().to_string(),
-            CopyDestination::S3(loc) => {
-                super::archive_location::identity_of(&loc.url, loc.endpoint.as_deref())
-            }
+            CopyDestination::S3(loc) => loc.identity(),
         };
         let progress = observer.copy_progress();
         let report = copy_in_process(self.ctx(), to, save_as.as_deref(), progress.as_ref())

@@ -267,6 +267,16 @@ pub fn wait_for_daemon(data_dir: &Path) -> (String, String) {
 /// appended to `log`, and waits until it announces itself; the child, its URL and the
 /// admin API token (the caller kills it).
 pub fn start_logged_daemon(rs: &Reposafe, log: &Path) -> (std::process::Child, String, String) {
+    start_logged_daemon_with(rs, log, &[])
+}
+
+/// [`start_logged_daemon`] with `env` added to the daemon's environment (as a service's
+/// `EnvironmentFile` adds it).
+pub fn start_logged_daemon_with(
+    rs: &Reposafe,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, String) {
     let _ = std::fs::remove_file(rs.data_dir().join("daemon.json"));
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -276,6 +286,7 @@ pub fn start_logged_daemon(rs: &Reposafe, log: &Path) -> (std::process::Child, S
     let child = rs
         .cmd(&["-vv", "serve", "--listen", "127.0.0.1:0"])
         .env("REPOSAFE_LOG", "debug")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
