@@ -659,3 +659,69 @@ fn s3_keys_from_the_config_file_or_the_aws_credentials_file_are_used_and_never_r
     assert!(!recorded.contains(common::s3::ACCESS_KEY_ID), "{recorded}");
     assert_not_on_disk(rs.data_dir(), common::s3::SECRET_ACCESS_KEY);
 }
+
+/// A prune through the daemon that waits for another appliance's use of the archive
+/// hears the daemon's heartbeat, so it keeps waiting past the silence limit; once the
+/// daemon stops answering (SIGSTOP: a hung daemon, a dead connection), the command
+/// gives up after that limit, naming the daemon, instead of waiting for a week.
+#[test]
+fn a_followed_prune_waits_while_the_daemon_is_alive_and_gives_up_once_it_falls_silent() {
+    use reposafe::archive::{Backend, FileKind};
+    use std::time::{Duration, Instant};
+    let weed = Weed::start_with_bucket(BUCKET);
+    let scratch = TempDir::new("reposafe-s3-silent");
+    let rs = Reposafe::new();
+    init(&rs, &weed, &format!("s3://{BUCKET}/silent"), &[]).ok();
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    bucket(&weed, "silent", scratch.path())
+        .create_new(
+            FileKind::Lock,
+            "use-other-1",
+            format!(r#"{{"holder":"other.1","expires":{expires}}}"#).as_bytes(),
+        )
+        .expect("another appliance's lease");
+    let (mut daemon, url, _token) = start_logged_daemon(&rs, &scratch.path().join("daemon.log"));
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &daemon.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {name}");
+    };
+    let mut prune = rs
+        .cmd(&["prune"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("prune");
+    std::thread::sleep(Duration::from_secs(65));
+    assert!(
+        prune.try_wait().expect("prune").is_none(),
+        "the prune gave up on a daemon that says it is alive"
+    );
+    signal("-STOP");
+    let stopped = Instant::now();
+    while prune.try_wait().expect("prune").is_none() && stopped.elapsed() < Duration::from_secs(90)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let waited = stopped.elapsed();
+    let gave_up = prune.try_wait().expect("prune").is_some();
+    let _ = prune.kill();
+    let out = prune.wait_with_output().expect("prune");
+    signal("-CONT");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(gave_up, "still waiting on a silent daemon after {waited:?}");
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("the daemon at {url} said nothing for 60 s")),
+        "{said}"
+    );
+    assert!(said.contains("may still be running there"), "{said}");
+}

@@ -135,7 +135,7 @@ fn call_following<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 's
 }
 
 /// How often a followed call that reports nothing says it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(15);
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Sends a comment line every [`HEARTBEAT`] while `work` runs (a prune waiting for
 /// other appliances may report nothing for a long time), then its last event; a

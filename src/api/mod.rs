@@ -9,6 +9,7 @@
 mod auth;
 pub use auth::ct_eq;
 mod handlers;
+pub use handlers::HEARTBEAT;
 mod hooks;
 mod metrics;
 mod pages;

@@ -115,17 +115,14 @@ impl Remote {
     }
 
     fn sent(&self, rb: RequestBuilder, what: &str) -> Result<Response, EngineError> {
-        rb.send().map_err(|e| {
-            EngineError::Internal(format!(
-                "{what}: the daemon at {} did not answer: {e}",
-                self.base
-            ))
-        })
+        send_to(&self.base, rb, what)
     }
 
     /// POSTs a long call (a prune) and follows it: the daemon streams its progress as
     /// Server-Sent Events, handed to `on_progress` as they come, and ends with the
-    /// report or the error. No time limit: the call lasts as long as the work.
+    /// report or the error. No time limit on the work, only on silence: the daemon
+    /// says it is alive every [`crate::api::HEARTBEAT`], so [`SILENCE_LIMIT`] without a
+    /// word means it is stuck or the connection is gone.
     fn post_following<T: DeserializeOwned, E: DeserializeOwned>(
         &self,
         path: &str,
@@ -138,16 +135,46 @@ impl Remote {
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .timeout(LONG_WORK)
             .json(body);
-        let resp = self.sent(rb, &what)?;
-        let streamed = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !streamed || !resp.status().is_success() {
-            return answer(resp, &what);
+        // A blocking read has no limit of its own but the whole call's: the call runs
+        // on a thread of its own, and silence is timed here.
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let (base, asked) = (self.base.clone(), what.clone());
+        std::thread::Builder::new()
+            .name("reposafe-follow".into())
+            .spawn(move || listen(&base, rb, &asked, &tx))
+            .map_err(|e| EngineError::Internal(format!("{what}: cannot start a thread: {e}")))?;
+        let silent = || {
+            EngineError::Internal(format!(
+                "{what}: the daemon at {} said nothing for {} s, though it says it is alive every {} s while it works: it is stuck or the connection to it was lost; the work may still be running there (see its log)",
+                self.base,
+                SILENCE_LIMIT.as_secs(),
+                crate::api::HEARTBEAT.as_secs()
+            ))
+        };
+        let mut heard = std::iter::from_fn(|| match rx.recv_timeout(SILENCE_LIMIT) {
+            Ok(heard) => Some(Ok(heard)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Some(Err(silent())),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+        });
+        match heard.next() {
+            Some(Ok(Heard::Head(Ok(None)))) => {
+                let lines = heard.map(|h| match h {
+                    Ok(Heard::Line(line)) => line.map_err(|e| {
+                        EngineError::Internal(format!("{what}: the daemon's answer broke off: {e}"))
+                    }),
+                    Ok(Heard::Head(_)) => Err(EngineError::Internal(format!(
+                        "{what}: a second answer from the daemon"
+                    ))),
+                    Err(e) => Err(e),
+                });
+                follow_events(lines, &what, on_progress)
+            }
+            Some(Ok(Heard::Head(Ok(Some(whole))))) => answer(whole, &what),
+            Some(Ok(Heard::Head(Err(e)))) | Some(Err(e)) => Err(e),
+            Some(Ok(Heard::Line(_))) | None => Err(EngineError::Internal(format!(
+                "{what}: the daemon's answer broke off before it began"
+            ))),
         }
-        follow_events(std::io::BufReader::new(resp), &what, on_progress)
     }
 }
 
@@ -155,18 +182,64 @@ impl Remote {
 /// not the client, decides).
 const LONG_WORK: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Reads Server-Sent Events until `end` (the report) or `error` (the daemon's error),
-/// handing each `progress` event to `on_progress`.
+/// How long a followed call may hear nothing from the daemon: four of its heartbeats.
+const SILENCE_LIMIT: Duration = crate::api::HEARTBEAT.saturating_mul(4);
+
+/// Sends `rb` to the daemon at `base`, naming it when nothing answers.
+fn send_to(base: &str, rb: RequestBuilder, what: &str) -> Result<Response, EngineError> {
+    rb.send().map_err(|e| {
+        EngineError::Internal(format!("{what}: the daemon at {base} did not answer: {e}"))
+    })
+}
+
+/// What the thread of a followed call hears from the daemon.
+enum Heard {
+    /// The answer's head: `None` when a stream of events follows, else the whole
+    /// answer (an error, or a daemon answering at once).
+    Head(Result<Option<Response>, EngineError>),
+    /// One line of the stream of events.
+    Line(std::io::Result<String>),
+}
+
+/// Sends a followed call and hands over what comes back, line by line, until the
+/// stream ends or nobody listens any more.
+fn listen(base: &str, rb: RequestBuilder, what: &str, tx: &std::sync::mpsc::SyncSender<Heard>) {
+    let resp = match send_to(base, rb, what) {
+        Ok(resp) => resp,
+        Err(e) => {
+            let _ = tx.send(Heard::Head(Err(e)));
+            return;
+        }
+    };
+    let streamed = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !streamed || !resp.status().is_success() {
+        let _ = tx.send(Heard::Head(Ok(Some(resp))));
+        return;
+    }
+    if tx.send(Heard::Head(Ok(None))).is_err() {
+        return;
+    }
+    for line in std::io::BufRead::lines(std::io::BufReader::new(resp)) {
+        if tx.send(Heard::Line(line)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads Server-Sent Events, line by line, until `end` (the report) or `error` (the
+/// daemon's error), handing each `progress` event to `on_progress`.
 fn follow_events<T: DeserializeOwned, E: DeserializeOwned>(
-    stream: impl std::io::BufRead,
+    lines: impl Iterator<Item = Result<String, EngineError>>,
     what: &str,
     on_progress: impl Fn(E),
 ) -> Result<T, EngineError> {
     let mut event = String::new();
-    for line in stream.lines() {
-        let line = line.map_err(|e| {
-            EngineError::Internal(format!("{what}: the daemon's answer broke off: {e}"))
-        })?;
+    for line in lines {
+        let line = line?;
         if let Some(name) = line.strip_prefix("event: ") {
             event = name.to_string();
             continue;
@@ -726,17 +799,21 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// The lines of `stream`, as a followed call hears them.
+    fn lines_of(stream: &str) -> impl Iterator<Item = Result<String, EngineError>> + '_ {
+        stream.lines().map(|l| Ok(l.to_string()))
+    }
+
     #[test]
     fn a_followed_call_hands_over_its_steps_then_ends_with_the_report_or_the_error() {
         let steps = Mutex::new(Vec::new());
         let stream = "event: progress\ndata: {\"histories\":2}\n\n\
                       event: progress\ndata: \"sweeping\"\n\n\
                       event: end\ndata: {\"n\":7}\n\n";
-        let end: serde_json::Value =
-            follow_events(stream.as_bytes(), "POST /p", |s: PruneEvent| {
-                steps.lock().expect("steps").push(s)
-            })
-            .expect("end");
+        let end: serde_json::Value = follow_events(lines_of(stream), "POST /p", |s: PruneEvent| {
+            steps.lock().expect("steps").push(s)
+        })
+        .expect("end");
         assert_eq!(end["n"], 7);
         assert_eq!(
             *steps.lock().expect("steps"),
@@ -746,13 +823,13 @@ mod tests {
         let failed =
             "event: error\ndata: {\"error\":\"appliance x is pruning\",\"kind\":\"conflict\"}\n\n";
         let err =
-            follow_events::<serde_json::Value, PruneEvent>(failed.as_bytes(), "POST /p", |_| {})
+            follow_events::<serde_json::Value, PruneEvent>(lines_of(failed), "POST /p", |_| {})
                 .expect_err("error");
         assert_eq!(err.kind(), ErrorKind::Conflict);
         assert!(err.to_string().contains("appliance x is pruning"), "{err}");
 
         let cut = "event: progress\ndata: \"sweeping\"\n\n";
-        let err = follow_events::<serde_json::Value, PruneEvent>(cut.as_bytes(), "POST /p", |_| {})
+        let err = follow_events::<serde_json::Value, PruneEvent>(lines_of(cut), "POST /p", |_| {})
             .expect_err("cut");
         assert!(err.to_string().contains("may still be running"), "{err}");
     }
