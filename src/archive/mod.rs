@@ -32,7 +32,9 @@ pub use parts::{
     canonical_json, GitPart, LfsIndexEntry, LfsPart, MetadataIndex, MetadataItem, MetadataKindPart,
     MetadataPart, MissingKind, MissingLfsObject, StoredFile,
 };
-pub use s3::{environment_endpoint, S3Backend, S3Config};
+pub use s3::{
+    environment_endpoint, environment_endpoint_named, settled_endpoint, S3Backend, S3Config,
+};
 pub use snapshot::{RepoIdentity, Snapshot, SnapshotId, SnapshotStats};
 
 use std::fmt;

@@ -47,8 +47,8 @@ pub struct S3Config {
     pub bucket: String,
     /// Key prefix without leading or trailing `/`; may be empty.
     pub prefix: String,
-    /// E.g. `https://s3.example:9000`; when absent, the one the AWS variables name
-    /// ([`environment_endpoint`]), else AWS.
+    /// E.g. `https://s3.example:9000`; when absent, the one the AWS variables name,
+    /// else AWS ([`settled_endpoint`]).
     pub endpoint: Option<String>,
     pub region: Option<String>,
     /// Path-style requests (`endpoint/bucket/key`), as MinIO and SeaweedFS expect.
@@ -117,9 +117,7 @@ impl S3Config {
 
     /// Where requests go, for messages.
     pub fn endpoint_name(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| "the S3 endpoint (AWS, or AWS_ENDPOINT)".to_string())
+        self.endpoint.clone().unwrap_or_else(|| "AWS".to_string())
     }
 }
 
@@ -159,9 +157,24 @@ impl Drop for S3Backend {
 /// The endpoint the AWS environment variables name (`AWS_ENDPOINT_URL`, else
 /// `AWS_ENDPOINT`), as `object_store` reads it.
 pub fn environment_endpoint() -> Option<String> {
+    environment_endpoint_named().map(|(_, endpoint)| endpoint)
+}
+
+/// [`environment_endpoint`] with the name of the variable it came from.
+pub fn environment_endpoint_named() -> Option<(&'static str, String)> {
     ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .into_iter()
+        .find_map(|name| {
+            let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+            Some((name, value))
+        })
+}
+
+/// Where requests for a location given `endpoint` go: that endpoint, else the one the
+/// AWS variables of this process name, else none (AWS). Everything that opens, names
+/// or compares a location settles it this way, so they agree.
+pub fn settled_endpoint(endpoint: Option<&str>) -> Option<String> {
+    endpoint.map(str::to_string).or_else(environment_endpoint)
 }
 
 impl S3Backend {
@@ -171,7 +184,7 @@ impl S3Backend {
         let location = PathBuf::from(config.url());
         // Settled once, here: requests, the payload signing below and every message
         // then agree on where the store is.
-        config.endpoint = config.endpoint.or_else(environment_endpoint);
+        config.endpoint = settled_endpoint(config.endpoint.as_deref());
         // Keys of its own: none of this process's AWS variables (a session token there
         // belongs to other keys); without, `from_env` reads them all.
         let builder = match config.access_key_id {

@@ -79,33 +79,28 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         field: "location".into(),
         message,
     })?;
-    let endpoint = settled(loc.endpoint.as_deref());
-    if let Some(e) = &endpoint {
-        let parsed = url::Url::parse(e).ok();
-        if parsed
-            .as_ref()
-            .is_some_and(|u| !u.username().is_empty() || u.password().is_some())
-        {
-            return Err(EngineError::Field {
+    let endpoint = match &loc.endpoint {
+        Some(given) => {
+            check_endpoint(given).map_err(|message| EngineError::Field {
                 field: "endpoint".into(),
-                message: "the endpoint URL must not hold credentials: use --access-key-id and --secret-access-key-file".into(),
-            });
+                message,
+            })?;
+            Some(given.clone())
         }
-        let ok = parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https"));
-        if !ok {
-            return Err(EngineError::Field {
-                field: "endpoint".into(),
-                message: format!(
-                    "{e:?}{} is not an http(s) URL, e.g. https://s3.example:9000",
-                    if loc.endpoint.is_none() {
-                        " (from AWS_ENDPOINT_URL or AWS_ENDPOINT)"
-                    } else {
-                        ""
-                    }
-                ),
-            });
-        }
-    }
+        // Settled here (see `settled_endpoint`): recorded, named and compared as where
+        // requests go. Not the caller's field: the value is not repeated.
+        None => match crate::archive::environment_endpoint_named() {
+            Some((variable, value)) => {
+                check_endpoint(&value).map_err(|_| {
+                    EngineError::Invalid(format!(
+                        "{variable} in this process's environment must be an http(s) URL without credentials, e.g. https://s3.example:9000"
+                    ))
+                })?;
+                Some(value)
+            }
+            None => None,
+        },
+    };
     if loc.access_key_id.is_some() != loc.secret_access_key.is_some() {
         return Err(EngineError::Invalid(
             "give both --access-key-id and --secret-access-key-file, or neither (the keys then come from the AWS environment variables, the config file's [s3] table or the AWS credentials file)".into(),
@@ -121,6 +116,23 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         secret_access_key: loc.secret_access_key.clone(),
         session_token: None,
     })
+}
+
+/// Why `endpoint` is no endpoint: not an http(s) URL, or one holding credentials.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(endpoint).ok();
+    if parsed
+        .as_ref()
+        .is_some_and(|u| !u.username().is_empty() || u.password().is_some())
+    {
+        return Err("the endpoint URL must not hold credentials: use --access-key-id and --secret-access-key-file".into());
+    }
+    match parsed {
+        Some(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err(format!(
+            "{endpoint:?} is not an http(s) URL, e.g. https://s3.example:9000"
+        )),
+    }
 }
 
 /// A backend for an S3 configuration, its temporary files under `<data>/tmp/s3`;
@@ -295,25 +307,21 @@ impl StoredLocation {
     /// What tells this location from another: the URL and the endpoint (one bucket name
     /// may exist at several providers).
     pub(crate) fn identity(&self) -> String {
-        identity_of(&self.url, settled(self.endpoint.as_deref()).as_deref())
+        settled_identity(&self.url, self.endpoint.as_deref())
     }
 }
 
 impl S3Location {
     /// What tells this location from another (see [`StoredLocation::identity`]).
     pub(crate) fn identity(&self) -> String {
-        identity_of(&self.url, settled(self.endpoint.as_deref()).as_deref())
+        settled_identity(&self.url, self.endpoint.as_deref())
     }
 }
 
-/// The endpoint requests for a location go to: the one given, else the one the AWS
-/// variables of this process name (as the S3 client reads them), else none (AWS). A
-/// location recorded without one (set up on AWS, or through a daemon whose service
-/// environment names the store) is then named, compared and signed as where it is.
-fn settled(endpoint: Option<&str>) -> Option<String> {
-    endpoint
-        .map(str::to_string)
-        .or_else(crate::archive::environment_endpoint)
+/// The identity of `url` given `endpoint`, settled as its requests are (a location
+/// recorded or asked for without one is where the AWS variables point, else AWS).
+fn settled_identity(url: &str, endpoint: Option<&str>) -> String {
+    identity_of(url, crate::archive::settled_endpoint(endpoint).as_deref())
 }
 
 /// The identity of `s3://bucket/prefix` at `endpoint` (AWS when none), the endpoint

@@ -89,6 +89,10 @@ impl Reposafe {
             .env("REPOSAFE_COMPONENT_CACHE", component_cache())
             .env_remove("REPOSAFE_PASSPHRASE")
             .env_remove("REPOSAFE_DATA_DIR")
+            // A store named by the runner's environment would change where every
+            // location without --endpoint is (a test names its own).
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT")
             .env("REPOSAFE_LOG", "debug");
         c
     }
