@@ -4,7 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-use crate::vault::{Credential, CredentialKind};
+use crate::engine::types::{Credential, CredentialKind};
 
 /// reposafe: back up Bitbucket Cloud and Data Center repositories into a
 /// deduplicated archive you own, and restore them at any point in time.
@@ -885,7 +885,11 @@ pub fn parse_time(s: &str) -> Result<time::OffsetDateTime> {
         return Ok(t);
     }
     // 2026-11-20T10:00Z / 2026-11-20T10:00+01:00: add the seconds.
-    if s.len() >= 16 && s.as_bytes().get(10) == Some(&b'T') && s.as_bytes().get(13) == Some(&b':') {
+    if s.len() >= 16
+        && s.is_char_boundary(16)
+        && s.as_bytes().get(10) == Some(&b'T')
+        && s.as_bytes().get(13) == Some(&b':')
+    {
         let with_secs = format!("{}:00{}", &s[..16], &s[16..]);
         if let Ok(t) = time::OffsetDateTime::parse(&with_secs, &Rfc3339) {
             return Ok(t);
@@ -934,6 +938,8 @@ mod tests {
             parse_time("2026-11-20T10:00").unwrap().unix_timestamp()
         );
         assert_eq!(parse_time("2026-11-20").unwrap().hour(), 23);
+        // Byte 16 inside a character: refused, not a panic.
+        assert!(parse_time("2026-11-20T10:0é").is_err());
         assert!(parse_time("yesterday")
             .unwrap_err()
             .to_string()

@@ -189,7 +189,9 @@ fn protection(
     grace_secs: Option<u64>,
     now: OffsetDateTime,
 ) -> Option<String> {
-    let grace = grace_secs.map(|s| Duration::seconds(s as i64));
+    // Longer than `Duration` holds: as good as forever (a cast would wrap negative
+    // and end the protection at once).
+    let grace = grace_secs.map(|s| Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
     match grace {
         Some(g) if now - since >= g => None,
         _ => Some(format!(
@@ -351,4 +353,25 @@ pub fn plan_view(
             policy: super::retention::describe(Some(&policy)),
             repository,
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_gone_repository_is_protected_until_its_grace_period_has_passed_however_long() {
+        let since = datetime!(2026-01-01 00:00 UTC);
+        let now = datetime!(2026-03-01 00:00 UTC);
+        let day = 86_400;
+        assert!(protection(since, None, now).is_some());
+        assert!(protection(since, Some(365 * day), now).is_some());
+        assert!(protection(since, Some(30 * day), now).is_none());
+        // 300 billion years: more seconds than an i64 holds, still a grace period.
+        let huge = crate::engine::retention::parse_duration("300000000000y").expect("duration");
+        assert!(huge > i64::MAX as u64);
+        assert!(protection(since, Some(huge), now).is_some());
+        assert!(protection(since, Some(u64::MAX), now).is_some());
+    }
 }

@@ -149,9 +149,11 @@ pub fn apply(taken: &[OffsetDateTime], policy: &Policy, zone: &Zone) -> Vec<Verd
         }
     }
     if let Some(secs) = policy.keep_within_secs {
-        let since = newest - Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2));
+        // A window reaching before the first date `time` holds keeps everything.
+        let window = Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX));
+        let since = newest.checked_sub(window);
         for (i, t) in taken.iter().enumerate() {
-            if *t >= since {
+            if since.is_none_or(|since| *t >= since) {
                 out[i].reasons.push("within");
             }
         }
@@ -217,6 +219,21 @@ mod tests {
         (0..days)
             .map(|d| datetime!(2026-12-01 02:00 UTC) - Duration::days(d))
             .collect()
+    }
+
+    #[test]
+    fn a_keep_within_longer_than_the_calendar_keeps_everything() {
+        for secs in [
+            parse_duration("13000y").expect("duration"),
+            i64::MAX as u64,
+            u64::MAX,
+        ] {
+            let p = Policy {
+                keep_within_secs: Some(secs),
+                ..Policy::default()
+            };
+            assert_eq!(kept(&daily(4), &p), [0, 1, 2, 3], "{secs}");
+        }
     }
 
     #[test]

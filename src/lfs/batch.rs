@@ -99,8 +99,9 @@ impl ActionAnswer {
 
     /// When the action stops working (`expires_in` wins, as in git-lfs).
     fn expires(&self, now: Instant) -> Option<Instant> {
+        // Beyond what the clock holds: as good as never (`None`).
         if let Some(secs) = self.expires_in.filter(|s| *s != 0) {
-            return Some(now + Duration::from_secs(secs.max(0) as u64));
+            return now.checked_add(Duration::from_secs(secs.max(0) as u64));
         }
         let at = time::OffsetDateTime::parse(
             self.expires_at.as_deref()?,
@@ -108,7 +109,7 @@ impl ActionAnswer {
         )
         .ok()?;
         let left = at - time::OffsetDateTime::now_utc();
-        Some(now + Duration::try_from(left).unwrap_or(Duration::ZERO))
+        now.checked_add(Duration::try_from(left).unwrap_or(Duration::ZERO))
     }
 }
 
@@ -375,5 +376,35 @@ impl failover::Attempts for BatchRequest<'_> {
 
     fn no_credential(&mut self, err: PoolExhausted) -> Sent {
         Err(format!("no usable credential: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(expires_in: Option<i64>, expires_at: Option<&str>) -> ActionAnswer {
+        ActionAnswer {
+            href: "https://lfs.example/o".into(),
+            header: BTreeMap::new(),
+            expires_in,
+            expires_at: expires_at.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn an_action_expires_when_the_server_says_and_never_past_what_the_clock_holds() {
+        let now = Instant::now();
+        assert_eq!(
+            answer(Some(60), None).expires(now),
+            Some(now + Duration::from_secs(60))
+        );
+        assert_eq!(answer(Some(-5), None).expires(now), Some(now));
+        assert_eq!(answer(None, None).expires(now), None);
+        assert!(answer(None, Some("2020-01-01T00:00:00Z"))
+            .expires(now)
+            .is_some_and(|at| at <= now));
+        // A server's absurd figure is no panic: the action is taken as not expiring.
+        assert_eq!(answer(Some(i64::MAX), None).expires(now), None);
     }
 }

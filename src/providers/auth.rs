@@ -59,6 +59,16 @@ struct TokenResponse {
     refresh_token: Option<String>,
 }
 
+/// How long an access token is used at most, whatever its endpoint says.
+const TOKEN_LIFE_MAX: Duration = Duration::from_secs(86_400);
+
+/// When a token issued at `now` for `expires_in` seconds (an hour when the endpoint
+/// says nothing) is to be refreshed: at most [`TOKEN_LIFE_MAX`] later, so a figure too
+/// large for the clock cannot panic.
+fn token_expiry(now: Instant, expires_in: Option<u64>) -> Instant {
+    now + Duration::from_secs(expires_in.unwrap_or(3600)).min(TOKEN_LIFE_MAX)
+}
+
 /// A token endpoint's error answer (RFC 6749 §5.2): the code, never a secret.
 #[derive(serde::Deserialize)]
 struct TokenError {
@@ -193,7 +203,7 @@ impl Authenticator {
         let token = SecretString::from(body.access_token);
         *guard = Some(OAuthToken {
             token: token.clone(),
-            expires: Instant::now() + Duration::from_secs(body.expires_in.unwrap_or(3600)),
+            expires: token_expiry(Instant::now(), body.expires_in),
         });
         Ok(token)
     }
@@ -328,6 +338,17 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_refreshed_when_its_endpoint_says_and_at_most_a_day_later() {
+        let now = Instant::now();
+        assert_eq!(
+            token_expiry(now, Some(7200)),
+            now + Duration::from_secs(7200)
+        );
+        assert_eq!(token_expiry(now, None), now + Duration::from_secs(3600));
+        assert_eq!(token_expiry(now, Some(u64::MAX)), now + TOKEN_LIFE_MAX);
+    }
 
     fn auth(kind: CredentialKind, identity: Option<&str>, api: AuthScheme) -> Authenticator {
         Authenticator::new(
