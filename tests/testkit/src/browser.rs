@@ -199,9 +199,12 @@ impl Browser {
             Ok(Message::Text(t)) => serde_json::from_str(t.as_str()).ok(),
             Ok(_) => None,
             Err(tungstenite::Error::Io(e))
+                // A signal during the wait (EINTR) is no failure either: read again.
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 None
