@@ -20,8 +20,8 @@ use crate::engine::service::{
     CheckRequest, CopyRequest, ForgetRequest, PruneRequest, RegisterWebhook, RetentionQuery,
     SetNotifications,
 };
+use crate::engine::types::PlanSpec;
 use crate::engine::{LocalService, Observer, Quiet, Service};
-use crate::state::PlanSpec;
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};

@@ -1,8 +1,8 @@
 //! `/metrics` in the Prometheus text format, computed from the stored jobs and
 //! plans so the counters survive restarts.
 
+use crate::engine::types::JobKind;
 use crate::engine::{EngineError, Service};
-use crate::state::JobKind;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -12,21 +12,33 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Renders the metrics.
-pub fn render(service: &dyn Service) -> Result<String, EngineError> {
-    let all = service.jobs(usize::MAX)?;
-    let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
-    // (connection, credential) -> (requests, rate limited)
-    let mut creds: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-    let (mut fetched, mut stored, mut repos_failed) = (0u64, 0u64, 0u64);
-    for j in &all {
-        *by_state.entry(j.state_name()).or_default() += 1;
+/// What the stored jobs add up to.
+#[derive(Default)]
+struct Totals {
+    by_state: BTreeMap<&'static str, u64>,
+    /// Jobs that ran to an end.
+    run: u64,
+    fetched: u64,
+    stored: u64,
+    repos_failed: u64,
+    /// (connection, credential) -> (requests, rate limited)
+    credentials: BTreeMap<(String, String), (u64, u64)>,
+}
+
+fn totals(all: &[crate::engine::types::Job]) -> Totals {
+    let mut t = Totals::default();
+    for j in all {
+        *t.by_state.entry(j.state_name()).or_default() += 1;
+        if j.is_finished() {
+            t.run += 1;
+        }
         if matches!(j.kind, JobKind::Backup { .. }) {
-            fetched += j.progress.bytes_fetched;
-            stored += j.progress.bytes_stored;
-            repos_failed += j.progress.failed;
+            t.fetched += j.progress.bytes_fetched;
+            t.stored += j.progress.bytes_stored;
+            t.repos_failed += j.progress.failed;
             for c in &j.progress.credentials {
-                let e = creds
+                let e = t
+                    .credentials
                     .entry((c.connection.clone(), c.credential.clone()))
                     .or_default();
                 e.0 += c.requests;
@@ -34,75 +46,101 @@ pub fn render(service: &dyn Service) -> Result<String, EngineError> {
             }
         }
     }
+    t
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of metric `name`.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A counter with one value.
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A metric family per credential: its name, its help and which of the credential's
+/// (requests, rate limited) it counts.
+type CredentialFamily = (&'static str, &'static str, fn(&(u64, u64)) -> u64);
+
+/// Renders the metrics.
+pub fn render(service: &dyn Service) -> Result<String, EngineError> {
+    let t = totals(&service.jobs(usize::MAX)?);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP reposafe_jobs Jobs by state (queued and running included)."
+    family(
+        &mut out,
+        "reposafe_jobs",
+        "gauge",
+        "Jobs by state (queued and running included).",
     );
-    let _ = writeln!(out, "# TYPE reposafe_jobs gauge");
-    for (s, n) in &by_state {
+    for (s, n) in &t.by_state {
         let _ = writeln!(out, "reposafe_jobs{{state=\"{s}\"}} {n}");
     }
-    let run = all.iter().filter(|j| j.is_finished()).count();
-    let failed = by_state.get("failed").copied().unwrap_or(0)
-        + by_state.get("partial").copied().unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "# HELP reposafe_jobs_run_total Jobs that ran to an end."
+    let failed = t.by_state.get("failed").copied().unwrap_or(0)
+        + t.by_state.get("partial").copied().unwrap_or(0);
+    let o = &mut out;
+    counter(
+        o,
+        "reposafe_jobs_run_total",
+        "Jobs that ran to an end.",
+        t.run,
     );
-    let _ = writeln!(out, "# TYPE reposafe_jobs_run_total counter");
-    let _ = writeln!(out, "reposafe_jobs_run_total {run}");
-    let _ = writeln!(
-        out,
-        "# HELP reposafe_jobs_failed_total Jobs that failed in whole or in part."
+    counter(
+        o,
+        "reposafe_jobs_failed_total",
+        "Jobs that failed in whole or in part.",
+        failed,
     );
-    let _ = writeln!(out, "# TYPE reposafe_jobs_failed_total counter");
-    let _ = writeln!(out, "reposafe_jobs_failed_total {failed}");
-    let _ = writeln!(
-        out,
-        "# HELP reposafe_repositories_failed_total Repository backups that failed."
+    counter(
+        o,
+        "reposafe_repositories_failed_total",
+        "Repository backups that failed.",
+        t.repos_failed,
     );
-    let _ = writeln!(out, "# TYPE reposafe_repositories_failed_total counter");
-    let _ = writeln!(out, "reposafe_repositories_failed_total {repos_failed}");
-    let _ = writeln!(
-        out,
-        "# HELP reposafe_bytes_fetched_total Bytes fetched from providers by backup jobs."
+    counter(
+        o,
+        "reposafe_bytes_fetched_total",
+        "Bytes fetched from providers by backup jobs.",
+        t.fetched,
     );
-    let _ = writeln!(out, "# TYPE reposafe_bytes_fetched_total counter");
-    let _ = writeln!(out, "reposafe_bytes_fetched_total {fetched}");
-    let _ = writeln!(
-        out,
-        "# HELP reposafe_bytes_stored_total Bytes added to the archive by backup jobs."
+    counter(
+        o,
+        "reposafe_bytes_stored_total",
+        "Bytes added to the archive by backup jobs.",
+        t.stored,
     );
-    let _ = writeln!(out, "# TYPE reposafe_bytes_stored_total counter");
-    let _ = writeln!(out, "reposafe_bytes_stored_total {stored}");
-    let _ = writeln!(out, "# HELP reposafe_credential_requests_total Requests (API and git) sent with each credential by backup jobs.");
-    let _ = writeln!(out, "# TYPE reposafe_credential_requests_total counter");
-    for ((conn, cred), (n, _)) in &creds {
-        let _ = writeln!(
-            out,
-            "reposafe_credential_requests_total{{connection=\"{}\",credential=\"{}\"}} {n}",
-            label(conn),
-            label(cred)
-        );
+    // Each credential's (requests, rate limited), one family each.
+    let per_credential: [CredentialFamily; 2] = [
+        (
+            "reposafe_credential_requests_total",
+            "Requests (API and git) sent with each credential by backup jobs.",
+            |counts| counts.0,
+        ),
+        (
+            "reposafe_credential_rate_limited_total",
+            "429 answers each credential got.",
+            |counts| counts.1,
+        ),
+    ];
+    for (name, help, value) in per_credential {
+        family(o, name, "counter", help);
+        for ((conn, cred), counts) in &t.credentials {
+            let _ = writeln!(
+                o,
+                "{name}{{connection=\"{}\",credential=\"{}\"}} {}",
+                label(conn),
+                label(cred),
+                value(counts)
+            );
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP reposafe_credential_rate_limited_total 429 answers each credential got."
-    );
-    let _ = writeln!(out, "# TYPE reposafe_credential_rate_limited_total counter");
-    for ((conn, cred), (_, n)) in &creds {
-        let _ = writeln!(
-            out,
-            "reposafe_credential_rate_limited_total{{connection=\"{}\",credential=\"{}\"}} {n}",
-            label(conn),
-            label(cred)
-        );
-    }
-    let _ = writeln!(out, "# HELP reposafe_plan_last_success_timestamp_seconds End of the plan's last fully successful job.");
-    let _ = writeln!(
-        out,
-        "# TYPE reposafe_plan_last_success_timestamp_seconds gauge"
+    family(
+        o,
+        "reposafe_plan_last_success_timestamp_seconds",
+        "gauge",
+        "End of the plan's last fully successful job.",
     );
     for p in service.plans()? {
         let t = p
@@ -111,7 +149,7 @@ pub fn render(service: &dyn Service) -> Result<String, EngineError> {
             .map(|t| t.unix_timestamp())
             .unwrap_or(0);
         let _ = writeln!(
-            out,
+            o,
             "reposafe_plan_last_success_timestamp_seconds{{plan=\"{}\"}} {t}",
             label(&p.spec.name)
         );

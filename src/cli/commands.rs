@@ -3,8 +3,9 @@
 //! is printed by `output`; which service answered never changes what is printed.
 
 use super::args::{
-    parse_time, AddArgs, BackupArgs, Command, ConnectionCmd, CredentialCmd, ForgetArgs, JobsCmd,
-    KeepArgs, PlanAddArgs, PlanCmd, RestoreArgs, RunArgs, ShowArgs, SnapshotArgs, TlsArgs,
+    parse_time, AddArgs, BackupArgs, Command, ConnectionCmd, CredentialCmd, ExportArgs, ForgetArgs,
+    JobsCmd, KeepArgs, PlanAddArgs, PlanCmd, PruneArgs, RestoreArgs, RunArgs, ShowArgs,
+    SnapshotArgs, TlsArgs,
 };
 use super::output;
 use super::progress::CliObserver;
@@ -14,8 +15,8 @@ use crate::engine::service::{
     RestoreTarget, RotateCredential, RunRequest, SetTls, ShowRequest, SnapshotsRequest,
     WebhookInfo,
 };
+use crate::engine::types::{ConnectionTls, Job, JobState, PlanSpec};
 use crate::engine::{retention, Quiet, Service};
-use crate::state::{ConnectionTls, Job, JobState, PlanSpec};
 use anyhow::{bail, Context as _, Result};
 use std::path::PathBuf;
 
@@ -53,53 +54,9 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
         }
         Command::Restore(args) => return restore(service, args),
         Command::Show(args) => show(service, args)?,
-        Command::Export(args) => {
-            let (repository, connection, snapshot, at) = snapshot_choice(args.snapshot)?;
-            // Resolved here: a daemon may run in another working directory.
-            let to = std::path::absolute(&args.to)
-                .with_context(|| format!("--to {}", args.to.display()))?;
-            let report = service.export(ExportRequest {
-                repository,
-                connection,
-                snapshot,
-                at,
-                to: to.display().to_string(),
-            })?;
-            if args.json {
-                output::json(&report)?;
-            } else {
-                output::exported(&report);
-            }
-        }
-        Command::Forget(args) => {
-            let json = args.json;
-            let observer = CliObserver::default();
-            let report = service.forget(forget_request(args)?, &observer);
-            observer.finish();
-            let report = report?;
-            if json {
-                output::json(&report)?;
-            } else {
-                output::forgotten(&report);
-            }
-        }
-        Command::Prune(args) => {
-            let observer = CliObserver::default();
-            let report = service.prune(
-                PruneRequest {
-                    dry_run: args.dry_run,
-                },
-                &observer,
-            );
-            observer.finish();
-            let report = report?;
-            if args.json {
-                output::json(&report)?;
-            } else {
-                output::pruned(&report);
-            }
-            return Ok(if report.failed.is_empty() { 0 } else { 1 });
-        }
+        Command::Export(args) => export(service, args)?,
+        Command::Forget(args) => forget(service, args)?,
+        Command::Prune(args) => return prune(service, args),
         Command::Check(args) => {
             let report = service.check(CheckRequest {
                 read_data: args.read_data,
@@ -124,6 +81,59 @@ pub fn execute(service: &dyn Service, cmd: Command) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn export(service: &dyn Service, args: ExportArgs) -> Result<()> {
+    let (repository, connection, snapshot, at) = snapshot_choice(args.snapshot)?;
+    // Resolved here: a daemon may run in another working directory.
+    let to =
+        std::path::absolute(&args.to).with_context(|| format!("--to {}", args.to.display()))?;
+    let report = service.export(ExportRequest {
+        repository,
+        connection,
+        snapshot,
+        at,
+        to: to.display().to_string(),
+    })?;
+    if args.json {
+        output::json(&report)?;
+    } else {
+        output::exported(&report);
+    }
+    Ok(())
+}
+
+fn forget(service: &dyn Service, args: ForgetArgs) -> Result<()> {
+    let json = args.json;
+    let observer = CliObserver::default();
+    let report = service.forget(forget_request(args)?, &observer);
+    observer.finish();
+    let report = report?;
+    if json {
+        output::json(&report)?;
+    } else {
+        output::forgotten(&report);
+    }
+    Ok(())
+}
+
+/// Exit code 1 when a history could not be consolidated.
+fn prune(service: &dyn Service, args: PruneArgs) -> Result<i32> {
+    let observer = CliObserver::default();
+    let report = service.prune(
+        PruneRequest {
+            dry_run: args.dry_run,
+        },
+        &observer,
+    );
+    observer.finish();
+    let report = report?;
+    if args.json {
+        output::json(&report)?;
+    } else {
+        output::pruned(&report);
+    }
+    Ok(if report.failed.is_empty() { 0 } else { 1 })
 }
 
 fn connection(service: &dyn Service, cmd: ConnectionCmd) -> Result<i32> {
@@ -264,7 +274,7 @@ fn credential(service: &dyn Service, cmd: CredentialCmd) -> Result<()> {
         CredentialCmd::List { name } => output::credentials(&service.credentials(&name)?),
         CredentialCmd::Remove { name, project, id } => {
             let id = match (project, id) {
-                (Some(p), _) => crate::state::CredentialScope::project(&p).id(),
+                (Some(p), _) => crate::engine::credentials::project_credential_id(&p),
                 (None, Some(id)) => id,
                 (None, None) => bail!("give --project KEY or --id ID"),
             };

@@ -22,7 +22,7 @@ pub struct FileConfig {
     pub parallel: Option<usize>,
     pub log: Option<String>,
     /// `[notifications]`: defaults until settings are stored through the dashboard/API.
-    pub notifications: Option<crate::notify::NotificationSettings>,
+    pub notifications: Option<crate::engine::types::NotificationSettings>,
     /// Seconds a push webhook waits for more pushes before the backup is queued.
     pub hook_delay_secs: Option<u64>,
     /// `[s3]`: the keys of the object store, for an archive or copy target set up

@@ -1,16 +1,16 @@
 //! What the CLI prints of each report. Every command prints through here, whether
 //! its report came from the engine in this process or from a daemon.
 
-use crate::archive::{RepoIdentity, Snapshot};
 use crate::engine::credentials::CredentialView;
 use crate::engine::service::{
     AddedCredential, CheckReport, ConnectionView, CredentialAdded, ExportReport, ProvidersReport,
     Restored, ShowReport, TlsSummary,
 };
 use crate::engine::show::{document_title, KindItems};
+use crate::engine::types::{Connection, Job, JobRecordResult, Plan};
+use crate::engine::types::{RepoIdentity, Snapshot};
 use crate::engine::{BackupReport, RepoOutcome};
 use crate::fmt::{fmt_time, human_bytes};
-use crate::state::{Connection, Job, JobRecordResult, Plan};
 use anyhow::Result;
 
 pub fn warnings(list: &[String]) {

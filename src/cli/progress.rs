@@ -90,7 +90,7 @@ impl CliObserver {
 }
 
 impl Observer for CliObserver {
-    fn job(&self, job: &crate::state::Job) {
+    fn job(&self, job: &crate::engine::types::Job) {
         if let Ok(mut bar) = self.job_bar.lock() {
             bar.get_or_insert_with(|| JobBar::new(&job.kind.describe()))
                 .update(job);
@@ -139,7 +139,7 @@ impl JobBar {
         }
     }
 
-    pub fn update(&self, job: &crate::state::Job) {
+    pub fn update(&self, job: &crate::engine::types::Job) {
         let p = &job.progress;
         self.bar.set_length(p.repos_total);
         self.bar.set_position(p.repos_done);

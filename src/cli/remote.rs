@@ -13,11 +13,11 @@ use crate::engine::archive_copy::CopyEvent;
 use crate::engine::credentials::CredentialView;
 use crate::engine::prune::PruneEvent;
 use crate::engine::service::*;
+use crate::engine::types::{Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
 use crate::engine::{
     backup_report_from_jobs, backup_targets, follow_job, restore_into::RestoredInto,
     restored_from_job, restored_into_from_job, BackupReport, EngineError, ErrorKind,
 };
-use crate::state::{Job, JobRecordResult, Plan, PlanSpec, RepoRecord};
 use anyhow::{Context as _, Result};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
@@ -708,7 +708,7 @@ impl Service for Remote {
         &self,
         name: &str,
         req: EditConnection,
-    ) -> Result<crate::state::Connection, EngineError> {
+    ) -> Result<crate::engine::types::Connection, EngineError> {
         self.call(Method::PUT, &connection_path(name), &req)
     }
 

@@ -167,8 +167,9 @@ fn publish(
     Ok(url)
 }
 
-pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> Result<i32> {
-    let settings = ServeSettings::resolve(&args, file)?;
+/// The address to listen on; one beyond loopback needs TLS or the explicit
+/// acknowledgement that the admin token travels in clear.
+fn listen_address(settings: &ServeSettings) -> Result<SocketAddr> {
     let addr: SocketAddr = settings.listen.parse().with_context(|| {
         format!(
             "listen address {:?} is not an address like 127.0.0.1:8720",
@@ -181,6 +182,29 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
              or the explicit --insecure-listen acknowledgement that the admin token travels in clear"
         );
     }
+    Ok(addr)
+}
+
+/// Starts the thread that queues plans' jobs when they are due, until `stop`.
+fn start_scheduler(jobs: &Arc<Jobs>, stop: &Arc<AtomicBool>) -> Result<()> {
+    let (jobs, stop) = (jobs.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("scheduler".into())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Err(e) = daemon::tick(&jobs, time::OffsetDateTime::now_utc()) {
+                    tracing::warn!("scheduler: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+        .context("cannot start the scheduler thread")?;
+    Ok(())
+}
+
+pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> Result<i32> {
+    let settings = ServeSettings::resolve(&args, file)?;
+    let addr = listen_address(&settings)?;
     let acceptor = match &settings.tls {
         Some((c, k)) => Some(tls_acceptor(c, k)?),
         None => None,
@@ -207,20 +231,7 @@ pub fn run(data_dir: &Path, args: super::args::ServeArgs, file: &FileConfig) -> 
     daemon::catch_up(&jobs, time::OffsetDateTime::now_utc(), settings.run_missed)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (jobs, stop) = (jobs.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("scheduler".into())
-            .spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    if let Err(e) = daemon::tick(&jobs, time::OffsetDateTime::now_utc()) {
-                        tracing::warn!("scheduler: {e}");
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            })
-            .context("cannot start the scheduler thread")?;
-    }
+    start_scheduler(&jobs, &stop)?;
 
     let instance = random_hex();
     let mut api = Api::new(

@@ -7,8 +7,8 @@ use super::layout::csrf_field;
 use super::{redirect_error, redirect_ok, seg, Answer, Ctx, Outcome, PageError, Route};
 use crate::engine::oauth::OAuthBegin;
 use crate::engine::service::{ConnectionView, CredentialInput, EditConnection, RotateCredential};
+use crate::engine::types::ProviderInfo;
 use crate::engine::Service;
-use crate::providers::ProviderInfo;
 use hyper::Method;
 use maud::{html, Markup};
 

@@ -7,9 +7,8 @@
 use super::layout::{csrf_field, page, post_button, when};
 use super::{redirect_error, redirect_ok, seg, Answer, Ctx, Outcome, PageError, Route};
 use crate::engine::service::{AddConnection, AddCredential, ConnectionView, CredentialInput};
+use crate::engine::types::{ConnectionTls, ProviderInfo};
 use crate::engine::Service;
-use crate::providers::ProviderInfo;
-use crate::state::ConnectionTls;
 use hyper::Method;
 use maud::{html, Markup};
 use std::collections::BTreeMap;

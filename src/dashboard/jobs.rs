@@ -10,9 +10,9 @@
 
 use super::layout::{page, post_button};
 use super::{seg, Answer, Ctx, Outcome, PageError, Route};
+use crate::engine::types::{Job, JobProgress, JobRecordResult};
 use crate::engine::{EngineError, Service};
 use crate::fmt::{fmt_time, human_bytes};
-use crate::state::{Job, JobProgress, JobRecordResult};
 use hyper::Method;
 use maud::{html, Markup};
 

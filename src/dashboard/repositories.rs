@@ -9,14 +9,14 @@
 
 use super::layout::{csrf_field, page};
 use super::{Answer, Ctx, Outcome, PageError, Route};
-use crate::archive::Snapshot;
 use crate::engine::overview::FailingRepository;
 use crate::engine::service::{
     ForgetSnapshot, RestoreRequest, RetentionQuery, RetentionView, SnapshotsRequest,
 };
+use crate::engine::types::Snapshot;
+use crate::engine::types::{RepoRecord, RestoreTarget};
 use crate::engine::{EngineError, Service};
 use crate::fmt::{fmt_time, human_bytes};
-use crate::state::{RepoRecord, RestoreTarget};
 use hyper::Method;
 use maud::{html, Markup};
 use std::collections::{BTreeMap, HashMap};

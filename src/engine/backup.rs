@@ -208,100 +208,23 @@ pub fn backup_connection(
         .vault
         .unseal(&ctx.state.sealed_credential(connection)?)?;
     let tls = tls_for(ctx, connection)?;
-    if tls.is_insecure() {
-        opts.progress.notice(&tls.insecure_warning());
-    }
-    let progress = opts.progress.clone();
-    // The primary credential, plus the additional ones the plan enabled, share one
-    // pool: listing and git fetches spread over them.
-    let gate = Arc::new(
-        super::credentials::pooled_gate(ctx, &conn, cred, &opts.additional_credentials, &tls)?
-            .with_notice(move |m| progress.notice(m)),
-    );
+    let gate = connection_gate(ctx, &conn, cred, &tls, opts)?;
     let provider = ctx.providers.get(&conn.provider)?;
     let session = provider.session(&conn.settings, conn.credential_kind, gate.clone());
-    if let Some(d) = provider
-        .info()
-        .support_for(conn.credential_kind)?
-        .deprecated
-        .as_ref()
-    {
-        opts.progress.notice(&format!(
-            "warning: {} credentials: {d}",
-            conn.credential_kind
-        ));
-    }
-
-    if conn.settings.values().any(|v| v.starts_with("http://")) {
-        opts.progress.notice(&format!(
-            "warning: connection {} uses plain http://; credentials travel unencrypted",
-            conn.name
-        ));
-    }
-    let fail = |e: crate::providers::ProviderError| EngineError::Connection {
-        connection: conn.name.clone(),
-        reason: e.to_string(),
-    };
+    warn_about_connection(&conn, provider, opts)?;
     let listed = listing::list_repositories(ctx, &conn, &tls, &gate, &session, &opts.progress)
         .map_err(|e| match e {
-            EngineError::Provider(e) => fail(e),
+            EngineError::Provider(e) => EngineError::Connection {
+                connection: conn.name.clone(),
+                reason: e.to_string(),
+            },
             other => other,
         })?;
-    let mut repos = listed.repos;
-    // Skip reasons by full name (a plan may list a repository but not back it up).
-    let mut skipped: std::collections::HashMap<String, String> = Default::default();
-    if let Some(select) = &opts.select {
-        repos.retain(|(r, _)| match select(r) {
-            Selected::Yes => true,
-            Selected::No => false,
-            Selected::Skip(reason) => {
-                skipped.insert(r.full_name.clone(), reason);
-                true
-            }
-        });
-    }
-    if !opts.only.is_empty() {
-        for want in &opts.only {
-            if !repos.iter().any(|(r, _)| &r.full_name == want) {
-                return Err(EngineError::NotFound(format!(
-                    "repository {want} is not among the {} repositories connection {} can see{}",
-                    repos.len(),
-                    conn.name,
-                    if opts.select.is_some() {
-                        " and the plan selects"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-        }
-        repos.retain(|(r, _)| opts.only.contains(&r.full_name));
-    }
-    let skip_reason = |i: usize| {
-        repos
-            .get(i)
-            .and_then(|(r, _)| skipped.get(&r.full_name))
-            .cloned()
-    };
+    let (repos, skipped) = selected_repositories(listed.repos, &conn, opts)?;
     opts.progress.listed(repos.len());
 
     let now = OffsetDateTime::now_utc();
-    let records: Vec<RepoRecord> = repos
-        .iter()
-        .map(|(r, _)| RepoRecord {
-            connection: conn.name.clone(),
-            repo_id: r.id.clone(),
-            full_name: r.full_name.clone(),
-            clone_url: r.clone_url.clone(),
-            main_branch: r.main_branch.clone(),
-            is_private: r.is_private,
-            size: r.size,
-            first_seen: now,
-            last_seen: now,
-            last_snapshot: None,
-            metadata_read_at: None,
-        })
-        .collect();
+    let records = listed_records(&conn, &repos, now);
     let metadata_read: HashMap<String, OffsetDateTime> = ctx
         .state
         .repositories(Some(&conn.name))?
@@ -320,6 +243,145 @@ pub fn backup_connection(
         metadata_read_now: Default::default(),
         started: now,
     };
+    let repositories = back_up_each(ctx, &job, &repos, &skipped, &gate);
+    let read_now = job.metadata_read_now.into_inner().unwrap_or_default();
+    remember_results(ctx, records, &repositories, &read_now, now)?;
+
+    let (mut requests, mut rate_limited) = (0, 0);
+    for g in std::iter::once(&gate).chain(&listed.project_gates) {
+        requests += g.stats.requests.load(Ordering::Relaxed);
+        rate_limited += g.stats.rate_limited.load(Ordering::Relaxed);
+    }
+    Ok(BackupReport {
+        connection: conn.name.clone(),
+        repositories,
+        seconds: started.elapsed().as_secs_f64(),
+        requests,
+        rate_limited,
+        credentials: gate.pool().stats(),
+    })
+}
+
+/// The gate a connection's job goes through: the primary credential `cred` plus the
+/// additional ones the plan enabled share one pool (listing and git fetches spread
+/// over them), its notices shown as the job's. Warns first when TLS is not checked.
+fn connection_gate(
+    ctx: &Context,
+    conn: &Connection,
+    cred: crate::vault::Credential,
+    tls: &Arc<TlsTrust>,
+    opts: &BackupOptions,
+) -> Result<Arc<HttpGate>, EngineError> {
+    if tls.is_insecure() {
+        opts.progress.notice(&tls.insecure_warning());
+    }
+    let progress = opts.progress.clone();
+    Ok(Arc::new(
+        super::credentials::pooled_gate(ctx, conn, cred, &opts.additional_credentials, tls)?
+            .with_notice(move |m| progress.notice(m)),
+    ))
+}
+
+/// Warns about a deprecated kind of credential and about plain `http://`.
+fn warn_about_connection(
+    conn: &Connection,
+    provider: &LoadedProvider,
+    opts: &BackupOptions,
+) -> Result<(), EngineError> {
+    if let Some(d) = provider
+        .info()
+        .support_for(conn.credential_kind)?
+        .deprecated
+        .as_ref()
+    {
+        opts.progress.notice(&format!(
+            "warning: {} credentials: {d}",
+            conn.credential_kind
+        ));
+    }
+    if conn.settings.values().any(|v| v.starts_with("http://")) {
+        opts.progress.notice(&format!(
+            "warning: connection {} uses plain http://; credentials travel unencrypted",
+            conn.name
+        ));
+    }
+    Ok(())
+}
+
+/// A listed repository with the gate its requests go through.
+type ListedRepo = (Repository, Arc<HttpGate>);
+
+/// The listed repositories the job covers (the plan's selection, then `--only`),
+/// with the reasons of those it lists but skips, by full name. A repository asked
+/// for with `--only` that is not there fails the job.
+fn selected_repositories(
+    mut repos: Vec<ListedRepo>,
+    conn: &Connection,
+    opts: &BackupOptions,
+) -> Result<(Vec<ListedRepo>, HashMap<String, String>), EngineError> {
+    let mut skipped = HashMap::new();
+    if let Some(select) = &opts.select {
+        repos.retain(|(r, _)| match select(r) {
+            Selected::Yes => true,
+            Selected::No => false,
+            Selected::Skip(reason) => {
+                skipped.insert(r.full_name.clone(), reason);
+                true
+            }
+        });
+    }
+    if let Some(want) = opts
+        .only
+        .iter()
+        .find(|want| !repos.iter().any(|(r, _)| &r.full_name == *want))
+    {
+        return Err(EngineError::NotFound(format!(
+            "repository {want} is not among the {} repositories connection {} can see{}",
+            repos.len(),
+            conn.name,
+            if opts.select.is_some() {
+                " and the plan selects"
+            } else {
+                ""
+            }
+        )));
+    }
+    if !opts.only.is_empty() {
+        repos.retain(|(r, _)| opts.only.contains(&r.full_name));
+    }
+    Ok((repos, skipped))
+}
+
+/// The state's records of the listed repositories, seen `now`.
+fn listed_records(conn: &Connection, repos: &[ListedRepo], now: OffsetDateTime) -> Vec<RepoRecord> {
+    repos
+        .iter()
+        .map(|(r, _)| RepoRecord {
+            connection: conn.name.clone(),
+            repo_id: r.id.clone(),
+            full_name: r.full_name.clone(),
+            clone_url: r.clone_url.clone(),
+            main_branch: r.main_branch.clone(),
+            is_private: r.is_private,
+            size: r.size,
+            first_seen: now,
+            last_seen: now,
+            last_snapshot: None,
+            metadata_read_at: None,
+        })
+        .collect()
+}
+
+/// Backs up each of `repos` on `opts.parallelism` threads; the results in `repos`'
+/// order.
+fn back_up_each(
+    ctx: &Context,
+    job: &RepoJob,
+    repos: &[ListedRepo],
+    skipped: &HashMap<String, String>,
+    gate: &HttpGate,
+) -> Vec<RepoResult> {
+    let opts = job.opts;
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, RepoResult)>> = Mutex::new(Vec::new());
     let workers = opts.parallelism.clamp(1, 64).min(repos.len().max(1));
@@ -332,41 +394,11 @@ pub fn backup_connection(
                 };
                 let t = Instant::now();
                 let mut attempts = 0;
-                let outcome = if let Some(reason) = skip_reason(i) {
-                    RepoOutcome::Skipped { reason }
-                } else if opts.interrupt.load(Ordering::Relaxed) {
-                    RepoOutcome::Deferred {
-                        reason: "the job was stopped before this repository started".into(),
-                    }
-                } else if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-                    RepoOutcome::Deferred {
-                        reason: "the backup window closed before this repository started".into(),
-                    }
-                } else {
-                    opts.progress.started(&repo.full_name);
-                    // One backup of a repository at a time (another job may hold it).
-                    let mirror = ctx.mirror_dir(&identity(&conn, repo));
-                    match lock_repository(&mirror, &repo.full_name, opts) {
-                        Err(outcome) => outcome,
-                        // A panic fails this repository alone, with its message. Prune's
-                        // sweep waits until its manifest names the blobs it stored or
-                        // found (taken after the repository's lock, as prune does).
-                        Ok(_held) => match super::jobs::guard_repository(&repo.full_name, || {
-                            match ctx.gate.shared() {
-                                Ok(_archive) => {
-                                    backup_repository(ctx, &job, repo, repo_gate, &mut attempts)
-                                }
-                                Err(e) => Ok(RepoOutcome::Failed {
-                                    reason: e.to_string(),
-                                }),
-                            }
-                        }) {
-                            Ok(o) => o,
-                            Err(e) => RepoOutcome::Failed {
-                                reason: e.to_string(),
-                            },
-                        },
-                    }
+                let outcome = match skipped.get(&repo.full_name) {
+                    Some(reason) => RepoOutcome::Skipped {
+                        reason: reason.clone(),
+                    },
+                    None => back_up_one(ctx, job, repo, repo_gate, &mut attempts),
                 };
                 let result = RepoResult {
                     full_name: repo.full_name.clone(),
@@ -387,13 +419,62 @@ pub fn backup_connection(
     });
     let mut results = results.into_inner().unwrap_or_default();
     results.sort_by_key(|(i, _)| *i);
-    let repositories: Vec<RepoResult> = results.into_iter().map(|(_, r)| r).collect();
+    results.into_iter().map(|(_, r)| r).collect()
+}
 
-    // Remember the newest snapshot of each repository, and when its metadata was read.
-    let read_now = job.metadata_read_now.into_inner().unwrap_or_default();
+/// One repository's backup, unless the job was stopped or its window closed first:
+/// under its lock, with prune's sweep kept away, a panic failing it alone.
+fn back_up_one(
+    ctx: &Context,
+    job: &RepoJob,
+    repo: &Repository,
+    repo_gate: &Arc<HttpGate>,
+    attempts: &mut u32,
+) -> RepoOutcome {
+    let opts = job.opts;
+    if opts.interrupt.load(Ordering::Relaxed) {
+        return RepoOutcome::Deferred {
+            reason: "the job was stopped before this repository started".into(),
+        };
+    }
+    if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+        return RepoOutcome::Deferred {
+            reason: "the backup window closed before this repository started".into(),
+        };
+    }
+    opts.progress.started(&repo.full_name);
+    // One backup of a repository at a time (another job may hold it).
+    let mirror = ctx.mirror_dir(&identity(job.conn, repo));
+    let _held = match lock_repository(&mirror, &repo.full_name, opts) {
+        Ok(held) => held,
+        Err(outcome) => return outcome,
+    };
+    // A panic fails this repository alone, with its message. Prune's sweep waits until
+    // its manifest names the blobs it stored or found (taken after the repository's
+    // lock, as prune does).
+    let guarded = super::jobs::guard_repository(&repo.full_name, || match ctx.gate.shared() {
+        Ok(_archive) => backup_repository(ctx, job, repo, repo_gate, attempts),
+        Err(e) => Ok(RepoOutcome::Failed {
+            reason: e.to_string(),
+        }),
+    });
+    guarded.unwrap_or_else(|e| RepoOutcome::Failed {
+        reason: e.to_string(),
+    })
+}
+
+/// Records the newest snapshot of each repository, and when this job read its
+/// metadata (`read_now`, by repository id).
+fn remember_results(
+    ctx: &Context,
+    records: Vec<RepoRecord>,
+    results: &[RepoResult],
+    read_now: &HashSet<String>,
+    now: OffsetDateTime,
+) -> Result<(), EngineError> {
     let updated: Vec<RepoRecord> = records
         .into_iter()
-        .zip(&repositories)
+        .zip(results)
         .filter_map(|(mut rec, res)| {
             if read_now.contains(&rec.repo_id) {
                 rec.metadata_read_at = Some(now);
@@ -408,20 +489,7 @@ pub fn backup_connection(
         })
         .collect();
     ctx.state.upsert_repositories(&updated)?;
-
-    let (mut requests, mut rate_limited) = (0, 0);
-    for g in std::iter::once(&gate).chain(&listed.project_gates) {
-        requests += g.stats.requests.load(Ordering::Relaxed);
-        rate_limited += g.stats.rate_limited.load(Ordering::Relaxed);
-    }
-    Ok(BackupReport {
-        connection: conn.name.clone(),
-        repositories,
-        seconds: started.elapsed().as_secs_f64(),
-        requests,
-        rate_limited,
-        credentials: gate.pool().stats(),
-    })
+    Ok(())
 }
 
 /// Takes the repository's lock ([`super::repo_lock`]) for its whole backup, waiting

@@ -20,6 +20,12 @@ use crate::tls::TlsTrust;
 use crate::vault::{Credential, CredentialKind};
 use std::sync::Arc;
 
+/// The id of a connection's credential for Data Center project `key` (what
+/// `credential remove --project KEY` removes).
+pub fn project_credential_id(key: &str) -> String {
+    CredentialScope::project(key).id()
+}
+
 /// Who a credential's requests are counted against.
 pub fn principal_of(conn: &Connection, cred: &Credential) -> String {
     let who = |prefix: &str| {

@@ -18,7 +18,7 @@ use super::restore_into;
 use super::{Context, EngineError};
 use crate::archive::SnapshotId;
 use crate::state::{
-    CredentialCounters, Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget,
+    CredentialCounters, Job, JobKind, JobProgress, JobRecordResult, JobState, JobTarget, Plan,
     ResultStatus, Trigger,
 };
 use std::collections::{HashMap, VecDeque};
@@ -783,23 +783,7 @@ impl Jobs {
         targets: &[JobTarget],
     ) -> Result<(), EngineError> {
         let plan = plan.map(|p| self.ctx.state.plan(p)).transpose()?;
-        // The window bounds scheduled work; a manual "run now" runs now.
-        let mut deadline = None;
-        if let Some(p) = &plan {
-            if job.trigger != Trigger::Manual {
-                if let Some(w) = plans::window_of(&p.spec)? {
-                    let zone = plans::zone_of(&p.spec)?;
-                    let now = OffsetDateTime::now_utc();
-                    match w.closes_at(now, &zone) {
-                        Some(close) => {
-                            let left = (close - now).max(time::Duration::ZERO);
-                            deadline = Some(Instant::now() + left.unsigned_abs());
-                        }
-                        None => deadline = Some(Instant::now()),
-                    }
-                }
-            }
-        }
+        let deadline = window_deadline(plan.as_ref(), job)?;
         let parallelism = plan
             .as_ref()
             .and_then(|p| p.spec.concurrency)
@@ -846,75 +830,79 @@ impl Jobs {
             };
             match backup_connection(&self.ctx, &target.connection, &opts) {
                 Ok(report) => {
-                    let deferred: Vec<String> = report
-                        .repositories
-                        .iter()
-                        .filter(|r| matches!(r.outcome, RepoOutcome::Deferred { .. }))
-                        .map(|r| r.full_name.clone())
-                        .collect();
-                    if !deferred.is_empty() {
-                        live.update(|j| {
-                            j.deferred.push(JobTarget {
-                                connection: target.connection.clone(),
-                                only: deferred,
-                            })
-                        });
-                    }
+                    defer_the_deferred(live, target, &report.repositories);
                     if let (Some(p), Some(a)) = (&plan, adopted) {
-                        if !p.spec.auto_add && p.status.members.is_none() {
-                            let list = a.lock().map(|v| v.clone()).unwrap_or_default();
-                            let n = list.len();
-                            let recorded = self.ctx.state.update_plan(&p.spec.name, |pl| {
-                                let m = pl.status.members.get_or_insert_with(Vec::new);
-                                m.extend(list);
-                                m.sort();
-                                m.dedup();
-                            });
-                            if let Err(e) = recorded {
-                                tracing::warn!(
-                                    "plan {}: cannot record the {n} repositories of its first run as its members: {e}",
-                                    p.spec.name
-                                );
-                            }
-                        }
+                        self.adopt_first_members(p, &a);
                     }
                 }
-                Err(e) => {
-                    let msg = format!("connection {}: {e}", target.connection);
-                    tracing::warn!("job {}: {msg}", job.id);
-                    live.update(|j| {
-                        j.progress.failed += 1;
-                        j.progress.repos_total += 1;
-                        j.progress.repos_done += 1;
-                    });
-                    let stored = self.ctx.state.put_job_result(&JobRecordResult {
-                        job: job.id,
-                        connection: target.connection.clone(),
-                        repository: "*".into(),
-                        status: ResultStatus::Failed,
-                        snapshot: None,
-                        reason: Some(e.to_string()),
-                        new_bytes: 0,
-                        fetched_bytes: 0,
-                        seconds: 0.0,
-                        attempts: 1,
-                        detail: None,
-                    });
-                    if let Err(se) = stored {
-                        tracing::warn!(
-                            "job {}: cannot store the failure of connection {}: {se}",
-                            job.id,
-                            target.connection
-                        );
-                    }
-                    errors.push(msg);
-                }
+                Err(e) => errors.push(self.connection_failed(live, job, target, &e)),
             }
         }
         if !errors.is_empty() {
             live.update(|j| j.error = Some(errors.join("; ")));
         }
         Ok(())
+    }
+
+    /// After the first run of a plan that does not auto-add, the repositories it
+    /// adopted (`adopted`) become its members.
+    fn adopt_first_members(&self, plan: &Plan, adopted: &Mutex<Vec<String>>) {
+        if plan.spec.auto_add || plan.status.members.is_some() {
+            return;
+        }
+        let list = adopted.lock().map(|v| v.clone()).unwrap_or_default();
+        let n = list.len();
+        let recorded = self.ctx.state.update_plan(&plan.spec.name, |pl| {
+            let m = pl.status.members.get_or_insert_with(Vec::new);
+            m.extend(list);
+            m.sort();
+            m.dedup();
+        });
+        if let Err(e) = recorded {
+            tracing::warn!(
+                "plan {}: cannot record the {n} repositories of its first run as its members: {e}",
+                plan.spec.name
+            );
+        }
+    }
+
+    /// A connection whose backup failed as a whole (it could not be listed): counted
+    /// and stored as the job's result for it; the message for the job's error.
+    fn connection_failed(
+        &self,
+        live: &LiveJob,
+        job: &Job,
+        target: &JobTarget,
+        e: &EngineError,
+    ) -> String {
+        let msg = format!("connection {}: {e}", target.connection);
+        tracing::warn!("job {}: {msg}", job.id);
+        live.update(|j| {
+            j.progress.failed += 1;
+            j.progress.repos_total += 1;
+            j.progress.repos_done += 1;
+        });
+        let stored = self.ctx.state.put_job_result(&JobRecordResult {
+            job: job.id,
+            connection: target.connection.clone(),
+            repository: "*".into(),
+            status: ResultStatus::Failed,
+            snapshot: None,
+            reason: Some(e.to_string()),
+            new_bytes: 0,
+            fetched_bytes: 0,
+            seconds: 0.0,
+            attempts: 1,
+            detail: None,
+        });
+        if let Err(se) = stored {
+            tracing::warn!(
+                "job {}: cannot store the failure of connection {}: {se}",
+                job.id,
+                target.connection
+            );
+        }
+        msg
     }
 
     fn run_restore(&self, live: &Arc<LiveJob>, job: &Job) -> Result<(), EngineError> {
@@ -1366,6 +1354,42 @@ fn succeeded_or_partial_plan(job: &Job) -> Option<&str> {
 /// retention and check).
 fn succeeded_plan(job: &Job) -> Option<&str> {
     plan_of(job).filter(|_| job.state == JobState::Succeeded)
+}
+
+/// When a scheduled run of `plan` stops starting repositories: its window's close
+/// (now, when the window is shut). A manual "run now", or a plan without a window, has
+/// none.
+fn window_deadline(plan: Option<&Plan>, job: &Job) -> Result<Option<Instant>, EngineError> {
+    let Some(p) = plan.filter(|_| job.trigger != Trigger::Manual) else {
+        return Ok(None);
+    };
+    let Some(window) = plans::window_of(&p.spec)? else {
+        return Ok(None);
+    };
+    let zone = plans::zone_of(&p.spec)?;
+    let now = OffsetDateTime::now_utc();
+    Ok(Some(match window.closes_at(now, &zone) {
+        Some(close) => Instant::now() + (close - now).max(time::Duration::ZERO).unsigned_abs(),
+        None => Instant::now(),
+    }))
+}
+
+/// The repositories of `target` the run deferred (stopped, or its window closed)
+/// become a target of the job's resume.
+fn defer_the_deferred(live: &LiveJob, target: &JobTarget, results: &[RepoResult]) {
+    let deferred: Vec<String> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, RepoOutcome::Deferred { .. }))
+        .map(|r| r.full_name.clone())
+        .collect();
+    if !deferred.is_empty() {
+        live.update(|j| {
+            j.deferred.push(JobTarget {
+                connection: target.connection.clone(),
+                only: deferred,
+            })
+        });
+    }
 }
 
 #[cfg(test)]

@@ -384,7 +384,7 @@ impl Service for LocalService {
                 let warnings = connections::add_project_credential(
                     ctx, connection, &project, cred, req.verify,
                 )?;
-                let id = crate::state::CredentialScope::project(&project).id();
+                let id = super::credentials::project_credential_id(&project);
                 (AddedCredential::Project(id), warnings)
             }
             None => {

@@ -69,6 +69,20 @@ pub use restore::{
 };
 pub use service::{Observer, Quiet, Service};
 
+/// The data types requests and reports carry, from the modules below the engine, for
+/// the front-ends (which reach none of those modules themselves).
+pub mod types {
+    pub use crate::archive::{RepoIdentity, Snapshot};
+    pub use crate::notify::NotificationSettings;
+    pub use crate::providers::ProviderInfo;
+    pub use crate::scheduler::describe as describe_schedule;
+    pub use crate::state::{
+        Connection, ConnectionTls, Job, JobKind, JobProgress, JobRecordResult, JobState, Plan,
+        PlanSpec, RepoRecord, RestoreTarget,
+    };
+    pub use crate::vault::{Credential, CredentialKind};
+}
+
 use crate::archive::{Archive, ArchiveError};
 use crate::git::GitError;
 use crate::providers::{ProviderError, ProviderRegistry, RetryPolicy};
