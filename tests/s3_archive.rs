@@ -318,6 +318,21 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
     assert_ne!(bad_url.code, 0);
     assert!(bad_url.all().contains("bucket name"), "{}", bad_url.all());
 
+    // An endpoint from the shell's environment that is none: the variable is named, its
+    // value (which may hold a secret) not repeated.
+    let bad_env = rs
+        .cmd(&["archive", "init", &format!("s3://{BUCKET}/x")])
+        .env("AWS_ENDPOINT_URL", "id:hidden-secret@store.example:9000")
+        .output()
+        .expect("run reposafe");
+    let said = String::from_utf8_lossy(&bad_env.stderr);
+    assert!(!bad_env.status.success(), "{said}");
+    assert!(
+        said.contains("AWS_ENDPOINT_URL in this shell's environment must be an http(s) URL"),
+        "{said}"
+    );
+    assert!(!said.contains("hidden-secret"), "{said}");
+
     // Nothing was recorded: the data dir's archive is still its own directory.
     let show = rs.run(&["archive", "show"]).ok();
     assert!(

@@ -106,7 +106,7 @@ fn call_with<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 'static
     })
 }
 
-/// A long call (a prune, a forget that prunes) followed as it goes when the client
+/// A long call (a prune, a forget, a copy) followed as it goes when the client
 /// asks for Server-Sent Events (`Accept: text/event-stream`): `progress` events, then
 /// `end` with the report or `error` with the error body. Otherwise one JSON answer.
 fn call_following<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 'static>(

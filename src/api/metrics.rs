@@ -26,18 +26,18 @@ struct Totals {
 }
 
 fn totals(all: &[crate::engine::types::Job]) -> Totals {
-    let mut t = Totals::default();
+    let mut sum = Totals::default();
     for j in all {
-        *t.by_state.entry(j.state_name()).or_default() += 1;
+        *sum.by_state.entry(j.state_name()).or_default() += 1;
         if j.is_finished() {
-            t.run += 1;
+            sum.run += 1;
         }
         if matches!(j.kind, JobKind::Backup { .. }) {
-            t.fetched += j.progress.bytes_fetched;
-            t.stored += j.progress.bytes_stored;
-            t.repos_failed += j.progress.failed;
+            sum.fetched += j.progress.bytes_fetched;
+            sum.stored += j.progress.bytes_stored;
+            sum.repos_failed += j.progress.failed;
             for c in &j.progress.credentials {
-                let e = t
+                let e = sum
                     .credentials
                     .entry((c.connection.clone(), c.credential.clone()))
                     .or_default();
@@ -46,7 +46,7 @@ fn totals(all: &[crate::engine::types::Job]) -> Totals {
             }
         }
     }
-    t
+    sum
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of metric `name`.
@@ -67,7 +67,7 @@ type CredentialFamily = (&'static str, &'static str, fn(&(u64, u64)) -> u64);
 
 /// Renders the metrics.
 pub fn render(service: &dyn Service) -> Result<String, EngineError> {
-    let t = totals(&service.jobs(usize::MAX)?);
+    let totals = totals(&service.jobs(usize::MAX)?);
     let mut out = String::new();
     family(
         &mut out,
@@ -75,41 +75,40 @@ pub fn render(service: &dyn Service) -> Result<String, EngineError> {
         "gauge",
         "Jobs by state (queued and running included).",
     );
-    for (s, n) in &t.by_state {
+    for (s, n) in &totals.by_state {
         let _ = writeln!(out, "reposafe_jobs{{state=\"{s}\"}} {n}");
     }
-    let failed = t.by_state.get("failed").copied().unwrap_or(0)
-        + t.by_state.get("partial").copied().unwrap_or(0);
-    let o = &mut out;
+    let failed = totals.by_state.get("failed").copied().unwrap_or(0)
+        + totals.by_state.get("partial").copied().unwrap_or(0);
     counter(
-        o,
+        &mut out,
         "reposafe_jobs_run_total",
         "Jobs that ran to an end.",
-        t.run,
+        totals.run,
     );
     counter(
-        o,
+        &mut out,
         "reposafe_jobs_failed_total",
         "Jobs that failed in whole or in part.",
         failed,
     );
     counter(
-        o,
+        &mut out,
         "reposafe_repositories_failed_total",
         "Repository backups that failed.",
-        t.repos_failed,
+        totals.repos_failed,
     );
     counter(
-        o,
+        &mut out,
         "reposafe_bytes_fetched_total",
         "Bytes fetched from providers by backup jobs.",
-        t.fetched,
+        totals.fetched,
     );
     counter(
-        o,
+        &mut out,
         "reposafe_bytes_stored_total",
         "Bytes added to the archive by backup jobs.",
-        t.stored,
+        totals.stored,
     );
     // Each credential's (requests, rate limited), one family each.
     let per_credential: [CredentialFamily; 2] = [
@@ -125,10 +124,10 @@ pub fn render(service: &dyn Service) -> Result<String, EngineError> {
         ),
     ];
     for (name, help, value) in per_credential {
-        family(o, name, "counter", help);
-        for ((conn, cred), counts) in &t.credentials {
+        family(&mut out, name, "counter", help);
+        for ((conn, cred), counts) in &totals.credentials {
             let _ = writeln!(
-                o,
+                &mut out,
                 "{name}{{connection=\"{}\",credential=\"{}\"}} {}",
                 label(conn),
                 label(cred),
@@ -137,20 +136,20 @@ pub fn render(service: &dyn Service) -> Result<String, EngineError> {
         }
     }
     family(
-        o,
+        &mut out,
         "reposafe_plan_last_success_timestamp_seconds",
         "gauge",
         "End of the plan's last fully successful job.",
     );
     for p in service.plans()? {
-        let t = p
+        let last_success = p
             .status
             .last_success
             .map(|t| t.unix_timestamp())
             .unwrap_or(0);
         let _ = writeln!(
-            o,
-            "reposafe_plan_last_success_timestamp_seconds{{plan=\"{}\"}} {t}",
+            &mut out,
+            "reposafe_plan_last_success_timestamp_seconds{{plan=\"{}\"}} {last_success}",
             label(&p.spec.name)
         );
     }

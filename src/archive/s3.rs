@@ -182,8 +182,9 @@ impl S3Backend {
     /// until it is used ([`Backend::init`] checks the bucket answers).
     pub fn new(mut config: S3Config, scratch: PathBuf) -> Result<S3Backend, BackendError> {
         let location = PathBuf::from(config.url());
-        // Settled once, here: requests, the payload signing below and every message
-        // then agree on where the store is.
+        // Settled as everywhere (the engine's `s3_config` has done so already; a
+        // config built elsewhere is settled here): requests, the payload signing below
+        // and every message agree on where the store is.
         config.endpoint = settled_endpoint(config.endpoint.as_deref());
         // Keys of its own: none of this process's AWS variables (a session token there
         // belongs to other keys); without, `from_env` reads them all.

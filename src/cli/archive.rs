@@ -85,11 +85,12 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
         Some(f) => Some(read_secret(f, "secret access key")?),
         None => None,
     };
-    // The endpoint the AWS variables name, made explicit: it is recorded, and a store
-    // with keys of its own reads nothing from the environment.
-    let endpoint = s3
-        .endpoint
-        .or_else(crate::engine::s3_keys::environment_endpoint);
+    // The endpoint the AWS variables of this shell name, made explicit: it is
+    // recorded, and goes with a request to the daemon (whose own would apply instead).
+    let endpoint = match s3.endpoint {
+        Some(given) => Some(given),
+        None => shell_endpoint()?,
+    };
     Ok(Some(S3Location {
         url,
         endpoint,
@@ -98,6 +99,21 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
         access_key_id: s3.access_key_id,
         secret_access_key,
     }))
+}
+
+/// The endpoint this shell's `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`) names; one
+/// that is no endpoint is refused naming the variable, its value not repeated (it
+/// may hold a secret).
+fn shell_endpoint() -> Result<Option<String>> {
+    let Some((variable, value)) = crate::engine::s3_keys::environment_endpoint_named() else {
+        return Ok(None);
+    };
+    if crate::engine::archive_location::check_endpoint(&value).is_err() {
+        bail!(
+            "{variable} in this shell's environment must be an http(s) URL without credentials, e.g. https://s3.example:9000 (or give --endpoint)"
+        );
+    }
+    Ok(Some(value))
 }
 
 fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {

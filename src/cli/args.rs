@@ -120,7 +120,8 @@ pub struct ArchiveInitArgs {
 /// How to reach an S3 location (`archive init s3://…`, `archive copy --to s3://…`).
 #[derive(Args, Debug, Default)]
 pub struct S3Args {
-    /// The S3 endpoint, e.g. https://s3.example:9000 (default: AWS).
+    /// The S3 endpoint, e.g. https://s3.example:9000 (default: the one AWS_ENDPOINT_URL
+    /// or AWS_ENDPOINT names, else AWS).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// The S3 region [default: us-east-1].

@@ -48,7 +48,7 @@ fn list(ctx: &Ctx) -> Outcome {
                 tr data-plan=(s.name) {
                     td { a href=(plan_path(&s.name)) { (s.name) } }
                     td { (s.connections.join(", ")) }
-                    td { @if let Some(e) = &s.schedule { code { (e) } br; small.muted { (crate::engine::types::describe_schedule(e).unwrap_or_default()) } } @else { "on demand" } }
+                    td { @if let Some(e) = &s.schedule { code { (e) } br; small.muted { (crate::engine::plans::describe_schedule(e).unwrap_or_default()) } } @else { "on demand" } }
                     td { (s.window.as_deref().unwrap_or("-")) }
                     td { @if s.enabled { span.on { "enabled" } } @else { span.off { "disabled" } } }
                     td { (when(p.status.last_success)) }
@@ -242,7 +242,7 @@ fn plan_form(ctx: &Ctx, spec: &PlanSpec, action: &str, editing: bool) -> Result<
             fieldset {
                 legend { "When" }
                 p { label for="schedule" { "Schedule (cron)" } input #schedule type="text" name="schedule" value=(text(&spec.schedule)) placeholder="0 2 * * * (empty: on demand)";
-                    br; small #schedule-reading.muted { (spec.schedule.as_deref().and_then(crate::engine::types::describe_schedule).unwrap_or_default()) } }
+                    br; small #schedule-reading.muted { (spec.schedule.as_deref().and_then(crate::engine::plans::describe_schedule).unwrap_or_default()) } }
                 p { label for="timezone" { "Time zone" } input #timezone type="text" name="timezone" value=(text(&spec.timezone)) placeholder="e.g. Europe/Warsaw (empty: the server's)"; }
                 p { label for="window" { "Window" } input #window type="text" name="window" value=(text(&spec.window)) placeholder="e.g. 01:00-06:00"; }
                 ol #next-runs {}

@@ -119,7 +119,7 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
 }
 
 /// Why `endpoint` is no endpoint: not an http(s) URL, or one holding credentials.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let parsed = url::Url::parse(endpoint).ok();
     if parsed
         .as_ref()

@@ -830,7 +830,7 @@ impl Jobs {
             };
             match backup_connection(&self.ctx, &target.connection, &opts) {
                 Ok(report) => {
-                    defer_the_deferred(live, target, &report.repositories);
+                    record_deferred(live, target, &report.repositories);
                     if let (Some(p), Some(a)) = (&plan, adopted) {
                         self.adopt_first_members(p, &a);
                     }
@@ -1376,7 +1376,7 @@ fn window_deadline(plan: Option<&Plan>, job: &Job) -> Result<Option<Instant>, En
 
 /// The repositories of `target` the run deferred (stopped, or its window closed)
 /// become a target of the job's resume.
-fn defer_the_deferred(live: &LiveJob, target: &JobTarget, results: &[RepoResult]) {
+fn record_deferred(live: &LiveJob, target: &JobTarget, results: &[RepoResult]) {
     let deferred: Vec<String> = results
         .iter()
         .filter(|r| matches!(r.outcome, RepoOutcome::Deferred { .. }))

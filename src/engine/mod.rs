@@ -75,7 +75,6 @@ pub mod types {
     pub use crate::archive::{RepoIdentity, Snapshot};
     pub use crate::notify::NotificationSettings;
     pub use crate::providers::ProviderInfo;
-    pub use crate::scheduler::describe as describe_schedule;
     pub use crate::state::{
         Connection, ConnectionTls, Job, JobKind, JobProgress, JobRecordResult, JobState, Plan,
         PlanSpec, RepoRecord, RestoreTarget,

@@ -348,6 +348,9 @@ pub fn job_for(ctx: &Context, target: &RunTarget) -> Result<JobKind, EngineError
     })
 }
 
+/// A schedule in words (the dashboard's reading of a cron expression).
+pub use crate::scheduler::describe as describe_schedule;
+
 /// The selector a plan's job uses for one connection: include/exclude, and with
 /// auto-add off, only the repositories adopted on the plan's first run.
 /// Returns the selector and the list it adopted (to store after a first run).

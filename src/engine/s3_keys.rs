@@ -14,8 +14,8 @@
 //! found here is ever written to the data dir.
 
 use super::EngineError;
-pub use crate::archive::environment_endpoint;
 use crate::archive::S3Config;
+pub use crate::archive::{environment_endpoint, environment_endpoint_named};
 use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::OnceLock;
