@@ -273,18 +273,23 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
         refused.all()
     );
 
+    // What a command that must fail says.
+    let refused = |cmd: &mut std::process::Command| {
+        let out = cmd.output().expect("run reposafe");
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{said}");
+        said
+    };
+
     // A clock an hour ahead (libfaketime): the store refuses every signature.
     let args = weed.init_args(&format!("s3://{BUCKET}/x"), rs.files.path());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let skewed = rs
-        .cmd(&args)
-        .env("LD_PRELOAD", faketime_library())
-        .env("FAKETIME", "+1h")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .output()
-        .expect("run reposafe");
-    let said = String::from_utf8_lossy(&skewed.stderr);
-    assert!(!skewed.status.success(), "{said}");
+    let said = refused(
+        rs.cmd(&args)
+            .env("LD_PRELOAD", faketime_library())
+            .env("FAKETIME", "+1h")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    );
     assert!(
         said.contains("clock differs too much from the server's"),
         "{said}"
@@ -320,13 +325,10 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
 
     // An endpoint from the shell's environment that is none: the variable is named, its
     // value (which may hold a secret) not repeated.
-    let bad_env = rs
-        .cmd(&["archive", "init", &format!("s3://{BUCKET}/x")])
-        .env("AWS_ENDPOINT_URL", "id:hidden-secret@store.example:9000")
-        .output()
-        .expect("run reposafe");
-    let said = String::from_utf8_lossy(&bad_env.stderr);
-    assert!(!bad_env.status.success(), "{said}");
+    let said = refused(
+        rs.cmd(&["archive", "init", &format!("s3://{BUCKET}/x")])
+            .env("AWS_ENDPOINT_URL", "id:hidden-secret@store.example:9000"),
+    );
     assert!(
         said.contains("AWS_ENDPOINT_URL in this shell's environment must be an http(s) URL"),
         "{said}"

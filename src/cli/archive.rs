@@ -101,19 +101,11 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
     }))
 }
 
-/// The endpoint this shell's `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`) names; one
-/// that is no endpoint is refused naming the variable, its value not repeated (it
-/// may hold a secret).
+/// The endpoint this shell's `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`) names, checked
+/// as the engine checks its own.
 fn shell_endpoint() -> Result<Option<String>> {
-    let Some((variable, value)) = crate::engine::s3_keys::environment_endpoint_named() else {
-        return Ok(None);
-    };
-    if crate::engine::archive_location::check_endpoint(&value).is_err() {
-        bail!(
-            "{variable} in this shell's environment must be an http(s) URL without credentials, e.g. https://s3.example:9000 (or give --endpoint)"
-        );
-    }
-    Ok(Some(value))
+    crate::engine::archive_location::environment_endpoint_checked("this shell's")
+        .map_err(|message| anyhow::anyhow!("{message} (or give --endpoint)"))
 }
 
 fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {

@@ -88,18 +88,8 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
             Some(given.clone())
         }
         // Settled here (see `settled_endpoint`): recorded, named and compared as where
-        // requests go. Not the caller's field: the value is not repeated.
-        None => match crate::archive::environment_endpoint_named() {
-            Some((variable, value)) => {
-                check_endpoint(&value).map_err(|_| {
-                    EngineError::Invalid(format!(
-                        "{variable} in this process's environment must be an http(s) URL without credentials, e.g. https://s3.example:9000"
-                    ))
-                })?;
-                Some(value)
-            }
-            None => None,
-        },
+        // requests go. Not the caller's field.
+        None => environment_endpoint_checked("this process's").map_err(EngineError::Invalid)?,
     };
     if loc.access_key_id.is_some() != loc.secret_access_key.is_some() {
         return Err(EngineError::Invalid(
@@ -119,7 +109,7 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
 }
 
 /// Why `endpoint` is no endpoint: not an http(s) URL, or one holding credentials.
-pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let parsed = url::Url::parse(endpoint).ok();
     if parsed
         .as_ref()
@@ -133,6 +123,21 @@ pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
             "{endpoint:?} is not an http(s) URL, e.g. https://s3.example:9000"
         )),
     }
+}
+
+/// The endpoint the AWS variables of this process name (`archive::settled_endpoint`),
+/// checked: one that is no endpoint is refused with a message naming the variable in
+/// `whose` environment, its value not repeated (it may hold a secret).
+pub(crate) fn environment_endpoint_checked(whose: &str) -> Result<Option<String>, String> {
+    let Some((variable, value)) = crate::archive::environment_endpoint_named() else {
+        return Ok(None);
+    };
+    check_endpoint(&value).map_err(|_| {
+        format!(
+            "{variable} in {whose} environment must be an http(s) URL without credentials, e.g. https://s3.example:9000"
+        )
+    })?;
+    Ok(Some(value))
 }
 
 /// A backend for an S3 configuration, its temporary files under `<data>/tmp/s3`;

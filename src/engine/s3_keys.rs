@@ -15,7 +15,6 @@
 
 use super::EngineError;
 use crate::archive::S3Config;
-pub use crate::archive::{environment_endpoint, environment_endpoint_named};
 use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::OnceLock;
