@@ -359,28 +359,122 @@ fn faketime_library() -> std::path::PathBuf {
     library
 }
 
+/// `acme` backed up to `s3://BUCKET/<prefix>` through a proxy in front of SeaweedFS.
+struct ThroughProxy {
+    _weed: Weed,
+    _server: CloudServer,
+    proxy: common::flaky::FlakyProxy,
+    scratch: TempDir,
+    docs: LfsWikiRepo,
+    big: std::path::PathBuf,
+    rs: Reposafe,
+}
+
+/// Starts SeaweedFS and the proxy `proxy` makes in front of it, and backs up `acme`
+/// through it to `s3://BUCKET/<prefix>`, `archive init` and `backup` run with `env`.
+fn backed_up_through(
+    prefix: &str,
+    proxy: impl FnOnce(&str) -> common::flaky::FlakyProxy,
+    env: &[(&str, &str)],
+) -> ThroughProxy {
+    let weed = Weed::start_with_bucket(BUCKET);
+    let proxy = proxy(&weed.endpoint);
+    let scratch = TempDir::new(&format!("reposafe-s3-{prefix}"));
+    let (server, docs, big) = server(scratch.path());
+    let rs = Reposafe::new();
+    let url = format!("s3://{BUCKET}/{prefix}");
+    let args = common::s3::init_args_at(&proxy.endpoint, &url, rs.files.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    rs.run_with_env(&args, env).ok();
+    rs.connect_cloud_with_token(&server, WS);
+    rs.run_with_env(&["backup", WS], env).ok();
+    ThroughProxy {
+        _weed: weed,
+        _server: server,
+        proxy,
+        scratch,
+        docs,
+        big,
+        rs,
+    }
+}
+
 /// A store that answers `503 SlowDown` now and then is retried: a backup and a restore
 /// through a proxy that refuses every fourth request (uploads, reads) succeed as
 /// without it, ref for ref.
 #[test]
 fn a_store_answering_503_now_and_then_is_retried() {
-    let weed = Weed::start_with_bucket(BUCKET);
-    let proxy = common::flaky::FlakyProxy::start(&weed.endpoint);
-    let scratch = TempDir::new("reposafe-s3-flaky");
-    let (server, docs, big) = server(scratch.path());
-    let rs = Reposafe::new();
-    let url = format!("s3://{BUCKET}/flaky");
-    let args = common::s3::init_args_at(&proxy.endpoint, &url, rs.files.path());
-    rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .ok();
-    rs.connect_cloud_with_token(&server, WS);
-    rs.run(&["backup", WS]).ok();
+    let ThroughProxy {
+        proxy,
+        scratch,
+        docs,
+        big,
+        rs,
+        _weed,
+        _server,
+        ..
+    } = backed_up_through("flaky", common::flaky::FlakyProxy::start, &[]);
     assert!(proxy.refused("PUT") >= 3, "uploads met 503s");
     let reads = proxy.refused("GET");
     let to = scratch.path().join("restored");
     restores_as_source(&rs, "acme/docs", &docs.bare, &to);
     restores_as_source(&rs, "acme/big", &big, &to);
     assert!(proxy.refused("GET") > reads, "the restores met 503s too");
+}
+
+/// An upload that takes longer to send than the store is given to answer
+/// (`REPOSAFE_S3_TIMEOUT_SECS`, 120 s by default, here 3 s), over an uplink as slow as
+/// a small office's, goes through: the 12 MiB pack of `acme/big` takes about 8 s to
+/// send at 1.5 MB/s. The restore reads it back ref for ref.
+#[test]
+fn an_upload_slower_than_the_time_the_store_has_to_answer_goes_through() {
+    let slow = |store: &str| common::flaky::FlakyProxy::slow_uplink(store, 1_500_000);
+    let answer_within = [("REPOSAFE_S3_TIMEOUT_SECS", "3")];
+    let ThroughProxy {
+        proxy,
+        scratch,
+        big,
+        rs,
+        _weed,
+        _server,
+        ..
+    } = backed_up_through("slow", slow, &answer_within);
+    let slowest = proxy.slowest_body();
+    assert!(
+        slowest > std::time::Duration::from_secs(5),
+        "an upload took longer to send than the store had to answer: {slowest:?}"
+    );
+    restores_as_source(&rs, "acme/big", &big, &scratch.path().join("restored"));
+}
+
+/// A manifest's create that the store made but whose answer was lost (the client
+/// retries and meets its own write: `412`) counts as made: the backup succeeds and
+/// restores ref for ref (before, the repository failed with "snapshot exists").
+#[test]
+fn a_create_whose_answer_was_lost_counts_as_made() {
+    let ThroughProxy {
+        proxy,
+        scratch,
+        docs,
+        big,
+        rs,
+        _weed,
+        _server,
+        ..
+    } = backed_up_through(
+        "lost",
+        common::flaky::FlakyProxy::losing_create_answers,
+        &[],
+    );
+    let lost = proxy.lost_answers();
+    let manifests = lost.iter().filter(|t| t.contains("/snapshots/")).count();
+    assert!(
+        manifests >= 2,
+        "both repositories' manifests lost their answer: {lost:?}"
+    );
+    let to = scratch.path().join("restored");
+    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
+    restores_as_source(&rs, "acme/big", &big, &to);
 }
 
 /// A store that does not keep S3's promises about conditional writes is refused at

@@ -36,10 +36,63 @@ const SINGLE_PUT_MAX: usize = 8 << 20;
 const PART_SIZE: usize = 16 << 20;
 /// Parts uploading at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// The slowest uplink an upload is given time for, in bytes a second (64 KiB/s, about
+/// half a megabit), shared by the parts in flight.
+const SLOWEST_UPLINK: usize = 64 << 10;
+/// A request body up to this size goes with the requests that carry none: at the
+/// slowest uplink it is sent in 16 s.
+const SMALL_BODY: usize = 1 << 20;
+/// How long the store has to answer by default (see [`answer_time`]).
+const ANSWER_TIME: Duration = Duration::from_secs(120);
 /// Batches a streaming read buffers ahead of its reader.
 const READ_AHEAD: usize = 4;
 /// The size of a streaming read's batches.
 const READ_BATCH: usize = 1 << 20;
+
+/// How long the store has to answer a request once it is sent, and a streamed read to
+/// go on (`REPOSAFE_S3_TIMEOUT_SECS`, default 120 s); a request that runs over is
+/// retried, as a 5xx is, until three times this has passed since it was first sent.
+fn answer_time() -> Duration {
+    std::env::var("REPOSAFE_S3_TIMEOUT_SECS")
+        .ok()
+        .and_then(|secs| secs.trim().parse::<u64>().ok())
+        .filter(|secs| *secs > 0)
+        .map_or(ANSWER_TIME, Duration::from_secs)
+}
+
+/// How long a request that carries an upload's body has (the time to answer counts
+/// from when a request began, body and all): the time to answer plus sending every
+/// part in flight over the slowest uplink, 19 minutes by default.
+fn upload_time(answer: Duration) -> Duration {
+    answer + Duration::from_secs((PARTS_IN_FLIGHT * PART_SIZE / SLOWEST_UPLINK) as u64)
+}
+
+/// The client options and retries of requests that may take `limit` to be answered:
+/// retried until three times that has passed since the first try.
+fn patience(limit: Duration) -> (ClientOptions, RetryConfig) {
+    let options = ClientOptions::new()
+        .with_timeout_disabled()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_read_timeout(limit)
+        .with_allow_http(true);
+    let retry = RetryConfig {
+        max_retries: 6,
+        retry_timeout: limit.saturating_mul(3),
+        ..RetryConfig::default()
+    };
+    (options, retry)
+}
+
+/// The region when none was given: `AWS_REGION`, else `AWS_DEFAULT_REGION` (as read
+/// by `lookup`), else `us-east-1`.
+fn settled_region(given: Option<&str>, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let named = |name: &str| lookup(name).filter(|region| !region.trim().is_empty());
+    given
+        .map(str::to_string)
+        .or_else(|| named("AWS_REGION"))
+        .or_else(|| named("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_string())
+}
 
 /// Where an S3 archive is and how to reach it.
 #[derive(Clone)]
@@ -124,7 +177,11 @@ impl S3Config {
 /// An archive in an S3 bucket. Cheap to share; requests run on its own runtime.
 pub struct S3Backend {
     config: S3Config,
+    /// Requests without a large body: answered within [`answer_time`].
     store: Arc<AmazonS3>,
+    /// Uploads (PUTs of more than [`SMALL_BODY`], multipart uploads): given
+    /// [`upload_time`], since the time to answer includes sending the body.
+    uploads: Arc<AmazonS3>,
     runtime: Option<tokio::runtime::Runtime>,
     /// Where temporary files are built before an upload (the data dir's `tmp/s3`).
     scratch: PathBuf,
@@ -204,22 +261,12 @@ impl S3Backend {
                     .as_deref()
                     .is_none_or(|e| e.starts_with("https://")),
             )
-            .with_retry(RetryConfig {
-                max_retries: 6,
-                retry_timeout: Duration::from_secs(120),
-                ..RetryConfig::default()
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout_disabled()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_read_timeout(Duration::from_secs(120))
-                    .with_allow_http(true),
-            );
+            .with_region(settled_region(config.region.as_deref(), |name| {
+                std::env::var(name).ok()
+            }));
         if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        builder = builder.with_region(config.region.as_deref().unwrap_or("us-east-1"));
         if let Some(id) = &config.access_key_id {
             builder = builder.with_access_key_id(id);
         }
@@ -229,9 +276,18 @@ impl S3Backend {
         if let Some(token) = &config.session_token {
             builder = builder.with_token(token.expose_secret());
         }
-        let store = builder
-            .build()
-            .map_err(|e| BackendError::new(&location, io::Error::other(e.to_string())))?;
+        let answer = answer_time();
+        let client = |limit: Duration| {
+            let (options, retry) = patience(limit);
+            builder
+                .clone()
+                .with_client_options(options)
+                .with_retry(retry)
+                .build()
+                .map(Arc::new)
+                .map_err(|e| BackendError::new(&location, io::Error::other(e.to_string())))
+        };
+        let (store, uploads) = (client(answer)?, client(upload_time(answer))?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("reposafe-s3")
@@ -240,7 +296,8 @@ impl S3Backend {
             .map_err(|e| BackendError::new(&location, e))?;
         Ok(S3Backend {
             config,
-            store: Arc::new(store),
+            store,
+            uploads,
             runtime: Some(runtime),
             scratch,
             requests: Default::default(),
@@ -326,8 +383,7 @@ impl S3Backend {
                 io::ErrorKind::NotFound,
                 format!("the bucket {bucket} does not exist (create it, or check the bucket name and --endpoint)"),
             ),
-            (Some(c @ ("SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied")), _)
-            | (Some(c), E::PermissionDenied { .. } | E::Unauthenticated { .. }) => (
+            (Some(c), _) if CREDENTIAL_CODES.contains(&c) => (
                 io::ErrorKind::PermissionDenied,
                 format!("the credentials were refused ({c}): check the access key id and secret access key, and that they may use the bucket {bucket}"),
             ),
@@ -343,11 +399,23 @@ impl S3Backend {
             (_, E::AlreadyExists { .. } | E::Precondition { .. }) => {
                 (io::ErrorKind::AlreadyExists, "already exists".to_string())
             }
-            (_, E::PermissionDenied { .. } | E::Unauthenticated { .. }) => (
+            (None, E::PermissionDenied { .. } | E::Unauthenticated { .. }) => (
                 io::ErrorKind::PermissionDenied,
                 format!("access refused: check the access key id and secret access key, and that they may use the bucket {bucket}"),
             ),
-            (Some(c), _) => (io::ErrorKind::Other, format!("S3 error {c}")),
+            // A refusal for another reason (a quota, a storage cap, object lock): the
+            // store's own words say what to fix, not the keys.
+            (Some(c), E::PermissionDenied { .. } | E::Unauthenticated { .. }) => (
+                io::ErrorKind::PermissionDenied,
+                match s3_error_message(&text) {
+                    Some(said) => format!("the store refused the request ({c}): {said}"),
+                    None => format!("the store refused the request ({c})"),
+                },
+            ),
+            (Some(c), _) => (io::ErrorKind::Other, match s3_error_message(&text) {
+                Some(said) => format!("S3 error {c}: {said}"),
+                None => format!("S3 error {c}"),
+            }),
             (None, _) => (io::ErrorKind::Other, text.chars().take(300).collect()),
         };
         io::Error::new(kind, format!("{endpoint}: {message}"))
@@ -374,7 +442,11 @@ impl S3Backend {
         bytes: Vec<u8>,
         mode: PutMode,
     ) -> Result<Result<object_store::PutResult, object_store::Error>, BackendError> {
-        let store = self.store.clone();
+        let store = if bytes.len() > SMALL_BODY {
+            self.uploads.clone()
+        } else {
+            self.store.clone()
+        };
         let key = self.key(&layout::path_of(kind, id));
         let opts = PutOptions {
             mode,
@@ -384,6 +456,37 @@ impl S3Backend {
             store.put_opts(&key, PutPayload::from(bytes), opts).await
         })
         .map_err(|e| BackendError::new(self.location(kind, id), e))
+    }
+
+    /// A create-only PUT (`If-None-Match: *`). When the store refuses it because the
+    /// object exists with exactly these bytes, the create was this one: its answer was
+    /// lost and the client's retry met its own write (the bytes of a manifest or lease
+    /// are never those of another writer's). The answer: the object's ETag, if any.
+    fn create(
+        &self,
+        kind: FileKind,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<Result<Option<String>, object_store::Error>, BackendError> {
+        let created = self
+            .put_with_result(kind, id, bytes.to_vec(), PutMode::Create)?
+            .map(|put| put.e_tag);
+        let Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) = &created
+        else {
+            return Ok(created);
+        };
+        match self.read_versioned(kind, id)? {
+            Some((there, e_tag)) if there == bytes => {
+                tracing::debug!(
+                    "{}: the store had made this create already (its answer was lost)",
+                    self.location(kind, id).display()
+                );
+                Ok(Ok(Some(e_tag)))
+            }
+            _ => Ok(created),
+        }
     }
 
     /// The ETag a store answered with; a store that gives none cannot hold a lease.
@@ -416,7 +519,7 @@ impl S3Backend {
         first: Vec<u8>,
         source: &mut dyn Read,
     ) -> Result<(), BackendError> {
-        let store = self.store.clone();
+        let store = self.uploads.clone();
         let key = self.key(&layout::path_of(kind, id));
         let at = |e: io::Error| BackendError::new(self.location(kind, id), e);
         let upload = self
@@ -438,7 +541,7 @@ impl S3Backend {
                 let (w, ready) = sent.map_err(at)?;
                 writer = w;
                 if let Err(e) = ready {
-                    let _ = self.run("multipart abort", writer.abort());
+                    self.abort_upload(writer, kind, id);
                     return Err(self.err(kind, id)(e));
                 }
             }
@@ -446,7 +549,7 @@ impl S3Backend {
             let n = match read_full(source, &mut chunk) {
                 Ok(n) => n,
                 Err(e) => {
-                    let _ = self.run("multipart abort", writer.abort());
+                    self.abort_upload(writer, kind, id);
                     return Err(at(e));
                 }
             };
@@ -459,6 +562,21 @@ impl S3Backend {
             .map_err(at)?
             .map(drop)
             .map_err(self.err(kind, id))
+    }
+
+    /// Aborts a multipart upload that failed, so that the store drops its parts. When
+    /// that fails too, a warning names the object: its parts stay (and are billed)
+    /// until a lifecycle rule that aborts incomplete multipart uploads removes them.
+    fn abort_upload(&self, writer: WriteMultipart, kind: FileKind, id: &str) {
+        let failed = match self.run("multipart abort", writer.abort()) {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => self.io_error(e),
+            Err(e) => e,
+        };
+        tracing::warn!(
+            "{}: the failed upload could not be aborted ({failed}); its parts stay in the bucket until a lifecycle rule that aborts incomplete multipart uploads removes them",
+            self.location(kind, id).display()
+        );
     }
 
     /// An object's metadata (one `HEAD`), `None` when it is absent.
@@ -548,10 +666,36 @@ fn unanswered(e: &object_store::Error) -> Option<String> {
     ))
 }
 
+/// The S3 error codes that say the credentials themselves were refused (wrong,
+/// expired, or not allowed to use the bucket).
+const CREDENTIAL_CODES: [&str; 7] = [
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "AccessDenied",
+    "InvalidToken",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "InvalidSecurity",
+];
+
 /// The S3 error code (`<Code>NoSuchBucket</Code>`) in an error's text, if any.
 fn s3_error_code(text: &str) -> Option<&str> {
-    let start = text.find("<Code>")? + "<Code>".len();
-    let len = text[start..].find("</Code>")?;
+    xml_element(text, "Code")
+}
+
+/// The store's own explanation (`<Message>…</Message>`) in an error's text, at most 200
+/// characters; only shown for codes other than [`CREDENTIAL_CODES`] (a refused
+/// signature's explanation repeats what was signed).
+fn s3_error_message(text: &str) -> Option<String> {
+    let said = xml_element(text, "Message")?.trim();
+    (!said.is_empty()).then(|| said.chars().take(200).collect())
+}
+
+/// The text of the first `<name>` element in `text`.
+fn xml_element<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = text.find(&open)? + open.len();
+    let len = text[start..].find(&format!("</{name}>"))?;
     Some(&text[start..start + len])
 }
 
@@ -730,7 +874,9 @@ impl Backend for S3Backend {
 
     fn create_new(&self, kind: FileKind, id: &str, bytes: &[u8]) -> Result<(), BackendError> {
         kind.check_id(id, || self.location(kind, id))?;
-        self.put(kind, id, bytes.to_vec(), PutMode::Create)
+        self.create(kind, id, bytes)?
+            .map(drop)
+            .map_err(self.err(kind, id))
     }
 
     fn create_versioned(
@@ -740,10 +886,8 @@ impl Backend for S3Backend {
         bytes: &[u8],
     ) -> Result<String, BackendError> {
         kind.check_id(id, || self.location(kind, id))?;
-        let put = self
-            .put_with_result(kind, id, bytes.to_vec(), PutMode::Create)?
-            .map_err(self.err(kind, id))?;
-        self.e_tag_of(kind, id, put.e_tag)
+        let e_tag = self.create(kind, id, bytes)?.map_err(self.err(kind, id))?;
+        self.e_tag_of(kind, id, e_tag)
     }
 
     fn read_versioned(
@@ -826,7 +970,70 @@ impl Backend for S3Backend {
 
 #[cfg(test)]
 mod tests {
-    use super::S3Config;
+    use super::{settled_region, S3Backend, S3Config};
+    use std::io;
+
+    #[test]
+    fn the_region_is_the_one_given_else_the_aws_variables_else_us_east_1() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = env(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_DEFAULT_REGION", "eu-north-1"),
+        ]);
+        assert_eq!(settled_region(Some("ap-south-1"), both), "ap-south-1");
+        assert_eq!(settled_region(None, both), "eu-west-1");
+        let default_only = env(&[("AWS_REGION", " "), ("AWS_DEFAULT_REGION", "eu-north-1")]);
+        assert_eq!(settled_region(None, default_only), "eu-north-1");
+        assert_eq!(settled_region(None, env(&[])), "us-east-1");
+    }
+
+    /// A 403 says what the store said: the keys only for a code about the keys.
+    #[test]
+    fn a_refusal_names_the_keys_only_when_they_were_refused() {
+        let config = S3Config {
+            bucket: "bkt".into(),
+            prefix: String::new(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: None,
+            path_style: true,
+            access_key_id: Some("id".into()),
+            secret_access_key: Some("not-a-real-secret".to_string().into()),
+            session_token: None,
+        };
+        let scratch = std::env::temp_dir();
+        let backend = S3Backend::new(config, scratch).expect("a backend, nothing sent");
+        let refused = |code: &str, message: &str| {
+            let body = format!("<Error><Code>{code}</Code><Message>{message}</Message></Error>");
+            let e = object_store::Error::PermissionDenied {
+                path: "blobs/ab/abcd".into(),
+                source: body.into(),
+            };
+            backend.io_error(e)
+        };
+        let quota = refused("QuotaExceeded", "The bucket's quota of 10 GiB is used up.");
+        assert_eq!(quota.kind(), io::ErrorKind::PermissionDenied);
+        let said = quota.to_string();
+        assert!(
+            said.contains("the store refused the request (QuotaExceeded): The bucket's quota of 10 GiB is used up.")
+                && said.contains("http://127.0.0.1:9")
+                && !said.contains("credentials"),
+            "{said}"
+        );
+        let keys = refused("InvalidAccessKeyId", "The key id you gave does not exist.");
+        let said = keys.to_string();
+        assert!(
+            said.contains("the credentials were refused (InvalidAccessKeyId)")
+                && !said.contains("does not exist"),
+            "{said}"
+        );
+    }
 
     #[test]
     fn s3_urls_are_parsed_and_bad_ones_named() {

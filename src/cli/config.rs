@@ -135,6 +135,39 @@ mod tests {
         assert!(e.contains("absent.toml"), "{e}");
     }
 
+    /// The packaged sample documents keys that exist: with every key it shows
+    /// uncommented, it is read without an unknown key, and the keys it shows are set.
+    #[test]
+    fn the_packaged_sample_with_every_key_uncommented_is_read() {
+        let sample = include_str!("../../packaging/reposafe.toml");
+        let uncommented: String = sample
+            .lines()
+            .map(|line| {
+                let shown = line.strip_prefix('#').unwrap_or(line);
+                let is_key = shown.starts_with('[')
+                    || shown.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    });
+                if is_key {
+                    shown
+                } else {
+                    ""
+                }
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sample.toml");
+        std::fs::write(&f, &uncommented).unwrap();
+        let c = FileConfig::load(Some(&f)).unwrap_or_else(|e| panic!("{e:#}\n{uncommented}"));
+        assert_eq!(c.hook_delay_secs, Some(30), "{uncommented}");
+        assert!(c.grace_period_secs.is_some() && c.parallel.is_some() && c.log.is_some());
+        let notifications = c.notifications.as_ref().expect("[notifications]");
+        assert!(notifications.dashboard_url.is_some());
+        let smtp = notifications.smtp.as_ref().expect("[notifications.smtp]");
+        assert!(smtp.ca_bundle_pem.is_some() && smtp.password_file.is_some());
+    }
+
     #[test]
     fn s3_keys_are_read_from_the_table_and_an_inline_secret_only_from_a_private_file() {
         use secrecy::ExposeSecret;

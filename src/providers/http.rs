@@ -217,8 +217,9 @@ impl HttpGate {
     }
 
     /// Grants write methods (POST, PUT, PATCH, DELETE...) to an operation that
-    /// writes. Never for a `read_only` connection or plan; TRACE and CONNECT stay
-    /// refused. Nothing writes yet (restore into a provider comes later).
+    /// writes: a restore into the provider (an `allow_restore` connection) or a
+    /// webhook's registration. Never for a `read_only` connection or plan; TRACE and
+    /// CONNECT stay refused.
     pub fn allowing_writes(mut self) -> HttpGate {
         self.writes = true;
         self

@@ -1,8 +1,11 @@
 //! An HTTP proxy in front of a real S3 server that answers every fourth request with
 //! `503 SlowDown`, as S3 does when a prefix is busy: what "a transient 5xx is retried"
-//! is tested against. Every other request goes to the server unchanged, on one
-//! server connection per client connection, so the client's signatures (which cover
-//! the `Host` it addressed, the proxy's) still check out there.
+//! is tested against; or ([`FlakyProxy::slow_uplink`]) one that takes request bodies
+//! no faster than a slow office uplink sends them; or
+//! ([`FlakyProxy::losing_create_answers`]) one that loses the answer to the first
+//! create-only PUT (`If-None-Match: *`) of each object, after the server made it. Every other request goes to the
+//! server unchanged, on one server connection per client connection, so the client's
+//! signatures (which cover the `Host` it addressed, the proxy's) still check out there.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,6 +18,16 @@ use std::sync::{Arc, Mutex};
 struct Tally {
     requests: AtomicUsize,
     refused: Mutex<HashMap<String, usize>>,
+    /// Answer every fourth request with 503.
+    refuses: bool,
+    /// Request bodies are read at most this fast (bytes a second).
+    uplink: Option<u64>,
+    /// The longest time a request's body took to arrive.
+    slowest_body: Mutex<std::time::Duration>,
+    /// Lose the answer to the first create-only PUT of each object.
+    loses_create_answers: bool,
+    /// The request targets whose create answers were lost.
+    lost: Mutex<std::collections::HashSet<String>>,
 }
 
 pub struct FlakyProxy {
@@ -27,10 +40,46 @@ impl FlakyProxy {
     /// A proxy to `upstream` (`http://host:port`) on a free loopback port; it stops
     /// with the test process.
     pub fn start(upstream: &str) -> FlakyProxy {
+        Self::with(
+            upstream,
+            Tally {
+                refuses: true,
+                ..Tally::default()
+            },
+        )
+    }
+
+    /// A proxy to `upstream` that refuses nothing but reads request bodies at most
+    /// `bytes_per_sec` fast, as a slow uplink sends them.
+    pub fn slow_uplink(upstream: &str, bytes_per_sec: u64) -> FlakyProxy {
+        Self::with(
+            upstream,
+            Tally {
+                uplink: Some(bytes_per_sec),
+                ..Tally::default()
+            },
+        )
+    }
+
+    /// A proxy to `upstream` that sends the first create-only PUT (`If-None-Match: *`)
+    /// of each object to the server and then answers the client `503 SlowDown`, as
+    /// when a connection breaks after the server acted: the client's retry then meets
+    /// its own write (`412`).
+    pub fn losing_create_answers(upstream: &str) -> FlakyProxy {
+        Self::with(
+            upstream,
+            Tally {
+                loses_create_answers: true,
+                ..Tally::default()
+            },
+        )
+    }
+
+    fn with(upstream: &str, tally: Tally) -> FlakyProxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let tally = Arc::new(Tally::default());
+        let tally = Arc::new(tally);
         let shared = tally.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
@@ -47,6 +96,17 @@ impl FlakyProxy {
         let refused = self.tally.refused.lock().expect("lock");
         refused.get(method).copied().unwrap_or(0)
     }
+
+    /// The objects whose create answers were lost so far (their request targets).
+    pub fn lost_answers(&self) -> Vec<String> {
+        let lost = self.tally.lost.lock().expect("lock");
+        lost.iter().cloned().collect()
+    }
+
+    /// The longest time one request's body took to arrive so far.
+    pub fn slowest_body(&self) -> std::time::Duration {
+        *self.tally.slowest_body.lock().expect("lock")
+    }
 }
 
 /// A request or response head: its first line and headers, as received.
@@ -57,12 +117,15 @@ struct Head {
     chunked: bool,
     /// `Connection: close`: the sender closes after this message.
     closes: bool,
+    /// `If-None-Match: *`: a create-only write.
+    create_only: bool,
 }
 
 fn read_head(reader: &mut impl BufRead) -> Option<Head> {
     let mut raw = Vec::new();
     let mut first_line = String::new();
     let (mut content_length, mut chunked, mut closes) = (None, false, false);
+    let mut create_only = false;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).ok()? == 0 {
@@ -88,6 +151,9 @@ fn read_head(reader: &mut impl BufRead) -> Option<Head> {
         if name == "connection" && value.eq_ignore_ascii_case("close") {
             closes = true;
         }
+        if name == "if-none-match" && value == "*" {
+            create_only = true;
+        }
     }
     Some(Head {
         raw,
@@ -95,11 +161,13 @@ fn read_head(reader: &mut impl BufRead) -> Option<Head> {
         content_length,
         chunked,
         closes,
+        create_only,
     })
 }
 
-/// The body that follows `head`, as received (chunked bodies with their framing).
-fn read_body(reader: &mut impl BufRead, head: &Head) -> Option<Vec<u8>> {
+/// The body that follows `head`, as received (chunked bodies with their framing), read
+/// at most `rate` bytes a second.
+fn read_body(reader: &mut impl BufRead, head: &Head, rate: Option<u64>) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     if head.chunked {
         loop {
@@ -117,7 +185,17 @@ fn read_body(reader: &mut impl BufRead, head: &Head) -> Option<Vec<u8>> {
         }
     }
     let length = head.content_length.unwrap_or(0);
-    reader.take(length).read_to_end(&mut body).ok()?;
+    let Some(rate) = rate else {
+        reader.take(length).read_to_end(&mut body).ok()?;
+        return Some(body);
+    };
+    let start = std::time::Instant::now();
+    while (body.len() as u64) < length {
+        let step = (length - body.len() as u64).min(16 << 10);
+        reader.take(step).read_to_end(&mut body).ok()?;
+        let due = std::time::Duration::from_secs_f64(body.len() as f64 / rate as f64);
+        std::thread::sleep(due.saturating_sub(start.elapsed()));
+    }
     Some(body)
 }
 
@@ -126,16 +204,31 @@ fn serve(client: TcpStream, upstream: &str, tally: &Tally) {
     let mut to_client = client;
     let mut server: Option<(BufReader<TcpStream>, TcpStream)> = None;
     while let Some(request) = read_head(&mut from_client) {
-        let Some(body) = read_body(&mut from_client, &request) else {
+        let started = std::time::Instant::now();
+        let Some(body) = read_body(&mut from_client, &request, tally.uplink) else {
             break;
         };
+        let took = started.elapsed();
+        let mut slowest = tally.slowest_body.lock().expect("lock");
+        *slowest = (*slowest).max(took);
+        drop(slowest);
         let method = request
             .first_line
             .split(' ')
             .next()
             .unwrap_or("")
             .to_string();
-        let answer = if tally.requests.fetch_add(1, Ordering::SeqCst) % 4 == 3 {
+        let target = request
+            .first_line
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let loses_answer = tally.loses_create_answers
+            && method == "PUT"
+            && request.create_only
+            && tally.lost.lock().expect("lock").insert(target);
+        let answer = if tally.requests.fetch_add(1, Ordering::SeqCst) % 4 == 3 && tally.refuses {
             *tally
                 .refused
                 .lock()
@@ -163,6 +256,7 @@ fn serve(client: TcpStream, upstream: &str, tally: &Tally) {
                 }
             }
             match answer {
+                Some(_) if loses_answer => slow_down(),
                 Some(answer) => answer,
                 None => break,
             }
@@ -203,7 +297,7 @@ fn forward(
     let bodiless = method == "HEAD" || matches!(status, "204" | "304") || status.starts_with('1');
     let mut answer = response.raw.clone();
     if !bodiless {
-        answer.extend(read_body(from_server, &response)?);
+        answer.extend(read_body(from_server, &response, None)?);
     }
     Some((answer, response.closes))
 }

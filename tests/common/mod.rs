@@ -98,7 +98,14 @@ impl Reposafe {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let out: Output = self.cmd(args).output().expect("run reposafe");
+        self.run_with_env(args, &[])
+    }
+
+    /// [`run`](Self::run) with the environment variables `env` set.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.cmd(args);
+        cmd.envs(env.iter().copied());
+        let out: Output = cmd.output().expect("run reposafe");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
