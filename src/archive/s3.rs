@@ -18,6 +18,7 @@ use super::backend::{layout, Backend, BackendError, FileKind, Source};
 use super::blob::read_full;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::client::HttpErrorKind;
 use object_store::path::Path as StorePath;
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
@@ -37,21 +38,26 @@ const PART_SIZE: usize = 16 << 20;
 /// Parts uploading at once.
 const PARTS_IN_FLIGHT: usize = 4;
 /// The slowest uplink an upload is given time for, in bytes a second (64 KiB/s, about
-/// half a megabit), shared by the parts in flight.
+/// half a megabit), shared by the parts in flight of one upload (repositories backed
+/// up at once upload at once: each needs this much).
 const SLOWEST_UPLINK: usize = 64 << 10;
 /// A request body up to this size goes with the requests that carry none: at the
 /// slowest uplink it is sent in 16 s.
 const SMALL_BODY: usize = 1 << 20;
 /// How long the store has to answer by default (see [`answer_time`]).
 const ANSWER_TIME: Duration = Duration::from_secs(120);
+/// No retry starts later than this after a request's first try: a retry sends the
+/// request as it was signed, and stores refuse a signature older than 15 minutes.
+const RETRY_WITHIN: Duration = Duration::from_secs(600);
 /// Batches a streaming read buffers ahead of its reader.
 const READ_AHEAD: usize = 4;
 /// The size of a streaming read's batches.
 const READ_BATCH: usize = 1 << 20;
 
 /// How long the store has to answer a request once it is sent, and a streamed read to
-/// go on (`REPOSAFE_S3_TIMEOUT_SECS`, default 120 s); a request that runs over is
-/// retried, as a 5xx is, until three times this has passed since it was first sent.
+/// go on (`REPOSAFE_S3_TIMEOUT_SECS`, default 120 s). A request that runs over is
+/// retried when it can safely be sent again (a read, an overwrite; a create, by
+/// [`S3Backend::create`]), as a 5xx is.
 fn answer_time() -> Duration {
     std::env::var("REPOSAFE_S3_TIMEOUT_SECS")
         .ok()
@@ -68,7 +74,8 @@ fn upload_time(answer: Duration) -> Duration {
 }
 
 /// The client options and retries of requests that may take `limit` to be answered:
-/// retried until three times that has passed since the first try.
+/// retried until three times that has passed since the first try, at most
+/// [`RETRY_WITHIN`].
 fn patience(limit: Duration) -> (ClientOptions, RetryConfig) {
     let options = ClientOptions::new()
         .with_timeout_disabled()
@@ -77,7 +84,7 @@ fn patience(limit: Duration) -> (ClientOptions, RetryConfig) {
         .with_allow_http(true);
     let retry = RetryConfig {
         max_retries: 6,
-        retry_timeout: limit.saturating_mul(3),
+        retry_timeout: limit.saturating_mul(3).min(RETRY_WITHIN),
         ..RetryConfig::default()
     };
     (options, retry)
@@ -468,24 +475,40 @@ impl S3Backend {
         id: &str,
         bytes: &[u8],
     ) -> Result<Result<Option<String>, object_store::Error>, BackendError> {
-        let created = self
-            .put_with_result(kind, id, bytes.to_vec(), PutMode::Create)?
-            .map(|put| put.e_tag);
+        let put = || {
+            self.put_with_result(kind, id, bytes.to_vec(), PutMode::Create)
+                .map(|answer| answer.map(|put| put.e_tag))
+        };
+        let mut created = put()?;
+        // A create that timed out or broke off is not retried by the client (it is
+        // not idempotent to it); here it is, once: the check below makes it safe.
+        if created.as_ref().is_err_and(|e| {
+            matches!(
+                http_error_kind(e),
+                Some(HttpErrorKind::Timeout | HttpErrorKind::Interrupted)
+            )
+        }) {
+            created = put()?;
+        }
         let Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) = &created
         else {
             return Ok(created);
         };
-        match self.read_versioned(kind, id)? {
-            Some((there, e_tag)) if there == bytes => {
+        match self.read_versioned(kind, id) {
+            Ok(Some((there, e_tag))) if there == bytes => {
                 tracing::debug!(
                     "{}: the store had made this create already (its answer was lost)",
                     self.location(kind, id).display()
                 );
                 Ok(Ok(Some(e_tag)))
             }
-            _ => Ok(created),
+            Ok(_) => Ok(created),
+            Err(e) => {
+                tracing::debug!("after a refused create, cannot read it back: {e}");
+                Ok(created)
+            }
         }
     }
 
@@ -557,6 +580,17 @@ impl S3Backend {
                 break;
             }
             chunk.truncate(n);
+        }
+        // The parts in flight first, so that a failed one is aborted here (and a failed
+        // abort warned about); `finish` then sends the last part and completes.
+        let flushed = self.run("multipart flush", async move {
+            let flushed = writer.wait_for_capacity(0).await;
+            (writer, flushed)
+        });
+        let (writer, flushed) = flushed.map_err(at)?;
+        if let Err(e) = flushed {
+            self.abort_upload(writer, kind, id);
+            return Err(self.err(kind, id)(e));
         }
         self.run("multipart finish", writer.finish())
             .map_err(at)?
@@ -644,18 +678,8 @@ impl S3Backend {
 /// unresolved), with the innermost cause ("Connection refused (os error 111)"); `None`
 /// for an error the store answered.
 fn unanswered(e: &object_store::Error) -> Option<String> {
-    use object_store::client::{HttpError, HttpErrorKind};
-    let chain: Vec<&(dyn std::error::Error + 'static)> =
-        std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |err| {
-            err.source()
-        })
-        .collect();
-    let kind = chain
-        .iter()
-        .rev()
-        .find_map(|err| err.downcast_ref::<HttpError>())?
-        .kind();
-    let cause = chain.last()?.to_string();
+    let kind = http_error_kind(e)?;
+    let cause = error_chain(e).last()?.to_string();
     let what = match kind {
         HttpErrorKind::Connect => "cannot connect",
         HttpErrorKind::Timeout => "the store did not answer in time",
@@ -664,6 +688,24 @@ fn unanswered(e: &object_store::Error) -> Option<String> {
     Some(format!(
         "{what} ({cause}): check that the store is running and reachable from this machine, the endpoint, and for https that its certificate is trusted here"
     ))
+}
+
+/// An error and its sources, outermost first.
+fn error_chain(e: &object_store::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |err| {
+        err.source()
+    })
+    .collect()
+}
+
+/// The kind of transport failure behind `e`, when it is one (no answer came).
+fn http_error_kind(e: &object_store::Error) -> Option<HttpErrorKind> {
+    let chain = error_chain(e);
+    let http = chain
+        .iter()
+        .rev()
+        .find_map(|err| err.downcast_ref::<object_store::client::HttpError>())?;
+    Some(http.kind())
 }
 
 /// The S3 error codes that say the credentials themselves were refused (wrong,
@@ -688,6 +730,19 @@ fn s3_error_code(text: &str) -> Option<&str> {
 /// signature's explanation repeats what was signed).
 fn s3_error_message(text: &str) -> Option<String> {
     let said = xml_element(text, "Message")?.trim();
+    let said = [
+        ("&lt;", "<"),
+        ("&gt;", ">"),
+        ("&quot;", "\""),
+        ("&#34;", "\""),
+        ("&apos;", "'"),
+        ("&#39;", "'"),
+        ("&amp;", "&"),
+    ]
+    .iter()
+    .fold(said.to_string(), |said, (entity, character)| {
+        said.replace(entity, character)
+    });
     (!said.is_empty()).then(|| said.chars().take(200).collect())
 }
 
@@ -699,19 +754,33 @@ fn xml_element<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     Some(&text[start..start + len])
 }
 
-/// A streaming read: chunks arrive from the runtime through a bounded channel.
+/// A streaming read: chunks arrive from the runtime through a bounded channel, then
+/// `None` at the end of the object. A channel that closes without it (the task
+/// reading the body stopped) is an error, never a short object.
 struct StreamReader {
-    chunks: mpsc::Receiver<io::Result<bytes::Bytes>>,
+    chunks: mpsc::Receiver<io::Result<Option<bytes::Bytes>>>,
     current: bytes::Bytes,
+    ended: bool,
+    /// The object, for the error when its read breaks off.
+    location: PathBuf,
 }
 
 impl Read for StreamReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.chunks.recv() {
-                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Ok(Some(chunk))) => self.current = chunk,
+                Ok(Ok(None)) => self.ended = true,
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+                Err(_) => {
+                    return Err(io::Error::other(format!(
+                        "the read of {} broke off before its end",
+                        self.location.display()
+                    )))
+                }
             }
         }
         let n = buf.len().min(self.current.len());
@@ -801,41 +870,46 @@ impl Backend for S3Backend {
             .map_err(self.err(kind, id))?;
         let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
         let endpoint = self.config.endpoint_name();
-        if let Some(rt) = &self.runtime {
-            rt.spawn_blocking(move || {
-                let handle = tokio::runtime::Handle::current();
-                let mut stream = got.into_stream();
-                // The body arrives in small frames: hand it over in batches of about
-                // READ_BATCH, so the reader's thread is woken once per batch.
-                let mut batch = bytes::BytesMut::new();
-                loop {
-                    let next = handle.block_on(stream.next());
-                    let end = match next {
-                        Some(Ok(chunk)) => {
-                            batch.extend_from_slice(&chunk);
-                            if batch.len() < READ_BATCH {
-                                continue;
-                            }
-                            false
+        let Some(rt) = &self.runtime else {
+            let shut = io::Error::other("the S3 client is shut down");
+            return Err(BackendError::new(self.location(kind, id), shut));
+        };
+        rt.spawn_blocking(move || {
+            let handle = tokio::runtime::Handle::current();
+            let mut stream = got.into_stream();
+            // The body arrives in small frames: hand it over in batches of about
+            // READ_BATCH, so the reader's thread is woken once per batch.
+            let mut batch = bytes::BytesMut::new();
+            loop {
+                let next = handle.block_on(stream.next());
+                let end = match next {
+                    Some(Ok(chunk)) => {
+                        batch.extend_from_slice(&chunk);
+                        if batch.len() < READ_BATCH {
+                            continue;
                         }
-                        Some(Err(e)) => {
-                            let _ = tx.send(Err(io::Error::other(format!("{endpoint}: {e}"))));
-                            return;
-                        }
-                        None => true,
-                    };
-                    if !batch.is_empty() && tx.send(Ok(batch.split().freeze())).is_err() {
+                        false
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(io::Error::other(format!("{endpoint}: {e}"))));
                         return;
                     }
-                    if end {
-                        return;
-                    }
+                    None => true,
+                };
+                if !batch.is_empty() && tx.send(Ok(Some(batch.split().freeze()))).is_err() {
+                    return;
                 }
-            });
-        }
+                if end {
+                    let _ = tx.send(Ok(None));
+                    return;
+                }
+            }
+        });
         Ok(Box::new(StreamReader {
             chunks: rx,
             current: bytes::Bytes::new(),
+            ended: false,
+            location: self.location(kind, id),
         }))
     }
 
@@ -994,6 +1068,36 @@ mod tests {
         assert_eq!(settled_region(None, env(&[])), "us-east-1");
     }
 
+    /// A streamed read ends only at the object's end: a body whose reading task stops
+    /// early is an error naming the object, not a shorter object.
+    #[test]
+    fn a_read_that_breaks_off_is_an_error_not_a_short_object() {
+        use std::io::Read;
+        let read_all = |end: bool| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(4);
+            tx.send(Ok(Some(bytes::Bytes::from_static(b"the first part"))))
+                .unwrap();
+            if end {
+                tx.send(Ok(None)).unwrap();
+            }
+            drop(tx);
+            let mut reader = super::StreamReader {
+                chunks: rx,
+                current: bytes::Bytes::new(),
+                ended: false,
+                location: "s3://bkt/blobs/ab/abcd".into(),
+            };
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).map(|_| got)
+        };
+        assert_eq!(read_all(true).unwrap(), b"the first part");
+        let broke = read_all(false).unwrap_err().to_string();
+        assert!(
+            broke.contains("s3://bkt/blobs/ab/abcd") && broke.contains("broke off"),
+            "{broke}"
+        );
+    }
+
     /// A 403 says what the store said: the keys only for a code about the keys.
     #[test]
     fn a_refusal_names_the_keys_only_when_they_were_refused() {
@@ -1017,7 +1121,10 @@ mod tests {
             };
             backend.io_error(e)
         };
-        let quota = refused("QuotaExceeded", "The bucket's quota of 10 GiB is used up.");
+        let quota = refused(
+            "QuotaExceeded",
+            "The bucket&#39;s quota of 10 GiB is used up.",
+        );
         assert_eq!(quota.kind(), io::ErrorKind::PermissionDenied);
         let said = quota.to_string();
         assert!(

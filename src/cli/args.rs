@@ -124,7 +124,8 @@ pub struct S3Args {
     /// or AWS_ENDPOINT names, else AWS).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
-    /// The S3 region [default: us-east-1].
+    /// The S3 region (default: AWS_REGION, else AWS_DEFAULT_REGION, where the archive is
+    /// opened, else us-east-1).
     #[arg(long)]
     pub region: Option<String>,
     /// Path-style requests (ENDPOINT/BUCKET/KEY), as MinIO, Ceph and SeaweedFS expect.

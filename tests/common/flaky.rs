@@ -28,6 +28,8 @@ struct Tally {
     loses_create_answers: bool,
     /// The request targets whose create answers were lost.
     lost: Mutex<std::collections::HashSet<String>>,
+    /// How long every answer is held back before it is sent.
+    answer_delay: Mutex<std::time::Duration>,
 }
 
 pub struct FlakyProxy {
@@ -95,6 +97,12 @@ impl FlakyProxy {
     pub fn refused(&self, method: &str) -> usize {
         let refused = self.tally.refused.lock().expect("lock");
         refused.get(method).copied().unwrap_or(0)
+    }
+
+    /// From now on, holds every answer back `delay` before sending it (a store slow to
+    /// answer).
+    pub fn delay_answers(&self, delay: std::time::Duration) {
+        *self.tally.answer_delay.lock().expect("lock") = delay;
     }
 
     /// The objects whose create answers were lost so far (their request targets).
@@ -261,6 +269,8 @@ fn serve(client: TcpStream, upstream: &str, tally: &Tally) {
                 None => break,
             }
         };
+        let delay = *tally.answer_delay.lock().expect("lock");
+        std::thread::sleep(delay);
         if to_client.write_all(&answer).is_err() {
             break;
         }

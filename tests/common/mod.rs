@@ -93,6 +93,8 @@ impl Reposafe {
             // location without --endpoint is (a test names its own).
             .env_remove("AWS_ENDPOINT_URL")
             .env_remove("AWS_ENDPOINT")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
             .env("REPOSAFE_LOG", "debug");
         c
     }
