@@ -129,4 +129,9 @@ fn main() {
         "  reposafe backup {secs:.2} s, peak RSS {} MB (target < 300 MB)",
         rss / 1024
     );
+    let pass = ours_tp / git_tp >= 0.8 && rss / 1024 < 300;
+    println!("{}", if pass { "PASS" } else { "FAIL" });
+    if !pass {
+        std::process::exit(1);
+    }
 }
