@@ -399,27 +399,28 @@ fn backed_up_through(
     }
 }
 
+impl ThroughProxy {
+    /// Both repositories restore from the bucket ref for ref.
+    fn restores_both(&self) {
+        let to = self.scratch.path().join("restored");
+        restores_as_source(&self.rs, "acme/docs", &self.docs.bare, &to);
+        restores_as_source(&self.rs, "acme/big", &self.big, &to);
+    }
+}
+
 /// A store that answers `503 SlowDown` now and then is retried: a backup and a restore
 /// through a proxy that refuses every fourth request (uploads, reads) succeed as
 /// without it, ref for ref.
 #[test]
 fn a_store_answering_503_now_and_then_is_retried() {
-    let ThroughProxy {
-        proxy,
-        scratch,
-        docs,
-        big,
-        rs,
-        _weed,
-        _server,
-        ..
-    } = backed_up_through("flaky", common::flaky::FlakyProxy::start, &[]);
-    assert!(proxy.refused("PUT") >= 3, "uploads met 503s");
-    let reads = proxy.refused("GET");
-    let to = scratch.path().join("restored");
-    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
-    restores_as_source(&rs, "acme/big", &big, &to);
-    assert!(proxy.refused("GET") > reads, "the restores met 503s too");
+    let through = backed_up_through("flaky", common::flaky::FlakyProxy::start, &[]);
+    assert!(through.proxy.refused("PUT") >= 3, "uploads met 503s");
+    let reads = through.proxy.refused("GET");
+    through.restores_both();
+    assert!(
+        through.proxy.refused("GET") > reads,
+        "the restores met 503s too"
+    );
 }
 
 /// An upload that takes longer to send than the store is given to answer
@@ -431,22 +432,15 @@ fn a_store_answering_503_now_and_then_is_retried() {
 fn an_upload_slower_than_the_time_the_store_has_to_answer_goes_through() {
     let slow = |store: &str| common::flaky::FlakyProxy::slow_uplink(store, 1_000_000);
     let answer_within = [("REPOSAFE_S3_TIMEOUT_SECS", "5")];
-    let ThroughProxy {
-        proxy,
-        scratch,
-        big,
-        rs,
-        _weed,
-        _server,
-        ..
-    } = backed_up_through("slow", slow, &answer_within);
+    let through = backed_up_through("slow", slow, &answer_within);
+    let (proxy, rs) = (&through.proxy, &through.rs);
     let slowest = proxy.slowest_body();
     assert!(
         slowest > std::time::Duration::from_secs(10),
         "an upload took longer to send than the store had to answer: {slowest:?}"
     );
     proxy.delay_answers(std::time::Duration::from_secs(4));
-    let to = scratch.path().join("restored");
+    let to = through.scratch.path().join("restored");
     let late = rs.run_with_env(
         &["restore", "acme/big", "--to", &to.display().to_string()],
         &[("REPOSAFE_S3_TIMEOUT_SECS", "2")],
@@ -459,7 +453,7 @@ fn an_upload_slower_than_the_time_the_store_has_to_answer_goes_through() {
     );
     proxy.delay_answers(std::time::Duration::ZERO);
     let _ = std::fs::remove_dir_all(&to);
-    restores_as_source(&rs, "acme/big", &big, &to);
+    restores_as_source(rs, "acme/big", &through.big, &to);
 }
 
 /// A manifest's create that the store made but whose answer was lost (the client
@@ -467,29 +461,18 @@ fn an_upload_slower_than_the_time_the_store_has_to_answer_goes_through() {
 /// restores ref for ref (before, the repository failed with "snapshot exists").
 #[test]
 fn a_create_whose_answer_was_lost_counts_as_made() {
-    let ThroughProxy {
-        proxy,
-        scratch,
-        docs,
-        big,
-        rs,
-        _weed,
-        _server,
-        ..
-    } = backed_up_through(
+    let through = backed_up_through(
         "lost",
         common::flaky::FlakyProxy::losing_create_answers,
         &[],
     );
-    let lost = proxy.lost_answers();
+    let lost = through.proxy.lost_answers();
     let manifests = lost.iter().filter(|t| t.contains("/snapshots/")).count();
     assert!(
         manifests >= 2,
         "both repositories' manifests lost their answer: {lost:?}"
     );
-    let to = scratch.path().join("restored");
-    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
-    restores_as_source(&rs, "acme/big", &big, &to);
+    through.restores_both();
 }
 
 /// A store that does not keep S3's promises about conditional writes is refused at

@@ -414,15 +414,12 @@ impl S3Backend {
             // store's own words say what to fix, not the keys.
             (Some(c), E::PermissionDenied { .. } | E::Unauthenticated { .. }) => (
                 io::ErrorKind::PermissionDenied,
-                match s3_error_message(&text) {
-                    Some(said) => format!("the store refused the request ({c}): {said}"),
-                    None => format!("the store refused the request ({c})"),
-                },
+                with_store_message(format!("the store refused the request ({c})"), &text),
             ),
-            (Some(c), _) => (io::ErrorKind::Other, match s3_error_message(&text) {
-                Some(said) => format!("S3 error {c}: {said}"),
-                None => format!("S3 error {c}"),
-            }),
+            (Some(c), _) => (
+                io::ErrorKind::Other,
+                with_store_message(format!("S3 error {c}"), &text),
+            ),
             (None, _) => (io::ErrorKind::Other, text.chars().take(300).collect()),
         };
         io::Error::new(kind, format!("{endpoint}: {message}"))
@@ -744,6 +741,14 @@ fn s3_error_message(text: &str) -> Option<String> {
         said.replace(entity, character)
     });
     (!said.is_empty()).then(|| said.chars().take(200).collect())
+}
+
+/// `head`, followed by the store's own explanation in `text` when it gives one.
+fn with_store_message(head: String, text: &str) -> String {
+    match s3_error_message(text) {
+        Some(said) => format!("{head}: {said}"),
+        None => head,
+    }
 }
 
 /// The text of the first `<name>` element in `text`.
