@@ -48,6 +48,10 @@ pub trait CopySession: Sync {
     ) -> Result<(), ArchiveError>;
     /// Whether the copy should stop now (a cancelled job, a daemon shutting down).
     fn cancelled(&self) -> bool;
+    /// Whether the blobs copied so far are still in the destination, so a manifest
+    /// there may name them: an error once prune's sweep may have run there meanwhile
+    /// (in shared storage, when the copy's lease on it lapsed).
+    fn destination_kept(&self) -> Result<(), ArchiveError>;
 }
 
 /// What a copy did.
@@ -540,6 +544,7 @@ impl Copier<'_> {
             }
             self.mark_verified(&id);
         }
+        self.session.destination_kept()?;
         match self
             .dest
             .backend

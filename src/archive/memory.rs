@@ -17,6 +17,22 @@ pub(crate) struct MemoryBackend {
     files: Mutex<Files>,
     /// Whether it presents itself as a store over a network ([`Backend::is_remote`]).
     remote: bool,
+    /// Whether it presents itself as shared by several appliances ([`Backend::is_shared`]).
+    shared: bool,
+    /// What another appliance does right after the next read of a file of one kind.
+    after_read: Mutex<Option<AfterRead>>,
+}
+
+/// A change by another appliance between a read and what the reader does next.
+struct AfterRead {
+    kind: FileKind,
+    change: Box<dyn FnOnce(&MemoryBackend) + Send>,
+}
+
+impl std::fmt::Debug for AfterRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AfterRead({:?})", self.kind)
+    }
 }
 
 impl MemoryBackend {
@@ -26,6 +42,45 @@ impl MemoryBackend {
         MemoryBackend {
             remote: true,
             ..MemoryBackend::default()
+        }
+    }
+
+    /// A backend that presents itself as object storage shared with other appliances.
+    pub(crate) fn shared() -> MemoryBackend {
+        MemoryBackend {
+            remote: true,
+            shared: true,
+            ..MemoryBackend::default()
+        }
+    }
+
+    /// Makes `change` (another appliance's) right after the next read of a file of
+    /// `kind`, before the reader's next step.
+    pub(crate) fn after_next_read(
+        &self,
+        kind: FileKind,
+        change: impl FnOnce(&MemoryBackend) + Send + 'static,
+    ) {
+        *self.after_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(AfterRead {
+            kind,
+            change: Box::new(change),
+        });
+    }
+
+    /// Runs the change waiting for a read of `kind`, if any.
+    fn read_done(&self, kind: FileKind) {
+        let due = {
+            let mut slot = self.after_read.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.take() {
+                Some(hook) if hook.kind == kind => Some(hook),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
+        if let Some(hook) = due {
+            (hook.change)(self);
         }
     }
 
@@ -59,6 +114,10 @@ impl Backend for MemoryBackend {
 
     fn is_remote(&self) -> bool {
         self.remote
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared
     }
 
     fn location(&self, kind: FileKind, id: &str) -> PathBuf {
@@ -98,6 +157,7 @@ impl Backend for MemoryBackend {
     fn open_read(&self, kind: FileKind, id: &str) -> Result<Box<dyn Read + Send>, BackendError> {
         let key = self.checked(kind, id)?;
         let data = self.files().get(&key).cloned();
+        self.read_done(kind);
         match data {
             Some(data) => Ok(Box::new(Cursor::new(data))),
             None => Err(self.not_found(kind, id)),
@@ -150,10 +210,12 @@ impl Backend for MemoryBackend {
         id: &str,
     ) -> Result<Option<(Vec<u8>, String)>, BackendError> {
         let key = self.checked(kind, id)?;
-        Ok(self
+        let got = self
             .files()
             .get(&key)
-            .map(|data| (data.to_vec(), version_of(data))))
+            .map(|data| (data.to_vec(), version_of(data)));
+        self.read_done(kind);
+        Ok(got)
     }
 
     fn replace_if(

@@ -1005,7 +1005,10 @@ impl Backend for S3Backend {
         });
         match self.put_with_result(kind, id, bytes.to_vec(), mode)? {
             Ok(put) => Ok(Some(self.e_tag_of(kind, id, put.e_tag)?)),
-            Err(object_store::Error::Precondition { .. }) => Ok(None),
+            // AWS answers an `If-Match` on a removed object with 404, others with 412.
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => Ok(None),
             Err(e) => Err(self.err(kind, id)(e)),
         }
     }

@@ -345,22 +345,57 @@ impl Archive {
     /// history, id and time) whose parts name other blobs — prune's consolidation, the
     /// one place a manifest is rewritten. Every blob `new` names must be present; the
     /// replacement is atomic, so readers see the old manifest or the new one, and both
-    /// restore the same refs.
-    pub fn rewrite_snapshot(&self, new: &Snapshot) -> Result<u64, ArchiveError> {
+    /// restore the same refs. Returns the manifest's size in bytes.
+    ///
+    /// In a store shared with other appliances the manifest is replaced only while it
+    /// is still the version read here (`If-Match`): `None` when another appliance
+    /// forgot it or rewrote it meanwhile. It is then left as that appliance made it,
+    /// so a snapshot forgotten elsewhere never comes back.
+    pub fn rewrite_snapshot(&self, new: &Snapshot) -> Result<Option<u64>, ArchiveError> {
         let mid = manifest_id(&new.repository.dir_name(), &new.id);
-        let old = self.read_manifest(&mid)?;
+        if !self.backend.is_shared() {
+            let old = self.read_manifest(&mid)?;
+            let bytes = self.checked_rewrite(&mid, &old, new)?;
+            self.backend
+                .write(FileKind::Snapshot, &mid, super::Source::Bytes(&bytes))?;
+            self.cache_written(&mid, new);
+            return Ok(Some(bytes.len() as u64));
+        }
+        let Some((stored, version)) = self.backend.read_versioned(FileKind::Snapshot, &mid)? else {
+            return Ok(None);
+        };
+        let old = self.decode_manifest(&mid, stored)?;
+        let bytes = self.checked_rewrite(&mid, &old, new)?;
+        let replaced = self
+            .backend
+            .replace_if(FileKind::Snapshot, &mid, &bytes, &version)?;
+        if let Some(version) = replaced {
+            self.cache_manifest(&mid, Some(&version), new);
+            return Ok(Some(bytes.len() as u64));
+        }
+        // A replace retried after its first try went through meets its own write.
+        let now = self.backend.read_versioned(FileKind::Snapshot, &mid)?;
+        Ok(now
+            .filter(|(stored, _)| *stored == bytes)
+            .map(|_| bytes.len() as u64))
+    }
+
+    /// `new` as stored, once checked as a rewrite of `old` (manifest `mid`): same
+    /// repository and time, and every blob it names present.
+    fn checked_rewrite(
+        &self,
+        mid: &str,
+        old: &Snapshot,
+        new: &Snapshot,
+    ) -> Result<Vec<u8>, ArchiveError> {
         if old.taken_at != new.taken_at || old.repository.dir_name() != new.repository.dir_name() {
             return Err(ArchiveError::CorruptSnapshot {
-                path: self.backend.location(FileKind::Snapshot, &mid),
+                path: self.backend.location(FileKind::Snapshot, mid),
                 reason: "a rewrite must keep the snapshot's repository and time".into(),
             });
         }
         self.require_blobs(new.blobs())?;
-        let bytes = self.encode_manifest(new, &mid)?;
-        self.backend
-            .write(FileKind::Snapshot, &mid, super::Source::Bytes(&bytes))?;
-        self.cache_written(&mid, new);
-        Ok(bytes.len() as u64)
+        self.encode_manifest(new, mid)
     }
 
     /// Removes a snapshot's manifest (its blobs stay: other snapshots share them).

@@ -108,29 +108,8 @@ fn snapshot_requires_its_blobs_and_lists_in_order() {
 
 fn snapshot_requires_its_blobs_and_lists_in_order_on(a: &Archive) {
     let refs = a.put_bytes(b"[]").unwrap().id;
-    let repo = RepoIdentity {
-        connection: "acme".into(),
-        connection_id: "0123456789abcdef".into(),
-        provider: "bitbucket-cloud".into(),
-        repo_id: "{1}".into(),
-        full_name: "acme/api".into(),
-    };
-    let mk = |t: i64, packs: Vec<BlobId>| Snapshot {
-        format: FORMAT_VERSION,
-        id: SnapshotId::new(OffsetDateTime::from_unix_timestamp(t).unwrap()),
-        repository: repo.clone(),
-        taken_at: OffsetDateTime::from_unix_timestamp(t).unwrap(),
-        git: crate::archive::GitPart {
-            refs,
-            ref_count: 0,
-            packs,
-        },
-        wiki: None,
-        lfs: None,
-        metadata: None,
-        main_branch: None,
-        stats: SnapshotStats::default(),
-    };
+    let mk = |t: i64, packs: Vec<BlobId>| snapshot_at(t, refs, packs);
+    let repo = mk(0, vec![]).repository;
     let missing = BlobId::of(b"not stored");
     let err = a.write_snapshot(&mk(100, vec![missing])).unwrap_err();
     assert!(matches!(err, ArchiveError::MissingBlob { .. }));
@@ -752,4 +731,85 @@ fn a_file_is_stored_whole_and_once_on(a: &Archive) {
     }
     let missing = a.put_file(&dir.path().join("none")).expect_err("missing");
     assert!(missing.to_string().contains("none"), "{missing}");
+}
+
+/// One snapshot of `acme/api` at `t`, naming `packs`.
+fn snapshot_at(t: i64, refs: BlobId, packs: Vec<BlobId>) -> Snapshot {
+    let at = OffsetDateTime::from_unix_timestamp(t).expect("time");
+    Snapshot {
+        format: FORMAT_VERSION,
+        id: SnapshotId::new(at),
+        repository: RepoIdentity {
+            connection: "acme".into(),
+            connection_id: "0123456789abcdef".into(),
+            provider: "bitbucket-cloud".into(),
+            repo_id: "{1}".into(),
+            full_name: "acme/api".into(),
+        },
+        taken_at: at,
+        git: crate::archive::GitPart {
+            refs,
+            ref_count: 0,
+            packs,
+        },
+        wiki: None,
+        lfs: None,
+        metadata: None,
+        main_branch: None,
+        stats: SnapshotStats::default(),
+    }
+}
+
+/// Prune's rewrite of a manifest in storage shared with other appliances: it goes
+/// through while the manifest is as read, and a manifest that another appliance
+/// forgot or rewrote between the read and the write is left as that appliance made
+/// it (an unconditional write brought a forgotten snapshot back).
+#[test]
+fn a_rewrite_leaves_a_manifest_another_appliance_forgot_or_rewrote_meanwhile() {
+    let store = Arc::new(MemoryBackend::shared());
+    let a = Archive::open_or_create_on(store.clone()).expect("archive");
+    let refs = a.put_bytes(b"[]").expect("refs").id;
+    let (old_pack, new_pack) = (
+        a.put_bytes(b"old pack").expect("pack").id,
+        a.put_bytes(b"new pack").expect("pack").id,
+    );
+    let snap = snapshot_at(100, refs, vec![old_pack]);
+    a.write_snapshot(&snap).expect("write");
+    let with_packs = |packs: Vec<BlobId>| {
+        let mut rewritten = snap.clone();
+        rewritten.git.packs = packs;
+        rewritten
+    };
+    let consolidated = with_packs(vec![new_pack]);
+
+    let forget = format!("{}/{}", snap.repository.dir_name(), snap.id.as_str());
+    store.after_next_read(FileKind::Snapshot, move |s| {
+        s.delete(FileKind::Snapshot, &forget).expect("forget");
+    });
+    assert_eq!(a.rewrite_snapshot(&consolidated).expect("rewrite"), None);
+    assert!(
+        a.snapshots_of(&snap.repository).expect("list").is_empty(),
+        "the snapshot forgotten meanwhile stays forgotten"
+    );
+
+    a.write_snapshot(&snap).expect("write again");
+    let other = Archive::open_on(store.clone()).expect("the other appliance");
+    let theirs = with_packs(vec![old_pack, new_pack]);
+    store.after_next_read(FileKind::Snapshot, move |_| {
+        let theirs = other.rewrite_snapshot(&theirs).expect("their rewrite");
+        assert!(theirs.is_some(), "their rewrite went through");
+    });
+    assert_eq!(a.rewrite_snapshot(&consolidated).expect("rewrite"), None);
+    let kept = a.snapshots_of(&snap.repository).expect("list");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0].git.packs,
+        vec![old_pack, new_pack],
+        "theirs is kept"
+    );
+
+    let size = a.rewrite_snapshot(&consolidated).expect("rewrite");
+    assert!(size.is_some_and(|n| n > 0), "{size:?}");
+    let now = a.snapshots_of(&snap.repository).expect("list");
+    assert_eq!(now, vec![consolidated]);
 }

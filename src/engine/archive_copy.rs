@@ -12,7 +12,7 @@
 //! archive's own location): `archive copy --target NAME` and a plan's `copy_to` (a copy
 //! after each successful run, the 3-2-1 rule) use it without credentials again.
 
-use super::archive_gate::ArchiveGate;
+use super::archive_gate::{ArchiveGate, SharedGuard};
 use super::archive_location::{self, S3Location, StoredLocation};
 use super::{Context, EngineError};
 use crate::archive::{
@@ -333,12 +333,14 @@ fn run_copy(
     // The destination's lease first: that wait (another appliance pruning there) holds
     // nothing of the source.
     let dest_gate = ArchiveGate::for_archive(dest, data_dir)?;
-    let _dest_use = dest_gate.shared()?;
+    let dest_use = dest_gate.shared()?;
     let session = Session {
         journal: Journal::open(data_dir, identity)?,
         progress,
         gate: source_gate,
         source_location: source.location(),
+        dest_use: &dest_use,
+        dest_location: dest.location(),
     };
     let tally = source.copy_to(dest, &session, WORKERS)?;
     if let Err(e) = session.journal.flush() {
@@ -363,12 +365,15 @@ fn destination_lock(identity: &str) -> Arc<Mutex<()>> {
     locks.entry(identity.to_string()).or_default().clone()
 }
 
-/// What [`Archive::copy_to`] is given: the journal, the progress, the source's gate.
+/// What [`Archive::copy_to`] is given: the journal, the progress, the source's gate
+/// and the hold on the destination.
 struct Session<'a> {
     journal: Journal,
     progress: &'a dyn CopyProgress,
     gate: &'a ArchiveGate,
     source_location: PathBuf,
+    dest_use: &'a SharedGuard<'a>,
+    dest_location: PathBuf,
 }
 
 impl CopySession for Session<'_> {
@@ -401,6 +406,13 @@ impl CopySession for Session<'_> {
 
     fn cancelled(&self) -> bool {
         self.progress.cancelled()
+    }
+
+    fn destination_kept(&self) -> Result<(), ArchiveError> {
+        self.dest_use.still_valid().map_err(|e| ArchiveError::Copy {
+            path: self.dest_location.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 

@@ -40,8 +40,20 @@ impl std::fmt::Debug for ArchiveGate {
 
 /// Held while using the archive's blobs.
 pub struct SharedGuard<'a> {
-    _use: Option<UseGuard>,
+    use_lease: Option<UseGuard>,
     _read: RwLockReadGuard<'a, ()>,
+}
+
+impl SharedGuard<'_> {
+    /// Whether blobs found in the archive since this guard was taken are still there,
+    /// so a manifest may name them: in shared storage, a conflict once this process's
+    /// lease lapsed meanwhile (another appliance may have pruned).
+    pub fn still_valid(&self) -> Result<(), EngineError> {
+        match &self.use_lease {
+            Some(lease) => lease.still_valid(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Held by the sweep.
@@ -87,7 +99,7 @@ impl ArchiveGate {
         // The guarded value is `()`: a panic while it was held leaves nothing broken.
         let read = self.lock.read().unwrap_or_else(|p| p.into_inner());
         Ok(SharedGuard {
-            _use: use_guard,
+            use_lease: use_guard,
             _read: read,
         })
     }

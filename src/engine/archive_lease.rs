@@ -2,7 +2,7 @@
 //! (the in-process half is `archive_gate`).
 //!
 //! Two kinds of lease file live in the archive's `locks/`:
-//! - `use-<holder>`: this process is using the archive's blobs (a backup between
+//! - `use-<holder>-<epoch>`: this process is using the archive's blobs (a backup between
 //!   finding a blob and naming it in a manifest, a consolidation, a restore, a check).
 //!   One per process, held while any of its users is and [`LINGER`] after the last (so
 //!   a job going from repository to repository costs no requests), renewed while held,
@@ -22,6 +22,12 @@
 //! waits until the user is done (at most [`WAIT_FOR_USERS`], then it gives up and
 //! deletes nothing). A process that holds its lease still looks for a pruner every
 //! [`RECHECK`] when a new user comes, and lets it in once its current users are done.
+//! Its users ask [`UseGuard::still_valid`] before they name blobs in a manifest: if the
+//! lease lapsed since they entered (counted by the wall clock, which goes on while the
+//! host is suspended), a pruner may have deleted blobs they found, so they commit
+//! nothing. A lapsed lease is never renewed; the next user writes a new one under a
+//! new name (`use-<holder>-<epoch>`), so a pruner that removes a lease expired long
+//! ago ([`STALE_AFTER`], left by a killed process) never removes one in use.
 //! A lease expires [`TTL`] after its last renewal, so an appliance that died holding
 //! one blocks the others for at most that long. Holders are named
 //! `<appliance id>.<process nonce>`: a copied data dir is another holder, and a prune
@@ -33,12 +39,29 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-/// How long a lease lasts after its last renewal, by the writer's clock. Object stores
-/// refuse requests signed more than 15 minutes off their time, so with 30 minutes a
-/// lease renewed every 2 minutes stays valid to every appliance the store accepts.
+/// How long a lease lasts after its last renewal, by the writer's clock. Expiries are
+/// read by other appliances' clocks, which are assumed to agree with the writer's
+/// within 15 minutes (NTP; object stores refuse requests signed more than 15 minutes
+/// off their own time, which bounds each clock but not the difference of two): a lease
+/// renewed every 2 minutes then stays valid to every other appliance.
 const TTL: Duration = Duration::from_secs(1800);
 /// How often a held lease is renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(120);
+/// How long after its last write this process counts on its `use-` lease: from then on
+/// an appliance whose clock runs 15 minutes ahead may see it expired. Once that long
+/// passed without a renewal (the host slept, or the store could not be reached) the
+/// lease has *lapsed*: the users that entered before commit nothing, and it is never
+/// renewed; the next user writes a new one, under a new name.
+const USE_VALID_FOR: i64 = TTL.as_secs() as i64 / 2;
+/// How much sooner than [`USE_VALID_FOR`] a user stops counting on the lease when it
+/// is about to commit: time for the commit's own requests.
+const COMMIT_MARGIN: i64 = 300;
+/// A clock set back by more than this counts as a lapse (the lease's age is unknown).
+const CLOCK_SET_BACK: i64 = 60;
+/// How long after its expiry a pruner removes another process's `use-` lease (left by a
+/// process that was killed). Its holder, if alive, counted it lapsed long before and
+/// never writes that name again, so the removal cannot hit a lease in use.
+const STALE_AFTER: i64 = 3600;
 /// How often a waiting user or pruner looks again.
 const POLL: Duration = Duration::from_secs(2);
 /// How long a pruner waits for other appliances to stop using the archive.
@@ -153,8 +176,13 @@ struct Users {
     count: usize,
     /// Whether the `use-` lease file is written (and not yet released).
     held: bool,
-    /// When it was last written successfully.
-    renewed: Instant,
+    /// When it was last written successfully, in Unix seconds (the wall clock).
+    written: i64,
+    /// How many times the lease was written anew (not renewed), the last part of its
+    /// name: a user that entered before the last time commits nothing.
+    epoch: u64,
+    /// The lease lapsed ([`USE_VALID_FOR`]); it stays so until written anew.
+    lapsed: bool,
     /// When a pruner was last looked for (`None`: look at the next user).
     prune_checked: Option<Instant>,
     /// When the count last fell to zero.
@@ -162,8 +190,9 @@ struct Users {
 }
 
 impl Inner {
-    fn use_name(&self) -> String {
-        format!("use-{}", self.me.replace('.', "-"))
+    /// The name of this process's `use-` lease of `epoch`.
+    fn use_name(&self, epoch: u64) -> String {
+        format!("use-{}-{epoch}", self.me.replace('.', "-"))
     }
 
     fn lock_users(&self) -> MutexGuard<'_, Users> {
@@ -253,15 +282,17 @@ impl Inner {
     }
 
     /// Renews what this process holds and releases an idle `use-` lease, until the
-    /// lease is dropped.
+    /// lease is dropped. Renewals go by the wall clock: after the host slept, a lease
+    /// is renewed (or found lapsed) at once.
     fn renew_until_dropped(weak: Weak<Inner>) {
-        let mut renewed = Instant::now();
+        let mut renewed = now();
         loop {
             std::thread::sleep(TICK);
             let Some(inner) = weak.upgrade() else { return };
-            let renew = renewed.elapsed() >= RENEW_EVERY;
+            // A clock set back counts as time gone by, too.
+            let renew = !(0..RENEW_EVERY.as_secs() as i64).contains(&(now() - renewed));
             if renew {
-                renewed = Instant::now();
+                renewed = now();
             }
             {
                 let mut users = inner.lock_users();
@@ -269,13 +300,7 @@ impl Inner {
                 if users.held && users.count == 0 && idle {
                     inner.release_use(&mut users);
                 } else if users.held && renew {
-                    match inner
-                        .archive
-                        .write_lease(&inner.use_name(), &record(&inner.me))
-                    {
-                        Ok(()) => users.renewed = Instant::now(),
-                        Err(e) => tracing::warn!("cannot renew the archive use lease: {e}"),
-                    }
+                    inner.renew_use(&mut users);
                 }
             }
             if renew {
@@ -289,8 +314,44 @@ impl Inner {
         }
     }
 
+    /// Renews the `use-` lease, unless it lapsed: its current users commit nothing
+    /// ([`UseGuard::still_valid`]) and the next one writes it anew.
+    fn renew_use(&self, users: &mut Users) {
+        if users.note_lapse() {
+            tracing::warn!("{}", lapsed_error());
+            return;
+        }
+        let written = now();
+        match self
+            .archive
+            .write_lease(&self.use_name(users.epoch), &record(&self.me))
+        {
+            Ok(()) => users.written = written,
+            Err(e) => tracing::warn!("cannot renew the archive use lease: {e}"),
+        }
+    }
+
+    /// Writes a new `use-` lease (the first, or after the last lapsed or was released)
+    /// under the next epoch's name, removing a lapsed one's file.
+    fn write_use_anew(&self, users: &mut Users) -> Result<(), EngineError> {
+        let epoch = users.epoch + 1;
+        let written = now();
+        self.archive
+            .write_lease(&self.use_name(epoch), &record(&self.me))?;
+        if users.held {
+            if let Err(e) = self.archive.delete_lease(&self.use_name(users.epoch)) {
+                tracing::warn!("cannot remove the lapsed archive use lease: {e}");
+            }
+        }
+        users.held = true;
+        users.written = written;
+        users.epoch = epoch;
+        users.lapsed = false;
+        Ok(())
+    }
+
     fn release_use(&self, users: &mut Users) {
-        match self.archive.delete_lease(&self.use_name()) {
+        match self.archive.delete_lease(&self.use_name(users.epoch)) {
             Ok(()) => users.held = false,
             Err(e) => tracing::warn!("cannot release the archive use lease: {e}"),
         }
@@ -306,22 +367,70 @@ impl Inner {
         Ok(holder.filter(|h| appliance_of(h) != appliance_of(&self.me)))
     }
 
-    /// Other processes whose `use-` lease is valid.
+    /// Other processes whose `use-` lease is valid. Asked by a pruner holding `prune`,
+    /// which also removes `use-` leases expired for over [`STALE_AFTER`] (left by
+    /// processes that were killed): no holder renews such a lease, it writes it anew
+    /// and looks for a pruner after.
     fn other_users(&self) -> Result<Vec<String>, EngineError> {
-        let mine = self.use_name();
-        Ok(self
-            .archive
-            .leases()?
-            .into_iter()
-            .filter(|(name, _)| name.starts_with("use-") && *name != mine)
-            .filter_map(|(_, bytes)| valid_holder(&bytes))
-            .collect())
+        let mut valid = Vec::new();
+        for (name, bytes) in self.archive.leases()? {
+            if !name.starts_with("use-") {
+                continue;
+            }
+            match serde_json::from_slice::<Record>(&bytes) {
+                Ok(r) if r.expires > now() && r.holder != self.me => valid.push(r.holder),
+                Ok(r) if now() - r.expires > STALE_AFTER => {
+                    if let Err(e) = self.archive.delete_lease(&name) {
+                        tracing::warn!("cannot remove the expired lease {name}: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(valid)
     }
+}
+
+impl Users {
+    /// Whether the lease lapsed (and is marked so for good, a clock set back after
+    /// notwithstanding).
+    fn note_lapse(&mut self) -> bool {
+        let age = now() - self.written;
+        if !(-CLOCK_SET_BACK..USE_VALID_FOR).contains(&age) {
+            self.lapsed = true;
+        }
+        self.lapsed
+    }
+}
+
+fn lapsed_error() -> EngineError {
+    EngineError::Conflict(format!(
+        "this appliance's lease on the shared archive lapsed while this work ran (not renewed for {} minutes or more: the host slept or the store could not be reached), so another appliance may have pruned what it found in the archive; nothing was committed, run it again",
+        USE_VALID_FOR / 60
+    ))
 }
 
 /// Held while this process uses the archive (see [`Lease::enter`]).
 pub(crate) struct UseGuard {
     inner: Arc<Inner>,
+    /// The lease's epoch when this user entered.
+    epoch: u64,
+}
+
+impl UseGuard {
+    /// Whether this process's `use-` lease stayed valid since this user entered, so
+    /// that no other appliance's prune deleted what it found in the archive: asked
+    /// before a manifest names those blobs. A conflict once it lapsed.
+    pub(crate) fn still_valid(&self) -> Result<(), EngineError> {
+        let mut users = self.inner.lock_users();
+        let lapsed = users.note_lapse();
+        let soon = now() - users.written >= USE_VALID_FOR - COMMIT_MARGIN;
+        if users.held && users.epoch == self.epoch && !lapsed && !soon {
+            Ok(())
+        } else {
+            Err(lapsed_error())
+        }
+    }
 }
 
 impl Drop for UseGuard {
@@ -401,7 +510,9 @@ impl Lease {
             users: Mutex::new(Users {
                 count: 0,
                 held: false,
-                renewed: Instant::now(),
+                written: 0,
+                epoch: 0,
+                lapsed: false,
                 prune_checked: None,
                 idle_since: None,
             }),
@@ -425,17 +536,13 @@ impl Lease {
             // A lease renewed lately is valid to everyone: a pruner that started
             // meanwhile waits for it. Look for one now and then all the same, so new
             // users wait for it instead of keeping it out for ever.
-            let fresh = users.held && users.renewed.elapsed() < TTL / 2;
+            let fresh = users.held && !users.note_lapse();
             let checked_lately = users.prune_checked.is_some_and(|t| t.elapsed() < RECHECK);
             if fresh && checked_lately {
                 break;
             }
             if !fresh {
-                inner
-                    .archive
-                    .write_lease(&inner.use_name(), &record(&inner.me))?;
-                users.held = true;
-                users.renewed = Instant::now();
+                inner.write_use_anew(&mut users)?;
             }
             users.prune_checked = Some(Instant::now());
             let pruner = match inner.other_pruner() {
@@ -468,6 +575,7 @@ impl Lease {
         users.idle_since = None;
         Ok(UseGuard {
             inner: inner.clone(),
+            epoch: users.epoch,
         })
     }
 
@@ -519,7 +627,7 @@ impl Lease {
 mod tests {
     use super::*;
     use crate::archive::memory::MemoryBackend;
-    use crate::archive::{Backend, FileKind};
+    use crate::archive::{Backend, FileKind, Source};
 
     /// Two appliances on one store (the in-memory backend stands in for the bucket:
     /// the protocol needs create-if-absent, replace-if-unchanged, write, read, list
@@ -723,5 +831,108 @@ mod tests {
         guard.still_held().expect("still a's");
         drop(guard);
         assert!(!store.exists(FileKind::Lock, PRUNE).expect("exists"));
+    }
+
+    /// A host suspended past its `use-` lease in the middle of a backup: another
+    /// appliance's prune went ahead meanwhile (the lease had expired long before, so
+    /// the pruner removed it), so the user that entered before commits nothing, the
+    /// lapsed lease is not quietly renewed, and the next user writes a new one under a
+    /// new name, waits for the prune and may commit.
+    #[test]
+    fn a_user_whose_lease_lapsed_commits_nothing_and_the_next_one_takes_it_anew() {
+        let (store, a, b) = two_appliances();
+        let before = a.enter().expect("a uses the archive");
+        before.still_valid().expect("valid while renewed");
+        // Eleven minutes without a renewal: too close to a lapse to commit on.
+        a.inner.lock_users().written -= 11 * 60;
+        assert!(before.still_valid().is_err(), "no commit near a lapse");
+        a.inner.lock_users().written += 11 * 60;
+        before.still_valid().expect("valid again once renewed");
+        // The host slept for three hours: the lease was last written then, and its
+        // file no longer keeps other appliances' prunes out.
+        a.inner.lock_users().written -= 3 * 3600;
+        let old_name = a.inner.use_name(1);
+        let long_expired = serde_json::to_vec(&Record {
+            holder: a.inner.me.clone(),
+            expires: now() - 2 * 3600,
+        })
+        .expect("json");
+        a.inner
+            .archive
+            .write_lease(&old_name, &long_expired)
+            .expect("expired");
+        let pruning = b
+            .prune_within(Duration::from_secs(1))
+            .expect("b prunes: a's lease expired");
+        assert!(
+            !store.exists(FileKind::Lock, &old_name).expect("exists"),
+            "the pruner removed the lease expired for two hours"
+        );
+        let err = before.still_valid().expect_err("lapsed");
+        assert!(
+            err.to_string()
+                .contains("lease on the shared archive lapsed"),
+            "{err}"
+        );
+        // A clock set back now does not make it valid again.
+        a.inner.lock_users().written = now();
+        assert!(before.still_valid().is_err(), "a lapse is for good");
+        a.inner.renew_use(&mut a.inner.lock_users());
+        assert!(
+            !store.exists(FileKind::Lock, &old_name).expect("exists"),
+            "a lapsed lease is not renewed"
+        );
+        let next_user = std::thread::spawn(move || {
+            let guard = a.enter().expect("a enters after the prune");
+            let valid = guard.still_valid();
+            (a, guard, valid)
+        });
+        let new_name = "use-aaaa-1-2";
+        let t = Instant::now();
+        while !store.exists(FileKind::Lock, new_name).expect("exists") {
+            assert!(t.elapsed() < Duration::from_secs(30), "never written anew");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let written_anew = store.read(FileKind::Lock, new_name).expect("written anew");
+        assert_eq!(valid_holder(&written_anew).as_deref(), Some("aaaa.1"));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !next_user.is_finished(),
+            "the next user waits for the prune"
+        );
+        drop(pruning);
+        let (_a, after, valid) = next_user.join().expect("join");
+        valid.expect("the next user may commit");
+        assert!(store.exists(FileKind::Lock, new_name).expect("exists"));
+        assert!(
+            before.still_valid().is_err(),
+            "the user from before the lapse still may not commit"
+        );
+        drop(after);
+    }
+
+    /// A pruner removes `use-` leases expired for over an hour (their processes were
+    /// killed) and keeps those expired lately (a holder that slept may not know yet).
+    #[test]
+    fn a_pruner_removes_use_leases_expired_long_ago_only() {
+        let (store, _a, b) = two_appliances();
+        let lease = |holder: &str, expires: i64| {
+            serde_json::to_vec(&Record {
+                holder: holder.into(),
+                expires,
+            })
+            .expect("json")
+        };
+        let lately = lease("cccc.1", now() - 60);
+        let long_ago = lease("dddd.1", now() - STALE_AFTER - 60);
+        for (name, bytes) in [("use-cccc-1", &lately), ("use-dddd-1", &long_ago)] {
+            store
+                .write(FileKind::Lock, name, Source::Bytes(bytes))
+                .expect("lease");
+        }
+        let pruning = b.prune_within(Duration::from_secs(1)).expect("b prunes");
+        assert!(store.exists(FileKind::Lock, "use-cccc-1").expect("exists"));
+        assert!(!store.exists(FileKind::Lock, "use-dddd-1").expect("exists"));
+        drop(pruning);
     }
 }

@@ -1,5 +1,6 @@
 //! Backing up every repository of a connection.
 
+use super::archive_gate::SharedGuard;
 use super::backup_git;
 use super::connections::tls_for;
 use super::listing;
@@ -453,7 +454,7 @@ fn back_up_one(
     // its manifest names the blobs it stored or found (taken after the repository's
     // lock, as prune does).
     let guarded = super::jobs::guard_repository(&repo.full_name, || match ctx.gate.shared() {
-        Ok(_archive) => backup_repository(ctx, job, repo, repo_gate, attempts),
+        Ok(archive) => backup_repository(ctx, job, repo, repo_gate, attempts, &archive),
         Err(e) => Ok(RepoOutcome::Failed {
             reason: e.to_string(),
         }),
@@ -587,6 +588,7 @@ fn backup_repository(
     repo: &Repository,
     gate: &Arc<HttpGate>,
     attempts: &mut u32,
+    archive_use: &SharedGuard<'_>,
 ) -> Result<RepoOutcome, EngineError> {
     *attempts = 1;
     let clone_url = allowed_url(gate, &repo.full_name, &repo.clone_url)?;
@@ -629,6 +631,7 @@ fn backup_repository(
     }
     finish_snapshot(
         ctx,
+        archive_use,
         ident,
         repo,
         previous,
@@ -799,6 +802,7 @@ fn backup_wiki(
 #[allow(clippy::too_many_arguments)]
 fn finish_snapshot(
     ctx: &Context,
+    archive_use: &SharedGuard<'_>,
     ident: RepoIdentity,
     repo: &Repository,
     previous: Option<Snapshot>,
@@ -860,6 +864,8 @@ fn finish_snapshot(
             snap.taken_at = prev.taken_at + time::Duration::milliseconds(1);
         }
     }
+    // What this backup found in the archive is still there (see `archive_lease`).
+    archive_use.still_valid()?;
     let manifest = ctx.archive.write_snapshot(&snap)?;
     // A snapshot is never reported as storing 0 bytes: its manifest is new.
     Ok(outcome(snap.id.to_string(), stored.new_bytes + manifest))

@@ -52,7 +52,7 @@ impl Needed {
 pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineError> {
     let subset = subset_fraction(req)?;
     // Prune's sweep waits: a blob it deletes would show as damage.
-    let _archive = ctx.gate.shared()?;
+    let archive_use = ctx.gate.shared()?;
     // The archive itself, not a local copy of its small blobs.
     let uncached = ctx.archive.without_cache();
     let archive = &uncached;
@@ -84,6 +84,11 @@ pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineErr
         let damaged: BTreeSet<BlobId> = needed.damage.keys().copied().collect();
         (report.incomplete, report.snapshots_walked) =
             super::check_reach::walk_snapshots(ctx, &snaps, &damaged)?;
+    }
+    if !needed.damage.is_empty() {
+        // In shared storage, a blob missing after this process's lease lapsed may have
+        // been another appliance's prune, not damage (see `archive_lease`).
+        archive_use.still_valid()?;
     }
     report.damaged = damage_list(&snaps, &needed);
     report.affected = affected(&snaps, &needed);

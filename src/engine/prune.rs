@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use gix::hash::ObjectId;
 
+use super::archive_gate::SharedGuard;
 use super::service::{PruneReport, PruneRequest, PrunedHistory};
 use super::{Context, EngineError};
 use crate::archive::{BlobId, FileKind, GitPart, RepoIdentity, Snapshot};
@@ -188,12 +189,13 @@ fn consolidate_history(
     let _repo_lock = lock(ctx, repo)?;
     // Its new pack is stored before a manifest names it: a sweep (this process's, or
     // another appliance's on a shared archive) must wait, as for a backup.
-    let _archive = ctx.gate.shared()?;
+    let archive = ctx.gate.shared()?;
     let mut out = Vec::new();
     for part in [Part::Git, Part::Wiki] {
         // Re-read per part: the git part's rewrite changed the manifests.
         let snaps = ctx.archive.snapshots_of(repo)?;
-        if let Some(done) = consolidate_part(ctx, repo, &snaps, part, force, dry_run)? {
+        let done = consolidate_part(ctx, repo, &snaps, part, force, dry_run, &archive)?;
+        if let Some(done) = done {
             out.push(done);
         }
     }
@@ -239,6 +241,7 @@ fn consolidate_part(
     part: Part,
     force: bool,
     dry_run: bool,
+    archive_use: &SharedGuard<'_>,
 ) -> Result<Option<PrunedHistory>, EngineError> {
     let chain = pack_chain(snaps, part);
     let mirror = part.mirror(ctx, repo);
@@ -293,7 +296,15 @@ fn consolidate_part(
         if let Part::Git = part {
             new.stats.pack_bytes = pack.size;
         }
-        ctx.archive.rewrite_snapshot(&new)?;
+        // The pack it stored is still there (see `archive_lease`).
+        archive_use.still_valid()?;
+        if ctx.archive.rewrite_snapshot(&new)?.is_none() {
+            tracing::info!(
+                repository = %repo.full_name,
+                snapshot = %new.id,
+                "another appliance forgot or rewrote this snapshot meanwhile; left as it is"
+            );
+        }
     }
     let replaced: BTreeSet<String> = mirror_packs.values().map(|(h, _)| h.clone()).collect();
     if mirror.is_dir() {

@@ -1,6 +1,7 @@
 //! Manual benchmarks (ignored by default): fetch and restore of generated repositories compared
 //! with the `git` CLI, with peak memory. Run one at a time, in release mode, e.g.
-//! `cargo test --release --lib git::tests::bench::many_commits -- --ignored --nocapture`.
+//! `cargo test --profile release --lib git::tests::bench::many_commits -- --ignored --nocapture`
+//! (`--release` compiles test programs at opt-level 1, see Cargo.toml).
 //! Sizes: `REPOSAFE_BENCH_COMMITS` (default 20000), `REPOSAFE_BENCH_PACK_MB` (default 300).
 
 use std::{
