@@ -5,7 +5,7 @@
 //! of a job. A cron schedule firing on its own is tested without waiting for the
 //! clock in tests/plan_rules.rs (`engine::daemon::tick` given the time); the
 //! real-clock version here waits up to a minute and is ignored unless asked for
-//! (`cargo test --test daemon -- --ignored`).
+//! (`cargo test --release --test daemon -- --ignored`).
 
 mod common;
 
@@ -329,7 +329,7 @@ fn api_plans_run_now_jobs_snapshots_restore_and_auth() {
 /// minute, so it only runs when asked for; tests/plan_rules.rs covers the same
 /// firing with the time given.
 #[test]
-#[ignore = "waits up to a real minute; run with `cargo test --test daemon -- --ignored`"]
+#[ignore = "waits up to a real minute; run with `cargo test --release --test daemon -- --ignored`"]
 fn a_cron_plan_runs_on_its_own() {
     let (server, _src, repos) = setup(2);
     let rs = Reposafe::new();

@@ -1,7 +1,6 @@
 //! Manual benchmarks (ignored by default): fetch and restore of generated repositories compared
 //! with the `git` CLI, with peak memory. Run one at a time, in release mode, e.g.
-//! `cargo test --profile release --lib git::tests::bench::many_commits -- --ignored --nocapture`
-//! (`--release` compiles test programs at opt-level 1, see Cargo.toml).
+//! `cargo test --release --lib git::tests::bench::many_commits -- --ignored --nocapture`.
 //! Sizes: `REPOSAFE_BENCH_COMMITS` (default 20000), `REPOSAFE_BENCH_PACK_MB` (default 300).
 
 use std::{
