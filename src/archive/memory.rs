@@ -69,16 +69,11 @@ impl MemoryBackend {
 
     /// Runs the change waiting for a read of `kind`, if any.
     fn read_done(&self, kind: FileKind) {
-        let due = {
-            let mut slot = self.after_read.lock().unwrap_or_else(|e| e.into_inner());
-            match slot.take() {
-                Some(hook) if hook.kind == kind => Some(hook),
-                other => {
-                    *slot = other;
-                    None
-                }
-            }
-        };
+        let due = self
+            .after_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_if(|hook| hook.kind == kind);
         if let Some(hook) = due {
             (hook.change)(self);
         }
