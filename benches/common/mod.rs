@@ -82,6 +82,13 @@ pub fn timed(cmd: &mut Command) -> Timed {
     }
 }
 
+/// Writes every dirty page to disk (`sync`), so a timed run does not share the disk
+/// with the writeback of what ran before it (fixtures, the other tool's files).
+pub fn settle_disk() {
+    let status = Command::new("sync").status().expect("run sync");
+    assert!(status.success(), "sync failed");
+}
+
 pub fn tempfile_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
         "reposafe-bench-{tag}-{}-{}",

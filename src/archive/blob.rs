@@ -15,6 +15,7 @@
 use super::backend::{FileKind, Source};
 use super::crypt::{ArchiveKey, Sink};
 use super::pipe::{pipe, PipeWriter};
+use super::writeback::Writeback;
 use super::{io_err, Archive, ArchiveError};
 use std::fmt;
 use std::fs::File;
@@ -149,16 +150,18 @@ struct Encoded {
 
 /// Writes `source` to `file` as an encoded blob (header, then the body, zstd when it
 /// pays on the first MiB, encrypted to `key` when given) in constant memory. Errors
-/// name `tmp`.
+/// name `tmp`. A `durable` file (one that will be fsynced into the archive, not
+/// uploaded) is written out to disk as it fills ([`Writeback`]).
 fn encode_blob(
     source: &mut dyn Read,
     file: &mut File,
     tmp: &Path,
     key: Option<&ArchiveKey>,
+    durable: bool,
 ) -> Result<Encoded, ArchiveError> {
     let (sample, compress) = sample_of(source, tmp)?;
     let mut out = CountingWriter {
-        inner: BufWriter::with_capacity(1 << 16, &mut *file),
+        inner: BufWriter::with_capacity(1 << 16, Writeback::new(file, durable)),
         count: 0,
     };
     // Header with a placeholder length, patched below.
@@ -168,7 +171,8 @@ fn encode_blob(
     let file = out
         .inner
         .into_inner()
-        .map_err(|e| io_err(tmp)(e.into_error()))?;
+        .map_err(|e| io_err(tmp)(e.into_error()))?
+        .into_inner();
     file.seek(SeekFrom::Start(len_offset))
         .map_err(io_err(tmp))?;
     file.write_all(&len.to_le_bytes()).map_err(io_err(tmp))?;
@@ -440,6 +444,7 @@ impl Archive {
             tmp.as_file_mut(),
             &tmp_path,
             self.key.as_deref(),
+            !self.backend.is_remote(),
         )?;
         if self.has_blob(&id) {
             return Ok(PutOutcome {

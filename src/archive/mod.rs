@@ -22,6 +22,7 @@ mod parts;
 mod pipe;
 mod s3;
 mod snapshot;
+mod writeback;
 
 pub use backend::{Backend, BackendError, FileKind, Source};
 pub use blob::{BlobId, BlobReader, PutOutcome};
