@@ -17,7 +17,7 @@ const WS: &str = "acme";
 const REPOS: usize = 18;
 /// The test server's limit per principal and window, and the product's `--rate-limit`.
 const LIMIT: u32 = 10;
-const WINDOW_SECS: u64 = 5;
+const WINDOW_SECS: u64 = 2;
 
 /// An account of the test server with one API token.
 struct Account {
@@ -612,7 +612,7 @@ fn rate_limited_principals_cool_down_and_the_job_completes() {
     ])
     .ok();
     w.fresh_window();
-    // Cool-downs start at 1 s (Cloud's 429 has no Retry-After), the window is 5 s.
+    // Cool-downs start at 1 s (Cloud's 429 has no Retry-After), the window is 2 s.
     let (code, job) = w.run_plan_with_retry_base("unpaced", Some(1000));
     assert_job_complete(code, &job);
     let load = w.server.principal_load();

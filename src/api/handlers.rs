@@ -134,17 +134,27 @@ fn call_following<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 's
     })
 }
 
-/// How often a followed call that reports nothing says it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often a followed call that reports nothing says it is alive: 15 s, or
+/// `REPOSAFE_HEARTBEAT_MS` (at least 100 ms; tests, which would otherwise wait minutes
+/// to see a client give up on a silent daemon). The client reads the same variable for
+/// how long it waits ([`crate::cli`]'s silence limit: four heartbeats).
+pub fn heartbeat() -> Duration {
+    std::env::var("REPOSAFE_HEARTBEAT_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(15), |ms| {
+            Duration::from_millis(ms.max(100))
+        })
+}
 
-/// Sends a comment line every [`HEARTBEAT`] while `work` runs (a prune waiting for
+/// Sends a comment line every [`heartbeat`] while `work` runs (a prune waiting for
 /// other appliances may report nothing for a long time), then its last event; a
 /// call that panicked ends with an `error` event, never silently.
 async fn finish_stream(
     mut work: tokio::task::JoinHandle<Bytes>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
-    let mut beat = tokio::time::interval(HEARTBEAT);
+    let mut beat = tokio::time::interval(heartbeat());
     beat.tick().await;
     let last = loop {
         tokio::select! {

@@ -9,7 +9,7 @@
 mod auth;
 pub use auth::ct_eq;
 mod handlers;
-pub use handlers::HEARTBEAT;
+pub use handlers::heartbeat;
 mod hooks;
 mod metrics;
 mod pages;

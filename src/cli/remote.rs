@@ -121,7 +121,7 @@ impl Remote {
     /// POSTs a long call (a prune) and follows it: the daemon streams its progress as
     /// Server-Sent Events, handed to `on_progress` as they come, and ends with the
     /// report or the error. No time limit on the work, only on silence: the daemon
-    /// says it is alive every [`crate::api::HEARTBEAT`], so [`SILENCE_LIMIT`] without a
+    /// says it is alive every [`crate::api::heartbeat`], so [`silence_limit`] without a
     /// word means it is stuck or the connection is gone.
     fn post_following<T: DeserializeOwned, E: DeserializeOwned>(
         &self,
@@ -143,15 +143,16 @@ impl Remote {
             .name("reposafe-follow".into())
             .spawn(move || listen(&base, rb, &asked, &tx))
             .map_err(|e| EngineError::Internal(format!("{what}: cannot start a thread: {e}")))?;
+        let (beat, limit) = (crate::api::heartbeat(), silence_limit());
         let silent = || {
             EngineError::Internal(format!(
                 "{what}: the daemon at {} said nothing for {} s, though it says it is alive every {} s while it works: it is stuck or the connection to it was lost; the work may still be running there (see its log)",
                 self.base,
-                SILENCE_LIMIT.as_secs(),
-                crate::api::HEARTBEAT.as_secs()
+                limit.as_secs_f64(),
+                beat.as_secs_f64()
             ))
         };
-        let mut heard = std::iter::from_fn(|| match rx.recv_timeout(SILENCE_LIMIT) {
+        let mut heard = std::iter::from_fn(|| match rx.recv_timeout(limit) {
             Ok(heard) => Some(Ok(heard)),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Some(Err(silent())),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
@@ -183,7 +184,9 @@ impl Remote {
 const LONG_WORK: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long a followed call may hear nothing from the daemon: four of its heartbeats.
-const SILENCE_LIMIT: Duration = crate::api::HEARTBEAT.saturating_mul(4);
+fn silence_limit() -> Duration {
+    crate::api::heartbeat().saturating_mul(4)
+}
 
 /// Sends `rb` to the daemon at `base`, naming it when nothing answers.
 fn send_to(base: &str, rb: RequestBuilder, what: &str) -> Result<Response, EngineError> {

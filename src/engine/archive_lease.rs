@@ -321,6 +321,12 @@ impl Inner {
             tracing::warn!("{}", lapsed_error());
             return;
         }
+        // The time the write starts is what is recorded, which also covers a write that
+        // takes long (retries, or the host slept during it): the file it replaces stays
+        // valid until TTL = 2 * USE_VALID_FOR after the last renewal, and this one starts
+        // less than USE_VALID_FOR after it. So if it lands after that file expired, it
+        // landed over USE_VALID_FOR after its own start, and the next `note_lapse` (which
+        // every commit asks first) marks the lapse.
         let written = now();
         match self
             .archive
