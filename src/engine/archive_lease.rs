@@ -49,8 +49,8 @@ const TTL: Duration = Duration::from_secs(1800);
 const RENEW_EVERY: Duration = Duration::from_secs(120);
 /// How long after its last write this process counts on its `use-` lease: from then on
 /// an appliance whose clock runs 15 minutes ahead may see it expired. Once that long
-/// passed without a renewal (the host slept, or the store could not be reached) the
-/// lease has *lapsed*: the users that entered before commit nothing, and it is never
+/// passed without a renewal (the host slept, or the store could not be reached), or a
+/// renewal's write landed only that long after the last one, the lease has *lapsed*: the users that entered before commit nothing, and it is never
 /// renewed; the next user writes a new one, under a new name.
 const USE_VALID_FOR: i64 = TTL.as_secs() as i64 / 2;
 /// How much sooner than [`USE_VALID_FOR`] a user stops counting on the lease when it
@@ -176,7 +176,7 @@ struct Users {
     count: usize,
     /// Whether the `use-` lease file is written (and not yet released).
     held: bool,
-    /// When it was last written successfully, in Unix seconds (the wall clock).
+    /// When its last successful write started, in Unix seconds (the wall clock).
     written: i64,
     /// How many times the lease was written anew (not renewed), the last part of its
     /// name: a user that entered before the last time commits nothing.
@@ -321,18 +321,15 @@ impl Inner {
             tracing::warn!("{}", lapsed_error());
             return;
         }
-        // The time the write starts is what is recorded, which also covers a write that
-        // takes long (retries, or the host slept during it): the file it replaces stays
-        // valid until TTL = 2 * USE_VALID_FOR after the last renewal, and this one starts
-        // less than USE_VALID_FOR after it. So if it lands after that file expired, it
-        // landed over USE_VALID_FOR after its own start, and the next `note_lapse` (which
-        // every commit asks first) marks the lapse.
-        let written = now();
+        // The new file counts from the time its write starts (`record` reads the clock
+        // then), so that is what is recorded; the file it replaces counts from the last
+        // renewal, and is checked against when the write lands.
+        let started = now();
         match self
             .archive
             .write_lease(&self.use_name(users.epoch), &record(&self.me))
         {
-            Ok(()) => users.written = written,
+            Ok(()) => users.renewal_landed(started),
             Err(e) => tracing::warn!("cannot renew the archive use lease: {e}"),
         }
     }
@@ -406,6 +403,17 @@ impl Users {
             self.lapsed = true;
         }
         self.lapsed
+    }
+
+    /// Records a renewal whose write started at `started` and has landed. One that landed
+    /// [`USE_VALID_FOR`] or more after the last renewal (a slow store, retries, the host
+    /// slept during the write) replaced a file an appliance whose clock runs ahead may
+    /// already have seen expired, and pruned meanwhile: the lease lapsed, although the
+    /// new file is fresh.
+    fn renewal_landed(&mut self, started: i64) {
+        if !self.note_lapse() {
+            self.written = started;
+        }
     }
 }
 
@@ -655,6 +663,34 @@ mod tests {
             expires: now() - 1,
         })
         .expect("json")
+    }
+
+    #[test]
+    fn a_renewal_that_lands_too_long_after_the_last_one_is_a_lapse() {
+        let (_store, a, _b) = two_appliances();
+        let user = a.enter().expect("a uses the archive");
+        // Started 14 minutes after the last renewal, landed 16 minutes after it.
+        let last = now() - 16 * 60;
+        {
+            let mut users = a.inner.lock_users();
+            users.written = last;
+            users.renewal_landed(last + 14 * 60);
+            assert!(users.lapsed, "the replaced file may have looked expired");
+            assert_eq!(users.written, last, "a lapsed lease is not renewed");
+        }
+        assert!(user.still_valid().is_err(), "nothing is committed after it");
+
+        let (_store, c, _d) = two_appliances();
+        let _user = c.enter().expect("c uses the archive");
+        let last = now() - 5 * 60;
+        let mut users = c.inner.lock_users();
+        users.written = last;
+        users.renewal_landed(now() - 60);
+        assert!(!users.lapsed, "landed in time");
+        assert!(
+            (now() - 60 - users.written).abs() <= 1,
+            "renewed as of the write's start"
+        );
     }
 
     #[test]
