@@ -121,7 +121,7 @@ impl Remote {
     /// POSTs a long call (a prune) and follows it: the daemon streams its progress as
     /// Server-Sent Events, handed to `on_progress` as they come, and ends with the
     /// report or the error. No time limit on the work, only on silence: the daemon
-    /// says it is alive every [`crate::api::heartbeat`], so [`silence_limit`] without a
+    /// says it is alive every [`crate::api::heartbeat`], so [`silence_limit`] of it without a
     /// word means it is stuck or the connection is gone.
     fn post_following<T: DeserializeOwned, E: DeserializeOwned>(
         &self,
@@ -143,7 +143,8 @@ impl Remote {
             .name("reposafe-follow".into())
             .spawn(move || listen(&base, rb, &asked, &tx))
             .map_err(|e| EngineError::Internal(format!("{what}: cannot start a thread: {e}")))?;
-        let (beat, limit) = (crate::api::heartbeat(), silence_limit());
+        let beat = crate::api::heartbeat();
+        let limit = silence_limit(beat);
         let silent = || {
             EngineError::Internal(format!(
                 "{what}: the daemon at {} said nothing for {} s, though it says it is alive every {} s while it works: it is stuck or the connection to it was lost; the work may still be running there (see its log)",
@@ -183,9 +184,10 @@ impl Remote {
 /// not the client, decides).
 const LONG_WORK: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How long a followed call may hear nothing from the daemon: four of its heartbeats.
-fn silence_limit() -> Duration {
-    crate::api::heartbeat().saturating_mul(4)
+/// How long a followed call may hear nothing from a daemon that says it is alive every
+/// `heartbeat`: four of them.
+fn silence_limit(heartbeat: Duration) -> Duration {
+    heartbeat.saturating_mul(4)
 }
 
 /// Sends `rb` to the daemon at `base`, naming it when nothing answers.

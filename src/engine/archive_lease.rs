@@ -50,8 +50,9 @@ const RENEW_EVERY: Duration = Duration::from_secs(120);
 /// How long after its last write this process counts on its `use-` lease: from then on
 /// an appliance whose clock runs 15 minutes ahead may see it expired. Once that long
 /// passed without a renewal (the host slept, or the store could not be reached), or a
-/// renewal's write landed only that long after the last one, the lease has *lapsed*: the users that entered before commit nothing, and it is never
-/// renewed; the next user writes a new one, under a new name.
+/// renewal's write landed only that long after the last one, the lease has *lapsed*:
+/// the users that entered before commit nothing, and it is never renewed; the next user
+/// writes a new one, under a new name.
 const USE_VALID_FOR: i64 = TTL.as_secs() as i64 / 2;
 /// How much sooner than [`USE_VALID_FOR`] a user stops counting on the lease when it
 /// is about to commit: time for the commit's own requests.
