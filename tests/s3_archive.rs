@@ -772,7 +772,8 @@ fn s3_keys_from_the_config_file_or_the_aws_credentials_file_are_used_and_never_r
 /// A prune through the daemon that waits for another appliance's use of the archive
 /// hears the daemon's heartbeat, so it keeps waiting past the silence limit; once the
 /// daemon stops answering (SIGSTOP: a hung daemon, a dead connection), the command
-/// gives up after that limit, naming the daemon, instead of waiting for a week.
+/// gives up after that limit, naming the daemon, instead of waiting for a week. The
+/// limit follows the heartbeat the daemon announces, not a setting of the command's.
 #[test]
 fn a_followed_prune_waits_while_the_daemon_is_alive_and_gives_up_once_it_falls_silent() {
     use reposafe::archive::{Backend, FileKind};
@@ -793,8 +794,8 @@ fn a_followed_prune_waits_while_the_daemon_is_alive_and_gives_up_once_it_falls_s
             format!(r#"{{"holder":"other.1","expires":{expires}}}"#).as_bytes(),
         )
         .expect("another appliance's lease");
-    // Heartbeats every 2 s instead of 15 (so a silence limit of 8 s instead of 60), for
-    // the daemon and the command alike.
+    // Heartbeats every 2 s instead of 15 (so a silence limit of 8 s instead of 60): set
+    // for the daemon only, which announces it to the command.
     let beat = [("REPOSAFE_HEARTBEAT_MS", "2000")];
     let (mut daemon, url, _token) =
         start_logged_daemon_with(&rs, &scratch.path().join("daemon.log"), &beat);
@@ -807,7 +808,7 @@ fn a_followed_prune_waits_while_the_daemon_is_alive_and_gives_up_once_it_falls_s
     };
     let mut prune = rs
         .cmd(&["prune"])
-        .envs(beat)
+        .env_remove("REPOSAFE_HEARTBEAT_MS")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

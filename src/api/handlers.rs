@@ -129,32 +129,45 @@ fn call_following<B: DeserializeOwned + Send + 'static, T: Serialize + Send + 's
             Ok(report) => sse("end", &report),
             Err(e) => sse("error", &ApiError::from(e).body()),
         });
-        tokio::spawn(finish_stream(work, tx));
-        Ok(event_stream(rx))
+        let beat = heartbeat();
+        tokio::spawn(finish_stream(work, tx, beat));
+        let mut stream = event_stream(rx);
+        stream.headers_mut().insert(
+            HEARTBEAT_HEADER,
+            hyper::header::HeaderValue::from(beat.as_millis() as u64),
+        );
+        Ok(stream)
     })
 }
 
-/// How often a followed call that reports nothing says it is alive: 15 s, or
-/// `REPOSAFE_HEARTBEAT_MS` (at least 100 ms; tests, which would otherwise wait minutes
-/// to see a client give up on a silent daemon). The client reads the same variable for
-/// how long it waits ([`crate::cli`]'s silence limit: four heartbeats).
-pub fn heartbeat() -> Duration {
+/// The header of a followed call's answer that announces, in milliseconds, how often
+/// the daemon says it is alive while the call runs: the client times silence by it,
+/// not by a setting of its own that may differ.
+pub const HEARTBEAT_HEADER: &str = "x-reposafe-heartbeat-ms";
+
+/// How often a followed call says it is alive when a daemon announces nothing.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// How often this daemon's followed calls that report nothing say they are alive:
+/// [`DEFAULT_HEARTBEAT`], or `REPOSAFE_HEARTBEAT_MS` (at least 100 ms; tests, which
+/// would otherwise wait minutes to see a client give up on a silent daemon). Announced
+/// to the client in [`HEARTBEAT_HEADER`].
+fn heartbeat() -> Duration {
     std::env::var("REPOSAFE_HEARTBEAT_MS")
         .ok()
         .and_then(|ms| ms.trim().parse::<u64>().ok())
-        .map_or(Duration::from_secs(15), |ms| {
-            Duration::from_millis(ms.max(100))
-        })
+        .map_or(DEFAULT_HEARTBEAT, |ms| Duration::from_millis(ms.max(100)))
 }
 
-/// Sends a comment line every [`heartbeat`] while `work` runs (a prune waiting for
+/// Sends a comment line every `heartbeat` while `work` runs (a prune waiting for
 /// other appliances may report nothing for a long time), then its last event; a
 /// call that panicked ends with an `error` event, never silently.
 async fn finish_stream(
     mut work: tokio::task::JoinHandle<Bytes>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
+    heartbeat: Duration,
 ) {
-    let mut beat = tokio::time::interval(heartbeat());
+    let mut beat = tokio::time::interval(heartbeat);
     beat.tick().await;
     let last = loop {
         tokio::select! {

@@ -9,7 +9,7 @@
 mod auth;
 pub use auth::ct_eq;
 mod handlers;
-pub use handlers::heartbeat;
+pub use handlers::{DEFAULT_HEARTBEAT, HEARTBEAT_HEADER};
 mod hooks;
 mod metrics;
 mod pages;

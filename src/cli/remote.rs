@@ -25,6 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
+use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
 
@@ -121,8 +122,9 @@ impl Remote {
     /// POSTs a long call (a prune) and follows it: the daemon streams its progress as
     /// Server-Sent Events, handed to `on_progress` as they come, and ends with the
     /// report or the error. No time limit on the work, only on silence: the daemon
-    /// says it is alive every [`crate::api::heartbeat`], so [`silence_limit`] of it without a
-    /// word means it is stuck or the connection is gone.
+    /// says it is alive as often as it announces in [`crate::api::HEARTBEAT_HEADER`]
+    /// ([`crate::api::DEFAULT_HEARTBEAT`] if it does not), so [`silence_limit`] of that
+    /// without a word means it is stuck or the connection is gone.
     fn post_following<T: DeserializeOwned, E: DeserializeOwned>(
         &self,
         path: &str,
@@ -143,35 +145,37 @@ impl Remote {
             .name("reposafe-follow".into())
             .spawn(move || listen(&base, rb, &asked, &tx))
             .map_err(|e| EngineError::Internal(format!("{what}: cannot start a thread: {e}")))?;
-        let beat = crate::api::heartbeat();
-        let limit = silence_limit(beat);
+        let beat = Cell::new(crate::api::DEFAULT_HEARTBEAT);
         let silent = || {
             EngineError::Internal(format!(
                 "{what}: the daemon at {} said nothing for {} s, though it says it is alive every {} s while it works: it is stuck or the connection to it was lost; the work may still be running there (see its log)",
                 self.base,
-                limit.as_secs_f64(),
-                beat.as_secs_f64()
+                silence_limit(beat.get()).as_secs_f64(),
+                beat.get().as_secs_f64()
             ))
         };
-        let mut heard = std::iter::from_fn(|| match rx.recv_timeout(limit) {
+        let mut heard = std::iter::from_fn(|| match rx.recv_timeout(silence_limit(beat.get())) {
             Ok(heard) => Some(Ok(heard)),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Some(Err(silent())),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
         });
         match heard.next() {
-            Some(Ok(Heard::Head(Ok(None)))) => {
+            Some(Ok(Heard::Stream { heartbeat })) => {
+                if let Some(announced) = heartbeat {
+                    beat.set(announced);
+                }
                 let lines = heard.map(|h| match h {
                     Ok(Heard::Line(line)) => line.map_err(|e| {
                         EngineError::Internal(format!("{what}: the daemon's answer broke off: {e}"))
                     }),
-                    Ok(Heard::Head(_)) => Err(EngineError::Internal(format!(
-                        "{what}: a second answer from the daemon"
-                    ))),
+                    Ok(Heard::Head(_) | Heard::Stream { .. }) => Err(EngineError::Internal(
+                        format!("{what}: a second answer from the daemon"),
+                    )),
                     Err(e) => Err(e),
                 });
                 follow_events(lines, &what, on_progress)
             }
-            Some(Ok(Heard::Head(Ok(Some(whole))))) => answer(whole, &what),
+            Some(Ok(Heard::Head(Ok(whole)))) => answer(whole, &what),
             Some(Ok(Heard::Head(Err(e)))) | Some(Err(e)) => Err(e),
             Some(Ok(Heard::Line(_))) | None => Err(EngineError::Internal(format!(
                 "{what}: the daemon's answer broke off before it began"
@@ -199,11 +203,26 @@ fn send_to(base: &str, rb: RequestBuilder, what: &str) -> Result<Response, Engin
 
 /// What the thread of a followed call hears from the daemon.
 enum Heard {
-    /// The answer's head: `None` when a stream of events follows, else the whole
-    /// answer (an error, or a daemon answering at once).
-    Head(Result<Option<Response>, EngineError>),
+    /// The whole answer (an error, or a daemon answering at once), or why none came.
+    Head(Result<Response, EngineError>),
+    /// A stream of events follows, in which the daemon says it is alive every
+    /// `heartbeat` it announced ([`crate::api::HEARTBEAT_HEADER`]; `None`: not said).
+    Stream { heartbeat: Option<Duration> },
     /// One line of the stream of events.
     Line(std::io::Result<String>),
+}
+
+/// The heartbeat a daemon announced in its answer's head, if it did.
+fn announced_heartbeat(resp: &Response) -> Option<Duration> {
+    let ms = resp
+        .headers()
+        .get(crate::api::HEARTBEAT_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_millis(ms.max(100)))
 }
 
 /// Sends a followed call and hands over what comes back, line by line, until the
@@ -222,10 +241,11 @@ fn listen(base: &str, rb: RequestBuilder, what: &str, tx: &std::sync::mpsc::Sync
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if !streamed || !resp.status().is_success() {
-        let _ = tx.send(Heard::Head(Ok(Some(resp))));
+        let _ = tx.send(Heard::Head(Ok(resp)));
         return;
     }
-    if tx.send(Heard::Head(Ok(None))).is_err() {
+    let heartbeat = announced_heartbeat(&resp);
+    if tx.send(Heard::Stream { heartbeat }).is_err() {
         return;
     }
     for line in std::io::BufRead::lines(std::io::BufReader::new(resp)) {

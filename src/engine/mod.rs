@@ -156,6 +156,15 @@ impl Context {
         })
     }
 
+    /// This data dir over `archive` instead of its own (tests: an archive in memory
+    /// that presents itself as shared with other appliances).
+    #[cfg(test)]
+    pub(crate) fn with_archive(mut self, archive: Archive) -> Context {
+        self.gate = archive_gate::ArchiveGate::for_archive(&archive, &self.data_dir).expect("gate");
+        self.archive = archive;
+        self
+    }
+
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

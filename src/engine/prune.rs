@@ -284,27 +284,15 @@ fn consolidate_part(
     drop(sources);
     let stored = ctx.archive.put_file(&pack.path)?;
     ctx.archive.record_pack(&pack.pack_hash, &stored.id)?;
-    for snap in snaps {
-        let mut new = snap.clone();
-        let Some(git_part) = part.of_mut(&mut new) else {
-            continue;
-        };
-        if git_part.packs == [stored.id] {
-            continue;
-        }
-        git_part.packs = vec![stored.id];
-        if let Part::Git = part {
-            new.stats.pack_bytes = pack.size;
-        }
-        // The pack it stored is still there (see `archive_lease`).
-        archive_use.still_valid()?;
-        if ctx.archive.rewrite_snapshot(&new)?.is_none() {
-            tracing::info!(
-                repository = %repo.full_name,
-                snapshot = %new.id,
-                "another appliance forgot or rewrote this snapshot meanwhile; left as it is"
-            );
-        }
+    let consolidated = Consolidated {
+        blob: stored.id,
+        size: pack.size,
+    };
+    done.snapshots = name_consolidated_pack(ctx, repo, snaps, part, &consolidated, archive_use)?;
+    if done.snapshots == 0 {
+        // Another appliance forgot or rewrote every one of them meanwhile: no manifest
+        // names the new pack (the sweep takes it) and nothing was consolidated.
+        return Ok(None);
     }
     let replaced: BTreeSet<String> = mirror_packs.values().map(|(h, _)| h.clone()).collect();
     if mirror.is_dir() {
@@ -315,6 +303,53 @@ fn consolidate_part(
     done.bytes_after = stored_sizes(ctx, &[stored.id])?;
     done.recompressed = pack.recompressed;
     Ok(Some(done))
+}
+
+/// A history part's consolidated pack, stored.
+struct Consolidated {
+    blob: BlobId,
+    /// Its size as a pack file.
+    size: u64,
+}
+
+/// Rewrites the manifests of `snaps` to name `pack` as their part's only pack; returns
+/// how many of them name it now. A manifest another appliance forgot or rewrote since
+/// it was read is left as that appliance made it, and not counted.
+fn name_consolidated_pack(
+    ctx: &Context,
+    repo: &RepoIdentity,
+    snaps: &[Snapshot],
+    part: Part,
+    pack: &Consolidated,
+    archive_use: &SharedGuard<'_>,
+) -> Result<usize, EngineError> {
+    let mut named = 0;
+    for snap in snaps {
+        let mut new = snap.clone();
+        let Some(git_part) = part.of_mut(&mut new) else {
+            continue;
+        };
+        if git_part.packs == [pack.blob] {
+            named += 1;
+            continue;
+        }
+        git_part.packs = vec![pack.blob];
+        if let Part::Git = part {
+            new.stats.pack_bytes = pack.size;
+        }
+        // The pack it stored is still there (see `archive_lease`).
+        archive_use.still_valid()?;
+        if ctx.archive.rewrite_snapshot(&new)?.is_some() {
+            named += 1;
+        } else {
+            tracing::info!(
+                repository = %repo.full_name,
+                snapshot = %new.id,
+                "another appliance forgot or rewrote this snapshot meanwhile; left as it is"
+            );
+        }
+    }
+    Ok(named)
 }
 
 /// Whether the mirror (if any) holds just the one pack the history names: else a
@@ -431,6 +466,7 @@ fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::Backend;
     use crate::engine::snapshot_fixture::{Fixture, Parts};
     use std::sync::Mutex;
 
@@ -451,6 +487,69 @@ mod tests {
         fn sweeping(&self) {
             self.0.lock().expect("lock").push("sweeping".into());
         }
+    }
+
+    /// Another appliance forgets a history's snapshots while this prune consolidates
+    /// it: every rewrite finds its manifest gone, so no manifest names the new pack and
+    /// the history is not reported as consolidated; where one is left, it is counted.
+    #[test]
+    fn a_history_forgotten_by_another_appliance_meanwhile_is_not_reported_consolidated() {
+        let (f, store) = Fixture::shared();
+        let mut repo = Fixture::repo(&[("a.txt", b"one\n")]);
+        let (first, _) = f.git_part(&repo);
+        repo.write("b.txt", b"two\n");
+        repo.commit("second");
+        let (mut second, _) = f.git_part(&repo);
+        // Both packs, so that no snapshot names the consolidated pack alone already.
+        second.packs.insert(0, first.packs[0]);
+        let with = |git: &GitPart| Parts {
+            git: Some(git.clone()),
+            ..Parts::default()
+        };
+        f.write(1_700_000_000, with(&first));
+        let last = f.write(1_700_000_100, with(&second));
+        let repo_id = last.repository.clone();
+        let snaps = f.ctx.archive.snapshots_of(&repo_id).expect("snapshots");
+        assert_eq!(pack_chain(&snaps, Part::Git).len(), 2);
+        let forget = |snap: &Snapshot| {
+            let manifest = format!("{}/{}", repo_id.dir_name(), snap.id.as_str());
+            store
+                .delete(FileKind::Snapshot, &manifest)
+                .expect("the other appliance forgets");
+        };
+        let archive_use = f.ctx.gate.shared().expect("archive use");
+        let consolidate = |snaps: &[Snapshot]| {
+            consolidate_part(
+                &f.ctx,
+                &repo_id,
+                snaps,
+                Part::Git,
+                false,
+                false,
+                &archive_use,
+            )
+            .expect("consolidate")
+        };
+
+        snaps.iter().for_each(forget);
+        let done = consolidate(&snaps);
+        assert!(done.is_none(), "nothing was consolidated: {done:?}");
+        assert!(f
+            .ctx
+            .archive
+            .snapshots_of(&repo_id)
+            .expect("snapshots")
+            .is_empty());
+
+        f.write(1_700_000_000, with(&first));
+        f.write(1_700_000_100, with(&second));
+        let snaps = f.ctx.archive.snapshots_of(&repo_id).expect("snapshots");
+        forget(&snaps[0]);
+        let done = consolidate(&snaps).expect("one snapshot is left to consolidate");
+        assert_eq!(done.snapshots, 1, "the forgotten one is not counted");
+        let kept = f.ctx.archive.snapshots_of(&repo_id).expect("snapshots");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].git.packs.len(), 1, "it names the consolidated pack");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! archive of a fresh data dir.
 
 use super::Context;
+use crate::archive::memory::MemoryBackend;
 use crate::archive::{
-    canonical_json, BlobId, GitPart, LfsIndexEntry, LfsPart, MetadataIndex, MetadataItem,
+    canonical_json, Archive, BlobId, GitPart, LfsIndexEntry, LfsPart, MetadataIndex, MetadataItem,
     MetadataKindPart, MetadataPart, MissingKind, RepoIdentity, Snapshot, SnapshotId, SnapshotStats,
     StoredFile, FORMAT_VERSION,
 };
@@ -12,6 +13,7 @@ use crate::git::{RefEntry, RefTarget};
 use reposafe_testkit::gitutil::{git, WorkRepo};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// A data dir in a temporary directory, with room beside it for restores and exports.
@@ -42,6 +44,16 @@ impl Fixture {
         let tmp = tempfile::tempdir().expect("tmp");
         let ctx = Context::open(&tmp.path().join("data")).expect("context");
         Fixture { tmp, ctx }
+    }
+
+    /// A fresh data dir whose archive is in memory and shared with other appliances;
+    /// with that store, to act on it as another appliance.
+    pub fn shared() -> (Fixture, Arc<MemoryBackend>) {
+        let store = Arc::new(MemoryBackend::shared());
+        let Fixture { tmp, ctx } = Fixture::new();
+        let archive = Archive::open_or_create_on(store.clone()).expect("archive");
+        let ctx = ctx.with_archive(archive);
+        (Fixture { tmp, ctx }, store)
     }
 
     /// A path beside the data dir.
