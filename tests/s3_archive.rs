@@ -844,3 +844,49 @@ fn a_followed_prune_waits_while_the_daemon_is_alive_and_gives_up_once_it_falls_s
     );
     assert!(said.contains("may still be running there"), "{said}");
 }
+
+/// A daemon whose store does not answer when it starts still starts (before, it
+/// exited, and under systemd started again and again, with no dashboard and no
+/// scheduled backups): its API answers, its status warns naming the store, and a
+/// backup fails saying why without touching the backups. Once the store answers
+/// again, the next backup goes through without a restart, and restores ref for ref.
+#[test]
+fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
+    let through = backed_up_through("down", common::flaky::FlakyProxy::passing, &[]);
+    let (proxy, rs) = (&through.proxy, &through.rs);
+    proxy.set_down(true);
+    let log = through.scratch.path().join("daemon.log");
+    let env = [
+        ("REPOSAFE_ARCHIVE_RETRY_SECS", "1"),
+        ("REPOSAFE_S3_TIMEOUT_SECS", "1"),
+    ];
+    let (mut daemon, url, token) = start_logged_daemon_with(rs, &log, &env);
+    let status: serde_json::Value = api_client()
+        .get(format!("{url}/api/v1/status"))
+        .bearer_auth(&token)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("the status answers while the store is down");
+    let warnings = status["warnings"].to_string();
+    assert!(
+        warnings.contains("the archive cannot be used now") && warnings.contains(&proxy.endpoint),
+        "{warnings}"
+    );
+    let failed = rs.run(&["backup", WS]);
+    assert_ne!(failed.code, 0, "{}", failed.all());
+    assert!(
+        failed.all().contains("the archive cannot be used now"),
+        "{}",
+        failed.all()
+    );
+    proxy.set_down(false);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    commit_on_head(&through.docs.bare, "while the store was down");
+    rs.run(&["backup", WS]).ok();
+    through.restores_both();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let said = std::fs::read_to_string(&log).expect("log");
+    assert!(said.contains("the archive opened"), "{said}");
+}

@@ -124,6 +124,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Provider => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -135,6 +136,7 @@ fn kind_of(status: StatusCode) -> ErrorKind {
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
         422 => ErrorKind::Provider,
+        503 => ErrorKind::Unavailable,
         s if s >= 500 => ErrorKind::Internal,
         _ => ErrorKind::Invalid,
     }
@@ -459,10 +461,11 @@ mod tests {
             K::Conflict,
             K::Unauthorized,
             K::Provider,
+            K::Unavailable,
             K::Internal,
         ];
         let codes: Vec<u16> = all.iter().map(|k| status_of(*k).as_u16()).collect();
-        assert_eq!(codes, [400, 404, 409, 401, 422, 500]);
+        assert_eq!(codes, [400, 404, 409, 401, 422, 503, 500]);
         for k in all {
             assert_eq!(kind_of(status_of(k)), k);
         }

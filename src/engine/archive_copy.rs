@@ -255,12 +255,12 @@ pub(crate) fn copy_in_process(
     save_as: Option<&str>,
     progress: &dyn CopyProgress,
 ) -> Result<ArchiveCopyReport, EngineError> {
-    let source = ctx.archive.without_cache();
+    let source = ctx.archive()?.without_cache();
     let from = Origin {
         data_dir: &ctx.data_dir,
         vault: &ctx.vault,
         archive: &source,
-        gate: &ctx.gate,
+        gate: ctx.gate()?,
     };
     copy_from(&from, to, save_as, progress)
 }

@@ -453,7 +453,7 @@ fn back_up_one(
     // A panic fails this repository alone, with its message. Prune's sweep waits until
     // its manifest names the blobs it stored or found (taken after the repository's
     // lock, as prune does).
-    let guarded = super::jobs::guard_repository(&repo.full_name, || match ctx.gate.shared() {
+    let guarded = super::jobs::guard_repository(&repo.full_name, || match ctx.gate()?.shared() {
         Ok(archive) => backup_repository(ctx, job, repo, repo_gate, attempts, &archive),
         Err(e) => Ok(RepoOutcome::Failed {
             reason: e.to_string(),
@@ -594,7 +594,7 @@ fn backup_repository(
     let clone_url = allowed_url(gate, &repo.full_name, &repo.clone_url)?;
     let ident = identity(job.conn, repo);
     let mirror = ctx.mirror_dir(&ident);
-    let previous = ctx.archive.latest_snapshot_of(&ident)?;
+    let previous = ctx.archive()?.latest_snapshot_of(&ident)?;
     check_after_previous(job.opts.taken_at, previous.as_ref(), &repo.full_name)?;
     let target = backup_git::FetchTarget {
         ctx,
@@ -866,7 +866,7 @@ fn finish_snapshot(
     }
     // What this backup found in the archive is still there (see `archive_lease`).
     archive_use.still_valid()?;
-    let manifest = ctx.archive.write_snapshot(&snap)?;
+    let manifest = ctx.archive()?.write_snapshot(&snap)?;
     // A snapshot is never reported as storing 0 bytes: its manifest is new.
     Ok(outcome(snap.id.to_string(), stored.new_bytes + manifest))
 }

@@ -123,11 +123,11 @@ impl Stored {
         }
         let mut packs: Vec<BlobId> = Vec::with_capacity(fetched.packs.len());
         for pack in &fetched.packs {
-            let id = match ctx.archive.pack_blob(&pack.pack_hash)? {
+            let id = match ctx.archive()?.pack_blob(&pack.pack_hash)? {
                 Some(id) => id,
                 None => {
-                    let out = ctx.archive.put_file(&pack.path)?;
-                    ctx.archive.record_pack(&pack.pack_hash, &out.id)?;
+                    let out = ctx.archive()?.put_file(&pack.path)?;
+                    ctx.archive()?.record_pack(&pack.pack_hash, &out.id)?;
                     self.new_bytes += out.stored_bytes;
                     out.id
                 }
@@ -137,7 +137,7 @@ impl Stored {
         }
         known.save(mirror);
         self.note_packs(fetched, &packs);
-        let refs_put = ctx.archive.put_bytes(&refs_json)?;
+        let refs_put = ctx.archive()?.put_bytes(&refs_json)?;
         self.new_bytes += refs_put.stored_bytes;
         Ok(GitPart {
             refs: refs_put.id,
@@ -216,7 +216,7 @@ impl ArchivedPacks {
         refs_json: &[u8],
         previous: &GitPart,
     ) -> Option<GitPart> {
-        if ctx.archive.blob_id_of(refs_json) != previous.refs {
+        if ctx.archive().ok()?.blob_id_of(refs_json) != previous.refs {
             return None;
         }
         let packs = fetched

@@ -42,7 +42,7 @@ pub(super) fn backup_lfs(
     let mut held: BTreeMap<String, LfsIndexEntry> = BTreeMap::new();
     let mut wanted: BTreeMap<String, u64> = BTreeMap::new();
     if let Some(prev) = previous {
-        let entries: Vec<LfsIndexEntry> = ctx.archive.read_json(&prev.index)?;
+        let entries: Vec<LfsIndexEntry> = ctx.archive()?.read_json(&prev.index)?;
         held.extend(entries.into_iter().map(|e| (e.oid.clone(), e)));
         wanted.extend(prev.missing.iter().map(|m| (m.oid.clone(), m.size)));
     }
@@ -53,7 +53,7 @@ pub(super) fn backup_lfs(
     }
     let mut todo = Vec::new();
     for (oid, size) in wanted {
-        match ctx.archive.lfs_blob(&oid)? {
+        match ctx.archive()?.lfs_blob(&oid)? {
             Some(blob) => {
                 held.insert(oid.clone(), LfsIndexEntry { oid, size, blob });
             }
@@ -76,7 +76,7 @@ pub(super) fn backup_lfs(
         }
         for (p, reason) in report.missing {
             // Stored before the transfer stopped (it records each object as it lands).
-            if let Some(blob) = ctx.archive.lfs_blob(&p.oid)? {
+            if let Some(blob) = ctx.archive()?.lfs_blob(&p.oid)? {
                 held.insert(
                     p.oid.clone(),
                     LfsIndexEntry {
@@ -99,7 +99,7 @@ pub(super) fn backup_lfs(
         }
     }
     let entries: Vec<LfsIndexEntry> = held.into_values().collect();
-    let index = ctx.archive.put_json(&entries)?;
+    let index = ctx.archive()?.put_json(&entries)?;
     Ok((
         LfsPart {
             index: index.id,
@@ -120,7 +120,8 @@ fn fetch(
     todo: &[LfsPointer],
     opts: &BackupOptions,
 ) -> Result<lfs::FetchReport, EngineError> {
-    let record = |p: &LfsPointer, put: &PutOutcome| ctx.archive.record_lfs(&p.oid, &put.id);
+    let archive = ctx.archive()?;
+    let record = |p: &LfsPointer, put: &PutOutcome| archive.record_lfs(&p.oid, &put.id);
     // The batch requests fail over like the job's git fetches.
     let policy = failover::Policy::backing_off(
         opts.retries,
@@ -136,7 +137,7 @@ fn fetch(
         interrupt: &opts.interrupt,
         on_stored: &record,
     };
-    match lfs::fetch_objects(gate, &ctx.archive, lfs_url, todo, &fetch_opts) {
+    match lfs::fetch_objects(gate, archive, lfs_url, todo, &fetch_opts) {
         Ok(report) => Ok(report),
         Err(LfsError::Archive(a)) => Err(EngineError::Archive(a)),
         // The whole transfer stopped (a stopped job, an LFS URL outside the connection's
@@ -205,8 +206,9 @@ pub(super) fn write_lfs_objects(
     part: &LfsPart,
     bare_repo: &Path,
 ) -> Result<u64, EngineError> {
-    let entries: Vec<LfsIndexEntry> = ctx.archive.read_json(&part.index)?;
-    ctx.archive.require_blobs(entries.iter().map(|e| &e.blob))?;
+    let entries: Vec<LfsIndexEntry> = ctx.archive()?.read_json(&part.index)?;
+    ctx.archive()?
+        .require_blobs(entries.iter().map(|e| &e.blob))?;
     let objects = bare_repo.join("lfs").join("objects");
     for e in &entries {
         if e.oid.len() != 64
@@ -237,7 +239,7 @@ fn write_object(ctx: &Context, e: &LfsIndexEntry, dir: &Path) -> Result<(), Engi
         .prefix(".lfs-restore-")
         .tempfile_in(dir)
         .map_err(|err| io(dir, err))?;
-    let mut reader = ctx.archive.open_blob(&e.blob)?;
+    let mut reader = ctx.archive()?.open_blob(&e.blob)?;
     let (mut hasher, mut len) = (Sha256::new(), 0u64);
     let mut buf = vec![0u8; 1 << 16];
     loop {

@@ -16,8 +16,8 @@
 
 use super::{Context, EngineError};
 use crate::archive::{
-    canonical_json, MetadataIndex, MetadataItem, MetadataKindPart, MetadataPart, MissingKind,
-    StoredFile,
+    canonical_json, Archive, MetadataIndex, MetadataItem, MetadataKindPart, MetadataPart,
+    MissingKind, StoredFile,
 };
 use crate::providers::{
     Document, DocumentPage, HttpGate, MetadataKind, ProviderError, ProviderSession, Repository,
@@ -79,7 +79,11 @@ impl MetadataRun<'_> {
         for kind in kinds {
             let prev = match previous.and_then(|p| p.kinds.get(&kind.name)) {
                 // An unreadable previous index only costs a full listing.
-                Some(k) => self.ctx.archive.read_json::<MetadataIndex>(&k.index).ok(),
+                Some(k) => self
+                    .ctx
+                    .archive()?
+                    .read_json::<MetadataIndex>(&k.index)
+                    .ok(),
                 None => None,
             };
             let since = prev
@@ -134,7 +138,13 @@ impl MetadataRun<'_> {
                 .and_then(|docs| {
                     let prev = previous
                         .and_then(|p| p.kinds.get(&kind.name))
-                        .and_then(|k| self.ctx.archive.read_json::<MetadataIndex>(&k.index).ok());
+                        .and_then(|k| {
+                            self.ctx
+                                .archive()
+                                .ok()?
+                                .read_json::<MetadataIndex>(&k.index)
+                                .ok()
+                        });
                     self.store_kind(&kind.name, docs, None, prev.as_ref(), new_bytes)
                         .map_err(|e| MissingKind {
                             kind: kind.name.clone(),
@@ -189,7 +199,7 @@ impl MetadataRun<'_> {
         previous: Option<&MetadataIndex>,
         new_bytes: &mut u64,
     ) -> Result<(MetadataKindPart, Vec<MissingKind>), EngineError> {
-        let archive = &self.ctx.archive;
+        let archive = self.ctx.archive()?;
         let mut items: BTreeMap<String, MetadataItem> = carried
             .map(|p| p.items.iter().map(|i| (i.id.clone(), i.clone())).collect())
             .unwrap_or_default();
@@ -220,7 +230,7 @@ impl MetadataRun<'_> {
                 .filter(|p| p.blob == put_id && p.files.len() == doc.files.len());
             let files = match reuse {
                 Some(p) => p.files.clone(),
-                None => self.download_files(kind, &doc, new_bytes, &mut missing),
+                None => self.download_files(archive, kind, &doc, new_bytes, &mut missing),
             };
             let item = MetadataItem {
                 id: doc.id,
@@ -247,6 +257,7 @@ impl MetadataRun<'_> {
     /// Downloads a document's files; one that fails is left out and named in `missing`.
     fn download_files(
         &self,
+        archive: &Archive,
         kind: &str,
         doc: &Document,
         new_bytes: &mut u64,
@@ -254,7 +265,7 @@ impl MetadataRun<'_> {
     ) -> Vec<StoredFile> {
         let mut files = Vec::new();
         for f in &doc.files {
-            match crate::lfs::download_file(self.gate, &self.ctx.archive, &f.url, f.size) {
+            match crate::lfs::download_file(self.gate, archive, &f.url, f.size) {
                 Ok(put) => {
                     *new_bytes += put.stored_bytes;
                     files.push(StoredFile {

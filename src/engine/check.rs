@@ -52,9 +52,9 @@ impl Needed {
 pub fn check(ctx: &Context, req: &CheckRequest) -> Result<CheckReport, EngineError> {
     let subset = subset_fraction(req)?;
     // Prune's sweep waits: a blob it deletes would show as damage.
-    let archive_use = ctx.gate.shared()?;
+    let archive_use = ctx.gate()?.shared()?;
     // The archive itself, not a local copy of its small blobs.
-    let uncached = ctx.archive.without_cache();
+    let uncached = ctx.archive()?.without_cache();
     let archive = &uncached;
     let snaps = archive.all_snapshots()?;
     let (mut needed, indexes) = needed_by(archive, &snaps);

@@ -79,7 +79,7 @@ fn walk_part(
         }
         let Some(l) = loaded.as_mut() else { continue };
         for blob in &git.packs[l.packs.len()..] {
-            l.repo.add_pack_stream(ctx.archive.open_blob(blob)?)?;
+            l.repo.add_pack_stream(ctx.archive()?.open_blob(blob)?)?;
             l.packs.push(*blob);
         }
         let tips = kept_tips(ctx, std::slice::from_ref(*snap), part)?;

@@ -120,7 +120,7 @@ pub fn export(ctx: &Context, req: &ExportRequest) -> Result<ExportReport, Engine
     refuse_data_dir_overlap(&ctx.data_dir, to, "export target")?;
     require_empty(to)?;
     // Prune's sweep waits while the snapshot is read.
-    let _archive = ctx.gate.shared()?;
+    let _archive = ctx.gate()?.shared()?;
     let snap = pick_snapshot(
         ctx,
         &req.repository,
@@ -213,7 +213,7 @@ fn metadata_indexes(
             .items
             .iter()
             .flat_map(|i| std::iter::once(&i.blob).chain(i.files.iter().map(|f| &f.blob)));
-        ctx.archive.require_blobs(blobs)?;
+        ctx.archive()?.require_blobs(blobs)?;
         out.push((kind.clone(), index));
     }
     Ok(out)
@@ -237,7 +237,7 @@ fn write_metadata(
         let mut items = Vec::with_capacity(index.items.len());
         for item in &index.items {
             let stem = ids.take(&item.id);
-            let document: serde_json::Value = ctx.archive.read_json(&item.blob)?;
+            let document: serde_json::Value = ctx.archive()?.read_json(&item.blob)?;
             write_new(&base.join(format!("{stem}.json")), &to_pretty(&document)?)?;
             let mut written = Vec::with_capacity(item.files.len());
             if !item.files.is_empty() {

@@ -120,7 +120,7 @@ fn selected(ctx: &Context, req: &ForgetRequest) -> Result<Vec<RepoIdentity>, Eng
                 .into(),
         });
     }
-    let all = ctx.archive.histories()?;
+    let all = ctx.archive()?.histories()?;
     let picked: Vec<RepoIdentity> = all
         .into_iter()
         .map(|(id, _)| id)
@@ -213,7 +213,7 @@ fn one_history(
     repo: &RepoIdentity,
     records: Option<&[RepoRecord]>,
 ) -> Result<ForgetRepository, EngineError> {
-    let mut snaps: Vec<Snapshot> = ctx.archive.snapshots_of(repo)?;
+    let mut snaps: Vec<Snapshot> = ctx.archive()?.snapshots_of(repo)?;
     snaps.reverse();
     let newest_taken = snaps.first().map_or(now, |s| s.taken_at);
     let protected = disappeared_since(records, repo, newest_taken)
@@ -233,7 +233,7 @@ fn one_history(
     };
     for (snap, v) in snaps.iter().zip(verdicts) {
         if !v.keep && !rules.dry_run {
-            ctx.archive.delete_snapshot(snap)?;
+            ctx.archive()?.delete_snapshot(snap)?;
         }
         out.snapshots.push(ForgetSnapshot {
             id: snap.id.as_str().to_string(),
@@ -270,7 +270,7 @@ pub fn after_plan_run(
         .map(|r| (r.connection, r.repository))
         .collect();
     let histories: Vec<RepoIdentity> = ctx
-        .archive
+        .archive()?
         .histories()?
         .into_iter()
         .map(|(id, _)| id)

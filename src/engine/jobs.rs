@@ -1663,7 +1663,12 @@ mod tests {
         );
         // Another backup of the repository holds it.
         let ctx = jobs.context();
-        let (repo, _) = ctx.archive.histories().expect("histories").remove(0);
+        let (repo, _) = ctx
+            .archive()
+            .expect("archive")
+            .histories()
+            .expect("histories")
+            .remove(0);
         let never = AtomicBool::new(false);
         let wait_for = Wait {
             interrupt: &never,

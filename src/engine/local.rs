@@ -660,7 +660,7 @@ impl Service for LocalService {
     }
 
     fn archive(&self) -> Result<ArchiveInfo, EngineError> {
-        super::archive_keys::archive_info(&self.ctx().archive, &self.ctx().data_dir)
+        super::archive_keys::archive_info(self.ctx().archive()?, &self.ctx().data_dir)
     }
 
     fn copy_archive(

@@ -12,6 +12,7 @@
 //! packs and refs (with its LFS objects, and its wiki beside it); `show` reads a
 //! snapshot's parts and documents back, `export` writes all of it out as plain files.
 
+mod archive_attach;
 pub mod archive_copy;
 mod archive_gate;
 pub mod archive_keys;
@@ -96,13 +97,12 @@ pub struct Context {
     data_dir: PathBuf,
     state: Arc<State>,
     vault: Arc<Vault>,
-    archive: Archive,
+    /// The archive and its gate: see [`Context::archive`].
+    archive: archive_attach::Attachment,
     providers: ProviderRegistry,
     retry: RetryPolicy,
     /// OAuth "Connect" flows waiting for their callback (issue 14, O).
     oauth: oauth::PendingFlows,
-    /// Keeps prune's sweep apart from every other user of the archive.
-    gate: archive_gate::ArchiveGate,
 }
 
 impl Context {
@@ -123,12 +123,9 @@ impl Context {
         let state = Arc::new(State::open(data_dir)?);
         // Never a new key over sealed credentials, never the other mode's secret.
         let vault = Vault::open_checked(data_dir, &data_dir::sealed_credentials(&state)?)?;
-        let mut archive = archive_keys::open_archive(data_dir, &vault)?;
-        if archive.is_shared() {
-            // Index blobs read again by every backup cost no requests to the store.
-            archive = archive.with_small_blob_cache(data_dir.join("cache").join("blobs"));
-        }
-        let gate = archive_gate::ArchiveGate::for_archive(&archive, data_dir)?;
+        // An archive that does not open now is opened at its first use (see
+        // `archive_attach`): the rest of the data dir works meanwhile.
+        let archive = archive_attach::Attachment::open(data_dir, &vault);
         // Leftovers of a killed prune or check (their scratch repositories).
         for operation in ["prune", "check"] {
             let _ = std::fs::remove_dir_all(data_dir.join("tmp").join(operation));
@@ -152,7 +149,6 @@ impl Context {
             providers,
             retry: RetryPolicy::from_env(),
             oauth: oauth::PendingFlows::default(),
-            gate,
         })
     }
 
@@ -160,9 +156,19 @@ impl Context {
     /// that presents itself as shared with other appliances).
     #[cfg(test)]
     pub(crate) fn with_archive(mut self, archive: Archive) -> Context {
-        self.gate = archive_gate::ArchiveGate::for_archive(&archive, &self.data_dir).expect("gate");
-        self.archive = archive;
+        self.archive = archive_attach::Attachment::to(archive, &self.data_dir).expect("gate");
         self
+    }
+
+    /// The archive, opened now if it was not (a failure names the reason, and is
+    /// answered again without a new attempt for a while: see `archive_attach`).
+    pub(crate) fn archive(&self) -> Result<&Archive, EngineError> {
+        Ok(&self.archive.get(&self.data_dir, &self.vault)?.archive)
+    }
+
+    /// The gate every user of the archive passes (see [`Context::archive`]).
+    pub(crate) fn gate(&self) -> Result<&archive_gate::ArchiveGate, EngineError> {
+        Ok(&self.archive.get(&self.data_dir, &self.vault)?.gate)
     }
 
     /// The data dir.
@@ -171,9 +177,13 @@ impl Context {
     }
 
     /// Removes the archive's in-flight files left by an interrupted process (the
-    /// daemon at start: the data dir's lock says no other process writes).
+    /// daemon at start: the data dir's lock says no other process writes). An archive
+    /// that did not open has none removed (its next start does it).
     pub fn clean_archive_tmp(&self) -> Result<usize, EngineError> {
-        Ok(self.archive.clean_tmp()?)
+        match self.archive.current() {
+            Some(attached) => Ok(attached.archive.clean_tmp()?),
+            None => Ok(0),
+        }
     }
 
     /// Scratch space of an operation (`prune`, `check`) under `<data>/tmp/`: it holds
@@ -208,6 +218,10 @@ pub enum EngineError {
     Vault(#[from] VaultError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The archive did not open (its store does not answer, or refuses): see
+    /// `archive_attach`. Nothing was read from it or written to it.
+    #[error("the archive cannot be used now: {0}")]
+    ArchiveUnavailable(String),
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -258,6 +272,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// The provider or the server behind a connection refused or failed.
     Provider,
+    /// Something this side depends on (the archive's store) does not answer now.
+    Unavailable,
     Internal,
 }
 
@@ -294,6 +310,7 @@ impl EngineError {
             EngineError::Archive(A::InvalidSnapshotId(_) | A::InvalidBlobId(_)) => {
                 ErrorKind::Invalid
             }
+            EngineError::ArchiveUnavailable(_) => ErrorKind::Unavailable,
             EngineError::Remote { kind, .. } => *kind,
             EngineError::DataDir { .. }
             | EngineError::Git(_)
@@ -335,6 +352,7 @@ mod tests {
             (E::Conflict("invalid".into()), K::Conflict),
             (E::Internal("invalid input".into()), K::Internal),
             (E::ProviderAnswer("invalid".into()), K::Provider),
+            (E::ArchiveUnavailable("invalid".into()), K::Unavailable),
             (E::State(StateError::NoSuchPlan("p".into())), K::NotFound),
             (E::State(StateError::PlanExists("p".into())), K::Conflict),
             (

@@ -111,14 +111,25 @@ pub fn overview(
     now: OffsetDateTime,
 ) -> Result<Overview, EngineError> {
     let repos = ctx.state.repositories(None)?;
-    let (archive_bytes, logical_bytes, snapshots) = archive_totals(ctx, cache)?;
+    let mut warnings = Vec::new();
+    let (archive_bytes, logical_bytes, snapshots) = match archive_totals(ctx, cache) {
+        Ok(totals) => totals,
+        // The rest of the overview still answers: the archive is named first.
+        Err(e @ EngineError::ArchiveUnavailable(_)) => {
+            warnings.push(format!(
+                "{e}; backups, restores and checks fail until it can, and the backups it holds are not touched"
+            ));
+            last_totals(cache)
+        }
+        Err(e) => return Err(e),
+    };
     let jobs = ctx.state.jobs(RECENT_JOBS)?;
-    let mut warnings: Vec<String> = ctx
-        .providers
-        .load_errors
-        .iter()
-        .map(|e| format!("a provider plugin did not load: {e}"))
-        .collect();
+    warnings.extend(
+        ctx.providers
+            .load_errors
+            .iter()
+            .map(|e| format!("a provider plugin did not load: {e}")),
+    );
     warnings.extend(credential_warnings(&jobs));
     warnings.extend(
         ctx.state
@@ -139,7 +150,10 @@ pub fn overview(
     Ok(Overview {
         data_dir: ctx.data_dir.display().to_string(),
         archive_bytes,
-        archive_encrypted: ctx.archive.key().is_some(),
+        archive_encrypted: ctx
+            .archive
+            .current()
+            .is_some_and(|attached| attached.archive.key().is_some()),
         version: env!("CARGO_PKG_VERSION").to_string(),
         logical_bytes,
         snapshots,
@@ -156,19 +170,27 @@ pub fn overview(
     })
 }
 
+/// The last totals measured (zeros before the first): what an archive that cannot be
+/// used now showed.
+fn last_totals(cache: &TotalsCache) -> (u64, u64, u64) {
+    let guard = cache.0.lock().unwrap_or_else(|p| p.into_inner());
+    guard.map_or((0, 0, 0), |c| (c.archive_bytes, c.logical, c.snapshots))
+}
+
 /// The archive's size, the logical bytes its snapshots hold and their number, from
 /// `cache` while fresh: a local archive is measured on every call (re-read when its size
 /// changed), one in object storage at most every [`SHARED_TOTALS_TTL`].
 fn archive_totals(ctx: &Context, cache: &TotalsCache) -> Result<(u64, u64, u64), EngineError> {
+    let archive = ctx.archive()?;
     let mut guard = cache.0.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = *guard {
-        if ctx.archive.is_shared() && c.at.elapsed() < SHARED_TOTALS_TTL {
+        if archive.is_shared() && c.at.elapsed() < SHARED_TOTALS_TTL {
             return Ok((c.archive_bytes, c.logical, c.snapshots));
         }
     }
-    let archive_bytes = match (ctx.archive.disk_usage(), *guard) {
+    let archive_bytes = match (archive.disk_usage(), *guard) {
         (Ok(bytes), _) => bytes,
-        (Err(e), Some(c)) if ctx.archive.is_shared() => {
+        (Err(e), Some(c)) if archive.is_shared() => {
             tracing::warn!("the archive's size could not be measured, showing the last: {e}");
             return Ok((c.archive_bytes, c.logical, c.snapshots));
         }
@@ -181,8 +203,8 @@ fn archive_totals(ctx: &Context, cache: &TotalsCache) -> Result<(u64, u64, u64),
     }
     let mut logical = 0u64;
     let mut count = 0u64;
-    for (identity, _) in ctx.archive.histories()? {
-        for s in ctx.archive.snapshots_of(&identity)? {
+    for (identity, _) in archive.histories()? {
+        for s in archive.snapshots_of(&identity)? {
             logical += s.stats.pack_bytes;
             count += 1;
         }

@@ -38,7 +38,7 @@ pub fn prune(
     progress: &dyn PruneProgress,
 ) -> Result<PruneReport, EngineError> {
     let histories: Vec<RepoIdentity> = ctx
-        .archive
+        .archive()?
         .histories()?
         .into_iter()
         .map(|(id, _)| id)
@@ -109,7 +109,7 @@ pub fn prune_histories(
     let started = Instant::now();
     let mut report = PruneReport {
         dry_run,
-        archive_bytes_before: ctx.archive.disk_usage()?,
+        archive_bytes_before: ctx.archive()?.disk_usage()?,
         ..Default::default()
     };
     progress.histories(histories.len());
@@ -133,7 +133,7 @@ pub fn prune_histories(
             .archive_bytes_before
             .saturating_sub(report.bytes_freed)
     } else {
-        ctx.archive.disk_usage()?
+        ctx.archive()?.disk_usage()?
     };
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -189,11 +189,11 @@ fn consolidate_history(
     let _repo_lock = lock(ctx, repo)?;
     // Its new pack is stored before a manifest names it: a sweep (this process's, or
     // another appliance's on a shared archive) must wait, as for a backup.
-    let archive = ctx.gate.shared()?;
+    let archive = ctx.gate()?.shared()?;
     let mut out = Vec::new();
     for part in [Part::Git, Part::Wiki] {
         // Re-read per part: the git part's rewrite changed the manifests.
-        let snaps = ctx.archive.snapshots_of(repo)?;
+        let snaps = ctx.archive()?.snapshots_of(repo)?;
         let done = consolidate_part(ctx, repo, &snaps, part, force, dry_run, &archive)?;
         if let Some(done) = done {
             out.push(done);
@@ -269,7 +269,7 @@ fn consolidate_part(
     for blob in &chain {
         match mirror_packs.get(blob) {
             Some((_, path)) => sources.add_pack_file(path)?,
-            None => sources.add_pack_stream(ctx.archive.open_blob(blob)?)?,
+            None => sources.add_pack_stream(ctx.archive()?.open_blob(blob)?)?,
         }
     }
     let tips = kept_tips(ctx, snaps, part)?;
@@ -282,8 +282,8 @@ fn consolidate_part(
         })?;
     let pack = sources.write(&tips, out_dir.path(), &never)?;
     drop(sources);
-    let stored = ctx.archive.put_file(&pack.path)?;
-    ctx.archive.record_pack(&pack.pack_hash, &stored.id)?;
+    let stored = ctx.archive()?.put_file(&pack.path)?;
+    ctx.archive()?.record_pack(&pack.pack_hash, &stored.id)?;
     let consolidated = Consolidated {
         blob: stored.id,
         size: pack.size,
@@ -339,7 +339,7 @@ fn name_consolidated_pack(
         }
         // The pack it stored is still there (see `archive_lease`).
         archive_use.still_valid()?;
-        if ctx.archive.rewrite_snapshot(&new)?.is_some() {
+        if ctx.archive()?.rewrite_snapshot(&new)?.is_some() {
             named += 1;
         } else {
             tracing::info!(
@@ -365,7 +365,7 @@ fn mirror_is_compact(ctx: &Context, mirror: &Path, pack: &BlobId) -> Result<bool
     let packs = git::list_packs(mirror)?;
     Ok(match packs.as_slice() {
         [] => true,
-        [only] => ctx.archive.pack_blob(&only.pack_hash)?.as_ref() == Some(pack),
+        [only] => ctx.archive()?.pack_blob(&only.pack_hash)?.as_ref() == Some(pack),
         _ => false,
     })
 }
@@ -374,7 +374,7 @@ fn mirror_is_compact(ctx: &Context, mirror: &Path, pack: &BlobId) -> Result<bool
 fn stored_sizes(ctx: &Context, blobs: &[BlobId]) -> Result<u64, EngineError> {
     let mut total = 0;
     for b in blobs {
-        total += ctx.archive.stored_size(b)?.unwrap_or(0);
+        total += ctx.archive()?.stored_size(b)?.unwrap_or(0);
     }
     Ok(total)
 }
@@ -392,7 +392,7 @@ fn mirror_packs_in_chain(
     let wanted: BTreeSet<&BlobId> = chain.iter().collect();
     let mut out = BTreeMap::new();
     for pack in git::list_packs(mirror)? {
-        if let Some(blob) = ctx.archive.pack_blob(&pack.pack_hash)? {
+        if let Some(blob) = ctx.archive()?.pack_blob(&pack.pack_hash)? {
             if wanted.contains(&blob) {
                 out.insert(blob, (pack.pack_hash, pack.path));
             }
@@ -414,7 +414,7 @@ pub(super) fn kept_tips(
         if !refs_blobs.insert(p.refs) {
             continue;
         }
-        let refs: Vec<RefEntry> = ctx.archive.read_json(&p.refs)?;
+        let refs: Vec<RefEntry> = ctx.archive()?.read_json(&p.refs)?;
         for r in refs {
             if let RefTarget::Object(hex) = &r.target {
                 let id = ObjectId::from_hex(hex.as_bytes()).map_err(|e| {
@@ -433,15 +433,15 @@ pub(super) fn kept_tips(
 /// Deletes every blob no manifest names, and accelerator entries naming deleted or
 /// absent blobs, with the archive closed to every other user of this process.
 fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), EngineError> {
-    let alone = ctx.gate.exclusive()?;
-    let referenced = super::check::referenced_blobs(&ctx.archive)?;
-    for (id, size) in ctx.archive.list_blobs()? {
+    let alone = ctx.gate()?.exclusive()?;
+    let referenced = super::check::referenced_blobs(ctx.archive()?)?;
+    for (id, size) in ctx.archive()?.list_blobs()? {
         if referenced.contains(&id) {
             continue;
         }
         if !dry_run {
             alone.still_held()?;
-            ctx.archive.delete_blob(&id)?;
+            ctx.archive()?.delete_blob(&id)?;
         }
         report.blobs_removed += 1;
         report.bytes_freed += size;
@@ -449,12 +449,12 @@ fn sweep(ctx: &Context, dry_run: bool, report: &mut PruneReport) -> Result<(), E
     // Every blob no manifest names is gone now (or was never there), so an entry naming
     // one is stale; an entry naming a needed but missing blob stays for `check` to report.
     for kind in [FileKind::PackIndex, FileKind::LfsIndex] {
-        for (key, blob) in ctx.archive.index_entries(kind)? {
+        for (key, blob) in ctx.archive()?.index_entries(kind)? {
             let stale = blob.map_or(true, |id| !referenced.contains(&id));
             if stale {
                 if !dry_run {
                     alone.still_held()?;
-                    ctx.archive.delete_index_entry(kind, &key)?;
+                    ctx.archive()?.delete_index_entry(kind, &key)?;
                 }
                 report.index_entries_removed += 1;
             }
@@ -509,7 +509,12 @@ mod tests {
         f.write(1_700_000_000, with(&first));
         let last = f.write(1_700_000_100, with(&second));
         let repo_id = last.repository.clone();
-        let snaps = f.ctx.archive.snapshots_of(&repo_id).expect("snapshots");
+        let snaps = f
+            .ctx
+            .archive()
+            .expect("archive")
+            .snapshots_of(&repo_id)
+            .expect("snapshots");
         assert_eq!(pack_chain(&snaps, Part::Git).len(), 2);
         let forget = |snap: &Snapshot| {
             let manifest = format!("{}/{}", repo_id.dir_name(), snap.id.as_str());
@@ -517,7 +522,7 @@ mod tests {
                 .delete(FileKind::Snapshot, &manifest)
                 .expect("the other appliance forgets");
         };
-        let archive_use = f.ctx.gate.shared().expect("archive use");
+        let archive_use = f.ctx.gate().expect("gate").shared().expect("archive use");
         let consolidate = |snaps: &[Snapshot]| {
             consolidate_part(
                 &f.ctx,
@@ -536,18 +541,29 @@ mod tests {
         assert!(done.is_none(), "nothing was consolidated: {done:?}");
         assert!(f
             .ctx
-            .archive
+            .archive()
+            .expect("archive")
             .snapshots_of(&repo_id)
             .expect("snapshots")
             .is_empty());
 
         f.write(1_700_000_000, with(&first));
         f.write(1_700_000_100, with(&second));
-        let snaps = f.ctx.archive.snapshots_of(&repo_id).expect("snapshots");
+        let snaps = f
+            .ctx
+            .archive()
+            .expect("archive")
+            .snapshots_of(&repo_id)
+            .expect("snapshots");
         forget(&snaps[0]);
         let done = consolidate(&snaps).expect("one snapshot is left to consolidate");
         assert_eq!(done.snapshots, 1, "the forgotten one is not counted");
-        let kept = f.ctx.archive.snapshots_of(&repo_id).expect("snapshots");
+        let kept = f
+            .ctx
+            .archive()
+            .expect("archive")
+            .snapshots_of(&repo_id)
+            .expect("snapshots");
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].git.packs.len(), 1, "it names the consolidated pack");
     }

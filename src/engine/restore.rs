@@ -189,7 +189,7 @@ struct Histories(Option<Vec<(RepoIdentity, OffsetDateTime)>>);
 impl Histories {
     fn get(&mut self, ctx: &Context) -> Result<&[(RepoIdentity, OffsetDateTime)], EngineError> {
         if self.0.is_none() {
-            self.0 = Some(ctx.archive.histories()?);
+            self.0 = Some(ctx.archive()?.histories()?);
         }
         Ok(self.0.as_deref().unwrap_or_default())
     }
@@ -230,11 +230,11 @@ fn current_history(
 /// `repo` names and those of removed connections of the same name (each snapshot's
 /// `repository.connection_id` says which).
 pub fn snapshots_of(ctx: &Context, repo: &RepoIdentity) -> Result<Vec<Snapshot>, EngineError> {
-    let mut all = ctx.archive.snapshots_of(repo)?;
+    let mut all = ctx.archive()?.snapshots_of(repo)?;
     let dir = repo.dir_name();
-    for (h, _) in ctx.archive.histories()? {
+    for (h, _) in ctx.archive()?.histories()? {
         if h.connection == repo.connection && h.repo_id == repo.repo_id && h.dir_name() != dir {
-            all.extend(ctx.archive.snapshots_of(&h)?);
+            all.extend(ctx.archive()?.snapshots_of(&h)?);
         }
     }
     all.sort_by(|a, b| (a.taken_at, &a.id).cmp(&(b.taken_at, &b.id)));
@@ -249,7 +249,7 @@ pub(super) fn choose(
     if let SnapshotChoice::Id(id) = choice {
         return choose_id(ctx, repo, id);
     }
-    let all = ctx.archive.snapshots_of(repo)?;
+    let all = ctx.archive()?.snapshots_of(repo)?;
     let none = || no_snapshots(ctx, repo);
     match choice {
         SnapshotChoice::At(t) => {
@@ -309,7 +309,7 @@ fn choose_id(ctx: &Context, repo: &RepoIdentity, id: &SnapshotId) -> Result<Snap
             repo.full_name, repo.full_name
         ))
     };
-    match ctx.archive.find_snapshot(id) {
+    match ctx.archive()?.find_snapshot(id) {
         Ok(s)
             if s.repository.connection == repo.connection
                 && s.repository.repo_id == repo.repo_id =>
@@ -357,7 +357,7 @@ pub fn restore(
 ) -> Result<RestoreReport, EngineError> {
     refuse_data_dir_overlap(&ctx.data_dir, target, "restore target")?;
     // Prune's sweep waits while the snapshot is read.
-    let _archive = ctx.gate.shared()?;
+    let _archive = ctx.gate()?.shared()?;
     let snap = choose(ctx, repo, choice)?;
     let wiki_to = snap.wiki.as_ref().map(|_| wiki_target(target));
     if let Some(wiki_to) = &wiki_to {
@@ -429,14 +429,14 @@ impl<'a> GitSource<'a> {
         part: &'a crate::archive::GitPart,
         what: &str,
     ) -> Result<GitSource<'a>, EngineError> {
-        let refs_bytes = ctx.archive.read_blob(&part.refs)?;
+        let refs_bytes = ctx.archive()?.read_blob(&part.refs)?;
         let refs: Vec<RefEntry> = serde_json::from_slice(&refs_bytes).map_err(|e| {
             EngineError::Internal(format!(
                 "snapshot {}: the {what} refs blob {} is unreadable: {e}",
                 snap.id, part.refs
             ))
         })?;
-        ctx.archive.require_blobs(&part.packs)?;
+        ctx.archive()?.require_blobs(&part.packs)?;
         Ok(GitSource { ctx, part, refs })
     }
 
@@ -458,7 +458,7 @@ impl<'a> GitSource<'a> {
         lfs: Option<&LfsPart>,
         overwrite: bool,
     ) -> Result<(Option<PathBuf>, u64), EngineError> {
-        let archive = &self.ctx.archive;
+        let archive = self.ctx.archive()?;
         let mut packs = self.part.packs.iter().map(|id| {
             archive
                 .open_blob(id)
@@ -500,7 +500,7 @@ pub(super) fn lfs_entries(
     let Some(part) = &snap.lfs else {
         return Ok(Vec::new());
     };
-    let entries: Vec<LfsIndexEntry> = ctx.archive.read_json(&part.index)?;
+    let entries: Vec<LfsIndexEntry> = ctx.archive()?.read_json(&part.index)?;
     for e in &entries {
         if !is_lfs_oid(&e.oid) {
             return Err(EngineError::Internal(format!(
@@ -510,7 +510,7 @@ pub(super) fn lfs_entries(
         }
     }
     let blobs: Vec<_> = entries.iter().map(|e| e.blob).collect();
-    ctx.archive.require_blobs(&blobs)?;
+    ctx.archive()?.require_blobs(&blobs)?;
     Ok(entries)
 }
 
@@ -522,7 +522,7 @@ fn is_lfs_oid(oid: &str) -> bool {
 /// returns its size.
 pub(super) fn blob_to_file(ctx: &Context, id: &BlobId, path: &Path) -> Result<u64, EngineError> {
     use std::io::{Read, Write};
-    let mut blob = ctx.archive.open_blob(id)?;
+    let mut blob = ctx.archive()?.open_blob(id)?;
     let mut out = std::fs::File::create_new(path).map_err(|e| write_error(path, e))?;
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
@@ -534,7 +534,7 @@ pub(super) fn blob_to_file(ctx: &Context, id: &BlobId, path: &Path) -> Result<u6
             Err(e) => {
                 return Err(crate::archive::ArchiveError::CorruptBlob {
                     id: *id,
-                    path: ctx.archive.blob_location(id),
+                    path: ctx.archive()?.blob_location(id),
                     reason: e.to_string(),
                 }
                 .into())
@@ -626,7 +626,12 @@ mod tests {
         use crate::archive::{SnapshotStats, FORMAT_VERSION};
         let tmp = tempfile::tempdir().expect("tmp");
         let ctx = Context::open(tmp.path()).expect("context");
-        let refs = ctx.archive.put_bytes(b"[]").expect("refs").id;
+        let refs = ctx
+            .archive()
+            .expect("archive")
+            .put_bytes(b"[]")
+            .expect("refs")
+            .id;
         let write = |connection_id: &str, t: i64| {
             let at = OffsetDateTime::from_unix_timestamp(t).expect("time");
             let snap = Snapshot {
@@ -651,7 +656,10 @@ mod tests {
                 main_branch: None,
                 stats: SnapshotStats::default(),
             };
-            ctx.archive.write_snapshot(&snap).expect("write");
+            ctx.archive()
+                .expect("archive")
+                .write_snapshot(&snap)
+                .expect("write");
             snap
         };
         let old = write("", 100);
@@ -768,8 +776,17 @@ mod tests {
         let f = Fixture::new();
         let full = f.full();
         let lfs = full.snap.lfs.as_ref().expect("lfs");
-        let index: Vec<LfsIndexEntry> = f.ctx.archive.read_json(&lfs.index).expect("index");
-        let path = f.ctx.archive.blob_location(&index[1].blob);
+        let index: Vec<LfsIndexEntry> = f
+            .ctx
+            .archive()
+            .expect("archive")
+            .read_json(&lfs.index)
+            .expect("index");
+        let path = f
+            .ctx
+            .archive()
+            .expect("archive")
+            .blob_location(&index[1].blob);
         let mut bytes = std::fs::read(&path).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

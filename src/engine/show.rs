@@ -156,7 +156,7 @@ pub(super) fn kind_index(
 ) -> Result<MetadataIndex, EngineError> {
     let meta = snap.metadata.as_ref();
     if let Some(part) = meta.and_then(|m| m.kinds.get(kind)) {
-        return Ok(ctx.archive.read_json(&part.index)?);
+        return Ok(ctx.archive()?.read_json(&part.index)?);
     }
     let why = meta
         .and_then(|m| m.missing.iter().find(|k| k.kind == kind))
@@ -185,7 +185,7 @@ pub(super) fn documents(
         .items
         .iter()
         .map(|item| {
-            let document: Value = ctx.archive.read_json(&item.blob)?;
+            let document: Value = ctx.archive()?.read_json(&item.blob)?;
             Ok(ShownItem {
                 id: item.id.clone(),
                 updated_on: item.updated_on.clone(),
@@ -367,10 +367,15 @@ mod tests {
         let meta = full.snap.metadata.as_ref().expect("metadata");
         let index: MetadataIndex = f
             .ctx
-            .archive
+            .archive()
+            .expect("archive")
             .read_json(&meta.kinds["pullrequests"].index)
             .expect("index");
-        let path = f.ctx.archive.blob_location(&index.items[0].blob);
+        let path = f
+            .ctx
+            .archive()
+            .expect("archive")
+            .blob_location(&index.items[0].blob);
         let mut bytes = std::fs::read(&path).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

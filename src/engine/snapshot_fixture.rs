@@ -62,7 +62,12 @@ impl Fixture {
     }
 
     fn put(&self, bytes: &[u8]) -> BlobId {
-        self.ctx.archive.put_bytes(bytes).expect("put").id
+        self.ctx
+            .archive()
+            .expect("archive")
+            .put_bytes(bytes)
+            .expect("put")
+            .id
     }
 
     /// A work repository with `files` committed on `main` and a tag.
@@ -111,7 +116,13 @@ impl Fixture {
             })
             .collect();
         let part = GitPart {
-            refs: self.ctx.archive.put_json(&refs).expect("refs").id,
+            refs: self
+                .ctx
+                .archive()
+                .expect("archive")
+                .put_json(&refs)
+                .expect("refs")
+                .id,
             ref_count: refs.len() as u32,
             packs: vec![pack],
         };
@@ -130,7 +141,13 @@ impl Fixture {
             .collect();
         index.sort_by(|a, b| a.oid.cmp(&b.oid));
         LfsPart {
-            index: self.ctx.archive.put_json(&index).expect("index").id,
+            index: self
+                .ctx
+                .archive()
+                .expect("archive")
+                .put_json(&index)
+                .expect("index")
+                .id,
             objects: index.len() as u64,
             bytes: index.iter().map(|e| e.size).sum(),
             missing: vec![],
@@ -165,7 +182,13 @@ impl Fixture {
                 items,
             };
             let kind_part = MetadataKindPart {
-                index: self.ctx.archive.put_json(&index).expect("index").id,
+                index: self
+                    .ctx
+                    .archive()
+                    .expect("archive")
+                    .put_json(&index)
+                    .expect("index")
+                    .id,
                 count: index.items.len() as u64,
             };
             part.kinds.insert(kind.into(), kind_part);
@@ -207,7 +230,11 @@ impl Fixture {
             main_branch: Some("main".into()),
             stats: SnapshotStats::default(),
         };
-        self.ctx.archive.write_snapshot(&snap).expect("write");
+        self.ctx
+            .archive()
+            .expect("archive")
+            .write_snapshot(&snap)
+            .expect("write");
         snap
     }
 }

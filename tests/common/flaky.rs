@@ -3,7 +3,9 @@
 //! is tested against; or ([`FlakyProxy::slow_uplink`]) one that takes request bodies
 //! no faster than a slow office uplink sends them; or
 //! ([`FlakyProxy::losing_create_answers`]) one that loses the answer to the first
-//! create-only PUT (`If-None-Match: *`) of each object, after the server made it. Every other request goes to the
+//! create-only PUT (`If-None-Match: *`) of each object, after the server made it; or
+//! ([`FlakyProxy::passing`]) one that passes everything until told the store is down
+//! ([`FlakyProxy::set_down`]: every connection is closed unanswered). Every other request goes to the
 //! server unchanged, on one server connection per client connection, so the client's
 //! signatures (which cover the `Host` it addressed, the proxy's) still check out there.
 
@@ -30,6 +32,8 @@ struct Tally {
     lost: Mutex<std::collections::HashSet<String>>,
     /// How long every answer is held back before it is sent.
     answer_delay: Mutex<std::time::Duration>,
+    /// The store is down: every connection is closed without an answer.
+    down: std::sync::atomic::AtomicBool,
 }
 
 pub struct FlakyProxy {
@@ -75,6 +79,17 @@ impl FlakyProxy {
                 ..Tally::default()
             },
         )
+    }
+
+    /// A proxy to `upstream` that passes every request, until [`FlakyProxy::set_down`].
+    pub fn passing(upstream: &str) -> FlakyProxy {
+        Self::with(upstream, Tally::default())
+    }
+
+    /// From now on, closes every connection (and each one open) without an answer, as
+    /// a store that went down (`true`); or passes requests again (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.tally.down.store(down, Ordering::SeqCst);
     }
 
     fn with(upstream: &str, tally: Tally) -> FlakyProxy {
@@ -212,6 +227,9 @@ fn serve(client: TcpStream, upstream: &str, tally: &Tally) {
     let mut to_client = client;
     let mut server: Option<(BufReader<TcpStream>, TcpStream)> = None;
     while let Some(request) = read_head(&mut from_client) {
+        if tally.down.load(Ordering::SeqCst) {
+            break;
+        }
         let started = std::time::Instant::now();
         let Some(body) = read_body(&mut from_client, &request, tally.uplink) else {
             break;

@@ -35,7 +35,7 @@ pub(super) struct Documents<'a> {
 pub(super) fn single_document(ctx: &Context, snap: &Snapshot, kind: &str) -> Option<String> {
     let index = crate::engine::show::kind_index(ctx, snap, kind).ok()?;
     let item = index.items.first()?;
-    String::from_utf8(ctx.archive.read_blob(&item.blob).ok()?).ok()
+    String::from_utf8(ctx.archive().ok()?.read_blob(&item.blob).ok()?).ok()
 }
 
 /// How one kind's documents went.
@@ -115,7 +115,11 @@ impl Documents<'_> {
                 .unwrap_or_default(),
             renamed_refs: self.renamed.clone(),
         };
-        let files: Arc<dyn FileSource> = Arc::new(ArchiveFiles::new(self.ctx.archive.clone()));
+        let archive = match self.ctx.archive() {
+            Ok(archive) => archive.clone(),
+            Err(e) => return part(&name, PartStatus::Failed, e.to_string(), 0),
+        };
+        let files: Arc<dyn FileSource> = Arc::new(ArchiveFiles::new(archive));
         let size = if whole { docs.len().max(1) } else { BATCH };
         for batch in docs.chunks(size) {
             if self.interrupt.load(Ordering::Relaxed) {
@@ -144,7 +148,7 @@ impl Documents<'_> {
         dest: &RestoreDestination,
         tally: &mut KindTally,
     ) -> Result<Vec<RestoreDocument>, EngineError> {
-        let index: MetadataIndex = self.ctx.archive.read_json(&entry.index)?;
+        let index: MetadataIndex = self.ctx.archive()?.read_json(&entry.index)?;
         let mut docs = Vec::new();
         for item in index.items {
             if self
@@ -156,7 +160,7 @@ impl Documents<'_> {
                 tally.already += 1;
                 continue;
             }
-            let bytes = self.ctx.archive.read_blob(&item.blob)?;
+            let bytes = self.ctx.archive()?.read_blob(&item.blob)?;
             let json = String::from_utf8(bytes).map_err(|_| {
                 EngineError::Internal(format!(
                     "snapshot {}: document {kind}/{} is not UTF-8 JSON",

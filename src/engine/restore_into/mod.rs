@@ -237,7 +237,7 @@ pub fn sources(
         .into_iter()
         .map(|r| r.full_name)
         .collect();
-    for (h, _) in ctx.archive.histories()? {
+    for (h, _) in ctx.archive()?.histories()? {
         if h.connection == connection {
             names.push(h.full_name);
         }
@@ -280,7 +280,7 @@ pub fn restore_all(
                 let Some(source) = sources.get(i) else { break };
                 (opts.started)(&source.full_name);
                 // Prune's sweep waits while this repository's snapshot is read.
-                let report = match writer.ctx.gate.shared() {
+                let report = match writer.ctx.gate().and_then(|gate| gate.shared()) {
                     // A panic fails this repository alone, with its message.
                     Ok(_archive) => crate::engine::jobs::catch_panic(
                         &format!("restoring {}", source.full_name),

@@ -205,7 +205,7 @@ impl Writer<'_> {
             return Ok(done);
         }
         let packs = ArchivePacks {
-            archive: &self.ctx.archive,
+            archive: self.ctx.archive()?,
             packs: &part.packs,
         };
         let pushed = git::push(&push_opts, &remote, &plan.updates, &packs)?;
@@ -344,7 +344,8 @@ impl Writer<'_> {
             interrupt: &opts.interrupt,
             progress: None,
         };
-        let report = lfs::upload_objects(&self.gate, &self.ctx.archive, lfs_url, &objects, &upload);
+        let report =
+            lfs::upload_objects(&self.gate, self.ctx.archive()?, lfs_url, &objects, &upload);
         Ok(Some(match report {
             Err(e) => part("lfs", PartStatus::Failed, e.to_string(), 0),
             Ok(r) => {
