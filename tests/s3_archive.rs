@@ -248,19 +248,23 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
     );
     assert!(missing.all().contains(&weed.endpoint), "{}", missing.all());
 
+    // `archive init` of `s3://BUCKET/x` with these keys.
+    let init_with = |key_id: &str, secret_file: &Path| {
+        rs.run(&[
+            "archive",
+            "init",
+            &format!("s3://{BUCKET}/x"),
+            "--endpoint",
+            &weed.endpoint,
+            "--path-style",
+            "--access-key-id",
+            key_id,
+            "--secret-access-key-file",
+            &secret_file.display().to_string(),
+        ])
+    };
     let wrong = rs.secret_file("wrong.txt", "not-the-secret");
-    let refused = rs.run(&[
-        "archive",
-        "init",
-        &format!("s3://{BUCKET}/x"),
-        "--endpoint",
-        &weed.endpoint,
-        "--path-style",
-        "--access-key-id",
-        common::s3::ACCESS_KEY_ID,
-        "--secret-access-key-file",
-        &wrong.display().to_string(),
-    ]);
+    let refused = init_with(common::s3::ACCESS_KEY_ID, &wrong);
     assert_ne!(refused.code, 0);
     assert!(
         refused.all().contains("credentials were refused"),
@@ -272,6 +276,28 @@ fn bad_s3_settings_fail_naming_what_to_fix_and_change_nothing() {
         "{}",
         refused.all()
     );
+
+    // Keys the store knows but that may not do what `archive init` does: the request
+    // refused and the permission it needs are named, not only the keys.
+    let limited = rs.secret_file("limited.txt", common::s3::LIMITED_SECRET);
+    for (key_id, needs) in [
+        (
+            common::s3::READER_KEY_ID,
+            "allow s3:PutObject on the bucket",
+        ),
+        (
+            common::s3::WRITER_KEY_ID,
+            "allow s3:ListBucket on the bucket",
+        ),
+    ] {
+        let denied = init_with(key_id, &limited);
+        assert_ne!(denied.code, 0, "{key_id}: {}", denied.all());
+        let said = denied.all();
+        assert!(
+            said.contains("(AccessDenied)") && said.contains(needs) && said.contains(BUCKET),
+            "{key_id}: {said}"
+        );
+    }
 
     // What a command that must fail says.
     let refused = |cmd: &mut std::process::Command| {

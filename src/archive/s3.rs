@@ -390,6 +390,10 @@ impl S3Backend {
                 io::ErrorKind::NotFound,
                 format!("the bucket {bucket} does not exist (create it, or check the bucket name and --endpoint)"),
             ),
+            (Some(c @ "AccessDenied"), _) => (
+                io::ErrorKind::PermissionDenied,
+                access_denied(c, &text, bucket),
+            ),
             (Some(c), _) if CREDENTIAL_CODES.contains(&c) => (
                 io::ErrorKind::PermissionDenied,
                 format!("the credentials were refused ({c}): check the access key id and secret access key, and that they may use the bucket {bucket}"),
@@ -705,17 +709,59 @@ fn http_error_kind(e: &object_store::Error) -> Option<HttpErrorKind> {
     Some(http.kind())
 }
 
-/// The S3 error codes that say the credentials themselves were refused (wrong,
-/// expired, or not allowed to use the bucket).
-const CREDENTIAL_CODES: [&str; 7] = [
+/// The S3 error codes that say the credentials themselves were refused (wrong or
+/// expired); `AccessDenied` (not allowed a request) is [`access_denied`]'s.
+const CREDENTIAL_CODES: [&str; 6] = [
     "SignatureDoesNotMatch",
     "InvalidAccessKeyId",
-    "AccessDenied",
     "InvalidToken",
     "ExpiredToken",
     "TokenRefreshRequired",
     "InvalidSecurity",
 ];
+
+/// The words for an `AccessDenied`: the request refused and the permission the keys
+/// (their own, or the bucket's policy) must grant for it, so a key that may write but
+/// not delete is not sent to check its secret; the keys alone when the request is not
+/// named in `text`.
+fn access_denied(code: &str, text: &str, bucket: &str) -> String {
+    match refused_request(text) {
+        Some((method, permission)) => {
+            let listing = if permission == "s3:GetObject" {
+                " (and s3:ListBucket, without which a missing object is refused rather than not found)"
+            } else {
+                ""
+            };
+            format!(
+                "the credentials were refused a {method} ({code}): check the access key id and secret access key, and that their permissions and the bucket's policy allow {permission}{listing} on the bucket {bucket}"
+            )
+        }
+        None => format!(
+            "the credentials were refused ({code}): check the access key id and secret access key, and that they may use the bucket {bucket}"
+        ),
+    }
+}
+
+/// The HTTP method of the request `object_store` names in `text` ("Error performing
+/// PUT http://…"), and the S3 permission that allows that request.
+fn refused_request(text: &str) -> Option<(&str, &'static str)> {
+    const METHODS: [&str; 5] = ["GET", "HEAD", "PUT", "POST", "DELETE"];
+    text.match_indices("Error performing ")
+        .find_map(|(at, found)| {
+            let mut words = text[at + found.len()..].split_whitespace();
+            let method = words.next().filter(|m| METHODS.contains(m))?;
+            let url = words.next().unwrap_or("");
+            let permission = match method {
+                "GET" if url.contains("list-type=") => "s3:ListBucket",
+                "GET" | "HEAD" => "s3:GetObject",
+                "DELETE" if url.contains("uploadId=") => "s3:AbortMultipartUpload",
+                "DELETE" => "s3:DeleteObject",
+                "POST" if url.contains("?delete") => "s3:DeleteObject",
+                _ => "s3:PutObject",
+            };
+            Some((method, permission))
+        })
+}
 
 /// The S3 error code (`<Code>NoSuchBucket</Code>`) in an error's text, if any.
 fn s3_error_code(text: &str) -> Option<&str> {
@@ -1140,6 +1186,39 @@ mod tests {
                 && said.contains("http://127.0.0.1:9")
                 && !said.contains("credentials"),
             "{said}"
+        );
+        let denied = |code: &str, request: &str| {
+            let text = format!("Error performing {request} in 12ms - Server returned non-2xx status code: 403 Forbidden: <Error><Code>{code}</Code><Message>no</Message></Error>");
+            backend.io_error(object_store::Error::Generic {
+                store: "S3",
+                source: text.into(),
+            })
+        };
+        let cases = [
+            ("DELETE http://s/bkt/blobs/ab/abcd", "a DELETE", "s3:DeleteObject on the bucket bkt"),
+            ("POST http://s/bkt?delete", "a POST", "s3:DeleteObject on"),
+            ("DELETE http://s/bkt/b?uploadId=7", "a DELETE", "s3:AbortMultipartUpload on"),
+            ("PUT http://s/bkt/blobs/ab/abcd", "a PUT", "s3:PutObject on"),
+            ("GET http://s/bkt?list-type=2&prefix=x", "a GET", "s3:ListBucket on"),
+            ("GET http://s/bkt/FORMAT", "a GET", "s3:GetObject (and s3:ListBucket, without which a missing object is refused rather than not found) on"),
+        ];
+        for (request, refused_what, allow) in cases {
+            let e = denied("AccessDenied", request);
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{request}");
+            let said = e.to_string();
+            assert!(
+                said.contains(&format!(
+                    "the credentials were refused {refused_what} (AccessDenied)"
+                )) && said.contains(&format!("the bucket's policy allow {allow}")),
+                "{request}: {said}"
+            );
+        }
+        let unnamed = refused("AccessDenied", "Access Denied.").to_string();
+        assert!(
+            unnamed
+                .contains("the credentials were refused (AccessDenied): check the access key id")
+                && unnamed.contains("may use the bucket bkt"),
+            "{unnamed}"
         );
         let keys = refused("InvalidAccessKeyId", "The key id you gave does not exist.");
         let said = keys.to_string();

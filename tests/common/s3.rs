@@ -10,6 +10,15 @@ use std::time::{Duration, Instant};
 
 pub const ACCESS_KEY_ID: &str = "reposafeTestKey";
 pub const SECRET_ACCESS_KEY: &str = "reposafe-test-secret-7d41c9";
+/// Keys that may read and list but not write (`Read`, `List`), and keys that may
+/// write but not read (`Write`): what a least-privilege policy that forgot one allows.
+#[allow(dead_code)]
+pub const READER_KEY_ID: &str = "reposafeReaderKey";
+#[allow(dead_code)]
+pub const WRITER_KEY_ID: &str = "reposafeWriterKey";
+/// The secret of both [`READER_KEY_ID`] and [`WRITER_KEY_ID`].
+#[allow(dead_code)]
+pub const LIMITED_SECRET: &str = "reposafe-limited-secret-52e0aa";
 
 /// The `weed` binary: `REPOSAFE_TEST_WEED`, else `weed` on the PATH, else the venv
 /// `.ci/run` installs it into.
@@ -95,6 +104,14 @@ impl Weed {
                 "name": "admin",
                 "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
                 "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+            }, {
+                "name": "reader",
+                "credentials": [{"accessKey": READER_KEY_ID, "secretKey": LIMITED_SECRET}],
+                "actions": ["Read", "List"]
+            }, {
+                "name": "writer",
+                "credentials": [{"accessKey": WRITER_KEY_ID, "secretKey": LIMITED_SECRET}],
+                "actions": ["Write"]
             }]})
             .to_string(),
         )
