@@ -509,12 +509,7 @@ mod tests {
         f.write(1_700_000_000, with(&first));
         let last = f.write(1_700_000_100, with(&second));
         let repo_id = last.repository.clone();
-        let snaps = f
-            .ctx
-            .archive()
-            .expect("archive")
-            .snapshots_of(&repo_id)
-            .expect("snapshots");
+        let snaps = f.archive().snapshots_of(&repo_id).expect("snapshots");
         assert_eq!(pack_chain(&snaps, Part::Git).len(), 2);
         let forget = |snap: &Snapshot| {
             let manifest = format!("{}/{}", repo_id.dir_name(), snap.id.as_str());
@@ -540,30 +535,18 @@ mod tests {
         let done = consolidate(&snaps);
         assert!(done.is_none(), "nothing was consolidated: {done:?}");
         assert!(f
-            .ctx
             .archive()
-            .expect("archive")
             .snapshots_of(&repo_id)
             .expect("snapshots")
             .is_empty());
 
         f.write(1_700_000_000, with(&first));
         f.write(1_700_000_100, with(&second));
-        let snaps = f
-            .ctx
-            .archive()
-            .expect("archive")
-            .snapshots_of(&repo_id)
-            .expect("snapshots");
+        let snaps = f.archive().snapshots_of(&repo_id).expect("snapshots");
         forget(&snaps[0]);
         let done = consolidate(&snaps).expect("one snapshot is left to consolidate");
         assert_eq!(done.snapshots, 1, "the forgotten one is not counted");
-        let kept = f
-            .ctx
-            .archive()
-            .expect("archive")
-            .snapshots_of(&repo_id)
-            .expect("snapshots");
+        let kept = f.archive().snapshots_of(&repo_id).expect("snapshots");
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].git.packs.len(), 1, "it names the consolidated pack");
     }

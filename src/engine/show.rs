@@ -366,16 +366,10 @@ mod tests {
         let full = f.full();
         let meta = full.snap.metadata.as_ref().expect("metadata");
         let index: MetadataIndex = f
-            .ctx
             .archive()
-            .expect("archive")
             .read_json(&meta.kinds["pullrequests"].index)
             .expect("index");
-        let path = f
-            .ctx
-            .archive()
-            .expect("archive")
-            .blob_location(&index.items[0].blob);
+        let path = f.archive().blob_location(&index.items[0].blob);
         let mut bytes = std::fs::read(&path).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

@@ -61,13 +61,13 @@ impl Fixture {
         self.tmp.path().join(name)
     }
 
+    /// The context's archive (the fixture's is always open).
+    pub(crate) fn archive(&self) -> &crate::archive::Archive {
+        self.ctx.archive().expect("archive")
+    }
+
     fn put(&self, bytes: &[u8]) -> BlobId {
-        self.ctx
-            .archive()
-            .expect("archive")
-            .put_bytes(bytes)
-            .expect("put")
-            .id
+        self.archive().put_bytes(bytes).expect("put").id
     }
 
     /// A work repository with `files` committed on `main` and a tag.
@@ -116,13 +116,7 @@ impl Fixture {
             })
             .collect();
         let part = GitPart {
-            refs: self
-                .ctx
-                .archive()
-                .expect("archive")
-                .put_json(&refs)
-                .expect("refs")
-                .id,
+            refs: self.archive().put_json(&refs).expect("refs").id,
             ref_count: refs.len() as u32,
             packs: vec![pack],
         };
@@ -141,13 +135,7 @@ impl Fixture {
             .collect();
         index.sort_by(|a, b| a.oid.cmp(&b.oid));
         LfsPart {
-            index: self
-                .ctx
-                .archive()
-                .expect("archive")
-                .put_json(&index)
-                .expect("index")
-                .id,
+            index: self.archive().put_json(&index).expect("index").id,
             objects: index.len() as u64,
             bytes: index.iter().map(|e| e.size).sum(),
             missing: vec![],
@@ -182,13 +170,7 @@ impl Fixture {
                 items,
             };
             let kind_part = MetadataKindPart {
-                index: self
-                    .ctx
-                    .archive()
-                    .expect("archive")
-                    .put_json(&index)
-                    .expect("index")
-                    .id,
+                index: self.archive().put_json(&index).expect("index").id,
                 count: index.items.len() as u64,
             };
             part.kinds.insert(kind.into(), kind_part);
@@ -230,11 +212,7 @@ impl Fixture {
             main_branch: Some("main".into()),
             stats: SnapshotStats::default(),
         };
-        self.ctx
-            .archive()
-            .expect("archive")
-            .write_snapshot(&snap)
-            .expect("write");
+        self.archive().write_snapshot(&snap).expect("write");
         snap
     }
 }
