@@ -209,6 +209,10 @@ fn an_encrypted_archive_opens_elsewhere_only_with_a_passphrase_or_the_exported_k
         locked.all()
     );
     assert!(locked.all().contains("is encrypted"), "{}", locked.all());
+    // Where it is, and why it does not open, in the listing itself.
+    let at = format!("archive: {}", fresh.data_dir().join("archive").display());
+    assert!(locked.stdout.contains(&at), "{}", locked.all());
+    assert!(locked.stdout.contains("unavailable: "), "{}", locked.all());
     let wrong = fresh
         .cmd(&["archive", "show"])
         .env("REPOSAFE_ARCHIVE_PASSPHRASE", "not it")

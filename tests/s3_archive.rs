@@ -96,6 +96,7 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
     let show: serde_json::Value =
         serde_json::from_str(&rs.run(&["archive", "show", "--json"]).ok().stdout).expect("json");
     assert_eq!(show["location"], url.as_str(), "{show}");
+    assert_eq!(show["endpoint"], weed.endpoint.as_str(), "{show}");
     assert_eq!(show["snapshots"], 2, "{show}");
     assert_not_on_disk(rs.data_dir(), common::s3::SECRET_ACCESS_KEY);
     // The plain archive's manifests name the repository (the encrypted test checks
@@ -876,11 +877,42 @@ fn a_followed_prune_waits_while_the_daemon_is_alive_and_gives_up_once_it_falls_s
 /// scheduled backups): its API answers, its status warns naming the store, and a
 /// backup fails saying why without touching the backups. Once the store answers
 /// again, the next backup goes through without a restart, and restores ref for ref.
+/// `archive show` while the store is down: where the archive is (bucket and endpoint)
+/// and why it cannot be used, and a failure (for scripts), in text and in JSON.
+fn shows_where_and_why_while_down(rs: &Reposafe, url: &str, endpoint: &str) {
+    let text = rs.run(&["archive", "show"]);
+    assert_ne!(text.code, 0, "{}", text.all());
+    assert!(
+        text.stdout
+            .contains(&format!("archive: {url} (endpoint {endpoint})")),
+        "{}",
+        text.all()
+    );
+    assert!(text.stdout.contains("unavailable: "), "{}", text.all());
+    assert!(
+        text.stderr.contains("the archive cannot be used now"),
+        "{}",
+        text.all()
+    );
+    let json = rs.run(&["archive", "show", "--json"]);
+    assert_ne!(json.code, 0, "{}", json.all());
+    let shown: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(shown["location"], url, "{shown}");
+    assert_eq!(shown["endpoint"], endpoint, "{shown}");
+    let why = shown["unavailable"].as_str().unwrap_or_default();
+    assert!(why.contains(endpoint), "{shown}");
+    assert!(shown.get("snapshots").is_none(), "not known: {shown}");
+}
+
 #[test]
 fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
     let through = backed_up_through("down", common::flaky::FlakyProxy::passing, &[]);
     let (proxy, rs) = (&through.proxy, &through.rs);
     proxy.set_down(true);
+    // What a killed backup leaves: removed when the archive opens, not at the next start.
+    let leftover = rs.data_dir().join("tmp").join("s3").join("left-by-a-kill");
+    std::fs::create_dir_all(leftover.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&leftover, b"half a pack").expect("write");
     let log = through.scratch.path().join("daemon.log");
     let env = [
         ("REPOSAFE_ARCHIVE_RETRY_SECS", "1"),
@@ -906,10 +938,20 @@ fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
         "{}",
         failed.all()
     );
+    shows_where_and_why_while_down(rs, &format!("s3://{BUCKET}/down"), &proxy.endpoint);
+    assert!(
+        leftover.exists(),
+        "nothing removed before the archive opens"
+    );
     proxy.set_down(false);
     std::thread::sleep(std::time::Duration::from_secs(2));
     commit_on_head(&through.docs.bare, "while the store was down");
     rs.run(&["backup", WS]).ok();
+    assert!(!leftover.exists(), "removed when the archive opened");
+    let shown: serde_json::Value =
+        serde_json::from_str(&rs.run(&["archive", "show", "--json"]).ok().stdout).expect("json");
+    assert!(shown.get("unavailable").is_none(), "{shown}");
+    assert!(shown["snapshots"].as_u64() >= Some(3), "{shown}");
     through.restores_both();
     let _ = daemon.kill();
     let _ = daemon.wait();

@@ -130,11 +130,11 @@ fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {
     if args.json {
         output::json(&report)?;
     } else {
-        if !report.created && info.snapshots > 0 {
+        if !report.created && info.snapshots.unwrap_or(0) > 0 {
             println!("attached to the existing archive");
         }
         output::archive(info);
-        if report.created && info.encrypted {
+        if report.created && info.encrypted == Some(true) {
             println!(
                 "Losing every key makes the archive unreadable. Export the key now and keep \
                  it safe: reposafe archive key export --out FILE"
@@ -154,7 +154,11 @@ pub fn execute(service: &dyn Service, cmd: ArchiveCmd) -> Result<i32> {
             } else {
                 output::archive(&info);
             }
-            Ok(0)
+            match &info.unavailable {
+                // Shown, and a failure still: a script that checks the archive notices.
+                Some(reason) => bail!("the archive cannot be used now: {reason}"),
+                None => Ok(0),
+            }
         }
         ArchiveCmd::Init(_) | ArchiveCmd::Key(_) | ArchiveCmd::Copy(_) => {
             bail!("internal: `archive init`, `key` and `copy` run on the data dir")

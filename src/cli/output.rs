@@ -810,21 +810,30 @@ pub fn audit(entries: &[crate::engine::service::AuditEntry]) {
 }
 
 pub fn archive(info: &crate::engine::service::ArchiveInfo) {
-    println!("archive: {}", info.location);
-    match &info.recipient {
-        Some(recipient) if info.encrypted => {
+    match &info.endpoint {
+        Some(endpoint) => println!("archive: {} (endpoint {endpoint})", info.location),
+        None => println!("archive: {}", info.location),
+    }
+    if let Some(reason) = &info.unavailable {
+        println!("unavailable: {reason}");
+    }
+    match (info.encrypted, &info.recipient) {
+        (Some(true), Some(recipient)) => {
             println!("encrypted: yes (age, to {recipient})");
             for k in &info.keys {
                 println!("  key {}: opened by {}", k.name, k.opens_with);
             }
         }
-        _ => println!("encrypted: no"),
+        (Some(true), None) => println!("encrypted: yes"),
+        (Some(false), _) => println!("encrypted: no"),
+        (None, _) => println!("encrypted: not known while the archive is unavailable"),
     }
-    println!(
-        "{} snapshot(s), {} stored",
-        info.snapshots,
-        crate::fmt::human_bytes(info.stored_bytes)
-    );
+    if let (Some(snapshots), Some(bytes)) = (info.snapshots, info.stored_bytes) {
+        println!(
+            "{snapshots} snapshot(s), {} stored",
+            crate::fmt::human_bytes(bytes)
+        );
+    }
     for t in &info.copy_targets {
         println!("copy target {}: {}", t.name, t.location);
     }

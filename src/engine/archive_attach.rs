@@ -5,12 +5,15 @@
 //! and its plans run, their jobs failing with the reason (and so notifying) until the
 //! store answers; from then on it is used without a restart. Nothing is written to a
 //! store that did not open: every refusal `open_archive` makes holds at each attempt.
+//! The in-flight files an interrupted process left, which the daemon removes at start,
+//! are removed at the late opening of an archive that was not open then.
 
 use super::archive_gate::ArchiveGate;
 use super::{archive_keys, EngineError};
 use crate::archive::Archive;
 use crate::vault::Vault;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,9 @@ pub(crate) struct Attachment {
     attached: OnceLock<Attached>,
     failed: Mutex<Option<Failure>>,
     retry_after: Duration,
+    /// Whether the archive's in-flight files are to be removed when it opens (the
+    /// daemon's start-up clean-up, owed while the archive was not open).
+    cleaning_owed: AtomicBool,
 }
 
 /// An open archive and the gate that keeps prune's sweep apart from its other users.
@@ -43,6 +49,7 @@ impl Attachment {
             attached: OnceLock::new(),
             failed: Mutex::new(None),
             retry_after: retry_after(),
+            cleaning_owed: AtomicBool::new(false),
         };
         let mut failed = attachment.lock_failed();
         if let Err(e) = attachment.try_open(&mut failed, data_dir, vault) {
@@ -63,12 +70,43 @@ impl Attachment {
             attached: OnceLock::from(Attached { archive, gate }),
             failed: Mutex::new(None),
             retry_after: RETRY_AFTER,
+            cleaning_owed: AtomicBool::new(false),
         })
     }
 
     /// The open archive, if it is open now (nothing is tried).
     pub(crate) fn current(&self) -> Option<&Attached> {
         self.attached.get()
+    }
+
+    /// Removes the archive's in-flight files left by an interrupted process (the
+    /// caller says no other process writes them): now when the archive is open, else
+    /// when it opens, before anyone uses it. The files removed now, if any.
+    pub(crate) fn clean_tmp(&self) -> Result<usize, EngineError> {
+        // Under the lock attempts hold: an opening cannot slip in between.
+        let failed = self.lock_failed();
+        match self.attached.get() {
+            Some(attached) => Ok(attached.archive.clean_tmp()?),
+            None => {
+                self.cleaning_owed.store(true, Ordering::SeqCst);
+                drop(failed);
+                Ok(0)
+            }
+        }
+    }
+
+    /// The owed clean-up of `attached`, which just opened and no one uses yet.
+    fn clean_when_owed(&self, attached: &Attached) {
+        if !self.cleaning_owed.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        match attached.archive.clean_tmp() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} temporary files left by an interrupted run"),
+            Err(e) => tracing::warn!(
+                "the temporary files an interrupted run left could not be removed: {e}"
+            ),
+        }
     }
 
     /// The open archive; opens it when it is not, unless the last attempt failed less
@@ -106,6 +144,7 @@ impl Attachment {
     ) -> Result<&Attached, EngineError> {
         match open_attached(data_dir, vault) {
             Ok(attached) => {
+                self.clean_when_owed(&attached);
                 if failed.take().is_some() {
                     tracing::info!(
                         "the archive opened: {}",
@@ -190,5 +229,29 @@ mod tests {
             attachment.lock_failed().is_none(),
             "the failure is forgotten"
         );
+    }
+
+    /// The daemon's start-up clean-up of an archive that was not open then is done
+    /// when it opens, not left for the next start.
+    #[test]
+    fn in_flight_files_are_removed_when_an_archive_opens_late() {
+        let (dir, vault) = unopenable();
+        let attachment = Attachment {
+            retry_after: Duration::ZERO,
+            ..Attachment::open(dir.path(), &vault)
+        };
+        assert_eq!(attachment.clean_tmp().expect("owed"), 0);
+        std::fs::remove_file(dir.path().join("archive")).expect("rm");
+        let tmp = dir.path().join("archive").join("tmp");
+        std::fs::create_dir_all(&tmp).expect("mkdir");
+        std::fs::write(tmp.join("left-by-a-kill"), b"half a blob").expect("write");
+        attachment.get(dir.path(), &vault).expect("opens now");
+        assert!(
+            !tmp.join("left-by-a-kill").exists(),
+            "removed at the opening"
+        );
+        std::fs::write(tmp.join("in-use"), b"a blob being written").expect("write");
+        attachment.get(dir.path(), &vault).expect("open");
+        assert!(tmp.join("in-use").exists(), "removed once only");
     }
 }

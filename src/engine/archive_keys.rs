@@ -394,11 +394,33 @@ pub(crate) fn archive_info(archive: &Archive, data_dir: &Path) -> Result<Archive
         .collect();
     Ok(ArchiveInfo {
         location: archive.location().display().to_string(),
-        encrypted: archive.key().is_some(),
+        endpoint: archive_location::recorded_place(data_dir)?.endpoint,
+        unavailable: None,
+        encrypted: Some(archive.key().is_some()),
         recipient: archive.key().map(ArchiveKey::recipient),
         keys,
-        snapshots: archive.snapshot_count()?,
-        stored_bytes: archive.disk_usage()?,
+        snapshots: Some(archive.snapshot_count()?),
+        stored_bytes: Some(archive.disk_usage()?),
+        copy_targets: super::archive_copy::saved_targets(data_dir),
+    })
+}
+
+/// What the data dir records of an archive that cannot be used now, and why
+/// (`reason`): where it is, and its key's recipient when the location records one.
+pub(crate) fn unavailable_archive_info(
+    data_dir: &Path,
+    reason: String,
+) -> Result<ArchiveInfo, EngineError> {
+    let place = archive_location::recorded_place(data_dir)?;
+    Ok(ArchiveInfo {
+        location: place.location,
+        endpoint: place.endpoint,
+        unavailable: Some(reason),
+        encrypted: place.encrypted_to.is_some().then_some(true),
+        recipient: place.encrypted_to,
+        keys: Vec::new(),
+        snapshots: None,
+        stored_bytes: None,
         copy_targets: super::archive_copy::saved_targets(data_dir),
     })
 }

@@ -366,18 +366,52 @@ pub(crate) fn overlapping(a: &str, b: &str) -> bool {
     }
 }
 
+/// Where the data dir records its archive to be, as `archive show` prints it.
+pub(crate) struct RecordedPlace {
+    /// `s3://BUCKET/PREFIX`, or the absolute directory of `<data>/archive/`.
+    pub(crate) location: String,
+    /// The endpoint of an S3 location (`AWS` when none is set anywhere).
+    pub(crate) endpoint: Option<String>,
+    /// The recipient of the archive's key, when the S3 location records one.
+    pub(crate) encrypted_to: Option<String>,
+}
+
+/// Where the data dir records its archive to be (nothing is asked of the store).
+pub(crate) fn recorded_place(data_dir: &Path) -> Result<RecordedPlace, EngineError> {
+    Ok(match stored(data_dir)? {
+        Some(s) => RecordedPlace {
+            endpoint: Some(
+                crate::archive::settled_endpoint(s.endpoint.as_deref())
+                    .unwrap_or_else(|| "AWS".to_string()),
+            ),
+            location: s.url,
+            encrypted_to: s.encrypted_to,
+        },
+        None => RecordedPlace {
+            location: absolute_archive_dir(data_dir)?,
+            endpoint: None,
+            encrypted_to: None,
+        },
+    })
+}
+
+/// `<data>/archive/`, absolute.
+fn absolute_archive_dir(data_dir: &Path) -> Result<String, EngineError> {
+    Ok(std::path::absolute(data_dir.join("archive"))
+        .map_err(|e| EngineError::DataDir {
+            path: data_dir.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .display()
+        .to_string())
+}
+
 /// The identity of the data dir's archive location (see [`StoredLocation::identity`];
 /// the absolute directory for `<data>/archive/`).
 pub(crate) fn current_identity(data_dir: &Path) -> Result<String, EngineError> {
     Ok(match stored(data_dir)? {
         Some(s) => s.identity(),
-        None => std::path::absolute(data_dir.join("archive"))
-            .map_err(|e| EngineError::DataDir {
-                path: data_dir.to_path_buf(),
-                reason: e.to_string(),
-            })?
-            .display()
-            .to_string(),
+        None => absolute_archive_dir(data_dir)?,
     })
 }
 

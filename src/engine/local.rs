@@ -660,7 +660,14 @@ impl Service for LocalService {
     }
 
     fn archive(&self) -> Result<ArchiveInfo, EngineError> {
-        super::archive_keys::archive_info(self.ctx().archive()?, &self.ctx().data_dir)
+        let data_dir = &self.ctx().data_dir;
+        match self.ctx().archive() {
+            Ok(archive) => super::archive_keys::archive_info(archive, data_dir),
+            Err(EngineError::ArchiveUnavailable(reason)) => {
+                super::archive_keys::unavailable_archive_info(data_dir, reason)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn copy_archive(

@@ -178,12 +178,9 @@ impl Context {
 
     /// Removes the archive's in-flight files left by an interrupted process (the
     /// daemon at start: the data dir's lock says no other process writes). An archive
-    /// that did not open has none removed (its next start does it).
+    /// that did not open has them removed when it opens, before its first use.
     pub fn clean_archive_tmp(&self) -> Result<usize, EngineError> {
-        match self.archive.current() {
-            Some(attached) => Ok(attached.archive.clean_tmp()?),
-            None => Ok(0),
-        }
+        self.archive.clean_tmp()
     }
 
     /// Scratch space of an operation (`prune`, `check`) under `<data>/tmp/`: it holds

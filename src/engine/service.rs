@@ -122,7 +122,8 @@ pub trait Service: Send + Sync {
     fn prune(&self, req: PruneRequest, observer: &dyn Observer)
         -> Result<PruneReport, EngineError>;
     /// Where the archive is, whether it is encrypted (and which sealed keys open it),
-    /// and what it holds. Never a secret.
+    /// and what it holds. Never a secret. An archive that cannot be used now is
+    /// answered too: where it is recorded to be, and why (`unavailable`).
     fn archive(&self) -> Result<ArchiveInfo, EngineError>;
     /// Copies the archive of a running appliance to a saved target, a directory or an S3
     /// location given with its keys (`archive copy` beside the daemon), verifying every
@@ -572,19 +573,32 @@ pub struct PruneRequest {
 /// The archive as `archive show` prints it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ArchiveInfo {
-    /// Where it is (a directory).
+    /// Where it is: a directory, or `s3://BUCKET/PREFIX`.
     pub location: String,
-    /// Whether blobs and manifests are encrypted (chosen when the archive was created).
-    pub encrypted: bool,
+    /// The S3 endpoint its requests go to (`AWS` for AWS's own), for an archive in a bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Why the archive cannot be used now (its store does not answer, or refuses, or
+    /// its key is not given): the rest is then what this data dir records of it, and
+    /// what only the archive itself can tell (its snapshots, its size) is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// Whether blobs and manifests are encrypted (chosen when the archive was created);
+    /// absent when it cannot be told (the archive unavailable, nothing recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
     /// The public recipient (`age1…`) of its key, when encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
     /// The sealed copies of its key (`keys/<name>`), when encrypted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<ArchiveKeyInfo>,
-    pub snapshots: usize,
-    /// Bytes of blobs and manifests.
-    pub stored_bytes: u64,
+    /// Snapshots in it (absent when it is unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<usize>,
+    /// Bytes of blobs and manifests (absent when it is unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
     /// Copy targets saved by `archive copy --save-as` (names and locations only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_targets: Vec<super::archive_copy::CopyTargetInfo>,
