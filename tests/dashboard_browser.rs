@@ -350,6 +350,10 @@ fn an_admin_backs_up_and_restores_from_the_browser() {
         archive.contains("4 snapshots"),
         "the overview counts the new snapshots at once: {archive}"
     );
+    // Where the backups are: the data dir's archive directory.
+    let place = b.text("#archive-location");
+    let dir = std::path::absolute(rs.data_dir().join("archive")).expect("absolute");
+    assert!(place.contains(&dir.display().to_string()), "{place}");
 
     // Every change made above is in the audit log, with who made it.
     b.click_and_wait("#nav-audit");

@@ -926,6 +926,14 @@ fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
         .and_then(|r| r.error_for_status())
         .and_then(|r| r.json())
         .expect("the status answers while the store is down");
+    let url_down = format!("s3://{BUCKET}/down");
+    assert_eq!(status["archive_location"], url_down.as_str(), "{status}");
+    assert_eq!(
+        status["archive_endpoint"],
+        proxy.endpoint.as_str(),
+        "{status}"
+    );
+    assert_eq!(status["archive_available"], false, "{status}");
     let warnings = status["warnings"].to_string();
     assert!(
         warnings.contains("the archive cannot be used now") && warnings.contains(&proxy.endpoint),
@@ -938,7 +946,7 @@ fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
         "{}",
         failed.all()
     );
-    shows_where_and_why_while_down(rs, &format!("s3://{BUCKET}/down"), &proxy.endpoint);
+    shows_where_and_why_while_down(rs, &url_down, &proxy.endpoint);
     assert!(
         leftover.exists(),
         "nothing removed before the archive opens"
@@ -952,6 +960,14 @@ fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
         serde_json::from_str(&rs.run(&["archive", "show", "--json"]).ok().stdout).expect("json");
     assert!(shown.get("unavailable").is_none(), "{shown}");
     assert!(shown["snapshots"].as_u64() >= Some(3), "{shown}");
+    let status: serde_json::Value = api_client()
+        .get(format!("{url}/api/v1/status"))
+        .bearer_auth(&token)
+        .send()
+        .and_then(|r| r.json())
+        .expect("status");
+    assert_eq!(status["archive_available"], true, "{status}");
+    assert_eq!(status["archive_location"], url_down.as_str(), "{status}");
     through.restores_both();
     let _ = daemon.kill();
     let _ = daemon.wait();

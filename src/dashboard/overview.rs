@@ -29,7 +29,9 @@ fn overview(ctx: &Ctx) -> Outcome {
         }
         div.cards {
             div.card #archive-size { "Archive" b { (human_bytes(o.archive_bytes)) } span.muted { (o.snapshots) " snapshots" }
-                span.muted #archive-encryption { @if o.archive_encrypted { "encrypted (age)" } @else { "not encrypted" } } }
+                span.muted #archive-encryption { @if o.archive_encrypted { "encrypted (age)" } @else if o.archive_available { "not encrypted" } @else { "encryption not known" } }
+                span.muted #archive-location { code { (o.archive_location) } @if let Some(e) = &o.archive_endpoint { " at " code { (e) } } }
+                @if !o.archive_available { span.failed #archive-unavailable { "cannot be used now: see the warnings" } } }
             div.card #dedup { "Deduplication" b { @if let Some(r) = ratio { (format!("{r:.1}×")) } @else { "-" } }
                 span.muted { (human_bytes(o.logical_bytes)) " of packs kept as " (human_bytes(o.archive_bytes)) } }
             div.card { "Connections" b { (o.connections) } a href="/connections" { "manage" } }

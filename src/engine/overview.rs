@@ -26,7 +26,18 @@ const SHARED_TOTALS_TTL: Duration = Duration::from_secs(900);
 pub struct Overview {
     pub data_dir: String,
     pub archive_bytes: u64,
-    /// Whether the archive is encrypted at rest.
+    /// Where the archive is: a directory, or `s3://BUCKET/PREFIX`.
+    #[serde(default)]
+    pub archive_location: String,
+    /// The S3 endpoint of an archive in a bucket (`AWS` for AWS's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_endpoint: Option<String>,
+    /// Whether the archive can be used now (when not, the first warning says why, and
+    /// the totals are the last measured).
+    #[serde(default = "available")]
+    pub archive_available: bool,
+    /// Whether the archive is encrypted at rest (of one that cannot be used now: as
+    /// the data dir records it, which only an archive in a bucket does).
     #[serde(default)]
     pub archive_encrypted: bool,
     pub version: String,
@@ -47,6 +58,11 @@ pub struct Overview {
     pub failing: Vec<FailingRepository>,
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// An overview from an older daemon said nothing of the archive's availability.
+fn available() -> bool {
+    true
 }
 
 impl Overview {
@@ -112,6 +128,7 @@ pub fn overview(
 ) -> Result<Overview, EngineError> {
     let repos = ctx.state.repositories(None)?;
     let mut warnings = Vec::new();
+    let place = super::archive_location::recorded_place(&ctx.data_dir)?;
     let (archive_bytes, logical_bytes, snapshots) = match archive_totals(ctx, cache) {
         Ok(totals) => totals,
         // The rest of the overview still answers: the archive is named first.
@@ -123,6 +140,7 @@ pub fn overview(
         }
         Err(e) => return Err(e),
     };
+    let attached = ctx.archive.current();
     let jobs = ctx.state.jobs(RECENT_JOBS)?;
     warnings.extend(
         ctx.providers
@@ -150,10 +168,16 @@ pub fn overview(
     Ok(Overview {
         data_dir: ctx.data_dir.display().to_string(),
         archive_bytes,
-        archive_encrypted: ctx
-            .archive
-            .current()
-            .is_some_and(|attached| attached.archive.key().is_some()),
+        archive_location: match attached {
+            Some(a) => a.archive.location().display().to_string(),
+            None => place.location,
+        },
+        archive_endpoint: place.endpoint,
+        archive_available: attached.is_some(),
+        archive_encrypted: match attached {
+            Some(a) => a.archive.key().is_some(),
+            None => place.encrypted_to.is_some(),
+        },
         version: env!("CARGO_PKG_VERSION").to_string(),
         logical_bytes,
         snapshots,
