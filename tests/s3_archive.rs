@@ -97,6 +97,10 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
         serde_json::from_str(&rs.run(&["archive", "show", "--json"]).ok().stdout).expect("json");
     assert_eq!(show["location"], url.as_str(), "{show}");
     assert_eq!(show["endpoint"], weed.endpoint.as_str(), "{show}");
+    shows_keys_from(
+        &show["s3_keys"].to_string(),
+        "given at `archive init` (its secret sealed in the vault)",
+    );
     assert_eq!(show["snapshots"], 2, "{show}");
     assert_not_on_disk(rs.data_dir(), common::s3::SECRET_ACCESS_KEY);
     // The plain archive's manifests name the repository (the encrypted test checks
@@ -650,6 +654,11 @@ fn s3_credentials_from_the_environment_are_used_and_never_recorded() {
     assert!(!recorded.contains("secret"), "{recorded}");
     assert!(!recorded.contains(common::s3::ACCESS_KEY_ID), "{recorded}");
     with_env(&["backup", WS]);
+    let shown = common::s3::with_test_keys(&mut rs.cmd(&["archive", "show"]))
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&shown.stdout);
+    shows_keys_from(&said, "from the environment (AWS_ACCESS_KEY_ID)");
     let to = scratch.path().join("r");
     with_env(&["restore", "acme/docs", "--to", &to.display().to_string()]);
     gitutil::fsck(&to);
@@ -775,6 +784,21 @@ fn s3_keys_from_the_config_file_or_the_aws_credentials_file_are_used_and_never_r
     assert!(ok, "init with the config file's keys: {err}");
     let (ok, err) = run(&["--config", &config_arg, "backup", WS], &absent, None);
     assert!(ok, "backup with the config file's keys: {err}");
+    let show = |args: &[&str], credentials_file: &Path| {
+        let mut cmd = rs.cmd(args);
+        common::s3::without_keys(&mut cmd, credentials_file);
+        String::from_utf8_lossy(&cmd.output().expect("run").stdout).into_owned()
+    };
+    let said = show(&["--config", &config_arg, "archive", "show"], &absent);
+    shows_keys_from(&said, "from the config file's [s3]");
+    let said = show(&["archive", "show"], &credentials);
+    let from_file = format!(
+        "from the AWS credentials file {}, profile default",
+        credentials.display()
+    );
+    shows_keys_from(&said, &from_file);
+    let said = show(&["archive", "show"], &absent);
+    assert!(said.contains("S3 keys: none set here"), "{said}");
     // The same archive, the keys now from the AWS credentials file only.
     let to = scratch.path().join("r");
     let restore = ["restore", "acme/docs", "--to", &to.display().to_string()];
@@ -877,6 +901,19 @@ fn a_followed_prune_waits_while_the_daemon_is_alive_and_gives_up_once_it_falls_s
 /// scheduled backups): its API answers, its status warns naming the store, and a
 /// backup fails saying why without touching the backups. Once the store answers
 /// again, the next backup goes through without a restart, and restores ref for ref.
+/// The keys `archive show` says a store is used with: the access key ID by its last 4
+/// characters only, and where the keys come from.
+fn shows_keys_from(said: &str, from: &str) {
+    let id = common::s3::ACCESS_KEY_ID;
+    let masked = format!("{}{}", "*".repeat(id.len() - 4), &id[id.len() - 4..]);
+    assert!(
+        said.contains(&format!("access key {masked}, {from}")),
+        "{said}"
+    );
+    assert!(!said.contains(id), "{said}");
+    assert!(!said.contains(common::s3::SECRET_ACCESS_KEY), "{said}");
+}
+
 /// `archive show` while the store is down: where the archive is (bucket and endpoint)
 /// and why it cannot be used, and a failure (for scripts), in text and in JSON.
 fn shows_where_and_why_while_down(rs: &Reposafe, url: &str, endpoint: &str) {

@@ -814,6 +814,9 @@ pub fn archive(info: &crate::engine::service::ArchiveInfo) {
         Some(endpoint) => println!("archive: {} (endpoint {endpoint})", info.location),
         None => println!("archive: {}", info.location),
     }
+    if let Some(keys) = &info.s3_keys {
+        println!("S3 keys: {keys}");
+    }
     if let Some(reason) = &info.unavailable {
         println!("unavailable: {reason}");
     }

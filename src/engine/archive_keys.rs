@@ -392,9 +392,11 @@ pub(crate) fn archive_info(archive: &Archive, data_dir: &Path) -> Result<Archive
             }
         })
         .collect();
+    let place = archive_location::recorded_place(data_dir)?;
     Ok(ArchiveInfo {
         location: archive.location().display().to_string(),
-        endpoint: archive_location::recorded_place(data_dir)?.endpoint,
+        endpoint: place.endpoint,
+        s3_keys: place.s3_keys,
         unavailable: None,
         encrypted: Some(archive.key().is_some()),
         recipient: archive.key().map(ArchiveKey::recipient),
@@ -415,6 +417,7 @@ pub(crate) fn unavailable_archive_info(
     Ok(ArchiveInfo {
         location: place.location,
         endpoint: place.endpoint,
+        s3_keys: place.s3_keys,
         unavailable: Some(reason),
         encrypted: place.encrypted_to.is_some().then_some(true),
         recipient: place.encrypted_to,

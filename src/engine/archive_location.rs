@@ -374,6 +374,8 @@ pub(crate) struct RecordedPlace {
     pub(crate) endpoint: Option<String>,
     /// The recipient of the archive's key, when the S3 location records one.
     pub(crate) encrypted_to: Option<String>,
+    /// Where an S3 location's keys come from (see [`super::s3_keys::describe_keys`]).
+    pub(crate) s3_keys: Option<String>,
 }
 
 /// Where the data dir records its archive to be (nothing is asked of the store).
@@ -384,6 +386,7 @@ pub(crate) fn recorded_place(data_dir: &Path) -> Result<RecordedPlace, EngineErr
                 crate::archive::settled_endpoint(s.endpoint.as_deref())
                     .unwrap_or_else(|| "AWS".to_string()),
             ),
+            s3_keys: Some(super::s3_keys::describe_keys(s.access_key_id.as_deref())),
             location: s.url,
             encrypted_to: s.encrypted_to,
         },
@@ -391,6 +394,7 @@ pub(crate) fn recorded_place(data_dir: &Path) -> Result<RecordedPlace, EngineErr
             location: absolute_archive_dir(data_dir)?,
             endpoint: None,
             encrypted_to: None,
+            s3_keys: None,
         },
     })
 }

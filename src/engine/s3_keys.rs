@@ -129,6 +129,45 @@ pub fn static_keys_here() -> Result<Option<S3Keys>, EngineError> {
     configured_or_shared_keys()
 }
 
+/// Where the keys of a store come from, as `archive show` says it: the source, and the
+/// access key ID with all but its last 4 characters hidden (as `aws configure list`
+/// shows it). `recorded_key_id`: the one its location records (given at `archive
+/// init`, its secret sealed in the vault). Never a secret.
+pub(crate) fn describe_keys(recorded_key_id: Option<&str>) -> String {
+    let with_id = |id: &str, from: &str| format!("access key {}, {from}", masked(id));
+    if let Some(id) = recorded_key_id {
+        return with_id(
+            id,
+            "given at `archive init` (its secret sealed in the vault)",
+        );
+    }
+    if let Some(id) = std::env::var("AWS_ACCESS_KEY_ID")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return with_id(&id, "from the environment (AWS_ACCESS_KEY_ID)");
+    }
+    if let Some(keys) = CONFIGURED.get() {
+        return with_id(&keys.access_key_id, "from the config file's [s3]");
+    }
+    let file = shared_file().map(|(path, profile, _)| (path.display().to_string(), profile));
+    match (shared_file_keys(), file) {
+        (Ok(Some(keys)), Some((path, profile))) => with_id(
+            &keys.access_key_id,
+            &format!("from the AWS credentials file {path}, profile {profile}"),
+        ),
+        (Err(e), _) => format!("none usable: {e}"),
+        _ => "none set here: the S3 client's own sources (web identity, container or instance credentials)".to_string(),
+    }
+}
+
+/// `id` with all but its last 4 characters hidden.
+fn masked(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    let shown: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+    format!("{}{shown}", "*".repeat(chars.len().saturating_sub(4)))
+}
+
 /// The config file's `[s3]` keys, else the shared credentials file's.
 fn configured_or_shared_keys() -> Result<Option<S3Keys>, EngineError> {
     match CONFIGURED.get() {
@@ -242,6 +281,19 @@ fn profile_keys(text: &str, profile: &str) -> Result<Option<S3Keys>, String> {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn an_access_key_id_is_shown_by_its_last_four_characters_only() {
+        assert_eq!(masked("AKIAIOSFODNN7EXAMPLE"), "****************MPLE");
+        assert_eq!(masked("abc"), "abc");
+        assert_eq!(masked(""), "");
+        let said = describe_keys(Some("AKIAIOSFODNN7EXAMPLE"));
+        assert!(
+            said.starts_with("access key ****************MPLE, given at"),
+            "{said}"
+        );
+        assert!(!said.contains("AKIAIOSFODNN7"), "{said}");
+    }
 
     #[test]
     fn a_profile_of_the_shared_credentials_file_is_read_and_a_partial_one_named() {

@@ -578,6 +578,10 @@ pub struct ArchiveInfo {
     /// The S3 endpoint its requests go to (`AWS` for AWS's own), for an archive in a bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Where the keys for a bucket come from, with the access key ID all but its last
+    /// 4 characters hidden (never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_keys: Option<String>,
     /// Why the archive cannot be used now (its store does not answer, or refuses, or
     /// its key is not given): the rest is then what this data dir records of it, and
     /// what only the archive itself can tell (its snapshots, its size) is absent.
