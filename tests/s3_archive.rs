@@ -956,13 +956,8 @@ fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
         ("REPOSAFE_S3_TIMEOUT_SECS", "1"),
     ];
     let (mut daemon, url, token) = start_logged_daemon_with(rs, &log, &env);
-    let status: serde_json::Value = api_client()
-        .get(format!("{url}/api/v1/status"))
-        .bearer_auth(&token)
-        .send()
-        .and_then(|r| r.error_for_status())
-        .and_then(|r| r.json())
-        .expect("the status answers while the store is down");
+    // It answers while the store is down.
+    let status = daemon_status(&url, &token);
     let url_down = format!("s3://{BUCKET}/down");
     assert_eq!(status["archive_location"], url_down.as_str(), "{status}");
     assert_eq!(
@@ -997,12 +992,7 @@ fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
         serde_json::from_str(&rs.run(&["archive", "show", "--json"]).ok().stdout).expect("json");
     assert!(shown.get("unavailable").is_none(), "{shown}");
     assert!(shown["snapshots"].as_u64() >= Some(3), "{shown}");
-    let status: serde_json::Value = api_client()
-        .get(format!("{url}/api/v1/status"))
-        .bearer_auth(&token)
-        .send()
-        .and_then(|r| r.json())
-        .expect("status");
+    let status = daemon_status(&url, &token);
     assert_eq!(status["archive_available"], true, "{status}");
     assert_eq!(status["archive_location"], url_down.as_str(), "{status}");
     through.restores_both();

@@ -175,3 +175,37 @@ fn a_loose_existing_data_dir_is_warned_about() {
     let want = format!("{} has mode 0755", rs.data_dir().display());
     assert!(run.stderr.contains(&want), "{}", run.stderr);
 }
+
+/// A disk running low is said before a backup fails on it: `archive show` gives what
+/// the local archive's disk has free, and the daemon's overview warns, naming the data
+/// dir's disk, while less than the threshold is free (here forced to 100%, then 0%).
+#[test]
+fn a_disk_running_low_is_warned_about_before_backups_fail_on_it() {
+    let rs = Reposafe::new();
+    let shown = rs.run(&["archive", "show"]).ok();
+    assert!(shown.stdout.contains("its disk: "), "{}", shown.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&rs.run(&["archive", "show", "--json"]).ok().stdout).expect("json");
+    let free = json["disk_free_bytes"].as_u64().expect("free bytes");
+    let size = json["disk_bytes"].as_u64().expect("disk bytes");
+    assert!(free > 0 && free <= size, "{json}");
+    let log = rs.data_dir().join("daemon-test.log");
+    let warnings_with = |percent: &str| {
+        let env = [("REPOSAFE_WARN_FREE_BELOW_PERCENT", percent)];
+        let (mut daemon, url, token) = start_logged_daemon_with(&rs, &log, &env);
+        let status = daemon_status(&url, &token);
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        status["warnings"].to_string()
+    };
+    let low = warnings_with("100");
+    let dir = std::path::absolute(rs.data_dir()).expect("absolute");
+    assert!(
+        low.contains(&format!("the disk of the data dir ({})", dir.display())),
+        "{low}"
+    );
+    assert!(low.contains(" free of "), "{low}");
+    assert_eq!(low.matches("the disk of").count(), 1, "one disk: {low}");
+    let enough = warnings_with("0");
+    assert!(!enough.contains("the disk of"), "{enough}");
+}

@@ -837,6 +837,16 @@ pub fn archive(info: &crate::engine::service::ArchiveInfo) {
             crate::fmt::human_bytes(bytes)
         );
     }
+    if let (Some(free), Some(size)) = (info.disk_free_bytes, info.disk_bytes) {
+        let percent = (u128::from(free) * 100)
+            .checked_div(u128::from(size))
+            .unwrap_or(0);
+        println!(
+            "its disk: {} free of {} ({percent}%)",
+            crate::fmt::human_bytes(free),
+            crate::fmt::human_bytes(size)
+        );
+    }
     for t in &info.copy_targets {
         println!("copy target {}: {}", t.name, t.location);
     }

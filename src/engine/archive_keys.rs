@@ -393,6 +393,7 @@ pub(crate) fn archive_info(archive: &Archive, data_dir: &Path) -> Result<Archive
         })
         .collect();
     let place = archive_location::recorded_place(data_dir)?;
+    let disk = with_local_disk(&place);
     Ok(ArchiveInfo {
         location: archive.location().display().to_string(),
         endpoint: place.endpoint,
@@ -404,6 +405,7 @@ pub(crate) fn archive_info(archive: &Archive, data_dir: &Path) -> Result<Archive
         snapshots: Some(archive.snapshot_count()?),
         stored_bytes: Some(archive.disk_usage()?),
         copy_targets: super::archive_copy::saved_targets(data_dir),
+        ..disk
     })
 }
 
@@ -414,6 +416,7 @@ pub(crate) fn unavailable_archive_info(
     reason: String,
 ) -> Result<ArchiveInfo, EngineError> {
     let place = archive_location::recorded_place(data_dir)?;
+    let disk = with_local_disk(&place);
     Ok(ArchiveInfo {
         location: place.location,
         endpoint: place.endpoint,
@@ -425,5 +428,21 @@ pub(crate) fn unavailable_archive_info(
         snapshots: None,
         stored_bytes: None,
         copy_targets: super::archive_copy::saved_targets(data_dir),
+        ..disk
     })
+}
+
+/// An `ArchiveInfo` holding only the free space of a local archive's disk (none for
+/// a bucket, or a directory whose disk cannot be asked).
+fn with_local_disk(place: &archive_location::RecordedPlace) -> ArchiveInfo {
+    let space = place
+        .endpoint
+        .is_none()
+        .then(|| super::disk_space::space_of(Path::new(&place.location)).ok())
+        .flatten();
+    ArchiveInfo {
+        disk_free_bytes: space.as_ref().map(|s| s.available),
+        disk_bytes: space.as_ref().map(|s| s.total),
+        ..ArchiveInfo::default()
+    }
 }

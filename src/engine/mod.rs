@@ -29,6 +29,7 @@ mod connections;
 pub mod credentials;
 pub mod daemon;
 mod data_dir;
+mod disk_space;
 pub mod export;
 mod forget;
 pub mod hooks;

@@ -603,6 +603,11 @@ pub struct ArchiveInfo {
     /// Bytes of blobs and manifests (absent when it is unavailable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<u64>,
+    /// Bytes free on a local archive's disk, and the disk's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
     /// Copy targets saved by `archive copy --save-as` (names and locations only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_targets: Vec<super::archive_copy::CopyTargetInfo>,

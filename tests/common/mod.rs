@@ -308,6 +308,18 @@ pub fn start_logged_daemon_with(
     (child, url, token)
 }
 
+/// The daemon's overview (`GET /api/v1/status`), which must answer `200`.
+#[allow(dead_code)]
+pub fn daemon_status(url: &str, token: &str) -> serde_json::Value {
+    api_client()
+        .get(format!("{url}/api/v1/status"))
+        .bearer_auth(token)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("the daemon's status")
+}
+
 /// An HTTP client for a daemon's API that shows redirects instead of following them.
 pub fn api_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
