@@ -423,3 +423,48 @@ fn send_test_reports_each_channel_over_starttls_and_names_a_wrong_port() {
     assert_ne!(bad.code, 0);
     assert!(bad.all().contains("daily_digest"), "{}", bad.all());
 }
+
+/// A disk running low is mailed and posted once, naming the disk and what it has free,
+/// with a link to the overview; a restarted daemon does not say it again while the
+/// disk stays low (the threshold forced to 100% so that this machine's disk is low).
+#[test]
+fn a_disk_running_low_is_mailed_and_posted_once() {
+    let rs = Reposafe::new();
+    let smtp = SmtpServer::start(None);
+    let hook = Receiver::start();
+    let port = smtp.port.to_string();
+    run(
+        &rs,
+        &set_args(&rs, &hook, &port, &["--smtp-security", "none"]),
+    )
+    .ok();
+    let log = rs.data_dir().join("daemon-test.log");
+    let env = [("REPOSAFE_WARN_FREE_BELOW_PERCENT", "100")];
+    let (daemon, url, _) = start_logged_daemon_with(&rs, &log, &env);
+    let daemon = Daemon(daemon);
+    let mails = smtp.wait_messages(1);
+    let posts = hook.wait(1);
+    let dir = std::path::absolute(rs.data_dir()).expect("absolute");
+    let disk = format!("the disk of the data dir ({})", dir.display());
+    // Its lines as sent, quoted-printable's soft line breaks undone.
+    let mail = mails[0].replace("=\r\n", "").replace("=\n", "");
+    assert!(mail.contains("Subject: reposafe: disk space low"), "{mail}");
+    assert!(mail.contains(&disk) && mail.contains(" free of "), "{mail}");
+    assert!(mail.contains(&format!("Overview: {url}/")), "{mail}");
+    let v: serde_json::Value = serde_json::from_str(&posts[0].1).expect("webhook JSON");
+    let text = v["text"].as_str().expect("text");
+    assert!(text.contains(&disk), "{text}");
+    drop(daemon);
+    let (again, _, _) = start_logged_daemon_with(&rs, &log, &env);
+    let again = Daemon(again);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "said once while the disk stays low"
+    );
+    assert_eq!(hook.bodies().len(), 1);
+    drop(again);
+    let said = std::fs::read_to_string(&log).expect("log");
+    assert!(!said.contains("low disk space alert:"), "{said}");
+}

@@ -2,9 +2,11 @@
 //! scratch files) and a local archive's, when it is mounted on a disk of its own. A
 //! backup that meets a full disk fails and loses nothing committed, but it fails: the
 //! overview warns while a disk has less than [`WARN_BELOW_PERCENT`] free
-//! (`REPOSAFE_WARN_FREE_BELOW_PERCENT`), and `archive show` says what a local archive's
-//! disk has free.
+//! (`REPOSAFE_WARN_FREE_BELOW_PERCENT`), the daemon notifies once each time a disk runs
+//! low (see `notifications`), and `archive show` says what a local archive's disk has
+//! free.
 
+use super::{Context, EngineError};
 use crate::fmt::human_bytes;
 use std::path::{Path, PathBuf};
 
@@ -77,14 +79,40 @@ fn warn_below_percent() -> u64 {
         .map_or(WARN_BELOW_PERCENT, |p| p.min(100))
 }
 
-/// A warning for each disk among `paths` (the data dir first) with less than the
-/// threshold free; a path whose disk cannot be asked is skipped with a log line (the
-/// overview still answers).
-pub(crate) fn low_space_warnings(paths: &[(&str, PathBuf)]) -> Vec<String> {
-    low_space_warnings_below(paths, warn_below_percent())
+/// The disks watched: the data dir's, and the local archive's (which may be mounted
+/// on a disk of its own; a bucket has no disk here).
+pub(crate) fn watched(ctx: &Context) -> Result<Vec<(&'static str, PathBuf)>, EngineError> {
+    let mut disks = vec![("data dir", ctx.data_dir().to_path_buf())];
+    let place = super::archive_location::recorded_place(ctx.data_dir())?;
+    if place.endpoint.is_none() {
+        disks.push(("archive", PathBuf::from(place.location)));
+    }
+    Ok(disks)
 }
 
-fn low_space_warnings_below(paths: &[(&str, PathBuf)], percent: u64) -> Vec<String> {
+/// A disk with less than the threshold free.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LowSpace {
+    /// The path watched on it.
+    pub(crate) path: PathBuf,
+    /// What to tell the user.
+    pub(crate) warning: String,
+}
+
+/// Each disk among `paths` (the data dir first) with less than the threshold free; a
+/// path whose disk cannot be asked is skipped with a log line (the overview still
+/// answers).
+pub(crate) fn low_space(paths: &[(&str, PathBuf)]) -> Vec<LowSpace> {
+    low_space_below(paths, warn_below_percent())
+}
+
+/// Of the disks low now, those not low at the last alert (`alerted`: their paths): a
+/// disk is alerted about once each time it runs low.
+pub(crate) fn newly_low<'a>(now: &'a [LowSpace], alerted: &[PathBuf]) -> Vec<&'a LowSpace> {
+    now.iter().filter(|l| !alerted.contains(&l.path)).collect()
+}
+
+fn low_space_below(paths: &[(&str, PathBuf)], percent: u64) -> Vec<LowSpace> {
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for (what, path) in paths {
@@ -100,11 +128,14 @@ fn low_space_warnings_below(paths: &[(&str, PathBuf)], percent: u64) -> Vec<Stri
         }
         seen.push(space.device);
         if u128::from(space.available) * 100 < u128::from(space.total) * u128::from(percent) {
-            out.push(format!(
-                "the disk of the {what} ({}) has {}: a backup that fills it fails (what is backed up stays); free space on it or give it a larger disk",
-                path.display(),
-                space.describe()
-            ));
+            out.push(LowSpace {
+                path: path.clone(),
+                warning: format!(
+                    "the disk of the {what} ({}) has {}: a backup that fills it fails (what is backed up stays); free space on it or give it a larger disk",
+                    path.display(),
+                    space.describe()
+                ),
+            });
         }
     }
     out
@@ -137,16 +168,28 @@ mod tests {
         let archive = dir.path().join("archive");
         std::fs::create_dir(&archive).expect("mkdir");
         let paths = [("data dir", dir.path().to_path_buf()), ("archive", archive)];
-        let warned = low_space_warnings_below(&paths, 100);
+        let warned = low_space_below(&paths, 100);
         assert_eq!(warned.len(), 1, "one disk: {warned:?}");
-        assert!(warned[0].contains("the disk of the data dir"), "{warned:?}");
-        assert!(
-            warned[0].contains(&dir.path().display().to_string()),
-            "{warned:?}"
-        );
-        assert!(low_space_warnings_below(&paths, 0).is_empty());
+        assert_eq!(warned[0].path, dir.path());
+        let text = &warned[0].warning;
+        assert!(text.contains("the disk of the data dir"), "{text}");
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(low_space_below(&paths, 0).is_empty());
         let gone = [("data dir", dir.path().join("absent"))];
-        assert!(low_space_warnings_below(&gone, 100).is_empty());
+        assert!(low_space_below(&gone, 100).is_empty());
+    }
+
+    #[test]
+    fn a_disk_is_alerted_about_once_each_time_it_runs_low() {
+        let low = |p: &str| LowSpace {
+            path: PathBuf::from(p),
+            warning: format!("{p} is low"),
+        };
+        let now = [low("/data"), low("/archive")];
+        assert_eq!(newly_low(&now, &[]).len(), 2);
+        let after = newly_low(&now, &[PathBuf::from("/data")]);
+        assert_eq!(after, vec![&now[1]], "the one alerted already is not again");
+        assert!(newly_low(&now, &[PathBuf::from("/data"), PathBuf::from("/archive")]).is_empty());
     }
 
     #[test]

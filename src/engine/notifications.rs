@@ -3,7 +3,8 @@
 //! `[notifications]` table), the secrets sealed in the vault (the SMTP password and
 //! the webhook URL), the message of a job that ended failed (or partial, when asked),
 //! sent on a thread of its own so a slow mail server never holds a job worker, the
-//! daily digest, and "send test". The last delivery's outcome is stored and shown.
+//! daily digest, the alert of a disk running low, and "send test". The last
+//! delivery's outcome is stored and shown.
 
 use super::{Context, EngineError, Jobs};
 use crate::notify::{self, ChannelResult, Message, NotificationSettings, NotifyError, Secrets};
@@ -12,13 +13,19 @@ use crate::vault::{Credential, CredentialKind};
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 const KEY: &str = "notifications";
 const LAST_DELIVERY: &str = "notifications.last_delivery";
 const LAST_DIGEST: &str = "notifications.last_digest";
+/// The disks the last low-space alert named (JSON list of paths).
+const LOW_DISKS: &str = "notifications.low_disks";
+/// How often the daemon looks at the disks for the low-space alert.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The settings as stored: `settings.webhook_url` is always empty here, the URL and
 /// the password are sealed (base64 of the age ciphertext).
@@ -111,6 +118,8 @@ pub struct Notifications {
     defaults: Mutex<Option<NotificationSettings>>,
     base_url: Mutex<Option<String>>,
     pending: Mutex<Vec<JoinHandle<()>>>,
+    /// When the disks were last looked at for the low-space alert.
+    disks_checked: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -303,6 +312,7 @@ impl Notifications {
     /// (the daemon's local time), summing up the jobs finished in the last 24 hours.
     pub fn tick(self: &Arc<Self>, jobs: &Jobs, now: OffsetDateTime) {
         let ctx = jobs.context();
+        self.check_disks(ctx);
         let Ok((settings, _, _)) = self.current(ctx) else {
             return;
         };
@@ -340,6 +350,67 @@ impl Notifications {
                 }
                 Err(e) => tracing::warn!("daily digest: {e}"),
             });
+    }
+}
+
+impl Notifications {
+    /// The low-space alert, looked at most every [`DISK_CHECK_EVERY`] on a thread of
+    /// its own (see [`Notifications::alert_low_disks`]).
+    fn check_disks(self: &Arc<Self>, ctx: &Arc<Context>) {
+        // Not before the daemon listens: the message's link would be missing.
+        if lock(&self.base_url).is_none() {
+            return;
+        }
+        {
+            let mut last = lock(&self.disks_checked);
+            if last.is_some_and(|t| t.elapsed() < DISK_CHECK_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let (ctx, me) = (ctx.clone(), self.clone());
+        let spawned = std::thread::Builder::new()
+            .name("notify-disks".into())
+            .spawn(move || {
+                if let Err(e) = me.alert_low_disks(&ctx) {
+                    tracing::warn!("low disk space alert: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the low disk space alert's thread: {e}");
+        }
+    }
+
+    /// Sends one message naming each disk that ran low since the last alert (a disk
+    /// that recovered and runs low again is named again). The disks named are
+    /// recorded once a channel took the message, so one set up later still alerts.
+    fn alert_low_disks(&self, ctx: &Context) -> Result<(), EngineError> {
+        use super::disk_space;
+        let low = disk_space::low_space(&disk_space::watched(ctx)?);
+        let alerted: Vec<PathBuf> = ctx
+            .state
+            .setting(LOW_DISKS)?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let fresh: Vec<&str> = disk_space::newly_low(&low, &alerted)
+            .into_iter()
+            .map(|l| l.warning.as_str())
+            .collect();
+        if !fresh.is_empty() {
+            let (settings, secrets) = self.resolve(ctx)?;
+            if !secrets.any_channel(&settings) {
+                return Ok(());
+            }
+            let msg = notify::low_space_message(&fresh, self.link(&settings).as_deref());
+            deliver(ctx, &settings, &secrets, &msg, "low disk space".into());
+        }
+        let low_now: Vec<PathBuf> = low.into_iter().map(|l| l.path).collect();
+        if low_now != alerted {
+            let json = serde_json::to_vec(&low_now)
+                .map_err(|e| EngineError::Internal(format!("{LOW_DISKS}: {e}")))?;
+            ctx.state.put_setting(LOW_DISKS, &json)?;
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,6 @@ use super::{Context, EngineError};
 use crate::state::{Job, JobKind, JobState, Plan};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -142,11 +141,12 @@ pub fn overview(
         Err(e) => return Err(e),
     };
     let attached = ctx.archive.current();
-    let mut disks = vec![("data dir", ctx.data_dir.clone())];
-    if place.endpoint.is_none() {
-        disks.push(("archive", PathBuf::from(&place.location)));
-    }
-    warnings.extend(super::disk_space::low_space_warnings(&disks));
+    let disks = super::disk_space::watched(ctx)?;
+    warnings.extend(
+        super::disk_space::low_space(&disks)
+            .into_iter()
+            .map(|low| low.warning),
+    );
     let jobs = ctx.state.jobs(RECENT_JOBS)?;
     warnings.extend(
         ctx.providers

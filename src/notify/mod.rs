@@ -301,6 +301,24 @@ pub fn digest_message(jobs: &[Job], link: Option<&str>) -> Message {
     Message { subject, text }
 }
 
+/// The alert of disks that ran low (`warnings`: each disk with what it has free), with
+/// a link to the overview.
+pub fn low_space_message(warnings: &[&str], link: Option<&str>) -> Message {
+    let mut text =
+        "reposafe: a disk it writes to is running out of space; backups fail once it is full."
+            .to_string();
+    for w in warnings {
+        text.push_str(&format!("\n- {w}"));
+    }
+    if let Some(link) = link {
+        text.push_str(&format!("\nOverview: {link}/"));
+    }
+    Message {
+        subject: "reposafe: disk space low".into(),
+        text,
+    }
+}
+
 /// The message of "send test".
 pub fn test_message(link: Option<&str>) -> Message {
     let mut text = "reposafe test notification: this channel works.".to_string();
