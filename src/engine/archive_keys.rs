@@ -393,19 +393,20 @@ pub(crate) fn archive_info(archive: &Archive, data_dir: &Path) -> Result<Archive
         })
         .collect();
     let place = archive_location::recorded_place(data_dir)?;
-    let disk = with_local_disk(&place);
+    let (disk_free_bytes, disk_bytes) = local_disk_space(&place);
     Ok(ArchiveInfo {
         location: archive.location().display().to_string(),
+        s3_keys: place.s3_keys(),
         endpoint: place.endpoint,
-        s3_keys: place.s3_keys,
         unavailable: None,
         encrypted: Some(archive.key().is_some()),
         recipient: archive.key().map(ArchiveKey::recipient),
         keys,
         snapshots: Some(archive.snapshot_count()?),
         stored_bytes: Some(archive.disk_usage()?),
+        disk_free_bytes,
+        disk_bytes,
         copy_targets: super::archive_copy::saved_targets(data_dir),
-        ..disk
     })
 }
 
@@ -416,33 +417,28 @@ pub(crate) fn unavailable_archive_info(
     reason: String,
 ) -> Result<ArchiveInfo, EngineError> {
     let place = archive_location::recorded_place(data_dir)?;
-    let disk = with_local_disk(&place);
+    let (disk_free_bytes, disk_bytes) = local_disk_space(&place);
     Ok(ArchiveInfo {
+        s3_keys: place.s3_keys(),
         location: place.location,
         endpoint: place.endpoint,
-        s3_keys: place.s3_keys,
         unavailable: Some(reason),
         encrypted: place.encrypted_to.is_some().then_some(true),
         recipient: place.encrypted_to,
         keys: Vec::new(),
         snapshots: None,
         stored_bytes: None,
+        disk_free_bytes,
+        disk_bytes,
         copy_targets: super::archive_copy::saved_targets(data_dir),
-        ..disk
     })
 }
 
-/// An `ArchiveInfo` holding only the free space of a local archive's disk (none for
-/// a bucket, or a directory whose disk cannot be asked).
-fn with_local_disk(place: &archive_location::RecordedPlace) -> ArchiveInfo {
-    let space = place
-        .endpoint
-        .is_none()
-        .then(|| super::disk_space::space_of(Path::new(&place.location)).ok())
-        .flatten();
-    ArchiveInfo {
-        disk_free_bytes: space.as_ref().map(|s| s.available),
-        disk_bytes: space.as_ref().map(|s| s.total),
-        ..ArchiveInfo::default()
+/// The bytes free on a local archive's disk and its size (none for a bucket, or a
+/// directory whose disk cannot be asked).
+fn local_disk_space(place: &archive_location::RecordedPlace) -> (Option<u64>, Option<u64>) {
+    match place.local_dir().map(super::disk_space::space_of) {
+        Some(Ok(space)) => (Some(space.available), Some(space.total)),
+        _ => (None, None),
     }
 }

@@ -374,8 +374,22 @@ pub(crate) struct RecordedPlace {
     pub(crate) endpoint: Option<String>,
     /// The recipient of the archive's key, when the S3 location records one.
     pub(crate) encrypted_to: Option<String>,
+    /// The access key ID an S3 location records (given at `archive init`).
+    pub(crate) access_key_id: Option<String>,
+}
+
+impl RecordedPlace {
+    /// The directory of a local archive (none for a bucket).
+    pub(crate) fn local_dir(&self) -> Option<&Path> {
+        self.endpoint.is_none().then(|| Path::new(&self.location))
+    }
+
     /// Where an S3 location's keys come from (see [`super::s3_keys::describe_keys`]).
-    pub(crate) s3_keys: Option<String>,
+    pub(crate) fn s3_keys(&self) -> Option<String> {
+        self.endpoint
+            .is_some()
+            .then(|| super::s3_keys::describe_keys(self.access_key_id.as_deref()))
+    }
 }
 
 /// Where the data dir records its archive to be (nothing is asked of the store).
@@ -386,7 +400,7 @@ pub(crate) fn recorded_place(data_dir: &Path) -> Result<RecordedPlace, EngineErr
                 crate::archive::settled_endpoint(s.endpoint.as_deref())
                     .unwrap_or_else(|| "AWS".to_string()),
             ),
-            s3_keys: Some(super::s3_keys::describe_keys(s.access_key_id.as_deref())),
+            access_key_id: s.access_key_id,
             location: s.url,
             encrypted_to: s.encrypted_to,
         },
@@ -394,7 +408,7 @@ pub(crate) fn recorded_place(data_dir: &Path) -> Result<RecordedPlace, EngineErr
             location: absolute_archive_dir(data_dir)?,
             endpoint: None,
             encrypted_to: None,
-            s3_keys: None,
+            access_key_id: None,
         },
     })
 }

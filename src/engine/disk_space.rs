@@ -6,7 +6,7 @@
 //! low (see `notifications`), and `archive show` says what a local archive's disk has
 //! free.
 
-use super::{Context, EngineError};
+use super::archive_location::RecordedPlace;
 use crate::fmt::human_bytes;
 use std::path::{Path, PathBuf};
 
@@ -80,14 +80,13 @@ fn warn_below_percent() -> u64 {
 }
 
 /// The disks watched: the data dir's, and the local archive's (which may be mounted
-/// on a disk of its own; a bucket has no disk here).
-pub(crate) fn watched(ctx: &Context) -> Result<Vec<(&'static str, PathBuf)>, EngineError> {
-    let mut disks = vec![("data dir", ctx.data_dir().to_path_buf())];
-    let place = super::archive_location::recorded_place(ctx.data_dir())?;
-    if place.endpoint.is_none() {
-        disks.push(("archive", PathBuf::from(place.location)));
+/// on a disk of its own; a bucket, as `place` records it, has no disk here).
+pub(crate) fn watched(data_dir: &Path, place: &RecordedPlace) -> Vec<(&'static str, PathBuf)> {
+    let mut disks = vec![("data dir", data_dir.to_path_buf())];
+    if let Some(dir) = place.local_dir() {
+        disks.push(("archive", dir.to_path_buf()));
     }
-    Ok(disks)
+    disks
 }
 
 /// A disk with less than the threshold free.

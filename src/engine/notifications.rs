@@ -386,7 +386,8 @@ impl Notifications {
     /// recorded once a channel took the message, so one set up later still alerts.
     fn alert_low_disks(&self, ctx: &Context) -> Result<(), EngineError> {
         use super::disk_space;
-        let low = disk_space::low_space(&disk_space::watched(ctx)?);
+        let place = super::archive_location::recorded_place(ctx.data_dir())?;
+        let low = disk_space::low_space(&disk_space::watched(ctx.data_dir(), &place));
         let alerted: Vec<PathBuf> = ctx
             .state
             .setting(LOW_DISKS)?

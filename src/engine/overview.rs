@@ -141,7 +141,7 @@ pub fn overview(
         Err(e) => return Err(e),
     };
     let attached = ctx.archive.current();
-    let disks = super::disk_space::watched(ctx)?;
+    let disks = super::disk_space::watched(&ctx.data_dir, &place);
     warnings.extend(
         super::disk_space::low_space(&disks)
             .into_iter()
