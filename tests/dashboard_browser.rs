@@ -239,14 +239,21 @@ const WATCH_PROGRESS: &str = "(() => { const bar = document.querySelector('#job-
     window.__progressSeen = [[bar.value, bar.max]];
     new MutationObserver(() => window.__progressSeen.push([bar.value, bar.max]))
         .observe(bar, {attributes: true});
+    const live = document.querySelector('#job-live');
+    const state = live.getAttribute('data-state');
+    window.__servedEnded = state !== 'queued' && state !== 'running'
+        && !live.getAttribute('data-ended');
     window.__keptMarker = 'no reload'; return true; })()";
 
 /// On a job's page: waits (up to `secs`) until the job ended and the page re-read its
 /// results, checking the page was never reloaded meanwhile; returns the final state.
+/// A job that ended before its page was served (a restore can take no time at all) is
+/// shown ended as served, with nothing to follow (`window.__servedEnded`).
 fn watch_job_to_end(b: &mut Browser, secs: u64) -> String {
     assert_eq!(b.eval(WATCH_PROGRESS), serde_json::json!(true));
     b.wait_for_timeout(
-        "document.querySelector('#job-live').getAttribute('data-ended') === '1' \
+        "window.__servedEnded \
+         || document.querySelector('#job-live').getAttribute('data-ended') === '1' \
          && document.documentElement.getAttribute('data-refreshed')",
         std::time::Duration::from_secs(secs),
         "the job to end on its page",

@@ -468,3 +468,53 @@ fn a_disk_running_low_is_mailed_and_posted_once() {
     let said = std::fs::read_to_string(&log).expect("log");
     assert!(!said.contains("low disk space alert:"), "{said}");
 }
+
+/// The daily digest says again, every day until it is fixed, what the overview warns
+/// of: here a disk below the threshold and a provider plugin that did not load. (The
+/// digest is set to the daemon's current minute, so it is due at once.)
+#[test]
+fn the_daily_digest_repeats_what_needs_attention() {
+    let rs = Reposafe::new();
+    let smtp = SmtpServer::start(None);
+    let hook = Receiver::start();
+    let port = smtp.port.to_string();
+    let now = time::OffsetDateTime::now_utc();
+    let at = format!("{:02}:{:02}", now.hour(), now.minute());
+    let extra = ["--smtp-security", "none", "--daily-digest", &at];
+    run(&rs, &set_args(&rs, &hook, &port, &extra)).ok();
+    let plugins = rs.data_dir().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    std::fs::write(plugins.join("broken.wasm"), b"not a component").expect("plugin");
+    let log = rs.data_dir().join("daemon-test.log");
+    let env = [("REPOSAFE_WARN_FREE_BELOW_PERCENT", "100"), ("TZ", "UTC")];
+    let (daemon, url, _) = start_logged_daemon_with(&rs, &log, &env);
+    let daemon = Daemon(daemon);
+    // The low-space alert and the digest, in either order.
+    let mails = smtp.wait_messages(2);
+    let mails: Vec<String> = mails
+        .iter()
+        .map(|m| m.replace("=\r\n", "").replace("=\n", ""))
+        .collect();
+    let digest = mails
+        .iter()
+        .find(|m| m.contains("Subject: reposafe daily digest"))
+        .unwrap_or_else(|| panic!("a digest among {mails:#?}"));
+    assert!(digest.contains("; 2 to act on"), "{digest}");
+    let dir = std::path::absolute(rs.data_dir()).expect("absolute");
+    let disk = format!("- the disk of the data dir ({})", dir.display());
+    assert!(digest.contains("To act on now:"), "{digest}");
+    assert!(digest.contains(&disk), "{digest}");
+    assert!(
+        digest.contains("- a provider plugin did not load") && digest.contains("broken.wasm"),
+        "{digest}"
+    );
+    assert!(digest.contains(&format!("Overview: {url}/")), "{digest}");
+    let posts = hook.wait(2);
+    assert!(
+        posts
+            .iter()
+            .any(|(_, body)| body.contains("To act on now:")),
+        "{posts:?}"
+    );
+    drop(daemon);
+}

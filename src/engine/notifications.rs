@@ -309,7 +309,9 @@ impl Notifications {
     }
 
     /// The daily digest: sent once a day in the hour after the configured `HH:MM`
-    /// (the daemon's local time), summing up the jobs finished in the last 24 hours.
+    /// (the daemon's local time), summing up the jobs finished in the last 24 hours
+    /// and repeating what the overview warns of (a disk that stays low, an archive
+    /// that cannot be used), so it is said again every day until it is fixed.
     pub fn tick(self: &Arc<Self>, jobs: &Jobs, now: OffsetDateTime) {
         let ctx = jobs.context();
         self.check_disks(ctx);
@@ -345,7 +347,11 @@ impl Notifications {
             .spawn(move || match me.resolve(&ctx) {
                 Ok((settings, secrets)) if !secrets.any_channel(&settings) => {}
                 Ok((settings, secrets)) => {
-                    let msg = notify::digest_message(&finished, me.link(&settings).as_deref());
+                    let warnings = super::overview::warnings_now(&ctx).unwrap_or_else(|e| {
+                        vec![format!("what needs attention could not be read: {e}")]
+                    });
+                    let link = me.link(&settings);
+                    let msg = notify::digest_message(&finished, &warnings, link.as_deref());
                     deliver(&ctx, &settings, &secrets, &msg, "daily digest".into());
                 }
                 Err(e) => tracing::warn!("daily digest: {e}"),
@@ -632,10 +638,28 @@ mod tests {
             "an hour late"
         );
 
-        let msg = notify::digest_message(&[], Some("http://127.0.0.1:8720"));
-        assert!(msg.subject.contains("0 jobs"), "{msg:?}");
+        let msg = notify::digest_message(&[], &[], Some("http://127.0.0.1:8720"));
+        assert!(
+            msg.subject.ends_with("0 jobs, 0 failed, 0 partial"),
+            "{msg:?}"
+        );
         assert!(
             msg.text.ends_with("Jobs: http://127.0.0.1:8720/jobs"),
+            "{msg:?}"
+        );
+        let low = "the disk of the data dir (/d): 1.0 GiB free of 100.0 GiB (1%)".to_string();
+        let msg = notify::digest_message(
+            &[],
+            std::slice::from_ref(&low),
+            Some("http://127.0.0.1:8720"),
+        );
+        assert!(msg.subject.ends_with("; 1 to act on"), "{msg:?}");
+        assert!(
+            msg.text.contains(&format!("\nTo act on now:\n- {low}\n")),
+            "{msg:?}"
+        );
+        assert!(
+            msg.text.ends_with("\nOverview: http://127.0.0.1:8720/"),
             "{msg:?}"
         );
     }

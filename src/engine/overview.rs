@@ -1,8 +1,10 @@
 //! The appliance at a glance (the dashboard's overview and `GET /api/v1/status`):
 //! archive size against what its snapshots hold (deduplication), each plan's last
 //! success and failure and next runs, the repositories whose latest backup failed,
-//! and warnings an admin should act on (a plugin that did not load, a credential
-//! that failed in the last job, a connection whose last check failed).
+//! and warnings an admin should act on (the archive that cannot be used, a disk running
+//! low, a plugin that did not load, a credential that failed in the last job, a
+//! connection whose last check failed, a notification not delivered), which the daily
+//! digest repeats.
 
 use super::plans::{schedule_of, zone_of};
 use super::{Context, EngineError};
@@ -127,50 +129,19 @@ pub fn overview(
     now: OffsetDateTime,
 ) -> Result<Overview, EngineError> {
     let repos = ctx.state.repositories(None)?;
-    let mut warnings = Vec::new();
     let place = super::archive_location::recorded_place(&ctx.data_dir)?;
-    let (archive_bytes, logical_bytes, snapshots) = match archive_totals(ctx, cache) {
-        Ok(totals) => totals,
+    let (archive_bytes, logical_bytes, snapshots, unavailable) = match archive_totals(ctx, cache) {
+        Ok((bytes, logical, snapshots)) => (bytes, logical, snapshots, None),
         // The rest of the overview still answers: the archive is named first.
         Err(e @ EngineError::ArchiveUnavailable(_)) => {
-            warnings.push(format!(
-                "{e}; backups, restores and checks fail until it can, and the backups it holds are not touched"
-            ));
-            last_totals(cache)
+            let (bytes, logical, snapshots) = last_totals(cache);
+            (bytes, logical, snapshots, Some(e))
         }
         Err(e) => return Err(e),
     };
     let attached = ctx.archive.current();
-    let disks = super::disk_space::watched(&ctx.data_dir, &place);
-    warnings.extend(
-        super::disk_space::low_space(&disks)
-            .into_iter()
-            .map(|low| low.warning),
-    );
     let jobs = ctx.state.jobs(RECENT_JOBS)?;
-    warnings.extend(
-        ctx.providers
-            .load_errors
-            .iter()
-            .map(|e| format!("a provider plugin did not load: {e}")),
-    );
-    warnings.extend(credential_warnings(&jobs));
-    warnings.extend(
-        ctx.state
-            .connection_checks()?
-            .into_iter()
-            .filter_map(|(name, c)| {
-                (!c.ok).then(|| {
-                    format!(
-                        "connection {name}: its last check failed at {}: {}",
-                        crate::fmt::fmt_time(c.at),
-                        c.reason.unwrap_or_default()
-                    )
-                })
-            }),
-    );
-    // issue 14 (N): a notification that could not be delivered
-    warnings.extend(super::notifications::delivery_warning(ctx)?);
+    let warnings = warnings(ctx, &place, unavailable.as_ref(), &jobs)?;
     Ok(Overview {
         data_dir: ctx.data_dir.display().to_string(),
         archive_bytes,
@@ -198,6 +169,68 @@ pub fn overview(
         failing: failing_repositories(ctx, &jobs)?,
         warnings,
     })
+}
+
+/// [`warnings`] as they stand now, for the daily digest: the archive is opened if it
+/// is not yet, nothing is measured.
+pub(super) fn warnings_now(ctx: &Context) -> Result<Vec<String>, EngineError> {
+    let place = super::archive_location::recorded_place(&ctx.data_dir)?;
+    let unavailable = match ctx.archive() {
+        Ok(_) => None,
+        Err(e @ EngineError::ArchiveUnavailable(_)) => Some(e),
+        Err(e) => return Err(e),
+    };
+    let jobs = ctx.state.jobs(RECENT_JOBS)?;
+    warnings(ctx, &place, unavailable.as_ref(), &jobs)
+}
+
+/// What an admin should act on now, most urgent first: the archive that cannot be used
+/// (`unavailable`, when opening it failed), a disk running low, a plugin that did not
+/// load, a credential that failed in a recent job (`jobs`, newest first), a connection
+/// whose last check failed, a notification that was not delivered. The overview shows
+/// them; the daily digest repeats them.
+pub(super) fn warnings(
+    ctx: &Context,
+    place: &super::archive_location::RecordedPlace,
+    unavailable: Option<&EngineError>,
+    jobs: &[Job],
+) -> Result<Vec<String>, EngineError> {
+    let mut warnings = Vec::new();
+    if let Some(e) = unavailable {
+        warnings.push(format!(
+            "{e}; backups, restores and checks fail until it can, and the backups it holds are not touched"
+        ));
+    }
+    let disks = super::disk_space::watched(&ctx.data_dir, place);
+    warnings.extend(
+        super::disk_space::low_space(&disks)
+            .into_iter()
+            .map(|low| low.warning),
+    );
+    warnings.extend(
+        ctx.providers
+            .load_errors
+            .iter()
+            .map(|e| format!("a provider plugin did not load: {e}")),
+    );
+    warnings.extend(credential_warnings(jobs));
+    warnings.extend(
+        ctx.state
+            .connection_checks()?
+            .into_iter()
+            .filter_map(|(name, c)| {
+                (!c.ok).then(|| {
+                    format!(
+                        "connection {name}: its last check failed at {}: {}",
+                        crate::fmt::fmt_time(c.at),
+                        c.reason.unwrap_or_default()
+                    )
+                })
+            }),
+    );
+    // issue 14 (N): a notification that could not be delivered
+    warnings.extend(super::notifications::delivery_warning(ctx)?);
+    Ok(warnings)
 }
 
 /// The last totals measured (zeros before the first): what an archive that cannot be

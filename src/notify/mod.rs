@@ -268,18 +268,22 @@ pub fn job_message(job: &Job, results: &[JobRecordResult], link: Option<&str>) -
     Message { subject, text }
 }
 
-/// The daily digest of `jobs` (those finished in the last 24 hours).
-pub fn digest_message(jobs: &[Job], link: Option<&str>) -> Message {
+/// The daily digest of `jobs` (those finished in the last 24 hours) and of what needs
+/// attention now (`warnings`, as the overview shows them).
+pub fn digest_message(jobs: &[Job], warnings: &[String], link: Option<&str>) -> Message {
     let count = |s: JobState| jobs.iter().filter(|j| j.state == s).count();
     let (ok, partial, failed) = (
         count(JobState::Succeeded),
         count(JobState::Partial),
         count(JobState::Failed),
     );
-    let subject = format!(
+    let mut subject = format!(
         "reposafe daily digest: {} jobs, {failed} failed, {partial} partial",
         jobs.len()
     );
+    if !warnings.is_empty() {
+        subject.push_str(&format!("; {} to act on", warnings.len()));
+    }
     let mut text = format!(
         "reposafe, last 24 hours: {} jobs finished: {ok} succeeded, {partial} partial, {failed} failed.",
         jobs.len()
@@ -295,8 +299,17 @@ pub fn digest_message(jobs: &[Job], link: Option<&str>) -> Message {
             text.push_str(&format!(": {e}"));
         }
     }
+    if !warnings.is_empty() {
+        text.push_str("\nTo act on now:");
+        for w in warnings {
+            text.push_str(&format!("\n- {w}"));
+        }
+    }
     if let Some(link) = link {
         text.push_str(&format!("\nJobs: {link}/jobs"));
+        if !warnings.is_empty() {
+            text.push_str(&format!("\nOverview: {link}/"));
+        }
     }
     Message { subject, text }
 }
