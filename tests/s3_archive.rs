@@ -1001,3 +1001,99 @@ fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
     let said = std::fs::read_to_string(&log).expect("log");
     assert!(said.contains("the archive opened"), "{said}");
 }
+
+/// A store whose https certificate a private CA signed (an on-premises MinIO or Ceph):
+/// without that CA `archive init` fails saying the certificate is not trusted and how
+/// to give the CA, recording nothing; a file that holds no certificate is refused
+/// naming it; with `--ca-bundle` the archive is made there and the bundle recorded, so
+/// later processes back up (a multipart upload too) and restore over https with the
+/// bundle's file gone, and `archive show` says what is trusted. `archive copy --to`
+/// takes the option too.
+#[test]
+fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle() {
+    let ca = reposafe_testkit::TestCa::new("reposafe test S3 CA");
+    let weed = Weed::start_tls(&ca);
+    weed.create_bucket(BUCKET);
+    let https = weed.https_endpoint.clone().expect("an https endpoint");
+    let scratch = TempDir::new("reposafe-s3-tls");
+    let (server, docs, big) = server(scratch.path());
+    let rs = Reposafe::new();
+    let url = format!("s3://{BUCKET}/private-ca");
+    let ca_file = scratch.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca_pem()).expect("CA file");
+    let run_with = |rs: &Reposafe, mut args: Vec<String>, extra: &[&str]| {
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        rs.run(&args)
+    };
+    let init_at = |extra: &[&str]| {
+        let args = common::s3::init_args_at(&https, &url, rs.files.path());
+        run_with(&rs, args, extra)
+    };
+
+    let untrusted = init_at(&[]);
+    assert_ne!(untrusted.code, 0, "{}", untrusted.all());
+    assert!(
+        untrusted.all().contains("certificate is not trusted")
+            && untrusted.all().contains("--ca-bundle FILE")
+            && untrusted.all().contains(&https),
+        "{}",
+        untrusted.all()
+    );
+    let location_file = rs.data_dir().join("archive-location.json");
+    assert!(!location_file.exists(), "nothing recorded");
+
+    let not_a_bundle = scratch.path().join("not-a-ca.pem");
+    std::fs::write(&not_a_bundle, "not a certificate\n").expect("file");
+    let refused = init_at(&["--ca-bundle", &not_a_bundle.display().to_string()]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .all()
+            .contains(&format!("--ca-bundle {}: ", not_a_bundle.display()))
+            && refused.all().contains("holds no certificate"),
+        "{}",
+        refused.all()
+    );
+    assert!(!location_file.exists(), "nothing recorded");
+
+    init_at(&["--ca-bundle", &ca_file.display().to_string()]).ok();
+    rs.connect_cloud_with_token(&server, WS);
+    rs.run(&["backup", WS]).ok();
+    std::fs::remove_file(&ca_file).expect("remove the CA file");
+    commit_on_head(&docs.bare, "second");
+    rs.run(&["backup", WS]).ok();
+    let to = scratch.path().join("restored");
+    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
+    restores_as_source(&rs, "acme/big", &big, &to);
+    let shown = rs.run(&["archive", "show"]).ok();
+    assert!(
+        shown.stdout.contains(&format!("(endpoint {https})"))
+            && shown.stdout.contains(
+                "TLS: the endpoint's certificate is checked against the system's trust store and the 1 certificate of the CA bundle given at archive init"
+            ),
+        "{}",
+        shown.stdout
+    );
+
+    // A copy to another prefix of the same store, given the CA the same way.
+    let ca_again = scratch.path().join("ca-again.pem");
+    std::fs::write(&ca_again, ca.ca_pem()).expect("CA file");
+    let copied_url = format!("s3://{BUCKET}/private-ca-copy");
+    let mut args = vec![
+        "archive".to_string(),
+        "copy".into(),
+        "--to".into(),
+        copied_url,
+    ];
+    args.extend(common::s3::s3_options(&https, rs.files.path()));
+    let untrusted = run_with(&rs, args.clone(), &[]);
+    assert_ne!(untrusted.code, 0);
+    assert!(
+        untrusted.all().contains("--ca-bundle FILE"),
+        "{}",
+        untrusted.all()
+    );
+    let copied = run_with(&rs, args, &["--ca-bundle", &ca_again.display().to_string()]).ok();
+    assert!(copied.all().contains("copied"), "{}", copied.all());
+}

@@ -34,7 +34,8 @@ pub use parts::{
     MetadataPart, MissingKind, MissingLfsObject, StoredFile,
 };
 pub use s3::{
-    environment_endpoint, environment_endpoint_named, settled_endpoint, S3Backend, S3Config,
+    ca_certificates, environment_endpoint, environment_endpoint_named, settled_endpoint, S3Backend,
+    S3Config,
 };
 pub use snapshot::{RepoIdentity, Snapshot, SnapshotId, SnapshotStats};
 

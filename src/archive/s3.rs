@@ -118,6 +118,9 @@ pub struct S3Config {
     pub secret_access_key: Option<SecretString>,
     /// With temporary static credentials, their session token.
     pub session_token: Option<SecretString>,
+    /// PEM certificates of the CAs trusted for the endpoint's TLS besides the system's
+    /// (a store with a certificate from a private CA); checked by [`ca_certificates`].
+    pub ca_bundle_pem: Option<String>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -128,6 +131,7 @@ impl std::fmt::Debug for S3Config {
             .field("region", &self.region)
             .field("path_style", &self.path_style)
             .field("access_key_id", &self.access_key_id)
+            .field("ca_bundle", &self.ca_bundle_pem.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -241,6 +245,18 @@ pub fn settled_endpoint(endpoint: Option<&str>) -> Option<String> {
     endpoint.map(str::to_string).or_else(environment_endpoint)
 }
 
+/// The certificates of a CA bundle (PEM), or why it holds none that can be used.
+pub fn ca_certificates(pem: &str) -> Result<Vec<object_store::Certificate>, String> {
+    let certificates = object_store::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| format!("is not a PEM certificate bundle: {e}"))?;
+    if certificates.is_empty() {
+        return Err(
+            "holds no certificate (a PEM bundle: -----BEGIN CERTIFICATE----- blocks)".into(),
+        );
+    }
+    Ok(certificates)
+}
+
 impl S3Backend {
     /// A backend for `config`, building temporary files in `scratch`. Nothing is sent
     /// until it is used ([`Backend::init`] checks the bucket answers).
@@ -283,9 +299,21 @@ impl S3Backend {
         if let Some(token) = &config.session_token {
             builder = builder.with_token(token.expose_secret());
         }
+        let certificates = match &config.ca_bundle_pem {
+            Some(pem) => ca_certificates(pem).map_err(|e| {
+                BackendError::new(
+                    &location,
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("the CA bundle {e}")),
+                )
+            })?,
+            None => Vec::new(),
+        };
         let answer = answer_time();
         let client = |limit: Duration| {
-            let (options, retry) = patience(limit);
+            let (mut options, retry) = patience(limit);
+            for certificate in &certificates {
+                options = options.with_root_certificate(certificate.clone());
+            }
             builder
                 .clone()
                 .with_client_options(options)
@@ -681,6 +709,11 @@ impl S3Backend {
 fn unanswered(e: &object_store::Error) -> Option<String> {
     let kind = http_error_kind(e)?;
     let cause = error_chain(e).last()?.to_string();
+    if kind == HttpErrorKind::Connect && untrusted_certificate(&cause) {
+        return Some(format!(
+            "its TLS certificate is not trusted here ({cause}): give the CA that signed it with --ca-bundle FILE (PEM), or add it to this system's trust store"
+        ));
+    }
     let what = match kind {
         HttpErrorKind::Connect => "cannot connect",
         HttpErrorKind::Timeout => "the store did not answer in time",
@@ -689,6 +722,18 @@ fn unanswered(e: &object_store::Error) -> Option<String> {
     Some(format!(
         "{what} ({cause}): check that the store is running and reachable from this machine, the endpoint, and for https that its certificate is trusted here"
     ))
+}
+
+/// Whether a connection failed on the server's certificate: rustls's "invalid peer
+/// certificate: UnknownIssuer" (a private CA), a self-signed one, and the like.
+fn untrusted_certificate(cause: &str) -> bool {
+    [
+        "UnknownIssuer",
+        "invalid peer certificate",
+        "certificate verify failed",
+    ]
+    .iter()
+    .any(|sign| cause.contains(sign))
 }
 
 /// An error and its sources, outermost first.
@@ -1164,6 +1209,7 @@ mod tests {
             access_key_id: Some("id".into()),
             secret_access_key: Some("not-a-real-secret".to_string().into()),
             session_token: None,
+            ca_bundle_pem: None,
         };
         let scratch = std::env::temp_dir();
         let backend = S3Backend::new(config, scratch).expect("a backend, nothing sent");

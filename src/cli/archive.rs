@@ -22,7 +22,7 @@ pub enum Outcome {
     /// The command ran; its exit code.
     Done(i32),
     /// A command for the service.
-    Service(ArchiveCmd),
+    Service(Box<ArchiveCmd>),
 }
 
 /// Runs the archive commands that work on the data dir itself.
@@ -50,7 +50,7 @@ pub fn run_local(data_dir: &Path, cmd: ArchiveCmd) -> Result<Outcome> {
             );
             Ok(Outcome::Done(0))
         }
-        other => Ok(Outcome::Service(other)),
+        other => Ok(Outcome::Service(Box::new(other))),
     }
 }
 
@@ -77,7 +77,7 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
     }
     let Some(url) = url.filter(|u| u.starts_with("s3://")) else {
         if s3.any() {
-            bail!("--endpoint, --region, --path-style and the keys are for an s3://BUCKET/PREFIX location");
+            bail!("--endpoint, --region, --path-style, --ca-bundle and the keys are for an s3://BUCKET/PREFIX location");
         }
         return Ok(None);
     };
@@ -91,6 +91,16 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
         Some(given) => Some(given),
         None => shell_endpoint()?,
     };
+    let ca_bundle_pem = match &s3.ca_bundle {
+        Some(file) => {
+            let pem = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --ca-bundle {}", file.display()))?;
+            crate::engine::archive_location::check_ca_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("--ca-bundle {}: {e}", file.display()))?;
+            Some(pem)
+        }
+        None => None,
+    };
     Ok(Some(S3Location {
         url,
         endpoint,
@@ -98,6 +108,7 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
         path_style: s3.path_style,
         access_key_id: s3.access_key_id,
         secret_access_key,
+        ca_bundle_pem,
     }))
 }
 

@@ -138,6 +138,10 @@ pub struct S3Args {
     /// A file holding the secret access key (`-` for standard input); sealed in the vault.
     #[arg(long, value_name = "FILE")]
     pub secret_access_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the endpoint's https besides the system's: a
+    /// store whose certificate a private CA signed. Recorded with the location.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl S3Args {
@@ -148,6 +152,7 @@ impl S3Args {
             || self.path_style
             || self.access_key_id.is_some()
             || self.secret_access_key_file.is_some()
+            || self.ca_bundle.is_some()
     }
 }
 

@@ -111,7 +111,7 @@ fn run(cli: Cli, file: &config::FileConfig) -> Result<i32> {
     let command = match cli.command {
         Command::Archive(cmd) => match archive::run_local(&data_dir, cmd)? {
             archive::Outcome::Done(code) => return Ok(code),
-            archive::Outcome::Service(cmd) => Command::Archive(cmd),
+            archive::Outcome::Service(cmd) => Command::Archive(*cmd),
         },
         other => other,
     };

@@ -817,6 +817,9 @@ pub fn archive(info: &crate::engine::service::ArchiveInfo) {
     if let Some(keys) = &info.s3_keys {
         println!("S3 keys: {keys}");
     }
+    if let Some(trust) = &info.s3_tls_trust {
+        println!("TLS: the endpoint's certificate is checked against {trust}");
+    }
     if let Some(reason) = &info.unavailable {
         println!("unavailable: {reason}");
     }

@@ -397,6 +397,7 @@ pub(crate) fn archive_info(archive: &Archive, data_dir: &Path) -> Result<Archive
     Ok(ArchiveInfo {
         location: archive.location().display().to_string(),
         s3_keys: place.s3_keys(),
+        s3_tls_trust: place.tls_trust(),
         endpoint: place.endpoint,
         unavailable: None,
         encrypted: Some(archive.key().is_some()),
@@ -420,6 +421,7 @@ pub(crate) fn unavailable_archive_info(
     let (disk_free_bytes, disk_bytes) = local_disk_space(&place);
     Ok(ArchiveInfo {
         s3_keys: place.s3_keys(),
+        s3_tls_trust: place.tls_trust(),
         location: place.location,
         endpoint: place.endpoint,
         unavailable: Some(reason),

@@ -38,6 +38,10 @@ pub struct S3Location {
         serialize_with = "super::service::expose_optional_secret"
     )]
     pub secret_access_key: Option<SecretString>,
+    /// PEM certificates of the CAs to trust for the endpoint's TLS besides the system's
+    /// (`--ca-bundle FILE`: a store whose certificate a private CA signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_pem: Option<String>,
 }
 
 /// An S3 location as recorded on disk (`archive-location.json`, a saved copy target):
@@ -62,6 +66,9 @@ pub(crate) struct StoredLocation {
     /// way (a `FORMAT` changed in the bucket to plain) is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encrypted_to: Option<String>,
+    /// The CA bundle given for the endpoint's TLS (PEM; public certificates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_bundle_pem: Option<String>,
 }
 
 fn location_file(data_dir: &Path) -> PathBuf {
@@ -91,6 +98,12 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         // requests go. Not the caller's field.
         None => environment_endpoint_checked("this process's").map_err(EngineError::Invalid)?,
     };
+    if let Some(pem) = &loc.ca_bundle_pem {
+        crate::archive::ca_certificates(pem).map_err(|e| EngineError::Field {
+            field: "ca_bundle".into(),
+            message: format!("the CA bundle {e}"),
+        })?;
+    }
     if loc.access_key_id.is_some() != loc.secret_access_key.is_some() {
         return Err(EngineError::Invalid(
             "give both --access-key-id and --secret-access-key-file, or neither (the keys then come from the AWS environment variables, the config file's [s3] table or the AWS credentials file)".into(),
@@ -105,7 +118,14 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         access_key_id: loc.access_key_id.clone(),
         secret_access_key: loc.secret_access_key.clone(),
         session_token: None,
+        ca_bundle_pem: loc.ca_bundle_pem.clone(),
     })
+}
+
+/// Why `pem` is no CA bundle to trust (it holds no PEM certificate), for a front-end
+/// that names the file it read.
+pub fn check_ca_bundle(pem: &str) -> Result<(), String> {
+    crate::archive::ca_certificates(pem).map(drop)
 }
 
 /// Why `endpoint` is no endpoint: not an http(s) URL, or one holding credentials.
@@ -278,6 +298,7 @@ impl StoredLocation {
             access_key_id: config.access_key_id.clone(),
             secret_access_key_sealed: sealed,
             encrypted_to,
+            ca_bundle_pem: config.ca_bundle_pem.clone(),
         })
     }
 
@@ -301,6 +322,7 @@ impl StoredLocation {
             path_style: self.path_style,
             access_key_id: self.access_key_id.clone(),
             secret_access_key: secret,
+            ca_bundle_pem: self.ca_bundle_pem.clone(),
         })
     }
 
@@ -376,6 +398,8 @@ pub(crate) struct RecordedPlace {
     pub(crate) encrypted_to: Option<String>,
     /// The access key ID an S3 location records (given at `archive init`).
     pub(crate) access_key_id: Option<String>,
+    /// The CA bundle an S3 location records (PEM).
+    pub(crate) ca_bundle_pem: Option<String>,
 }
 
 impl RecordedPlace {
@@ -390,6 +414,25 @@ impl RecordedPlace {
             .is_some()
             .then(|| super::s3_keys::describe_keys(self.access_key_id.as_deref()))
     }
+
+    /// What an https endpoint's certificate is checked against (none for a directory
+    /// or a plain-http endpoint).
+    pub(crate) fn tls_trust(&self) -> Option<String> {
+        let endpoint = self.endpoint.as_deref()?;
+        if endpoint.starts_with("http://") {
+            return None;
+        }
+        let certificates = self
+            .ca_bundle_pem
+            .as_deref()
+            .and_then(|pem| crate::archive::ca_certificates(pem).ok())
+            .map_or(0, |certificates| certificates.len());
+        Some(match certificates {
+            0 => "the system's trust store".to_string(),
+            1 => "the system's trust store and the 1 certificate of the CA bundle given at archive init".to_string(),
+            n => format!("the system's trust store and the {n} certificates of the CA bundle given at archive init"),
+        })
+    }
 }
 
 /// Where the data dir records its archive to be (nothing is asked of the store).
@@ -401,6 +444,7 @@ pub(crate) fn recorded_place(data_dir: &Path) -> Result<RecordedPlace, EngineErr
                     .unwrap_or_else(|| "AWS".to_string()),
             ),
             access_key_id: s.access_key_id,
+            ca_bundle_pem: s.ca_bundle_pem,
             location: s.url,
             encrypted_to: s.encrypted_to,
         },
@@ -409,6 +453,7 @@ pub(crate) fn recorded_place(data_dir: &Path) -> Result<RecordedPlace, EngineErr
             endpoint: None,
             encrypted_to: None,
             access_key_id: None,
+            ca_bundle_pem: None,
         },
     })
 }

@@ -582,6 +582,10 @@ pub struct ArchiveInfo {
     /// 4 characters hidden (never a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_keys: Option<String>,
+    /// Which CAs an https endpoint's certificate is checked against: the system's, and
+    /// those of the CA bundle given at `archive init` (`--ca-bundle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_tls_trust: Option<String>,
     /// Why the archive cannot be used now (its store does not answer, or refuses, or
     /// its key is not given): the rest is then what this data dir records of it, and
     /// what only the archive itself can tell (its snapshots, its size) is absent.

@@ -82,6 +82,10 @@ pub struct Weed {
     dir: TempDir,
     /// `http://127.0.0.1:<s3 port>`.
     pub endpoint: String,
+    /// `https://127.0.0.1:<https port>`, when started with a certificate
+    /// ([`Weed::start_tls`]).
+    #[allow(dead_code)]
+    pub https_endpoint: Option<String>,
     filer: String,
     ports: Vec<u16>,
 }
@@ -96,6 +100,17 @@ impl Weed {
 
     /// Starts a server and waits until its S3 gateway answers (about a second).
     pub fn start() -> Weed {
+        Weed::start_with(None)
+    }
+
+    /// [`Weed::start`], its S3 gateway also answering https with a certificate for
+    /// 127.0.0.1 that `ca` signed (at [`Weed::https_endpoint`]).
+    #[allow(dead_code)]
+    pub fn start_tls(ca: &reposafe_testkit::TestCa) -> Weed {
+        Weed::start_with(Some(ca))
+    }
+
+    fn start_with(tls: Option<&reposafe_testkit::TestCa>) -> Weed {
         let dir = TempDir::new("reposafe-weed");
         let config = dir.path().join("s3.json");
         std::fs::write(
@@ -116,7 +131,7 @@ impl Weed {
             .to_string(),
         )
         .expect("write s3.json");
-        let ports = free_ports(10);
+        let ports = free_ports(11);
         let names = [
             "master.port",
             "master.port.grpc",
@@ -145,6 +160,22 @@ impl Weed {
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
             ])
+            .args(
+                tls.map(|ca| {
+                    let (cert, key) = ca.server_pem(&["127.0.0.1"]);
+                    let (cert_file, key_file) =
+                        (dir.path().join("s3.crt"), dir.path().join("s3.key"));
+                    std::fs::write(&cert_file, cert).expect("certificate");
+                    std::fs::write(&key_file, key).expect("key");
+                    [
+                        format!("-s3.cert.file={}", cert_file.display()),
+                        format!("-s3.key.file={}", key_file.display()),
+                        format!("-s3.port.https={}", ports[10]),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -152,6 +183,7 @@ impl Weed {
         let mut weed = Weed {
             child,
             endpoint: format!("http://127.0.0.1:{}", ports[6]),
+            https_endpoint: tls.map(|_| format!("https://127.0.0.1:{}", ports[10])),
             filer: format!("http://127.0.0.1:{}", ports[4]),
             dir,
             ports,
@@ -170,7 +202,9 @@ impl Weed {
                 .map(|r| r.status().as_u16() == 403)
                 .unwrap_or(false);
             let filer = client.get(format!("{}/", self.filer)).send().is_ok();
-            if answered && filer {
+            let https = self.https_endpoint.is_none()
+                || std::net::TcpStream::connect(("127.0.0.1", self.ports[10])).is_ok();
+            if answered && filer && https {
                 return;
             }
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -204,6 +238,7 @@ impl Weed {
         S3Backend::new(
             S3Config {
                 session_token: None,
+                ca_bundle_pem: None,
                 bucket: bucket.into(),
                 prefix: prefix.into(),
                 endpoint: Some(self.endpoint.clone()),
