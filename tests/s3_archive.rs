@@ -1057,6 +1057,21 @@ fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle()
     );
     assert!(!location_file.exists(), "nothing recorded");
 
+    // The right CA, but a host name the certificate does not hold: no CA bundle helps.
+    let by_name = https.replace("127.0.0.1", "localhost");
+    let mut args = common::s3::init_args_at(&by_name, &url, rs.files.path());
+    args.extend(["--ca-bundle".to_string(), ca_file.display().to_string()]);
+    let wrong_name = run_with(&rs, args, &[]);
+    assert_ne!(wrong_name.code, 0);
+    assert!(
+        wrong_name.all().contains("certificate was refused")
+            && wrong_name.all().contains("localhost")
+            && !wrong_name.all().contains("--ca-bundle FILE"),
+        "{}",
+        wrong_name.all()
+    );
+    assert!(!location_file.exists(), "nothing recorded");
+
     init_at(&["--ca-bundle", &ca_file.display().to_string()]).ok();
     rs.connect_cloud_with_token(&server, WS);
     rs.run(&["backup", WS]).ok();

@@ -709,10 +709,20 @@ impl S3Backend {
 fn unanswered(e: &object_store::Error) -> Option<String> {
     let kind = http_error_kind(e)?;
     let cause = error_chain(e).last()?.to_string();
-    if kind == HttpErrorKind::Connect && untrusted_certificate(&cause) {
-        return Some(format!(
-            "its TLS certificate is not trusted here ({cause}): give the CA that signed it with --ca-bundle FILE (PEM), or add it to this system's trust store"
-        ));
+    if kind == HttpErrorKind::Connect {
+        match refused_certificate(&cause) {
+            Some(CertificateRefusal::UnknownIssuer) => {
+                return Some(format!(
+                    "its TLS certificate is not trusted here ({cause}): give the CA that signed it with --ca-bundle FILE (PEM), or add it to this system's trust store"
+                ))
+            }
+            Some(CertificateRefusal::Other) => {
+                return Some(format!(
+                    "its TLS certificate was refused ({cause}): it must name the endpoint's host and be valid now"
+                ))
+            }
+            None => {}
+        }
     }
     let what = match kind {
         HttpErrorKind::Connect => "cannot connect",
@@ -724,16 +734,24 @@ fn unanswered(e: &object_store::Error) -> Option<String> {
     ))
 }
 
-/// Whether a connection failed on the server's certificate: rustls's "invalid peer
-/// certificate: UnknownIssuer" (a private CA), a self-signed one, and the like.
-fn untrusted_certificate(cause: &str) -> bool {
-    [
-        "UnknownIssuer",
-        "invalid peer certificate",
-        "certificate verify failed",
-    ]
-    .iter()
-    .any(|sign| cause.contains(sign))
+/// Why a connection failed on the server's certificate, from rustls's message.
+#[derive(Debug, PartialEq)]
+enum CertificateRefusal {
+    /// Signed by no CA trusted here ("invalid peer certificate: UnknownIssuer"): a
+    /// private CA, or a self-signed certificate; a CA bundle helps.
+    UnknownIssuer,
+    /// Refused for another reason (another host's name, expired, revoked).
+    Other,
+}
+
+fn refused_certificate(cause: &str) -> Option<CertificateRefusal> {
+    if cause.contains("UnknownIssuer") {
+        Some(CertificateRefusal::UnknownIssuer)
+    } else if cause.contains("invalid peer certificate") {
+        Some(CertificateRefusal::Other)
+    } else {
+        None
+    }
 }
 
 /// An error and its sources, outermost first.
@@ -1165,6 +1183,27 @@ mod tests {
         let default_only = env(&[("AWS_REGION", " "), ("AWS_DEFAULT_REGION", "eu-north-1")]);
         assert_eq!(settled_region(None, default_only), "eu-north-1");
         assert_eq!(settled_region(None, env(&[])), "us-east-1");
+    }
+
+    /// A certificate from a private CA gets the advice of `--ca-bundle`; one refused
+    /// for its name or dates does not (a CA bundle would not help).
+    #[test]
+    fn a_refused_certificate_is_told_apart_by_why() {
+        use super::{refused_certificate, CertificateRefusal};
+        assert_eq!(
+            refused_certificate("invalid peer certificate: UnknownIssuer"),
+            Some(CertificateRefusal::UnknownIssuer)
+        );
+        assert_eq!(
+            refused_certificate(
+                "invalid peer certificate: certificate not valid for name \"localhost\"; certificate is only valid for IpAddress(127.0.0.1)"
+            ),
+            Some(CertificateRefusal::Other)
+        );
+        assert_eq!(
+            refused_certificate("Connection refused (os error 111)"),
+            None
+        );
     }
 
     /// A streamed read ends only at the object's end: a body whose reading task stops
