@@ -208,6 +208,17 @@ fn set_args(rs: &Reposafe, hook: &Receiver, port: &str, extra: &[&str]) -> Vec<S
     args.into_iter().map(str::to_string).collect()
 }
 
+/// A plain SMTP server and a webhook receiver, set as `rs`'s channels with `extra`.
+fn channels(rs: &Reposafe, extra: &[&str]) -> (SmtpServer, Receiver) {
+    let smtp = SmtpServer::start(None);
+    let hook = Receiver::start();
+    let port = smtp.port.to_string();
+    let mut args = vec!["--smtp-security", "none"];
+    args.extend_from_slice(extra);
+    run(rs, &set_args(rs, &hook, &port, &args)).ok();
+    (smtp, hook)
+}
+
 fn run(rs: &Reposafe, args: &[String]) -> Run {
     rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
@@ -430,14 +441,7 @@ fn send_test_reports_each_channel_over_starttls_and_names_a_wrong_port() {
 #[test]
 fn a_disk_running_low_is_mailed_and_posted_once() {
     let rs = Reposafe::new();
-    let smtp = SmtpServer::start(None);
-    let hook = Receiver::start();
-    let port = smtp.port.to_string();
-    run(
-        &rs,
-        &set_args(&rs, &hook, &port, &["--smtp-security", "none"]),
-    )
-    .ok();
+    let (smtp, hook) = channels(&rs, &[]);
     let log = rs.data_dir().join("daemon-test.log");
     let env = [("REPOSAFE_WARN_FREE_BELOW_PERCENT", "100")];
     let (daemon, url, _) = start_logged_daemon_with(&rs, &log, &env);
@@ -475,13 +479,9 @@ fn a_disk_running_low_is_mailed_and_posted_once() {
 #[test]
 fn the_daily_digest_repeats_what_needs_attention() {
     let rs = Reposafe::new();
-    let smtp = SmtpServer::start(None);
-    let hook = Receiver::start();
-    let port = smtp.port.to_string();
     let now = time::OffsetDateTime::now_utc();
     let at = format!("{:02}:{:02}", now.hour(), now.minute());
-    let extra = ["--smtp-security", "none", "--daily-digest", &at];
-    run(&rs, &set_args(&rs, &hook, &port, &extra)).ok();
+    let (smtp, hook) = channels(&rs, &["--daily-digest", &at]);
     let plugins = rs.data_dir().join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugins dir");
     std::fs::write(plugins.join("broken.wasm"), b"not a component").expect("plugin");

@@ -30,6 +30,26 @@ fn server(scratch: &Path) -> (CloudServer, LfsWikiRepo, std::path::PathBuf) {
     (server, docs, big)
 }
 
+/// Connects `rs` to `server`'s `acme`, backs it up, commits to `docs`, backs up again,
+/// and checks both repositories restore as their sources (under `scratch/restored`,
+/// returned).
+fn backs_up_twice_and_restores(
+    rs: &Reposafe,
+    server: &CloudServer,
+    docs: &LfsWikiRepo,
+    big: &Path,
+    scratch: &Path,
+) -> std::path::PathBuf {
+    rs.connect_cloud_with_token(server, WS);
+    rs.run(&["backup", WS]).ok();
+    commit_on_head(&docs.bare, "second");
+    rs.run(&["backup", WS]).ok();
+    let to = scratch.join("restored");
+    restores_as_source(rs, "acme/docs", &docs.bare, &to);
+    restores_as_source(rs, "acme/big", big, &to);
+    to
+}
+
 fn init(rs: &Reposafe, weed: &Weed, url: &str, extra: &[&str]) -> Run {
     let mut args = weed.init_args(url, rs.files.path());
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -76,13 +96,7 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
     let rs = Reposafe::new();
     let made = init(&rs, &weed, &url, &[]).ok();
     assert!(made.stdout.contains(&url), "{}", made.stdout);
-    rs.connect_cloud_with_token(&server, WS);
-    rs.run(&["backup", WS]).ok();
-    commit_on_head(&docs.bare, "second");
-    rs.run(&["backup", WS]).ok();
-    let to = scratch.path().join("restored");
-    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
-    restores_as_source(&rs, "acme/big", &big, &to);
+    let to = backs_up_twice_and_restores(&rs, &server, &docs, &big, scratch.path());
     let check = rs.run(&["check", "--read-data"]).ok();
     assert!(!check.all().contains("damaged"), "{}", check.all());
     rs.run(&["forget", "--all", "--keep-last", "1", "--prune"])
@@ -1073,14 +1087,8 @@ fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle()
     assert!(!location_file.exists(), "nothing recorded");
 
     init_at(&["--ca-bundle", &ca_file.display().to_string()]).ok();
-    rs.connect_cloud_with_token(&server, WS);
-    rs.run(&["backup", WS]).ok();
     std::fs::remove_file(&ca_file).expect("remove the CA file");
-    commit_on_head(&docs.bare, "second");
-    rs.run(&["backup", WS]).ok();
-    let to = scratch.path().join("restored");
-    restores_as_source(&rs, "acme/docs", &docs.bare, &to);
-    restores_as_source(&rs, "acme/big", &big, &to);
+    backs_up_twice_and_restores(&rs, &server, &docs, &big, scratch.path());
     let shown = rs.run(&["archive", "show"]).ok();
     assert!(
         shown.stdout.contains(&format!("(endpoint {https})"))

@@ -744,13 +744,14 @@ enum CertificateRefusal {
     Other,
 }
 
+/// Recognised as the connections' TLS failures are ([`crate::tls::is_certificate_text`]).
 fn refused_certificate(cause: &str) -> Option<CertificateRefusal> {
-    if cause.contains("UnknownIssuer") {
-        Some(CertificateRefusal::UnknownIssuer)
-    } else if cause.contains("invalid peer certificate") {
-        Some(CertificateRefusal::Other)
-    } else {
+    if !crate::tls::is_certificate_text(cause) {
         None
+    } else if cause.contains("UnknownIssuer") {
+        Some(CertificateRefusal::UnknownIssuer)
+    } else {
+        Some(CertificateRefusal::Other)
     }
 }
 
