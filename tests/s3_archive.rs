@@ -113,7 +113,7 @@ fn backup_restore_check_and_prune_on_s3_and_a_fresh_appliance_restores_from_the_
     assert_eq!(show["endpoint"], weed.endpoint.as_str(), "{show}");
     shows_keys_from(
         &show["s3_keys"].to_string(),
-        "given at `archive init` (its secret sealed in the vault)",
+        "recorded with the location (its secret sealed in the vault)",
     );
     assert_eq!(show["snapshots"], 2, "{show}");
     assert_not_on_disk(rs.data_dir(), common::s3::SECRET_ACCESS_KEY);
@@ -910,11 +910,6 @@ fn a_followed_prune_waits_while_the_daemon_is_alive_and_gives_up_once_it_falls_s
     assert!(said.contains("may still be running there"), "{said}");
 }
 
-/// A daemon whose store does not answer when it starts still starts (before, it
-/// exited, and under systemd started again and again, with no dashboard and no
-/// scheduled backups): its API answers, its status warns naming the store, and a
-/// backup fails saying why without touching the backups. Once the store answers
-/// again, the next backup goes through without a restart, and restores ref for ref.
 /// The keys `archive show` says a store is used with: the access key ID by its last 4
 /// characters only, and where the keys come from.
 fn shows_keys_from(said: &str, from: &str) {
@@ -955,6 +950,11 @@ fn shows_where_and_why_while_down(rs: &Reposafe, url: &str, endpoint: &str) {
     assert!(shown.get("snapshots").is_none(), "not known: {shown}");
 }
 
+/// A daemon whose store does not answer when it starts still starts (before, it
+/// exited, and under systemd started again and again, with no dashboard and no
+/// scheduled backups): its API answers, its status warns naming the store, and a
+/// backup fails saying why without touching the backups. Once the store answers
+/// again, the next backup goes through without a restart, and restores ref for ref.
 #[test]
 fn a_daemon_whose_store_is_down_starts_and_backs_up_once_the_store_answers() {
     let through = backed_up_through("down", common::flaky::FlakyProxy::passing, &[]);
@@ -1093,7 +1093,7 @@ fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle()
     assert!(
         shown.stdout.contains(&format!("(endpoint {https})"))
             && shown.stdout.contains(
-                "TLS: the endpoint's certificate is checked against the system's trust store and the 1 certificate of the CA bundle given at archive init"
+                "TLS: the endpoint's certificate is checked against the system's trust store and the 1 certificate of the recorded CA bundle"
             ),
         "{}",
         shown.stdout
@@ -1119,4 +1119,158 @@ fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle()
     );
     let copied = run_with(&rs, args, &["--ca-bundle", &ca_again.display().to_string()]).ok();
     assert!(copied.all().contains("copied"), "{}", copied.all());
+}
+
+/// After the store's keys were rotated, and again after its certificate was re-issued
+/// by another CA, `archive update` records the new keys and then the new CA bundle.
+/// Each is checked against the store first: keys it does not know, keys that may only
+/// read, and a bundle of the old CA change nothing. A backup refused for the new
+/// certificate names the command that fixes it; backups after each update go through
+/// and restore ref for ref. A local archive has nothing of a store to update.
+#[test]
+fn archive_update_records_rotated_keys_and_a_new_ca_bundle_once_the_store_takes_them() {
+    use common::s3::{LIMITED_SECRET, READER_KEY_ID, ROTATED_KEY_ID, ROTATED_SECRET};
+    let old_ca = reposafe_testkit::TestCa::new("reposafe test S3 CA, first");
+    let mut weed = Weed::start_tls(&old_ca);
+    weed.create_bucket(BUCKET);
+    let https = weed.https_endpoint.clone().expect("an https endpoint");
+    let scratch = TempDir::new("reposafe-s3-update");
+    let server = CloudServer::start();
+    let repo = small_bare_repo(scratch.path(), 3);
+    server.add_repo(WS, "app", &repo, reposafe_testkit::RepoMeta::default());
+    let pem_file = |name: &str, ca: &reposafe_testkit::TestCa| {
+        let file = scratch.path().join(name);
+        std::fs::write(&file, ca.ca_pem()).expect("CA file");
+        file.display().to_string()
+    };
+    let old_pem = pem_file("old-ca.pem", &old_ca);
+
+    let local = Reposafe::new();
+    let refused = local.run(&["archive", "update", "--no-ca-bundle"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.all().contains("not in an object store"),
+        "{}",
+        refused.all()
+    );
+
+    let rs = Reposafe::new();
+    let update = |extra: &[&str]| {
+        let args: Vec<&str> = ["archive", "update"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        rs.run(&args)
+    };
+    let mut args =
+        common::s3::init_args_at(&https, &format!("s3://{BUCKET}/rotated"), rs.files.path());
+    args.extend(["--ca-bundle".to_string(), old_pem.clone()]);
+    rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    rs.connect_cloud_with_token(&server, WS);
+    rs.run(&["backup", WS]).ok();
+    let record = rs.data_dir().join("archive-location.json");
+    let recorded = || std::fs::read_to_string(&record).expect("the location record");
+    let first = recorded();
+    let nothing = update(&[]);
+    assert!(
+        nothing.code != 0 && nothing.all().contains("nothing to change"),
+        "{}",
+        nothing.all()
+    );
+
+    // Keys the store does not know, and keys that may only read: refused, unrecorded.
+    let unknown = rs.secret_file("unknown-secret", "not-a-secret-this-store-knows");
+    let reader = rs.secret_file("reader-secret", LIMITED_SECRET);
+    for (id, secret) in [("reposafeUnknownKey", &unknown), (READER_KEY_ID, &reader)] {
+        let secret = secret.display().to_string();
+        let refused = update(&["--access-key-id", id, "--secret-access-key-file", &secret]);
+        assert_ne!(refused.code, 0, "{id}: {}", refused.all());
+        assert!(
+            refused
+                .all()
+                .contains("the archive's record was not changed")
+                && refused.all().contains("credentials were refused"),
+            "{id}: {}",
+            refused.all()
+        );
+        assert_eq!(recorded(), first, "{id} changed the record");
+    }
+
+    let rotated = rs.secret_file("rotated-secret", ROTATED_SECRET);
+    let done = update(&[
+        "--access-key-id",
+        ROTATED_KEY_ID,
+        "--secret-access-key-file",
+        &rotated.display().to_string(),
+    ])
+    .ok();
+    assert!(
+        done.stdout
+            .contains("updated the keys (checked against the store)"),
+        "{}",
+        done.stdout
+    );
+    let masked = format!(
+        "{}{}",
+        "*".repeat(ROTATED_KEY_ID.len() - 4),
+        &ROTATED_KEY_ID[ROTATED_KEY_ID.len() - 4..]
+    );
+    assert!(
+        done.stdout
+            .contains(&format!("access key {masked}, recorded with the location")),
+        "{}",
+        done.stdout
+    );
+    let with_rotated_keys = recorded();
+    assert!(
+        with_rotated_keys.contains(ROTATED_KEY_ID)
+            && !with_rotated_keys.contains(common::s3::ACCESS_KEY_ID)
+    );
+    assert_not_on_disk(rs.data_dir(), ROTATED_SECRET);
+    commit_on_head(&repo, "with the rotated keys");
+    rs.run(&["backup", WS]).ok();
+
+    // The store's certificate re-issued by another CA.
+    let new_ca = reposafe_testkit::TestCa::new("reposafe test S3 CA, second");
+    weed.restart_tls(&new_ca);
+    let failed = rs.run(&["backup", WS]);
+    assert_ne!(failed.code, 0);
+    assert!(
+        failed.all().contains("certificate is not trusted")
+            && failed
+                .all()
+                .contains("reposafe archive update --ca-bundle FILE"),
+        "{}",
+        failed.all()
+    );
+    for stale in [
+        vec!["--ca-bundle", old_pem.as_str()],
+        vec!["--no-ca-bundle"],
+    ] {
+        let refused = update(&stale);
+        assert_ne!(refused.code, 0, "{stale:?}");
+        assert!(
+            refused.all().contains("certificate is not trusted"),
+            "{stale:?}: {}",
+            refused.all()
+        );
+        assert_eq!(
+            recorded(),
+            with_rotated_keys,
+            "{stale:?} changed the record"
+        );
+    }
+    let new_pem = pem_file("new-ca.pem", &new_ca);
+    let done = update(&["--ca-bundle", &new_pem]).ok();
+    assert!(
+        done.stdout
+            .contains("updated the CA bundle (checked against the store)"),
+        "{}",
+        done.stdout
+    );
+    assert!(recorded().contains(ROTATED_KEY_ID), "the keys stay");
+    commit_on_head(&repo, "after the new CA");
+    rs.run(&["backup", WS]).ok();
+    restores_as_source(&rs, "acme/app", &repo, &scratch.path().join("restored"));
 }

@@ -713,7 +713,7 @@ fn unanswered(e: &object_store::Error) -> Option<String> {
         match refused_certificate(&cause) {
             Some(CertificateRefusal::UnknownIssuer) => {
                 return Some(format!(
-                    "its TLS certificate is not trusted here ({cause}): give the CA that signed it with --ca-bundle FILE (PEM), or add it to this system's trust store"
+                    "its TLS certificate is not trusted here ({cause}): give the CA that signed it with --ca-bundle FILE (PEM; for the data dir's archive: `reposafe archive update --ca-bundle FILE`), or add it to this system's trust store"
                 ))
             }
             Some(CertificateRefusal::Other) => {

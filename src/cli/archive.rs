@@ -1,15 +1,18 @@
-//! `reposafe archive …`: `init` and `key` run on the data dir in this process (they
-//! create the archive or handle its key, which never crosses the API); `copy` too,
+//! `reposafe archive …`: `init`, `update` and `key` run on the data dir in this process
+//! (they create the archive, change its record or handle its key, which never crosses
+//! the API); `copy` too,
 //! unless a daemon serves the data dir: then the daemon copies (S3 keys read here
 //! travel to it in the request, as a connection's secret does, and are sealed there
 //! when the destination is saved); `show` goes through the service like every other
 //! command.
 
-use super::args::{ArchiveCmd, ArchiveCopyArgs, ArchiveInitArgs, ArchiveKeyCmd, S3Args};
+use super::args::{
+    ArchiveCmd, ArchiveCopyArgs, ArchiveInitArgs, ArchiveKeyCmd, ArchiveUpdateArgs, S3Args,
+};
 use super::{output, read_secret, remote};
 use crate::engine::archive_copy::{self, ArchiveCopy, CopyDestination};
 use crate::engine::archive_copy::{ArchiveCopyReport, CopyProgress};
-use crate::engine::archive_keys::{self, ArchiveInit};
+use crate::engine::archive_keys::{self, ArchiveInit, ArchiveStoreUpdate};
 use crate::engine::archive_location::S3Location;
 use crate::engine::service::CopyRequest;
 use crate::engine::{Observer, Service};
@@ -30,6 +33,7 @@ pub fn run_local(data_dir: &Path, cmd: ArchiveCmd) -> Result<Outcome> {
     match cmd {
         ArchiveCmd::Init(args) => init(data_dir, args).map(Outcome::Done),
         ArchiveCmd::Copy(args) => copy(data_dir, args).map(Outcome::Done),
+        ArchiveCmd::Update(args) => update(data_dir, args).map(Outcome::Done),
         ArchiveCmd::Key(ArchiveKeyCmd::Add { passphrase_file }) => {
             let passphrase = read_secret(&passphrase_file, "passphrase")?;
             let name = archive_keys::add_passphrase_key(data_dir, &passphrase)?;
@@ -91,16 +95,7 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
         Some(given) => Some(given),
         None => shell_endpoint()?,
     };
-    let ca_bundle_pem = match &s3.ca_bundle {
-        Some(file) => {
-            let pem = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read --ca-bundle {}", file.display()))?;
-            crate::engine::archive_location::check_ca_bundle(&pem)
-                .map_err(|e| anyhow::anyhow!("--ca-bundle {}: {e}", file.display()))?;
-            Some(pem)
-        }
-        None => None,
-    };
+    let ca_bundle_pem = s3.ca_bundle.as_deref().map(read_ca_bundle).transpose()?;
     Ok(Some(S3Location {
         url,
         endpoint,
@@ -110,6 +105,15 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
         secret_access_key,
         ca_bundle_pem,
     }))
+}
+
+/// The PEM of the CA bundle in `file`, checked to hold a certificate (errors name the file).
+fn read_ca_bundle(file: &Path) -> Result<String> {
+    let pem = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read --ca-bundle {}", file.display()))?;
+    crate::engine::archive_location::check_ca_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("--ca-bundle {}: {e}", file.display()))?;
+    Ok(pem)
 }
 
 /// The endpoint this shell's `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`) names, checked
@@ -155,6 +159,36 @@ fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn update(data_dir: &Path, args: ArchiveUpdateArgs) -> Result<i32> {
+    refuse_beside_daemon(data_dir, "update")?;
+    let secret_access_key = match &args.secret_access_key_file {
+        Some(f) => Some(read_secret(f, "secret access key")?),
+        None => None,
+    };
+    let ca_bundle_pem = match (&args.ca_bundle, args.no_ca_bundle) {
+        (Some(file), _) => Some(Some(read_ca_bundle(file)?)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    let req = ArchiveStoreUpdate {
+        access_key_id: args.access_key_id,
+        secret_access_key,
+        ca_bundle_pem,
+    };
+    let report = archive_keys::update_archive_store(data_dir, req)
+        .context("the archive's record was not changed")?;
+    if args.json {
+        output::json(&report)?;
+    } else {
+        println!(
+            "updated {} (checked against the store)",
+            report.changed.join(" and ")
+        );
+        output::archive(&report.archive);
+    }
+    Ok(0)
+}
+
 /// The archive commands that go through the service.
 pub fn execute(service: &dyn Service, cmd: ArchiveCmd) -> Result<i32> {
     match cmd {
@@ -171,8 +205,8 @@ pub fn execute(service: &dyn Service, cmd: ArchiveCmd) -> Result<i32> {
                 None => Ok(0),
             }
         }
-        ArchiveCmd::Init(_) | ArchiveCmd::Key(_) | ArchiveCmd::Copy(_) => {
-            bail!("internal: `archive init`, `key` and `copy` run on the data dir")
+        ArchiveCmd::Init(_) | ArchiveCmd::Key(_) | ArchiveCmd::Copy(_) | ArchiveCmd::Update(_) => {
+            bail!("internal: `archive init`, `key`, `copy` and `update` run on the data dir")
         }
     }
 }

@@ -94,6 +94,31 @@ pub enum ArchiveCmd {
     /// there). To move the archive, copy it and then `archive init` the copy. Beside a
     /// running daemon, the daemon copies (S3 keys go to it with the request).
     Copy(ArchiveCopyArgs),
+    /// Change what is recorded for the archive in an object store: new keys after the
+    /// store's keys were rotated, or a new CA bundle after its certificate's CA changed.
+    /// The store is checked with them first (nothing changes if it refuses them); stop
+    /// the daemon first.
+    Update(ArchiveUpdateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveUpdateArgs {
+    /// The new access key id (with --secret-access-key-file).
+    #[arg(long, value_name = "ID", requires = "secret_access_key_file")]
+    pub access_key_id: Option<String>,
+    /// A file holding the new secret access key (`-` for standard input); sealed in the vault.
+    #[arg(long, value_name = "FILE", requires = "access_key_id")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the endpoint's https besides the system's,
+    /// replacing the recorded ones.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_ca_bundle")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Forget the recorded CA bundle (the store's certificate is now one the system trusts).
+    #[arg(long)]
+    pub no_ca_bundle: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

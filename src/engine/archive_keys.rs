@@ -1,6 +1,7 @@
 //! The data dir's archive as a whole: opening it (unlocking an encrypted one),
 //! creating it encrypted (`archive init --encrypt`), its sealed keys (`archive key
-//! add`, `archive key export`) and what `archive show` prints.
+//! add`, `archive key export`), the keys and CA bundle recorded for an archive in an
+//! object store (`archive update`) and what `archive show` prints.
 //!
 //! An encrypted archive's key is stored in the archive only sealed (`keys/<name>`):
 //! - `vault-<label>`: to the data dir's vault key (`vault.key`; `label` names its
@@ -278,6 +279,120 @@ pub fn init_archive(data_dir: &Path, req: ArchiveInit) -> Result<ArchiveInitRepo
         created,
         archive: archive_info(&archive, data_dir)?,
     })
+}
+
+/// What [`update_archive_store`] changes in the recorded S3 location; what is not
+/// given stays as recorded.
+#[derive(Debug, Default)]
+pub struct ArchiveStoreUpdate {
+    /// New static keys (both or neither), e.g. after the store's keys were rotated.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    /// The CA bundle (PEM) to trust for the endpoint's TLS: `Some(Some(pem))` replaces
+    /// the recorded one (the store's CA changed), `Some(None)` forgets it.
+    pub ca_bundle_pem: Option<Option<String>>,
+}
+
+impl ArchiveStoreUpdate {
+    /// What this update changes, in words; empty when nothing.
+    fn changes(&self) -> Vec<String> {
+        let keys = self.access_key_id.is_some() || self.secret_access_key.is_some();
+        let bundle = match &self.ca_bundle_pem {
+            None => None,
+            Some(Some(_)) => Some("the CA bundle"),
+            Some(None) => Some("the CA bundle forgotten"),
+        };
+        keys.then_some("the keys")
+            .into_iter()
+            .chain(bundle)
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// What [`update_archive_store`] did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ArchiveStoreUpdateReport {
+    /// What was changed (`the keys`, `the CA bundle`, `the CA bundle forgotten`).
+    pub changed: Vec<String>,
+    pub archive: ArchiveInfo,
+}
+
+/// Changes the keys or the CA bundle recorded for the data dir's S3 archive (after the
+/// store's keys were rotated or its certificate's CA changed). The store is checked
+/// with the changed settings first, as `archive init` checks it, and must hold the
+/// archive there: otherwise nothing is changed. Refuses a local archive and a data
+/// dir another process uses.
+pub fn update_archive_store(
+    data_dir: &Path,
+    req: ArchiveStoreUpdate,
+) -> Result<ArchiveStoreUpdateReport, EngineError> {
+    let changed = req.changes();
+    check_store_update(&req, &changed)?;
+    if archive_location::recorded_place(data_dir)?
+        .endpoint
+        .is_none()
+    {
+        return Err(not_in_a_store(data_dir));
+    }
+    super::data_dir::private_umask();
+    // Holding the state database keeps every other reposafe process out meanwhile.
+    let state = crate::state::State::open(data_dir)?;
+    let vault = Vault::open_checked(data_dir, &super::data_dir::sealed_credentials(&state)?)?;
+    let (mut config, encrypted_to) =
+        archive_location::recorded_s3(data_dir, &vault)?.ok_or_else(|| not_in_a_store(data_dir))?;
+    if let (Some(id), Some(secret)) = (req.access_key_id, req.secret_access_key) {
+        config.access_key_id = Some(id);
+        config.secret_access_key = Some(secret);
+    }
+    if let Some(bundle) = req.ca_bundle_pem {
+        config.ca_bundle_pem = bundle;
+    }
+    let s3 = archive_location::s3_backend(data_dir, config.clone())?;
+    archive_location::check_store(&s3)?;
+    if Archive::inspect_on(s3.as_ref())? == ArchiveLayout::Empty {
+        return Err(EngineError::Conflict(format!(
+            "{} at {} holds no archive as these settings see it: nothing was changed \
+             (check that the keys are for the account the archive is in)",
+            s3.root_location().display(),
+            s3.endpoint_name()
+        )));
+    }
+    archive_location::save(data_dir, &vault, &config, encrypted_to)?;
+    let archive = open_archive(data_dir, &vault)?;
+    Ok(ArchiveStoreUpdateReport {
+        changed,
+        archive: archive_info(&archive, data_dir)?,
+    })
+}
+
+/// Refuses an update that changes nothing, gives half of the keys, or a CA bundle that
+/// holds no certificate.
+fn check_store_update(req: &ArchiveStoreUpdate, changed: &[String]) -> Result<(), EngineError> {
+    if changed.is_empty() {
+        return Err(EngineError::Invalid(
+            "nothing to change: give new keys (--access-key-id and --secret-access-key-file), --ca-bundle FILE or --no-ca-bundle".into(),
+        ));
+    }
+    if req.access_key_id.is_some() != req.secret_access_key.is_some() {
+        return Err(EngineError::Invalid(
+            "give both --access-key-id and --secret-access-key-file".into(),
+        ));
+    }
+    if let Some(Some(pem)) = &req.ca_bundle_pem {
+        archive_location::check_ca_bundle(pem).map_err(|e| EngineError::Field {
+            field: "ca_bundle".into(),
+            message: format!("the CA bundle {e}"),
+        })?;
+    }
+    Ok(())
+}
+
+fn not_in_a_store(data_dir: &Path) -> EngineError {
+    EngineError::Invalid(format!(
+        "the archive of {} is its directory archive/, not in an object store: it has no keys or CA bundle to update",
+        data_dir.display()
+    ))
 }
 
 /// Refuses to move the data dir to `target` while its current archive (elsewhere)

@@ -272,11 +272,23 @@ pub(crate) fn encrypted_to(data_dir: &Path) -> Result<Option<String>, EngineErro
 
 /// The data dir's archive backend: the recorded S3 location, else `<data>/archive/`.
 pub(crate) fn backend(data_dir: &Path, vault: &Vault) -> Result<Arc<dyn Backend>, EngineError> {
-    let Some(stored) = stored(data_dir)? else {
+    let Some((config, _)) = recorded_s3(data_dir, vault)? else {
         return Ok(local_backend(data_dir));
     };
-    let config = stored.open(vault, &location_file(data_dir))?;
     Ok(s3_backend(data_dir, config)?)
+}
+
+/// The recorded S3 location's configuration (its secret unsealed by `vault`) and the
+/// recipient it records the archive encrypted to; `None` for the default directory.
+pub(crate) fn recorded_s3(
+    data_dir: &Path,
+    vault: &Vault,
+) -> Result<Option<(S3Config, Option<String>)>, EngineError> {
+    let Some(stored) = stored(data_dir)? else {
+        return Ok(None);
+    };
+    let config = stored.open(vault, &location_file(data_dir))?;
+    Ok(Some((config, stored.encrypted_to)))
 }
 
 impl StoredLocation {
@@ -396,7 +408,7 @@ pub(crate) struct RecordedPlace {
     pub(crate) endpoint: Option<String>,
     /// The recipient of the archive's key, when the S3 location records one.
     pub(crate) encrypted_to: Option<String>,
-    /// The access key ID an S3 location records (given at `archive init`).
+    /// The access key ID an S3 location records (given at `archive init` or `archive update`).
     pub(crate) access_key_id: Option<String>,
     /// The CA bundle an S3 location records (PEM).
     pub(crate) ca_bundle_pem: Option<String>,
@@ -429,8 +441,11 @@ impl RecordedPlace {
             .map_or(0, |certificates| certificates.len());
         Some(match certificates {
             0 => "the system's trust store".to_string(),
-            1 => "the system's trust store and the 1 certificate of the CA bundle given at archive init".to_string(),
-            n => format!("the system's trust store and the {n} certificates of the CA bundle given at archive init"),
+            1 => "the system's trust store and the 1 certificate of the recorded CA bundle"
+                .to_string(),
+            n => format!(
+                "the system's trust store and the {n} certificates of the recorded CA bundle"
+            ),
         })
     }
 }

@@ -10,8 +10,9 @@
 //! 4. the S3 client's own remaining sources (web identity, container and instance
 //!    credentials).
 //!
-//! Keys given at `archive init` (sealed in the vault) come before all of these. Nothing
-//! found here is ever written to the data dir.
+//! Keys recorded with the location by `archive init` or `archive update` (sealed in
+//! the vault) come before all of these. Nothing found here is ever written to the
+//! data dir.
 
 use super::EngineError;
 use crate::archive::S3Config;
@@ -132,13 +133,13 @@ pub fn static_keys_here() -> Result<Option<S3Keys>, EngineError> {
 /// Where the keys of a store come from, as `archive show` says it: the source, and the
 /// access key ID with all but its last 4 characters hidden (as `aws configure list`
 /// shows it). `recorded_key_id`: the one its location records (given at `archive
-/// init`, its secret sealed in the vault). Never a secret.
+/// init` or `archive update`, its secret sealed in the vault). Never a secret.
 pub(crate) fn describe_keys(recorded_key_id: Option<&str>) -> String {
     let with_id = |id: &str, from: &str| format!("access key {}, {from}", masked(id));
     if let Some(id) = recorded_key_id {
         return with_id(
             id,
-            "given at `archive init` (its secret sealed in the vault)",
+            "recorded with the location (its secret sealed in the vault)",
         );
     }
     if let Some(id) = std::env::var("AWS_ACCESS_KEY_ID")
@@ -289,7 +290,7 @@ mod tests {
         assert_eq!(masked(""), "");
         let said = describe_keys(Some("AKIAIOSFODNN7EXAMPLE"));
         assert!(
-            said.starts_with("access key ****************MPLE, given at"),
+            said.starts_with("access key ****************MPLE, recorded with the location"),
             "{said}"
         );
         assert!(!said.contains("AKIAIOSFODNN7"), "{said}");

@@ -583,7 +583,8 @@ pub struct ArchiveInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_keys: Option<String>,
     /// Which CAs an https endpoint's certificate is checked against: the system's, and
-    /// those of the CA bundle given at `archive init` (`--ca-bundle`).
+    /// those of the CA bundle recorded with the location (`--ca-bundle` of `archive init` or
+    /// `archive update`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_tls_trust: Option<String>,
     /// Why the archive cannot be used now (its store does not answer, or refuses, or

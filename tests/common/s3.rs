@@ -19,6 +19,11 @@ pub const WRITER_KEY_ID: &str = "reposafeWriterKey";
 /// The secret of both [`READER_KEY_ID`] and [`WRITER_KEY_ID`].
 #[allow(dead_code)]
 pub const LIMITED_SECRET: &str = "reposafe-limited-secret-52e0aa";
+/// Keys that may do everything [`ACCESS_KEY_ID`] may: what a rotation hands out.
+#[allow(dead_code)]
+pub const ROTATED_KEY_ID: &str = "reposafeRotatedKey";
+#[allow(dead_code)]
+pub const ROTATED_SECRET: &str = "reposafe-rotated-secret-9b03f1";
 
 /// The `weed` binary: `REPOSAFE_TEST_WEED`, else `weed` on the PATH, else the venv
 /// `.ci/run` installs it into.
@@ -133,6 +138,50 @@ impl Weed {
         Ok(weed)
     }
 
+    /// Stops the server and starts it again on the same data and ports, its https
+    /// certificate now one that `ca` signed (as when a store's certificate is re-issued
+    /// by another CA).
+    #[allow(dead_code)]
+    pub fn restart_tls(&mut self, ca: &reposafe_testkit::TestCa) {
+        self.stop();
+        let config = self.dir.path().join("s3.json");
+        self.child = spawn_weed(self.dir.path(), &config, &self.ports, Some(ca));
+        self.wait_ready()
+            .unwrap_or_else(|why| panic!("weed did not come back: {why}"));
+    }
+
+    /// Stops the server (a TERM, then a KILL after 10 s) and removes the unix sockets
+    /// named after its ports that it leaves in /tmp.
+    fn stop(&mut self) {
+        // A plain signal to our own child.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let Ok(entries) = std::fs::read_dir("/tmp") else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("seaweedfs-")
+                && self
+                    .ports
+                    .iter()
+                    .any(|p| name.ends_with(&format!("-{p}.sock")))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Waits until the S3 gateway, the filer and (if asked for) https answer; the
     /// reason with weed's log if it exits first or never answers.
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -244,11 +293,16 @@ pub fn s3_options(endpoint: &str, files: &Path) -> Vec<String> {
     .collect()
 }
 
-/// The S3 identities of the test server: the admin keys, a reader and a writer.
+/// The S3 identities of the test server: the admin keys, rotated admin keys, a reader
+/// and a writer.
 fn identities() -> serde_json::Value {
     serde_json::json!({"identities": [{
         "name": "admin",
         "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+    }, {
+        "name": "rotated",
+        "credentials": [{"accessKey": ROTATED_KEY_ID, "secretKey": ROTATED_SECRET}],
         "actions": ["Admin", "Read", "List", "Tagging", "Write"]
     }, {
         "name": "reader",
@@ -325,33 +379,7 @@ const PORT_FLAGS: [&str; 10] = [
 
 impl Drop for Weed {
     fn drop(&mut self) {
-        // SAFETY-free: a plain signal to our own child.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // It leaves unix sockets named after its ports in /tmp.
-        if let Ok(entries) = std::fs::read_dir("/tmp") {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("seaweedfs-")
-                    && self
-                        .ports
-                        .iter()
-                        .any(|p| name.ends_with(&format!("-{p}.sock")))
-                {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        self.stop();
     }
 }
 
