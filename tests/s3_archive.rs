@@ -1207,7 +1207,7 @@ fn archive_update_records_rotated_keys_and_a_new_ca_bundle_once_the_store_takes_
     .ok();
     assert!(
         done.stdout
-            .contains("updated the keys (checked against the store)"),
+            .contains("replaced the keys, checked against the store first"),
         "{}",
         done.stdout
     );
@@ -1265,7 +1265,7 @@ fn archive_update_records_rotated_keys_and_a_new_ca_bundle_once_the_store_takes_
     let done = update(&["--ca-bundle", &new_pem]).ok();
     assert!(
         done.stdout
-            .contains("updated the CA bundle (checked against the store)"),
+            .contains("replaced the CA bundle, checked against the store first"),
         "{}",
         done.stdout
     );
@@ -1273,4 +1273,29 @@ fn archive_update_records_rotated_keys_and_a_new_ca_bundle_once_the_store_takes_
     commit_on_head(&repo, "after the new CA");
     rs.run(&["backup", WS]).ok();
     restores_as_source(&rs, "acme/app", &repo, &scratch.path().join("restored"));
+
+    // A bundle no longer needed (here: the plain-http endpoint of the same store) is
+    // removed, and only it.
+    let plain = Reposafe::new();
+    let mut args = weed.init_args(&format!("s3://{BUCKET}/plain"), plain.files.path());
+    args.extend(["--ca-bundle".to_string(), new_pem.clone()]);
+    plain
+        .run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    let plain_record = plain.data_dir().join("archive-location.json");
+    let before = std::fs::read_to_string(&plain_record).expect("record");
+    assert!(before.contains("ca_bundle_pem"), "{before}");
+    let removed = plain.run(&["archive", "update", "--no-ca-bundle"]).ok();
+    assert!(
+        removed
+            .stdout
+            .contains("removed the CA bundle, checked against the store first"),
+        "{}",
+        removed.stdout
+    );
+    let after = std::fs::read_to_string(&plain_record).expect("record");
+    assert!(
+        !after.contains("ca_bundle_pem") && after.contains(common::s3::ACCESS_KEY_ID),
+        "{after}"
+    );
 }

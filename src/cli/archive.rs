@@ -181,7 +181,7 @@ fn update(data_dir: &Path, args: ArchiveUpdateArgs) -> Result<i32> {
         output::json(&report)?;
     } else {
         println!(
-            "updated {} (checked against the store)",
+            "{}, checked against the store first",
             report.changed.join(" and ")
         );
         output::archive(&report.archive);

@@ -294,15 +294,15 @@ pub struct ArchiveStoreUpdate {
 }
 
 impl ArchiveStoreUpdate {
-    /// What this update changes, in words; empty when nothing.
+    /// What this update does, in words; empty when nothing.
     fn changes(&self) -> Vec<String> {
         let keys = self.access_key_id.is_some() || self.secret_access_key.is_some();
         let bundle = match &self.ca_bundle_pem {
             None => None,
-            Some(Some(_)) => Some("the CA bundle"),
-            Some(None) => Some("the CA bundle forgotten"),
+            Some(Some(_)) => Some("replaced the CA bundle"),
+            Some(None) => Some("removed the CA bundle"),
         };
-        keys.then_some("the keys")
+        keys.then_some("replaced the keys")
             .into_iter()
             .chain(bundle)
             .map(String::from)
@@ -313,7 +313,8 @@ impl ArchiveStoreUpdate {
 /// What [`update_archive_store`] did.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ArchiveStoreUpdateReport {
-    /// What was changed (`the keys`, `the CA bundle`, `the CA bundle forgotten`).
+    /// What was done (`replaced the keys`, `replaced the CA bundle`, `removed the CA
+    /// bundle`).
     pub changed: Vec<String>,
     pub archive: ArchiveInfo,
 }
@@ -352,8 +353,8 @@ pub fn update_archive_store(
     archive_location::check_store(&s3)?;
     if Archive::inspect_on(s3.as_ref())? == ArchiveLayout::Empty {
         return Err(EngineError::Conflict(format!(
-            "{} at {} holds no archive as these settings see it: nothing was changed \
-             (check that the keys are for the account the archive is in)",
+            "{} at {} holds no archive as these settings see it (check that the keys are \
+             for the account the archive is in)",
             s3.root_location().display(),
             s3.endpoint_name()
         )));
