@@ -69,7 +69,8 @@ pub enum Command {
     Notifications(super::notifications::NotificationsArgs),
     /// The audit log: who changed what, newest first.
     Audit(AuditArgs),
-    /// The archive: create it encrypted, show where it is and what protects it, its keys.
+    /// The archive: create it (encrypted, in a bucket), show where it is and what protects
+    /// it, its keys, copies, and the keys or CA bundle recorded for its bucket.
     #[command(subcommand)]
     Archive(ArchiveCmd),
 }
