@@ -51,7 +51,12 @@ fn backs_up_twice_and_restores(
 }
 
 fn init(rs: &Reposafe, weed: &Weed, url: &str, extra: &[&str]) -> Run {
-    let mut args = weed.init_args(url, rs.files.path());
+    init_at(rs, &weed.endpoint, url, extra)
+}
+
+/// `archive init url` of the store at `endpoint` with the test keys, and `extra`.
+fn init_at(rs: &Reposafe, endpoint: &str, url: &str, extra: &[&str]) -> Run {
+    let mut args = common::s3::init_args_at(endpoint, url, rs.files.path());
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     rs.run(&args)
@@ -1040,12 +1045,9 @@ fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle()
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         rs.run(&args)
     };
-    let init_at = |extra: &[&str]| {
-        let args = common::s3::init_args_at(&https, &url, rs.files.path());
-        run_with(&rs, args, extra)
-    };
+    let init_here = |extra: &[&str]| init_at(&rs, &https, &url, extra);
 
-    let untrusted = init_at(&[]);
+    let untrusted = init_here(&[]);
     assert_ne!(untrusted.code, 0, "{}", untrusted.all());
     assert!(
         untrusted.all().contains("certificate is not trusted")
@@ -1059,7 +1061,7 @@ fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle()
 
     let not_a_bundle = scratch.path().join("not-a-ca.pem");
     std::fs::write(&not_a_bundle, "not a certificate\n").expect("file");
-    let refused = init_at(&["--ca-bundle", &not_a_bundle.display().to_string()]);
+    let refused = init_here(&["--ca-bundle", &not_a_bundle.display().to_string()]);
     assert_ne!(refused.code, 0);
     assert!(
         refused
@@ -1073,9 +1075,8 @@ fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle()
 
     // The right CA, but a host name the certificate does not hold: no CA bundle helps.
     let by_name = https.replace("127.0.0.1", "localhost");
-    let mut args = common::s3::init_args_at(&by_name, &url, rs.files.path());
-    args.extend(["--ca-bundle".to_string(), ca_file.display().to_string()]);
-    let wrong_name = run_with(&rs, args, &[]);
+    let ca_path = ca_file.display().to_string();
+    let wrong_name = init_at(&rs, &by_name, &url, &["--ca-bundle", &ca_path]);
     assert_ne!(wrong_name.code, 0);
     assert!(
         wrong_name.all().contains("certificate was refused")
@@ -1086,7 +1087,7 @@ fn a_store_whose_certificate_a_private_ca_signed_is_reached_with_its_ca_bundle()
     );
     assert!(!location_file.exists(), "nothing recorded");
 
-    init_at(&["--ca-bundle", &ca_file.display().to_string()]).ok();
+    init_here(&["--ca-bundle", &ca_path]).ok();
     std::fs::remove_file(&ca_file).expect("remove the CA file");
     backs_up_twice_and_restores(&rs, &server, &docs, &big, scratch.path());
     let shown = rs.run(&["archive", "show"]).ok();
@@ -1162,11 +1163,13 @@ fn archive_update_records_rotated_keys_and_a_new_ca_bundle_once_the_store_takes_
             .collect();
         rs.run(&args)
     };
-    let mut args =
-        common::s3::init_args_at(&https, &format!("s3://{BUCKET}/rotated"), rs.files.path());
-    args.extend(["--ca-bundle".to_string(), old_pem.clone()]);
-    rs.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .ok();
+    init_at(
+        &rs,
+        &https,
+        &format!("s3://{BUCKET}/rotated"),
+        &["--ca-bundle", &old_pem],
+    )
+    .ok();
     rs.connect_cloud_with_token(&server, WS);
     rs.run(&["backup", WS]).ok();
     let record = rs.data_dir().join("archive-location.json");
@@ -1277,11 +1280,13 @@ fn archive_update_records_rotated_keys_and_a_new_ca_bundle_once_the_store_takes_
     // A bundle no longer needed (here: the plain-http endpoint of the same store) is
     // removed, and only it.
     let plain = Reposafe::new();
-    let mut args = weed.init_args(&format!("s3://{BUCKET}/plain"), plain.files.path());
-    args.extend(["--ca-bundle".to_string(), new_pem.clone()]);
-    plain
-        .run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .ok();
+    init(
+        &plain,
+        &weed,
+        &format!("s3://{BUCKET}/plain"),
+        &["--ca-bundle", &new_pem],
+    )
+    .ok();
     let plain_record = plain.data_dir().join("archive-location.json");
     let before = std::fs::read_to_string(&plain_record).expect("record");
     assert!(before.contains("ca_bundle_pem"), "{before}");

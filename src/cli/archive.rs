@@ -85,10 +85,11 @@ fn s3_location(url: Option<String>, s3: S3Args) -> Result<Option<S3Location>> {
         }
         return Ok(None);
     };
-    let secret_access_key = match &s3.secret_access_key_file {
-        Some(f) => Some(read_secret(f, "secret access key")?),
-        None => None,
-    };
+    let secret_access_key = s3
+        .secret_access_key_file
+        .as_deref()
+        .map(|f| read_secret(f, "secret access key"))
+        .transpose()?;
     // The endpoint the AWS variables of this shell name, made explicit: it is
     // recorded, and goes with a request to the daemon (whose own would apply instead).
     let endpoint = match s3.endpoint {
@@ -125,10 +126,11 @@ fn shell_endpoint() -> Result<Option<String>> {
 
 fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {
     refuse_beside_daemon(data_dir, "init")?;
-    let passphrase = match &args.passphrase_file {
-        Some(f) => Some(read_secret(f, "passphrase")?),
-        None => None,
-    };
+    let passphrase = args
+        .passphrase_file
+        .as_deref()
+        .map(|f| read_secret(f, "passphrase"))
+        .transpose()?;
     if let Some(other) = args.location.as_deref().filter(|l| !l.starts_with("s3://")) {
         bail!("{other:?} is not an s3://BUCKET/PREFIX location (the default archive is the data dir's archive/)");
     }
@@ -161,10 +163,11 @@ fn init(data_dir: &Path, args: ArchiveInitArgs) -> Result<i32> {
 
 fn update(data_dir: &Path, args: ArchiveUpdateArgs) -> Result<i32> {
     refuse_beside_daemon(data_dir, "update")?;
-    let secret_access_key = match &args.secret_access_key_file {
-        Some(f) => Some(read_secret(f, "secret access key")?),
-        None => None,
-    };
+    let secret_access_key = args
+        .secret_access_key_file
+        .as_deref()
+        .map(|f| read_secret(f, "secret access key"))
+        .transpose()?;
     let ca_bundle_pem = match (&args.ca_bundle, args.no_ca_bundle) {
         (Some(file), _) => Some(Some(read_ca_bundle(file)?)),
         (None, true) => Some(None),

@@ -381,10 +381,7 @@ fn check_store_update(req: &ArchiveStoreUpdate, changed: &[String]) -> Result<()
         ));
     }
     if let Some(Some(pem)) = &req.ca_bundle_pem {
-        archive_location::check_ca_bundle(pem).map_err(|e| EngineError::Field {
-            field: "ca_bundle".into(),
-            message: format!("the CA bundle {e}"),
-        })?;
+        archive_location::check_ca_bundle_field(pem)?;
     }
     Ok(())
 }

@@ -99,10 +99,7 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
         None => environment_endpoint_checked("this process's").map_err(EngineError::Invalid)?,
     };
     if let Some(pem) = &loc.ca_bundle_pem {
-        crate::archive::ca_certificates(pem).map_err(|e| EngineError::Field {
-            field: "ca_bundle".into(),
-            message: format!("the CA bundle {e}"),
-        })?;
+        check_ca_bundle_field(pem)?;
     }
     if loc.access_key_id.is_some() != loc.secret_access_key.is_some() {
         return Err(EngineError::Invalid(
@@ -126,6 +123,14 @@ pub(crate) fn s3_config(loc: &S3Location) -> Result<S3Config, EngineError> {
 /// that names the file it read.
 pub fn check_ca_bundle(pem: &str) -> Result<(), String> {
     crate::archive::ca_certificates(pem).map(drop)
+}
+
+/// [`check_ca_bundle`] for a request: the error names the field `ca_bundle`.
+pub(crate) fn check_ca_bundle_field(pem: &str) -> Result<(), EngineError> {
+    check_ca_bundle(pem).map_err(|e| EngineError::Field {
+        field: "ca_bundle".into(),
+        message: format!("the CA bundle {e}"),
+    })
 }
 
 /// Why `endpoint` is no endpoint: not an http(s) URL, or one holding credentials.
